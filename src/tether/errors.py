@@ -1,0 +1,255 @@
+"""Exceptions and signals raised by tether.
+
+Errors (``Exception``) describe something that went wrong::
+
+    TetherError
+    ├── UsageError                  tether was called wrongly; fix the calling code
+    │   ├── UnknownWorkflow         a journal names a workflow this runtime was not given
+    │   └── ToolArgsInvalid         arguments do not validate against the tool's schema
+    ├── StoreError                  the journal store could not do what was asked
+    │   ├── ConcurrencyConflict     another writer appended to the same run first
+    │   ├── CorruptJournal          stored bytes fail a check: checksum, gap in seq, unreadable file
+    │   └── SchemaTooNew            the store or an event was written by a newer tether
+    └── RunError                    a run cannot go on as written
+        ├── NonDeterminismError     the workflow's calls differ from what its journal recorded
+        ├── ToolFailed              a tool call failed definitively (carries the failure class)
+        │   └── ToolResultInvalid   a handler's result broke the tool's declared result schema
+        ├── WaitTimedOut            a durable wait passed its deadline unresolved
+        └── RecordedError           a journaled error whose original type cannot be rebuilt
+
+Signals steer a run; they are not failures of tether itself:
+
+* :class:`AmbiguousOutcome` (an ``Exception``) is what a tool handler raises when it cannot tell
+  whether its effect happened (a timeout after the request left, a dropped connection).
+  ``TimeoutError`` and ``ConnectionError`` raised by a handler are read the same way.
+* :class:`RunSuspended`, :class:`RunEscalated` and :class:`Crash` derive from ``BaseException``
+  so that workflow code's ``except Exception`` cannot swallow them: the runtime must see them.
+
+Every error that is journaled round-trips through :meth:`TetherError.to_record` and
+:func:`rebuild_error`, so a resumed run re-raises the same error it raised the first time.
+"""
+
+from __future__ import annotations
+
+import builtins
+import importlib
+from typing import Any
+
+__all__ = [
+    "AmbiguousOutcome",
+    "ConcurrencyConflict",
+    "CorruptJournal",
+    "Crash",
+    "NonDeterminismError",
+    "RecordedError",
+    "RunError",
+    "RunEscalated",
+    "RunSuspended",
+    "SchemaTooNew",
+    "StoreError",
+    "TetherError",
+    "ToolArgsInvalid",
+    "ToolFailed",
+    "ToolResultInvalid",
+    "UnknownWorkflow",
+    "UsageError",
+    "WaitTimedOut",
+    "error_record",
+    "rebuild_error",
+]
+
+
+class TetherError(Exception):
+    """Base of every error tether raises."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def to_record(self) -> dict[str, Any]:
+        """The JSON form journaled for this error; :func:`rebuild_error` reverses it."""
+        return {"type": _qualified(type(self)), "message": self.message, "data": {}}
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (rebuild_error, (self.to_record(),))
+
+
+class UsageError(TetherError):
+    """tether was called in a way it does not support; the message says how to fix it."""
+
+
+class UnknownWorkflow(UsageError):
+    """A journal names a workflow that was not registered with this runtime."""
+
+
+class ToolArgsInvalid(UsageError):
+    """Arguments given to a tool do not validate against its argument model."""
+
+
+class StoreError(TetherError):
+    """The journal store failed to read or write."""
+
+
+class ConcurrencyConflict(StoreError):
+    """Another writer appended to this run since this writer last read it.
+
+    The losing writer must stop executing the run: the winner owns it now.
+    """
+
+    def __init__(self, message: str, *, run_id: str = "", expected_seq: int = 0) -> None:
+        super().__init__(message)
+        self.run_id = run_id
+        self.expected_seq = expected_seq
+
+
+class CorruptJournal(StoreError):
+    """Stored journal data failed a check; nothing was dropped or repaired silently."""
+
+
+class SchemaTooNew(StoreError):
+    """The store's schema or an event's version is newer than this tether understands."""
+
+
+class RunError(TetherError):
+    """A run cannot continue as written."""
+
+
+class NonDeterminismError(RunError):
+    """The workflow made a different durable call than the one its journal recorded."""
+
+
+class ToolFailed(RunError):
+    """A tool call failed definitively.
+
+    ``failure`` is the failure class (``permanent``, ``invalid_result``, ``ambiguous_write``,
+    ``retries_exhausted`` …); ``error_type`` names the exception the handler raised.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        tool: str = "",
+        failure: str = "permanent",
+        error_type: str = "",
+    ) -> None:
+        super().__init__(message)
+        self.tool = tool
+        self.failure = failure
+        self.error_type = error_type
+
+    def to_record(self) -> dict[str, Any]:
+        record = super().to_record()
+        record["data"] = {"tool": self.tool, "failure": self.failure, "error_type": self.error_type}
+        return record
+
+
+class ToolResultInvalid(ToolFailed):
+    """A handler returned a result that does not match the tool's declared result model."""
+
+
+class WaitTimedOut(RunError):
+    """A durable wait reached its deadline without being resolved."""
+
+    def __init__(self, message: str, *, key: str = "") -> None:
+        super().__init__(message)
+        self.key = key
+
+    def to_record(self) -> dict[str, Any]:
+        record = super().to_record()
+        record["data"] = {"key": self.key}
+        return record
+
+
+class RecordedError(RunError):
+    """A journaled error whose original exception type could not be rebuilt on replay."""
+
+    def __init__(self, message: str, *, error_type: str = "") -> None:
+        super().__init__(message)
+        self.error_type = error_type
+
+    def to_record(self) -> dict[str, Any]:
+        return {"type": self.error_type or _qualified(type(self)), "message": self.message,
+                "data": {}}
+
+
+class AmbiguousOutcome(Exception):  # noqa: N818 - a signal, not an error
+    """Raised by a tool handler that cannot tell whether its effect happened."""
+
+
+class RunSuspended(BaseException):  # noqa: N818
+    """The run waits durably for an external resolution; its process may stop now."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+class RunEscalated(BaseException):  # noqa: N818
+    """The run needs a human: it stops with status ``escalated`` and the reason journaled."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class Crash(BaseException):  # noqa: N818
+    """A simulated worker crash: the runtime abandons the run without writing anything more."""
+
+
+def _qualified(cls: type[BaseException]) -> str:
+    if cls.__module__ == "builtins":
+        return cls.__qualname__
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def error_record(exc: BaseException) -> dict[str, Any]:
+    """The JSON form of any exception, as journaled."""
+    if isinstance(exc, TetherError):
+        return exc.to_record()
+    args = [a for a in exc.args if isinstance(a, str | int | float | bool) or a is None]
+    message = str(exc)
+    return {"type": _qualified(type(exc)), "message": message, "data": {"args": args}}
+
+
+def rebuild_error(record: dict[str, Any]) -> BaseException:
+    """Rebuild the exception a record describes, or a :class:`RecordedError` standing in for it.
+
+    tether's own errors come back with their data; other exceptions are rebuilt when their type
+    is importable and accepts the recorded arguments.
+    """
+    type_name = str(record.get("type", ""))
+    message = str(record.get("message", ""))
+    data = record.get("data") or {}
+    cls = _resolve_exception_type(type_name)
+    if cls is not None and issubclass(cls, TetherError):
+        try:
+            return cls(message, **data)
+        except TypeError:
+            return RecordedError(message, error_type=type_name)
+    if cls is not None and issubclass(cls, Exception):
+        try:
+            return cls(*data.get("args", [message]))
+        except Exception:  # a constructor with other needs: keep the facts, not the type
+            return RecordedError(message, error_type=type_name)
+    return RecordedError(message, error_type=type_name)
+
+
+def _resolve_exception_type(type_name: str) -> type[BaseException] | None:
+    if "." not in type_name:
+        candidate = getattr(builtins, type_name, None)
+    else:
+        module_name, _, attr = type_name.rpartition(".")
+        candidate = None
+        while module_name:
+            try:
+                candidate = importlib.import_module(module_name)
+                break
+            except ImportError:
+                module_name, _, head = module_name.rpartition(".")
+                attr = f"{head}.{attr}"
+        for part in attr.split("."):
+            candidate = getattr(candidate, part, None)
+    if isinstance(candidate, type) and issubclass(candidate, BaseException):
+        return candidate
+    return None

@@ -1,0 +1,285 @@
+"""Journal events: the append-only record from which a run's state is derived.
+
+Every event is a frozen pydantic model with a ``kind`` tag, a per-kind schema version ``v``, the
+run-local sequence number ``seq`` (1, 2, 3 … with no gaps) and ``at``, the time on the run's
+clock. Durable calls made by a workflow carry ``pos``, their position in the run: on resume the
+journaled outcome at a position is returned instead of executing the call again.
+
+Bodies are stored as the exact JSON text :func:`encode` produces, with a CRC-32 beside them, so a
+store can tell a torn or altered event from a good one.
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from enum import StrEnum
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+from tether.errors import CorruptJournal, SchemaTooNew
+
+__all__ = [
+    "DURABLE_CALLS",
+    "Event",
+    "RunFinished",
+    "RunStarted",
+    "RunStatus",
+    "StepFailed",
+    "StepRecorded",
+    "TimerFired",
+    "TimerStarted",
+    "ToolAmbiguous",
+    "ToolError",
+    "ToolIntent",
+    "ToolResult",
+    "WaitExpired",
+    "WaitResolved",
+    "WaitStarted",
+    "checksum",
+    "decode",
+    "encode",
+    "status_after",
+]
+
+
+class RunStatus(StrEnum):
+    """Where a run stands, derived from its journal."""
+
+    RUNNING = "running"
+    WAITING = "waiting"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    ESCALATED = "escalated"
+    CANCELLED = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        return self in _FINISHED
+
+
+_FINISHED = {RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.ESCALATED, RunStatus.CANCELLED}
+
+
+class _Event(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    VERSION: ClassVar[int] = 1
+
+    seq: int
+    at: float
+    v: int = 1
+
+
+class RunStarted(_Event):
+    """A run began: which workflow, with what input and seed."""
+
+    kind: Literal["run_started"] = "run_started"
+    workflow: str
+    input: Any = None
+    seed: int
+    session_id: str | None = None
+
+
+class StepRecorded(_Event):
+    """A durable call that is not a tool (``step``, ``now``, ``random``, ``uuid``) returned."""
+
+    kind: Literal["step"] = "step"
+    pos: int
+    call: str
+    name: str
+    result: Any = None
+
+
+class StepFailed(_Event):
+    """A ``step`` raised; on replay the same error is raised again."""
+
+    kind: Literal["step_failed"] = "step_failed"
+    pos: int
+    call: str
+    name: str
+    error: dict[str, Any]
+
+
+class TimerStarted(_Event):
+    """A durable sleep began; it ends at ``wake_at`` on the run's clock."""
+
+    kind: Literal["timer_started"] = "timer_started"
+    pos: int
+    wake_at: float
+
+
+class TimerFired(_Event):
+    """A durable sleep ended."""
+
+    kind: Literal["timer_fired"] = "timer_fired"
+    pos: int
+
+
+class WaitStarted(_Event):
+    """The run waits for an external resolution of ``key`` (an approval, a signal …)."""
+
+    kind: Literal["wait_started"] = "wait_started"
+    pos: int
+    key: str
+    deadline: float | None = None
+
+
+class WaitResolved(_Event):
+    """Someone resolved ``key``; ``by`` and ``note`` say who and why."""
+
+    kind: Literal["wait_resolved"] = "wait_resolved"
+    key: str
+    value: Any = None
+    by: str = ""
+    note: str = ""
+
+
+class WaitExpired(_Event):
+    """A wait passed its deadline unresolved."""
+
+    kind: Literal["wait_expired"] = "wait_expired"
+    pos: int
+    key: str
+
+
+class ToolIntent(_Event):
+    """A write is about to be sent. Journaled durably before the handler runs.
+
+    ``compensates`` is set when this call undoes the write made at that position.
+    """
+
+    kind: Literal["tool_intent"] = "tool_intent"
+    pos: int
+    tool: str
+    effect: str
+    key: str
+    args: dict[str, Any]
+    attempt: int = 1
+    compensates: int | None = None
+
+
+class ToolResult(_Event):
+    """A tool call returned (or, with ``reconciled``, a lookup found the write had happened)."""
+
+    kind: Literal["tool_result"] = "tool_result"
+    pos: int
+    tool: str
+    result: Any = None
+    reconciled: bool = False
+
+
+class ToolError(_Event):
+    """A tool call failed definitively, classified by ``failure``."""
+
+    kind: Literal["tool_error"] = "tool_error"
+    pos: int
+    tool: str
+    failure: str
+    error: dict[str, Any]
+
+
+class ToolAmbiguous(_Event):
+    """A write's outcome is unknown (a timeout, a lost connection, a crash after its intent)."""
+
+    kind: Literal["tool_ambiguous"] = "tool_ambiguous"
+    pos: int
+    tool: str
+    key: str
+    reason: str
+    attempt: int = 1
+
+
+class RunFinished(_Event):
+    """The run ended with ``status``; ``reason`` says why for failures and escalations."""
+
+    kind: Literal["run_finished"] = "run_finished"
+    status: RunStatus
+    result: Any = None
+    error: dict[str, Any] | None = None
+    reason: str = ""
+
+
+Event = Annotated[
+    RunStarted
+    | StepRecorded
+    | StepFailed
+    | TimerStarted
+    | TimerFired
+    | WaitStarted
+    | WaitResolved
+    | WaitExpired
+    | ToolIntent
+    | ToolResult
+    | ToolError
+    | ToolAmbiguous
+    | RunFinished,
+    Field(discriminator="kind"),
+]
+
+_KINDS: dict[str, type[_Event]] = {
+    cls.model_fields["kind"].default: cls
+    for cls in (RunStarted, StepRecorded, StepFailed, TimerStarted, TimerFired, WaitStarted,
+                WaitResolved, WaitExpired, ToolIntent, ToolResult, ToolError, ToolAmbiguous,
+                RunFinished)
+}
+
+#: Event kinds that record the outcome of a workflow's durable call at a position.
+DURABLE_CALLS = frozenset({"step", "step_failed", "timer_started", "wait_started", "tool_intent",
+                           "tool_result", "tool_error", "tool_ambiguous"})
+
+_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
+
+
+def encode(event: _Event) -> str:
+    """The canonical JSON text of an event, as stored."""
+    return event.model_dump_json()
+
+
+def checksum(body: str) -> int:
+    """CRC-32 of an encoded event, stored beside it."""
+    return zlib.crc32(body.encode())
+
+
+def decode(body: str, *, run_id: str = "", seq: int | None = None, crc: int | None = None) -> Event:
+    """Parse a stored event, checking its checksum, kind and version.
+
+    Raises :class:`CorruptJournal` for damaged data and :class:`SchemaTooNew` for an event
+    written by a newer tether; never returns a partial event.
+    """
+    where = f"run {run_id!r} event seq {seq}" if seq is not None else f"run {run_id!r}"
+    if crc is not None and checksum(body) != crc:
+        raise CorruptJournal(f"{where}: checksum mismatch (stored {crc}, computed "
+                             f"{checksum(body)}); the journal was altered or torn")
+    try:
+        raw = json.loads(body)
+    except ValueError as exc:
+        raise CorruptJournal(f"{where}: body is not JSON ({exc})") from exc
+    kind = raw.get("kind") if isinstance(raw, dict) else None
+    cls = _KINDS.get(kind) if isinstance(kind, str) else None
+    if cls is None:
+        raise SchemaTooNew(f"{where}: unknown event kind {kind!r}; it was written by a newer "
+                           "tether or by something else; upgrade tether to read it")
+    if int(raw.get("v", 1)) > cls.VERSION:
+        raise SchemaTooNew(f"{where}: {kind} version {raw.get('v')} is newer than the "
+                           f"version {cls.VERSION} this tether reads; upgrade tether")
+    try:
+        event = _ADAPTER.validate_python(raw)
+    except ValidationError as exc:
+        raise CorruptJournal(f"{where}: {kind} does not match its schema: {exc}") from exc
+    if seq is not None and event.seq != seq:
+        raise CorruptJournal(f"{where}: body says seq {event.seq}")
+    return event
+
+
+def status_after(current: RunStatus | None, event: _Event) -> RunStatus | None:
+    """The run status once ``event`` is applied, or ``current`` if the event does not change it."""
+    if isinstance(event, RunStarted):
+        return RunStatus.RUNNING
+    if isinstance(event, WaitStarted):
+        return RunStatus.WAITING
+    if isinstance(event, WaitResolved | WaitExpired | TimerFired) and current == RunStatus.WAITING:
+        return RunStatus.RUNNING
+    if isinstance(event, RunFinished):
+        return event.status
+    return current

@@ -1,0 +1,1 @@
+"""Durable execution: runs, run contexts, tools and the write protocol."""

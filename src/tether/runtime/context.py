@@ -1,0 +1,242 @@
+"""The run context: every durable call a workflow makes goes through it.
+
+Each call takes the next position in the run. If the journal already holds an outcome at that
+position, the call returns it (or raises the recorded error) without executing; otherwise it
+executes live and journals the outcome. A recorded call of another kind or name at that
+position means the workflow code changed or is not deterministic: :class:`NonDeterminismError`.
+"""
+
+from __future__ import annotations
+
+import inspect
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from tether.clock import Clock
+from tether.errors import (
+    NonDeterminismError,
+    RunSuspended,
+    UsageError,
+    WaitTimedOut,
+    error_record,
+    rebuild_error,
+)
+from tether.events import (
+    StepFailed,
+    StepRecorded,
+    TimerFired,
+    TimerStarted,
+    WaitExpired,
+    WaitStarted,
+)
+from tether.runtime.codec import from_json, to_json
+from tether.runtime.journal import Probe, ProbePoint, RunJournal, call_identity
+from tether.runtime.tools import Tool
+
+__all__ = ["CompletedWrite", "RunContext"]
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class CompletedWrite:
+    """A write that returned, remembered for saga compensation."""
+
+    position: int
+    tool: Tool[Any, Any]
+    args: Any
+    result: Any
+    key: str
+
+
+class RunContext:
+    """Durable calls for one run. Workflows receive it as their first argument.
+
+    >>> async def greet(ctx: RunContext, name: str) -> str:
+    ...     stamp = ctx.now()                       # journaled: the same on every replay
+    ...     await ctx.sleep(30)                     # a durable timer
+    ...     return await ctx.step("format", lambda: f"hello {name} at {stamp:.0f}")
+    """
+
+    def __init__(
+        self,
+        journal: RunJournal,
+        clock: Clock,
+        *,
+        seed: int,
+        probe: Probe | None = None,
+    ) -> None:
+        self.journal = journal
+        self.clock = clock
+        self.run_id = journal.run_id
+        self._rng = random.Random(seed)
+        self._next_pos = 0
+        self._probe = probe
+        self.completed_writes: list[CompletedWrite] = []
+
+    # -- positions and replay -------------------------------------------------------------
+
+    def _claim(self, call: str, name: str) -> tuple[int, list[Any]]:
+        """Take the next position and check it against the journal."""
+        pos = self._next_pos
+        self._next_pos += 1
+        recorded = self.journal.at(pos)
+        if recorded:
+            identity = call_identity(recorded[0])
+            if identity is not None and identity != (call, name):
+                raise NonDeterminismError(
+                    f"run {self.run_id}: position {pos} was {identity[0]}({identity[1]!r}) in "
+                    f"the journal but the workflow now calls {call}({name!r}); workflows must "
+                    "make the same durable calls in the same order on every replay"
+                )
+        return pos, recorded
+
+    @property
+    def position(self) -> int:
+        """The position the next durable call will take."""
+        return self._next_pos
+
+    def remember_write(self, position: int, tool: Tool[Any, Any], args: Any, result: Any,
+                       key: str) -> None:
+        """Note a write that returned, so a failed run can compensate it."""
+        if tool.effect.writes:
+            self.completed_writes.append(CompletedWrite(position, tool, args, result, key))
+
+    def claim(self, call: str, name: str) -> tuple[int, list[Any]]:
+        """Take the next position for a durable call made by the runtime itself."""
+        return self._claim(call, name)
+
+    def probe(self, position: int, name: str, point: str) -> None:
+        if self._probe is not None:
+            self._probe(ProbePoint(self.run_id, position, name, point))
+
+    # -- durable calls --------------------------------------------------------------------
+
+    async def step(
+        self,
+        name: str,
+        fn: Callable[..., Awaitable[T] | T],
+        *args: Any,
+        result_type: Any = None,
+    ) -> Any:
+        """Run ``fn(*args)`` once; afterwards return its journaled result.
+
+        The value is journaled as JSON and returned in that form (validated into
+        ``result_type`` if given), so a live call and a replay see the same value.
+        """
+        pos, recorded = self._claim("step", name)
+        if recorded:
+            return self._replay_step(recorded[0], result_type)
+        try:
+            value = fn(*args)
+            if inspect.isawaitable(value):
+                value = await value
+        except Exception as exc:
+            self.journal.record(StepFailed, pos=pos, call="step", name=name,
+                                error=error_record(exc))
+            raise
+        data = to_json(value, what=f"step {name!r}")
+        self.journal.record(StepRecorded, pos=pos, call="step", name=name, result=data)
+        self.probe(pos, name, "after_step")
+        return from_json(data, result_type)
+
+    def _replay_step(self, event: Any, result_type: Any) -> Any:
+        if isinstance(event, StepFailed):
+            raise rebuild_error(event.error)
+        return from_json(event.result, result_type)
+
+    def _value(self, call: str, produce: Callable[[], Any]) -> Any:
+        pos, recorded = self._claim(call, call)
+        if recorded:
+            return self._replay_step(recorded[0], None)
+        value = produce()
+        self.journal.record(StepRecorded, pos=pos, call=call, name=call, result=value)
+        return value
+
+    def now(self) -> float:
+        """The run clock's time, journaled: a replay returns the first reading."""
+        return float(self._value("now", self.clock.now))
+
+    def random(self) -> float:
+        """A float in [0, 1) from the run's seeded generator, journaled."""
+        return float(self._value("random", self._rng.random))
+
+    def uuid(self) -> str:
+        """A random UUID-shaped id from the run's seeded generator, journaled."""
+        return str(self._value("uuid", lambda: _uuid_from(self._rng)))
+
+    async def sleep(self, seconds: float) -> None:
+        """A durable timer: after a crash, the run sleeps only what remains."""
+        pos, recorded = self._claim("sleep", "")
+        if any(isinstance(e, TimerFired) for e in recorded):
+            return
+        if recorded:
+            wake_at = recorded[0].wake_at
+        else:
+            wake_at = self.clock.now() + max(0.0, seconds)
+            self.journal.record(TimerStarted, pos=pos, wake_at=wake_at)
+        remaining = wake_at - self.clock.now()
+        if remaining > 0:
+            await self.clock.sleep(remaining)
+        self.journal.record(TimerFired, pos=pos)
+
+    async def wait_for(self, key: str, *, timeout_s: float | None = None) -> Any:
+        """Wait durably until :meth:`Runtime.resolve` delivers a value for ``key``.
+
+        If no value has arrived yet, the run is suspended (status ``waiting``) and its process
+        may exit; a later :meth:`Runtime.resume` or :meth:`Runtime.recover` continues from
+        here. A value that arrived before the wait began is returned at once. After
+        ``timeout_s`` of the run's clock without a value, :class:`WaitTimedOut` is raised.
+        """
+        if not key:
+            raise UsageError("wait_for needs a non-empty key")
+        pos, recorded = self._claim("wait_for", key)
+        resolution = self.journal.resolution(key)
+        expired = self.journal.expired(pos)
+        if resolution is not None and not (
+            expired and _seq_of_expiry(recorded) < resolution.seq
+        ):
+            if not recorded:
+                self.journal.record(StepRecorded, pos=pos, call="wait_for", name=key,
+                                    result=resolution.value)
+            return resolution.value
+        if recorded and isinstance(recorded[0], StepRecorded):
+            return recorded[0].result
+        if expired:
+            raise WaitTimedOut(f"wait for {key!r} timed out", key=key)
+        if not recorded:
+            deadline = None if timeout_s is None else self.clock.now() + timeout_s
+            # Durable before anyone outside can see the request: the output-commit rule.
+            self.journal.record(WaitStarted, sync=True, pos=pos, key=key, deadline=deadline)
+        else:
+            deadline = recorded[0].deadline
+        if deadline is not None and self.clock.now() >= deadline:
+            self.journal.record(WaitExpired, pos=pos, key=key)
+            raise WaitTimedOut(f"wait for {key!r} timed out", key=key)
+        raise RunSuspended(key)
+
+    async def call_tool(self, tool: Tool[Any, Any], args: Any) -> Any:
+        """Call a tool exactly once per position, following the write protocol.
+
+        See :mod:`tether.runtime.writes` for what happens on timeouts, crashes and errors.
+        """
+        from tether.runtime.writes import execute_tool
+
+        validated = tool.validate_args(args)
+        pos, recorded = self._claim("call_tool", tool.name)
+        return await execute_tool(self, tool, validated, pos, recorded)
+
+
+def _seq_of_expiry(recorded: list[Any]) -> int:
+    return min((e.seq for e in recorded if isinstance(e, WaitExpired)), default=1 << 62)
+
+
+def _uuid_from(rng: random.Random) -> str:
+    value = rng.getrandbits(128)
+    # RFC 4122 version 4 layout, drawn from the run's generator instead of the OS.
+    value = (value & ~(0xF000 << 64)) | (4 << 76)
+    value = (value & ~(0xC000 << 48)) | (0x8000 << 48)
+    h = f"{value:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"

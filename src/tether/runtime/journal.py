@@ -1,0 +1,130 @@
+"""One run's journal as the runtime sees it: what is recorded, and how to add to it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from tether.clock import Clock
+from tether.events import (
+    Event,
+    RunFinished,
+    RunStarted,
+    StepFailed,
+    StepRecorded,
+    TimerStarted,
+    ToolAmbiguous,
+    ToolError,
+    ToolIntent,
+    ToolResult,
+    WaitExpired,
+    WaitResolved,
+    WaitStarted,
+)
+from tether.store.base import Store
+
+__all__ = ["Listener", "Probe", "ProbePoint", "RunJournal", "call_identity"]
+
+
+@dataclass(frozen=True, slots=True)
+class ProbePoint:
+    """A named instant inside a durable call, where tests and the simulator may crash a worker.
+
+    ``point`` is one of ``before_intent``, ``after_intent`` (intent durable, handler not called),
+    ``after_call`` (handler returned, result not journaled) and ``after_result``; steps report
+    ``after_step``.
+    """
+
+    run_id: str
+    position: int
+    name: str
+    point: str
+
+
+class Probe(Protocol):
+    """Called at every :class:`ProbePoint`; raising :class:`~tether.errors.Crash` abandons the run."""
+
+    def __call__(self, point: ProbePoint) -> None: ...
+
+
+#: Called with every event once it is appended (sinks: traces, JSONL, progress).
+Listener = Callable[[str, Event], None]
+
+
+def call_identity(event: Event) -> tuple[str, str] | None:
+    """(call kind, name) of the durable call an event belongs to, for determinism checks."""
+    if isinstance(event, StepRecorded | StepFailed):
+        return (event.call, event.name)
+    if isinstance(event, TimerStarted):
+        return ("sleep", "")
+    if isinstance(event, WaitStarted):
+        return ("wait_for", event.key)
+    if isinstance(event, ToolIntent):
+        return ("compensate" if event.compensates is not None else "call_tool", event.tool)
+    if isinstance(event, ToolResult | ToolError | ToolAmbiguous):
+        return ("call_tool", event.tool)
+    return None
+
+
+class RunJournal:
+    """The events of one run, indexed by position, plus the means to append more.
+
+    Appends stamp the next ``seq`` and the clock's time, write through the store with the
+    expected last seq (so a second writer is detected), then tell the listeners.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        run_id: str,
+        clock: Clock,
+        events: Sequence[Event] = (),
+        listeners: Sequence[Listener] = (),
+    ) -> None:
+        self.store = store
+        self.run_id = run_id
+        self.clock = clock
+        self.listeners = tuple(listeners)
+        self.last_seq = 0
+        self.started: RunStarted | None = None
+        self.finished: RunFinished | None = None
+        self._by_pos: dict[int, list[Event]] = {}
+        self._resolutions: dict[str, WaitResolved] = {}
+        for event in events:
+            self._index(event)
+            self.last_seq = event.seq
+
+    def _index(self, event: Event) -> None:
+        pos = getattr(event, "pos", None)
+        if pos is not None:
+            self._by_pos.setdefault(pos, []).append(event)
+        elif isinstance(event, WaitResolved):
+            self._resolutions.setdefault(event.key, event)
+        elif isinstance(event, RunStarted):
+            self.started = event
+        elif isinstance(event, RunFinished):
+            self.finished = event
+
+    def at(self, position: int) -> list[Event]:
+        """Events recorded for the durable call at ``position`` (empty if none)."""
+        return self._by_pos.get(position, [])
+
+    def positions(self) -> list[int]:
+        return sorted(self._by_pos)
+
+    def resolution(self, key: str) -> WaitResolved | None:
+        return self._resolutions.get(key)
+
+    def expired(self, position: int) -> bool:
+        return any(isinstance(e, WaitExpired) for e in self.at(position))
+
+    def record(self, cls: type[Any], *, sync: bool = False, **fields: Any) -> Any:
+        """Append one event of type ``cls``; ``sync`` makes it (and all before it) durable."""
+        event = cls(seq=self.last_seq + 1, at=self.clock.now(), **fields)
+        self.store.append(self.run_id, [event], expected_last_seq=self.last_seq, sync=sync)
+        self.last_seq = event.seq
+        self._index(event)
+        for listener in self.listeners:
+            listener(self.run_id, event)
+        return event

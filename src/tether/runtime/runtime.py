@@ -1,0 +1,262 @@
+"""The runtime: starts workflow runs, resumes them, and recovers every unfinished one.
+
+A :class:`Runtime` is an explicit object — no globals — so any number can live in one process
+(thousands of simulated runs, two tests side by side). It takes time from its :class:`Clock`
+and randomness from a generator seeded once per runtime; each run gets its own seed, journaled
+in ``run_started``, from which ``ctx.random()`` and ``ctx.uuid()`` draw.
+"""
+
+from __future__ import annotations
+
+import inspect
+import random
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, get_type_hints
+
+
+
+from tether.clock import Clock, SystemClock, system_seed
+from tether.errors import (
+    ConcurrencyConflict,
+    NonDeterminismError,
+    RunEscalated,
+    RunSuspended,
+    UnknownWorkflow,
+    UsageError,
+    error_record,
+    rebuild_error,
+)
+from tether.events import RunFinished, RunStarted, RunStatus, WaitResolved
+from tether.runtime.codec import from_json, to_json
+from tether.runtime.context import RunContext
+from tether.runtime.journal import Listener, Probe, RunJournal
+from tether.runtime.saga import compensate
+from tether.store.base import Store
+from tether.store.memory import MemoryStore
+
+__all__ = ["RunResult", "Runtime", "Workflow", "workflow"]
+
+WorkflowFn = Callable[..., Awaitable[Any]]
+
+
+@dataclass(frozen=True)
+class Workflow:
+    """An async function ``(ctx, input) -> result`` with the name its journals record."""
+
+    name: str
+    fn: WorkflowFn
+
+    def _input_type(self) -> Any:
+        params = list(inspect.signature(self.fn).parameters)
+        if len(params) < 2:
+            return None
+        return get_type_hints(self.fn).get(params[1])
+
+    def takes_input(self) -> bool:
+        return len(inspect.signature(self.fn).parameters) >= 2
+
+
+def workflow(fn: WorkflowFn | None = None, /, *, name: str | None = None) -> Any:
+    """Name an async workflow function so its journals can find it again after a restart.
+
+    >>> @workflow(name="refund")
+    ... async def refund(ctx, order_id: str) -> None: ...
+    >>> refund.name
+    'refund'
+    """
+
+    def wrap(f: WorkflowFn) -> Workflow:
+        if not inspect.iscoroutinefunction(f):
+            raise UsageError(f"workflow {f.__qualname__} must be an async function")
+        return Workflow(name or f"{f.__module__}.{f.__qualname__}", f)
+
+    return wrap(fn) if fn is not None else wrap
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """Where a run stands after the runtime stopped executing it."""
+
+    run_id: str
+    status: RunStatus
+    result: Any = None
+    error: dict[str, Any] | None = None
+    reason: str = ""
+    waiting_for: str | None = None
+
+    def raise_for_status(self) -> Any:
+        """Return the result of a completed run; raise the recorded error of a failed one."""
+        if self.status is RunStatus.COMPLETED:
+            return self.result
+        if self.status is RunStatus.FAILED and self.error is not None:
+            raise rebuild_error(self.error)
+        raise UsageError(f"run {self.run_id} is {self.status.value}: {self.reason}")
+
+
+class Runtime:
+    """Executes durable workflow runs against a store.
+
+    >>> import asyncio
+    >>> from tether.clock import VirtualClock
+    >>> async def hello(ctx: RunContext, name: str) -> str:
+    ...     return await ctx.step("greet", lambda: f"hello {name}")
+    >>> rt = Runtime(clock=VirtualClock(), seed=1)
+    >>> asyncio.run(rt.start(hello, "ada")).result
+    'hello ada'
+    """
+
+    def __init__(
+        self,
+        store: Store | None = None,
+        *,
+        clock: Clock | None = None,
+        workflows: Iterable[Workflow | WorkflowFn] = (),
+        seed: int | None = None,
+        probe: Probe | None = None,
+        listeners: Sequence[Listener] = (),
+    ) -> None:
+        self.store: Store = store if store is not None else MemoryStore()
+        self.clock: Clock = clock if clock is not None else SystemClock()
+        self._rng = random.Random(system_seed() if seed is None else seed)
+        self._probe = probe
+        self._listeners = tuple(listeners)
+        self._workflows: dict[str, Workflow] = {}
+        for wf in workflows:
+            self.register(wf)
+
+    def register(self, wf: Workflow | WorkflowFn) -> Workflow:
+        """Make a workflow resumable by this runtime; returns it as a :class:`Workflow`."""
+        named = wf if isinstance(wf, Workflow) else workflow(wf)
+        existing = self._workflows.get(named.name)
+        if existing is not None and existing.fn is not named.fn:
+            raise UsageError(f"two different workflows are both named {named.name!r}")
+        self._workflows[named.name] = named
+        return named
+
+    def add_listener(self, listener: Listener) -> None:
+        """Tell ``listener`` of every event this runtime appends from now on."""
+        self._listeners = (*self._listeners, listener)
+
+    # -- starting and resuming ------------------------------------------------------------
+
+    async def start(
+        self,
+        wf: Workflow | WorkflowFn,
+        input: Any = None,
+        *,
+        run_id: str | None = None,
+        session_id: str | None = None,
+    ) -> RunResult:
+        """Start a run and execute it until it finishes or waits."""
+        named = self.register(wf)
+        run_id = run_id or f"run_{self._rng.getrandbits(64):016x}"
+        journal = self._journal(run_id, ())
+        journal.record(
+            RunStarted,
+            workflow=named.name,
+            input=to_json(input, what="workflow input"),
+            seed=self._rng.getrandbits(63),
+            session_id=session_id,
+        )
+        return await self._execute(named, journal)
+
+    async def resume(self, run_id: str) -> RunResult:
+        """Continue an unfinished run from its journal; a finished run's result is returned."""
+        events = self.store.read(run_id)
+        if not events:
+            raise UsageError(f"no run {run_id!r} in the store")
+        journal = self._journal(run_id, events)
+        if journal.started is None:
+            raise UsageError(f"run {run_id!r} has no run_started event")
+        if journal.finished is not None:
+            return _result_of(journal.finished, run_id)
+        named = self._workflows.get(journal.started.workflow)
+        if named is None:
+            known = ", ".join(sorted(self._workflows)) or "none"
+            raise UnknownWorkflow(
+                f"run {run_id!r} is workflow {journal.started.workflow!r}, which this runtime "
+                f"was not given (registered: {known}); pass it in Runtime(workflows=[...])"
+            )
+        return await self._execute(named, journal)
+
+    async def recover(self) -> list[RunResult]:
+        """Resume every unfinished run in the store (running ones, and waiting ones whose
+        wait may have been resolved or timed out). Runs another worker owns are skipped."""
+        results = []
+        for info in self.store.list_runs(status=[RunStatus.RUNNING, RunStatus.WAITING]):
+            try:
+                results.append(await self.resume(info.run_id))
+            except ConcurrencyConflict:
+                continue
+        return results
+
+    def resolve(self, run_id: str, key: str, value: Any = None, *, by: str = "",
+                note: str = "") -> None:
+        """Deliver a value for ``wait_for(key)``; a later resume continues the run with it.
+
+        Works from any process. Resolving a key twice keeps the first value.
+        """
+        info = self.store.get_run(run_id)
+        if info is None:
+            raise UsageError(f"no run {run_id!r} in the store")
+        if info.status.finished:
+            raise UsageError(f"run {run_id!r} is already {info.status.value}")
+        events = self.store.read(run_id)
+        journal = self._journal(run_id, events)
+        if journal.resolution(key) is not None:
+            return
+        journal.record(WaitResolved, sync=True, key=key,
+                       value=to_json(value, what="resolution"), by=by, note=note)
+
+    # -- execution ------------------------------------------------------------------------
+
+    def _journal(self, run_id: str, events: Sequence[Any]) -> RunJournal:
+        return RunJournal(self.store, run_id, self.clock, events, self._listeners)
+
+    async def _execute(self, named: Workflow, journal: RunJournal) -> RunResult:
+        started = journal.started
+        assert started is not None
+        ctx = RunContext(journal, self.clock, seed=started.seed, probe=self._probe)
+        run_id = journal.run_id
+        try:
+            if named.takes_input():
+                value = await named.fn(ctx, from_json(started.input, named._input_type()))
+            else:
+                value = await named.fn(ctx)
+        except RunSuspended as signal:
+            return RunResult(run_id, RunStatus.WAITING, waiting_for=signal.key)
+        except RunEscalated as signal:
+            return self._finish(journal, RunStatus.ESCALATED, reason=signal.reason)
+        except (NonDeterminismError, ConcurrencyConflict):
+            raise
+        except Exception as exc:
+            return await self._fail(ctx, exc)
+        data = to_json(value, what=f"workflow {named.name!r}")
+        return self._finish(journal, RunStatus.COMPLETED, result=data)
+
+    async def _fail(self, ctx: RunContext, exc: Exception) -> RunResult:
+        error = error_record(exc)
+        try:
+            problems = await compensate(ctx)
+        except RunSuspended as signal:  # pragma: no cover - compensations do not wait
+            return RunResult(ctx.run_id, RunStatus.WAITING, waiting_for=signal.key)
+        if problems:
+            return self._finish(ctx.journal, RunStatus.ESCALATED, error=error,
+                                reason="; ".join(problems))
+        return self._finish(ctx.journal, RunStatus.FAILED, error=error,
+                            reason=f"{error['type']}: {error['message']}")
+
+    def _finish(self, journal: RunJournal, status: RunStatus, *, result: Any = None,
+                error: dict[str, Any] | None = None, reason: str = "") -> RunResult:
+        # Durable before the caller hears of it: the output-commit rule.
+        event = journal.record(RunFinished, sync=True, status=status, result=result,
+                               error=error, reason=reason)
+        return _result_of(event, journal.run_id)
+
+
+def _result_of(event: RunFinished, run_id: str) -> RunResult:
+    return RunResult(run_id, event.status, result=event.result, error=event.error,
+                     reason=event.reason)
+
+

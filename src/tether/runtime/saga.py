@@ -1,0 +1,74 @@
+"""Saga compensation: undoing a failed run's completed writes, newest first.
+
+When a run fails definitively, every write that returned and declares ``compensate`` is undone
+in reverse order. Each undo is itself a durable call (intent journaled durably, then result) at
+the next position of the run, keyed ``{write key}:undo``, so a crash during compensation
+resumes it without undoing anything twice — provided the undo is idempotent under that key,
+which is the contract a ``compensate`` function must meet.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+from tether.errors import error_record
+from tether.events import ToolError, ToolIntent, ToolResult
+from tether.runtime.codec import to_json
+from tether.runtime.context import CompletedWrite, RunContext
+from tether.runtime.tools import ToolContext
+from tether.runtime.writes import AMBIGUOUS_ERRORS
+
+__all__ = ["compensate"]
+
+
+async def compensate(ctx: RunContext) -> list[str]:
+    """Undo ``ctx``'s completed writes; returns the problems met (empty when all undone)."""
+    problems: list[str] = []
+    for write in reversed(ctx.completed_writes):
+        if write.tool.compensate is None:
+            continue
+        problem = await _undo(ctx, write)
+        if problem:
+            problems.append(problem)
+    return problems
+
+
+async def _undo(ctx: RunContext, write: CompletedWrite) -> str:
+    tool = write.tool
+    pos, recorded = ctx.claim("compensate", tool.name)
+    if any(isinstance(e, ToolResult) for e in recorded):
+        return ""
+    failed = next((e for e in recorded if isinstance(e, ToolError)), None)
+    if failed is not None:
+        return f"undo of {tool.name!r} at position {write.position} failed: {failed.error}"
+    key = f"{write.key}:undo"
+    attempt = sum(1 for e in recorded if isinstance(e, ToolIntent))
+    assert tool.compensate is not None
+    while True:
+        attempt += 1
+        ctx.journal.record(ToolIntent, sync=True, pos=pos, tool=tool.name, effect="idempotent",
+                           key=key, args=write.args.model_dump(mode="json"), attempt=attempt,
+                           compensates=write.position)
+        tool_ctx = ToolContext(run_id=ctx.run_id, tool=tool.name, position=pos,
+                               idempotency_key=key, attempt=attempt, now=ctx.clock.now())
+        try:
+            value = tool.compensate(tool_ctx, write.args, write.result)
+            if inspect.isawaitable(value):
+                value = await value
+        except AMBIGUOUS_ERRORS as exc:
+            if attempt < tool.attempts:
+                continue
+            return _record_failure(ctx, pos, tool.name, write.position, exc)
+        except Exception as exc:
+            return _record_failure(ctx, pos, tool.name, write.position, exc)
+        ctx.journal.record(ToolResult, pos=pos, tool=tool.name,
+                           result=to_json(value, what=f"compensation of {tool.name!r}"))
+        return ""
+
+
+def _record_failure(ctx: RunContext, pos: int, tool: str, original: int,
+                    exc: BaseException) -> str:
+    ctx.journal.record(ToolError, pos=pos, tool=tool, failure="compensation_failed",
+                       error=error_record(exc))
+    return f"undo of {tool!r} at position {original} failed: {type(exc).__name__}: {exc}"

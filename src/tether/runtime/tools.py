@@ -1,0 +1,201 @@
+"""Typed tools with an effect class.
+
+The effect class says what may be done when a call's outcome is unknown:
+
+* ``read`` — no side effect: call again.
+* ``idempotent`` — the provider deduplicates by idempotency key: re-issue with the same key.
+* ``reconcilable`` — the write can be looked up afterwards: ``reconcile(key)`` first, re-issue
+  only if it did not happen.
+* ``unsafe`` — neither: never re-issue blindly; the run escalates to a human.
+
+>>> from pydantic import BaseModel
+>>> class RefundArgs(BaseModel):
+...     order_id: str
+...     amount_cents: int
+>>> @tool(effect="idempotent", key=lambda a: f"refund:{a.order_id}")
+... async def issue_refund(ctx: ToolContext, args: RefundArgs) -> dict:
+...     "Refund an order."
+...     return {"refund_id": "re_1"}
+>>> issue_refund.name, issue_refund.effect.value
+('issue_refund', 'idempotent')
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Generic, TypeVar, get_type_hints, overload
+
+from pydantic import BaseModel, TypeAdapter, ValidationError
+
+from tether.errors import ToolArgsInvalid, UsageError
+
+__all__ = ["Effect", "Tool", "ToolContext", "tool"]
+
+A = TypeVar("A", bound=BaseModel)
+R = TypeVar("R")
+
+
+class Effect(StrEnum):
+    """What a tool does to the world, and so how an unknown outcome is resolved."""
+
+    READ = "read"
+    IDEMPOTENT = "idempotent"
+    RECONCILABLE = "reconcilable"
+    UNSAFE = "unsafe"
+
+    @property
+    def writes(self) -> bool:
+        return self is not Effect.READ
+
+
+@dataclass(frozen=True, slots=True)
+class ToolContext:
+    """What a handler learns about the call it serves.
+
+    ``idempotency_key`` is stable across attempts and resumes of the same call: pass it to the
+    provider so a re-issued write is deduplicated.
+    """
+
+    run_id: str
+    tool: str
+    position: int
+    idempotency_key: str
+    attempt: int
+    now: float
+
+
+Handler = Callable[[ToolContext, Any], Awaitable[Any] | Any]
+Reconciler = Callable[[ToolContext, str], Awaitable[Any] | Any]
+Compensator = Callable[[ToolContext, Any, Any], Awaitable[Any] | Any]
+
+
+@dataclass(eq=False)
+class Tool(Generic[A, R]):
+    """A typed operation an agent or workflow may call through :meth:`RunContext.call_tool`."""
+
+    name: str
+    description: str
+    effect: Effect
+    handler: Handler
+    args_type: type[A]
+    result_type: Any = Any
+    key: Callable[[A], str] | None = None
+    reconcile: Reconciler | None = None
+    compensate: Compensator | None = None
+    attempts: int = 3
+    retry_delay_s: float = 0.0
+    _result_adapter: TypeAdapter[Any] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.attempts < 1:
+            raise UsageError(f"tool {self.name!r}: attempts must be at least 1")
+        self._result_adapter = TypeAdapter(self.result_type)
+
+    def args_schema(self) -> dict[str, Any]:
+        """JSON Schema of the arguments, as shown to a model."""
+        return self.args_type.model_json_schema()
+
+    def result_schema(self) -> dict[str, Any]:
+        """JSON Schema of the result."""
+        return self._result_adapter.json_schema()
+
+    def validate_args(self, args: A | dict[str, Any]) -> A:
+        """Arguments as the tool's model, or :class:`ToolArgsInvalid` naming what is wrong."""
+        if isinstance(args, self.args_type):
+            return args
+        try:
+            data = args.model_dump() if isinstance(args, BaseModel) else args
+            return self.args_type.model_validate(data)
+        except ValidationError as exc:
+            raise ToolArgsInvalid(f"arguments for tool {self.name!r} are invalid: {exc}") from exc
+
+    def validate_result(self, value: Any) -> Any:
+        """The handler's result as the declared type; raises ``ValidationError`` on drift."""
+        return self._result_adapter.validate_python(value)
+
+    def idempotency_key(self, args: A, default: str) -> str:
+        """The business key declared by the tool, else ``default`` (run and position)."""
+        if self.key is None:
+            return default
+        value = self.key(args)
+        if not isinstance(value, str) or not value:
+            raise UsageError(f"tool {self.name!r}: key function must return a non-empty str")
+        return value
+
+    def reconciler(self, fn: Reconciler) -> Reconciler:
+        """Decorator: set ``reconcile(ctx, key) -> result | None``."""
+        self.reconcile = fn
+        return fn
+
+    def compensator(self, fn: Compensator) -> Compensator:
+        """Decorator: set ``compensate(ctx, args, result)``, the saga undo of this write."""
+        self.compensate = fn
+        return fn
+
+
+@overload
+def tool(fn: Handler, /) -> Tool[Any, Any]: ...
+
+
+@overload
+def tool(
+    *,
+    name: str | None = None,
+    description: str | None = None,
+    effect: Effect | str = Effect.READ,
+    key: Callable[[Any], str] | None = None,
+    reconcile: Reconciler | None = None,
+    compensate: Compensator | None = None,
+    attempts: int = 3,
+    retry_delay_s: float = 0.0,
+) -> Callable[[Handler], Tool[Any, Any]]: ...
+
+
+def tool(
+    fn: Handler | None = None,
+    /,
+    *,
+    name: str | None = None,
+    description: str | None = None,
+    effect: Effect | str = Effect.READ,
+    key: Callable[[Any], str] | None = None,
+    reconcile: Reconciler | None = None,
+    compensate: Compensator | None = None,
+    attempts: int = 3,
+    retry_delay_s: float = 0.0,
+) -> Tool[Any, Any] | Callable[[Handler], Tool[Any, Any]]:
+    """Declare a tool from a handler ``(ctx: ToolContext, args: SomeModel) -> Result``.
+
+    The argument model comes from the second parameter's annotation, the result type from the
+    return annotation, the description from the docstring unless given.
+    """
+
+    def build(handler: Handler) -> Tool[Any, Any]:
+        hints = get_type_hints(handler)
+        params = list(inspect.signature(handler).parameters)
+        if len(params) != 2:
+            raise UsageError(f"tool handler {handler.__qualname__} must take (ctx, args)")
+        args_type = hints.get(params[1])
+        if not (isinstance(args_type, type) and issubclass(args_type, BaseModel)):
+            raise UsageError(
+                f"tool handler {handler.__qualname__}: annotate its args parameter with a "
+                "pydantic model"
+            )
+        return Tool(
+            name=name or handler.__name__,
+            description=description or inspect.getdoc(handler) or "",
+            effect=Effect(effect),
+            handler=handler,
+            args_type=args_type,
+            result_type=hints.get("return", Any),
+            key=key,
+            reconcile=reconcile,
+            compensate=compensate,
+            attempts=attempts,
+            retry_delay_s=retry_delay_s,
+        )
+
+    return build(fn) if fn is not None else build

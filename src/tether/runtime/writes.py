@@ -1,0 +1,207 @@
+"""The write protocol: intent → call → result, and what to do when the outcome is unknown.
+
+For a write, the intent (tool, validated arguments, idempotency key) is journaled **durably**
+before the handler is called, and the result after. An intent without a result — because the
+worker died, or the handler timed out or lost its connection — is an *ambiguous outcome*,
+resolved by the tool's effect class:
+
+========================  ====================================================================
+``idempotent``            re-issue with the same key; the provider deduplicates
+``reconcilable``          ``reconcile(key)``: if the write happened, record its result; if not,
+                          re-issue with the same key
+``unsafe``                never re-issue blindly: the run escalates (status ``escalated``)
+``read``                  no intent is journaled; the call simply runs again
+========================  ====================================================================
+
+Re-issues are bounded by the tool's ``attempts``; a write still ambiguous after them escalates.
+A handler that raises any other exception failed definitively: the error is journaled and
+raised to the workflow as :class:`ToolFailed`. A result that does not match the declared result
+type is :class:`ToolResultInvalid` (the provider's schema drifted), not a crash.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import TYPE_CHECKING, Any
+
+from pydantic import ValidationError
+
+from tether.errors import (
+    AmbiguousOutcome,
+    RunEscalated,
+    ToolFailed,
+    ToolResultInvalid,
+    UsageError,
+    error_record,
+    rebuild_error,
+)
+from tether.events import ToolAmbiguous, ToolError, ToolIntent, ToolResult
+from tether.runtime.codec import to_json
+from tether.runtime.tools import Effect, Tool, ToolContext
+
+if TYPE_CHECKING:
+    from tether.runtime.context import RunContext
+
+__all__ = ["AMBIGUOUS_ERRORS", "execute_tool"]
+
+#: Exceptions from a handler that mean "the request may or may not have taken effect".
+AMBIGUOUS_ERRORS: tuple[type[BaseException], ...] = (AmbiguousOutcome, TimeoutError,
+                                                     ConnectionError)
+
+
+async def execute_tool(
+    ctx: RunContext, tool: Tool[Any, Any], args: Any, pos: int, recorded: list[Any]
+) -> Any:
+    """Run (or replay) the tool call at ``pos``."""
+    args_json = args.model_dump(mode="json")
+    key = tool.idempotency_key(args, f"{ctx.run_id}:{pos}")
+    last = recorded[-1] if recorded else None
+    if isinstance(last, ToolResult):
+        return _finish(ctx, tool, args, pos, key, last.result)
+    if isinstance(last, ToolError):
+        raise rebuild_error(last.error)
+    call = _Call(ctx, tool, args, args_json, pos, key)
+    if not tool.effect.writes:
+        return await call.read(attempt=1)
+    if isinstance(last, ToolIntent | ToolAmbiguous):
+        attempt = last.attempt
+        if isinstance(last, ToolIntent):
+            ctx.journal.record(
+                ToolAmbiguous, pos=pos, tool=tool.name, key=key, attempt=attempt,
+                reason="the worker stopped after journaling the intent and before the result",
+            )
+        return await call.resolve(attempt)
+    return await call.write(attempt=1)
+
+
+def _finish(ctx: RunContext, tool: Tool[Any, Any], args: Any, pos: int, key: str,
+            data: Any) -> Any:
+    value = tool.validate_result(data)
+    ctx.remember_write(pos, tool, args, value, key)
+    return value
+
+
+class _Call:
+    """One tool call's live execution, attempt by attempt."""
+
+    def __init__(self, ctx: RunContext, tool: Tool[Any, Any], args: Any,
+                 args_json: dict[str, Any], pos: int, key: str) -> None:
+        self.ctx, self.tool, self.args, self.args_json = ctx, tool, args, args_json
+        self.pos, self.key = pos, key
+
+    async def read(self, attempt: int) -> Any:
+        while True:
+            try:
+                data = await self._invoke(attempt)
+            except AMBIGUOUS_ERRORS as exc:
+                if attempt >= self.tool.attempts:
+                    self._fail("retries_exhausted", exc)
+                await self._backoff(attempt)
+                attempt += 1
+                continue
+            return self._record_result(data)
+
+    async def write(self, attempt: int) -> Any:
+        ctx, tool = self.ctx, self.tool
+        ctx.probe(self.pos, tool.name, "before_intent")
+        # Durable before the request leaves the process: the output-commit rule.
+        ctx.journal.record(ToolIntent, sync=True, pos=self.pos, tool=tool.name,
+                           effect=tool.effect.value, key=self.key, args=self.args_json,
+                           attempt=attempt)
+        ctx.probe(self.pos, tool.name, "after_intent")
+        try:
+            data = await self._invoke(attempt)
+        except AMBIGUOUS_ERRORS as exc:
+            ctx.journal.record(ToolAmbiguous, pos=self.pos, tool=tool.name, key=self.key,
+                               attempt=attempt, reason=f"{type(exc).__name__}: {exc}")
+            return await self.resolve(attempt)
+        ctx.probe(self.pos, tool.name, "after_call")
+        result = self._record_result(data)
+        ctx.probe(self.pos, tool.name, "after_result")
+        return result
+
+    async def resolve(self, attempt: int) -> Any:
+        """Settle an ambiguous write that was attempted ``attempt`` times."""
+        tool = self.tool
+        if tool.effect is Effect.UNSAFE:
+            raise RunEscalated(
+                f"tool {tool.name!r} (key {self.key}) is unsafe and the outcome of its call at "
+                f"position {self.pos} is unknown; it is not re-issued blindly. Check whether it "
+                "happened, then resolve the run by hand"
+            )
+        if tool.effect is Effect.RECONCILABLE:
+            found = await self._reconcile(attempt)
+            if found is not None:
+                return found
+        if attempt >= tool.attempts:
+            raise RunEscalated(
+                f"tool {tool.name!r} (key {self.key}) still has an unknown outcome after "
+                f"{attempt} attempt(s); escalating rather than guessing"
+            )
+        await self._backoff(attempt)
+        return await self.write(attempt + 1)
+
+    async def _reconcile(self, attempt: int) -> Any:
+        tool = self.tool
+        if tool.reconcile is None:
+            raise UsageError(f"tool {tool.name!r} is reconcilable but has no reconcile function")
+        try:
+            found = tool.reconcile(self._tool_context(attempt), self.key)
+            if inspect.isawaitable(found):
+                found = await found
+        except AMBIGUOUS_ERRORS:
+            return None  # the lookup itself failed: treat as not found, re-issue with the key
+        if found is None:
+            return None
+        result = self._record_result(found, reconciled=True)
+        return result
+
+    async def _invoke(self, attempt: int) -> Any:
+        try:
+            value = self.tool.handler(self._tool_context(attempt), self.args)
+            if inspect.isawaitable(value):
+                value = await value
+        except AMBIGUOUS_ERRORS:
+            raise
+        except Exception as exc:
+            self._fail("permanent", exc)
+        return value
+
+    def _record_result(self, value: Any, *, reconciled: bool = False) -> Any:
+        tool = self.tool
+        data = to_json(value, what=f"tool {tool.name!r}")
+        try:
+            typed = tool.validate_result(data)
+        except ValidationError as exc:
+            error = ToolResultInvalid(
+                f"tool {tool.name!r} returned a result that does not match its declared "
+                f"result type: {exc}",
+                tool=tool.name, failure="invalid_result", error_type="ValidationError",
+            )
+            self.ctx.journal.record(ToolError, pos=self.pos, tool=tool.name,
+                                    failure="invalid_result", error=error.to_record())
+            raise error from exc
+        self.ctx.journal.record(ToolResult, pos=self.pos, tool=tool.name, result=data,
+                                reconciled=reconciled)
+        self.ctx.remember_write(self.pos, tool, self.args, typed, self.key)
+        return typed
+
+    def _fail(self, failure: str, exc: BaseException) -> Any:
+        error = ToolFailed(
+            f"tool {self.tool.name!r} failed: {type(exc).__name__}: {exc}",
+            tool=self.tool.name, failure=failure, error_type=error_record(exc)["type"],
+        )
+        self.ctx.journal.record(ToolError, pos=self.pos, tool=self.tool.name, failure=failure,
+                                error=error.to_record())
+        raise error from exc
+
+    async def _backoff(self, attempt: int) -> None:
+        delay = self.tool.retry_delay_s * (2 ** (attempt - 1))
+        if delay > 0:
+            await self.ctx.clock.sleep(delay)
+
+    def _tool_context(self, attempt: int) -> ToolContext:
+        return ToolContext(
+            run_id=self.ctx.run_id, tool=self.tool.name, position=self.pos,
+            idempotency_key=self.key, attempt=attempt, now=self.ctx.clock.now(),
+        )

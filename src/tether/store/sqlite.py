@@ -1,0 +1,308 @@
+"""The embedded default store: one SQLite file in WAL mode.
+
+Durability (see :class:`~tether.store.base.Durability`): every append is its own transaction,
+so a committed event survives ``kill -9`` of the process at any instant — SQLite's WAL never
+exposes a torn transaction. Under ``OUTPUT_COMMIT`` ordinary appends commit with
+``synchronous=NORMAL`` (no fsync) and ``sync=True`` appends with ``synchronous=FULL``, which
+fsyncs the WAL and with it every frame written before: the durable journal is always a prefix.
+
+The schema version lives in ``PRAGMA user_version``; :data:`MIGRATIONS` upgrades older files and
+a file from a newer tether is refused with :class:`~tether.errors.SchemaTooNew`.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from tether.errors import CorruptJournal, SchemaTooNew, StoreError, UsageError
+from tether.events import Event, RunStarted, RunStatus, checksum, decode, encode
+from tether.store.base import (
+    Durability,
+    RunInfo,
+    check_batch,
+    conflict,
+    next_status,
+    status_filter,
+)
+
+__all__ = ["MIGRATIONS", "SQLiteStore", "SQLiteStats"]
+
+#: Schema migrations, applied in order; index + 1 is the schema version each one produces.
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (
+        """CREATE TABLE runs (
+            run_id TEXT PRIMARY KEY,
+            workflow TEXT NOT NULL,
+            status TEXT NOT NULL,
+            last_seq INTEGER NOT NULL,
+            created_at REAL NOT NULL,
+            updated_at REAL NOT NULL
+        )""",
+        "CREATE INDEX runs_by_status ON runs (status, created_at)",
+        """CREATE TABLE events (
+            run_id TEXT NOT NULL,
+            seq INTEGER NOT NULL,
+            kind TEXT NOT NULL,
+            body TEXT NOT NULL,
+            crc INTEGER NOT NULL,
+            PRIMARY KEY (run_id, seq)
+        ) WITHOUT ROWID""",
+    ),
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+@dataclass
+class SQLiteStats:
+    """Commit counters, so tests and benchmarks can see what was flushed."""
+
+    commits: int = 0
+    synced_commits: int = 0
+
+
+class SQLiteStore:
+    """Journals in one SQLite file.
+
+    >>> import tempfile, os
+    >>> store = SQLiteStore(os.path.join(tempfile.mkdtemp(), "runs.db"))
+    >>> store.list_runs()
+    []
+    >>> store.close()
+
+    One store object may be shared by threads (a lock serializes its connection); several
+    processes may open the same file (SQLite's write lock, waited on up to ``busy_timeout_s``).
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        durability: Durability | str = Durability.OUTPUT_COMMIT,
+        busy_timeout_s: float = 10.0,
+    ) -> None:
+        self.path = os.fspath(path)
+        self.durability = Durability(durability)
+        self.stats = SQLiteStats()
+        self._lock = threading.Lock()
+        if os.path.isdir(self.path):
+            raise UsageError(f"{self.path} is a directory; SQLiteStore needs a file path")
+        try:
+            self._db = sqlite3.connect(
+                self.path, isolation_level=None, check_same_thread=False,
+                timeout=busy_timeout_s,
+            )
+            self._db.execute("PRAGMA journal_mode=WAL").fetchone()
+            self._base_sync = {
+                Durability.OUTPUT_COMMIT: "NORMAL",
+                Durability.EVERY_EVENT: "FULL",
+                Durability.PROCESS: "OFF",
+            }[self.durability]
+            self._db.execute(f"PRAGMA synchronous={self._base_sync}")
+            self._migrate()
+        except sqlite3.DatabaseError as exc:
+            raise self._translate(exc) from exc
+
+    # -- schema ---------------------------------------------------------------------------
+
+    def _migrate(self) -> None:
+        version = self._db.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise SchemaTooNew(
+                f"{self.path}: store schema version {version} is newer than the version "
+                f"{SCHEMA_VERSION} this tether knows; upgrade tether to open it"
+            )
+        if version == 0:
+            foreign = self._db.execute(
+                "SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite_%'"
+            ).fetchall()
+            if foreign:
+                names = ", ".join(sorted(r[0] for r in foreign))
+                raise UsageError(
+                    f"{self.path} already holds tables ({names}) that tether did not create; "
+                    "give the store a file of its own"
+                )
+        for target in range(version, SCHEMA_VERSION):
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                for statement in MIGRATIONS[target]:
+                    self._db.execute(statement)
+                self._db.execute(f"PRAGMA user_version={target + 1}")
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    # -- the contract ---------------------------------------------------------------------
+
+    def append(
+        self, run_id: str, events: Sequence[Event], *, expected_last_seq: int, sync: bool = False
+    ) -> None:
+        check_batch(run_id, events, expected_last_seq)
+        rows = []
+        for event in events:
+            body = encode(event)
+            rows.append((run_id, event.seq, event.kind, body, checksum(body)))
+        flush = sync and self.durability is Durability.OUTPUT_COMMIT
+        with self._lock, self._errors():
+            db = self._db
+            if flush:
+                db.execute("PRAGMA synchronous=FULL")
+            try:
+                db.execute("BEGIN IMMEDIATE")
+                try:
+                    row = db.execute(
+                        "SELECT status, last_seq, workflow, created_at FROM runs WHERE run_id=?",
+                        (run_id,),
+                    ).fetchone()
+                    if expected_last_seq == 0:
+                        if row is not None:
+                            raise conflict(run_id, 0, row[1])
+                        first = events[0]
+                        assert isinstance(first, RunStarted)
+                        status = next_status(None, events)
+                        db.execute(
+                            "INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?)",
+                            (run_id, first.workflow, status.value, events[-1].seq, first.at,
+                             events[-1].at),
+                        )
+                    else:
+                        if row is None or row[1] != expected_last_seq:
+                            raise conflict(run_id, expected_last_seq,
+                                           None if row is None else row[1])
+                        status = next_status(RunStatus(row[0]), events)
+                        db.execute(
+                            "UPDATE runs SET status=?, last_seq=?, updated_at=? WHERE run_id=?",
+                            (status.value, events[-1].seq, events[-1].at, run_id),
+                        )
+                    db.executemany("INSERT INTO events VALUES (?, ?, ?, ?, ?)", rows)
+                    db.execute("COMMIT")
+                except BaseException:
+                    db.execute("ROLLBACK")
+                    raise
+            finally:
+                if flush:
+                    db.execute(f"PRAGMA synchronous={self._base_sync}")
+            self.stats.commits += 1
+            if flush or self.durability is Durability.EVERY_EVENT:
+                self.stats.synced_commits += 1
+
+    def read(self, run_id: str, *, after_seq: int = 0) -> list[Event]:
+        with self._lock, self._errors():
+            info = self._db.execute(
+                "SELECT last_seq FROM runs WHERE run_id=?", (run_id,)
+            ).fetchone()
+            rows = self._db.execute(
+                "SELECT seq, body, crc FROM events WHERE run_id=? AND seq>? ORDER BY seq",
+                (run_id, after_seq),
+            ).fetchall()
+        last_seq = 0 if info is None else int(info[0])
+        return _decode_rows(f"{self.path}", run_id, rows, after_seq, last_seq)
+
+    def get_run(self, run_id: str) -> RunInfo | None:
+        with self._lock, self._errors():
+            row = self._db.execute(
+                "SELECT run_id, workflow, status, last_seq, created_at, updated_at FROM runs "
+                "WHERE run_id=?",
+                (run_id,),
+            ).fetchone()
+        return None if row is None else _run_info(row)
+
+    def list_runs(
+        self, *, status: RunStatus | Sequence[RunStatus] | None = None, limit: int = 1000
+    ) -> list[RunInfo]:
+        wanted = status_filter(status)
+        sql = "SELECT run_id, workflow, status, last_seq, created_at, updated_at FROM runs"
+        params: list[object] = []
+        if wanted is not None:
+            sql += f" WHERE status IN ({', '.join('?' * len(wanted))})"
+            params.extend(sorted(s.value for s in wanted))
+        sql += " ORDER BY created_at, run_id LIMIT ?"
+        params.append(limit)
+        with self._lock, self._errors():
+            rows = self._db.execute(sql, params).fetchall()
+        return [_run_info(row) for row in rows]
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    # -- maintenance ----------------------------------------------------------------------
+
+    def check(self) -> list[str]:
+        """Verify the whole file: SQLite's integrity check, then every event's checksum and
+        sequence. Returns a list of problems (empty when the store is sound)."""
+        problems: list[str] = []
+        with self._lock, self._errors():
+            result = self._db.execute("PRAGMA integrity_check").fetchall()
+            if result != [("ok",)]:
+                problems.extend(f"{self.path}: {r[0]}" for r in result)
+                return problems
+            runs = self._db.execute("SELECT run_id, last_seq FROM runs").fetchall()
+        for run_id, last_seq in runs:
+            try:
+                with self._lock, self._errors():
+                    rows = self._db.execute(
+                        "SELECT seq, body, crc FROM events WHERE run_id=? ORDER BY seq",
+                        (run_id,),
+                    ).fetchall()
+                _decode_rows(self.path, run_id, rows, 0, int(last_seq))
+            except (CorruptJournal, SchemaTooNew) as exc:
+                problems.append(str(exc))
+        return problems
+
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
+        try:
+            yield
+        except sqlite3.DatabaseError as exc:
+            raise self._translate(exc) from exc
+
+    def _translate(self, exc: sqlite3.DatabaseError) -> StoreError:
+        text = str(exc)
+        if isinstance(exc, sqlite3.OperationalError) and "locked" in text:
+            return StoreError(f"{self.path}: {text} (another process holds the write lock)")
+        if isinstance(exc, sqlite3.OperationalError) and "unable to open" in text:
+            return StoreError(f"{self.path}: {text}")
+        if isinstance(exc, sqlite3.IntegrityError):
+            return CorruptJournal(f"{self.path}: {text}")
+        return CorruptJournal(
+            f"{self.path}: SQLite reports {text!r}; the file is damaged or not a tether store. "
+            "Nothing was changed; restore it from a backup or inspect it with `tether store check`"
+        )
+
+
+def _run_info(row: Sequence[object]) -> RunInfo:
+    return RunInfo(
+        run_id=str(row[0]),
+        workflow=str(row[1]),
+        status=RunStatus(str(row[2])),
+        last_seq=int(row[3]),  # type: ignore[call-overload]
+        created_at=float(row[4]),  # type: ignore[arg-type]
+        updated_at=float(row[5]),  # type: ignore[arg-type]
+    )
+
+
+def _decode_rows(
+    where: str, run_id: str, rows: Sequence[Sequence[object]], after_seq: int, last_seq: int
+) -> list[Event]:
+    """Decode stored rows, insisting on seqs after_seq+1 … last_seq with none missing."""
+    events: list[Event] = []
+    expected = after_seq + 1
+    for seq, body, crc in rows:
+        if seq != expected:
+            raise CorruptJournal(
+                f"{where}: run {run_id!r} is missing event seq {expected} (next stored is {seq})"
+            )
+        events.append(decode(str(body), run_id=run_id, seq=int(seq), crc=int(crc)))  # type: ignore[call-overload]
+        expected += 1
+    if expected - 1 < last_seq:
+        raise CorruptJournal(
+            f"{where}: run {run_id!r} index says last seq {last_seq} but events stop at "
+            f"{expected - 1}; events were lost"
+        )
+    return events
