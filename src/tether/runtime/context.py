@@ -149,9 +149,11 @@ class RunContext:
 
     def _value(self, call: str, produce: Callable[[], Any]) -> Any:
         pos, recorded = self._claim(call, call)
+        # Produce even on replay: the run's generator must advance exactly as it did live, or
+        # the first live draw after a resume would repeat an earlier value.
+        value = produce()
         if recorded:
             return self._replay_step(recorded[0], None)
-        value = produce()
         self.journal.record(StepRecorded, pos=pos, call=call, name=call, result=value)
         return value
 
@@ -193,6 +195,8 @@ class RunContext:
         if not key:
             raise UsageError("wait_for needs a non-empty key")
         pos, recorded = self._claim("wait_for", key)
+        if self.journal.resolution(key) is None:
+            self.journal.refresh()
         resolution = self.journal.resolution(key)
         expired = self.journal.expired(pos)
         if resolution is not None and not (

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from tether.clock import Clock
+from tether.errors import ConcurrencyConflict
 from tether.events import (
     Event,
     RunFinished,
@@ -106,6 +107,22 @@ class RunJournal:
         elif isinstance(event, RunFinished):
             self.finished = event
 
+    def _absorb_resolutions(self) -> bool:
+        """After a lost append race, take in what was appended meanwhile if it is only
+        resolutions delivered from outside (``Runtime.resolve``); then the append may retry.
+        Anything else means another worker owns the run."""
+        newer = self.store.read(self.run_id, after_seq=self.last_seq)
+        if not newer or not all(isinstance(e, WaitResolved) for e in newer):
+            return False
+        for event in newer:
+            self._index(event)
+            self.last_seq = event.seq
+        return True
+
+    def refresh(self) -> None:
+        """Take in resolutions delivered from outside since this journal was read."""
+        self._absorb_resolutions()
+
     def at(self, position: int) -> list[Event]:
         """Events recorded for the durable call at ``position`` (empty if none)."""
         return self._by_pos.get(position, [])
@@ -121,8 +138,15 @@ class RunJournal:
 
     def record(self, cls: type[Any], *, sync: bool = False, **fields: Any) -> Any:
         """Append one event of type ``cls``; ``sync`` makes it (and all before it) durable."""
-        event = cls(seq=self.last_seq + 1, at=self.clock.now(), **fields)
-        self.store.append(self.run_id, [event], expected_last_seq=self.last_seq, sync=sync)
+        while True:
+            event = cls(seq=self.last_seq + 1, at=self.clock.now(), **fields)
+            try:
+                self.store.append(self.run_id, [event], expected_last_seq=self.last_seq,
+                                  sync=sync)
+                break
+            except ConcurrencyConflict:
+                if not self._absorb_resolutions():
+                    raise
         self.last_seq = event.seq
         self._index(event)
         for listener in self.listeners:

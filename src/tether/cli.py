@@ -1,0 +1,177 @@
+"""The ``tether`` command: parse arguments, call the library, render with rich."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich import box
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from tether import __version__
+from tether.errors import TetherError
+from tether.events import Event, RunStatus
+from tether.store.open import open_store
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Durable, exactly-once runs for AI agents.")
+runs_app = typer.Typer(no_args_is_help=True, help="Inspect runs in a store.")
+store_app = typer.Typer(no_args_is_help=True, help="Check a store.")
+app.add_typer(runs_app, name="runs")
+app.add_typer(store_app, name="store")
+console = Console(width=110)
+
+StoreOpt = Annotated[str, typer.Option("--store", envvar="TETHER_STORE",
+                                       help="memory:, a SQLite file, or postgresql://…")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+
+
+def _fail(exc: TetherError) -> None:
+    console.print(f"[red]error:[/red] {exc}")
+    raise typer.Exit(2)
+
+
+@app.command()
+def version() -> None:
+    """Print tether's version."""
+    console.print(f"tether {__version__}")
+
+
+@app.command()
+def demo(
+    folder: Annotated[Path | None, typer.Option(help="Where to keep the demo's files.")] = None,
+) -> None:
+    """Kill a refund run with SIGKILL mid-write, recover it in a new process, count the money."""
+    from tether.demo.crash import ORDER, run_demo
+
+    where = folder or Path(tempfile.mkdtemp(prefix="tether-demo-"))
+    console.print(f"[bold]tether demo[/bold] — refund {ORDER['order_id']} "
+                  f"(${ORDER['amount_cents'] / 100:.2f}); the worker is SIGKILLed right after "
+                  "the bank commits the refund, before it hears back; a fresh process finishes.")
+    outcomes = run_demo(where)
+    table = Table(box=box.SIMPLE_HEAD)
+    for column in ("harness", "worker 1", "refunds", "notes", "emails", "status", "recovery"):
+        table.add_column(column)
+    for o in outcomes:
+        refunds = o.counts["refunds"]
+        style = "green" if refunds == 1 else "red"
+        table.add_row(
+            o.harness,
+            "SIGKILL" if o.first_exit == -9 else f"exit {o.first_exit}",
+            f"[{style}]{refunds}[/{style}]",
+            str(o.counts["notes"]),
+            str(o.counts["emails"]),
+            o.status,
+            "rerun from scratch" if o.recover_ms is None else f"recover() {o.recover_ms:.1f} ms",
+        )
+    console.print(table)
+    naive, durable = outcomes
+    console.print(f"naive: {naive.counts['refunds']} refunds for one order: the customer was "
+                  "paid twice.")
+    console.print(f"tether: {durable.counts['refunds']} refund: the intent was journaled before "
+                  "the bank call; the new worker re-issued it with the same idempotency key and "
+                  "the bank replayed it.")
+    if durable.run_id:
+        store = where / "tether" / "tether.db"
+        _print_journal(open_store(str(store)).read(durable.run_id), durable.run_id)
+        console.print(f"tether runs show {durable.run_id} --store {store}")
+
+
+@runs_app.command("list")
+def runs_list(
+    store: StoreOpt = "tether.db",
+    status: Annotated[RunStatus | None, typer.Option(help="Only runs in this status.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List runs, oldest first."""
+    try:
+        runs = open_store(store).list_runs(status=status)
+    except TetherError as exc:
+        _fail(exc)
+        return
+    if as_json:
+        print(json.dumps([{"run_id": r.run_id, "workflow": r.workflow, "status": r.status.value,
+                           "events": r.last_seq, "created_at": r.created_at,
+                           "updated_at": r.updated_at} for r in runs], indent=2))
+        return
+    table = Table()
+    for column in ("run", "workflow", "status", "events", "duration"):
+        table.add_column(column)
+    for r in runs:
+        table.add_row(r.run_id, r.workflow, r.status.value, str(r.last_seq),
+                      f"{r.updated_at - r.created_at:.3f} s")
+    console.print(table)
+
+
+@runs_app.command("show")
+def runs_show(run_id: str, store: StoreOpt = "tether.db", as_json: JsonOpt = False) -> None:
+    """Show a run's journal, event by event."""
+    try:
+        events = open_store(store).read(run_id)
+    except TetherError as exc:
+        _fail(exc)
+        return
+    if not events:
+        console.print(f"[red]error:[/red] no run {run_id!r} in {store}")
+        raise typer.Exit(2)
+    if as_json:
+        print(json.dumps([e.model_dump(mode="json") for e in events], indent=2))
+        return
+    _print_journal(events, run_id)
+
+
+def _print_journal(events: list[Event], run_id: str) -> None:
+    table = Table(title=f"journal of {run_id}", box=box.SIMPLE_HEAD, title_justify="left")
+    for column in ("seq", "t+ s", "pos", "event", "detail"):
+        table.add_column(column, overflow="fold")
+    origin = events[0].at
+    for e in events:
+        table.add_row(str(e.seq), f"{e.at - origin:.3f}", str(getattr(e, "pos", "")), e.kind,
+                      escape(describe(e)))
+    console.print(table)
+
+
+@store_app.command("check")
+def store_check(store: StoreOpt = "tether.db") -> None:
+    """Verify every event's checksum and sequence (and SQLite's own integrity)."""
+    try:
+        opened = open_store(store)
+        check = getattr(opened, "check", None)
+        problems: list[str] = check() if check is not None else []
+    except TetherError as exc:
+        _fail(exc)
+        return
+    for problem in problems:
+        console.print(f"[red]corrupt:[/red] {problem}")
+    if problems:
+        raise typer.Exit(1)
+    console.print(f"{store}: ok")
+
+
+def describe(event: Event) -> str:
+    """One line of what an event says."""
+    data: dict[str, Any] = event.model_dump(mode="json", exclude={"seq", "at", "v", "kind", "pos"})
+    if event.kind == "tool_intent":
+        undo = f" undoes pos {data['compensates']}" if data.get("compensates") is not None else ""
+        return (f"{data['tool']} [{data['effect']}] key={data['key']} "
+                f"attempt={data['attempt']}{undo}")
+    if event.kind in ("tool_result", "step"):
+        name = data.get("tool") or data.get("name")
+        suffix = " (reconciled)" if data.get("reconciled") else ""
+        return f"{name} → {json.dumps(data.get('result'))[:70]}{suffix}"
+    if event.kind == "run_started":
+        return f"{data['workflow']}({json.dumps(data['input'])}) seed={data['seed']}"
+    if event.kind == "run_finished":
+        return f"{data['status']} {data['reason']}".strip()
+    if event.kind == "tool_ambiguous":
+        return f"{data['tool']} attempt {data['attempt']}: {data['reason']}"
+    return json.dumps(data)[:90]
+
+
+def main() -> None:
+    app()
