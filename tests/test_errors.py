@@ -52,6 +52,7 @@ def test_docstring_tree_names_every_exception() -> None:
     doc = errors.__doc__ or ""
     classes = [
         name for name, obj in vars(errors).items()
-        if isinstance(obj, type) and issubclass(obj, BaseException) and obj.__module__ == errors.__name__
+        if isinstance(obj, type) and issubclass(obj, BaseException)
+        and obj.__module__ == errors.__name__
     ]
     assert classes and [c for c in classes if c not in doc] == []

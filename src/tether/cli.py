@@ -50,8 +50,8 @@ def demo(
     from tether.demo.crash import ORDER, run_demo
 
     where = folder or Path(tempfile.mkdtemp(prefix="tether-demo-"))
-    console.print(f"[bold]tether demo[/bold] — refund {ORDER['order_id']} "
-                  f"(${ORDER['amount_cents'] / 100:.2f}); the worker is SIGKILLed right after "
+    console.print(f"[bold]tether demo[/bold] — refund {ORDER.order_id} "
+                  f"(${ORDER.amount_cents / 100:.2f}); the worker is SIGKILLed right after "
                   "the bank commits the refund, before it hears back; a fresh process finishes.")
     outcomes = run_demo(where)
     table = Table(box=box.SIMPLE_HEAD)
@@ -163,7 +163,8 @@ def describe(event: Event) -> str:
     if event.kind in ("tool_result", "step"):
         name = data.get("tool") or data.get("name")
         suffix = " (reconciled)" if data.get("reconciled") else ""
-        return f"{name} → {json.dumps(data.get('result'))[:70]}{suffix}"
+        result = json.dumps(data.get("result"), separators=(",", ":"))
+        return f"{name} → {result[:90]}{suffix}"
     if event.kind == "run_started":
         return f"{data['workflow']}({json.dumps(data['input'])}) seed={data['seed']}"
     if event.kind == "run_finished":

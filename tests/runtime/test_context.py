@@ -197,5 +197,6 @@ def test_changed_workflow_code_raises_non_determinism_naming_both_calls() -> Non
     v2.__qualname__ = v1.__qualname__  # same registered name, new code
     store = MemoryStore()
     asyncio.run(fresh(store).start(v1, run_id="n"))
-    with pytest.raises(NonDeterminismError, match=r"position 0 was step\('charge'\).*step\('email'\)"):
+    expected = r"position 0 was step\('charge'\).*step\('email'\)"
+    with pytest.raises(NonDeterminismError, match=expected):
         asyncio.run(fresh(store, workflows=[v2]).resume("n"))

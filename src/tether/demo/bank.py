@@ -33,7 +33,9 @@ class Bank:
             """
         )
 
-    def refund(self, order_id: str, amount_cents: int, idempotency_key: str | None) -> dict[str, Any]:
+    def refund(
+        self, order_id: str, amount_cents: int, idempotency_key: str | None
+    ) -> dict[str, Any]:
         if idempotency_key is not None:
             row = self._db.execute(
                 "SELECT refund_id, order_id, amount_cents FROM refunds WHERE idempotency_key=?",
@@ -50,7 +52,8 @@ class Bank:
                 "replayed": False}
 
     def add_note(self, note_key: str, order_id: str, text: str) -> dict[str, Any]:
-        self._db.execute("INSERT OR IGNORE INTO notes VALUES (?, ?, ?)", (note_key, order_id, text))
+        self._db.execute("INSERT OR IGNORE INTO notes VALUES (?, ?, ?)",
+                         (note_key, order_id, text))
         return {"note_key": note_key}
 
     def find_note(self, note_key: str) -> dict[str, Any] | None:
@@ -58,7 +61,9 @@ class Bank:
                                (note_key,)).fetchone()
         return None if row is None else {"note_key": row[0]}
 
-    def send_email(self, recipient: str, subject: str, idempotency_key: str | None) -> dict[str, Any]:
+    def send_email(
+        self, recipient: str, subject: str, idempotency_key: str | None
+    ) -> dict[str, Any]:
         if idempotency_key is not None:
             row = self._db.execute("SELECT email_id FROM emails WHERE idempotency_key=?",
                                    (idempotency_key,)).fetchone()

@@ -37,9 +37,6 @@ from tether.store.sqlite import SQLiteStore
 
 __all__ = ["DemoOutcome", "run_demo"]
 
-ORDER = {"order_id": "A-1001", "email": "ada@example.com", "amount_cents": 4200}
-
-
 class OrderRef(BaseModel):
     order_id: str
 
@@ -48,6 +45,9 @@ class Order(BaseModel):
     order_id: str
     email: str
     amount_cents: int
+
+
+ORDER = Order(order_id="A-1001", email="ada@example.com", amount_cents=4200)
 
 
 class RefundArgs(BaseModel):
@@ -78,7 +78,7 @@ def build(bank: Bank) -> tuple[Workflow, dict[str, Tool[Any, Any]]]:
     @tool(effect="read")
     def lookup_order(ctx: ToolContext, args: OrderRef) -> Order:
         """Fetch the order from the system of record."""
-        return Order(**ORDER)
+        return ORDER
 
     @tool(effect="idempotent", key=lambda a: f"refund:{a.order_id}")
     def issue_refund(ctx: ToolContext, args: RefundArgs) -> Refund:
@@ -129,18 +129,18 @@ async def _tether_worker(folder: Path, recover: bool) -> dict[str, Any]:
         elapsed_ms = (time.perf_counter() - began) * 1000
         return {"statuses": [r.status.value for r in results],
                 "run_ids": [r.run_id for r in results], "recover_ms": elapsed_ms}
-    await runtime.start(wf, ORDER["order_id"])
+    await runtime.start(wf, ORDER.order_id)
     return {}
 
 
 def _naive_worker(folder: Path, crash: bool) -> dict[str, Any]:
     # What most agent code does: no journal, no idempotency key; a crash means "run it again".
     bank = Bank(folder / "bank.db")
-    bank.refund(ORDER["order_id"], ORDER["amount_cents"], idempotency_key=None)
+    bank.refund(ORDER.order_id, ORDER.amount_cents, idempotency_key=None)
     if crash:
         os.kill(os.getpid(), signal.SIGKILL)
-    bank.add_note(f"note:{ORDER['order_id']}", ORDER["order_id"], "refunded")
-    bank.send_email(ORDER["email"], "Your refund", idempotency_key=None)
+    bank.add_note(f"note:{ORDER.order_id}", ORDER.order_id, "refunded")
+    bank.send_email(ORDER.email, "Your refund", idempotency_key=None)
     return {}
 
 
@@ -175,7 +175,7 @@ def run_demo(folder: Path) -> list[DemoOutcome]:
             raise RuntimeError(f"the {harness} recovery process failed:\n{second.stderr}")
         report = json.loads(second.stdout or "{}")
         bank = Bank(where / "bank.db")
-        counts = bank.counts(ORDER["order_id"])
+        counts = bank.counts(ORDER.order_id)
         bank.close()
         statuses = report.get("statuses", ["completed"])
         outcomes.append(DemoOutcome(

@@ -44,7 +44,8 @@ class ProbePoint:
 
 
 class Probe(Protocol):
-    """Called at every :class:`ProbePoint`; raising :class:`~tether.errors.Crash` abandons the run."""
+    """Called at every :class:`ProbePoint`; raising :class:`~tether.errors.Crash` abandons
+    the run."""
 
     def __call__(self, point: ProbePoint) -> None: ...
 

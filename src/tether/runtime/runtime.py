@@ -12,9 +12,7 @@ import inspect
 import random
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, get_type_hints
-
-
+from typing import Any, get_type_hints, overload
 
 from tether.clock import Clock, SystemClock, system_seed
 from tether.errors import (
@@ -57,7 +55,17 @@ class Workflow:
         return len(inspect.signature(self.fn).parameters) >= 2
 
 
-def workflow(fn: WorkflowFn | None = None, /, *, name: str | None = None) -> Any:
+@overload
+def workflow(fn: WorkflowFn, /, *, name: str | None = None) -> Workflow: ...
+
+
+@overload
+def workflow(*, name: str | None = None) -> Callable[[WorkflowFn], Workflow]: ...
+
+
+def workflow(
+    fn: WorkflowFn | None = None, /, *, name: str | None = None
+) -> Workflow | Callable[[WorkflowFn], Workflow]:
     """Name an async workflow function so its journals can find it again after a restart.
 
     >>> @workflow(name="refund")

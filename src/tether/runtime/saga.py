@@ -10,7 +10,6 @@ which is the contract a ``compensate`` function must meet.
 from __future__ import annotations
 
 import inspect
-from typing import Any
 
 from tether.errors import error_record
 from tether.events import ToolError, ToolIntent, ToolResult
