@@ -173,11 +173,11 @@ class RecordedError(RunError):
                 "data": {}}
 
 
-class AmbiguousOutcome(Exception):  # noqa: N818 - a signal, not an error
+class AmbiguousOutcome(Exception):
     """Raised by a tool handler that cannot tell whether its effect happened."""
 
 
-class RunSuspended(BaseException):  # noqa: N818
+class RunSuspended(BaseException):
     """The run waits durably for an external resolution; its process may stop now."""
 
     def __init__(self, key: str) -> None:
@@ -185,7 +185,7 @@ class RunSuspended(BaseException):  # noqa: N818
         self.key = key
 
 
-class RunEscalated(BaseException):  # noqa: N818
+class RunEscalated(BaseException):
     """The run needs a human: it stops with status ``escalated`` and the reason journaled."""
 
     def __init__(self, reason: str) -> None:
@@ -193,7 +193,7 @@ class RunEscalated(BaseException):  # noqa: N818
         self.reason = reason
 
 
-class Crash(BaseException):  # noqa: N818
+class Crash(BaseException):
     """A simulated worker crash: the runtime abandons the run without writing anything more."""
 
 

@@ -30,7 +30,7 @@ from tether.store.base import (
     status_filter,
 )
 
-__all__ = ["MIGRATIONS", "SQLiteStore", "SQLiteStats"]
+__all__ = ["MIGRATIONS", "SQLiteStats", "SQLiteStore"]
 
 #: Schema migrations, applied in order; index + 1 is the schema version each one produces.
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
