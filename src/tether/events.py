@@ -41,6 +41,7 @@ __all__ = [
     "decode",
     "encode",
     "status_after",
+    "status_change",
 ]
 
 
@@ -272,14 +273,29 @@ def decode(body: str, *, run_id: str = "", seq: int | None = None, crc: int | No
     return event
 
 
+# How each kind moves a run's status: (new status, only if the status is currently …).
+_STATUS_CHANGES: dict[str, tuple[RunStatus, RunStatus | None]] = {
+    "run_started": (RunStatus.RUNNING, None),
+    "wait_started": (RunStatus.WAITING, None),
+    "wait_resolved": (RunStatus.RUNNING, RunStatus.WAITING),
+    "wait_expired": (RunStatus.RUNNING, RunStatus.WAITING),
+    "timer_fired": (RunStatus.RUNNING, RunStatus.WAITING),
+}
+
+
+def status_change(event: _Event) -> tuple[RunStatus, RunStatus | None] | None:
+    """How ``event`` changes its run's status: ``(new, required_current)`` or ``None``.
+
+    ``required_current`` is ``None`` when the change applies whatever the status is.
+    """
+    if isinstance(event, RunFinished):
+        return (event.status, None)
+    return _STATUS_CHANGES.get(event.kind)  # type: ignore[attr-defined]
+
+
 def status_after(current: RunStatus | None, event: _Event) -> RunStatus | None:
     """The run status once ``event`` is applied, or ``current`` if the event does not change it."""
-    if isinstance(event, RunStarted):
-        return RunStatus.RUNNING
-    if isinstance(event, WaitStarted):
-        return RunStatus.WAITING
-    if isinstance(event, WaitResolved | WaitExpired | TimerFired) and current == RunStatus.WAITING:
-        return RunStatus.RUNNING
-    if isinstance(event, RunFinished):
-        return event.status
-    return current
+    change = status_change(event)
+    if change is None or (change[1] is not None and current != change[1]):
+        return current
+    return change[0]

@@ -49,6 +49,7 @@ async def _undo(ctx: RunContext, write: CompletedWrite) -> str:
         ctx.journal.record(ToolIntent, sync=True, pos=pos, tool=tool.name, effect="idempotent",
                            key=key, args=write.args.model_dump(mode="json"), attempt=attempt,
                            compensates=write.position)
+        ctx.probe(pos, tool.name, "after_intent")
         tool_ctx = ToolContext(run_id=ctx.run_id, tool=tool.name, position=pos,
                                idempotency_key=key, attempt=attempt, now=ctx.clock.now())
         try:
@@ -61,8 +62,10 @@ async def _undo(ctx: RunContext, write: CompletedWrite) -> str:
             return _record_failure(ctx, pos, tool.name, write.position, exc)
         except Exception as exc:
             return _record_failure(ctx, pos, tool.name, write.position, exc)
+        ctx.probe(pos, tool.name, "after_call")
         ctx.journal.record(ToolResult, pos=pos, tool=tool.name,
                            result=to_json(value, what=f"compensation of {tool.name!r}"))
+        ctx.probe(pos, tool.name, "after_result")
         return ""
 
 

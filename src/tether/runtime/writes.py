@@ -99,7 +99,10 @@ class _Call:
                 await self._backoff(attempt)
                 attempt += 1
                 continue
-            return self._record_result(data)
+            self.ctx.probe(self.pos, self.tool.name, "after_call")
+            result = self._record_result(data)
+            self.ctx.probe(self.pos, self.tool.name, "after_result")
+            return result
 
     async def write(self, attempt: int) -> Any:
         ctx, tool = self.ctx, self.tool
@@ -142,19 +145,35 @@ class _Call:
         return await self.write(attempt + 1)
 
     async def _reconcile(self, attempt: int) -> Any:
+        """Look the write up by key. ``None`` means it certainly did not happen.
+
+        A lookup that itself times out is retried (bounded by ``attempts``); if the outcome
+        still cannot be told the run escalates — re-issuing a write that does not deduplicate
+        on a guess could apply it twice. Any other lookup error is journaled and raised.
+        """
         tool = self.tool
         if tool.reconcile is None:
             raise UsageError(f"tool {tool.name!r} is reconcilable but has no reconcile function")
-        try:
-            found = tool.reconcile(self._tool_context(attempt), self.key)
-            if inspect.isawaitable(found):
-                found = await found
-        except AMBIGUOUS_ERRORS:
-            return None  # the lookup itself failed: treat as not found, re-issue with the key
-        if found is None:
-            return None
-        result = self._record_result(found, reconciled=True)
-        return result
+        for lookup in range(1, tool.attempts + 1):
+            try:
+                found = tool.reconcile(self._tool_context(attempt), self.key)
+                if inspect.isawaitable(found):
+                    found = await found
+            except AMBIGUOUS_ERRORS as exc:
+                if lookup == tool.attempts:
+                    raise RunEscalated(
+                        f"tool {tool.name!r} (key {self.key}): the write's outcome is unknown and "
+                        f"{lookup} lookup(s) failed ({type(exc).__name__}: {exc}); not "
+                        "re-issuing a write that cannot be deduplicated"
+                    ) from exc
+                await self._backoff(lookup)
+                continue
+            except Exception as exc:
+                self._fail("reconcile_failed", exc)
+            if found is None:
+                return None
+            return self._record_result(found, reconciled=True)
+        return None  # pragma: no cover - the loop returns or raises
 
     async def _invoke(self, attempt: int) -> Any:
         try:
