@@ -55,6 +55,28 @@ def test_store_check_reports_tampering(tmp_path: Path) -> None:
     assert f"run '{run_id}' event seq 3: checksum mismatch" in bad.output.replace("\n", "")
 
 
+def test_store_check_reports_a_truncated_file_without_touching_it(tmp_path: Path) -> None:
+    """A file cut in half is reported as damaged (exit 1), and left exactly as it was."""
+    path = tmp_path / "runs.db"
+    store = SQLiteStore(path)
+    runtime = Runtime(store, clock=VirtualClock(), seed=1)
+
+    async def many_steps(ctx: RunContext) -> int:
+        for i in range(100):
+            await ctx.step(f"s{i}", lambda: "x" * 300)
+        return 1
+
+    for _ in range(4):
+        asyncio.run(runtime.start(many_steps))
+    store.close()
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    result = runner.invoke(app, ["store", "check", "--store", str(path)])
+    assert result.exit_code == 1
+    assert "corrupt:" in result.output and "malformed" in result.output
+    assert path.read_bytes() == data[: len(data) // 2]
+
+
 def test_not_a_store_is_a_clear_error(tmp_path: Path) -> None:
     """A file that is not SQLite gives a one-line error and exit 2, not a traceback."""
     junk = tmp_path / "junk.db"

@@ -14,7 +14,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from tether import __version__
-from tether.errors import TetherError
+from tether.errors import CorruptJournal, TetherError
 from tether.events import Event, RunStatus
 from tether.store.open import open_store
 
@@ -143,6 +143,8 @@ def store_check(store: StoreOpt = "tether.db") -> None:
         opened = open_store(store)
         check = getattr(opened, "check", None)
         problems: list[str] = check() if check is not None else []
+    except CorruptJournal as exc:
+        problems = [str(exc).split("\n")[0]]
     except TetherError as exc:
         _fail(exc)
         return

@@ -148,3 +148,19 @@ def test_workflow_must_be_async_and_names_must_be_unique() -> None:
     rt.register(total)
     with pytest.raises(UsageError, match="both named 'total'"):
         rt.register(workflow(other, name="total"))
+
+
+def test_starting_a_run_id_twice_is_a_usage_error_and_keeps_the_first_run() -> None:
+    store = MemoryStore()
+    runtime = Runtime(store=store, clock=VirtualClock(), seed=1)
+
+    async def hello(ctx: RunContext, name: str) -> str:
+        return f"hello {name}"
+
+    first = asyncio.run(runtime.start(hello, "ada", run_id="greet-1"))
+    journal = store.read("greet-1")
+    with pytest.raises(UsageError, match=r"already exists.*resume"):
+        asyncio.run(runtime.start(hello, "bob", run_id="greet-1"))
+    assert first.result == "hello ada"
+    assert asyncio.run(runtime.resume("greet-1")).result == "hello ada"
+    assert store.read("greet-1") == journal

@@ -87,3 +87,21 @@ def test_bad_declarations_fail_at_import_time() -> None:
     with pytest.raises(UsageError, match="attempts"):
         @tool(attempts=0)
         def never(ctx: ToolContext, args: RefundArgs) -> None: ...
+
+
+def test_handlers_defined_inside_functions_declare_their_models_explicitly() -> None:
+    class LocalArgs(BaseModel):
+        order_id: str
+
+    class LocalResult(BaseModel):
+        ok: bool
+
+    def lookup(ctx: ToolContext, args: LocalArgs) -> LocalResult:
+        return LocalResult(ok=True)
+
+    # Postponed annotations cannot see function locals: the error says what to do.
+    with pytest.raises(UsageError, match="pass args= and result="):
+        tool(lookup)
+    declared = tool(args=LocalArgs, result=LocalResult)(lookup)
+    assert declared.args_type is LocalArgs
+    assert declared.result_type is LocalResult

@@ -160,13 +160,19 @@ class Runtime:
         named = self.register(wf)
         run_id = run_id or f"run_{self._rng.getrandbits(64):016x}"
         journal = self._journal(run_id, ())
-        journal.record(
-            RunStarted,
-            workflow=named.name,
-            input=to_json(input, what="workflow input"),
-            seed=self._rng.getrandbits(63),
-            session_id=session_id,
-        )
+        try:
+            journal.record(
+                RunStarted,
+                workflow=named.name,
+                input=to_json(input, what="workflow input"),
+                seed=self._rng.getrandbits(63),
+                session_id=session_id,
+            )
+        except ConcurrencyConflict as exc:
+            raise UsageError(
+                f"run {run_id!r} already exists in the store; continue it with "
+                "runtime.resume(run_id) or choose another run id"
+            ) from exc
         return await self._execute(named, journal)
 
     async def resume(self, run_id: str) -> RunResult:

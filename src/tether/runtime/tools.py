@@ -151,6 +151,8 @@ def tool(
     compensate: Compensator | None = None,
     attempts: int = 3,
     retry_delay_s: float = 0.0,
+    args: type[BaseModel] | None = None,
+    result: Any = None,
 ) -> Callable[[Handler], Tool[Any, Any]]: ...
 
 
@@ -166,23 +168,36 @@ def tool(
     compensate: Compensator | None = None,
     attempts: int = 3,
     retry_delay_s: float = 0.0,
+    args: type[BaseModel] | None = None,
+    result: Any = None,
 ) -> Tool[Any, Any] | Callable[[Handler], Tool[Any, Any]]:
     """Declare a tool from a handler ``(ctx: ToolContext, args: SomeModel) -> Result``.
 
     The argument model comes from the second parameter's annotation, the result type from the
-    return annotation, the description from the docstring unless given.
+    return annotation, the description from the docstring, unless given as ``args``,
+    ``result`` and ``description``. Pass ``args``/``result`` when the annotations cannot be
+    resolved (a handler defined inside a function in a module using postponed annotations).
     """
 
     def build(handler: Handler) -> Tool[Any, Any]:
-        hints = get_type_hints(handler)
         params = list(inspect.signature(handler).parameters)
         if len(params) != 2:
             raise UsageError(f"tool handler {handler.__qualname__} must take (ctx, args)")
-        args_type = hints.get(params[1])
+        try:
+            hints = get_type_hints(handler)
+        except NameError as exc:
+            if args is None or result is None:
+                raise UsageError(
+                    f"tool handler {handler.__qualname__}: its annotations cannot be resolved "
+                    f"({exc}); define the models at module level or pass args= and result= to "
+                    "tool()"
+                ) from exc
+            hints = {}
+        args_type = args if args is not None else hints.get(params[1])
         if not (isinstance(args_type, type) and issubclass(args_type, BaseModel)):
             raise UsageError(
                 f"tool handler {handler.__qualname__}: annotate its args parameter with a "
-                "pydantic model"
+                "pydantic model (or pass args=)"
             )
         return Tool(
             name=name or handler.__name__,
@@ -190,7 +205,7 @@ def tool(
             effect=Effect(effect),
             handler=handler,
             args_type=args_type,
-            result_type=hints.get("return", Any),
+            result_type=result if result is not None else hints.get("return", Any),
             key=key,
             reconcile=reconcile,
             compensate=compensate,

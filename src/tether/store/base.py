@@ -12,15 +12,17 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol, runtime_checkable
 
-from tether.errors import ConcurrencyConflict, UsageError
-from tether.events import Event, RunStarted, RunStatus, status_after
+from tether.errors import ConcurrencyConflict, CorruptJournal, UsageError
+from tether.events import Event, RunStarted, RunStatus, decode, status_after, status_change
 
 __all__ = [
     "Durability",
     "RunInfo",
     "Store",
+    "advance",
     "check_batch",
     "conflict",
+    "decode_rows",
     "next_status",
     "status_filter",
 ]
@@ -45,7 +47,12 @@ class Durability(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class RunInfo:
-    """The index row of one run."""
+    """The index row of one run.
+
+    ``created_at`` is the clock time of the run's ``run_started`` event; ``updated_at`` the time
+    of the event that last changed its status (started, suspended, resumed, finished …), so
+    listing by ``updated_at`` answers "what changed lately" without touching every append.
+    """
 
     run_id: str
     workflow: str
@@ -96,6 +103,8 @@ def check_batch(run_id: str, events: Sequence[Event], expected_last_seq: int) ->
                 f"run {run_id!r}: event {offset} of the batch has seq {event.seq}, expected "
                 f"{expected_last_seq + 1 + offset}; seqs must follow the last stored one"
             )
+    if not run_id or "\x00" in run_id:
+        raise UsageError(f"run id {run_id!r} must be a non-empty string without NUL characters")
     if expected_last_seq == 0 and not isinstance(events[0], RunStarted):
         raise UsageError(f"run {run_id!r}: a journal must begin with run_started")
 
@@ -108,6 +117,19 @@ def next_status(current: RunStatus | None, events: Sequence[Event]) -> RunStatus
     if status is None:  # pragma: no cover - check_batch guarantees a run_started first
         raise UsageError("a run has no status before run_started")
     return status
+
+
+def advance(current: RunStatus | None, events: Sequence[Event]) -> tuple[RunStatus, float | None]:
+    """The status a run has once ``events`` are appended, and the clock time of the last event
+    that changed it (``None`` when none did): what a store writes to ``status``/``updated_at``."""
+    status, changed_at = current, None
+    for event in events:
+        change = status_change(event)
+        if change is not None and change[1] in (None, status):
+            status, changed_at = change[0], event.at
+    if status is None:
+        raise UsageError("a run has no status before run_started")
+    return status, changed_at
 
 
 def conflict(run_id: str, expected_last_seq: int, actual: int | None) -> ConcurrencyConflict:
@@ -128,3 +150,25 @@ def status_filter(status: RunStatus | Sequence[RunStatus] | None) -> set[RunStat
     if isinstance(status, RunStatus | str):
         return {RunStatus(status)}
     return {RunStatus(s) for s in status}
+
+
+def decode_rows(
+    where: str, run_id: str, rows: Sequence[Sequence[object]], after_seq: int, last_seq: int
+) -> list[Event]:
+    """Decode stored rows, insisting on seqs after_seq+1 … last_seq with none missing."""
+    events: list[Event] = []
+    expected = after_seq + 1
+    for seq, body, crc in rows:
+        if seq != expected:
+            raise CorruptJournal(
+                f"{where}: run {run_id!r} is missing event seq {expected} (next stored is {seq})"
+            )
+        events.append(decode(str(body), run_id=run_id, seq=int(seq), crc=int(crc)))  # type: ignore[call-overload]
+        expected += 1
+    if expected - 1 < last_seq:
+        raise CorruptJournal(
+            f"{where}: run {run_id!r} index says the journal reached seq {last_seq} but events "
+            f"stop at "
+            f"{expected - 1}; events were lost"
+        )
+    return events

@@ -6,7 +6,7 @@ import threading
 from collections.abc import Sequence
 
 from tether.events import Event, RunStarted, RunStatus
-from tether.store.base import RunInfo, check_batch, conflict, next_status, status_filter
+from tether.store.base import RunInfo, advance, check_batch, conflict, status_filter
 
 __all__ = ["MemoryStore"]
 
@@ -39,13 +39,14 @@ class MemoryStore:
                 info = RunInfo(run_id, first.workflow, RunStatus.RUNNING, 0, first.at, first.at)
                 self._events[run_id] = []
             self._events[run_id].extend(events)
+            status, changed_at = advance(info.status, events)
             self._runs[run_id] = RunInfo(
                 run_id,
                 info.workflow,
-                next_status(info.status, events),
+                status,
                 events[-1].seq,
                 info.created_at,
-                events[-1].at,
+                info.updated_at if changed_at is None else changed_at,
             )
 
     def read(self, run_id: str, *, after_seq: int = 0) -> list[Event]:
@@ -62,6 +63,7 @@ class MemoryStore:
         wanted = status_filter(status)
         with self._lock:
             runs = [r for r in self._runs.values() if wanted is None or r.status in wanted]
+        runs.sort(key=lambda r: (r.created_at, r.run_id))
         return runs[:limit]
 
     def close(self) -> None:

@@ -20,8 +20,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from tether.errors import CorruptJournal, SchemaTooNew, StoreError, UsageError
-from tether.events import Event, RunStarted, RunStatus, checksum, decode, encode, status_change
-from tether.store.base import Durability, RunInfo, check_batch, conflict, status_filter
+from tether.events import Event, RunStarted, RunStatus, checksum, encode, status_change
+from tether.store.base import (
+    Durability,
+    RunInfo,
+    check_batch,
+    conflict,
+    decode_rows,
+    status_filter,
+)
 
 __all__ = ["MIGRATIONS", "SQLiteStats", "SQLiteStore"]
 
@@ -101,6 +108,10 @@ class SQLiteStore:
                 self.path, isolation_level=None, check_same_thread=False,
                 timeout=busy_timeout_s,
             )
+            # Small pages for a new file: an append writes whole pages to the WAL, and events
+            # are a few hundred bytes (measured 80 -> 65 us per no-op step). A no-op for an
+            # existing file, which keeps the page size it was created with.
+            self._db.execute("PRAGMA page_size=1024")
             self._db.execute("PRAGMA journal_mode=WAL").fetchone()
             self._base_sync = {
                 Durability.OUTPUT_COMMIT: "NORMAL",
@@ -153,7 +164,7 @@ class SQLiteStore:
         self, run_id: str, events: Sequence[Event], *, expected_last_seq: int, sync: bool = False
     ) -> None:
         check_batch(run_id, events, expected_last_seq)
-        rows = []
+        rows: list[tuple[str, int, str, str, int]] = []
         for event in events:
             body = encode(event)
             rows.append((run_id, event.seq, event.kind, body, checksum(body)))
@@ -264,7 +275,7 @@ class SQLiteStore:
                 (run_id, after_seq),
             ).fetchall()
         last_seq = 0 if info is None else int(info[0])
-        return _decode_rows(f"{self.path}", run_id, rows, after_seq, last_seq)
+        return decode_rows(f"{self.path}", run_id, rows, after_seq, last_seq)
 
     def get_run(self, run_id: str) -> RunInfo | None:
         with self._lock, self._errors():
@@ -311,7 +322,7 @@ class SQLiteStore:
                         "SELECT seq, body, crc FROM events WHERE run_id=? ORDER BY seq",
                         (run_id,),
                     ).fetchall()
-                _decode_rows(self.path, run_id, rows, 0, int(last_seq))
+                decode_rows(self.path, run_id, rows, 0, int(last_seq))
             except (CorruptJournal, SchemaTooNew) as exc:
                 problems.append(str(exc))
         return problems
@@ -346,25 +357,3 @@ def _run_info(row: Sequence[object]) -> RunInfo:
         created_at=float(row[4]),  # type: ignore[arg-type]
         updated_at=float(row[5]),  # type: ignore[arg-type]
     )
-
-
-def _decode_rows(
-    where: str, run_id: str, rows: Sequence[Sequence[object]], after_seq: int, last_seq: int
-) -> list[Event]:
-    """Decode stored rows, insisting on seqs after_seq+1 … last_seq with none missing."""
-    events: list[Event] = []
-    expected = after_seq + 1
-    for seq, body, crc in rows:
-        if seq != expected:
-            raise CorruptJournal(
-                f"{where}: run {run_id!r} is missing event seq {expected} (next stored is {seq})"
-            )
-        events.append(decode(str(body), run_id=run_id, seq=int(seq), crc=int(crc)))  # type: ignore[call-overload]
-        expected += 1
-    if expected - 1 < last_seq:
-        raise CorruptJournal(
-            f"{where}: run {run_id!r} index says the journal reached seq {last_seq} but events "
-            f"stop at "
-            f"{expected - 1}; events were lost"
-        )
-    return events

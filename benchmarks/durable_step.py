@@ -1,0 +1,427 @@
+"""What one durable step costs: tether on each store, against a plain loop, DBOS and LangGraph.
+
+    python benchmarks/durable_step.py            # 9 repetitions per cell
+    python benchmarks/durable_step.py --quick    # 5 repetitions, for a quick look
+    python benchmarks/durable_step.py --reps 15
+    python benchmarks/durable_step.py --profile  # cProfile of the SQLite 100-step no-op case
+
+Two workloads, each as a 10-step and a 100-step workflow:
+
+* ``noop``: ``await ctx.step("s", noop)``, a step whose function does nothing;
+* ``write``: ``await ctx.call_tool(tool, {"i": i})`` with an ``effect="idempotent"`` tool whose
+  handler does nothing, so what is timed is tether's write protocol (a durable intent, the
+  call, the journaled result).
+
+Each cell is the median over the repetitions of (wall time of one whole run) / steps, so the
+run's own start and finish are spread over its steps; the "marginal" table removes them by
+differencing the 100-step and 10-step runs. Every repetition is a fresh run; the SQLite and
+LangGraph files are fresh per repetition, the DBOS system database and the PostgreSQL server
+are one per benchmark. One untimed warm-up run precedes each cell, and the systems take
+turns repetition by repetition, so load from elsewhere on the machine hits them alike.
+
+DBOS and LangGraph have no write protocol: their "write" is the same kind of step calling the
+same do-nothing provider function. They are measured only when the ``bench`` extra is
+installed (``pip install -e '.[bench]'``); PostgreSQL only when tether's PostgresStore and the
+server binaries are there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import importlib.metadata
+import os
+import platform
+import sqlite3
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel
+
+# Run as a script, this folder is on sys.path.
+from rivals import STEPS, WORKLOADS, Runner, dbos_runner, langgraph_runner, noop, provider_write
+from tether import MemoryStore, RunContext, RunStatus, Runtime, SQLiteStore, Store, ToolContext
+from tether import tool as tether_tool
+
+TARGET_US = {"noop": 50.0, "write": 400.0}
+REFERENCE = "tether SQLite"
+
+
+# -- the work itself, shared by every system -----------------------------------------------
+
+
+class WriteArgs(BaseModel):
+    i: int
+
+
+@tether_tool(effect="idempotent", name="bench_write")
+def bench_write(ctx: ToolContext, args: WriteArgs) -> None:
+    """An idempotent write to a provider that does nothing."""
+    provider_write(ctx.idempotency_key)
+
+
+async def noop_workflow(ctx: RunContext, steps: int) -> int:
+    for _ in range(steps):
+        await ctx.step("s", noop)
+    return steps
+
+
+async def write_workflow(ctx: RunContext, steps: int) -> int:
+    for i in range(steps):
+        await ctx.call_tool(bench_write, {"i": i})
+    return steps
+
+
+TETHER_WORKFLOWS = {"noop": noop_workflow, "write": write_workflow}
+
+
+# -- runners ---------------------------------------------------------------------------------
+
+
+def baseline_runner(workload: str, steps: int) -> float:
+    """The same work as plain function calls: what the durability costs on top of."""
+    start = time.perf_counter()
+    if workload == "noop":
+        for _ in range(steps):
+            noop()
+    else:
+        for i in range(steps):
+            provider_write(f"k:{i}")
+    return time.perf_counter() - start
+
+
+def tether_runner(open_store: Callable[[str], Store], profiler: Any = None) -> Runner:
+    """Time ``Runtime.start`` of a fresh run on a store opened (untimed) in a fresh temp dir.
+
+    With a ``cProfile.Profile``, only the timed part is profiled.
+    """
+
+    def run(workload: str, steps: int) -> float:
+        with tempfile.TemporaryDirectory(prefix="tether-bench-") as tmp:
+            store = open_store(tmp)
+            try:
+                runtime = Runtime(store)
+                wf = TETHER_WORKFLOWS[workload]
+                run_id = f"bench-{uuid.uuid4().hex}"
+
+                async def timed() -> tuple[float, Any]:
+                    # Timed inside the loop: asyncio.run's loop setup is not tether's cost.
+                    if profiler is not None:
+                        profiler.enable()
+                    start = time.perf_counter()
+                    result = await runtime.start(wf, steps, run_id=run_id)
+                    elapsed = time.perf_counter() - start
+                    if profiler is not None:
+                        profiler.disable()
+                    return elapsed, result
+
+                elapsed, result = asyncio.run(timed())
+            finally:
+                store.close()
+        if result.status is not RunStatus.COMPLETED:
+            raise SystemExit(f"benchmark run {run_id} ended {result.status.value}: {result}")
+        return elapsed
+
+    return run
+
+
+@contextlib.contextmanager
+def postgres_runner() -> Iterator[tuple[Runner | None, str]]:
+    """tether on a throwaway PostgreSQL server, or ``(None, why)`` when that is not possible."""
+    try:
+        from tether.store.postgres import PostgresStore
+        from tether.testing.postgres import TemporaryPostgres, postgres_available
+    except ImportError as exc:
+        yield None, f"PostgresStore not importable ({exc})"
+        return
+    if not postgres_available():
+        yield None, "no PostgreSQL server binaries (or no postgres user when root)"
+        return
+    server = TemporaryPostgres()
+    try:
+        server.start()
+    except (RuntimeError, OSError) as exc:
+        yield None, f"the PostgreSQL server did not start: {exc}"
+        return
+    try:
+        version = _postgres_version(server.dsn)
+        yield tether_runner(lambda _tmp: PostgresStore(server.dsn)), version
+    finally:
+        server.stop()
+
+
+def _postgres_version(dsn: str) -> str:
+    try:
+        import psycopg
+
+        with psycopg.connect(dsn) as conn:
+            row = conn.execute("SHOW server_version").fetchone()
+        return (
+            f"PostgreSQL {row[0] if row else '?'} on loopback (fsync=on); PostgresStore commits "
+            "ordinary appends with synchronous_commit=off, intents and completion with on"
+        )
+    except Exception as exc:  # the version is only a label; never fail the benchmark on it
+        return f"PostgreSQL (version unknown: {exc})"
+
+
+# -- measuring and reporting -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Cell:
+    system: str
+    workload: str
+    steps: int
+    runs_s: tuple[float, ...]
+
+    @property
+    def us_per_step(self) -> float:
+        return statistics.median(self.runs_s) / self.steps * 1e6
+
+    @property
+    def spread_us(self) -> tuple[float, float]:
+        return min(self.runs_s) / self.steps * 1e6, max(self.runs_s) / self.steps * 1e6
+
+
+def measure(runners: dict[str, Runner], reps: int) -> list[Cell]:
+    """Time every system on every cell, interleaved: repetition k of each system runs before
+    repetition k + 1 of any, so a burst of load from elsewhere on the machine lands on all
+    systems alike instead of on whichever happened to be running."""
+    cells = []
+    for workload in WORKLOADS:
+        for steps in STEPS:
+            runs: dict[str, list[float]] = {system: [] for system in runners}
+            for runner in runners.values():
+                runner(workload, steps)  # warm-up: imports, caches, first-call paths
+            for _ in range(reps):
+                for system, runner in runners.items():
+                    runs[system].append(runner(workload, steps))
+            for system, times in runs.items():
+                cells.append(Cell(system, workload, steps, tuple(times)))
+                print(
+                    f"  {system:<17} {workload:<5} {steps:>3} steps: "
+                    f"{cells[-1].us_per_step:10.1f} µs/step",
+                    file=sys.stderr,
+                )
+    return cells
+
+
+def _ratio(value: float, reference: float | None) -> str:
+    if not reference:
+        return "–"
+    r = value / reference
+    if r < 0.01:
+        return "<0.01×"
+    return f"{r:,.0f}×" if r >= 100 else f"{r:.2f}×"
+
+
+def print_table(cells: list[Cell]) -> None:
+    by_key = {(c.system, c.workload, c.steps): c for c in cells}
+    print(
+        "| system | workload | steps | µs/step (median) | min–max | vs tether SQLite "
+        "| vs baseline |"
+    )
+    print("|---|---|---:|---:|---:|---:|---:|")
+    for workload in WORKLOADS:
+        for steps in STEPS:
+            ref = by_key.get((REFERENCE, workload, steps))
+            base = by_key.get(("baseline", workload, steps))
+            for cell in (c for c in cells if (c.workload, c.steps) == (workload, steps)):
+                low, high = cell.spread_us
+                print(
+                    f"| {cell.system} | {workload} | {steps} | {_fmt(cell.us_per_step)} "
+                    f"| {_fmt(low)}–{_fmt(high)} "
+                    f"| {_ratio(cell.us_per_step, ref.us_per_step if ref else None)} "
+                    f"| {_ratio(cell.us_per_step, base.us_per_step if base else None)} |"
+                )
+
+
+def print_marginal(cells: list[Cell]) -> None:
+    """(T(100) - T(10)) / 90 per system: the per-step cost without the run's start/finish."""
+    by_key = {(c.system, c.workload, c.steps): c for c in cells}
+    systems = list(dict.fromkeys(c.system for c in cells))
+    low, high = STEPS
+    print(
+        "| system | marginal µs/step, noop | marginal µs/step, write "
+        "| fixed ms/run, noop | fixed ms/run, write |"
+    )
+    print("|---|---:|---:|---:|---:|")
+    for system in systems:
+        marginal, fixed = [], []
+        for workload in WORKLOADS:
+            t_low = statistics.median(by_key[system, workload, low].runs_s)
+            t_high = statistics.median(by_key[system, workload, high].runs_s)
+            per_step = (t_high - t_low) / (high - low)
+            marginal.append(_fmt(per_step * 1e6))
+            fixed.append(f"{(t_low - per_step * low) * 1e3:.2f}")
+        print(f"| {system} | {' | '.join(marginal)} | {' | '.join(fixed)} |")
+
+
+def _fmt(us: float) -> str:
+    return f"{us:,.2f}" if us < 10 else f"{us:,.1f}"
+
+
+def print_targets(cells: list[Cell]) -> None:
+    for cell in cells:
+        if cell.system == REFERENCE and cell.steps == max(STEPS):
+            target = TARGET_US[cell.workload]
+            verdict = "met" if cell.us_per_step <= target else "MISSED"
+            print(
+                f"- target ≤ {target:.0f} µs per {cell.workload} step on SQLite (default "
+                f"durability, {cell.steps}-step run): {cell.us_per_step:.1f} µs → {verdict}"
+            )
+
+
+def fsync_latency_us(directory: str, count: int = 50) -> float:
+    """Median cost of writing 4 KiB and fsyncing it, in the temp dir the stores use."""
+    path = os.path.join(directory, "fsync-probe")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        times = []
+        for _ in range(count):
+            start = time.perf_counter()
+            os.write(fd, b"x" * 4096)
+            os.fsync(fd)
+            times.append(time.perf_counter() - start)
+    finally:
+        os.close(fd)
+        os.unlink(path)
+    return statistics.median(times) * 1e6
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _version(package: str) -> str:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def print_machine() -> None:
+    packages = (
+        "tether",
+        "pydantic",
+        "pydantic-core",
+        "psycopg",
+        "dbos",
+        "langgraph",
+        "langgraph-checkpoint-sqlite",
+    )
+    with tempfile.TemporaryDirectory(prefix="tether-bench-") as tmp:
+        fsync_us = fsync_latency_us(tmp)
+    print(f"- CPU: {cpu_model()}, {os.cpu_count()} cores; {platform.system()} {platform.release()}")
+    print(
+        f"- Python {platform.python_version()} ({platform.python_implementation()}), "
+        f"SQLite {sqlite3.sqlite_version}"
+    )
+    print(f"- fsync of 4 KiB in {tempfile.gettempdir()}: median {fsync_us:.0f} µs")
+    print("- " + ", ".join(f"{p} {_version(p)}" for p in packages))
+
+
+def profile_sqlite_noop(runs: int = 30, top: int = 15) -> None:
+    """cProfile of ``runs`` 100-step no-op runs on SQLite: where a durable step's time goes."""
+    import cProfile
+    import pstats
+
+    profiler = cProfile.Profile()
+    tether_runner(lambda tmp: SQLiteStore(os.path.join(tmp, "runs.db")))("noop", 100)  # warm-up
+    runner = tether_runner(lambda tmp: SQLiteStore(os.path.join(tmp, "runs.db")), profiler)
+    for _ in range(runs):
+        runner("noop", 100)
+    print(f"## cProfile: {runs} runs of 100 no-op steps on tether SQLite (top {top} by own time)")
+    pstats.Stats(profiler, stream=sys.stdout).sort_stats("tottime").print_stats(top)
+
+
+def _load_average() -> str:
+    try:
+        return f"{os.getloadavg()[0]:.2f}"
+    except OSError:
+        return "unknown"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument(
+        "--reps",
+        type=int,
+        default=None,
+        help="timed runs per cell (default 9; at least 5 for a median worth reporting)",
+    )
+    parser.add_argument("--quick", action="store_true", help="5 repetitions per cell")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="instead of the table, cProfile the SQLite 100-step no-op case",
+    )
+    args = parser.parse_args(argv)
+    if args.profile:
+        profile_sqlite_noop()
+        return
+    reps = args.reps if args.reps is not None else (5 if args.quick else 9)
+    if reps < 1:
+        parser.error("--reps must be at least 1")
+
+    print("## Machine\n")
+    print_machine()
+    print(f"- {reps} timed repetitions per cell (+1 warm-up); median reported\n")
+
+    started = time.perf_counter()
+    load_at_start = _load_average()
+    notes: list[str] = [
+        "tether SQLite: WAL, synchronous=NORMAL; intents and run completion commit with "
+        "synchronous=FULL (fsync)",
+    ]
+    runners: dict[str, Runner] = {
+        "baseline": baseline_runner,
+        "tether memory": tether_runner(lambda _tmp: MemoryStore()),
+        REFERENCE: tether_runner(lambda tmp: SQLiteStore(os.path.join(tmp, "runs.db"))),
+    }
+    with contextlib.ExitStack() as stack:
+        for system, factory in (
+            ("tether PostgreSQL", postgres_runner),
+            ("LangGraph", langgraph_runner),
+            ("DBOS", dbos_runner),
+        ):
+            runner, note = stack.enter_context(factory())
+            if runner is None:
+                notes.append(f"{system}: skipped: {note}")
+                print(f"  {system}: skipped: {note}", file=sys.stderr)
+                continue
+            notes.append(f"{system}: {note}")
+            runners[system] = runner
+        cells = measure(runners, reps)
+    notes.append(f"load average (1 min) at start {load_at_start}, at end {_load_average()}")
+
+    print("## µs per durable step (whole run / steps)\n")
+    print_table(cells)
+    print(
+        "\n## Marginal cost per step and fixed cost per run (from the 10- and 100-step medians)\n"
+    )
+    print_marginal(cells)
+    print("\n## Targets\n")
+    print_targets(cells)
+    print("\n## Notes\n")
+    for note in notes:
+        print(f"- {note}")
+    print(f"\n(benchmark took {time.perf_counter() - started:.1f} s)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,496 @@
+"""A conformance kit for journal stores: the :class:`~tether.store.base.Store` contract as
+executable checks, run against memory, SQLite and PostgreSQL alike, and by any third-party store.
+
+>>> from tether.store.memory import MemoryStore
+>>> StoreConformance(MemoryStore, max_examples=5).run("seq_rules")
+
+With pytest, one test per check::
+
+    @pytest.mark.parametrize("check", StoreConformance.CHECKS)
+    def test_my_store_conforms(check):
+        StoreConformance(make_my_store, open_peer=reopen_my_store).run(check)
+
+``make_store`` returns a fresh, empty store on each call. Stores may be slow to create (a
+PostgreSQL schema), so each check makes one store and every Hypothesis example in it uses runs
+of its own, under fresh run ids. ``open_peer`` (optional) opens another handle on the *same*
+storage (a connection, a file handle), so the concurrency checks race independent writers
+rather than threads sharing one handle. A failed check raises :class:`AssertionError` with the
+facts. Requires ``hypothesis``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, ClassVar
+
+try:
+    from hypothesis import HealthCheck, assume, given, settings
+    from hypothesis import strategies as st
+except ImportError as exc:  # pragma: no cover - only without the test extra
+    raise ImportError("tether.store.conformance needs hypothesis: "
+                      "pip install 'tether[test]'") from exc
+
+from tether.errors import ConcurrencyConflict, UsageError
+from tether.events import (
+    Event,
+    RunFinished,
+    RunStarted,
+    RunStatus,
+    StepFailed,
+    StepRecorded,
+    TimerFired,
+    TimerStarted,
+    ToolAmbiguous,
+    ToolError,
+    ToolIntent,
+    ToolResult,
+    WaitExpired,
+    WaitResolved,
+    WaitStarted,
+)
+from tether.store.base import RunInfo, Store, advance, next_status
+
+__all__ = ["StoreConformance", "journals"]
+
+# -- strategies -----------------------------------------------------------------------------
+
+_TEXT = st.text(st.characters(exclude_categories=["Cs"]), max_size=10)
+# Run ids and workflow names land in indexed text columns, and PostgreSQL text cannot hold NUL;
+# everything else travels inside the JSON body, where NUL is escaped.
+_NAME = st.text(st.characters(exclude_categories=["Cs"], exclude_characters=["\x00"]),
+                min_size=1, max_size=10)
+_JSON: st.SearchStrategy[Any] = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False) | _TEXT,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_TEXT, inner, max_size=3),
+    max_leaves=6,
+)
+_AT = st.floats(allow_nan=False, allow_infinity=False)
+_POS = st.integers(0, 10_000)
+_ERROR = st.dictionaries(_TEXT, _JSON, max_size=3)  # also tool args
+
+_RUN_STARTED = st.builds(RunStarted, seq=st.just(1), at=_AT, workflow=_NAME, input=_JSON,
+                         seed=st.integers(0, 2**63 - 1), session_id=st.none() | _TEXT)
+
+
+def _kind(cls: Callable[..., Event], **fields: st.SearchStrategy[Any]) -> st.SearchStrategy[Event]:
+    # seq is a placeholder; `journals` numbers the events.
+    return st.builds(cls, seq=st.just(0), at=_AT, **fields)
+
+
+# One strategy per event kind that may follow run_started.
+_LATER: list[st.SearchStrategy[Event]] = [
+    _kind(StepRecorded, pos=_POS, call=st.sampled_from(["step", "now", "random", "uuid"]),
+          name=_TEXT, result=_JSON),
+    _kind(StepFailed, pos=_POS, call=st.just("step"), name=_TEXT, error=_ERROR),
+    _kind(TimerStarted, pos=_POS, wake_at=_AT),
+    _kind(TimerFired, pos=_POS),
+    _kind(WaitStarted, pos=_POS, key=_TEXT, deadline=st.none() | _AT),
+    _kind(WaitResolved, key=_TEXT, value=_JSON, by=_TEXT, note=_TEXT),
+    _kind(WaitExpired, pos=_POS, key=_TEXT),
+    _kind(ToolIntent, pos=_POS, tool=_TEXT, effect=_TEXT, key=_TEXT, args=_ERROR,
+          attempt=st.integers(1, 9), compensates=st.none() | _POS),
+    _kind(ToolResult, pos=_POS, tool=_TEXT, result=_JSON, reconciled=st.booleans()),
+    _kind(ToolError, pos=_POS, tool=_TEXT, failure=_TEXT, error=_ERROR),
+    _kind(ToolAmbiguous, pos=_POS, tool=_TEXT, key=_TEXT, reason=_TEXT,
+          attempt=st.integers(1, 9)),
+    _kind(RunFinished, status=st.sampled_from(list(RunStatus)), result=_JSON,
+          error=st.none() | _ERROR, reason=_TEXT),
+]
+
+
+@st.composite
+def journals(draw: st.DrawFn, *, max_extra: int = 8) -> list[Event]:
+    """A journal: run_started, then every other event kind at least once, in any order, with up
+    to ``max_extra`` more events; seqs 1 … N."""
+    kinds = _LATER + draw(st.lists(st.sampled_from(_LATER), max_size=max_extra))
+    events: list[Event] = [draw(_RUN_STARTED)]
+    events += [draw(kind) for kind in draw(st.permutations(kinds))]
+    return [event.model_copy(update={"seq": seq}) for seq, event in enumerate(events, 1)]
+
+
+def _check(condition: bool, message: str) -> None:
+    # Not `assert`: the kit must keep checking under `python -O`.
+    if not condition:
+        raise AssertionError(message)
+
+
+def _started(at: float = 1.0, workflow: str = "wf") -> RunStarted:
+    return RunStarted(seq=1, at=at, workflow=workflow, seed=7)
+
+
+def _steps(first_seq: int, count: int, *, tag: Any = None, at: float = 2.0) -> list[Event]:
+    return [StepRecorded(seq=seq, at=at, pos=seq, call="step", name="s", result=tag)
+            for seq in range(first_seq, first_seq + count)]
+
+
+def _raises(kind: type[BaseException], what: str, action: Callable[..., object],
+            *args: Any, **kwargs: Any) -> BaseException:
+    try:
+        action(*args, **kwargs)
+    except kind as exc:
+        return exc
+    raise AssertionError(f"{what}: expected {kind.__name__}, nothing was raised")
+
+
+# -- the kit ---------------------------------------------------------------------------------
+
+
+_KITS = itertools.count(1)
+
+
+class StoreConformance:
+    """The store contract as checks; :meth:`run` runs some or all of them.
+
+    Each ``check_<name>`` method makes its own store(s) with ``make_store`` and closes them.
+    """
+
+    #: The checks, in the order :meth:`run` runs them; each is the method ``check_<name>``.
+    CHECKS: ClassVar[tuple[str, ...]] = (
+        "round_trip", "seq_rules", "stale_expected_seq_conflicts", "create_existing_run_conflicts",
+        "batches_are_atomic", "read_after_seq", "run_index", "status_derivation", "unknown_run",
+        "concurrent_appenders",
+    )
+
+    def __init__(
+        self,
+        make_store: Callable[[], Store],
+        *,
+        open_peer: Callable[[Store], Store] | None = None,
+        max_examples: int = 30,
+    ) -> None:
+        self.make_store = make_store
+        self.open_peer = open_peer
+        self.max_examples = max_examples
+        # Run ids: fresh per example, distinct per kit, stable across runs so failures replay.
+        self._prefix = f"kit{next(_KITS)}"
+        self._counter = itertools.count(1)
+
+    def run(self, *checks: str) -> None:
+        """Run the named checks (default: all of :attr:`CHECKS`)."""
+        for name in checks or self.CHECKS:
+            if name not in self.CHECKS:
+                raise UsageError(f"no conformance check {name!r}; choose from {self.CHECKS}")
+            getattr(self, f"check_{name}")()
+
+    # -- plumbing -----------------------------------------------------------------------------
+
+    @contextmanager
+    def _store(self, peers: int = 0) -> Iterator[list[Store]]:
+        """A fresh store followed by ``peers`` handles on the same storage (the store itself
+        again when there is no ``open_peer``); all closed afterwards."""
+        store = self.make_store()
+        others: list[Store] = []
+        try:
+            others = [self.open_peer(store) if self.open_peer else store for _ in range(peers)]
+            yield [store, *others]
+        finally:
+            for handle in [*(h for h in others if h is not store), store]:
+                handle.close()
+
+    def _settings(self) -> settings:
+        return settings(
+            max_examples=self.max_examples,
+            deadline=None,  # stores do I/O; their latency is not what is being tested
+            suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+        )
+
+    def _run_id(self, suffix: str = "") -> str:
+        return f"{self._prefix}-{next(self._counter)}{suffix}"
+
+    # -- checks ---------------------------------------------------------------------------------
+
+    def check_round_trip(self) -> None:
+        """Any journal, appended in any batches with any sync flags, reads back equal, event for
+        event, and the index row agrees with it."""
+        with self._store() as (store,):
+
+            @self._settings()
+            @given(journal=journals(), data=st.data())
+            def round_trip(journal: list[Event], data: st.DataObject) -> None:
+                run_id = self._run_id(data.draw(_NAME, label="run id suffix"))
+                cuts = sorted(data.draw(st.sets(st.integers(1, len(journal) - 1)), label="cuts"))
+                for start, end in itertools.pairwise([0, *cuts, len(journal)]):
+                    store.append(run_id, journal[start:end], expected_last_seq=start,
+                                 sync=data.draw(st.booleans(), label="sync"))
+                stored = store.read(run_id)
+                _check(stored == journal, f"run {run_id!r}: read {stored} != appended {journal}")
+                info, first = store.get_run(run_id), journal[0]
+                assert isinstance(first, RunStarted)
+                # updated_at is the time of the last event that changed the status.
+                changed_at = advance(None, journal)[1]
+                updated_at = first.at if changed_at is None else changed_at
+                want = RunInfo(run_id, first.workflow, next_status(None, journal), len(journal),
+                               first.at, updated_at)
+                _check(info == want, f"get_run: {info} != {want}")
+
+            round_trip()
+
+    def check_seq_rules(self) -> None:
+        """Malformed batches raise UsageError and store nothing: empty, not starting at
+        expected_last_seq + 1, with a gap or a repeat, or a journal not opened by run_started."""
+        with self._store() as (store,):
+            run_id = self._run_id()
+            bad_first: list[tuple[str, list[Event]]] = [
+                ("an empty batch", []),
+                ("a first batch starting at seq 2", [_started().model_copy(update={"seq": 2})]),
+                ("a journal not opened by run_started", _steps(1, 1)),
+                ("a batch with a gap", [_started(), *_steps(3, 1)]),
+            ]
+            for what, batch in bad_first:
+                _raises(UsageError, what, store.append, run_id, batch, expected_last_seq=0)
+                _check(store.get_run(run_id) is None and store.read(run_id) == [],
+                       f"{what} was refused but left a run behind")
+            journal = [_started(), *_steps(2, 2)]
+            store.append(run_id, journal, expected_last_seq=0)
+            bad_later: list[tuple[str, list[Event]]] = [
+                ("a batch skipping a seq", _steps(5, 1)),
+                ("a batch repeating the last seq", _steps(3, 1)),
+                ("a batch repeating a seq inside", [*_steps(4, 1), *_steps(4, 1)]),
+            ]
+            for what, batch in bad_later:
+                _raises(UsageError, what, store.append, run_id, batch, expected_last_seq=3)
+                _check(store.read(run_id) == journal, f"{what} was refused but changed the run")
+
+    def check_stale_expected_seq_conflicts(self) -> None:
+        """An append whose expected_last_seq is not the run's last seq raises
+        ConcurrencyConflict (with run_id and expected_seq) and stores nothing."""
+        with self._store() as (store,):
+            unknown = self._run_id()
+            exc = _raises(ConcurrencyConflict, "appending at seq 4 to an unknown run",
+                          store.append, unknown, _steps(4, 1), expected_last_seq=3)
+            _check(store.get_run(unknown) is None, f"{exc} but the run now exists")
+
+            @self._settings()
+            @given(stored=st.integers(1, 6), expected=st.integers(0, 9), size=st.integers(1, 3))
+            def stale(stored: int, expected: int, size: int) -> None:
+                assume(expected != stored)
+                run_id = self._run_id()
+                journal = [_started(), *_steps(2, stored - 1)]
+                store.append(run_id, journal, expected_last_seq=0)
+                before = store.get_run(run_id)
+                batch = [_started(), *_steps(2, size - 1)] if expected == 0 else _steps(
+                    expected + 1, size, tag="late")
+                exc = _raises(ConcurrencyConflict,
+                              f"appending after seq {expected} to a run whose last is {stored}",
+                              store.append, run_id, batch, expected_last_seq=expected)
+                assert isinstance(exc, ConcurrencyConflict)
+                _check((exc.run_id, exc.expected_seq) == (run_id, expected),
+                       f"conflict carries run_id={exc.run_id!r} expected_seq={exc.expected_seq}")
+                _check(store.read(run_id) == journal and store.get_run(run_id) == before,
+                       f"a conflicting append changed run {run_id!r}")
+
+            stale()
+
+    def check_create_existing_run_conflicts(self) -> None:
+        """A second run_started for an existing run is a conflict; the first run is untouched."""
+        with self._store() as (store,):
+            run_id = self._run_id()
+            store.append(run_id, [_started(1.0, "first")], expected_last_seq=0)
+            before = store.get_run(run_id)
+            _raises(ConcurrencyConflict, "creating a run that exists",
+                    store.append, run_id, [_started(2.0, "second")], expected_last_seq=0)
+            unchanged = store.read(run_id) == [_started(1.0, "first")]
+            _check(unchanged and store.get_run(run_id) == before,
+                   "the losing run_started changed the existing run")
+
+    def check_batches_are_atomic(self) -> None:
+        """A reader racing a writer only ever sees whole batches, in read() and in get_run()."""
+        with self._store(peers=1) as (store, reader):
+
+            @self._settings()
+            @given(size=st.integers(2, 5), batches=st.integers(2, 12))
+            def atomic(size: int, batches: int) -> None:
+                run_id = self._run_id()
+                store.append(run_id, [_started()], expected_last_seq=0)
+                done = threading.Event()
+                seen: list[tuple[int, int]] = []
+
+                def watch() -> None:
+                    while not done.is_set():
+                        info = reader.get_run(run_id)
+                        seen.append((len(reader.read(run_id)), info.last_seq if info else 0))
+
+                watcher = threading.Thread(target=watch)
+                watcher.start()
+                try:
+                    for b in range(batches):
+                        first = 2 + b * size
+                        store.append(run_id, _steps(first, size), expected_last_seq=first - 1)
+                finally:
+                    done.set()
+                    watcher.join()
+                torn = [s for s in seen if (s[0] - 1) % size or (s[1] - 1) % size]
+                _check(not torn, f"batches of {size}: a reader saw (events, last_seq) {torn[:5]}")
+
+            atomic()
+
+    def check_read_after_seq(self) -> None:
+        """read(after_seq=k) returns exactly the events with seq > k, [] past the end."""
+        with self._store() as (store,):
+            run_id = self._run_id()
+            journal = [_started(), *_steps(2, 4)]
+            store.append(run_id, journal, expected_last_seq=0)
+            for after in range(len(journal) + 3):
+                got = store.read(run_id, after_seq=after)
+                _check(got == journal[after:], f"read(after_seq={after}) gave {got}")
+
+    def check_run_index(self) -> None:
+        """list_runs returns runs oldest first, filtered by one status or several, honours
+        limit, and agrees with get_run."""
+        with self._store() as (store,):
+            plan: list[tuple[str, list[Event]]] = [
+                ("running", []),
+                ("waiting", [WaitStarted(seq=2, at=0, pos=0, key="k")]),
+                ("completed", [RunFinished(seq=2, at=0, status=RunStatus.COMPLETED)]),
+                ("failed", [RunFinished(seq=2, at=0, status=RunStatus.FAILED)]),
+                ("resumed", [WaitStarted(seq=2, at=0, pos=0, key="k"),
+                             WaitResolved(seq=3, at=0, key="k")]),
+                ("cancelled", [RunFinished(seq=2, at=0, status=RunStatus.CANCELLED)]),
+                ("escalated", [RunFinished(seq=2, at=0, status=RunStatus.ESCALATED)]),
+            ]
+            ids: dict[str, str] = {}
+            for n, (name, later) in enumerate(plan):
+                ids[name] = run_id = self._run_id(f"-{name}")
+                store.append(run_id, [_started(at=10.0 * (n + 1))], expected_last_seq=0)
+                for event in later:  # one append per event: status carried across appends
+                    store.append(run_id, [event], expected_last_seq=event.seq - 1)
+            everything = store.list_runs()
+            _check([r.run_id for r in everything] == list(ids.values()),
+                   f"list_runs() order {[r.run_id for r in everything]}, want oldest first")
+            for info in everything:
+                _check(store.get_run(info.run_id) == info, f"get_run disagrees with {info}")
+            cases: list[tuple[Any, list[str]]] = [
+                (RunStatus.RUNNING, ["running", "resumed"]),
+                (RunStatus.WAITING, ["waiting"]),
+                ([RunStatus.COMPLETED, RunStatus.FAILED], ["completed", "failed"]),
+                ((RunStatus.ESCALATED, RunStatus.CANCELLED), ["cancelled", "escalated"]),
+                ([], []),
+            ]
+            for status, names in cases:
+                got = [r.run_id for r in store.list_runs(status=status)]
+                _check(got == [ids[n] for n in names], f"list_runs(status={status!r}) gave {got}")
+            limited = [r.run_id for r in store.list_runs(limit=3)]
+            _check(limited == list(ids.values())[:3], f"list_runs(limit=3) gave {limited}")
+            one = [r.run_id for r in store.list_runs(status=RunStatus.RUNNING, limit=1)]
+            _check(one == [ids["running"]], f"list_runs(running, limit=1) gave {one}")
+
+    def check_status_derivation(self) -> None:
+        """A run's status follows its journal: run_started → running, wait_started → waiting,
+        wait_resolved / wait_expired / timer_fired → running again, run_finished → its status."""
+        waiting = WaitStarted(seq=0, at=2, pos=1, key="k")
+        cases: list[tuple[str, list[list[Event]], RunStatus]] = [
+            ("run_started", [], RunStatus.RUNNING),
+            ("wait_started", [[waiting]], RunStatus.WAITING),
+            ("wait_resolved", [[waiting], [WaitResolved(seq=0, at=3, key="k")]],
+             RunStatus.RUNNING),
+            ("wait_expired", [[waiting], [WaitExpired(seq=0, at=3, pos=1, key="k")]],
+             RunStatus.RUNNING),
+            ("timer_fired", [[waiting], [TimerFired(seq=0, at=3, pos=1)]], RunStatus.RUNNING),
+            ("a wait in one batch", [[waiting, WaitResolved(seq=0, at=3, key="k")]],
+             RunStatus.RUNNING),
+            ("a step while waiting", [[waiting], _steps(0, 1)], RunStatus.WAITING),
+        ]
+        cases += [(f"run_finished({s})", [[waiting], [RunFinished(seq=0, at=3, status=s)]], s)
+                  for s in RunStatus if s.finished]
+        with self._store() as (store,):
+            for what, batches, want in cases:
+                run_id, seq = self._run_id(), 1
+                store.append(run_id, [_started()], expected_last_seq=0)
+                for batch in batches:
+                    numbered = [e.model_copy(update={"seq": seq + 1 + i}) for i, e in
+                                enumerate(batch)]
+                    store.append(run_id, numbered, expected_last_seq=seq)
+                    seq += len(batch)
+                info = store.get_run(run_id)
+                _check(info is not None and info.status == want,
+                       f"after {what}: status {info.status if info else None}, want {want}")
+                _check(run_id in [r.run_id for r in store.list_runs(status=want)],
+                       f"after {what}: run missing from list_runs(status={want})")
+
+    def check_unknown_run(self) -> None:
+        """An unknown run reads as [] at any after_seq, get_run gives None, and list_runs
+        does not invent it."""
+        with self._store() as (store,):
+            store.append(self._run_id(), [_started()], expected_last_seq=0)
+            unknown = self._run_id("-never-written")
+            for after in (0, 1, 5):
+                _check(store.read(unknown, after_seq=after) == [],
+                       f"read(unknown, after_seq={after}) was not []")
+            _check(store.get_run(unknown) is None, "get_run(unknown) was not None")
+            _check(unknown not in [r.run_id for r in store.list_runs()], "list_runs invented it")
+
+    def check_concurrent_appenders(self) -> None:
+        """Writers racing on one run (read, append with expected_last_seq, retry on conflict)
+        never interleave, lose or duplicate events: the journal is seq 1 … N with every
+        writer's batches present once, whole, in that writer's order."""
+        with self._store(peers=4) as (store, *handles):
+
+            @self._settings()
+            @given(plans=st.lists(st.lists(st.integers(1, 3), min_size=1, max_size=4),
+                                  min_size=2, max_size=4))
+            def race(plans: list[list[int]]) -> None:
+                run_id = self._run_id()
+                store.append(run_id, [_started()], expected_last_seq=0)
+                start = threading.Barrier(len(plans))
+                failures: list[BaseException] = []
+
+                def write(writer: int, handle: Store, sizes: list[int]) -> None:
+                    try:
+                        start.wait()
+                        for batch, size in enumerate(sizes):
+                            _append_retrying(handle, run_id, writer, batch, size)
+                    except BaseException as exc:  # reported by the main thread
+                        failures.append(exc)
+
+                threads = [threading.Thread(target=write, args=(w, handles[w], sizes))
+                           for w, sizes in enumerate(plans)]
+                for thread in threads:
+                    thread.start()
+                for thread in threads:  # a hung writer fails the check rather than the suite
+                    thread.join(timeout=60)
+                _check(not any(t.is_alive() for t in threads), "a writer hung for 60 s")
+                if failures:
+                    raise failures[0]
+                _check_race_outcome(store.read(run_id), plans)
+
+            race()
+
+
+_MAX_ATTEMPTS = 1000
+
+
+def _append_retrying(store: Store, run_id: str, writer: int, batch: int, size: int) -> None:
+    """Append one tagged batch the way a worker does: read, append, retry on a lost race."""
+    for _attempt in range(_MAX_ATTEMPTS):
+        last = store.read(run_id)[-1].seq
+        events = [StepRecorded(seq=last + 1 + k, at=float(last), pos=last + k, call="step",
+                               name=f"w{writer}", result=[writer, batch, k]) for k in range(size)]
+        try:
+            store.append(run_id, events, expected_last_seq=last)
+            return
+        except ConcurrencyConflict:
+            continue
+    raise AssertionError(f"writer {writer} lost {_MAX_ATTEMPTS} races in a row")
+
+
+def _check_race_outcome(journal: list[Event], plans: list[list[int]]) -> None:
+    total = 1 + sum(sum(sizes) for sizes in plans)
+    seqs = [event.seq for event in journal]
+    _check(seqs == list(range(1, total + 1)), f"journal seqs {seqs}, want 1 … {total}")
+    tags = [tuple(e.result) for e in journal[1:] if isinstance(e, StepRecorded)]
+    want = [(w, b, k) for w, sizes in enumerate(plans) for b, size in enumerate(sizes)
+            for k in range(size)]
+    _check(sorted(tags) == want, f"events (writer, batch, k) {tags}, want each of {want} once")
+    # Whole batches, in order: each batch's k = 0 … size-1 sit side by side, and a writer's
+    # batches appear in the order it wrote them.
+    for w, sizes in enumerate(plans):
+        at = [tags.index((w, b, 0)) for b in range(len(sizes))]
+        _check(at == sorted(at), f"writer {w}'s batches out of order at positions {at}")
+        for b, size in enumerate(sizes):
+            run = tags[at[b]:at[b] + size]
+            _check(run == [(w, b, k) for k in range(size)],
+                   f"writer {w} batch {b} interleaved with others: {run}")

@@ -1,0 +1,395 @@
+"""Journals in PostgreSQL, for many workers on many machines.
+
+The tables match :mod:`tether.store.sqlite` (``runs``, ``events`` with the exact encoded body and
+its CRC-32), inside one schema (``tether`` by default), with the schema version in ``meta``.
+:data:`MIGRATIONS` upgrades older schemas; a schema from a newer tether is refused with
+:class:`~tether.errors.SchemaTooNew`.
+
+Each append is one SQL statement, so one round trip and one implicit transaction: a
+compare-and-set on ``runs.last_seq`` (``UPDATE … WHERE last_seq = expected``, or ``INSERT … ON
+CONFLICT DO NOTHING`` for a new run) and the event inserts, which only happen when the
+compare-and-set matched a row. PostgreSQL re-checks the ``WHERE`` of an ``UPDATE`` that waited
+for a concurrent writer's row lock against the committed row, so of two racing writers exactly
+one matches; the other gets :class:`~tether.errors.ConcurrencyConflict` and stores nothing.
+
+Durability (see :class:`~tether.store.base.Durability`) maps onto ``synchronous_commit``, set
+for the append's own transaction only (``set_config(…, true)`` is ``SET LOCAL`` as a function,
+which lets it ride in the same statement). Under ``OUTPUT_COMMIT`` ordinary appends commit with
+``off`` and ``sync=True`` appends with ``on``, which flushes the WAL up to their commit record
+and with it every earlier asynchronous commit: the durable journal is always a prefix. Note that
+an asynchronous commit survives a crash of the tether process but not a crash of the
+*PostgreSQL server* within the WAL writer's delay (~0.6 s); ``EVERY_EVENT`` always uses ``on``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from itertools import groupby
+from typing import Any
+
+from tether.errors import CorruptJournal, SchemaTooNew, StoreError, UsageError
+from tether.events import Event, RunStarted, RunStatus, checksum, encode
+from tether.store.base import (
+    Durability,
+    RunInfo,
+    advance,
+    check_batch,
+    conflict,
+    decode_rows,
+    status_filter,
+)
+
+try:
+    import psycopg
+    from psycopg import sql
+except ImportError:  # pragma: no cover - only without the optional dependency
+    _HAVE_PSYCOPG = False
+else:
+    _HAVE_PSYCOPG = True
+
+__all__ = ["MIGRATIONS", "PostgresStats", "PostgresStore"]
+
+#: Schema migrations, applied in order; index + 1 is the schema version each one produces.
+#: ``{schema}`` stands for the store's quoted schema name.
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (
+        """CREATE TABLE {schema}.runs (
+            run_id TEXT PRIMARY KEY,
+            workflow TEXT NOT NULL,
+            status TEXT NOT NULL,
+            last_seq BIGINT NOT NULL,
+            created_at DOUBLE PRECISION NOT NULL,
+            updated_at DOUBLE PRECISION NOT NULL
+        )""",
+        "CREATE INDEX runs_by_status ON {schema}.runs (status, created_at)",
+        """CREATE TABLE {schema}.events (
+            run_id TEXT NOT NULL,
+            seq BIGINT NOT NULL,
+            kind TEXT NOT NULL,
+            body TEXT NOT NULL,
+            crc BIGINT NOT NULL,
+            PRIMARY KEY (run_id, seq)
+        )""",
+    ),
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+# The compare-and-set for a new run: the insert matches no row when the run exists.
+_CREATE_RUN = """
+    INSERT INTO {schema}.runs (run_id, workflow, status, last_seq, created_at, updated_at)
+    VALUES (%(run_id)s, %(workflow)s, %(status)s, %(last_seq)s, %(created)s, %(at)s)
+    ON CONFLICT (run_id) DO NOTHING
+    RETURNING run_id"""
+
+# The compare-and-set for an existing run. The new status depends on the stored one (a
+# wait_resolved only means "running" after a wait), so the caller passes the status each
+# possible stored status turns into, as a JSON object.
+_ADVANCE_RUN = """
+    UPDATE {schema}.runs
+    SET status = %(transitions)s::jsonb ->> status, last_seq = %(last_seq)s,
+        updated_at = COALESCE((%(changed_at)s::jsonb ->> status)::float8, updated_at)
+    WHERE run_id = %(run_id)s AND last_seq = %(expected)s
+    RETURNING run_id"""
+
+# One statement: compare-and-set, insert the events only if it matched, commit at the asked
+# durability. Data-modifying CTEs always run to completion, read or not.
+_APPEND = """
+    WITH cas AS ({cas}),
+    inserted AS (
+        INSERT INTO {schema}.events (run_id, seq, kind, body, crc)
+        SELECT cas.run_id, e.seq, e.kind, e.body, e.crc
+        FROM cas, unnest(%(seqs)s::bigint[], %(kinds)s::text[], %(bodies)s::text[],
+                         %(crcs)s::bigint[]) AS e(seq, kind, body, crc)
+    )
+    SELECT (SELECT count(*) FROM cas), set_config('synchronous_commit', %(commit)s, true)"""
+
+# The index row and the events after a seq in one snapshot; the outer row exists even for an
+# unknown run or when no events follow, so a lost tail is still noticed.
+_READ = """
+    SELECT r.last_seq, e.seq, e.body, e.crc
+    FROM (SELECT %(run_id)s::text AS run_id) AS q
+    LEFT JOIN {schema}.runs AS r ON r.run_id = q.run_id
+    LEFT JOIN {schema}.events AS e ON e.run_id = q.run_id AND e.seq > %(after)s
+    ORDER BY e.seq"""
+
+_RUN_COLUMNS = "run_id, workflow, status, last_seq, created_at, updated_at"
+_SCHEMA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
+
+
+@dataclass
+class PostgresStats:
+    """Commit counters, so tests and benchmarks can see what was flushed."""
+
+    commits: int = 0
+    synced_commits: int = 0
+
+
+class PostgresStore:
+    """Journals in a PostgreSQL database, in their own schema.
+
+    >>> store = PostgresStore("postgresql://postgres@127.0.0.1:5432/postgres")  # doctest: +SKIP
+    >>> store.list_runs()  # doctest: +SKIP
+    []
+
+    One store object holds one connection, shared by threads under a lock; for parallel
+    appends open one store per worker. Any number of processes may use the same schema.
+    After a lost connection the call fails with :class:`~tether.errors.StoreError` and the
+    next call reconnects; an append that failed that way may or may not have committed, so
+    re-read the run before going on.
+    """
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        durability: Durability | str = Durability.OUTPUT_COMMIT,
+        schema: str = "tether",
+    ) -> None:
+        if not _HAVE_PSYCOPG:
+            raise UsageError("PostgresStore needs psycopg 3; install it with "
+                             "`pip install 'tether[postgres]'`")
+        if not _SCHEMA_NAME.fullmatch(schema):
+            raise UsageError(f"schema {schema!r} is not a plain SQL identifier "
+                             "(letters, digits, underscores; at most 63)")
+        self.durability = Durability(durability)
+        self.schema = schema
+        self.stats = PostgresStats()
+        self._dsn = dsn
+        self._where = _describe(dsn, schema)
+        self._lock = threading.Lock()
+        self._closed = False
+        # The name is checked above; quoting it keeps its case as written.
+        q = self._q = sql.Identifier(schema).as_string()
+        self._create_sql = _APPEND.replace("{cas}", _CREATE_RUN).replace("{schema}", q)
+        self._advance_sql = _APPEND.replace("{cas}", _ADVANCE_RUN).replace("{schema}", q)
+        self._read_sql = _READ.replace("{schema}", q)
+        with self._lock, self._errors():
+            self._db = self._connect()
+            try:
+                self._migrate()
+            except BaseException:
+                self._db.close()
+                raise
+
+    # -- schema ---------------------------------------------------------------------------
+
+    def _connect(self) -> psycopg.Connection[tuple[Any, ...]]:
+        return psycopg.connect(self._dsn, autocommit=True)
+
+    def _migrate(self) -> None:
+        q = self._q
+        with self._db.transaction():
+            # Two processes opening a fresh schema at once must not both create it.
+            self._db.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"tether:{q}",))
+            has_meta = self._db.execute(
+                "SELECT to_regclass(%s) IS NOT NULL", (f"{q}.meta",)
+            ).fetchone()
+            if has_meta is None or not has_meta[0]:
+                foreign = self._db.execute(
+                    "SELECT table_name FROM information_schema.tables WHERE table_schema = %s "
+                    "ORDER BY 1", (self.schema,),
+                ).fetchall()
+                if foreign:
+                    raise UsageError(
+                        f"{self._where} already holds tables ({', '.join(r[0] for r in foreign)})"
+                        " that tether did not create; give the store a schema of its own"
+                    )
+                # Only when missing: CREATE SCHEMA needs a privilege on the database that a
+                # user given an empty schema may lack.
+                if not self._db.execute(
+                    "SELECT 1 FROM pg_namespace WHERE nspname = %s", (self.schema,)
+                ).fetchone():
+                    self._db.execute(f"CREATE SCHEMA {q}")
+                self._db.execute(
+                    f"CREATE TABLE {q}.meta (name TEXT PRIMARY KEY, value BIGINT NOT NULL)"
+                )
+                self._db.execute(f"INSERT INTO {q}.meta VALUES ('schema_version', 0)")
+            row = self._db.execute(
+                f"SELECT value FROM {q}.meta WHERE name = 'schema_version'"
+            ).fetchone()
+            version = 0 if row is None else int(row[0])
+            if version > SCHEMA_VERSION:
+                raise SchemaTooNew(
+                    f"{self._where}: store schema version {version} is newer than the version "
+                    f"{SCHEMA_VERSION} this tether knows; upgrade tether to open it"
+                )
+            if version == SCHEMA_VERSION:
+                return
+            for target in range(version, SCHEMA_VERSION):
+                for statement in MIGRATIONS[target]:
+                    self._db.execute(statement.replace("{schema}", q))
+            self._db.execute(
+                f"UPDATE {q}.meta SET value = %s WHERE name = 'schema_version'", (SCHEMA_VERSION,)
+            )
+
+    # -- the contract ---------------------------------------------------------------------
+
+    def append(
+        self, run_id: str, events: Sequence[Event], *, expected_last_seq: int, sync: bool = False
+    ) -> None:
+        check_batch(run_id, events, expected_last_seq)
+        flush = self.durability is Durability.EVERY_EVENT or (
+            sync and self.durability is Durability.OUTPUT_COMMIT
+        )
+        bodies = [encode(event) for event in events]
+        params: dict[str, Any] = {
+            "run_id": run_id,
+            "last_seq": events[-1].seq,
+            "seqs": [event.seq for event in events],
+            "kinds": [event.kind for event in events],
+            "bodies": bodies,
+            "crcs": [checksum(body) for body in bodies],
+            "commit": "on" if flush else "off",
+        }
+        if expected_last_seq == 0:
+            first = events[0]
+            assert isinstance(first, RunStarted)
+            status, changed_at = advance(None, events)
+            params.update(workflow=first.workflow, status=status.value, created=first.at,
+                          at=first.at if changed_at is None else changed_at)
+            statement = self._create_sql
+        else:
+            outcomes = {s.value: advance(s, events) for s in RunStatus}
+            transitions = {s: status.value for s, (status, _) in outcomes.items()}
+            changed_by_status = {s: at for s, (_, at) in outcomes.items() if at is not None}
+            params.update(
+                transitions=json.dumps(transitions),
+                changed_at=json.dumps(changed_by_status),
+                expected=expected_last_seq,
+            )
+            statement = self._advance_sql
+        with self._lock, self._errors():
+            row = self._connection().execute(statement, params).fetchone()
+            if row is None or row[0] != 1:
+                actual = self._db.execute(
+                    f"SELECT last_seq FROM {self._q}.runs WHERE run_id = %s", (run_id,)
+                ).fetchone()
+                raise conflict(run_id, expected_last_seq, None if actual is None else actual[0])
+            self.stats.commits += 1
+            if flush:
+                self.stats.synced_commits += 1
+
+    def read(self, run_id: str, *, after_seq: int = 0) -> list[Event]:
+        with self._lock, self._errors():
+            rows = self._connection().execute(
+                self._read_sql, {"run_id": run_id, "after": after_seq}
+            ).fetchall()
+        last_seq = rows[0][0] or 0  # one row at least; NULL when the run is unknown
+        events = [row[1:] for row in rows if row[1] is not None]
+        return decode_rows(self._where, run_id, events, after_seq, last_seq)
+
+    def get_run(self, run_id: str) -> RunInfo | None:
+        with self._lock, self._errors():
+            row = self._connection().execute(
+                f"SELECT {_RUN_COLUMNS} FROM {self._q}.runs WHERE run_id = %s", (run_id,)
+            ).fetchone()
+        return None if row is None else _run_info(row)
+
+    def list_runs(
+        self, *, status: RunStatus | Sequence[RunStatus] | None = None, limit: int = 1000
+    ) -> list[RunInfo]:
+        wanted = status_filter(status)
+        where = "" if wanted is None else "WHERE status = ANY(%(statuses)s::text[])"
+        params = {"statuses": sorted(s.value for s in wanted or ()), "limit": limit}
+        with self._lock, self._errors():
+            rows = self._connection().execute(
+                f"SELECT {_RUN_COLUMNS} FROM {self._q}.runs {where} "
+                "ORDER BY created_at, run_id LIMIT %(limit)s",
+                params,
+            ).fetchall()
+        return [_run_info(row) for row in rows]
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            self._db.close()
+
+    # -- maintenance ----------------------------------------------------------------------
+
+    def check(self) -> list[str]:
+        """Verify every run: each event's checksum, no gaps, the index row agreeing with the
+        events, and no events without an index row. Returns the problems (empty when sound)."""
+        problems: list[str] = []
+        with self._lock, self._errors():
+            db = self._connection()
+            orphans = db.execute(
+                f"SELECT DISTINCT run_id FROM {self._q}.events AS e WHERE NOT EXISTS "
+                f"(SELECT 1 FROM {self._q}.runs AS r WHERE r.run_id = e.run_id) ORDER BY 1"
+            ).fetchall()
+            problems.extend(
+                f"{self._where}: run {r[0]!r} has events but no index row" for r in orphans
+            )
+            # Streamed, so a large store is checked without holding it all in memory.
+            rows = db.cursor().stream(
+                f"SELECT r.run_id, r.last_seq, e.seq, e.body, e.crc FROM {self._q}.runs AS r "
+                f"LEFT JOIN {self._q}.events AS e USING (run_id) ORDER BY r.run_id, e.seq"
+            )
+            for run_id, group in groupby(rows, key=lambda row: row[0]):
+                run_rows = list(group)
+                stored = [row[2:] for row in run_rows if row[2] is not None]
+                last_seq = int(run_rows[0][1])
+                try:
+                    decode_rows(self._where, run_id, stored, 0, last_seq)
+                except (CorruptJournal, SchemaTooNew) as exc:
+                    problems.append(str(exc))
+                    continue
+                if len(stored) > last_seq:
+                    problems.append(
+                        f"{self._where}: run {run_id!r} index says last seq {last_seq} but "
+                        f"events go on to {len(stored)}"
+                    )
+        return problems
+
+    # -- the connection -------------------------------------------------------------------
+
+    def _connection(self) -> psycopg.Connection[tuple[Any, ...]]:
+        """The connection, reopened if the last one was lost (the caller holds the lock)."""
+        if self._closed:
+            raise UsageError(f"{self._where}: the store is closed")
+        if self._db.closed:
+            self._db = self._connect()
+        return self._db
+
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
+        try:
+            yield
+        except psycopg.IntegrityError as exc:
+            raise CorruptJournal(
+                f"{self._where}: PostgreSQL refused a write ({exc}); the runs index and the "
+                "events disagree. Inspect the store with `tether store check`"
+            ) from exc
+        except psycopg.OperationalError as exc:
+            raise StoreError(
+                f"{self._where}: {exc}; is the server running and reachable? The next call "
+                "reconnects"
+            ) from exc
+        except psycopg.Error as exc:
+            raise StoreError(f"{self._where}: PostgreSQL reports {exc!r}") from exc
+
+
+def _describe(dsn: str, schema: str) -> str:
+    """Where the store is, for messages: host, port, database and schema, never a password."""
+    try:
+        params = psycopg.conninfo.conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError as exc:
+        raise UsageError(f"not a PostgreSQL connection string: {exc}") from exc
+    host = params.get("host") or "localhost"
+    port = params.get("port") or 5432
+    return f"postgresql://{host}:{port}/{params.get('dbname') or ''} schema {schema}"
+
+
+def _run_info(row: Sequence[Any]) -> RunInfo:
+    return RunInfo(
+        run_id=row[0],
+        workflow=row[1],
+        status=RunStatus(row[2]),
+        last_seq=row[3],
+        created_at=row[4],
+        updated_at=row[5],
+    )
