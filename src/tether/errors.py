@@ -15,6 +15,13 @@ Errors (``Exception``) describe something that went wrong::
         ├── ToolFailed              a tool call failed definitively (carries the failure class)
         │   └── ToolResultInvalid   a handler's result broke the tool's declared result schema
         ├── WaitTimedOut            a durable wait passed its deadline unresolved
+        ├── ModelError              a model call failed (carries the failure class)
+        │   ├── RateLimited         the provider throttled the call; ``retry_after_s`` if it said
+        │   ├── ContextOverflow     the request does not fit the model's context window
+        │   ├── ModelUnavailable    5xx, timeout, lost connection: worth retrying later
+        │   └── MalformedOutput     the response cannot be used as it is (bad JSON, no content)
+        ├── AuthExpired             credentials of a model or tool expired or were revoked
+        ├── BudgetExceeded          a run limit (steps, tokens, cost, time …) was reached
         └── RecordedError           a journaled error whose original type cannot be rebuilt
 
 Signals steer a run; they are not failures of tether itself:
@@ -22,6 +29,9 @@ Signals steer a run; they are not failures of tether itself:
 * :class:`AmbiguousOutcome` (an ``Exception``) is what a tool handler raises when it cannot tell
   whether its effect happened (a timeout after the request left, a dropped connection).
   ``TimeoutError`` and ``ConnectionError`` raised by a handler are read the same way.
+* :class:`TransientError` (an ``Exception``) is what a tool handler raises when the call
+  certainly did *not* take effect and may succeed later (a 503 before processing, a 429);
+  the runtime retries it under the retry policy.
 * :class:`RunSuspended`, :class:`RunEscalated` and :class:`Crash` derive from ``BaseException``
   so that workflow code's ``except Exception`` cannot swallow them: the runtime must see them.
 
@@ -37,10 +47,17 @@ from typing import Any
 
 __all__ = [
     "AmbiguousOutcome",
+    "AuthExpired",
+    "BudgetExceeded",
     "ConcurrencyConflict",
+    "ContextOverflow",
     "CorruptJournal",
     "Crash",
+    "MalformedOutput",
+    "ModelError",
+    "ModelUnavailable",
     "NonDeterminismError",
+    "RateLimited",
     "RecordedError",
     "RunError",
     "RunEscalated",
@@ -51,6 +68,7 @@ __all__ = [
     "ToolArgsInvalid",
     "ToolFailed",
     "ToolResultInvalid",
+    "TransientError",
     "UnknownWorkflow",
     "UsageError",
     "WaitTimedOut",
@@ -161,6 +179,76 @@ class WaitTimedOut(RunError):
         return record
 
 
+class ModelError(RunError):
+    """A model call failed. ``failure`` is its class in :mod:`tether.runtime.failures`."""
+
+    failure = "model_error"
+
+    def __init__(self, message: str, *, model: str = "", retry_after_s: float | None = None,
+                 status: int | None = None) -> None:
+        super().__init__(message)
+        self.model = model
+        self.retry_after_s = retry_after_s
+        self.status = status
+
+    def to_record(self) -> dict[str, Any]:
+        record = super().to_record()
+        record["data"] = {"model": self.model, "retry_after_s": self.retry_after_s,
+                          "status": self.status}
+        return record
+
+
+class RateLimited(ModelError):
+    """The provider throttled the call (HTTP 429); ``retry_after_s`` is its hint, if any."""
+
+    failure = "rate_limited"
+
+
+class ContextOverflow(ModelError):
+    """The request is larger than the model's context window."""
+
+    failure = "context_overflow"
+
+
+class ModelUnavailable(ModelError):
+    """A transient provider failure: 5xx, overloaded, timeout, connection lost."""
+
+    failure = "model_unavailable"
+
+
+class MalformedOutput(ModelError):
+    """The model answered something that cannot be used: unparseable tool arguments, no
+    content and no tool call, a call to a tool that does not exist."""
+
+    failure = "malformed_output"
+
+
+class AuthExpired(RunError):
+    """Credentials of ``dependency`` (a model or a tool) expired or were revoked."""
+
+    def __init__(self, message: str, *, dependency: str = "") -> None:
+        super().__init__(message)
+        self.dependency = dependency
+
+    def to_record(self) -> dict[str, Any]:
+        record = super().to_record()
+        record["data"] = {"dependency": self.dependency}
+        return record
+
+
+class BudgetExceeded(RunError):
+    """A run limit was reached; ``limit`` names it (``max_steps``, ``max_cost_usd`` …)."""
+
+    def __init__(self, message: str, *, limit: str = "") -> None:
+        super().__init__(message)
+        self.limit = limit
+
+    def to_record(self) -> dict[str, Any]:
+        record = super().to_record()
+        record["data"] = {"limit": self.limit}
+        return record
+
+
 class RecordedError(RunError):
     """A journaled error whose original exception type could not be rebuilt on replay."""
 
@@ -175,6 +263,15 @@ class RecordedError(RunError):
 
 class AmbiguousOutcome(Exception):
     """Raised by a tool handler that cannot tell whether its effect happened."""
+
+
+class TransientError(Exception):
+    """Raised by a tool handler when its call certainly did not take effect and may succeed
+    if retried later; ``retry_after_s`` is the dependency's hint, if it gave one."""
+
+    def __init__(self, message: str = "", *, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 class RunSuspended(BaseException):

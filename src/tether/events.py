@@ -168,6 +168,7 @@ class ToolResult(_Event):
     tool: str
     result: Any = None
     reconciled: bool = False
+    latency_s: float = 0.0
 
 
 class ToolError(_Event):
@@ -178,6 +179,7 @@ class ToolError(_Event):
     tool: str
     failure: str
     error: dict[str, Any]
+    latency_s: float = 0.0
 
 
 class ToolAmbiguous(_Event):
@@ -189,6 +191,53 @@ class ToolAmbiguous(_Event):
     key: str
     reason: str
     attempt: int = 1
+
+
+class ToolRetry(_Event):
+    """A tool attempt failed transiently and will be retried after ``delay_s`` (run clock)."""
+
+    kind: Literal["tool_retry"] = "tool_retry"
+    pos: int
+    tool: str
+    failure: str
+    attempt: int
+    delay_s: float
+    error: dict[str, Any]
+
+
+class ModelCalled(_Event):
+    """A model call returned: the response, its usage and cost, the request's digest."""
+
+    kind: Literal["model_called"] = "model_called"
+    pos: int
+    model: str
+    request_digest: str
+    response: dict[str, Any]
+    cost_usd: float = 0.0
+    latency_s: float = 0.0
+
+
+class ModelFailed(_Event):
+    """A model call failed, classified by ``failure``; on replay the same error is raised."""
+
+    kind: Literal["model_failed"] = "model_failed"
+    pos: int
+    model: str
+    request_digest: str
+    failure: str
+    error: dict[str, Any]
+    latency_s: float = 0.0
+
+
+class Decision(_Event):
+    """A decision of the harness at a position: a failure's classification and the action
+    taken (``retry``, ``compress``, ``disable_tool``, ``stop`` …), a breaker opening, a budget
+    breach. ``data`` holds its facts. Journaled so replay, traces and graders see it."""
+
+    kind: Literal["decision"] = "decision"
+    pos: int
+    name: str
+    data: dict[str, Any] = Field(default_factory=dict)
 
 
 class RunFinished(_Event):
@@ -214,6 +263,10 @@ Event = Annotated[
     | ToolResult
     | ToolError
     | ToolAmbiguous
+    | ToolRetry
+    | ModelCalled
+    | ModelFailed
+    | Decision
     | RunFinished,
     Field(discriminator="kind"),
 ]
@@ -222,12 +275,13 @@ _KINDS: dict[str, type[_Event]] = {
     cls.model_fields["kind"].default: cls
     for cls in (RunStarted, StepRecorded, StepFailed, TimerStarted, TimerFired, WaitStarted,
                 WaitResolved, WaitExpired, ToolIntent, ToolResult, ToolError, ToolAmbiguous,
-                RunFinished)
+                ToolRetry, ModelCalled, ModelFailed, Decision, RunFinished)
 }
 
 #: Event kinds that record the outcome of a workflow's durable call at a position.
 DURABLE_CALLS = frozenset({"step", "step_failed", "timer_started", "wait_started", "tool_intent",
-                           "tool_result", "tool_error", "tool_ambiguous"})
+                           "tool_result", "tool_error", "tool_ambiguous", "tool_retry",
+                           "model_called", "model_failed", "decision"})
 
 _ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
 

@@ -9,7 +9,10 @@ from typing import Any, Protocol
 from tether.clock import Clock
 from tether.errors import ConcurrencyConflict
 from tether.events import (
+    Decision,
     Event,
+    ModelCalled,
+    ModelFailed,
     RunFinished,
     RunStarted,
     StepFailed,
@@ -19,6 +22,7 @@ from tether.events import (
     ToolError,
     ToolIntent,
     ToolResult,
+    ToolRetry,
     WaitExpired,
     WaitResolved,
     WaitStarted,
@@ -64,8 +68,12 @@ def call_identity(event: Event) -> tuple[str, str] | None:
         return ("wait_for", event.key)
     if isinstance(event, ToolIntent):
         return ("compensate" if event.compensates is not None else "call_tool", event.tool)
-    if isinstance(event, ToolResult | ToolError | ToolAmbiguous):
+    if isinstance(event, ToolResult | ToolError | ToolAmbiguous | ToolRetry):
         return ("call_tool", event.tool)
+    if isinstance(event, ModelCalled | ModelFailed):
+        return ("call_model", event.model)
+    if isinstance(event, Decision):
+        return ("decide", event.name)
     return None
 
 

@@ -88,6 +88,7 @@ class _Call:
                  args_json: dict[str, Any], pos: int, key: str) -> None:
         self.ctx, self.tool, self.args, self.args_json = ctx, tool, args, args_json
         self.pos, self.key = pos, key
+        self.started_at = ctx.clock.now()
 
     async def read(self, attempt: int) -> Any:
         while True:
@@ -176,6 +177,7 @@ class _Call:
         return None  # pragma: no cover - the loop returns or raises
 
     async def _invoke(self, attempt: int) -> Any:
+        self.started_at = self.ctx.clock.now()
         try:
             value = self.tool.handler(self._tool_context(attempt), self.args)
             if inspect.isawaitable(value):
@@ -198,10 +200,11 @@ class _Call:
                 tool=tool.name, failure="invalid_result", error_type="ValidationError",
             )
             self.ctx.journal.record(ToolError, pos=self.pos, tool=tool.name,
-                                    failure="invalid_result", error=error.to_record())
+                                    failure="invalid_result", error=error.to_record(),
+                                    latency_s=self._elapsed_s())
             raise error from exc
         self.ctx.journal.record(ToolResult, pos=self.pos, tool=tool.name, result=data,
-                                reconciled=reconciled)
+                                reconciled=reconciled, latency_s=self._elapsed_s())
         self.ctx.remember_write(self.pos, tool, self.args, typed, self.key)
         return typed
 
@@ -211,8 +214,11 @@ class _Call:
             tool=self.tool.name, failure=failure, error_type=error_record(exc)["type"],
         )
         self.ctx.journal.record(ToolError, pos=self.pos, tool=self.tool.name, failure=failure,
-                                error=error.to_record())
+                                error=error.to_record(), latency_s=self._elapsed_s())
         raise error from exc
+
+    def _elapsed_s(self) -> float:
+        return max(0.0, self.ctx.clock.now() - self.started_at)
 
     async def _backoff(self, attempt: int) -> None:
         delay = self.tool.retry_delay_s * (2 ** (attempt - 1))

@@ -1,0 +1,171 @@
+"""The model contract: a request in, a response out, one async method.
+
+Everything an agent exchanges with a language model is a plain pydantic value, so a request can
+be digested, a response journaled and replayed, and a scripted model written as a function.
+
+>>> request = ModelRequest(messages=[Message.user("hi")])
+>>> ModelResponse(text="hello", model="scripted").wants_tools
+False
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any, Literal, Protocol, runtime_checkable
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = [
+    "Message",
+    "Model",
+    "ModelRequest",
+    "ModelResponse",
+    "ModelSettings",
+    "ToolCall",
+    "ToolSpec",
+    "Usage",
+]
+
+Role = Literal["system", "user", "assistant", "tool"]
+
+
+class ToolCall(BaseModel):
+    """A tool call the model asked for.
+
+    ``arguments`` is the model's raw argument text (providers send JSON as a string, and it is
+    not always valid JSON); the agent parses and validates it, and a parse failure is a
+    classified failure, never an exception out of the adapter.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    name: str
+    arguments: str = "{}"
+
+    def parsed(self) -> Any:
+        """The arguments as JSON; raises ``ValueError`` when they are not valid JSON."""
+        return json.loads(self.arguments or "{}")
+
+
+class Message(BaseModel):
+    """One message of a conversation.
+
+    ``tool_call_id`` answers a tool call (role ``tool``); ``tool_calls`` are an assistant's
+    requests. ``source`` names where the content came from (``user``, ``system``, a tool's
+    name, ``retrieved`` …) so later layers can weigh how far to trust it.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    role: Role
+    content: str = ""
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_call_id: str | None = None
+    name: str | None = None
+    source: str | None = None
+
+    @classmethod
+    def system(cls, content: str) -> Message:
+        return cls(role="system", content=content, source="system")
+
+    @classmethod
+    def user(cls, content: str) -> Message:
+        return cls(role="user", content=content, source="user")
+
+    @classmethod
+    def assistant(cls, content: str = "", tool_calls: tuple[ToolCall, ...] = ()) -> Message:
+        return cls(role="assistant", content=content, tool_calls=tool_calls, source="model")
+
+    @classmethod
+    def tool(cls, call: ToolCall, content: str, *, source: str | None = None) -> Message:
+        return cls(role="tool", content=content, tool_call_id=call.id, name=call.name,
+                   source=source or call.name)
+
+
+class ToolSpec(BaseModel):
+    """What the model is told about a tool: its name, description and JSON Schema."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    description: str = ""
+    parameters: dict[str, Any] = Field(default_factory=lambda: {"type": "object"})
+
+
+class ModelSettings(BaseModel):
+    """Sampling settings passed through to the provider; ``None`` means its default."""
+
+    model_config = ConfigDict(frozen=True)
+
+    temperature: float | None = None
+    max_output_tokens: int | None = None
+    timeout_s: float | None = None
+    extra: dict[str, Any] = Field(default_factory=dict)
+
+
+class ModelRequest(BaseModel):
+    """Messages, the tools the model may call this turn, and settings."""
+
+    model_config = ConfigDict(frozen=True)
+
+    messages: tuple[Message, ...]
+    tools: tuple[ToolSpec, ...] = ()
+    settings: ModelSettings = ModelSettings()
+
+    def digest(self) -> str:
+        """A short stable hash of the request, journaled beside the response."""
+        body = self.model_dump_json(exclude_defaults=False)
+        return hashlib.sha256(body.encode()).hexdigest()[:16]
+
+
+class Usage(BaseModel):
+    """Tokens a call consumed, as the provider reported them."""
+
+    model_config = ConfigDict(frozen=True)
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached_input_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            input_tokens=self.input_tokens + other.input_tokens,
+            output_tokens=self.output_tokens + other.output_tokens,
+            cached_input_tokens=self.cached_input_tokens + other.cached_input_tokens,
+        )
+
+
+class ModelResponse(BaseModel):
+    """What the model answered: text and/or tool calls, usage, the model's own name."""
+
+    model_config = ConfigDict(frozen=True)
+
+    text: str = ""
+    tool_calls: tuple[ToolCall, ...] = ()
+    usage: Usage = Usage()
+    model: str = ""
+    finish_reason: str | None = None
+
+    @property
+    def wants_tools(self) -> bool:
+        return bool(self.tool_calls)
+
+
+@runtime_checkable
+class Model(Protocol):
+    """A language model. ``name`` labels journal entries, traces and the price lookup.
+
+    Implementations raise the model failures of :mod:`tether.errors` (``RateLimited``,
+    ``ContextOverflow``, ``ModelUnavailable``, ``AuthExpired``, ``MalformedOutput``) so the
+    agent can apply its retry policy; any other exception is treated as a permanent failure.
+    """
+
+    name: str
+
+    async def complete(self, request: ModelRequest) -> ModelResponse: ...
