@@ -4,13 +4,21 @@
 >>> rt = tether.Runtime(store=tether.MemoryStore(), clock=tether.VirtualClock(), seed=7)
 """
 
+from tether.agent import Agent, AgentOutput, ContextWindow, drop_oldest, summarize_with
 from tether.clock import Clock, SystemClock, VirtualClock
 from tether.errors import (
     AmbiguousOutcome,
+    AuthExpired,
+    BudgetExceeded,
     ConcurrencyConflict,
+    ContextOverflow,
     CorruptJournal,
     Crash,
+    MalformedOutput,
+    ModelError,
+    ModelUnavailable,
     NonDeterminismError,
+    RateLimited,
     RecordedError,
     RunError,
     SchemaTooNew,
@@ -19,13 +27,30 @@ from tether.errors import (
     ToolArgsInvalid,
     ToolFailed,
     ToolResultInvalid,
+    TransientError,
     UnknownWorkflow,
     UsageError,
     WaitTimedOut,
 )
 from tether.events import RunStatus
+from tether.models.base import (
+    Message,
+    Model,
+    ModelRequest,
+    ModelResponse,
+    ModelSettings,
+    ToolCall,
+    ToolSpec,
+    Usage,
+)
+from tether.models.pricing import Price, PriceTable
+from tether.models.scripted import ScriptedModel
+from tether.runtime.breaker import Breakers, BreakerState, CircuitBreaker
+from tether.runtime.budgets import Budgets
 from tether.runtime.context import RunContext
+from tether.runtime.failures import Domain, Failure, FailureType, classify
 from tether.runtime.journal import ProbePoint
+from tether.runtime.retry import Action, RetryPolicy, Rule
 from tether.runtime.runtime import RunResult, Runtime, Workflow, workflow
 from tether.runtime.tools import Effect, Tool, ToolContext, tool
 from tether.store.base import Durability, RunInfo, Store
@@ -36,17 +61,44 @@ from tether.store.sqlite import SQLiteStore
 __version__ = "0.1.0"
 
 __all__ = [
+    "Action",
+    "Agent",
+    "AgentOutput",
     "AmbiguousOutcome",
+    "AuthExpired",
+    "BreakerState",
+    "Breakers",
+    "BudgetExceeded",
+    "Budgets",
+    "CircuitBreaker",
     "Clock",
     "ConcurrencyConflict",
+    "ContextOverflow",
+    "ContextWindow",
     "CorruptJournal",
     "Crash",
+    "Domain",
     "Durability",
     "Effect",
+    "Failure",
+    "FailureType",
+    "MalformedOutput",
     "MemoryStore",
+    "Message",
+    "Model",
+    "ModelError",
+    "ModelRequest",
+    "ModelResponse",
+    "ModelSettings",
+    "ModelUnavailable",
     "NonDeterminismError",
+    "Price",
+    "PriceTable",
     "ProbePoint",
+    "RateLimited",
     "RecordedError",
+    "RetryPolicy",
+    "Rule",
     "RunContext",
     "RunError",
     "RunInfo",
@@ -55,22 +107,30 @@ __all__ = [
     "Runtime",
     "SQLiteStore",
     "SchemaTooNew",
+    "ScriptedModel",
     "Store",
     "StoreError",
     "SystemClock",
     "TetherError",
     "Tool",
     "ToolArgsInvalid",
+    "ToolCall",
     "ToolContext",
     "ToolFailed",
     "ToolResultInvalid",
+    "ToolSpec",
+    "TransientError",
     "UnknownWorkflow",
+    "Usage",
     "UsageError",
     "VirtualClock",
     "WaitTimedOut",
     "Workflow",
     "__version__",
+    "classify",
+    "drop_oldest",
     "open_store",
+    "summarize_with",
     "tool",
     "workflow",
 ]

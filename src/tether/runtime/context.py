@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import inspect
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from tether.clock import Clock
 from tether.errors import (
@@ -24,6 +24,7 @@ from tether.errors import (
     rebuild_error,
 )
 from tether.events import (
+    Decision,
     StepFailed,
     StepRecorded,
     TimerFired,
@@ -31,9 +32,15 @@ from tether.events import (
     WaitExpired,
     WaitStarted,
 )
+from tether.runtime.breaker import Breakers
 from tether.runtime.codec import from_json, to_json
 from tether.runtime.journal import Probe, ProbePoint, RunJournal, call_identity
+from tether.runtime.retry import RetryPolicy
 from tether.runtime.tools import Tool
+
+if TYPE_CHECKING:
+    from tether.models.base import Model, ModelRequest, ModelResponse
+    from tether.models.pricing import PriceTable
 
 __all__ = ["CompletedWrite", "RunContext"]
 
@@ -67,10 +74,17 @@ class RunContext:
         *,
         seed: int,
         probe: Probe | None = None,
+        retry: RetryPolicy | None = None,
+        breakers: Breakers | None = None,
     ) -> None:
         self.journal = journal
         self.clock = clock
         self.run_id = journal.run_id
+        self.seed = seed
+        #: How failures inside durable calls are retried; an agent sets its own.
+        self.retry = retry if retry is not None else RetryPolicy()
+        #: The runtime's circuit breakers, shared by its runs.
+        self.breakers = breakers if breakers is not None else Breakers(clock)
         self._rng = random.Random(seed)
         self._next_pos = 0
         self._probe = probe
@@ -117,7 +131,7 @@ class RunContext:
     async def step(
         self,
         name: str,
-        fn: Callable[..., Awaitable[T] | T],
+        fn: Callable[..., Any],
         *args: Any,
         result_type: Any = None,
     ) -> Any:
@@ -220,6 +234,45 @@ class RunContext:
             self.journal.record(WaitExpired, pos=pos, key=key)
             raise WaitTimedOut(f"wait for {key!r} timed out", key=key)
         raise RunSuspended(key)
+
+    async def call_model(self, model: Model, request: ModelRequest,
+                         prices: PriceTable | None = None) -> ModelResponse:
+        """Ask ``model`` once; afterwards return the journaled response (or raise the
+        journaled failure). Cost is priced from ``prices`` (the default table if omitted)."""
+        from tether.runtime.model_calls import call_model
+
+        return await call_model(self, model, request, prices)
+
+    def decide(self, name: str, data: dict[str, Any]) -> dict[str, Any]:
+        """Journal a harness decision at the next position; on replay return the recorded one.
+        """
+        pos, recorded = self._claim("decide", name)
+        if recorded and isinstance(recorded[0], Decision):
+            return dict(recorded[0].data)
+        self.journal.record(Decision, pos=pos, name=name, data=data)
+        return data
+
+    def maybe_decide(
+        self, name: str, live: Callable[[], dict[str, Any] | None]
+    ) -> dict[str, Any] | None:
+        """A decision that may or may not be taken (a budget breach, a breaker refusing).
+
+        Replaying, the journal says whether it was: a recorded ``name`` decision at the next
+        position is returned; any other recorded call there means it was not taken (``None``,
+        and ``live`` is not consulted, since the present may differ from then). Live,
+        ``live()`` decides, and a decision it returns is journaled.
+        """
+        recorded = self.journal.at(self._next_pos)
+        if recorded:
+            first = recorded[0]
+            if isinstance(first, Decision) and first.name == name:
+                self._next_pos += 1
+                return dict(first.data)
+            return None
+        data = live()
+        if data is not None:
+            return self.decide(name, data)
+        return None
 
     async def call_tool(self, tool: Tool[Any, Any], args: Any) -> Any:
         """Call a tool exactly once per position, following the write protocol.

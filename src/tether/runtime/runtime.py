@@ -8,11 +8,12 @@ in ``run_started``, from which ``ctx.random()`` and ``ctx.uuid()`` draw.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import random
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, get_type_hints, overload
+from typing import Any, Protocol, get_type_hints, overload, runtime_checkable
 
 from tether.clock import Clock, SystemClock, system_seed
 from tether.errors import (
@@ -26,9 +27,11 @@ from tether.errors import (
     rebuild_error,
 )
 from tether.events import RunFinished, RunStarted, RunStatus, WaitResolved
+from tether.runtime.breaker import Breakers
 from tether.runtime.codec import from_json, to_json
 from tether.runtime.context import RunContext
 from tether.runtime.journal import Listener, Probe, RunJournal
+from tether.runtime.retry import RetryPolicy
 from tether.runtime.saga import compensate
 from tether.store.base import Store
 from tether.store.memory import MemoryStore
@@ -36,6 +39,13 @@ from tether.store.memory import MemoryStore
 __all__ = ["RunResult", "Runtime", "Workflow", "workflow"]
 
 WorkflowFn = Callable[..., Awaitable[Any]]
+
+
+@runtime_checkable
+class Runnable(Protocol):
+    """Anything that can present itself as a workflow (an ``Agent`` does)."""
+
+    def as_workflow(self) -> Workflow: ...
 
 
 @dataclass(frozen=True)
@@ -123,9 +133,15 @@ class Runtime:
         seed: int | None = None,
         probe: Probe | None = None,
         listeners: Sequence[Listener] = (),
+        retry: RetryPolicy | None = None,
+        breakers: Breakers | None = None,
     ) -> None:
         self.store: Store = store if store is not None else MemoryStore()
         self.clock: Clock = clock if clock is not None else SystemClock()
+        #: The retry policy of durable calls in plain workflows (agents bring their own).
+        self.retry = retry if retry is not None else RetryPolicy()
+        #: Circuit breakers per dependency, shared by every run of this runtime.
+        self.breakers = breakers if breakers is not None else Breakers(self.clock)
         self._rng = random.Random(system_seed() if seed is None else seed)
         self._probe = probe
         self._listeners = tuple(listeners)
@@ -133,9 +149,15 @@ class Runtime:
         for wf in workflows:
             self.register(wf)
 
-    def register(self, wf: Workflow | WorkflowFn) -> Workflow:
-        """Make a workflow resumable by this runtime; returns it as a :class:`Workflow`."""
-        named = wf if isinstance(wf, Workflow) else workflow(wf)
+    def register(self, wf: Workflow | WorkflowFn | Runnable) -> Workflow:
+        """Make a workflow (or an agent) resumable by this runtime; returns it as a
+        :class:`Workflow`."""
+        if isinstance(wf, Workflow):
+            named = wf
+        elif isinstance(wf, Runnable):
+            named = wf.as_workflow()
+        else:
+            named = workflow(wf)
         existing = self._workflows.get(named.name)
         if existing is not None and existing.fn is not named.fn:
             raise UsageError(f"two different workflows are both named {named.name!r}")
@@ -148,9 +170,20 @@ class Runtime:
 
     # -- starting and resuming ------------------------------------------------------------
 
+    def run_sync(
+        self,
+        wf: Workflow | WorkflowFn | Runnable,
+        input: Any = None,
+        *,
+        run_id: str | None = None,
+        session_id: str | None = None,
+    ) -> RunResult:
+        """:meth:`start` for code that is not async (it runs its own event loop)."""
+        return asyncio.run(self.start(wf, input, run_id=run_id, session_id=session_id))
+
     async def start(
         self,
-        wf: Workflow | WorkflowFn,
+        wf: Workflow | WorkflowFn | Runnable,
         input: Any = None,
         *,
         run_id: str | None = None,
@@ -231,7 +264,8 @@ class Runtime:
     async def _execute(self, named: Workflow, journal: RunJournal) -> RunResult:
         started = journal.started
         assert started is not None
-        ctx = RunContext(journal, self.clock, seed=started.seed, probe=self._probe)
+        ctx = RunContext(journal, self.clock, seed=started.seed, probe=self._probe,
+                         retry=self.retry, breakers=self.breakers)
         run_id = journal.run_id
         try:
             if named.takes_input():

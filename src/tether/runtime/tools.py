@@ -86,7 +86,8 @@ class Tool(Generic[A, R]):
     reconcile: Reconciler | None = None
     compensate: Compensator | None = None
     attempts: int = 3
-    retry_delay_s: float = 0.0
+    retry_delay_s: float | None = None
+    timeout_s: float | None = None
     _result_adapter: TypeAdapter[Any] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -150,7 +151,8 @@ def tool(
     reconcile: Reconciler | None = None,
     compensate: Compensator | None = None,
     attempts: int = 3,
-    retry_delay_s: float = 0.0,
+    retry_delay_s: float | None = None,
+    timeout_s: float | None = None,
     args: type[BaseModel] | None = None,
     result: Any = None,
 ) -> Callable[[Handler], Tool[Any, Any]]: ...
@@ -167,7 +169,8 @@ def tool(
     reconcile: Reconciler | None = None,
     compensate: Compensator | None = None,
     attempts: int = 3,
-    retry_delay_s: float = 0.0,
+    retry_delay_s: float | None = None,
+    timeout_s: float | None = None,
     args: type[BaseModel] | None = None,
     result: Any = None,
 ) -> Tool[Any, Any] | Callable[[Handler], Tool[Any, Any]]:
@@ -211,6 +214,7 @@ def tool(
             compensate=compensate,
             attempts=attempts,
             retry_delay_s=retry_delay_s,
+            timeout_s=timeout_s,
         )
 
     return build(fn) if fn is not None else build

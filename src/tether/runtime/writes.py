@@ -14,8 +14,13 @@ resolved by the tool's effect class:
 ========================  ====================================================================
 
 Re-issues are bounded by the tool's ``attempts``; a write still ambiguous after them escalates.
-A handler that raises any other exception failed definitively: the error is journaled and
-raised to the workflow as :class:`ToolFailed`. A result that does not match the declared result
+A handler raising :class:`TransientError` says the call certainly did not take effect: it is
+retried (a write with a new intent under the same key), each retry journaled as ``tool_retry``
+with its delay, which comes from the run's retry policy (or the tool's ``retry_delay_s``). A
+read that times out or loses its connection is retried the same way. A handler that raises any
+other exception failed definitively: the error is journaled and raised to the workflow as
+:class:`ToolFailed`. A tool's ``timeout_s`` bounds each attempt on the run's clock; for a write,
+running out of time is an ambiguous outcome. A result that does not match the declared result
 type is :class:`ToolResultInvalid` (the provider's schema drifted), not a crash.
 """
 
@@ -31,12 +36,16 @@ from tether.errors import (
     RunEscalated,
     ToolFailed,
     ToolResultInvalid,
+    TransientError,
     UsageError,
     error_record,
     rebuild_error,
 )
-from tether.events import ToolAmbiguous, ToolError, ToolIntent, ToolResult
+from tether.events import ToolAmbiguous, ToolError, ToolIntent, ToolResult, ToolRetry
 from tether.runtime.codec import to_json
+from tether.runtime.failures import FailureType
+from tether.runtime.retry import jitter_rng
+from tether.runtime.timeouts import within
 from tether.runtime.tools import Effect, Tool, ToolContext
 
 if TYPE_CHECKING:
@@ -47,6 +56,7 @@ __all__ = ["AMBIGUOUS_ERRORS", "execute_tool"]
 #: Exceptions from a handler that mean "the request may or may not have taken effect".
 AMBIGUOUS_ERRORS: tuple[type[BaseException], ...] = (AmbiguousOutcome, TimeoutError,
                                                      ConnectionError)
+_RETRYABLE: tuple[type[BaseException], ...] = (*AMBIGUOUS_ERRORS, TransientError)
 
 
 async def execute_tool(
@@ -61,8 +71,11 @@ async def execute_tool(
     if isinstance(last, ToolError):
         raise rebuild_error(last.error)
     call = _Call(ctx, tool, args, args_json, pos, key)
+    retried = last.attempt + 1 if isinstance(last, ToolRetry) else 1
     if not tool.effect.writes:
-        return await call.read(attempt=1)
+        return await call.read(attempt=retried)
+    if isinstance(last, ToolRetry):
+        return await call.write(attempt=retried)
     if isinstance(last, ToolIntent | ToolAmbiguous):
         attempt = last.attempt
         if isinstance(last, ToolIntent):
@@ -94,10 +107,8 @@ class _Call:
         while True:
             try:
                 data = await self._invoke(attempt)
-            except AMBIGUOUS_ERRORS as exc:
-                if attempt >= self.tool.attempts:
-                    self._fail("retries_exhausted", exc)
-                await self._backoff(attempt)
+            except _RETRYABLE as exc:
+                await self._retry_or_fail(attempt, exc)
                 attempt += 1
                 continue
             self.ctx.probe(self.pos, self.tool.name, "after_call")
@@ -115,17 +126,22 @@ class _Call:
         ctx.probe(self.pos, tool.name, "after_intent")
         try:
             data = await self._invoke(attempt)
+        except TransientError as exc:
+            await self._retry_or_fail(attempt, exc)
+            return await self.write(attempt + 1)
         except AMBIGUOUS_ERRORS as exc:
             ctx.journal.record(ToolAmbiguous, pos=self.pos, tool=tool.name, key=self.key,
                                attempt=attempt, reason=f"{type(exc).__name__}: {exc}")
-            return await self.resolve(attempt)
+            return await self.resolve(attempt, live=True)
         ctx.probe(self.pos, tool.name, "after_call")
         result = self._record_result(data)
         ctx.probe(self.pos, tool.name, "after_result")
         return result
 
-    async def resolve(self, attempt: int) -> Any:
-        """Settle an ambiguous write that was attempted ``attempt`` times."""
+    async def resolve(self, attempt: int, *, live: bool = False) -> Any:
+        """Settle an ambiguous write that was attempted ``attempt`` times. After a live
+        timeout the re-issue waits a backoff; after a crash it does not (the crash took time
+        enough)."""
         tool = self.tool
         if tool.effect is Effect.UNSAFE:
             raise RunEscalated(
@@ -142,7 +158,8 @@ class _Call:
                 f"tool {tool.name!r} (key {self.key}) still has an unknown outcome after "
                 f"{attempt} attempt(s); escalating rather than guessing"
             )
-        await self._backoff(attempt)
+        if live:
+            await self._backoff(attempt, FailureType.AMBIGUOUS_WRITE)
         return await self.write(attempt + 1)
 
     async def _reconcile(self, attempt: int) -> Any:
@@ -167,7 +184,7 @@ class _Call:
                         f"{lookup} lookup(s) failed ({type(exc).__name__}: {exc}); not "
                         "re-issuing a write that cannot be deduplicated"
                     ) from exc
-                await self._backoff(lookup)
+                await self._backoff(lookup, FailureType.AMBIGUOUS_WRITE)
                 continue
             except Exception as exc:
                 self._fail("reconcile_failed", exc)
@@ -181,8 +198,8 @@ class _Call:
         try:
             value = self.tool.handler(self._tool_context(attempt), self.args)
             if inspect.isawaitable(value):
-                value = await value
-        except AMBIGUOUS_ERRORS:
+                value = await within(self.ctx.clock, value, self.tool.timeout_s)
+        except _RETRYABLE:
             raise
         except Exception as exc:
             self._fail("permanent", exc)
@@ -220,8 +237,29 @@ class _Call:
     def _elapsed_s(self) -> float:
         return max(0.0, self.ctx.clock.now() - self.started_at)
 
-    async def _backoff(self, attempt: int) -> None:
-        delay = self.tool.retry_delay_s * (2 ** (attempt - 1))
+    async def _retry_or_fail(self, attempt: int, exc: BaseException) -> None:
+        """Journal a retry and wait its delay, or fail the call once attempts are spent."""
+        if attempt >= self.tool.attempts:
+            self._fail("transient" if isinstance(exc, TransientError) else "retries_exhausted",
+                       exc)
+        hint = exc.retry_after_s if isinstance(exc, TransientError) else None
+        delay = self._delay_s(attempt, FailureType.TRANSIENT_TOOL_ERROR, hint)
+        self.ctx.journal.record(ToolRetry, pos=self.pos, tool=self.tool.name,
+                                failure=FailureType.TRANSIENT_TOOL_ERROR.value, attempt=attempt,
+                                delay_s=delay, error=error_record(exc))
+        if delay > 0:
+            await self.ctx.clock.sleep(delay)
+
+    def _delay_s(self, attempt: int, failure: FailureType,
+                 retry_after_s: float | None = None) -> float:
+        if self.tool.retry_delay_s is not None:
+            delay = self.tool.retry_delay_s * 2.0 ** (attempt - 1)
+            return float(max(delay, retry_after_s or 0.0))
+        rule = self.ctx.retry.rule(failure)
+        return rule.delay_s(attempt, jitter_rng(self.ctx.seed, self.pos, attempt), retry_after_s)
+
+    async def _backoff(self, attempt: int, failure: FailureType) -> None:
+        delay = self._delay_s(attempt, failure)
         if delay > 0:
             await self.ctx.clock.sleep(delay)
 

@@ -1,0 +1,131 @@
+"""The agent: a model, its tools, instructions and harness settings, run as a durable workflow.
+
+>>> from tether.models.scripted import ScriptedModel, reply
+>>> agent = Agent(name="greeter", model=ScriptedModel(lambda request: reply("hello")))
+>>> agent.run_sync("say hello").result["answer"]
+'hello'
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel
+
+from tether.errors import UsageError
+from tether.models.base import Model, ModelSettings, ToolSpec
+from tether.models.pricing import PriceTable
+from tether.runtime.budgets import Budgets
+from tether.runtime.context import RunContext
+from tether.runtime.retry import RetryPolicy
+from tether.runtime.runtime import Workflow, workflow
+from tether.runtime.tools import Tool
+
+if TYPE_CHECKING:
+    from tether.agent.window import ContextWindow
+    from tether.runtime.runtime import RunResult, Runtime
+
+__all__ = ["FORMAT_REMINDER", "Agent", "AgentOutput"]
+
+FORMAT_REMINDER = (
+    "Your previous answer could not be used: {problem}. Answer again. To call a tool, use the "
+    "tool-calling format with arguments as one valid JSON object matching the tool's schema; "
+    "otherwise answer in plain text."
+)
+
+#: Called with the dependency (a model or tool name) whose credentials expired.
+AuthRefresher = Callable[[str], Awaitable[None] | None]
+
+
+class AgentOutput(BaseModel):
+    """What an agent run returns (the run's result, as JSON)."""
+
+    answer: str
+    steps: int
+    model_calls: int
+    tool_calls: int
+    retries: int
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float
+    disabled_tools: dict[str, str] = {}
+
+
+def _default_window() -> ContextWindow:
+    from tether.agent.window import ContextWindow
+
+    return ContextWindow()
+
+
+@dataclass(frozen=True)
+class Agent:
+    """A model-driven loop: observe → ask the model → validate its tool calls → execute them
+    → feed the results back, until the model answers or a limit stops it.
+
+    Every model call, tool call, wait and harness decision is a durable call of the run, so a
+    resumed run repeats none of them. ``retry`` says what each failure type triggers,
+    ``budgets`` what stops the loop, ``window`` how the context is kept within bounds,
+    ``refresh_auth`` how expired credentials are renewed.
+    """
+
+    name: str
+    model: Model
+    tools: Sequence[Tool[Any, Any]] = ()
+    instructions: str = ""
+    budgets: Budgets = field(default_factory=Budgets)
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    window: ContextWindow = field(default_factory=_default_window)
+    prices: PriceTable = field(default_factory=PriceTable)
+    settings: ModelSettings = field(default_factory=ModelSettings)
+    parallel_tool_calls: bool = True
+    refresh_auth: AuthRefresher | None = None
+    format_reminder: str = FORMAT_REMINDER
+
+    def __post_init__(self) -> None:
+        names = [t.name for t in self.tools]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise UsageError(f"agent {self.name!r}: two tools are named {duplicates[0]!r}")
+
+    def tool_specs(self, hidden: Sequence[str] = ()) -> tuple[ToolSpec, ...]:
+        """The tools as the model sees them, minus ``hidden`` ones."""
+        return tuple(
+            ToolSpec(name=t.name, description=t.description, parameters=t.args_schema())
+            for t in self.tools if t.name not in hidden
+        )
+
+    def as_workflow(self) -> Workflow:
+        """This agent as a workflow named after it: input the task text, result
+        :class:`AgentOutput` as JSON. The same object every time, so a runtime can register
+        it once and resume its runs."""
+        return self._workflow
+
+    @cached_property
+    def _workflow(self) -> Workflow:
+        agent = self
+
+        async def run(ctx: RunContext, task: str) -> dict[str, Any]:
+            from tether.agent.loop import run_agent
+
+            output = await run_agent(agent, ctx, task)
+            return output.model_dump(mode="json")
+
+        run.__name__ = self.name
+        return workflow(run, name=self.name)
+
+    async def run(self, task: str, *, runtime: Runtime | None = None,
+                  run_id: str | None = None, session_id: str | None = None) -> RunResult:
+        """Start a run of this agent on ``runtime`` (a fresh in-memory one by default)."""
+        from tether.runtime.runtime import Runtime
+
+        rt = runtime if runtime is not None else Runtime()
+        return await rt.start(self.as_workflow(), task, run_id=run_id, session_id=session_id)
+
+    def run_sync(self, task: str, *, runtime: Runtime | None = None,
+                 run_id: str | None = None, session_id: str | None = None) -> RunResult:
+        """:meth:`run` for code that is not async."""
+        return asyncio.run(self.run(task, runtime=runtime, run_id=run_id, session_id=session_id))

@@ -1,0 +1,322 @@
+"""The agent loop, as a durable workflow.
+
+One turn: check the budgets → assemble the context → ask the model (durably) → validate the
+tool calls → execute them (concurrently when allowed; each at a position fixed by its order in
+the response) → feed the results back. Failures are classified where they happen and handled
+by the agent's retry policy; every classification and the action taken is journaled as a
+``decision``, so a replay takes the same path and a trace can show why.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from tether.errors import (
+    BudgetExceeded,
+    MalformedOutput,
+    RunEscalated,
+    ToolArgsInvalid,
+    ToolFailed,
+)
+from tether.models.base import Message, ModelRequest, ModelResponse, ToolCall
+from tether.runtime.budgets import Meter
+from tether.runtime.failures import Failure, FailureType, classify
+from tether.runtime.model_calls import classify_model_error
+from tether.runtime.retry import Action, jitter_rng
+from tether.runtime.tools import Tool
+
+if TYPE_CHECKING:
+    from tether.agent.agent import Agent, AgentOutput
+    from tether.runtime.context import RunContext
+
+__all__ = ["run_agent"]
+
+_RETRY_ACTIONS = {Action.BACKOFF, Action.COMPRESS, Action.REFORMAT, Action.REFRESH_AUTH}
+
+
+async def run_agent(agent: Agent, ctx: RunContext, task: str) -> AgentOutput:
+    """Run ``agent`` on ``task`` inside the durable run ``ctx``."""
+    ctx.retry = agent.retry
+    return await _Loop(agent, ctx).run(task)
+
+
+@dataclass
+class _Outcome:
+    """What one executed tool call produced, before the loop judges it."""
+
+    call: ToolCall
+    result: Any = None
+    error: BaseException | None = None
+
+
+class _Loop:
+    def __init__(self, agent: Agent, ctx: RunContext) -> None:
+        self.agent, self.ctx = agent, ctx
+        self.tools: dict[str, Tool[Any, Any]] = {t.name: t for t in agent.tools}
+        self.messages: list[Message] = []
+        self.disabled: dict[str, str] = {}
+        self.tool_failures: dict[str, int] = {}
+        self.model_streak: dict[FailureType, int] = {}
+        self.meter = Meter(agent.budgets)
+
+    # -- the loop -------------------------------------------------------------------------
+
+    async def run(self, task: str) -> AgentOutput:
+        from tether.agent.agent import AgentOutput
+
+        self.meter.started_at = self.ctx.now()
+        if self.agent.instructions:
+            self.messages.append(Message.system(self.agent.instructions))
+        self.messages.append(Message.user(task))
+        while True:
+            self.meter.steps += 1
+            self._check_budgets()
+            response = await self._ask()
+            if response.tool_calls:
+                self.messages.append(Message.assistant(response.text, response.tool_calls))
+                await self._run_tools(response.tool_calls)
+                continue
+            self.messages.append(Message.assistant(response.text))
+            m = self.meter
+            return AgentOutput(
+                answer=response.text, steps=m.steps, model_calls=m.model_calls,
+                tool_calls=m.tool_calls, retries=m.retries, input_tokens=m.usage.input_tokens,
+                output_tokens=m.usage.output_tokens, cost_usd=round(m.cost_usd, 10),
+                disabled_tools=dict(self.disabled),
+            )
+
+    def _check_budgets(self) -> None:
+        def live() -> dict[str, Any] | None:
+            breach = self.meter.breach(self.ctx.clock.now())
+            if breach is None:
+                return None
+            failure = FailureType.NO_PROGRESS if breach.no_progress else \
+                FailureType.BUDGET_EXCEEDED
+            return {"failure": failure.value, "domain": failure.domain.value,
+                    "limit": breach.limit, "reason": breach.reason,
+                    "action": self.agent.budgets.on_breach}
+
+        decision = self.ctx.maybe_decide("budget", live)
+        if decision is None:
+            return
+        if decision.get("action") == "escalate":
+            raise RunEscalated(str(decision["reason"]))
+        raise BudgetExceeded(str(decision["reason"]), limit=str(decision["limit"]))
+
+    # -- asking the model -----------------------------------------------------------------
+
+    async def _ask(self) -> ModelResponse:
+        agent, ctx = self.agent, self.ctx
+        while True:
+            if not agent.window.fits(self.messages):
+                await self._compress(agent.window.max_tokens or 1, "over the window")
+            request = ModelRequest(messages=tuple(self.messages),
+                                   tools=agent.tool_specs(hidden=tuple(self.disabled)),
+                                   settings=agent.settings)
+            try:
+                response = await ctx.call_model(agent.model, request, agent.prices)
+            except Exception as exc:
+                await self._recover_model(classify_model_error(exc), exc)
+                continue
+            self.meter.model_call(response.usage, agent.prices.cost_usd(
+                response.model or agent.model.name, response.usage))
+            problem = _malformed(response)
+            if problem is not None:
+                error = MalformedOutput(f"model {agent.model.name!r}: {problem}",
+                                        model=agent.model.name)
+                await self._recover_model(Failure(FailureType.MALFORMED_OUTPUT, problem), error)
+                continue
+            self.model_streak.clear()
+            return response
+
+    async def _recover_model(self, failure: Failure, error: BaseException) -> None:
+        """Apply the policy to a failed model call: wait, compress, remind, refresh — or stop
+        the run by raising."""
+        agent, ctx = self.agent, self.ctx
+        rule = agent.retry.rule(failure.type)
+        attempt = self.model_streak.get(failure.type, 0) + 1
+        self.model_streak[failure.type] = attempt
+        action = rule.action if attempt < rule.max_attempts else rule.then
+        reason = ""
+        if action in _RETRY_ACTIONS and self.meter.retries >= agent.retry.retry_budget:
+            action, reason = Action.FAIL, "the run's retry budget is spent"
+        delay = 0.0
+        if action is Action.BACKOFF:
+            delay = rule.delay_s(attempt, jitter_rng(ctx.seed, ctx.position, attempt),
+                                 failure.retry_after_s)
+        decision = ctx.decide("recover", {**failure.as_data(), "action": action.value,
+                                          "attempt": attempt, "delay_s": delay,
+                                          "reason": reason})
+        action = Action(decision["action"])
+        if action in _RETRY_ACTIONS:
+            self.meter.retries += 1
+        if action is Action.BACKOFF:
+            await ctx.sleep(float(decision["delay_s"]))
+        elif action is Action.COMPRESS:
+            await self._compress(agent.window.target_after_overflow(self.messages),
+                                 "context overflow")
+        elif action is Action.REFORMAT:
+            self.messages.append(Message(role="user", source="harness",
+                                         content=agent.format_reminder.format(
+                                             problem=failure.message)))
+        elif action is Action.REFRESH_AUTH:
+            await self._refresh(agent.model.name, error)
+        elif action is Action.ESCALATE:
+            raise RunEscalated(f"{failure.type.value}: {failure.message}")
+        else:
+            raise error
+
+    async def _compress(self, target_tokens: int, why: str) -> None:
+        window = self.agent.window
+        before = len(self.messages)
+
+        async def shrink() -> list[dict[str, Any]]:
+            smaller = await window.compress(list(self.messages), target_tokens)
+            return [m.model_dump(mode="json") for m in smaller]
+
+        data = await self.ctx.step("compress_context", shrink)
+        self.messages = [Message.model_validate(m) for m in data]
+        if len(self.messages) >= before and not window.fits(self.messages):
+            raise BudgetExceeded(f"the context cannot be compressed below {target_tokens} "
+                                 f"tokens ({why})", limit="context_window")
+
+    async def _refresh(self, dependency: str, error: BaseException) -> None:
+        hook = self.agent.refresh_auth
+        if hook is None:
+            raise error
+        await self.ctx.step("refresh_auth", hook, dependency)
+
+    # -- tools ----------------------------------------------------------------------------
+
+    async def _run_tools(self, calls: tuple[ToolCall, ...]) -> None:
+        ready: list[tuple[ToolCall, Tool[Any, Any], Any]] = []
+        observations: dict[str, str] = {}
+        for call in calls:
+            tool = self.tools.get(call.name)
+            if tool is None or call.name in self.disabled:
+                why = (f"tool {call.name!r} is disabled for this run: {self.disabled[call.name]}"
+                       if tool is not None else f"there is no tool {call.name!r}; available: "
+                       f"{', '.join(sorted(set(self.tools) - set(self.disabled))) or 'none'}")
+                observations[call.id] = self._judge(
+                    call, Failure(FailureType.INVALID_TOOL_CALL, why))
+                continue
+            try:
+                args = tool.validate_args(call.parsed())
+            except (ToolArgsInvalid, ValueError) as exc:
+                observations[call.id] = self._judge(
+                    call, Failure(FailureType.INVALID_TOOL_CALL, str(exc)))
+                continue
+            refused = self._breaker_refuses(tool)
+            if refused is not None:
+                observations[call.id] = refused
+                continue
+            ready.append((call, tool, args))
+        if self.agent.parallel_tool_calls:
+            outcomes = await asyncio.gather(*(self._execute(c, t, a) for c, t, a in ready))
+        else:
+            outcomes = [await self._execute(c, t, a) for c, t, a in ready]
+        for outcome in outcomes:  # judged in call order, so decisions take fixed positions
+            observations[outcome.call.id] = self._observe(outcome)
+        for call in calls:
+            self.messages.append(Message.tool(call, observations[call.id]))
+
+    async def _execute(self, call: ToolCall, tool: Tool[Any, Any], args: Any) -> _Outcome:
+        live = not self.ctx.journal.at(self.ctx.position)
+        try:
+            result = await self.ctx.call_tool(tool, args)
+        except ToolFailed as exc:
+            if live:
+                self._breaker_record(tool, classify(exc))
+            return _Outcome(call, error=exc)
+        if live:
+            self._breaker_record(tool, None)
+        return _Outcome(call, result=result)
+
+    def _observe(self, outcome: _Outcome) -> str:
+        call = outcome.call
+        if outcome.error is None:
+            self.meter.tool_call(call.name, call.arguments, ok=True)
+            return _render(outcome.result)
+        self.meter.tool_call(call.name, call.arguments, ok=False)
+        return self._judge(call, classify(outcome.error))
+
+    def _judge(self, call: ToolCall, failure: Failure) -> str:
+        """Journal what a failed tool call means and what the loop does about it; return the
+        observation the model will read."""
+        rule = self.agent.retry.rule(failure.type)
+        count = self.tool_failures.get(call.name, 0) + 1
+        self.tool_failures[call.name] = count
+        if failure.type is FailureType.INVALID_TOOL_CALL and call.name not in self.tools:
+            count = 1  # a made-up tool name cannot be disabled; the budgets bound the loop
+        # Transient failures were already retried by the tool layer: only the fallback is left.
+        exhausted = failure.type is FailureType.TRANSIENT_TOOL_ERROR or count >= rule.max_attempts
+        action = rule.then if exhausted and call.name in self.tools else rule.action
+        if action is Action.RETRY_TOOL:
+            action = Action.OBSERVE
+        decision = self.ctx.decide("recover", {**failure.as_data(), "tool": call.name,
+                                               "call_id": call.id, "action": action.value,
+                                               "attempt": count})
+        action = Action(decision["action"])
+        if action is Action.ESCALATE:
+            raise RunEscalated(f"tool {call.name!r}: {failure.type.value}: {failure.message}")
+        if action is Action.FAIL:
+            raise ToolFailed(f"tool {call.name!r}: {failure.message}", tool=call.name,
+                             failure=failure.type.value)
+        text = f"error ({failure.type.value}): {failure.message}"
+        if action is Action.DISABLE_TOOL:
+            self.disabled[call.name] = f"{failure.type.value} {count} time(s)"
+            text += (f"\nThe tool {call.name!r} is now disabled for this run; continue without "
+                     "it or tell the user what could not be done.")
+        return text
+
+    # -- circuit breakers -----------------------------------------------------------------
+
+    def _breaker_refuses(self, tool: Tool[Any, Any]) -> str | None:
+        breaker = self.ctx.breakers[tool.name]
+
+        def live() -> dict[str, Any] | None:
+            if breaker.allow():
+                return None
+            return {"failure": FailureType.TRANSIENT_TOOL_ERROR.value,
+                    "domain": FailureType.TRANSIENT_TOOL_ERROR.domain.value,
+                    "tool": tool.name, "action": "refuse",
+                    "retry_in_s": round(breaker.retry_in_s(), 3)}
+
+        decision = self.ctx.maybe_decide("breaker_open", live)
+        if decision is None:
+            return None
+        return (f"error (circuit open): {tool.name!r} is failing repeatedly and is not being "
+                f"called for now; it may be tried again in {decision['retry_in_s']} s")
+
+    def _breaker_record(self, tool: Tool[Any, Any], failure: Failure | None) -> None:
+        breaker = self.ctx.breakers[tool.name]
+        if failure is None:
+            breaker.record(ok=True)
+        elif failure.type in (FailureType.TRANSIENT_TOOL_ERROR, FailureType.RATE_LIMITED):
+            # Opening is not journaled here: a refusal is, when the next call is refused.
+            breaker.record(ok=False)
+
+
+def _malformed(response: ModelResponse) -> str | None:
+    """Why a response cannot be used, or ``None``."""
+    for call in response.tool_calls:
+        try:
+            parsed = call.parsed()
+        except ValueError as exc:
+            return f"the arguments of tool call {call.name!r} are not valid JSON ({exc})"
+        if not isinstance(parsed, dict):
+            return f"the arguments of tool call {call.name!r} are not a JSON object"
+    if not response.tool_calls and not response.text.strip():
+        return "the response has neither text nor a tool call"
+    return None
+
+
+def _render(result: Any) -> str:
+    if isinstance(result, str):
+        return result
+    if hasattr(result, "model_dump_json"):
+        return str(result.model_dump_json())
+    return json.dumps(result, sort_keys=True, default=str)

@@ -1,0 +1,70 @@
+"""Model calls as durable calls: a resumed run never pays twice for the same completion.
+
+The response (or the classified failure) is journaled at the call's position; on replay the
+recorded response is returned, or the recorded error raised, without calling the model.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from tether.errors import ModelUnavailable, error_record, rebuild_error
+from tether.events import ModelCalled, ModelFailed
+from tether.models.base import Model, ModelRequest, ModelResponse
+from tether.models.pricing import PriceTable
+from tether.runtime.failures import Failure, FailureType, classify
+from tether.runtime.timeouts import within
+
+if TYPE_CHECKING:
+    from tether.runtime.context import RunContext
+
+__all__ = ["call_model", "classify_model_error"]
+
+_DEFAULT_PRICES = PriceTable()
+
+
+def classify_model_error(exc: BaseException) -> Failure:
+    """A model-side failure; exceptions that are not model errors are the provider refusing
+    or the adapter breaking, not a tool's fault."""
+    failure = classify(exc)
+    if failure.type in (FailureType.PERMANENT_TOOL_ERROR, FailureType.TRANSIENT_TOOL_ERROR):
+        return Failure(FailureType.MODEL_REJECTED, failure.message)
+    return failure
+
+
+async def call_model(ctx: RunContext, model: Model, request: ModelRequest,
+                     prices: PriceTable | None = None) -> ModelResponse:
+    """Call ``model`` once at the next position, or replay what that position recorded."""
+    pos, recorded = ctx.claim("call_model", model.name)
+    if recorded:
+        last = recorded[-1]
+        if isinstance(last, ModelCalled):
+            return ModelResponse.model_validate(last.response)
+        if isinstance(last, ModelFailed):
+            raise rebuild_error(last.error)
+    digest = request.digest()
+    started = ctx.clock.now()
+    try:
+        response = await within(ctx.clock, model.complete(request), request.settings.timeout_s)
+    except TimeoutError as exc:
+        error = ModelUnavailable(f"model {model.name!r}: {exc}", model=model.name)
+        _record_failure(ctx, pos, model, digest, error, started)
+        raise error from exc
+    except Exception as exc:
+        _record_failure(ctx, pos, model, digest, exc, started)
+        raise
+    table = prices if prices is not None else _DEFAULT_PRICES
+    cost = table.cost_usd(response.model or model.name, response.usage)
+    ctx.journal.record(ModelCalled, pos=pos, model=model.name, request_digest=digest,
+                       response=response.model_dump(mode="json"), cost_usd=cost,
+                       latency_s=max(0.0, ctx.clock.now() - started))
+    ctx.probe(pos, model.name, "after_model")
+    return response
+
+
+def _record_failure(ctx: RunContext, pos: int, model: Model, digest: str, exc: BaseException,
+                    started: float) -> None:
+    failure = classify_model_error(exc)
+    ctx.journal.record(ModelFailed, pos=pos, model=model.name, request_digest=digest,
+                       failure=failure.type.value, error=error_record(exc),
+                       latency_s=max(0.0, ctx.clock.now() - started))
