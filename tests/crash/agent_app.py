@@ -23,9 +23,9 @@ from pydantic import BaseModel
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from app import ORDER_ID, External, Killer  # noqa: E402
+from app import ORDER_ID, External, Killer
 
-from tether import (  # noqa: E402
+from tether import (
     Agent,
     ModelRequest,
     ModelResponse,
@@ -36,7 +36,7 @@ from tether import (  # noqa: E402
     ToolContext,
     tool,
 )
-from tether.models.scripted import call, reply  # noqa: E402
+from tether.models.scripted import call, reply
 
 RUN_ID = "run-agent-A1001"
 
