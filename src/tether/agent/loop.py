@@ -21,7 +21,7 @@ from tether.errors import (
     ToolArgsInvalid,
     ToolFailed,
 )
-from tether.models.base import Message, ModelRequest, ModelResponse, ToolCall
+from tether.models.base import Message, ModelRequest, ModelResponse, ToolCall, ToolSpec
 from tether.runtime.budgets import Meter
 from tether.runtime.failures import Failure, FailureType, classify
 from tether.runtime.model_calls import classify_model_error
@@ -61,6 +61,14 @@ class _Loop:
         self.tool_failures: dict[str, int] = {}
         self.model_streak: dict[FailureType, int] = {}
         self.meter = Meter(agent.budgets)
+        self._specs: dict[frozenset[str], tuple[ToolSpec, ...]] = {}
+
+    def _tool_specs(self) -> tuple[ToolSpec, ...]:
+        hidden = frozenset(self.disabled)
+        specs = self._specs.get(hidden)
+        if specs is None:
+            specs = self._specs[hidden] = self.agent.tool_specs(hidden=tuple(sorted(hidden)))
+        return specs
 
     # -- the loop -------------------------------------------------------------------------
 
@@ -114,7 +122,7 @@ class _Loop:
             if not agent.window.fits(self.messages):
                 await self._compress(agent.window.max_tokens or 1, "over the window")
             request = ModelRequest(messages=tuple(self.messages),
-                                   tools=agent.tool_specs(hidden=tuple(self.disabled)),
+                                   tools=self._tool_specs(),
                                    settings=agent.settings)
             try:
                 response = await ctx.call_model(agent.model, request, agent.prices)

@@ -22,6 +22,7 @@ The effect class says what may be done when a call's outcome is unknown:
 
 from __future__ import annotations
 
+import copy
 import inspect
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -89,6 +90,7 @@ class Tool(Generic[A, R]):
     retry_delay_s: float | None = None
     timeout_s: float | None = None
     _result_adapter: TypeAdapter[Any] = field(init=False, repr=False)
+    _args_schema: dict[str, Any] | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.attempts < 1:
@@ -96,8 +98,10 @@ class Tool(Generic[A, R]):
         self._result_adapter = TypeAdapter(self.result_type)
 
     def args_schema(self) -> dict[str, Any]:
-        """JSON Schema of the arguments, as shown to a model."""
-        return self.args_type.model_json_schema()
+        """JSON Schema of the arguments, as shown to a model (built once; a copy each call)."""
+        if self._args_schema is None:
+            self._args_schema = self.args_type.model_json_schema()
+        return copy.deepcopy(self._args_schema)
 
     def result_schema(self) -> dict[str, Any]:
         """JSON Schema of the result."""
