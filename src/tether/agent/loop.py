@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 
 __all__ = ["run_agent"]
 
+_REFRESHED = "[credentials refreshed]"
 _RETRY_ACTIONS = {Action.BACKOFF, Action.COMPRESS, Action.REFORMAT, Action.REFRESH_AUTH}
 
 
@@ -222,12 +223,13 @@ class _Loop:
                 observations[call.id] = refused
                 continue
             ready.append((call, tool, args))
+        by_call = {c.id: (t, a) for c, t, a in ready}
         if self.agent.parallel_tool_calls:
             outcomes = await asyncio.gather(*(self._execute(c, t, a) for c, t, a in ready))
         else:
             outcomes = [await self._execute(c, t, a) for c, t, a in ready]
         for outcome in outcomes:  # judged in call order, so decisions take fixed positions
-            observations[outcome.call.id] = self._observe(outcome)
+            observations[outcome.call.id] = await self._observe(outcome, by_call[outcome.call.id])
         for call in calls:
             self.messages.append(Message.tool(call, observations[call.id]))
 
@@ -243,13 +245,20 @@ class _Loop:
             self._breaker_record(tool, None)
         return _Outcome(call, result=result)
 
-    def _observe(self, outcome: _Outcome) -> str:
+    async def _observe(self, outcome: _Outcome, prepared: tuple[Tool[Any, Any], Any]) -> str:
         call = outcome.call
         if outcome.error is None:
             self.meter.tool_call(call.name, call.arguments, ok=True)
             return _render(outcome.result)
         self.meter.tool_call(call.name, call.arguments, ok=False)
-        return self._judge(call, classify(outcome.error))
+        failure = classify(outcome.error)
+        text = self._judge(call, failure)
+        if failure.type is FailureType.AUTH_EXPIRED and text.startswith(_REFRESHED):
+            # Credentials renewed: the call is made once more, at a new position.
+            await self._refresh(call.name, outcome.error)
+            tool, args = prepared
+            return await self._observe(await self._execute(call, tool, args), prepared)
+        return text
 
     def _judge(self, call: ToolCall, failure: Failure) -> str:
         """Journal what a failed tool call means and what the loop does about it; return the
@@ -273,6 +282,8 @@ class _Loop:
         if action is Action.FAIL:
             raise ToolFailed(f"tool {call.name!r}: {failure.message}", tool=call.name,
                              failure=failure.type.value)
+        if action is Action.REFRESH_AUTH and self.agent.refresh_auth is not None:
+            return _REFRESHED
         text = f"error ({failure.type.value}): {failure.message}"
         if action is Action.DISABLE_TOOL:
             self.disabled[call.name] = f"{failure.type.value} {count} time(s)"

@@ -7,7 +7,8 @@ continues from the same compressed history and a summarizing model is not paid t
 
 Two compressors come built in: :func:`drop_oldest` (drop whole turns, oldest first, keeping the
 system messages and the task) and :func:`summarize_with` (replace the dropped turns with one
-summary message written by a function of your choice, which may call a model).
+summary message written by a function of your choice); :func:`summarize_with_model` has a
+model write the summary.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import inspect
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
-from tether.models.base import Message
+from tether.models.base import Message, Model, ModelRequest
 
 __all__ = ["Compressor", "ContextWindow", "drop_oldest", "estimate_tokens", "summarize_with"]
 
@@ -92,6 +93,30 @@ def summarize_with(
         return [*head, note, *[m for turn in turns[cut:] for m in turn]]
 
     return compress
+
+
+SUMMARY_INSTRUCTIONS = (
+    "Summarize the conversation below for the assistant that will continue it: the user's "
+    "goal, facts established (ids, amounts, names), actions already taken and their results, "
+    "and what remains. Be brief and precise; do not invent anything."
+)
+
+
+def summarize_with_model(model: Model, instructions: str = SUMMARY_INSTRUCTIONS) -> Compressor:
+    """A compressor whose summaries are written by ``model`` (often a cheaper one). It runs
+    inside the durable compression step, so a resumed run does not ask for it again."""
+
+    async def summarize(dropped: list[Message]) -> str:
+        transcript = "\n".join(
+            f"{m.role}{f' ({m.name})' if m.name else ''}: {m.content}"
+            + "".join(f" [calls {c.name} {c.arguments}]" for c in m.tool_calls)
+            for m in dropped
+        )
+        response = await model.complete(ModelRequest(
+            messages=(Message.system(instructions), Message.user(transcript))))
+        return response.text
+
+    return summarize_with(summarize)
 
 
 @dataclass(frozen=True, slots=True)

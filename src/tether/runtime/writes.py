@@ -33,6 +33,7 @@ from pydantic import ValidationError
 
 from tether.errors import (
     AmbiguousOutcome,
+    AuthExpired,
     RunEscalated,
     ToolFailed,
     ToolResultInvalid,
@@ -201,6 +202,8 @@ class _Call:
                 value = await within(self.ctx.clock, value, self.tool.timeout_s)
         except _RETRYABLE:
             raise
+        except AuthExpired as exc:
+            self._fail("auth_expired", exc)
         except Exception as exc:
             self._fail("permanent", exc)
         return value
