@@ -1,0 +1,284 @@
+"""Anthropic's Messages API as a tether :class:`~tether.models.base.Model`.
+
+Needs the optional extra::
+
+    pip install 'tether[anthropic]'
+
+Example::
+
+    model = AnthropicModel("claude-sonnet-4-6")            # key from ANTHROPIC_API_KEY
+    response = await model.complete(ModelRequest(messages=(Message.user("hi"),)))
+
+How tether's conversation maps onto the Messages API:
+
+* system messages go to the ``system`` parameter (several are joined by a blank line);
+* an assistant's tool calls become ``tool_use`` blocks, whose ``input`` must be a JSON object:
+  the stored argument text is parsed, and arguments that are not a JSON object (the model
+  wrote broken JSON, which the agent already reported as malformed output) are sent as ``{}``
+  so the conversation can go on and the model can see its failed call answered;
+* tool messages become ``tool_result`` blocks of a user message, consecutive results merged
+  into one user message as the API asks;
+* ``max_tokens`` is required by Anthropic: ``ModelSettings.max_output_tokens`` or 4096;
+* ``temperature`` is not sent: API version 2026-10-21, which the 2.x SDK speaks, removed the
+  sampling parameters and answers 400 to them. Put it in ``extra`` for a server that still
+  takes it.
+
+A response's text blocks are concatenated (citations split one paragraph into several blocks),
+and each ``tool_use`` block becomes a :class:`~tether.models.base.ToolCall` whose arguments
+are ``json.dumps(input, sort_keys=True)``. Usage counts every input token, cache reads and
+writes included, with cache reads as ``cached_input_tokens``, so that ``cached ⊆ input`` holds
+as it does for OpenAI and the price table can charge both rates.
+
+Errors are translated at the boundary: 429 → ``RateLimited`` (``retry_after_s``), but a 429
+for a reached spend limit → ``ModelError`` (waiting does not help); 413 or a
+prompt that is too long → ``ContextOverflow``; 401/403 → ``AuthExpired``; 408, 409, 5xx (529
+overloaded included), timeouts and lost connections → ``ModelUnavailable``; other 4xx →
+``ModelError``; an unreadable message → ``MalformedOutput``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from tether.errors import (
+    AuthExpired,
+    MalformedOutput,
+    ModelError,
+    ModelUnavailable,
+    TetherError,
+    UsageError,
+)
+
+# One parser of Retry-After for both adapters; importing the module does not import the
+# openai SDK (it is loaded only when an OpenAIModel is built).
+from tether.models._http import status_error
+from tether.models.base import Message, ModelRequest, ModelResponse, ToolCall, ToolSpec, Usage
+
+if TYPE_CHECKING:  # the SDK is optional: imported for real only when a model is built
+    from anthropic import AnthropicError, AsyncAnthropic
+    from anthropic.types import (
+        MessageParam,
+        ToolParam,
+        ToolResultBlockParam,
+        ToolUseBlockParam,
+    )
+
+__all__ = ["DEFAULT_MAX_TOKENS", "AnthropicModel"]
+
+DEFAULT_MAX_TOKENS = 4096
+"""``max_tokens`` sent when ``ModelSettings.max_output_tokens`` is None (Anthropic needs one)."""
+
+_INSTALL_HINT = "pip install 'tether[anthropic]'"
+# "prompt is too long: 210000 tokens > 200000 maximum"; "input length and `max_tokens`
+# exceed context limit: …"
+_OVERFLOW_PHRASES = ("prompt is too long", "exceed context limit", "context window")
+
+
+class AnthropicModel:
+    """A Messages API model with tool use.
+
+    ``model`` is the provider's model id; ``name`` (default: ``model``) labels journal
+    entries, traces and errors. Give either ``client`` (an ``anthropic.AsyncAnthropic`` you
+    built, e.g. with a custom ``http_client``) or ``base_url``/``api_key``, not both; without
+    an ``api_key`` the SDK finds credentials itself (``ANTHROPIC_API_KEY``, a profile …).
+
+    Settings: ``max_output_tokens`` as ``max_tokens`` (default :data:`DEFAULT_MAX_TOKENS`),
+    ``timeout_s`` as the per-request timeout, ``extra`` merged into the JSON body;
+    ``temperature`` is not sent (see the module docstring).
+    """
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        client: AsyncAnthropic | None = None,
+        name: str | None = None,
+    ) -> None:
+        if client is not None and (base_url is not None or api_key is not None):
+            raise UsageError("AnthropicModel: give either client= or base_url=/api_key=, not "
+                             "both; configure the client you pass instead")
+        self.model = model
+        self.name = name or model
+        if client is None:
+            client = _build_client(base_url, api_key)
+        # tether's retry policy owns retries; the SDK must make exactly one attempt.
+        self._client = client.with_options(max_retries=0)
+
+    async def complete(self, request: ModelRequest) -> ModelResponse:
+        """One Messages API call; raises the model errors of :mod:`tether.errors`."""
+        import anthropic
+
+        settings = request.settings
+        system = "\n\n".join(m.content for m in request.messages if m.role == "system")
+        tools = [_tool_param(spec) for spec in request.tools]
+        max_tokens = settings.max_output_tokens
+        timeout_s = settings.timeout_s
+        try:
+            message: Any = await self._client.messages.create(
+                model=self.model,
+                max_tokens=max_tokens if max_tokens is not None else DEFAULT_MAX_TOKENS,
+                messages=_messages(request.messages),
+                system=system or anthropic.omit,
+                tools=tools or anthropic.omit,
+                timeout=timeout_s if timeout_s is not None else anthropic.not_given,
+                extra_body=dict(settings.extra) or None,
+            )
+        except anthropic.AnthropicError as exc:
+            raise _translate_error(exc, self.name) from exc
+        except ValueError as exc:
+            # The SDK refuses, before sending, a non-streaming call that may outlast 10 minutes.
+            raise UsageError(f"model {self.name!r}: {exc}; set ModelSettings.timeout_s to allow "
+                             "a long call, or lower max_output_tokens") from exc
+        # ``Any``: the SDK builds its response models without validation, so a declared field
+        # may be None, and a body that is not JSON comes back as a plain string.
+        return _read_message(message, self.name)
+
+
+def _build_client(base_url: str | None, api_key: str | None) -> AsyncAnthropic:
+    try:
+        import anthropic
+    except ImportError as exc:
+        raise UsageError(f"AnthropicModel needs the anthropic SDK: {_INSTALL_HINT}") from exc
+    try:
+        client = anthropic.AsyncAnthropic(api_key=api_key, base_url=base_url, max_retries=0)
+    except anthropic.AnthropicError as exc:
+        raise UsageError(f"AnthropicModel cannot build its client: {exc}; pass api_key= or set "
+                         "ANTHROPIC_API_KEY") from exc
+    if client.api_key is None and client.auth_token is None and client.credentials is None:
+        # The SDK would only notice at the first call, with a TypeError.
+        raise UsageError("AnthropicModel found no credentials: pass api_key= or set "
+                         "ANTHROPIC_API_KEY")
+    return client
+
+
+# -- request ---------------------------------------------------------------------------------
+
+
+def _messages(messages: tuple[Message, ...]) -> list[MessageParam]:
+    out: list[MessageParam] = []
+    results: list[ToolResultBlockParam] = []  # tool results waiting to become one user turn
+    for message in messages:
+        if message.role == "tool":
+            if message.tool_call_id is None:
+                raise UsageError("a tool message has no tool_call_id; build it with "
+                                 "Message.tool(call, content) so it answers a tool call")
+            results.append({"type": "tool_result", "tool_use_id": message.tool_call_id,
+                            "content": message.content})
+            continue
+        if results:
+            out.append({"role": "user", "content": results})
+            results = []
+        if message.role == "user":
+            out.append({"role": "user", "content": message.content})
+        elif message.role == "assistant":
+            out.append(_assistant(message))
+    if results:
+        out.append({"role": "user", "content": results})
+    return out
+
+
+def _assistant(message: Message) -> MessageParam:
+    if not message.tool_calls:
+        return {"role": "assistant", "content": message.content}
+    uses: list[ToolUseBlockParam] = [
+        {"type": "tool_use", "id": call.id, "name": call.name, "input": _tool_input(call)}
+        for call in message.tool_calls
+    ]
+    if message.content:
+        return {"role": "assistant", "content": [{"type": "text", "text": message.content},
+                                                 *uses]}
+    return {"role": "assistant", "content": uses}
+
+
+def _tool_input(call: ToolCall) -> dict[str, object]:
+    """The call's arguments as the JSON object ``tool_use`` needs; ``{}`` when they are not
+    one (the raw text stays in the journal; only this resend is lossy)."""
+    try:
+        parsed = call.parsed()
+    except ValueError:
+        return {}
+    return parsed if isinstance(parsed, dict) else {}
+
+
+def _tool_param(spec: ToolSpec) -> ToolParam:
+    param: ToolParam = {"name": spec.name, "input_schema": spec.parameters}
+    if spec.description:
+        param["description"] = spec.description
+    return param
+
+
+# -- response --------------------------------------------------------------------------------
+
+
+def _read_message(message: Any, name: str) -> ModelResponse:
+    try:
+        return _response_of(message)
+    except (AttributeError, TypeError, ValueError) as exc:  # ValueError: pydantic's, too
+        raise MalformedOutput(f"model {name!r} answered something that cannot be read as a "
+                              f"message ({exc}): {message!r:.300}", model=name) from exc
+
+
+def _response_of(message: Any) -> ModelResponse:
+    if message.content is None:
+        raise ValueError("no content")
+    texts: list[str] = []
+    calls: list[ToolCall] = []
+    for block in message.content:
+        if block.type == "text":
+            texts.append(block.text)
+        elif block.type == "tool_use":
+            calls.append(ToolCall(id=block.id, name=block.name,
+                                  arguments=json.dumps(block.input, sort_keys=True)))
+        # thinking, server tool blocks …: not part of tether's contract, left out.
+    return ModelResponse(text="".join(texts), tool_calls=tuple(calls),
+                         usage=_usage(message.usage), model=message.model or "",
+                         finish_reason=message.stop_reason)
+
+
+def _usage(usage: Any) -> Usage:
+    if usage is None:
+        return Usage()
+    cache_read = usage.cache_read_input_tokens or 0
+    cache_write = usage.cache_creation_input_tokens or 0
+    return Usage(input_tokens=(usage.input_tokens or 0) + cache_read + cache_write,
+                 output_tokens=usage.output_tokens or 0, cached_input_tokens=cache_read)
+
+
+# -- errors ----------------------------------------------------------------------------------
+
+
+def _translate_error(exc: AnthropicError, name: str) -> TetherError:
+    import anthropic
+
+    if isinstance(exc, anthropic.APIStatusError):
+        # ``error.details.error_code`` names the cause more precisely than ``error.type``.
+        code = exc.error_code or str(exc.type or "")
+        detail = exc.api_message or exc.message
+        return _status_error(exc.status_code, exc.response.headers, code, detail, name)
+    if isinstance(exc, anthropic.APIConnectionError):  # includes APITimeoutError
+        return ModelUnavailable(f"model {name!r} could not be reached: {exc.message}; worth "
+                                "retrying later", model=name)
+    if isinstance(exc, anthropic.APIResponseValidationError):
+        return MalformedOutput(f"model {name!r} answered something that is not a message: "
+                               f"{exc.message}", model=name, status=exc.status_code)
+    if isinstance(exc, anthropic.CredentialsError):
+        return AuthExpired(f"model {name!r}: credentials could not be loaded: {exc}",
+                           dependency=name)
+    return ModelError(f"model {name!r}: the anthropic SDK failed: {type(exc).__name__}: {exc}",
+                      model=name)
+
+
+def _status_error(status: int, headers: Mapping[str, str], code: str, detail: str,
+                  name: str) -> TetherError:
+    """The tether error for an HTTP error answer from the Messages API."""
+    return status_error(
+        status, headers, code, detail, name,
+        # A spend limit lasts until it is raised or the month ends: do not retry.
+        billing=status == 429 and code.endswith("spend_limit_reached"),
+        overflow=status == 413 or (status == 400
+                                   and any(p in detail.lower() for p in _OVERFLOW_PHRASES)),
+    )

@@ -1,0 +1,251 @@
+"""OpenAI Chat Completions as a tether :class:`~tether.models.base.Model`.
+
+Works with OpenAI and with any server that speaks the Chat Completions protocol (vLLM,
+Ollama, llama.cpp, LiteLLM …) through ``base_url``. Needs the optional extra::
+
+    pip install 'tether[openai]'
+
+Example::
+
+    model = OpenAIModel("gpt-4.1-mini")                      # key from OPENAI_API_KEY
+    local = OpenAIModel("qwen3:8b", base_url="http://localhost:11434/v1")   # Ollama
+    response = await model.complete(ModelRequest(messages=(Message.user("hi"),)))
+
+The adapter is a translation and nothing more: the SDK's own retries are turned off
+(``max_retries=0``) because tether's retry policy decides what to retry and journals it, tool
+arguments come back exactly as the model wrote them (the agent parses and judges them), and
+every SDK exception is translated at the boundary into the model errors of
+:mod:`tether.errors`:
+
+=====================================================  ====================================
+provider answer                                        raised
+=====================================================  ====================================
+429                                                    ``RateLimited`` (``retry_after_s``)
+429 ``insufficient_quota``                             ``ModelError``: retrying cannot help
+400 context length exceeded                            ``ContextOverflow``
+401, 403                                               ``AuthExpired``
+408, 409, 5xx, timeout, lost connection                ``ModelUnavailable``
+other 4xx                                              ``ModelError`` (``status`` set)
+a body without choices, or not a completion at all     ``MalformedOutput``
+=====================================================  ====================================
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from tether.errors import (
+    MalformedOutput,
+    ModelError,
+    ModelUnavailable,
+    TetherError,
+    UsageError,
+)
+from tether.models._http import status_error
+from tether.models.base import Message, ModelRequest, ModelResponse, ToolCall, ToolSpec, Usage
+
+if TYPE_CHECKING:  # the SDK is optional: imported for real only when a model is built
+    from openai import AsyncOpenAI, OpenAIError
+    from openai.types.chat import (
+        ChatCompletionFunctionToolParam,
+        ChatCompletionMessageFunctionToolCallParam,
+        ChatCompletionMessageParam,
+    )
+
+__all__ = ["OpenAIModel"]
+
+_INSTALL_HINT = "pip install 'tether[openai]'"
+# Phrases OpenAI-compatible servers use when the prompt does not fit: OpenAI and vLLM say
+# "maximum context length", llama.cpp "exceeds the available context size".
+_OVERFLOW_PHRASES = ("context_length_exceeded", "context length", "context size",
+                     "context window", "exceed_context_size")
+
+
+class OpenAIModel:
+    """A Chat Completions model with tool calling.
+
+    ``model`` is the provider's model id; ``name`` (default: ``model``) labels journal
+    entries, traces and errors. Give either ``client`` (an ``openai.AsyncOpenAI`` you built,
+    e.g. with a custom ``http_client``) or ``base_url``/``api_key``, not both. Without an
+    ``api_key`` the SDK reads ``OPENAI_API_KEY``; a ``base_url`` with no key anywhere gets a
+    placeholder, since local servers (Ollama, llama.cpp, vLLM without ``--api-key``) ignore it.
+
+    Settings: ``temperature`` as is; ``max_output_tokens`` as ``max_completion_tokens`` (the
+    current field; put ``{"max_tokens": n}`` in ``extra`` for an old server that only knows
+    that one); ``timeout_s`` as the per-request timeout; ``extra`` merged into the JSON body.
+    """
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        client: AsyncOpenAI | None = None,
+        name: str | None = None,
+    ) -> None:
+        if client is not None and (base_url is not None or api_key is not None):
+            raise UsageError("OpenAIModel: give either client= or base_url=/api_key=, not both; "
+                             "configure the client you pass instead")
+        self.model = model
+        self.name = name or model
+        if client is None:
+            client = _build_client(base_url, api_key)
+        # tether's retry policy owns retries; the SDK must make exactly one attempt.
+        self._client = client.with_options(max_retries=0)
+
+    async def complete(self, request: ModelRequest) -> ModelResponse:
+        """One Chat Completions call; raises the model errors of :mod:`tether.errors`."""
+        import openai
+
+        settings = request.settings
+        tools = [_tool_param(spec) for spec in request.tools]
+        try:
+            completion: Any = await self._client.chat.completions.create(
+                model=self.model,
+                messages=_chat_messages(request.messages),
+                tools=tools or openai.omit,
+                temperature=(settings.temperature if settings.temperature is not None
+                             else openai.omit),
+                max_completion_tokens=(settings.max_output_tokens
+                                       if settings.max_output_tokens is not None else openai.omit),
+                timeout=settings.timeout_s if settings.timeout_s is not None else openai.not_given,
+                extra_body=dict(settings.extra) or None,
+            )
+        except openai.OpenAIError as exc:
+            raise _translate_error(exc, self.name) from exc
+        # ``Any``: the SDK builds its response models without validation, so a declared field
+        # may be None, and a body that is not JSON comes back as a plain string.
+        return _read_completion(completion, self.name)
+
+
+def _build_client(base_url: str | None, api_key: str | None) -> AsyncOpenAI:
+    try:
+        import openai
+    except ImportError as exc:
+        raise UsageError(f"OpenAIModel needs the openai SDK: {_INSTALL_HINT}") from exc
+    if api_key is None and base_url is not None and not os.environ.get("OPENAI_API_KEY"):
+        api_key = "unused"  # local OpenAI-compatible servers ignore the Authorization header
+    try:
+        return openai.AsyncOpenAI(api_key=api_key, base_url=base_url, max_retries=0)
+    except openai.OpenAIError as exc:
+        raise UsageError(f"OpenAIModel cannot build its client: {exc}; pass api_key= or set "
+                         "OPENAI_API_KEY") from exc
+
+
+# -- request ---------------------------------------------------------------------------------
+
+
+def _chat_messages(messages: tuple[Message, ...]) -> list[ChatCompletionMessageParam]:
+    out: list[ChatCompletionMessageParam] = []
+    for message in messages:
+        if message.role == "system":
+            out.append({"role": "system", "content": message.content})
+        elif message.role == "user":
+            out.append({"role": "user", "content": message.content})
+        elif message.role == "assistant":
+            calls = [_tool_call_param(call) for call in message.tool_calls]
+            if calls:
+                # OpenAI's own form for a turn that only calls tools is content null.
+                out.append({"role": "assistant", "content": message.content or None,
+                            "tool_calls": calls})
+            else:
+                out.append({"role": "assistant", "content": message.content})
+        else:
+            if message.tool_call_id is None:
+                raise UsageError("a tool message has no tool_call_id; build it with "
+                                 "Message.tool(call, content) so it answers a tool call")
+            out.append({"role": "tool", "tool_call_id": message.tool_call_id,
+                        "content": message.content})
+    return out
+
+
+def _tool_call_param(call: ToolCall) -> ChatCompletionMessageFunctionToolCallParam:
+    # The stored argument text goes back verbatim, valid JSON or not: it is what the model said.
+    return {"id": call.id, "type": "function",
+            "function": {"name": call.name, "arguments": call.arguments}}
+
+
+def _tool_param(spec: ToolSpec) -> ChatCompletionFunctionToolParam:
+    return {"type": "function", "function": {"name": spec.name, "description": spec.description,
+                                             "parameters": spec.parameters}}
+
+
+# -- response --------------------------------------------------------------------------------
+
+
+def _read_completion(completion: Any, name: str) -> ModelResponse:
+    try:
+        return _response_of(completion)
+    except (AttributeError, TypeError, ValueError) as exc:  # ValueError: pydantic's, too
+        raise MalformedOutput(f"model {name!r} answered something that cannot be read as a "
+                              f"completion ({exc}): {completion!r:.300}", model=name) from exc
+
+
+def _response_of(completion: Any) -> ModelResponse:
+    choices = completion.choices
+    if not choices or choices[0].message is None:
+        raise ValueError("no choices, or a choice without a message")
+    message = choices[0].message
+    calls = tuple(_tool_call_of(call, i) for i, call in enumerate(message.tool_calls or ()))
+    # A refusal arrives in its own field with content null; it is still the model's answer.
+    text = message.content if message.content is not None else (message.refusal or "")
+    return ModelResponse(text=text, tool_calls=calls, usage=_usage(completion.usage),
+                         model=completion.model or "", finish_reason=choices[0].finish_reason)
+
+
+def _tool_call_of(call: Any, index: int) -> ToolCall:
+    # Some compatible servers leave out the id; a positional one still pairs call and result.
+    call_id = call.id or f"call_{index}"
+    if getattr(call, "custom", None) is not None:  # a free-form custom tool: raw text input
+        return ToolCall(id=call_id, name=call.custom.name, arguments=call.custom.input)
+    arguments = call.function.arguments
+    if arguments is None:
+        arguments = ""
+    elif not isinstance(arguments, str):  # a server that sent an object instead of its text
+        arguments = json.dumps(arguments, sort_keys=True)
+    return ToolCall(id=call_id, name=call.function.name, arguments=arguments)
+
+
+def _usage(usage: Any) -> Usage:
+    if usage is None:  # some compatible servers omit usage
+        return Usage()
+    details = usage.prompt_tokens_details
+    cached = details.cached_tokens if details is not None else None
+    return Usage(input_tokens=usage.prompt_tokens or 0, output_tokens=usage.completion_tokens or 0,
+                 cached_input_tokens=cached or 0)
+
+
+# -- errors ----------------------------------------------------------------------------------
+
+
+def _translate_error(exc: OpenAIError, name: str) -> TetherError:
+    import openai
+
+    if isinstance(exc, openai.APIStatusError):
+        body = exc.body if isinstance(exc.body, Mapping) else {}
+        detail = str(body.get("message") or exc.message)
+        code = str(body.get("code") or body.get("type") or "")
+        return _status_error(exc.status_code, exc.response.headers, code, detail, name)
+    if isinstance(exc, openai.APIConnectionError):  # includes APITimeoutError
+        return ModelUnavailable(f"model {name!r} could not be reached: {exc.message}; worth "
+                                "retrying later", model=name)
+    if isinstance(exc, openai.APIResponseValidationError):
+        return MalformedOutput(f"model {name!r} answered something that is not a completion: "
+                               f"{exc.message}", model=name, status=exc.status_code)
+    return ModelError(f"model {name!r}: the openai SDK failed: {type(exc).__name__}: {exc}",
+                      model=name)
+
+
+def _status_error(status: int, headers: Mapping[str, str], code: str, detail: str,
+                  name: str) -> TetherError:
+    """The tether error for an HTTP error answer from an OpenAI-compatible server."""
+    return status_error(
+        status, headers, code, detail, name,
+        # Billing, not throttling: waiting does not refill the account.
+        billing=status == 429 and code == "insufficient_quota",
+        overflow=status == 400 and any(p in f"{code} {detail}".lower() for p in _OVERFLOW_PHRASES),
+    )
