@@ -96,3 +96,26 @@ def test_demo_shows_naive_double_refund_and_tether_exactly_once(tmp_path: Path) 
         (count,) = db.execute("SELECT count(*) FROM refunds").fetchone()
         db.close()
         assert count == (2 if harness == "naive" else 1)
+
+
+def test_runs_show_describes_agent_events(tmp_path: Path) -> None:
+    """Model calls, failures, decisions and tool retries read as one line each."""
+    from tether import Agent, RateLimited, ScriptedModel
+    from tether.models import reply
+
+    attempts: list[int] = []
+
+    def script(request: object) -> object:
+        attempts.append(1)
+        if len(attempts) == 1:
+            raise RateLimited("429 Too Many Requests", retry_after_s=2.0)
+        return reply("all done")
+
+    path = tmp_path / "agent.db"
+    agent = Agent(name="helper", model=ScriptedModel(script))  # type: ignore[arg-type]
+    run = Runtime(SQLiteStore(path), clock=VirtualClock(), seed=1).run_sync(agent, "go")
+    shown = runner.invoke(app, ["runs", "show", run.run_id, "--store", str(path)])
+    text = shown.output
+    assert "scripted rate_limited: 429 Too Many Requests" in text
+    assert "recover rate_limited → backoff" in text
+    assert 'scripted → "all done"' in text

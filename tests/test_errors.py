@@ -22,11 +22,12 @@ class NeedsTwo(Exception):
 
 def test_tether_errors_round_trip_with_their_data() -> None:
     """A journaled ToolFailed comes back with tool, failure class and error type."""
-    original = ToolFailed("boom", tool="refund", failure="permanent", error_type="KeyError")
+    original = ToolFailed("boom", tool="refund", failure="permanent_tool_error",
+                          error_type="KeyError")
     rebuilt = rebuild_error(error_record(original))
     assert isinstance(rebuilt, ToolFailed)
     assert (rebuilt.tool, rebuilt.failure, rebuilt.error_type, str(rebuilt)) == (
-        "refund", "permanent", "KeyError", "boom")
+        "refund", "permanent_tool_error", "KeyError", "boom")
     assert isinstance(rebuild_error(error_record(WaitTimedOut("late", key="k"))), WaitTimedOut)
 
 

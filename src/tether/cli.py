@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import tempfile
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich import box
@@ -17,6 +17,8 @@ from tether import __version__
 from tether.errors import CorruptJournal, TetherError
 from tether.events import Event, RunStatus
 from tether.store.open import open_store
+from tether.tracing.render import render_trace, trace_to_json
+from tether.tracing.timeline import build_trace
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Durable, exactly-once runs for AI agents.")
@@ -31,7 +33,7 @@ StoreOpt = Annotated[str, typer.Option("--store", envvar="TETHER_STORE",
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 
 
-def _fail(exc: TetherError) -> None:
+def _fail(exc: TetherError) -> NoReturn:
     console.print(f"[red]error:[/red] {exc}")
     raise typer.Exit(2)
 
@@ -111,18 +113,23 @@ def runs_list(
 @runs_app.command("show")
 def runs_show(run_id: str, store: StoreOpt = "tether.db", as_json: JsonOpt = False) -> None:
     """Show a run's journal, event by event."""
-    try:
-        events = open_store(store).read(run_id)
-    except TetherError as exc:
-        _fail(exc)
-        return
-    if not events:
-        console.print(f"[red]error:[/red] no run {run_id!r} in {store}")
-        raise typer.Exit(2)
+    events = _read_run(store, run_id)
     if as_json:
         print(json.dumps([e.model_dump(mode="json") for e in events], indent=2))
         return
     _print_journal(events, run_id)
+
+
+def _read_run(store: str, run_id: str) -> list[Event]:
+    """A run's events, or a one-line error and exit 2 (unknown run, unreadable store)."""
+    try:
+        events = open_store(store).read(run_id)
+    except TetherError as exc:
+        _fail(exc)
+    if not events:
+        console.print(f"[red]error:[/red] no run {run_id!r} in {store}")
+        raise typer.Exit(2)
+    return events
 
 
 def _print_journal(events: list[Event], run_id: str) -> None:
@@ -155,6 +162,21 @@ def store_check(store: StoreOpt = "tether.db") -> None:
     console.print(f"{store}: ok")
 
 
+@app.command()
+def trace(run_id: str, store: StoreOpt = "tether.db", as_json: JsonOpt = False) -> None:
+    """Show a run as a trace: its model calls, tool calls, steps, sleeps, waits and decisions,
+    each with start, duration, tokens, cost, retries and failures, then the run's totals.
+
+    --json prints the shape documented in tether.tracing.render.trace_to_json.
+    """
+    events = _read_run(store, run_id)
+    view = build_trace(run_id, events)
+    if as_json:
+        print(json.dumps(trace_to_json(view), indent=2))
+        return
+    render_trace(view, console)
+
+
 def describe(event: Event) -> str:
     """One line of what an event says."""
     data: dict[str, Any] = event.model_dump(mode="json", exclude={"seq", "at", "v", "kind", "pos"})
@@ -173,6 +195,23 @@ def describe(event: Event) -> str:
         return f"{data['status']} {data['reason']}".strip()
     if event.kind == "tool_ambiguous":
         return f"{data['tool']} attempt {data['attempt']}: {data['reason']}"
+    if event.kind == "tool_retry":
+        return (f"{data['tool']} attempt {data['attempt']} {data['failure']}: "
+                f"{data['error'].get('message', '')[:60]}; retry in {data['delay_s']:g} s")
+    if event.kind == "model_called":
+        response = data["response"]
+        usage = response.get("usage", {})
+        said = ", ".join(c["name"] for c in response.get("tool_calls", ())) or \
+            json.dumps(response.get("text", ""))[:60]
+        return (f"{data['model']} → {said}  {usage.get('input_tokens', 0)}+"
+                f"{usage.get('output_tokens', 0)} tokens ${data['cost_usd']:.4f}")
+    if event.kind == "model_failed":
+        return f"{data['model']} {data['failure']}: {data['error'].get('message', '')[:60]}"
+    if event.kind == "decision":
+        facts = data["data"]
+        action = f" → {facts['action']}" if "action" in facts else ""
+        cause = facts.get("failure") or facts.get("limit") or ""
+        return f"{data['name']} {cause}{action}".strip()
     return json.dumps(data)[:90]
 
 

@@ -139,8 +139,9 @@ class NonDeterminismError(RunError):
 class ToolFailed(RunError):
     """A tool call failed definitively.
 
-    ``failure`` is the failure class (``permanent``, ``invalid_result``, ``ambiguous_write``,
-    ``retries_exhausted`` …); ``error_type`` names the exception the handler raised.
+    ``failure`` is its class in :mod:`tether.runtime.failures` (``permanent_tool_error``,
+    ``transient_tool_error``, ``tool_result_invalid``, ``auth_expired`` …); ``error_type``
+    names the exception the handler raised.
     """
 
     def __init__(
@@ -148,7 +149,7 @@ class ToolFailed(RunError):
         message: str,
         *,
         tool: str = "",
-        failure: str = "permanent",
+        failure: str = "permanent_tool_error",
         error_type: str = "",
     ) -> None:
         super().__init__(message)

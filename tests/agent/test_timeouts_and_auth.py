@@ -13,8 +13,8 @@ from tether import (
     ModelRequest,
     ModelResponse,
     ModelSettings,
-    Runtime,
     RunStatus,
+    Runtime,
     ScriptedModel,
     ToolContext,
     VirtualClock,
@@ -74,7 +74,7 @@ def test_a_write_that_times_out_is_ambiguous_and_reissued_with_its_key() -> None
                             runtime=rt)
     assert result.status is RunStatus.COMPLETED
     assert keys == [("refund:A-1", 1), ("refund:A-1", 2)]
-    assert [e.reason for e in events if isinstance(e, ToolAmbiguous)][0].startswith(
+    assert next(e.reason for e in events if isinstance(e, ToolAmbiguous)).startswith(
         "TimeoutError")
 
 

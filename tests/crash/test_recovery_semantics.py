@@ -340,9 +340,9 @@ def test_invalid_result_raises_tool_result_invalid_and_is_journaled(rig: Rig) ->
 
     assert result.status is RunStatus.COMPLETED and result.result == "closed"
     assert calls == [f"label:{ORDER_ID}"]  # not re-executed on resume
-    assert caught == [("ToolResultInvalid", "invalid_result")] * 2  # live, then replayed
+    assert caught == [("ToolResultInvalid", "tool_result_invalid")] * 2  # live, then replayed
     [error] = of(rig.events(), ToolError)
-    assert (error.pos, error.tool, error.failure) == (0, "drifted_label", "invalid_result")
+    assert (error.pos, error.tool, error.failure) == (0, "drifted_label", "tool_result_invalid")
     assert error.error["type"] == "tether.errors.ToolResultInvalid"
     assert rig.ext.effects("tickets") == {f"close:{ORDER_ID}": 1}
 

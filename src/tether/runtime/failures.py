@@ -97,6 +97,7 @@ DOMAINS: dict[FailureType, Domain] = {
     FailureType.CRASH: Domain.INFRASTRUCTURE,
 }
 
+# Names journaled by earlier versions of the tool layer, read as today's classes.
 _TOOL_FAILURES = {
     "permanent": FailureType.PERMANENT_TOOL_ERROR,
     "reconcile_failed": FailureType.PERMANENT_TOOL_ERROR,
@@ -143,6 +144,8 @@ def classify(exc: BaseException) -> Failure:
     if isinstance(exc, ToolResultInvalid):
         return Failure(FailureType.TOOL_RESULT_INVALID, message)
     if isinstance(exc, ToolFailed):
+        if exc.failure in FailureType.__members__.values():
+            return Failure(FailureType(exc.failure), message)
         return Failure(_TOOL_FAILURES.get(exc.failure, FailureType.PERMANENT_TOOL_ERROR), message)
     if isinstance(exc, TransientError):
         return Failure(FailureType.TRANSIENT_TOOL_ERROR, message, exc.retry_after_s)

@@ -188,7 +188,7 @@ class _Call:
                 await self._backoff(lookup, FailureType.AMBIGUOUS_WRITE)
                 continue
             except Exception as exc:
-                self._fail("reconcile_failed", exc)
+                self._fail("permanent_tool_error", exc, during="reconcile")
             if found is None:
                 return None
             return self._record_result(found, reconciled=True)
@@ -205,7 +205,7 @@ class _Call:
         except AuthExpired as exc:
             self._fail("auth_expired", exc)
         except Exception as exc:
-            self._fail("permanent", exc)
+            self._fail("permanent_tool_error", exc)
         return value
 
     def _record_result(self, value: Any, *, reconciled: bool = False) -> Any:
@@ -217,10 +217,10 @@ class _Call:
             error = ToolResultInvalid(
                 f"tool {tool.name!r} returned a result that does not match its declared "
                 f"result type: {exc}",
-                tool=tool.name, failure="invalid_result", error_type="ValidationError",
+                tool=tool.name, failure="tool_result_invalid", error_type="ValidationError",
             )
             self.ctx.journal.record(ToolError, pos=self.pos, tool=tool.name,
-                                    failure="invalid_result", error=error.to_record(),
+                                    failure="tool_result_invalid", error=error.to_record(),
                                     latency_s=self._elapsed_s())
             raise error from exc
         self.ctx.journal.record(ToolResult, pos=self.pos, tool=tool.name, result=data,
@@ -228,9 +228,11 @@ class _Call:
         self.ctx.remember_write(self.pos, tool, self.args, typed, self.key)
         return typed
 
-    def _fail(self, failure: str, exc: BaseException) -> Any:
+    def _fail(self, failure: str, exc: BaseException, *, during: str = "") -> Any:
+        what = f"the reconciliation of tool {self.tool.name!r}" if during == "reconcile" else \
+            f"tool {self.tool.name!r}"
         error = ToolFailed(
-            f"tool {self.tool.name!r} failed: {type(exc).__name__}: {exc}",
+            f"{what} failed: {type(exc).__name__}: {exc}",
             tool=self.tool.name, failure=failure, error_type=error_record(exc)["type"],
         )
         self.ctx.journal.record(ToolError, pos=self.pos, tool=self.tool.name, failure=failure,
@@ -243,8 +245,7 @@ class _Call:
     async def _retry_or_fail(self, attempt: int, exc: BaseException) -> None:
         """Journal a retry and wait its delay, or fail the call once attempts are spent."""
         if attempt >= self.tool.attempts:
-            self._fail("transient" if isinstance(exc, TransientError) else "retries_exhausted",
-                       exc)
+            self._fail("transient_tool_error", exc)
         hint = exc.retry_after_s if isinstance(exc, TransientError) else None
         delay = self._delay_s(attempt, FailureType.TRANSIENT_TOOL_ERROR, hint)
         self.ctx.journal.record(ToolRetry, pos=self.pos, tool=self.tool.name,

@@ -1,0 +1,86 @@
+"""How journal facts become span attribute values: span events of decisions and other journal
+events, and the opt-in content attributes in the GenAI conventions' message shapes.
+
+>>> messages("user", [text_part("hi")])
+'[{"role":"user","parts":[{"type":"text","content":"hi"}]}]'
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from tether.events import Decision, Event, StepFailed, TimerStarted, ToolError
+from tether.tracing import semconv as sc
+
+__all__ = ["decision_attributes", "event_attributes", "json_text", "messages",
+           "output_messages", "text_part"]
+
+_DECISION_KEYS = {"failure": sc.TETHER_FAILURE_CLASS, "domain": sc.TETHER_FAILURE_DOMAIN,
+                  "action": sc.TETHER_DECISION_ACTION, "attempt": sc.TETHER_ATTEMPT,
+                  "delay_s": sc.TETHER_DELAY_S, "limit": sc.TETHER_LIMIT,
+                  "reason": sc.TETHER_REASON}
+
+
+def decision_attributes(decision: Decision) -> dict[str, Any]:
+    """A decision as span-event attributes: its well-known facts under ``tether.*`` names, any
+    other fact as ``tether.decision.<key>``."""
+    attrs: dict[str, Any] = {sc.TETHER_DECISION_NAME: decision.name,
+                             sc.TETHER_POSITION: decision.pos}
+    for key, value in decision.data.items():
+        if value not in (None, ""):
+            attrs[_DECISION_KEYS.get(key, f"tether.decision.{key}")] = _scalar(value)
+    return attrs
+
+
+def event_attributes(event: Event) -> dict[str, Any]:
+    """A journal event's facts (never its values or results) as span-event attributes."""
+    attrs: dict[str, Any] = {}
+    pos = getattr(event, "pos", None)
+    if pos is not None:
+        attrs[sc.TETHER_POSITION] = pos
+    # A tool event's key is its idempotency key; a wait's key names what it waits for.
+    key_name = sc.TETHER_IDEMPOTENCY_KEY if hasattr(event, "tool") else sc.TETHER_NAME
+    for field, name in (("name", sc.TETHER_NAME), ("key", key_name),
+                        ("attempt", sc.TETHER_ATTEMPT), ("failure", sc.TETHER_FAILURE_CLASS),
+                        ("delay_s", sc.TETHER_DELAY_S), ("reason", sc.TETHER_REASON),
+                        ("deadline", sc.TETHER_DEADLINE), ("by", sc.TETHER_RESOLVED_BY)):
+        value = getattr(event, field, None)
+        if value not in (None, ""):
+            attrs[name] = value
+    if isinstance(event, TimerStarted):
+        attrs[sc.TETHER_WAKE_AT] = event.wake_at
+    if isinstance(event, StepFailed | ToolError):
+        attrs[sc.ERROR_TYPE] = str(event.error.get("type", sc.OTHER))
+    return attrs
+
+
+def _scalar(value: Any) -> Any:
+    return value if isinstance(value, str | bool | int | float) else json_text(value)
+
+
+# -- content (opt-in) ------------------------------------------------------------------------
+
+
+def json_text(value: Any) -> str:
+    """Compact JSON text, as content attributes carry it."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+def text_part(value: Any) -> dict[str, Any]:
+    """A text message part; non-strings become their JSON text."""
+    return {"type": "text", "content": value if isinstance(value, str) else json_text(value)}
+
+
+def messages(role: str, parts: list[dict[str, Any]], **extra: Any) -> str:
+    """One message of ``role`` with ``parts``, as the JSON text of a message list."""
+    return json_text([{"role": role, "parts": parts, **extra}])
+
+
+def output_messages(response: Mapping[str, Any]) -> str:
+    """A response in the conventions' output-message shape (one choice)."""
+    parts = [text_part(response["text"])] if response.get("text") else []
+    parts += [{"type": "tool_call", "id": c.get("id"), "name": c.get("name"),
+               "arguments": c.get("arguments")} for c in response.get("tool_calls") or ()]
+    return messages("assistant", parts, finish_reason=response.get("finish_reason") or "stop")

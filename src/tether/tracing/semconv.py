@@ -1,0 +1,137 @@
+"""Attribute names for tether's spans: the OpenTelemetry GenAI conventions, plus ``tether.*``.
+
+The ``gen_ai.*`` names follow the GenAI semantic conventions (status: Development) as of
+semantic-conventions 1.37+, where ``gen_ai.system`` became ``gen_ai.provider.name``. We define
+the strings here rather than import them because the ``opentelemetry-semantic-conventions``
+package marks its ``gen_ai`` constants deprecated while the conventions move to their own
+repository; a dozen string constants are cheaper than tracking that churn.
+
+Message content (``gen_ai.input.messages``, ``gen_ai.output.messages``, tool arguments and
+results) is *opt-in* in the conventions because it may hold personal data: tether records it
+only when a sink is built with ``capture_content=True``.
+
+>>> GEN_AI_OPERATION_NAME, OP_EXECUTE_TOOL
+('gen_ai.operation.name', 'execute_tool')
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ERROR_TYPE",
+    "EVENT_DECISION",
+    "GEN_AI_AGENT_NAME",
+    "GEN_AI_CONVERSATION_ID",
+    "GEN_AI_INPUT_MESSAGES",
+    "GEN_AI_OPERATION_NAME",
+    "GEN_AI_OUTPUT_MESSAGES",
+    "GEN_AI_PROVIDER_NAME",
+    "GEN_AI_REQUEST_MODEL",
+    "GEN_AI_RESPONSE_FINISH_REASONS",
+    "GEN_AI_RESPONSE_MODEL",
+    "GEN_AI_TOOL_CALL_ARGUMENTS",
+    "GEN_AI_TOOL_CALL_ID",
+    "GEN_AI_TOOL_CALL_RESULT",
+    "GEN_AI_TOOL_NAME",
+    "GEN_AI_TOOL_TYPE",
+    "GEN_AI_USAGE_INPUT_TOKENS",
+    "GEN_AI_USAGE_OUTPUT_TOKENS",
+    "OP_CHAT",
+    "OP_EXECUTE_TOOL",
+    "OP_INVOKE_AGENT",
+    "OTHER",
+    "TETHER_ATTEMPT",
+    "TETHER_COST_USD",
+    "TETHER_DEADLINE",
+    "TETHER_DECISION_ACTION",
+    "TETHER_DECISION_NAME",
+    "TETHER_DELAY_S",
+    "TETHER_EFFECT",
+    "TETHER_FAILURE_CLASS",
+    "TETHER_FAILURE_DOMAIN",
+    "TETHER_IDEMPOTENCY_KEY",
+    "TETHER_LIMIT",
+    "TETHER_NAME",
+    "TETHER_POSITION",
+    "TETHER_REASON",
+    "TETHER_RECONCILED",
+    "TETHER_REQUEST_DIGEST",
+    "TETHER_RESOLVED_BY",
+    "TETHER_RETRIES",
+    "TETHER_RUN_ID",
+    "TETHER_RUN_STATUS",
+    "TETHER_USAGE_CACHED_INPUT_TOKENS",
+    "TETHER_WAKE_AT",
+    "TOOL_TYPE_FUNCTION",
+]
+
+# -- OpenTelemetry GenAI conventions ------------------------------------------------------------
+
+#: What the span does: one of the ``OP_*`` values below.
+GEN_AI_OPERATION_NAME = "gen_ai.operation.name"
+OP_INVOKE_AGENT = "invoke_agent"
+OP_CHAT = "chat"
+OP_EXECUTE_TOOL = "execute_tool"
+
+GEN_AI_PROVIDER_NAME = "gen_ai.provider.name"
+GEN_AI_REQUEST_MODEL = "gen_ai.request.model"
+GEN_AI_RESPONSE_MODEL = "gen_ai.response.model"
+#: A string array: one reason per generation (tether's responses have one).
+GEN_AI_RESPONSE_FINISH_REASONS = "gen_ai.response.finish_reasons"
+GEN_AI_USAGE_INPUT_TOKENS = "gen_ai.usage.input_tokens"
+GEN_AI_USAGE_OUTPUT_TOKENS = "gen_ai.usage.output_tokens"
+
+GEN_AI_TOOL_NAME = "gen_ai.tool.name"
+GEN_AI_TOOL_CALL_ID = "gen_ai.tool.call.id"
+#: ``function`` for tools the application itself executes, which is every tether tool.
+GEN_AI_TOOL_TYPE = "gen_ai.tool.type"
+TOOL_TYPE_FUNCTION = "function"
+
+GEN_AI_CONVERSATION_ID = "gen_ai.conversation.id"
+GEN_AI_AGENT_NAME = "gen_ai.agent.name"
+
+# Opt-in content attributes, recorded as JSON strings.
+GEN_AI_INPUT_MESSAGES = "gen_ai.input.messages"
+GEN_AI_OUTPUT_MESSAGES = "gen_ai.output.messages"
+GEN_AI_TOOL_CALL_ARGUMENTS = "gen_ai.tool.call.arguments"
+GEN_AI_TOOL_CALL_RESULT = "gen_ai.tool.call.result"
+
+#: Stable general convention: a low-cardinality class of the error an operation ended with.
+ERROR_TYPE = "error.type"
+#: The conventions' fallback value of an enumerated attribute (``error.type``, the provider).
+OTHER = "_OTHER"
+
+# -- tether's own -------------------------------------------------------------------------------
+
+TETHER_RUN_ID = "tether.run.id"
+#: ``completed``, ``failed``, ``escalated``, ``cancelled``, or ``waiting``/``running`` for a
+#: span that covers only part of a run.
+TETHER_RUN_STATUS = "tether.run.status"
+#: The durable call's position in its run.
+TETHER_POSITION = "tether.position"
+#: A tool's effect class: ``read``, ``idempotent``, ``reconcilable``, ``unsafe``.
+TETHER_EFFECT = "tether.tool.effect"
+TETHER_IDEMPOTENCY_KEY = "tether.tool.idempotency_key"
+#: True when a lookup found that an ambiguous write had happened.
+TETHER_RECONCILED = "tether.tool.reconciled"
+#: A failure's class in tether's taxonomy (``rate_limited``, ``permanent`` …).
+TETHER_FAILURE_CLASS = "tether.failure.class"
+#: Where a failure's corrective control belongs (``model``, ``infrastructure`` …).
+TETHER_FAILURE_DOMAIN = "tether.failure.domain"
+TETHER_COST_USD = "tether.cost_usd"
+TETHER_RETRIES = "tether.retries"
+TETHER_ATTEMPT = "tether.attempt"
+TETHER_USAGE_CACHED_INPUT_TOKENS = "tether.usage.cached_input_tokens"
+TETHER_REQUEST_DIGEST = "tether.model.request_digest"
+
+# Attributes of span events made from decisions, retries and other journal events.
+EVENT_DECISION = "tether.decision"
+TETHER_DECISION_NAME = "tether.decision.name"
+TETHER_DECISION_ACTION = "tether.decision.action"
+TETHER_DELAY_S = "tether.delay_s"
+TETHER_LIMIT = "tether.limit"
+TETHER_REASON = "tether.reason"
+#: The name of a ``step`` or the key of a ``wait_for``.
+TETHER_NAME = "tether.name"
+TETHER_WAKE_AT = "tether.wake_at"
+TETHER_DEADLINE = "tether.deadline"
+TETHER_RESOLVED_BY = "tether.resolved_by"
