@@ -73,6 +73,7 @@ EXPECTED = [
     "drop_oldest",
     "open_store",
     "summarize_with",
+    "summarize_with_model",
     "tool",
     "workflow",
 ]

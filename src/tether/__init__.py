@@ -4,7 +4,14 @@
 >>> rt = tether.Runtime(store=tether.MemoryStore(), clock=tether.VirtualClock(), seed=7)
 """
 
-from tether.agent import Agent, AgentOutput, ContextWindow, drop_oldest, summarize_with
+from tether.agent import (
+    Agent,
+    AgentOutput,
+    ContextWindow,
+    drop_oldest,
+    summarize_with,
+    summarize_with_model,
+)
 from tether.clock import Clock, SystemClock, VirtualClock
 from tether.errors import (
     AmbiguousOutcome,
@@ -131,6 +138,7 @@ __all__ = [
     "drop_oldest",
     "open_store",
     "summarize_with",
+    "summarize_with_model",
     "tool",
     "workflow",
 ]

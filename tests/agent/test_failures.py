@@ -340,3 +340,28 @@ def test_a_failed_model_call_is_not_repeated_on_resume() -> None:
     again = asyncio.run(Runtime(store, clock=VirtualClock(), workflows=[agent]).resume(
         first.run_id))
     assert again.result == first.result and model.calls == before == 3
+
+
+def test_schema_drift_is_observed_then_the_tool_disabled() -> None:
+    """A result breaking the declared schema is shown to the model; twice, and it is disabled."""
+    class Refund(BaseModel):
+        refund_id: str
+
+    @tool(args=Args, result=Refund)
+    def drifted(ctx: ToolContext, args: Args) -> dict[str, str]:
+        """The provider renamed refund_id to id."""
+        return {"id": "re_1"}
+
+    seen: list[ModelRequest] = []
+
+    def script(request: ModelRequest) -> ModelResponse:
+        seen.append(request)
+        return call("drifted", {"order_id": str(len(seen))}) if len(seen) <= 2 else reply("gave up")
+
+    result, events, _ = run(Agent(name="a", model=ScriptedModel(script), tools=[drifted]))
+    assert result.status is RunStatus.COMPLETED
+    assert [(d["failure"], d["domain"], d["action"]) for d in decisions(events)] == [
+        ("tool_result_invalid", "tool_interface", "observe"),
+        ("tool_result_invalid", "tool_interface", "disable_tool")]
+    assert "refund_id" in seen[1].messages[-1].content
+    assert result.result["disabled_tools"] == {"drifted": "tool_result_invalid 2 time(s)"}
