@@ -124,6 +124,7 @@ class WaitStarted(_Event):
     pos: int
     key: str
     deadline: float | None = None
+    data: dict[str, Any] = Field(default_factory=dict)
 
 
 class WaitResolved(_Event):
@@ -169,6 +170,8 @@ class ToolResult(_Event):
     result: Any = None
     reconciled: bool = False
     latency_s: float = 0.0
+    source: str | None = None
+    trust: str | None = None
 
 
 class ToolError(_Event):

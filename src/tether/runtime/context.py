@@ -198,13 +198,15 @@ class RunContext:
             await self.clock.sleep(remaining)
         self.journal.record(TimerFired, pos=pos)
 
-    async def wait_for(self, key: str, *, timeout_s: float | None = None) -> Any:
+    async def wait_for(self, key: str, *, timeout_s: float | None = None,
+                       data: dict[str, Any] | None = None) -> Any:
         """Wait durably until :meth:`Runtime.resolve` delivers a value for ``key``.
 
         If no value has arrived yet, the run is suspended (status ``waiting``) and its process
         may exit; a later :meth:`Runtime.resume` or :meth:`Runtime.recover` continues from
         here. A value that arrived before the wait began is returned at once. After
         ``timeout_s`` of the run's clock without a value, :class:`WaitTimedOut` is raised.
+        ``data`` is journaled with the wait, for whoever resolves it (what is being approved).
         """
         if not key:
             raise UsageError("wait_for needs a non-empty key")
@@ -227,7 +229,8 @@ class RunContext:
         if not recorded:
             deadline = None if timeout_s is None else self.clock.now() + timeout_s
             # Durable before anyone outside can see the request: the output-commit rule.
-            self.journal.record(WaitStarted, sync=True, pos=pos, key=key, deadline=deadline)
+            self.journal.record(WaitStarted, sync=True, pos=pos, key=key, deadline=deadline,
+                                data=dict(data or {}))
         else:
             deadline = recorded[0].deadline
         if deadline is not None and self.clock.now() >= deadline:

@@ -32,6 +32,7 @@ from typing import Any, Generic, TypeVar, get_type_hints, overload
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from tether.errors import ToolArgsInvalid, UsageError
+from tether.runtime.provenance import Trust
 
 __all__ = ["Effect", "Tool", "ToolContext", "tool"]
 
@@ -89,13 +90,24 @@ class Tool(Generic[A, R]):
     attempts: int = 3
     retry_delay_s: float | None = None
     timeout_s: float | None = None
+    trust: Trust = Trust.SYSTEM
+    tier: int | None = None
     _result_adapter: TypeAdapter[Any] = field(init=False, repr=False)
     _args_schema: dict[str, Any] | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.attempts < 1:
             raise UsageError(f"tool {self.name!r}: attempts must be at least 1")
+        self.trust = Trust(self.trust)
         self._result_adapter = TypeAdapter(self.result_type)
+
+    @property
+    def consequence_tier(self) -> int:
+        """How consequential a call is, for policy: the declared ``tier``, else 0 for a read
+        and 1 for a write. Give money movement or deletion a higher tier."""
+        if self.tier is not None:
+            return self.tier
+        return 1 if self.effect.writes else 0
 
     def args_schema(self) -> dict[str, Any]:
         """JSON Schema of the arguments, as shown to a model (built once; a copy each call)."""
@@ -157,6 +169,8 @@ def tool(
     attempts: int = 3,
     retry_delay_s: float | None = None,
     timeout_s: float | None = None,
+    trust: Trust | str = Trust.SYSTEM,
+    tier: int | None = None,
     args: type[BaseModel] | None = None,
     result: Any = None,
 ) -> Callable[[Handler], Tool[Any, Any]]: ...
@@ -175,6 +189,8 @@ def tool(
     attempts: int = 3,
     retry_delay_s: float | None = None,
     timeout_s: float | None = None,
+    trust: Trust | str = Trust.SYSTEM,
+    tier: int | None = None,
     args: type[BaseModel] | None = None,
     result: Any = None,
 ) -> Tool[Any, Any] | Callable[[Handler], Tool[Any, Any]]:
@@ -219,6 +235,8 @@ def tool(
             attempts=attempts,
             retry_delay_s=retry_delay_s,
             timeout_s=timeout_s,
+            trust=Trust(trust),
+            tier=tier,
         )
 
     return build(fn) if fn is not None else build

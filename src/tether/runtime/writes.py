@@ -45,6 +45,7 @@ from tether.errors import (
 from tether.events import ToolAmbiguous, ToolError, ToolIntent, ToolResult, ToolRetry
 from tether.runtime.codec import to_json
 from tether.runtime.failures import FailureType
+from tether.runtime.provenance import Sourced, Trust
 from tether.runtime.retry import jitter_rng
 from tether.runtime.timeouts import within
 from tether.runtime.tools import Effect, Tool, ToolContext
@@ -210,6 +211,9 @@ class _Call:
 
     def _record_result(self, value: Any, *, reconciled: bool = False) -> Any:
         tool = self.tool
+        source, trust = None, tool.trust
+        if isinstance(value, Sourced):
+            value, source, trust = value.value, value.source, Trust(value.trust)
         data = to_json(value, what=f"tool {tool.name!r}")
         try:
             typed = tool.validate_result(data)
@@ -224,7 +228,8 @@ class _Call:
                                     latency_s=self._elapsed_s())
             raise error from exc
         self.ctx.journal.record(ToolResult, pos=self.pos, tool=tool.name, result=data,
-                                reconciled=reconciled, latency_s=self._elapsed_s())
+                                reconciled=reconciled, latency_s=self._elapsed_s(),
+                                source=source, trust=trust.value)
         self.ctx.remember_write(self.pos, tool, self.args, typed, self.key)
         return typed
 
