@@ -19,6 +19,7 @@ from pydantic import BaseModel
 from tether.errors import UsageError
 from tether.models.base import Model, ModelSettings, ToolSpec
 from tether.models.pricing import PriceTable
+from tether.policy.policy import Policy
 from tether.runtime.budgets import Budgets
 from tether.runtime.context import RunContext
 from tether.runtime.retry import RetryPolicy
@@ -41,6 +42,20 @@ FORMAT_REMINDER = (
 AuthRefresher = Callable[[str], Awaitable[None] | None]
 
 
+class Task(BaseModel):
+    """A run's input: the request, and on whose behalf it is made.
+
+    A plain string is read as ``Task(text=...)``. ``principal`` and ``roles`` feed the policy;
+    ``environment`` overrides the agent's (``sim``, ``staging``, ``prod``).
+    """
+
+    text: str
+    principal: str = "anonymous"
+    roles: tuple[str, ...] = ()
+    task_type: str = ""
+    environment: str | None = None
+
+
 class AgentOutput(BaseModel):
     """What an agent run returns (the run's result, as JSON)."""
 
@@ -53,6 +68,15 @@ class AgentOutput(BaseModel):
     output_tokens: int
     cost_usd: float
     disabled_tools: dict[str, str] = {}
+
+
+def as_task(value: Any) -> Task:
+    """A run input as a :class:`Task`: a string, a Task, or its JSON form."""
+    if isinstance(value, Task):
+        return value
+    if isinstance(value, str):
+        return Task(text=value)
+    return Task.model_validate(value)
 
 
 def _default_window() -> ContextWindow:
@@ -84,6 +108,8 @@ class Agent:
     parallel_tool_calls: bool = True
     refresh_auth: AuthRefresher | None = None
     format_reminder: str = FORMAT_REMINDER
+    policy: Policy | None = None
+    environment: str = "prod"
 
     def __post_init__(self) -> None:
         names = [t.name for t in self.tools]
@@ -108,24 +134,25 @@ class Agent:
     def _workflow(self) -> Workflow:
         agent = self
 
-        async def run(ctx: RunContext, task: str) -> dict[str, Any]:
+        async def run(ctx: RunContext, task: Any) -> dict[str, Any]:
             from tether.agent.loop import run_agent
 
-            output = await run_agent(agent, ctx, task)
+            output = await run_agent(agent, ctx, as_task(task))
             return output.model_dump(mode="json")
 
         run.__name__ = self.name
         return workflow(run, name=self.name)
 
-    async def run(self, task: str, *, runtime: Runtime | None = None,
+    async def run(self, task: str | Task, *, runtime: Runtime | None = None,
                   run_id: str | None = None, session_id: str | None = None) -> RunResult:
         """Start a run of this agent on ``runtime`` (a fresh in-memory one by default)."""
         from tether.runtime.runtime import Runtime
 
         rt = runtime if runtime is not None else Runtime()
-        return await rt.start(self.as_workflow(), task, run_id=run_id, session_id=session_id)
+        data = task.model_dump(mode="json") if isinstance(task, Task) else task
+        return await rt.start(self.as_workflow(), data, run_id=run_id, session_id=session_id)
 
-    def run_sync(self, task: str, *, runtime: Runtime | None = None,
+    def run_sync(self, task: str | Task, *, runtime: Runtime | None = None,
                  run_id: str | None = None, session_id: str | None = None) -> RunResult:
         """:meth:`run` for code that is not async."""
         return asyncio.run(self.run(task, runtime=runtime, run_id=run_id, session_id=session_id))

@@ -14,6 +14,7 @@ import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from tether.agent.governance import Governor
 from tether.errors import (
     BudgetExceeded,
     MalformedOutput,
@@ -21,6 +22,7 @@ from tether.errors import (
     ToolArgsInvalid,
     ToolFailed,
 )
+from tether.events import ToolResult
 from tether.models.base import Message, ModelRequest, ModelResponse, ToolCall, ToolSpec
 from tether.runtime.budgets import Meter
 from tether.runtime.failures import Failure, FailureType, classify
@@ -29,7 +31,7 @@ from tether.runtime.retry import Action, jitter_rng
 from tether.runtime.tools import Tool
 
 if TYPE_CHECKING:
-    from tether.agent.agent import Agent, AgentOutput
+    from tether.agent.agent import Agent, AgentOutput, Task
     from tether.runtime.context import RunContext
 
 __all__ = ["run_agent"]
@@ -38,10 +40,10 @@ _REFRESHED = "[credentials refreshed]"
 _RETRY_ACTIONS = {Action.BACKOFF, Action.COMPRESS, Action.REFORMAT, Action.REFRESH_AUTH}
 
 
-async def run_agent(agent: Agent, ctx: RunContext, task: str) -> AgentOutput:
+async def run_agent(agent: Agent, ctx: RunContext, task: Task) -> AgentOutput:
     """Run ``agent`` on ``task`` inside the durable run ``ctx``."""
     ctx.retry = agent.retry
-    return await _Loop(agent, ctx).run(task)
+    return await _Loop(agent, ctx, task).run()
 
 
 @dataclass
@@ -51,11 +53,15 @@ class _Outcome:
     call: ToolCall
     result: Any = None
     error: BaseException | None = None
+    source: str | None = None
+    trust: str | None = None
 
 
 class _Loop:
-    def __init__(self, agent: Agent, ctx: RunContext) -> None:
-        self.agent, self.ctx = agent, ctx
+    def __init__(self, agent: Agent, ctx: RunContext, task: Task) -> None:
+        self.agent, self.ctx, self.task = agent, ctx, task
+        self.governor = None if agent.policy is None else Governor(
+            agent.policy, ctx, task, agent.environment)
         self.tools: dict[str, Tool[Any, Any]] = {t.name: t for t in agent.tools}
         self.messages: list[Message] = []
         self.disabled: dict[str, str] = {}
@@ -66,6 +72,8 @@ class _Loop:
 
     def _tool_specs(self) -> tuple[ToolSpec, ...]:
         hidden = frozenset(self.disabled)
+        if self.governor is not None:
+            hidden |= self.governor.hidden(self.agent.tools, self.messages)
         specs = self._specs.get(hidden)
         if specs is None:
             specs = self._specs[hidden] = self.agent.tool_specs(hidden=tuple(sorted(hidden)))
@@ -73,13 +81,13 @@ class _Loop:
 
     # -- the loop -------------------------------------------------------------------------
 
-    async def run(self, task: str) -> AgentOutput:
+    async def run(self) -> AgentOutput:
         from tether.agent.agent import AgentOutput
 
         self.meter.started_at = self.ctx.now()
         if self.agent.instructions:
             self.messages.append(Message.system(self.agent.instructions))
-        self.messages.append(Message.user(task))
+        self.messages.append(Message.user(self.task.text))
         while True:
             self.meter.steps += 1
             self._check_budgets()
@@ -218,6 +226,12 @@ class _Loop:
                 observations[call.id] = self._judge(
                     call, Failure(FailureType.INVALID_TOOL_CALL, str(exc)))
                 continue
+            if self.governor is not None:
+                ruling = await self.governor.rule(call.id, tool, args.model_dump(mode="json"),
+                                                  self.messages)
+                if not ruling.run:
+                    observations[call.id] = ruling.observation
+                    continue
             refused = self._breaker_refuses(tool)
             if refused is not None:
                 observations[call.id] = refused
@@ -228,13 +242,18 @@ class _Loop:
             outcomes = await asyncio.gather(*(self._execute(c, t, a) for c, t, a in ready))
         else:
             outcomes = [await self._execute(c, t, a) for c, t, a in ready]
+        provenance: dict[str, tuple[str | None, str | None]] = {}
         for outcome in outcomes:  # judged in call order, so decisions take fixed positions
             observations[outcome.call.id] = await self._observe(outcome, by_call[outcome.call.id])
+            provenance[outcome.call.id] = (outcome.source, outcome.trust)
         for call in calls:
-            self.messages.append(Message.tool(call, observations[call.id]))
+            source, trust = provenance.get(call.id, (None, None))
+            self.messages.append(Message.tool(call, observations[call.id], source=source,
+                                              trust=trust))
 
     async def _execute(self, call: ToolCall, tool: Tool[Any, Any], args: Any) -> _Outcome:
-        live = not self.ctx.journal.at(self.ctx.position)
+        pos = self.ctx.position
+        live = not self.ctx.journal.at(pos)
         try:
             result = await self.ctx.call_tool(tool, args)
         except ToolFailed as exc:
@@ -243,7 +262,11 @@ class _Loop:
             return _Outcome(call, error=exc)
         if live:
             self._breaker_record(tool, None)
-        return _Outcome(call, result=result)
+        recorded = next((e for e in reversed(self.ctx.journal.at(pos))
+                         if isinstance(e, ToolResult)), None)
+        source = recorded.source if recorded is not None and recorded.source else tool.name
+        trust = recorded.trust if recorded is not None and recorded.trust else tool.trust.value
+        return _Outcome(call, result=result, source=source, trust=trust)
 
     async def _observe(self, outcome: _Outcome, prepared: tuple[Tool[Any, Any], Any]) -> str:
         call = outcome.call

@@ -54,7 +54,9 @@ class Message(BaseModel):
 
     ``tool_call_id`` answers a tool call (role ``tool``); ``tool_calls`` are an assistant's
     requests. ``source`` names where the content came from (``user``, ``system``, a tool's
-    name, ``retrieved`` …) so later layers can weigh how far to trust it.
+    name, ``kb:refund-policy`` …) and ``trust`` how far it is trusted (see
+    :class:`tether.runtime.provenance.Trust`), so policy can weigh it. Providers never see
+    either.
     """
 
     model_config = ConfigDict(frozen=True)
@@ -65,23 +67,25 @@ class Message(BaseModel):
     tool_call_id: str | None = None
     name: str | None = None
     source: str | None = None
+    trust: str | None = None
 
     @classmethod
     def system(cls, content: str) -> Message:
-        return cls(role="system", content=content, source="system")
+        return cls(role="system", content=content, source="system", trust="system")
 
     @classmethod
     def user(cls, content: str) -> Message:
-        return cls(role="user", content=content, source="user")
+        return cls(role="user", content=content, source="user", trust="user")
 
     @classmethod
     def assistant(cls, content: str = "", tool_calls: tuple[ToolCall, ...] = ()) -> Message:
         return cls(role="assistant", content=content, tool_calls=tool_calls, source="model")
 
     @classmethod
-    def tool(cls, call: ToolCall, content: str, *, source: str | None = None) -> Message:
+    def tool(cls, call: ToolCall, content: str, *, source: str | None = None,
+             trust: str | None = None) -> Message:
         return cls(role="tool", content=content, tool_call_id=call.id, name=call.name,
-                   source=source or call.name)
+                   source=source or call.name, trust=trust)
 
 
 class ToolSpec(BaseModel):

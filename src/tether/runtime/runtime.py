@@ -13,7 +13,7 @@ import inspect
 import random
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, get_type_hints, overload, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, get_type_hints, overload, runtime_checkable
 
 from tether.clock import Clock, SystemClock, system_seed
 from tether.errors import (
@@ -34,6 +34,9 @@ from tether.runtime.journal import Listener, Probe, RunJournal
 from tether.runtime.retry import RetryPolicy
 from tether.runtime.saga import compensate
 from tether.store.base import Store
+
+if TYPE_CHECKING:
+    from tether.policy.approvals import PendingApproval
 from tether.store.memory import MemoryStore
 
 __all__ = ["RunResult", "Runtime", "Workflow", "workflow"]
@@ -255,6 +258,31 @@ class Runtime:
             return
         journal.record(WaitResolved, sync=True, key=key,
                        value=to_json(value, what="resolution"), by=by, note=note)
+
+    # -- approvals ------------------------------------------------------------------------
+
+    def pending_approvals(self, run_id: str | None = None) -> list[PendingApproval]:
+        """Calls held by policy and waiting for a human decision (see
+        :mod:`tether.policy.approvals`)."""
+        from tether.policy.approvals import Approvals
+
+        return Approvals(self.store, clock=self.clock).pending(run_id)
+
+    def approve(self, run_id: str, *, by: str, role: str | None = None, note: str = "",
+                step: int | None = None) -> PendingApproval:
+        """Approve a held call; the run continues when it is next resumed."""
+        from tether.policy.approvals import Approvals
+
+        return Approvals(self.store, clock=self.clock).approve(run_id, by=by, role=role,
+                                                               note=note, step=step)
+
+    def deny(self, run_id: str, *, by: str, role: str | None = None, note: str = "",
+             step: int | None = None) -> PendingApproval:
+        """Refuse a held call; the model is told, and the run goes on without it."""
+        from tether.policy.approvals import Approvals
+
+        return Approvals(self.store, clock=self.clock).deny(run_id, by=by, role=role,
+                                                            note=note, step=step)
 
     # -- execution ------------------------------------------------------------------------
 

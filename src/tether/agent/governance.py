@@ -1,0 +1,129 @@
+"""The agent's side of policy: build requests, journal verdicts, wait for approvals.
+
+Verdicts are journaled as ``decision`` events named ``policy`` (one per call) and
+``tools_visible`` (when the set of tools hidden from the model changes). A call held for
+approval waits durably on the key ``approval:{position}`` with the request as the wait's data;
+``tether approve``/``deny`` (or :mod:`tether.policy.approvals`) resolve it from any process.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from tether.errors import RunEscalated, WaitTimedOut
+from tether.models.base import Message
+from tether.policy.approvals import APPROVAL_PREFIX
+from tether.policy.policy import Policy
+from tether.policy.request import Decision, Observation, PolicyRequest, Principal
+from tether.runtime.provenance import Trust
+from tether.runtime.tools import Tool
+
+if TYPE_CHECKING:
+    from tether.agent.agent import Task
+    from tether.runtime.context import RunContext
+
+__all__ = ["Governor", "Ruling", "observations_of"]
+
+
+@dataclass(frozen=True, slots=True)
+class Ruling:
+    """What the loop does with a call: run it, or show ``observation`` to the model."""
+
+    run: bool
+    observation: str = ""
+
+
+def observations_of(messages: Sequence[Message]) -> tuple[Observation, ...]:
+    """The context's content with provenance. The model's own messages are not sources: what
+    it repeats came from somewhere already listed."""
+    found = []
+    for m in messages:
+        if m.role == "assistant" or not m.content:
+            continue
+        trust = Trust(m.trust) if m.trust else Trust.SYSTEM
+        found.append(Observation(m.source or m.role, trust, m.content))
+    return tuple(found)
+
+
+class Governor:
+    """Applies ``policy`` for one run."""
+
+    def __init__(self, policy: Policy, ctx: RunContext, task: Task, environment: str) -> None:
+        self.policy, self.ctx = policy, ctx
+        self.principal = Principal(task.principal, tuple(task.roles))
+        self.task_type = task.task_type
+        self.environment = task.environment or environment
+        self._hidden: frozenset[str] = frozenset()
+
+    def _request(self, stage: str, tool: Tool[Any, Any], args: dict[str, Any] | None,
+                 observations: tuple[Observation, ...]) -> PolicyRequest:
+        return PolicyRequest(
+            stage="list" if stage == "list" else "call", tool=tool.name,
+            effect=tool.effect.value, tier=tool.consequence_tier, tool_trust=tool.trust,
+            principal=self.principal, task_type=self.task_type, environment=self.environment,
+            args=args, observations=observations)
+
+    def hidden(self, tools: Sequence[Tool[Any, Any]],
+               messages: Sequence[Message]) -> frozenset[str]:
+        """Tools the model must not see this turn; a change is journaled."""
+        observations = observations_of(messages)
+
+        def live() -> dict[str, Any] | None:
+            denied = {}
+            for tool in tools:
+                verdict = self.policy.evaluate(self._request("list", tool, None, observations))
+                if verdict.decision is Decision.DENY:
+                    denied[tool.name] = verdict.reason
+            if frozenset(denied) == self._hidden:
+                return None
+            return {"hidden": dict(sorted(denied.items()))}
+
+        decision = self.ctx.maybe_decide("tools_visible", live)
+        if decision is not None:
+            self._hidden = frozenset(decision["hidden"])
+        return self._hidden
+
+    async def rule(self, call_id: str, tool: Tool[Any, Any], args: dict[str, Any],
+                   messages: Sequence[Message]) -> Ruling:
+        """Evaluate a call; journal the verdict; wait for an approval if one is needed."""
+        observations = observations_of(messages)
+        live_verdict = self.policy.evaluate(self._request("call", tool, args, observations))
+        data = self.ctx.decide("policy", {"tool": tool.name, "call_id": call_id,
+                                          "args": args, **live_verdict.as_data()})
+        verdict = data["verdict"]
+        if verdict == Decision.ALLOW.value:
+            return Ruling(run=True)
+        if verdict == Decision.DENY.value:
+            return Ruling(run=False, observation=f"denied by policy: {data['reason']}")
+        return await self._approval(tool, args, data)
+
+    async def _approval(self, tool: Tool[Any, Any], args: dict[str, Any],
+                        verdict: dict[str, Any]) -> Ruling:
+        key = f"{APPROVAL_PREFIX}{self.ctx.position}"
+        request = {"tool": tool.name, "args": args, "reason": verdict["reason"],
+                   "role": verdict["role"], "rule": verdict["rule"],
+                   "sources": verdict["sources"], "principal": self.principal.id}
+        try:
+            answer = await self.ctx.wait_for(key, timeout_s=self.policy.approval_timeout_s,
+                                             data=request)
+        except WaitTimedOut as exc:
+            if self.policy.on_timeout == "escalate":
+                raise RunEscalated(f"approval of {tool.name!r} was not given in time "
+                                   f"({verdict['reason']})") from exc
+            return Ruling(run=False, observation=f"not executed: approval of {tool.name!r} "
+                          "was not given in time")
+        answer = answer if isinstance(answer, dict) else {"approved": bool(answer)}
+        resolution = self.ctx.journal.resolution(key)
+        who = resolution.by if resolution is not None and resolution.by else "someone"
+        note = f" ({answer.get('note') or resolution.note})" if resolution is not None and (
+            answer.get("note") or resolution.note) else ""
+        required = verdict["role"]
+        if answer.get("approved") and required and answer.get("role") not in (None, required):
+            return Ruling(run=False, observation=f"not executed: approval needs role "
+                          f"{required!r}; {who} approved as {answer.get('role')!r}")
+        if answer.get("approved"):
+            return Ruling(run=True)
+        return Ruling(run=False, observation=f"denied by {who}{note}: {tool.name!r} was not "
+                      "executed")

@@ -1,0 +1,117 @@
+"""Durable approvals: list the calls waiting for a human, and decide them from any process.
+
+A call held by policy waits on ``approval:{position}`` with the request (tool, arguments,
+reason, role, tainting sources) journaled as the wait's data. Deciding appends the resolution
+(who, with which role, when, a note) to the run's journal; the run continues when a worker
+resumes it (``Runtime.resume`` / ``recover``), on any machine that has the agent's code.
+
+>>> from tether import MemoryStore
+>>> Approvals(MemoryStore()).pending()
+[]
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from tether.clock import Clock, SystemClock
+from tether.errors import UsageError
+from tether.events import RunStatus, WaitResolved, WaitStarted
+from tether.store.base import Store
+
+__all__ = ["APPROVAL_PREFIX", "Approvals", "PendingApproval"]
+
+APPROVAL_PREFIX = "approval:"
+
+
+@dataclass(frozen=True, slots=True)
+class PendingApproval:
+    """A call waiting for a decision."""
+
+    run_id: str
+    step: int
+    key: str
+    tool: str
+    args: dict[str, Any]
+    reason: str
+    role: str | None
+    sources: tuple[str, ...]
+    principal: str
+    requested_at: float
+    deadline: float | None
+
+    def as_data(self) -> dict[str, Any]:
+        return {"run_id": self.run_id, "step": self.step, "tool": self.tool, "args": self.args,
+                "reason": self.reason, "role": self.role, "sources": list(self.sources),
+                "principal": self.principal, "requested_at": self.requested_at,
+                "deadline": self.deadline}
+
+
+class Approvals:
+    """Approvals in one store."""
+
+    def __init__(self, store: Store, *, clock: Clock | None = None) -> None:
+        self.store = store
+        self.clock = clock if clock is not None else SystemClock()
+
+    def pending(self, run_id: str | None = None) -> list[PendingApproval]:
+        """Every unresolved approval, oldest first (of one run, if given)."""
+        if run_id is not None:
+            infos = [i for i in [self.store.get_run(run_id)] if i is not None]
+        else:
+            infos = self.store.list_runs(status=RunStatus.WAITING, limit=100_000)
+        found = []
+        for info in infos:
+            if info.status is not RunStatus.WAITING:
+                continue
+            events = self.store.read(info.run_id)
+            resolved = {e.key for e in events if isinstance(e, WaitResolved)}
+            for e in events:
+                if (isinstance(e, WaitStarted) and e.key.startswith(APPROVAL_PREFIX)
+                        and e.key not in resolved):
+                    found.append(_pending(info.run_id, e))
+        return sorted(found, key=lambda p: (p.requested_at, p.run_id, p.step))
+
+    def approve(self, run_id: str, *, by: str, role: str | None = None, note: str = "",
+                step: int | None = None) -> PendingApproval:
+        """Approve the held call of ``run_id`` (the one at ``step`` if several are held)."""
+        return self._decide(run_id, True, by=by, role=role, note=note, step=step)
+
+    def deny(self, run_id: str, *, by: str, role: str | None = None, note: str = "",
+             step: int | None = None) -> PendingApproval:
+        """Refuse the held call; the model is told who refused and why."""
+        return self._decide(run_id, False, by=by, role=role, note=note, step=step)
+
+    def _decide(self, run_id: str, approved: bool, *, by: str, role: str | None, note: str,
+                step: int | None) -> PendingApproval:
+        if not by:
+            raise UsageError("an approval decision needs the name of who decides (by=...)")
+        waiting = self.pending(run_id)
+        if step is not None:
+            waiting = [p for p in waiting if p.step == step]
+        if not waiting:
+            where = f" at step {step}" if step is not None else ""
+            raise UsageError(f"run {run_id!r} has no approval waiting{where}")
+        if len(waiting) > 1:
+            steps = ", ".join(str(p.step) for p in waiting)
+            raise UsageError(f"run {run_id!r} waits for several approvals (steps {steps}); "
+                             "say which with --step")
+        target = waiting[0]
+        from tether.runtime.runtime import Runtime
+
+        value = {"approved": approved, "role": role, "note": note,
+                 "decided_at": self.clock.now()}
+        Runtime(self.store, clock=self.clock).resolve(run_id, target.key, value, by=by,
+                                                      note=note)
+        return target
+
+
+def _pending(run_id: str, event: WaitStarted) -> PendingApproval:
+    data = event.data
+    return PendingApproval(
+        run_id=run_id, step=event.pos, key=event.key, tool=str(data.get("tool", "")),
+        args=dict(data.get("args") or {}), reason=str(data.get("reason", "")),
+        role=data.get("role"), sources=tuple(data.get("sources") or ()),
+        principal=str(data.get("principal", "")), requested_at=event.at,
+        deadline=event.deadline)

@@ -1,0 +1,67 @@
+"""A policy: ordered rules, combined strictly.
+
+Every rule is asked; the strictest answer wins (deny over require-approval over allow), and
+among equals the first rule in order. With no opinion from any rule the ``default`` applies.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from tether.policy.request import Decision, PolicyRequest, Verdict
+from tether.policy.rules import Rule
+
+__all__ = ["Policy"]
+
+_STRICTNESS = {Decision.ALLOW: 0, Decision.APPROVE: 1, Decision.DENY: 2}
+
+
+@dataclass(frozen=True)
+class Policy:
+    """Rules plus what happens around approvals.
+
+    ``approval_timeout_s``: how long (run clock) a held call waits for a decision, ``None``
+    for ever; ``on_timeout``: what an unanswered approval becomes (``deny``: the model is told;
+    ``escalate``: the run is escalated to a human).
+    """
+
+    rules: tuple[Rule, ...] = ()
+    default: Literal["allow", "deny"] = "allow"
+    approval_timeout_s: float | None = None
+    on_timeout: Literal["deny", "escalate"] = "deny"
+    name: str = "policy"
+
+    @classmethod
+    def of(cls, *rules: Rule, **settings: Any) -> Policy:
+        return cls(rules=tuple(rules), **settings)
+
+    def evaluate(self, request: PolicyRequest) -> Verdict:
+        """The verdict for ``request``."""
+        best: Verdict | None = None
+        for rule in self.rules:
+            verdict = rule(request)
+            if verdict is None:
+                continue
+            if best is None or _STRICTNESS[verdict.decision] > _STRICTNESS[best.decision]:
+                best = verdict
+        if best is not None:
+            return best
+        if self.default == "deny":
+            return Verdict.deny(f"no rule allows {request.tool!r} and the policy denies by "
+                                "default", rule="default")
+        return Verdict.allow(rule="default")
+
+    def with_rules(self, rules: Iterable[Rule]) -> Policy:
+        return Policy(rules=(*self.rules, *rules), default=self.default,
+                      approval_timeout_s=self.approval_timeout_s, on_timeout=self.on_timeout,
+                      name=self.name)
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> Policy:
+        """Read a policy file; see :mod:`tether.policy.spec` for the format."""
+        from tether.policy.spec import load_policy
+
+        return load_policy(path)

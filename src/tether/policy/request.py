@@ -1,0 +1,94 @@
+"""What a policy sees, and what it answers.
+
+A :class:`PolicyRequest` is built by the agent loop at two moments: ``stage="list"`` when it
+decides which tools the model may see this turn (no arguments yet) and ``stage="call"`` before
+it executes a call. A rule answers with a :class:`Verdict` or ``None`` (no opinion).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Literal
+
+from tether.runtime.provenance import Trust
+
+__all__ = ["Decision", "Observation", "PolicyRequest", "Principal", "Verdict"]
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who the run acts for: an id and the roles they hold."""
+
+    id: str = "anonymous"
+    roles: tuple[str, ...] = ()
+
+    def has(self, role: str) -> bool:
+        return role in self.roles
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """One piece of content in the model's context, with where it came from."""
+
+    source: str
+    trust: Trust
+    text: str
+
+
+class Decision(StrEnum):
+    ALLOW = "allow"
+    DENY = "deny"
+    APPROVE = "require_approval"
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """A rule's answer. ``role`` is who may approve (``require_approval`` only); ``rule``
+    names the rule that decided, for the journal."""
+
+    decision: Decision
+    reason: str = ""
+    role: str | None = None
+    rule: str = ""
+    sources: tuple[str, ...] = ()
+
+    @classmethod
+    def allow(cls, reason: str = "", *, rule: str = "") -> Verdict:
+        return cls(Decision.ALLOW, reason, rule=rule)
+
+    @classmethod
+    def deny(cls, reason: str, *, rule: str = "", sources: Sequence[str] = ()) -> Verdict:
+        return cls(Decision.DENY, reason, rule=rule, sources=tuple(sources))
+
+    @classmethod
+    def require_approval(cls, reason: str, *, role: str = "approver", rule: str = "",
+                         sources: Sequence[str] = ()) -> Verdict:
+        return cls(Decision.APPROVE, reason, role=role, rule=rule, sources=tuple(sources))
+
+    def as_data(self) -> dict[str, Any]:
+        """The journaled form."""
+        return {"verdict": self.decision.value, "reason": self.reason, "role": self.role,
+                "rule": self.rule, "sources": list(self.sources)}
+
+
+@dataclass(frozen=True)
+class PolicyRequest:
+    """Everything a rule may look at."""
+
+    stage: Literal["list", "call"]
+    tool: str
+    effect: str
+    tier: int
+    tool_trust: Trust
+    principal: Principal = field(default_factory=Principal)
+    task_type: str = ""
+    environment: str = "prod"
+    args: dict[str, Any] | None = None
+    observations: tuple[Observation, ...] = ()
+
+    def untrusted(self, below: Trust | str = Trust.USER) -> tuple[Observation, ...]:
+        """Observations in the context trusted less than ``below``."""
+        floor = Trust(below)
+        return tuple(o for o in self.observations if o.trust.rank < floor.rank)
