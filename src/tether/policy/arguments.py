@@ -31,6 +31,7 @@ gate and approvals, not a proof.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -83,16 +84,23 @@ def trace_arguments(args: dict[str, Any], observations: Sequence[Observation], *
                     min_length: int = 4) -> list[ArgumentFinding]:
     """Where each checkable argument value occurs among ``observations``."""
     floor = Trust(trusted_at_least)
-    texts = [(o, o.text.lower(), _compact(o.text)) for o in observations]
+    lowered = [o.text.lower() for o in observations]
+    squashed: list[str] | None = None
     findings = []
     for path, value in argument_values(args, min_length=min_length):
-        patterns = _patterns(value)
+        spellings = _spellings(value)
         compact = _compact(value) if isinstance(value, str) and _digit_heavy(value) else None
+        if compact is not None and squashed is None:
+            squashed = [_compact(text) for text in lowered]
         trusted: list[str] = []
         untrusted: list[str] = []
-        for obs, lowered, squashed in texts:
-            hit = any(p.search(lowered) for p in patterns) or (
-                compact is not None and len(compact) >= 6 and compact in squashed)
+        for index, obs in enumerate(observations):
+            text = lowered[index]
+            # A plain substring test first (fast, in C); the token check only on a hit.
+            hit = any(s in text and _bounded(s, text, isinstance(value, str))
+                      for s in spellings)
+            if not hit and compact is not None and squashed is not None and len(compact) >= 6:
+                hit = compact in squashed[index]
             if hit:
                 (trusted if obs.trust.rank >= floor.rank else untrusted).append(obs.source)
         findings.append(ArgumentFinding(path, value, tuple(dict.fromkeys(trusted)),
@@ -100,23 +108,28 @@ def trace_arguments(args: dict[str, Any], observations: Sequence[Observation], *
     return findings
 
 
-def _token(text: str) -> re.Pattern[str]:
-    return re.compile(rf"(?<![0-9a-z]){re.escape(text.lower())}(?![0-9a-z])")
-
-
-def _patterns(value: Any) -> list[re.Pattern[str]]:
+def _spellings(value: Any) -> list[str]:
     if isinstance(value, str):
-        return [_token(value)]
-    spellings = {f"{value}", f"{value:,}"}
-    if isinstance(value, int | float):
-        spellings |= {f"{value:.2f}", f"{value:,.2f}"}
+        return [value.lower()]
+    spellings = {f"{value}", f"{value:,}", f"{value:.2f}", f"{value:,.2f}"}
     if isinstance(value, int):
         units = value / 100
         spellings |= {f"{units:.2f}", f"{units:,.2f}"}
         if value % 100 == 0:
             spellings |= {f"{value // 100}", f"{value // 100:,}"}
+    return sorted(spellings)
+
+
+@functools.lru_cache(maxsize=4096)
+def _pattern(spelling: str, textual: bool) -> re.Pattern[str]:
+    if textual:
+        return re.compile(rf"(?<![0-9a-z]){re.escape(spelling)}(?![0-9a-z])")
     # A number must not continue into more digits or a decimal part ("5,000" vs "5,000.75").
-    return [re.compile(rf"(?<![0-9.,]){re.escape(s)}(?![0-9]|[.,][0-9])") for s in spellings]
+    return re.compile(rf"(?<![0-9.,]){re.escape(spelling)}(?![0-9]|[.,][0-9])")
+
+
+def _bounded(spelling: str, text: str, textual: bool) -> bool:
+    return _pattern(spelling, textual).search(text) is not None
 
 
 def _digit_heavy(text: str) -> bool:
