@@ -41,6 +41,24 @@ def test_runs_list_and_show(tmp_path: Path) -> None:
     assert missing.exit_code == 2 and "no run 'nope'" in missing.output
 
 
+def test_runs_list_hides_memory_namespaces_unless_all(tmp_path: Path) -> None:
+    """Memory namespaces are journals too; list shows them only with --all."""
+    from tether.memory import Memory
+
+    path, run_id = make_store(tmp_path)
+    store = SQLiteStore(path)
+    Memory(store, clock=VirtualClock()).remember("s", "k", 1, source="user", trust="user")
+    store.close()
+    listed = runner.invoke(app, ["runs", "list", "--store", str(path), "--json"])
+    assert [r["run_id"] for r in json.loads(listed.output)] == [run_id]
+    every = runner.invoke(app, ["runs", "list", "--store", str(path), "--json", "--all"])
+    rows = json.loads(every.output)
+    assert sorted((r["run_id"], r["workflow"]) for r in rows) == sorted(
+        [(run_id, "tests.test_cli.two_steps"), ("memory:default", "tether.memory")])
+    table = runner.invoke(app, ["runs", "list", "--store", str(path), "--all"])
+    assert table.exit_code == 0 and "memory:default" in table.output
+
+
 def test_store_check_reports_tampering(tmp_path: Path) -> None:
     """store check is ok on a sound file and exits 1 naming the run and seq when altered."""
     path, run_id = make_store(tmp_path)

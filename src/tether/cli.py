@@ -16,6 +16,7 @@ from rich.table import Table
 from tether import __version__
 from tether.errors import CorruptJournal, TetherError
 from tether.events import Event, RunStatus
+from tether.memory import MEMORY_WORKFLOW
 from tether.store.open import open_store
 from tether.tracing.render import render_trace, trace_to_json
 from tether.tracing.timeline import build_trace
@@ -89,13 +90,17 @@ def runs_list(
     store: StoreOpt = "tether.db",
     status: Annotated[RunStatus | None, typer.Option(help="Only runs in this status.")] = None,
     as_json: JsonOpt = False,
+    show_all: Annotated[bool, typer.Option(
+        "--all", help="Also list memory namespaces (journals of tether.memory).")] = False,
 ) -> None:
-    """List runs, oldest first."""
+    """List runs, oldest first; memory namespaces only with --all."""
     try:
         runs = open_store(store).list_runs(status=status)
     except TetherError as exc:
         _fail(exc)
         return
+    if not show_all:
+        runs = [r for r in runs if r.workflow != MEMORY_WORKFLOW]
     if as_json:
         print(json.dumps([{"run_id": r.run_id, "workflow": r.workflow, "status": r.status.value,
                            "events": r.last_seq, "created_at": r.created_at,

@@ -23,6 +23,8 @@ from tether.errors import CorruptJournal, SchemaTooNew
 __all__ = [
     "DURABLE_CALLS",
     "Event",
+    "MemoryForgotten",
+    "MemoryWritten",
     "RunFinished",
     "RunStarted",
     "RunStatus",
@@ -243,6 +245,31 @@ class Decision(_Event):
     data: dict[str, Any] = Field(default_factory=dict)
 
 
+class MemoryWritten(_Event):
+    """A fact was remembered in a memory namespace (see :mod:`tether.memory`): ``value`` for
+    ``key`` of ``subject``, with where it came from (``source``, ``trust``, and the ``run_id``
+    and ``position`` of the step that wrote it, if any) and when it expires (run clock)."""
+
+    kind: Literal["memory_written"] = "memory_written"
+    subject: str
+    key: str
+    value: Any = None
+    source: str
+    trust: str
+    run_id: str | None = None
+    position: int | None = None
+    expires_at: float | None = None
+
+
+class MemoryForgotten(_Event):
+    """Facts of ``subject`` were forgotten: the one under ``key``, or all when ``key`` is None."""
+
+    kind: Literal["memory_forgotten"] = "memory_forgotten"
+    subject: str
+    key: str | None = None
+    reason: str = ""
+
+
 class RunFinished(_Event):
     """The run ended with ``status``; ``reason`` says why for failures and escalations."""
 
@@ -270,6 +297,8 @@ Event = Annotated[
     | ModelCalled
     | ModelFailed
     | Decision
+    | MemoryWritten
+    | MemoryForgotten
     | RunFinished,
     Field(discriminator="kind"),
 ]
@@ -278,7 +307,8 @@ _KINDS: dict[str, type[_Event]] = {
     cls.model_fields["kind"].default: cls
     for cls in (RunStarted, StepRecorded, StepFailed, TimerStarted, TimerFired, WaitStarted,
                 WaitResolved, WaitExpired, ToolIntent, ToolResult, ToolError, ToolAmbiguous,
-                ToolRetry, ModelCalled, ModelFailed, Decision, RunFinished)
+                ToolRetry, ModelCalled, ModelFailed, Decision, MemoryWritten, MemoryForgotten,
+                RunFinished)
 }
 
 #: Event kinds that record the outcome of a workflow's durable call at a position.

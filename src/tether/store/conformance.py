@@ -36,6 +36,8 @@ except ImportError as exc:  # pragma: no cover - only without the test extra
 from tether.errors import ConcurrencyConflict, UsageError
 from tether.events import (
     Event,
+    MemoryForgotten,
+    MemoryWritten,
     RunFinished,
     RunStarted,
     RunStatus,
@@ -97,6 +99,9 @@ _LATER: list[st.SearchStrategy[Event]] = [
     _kind(ToolError, pos=_POS, tool=_TEXT, failure=_TEXT, error=_ERROR),
     _kind(ToolAmbiguous, pos=_POS, tool=_TEXT, key=_TEXT, reason=_TEXT,
           attempt=st.integers(1, 9)),
+    _kind(MemoryWritten, subject=_TEXT, key=_TEXT, value=_JSON, source=_TEXT, trust=_TEXT,
+          run_id=st.none() | _TEXT, position=st.none() | _POS, expires_at=st.none() | _AT),
+    _kind(MemoryForgotten, subject=_TEXT, key=st.none() | _TEXT, reason=_TEXT),
     _kind(RunFinished, status=st.sampled_from(list(RunStatus)), result=_JSON,
           error=st.none() | _ERROR, reason=_TEXT),
 ]
