@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
@@ -17,6 +18,7 @@ from tether import __version__
 from tether.errors import CorruptJournal, TetherError
 from tether.events import Event, RunStatus
 from tether.memory import MEMORY_WORKFLOW
+from tether.policy.approvals import Approvals
 from tether.store.open import open_store
 from tether.tracing.render import render_trace, trace_to_json
 from tether.tracing.timeline import build_trace
@@ -27,6 +29,8 @@ runs_app = typer.Typer(no_args_is_help=True, help="Inspect runs in a store.")
 store_app = typer.Typer(no_args_is_help=True, help="Check a store.")
 app.add_typer(runs_app, name="runs")
 app.add_typer(store_app, name="store")
+approvals_app = typer.Typer(no_args_is_help=True, help="Calls held by policy for a human.")
+app.add_typer(approvals_app, name="approvals")
 console = Console(width=110)
 
 StoreOpt = Annotated[str, typer.Option("--store", envvar="TETHER_STORE",
@@ -220,5 +224,67 @@ def describe(event: Event) -> str:
     return json.dumps(data)[:90]
 
 
+ByOpt = Annotated[str, typer.Option("--by", help="Who decides (default: $USER).")]
+RoleOpt = Annotated[str | None, typer.Option(
+    "--role", help="The role you decide in (checked against the role the policy asks for).")]
+StepOpt = Annotated[int | None, typer.Option(
+    "--step", help="Which held call, when a run holds several.")]
+NoteOpt = Annotated[str, typer.Option("--note", help="Why; shown to the agent and journaled.")]
+
+
+@approvals_app.command("list")
+def approvals_list(store: StoreOpt = "tether.db", as_json: JsonOpt = False) -> None:
+    """Calls waiting for a decision: run, step, tool, arguments, why, which role."""
+    try:
+        pending = Approvals(open_store(store)).pending()
+    except TetherError as exc:
+        _fail(exc)
+    if as_json:
+        print(json.dumps([p.as_data() for p in pending], indent=2))
+        return
+    if not pending:
+        console.print("no approvals waiting")
+        return
+    table = Table(box=box.SIMPLE_HEAD)
+    for column in ("run", "step", "tool", "arguments", "role", "why"):
+        table.add_column(column)
+    for p in pending:
+        table.add_row(p.run_id, str(p.step), p.tool, json.dumps(p.args)[:60], p.role or "",
+                      p.reason[:80])
+    console.print(table)
+
+
+def _decide(approve: bool, run_id: str, store: str, by: str, role: str | None,
+            step: int | None, note: str) -> None:
+    who = by or os.environ.get("USER") or "cli"
+    approvals = Approvals(open_store(store))
+    try:
+        decided = (approvals.approve if approve else approvals.deny)(
+            run_id, by=who, role=role, note=note, step=step)
+    except TetherError as exc:
+        _fail(exc)
+    verb = "approved" if approve else "denied"
+    console.print(f"{verb}: {decided.tool} at step {decided.step} of {run_id} by {who}"
+                  f"{f' as {role}' if role else ''}; the run continues when a worker resumes it")
+
+
+@app.command()
+def approve(run_id: str, store: StoreOpt = "tether.db", by: ByOpt = "", role: RoleOpt = None,
+            step: StepOpt = None, note: NoteOpt = "") -> None:
+    """Approve a call held by policy; a worker's resume/recover then runs it."""
+    _decide(True, run_id, store, by, role, step, note)
+
+
+@app.command()
+def deny(run_id: str, store: StoreOpt = "tether.db", by: ByOpt = "", role: RoleOpt = None,
+         step: StepOpt = None, note: NoteOpt = "") -> None:
+    """Refuse a call held by policy; the agent is told who refused and why."""
+    _decide(False, run_id, store, by, role, step, note)
+
+
 def main() -> None:
     app()
+
+
+if __name__ == "__main__":
+    main()

@@ -87,6 +87,11 @@ class Approvals:
                 step: int | None) -> PendingApproval:
         if not by:
             raise UsageError("an approval decision needs the name of who decides (by=...)")
+        info = self.store.get_run(run_id)
+        if info is None:
+            raise UsageError(f"no run {run_id!r} in the store")
+        if info.status.finished:
+            raise UsageError(f"run {run_id!r} is already {info.status.value}; nothing to decide")
         waiting = self.pending(run_id)
         if step is not None:
             waiting = [p for p in waiting if p.step == step]
