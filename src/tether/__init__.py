@@ -8,6 +8,7 @@ from tether.agent import (
     Agent,
     AgentOutput,
     ContextWindow,
+    Task,
     drop_oldest,
     summarize_with,
     summarize_with_model,
@@ -40,6 +41,7 @@ from tether.errors import (
     WaitTimedOut,
 )
 from tether.events import RunStatus
+from tether.memory import Fact, Memory
 from tether.models.base import (
     Message,
     Model,
@@ -52,11 +54,13 @@ from tether.models.base import (
 )
 from tether.models.pricing import Price, PriceTable
 from tether.models.scripted import ScriptedModel
+from tether.policy import Policy, Principal, Verdict
 from tether.runtime.breaker import Breakers, BreakerState, CircuitBreaker
 from tether.runtime.budgets import Budgets
 from tether.runtime.context import RunContext
 from tether.runtime.failures import Domain, Failure, FailureType, classify
 from tether.runtime.journal import ProbePoint
+from tether.runtime.provenance import Sourced, Trust
 from tether.runtime.retry import Action, RetryPolicy, Rule
 from tether.runtime.runtime import RunResult, Runtime, Workflow, workflow
 from tether.runtime.tools import Effect, Tool, ToolContext, tool
@@ -87,9 +91,11 @@ __all__ = [
     "Domain",
     "Durability",
     "Effect",
+    "Fact",
     "Failure",
     "FailureType",
     "MalformedOutput",
+    "Memory",
     "MemoryStore",
     "Message",
     "Model",
@@ -99,8 +105,10 @@ __all__ = [
     "ModelSettings",
     "ModelUnavailable",
     "NonDeterminismError",
+    "Policy",
     "Price",
     "PriceTable",
+    "Principal",
     "ProbePoint",
     "RateLimited",
     "RecordedError",
@@ -115,9 +123,11 @@ __all__ = [
     "SQLiteStore",
     "SchemaTooNew",
     "ScriptedModel",
+    "Sourced",
     "Store",
     "StoreError",
     "SystemClock",
+    "Task",
     "TetherError",
     "Tool",
     "ToolArgsInvalid",
@@ -127,9 +137,11 @@ __all__ = [
     "ToolResultInvalid",
     "ToolSpec",
     "TransientError",
+    "Trust",
     "UnknownWorkflow",
     "Usage",
     "UsageError",
+    "Verdict",
     "VirtualClock",
     "WaitTimedOut",
     "Workflow",

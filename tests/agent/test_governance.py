@@ -236,3 +236,41 @@ def test_deny_lists_roles_and_environments() -> None:
     ok = asyncio.run(allowed.start(guarded(gullible("record"), Policy.of(
         require_role("treasurer", tools=["send_payout"]))), Task(text="pay", roles=("treasurer",))))
     assert ok.status is RunStatus.COMPLETED and len(PAYOUTS) == 1
+
+
+def test_a_memory_written_from_a_document_stays_untrusted_for_later_runs() -> None:
+    """Run 1 remembers a payout account read from a document; run 2 recalls it through a tool:
+    the recalled value keeps the document's trust, so the payout is held, naming the memory."""
+    from tether.memory import Memory
+
+    PAYOUTS.clear()
+    store, clock = MemoryStore(), VirtualClock()
+    memory = Memory(store, clock=clock)
+    memory.remember("customer:ada", "payout_account", "DE89370400440532013000",
+                    source="kb:faq", trust="retrieved")
+
+    @tool
+    def recall_account(ctx: ToolContext, args: OrderRef) -> Any:
+        """The customer's remembered payout account."""
+        (fact,) = memory.recall("customer:ada", "payout_account")
+        return fact.sourced()
+
+    def script(request: ModelRequest) -> ModelResponse:
+        tools = [m for m in request.messages if m.role == "tool"]
+        if not tools:
+            return call("recall_account", {"order_id": "A-1"}, call_id="m1")
+        if len(tools) == 1:
+            return call("send_payout", {"account": tools[0].content,
+                                        "amount_cents": 4999}, call_id="m2")
+        return reply(tools[-1].content)
+
+    agent = Agent(name="recaller", model=ScriptedModel(script),
+                  tools=[recall_account, send_payout],
+                  policy=Policy.of(taint_gate(min_tier=2, action="require_approval")))
+    result, events, _ = run(agent, runtime=Runtime(store, clock=clock, seed=1))
+    assert result.status is RunStatus.WAITING and PAYOUTS == []
+    held = decisions(events, "policy")[-1]
+    assert held["sources"] == ["memory:customer:ada/payout_account <- kb:faq (retrieved)"]
+    recalled = next(e for e in events if e.kind == "tool_result")
+    assert (recalled.trust, recalled.source) == \
+        ("retrieved", "memory:customer:ada/payout_account <- kb:faq")
