@@ -245,13 +245,11 @@ def approvals_list(store: StoreOpt = "tether.db", as_json: JsonOpt = False) -> N
     if not pending:
         console.print("no approvals waiting")
         return
-    table = Table(box=box.SIMPLE_HEAD)
-    for column in ("run", "step", "tool", "arguments", "role", "why"):
-        table.add_column(column)
     for p in pending:
-        table.add_row(p.run_id, str(p.step), p.tool, json.dumps(p.args)[:60], p.role or "",
-                      p.reason[:80])
-    console.print(table)
+        console.print(f"[bold]{p.run_id}[/bold] step {p.step}: {escape(p.tool)} needs "
+                      f"[bold]{escape(p.role or 'any role')}[/bold] (for {escape(p.principal)})")
+        console.print(f"  args: {escape(json.dumps(p.args))}", soft_wrap=True)
+        console.print(f"  why:  {escape(p.reason)}", soft_wrap=True)
 
 
 def _decide(approve: bool, run_id: str, store: str, by: str, role: str | None,
