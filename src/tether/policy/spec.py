@@ -32,6 +32,7 @@ from tether.errors import UsageError
 from tether.policy import rules as r
 from tether.policy.policy import Policy
 from tether.runtime.provenance import Trust
+from tether.specs import describe, explain, load_yaml
 
 __all__ = ["load_policy", "policy_from_dict"]
 
@@ -114,28 +115,18 @@ class _Top(_Spec):
 
 def load_policy(path: str | Path) -> Policy:
     """Read and validate a policy file."""
-    import yaml
-
-    where = str(path)
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise UsageError(f"{where}: cannot read the policy file ({exc.strerror})") from exc
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise UsageError(f"{where}: not valid YAML: {exc}") from exc
-    return policy_from_dict(data if data is not None else {}, where=where)
+    data = load_yaml(path, "policy")
+    return policy_from_dict(data if data is not None else {}, where=str(path))
 
 
 def policy_from_dict(data: Any, *, where: str = "<policy>") -> Policy:
     """Build a policy from parsed YAML/JSON data (see the module docstring)."""
     if not isinstance(data, dict):
-        raise UsageError(f"{where}: expected a mapping at the top, found {_kind(data)}")
+        raise UsageError(f"{where}: expected a mapping at the top, found {describe(data)}")
     try:
         top = _Top.model_validate(data)
     except ValidationError as exc:
-        raise _explain(where, "", exc) from exc
+        raise explain(where, "", exc) from exc
     built = []
     for index, item in enumerate(top.rules):
         at = f"rules[{index}]"
@@ -150,23 +141,8 @@ def policy_from_dict(data: Any, *, where: str = "<policy>") -> Policy:
         try:
             spec = spec_type.model_validate(settings if settings is not None else {})
         except ValidationError as exc:
-            raise _explain(where, f"{at}.{kind}", exc) from exc
+            raise explain(where, f"{at}.{kind}", exc) from exc
         built.append(build(spec))
     return Policy(rules=tuple(built), default=top.default,
                   approval_timeout_s=top.approval_timeout_s, on_timeout=top.on_timeout,
                   name=top.name)
-
-
-def _explain(where: str, prefix: str, exc: ValidationError) -> UsageError:
-    first = exc.errors()[0]
-    path = ".".join(str(p) for p in first["loc"])
-    full = ".".join(p for p in (prefix, path) if p) or "(top)"
-    found = first.get("input")
-    return UsageError(f"{where}: {full}: {first['msg'].lower()} (found {_kind(found)}"
-                      f"{'' if isinstance(found, dict | list) else f' {found!r}'})")
-
-
-def _kind(value: Any) -> str:
-    return {dict: "a mapping", list: "a list", str: "a string", int: "a number",
-            float: "a number", bool: "a boolean", type(None): "nothing"}.get(type(value),
-                                                                             type(value).__name__)

@@ -1,0 +1,196 @@
+"""Faults, injected at the boundary between the agent and a service, like a proxy.
+
+A :class:`Fault` names what goes wrong (``kind``), where (``target``: ``service.operation``,
+``*`` wildcards allowed), and when: on given call numbers of that target (``on_call``), with a
+probability drawn from the fault's own random stream (``probability``), inside a window of
+virtual time since the episode began (``window_s``), at most ``times`` times. The
+:class:`FaultLayer` wraps every service call the agent's tools make:
+
+======================  ===================================================================
+``timeout_before``      the request never reaches the service; the caller sees a timeout
+``timeout_after``       the service applies the request, then the caller sees a timeout
+``error``               the service answers ``status`` (503 by default; 429 with
+                        ``retry_after_s``) without applying anything
+``latency``             the call takes ``latency_s`` (or ``latency_range_s``) of virtual time
+``stale_read``          the service's replica lags: reads return state ``stale_s`` old
+``schema_drift``        the response's fields are renamed (``rename``), removed (``remove``)
+                        or retyped to strings (``retype``)
+``wrong_content``       the response carries wrong but valid values (``replace``)
+``duplicate_delivery``  the request reaches the service twice
+``auth_expiry``         the caller's credentials have expired (``AuthExpired``)
+``injection``           ``text`` is appended to the response's string fields (``fields``)
+``crash``               the worker dies ``before`` or ``after`` the service applied the call
+======================  ===================================================================
+
+Model faults (rate limits, malformed output, context overflow, latency) target ``model`` and
+are applied by :class:`~tether.sim.models.FaultyModel`.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeVar
+
+from tether.errors import AuthExpired, Crash, TransientError
+from tether.sim.world import World
+
+__all__ = ["FAULT_KINDS", "Fault", "FaultLayer", "FaultPlan", "Firing"]
+
+T = TypeVar("T")
+
+FAULT_KINDS = ("timeout_before", "timeout_after", "error", "latency", "stale_read",
+               "schema_drift", "wrong_content", "duplicate_delivery", "auth_expiry",
+               "injection", "crash", "rate_limit", "malformed_output", "context_overflow")
+
+@dataclass(frozen=True)
+class Fault:
+    """One fault of a plan. Only the fields its ``kind`` uses matter."""
+
+    kind: str
+    target: str
+    name: str = ""
+    on_call: tuple[int, ...] = ()
+    probability: float | None = None
+    window_s: tuple[float, float] | None = None
+    times: int | None = None
+    status: int = 503
+    retry_after_s: float | None = None
+    latency_s: float = 0.0
+    latency_range_s: tuple[float, float] | None = None
+    stale_s: float = 90.0
+    rename: Mapping[str, str] = field(default_factory=dict)
+    remove: tuple[str, ...] = ()
+    retype: tuple[str, ...] = ()
+    replace: Mapping[str, Any] = field(default_factory=dict)
+    text: str = ""
+    fields: tuple[str, ...] = ()
+    point: Literal["before", "after"] = "after"
+
+    @property
+    def label(self) -> str:
+        return self.name or f"{self.kind}@{self.target}"
+
+@dataclass(frozen=True)
+class Firing:
+    """A fault that fired: which, on which call, when."""
+
+    fault: str
+    kind: str
+    target: str
+    call: int
+    at: float
+
+@dataclass(frozen=True)
+class FaultPlan:
+    """The faults of an episode."""
+
+    faults: tuple[Fault, ...] = ()
+
+    def without(self, index: int) -> FaultPlan:
+        return FaultPlan(self.faults[:index] + self.faults[index + 1:])
+
+    def for_target(self, target: str) -> list[tuple[int, Fault]]:
+        return [(i, f) for i, f in enumerate(self.faults) if fnmatch.fnmatchcase(target, f.target)]
+
+class FaultLayer:
+    """Decides, per call, which faults fire, and applies them around the service call."""
+
+    def __init__(self, world: World, plan: FaultPlan) -> None:
+        self.world, self.plan = world, plan
+        self.started_at = world.now()
+        self.calls: dict[str, int] = {}
+        self.fired_count: dict[int, int] = {}
+        self.firings: list[Firing] = []
+
+    def firing(self, target: str, kinds: Sequence[str] | None = None,
+               *, count: bool = True) -> list[Fault]:
+        """The faults firing on this call of ``target`` (counting the call)."""
+        if count:
+            self.calls[target] = self.calls.get(target, 0) + 1
+        number = self.calls.get(target, 0)
+        elapsed = self.world.now() - self.started_at
+        fired = []
+        for index, fault in self.plan.for_target(target):
+            if kinds is not None and fault.kind not in kinds:
+                continue
+            if fault.times is not None and self.fired_count.get(index, 0) >= fault.times:
+                continue
+            if fault.on_call and number not in fault.on_call:
+                continue
+            if fault.window_s is not None and not (
+                    fault.window_s[0] <= elapsed < fault.window_s[1]):
+                continue
+            if fault.probability is not None:
+                draw = self.world.rng(f"fault:{index}:{fault.label}").random()
+                if draw >= fault.probability:
+                    continue
+            self.fired_count[index] = self.fired_count.get(index, 0) + 1
+            self.firings.append(Firing(fault.label, fault.kind, target, number, self.world.now()))
+            fired.append(fault)
+        return fired
+
+    async def call(self, target: str, operation: Callable[[], T], *,
+                   on_stale: Callable[[float], None] | None = None) -> T:
+        """Run ``operation`` (the service call) under the faults that fire for it."""
+        faults = self.firing(target)
+        by_kind = {f.kind: f for f in faults}
+        for fault in faults:
+            if fault.kind == "latency":
+                await self.world.clock.sleep(self._latency(fault))
+        if "stale_read" in by_kind and on_stale is not None:
+            on_stale(by_kind["stale_read"].stale_s)
+        if "auth_expiry" in by_kind:
+            raise AuthExpired(f"{target}: access token expired", dependency=target)
+        if "error" in by_kind:
+            fault = by_kind["error"]
+            raise TransientError(f"{target}: HTTP {fault.status}",
+                                 retry_after_s=fault.retry_after_s)
+        if "timeout_before" in by_kind:
+            raise TimeoutError(f"{target}: no response (the request was not delivered)")
+        crash = by_kind.get("crash")
+        if crash is not None and crash.point == "before":
+            raise Crash(f"worker crashed before {target}")
+        result = operation()
+        if "duplicate_delivery" in by_kind:
+            result = operation()
+        if crash is not None:
+            raise Crash(f"worker crashed after {target} was applied")
+        if "timeout_after" in by_kind:
+            raise TimeoutError(f"{target}: timed out waiting for the response (the request "
+                               "was delivered)")
+        for fault in faults:
+            result = _transform(fault, result)
+        return result
+
+    def _latency(self, fault: Fault) -> float:
+        if fault.latency_range_s is not None:
+            low, high = fault.latency_range_s
+            return self.world.rng(f"latency:{fault.label}").uniform(low, high)
+        return fault.latency_s
+
+def _transform(fault: Fault, result: Any) -> Any:
+    if fault.kind not in ("schema_drift", "wrong_content", "injection"):
+        return result
+    if isinstance(result, list):
+        return [_transform(fault, item) for item in result]
+    if not isinstance(result, dict):
+        return result
+    data = dict(result)
+    if fault.kind == "schema_drift":
+        for old, new in fault.rename.items():
+            if old in data:
+                data[new] = data.pop(old)
+        for name in fault.remove:
+            data.pop(name, None)
+        for name in fault.retype:
+            if name in data:
+                data[name] = str(data[name])
+    elif fault.kind == "wrong_content":
+        data.update(fault.replace)
+    else:
+        for name in fault.fields or tuple(k for k, v in data.items() if isinstance(v, str)):
+            if isinstance(data.get(name), str):
+                data[name] = f"{data[name]}\n{fault.text}"
+    return data
