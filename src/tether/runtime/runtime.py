@@ -132,7 +132,7 @@ class Runtime:
         store: Store | None = None,
         *,
         clock: Clock | None = None,
-        workflows: Iterable[Workflow | WorkflowFn] = (),
+        workflows: Iterable[Workflow | WorkflowFn | Runnable] = (),
         seed: int | None = None,
         probe: Probe | None = None,
         listeners: Sequence[Listener] = (),
