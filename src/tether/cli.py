@@ -19,6 +19,7 @@ from tether.errors import CorruptJournal, TetherError
 from tether.events import Event, RunStatus
 from tether.memory import MEMORY_WORKFLOW
 from tether.policy.approvals import Approvals
+from tether.sim.cli import sim_app
 from tether.store.open import open_store
 from tether.tracing.render import render_trace, trace_to_json
 from tether.tracing.timeline import build_trace
@@ -29,6 +30,7 @@ runs_app = typer.Typer(no_args_is_help=True, help="Inspect runs in a store.")
 store_app = typer.Typer(no_args_is_help=True, help="Check a store.")
 app.add_typer(runs_app, name="runs")
 app.add_typer(store_app, name="store")
+app.add_typer(sim_app, name="sim")
 approvals_app = typer.Typer(no_args_is_help=True, help="Calls held by policy for a human.")
 app.add_typer(approvals_app, name="approvals")
 console = Console(width=110)

@@ -1,0 +1,73 @@
+"""Binding services to tools: each tool's handler goes through the fault layer.
+
+A service error that is worth retrying (``retryable``) becomes
+:class:`~tether.errors.TransientError` (the call certainly did not take effect); an expired
+token becomes :class:`~tether.errors.AuthExpired`; other service errors are permanent and the
+agent sees them as observations.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from pydantic import BaseModel
+
+from tether.errors import AuthExpired, TransientError
+from tether.runtime.provenance import Sourced, Trust
+from tether.runtime.tools import Tool, ToolContext, tool
+from tether.sim.faults import FaultLayer
+from tether.sim.services.errors import ServiceError, TokenExpired
+
+__all__ = ["bind", "plain"]
+
+
+def plain(value: Any) -> Any:
+    """A service's answer as JSON-ready data."""
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    if isinstance(value, list | tuple):
+        return [plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): plain(v) for k, v in value.items()}
+    return value
+
+
+def bind(layer: FaultLayer, target: str, args_type: type[BaseModel], description: str,
+         operation: Callable[[Any, str], Any], *, name: str | None = None,
+         effect: str = "read", key: Callable[[Any], str] | None = None,
+         trust: str = "system", text: bool = False, stale: Any = None) -> Tool[Any, Any]:
+    """A tool named after ``target``'s operation, calling ``operation(args, key)`` through
+    ``layer``. ``stale`` is a service with a lagging replica that ``stale_read`` faults use."""
+    tool_name = name or target.split(".", 1)[1]
+
+    async def handler(ctx: ToolContext, args: Any) -> Any:
+        def run() -> Any:
+            try:
+                return operation(args, ctx.idempotency_key)
+            except TokenExpired as exc:
+                raise AuthExpired(str(exc), dependency=target) from exc
+            except ServiceError as exc:
+                if exc.retryable:
+                    raise TransientError(f"{target}: {exc}") from exc
+                raise
+
+        on_stale = getattr(stale, "go_stale", None) if stale is not None else None
+        result = await layer.call(target, run, on_stale=on_stale)
+        if text:
+            return Sourced(_as_text(result), source=f"{target}", trust=Trust(trust))
+        return result
+
+    handler.__doc__ = description
+    return tool(name=tool_name, description=description, effect=effect, key=key,
+                trust=trust, args=args_type, result=Any, retry_delay_s=None)(handler)
+
+
+def _as_text(result: Any) -> str:
+    if isinstance(result, list):
+        return "\n\n".join(_as_text(r) for r in result)
+    if isinstance(result, dict):
+        title = result.get("title", "")
+        body = result.get("body", "")
+        return f"{title}\n{body}".strip() if (title or body) else str(result)
+    return str(result)

@@ -1,0 +1,101 @@
+"""``tether sim run`` and ``tether sim replay``: one episode, printed deterministically.
+
+Everything printed comes from the episode's virtual time and seeded draws, so two runs of one
+seed print the same text (``diff`` them); wall-clock figures appear only with ``--timing``.
+Exit status: 0 when every invariant holds, 1 when one is violated, 2 on bad input.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from tether.errors import TetherError
+from tether.sim.episode import EpisodeResult, run_episode
+from tether.sim.scenario import load_scenario
+
+__all__ = ["sim_app"]
+
+sim_app = typer.Typer(no_args_is_help=True, help="Run simulated episodes.")
+console = Console(width=110, highlight=False)
+
+SeedOpt = Annotated[int, typer.Option("--seed", help="The episode's seed.")]
+HarnessOpt = Annotated[str, typer.Option("--harness", help="naive or default.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+TimingOpt = Annotated[bool, typer.Option("--timing", help="Also print wall-clock time.")]
+
+
+def _run(scenario_path: Path, seed: int, harness: str) -> tuple[EpisodeResult, float]:
+    try:
+        scenario = load_scenario(scenario_path)
+    except TetherError as exc:
+        console.print(f"[red]error:[/red] {escape(str(exc))}")
+        raise typer.Exit(2) from exc
+    if harness not in ("naive", "default"):
+        console.print(f"[red]error:[/red] --harness must be naive or default, not {harness!r}")
+        raise typer.Exit(2)
+    started = time.perf_counter()
+    result = run_episode(scenario, seed, harness)
+    return result, time.perf_counter() - started
+
+
+def replay_command(scenario: Path, seed: int, harness: str) -> str:
+    return f"tether sim replay {scenario} --seed {seed} --harness {harness}"
+
+
+def _print(result: EpisodeResult, scenario: Path) -> None:
+    mark = "[green]PASS[/green]" if result.ok else "[red]FAIL[/red]"
+    console.print(f"{mark}  {escape(result.scenario)}  seed={result.seed}  "
+                  f"harness={result.harness}  status={result.status}")
+    if result.answer:
+        console.print(f"  answer: {escape(result.answer)}")
+    if result.reason:
+        console.print(f"  reason: {escape(result.reason)}")
+    for verdict in result.verdicts:
+        sign = "[green]ok  [/green]" if verdict.holds else "[red]FAIL[/red]"
+        detail = f"   {escape(verdict.detail)}" if verdict.detail else ""
+        console.print(f"  {sign} {escape(verdict.invariant)}{detail}")
+    for firing in result.firings:
+        console.print(f"  fault: {firing.kind} on {firing.target} (call {firing.call})")
+    console.print(f"  {result.model_calls} model calls, {result.tool_calls} tool calls, "
+                  f"{result.crashes} crash(es), {result.virtual_duration_s:.1f} s virtual, "
+                  f"{len(result.ledger)} effects")
+    for effect in result.ledger:
+        console.print(f"  effect {effect['seq']}: {effect['service']}.{effect['operation']} "
+                      f"{escape(effect['key'])}")
+    console.print(f"  journal {result.journal_digest[:16]}  ledger {result.ledger_digest[:16]}")
+    if not result.ok:
+        console.print(f"replay: {replay_command(scenario, result.seed, result.harness)}")
+
+
+@sim_app.command("run")
+def sim_run(scenario: Path, seed: SeedOpt = 0, harness: HarnessOpt = "default",
+            as_json: JsonOpt = False, timing: TimingOpt = False) -> None:
+    """Run one episode and judge it."""
+    result, wall_s = _run(scenario, seed, harness)
+    if as_json:
+        print(json.dumps(result.as_data(), indent=2, sort_keys=True))
+    else:
+        _print(result, scenario)
+        if timing:
+            console.print(f"  wall time {wall_s * 1000:.1f} ms")
+    raise typer.Exit(0 if result.ok else 1)
+
+
+@sim_app.command("replay")
+def sim_replay(scenario: Path, seed: SeedOpt = 0, harness: HarnessOpt = "default") -> None:
+    """Run a seed twice and check both runs wrote the same journal and ledger."""
+    first, _ = _run(scenario, seed, harness)
+    second, _ = _run(scenario, seed, harness)
+    _print(second, scenario)
+    same = (first.journal_digest, first.ledger_digest) == \
+        (second.journal_digest, second.ledger_digest)
+    console.print("replay: identical journal and ledger" if same else
+                  "[red]replay: the runs differ[/red] (the simulation is not deterministic)")
+    raise typer.Exit(2 if not same else (0 if second.ok else 1))
