@@ -33,7 +33,7 @@ app.add_typer(store_app, name="store")
 app.add_typer(sim_app, name="sim")
 approvals_app = typer.Typer(no_args_is_help=True, help="Calls held by policy for a human.")
 app.add_typer(approvals_app, name="approvals")
-console = Console(width=110)
+console = Console(width=110, emoji=False)
 
 StoreOpt = Annotated[str, typer.Option("--store", envvar="TETHER_STORE",
                                        help="memory:, a SQLite file, or postgresql://…")]

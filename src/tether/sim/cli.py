@@ -19,11 +19,13 @@ from rich.markup import escape
 from tether.errors import TetherError
 from tether.sim.episode import EpisodeResult, run_episode
 from tether.sim.scenario import load_scenario
+from tether.tracing import build_trace
+from tether.tracing.render import render_trace
 
 __all__ = ["sim_app"]
 
 sim_app = typer.Typer(no_args_is_help=True, help="Run simulated episodes.")
-console = Console(width=110, highlight=False)
+console = Console(width=110, highlight=False, emoji=False)
 
 SeedOpt = Annotated[int, typer.Option("--seed", help="The episode's seed.")]
 HarnessOpt = Annotated[str, typer.Option("--harness", help="naive or default.")]
@@ -35,7 +37,7 @@ def _run(scenario_path: Path, seed: int, harness: str) -> tuple[EpisodeResult, f
     try:
         scenario = load_scenario(scenario_path)
     except TetherError as exc:
-        console.print(f"[red]error:[/red] {escape(str(exc))}")
+        console.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
         raise typer.Exit(2) from exc
     if harness not in ("naive", "default"):
         console.print(f"[red]error:[/red] --harness must be naive or default, not {harness!r}")
@@ -69,9 +71,16 @@ def _print(result: EpisodeResult, scenario: Path) -> None:
     for effect in result.ledger:
         console.print(f"  effect {effect['seq']}: {effect['service']}.{effect['operation']} "
                       f"{escape(effect['key'])}")
+    if result.outcome is not None and result.outcome.events:
+        render_trace(build_trace(f"{result.scenario}-{result.seed}", result.outcome.events),
+                     console)
+    elif result.outcome is not None:
+        for entry in result.outcome.transcript:
+            console.print(f"  naive: {escape(json.dumps(entry, sort_keys=True))}")
     console.print(f"  journal {result.journal_digest[:16]}  ledger {result.ledger_digest[:16]}")
     if not result.ok:
-        console.print(f"replay: {replay_command(scenario, result.seed, result.harness)}")
+        console.print(f"replay: {replay_command(scenario, result.seed, result.harness)}",
+                      soft_wrap=True)
 
 
 @sim_app.command("run")

@@ -83,9 +83,11 @@ class IdempotencyKeys(Generic[T]):
         self._in_flight.add(key)
 
     def finish(self, key: str) -> None:
+        """Release ``key``: requests using it are served again."""
         self._in_flight.discard(key)
 
     def is_in_flight(self, key: str) -> bool:
+        """Whether a request holding ``key`` has not finished."""
         return key in self._in_flight
 
     def lookup(self, key: str, fingerprint: str) -> Saved[T] | None:
@@ -101,6 +103,7 @@ class IdempotencyKeys(Generic[T]):
         return saved
 
     def save(self, key: str, fingerprint: str, outcome: T | ServiceError) -> None:
+        """Save the outcome of the first request executed with ``key``."""
         self._saved[key] = Saved(fingerprint, self._now(), outcome)
 
     def live(self) -> list[str]:

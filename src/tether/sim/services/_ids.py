@@ -29,6 +29,7 @@ class IdCounter:
         self._taken.add(existing)
 
     def new(self) -> str:
+        """The next free id."""
         while True:
             self._n += 1
             candidate = f"{self.prefix}{self._n:0{self.width}d}"

@@ -79,6 +79,7 @@ class Event(BaseModel):
     idempotent_replayed: bool = False
 
     def overlaps(self, start: float, end: float) -> bool:
+        """Whether the event intersects [start, end) (epoch seconds)."""
         return self.start.timestamp() < end and start < self.end.timestamp()
 
 
@@ -267,6 +268,7 @@ class Calendar:
         self._keys.begin(idempotency_key)
 
     def finish_request(self, idempotency_key: str) -> None:
+        """Release ``idempotency_key`` held by :meth:`begin_request`."""
         self._keys.finish(idempotency_key)
 
     def snapshot(self) -> dict[str, Any]:

@@ -117,10 +117,12 @@ class _Versions(Generic[M]):
         self._values: dict[str, list[M]] = {}
 
     def put(self, key: str, at: float, value: M) -> None:
+        """Record ``value`` as the version of ``key`` written at ``at`` (times never decrease)."""
         self._times.setdefault(key, []).append(at)
         self._values.setdefault(key, []).append(value)
 
     def latest(self, key: str) -> M | None:
+        """The primary's version of ``key``."""
         values = self._values.get(key)
         return values[-1] if values else None
 
@@ -131,6 +133,7 @@ class _Versions(Generic[M]):
         return self._values[key][index - 1] if index else None
 
     def ids(self) -> list[str]:
+        """Every key ever written, sorted."""
         return sorted(self._values)
 
 
@@ -214,6 +217,7 @@ class CRM:
         self.stale_from, self.stale_until = now, now + duration_s
 
     def clear_stale(self) -> None:
+        """End the stale window now."""
         self.stale_from = self.stale_until = None
 
     def _notes_on(self, target: str, at: float) -> tuple[Note, ...]:

@@ -177,6 +177,7 @@ class Email:
         self._keys.begin(idempotency_key)
 
     def finish_request(self, idempotency_key: str) -> None:
+        """Release ``idempotency_key`` held by :meth:`begin_request`."""
         self._keys.finish(idempotency_key)
 
     def outbox(self) -> list[SentMessage]:

@@ -123,6 +123,7 @@ class PaymentsError(ServiceError):
         return {"error": body}
 
     def to_data(self) -> dict[str, Any]:
+        """The generic fields plus Stripe's ``type``, ``code`` and ``param``."""
         return {**super().to_data(), **self.to_stripe()["error"], "error": "PaymentsError"}
 
 

@@ -14,7 +14,14 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, computed_field
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    computed_field,
+    model_validator,
+)
 
 from tether.sim.services._idempotency import (
     DEFAULT_TTL_S,
@@ -46,7 +53,10 @@ class Customer(BaseModel):
 
 
 class Charge(BaseModel):
-    """A Stripe charge (``ch_…``); amounts are integers in the currency's smallest unit."""
+    """A Stripe charge (``ch_…``); amounts are integers in the currency's smallest unit.
+
+    ``refunded`` is derived from ``amount_refunded`` (given as input, it is ignored).
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -61,6 +71,14 @@ class Charge(BaseModel):
     description: str | None = None
     created: int
     metadata: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _derived_fields(cls, data: Any) -> Any:
+        # ``refunded`` is derived from ``amount_refunded``: a dumped charge validates back.
+        if isinstance(data, Mapping) and "refunded" in data:
+            data = {k: v for k, v in data.items() if k != "refunded"}
+        return data
 
     @computed_field  # type: ignore[prop-decorator]
     @property
@@ -276,6 +294,7 @@ class Payments:
         self._keys.begin(idempotency_key)
 
     def finish_request(self, idempotency_key: str) -> None:
+        """Release ``idempotency_key`` held by :meth:`begin_request`."""
         self._keys.finish(idempotency_key)
 
     @contextmanager

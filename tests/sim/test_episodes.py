@@ -1,0 +1,67 @@
+"""The seeds' stories as episodes: the naive harness really fails them, tether never does."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tether.sim.episode import run_episode
+from tether.sim.scenario import load_scenario
+
+SCENARIOS = Path(__file__).resolve().parents[2] / "examples" / "scenarios"
+STORIES = ["refund_timeout_after_commit", "calendar_double_booking",
+           "refund_crash_after_refund", "refund_kb_injection", "refund_flaky_world"]
+
+
+@pytest.mark.parametrize("story", STORIES)
+def test_naive_violates_and_default_never_does(story: str) -> None:
+    """For each story, some seeds break the naive harness; no seed breaks tether's."""
+    scenario = load_scenario(SCENARIOS / f"{story}.yaml")
+    naive = [run_episode(scenario, seed, "naive") for seed in range(12)]
+    default = [run_episode(scenario, seed, "default") for seed in range(12)]
+    assert any(not r.ok for r in naive), f"{story}: the simulator detected nothing"
+    broken = [(r.seed, [v.detail for v in r.verdicts if not v.holds]) for r in default
+              if not r.ok]
+    assert broken == []
+
+
+def test_timeout_after_commit_naive_refunds_twice_tether_replays() -> None:
+    """The ledger shows why: two refunds without keys vs one refund replayed under its key."""
+    scenario = load_scenario(SCENARIOS / "refund_timeout_after_commit.yaml")
+    naive = run_episode(scenario, 3, "naive")
+    refunds = [e for e in naive.ledger if e["operation"] == "refund"]
+    assert [(e["data"]["amount"], e["data"]["idempotency_key"]) for e in refunds] == \
+        [(4999, None), (4999, None)]
+    tether_run = run_episode(scenario, 3, "default")
+    (refund,) = [e for e in tether_run.ledger if e["operation"] == "refund"]
+    assert refund["data"]["idempotency_key"] == "refund:ch_0001:4999"  # the business key
+    assert [f.kind for f in tether_run.firings] == ["timeout_after"]
+    kinds = [e.kind for e in tether_run.outcome.events] if tether_run.outcome else []
+    assert "tool_ambiguous" in kinds and kinds.count("tool_intent") == 4
+
+
+def test_injected_refund_is_held_and_refused_under_tether() -> None:
+    """With a gullible model the injected refund happens naively and is refused by tether."""
+    scenario = load_scenario(SCENARIOS / "refund_kb_injection.yaml")
+    seed = next(s for s in range(20) if not run_episode(scenario, s, "naive").ok)
+    naive = run_episode(scenario, seed, "naive")
+    assert any(e["data"]["charge"] == "ch_0099" for e in naive.ledger
+               if e["operation"] == "refund")
+    guarded = run_episode(scenario, seed, "default")
+    assert guarded.ok and guarded.outcome is not None
+    held = [e for e in guarded.outcome.events
+            if e.kind == "decision" and e.name == "policy"
+            and e.data["verdict"] == "require_approval"]
+    assert [h.data["args"]["charge"] for h in held] == ["ch_0099"]
+    assert held[0].data["sources"] == ["kb.search"]
+
+
+def test_crash_is_recovered_by_a_fresh_runtime() -> None:
+    """A crash after the refund: tether's replacement worker finishes without repeating it."""
+    scenario = load_scenario(SCENARIOS / "refund_crash_after_refund.yaml")
+    result = run_episode(scenario, 0, "default")
+    assert result.crashes == 1 and result.status == "completed" and result.ok
+    naive = run_episode(scenario, 0, "naive")
+    assert naive.crashes == 1
+    assert [v.detail for v in naive.verdicts if not v.holds] == ["2 × refund:ch_0001"]
