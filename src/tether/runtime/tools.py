@@ -23,6 +23,7 @@ The effect class says what may be done when a call's outcome is unknown:
 from __future__ import annotations
 
 import copy
+import functools
 import inspect
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -99,7 +100,7 @@ class Tool(Generic[A, R]):
         if self.attempts < 1:
             raise UsageError(f"tool {self.name!r}: attempts must be at least 1")
         self.trust = Trust(self.trust)
-        self._result_adapter = TypeAdapter(self.result_type)
+        self._result_adapter = _adapter(self.result_type)
 
     @property
     def consequence_tier(self) -> int:
@@ -112,7 +113,7 @@ class Tool(Generic[A, R]):
     def args_schema(self) -> dict[str, Any]:
         """JSON Schema of the arguments, as shown to a model (built once; a copy each call)."""
         if self._args_schema is None:
-            self._args_schema = self.args_type.model_json_schema()
+            self._args_schema = _schema(self.args_type)
         return copy.deepcopy(self._args_schema)
 
     def result_schema(self) -> dict[str, Any]:
@@ -151,6 +152,24 @@ class Tool(Generic[A, R]):
         """Decorator: set ``compensate(ctx, args, result)``, the saga undo of this write."""
         self.compensate = fn
         return fn
+
+
+@functools.lru_cache(maxsize=1024)
+def _schema(args_type: type[BaseModel]) -> dict[str, Any]:
+    """A model's JSON Schema, built once per model class (tools made per episode share it)."""
+    return args_type.model_json_schema()
+
+
+def _adapter(result_type: Any) -> TypeAdapter[Any]:
+    try:
+        return _cached_adapter(result_type)
+    except TypeError:  # an unhashable annotation: build it every time
+        return TypeAdapter(result_type)
+
+
+@functools.lru_cache(maxsize=1024)
+def _cached_adapter(result_type: Any) -> TypeAdapter[Any]:
+    return TypeAdapter(result_type)
 
 
 @overload
@@ -207,7 +226,7 @@ def tool(
         if len(params) != 2:
             raise UsageError(f"tool handler {handler.__qualname__} must take (ctx, args)")
         try:
-            hints = get_type_hints(handler)
+            hints = {} if args is not None and result is not None else get_type_hints(handler)
         except NameError as exc:
             if args is None or result is None:
                 raise UsageError(
