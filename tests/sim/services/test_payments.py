@@ -329,6 +329,14 @@ def test_snapshot_is_canonical_json_keyed_by_id(world: World) -> None:
     assert "idempotent_replayed" not in snap["refunds"]["re_0001"]
 
 
+def test_objects_validate_back_from_their_json(world: World) -> None:
+    """A journaled (JSON) customer, charge or refund validates back into an equal object."""
+    payments = payments_in(world)
+    refund = payments.create_refund("ch_0001", amount=300)
+    for obj in (payments.get_customer("cus_0001"), payments.get_charge("ch_0001"), refund):
+        assert type(obj).model_validate(obj.model_dump(mode="json")) == obj
+
+
 def test_same_calls_same_snapshot_and_ledger() -> None:
     """Two worlds given the same calls end with identical snapshots and ledger digests."""
     def run() -> tuple[str, str]:
