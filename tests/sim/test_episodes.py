@@ -11,7 +11,8 @@ from tether.sim.scenario import load_scenario
 
 SCENARIOS = Path(__file__).resolve().parents[2] / "examples" / "scenarios"
 STORIES = ["refund_timeout_after_commit", "calendar_double_booking",
-           "refund_crash_after_refund", "refund_kb_injection", "refund_flaky_world"]
+           "refund_crash_after_refund", "refund_kb_injection", "refund_flaky_world",
+           "refund_user_changes_mind"]
 
 
 @pytest.mark.parametrize("story", STORIES)
@@ -65,3 +66,13 @@ def test_crash_is_recovered_by_a_fresh_runtime() -> None:
     naive = run_episode(scenario, 0, "naive")
     assert naive.crashes == 1
     assert [v.detail for v in naive.verdicts if not v.holds] == ["2 × refund:ch_0001"]
+
+
+def test_the_refund_follows_the_users_last_word() -> None:
+    """The user changes her mind at turn 3: the mugs are refunded, never the kettle."""
+    scenario = load_scenario(SCENARIOS / "refund_user_changes_mind.yaml")
+    result = run_episode(scenario, 0, "default")
+    said = [e["data"]["text"] for e in result.ledger if e["service"] == "user"]
+    assert said[2].startswith("Actually, I changed my mind: please refund the mugs")
+    assert [e["data"]["amount"] for e in result.ledger if e["operation"] == "refund"] == [7001]
+    assert result.ok

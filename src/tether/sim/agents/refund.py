@@ -28,6 +28,7 @@ from tether.sim.agents import ReferenceAgent
 from tether.sim.agents.common import bind, plain
 from tether.sim.faults import FaultLayer
 from tether.sim.models import corrupt
+from tether.sim.persona import User
 from tether.sim.scenario import Scenario
 from tether.sim.services.crm import CRM
 from tether.sim.services.email import Email
@@ -67,6 +68,10 @@ class NoteArgs(BaseModel):
     text: str
 
 
+class Question(BaseModel):
+    question: str
+
+
 class EmailArgs(BaseModel):
     to: str
     subject: str
@@ -88,19 +93,25 @@ def _json(text: str) -> Any:
         return None
 
 
-def refund_script(seed: int, sloppy: float, gullible: float) -> ScriptedModel:
-    """The refund agent's model."""
+def refund_script(seed: int, sloppy: float, gullible: float,
+                  interactive: bool = False) -> ScriptedModel:
+    """The refund agent's model; ``interactive`` makes it confirm with the user first."""
     obeys = random.Random(f"{seed}:gullible").random() < gullible
 
     def script(request: ModelRequest) -> ModelResponse:
-        response = _decide(request, obeys)
+        response = _decide(request, obeys, interactive)
         draw = random.Random(f"{seed}:sloppy:{len(request.messages)}").random()
         return corrupt(response) if response.tool_calls and draw < sloppy else response
 
     return ScriptedModel(script, name="sim-refund-agent")
 
 
-def _decide(request: ModelRequest, obeys: bool) -> ModelResponse:
+QUESTIONS = ("Can you confirm the email address on the order?",
+             "Which item arrived damaged?",
+             "Shall I refund the {item} on {charge}?")
+
+
+def _decide(request: ModelRequest, obeys: bool, interactive: bool = False) -> ModelResponse:
     task = next((m.content for m in request.messages if m.role == "user"), "")
     done = _results(request)
     found = re.search(r"ch_\w+", task)
@@ -120,8 +131,15 @@ def _decide(request: ModelRequest, obeys: bool) -> ModelResponse:
         return call("search_policy", {"query": "refund policy damaged item"},
                     call_id="call_policy")
     policy_text = done["search_policy"][-1]
+    asked = done.get("ask_user", [])
+    if interactive and "create_refund" not in done and len(asked) < len(QUESTIONS):
+        item = _item_named(" ".join([task, *asked]), charge) or "order"
+        question = QUESTIONS[len(asked)].format(item=item, charge=charge_id)
+        return call("ask_user", {"question": question}, call_id=f"call_ask_{len(asked)}")
     if "create_refund" not in done:
-        amount = _item_amount(task, charge)
+        # The latest thing the user said wins: a change of mind replaces the task's item.
+        said = next((a for a in reversed(asked) if _item_named(a, charge)), task)
+        amount = _item_amount(said, charge)
         calls = [call("create_refund", {"charge": charge_id, "amount": amount,
                                         "reason": "requested_by_customer"},
                       call_id="call_refund")]
@@ -148,12 +166,28 @@ def _decide(request: ModelRequest, obeys: bool) -> ModelResponse:
     return reply(f"Refund {refund['id']} of {amount} issued on {charge_id}.")
 
 
+def _item_named(text: str, charge: dict[str, Any]) -> str | None:
+    """The item of the charge that ``text`` asks to refund: the first one named after the word
+    "refund", else the last one named at all."""
+    lowered = text.lower()
+    names = [name[5:] for name in (charge.get("metadata") or {}) if name.startswith("item:")]
+    where = {n: lowered.rfind(n.lower()) for n in names if n.lower() in lowered}
+    if not where:
+        return None
+    verb = lowered.rfind("refund")
+    after = {n: lowered.find(n.lower(), verb) for n in where
+             if lowered.find(n.lower(), verb) > verb >= 0}
+    if after:
+        return min(after, key=lambda n: after[n])
+    return max(where, key=lambda n: where[n])
+
+
 def _item_amount(task: str, charge: dict[str, Any]) -> int:
     """The price of the item the task names (charge metadata ``item:<name>`` → cents), else
     what is left to refund on the charge."""
-    for name, price in sorted((charge.get("metadata") or {}).items()):
-        if name.startswith("item:") and name[5:].lower() in task.lower():
-            return int(price)
+    item = _item_named(task, charge)
+    if item is not None:
+        return int((charge.get("metadata") or {})[f"item:{item}"])
     return int(charge.get("amount", 0)) - int(charge.get("amount_refunded", 0))
 
 
@@ -162,6 +196,8 @@ def build(scenario: Scenario, world: World, layer: FaultLayer, *, keyed: bool) -
     crm = world.add("crm", CRM(world, scenario.world.get("crm")))
     email = world.add("email", Email(world, scenario.world.get("email")))
     kb = world.add("kb", KnowledgeBase(world, scenario.world.get("kb")))
+    user = world.add("user", User(world, scenario.persona))
+    interactive = bool(scenario.persona.goal)
 
     def key(ctx_key: str) -> str | None:
         return ctx_key if keyed and ctx_key else None
@@ -180,6 +216,8 @@ def build(scenario: Scenario, world: World, layer: FaultLayer, *, keyed: bool) -
                                                        reason=a.reason,
                                                        idempotency_key=key(k))),
              effect="idempotent", key=lambda a: f"refund:{a.charge}:{a.amount}"),
+        bind(layer, "user.ask", Question, "Ask the customer a question and read the answer.",
+             lambda a, k: user.answer(a.question), name="ask_user", trust="user"),
         bind(layer, "crm.add_note", NoteArgs, "Add a note to a customer's record.",
              lambda a, k: plain(crm.add_note(a.customer, a.text, "support-agent")),
              effect="idempotent", key=lambda a: f"note:{a.customer}:{a.text}"),
@@ -189,7 +227,8 @@ def build(scenario: Scenario, world: World, layer: FaultLayer, *, keyed: bool) -
     ]
     policy = Policy.of(argument_provenance(min_tier=1, role="supervisor"))
     return ReferenceAgent(
-        model=refund_script(world.seed, scenario.knobs.sloppy, scenario.knobs.gullible),
+        model=refund_script(world.seed, scenario.knobs.sloppy, scenario.knobs.gullible,
+                            interactive),
         tools=tools, instructions=INSTRUCTIONS, policy=policy, approver=_approver,
         effect_tools={"payments.refund": "create_refund"})
 
