@@ -12,7 +12,7 @@ from tether.sim.scenario import load_scenario
 SCENARIOS = Path(__file__).resolve().parents[2] / "examples" / "scenarios"
 STORIES = ["refund_timeout_after_commit", "calendar_double_booking",
            "refund_crash_after_refund", "refund_kb_injection", "refund_flaky_world",
-           "refund_user_changes_mind"]
+           "refund_user_changes_mind", "refund_stale_crm"]
 
 
 @pytest.mark.parametrize("story", STORIES)
@@ -76,3 +76,14 @@ def test_the_refund_follows_the_users_last_word() -> None:
     assert said[2].startswith("Actually, I changed my mind: please refund the mugs")
     assert [e["data"]["amount"] for e in result.ledger if e["operation"] == "refund"] == [7001]
     assert result.ok
+
+
+def test_the_stale_replica_is_what_breaks_the_naive_check() -> None:
+    """With a fresh replica the naive read-then-write check catches the earlier refund; with
+    the 90 s lag it does not, and the customer is refunded twice."""
+    stale = load_scenario(SCENARIOS / "refund_stale_crm.yaml")
+    world = {**stale.world, "crm": {**stale.world["crm"], "lag_s": 0}}
+    fresh = stale.model_copy(update={"world": world})
+    assert run_episode(fresh, 0, "naive").ok
+    assert not run_episode(stale, 0, "naive").ok
+    assert run_episode(stale, 0, "default").ok

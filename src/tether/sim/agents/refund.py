@@ -127,6 +127,11 @@ def _decide(request: ModelRequest, obeys: bool, interactive: bool = False) -> Mo
         return call("get_customer", {"customer": charge.get("customer", "")},
                     call_id="call_customer")
     customer = _json(done["get_customer"][-1]) or {}
+    noted = [n.get("text", "") for n in customer.get("notes") or () if isinstance(n, dict)]
+    if "create_refund" not in done and any(f"on {charge_id}" in t and t.startswith("Refunded")
+                                           for t in noted):
+        # A read-then-write check: only as good as the replica it reads.
+        return reply(f"{charge_id} was already refunded; nothing more to do.")
     if "search_policy" not in done:
         return call("search_policy", {"query": "refund policy damaged item"},
                     call_id="call_policy")
