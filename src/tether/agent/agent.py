@@ -119,10 +119,7 @@ class Agent:
 
     def tool_specs(self, hidden: Sequence[str] = ()) -> tuple[ToolSpec, ...]:
         """The tools as the model sees them, minus ``hidden`` ones."""
-        return tuple(
-            ToolSpec(name=t.name, description=t.description, parameters=t.args_schema())
-            for t in self.tools if t.name not in hidden
-        )
+        return tuple(t.spec() for t in self.tools if t.name not in hidden)
 
     def as_workflow(self) -> Workflow:
         """This agent as a workflow named after it: input the task text, result

@@ -33,6 +33,7 @@ from typing import Any, Generic, TypeVar, get_type_hints, overload
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from tether.errors import ToolArgsInvalid, UsageError
+from tether.models.base import ToolSpec
 from tether.runtime.provenance import Trust
 
 __all__ = ["Effect", "Tool", "ToolContext", "tool"]
@@ -110,6 +111,11 @@ class Tool(Generic[A, R]):
             return self.tier
         return 1 if self.effect.writes else 0
 
+    def spec(self) -> ToolSpec:
+        """The tool as a model sees it (built once per name, description and argument model,
+        so tools rebuilt per episode share it). Treat it as read-only."""
+        return _spec(self.name, self.description, self.args_type)
+
     def args_schema(self) -> dict[str, Any]:
         """JSON Schema of the arguments, as shown to a model (built once; a copy each call)."""
         if self._args_schema is None:
@@ -152,6 +158,11 @@ class Tool(Generic[A, R]):
         """Decorator: set ``compensate(ctx, args, result)``, the saga undo of this write."""
         self.compensate = fn
         return fn
+
+
+@functools.lru_cache(maxsize=4096)
+def _spec(name: str, description: str, args_type: type[BaseModel]) -> ToolSpec:
+    return ToolSpec(name=name, description=description, parameters=_schema(args_type))
 
 
 @functools.lru_cache(maxsize=1024)

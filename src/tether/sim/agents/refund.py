@@ -175,13 +175,14 @@ def _item_named(text: str, charge: dict[str, Any]) -> str | None:
     """The item of the charge that ``text`` asks to refund: the first one named after the word
     "refund", else the last one named at all."""
     lowered = text.lower()
-    names = [name[5:] for name in (charge.get("metadata") or {}) if name.startswith("item:")]
-    where = {n: lowered.rfind(n.lower()) for n in names if n.lower() in lowered}
+    names = [str(name)[5:] for name in (charge.get("metadata") or {})
+             if str(name).startswith("item:")]
+    where: dict[str, int] = {n: lowered.rfind(n.lower()) for n in names if n.lower() in lowered}
     if not where:
         return None
     verb = lowered.rfind("refund")
-    after = {n: lowered.find(n.lower(), verb) for n in where
-             if lowered.find(n.lower(), verb) > verb >= 0}
+    after: dict[str, int] = {n: lowered.find(n.lower(), verb) for n in where
+                             if lowered.find(n.lower(), verb) > verb >= 0}
     if after:
         return min(after, key=lambda n: after[n])
     return max(where, key=lambda n: where[n])
