@@ -21,3 +21,27 @@ def test_answers_from_known_facts_then_changes_mind_then_runs_out_of_patience() 
     assert patient.answer("Are you sure?") == (
         "Honestly, this is taking too long. I already told you everything. Please just do it.")
     assert [e.operation for e in world.ledger] == ["message"] * 4
+
+
+def test_a_model_can_play_the_user() -> None:
+    """ModelUser: the persona becomes instructions; each answer is the model's, in the ledger."""
+    import asyncio
+
+    from tether.models import ModelRequest, ModelResponse, ScriptedModel, reply
+    from tether.sim.persona import ModelUser
+
+    prompts: list[ModelRequest] = []
+
+    def llm(request: ModelRequest) -> ModelResponse:
+        prompts.append(request)
+        return reply(f"answer {len(prompts)}")
+
+    world = World(seed=2)
+    user = ModelUser(world, Persona(name="Ada", goal="a refund", changes_mind_at=2,
+                                    new_request="store credit"), ScriptedModel(llm))
+    assert asyncio.run(user.answer_async("Which item?")) == "answer 1"
+    assert asyncio.run(user.answer_async("Refund or credit?")) == "answer 2"
+    system = prompts[0].messages[0].content
+    assert "You are Ada" in system and "store credit" in system
+    assert [m.role for m in prompts[1].messages] == ["system", "user", "assistant", "user"]
+    assert [e.data["text"] for e in world.ledger] == ["answer 1", "answer 2"]
