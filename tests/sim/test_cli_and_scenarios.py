@@ -45,7 +45,7 @@ def test_sim_run_json_and_bad_input(tmp_path: Path) -> None:
 
     out = runner.invoke(app, ["sim", "run", STORY, "--seed", "1", "--json"])
     data = json.loads(out.output)
-    assert data["ok"] is True and data["harness"] == "default" and len(data["ledger"]) == 3
+    assert data["ok"] is True and data["harness"] == "default" and len(data["ledger"]) == 4
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: x\nagent: robot\ntask: hi\n")
     result = runner.invoke(app, ["sim", "run", str(bad)])

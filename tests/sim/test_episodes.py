@@ -39,7 +39,7 @@ def test_timeout_after_commit_naive_refunds_twice_tether_replays() -> None:
     assert refund["data"]["idempotency_key"] == "refund:ch_0001:4999"  # the business key
     assert [f.kind for f in tether_run.firings] == ["timeout_after"]
     kinds = [e.kind for e in tether_run.outcome.events] if tether_run.outcome else []
-    assert "tool_ambiguous" in kinds and kinds.count("tool_intent") == 4
+    assert "tool_ambiguous" in kinds and kinds.count("tool_intent") == 5
 
 
 def test_injected_refund_is_held_and_refused_under_tether() -> None:

@@ -11,7 +11,9 @@ virtual time since the episode began (``window_s``), at most ``times`` times. Th
 ``timeout_after``       the service applies the request, then the caller sees a timeout
 ``error``               the service answers ``status`` (503 by default; 429 with
                         ``retry_after_s``) without applying anything
-``latency``             the call takes ``latency_s`` (or ``latency_range_s``) of virtual time
+``latency``             the call takes ``latency_s`` of virtual time: fixed, or drawn
+                        ``uniform`` from ``latency_range_s``, or ``exponential`` (mean
+                        ``latency_s``, capped at ``latency_range_s[1]`` if given)
 ``stale_read``          the service's replica lags: reads return state ``stale_s`` old
 ``schema_drift``        the response's fields are renamed (``rename``), removed (``remove``)
                         or retyped to strings (``retype``)
@@ -59,6 +61,7 @@ class Fault:
     retry_after_s: float | None = None
     latency_s: float = 0.0
     latency_range_s: tuple[float, float] | None = None
+    latency_distribution: Literal["fixed", "uniform", "exponential"] = "fixed"
     stale_s: float = 90.0
     rename: Mapping[str, str] = field(default_factory=dict)
     remove: tuple[str, ...] = ()
@@ -165,9 +168,14 @@ class FaultLayer:
         return result
 
     def _latency(self, fault: Fault) -> float:
+        stream = self.world.rng(f"latency:{fault.label}")
+        if fault.latency_distribution == "exponential":
+            draw = stream.expovariate(1.0 / fault.latency_s) if fault.latency_s > 0 else 0.0
+            cap = fault.latency_range_s[1] if fault.latency_range_s is not None else draw
+            return min(draw, cap)
         if fault.latency_range_s is not None:
             low, high = fault.latency_range_s
-            return self.world.rng(f"latency:{fault.label}").uniform(low, high)
+            return stream.uniform(low, high)
         return fault.latency_s
 
 def _transform(fault: Fault, result: Any) -> Any:

@@ -60,7 +60,7 @@ async def run_default(world: World, model: Model, tools: Sequence[Tool[Any, Any]
                       run_id: str) -> HarnessOutcome:
     """The agent as a durable tether run; crashes are recovered by a fresh runtime."""
     agent = Agent(name="sim_agent", model=model, tools=list(tools), instructions=instructions,
-                  budgets=budgets, policy=policy)
+                  budgets=budgets, policy=policy, refresh_auth=_renew_credentials)
     store = MemoryStore()
     outcome = HarnessOutcome(status="running")
     result: RunResult | None = None
@@ -102,6 +102,11 @@ async def run_default(world: World, model: Model, tools: Sequence[Tool[Any, Any]
         if isinstance(result.result, dict):
             outcome.answer = str(result.result.get("answer", ""))
     return outcome
+
+
+def _renew_credentials(dependency: str) -> None:
+    """The simulated credential refresh: the identity provider always grants a new token, so
+    an ``auth_expiry`` fault lasts as long as its ``times`` says."""
 
 
 async def run_naive(world: World, model: Model, tools: Sequence[Tool[Any, Any]], task: Task,

@@ -58,6 +58,7 @@ class FaultSpec(_Spec):
     retry_after_s: float | None = None
     latency_s: float = 0.0
     latency_range_s: tuple[float, float] | None = None
+    latency_distribution: Literal["fixed", "uniform", "exponential"] = "fixed"
     stale_s: float = 90.0
     rename: dict[str, str] = {}
     remove: list[str] = []

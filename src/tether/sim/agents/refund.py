@@ -19,6 +19,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from tether.memory import Memory
 from tether.models.base import ModelRequest, ModelResponse
 from tether.models.scripted import ScriptedModel, call, reply
 from tether.policy.approvals import PendingApproval
@@ -35,6 +36,7 @@ from tether.sim.services.email import Email
 from tether.sim.services.kb import KnowledgeBase
 from tether.sim.services.payments import Payments
 from tether.sim.world import World
+from tether.store.memory import MemoryStore
 
 __all__ = ["INSTRUCTIONS", "build", "refund_script"]
 
@@ -70,6 +72,12 @@ class NoteArgs(BaseModel):
 
 class Question(BaseModel):
     question: str
+
+
+class MemoryArgs(BaseModel):
+    customer: str
+    fact: str
+    value: str
 
 
 class EmailArgs(BaseModel):
@@ -168,6 +176,9 @@ def _decide(request: ModelRequest, obeys: bool, interactive: bool = False) -> Mo
                                    "body": f"We refunded {amount / 100:.2f} for your damaged "
                                            f"item (refund {refund['id']})."},
                     call_id="call_email")
+    if "remember" not in done:
+        return call("remember", {"customer": charge.get("customer", ""), "fact": "last_refund",
+                                 "value": str(refund["id"])}, call_id="call_memory")
     return reply(f"Refund {refund['id']} of {amount} issued on {charge_id}.")
 
 
@@ -203,6 +214,7 @@ def build(scenario: Scenario, world: World, layer: FaultLayer, *, keyed: bool) -
     email = world.add("email", Email(world, scenario.world.get("email")))
     kb = world.add("kb", KnowledgeBase(world, scenario.world.get("kb")))
     user = world.add("user", User(world, scenario.persona))
+    memory = world.add("memory", AgentMemory(world))
     interactive = bool(scenario.persona.goal)
 
     def key(ctx_key: str) -> str | None:
@@ -230,6 +242,10 @@ def build(scenario: Scenario, world: World, layer: FaultLayer, *, keyed: bool) -
         bind(layer, "email.send", EmailArgs, "Send an email to a customer.",
              lambda a, k: plain(email.send(a.to, a.subject, a.body, idempotency_key=key(k))),
              name="send_email", effect="idempotent", key=lambda a: f"email:{a.to}:{a.subject}"),
+        bind(layer, "memory.remember", MemoryArgs, "Remember a fact about a customer.",
+             lambda a, k: memory.remember(a.customer, a.fact, a.value, k if keyed else None),
+             name="remember", effect="idempotent",
+             key=lambda a: f"memory:{a.customer}:{a.fact}"),
     ]
     policy = Policy.of(argument_provenance(min_tier=1, role="supervisor"))
     return ReferenceAgent(
@@ -237,6 +253,31 @@ def build(scenario: Scenario, world: World, layer: FaultLayer, *, keyed: bool) -
                             interactive),
         tools=tools, instructions=INSTRUCTIONS, policy=policy, approver=_approver,
         effect_tools={"payments.refund": "create_refund"})
+
+
+class AgentMemory:
+    """The agent's durable memory (:class:`tether.Memory`) as a world service: a write that is
+    new (not the replay of a keyed one) is a ledger effect."""
+
+    def __init__(self, world: World) -> None:
+        self.world = world
+        self.memory = Memory(MemoryStore(), clock=world.clock)
+        self._keys: dict[str, dict[str, Any]] = {}
+
+    def remember(self, customer: str, fact: str, value: str, key: str | None) -> dict[str, Any]:
+        if key is not None and key in self._keys:
+            return self._keys[key]
+        written = self.memory.remember(f"customer:{customer}", fact, value, source="payments",
+                                       trust="system")
+        self.world.effect("memory", "write", key=f"memory:{customer}:{fact}", value=value)
+        result = {"subject": written.subject, "key": written.key, "value": written.value}
+        if key is not None:
+            self._keys[key] = result
+        return result
+
+    def snapshot(self) -> dict[str, Any]:
+        return {s: {f.key: f.value for f in self.memory.recall(s)}
+                for s in self.memory.subjects()}
 
 
 def _approver(held: PendingApproval) -> bool:
