@@ -1,0 +1,88 @@
+"""The results of a campaign, as written to ``results.json`` (the documented schema).
+
+A campaign's JSON has three parts:
+
+* ``campaign`` — what was run: scenarios, suites, harnesses, seeds per cell, episode count;
+* ``cells`` — one :class:`Cell` per (harness, suite): counts, the pass rate with its Wilson
+  95 % interval, pass^k, duplicate-effect and recovery rates, failures by domain, verdicts, and
+  mean per-episode metrics;
+* ``failures`` — the worst failing episodes (:class:`FailureCase`), each with its shrunk fault
+  plan, a one-line replay command and its trace as a timeline.
+
+Everything is plain JSON; :meth:`CampaignResults.model_validate_json` reads it back.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = ["CampaignInfo", "CampaignResults", "Cell", "FailureCase", "TraceItem"]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class CampaignInfo(_Model):
+    name: str = "campaign"
+    scenarios: list[str]
+    suites: list[str]
+    harnesses: list[str]
+    seeds: int = Field(description="seeds per (scenario, suite, harness)")
+    episodes: int
+
+
+class Cell(_Model):
+    """One harness on one suite, over every scenario and seed."""
+
+    harness: str
+    suite: str
+    episodes: int
+    passed: int = Field(description="episodes whose invariants all held and whose task succeeded")
+    violations: int = Field(description="episodes with at least one invariant violated")
+    task_success: int
+    unacceptable_process: int = Field(
+        description="correct outcome reached by a process the grader rejects")
+    pass_rate: float
+    interval: tuple[float, float] = Field(description="Wilson 95% interval of pass_rate")
+    pass_k: dict[str, float] = Field(description="pass^k for k in 1, 2, 4, 8 (tau-bench)")
+    duplicate_effects: int = Field(description="effects beyond the first per business key")
+    duplicate_rate: float = Field(description="episodes with a duplicate effect / episodes")
+    recovery_rate: float | None = Field(
+        description="faulted episodes that still succeeded safely / faulted episodes")
+    domains: dict[str, int] = Field(description="failures by failure domain")
+    verdicts: dict[str, int]
+    mean_steps: float
+    mean_model_calls: float
+    mean_tool_calls: float
+    mean_retries: float
+    mean_virtual_s: float
+    mean_cost_usd: float
+
+
+class TraceItem(_Model):
+    at_s: float
+    kind: str
+    name: str
+    detail: str = ""
+    failed: bool = False
+
+
+class FailureCase(_Model):
+    scenario: str
+    suite: str
+    harness: str
+    seed: int
+    verdict: str
+    problems: list[str]
+    domain: str
+    faults: list[str] = Field(description="the fault plan as run, one label per fault")
+    shrunk_faults: list[str] = Field(description="the smallest plan that still fails")
+    replay: str = Field(description="a command that reproduces the failure")
+    trace: list[TraceItem] = []
+
+
+class CampaignResults(_Model):
+    campaign: CampaignInfo
+    cells: list[Cell]
+    failures: list[FailureCase] = []
