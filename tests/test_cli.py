@@ -105,7 +105,7 @@ def test_not_a_store_is_a_clear_error(tmp_path: Path) -> None:
 
 def test_demo_shows_naive_double_refund_and_tether_exactly_once(tmp_path: Path) -> None:
     """The main job: real processes, SIGKILL, recovery; naive pays twice, tether once."""
-    result = runner.invoke(app, ["demo", "--folder", str(tmp_path)])
+    result = runner.invoke(app, ["crash-demo", "--folder", str(tmp_path)])
     assert result.exit_code == 0, result.output
     assert "naive: 2 refunds for one order" in result.output
     assert "tether: 1 refund" in result.output

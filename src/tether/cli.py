@@ -12,6 +12,7 @@ import typer
 from rich import box
 from rich.console import Console
 from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from tether import __version__
@@ -53,13 +54,40 @@ def version() -> None:
 
 @app.command()
 def demo(
+    out: Annotated[Path, typer.Option(help="Where the results and report.html go.")] = Path(
+        "tether-demo"),
+    seeds: Annotated[int, typer.Option(help="Seeds per scenario, suite and harness.")] = 40,
+    workers: Annotated[int | None, typer.Option(help="Processes (default: all cores).")] = None,
+) -> None:
+    """The five reliability suites on the refund and calendar agents, naive vs tether."""
+    from tether.evals.report import print_report
+    from tether.evals.run import run_full_campaign
+
+    console.print("[bold]tether demo[/bold] — the refund and calendar agents through the five "
+                  "reliability suites, under a naive harness and under tether.")
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=console, transient=True) as bar:
+        task = bar.add_task("episodes", total=None)
+
+        def progress(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        results = run_full_campaign(out, seeds=seeds, workers=workers, name="tether demo",
+                                    progress=progress)
+    print_report(results, console)
+    console.print(f"\nresults: {out / 'results.json'}   report: {out / 'report.html'}   "
+                  f"episodes: {out / 'episodes.jsonl'}", soft_wrap=True)
+
+
+@app.command("crash-demo")
+def crash_demo(
     folder: Annotated[Path | None, typer.Option(help="Where to keep the demo's files.")] = None,
 ) -> None:
     """Kill a refund run with SIGKILL mid-write, recover it in a new process, count the money."""
     from tether.demo.crash import ORDER, run_demo
 
     where = folder or Path(tempfile.mkdtemp(prefix="tether-demo-"))
-    console.print(f"[bold]tether demo[/bold] — refund {ORDER.order_id} "
+    console.print(f"[bold]tether crash-demo[/bold] — refund {ORDER.order_id} "
                   f"(${ORDER.amount_cents / 100:.2f}); the worker is SIGKILLed right after "
                   "the bank commits the refund, before it hears back; a fresh process finishes.")
     outcomes = run_demo(where)

@@ -1,0 +1,87 @@
+"""From a campaign's records to its results: counts, rates, intervals, pass^k, domains."""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from tether.evals.results import CampaignInfo, CampaignResults, Cell
+from tether.evals.stats import pass_hat_k, wilson_interval
+
+__all__ = ["K_VALUES", "aggregate"]
+
+K_VALUES = (1, 2, 4, 8)
+
+
+@dataclass
+class _Tally:
+    episodes: int = 0
+    passed: int = 0
+    violations: int = 0
+    task_success: int = 0
+    unacceptable: int = 0
+    duplicates: int = 0
+    duplicate_episodes: int = 0
+    faulted: int = 0
+    recovered: int = 0
+    domains: Counter[str] = field(default_factory=Counter)
+    verdicts: Counter[str] = field(default_factory=Counter)
+    sums: Counter[str] = field(default_factory=Counter)
+    per_task: dict[str, list[int]] = field(default_factory=lambda: defaultdict(lambda: [0, 0]))
+
+    def add(self, r: dict[str, Any]) -> None:
+        self.episodes += 1
+        good = r["verdict"] == "pass"
+        self.passed += good
+        self.violations += r["verdict"] == "violation"
+        self.task_success += bool(r["task_success"])
+        self.unacceptable += r["verdict"] == "unacceptable_process"
+        self.duplicates += int(r["duplicates"])
+        self.duplicate_episodes += int(r["duplicates"]) > 0
+        if r["faulted"]:
+            self.faulted += 1
+            self.recovered += bool(r["ok"] and r["task_success"])
+        if r["domain"]:
+            self.domains[r["domain"]] += 1
+        self.verdicts[r["verdict"]] += 1
+        for name, value in r["metrics"].items():
+            self.sums[name] += value
+        task = self.per_task[r["scenario"]]
+        task[0] += 1
+        task[1] += good
+
+    def cell(self, harness: str, suite: str) -> Cell:
+        n = self.episodes
+        tasks = {name: (t[0], t[1]) for name, t in sorted(self.per_task.items())}
+        pass_k = {str(k): v for k in K_VALUES if (v := pass_hat_k(tasks, k)) is not None}
+        mean = {name: round(self.sums[name] / n, 6) if n else 0.0
+                for name in ("steps", "model_calls", "tool_calls", "retries", "virtual_s",
+                             "cost_usd")}
+        low, high = wilson_interval(self.passed, n)
+        return Cell(
+            harness=harness, suite=suite, episodes=n, passed=self.passed,
+            violations=self.violations, task_success=self.task_success,
+            unacceptable_process=self.unacceptable, pass_rate=self.passed / n if n else 0.0,
+            interval=(round(low, 6), round(high, 6)), pass_k=pass_k,
+            duplicate_effects=self.duplicates,
+            duplicate_rate=self.duplicate_episodes / n if n else 0.0,
+            recovery_rate=self.recovered / self.faulted if self.faulted else None,
+            domains=dict(sorted(self.domains.items())),
+            verdicts=dict(sorted(self.verdicts.items())), mean_steps=mean["steps"],
+            mean_model_calls=mean["model_calls"], mean_tool_calls=mean["tool_calls"],
+            mean_retries=mean["retries"], mean_virtual_s=mean["virtual_s"],
+            mean_cost_usd=mean["cost_usd"])
+
+
+def aggregate(records: Iterable[dict[str, Any]], info: CampaignInfo) -> CampaignResults:
+    """Fold records (streamed) into the campaign's cells; failures are added separately."""
+    tallies: dict[tuple[str, str], _Tally] = defaultdict(_Tally)
+    for record in records:
+        tallies[(record["harness"], record["suite"])].add(record)
+    order = {h: i for i, h in enumerate(info.harnesses)}
+    suites = {s: i for i, s in enumerate(info.suites)}
+    cells = [t.cell(h, s) for (h, s), t in sorted(
+        tallies.items(), key=lambda item: (suites.get(item[0][1], 99), order.get(item[0][0], 99)))]
+    return CampaignResults(campaign=info, cells=cells)

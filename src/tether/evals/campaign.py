@@ -1,0 +1,119 @@
+"""Campaigns: scenarios × seeds × suites × harnesses, in parallel, streamed, resumable.
+
+Each episode is an independent job ``(scenario file, suite, harness, seed)``. Jobs run in a
+pool of worker processes (all cores by default); each finished episode's graded record is
+appended to a JSONL file at once, so an interrupted campaign resumes where it stopped (jobs
+already in the file are skipped) and memory stays flat however many episodes run: the
+aggregate is built by reading the file back, one line at a time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from tether.evals.grading import grade
+from tether.evals.suites import SUITES, variant
+from tether.sim.episode import run_episode
+from tether.sim.scenario import Scenario, load_scenario
+
+__all__ = ["Job", "plan", "read_records", "run_campaign", "run_job"]
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    scenario: str
+    suite: str
+    harness: str
+    seed: int
+
+    @property
+    def key(self) -> str:
+        return f"{self.scenario}|{self.suite}|{self.harness}|{self.seed}"
+
+
+def plan(scenarios: Iterable[str | Path], suites: Iterable[str], harnesses: Iterable[str],
+         seeds: int, first_seed: int = 0) -> list[Job]:
+    """Every job of a campaign, in a fixed order."""
+    return [Job(str(s), suite, h, seed) for s in scenarios for suite in suites
+            for h in harnesses for seed in range(first_seed, first_seed + seeds)]
+
+
+@lru_cache(maxsize=64)
+def _base(path: str) -> Scenario:
+    return load_scenario(path)
+
+
+def scenario_of(job: Job) -> Scenario:
+    """The scenario a job runs (the base under its suite)."""
+    return variant(_base(job.scenario), job.suite, job.seed) if job.suite in SUITES \
+        else _base(job.scenario)
+
+
+def run_job(job: Job) -> dict[str, Any]:
+    """Run and grade one episode; the JSON record written to the campaign's file."""
+    scenario = scenario_of(job)
+    result = run_episode(scenario, job.seed, job.harness)
+    graded = grade(scenario, result)
+    return {
+        "key": job.key, "scenario": _base(job.scenario).name, "scenario_file": job.scenario,
+        "suite": job.suite, "harness": job.harness, "seed": job.seed,
+        "status": result.status, "ok": result.ok, **graded.as_data(),
+        "faulted": bool(result.firings),
+        "faults": [f"{f.kind}@{f.target}" for f in scenario.fault_plan().faults],
+        "violations": [v.as_data() for v in result.verdicts if not v.holds],
+        "journal_digest": result.journal_digest, "ledger_digest": result.ledger_digest,
+    }
+
+
+def read_records(path: Path) -> Iterator[dict[str, Any]]:
+    """The records of a campaign file; a torn last line (an interrupted write) is skipped."""
+    if not path.exists():
+        return
+    with path.open(encoding="utf-8") as lines:
+        for line in lines:
+            if not line.strip():
+                continue
+            try:
+                yield json.loads(line)
+            except ValueError:
+                continue
+
+
+def run_campaign(jobs: list[Job], out: Path, *, workers: int | None = None,
+                 progress: Callable[[int, int], None] | None = None) -> int:
+    """Run the jobs not yet in ``out`` (appending their records); returns how many ran."""
+    done = {r["key"] for r in read_records(out)}
+    todo = [j for j in jobs if j.key not in done]
+    total, finished = len(jobs), len(jobs) - len(todo)
+    if progress is not None:
+        progress(finished, total)
+    if not todo:
+        return 0
+    out.parent.mkdir(parents=True, exist_ok=True)
+    workers = workers or os.cpu_count() or 1
+    with out.open("a", encoding="utf-8") as sink:
+        if workers == 1:
+            records: Iterable[dict[str, Any]] = map(run_job, todo)
+            for record in records:
+                sink.write(json.dumps(record, sort_keys=True) + "\n")
+                sink.flush()
+                finished += 1
+                if progress is not None:
+                    progress(finished, total)
+        else:
+            chunk = max(1, min(64, len(todo) // (workers * 8) or 1))
+            with ProcessPoolExecutor(max_workers=workers) as pool:
+                for record in pool.map(run_job, todo, chunksize=chunk):
+                    sink.write(json.dumps(record, sort_keys=True) + "\n")
+                    sink.flush()
+                    finished += 1
+                    if progress is not None:
+                        progress(finished, total)
+    return len(todo)

@@ -1,0 +1,136 @@
+"""Grading an episode: its outcome, its trajectory, and its metrics.
+
+* **Outcome** — the invariants over the ledger and the final state, and whether the task was
+  done (``task_success``: the refund for the task's charge exists; the meeting was booked).
+* **Trajectory** — how it got there, from the journal (or the naive loop's transcript): blind
+  retries of writes, retry storms, a success claimed without the effect (or a failure reported
+  although it happened), budget breaches and no-progress stops.
+* **Verdict** — ``pass``; ``violation`` (an invariant broke); ``task_failed`` (safe, not done);
+  ``unacceptable_process`` (the right outcome, by a process the grader rejects).
+* **Domain** — where a failure's corrective control belongs (the six of the seeds).
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+from tether.sim.episode import EpisodeResult
+from tether.sim.scenario import Scenario
+
+__all__ = ["Grade", "grade"]
+
+_WRITE_TOOLS = {"create_refund", "add_note", "send_email", "remember", "create_event"}
+RETRY_STORM = 6
+_RETRIES = ("backoff", "reformat", "compress", "refresh_auth")
+
+
+@dataclass(frozen=True)
+class Grade:
+    verdict: str
+    task_success: bool
+    problems: tuple[str, ...]
+    domain: str
+    duplicates: int
+    metrics: dict[str, float]
+
+    def as_data(self) -> dict[str, Any]:
+        return {"verdict": self.verdict, "task_success": self.task_success,
+                "problems": list(self.problems), "domain": self.domain,
+                "duplicates": self.duplicates, "metrics": self.metrics}
+
+
+def _task_success(scenario: Scenario, result: EpisodeResult) -> bool:
+    if scenario.agent == "refund":
+        charge = re.search(r"ch_\w+", scenario.task)
+        wanted = f"refund:{charge.group(0)}" if charge else ""
+        return sum(1 for e in result.ledger if e["key"] == wanted) >= 1
+    title = re.search(r"'([^']+)'", scenario.task)
+    return any(e["operation"] == "create_event" and e["data"].get("title") ==
+               (title.group(1) if title else None) for e in result.ledger)
+
+
+def _duplicates(result: EpisodeResult) -> int:
+    counts = Counter((e["service"], e["operation"], e["key"]) for e in result.ledger
+                     if e["service"] != "user")
+    return sum(n - 1 for n in counts.values() if n > 1)
+
+
+def _metrics(result: EpisodeResult) -> dict[str, float]:
+    events = result.outcome.events if result.outcome is not None else []
+    transcript = result.outcome.transcript if result.outcome is not None else []
+    tokens = cost = 0.0
+    retries = 0
+    for e in events:
+        if e.kind == "model_called":
+            usage = e.response.get("usage", {})
+            tokens += usage.get("input_tokens", 0) + usage.get("output_tokens", 0)
+            cost += e.cost_usd
+        elif e.kind in ("tool_retry", "tool_ambiguous") or (
+                e.kind == "decision" and e.name == "recover" and e.data.get("action") in _RETRIES):
+            retries += 1
+    retries += sum(1 for entry in transcript if "retry" in entry)
+    return {"steps": float(result.model_calls), "model_calls": float(result.model_calls),
+            "tool_calls": float(result.tool_calls), "tokens": tokens, "cost_usd": cost,
+            "virtual_s": result.virtual_duration_s, "retries": float(retries)}
+
+
+def _trajectory(result: EpisodeResult, success: bool, metrics: dict[str, float]) -> list[str]:
+    problems = []
+    transcript = result.outcome.transcript if result.outcome is not None else []
+    blind = [e for e in transcript if e.get("retry") in _WRITE_TOOLS]
+    if blind:
+        problems.append(f"{len(blind)} blind retr{'y' if len(blind) == 1 else 'ies'} of a "
+                        "write without an idempotency key")
+    if metrics["retries"] >= RETRY_STORM:
+        problems.append(f"retry storm: {metrics['retries']:.0f} retries")
+    answer = result.answer.lower()
+    claims = any(w in answer for w in ("issued", "booked"))
+    if claims and not success:
+        problems.append("claimed success, but the effect is not in the ledger")
+    if success and any(w in answer for w in ("sorry", "could not")):
+        problems.append("reported failure, although the effect happened")
+    events = result.outcome.events if result.outcome is not None else []
+    for e in events:
+        if e.kind == "decision" and e.name == "budget":
+            problems.append(f"budget stop: {e.data.get('limit')}")
+    return problems
+
+
+def _domain(scenario: Scenario, result: EpisodeResult, verdict: str,
+            problems: list[str]) -> str:
+    if verdict == "pass":
+        return ""
+    suite = scenario.name.rpartition("/")[2]
+    if any("never(" in v.invariant and not v.holds for v in result.verdicts):
+        return "context"
+    if verdict == "violation":
+        return "harness"  # a duplicate effect: the retry or recovery policy repeated a write
+    if suite == "schema_drift":
+        return "tool_interface"
+    if any(p.startswith("budget") for p in problems) or result.status == "escalated":
+        return "harness"
+    if suite in ("latency_variance", "retry_safety", "crash_recovery"):
+        return "infrastructure"
+    return "model"
+
+
+def grade(scenario: Scenario, result: EpisodeResult) -> Grade:
+    """The grade of ``result``, an episode of ``scenario``."""
+    success = _task_success(scenario, result)
+    metrics = _metrics(result)
+    problems = _trajectory(result, success, metrics)
+    if not result.ok:
+        verdict = "violation"
+        problems = [f"{v.invariant}: {v.detail}" for v in result.verdicts if not v.holds] + \
+            problems
+    elif not success:
+        verdict = "task_failed"
+    elif problems:
+        verdict = "unacceptable_process"
+    else:
+        verdict = "pass"
+    return Grade(verdict, success, tuple(problems), _domain(scenario, result, verdict, problems),
+                 _duplicates(result), metrics)
