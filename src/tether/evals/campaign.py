@@ -86,6 +86,15 @@ def read_records(path: Path) -> Iterator[dict[str, Any]]:
                 continue
 
 
+def _torn(path: Path) -> bool:
+    """Does the file end in the middle of a line (an interrupted write)?"""
+    if not path.stat().st_size:
+        return False
+    with path.open("rb") as raw:
+        raw.seek(-1, os.SEEK_END)
+        return raw.read(1) != b"\n"
+
+
 def run_campaign(jobs: list[Job], out: Path, *, workers: int | None = None,
                  progress: Callable[[int, int], None] | None = None) -> int:
     """Run the jobs not yet in ``out`` (appending their records); returns how many ran."""
@@ -99,6 +108,8 @@ def run_campaign(jobs: list[Job], out: Path, *, workers: int | None = None,
     out.parent.mkdir(parents=True, exist_ok=True)
     workers = workers or os.cpu_count() or 1
     with out.open("a", encoding="utf-8") as sink:
+        if _torn(out):
+            sink.write("\n")  # isolate a torn last line (kept, skipped when read)
         if workers == 1:
             records: Iterable[dict[str, Any]] = map(run_job, todo)
             for record in records:

@@ -7,7 +7,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from tether.evals.results import CampaignResults, Cell
+from tether.evals.results import CampaignResults
 
 __all__ = ["print_report"]
 
@@ -16,25 +16,22 @@ def _pct(value: float | None) -> str:
     return "—" if value is None else f"{value * 100:.0f}%"
 
 
-def _rate(cell: Cell) -> str:
-    low, high = cell.interval
-    return f"{cell.pass_rate * 100:.0f}% [{low * 100:.0f}–{high * 100:.0f}]"
-
-
 def print_report(results: CampaignResults, console: Console, *, failures: int = 5) -> None:
     """The comparison table, the headline differences, and the worst failures."""
     info = results.campaign
     console.print(f"[bold]{escape(info.name)}[/bold]: {info.episodes:,} episodes — "
                   f"{len(info.scenarios)} scenarios × {len(info.suites)} suites × "
                   f"{len(info.harnesses)} harnesses × {info.seeds} seeds")
-    table = Table(box=box.SIMPLE_HEAD)
-    for column, justify in (("suite", "left"), ("harness", "left"), ("pass rate [95% CI]", "right"),
-                            ("violations", "right"), ("dup. effects", "right"),
-                            ("task done", "right"), ("bad process", "right"),
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+    for column, justify in (("suite", "left"), ("harness", "left"), ("pass", "right"),
+                            ("95% CI", "right"), ("violated", "right"), ("dup.", "right"),
+                            ("done", "right"), ("bad proc.", "right"),
                             ("recovered", "right"), ("pass^4", "right")):
-        table.add_column(column, justify=justify)  # type: ignore[arg-type]
+        table.add_column(column, justify=justify, no_wrap=True)  # type: ignore[arg-type]
     for cell in results.cells:
-        table.add_row(cell.suite, cell.harness, _rate(cell), str(cell.violations),
+        low, high = cell.interval
+        table.add_row(cell.suite, cell.harness, _pct(cell.pass_rate),
+                      f"{low * 100:.0f}–{high * 100:.0f}%", str(cell.violations),
                       str(cell.duplicate_effects), _pct(cell.task_success / cell.episodes),
                       str(cell.unacceptable_process), _pct(cell.recovery_rate),
                       _pct(cell.pass_k.get("4")))
@@ -50,8 +47,9 @@ def print_report(results: CampaignResults, console: Console, *, failures: int = 
     if results.failures:
         console.print("\n[bold]Worst failures[/bold] (shrunk to their essential faults):")
     for case in results.failures[:failures]:
-        console.print(f"  {escape(case.scenario)} / {case.suite} / {case.harness} seed "
-                      f"{case.seed}: {escape('; '.join(case.problems)[:160])}")
+        base = case.scenario.split("/")[0]
+        console.print(f"  {escape(base)} / {case.suite} / {case.harness} seed "
+                      f"{case.seed}: {escape('; '.join(case.problems)[:160] or case.verdict)}")
         console.print(f"    faults {', '.join(case.shrunk_faults) or 'none'} "
                       f"(from {len(case.faults)}); domain {case.domain}")
         console.print(f"    replay: {escape(case.replay)}", soft_wrap=True)

@@ -15,6 +15,7 @@ from typing import Any
 
 from tether.evals.aggregate import aggregate
 from tether.evals.campaign import Job, plan, read_records, run_campaign, scenario_of
+from tether.evals.html import write_html
 from tether.evals.results import CampaignInfo, CampaignResults, FailureCase
 from tether.evals.shrink import shrink, trace_of, write_reproduction
 from tether.evals.suites import BUILTIN_SCENARIOS, SUITES
@@ -69,9 +70,5 @@ def run_full_campaign(out: Path, *, scenarios: Sequence[Path] = BUILTIN_SCENARIO
     results = results.model_copy(update={"failures": cases})
     (out / "results.json").write_text(json.dumps(results.model_dump(mode="json"), indent=2,
                                                  sort_keys=True) + "\n", encoding="utf-8")
-    try:
-        from tether.evals.html import write_html
-    except ImportError:  # pragma: no cover - the HTML report is part of the package
-        return results
     write_html(results, out / "report.html")
     return results

@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from tether.errors import TetherError
+from tether.evals.compare import compare, load_results, render_comparison, unmatched
 from tether.sim.episode import EpisodeResult, run_episode
 from tether.sim.scenario import load_scenario
 from tether.tracing import build_trace
@@ -108,3 +109,38 @@ def sim_replay(scenario: Path, seed: SeedOpt = 0, harness: HarnessOpt = "default
     console.print("replay: identical journal and ledger" if same else
                   "[red]replay: the runs differ[/red] (the simulation is not deterministic)")
     raise typer.Exit(2 if not same else (0 if second.ok else 1))
+
+
+@sim_app.command("compare")
+def sim_compare(
+        a: Annotated[Path, typer.Argument(metavar="A.json", help="The baseline results.")],
+        b: Annotated[Path, typer.Argument(metavar="B.json", help="The candidate results.")],
+        as_json: JsonOpt = False) -> None:
+    """Compare two campaigns cell by cell; exit 1 if any cell got significantly worse.
+
+    Exits 0 when no cell is worse, 1 when one is, 2 on bad input or no cell in common.
+    """
+    try:
+        baseline, candidate = load_results(a), load_results(b)
+    except TetherError as exc:
+        console.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
+        raise typer.Exit(2) from exc
+    rows = compare(baseline, candidate)
+    only_a, only_b = unmatched(baseline, candidate)
+    if not rows:
+        console.print(f"[red]error:[/red] {escape(str(a))} and {escape(str(b))} have no "
+                      "(harness, suite) cell in common; compare results of the same campaign",
+                      soft_wrap=True)
+        raise typer.Exit(2)
+    regression = any(row.verdict == "worse" for row in rows)
+    if as_json:
+        print(json.dumps({"a": str(a), "b": str(b), "regression": regression,
+                          "comparisons": [row.as_data() for row in rows],
+                          "only_in_a": only_a, "only_in_b": only_b}, indent=2, sort_keys=True))
+    else:
+        render_comparison(rows, console)
+        for side, cells in (("A", only_a), ("B", only_b)):
+            if cells:
+                console.print(f"only in {side} (not compared): {escape(', '.join(cells))}",
+                              soft_wrap=True)
+    raise typer.Exit(1 if regression else 0)

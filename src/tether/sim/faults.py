@@ -126,13 +126,20 @@ class FaultLayer:
                     fault.window_s[0] <= elapsed < fault.window_s[1]):
                 continue
             if fault.probability is not None:
-                draw = self.world.rng(f"fault:{index}:{fault.label}").random()
+                # Named by the fault, not its place in the plan: removing another fault (as
+                # shrinking does) must not change this one's draws.
+                draw = self.world.rng(f"fault:{fault.label}:{self._ordinal(index)}").random()
                 if draw >= fault.probability:
                     continue
             self.fired_count[index] = self.fired_count.get(index, 0) + 1
             self.firings.append(Firing(fault.label, fault.kind, target, number, self.world.now()))
             fired.append(fault)
         return fired
+
+    def _ordinal(self, index: int) -> int:
+        """How many earlier faults of the plan share this one's label."""
+        label = self.plan.faults[index].label
+        return sum(1 for f in self.plan.faults[:index] if f.label == label)
 
     async def call(self, target: str, operation: Callable[[], T], *,
                    on_stale: Callable[[float], None] | None = None) -> T:

@@ -36,9 +36,11 @@ def plain(value: Any) -> Any:
 def bind(layer: FaultLayer, target: str, args_type: type[BaseModel], description: str,
          operation: Callable[[Any, str], Any], *, name: str | None = None,
          effect: str = "read", key: Callable[[Any], str] | None = None,
-         trust: str = "system", text: bool = False, stale: Any = None) -> Tool[Any, Any]:
+         trust: str = "system", text: bool = False, stale: Any = None,
+         reconcile: Callable[[str], Any] | None = None) -> Tool[Any, Any]:
     """A tool named after ``target``'s operation, calling ``operation(args, key)`` through
-    ``layer``. ``stale`` is a service with a lagging replica that ``stale_read`` faults use."""
+    ``layer``. ``stale`` is a service with a lagging replica that ``stale_read`` faults use;
+    ``reconcile(key)`` looks a write up by its key (for ``effect="reconcilable"``)."""
     tool_name = name or target.split(".", 1)[1]
 
     async def handler(ctx: ToolContext, args: Any) -> Any:
@@ -58,9 +60,14 @@ def bind(layer: FaultLayer, target: str, args_type: type[BaseModel], description
             return Sourced(_as_text(result), source=f"{target}", trust=Trust(trust))
         return result
 
+    async def look_up(ctx: ToolContext, idempotency_key: str) -> Any:
+        assert reconcile is not None
+        return await layer.call(f"{target}.lookup", lambda: reconcile(idempotency_key))
+
     handler.__doc__ = description
     return tool(name=tool_name, description=description, effect=effect, key=key,
-                trust=trust, args=args_type, result=Any, retry_delay_s=None)(handler)
+                trust=trust, args=args_type, result=Any, retry_delay_s=None,
+                reconcile=look_up if reconcile is not None else None)(handler)
 
 
 def _as_text(result: Any) -> str:

@@ -238,7 +238,8 @@ def build(scenario: Scenario, world: World, layer: FaultLayer, *, keyed: bool) -
              lambda a, k: user.answer(a.question), name="ask_user", trust="user"),
         bind(layer, "crm.add_note", NoteArgs, "Add a note to a customer's record.",
              lambda a, k: plain(crm.add_note(a.customer, a.text, "support-agent")),
-             effect="idempotent", key=lambda a: f"note:{a.customer}:{a.text}"),
+             effect="reconcilable", key=lambda a: f"note:{a.customer}:{a.text}",
+             reconcile=lambda key: _find_note(crm, key)),
         bind(layer, "email.send", EmailArgs, "Send an email to a customer.",
              lambda a, k: plain(email.send(a.to, a.subject, a.body, idempotency_key=key(k))),
              name="send_email", effect="idempotent", key=lambda a: f"email:{a.to}:{a.subject}"),
@@ -253,6 +254,14 @@ def build(scenario: Scenario, world: World, layer: FaultLayer, *, keyed: bool) -
                             interactive),
         tools=tools, instructions=INSTRUCTIONS, policy=policy, approver=_approver,
         effect_tools={"payments.refund": "create_refund"})
+
+
+def _find_note(crm: CRM, key: str) -> Any:
+    """The note a keyed ``add_note`` wrote, looked up on the CRM (``None``: it was not)."""
+    _, customer, text = key.split(":", 2)
+    notes = crm.get_customer(customer).notes
+    found = next((n for n in notes if n.text == text), None)
+    return None if found is None else plain(found)
 
 
 class AgentMemory:

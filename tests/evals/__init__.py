@@ -1,0 +1,1 @@
+"""Tests of tether.evals: campaign statistics, reports and comparisons."""
