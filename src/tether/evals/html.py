@@ -210,7 +210,8 @@ def _timeline(f: FailureCase) -> str:
     if not f.trace:
         return _svg(600, 24, label, [_text(0, 16, "no trace recorded", "muted")])
     label_w, plot_w, detail_w, row_h, top = 230, 480, 260, 20, 22
-    end_s = max(item.at_s for item in f.trace) or 1.0
+    end_s = max(item.at_s for item in f.trace)
+    end_s = end_s if end_s > 0 else 1.0  # an all-at-zero trace still gets a one-second axis
     width, height = label_w + plot_w + detail_w, top + row_h * len(f.trace) + 6
 
     def x(at_s: float) -> float:
