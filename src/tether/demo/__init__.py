@@ -1,1 +1,1 @@
-"""Runnable demonstrations behind ``tether demo``."""
+"""Runnable demonstrations: ``tether crash-demo``."""
