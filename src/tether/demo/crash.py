@@ -1,4 +1,4 @@
-"""``tether crash-demo``: a refund run killed with SIGKILL mid-write, then recovered by a new process.
+"""``tether crash-demo``: a refund run killed with SIGKILL mid-write, then recovered.
 
 The same refund flow runs twice against a fresh bank:
 
