@@ -17,6 +17,7 @@ from rich.table import Table
 
 from tether import __version__
 from tether.errors import CorruptJournal, TetherError
+from tether.evals.cli import eval_app
 from tether.events import Event, RunStatus
 from tether.memory import MEMORY_WORKFLOW
 from tether.policy.approvals import Approvals
@@ -32,6 +33,7 @@ store_app = typer.Typer(no_args_is_help=True, help="Check a store.")
 app.add_typer(runs_app, name="runs")
 app.add_typer(store_app, name="store")
 app.add_typer(sim_app, name="sim")
+app.add_typer(eval_app, name="eval")
 approvals_app = typer.Typer(no_args_is_help=True, help="Calls held by policy for a human.")
 app.add_typer(approvals_app, name="approvals")
 console = Console(width=110, emoji=False)

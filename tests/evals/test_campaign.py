@@ -83,3 +83,17 @@ def test_demo_default_is_clean_and_naive_is_caught(tmp_path: Path) -> None:
         assert case.replay.startswith("tether sim run ") and Path(case.replay.split()[3]).exists()
     lines = (tmp_path / "episodes.jsonl").read_text().splitlines()
     assert len(lines) == 160 and json.loads(lines[0])["verdict"]
+
+
+def test_eval_run_is_a_ci_gate(tmp_path: Path) -> None:
+    """Exit 0 when tether holds; 2 on a bad suite; 0 against itself as the baseline."""
+    runner = CliRunner()
+    first = runner.invoke(app, ["eval", "run", "--suite", "retry_safety", "--seeds", "4",
+                                "--workers", "1", "--out", str(tmp_path / "a")])
+    assert first.exit_code == 0, first.output
+    bad = runner.invoke(app, ["eval", "run", "--suite", "nope", "--out", str(tmp_path / "b")])
+    assert bad.exit_code == 2 and "unknown suite(s) nope" in bad.output
+    again = runner.invoke(app, ["eval", "run", "--suite", "retry_safety", "--seeds", "4",
+                                "--workers", "1", "--out", str(tmp_path / "c"), "--baseline",
+                                str(tmp_path / "a" / "results.json")])
+    assert again.exit_code == 0, again.output

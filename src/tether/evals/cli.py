@@ -1,0 +1,70 @@
+"""``tether eval run``: a campaign as a CI gate.
+
+Exit status: 0 when the tether harness broke no invariant (and, with ``--baseline``, no cell
+regressed significantly against the baseline's ``results.json``), 1 on a violation or a
+regression, 2 on bad input.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from tether.errors import TetherError
+from tether.evals.suites import BUILTIN_SCENARIOS, SUITES
+
+__all__ = ["eval_app"]
+
+eval_app = typer.Typer(no_args_is_help=True, help="Reliability campaigns.")
+console = Console(width=110, highlight=False, emoji=False)
+
+
+@eval_app.command("run")
+def eval_run(
+    scenarios: Annotated[list[Path] | None, typer.Argument(
+        help="Base scenario files (default: the built-in refund and calendar).")] = None,
+    suite: Annotated[list[str] | None, typer.Option(help="Suites to run (default: all).")] = None,
+    harness: Annotated[list[str] | None, typer.Option(
+        help="Harnesses (default: naive and default).")] = None,
+    seeds: Annotated[int, typer.Option(help="Seeds per scenario, suite and harness.")] = 20,
+    out: Annotated[Path, typer.Option(help="Where results go.")] = Path("tether-eval"),
+    baseline: Annotated[Path | None, typer.Option(
+        help="A previous results.json: fail on a significant regression.")] = None,
+    workers: Annotated[int | None, typer.Option(help="Processes (default: all cores).")] = None,
+) -> None:
+    """Run a campaign; exit 1 if tether broke an invariant or regressed against a baseline."""
+    from tether.evals.compare import compare, load_results, render_comparison
+    from tether.evals.report import print_report
+    from tether.evals.run import run_full_campaign
+
+    suites = suite or list(SUITES)
+    unknown = sorted(set(suites) - set(SUITES))
+    if unknown:
+        console.print(f"[red]error:[/red] unknown suite(s) {', '.join(unknown)}; expected "
+                      f"{', '.join(SUITES)}")
+        raise typer.Exit(2)
+    try:
+        results = run_full_campaign(out, scenarios=scenarios or list(BUILTIN_SCENARIOS),
+                                    suites=suites, harnesses=harness or ["naive", "default"],
+                                    seeds=seeds, workers=workers, name="tether eval")
+        before = load_results(baseline) if baseline is not None else None
+    except TetherError as exc:
+        console.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
+        raise typer.Exit(2) from exc
+    print_report(results, console)
+    broken = [c for c in results.cells if c.harness == "default" and c.violations]
+    failed = bool(broken)
+    for cell in broken:
+        console.print(f"[red]FAIL[/red] tether broke invariants in {cell.violations} "
+                      f"{cell.suite} episode(s)")
+    if before is not None:
+        rows = compare(before, results)
+        render_comparison(rows, console)
+        if any(r.verdict == "worse" for r in rows):
+            console.print("[red]FAIL[/red] a significant regression against the baseline")
+            failed = True
+    raise typer.Exit(1 if failed else 0)
