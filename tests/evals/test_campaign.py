@@ -78,6 +78,10 @@ def test_demo_default_is_clean_and_naive_is_caught(tmp_path: Path) -> None:
     assert cells[("naive", "retry_safety")].violations > 0
     assert cells[("naive", "crash_recovery")].violations > 0
     assert "retry_safety: invariant violations" in result.output
+    by_fault = {(f.harness, f.fault): f for f in results.by_fault}
+    assert by_fault[("default", "timeout_after")].duplicate_rate == 0.0
+    assert by_fault[("naive", "timeout_after")].duplicate_rate > 0.0
+    assert "By fault type" in (tmp_path / "report.html").read_text()
     assert (tmp_path / "report.html").read_text().startswith("<!DOCTYPE html>")
     for case in results.failures:
         assert case.replay.startswith("tether sim run ") and Path(case.replay.split()[3]).exists()

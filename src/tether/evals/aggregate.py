@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from tether.evals.results import CampaignInfo, CampaignResults, Cell
+from tether.evals.results import CampaignInfo, CampaignResults, Cell, FaultStats
 from tether.evals.stats import pass_hat_k, wilson_interval
 
 __all__ = ["K_VALUES", "aggregate"]
@@ -78,10 +78,21 @@ class _Tally:
 def aggregate(records: Iterable[dict[str, Any]], info: CampaignInfo) -> CampaignResults:
     """Fold records (streamed) into the campaign's cells; failures are added separately."""
     tallies: dict[tuple[str, str], _Tally] = defaultdict(_Tally)
+    faults: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0, 0, 0])
     for record in records:
         tallies[(record["harness"], record["suite"])].add(record)
+        for kind in sorted({label.split("@")[0] for label in record["faults"]}):
+            tally = faults[(record["harness"], kind)]
+            tally[0] += 1
+            tally[1] += int(record["duplicates"]) > 0
+            tally[2] += record["verdict"] == "violation"
+            tally[3] += bool(record["ok"] and record["task_success"])
     order = {h: i for i, h in enumerate(info.harnesses)}
     suites = {s: i for i, s in enumerate(info.suites)}
     cells = [t.cell(h, s) for (h, s), t in sorted(
         tallies.items(), key=lambda item: (suites.get(item[0][1], 99), order.get(item[0][0], 99)))]
-    return CampaignResults(campaign=info, cells=cells)
+    by_fault = [FaultStats(harness=h, fault=kind, episodes=n, duplicate_rate=d / n,
+                           violation_rate=v / n, recovery_rate=r / n)
+                for (h, kind), (n, d, v, r) in sorted(
+                    faults.items(), key=lambda item: (item[0][1], order.get(item[0][0], 99)))]
+    return CampaignResults(campaign=info, cells=cells, by_fault=by_fault)

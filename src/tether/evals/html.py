@@ -59,7 +59,7 @@ def render_html(results: CampaignResults) -> str:
     parts = [
         "<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
         f"<title>{name} — tether campaign</title>", f"<style>\n{_CSS}\n</style>", "</head>",
-        "<body>", _header(results), _cell_table(results.cells),
+        "<body>", _header(results), _cell_table(results.cells), _fault_table(results),
         _suite_charts(results, colour), _domain_charts(results, harnesses, colour),
         _failures(results.failures), "</body>", "</html>", ""]
     return "\n".join(parts)
@@ -102,6 +102,20 @@ def _cell_table(cells: list[Cell]) -> str:
     body = "\n".join(rows) or f'<tr><td colspan="{len(head)}">no cells</td></tr>'
     return (f'<section><h2>Results by harness and suite</h2><table class="cells">'
             f"<thead><tr>{header}</tr></thead><tbody>\n{body}\n</tbody></table></section>")
+
+
+def _fault_table(results: CampaignResults) -> str:
+    if not results.by_fault:
+        return ""
+    head = ["fault", "harness", "episodes", "duplicate-effect rate", "violation rate",
+            "recovery rate"]
+    rows = [f"<tr><td>{_e(f.fault)}</td><td>{_e(f.harness)}</td>"
+            f'<td class="num">{f.episodes}</td><td class="num">{_pct(f.duplicate_rate)}</td>'
+            f'<td class="num">{_pct(f.violation_rate)}</td>'
+            f'<td class="num">{_pct(f.recovery_rate)}</td></tr>' for f in results.by_fault]
+    header = "".join(f"<th>{_e(h)}</th>" for h in head)
+    return (f'<section><h2>By fault type</h2><table class="cells"><thead><tr>{header}</tr>'
+            f"</thead><tbody>\n{chr(10).join(rows)}\n</tbody></table></section>")
 
 
 def _suite_charts(results: CampaignResults, colour: dict[str, str]) -> str:

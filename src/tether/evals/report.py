@@ -44,6 +44,15 @@ def print_report(results: CampaignResults, console: Console, *, failures: int = 
         console.print(f"  {suite}: invariant violations {naive.violations} (naive) → "
                       f"{default.violations} (tether); duplicate effects "
                       f"{naive.duplicate_effects} → {default.duplicate_effects}")
+    if results.by_fault:
+        kinds = sorted({f.fault for f in results.by_fault})
+        rows = {(f.harness, f.fault): f for f in results.by_fault}
+        console.print("\n[bold]By fault[/bold] (duplicate-effect rate → recovery rate):")
+        for kind in kinds:
+            parts = [f"{h} {rows[(h, kind)].duplicate_rate * 100:.0f}% → "
+                     f"{rows[(h, kind)].recovery_rate * 100:.0f}%"
+                     for h in info.harnesses if (h, kind) in rows]
+            console.print(f"  {kind:<20} " + "   ".join(parts))
     if results.failures:
         console.print("\n[bold]Worst failures[/bold] (shrunk to their essential faults):")
     for case in results.failures[:failures]:

@@ -6,6 +6,8 @@ A campaign's JSON has three parts:
 * ``cells`` — one :class:`Cell` per (harness, suite): counts, the pass rate with its Wilson
   95 % interval, pass^k, duplicate-effect and recovery rates, failures by domain, verdicts, and
   mean per-episode metrics;
+* ``by_fault`` — per harness and fault kind: duplicate-effect, violation and recovery rates
+  over the episodes where that kind of fault was planned;
 * ``failures`` — the worst failing episodes (:class:`FailureCase`), each with its shrunk fault
   plan, a one-line replay command and its trace as a timeline.
 
@@ -16,7 +18,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["CampaignInfo", "CampaignResults", "Cell", "FailureCase", "TraceItem"]
+__all__ = ["CampaignInfo", "CampaignResults", "Cell", "FailureCase", "FaultStats", "TraceItem"]
 
 
 class _Model(BaseModel):
@@ -82,7 +84,19 @@ class FailureCase(_Model):
     trace: list[TraceItem] = []
 
 
+class FaultStats(_Model):
+    """How one harness fared on the episodes where one kind of fault was planned."""
+
+    harness: str
+    fault: str = Field(description="fault kind, e.g. timeout_after")
+    episodes: int
+    duplicate_rate: float = Field(description="episodes with a duplicate effect / episodes")
+    violation_rate: float
+    recovery_rate: float = Field(description="episodes safe and done despite it / episodes")
+
+
 class CampaignResults(_Model):
     campaign: CampaignInfo
     cells: list[Cell]
+    by_fault: list[FaultStats] = []
     failures: list[FailureCase] = []
