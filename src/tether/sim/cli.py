@@ -43,9 +43,9 @@ def _run(scenario_path: Path, seed: int, harness: str) -> tuple[EpisodeResult, f
     if harness not in ("naive", "default"):
         console.print(f"[red]error:[/red] --harness must be naive or default, not {harness!r}")
         raise typer.Exit(2)
-    started = time.perf_counter()
+    started = time.perf_counter()  # allow-wallclock: --timing only, never in the output
     result = run_episode(scenario, seed, harness)
-    return result, time.perf_counter() - started
+    return result, time.perf_counter() - started  # allow-wallclock: --timing only
 
 
 def replay_command(scenario: Path, seed: int, harness: str) -> str:
