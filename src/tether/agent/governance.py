@@ -68,6 +68,8 @@ class Governor:
     def hidden(self, tools: Sequence[Tool[Any, Any]],
                messages: Sequence[Message]) -> frozenset[str]:
         """Tools the model must not see this turn; a change is journaled."""
+        if not self.policy.acts_when_listing:
+            return self._hidden
         observations = observations_of(messages)
 
         def live() -> dict[str, Any] | None:

@@ -42,6 +42,8 @@ class Policy:
         """The verdict for ``request``."""
         best: Verdict | None = None
         for rule in self.rules:
+            if rule.calls_only and request.stage == "list":
+                continue
             verdict = rule(request)
             if verdict is None:
                 continue
@@ -53,6 +55,11 @@ class Policy:
             return Verdict.deny(f"no rule allows {request.tool!r} and the policy denies by "
                                 "default", rule="default")
         return Verdict.allow(rule="default")
+
+    @property
+    def acts_when_listing(self) -> bool:
+        """Can a verdict at the listing stage be anything but the default allow?"""
+        return self.default == "deny" or any(not r.calls_only for r in self.rules)
 
     def with_rules(self, rules: Iterable[Rule]) -> Policy:
         return Policy(rules=(*self.rules, *rules), default=self.default,

@@ -36,10 +36,13 @@ Action = Literal["deny", "require_approval"]
 
 @dataclass(frozen=True)
 class Rule:
-    """A named check. ``check`` returns a verdict or ``None``."""
+    """A named check. ``check`` returns a verdict or ``None``. ``calls_only`` marks a rule that
+    has no opinion when tools are listed (it needs the call's arguments), so the listing stage
+    can skip it."""
 
     name: str
     check: Callable[[PolicyRequest], Verdict | None]
+    calls_only: bool = False
 
     def __call__(self, request: PolicyRequest) -> Verdict | None:
         verdict = self.check(request)
@@ -81,7 +84,7 @@ def argument_limit(tool: str, argument: str, maximum: float, *,
                         f"{maximum:,}", role)
         return None
 
-    return Rule(f"argument_limit({tool}.{argument} > {maximum:g})", check)
+    return Rule(f"argument_limit({tool}.{argument} > {maximum:g})", check, calls_only=True)
 
 
 def require_role(role: str, *, tools: Iterable[str] = (), min_tier: int | None = None) -> Rule:
@@ -161,7 +164,7 @@ def argument_provenance(*, min_tier: int = 1, trusted_at_least: Trust | str = Tr
                 parts.append(f"{f.path}={f.value!r} appears in no trusted source")
         return _act(action, "; ".join(parts), role, dict.fromkeys(sources))
 
-    return Rule(f"argument_provenance(tier >= {min_tier})", check)
+    return Rule(f"argument_provenance(tier >= {min_tier})", check, calls_only=True)
 
 
 def predicate(name: str, fn: Callable[[PolicyRequest], Verdict | None]) -> Rule:
