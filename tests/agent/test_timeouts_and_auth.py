@@ -148,5 +148,5 @@ def test_overflow_summarized_by_a_model() -> None:
                              window=window))
     assert result.status is RunStatus.COMPLETED and len(summaries) == 1
     assert "lookup" in summaries[0]
-    notes = [m.content for m in seen[4].messages if m.source == "harness"]
+    notes = [m.content for m in seen[4].messages if m.source == "summary"]
     assert notes == ["Summary of the earlier conversation: order A-0 and A-1 were looked up"]

@@ -227,41 +227,33 @@ def test_failed_lookup_does_not_reissue_a_reconcilable_write(rig: Rig) -> None:
     assert rig.ext.effects("labels") == {f"label:{ORDER_ID}": 1}
 
 
-def test_reconcile_error_is_journaled_and_replayed(rig: Rig) -> None:
-    """An error from reconcile() is journaled, and a resume re-raises it without a lookup."""
+def test_a_failed_lookup_leaves_the_write_unknown_and_escalates(rig: Rig) -> None:
+    """reconcile() failing (not timing out) says nothing about the write: the run escalates
+    with the reason journaled, and the write is neither re-issued nor recorded as failed."""
     lookups: list[str] = []
-    caught: list[str] = []
+    made: list[str] = []
 
     def find(tc: ToolContext, key: str) -> Label | None:
         lookups.append(key)
-        if len(lookups) == 1:
-            raise PermissionError("403: lookup token expired")
-        found = rig.ext.find_label(key)
-        return None if found is None else Label.model_validate(found)
+        raise PermissionError("403: lookup token expired")
 
     @tool(effect="reconcilable", key=lambda a: f"label:{a.order_id}", reconcile=find)
     def return_label(tc: ToolContext, args: OrderRef) -> Label:
+        made.append(tc.idempotency_key)
         rig.ext.create_label(tc.idempotency_key, args.order_id)
         raise TimeoutError("no response")
 
-    @tool(effect="idempotent", key=lambda a: f"close:{a.order_id}")
-    def close_ticket(tc: ToolContext, args: OrderRef) -> Ticket:
-        return Ticket.model_validate(rig.ext.close_ticket(tc.idempotency_key, args.order_id))
-
-    @workflow(name="label_then_close")
+    @workflow(name="label_only")
     async def wf(ctx: RunContext, order_id: str) -> None:
-        try:
-            await ctx.call_tool(return_label, {"order_id": order_id})
-        except Exception as exc:
-            caught.append(type(exc).__name__)
-        await ctx.call_tool(close_ticket, {"order_id": order_id})
+        await ctx.call_tool(return_label, {"order_id": order_id})
 
-    result = rig.run(wf, crash_at("close_ticket", "before_intent"))
-
-    assert result.status is RunStatus.COMPLETED
-    assert len(caught) == 2 and caught[0] == caught[1]  # the replay saw the same outcome
-    assert lookups == [f"label:{ORDER_ID}"]
-    assert [e.pos for e in of(rig.events(), ToolError)] == [0]
+    result = rig.run(wf)
+    assert result.status is RunStatus.ESCALATED
+    assert "looking it up failed (PermissionError" in result.reason
+    assert made == [f"label:{ORDER_ID}"] and lookups == [f"label:{ORDER_ID}"]
+    (error,) = of(rig.events(), ToolError)
+    assert error.failure == "ambiguous_write"
+    assert rig.ext.effects("labels") == {f"label:{ORDER_ID}": 1}
 
 
 def _unsafe_email(rig: Rig, calls: list[str], *, timeout: bool) -> Tool[Any, Any]:

@@ -36,13 +36,20 @@ class Ruling:
 
 
 def observations_of(messages: Sequence[Message]) -> tuple[Observation, ...]:
-    """The context's content with provenance. The model's own messages are not sources: what
-    it repeats came from somewhere already listed."""
+    """The context's content with provenance.
+
+    Only content that entered from a source counts: the instructions, the user's request, tool
+    results, summaries (which carry the lowest trust of what they replaced). The model's own
+    messages and the harness's own words (denials, errors, format reminders) are not sources —
+    they may repeat untrusted values, and must not launder them into trusted ones. Content
+    whose trust is unknown is treated as untrusted (``external``)."""
     found = []
     for m in messages:
         if m.role == "assistant" or not m.content:
             continue
-        trust = Trust(m.trust) if m.trust else Trust.SYSTEM
+        if m.trust is None and (m.role == "tool" or m.source == "harness"):
+            continue
+        trust = Trust(m.trust) if m.trust else Trust.EXTERNAL
         found.append(Observation(m.source or m.role, trust, m.content))
     return tuple(found)
 
@@ -122,7 +129,7 @@ class Governor:
         note = f" ({answer.get('note') or resolution.note})" if resolution is not None and (
             answer.get("note") or resolution.note) else ""
         required = verdict["role"]
-        if answer.get("approved") and required and answer.get("role") not in (None, required):
+        if answer.get("approved") and required and answer.get("role") != required:
             return Ruling(run=False, observation=f"not executed: approval needs role "
                           f"{required!r}; {who} approved as {answer.get('role')!r}")
         if answer.get("approved"):

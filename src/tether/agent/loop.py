@@ -17,8 +17,12 @@ from typing import TYPE_CHECKING, Any
 from tether.agent.governance import Governor
 from tether.errors import (
     BudgetExceeded,
+    Crash,
     MalformedOutput,
+    NonDeterminismError,
     RunEscalated,
+    RunSuspended,
+    StoreError,
     ToolArgsInvalid,
     ToolFailed,
 )
@@ -135,6 +139,8 @@ class _Loop:
                                    settings=agent.settings)
             try:
                 response = await ctx.call_model(agent.model, request, agent.prices)
+            except (NonDeterminismError, StoreError):
+                raise
             except Exception as exc:
                 await self._recover_model(classify_model_error(exc), exc)
                 continue
@@ -239,7 +245,14 @@ class _Loop:
             ready.append((call, tool, args))
         by_call = {c.id: (t, a) for c, t, a in ready}
         if self.agent.parallel_tool_calls:
-            outcomes = await asyncio.gather(*(self._execute(c, t, a) for c, t, a in ready))
+            # Every call settles before anything is raised: a run must not finish (or
+            # compensate) while a sibling write is still in flight.
+            settled = await asyncio.gather(*(self._execute(c, t, a) for c, t, a in ready),
+                                           return_exceptions=True)
+            raised = [r for r in settled if isinstance(r, BaseException)]
+            if raised:
+                raise min(raised, key=_gravity)
+            outcomes = [r for r in settled if isinstance(r, _Outcome)]
         else:
             outcomes = [await self._execute(c, t, a) for c, t, a in ready]
         provenance: dict[str, tuple[str | None, str | None]] = {}
@@ -335,11 +348,20 @@ class _Loop:
 
     def _breaker_record(self, tool: Tool[Any, Any], failure: Failure | None) -> None:
         breaker = self.ctx.breakers[tool.name]
-        if failure is None:
-            breaker.record(ok=True)
-        elif failure.type in (FailureType.TRANSIENT_TOOL_ERROR, FailureType.RATE_LIMITED):
-            # Opening is not journaled here: a refusal is, when the next call is refused.
-            breaker.record(ok=False)
+        # Opening is not journaled here: a refusal is, when the next call is refused. Any
+        # answer other than "unavailable" (a result, a rejection, bad data) shows the
+        # dependency is reachable, and closes a half-open breaker.
+        unavailable = failure is not None and failure.type in (
+            FailureType.TRANSIENT_TOOL_ERROR, FailureType.RATE_LIMITED)
+        breaker.record(ok=not unavailable)
+
+
+def _gravity(exc: BaseException) -> int:
+    """Which of several raised signals wins: a crash, then an escalation, then a wait."""
+    for rank, kind in enumerate((Crash, NonDeterminismError, RunEscalated, RunSuspended)):
+        if isinstance(exc, kind):
+            return rank
+    return 10
 
 
 def _malformed(response: ModelResponse) -> str | None:

@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from tether.models.base import Message, Model, ModelRequest
+from tether.runtime.provenance import Trust
 
 __all__ = ["Compressor", "ContextWindow", "drop_oldest", "estimate_tokens", "summarize_with"]
 
@@ -88,7 +89,10 @@ def summarize_with(
         summary = summarize(dropped)
         if inspect.isawaitable(summary):
             summary = await summary
-        note = Message(role="user", source="harness",
+        # A summary is as trustworthy as the least trusted thing it summarizes.
+        trusts = [Trust(m.trust) for m in dropped if m.trust is not None]
+        lowest = min(trusts, key=lambda t: t.rank).value if trusts else None
+        note = Message(role="user", source="summary", trust=lowest,
                        content=f"Summary of the earlier conversation: {summary}")
         return [*head, note, *[m for turn in turns[cut:] for m in turn]]
 

@@ -111,6 +111,8 @@ def trace_arguments(args: dict[str, Any], observations: Sequence[Observation], *
 def _spellings(value: Any) -> list[str]:
     if isinstance(value, str):
         return [value.lower()]
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)  # 5000.0 is written "5000" or "5,000" in text
     spellings = {f"{value}", f"{value:,}", f"{value:.2f}", f"{value:,.2f}"}
     if isinstance(value, int):
         units = value / 100

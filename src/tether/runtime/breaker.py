@@ -41,6 +41,7 @@ class CircuitBreaker:
     failures: int = 0
     opened_at: float = 0.0
     probing: bool = False
+    probe_at: float = 0.0
 
     def allow(self) -> bool:
         """May a call go to the dependency now? In half-open state only one probe may."""
@@ -50,9 +51,10 @@ class CircuitBreaker:
             self.state = BreakerState.HALF_OPEN
             self.probing = False
         if self.state is BreakerState.HALF_OPEN:
-            if self.probing:
+            if self.probing and self.clock.now() - self.probe_at < self.cooldown_s:
                 return False
-            self.probing = True
+            # No probe out, or one that never reported back within a cooldown: probe again.
+            self.probing, self.probe_at = True, self.clock.now()
         return True
 
     def record(self, ok: bool) -> BreakerState:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import inspect
 
-from tether.errors import error_record
+from tether.errors import NonDeterminismError, error_record
 from tether.events import ToolError, ToolIntent, ToolResult
 from tether.runtime.codec import to_json
 from tether.runtime.context import CompletedWrite, RunContext
@@ -24,7 +24,9 @@ __all__ = ["compensate"]
 async def compensate(ctx: RunContext) -> list[str]:
     """Undo ``ctx``'s completed writes; returns the problems met (empty when all undone)."""
     problems: list[str] = []
-    for write in reversed(ctx.completed_writes):
+    # By position, not by completion: parallel writes complete in any order live, but replay
+    # rebuilds them in position order, and both must undo in the same order.
+    for write in sorted(ctx.completed_writes, key=lambda w: w.position, reverse=True):
         if write.tool.compensate is None:
             continue
         problem = await _undo(ctx, write)
@@ -36,6 +38,11 @@ async def compensate(ctx: RunContext) -> list[str]:
 async def _undo(ctx: RunContext, write: CompletedWrite) -> str:
     tool = write.tool
     pos, recorded = ctx.claim("compensate", tool.name)
+    intents = [e for e in recorded if isinstance(e, ToolIntent)]
+    if intents and intents[0].compensates != write.position:
+        raise NonDeterminismError(
+            f"run {ctx.run_id}: position {pos} undid the write at position "
+            f"{intents[0].compensates} but compensation now undoes position {write.position}")
     if any(isinstance(e, ToolResult) for e in recorded):
         return ""
     failed = next((e for e in recorded if isinstance(e, ToolError)), None)

@@ -179,7 +179,7 @@ class _Call:
                 found = tool.reconcile(self._tool_context(attempt), self.key)
                 if inspect.isawaitable(found):
                     found = await found
-            except AMBIGUOUS_ERRORS as exc:
+            except _RETRYABLE as exc:
                 if lookup == tool.attempts:
                     raise RunEscalated(
                         f"tool {tool.name!r} (key {self.key}): the write's outcome is unknown and "
@@ -189,7 +189,15 @@ class _Call:
                 await self._backoff(lookup, FailureType.AMBIGUOUS_WRITE)
                 continue
             except Exception as exc:
-                self._fail("permanent_tool_error", exc, during="reconcile")
+                # The lookup failed, not the write: its outcome is still unknown, and
+                # recording the write as failed would invite a second one under a new key.
+                self.ctx.journal.record(
+                    ToolError, pos=self.pos, tool=tool.name, failure="ambiguous_write",
+                    error=error_record(exc), latency_s=self._elapsed_s())
+                raise RunEscalated(
+                    f"tool {tool.name!r} (key {self.key}): the write's outcome is unknown and "
+                    f"looking it up failed ({type(exc).__name__}: {exc}); check it by hand"
+                ) from exc
             if found is None:
                 return None
             return self._record_result(found, reconciled=True)
