@@ -22,6 +22,7 @@ Errors (``Exception``) describe something that went wrong::
         │   └── MalformedOutput     the response cannot be used as it is (bad JSON, no content)
         ├── AuthExpired             credentials of a model or tool expired or were revoked
         ├── BudgetExceeded          a run limit (steps, tokens, cost, time …) was reached
+        ├── RecoveryIncomplete      recover() resumed the runs it could; some could not be
         └── RecordedError           a journaled error whose original type cannot be rebuilt
 
 Signals steer a run; they are not failures of tether itself:
@@ -59,6 +60,7 @@ __all__ = [
     "NonDeterminismError",
     "RateLimited",
     "RecordedError",
+    "RecoveryIncomplete",
     "RunError",
     "RunEscalated",
     "RunSuspended",
@@ -248,6 +250,16 @@ class BudgetExceeded(RunError):
         record = super().to_record()
         record["data"] = {"limit": self.limit}
         return record
+
+
+class RecoveryIncomplete(RunError):
+    """``Runtime.recover()`` resumed every run it could; ``failures`` lists the ones it could
+    not (run id, error), ``results`` the others' outcomes."""
+
+    def __init__(self, message: str, *, results: Any = (), failures: Any = ()) -> None:
+        super().__init__(message)
+        self.results = list(results)
+        self.failures = list(failures)
 
 
 class RecordedError(RunError):

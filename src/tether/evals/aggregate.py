@@ -81,7 +81,7 @@ def aggregate(records: Iterable[dict[str, Any]], info: CampaignInfo) -> Campaign
     faults: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0, 0, 0])
     for record in records:
         tallies[(record["harness"], record["suite"])].add(record)
-        for kind in sorted({label.split("@")[0] for label in record["faults"]}):
+        for kind in record.get("fired", ()):
             tally = faults[(record["harness"], kind)]
             tally[0] += 1
             tally[1] += int(record["duplicates"]) > 0

@@ -9,6 +9,7 @@ aggregate is built by reading the file back, one line at a time.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Callable, Iterable, Iterator
@@ -35,7 +36,21 @@ class Job:
 
     @property
     def key(self) -> str:
-        return f"{self.scenario}|{self.suite}|{self.harness}|{self.seed}"
+        """Identifies the episode *and what it was run with*: editing the scenario file or
+        upgrading tether makes a resumed campaign run it again instead of reusing it."""
+        return f"{self.scenario}|{_fingerprint(self.scenario)}|{self.suite}|{self.harness}|" \
+            f"{self.seed}"
+
+
+@lru_cache(maxsize=256)
+def _fingerprint(path: str) -> str:
+    from tether import __version__
+
+    try:
+        body = Path(path).read_bytes()
+    except OSError:
+        body = b""
+    return hashlib.sha256(body + __version__.encode()).hexdigest()[:12]
 
 
 def plan(scenarios: Iterable[str | Path], suites: Iterable[str], harnesses: Iterable[str],
@@ -45,8 +60,12 @@ def plan(scenarios: Iterable[str | Path], suites: Iterable[str], harnesses: Iter
             for h in harnesses for seed in range(first_seed, first_seed + seeds)]
 
 
-@lru_cache(maxsize=64)
 def _base(path: str) -> Scenario:
+    return _load(path, _fingerprint(path))
+
+
+@lru_cache(maxsize=64)
+def _load(path: str, fingerprint: str) -> Scenario:
     return load_scenario(path)
 
 
@@ -66,6 +85,7 @@ def run_job(job: Job) -> dict[str, Any]:
         "suite": job.suite, "harness": job.harness, "seed": job.seed,
         "status": result.status, "ok": result.ok, **graded.as_data(),
         "faulted": bool(result.firings),
+        "fired": sorted({f.kind for f in result.firings}),
         "faults": [f"{f.kind}@{f.target}" for f in scenario.fault_plan().faults],
         "violations": [v.as_data() for v in result.verdicts if not v.holds],
         "journal_digest": result.journal_digest, "ledger_digest": result.ledger_digest,

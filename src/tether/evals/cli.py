@@ -42,6 +42,13 @@ def eval_run(
     from tether.evals.run import run_full_campaign
 
     suites = suite or list(SUITES)
+    harnesses = harness or ["naive", "default"]
+    bad_harness = sorted(set(harnesses) - {"naive", "default"})
+    if bad_harness or seeds < 1:
+        problem = (f"unknown harness(es) {', '.join(bad_harness)}; expected naive, default"
+                   if bad_harness else "--seeds must be at least 1")
+        console.print(f"[red]error:[/red] {problem}")
+        raise typer.Exit(2)
     unknown = sorted(set(suites) - set(SUITES))
     if unknown:
         console.print(f"[red]error:[/red] unknown suite(s) {', '.join(unknown)}; expected "
@@ -49,7 +56,7 @@ def eval_run(
         raise typer.Exit(2)
     try:
         results = run_full_campaign(out, scenarios=scenarios or list(BUILTIN_SCENARIOS),
-                                    suites=suites, harnesses=harness or ["naive", "default"],
+                                    suites=suites, harnesses=harnesses,
                                     seeds=seeds, workers=workers, name="tether eval")
         before = load_results(baseline) if baseline is not None else None
     except TetherError as exc:

@@ -43,10 +43,17 @@ class Grade:
 
 
 def _task_success(scenario: Scenario, result: EpisodeResult) -> bool:
+    """The run completed and did what the task asks: for the refund agent, the refund and
+    the confirmation email; for the scheduler, the requested meeting."""
+    if result.status != "completed":
+        return False
     if scenario.agent == "refund":
         charge = re.search(r"ch_\w+", scenario.task)
         wanted = f"refund:{charge.group(0)}" if charge else ""
-        return sum(1 for e in result.ledger if e["key"] == wanted) >= 1
+        refunded = any(e["key"] == wanted for e in result.ledger)
+        emailed = any(e["service"] == "email" and e["operation"] == "send"
+                      for e in result.ledger)
+        return refunded and emailed
     title = re.search(r"'([^']+)'", scenario.task)
     return any(e["operation"] == "create_event" and e["data"].get("title") ==
                (title.group(1) if title else None) for e in result.ledger)

@@ -7,7 +7,8 @@ A campaign's JSON has three parts:
   95 % interval, pass^k, duplicate-effect and recovery rates, failures by domain, verdicts, and
   mean per-episode metrics;
 * ``by_fault`` — per harness and fault kind: duplicate-effect, violation and recovery rates
-  over the episodes where that kind of fault was planned;
+  over the episodes where that kind of fault fired (an episode where several kinds fired
+  counts for each);
 * ``failures`` — the worst failing episodes (:class:`FailureCase`), each with its shrunk fault
   plan, a one-line replay command and its trace as a timeline.
 
@@ -85,7 +86,7 @@ class FailureCase(_Model):
 
 
 class FaultStats(_Model):
-    """How one harness fared on the episodes where one kind of fault was planned."""
+    """How one harness fared on the episodes where one kind of fault fired."""
 
     harness: str
     fault: str = Field(description="fault kind, e.g. timeout_after")

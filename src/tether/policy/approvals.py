@@ -17,7 +17,7 @@ from typing import Any
 
 from tether.clock import Clock, SystemClock
 from tether.errors import UsageError
-from tether.events import RunStatus, WaitResolved, WaitStarted
+from tether.events import RunStatus, WaitExpired, WaitResolved, WaitStarted
 from tether.store.base import Store
 
 __all__ = ["APPROVAL_PREFIX", "Approvals", "PendingApproval"]
@@ -57,19 +57,22 @@ class Approvals:
 
     def pending(self, run_id: str | None = None) -> list[PendingApproval]:
         """Every unresolved approval, oldest first (of one run, if given)."""
+        # Read from the journal, not the status: a run resolved on another key may show as
+        # running while it still holds a call for approval.
+        open_statuses = (RunStatus.WAITING, RunStatus.RUNNING)
         if run_id is not None:
             infos = [i for i in [self.store.get_run(run_id)] if i is not None]
         else:
-            infos = self.store.list_runs(status=RunStatus.WAITING, limit=100_000)
+            infos = self.store.list_runs(status=list(open_statuses), limit=100_000)
         found = []
         for info in infos:
-            if info.status is not RunStatus.WAITING:
+            if info.status not in open_statuses:
                 continue
             events = self.store.read(info.run_id)
-            resolved = {e.key for e in events if isinstance(e, WaitResolved)}
+            closed = {e.key for e in events if isinstance(e, WaitResolved | WaitExpired)}
             for e in events:
                 if (isinstance(e, WaitStarted) and e.key.startswith(APPROVAL_PREFIX)
-                        and e.key not in resolved):
+                        and e.key not in closed):
                     found.append(_pending(info.run_id, e))
         return sorted(found, key=lambda p: (p.requested_at, p.run_id, p.step))
 

@@ -19,8 +19,10 @@ from tether.clock import Clock, SystemClock, system_seed
 from tether.errors import (
     ConcurrencyConflict,
     NonDeterminismError,
+    RecoveryIncomplete,
     RunEscalated,
     RunSuspended,
+    TetherError,
     UnknownWorkflow,
     UsageError,
     error_record,
@@ -234,11 +236,20 @@ class Runtime:
         """Resume every unfinished run in the store (running ones, and waiting ones whose
         wait may have been resolved or timed out). Runs another worker owns are skipped."""
         results = []
+        problems: list[tuple[str, TetherError]] = []
         for info in self.store.list_runs(status=[RunStatus.RUNNING, RunStatus.WAITING]):
             try:
                 results.append(await self.resume(info.run_id))
             except ConcurrencyConflict:
                 continue
+            except TetherError as exc:  # one broken run must not keep the others down
+                problems.append((info.run_id, exc))
+        if problems:
+            first = problems[0][1]
+            raise RecoveryIncomplete(
+                f"{len(problems)} run(s) could not be resumed (the others were): "
+                + "; ".join(f"{r}: {type(e).__name__}: {e}" for r, e in problems),
+                results=results, failures=problems) from first
         return results
 
     def resolve(self, run_id: str, key: str, value: Any = None, *, by: str = "",

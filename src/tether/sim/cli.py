@@ -44,7 +44,11 @@ def _run(scenario_path: Path, seed: int, harness: str) -> tuple[EpisodeResult, f
         console.print(f"[red]error:[/red] --harness must be naive or default, not {harness!r}")
         raise typer.Exit(2)
     started = time.perf_counter()  # allow-wallclock: --timing only, never in the output
-    result = run_episode(scenario, seed, harness)
+    try:
+        result = run_episode(scenario, seed, harness)
+    except TetherError as exc:
+        console.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
+        raise typer.Exit(2) from exc
     return result, time.perf_counter() - started  # allow-wallclock: --timing only
 
 

@@ -38,13 +38,17 @@ from typing import Any, Literal, TypeVar
 from tether.errors import AuthExpired, Crash, TransientError
 from tether.sim.world import World
 
-__all__ = ["FAULT_KINDS", "Fault", "FaultLayer", "FaultPlan", "Firing"]
+__all__ = ["FAULT_KINDS", "SERVICE_KINDS", "Fault", "FaultLayer", "FaultPlan", "Firing"]
 
 T = TypeVar("T")
 
 FAULT_KINDS = ("timeout_before", "timeout_after", "error", "latency", "stale_read",
                "schema_drift", "wrong_content", "duplicate_delivery", "auth_expiry",
                "injection", "crash", "rate_limit", "malformed_output", "context_overflow")
+#: The kinds that apply to a service call (the rest apply to the model).
+SERVICE_KINDS = ("timeout_before", "timeout_after", "error", "latency", "stale_read",
+                 "schema_drift", "wrong_content", "duplicate_delivery", "auth_expiry",
+                 "injection", "crash")
 
 @dataclass(frozen=True)
 class Fault:
@@ -144,11 +148,11 @@ class FaultLayer:
     async def call(self, target: str, operation: Callable[[], T], *,
                    on_stale: Callable[[float], None] | None = None) -> T:
         """Run ``operation`` (the service call) under the faults that fire for it."""
-        faults = self.firing(target)
+        faults = self.firing(target, SERVICE_KINDS)
         by_kind = {f.kind: f for f in faults}
         for fault in faults:
             if fault.kind == "latency":
-                await self.world.clock.sleep(self._latency(fault))
+                await self.world.clock.sleep(self.latency_s(fault))
         if "stale_read" in by_kind and on_stale is not None:
             on_stale(by_kind["stale_read"].stale_s)
         if "auth_expiry" in by_kind:
@@ -174,7 +178,8 @@ class FaultLayer:
             result = _transform(fault, result)
         return result
 
-    def _latency(self, fault: Fault) -> float:
+    def latency_s(self, fault: Fault) -> float:
+        """The delay ``fault`` adds to this call, drawn from its distribution."""
         stream = self.world.rng(f"latency:{fault.label}")
         if fault.latency_distribution == "exponential":
             draw = stream.expovariate(1.0 / fault.latency_s) if fault.latency_s > 0 else 0.0

@@ -150,11 +150,19 @@ async def _naive_loop(world: World, model: Model, tools: Sequence[Tool[Any, Any]
         for call in response.tool_calls:
             tool = by_name.get(call.name)
 
-            async def invoke(tool: Tool[Any, Any] | None = tool, arguments: str = call.arguments,
-                             name: str = call.name) -> Any:
+            # Parsing and validating the call is not retried (it cannot change); typical
+            # code shows the model the error. Only the call to the service is retried blindly.
+            try:
                 if tool is None:
-                    raise LookupError(f"no tool {name}")
-                args = tool.validate_args(json.loads(arguments))
+                    raise LookupError(f"no tool {call.name}")
+                parsed = tool.validate_args(json.loads(call.arguments))
+            except Exception as exc:
+                outcome.tool_calls += 1
+                messages.append(Message.tool(call, f"error: {type(exc).__name__}: {exc}"))
+                continue
+
+            async def invoke(tool: Tool[Any, Any] = tool, args: Any = parsed,
+                             name: str = call.name) -> Any:
                 ctx = ToolContext(run_id="naive", tool=name, position=0, idempotency_key="",
                                   attempt=1, now=world.now())
                 value = tool.handler(ctx, args)

@@ -17,6 +17,8 @@ from tether.sim.faults import FaultLayer
 __all__ = ["FaultyModel"]
 
 TARGET = "model.complete"
+#: The kinds that mean something for a model; others (e.g. a ``timeout_after@*``) do not fire.
+MODEL_KINDS = ("latency", "rate_limit", "error", "context_overflow", "malformed_output")
 
 
 class FaultyModel:
@@ -27,10 +29,11 @@ class FaultyModel:
         self.name = model.name
 
     async def complete(self, request: ModelRequest) -> ModelResponse:
-        faults = {f.kind: f for f in self.layer.firing(TARGET)}
-        latency = faults.get("latency")
-        if latency is not None:
-            await self.layer.world.clock.sleep(self.layer._latency(latency))
+        fired = self.layer.firing(TARGET, MODEL_KINDS)
+        faults = {f.kind: f for f in fired}
+        for fault in fired:
+            if fault.kind == "latency":
+                await self.layer.world.clock.sleep(self.layer.latency_s(fault))
         if "rate_limit" in faults:
             raise RateLimited("429 Too Many Requests", model=self.name,
                               retry_after_s=faults["rate_limit"].retry_after_s, status=429)

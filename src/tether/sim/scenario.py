@@ -29,12 +29,14 @@ and what was expected, before anything runs.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from tether.errors import UsageError
+from tether.runtime.budgets import Budgets
 from tether.sim.faults import FAULT_KINDS, Fault, FaultPlan
 from tether.specs import describe, explain, load_yaml
 
@@ -189,4 +191,12 @@ def scenario_from_dict(data: Any, *, where: str = "<scenario>") -> Scenario:
         scenario = Scenario.model_validate({**raw, "source": where})
     except ValidationError as exc:
         raise explain(where, "", exc) from exc
+    known = {f.name for f in dataclasses.fields(Budgets)}
+    for name, value in scenario.budgets.items():
+        if name not in known:
+            raise UsageError(f"{where}: budgets.{name}: unknown budget; expected one of "
+                             f"{', '.join(sorted(known))}")
+        if name != "on_breach" and value is not None and not isinstance(value, int | float):
+            raise UsageError(f"{where}: budgets.{name}: expected a number, found "
+                             f"{describe(value)} {value!r}")
     return scenario.model_copy(update={"invariants": invariants})

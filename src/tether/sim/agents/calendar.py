@@ -97,6 +97,9 @@ def _decide(request: ModelRequest, obeys: bool) -> ModelResponse:
         slots = None
     if not isinstance(slots, list) or not slots:
         return reply(f"There is no time all of {', '.join(people)} have free in that window.")
+    if not all(isinstance(s, dict) and "start" in s and "end" in s for s in slots):
+        return reply("The calendar answered in a format I cannot read (no start/end times); "
+                     "I did not book anything.")
     if "create_event" not in done:
         slot = slots[0]
         calls = [call("create_event", {"title": title.group(1), "attendees": people,

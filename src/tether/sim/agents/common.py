@@ -54,8 +54,11 @@ def bind(layer: FaultLayer, target: str, args_type: type[BaseModel], description
                     raise TransientError(f"{target}: {exc}") from exc
                 raise
 
-        on_stale = getattr(stale, "go_stale", None) if stale is not None else None
-        result = await layer.call(target, run, on_stale=on_stale)
+        def on_stale(age_s: float) -> None:
+            # Reads return the state as it was age_s ago, for as long again.
+            stale.go_stale(age_s, age_s=age_s)
+
+        result = await layer.call(target, run, on_stale=on_stale if stale is not None else None)
         if text:
             return Sourced(_as_text(result), source=f"{target}", trust=Trust(trust))
         return result

@@ -259,8 +259,9 @@ def build(scenario: Scenario, world: World, layer: FaultLayer, *, keyed: bool) -
 def _find_note(crm: CRM, key: str) -> Any:
     """The note a keyed ``add_note`` wrote, looked up on the CRM (``None``: it was not)."""
     _, customer, text = key.split(":", 2)
-    notes = crm.get_customer(customer).notes
-    found = next((n for n in notes if n.text == text), None)
+    # The primary, not the replica: a lagging replica would hide the note and invite a
+    # second one.
+    found = next((n for n in crm.primary_notes(customer) if n.text == text), None)
     return None if found is None else plain(found)
 
 

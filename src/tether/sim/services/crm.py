@@ -211,10 +211,16 @@ class CRM:
             at = min(at, self.stale_from)
         return at
 
-    def go_stale(self, duration_s: float) -> None:
-        """Freeze the replica at the current state for ``duration_s`` of virtual time."""
+    def go_stale(self, duration_s: float, *, age_s: float = 0.0) -> None:
+        """For ``duration_s`` of virtual time, serve reads as the primary was ``age_s`` ago
+        (0: frozen at the current state)."""
         now = self.world.now()
-        self.stale_from, self.stale_until = now, now + duration_s
+        self.stale_from, self.stale_until = now - age_s, now + duration_s
+
+    def primary_notes(self, target: str) -> list[Note]:
+        """The notes of a customer or ticket as the primary holds them now (for looking up a
+        write that may or may not have happened: a replica may not show it yet)."""
+        return [n for _, n in self._notes if n.target == target]
 
     def clear_stale(self) -> None:
         """End the stale window now."""

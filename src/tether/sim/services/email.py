@@ -166,9 +166,10 @@ class Email:
                               sent_at=as_datetime(self.world.now()),
                               idempotency_key=idempotency_key)
         self._outbox[message.id] = message
-        key = (f"idempotency:{idempotency_key}" if idempotency_key is not None
-               else f"email:{to}:{subject}")
-        self.world.effect("email", "send", key=key, message_id=message.id, to=to,
+        # The business identity, whatever key the client sent (that is in the data), so a
+        # keyed and an unkeyed send of the same email are seen as the same email twice.
+        self.world.effect("email", "send", key=f"email:{to}:{subject}", message_id=message.id,
+                          to=to,
                           subject=subject, idempotency_key=idempotency_key)
         return message
 
