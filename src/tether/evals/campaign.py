@@ -42,8 +42,17 @@ class Job:
             f"{self.seed}"
 
 
-@lru_cache(maxsize=256)
 def _fingerprint(path: str) -> str:
+    """Hash of the file's bytes and tether's version (cached while the file is unchanged)."""
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return _digest(path, 0, -1)
+    return _digest(path, stat.st_mtime_ns, stat.st_size)
+
+
+@lru_cache(maxsize=256)
+def _digest(path: str, mtime_ns: int, size: int) -> str:
     from tether import __version__
 
     try:
