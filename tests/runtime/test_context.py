@@ -200,3 +200,40 @@ def test_changed_workflow_code_raises_non_determinism_naming_both_calls() -> Non
     expected = r"position 0 was step\('charge'\).*step\('email'\)"
     with pytest.raises(NonDeterminismError, match=expected):
         asyncio.run(fresh(store, workflows=[v2]).resume("n"))
+
+
+def test_a_resolution_racing_the_expiry_wins_live_and_on_replay() -> None:
+    """A value delivered while the wait's expiry is being journaled lands first; live and
+    replay both return it (before: live timed out, replay resolved — non-determinism)."""
+    from tether.events import RunStatus as Status
+    from tether.events import WaitResolved
+
+    class RacingStore(MemoryStore):
+        injected = False
+
+        def append(self, run_id: str, events: Any, *, expected_last_seq: int,
+                   sync: bool = False) -> None:
+            if events[0].kind == "wait_expired" and not self.injected:
+                self.injected = True
+                super().append(run_id, [WaitResolved(seq=expected_last_seq + 1, at=0.0,
+                                                     key="approval", value="yes", by="bo")],
+                               expected_last_seq=expected_last_seq)
+            super().append(run_id, events, expected_last_seq=expected_last_seq, sync=sync)
+
+    async def flow(ctx: RunContext) -> str:
+        try:
+            return str(await ctx.wait_for("approval", timeout_s=10))
+        except WaitTimedOut:
+            return "timed out"
+
+    store, clock = RacingStore(), VirtualClock()
+    first = asyncio.run(Runtime(store, clock=clock, seed=1).start(flow))
+    assert first.status is Status.WAITING
+    clock.advance(11)
+    done = asyncio.run(Runtime(store, clock=clock, workflows=[flow]).resume(first.run_id))
+    assert done.result == "yes"
+    prefix = [e for e in store.read(first.run_id) if e.kind != "run_finished"]
+    again = MemoryStore()
+    again.append(first.run_id, prefix, expected_last_seq=0)
+    replayed = asyncio.run(Runtime(again, clock=clock, workflows=[flow]).resume(first.run_id))
+    assert replayed.result == "yes"

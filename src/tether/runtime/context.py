@@ -234,7 +234,12 @@ class RunContext:
         else:
             deadline = recorded[0].deadline
         if deadline is not None and self.clock.now() >= deadline:
-            self.journal.record(WaitExpired, pos=pos, key=key)
+            expiry = self.journal.record(WaitExpired, pos=pos, key=key)
+            # A resolution that raced in just before the expiry was appended (and was taken
+            # in by the append's retry) came first: a replay reads it that way, so live must.
+            late = self.journal.resolution(key)
+            if late is not None and late.seq < expiry.seq:
+                return late.value
             raise WaitTimedOut(f"wait for {key!r} timed out", key=key)
         raise RunSuspended(key)
 
