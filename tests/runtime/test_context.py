@@ -237,3 +237,33 @@ def test_a_resolution_racing_the_expiry_wins_live_and_on_replay() -> None:
     again.append(first.run_id, prefix, expected_last_seq=0)
     replayed = asyncio.run(Runtime(again, clock=clock, workflows=[flow]).resume(first.run_id))
     assert replayed.result == "yes"
+
+
+def test_a_step_error_that_cannot_be_rebuilt_is_raised_as_replay_will_raise_it() -> None:
+    """An exception whose constructor cannot take its recorded message replays as
+    RecordedError; the live run sees the same type, so both take the same branch."""
+
+    class Picky(Exception):
+        def __init__(self, code: int, *, detail: str) -> None:
+            super().__init__(f"{code}: {detail}")
+
+    def fails() -> None:
+        raise Picky(7, detail="no")
+
+    seen: list[str] = []
+
+    async def flow(ctx: RunContext) -> str:
+        try:
+            await ctx.step("picky", fails)
+        except Exception as exc:
+            seen.append(type(exc).__name__)
+        return seen[-1]
+
+    store = MemoryStore()
+    first = asyncio.run(Runtime(store, clock=VirtualClock(), seed=1).start(flow))
+    prefix = [e for e in store.read(first.run_id) if e.kind != "run_finished"]
+    again = MemoryStore()
+    again.append(first.run_id, prefix, expected_last_seq=0)
+    replayed = asyncio.run(Runtime(again, clock=VirtualClock(), workflows=[flow]).resume(
+        first.run_id))
+    assert first.result == replayed.result == "RecordedError"

@@ -148,8 +148,13 @@ class RunContext:
             if inspect.isawaitable(value):
                 value = await value
         except Exception as exc:
-            self.journal.record(StepFailed, pos=pos, call="step", name=name,
-                                error=error_record(exc))
+            record = error_record(exc)
+            self.journal.record(StepFailed, pos=pos, call="step", name=name, error=record)
+            rebuilt = rebuild_error(record)
+            if type(rebuilt) is not type(exc):
+                # What a replay will raise, raised now: live and replay must take the same
+                # ``except`` branch (a type that cannot be rebuilt replays as RecordedError).
+                raise rebuilt from exc
             raise
         data = to_json(value, what=f"step {name!r}")
         self.journal.record(StepRecorded, pos=pos, call="step", name=name, result=data)
