@@ -365,3 +365,24 @@ def test_schema_drift_is_observed_then_the_tool_disabled() -> None:
         ("tool_result_invalid", "tool_interface", "disable_tool")]
     assert "refund_id" in seen[1].messages[-1].content
     assert result.result["disabled_tools"] == {"drifted": "tool_result_invalid 2 time(s)"}
+
+
+def test_tool_retries_draw_from_the_runs_retry_budget() -> None:
+    """With a budget of one retry for the run, a tool failing twice is retried once only."""
+    tries: list[int] = []
+
+    @tool(attempts=5, retry_delay_s=0.0)
+    def flaky(ctx: ToolContext, args: Args) -> str:
+        """Fails until the third attempt."""
+        tries.append(ctx.attempt)
+        if ctx.attempt < 3:
+            raise TransientError("503")
+        return "ok"
+
+    model = ScriptedModel(lambda r: reply("done") if any(m.role == "tool" for m in r.messages)
+                          else call("flaky", {"order_id": "A"}))
+    agent = Agent(name="a", model=model, tools=[flaky], retry=RetryPolicy(retry_budget=1))
+    result, events, _ = run(agent)
+    assert tries == [1, 2]
+    assert [e.attempt for e in events if isinstance(e, ToolRetry)] == [1]
+    assert result.result["disabled_tools"] == {"flaky": "transient_tool_error 1 time(s)"}

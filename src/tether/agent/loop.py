@@ -164,7 +164,8 @@ class _Loop:
         self.model_streak[failure.type] = attempt
         action = rule.action if attempt < rule.max_attempts else rule.then
         reason = ""
-        if action in _RETRY_ACTIONS and self.meter.retries >= agent.retry.retry_budget:
+        spent = ctx.journal.retries_before(ctx.position)
+        if action in _RETRY_ACTIONS and spent >= agent.retry.retry_budget:
             action, reason = Action.FAIL, "the run's retry budget is spent"
         delay = 0.0
         if action is Action.BACKOFF:

@@ -77,6 +77,18 @@ def call_identity(event: Event) -> tuple[str, str] | None:
     return None
 
 
+_RETRY_ACTIONS = ("backoff", "compress", "reformat", "refresh_auth")
+
+
+def _is_retry(event: Event) -> bool:
+    if isinstance(event, ToolRetry):
+        return True
+    if isinstance(event, ToolIntent):
+        return event.attempt > 1
+    return (isinstance(event, Decision) and event.name == "recover"
+            and event.data.get("action") in _RETRY_ACTIONS)
+
+
 class RunJournal:
     """The events of one run, indexed by position, plus the means to append more.
 
@@ -135,6 +147,17 @@ class RunJournal:
     def at(self, position: int) -> list[Event]:
         """Events recorded for the durable call at ``position`` (empty if none)."""
         return self._by_pos.get(position, [])
+
+    def retries_before(self, position: int) -> int:
+        """Retries the run has spent at positions before ``position``: tool retries
+        (``tool_retry``), re-issued writes, and the harness's retry decisions. Counted from
+        the journal, so a replay counts exactly what the first execution did."""
+        spent = 0
+        for pos, events in self._by_pos.items():
+            if pos >= position:
+                continue
+            spent += sum(1 for e in events if _is_retry(e))
+        return spent
 
     def positions(self) -> list[int]:
         return sorted(self._by_pos)

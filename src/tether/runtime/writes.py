@@ -256,8 +256,10 @@ class _Call:
         return max(0.0, self.ctx.clock.now() - self.started_at)
 
     async def _retry_or_fail(self, attempt: int, exc: BaseException) -> None:
-        """Journal a retry and wait its delay, or fail the call once attempts are spent."""
-        if attempt >= self.tool.attempts:
+        """Journal a retry and wait its delay, or fail the call once attempts — or the run's
+        retry budget — are spent."""
+        spent = self.ctx.journal.retries_before(self.pos) + attempt - 1
+        if attempt >= self.tool.attempts or spent >= self.ctx.retry.retry_budget:
             self._fail("transient_tool_error", exc)
         hint = exc.retry_after_s if isinstance(exc, TransientError) else None
         delay = self._delay_s(attempt, FailureType.TRANSIENT_TOOL_ERROR, hint)
