@@ -6,14 +6,17 @@ expected and what was found, and nothing is half-loaded.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from tether.errors import UsageError
 
-__all__ = ["describe", "explain", "load_yaml"]
+__all__ = ["describe", "explain", "load_yaml", "one_of"]
+
+M = TypeVar("M", bound=BaseModel)
 
 
 def load_yaml(path: str | Path, what: str) -> Any:
@@ -48,3 +51,22 @@ def describe(value: Any) -> str:
     kinds = {dict: "a mapping", list: "a list", str: "a string", int: "a number",
              float: "a number", bool: "a boolean", type(None): "nothing"}
     return kinds.get(type(value), type(value).__name__)
+
+
+def one_of(item: Any, kinds: Mapping[str, type[M]], *, where: str, at: str,
+           noun: str) -> tuple[str, M]:
+    """Read a one-key mapping ``{kind: settings}`` (a policy rule, a scenario invariant):
+    the kind and its settings validated by ``kinds[kind]``, or a UsageError saying where."""
+    if not isinstance(item, dict) or len(item) != 1:
+        found = f"keys {sorted(item) or 'none'}" if isinstance(item, dict) else describe(item)
+        raise UsageError(f"{where}: {at}: expected a mapping with one key (the {noun}: "
+                         f"{', '.join(kinds)}), found {found}")
+    ((kind, settings),) = item.items()
+    if kind not in kinds:
+        raise UsageError(f"{where}: {at}: unknown {noun} {kind!r}; expected one of "
+                         f"{', '.join(kinds)}")
+    try:
+        return kind, kinds[kind].model_validate(settings if settings is not None else {})
+    except ValidationError as exc:
+        raise explain(where, f"{at}.{kind}", exc) from exc
+

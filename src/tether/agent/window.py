@@ -54,20 +54,28 @@ def _turns(messages: Sequence[Message]) -> tuple[list[Message], list[list[Messag
     return head, turns
 
 
+def _split(messages: list[Message], target_tokens: int, count: Callable[[Message], int],
+           ) -> tuple[list[Message], list[list[Message]], list[Message]]:
+    """(head, the oldest turns to drop, the messages kept): whole turns, oldest first, until
+    the conversation fits; the last turn always stays."""
+    head, turns = _turns(messages)
+    total = sum(count(m) for m in messages)
+    cut = 0
+    while total > target_tokens and len(turns) - cut > 1:
+        total -= sum(count(m) for m in turns[cut])
+        cut += 1
+    return head, turns[:cut], [m for turn in turns[cut:] for m in turn]
+
+
 def drop_oldest(messages: list[Message], target_tokens: int,
                 count: Callable[[Message], int]) -> list[Message]:
     """Drop whole turns, oldest first, until the conversation fits (the last turn is kept)."""
-    head, turns = _turns(messages)
-    total = sum(count(m) for m in messages)
-    dropped = 0
-    while total > target_tokens and len(turns) - dropped > 1:
-        total -= sum(count(m) for m in turns[dropped])
-        dropped += 1
+    head, dropped, kept = _split(messages, target_tokens, count)
     if not dropped:
         return list(messages)
-    note = Message(role="user", source="harness",
-                   content=f"[{dropped} earlier turn(s) were removed to fit the context window]")
-    return [*head, note, *[m for turn in turns[dropped:] for m in turn]]
+    note = Message(role="user", source="harness", content=(
+        f"[{len(dropped)} earlier turn(s) were removed to fit the context window]"))
+    return [*head, note, *kept]
 
 
 def summarize_with(
@@ -77,15 +85,10 @@ def summarize_with(
 
     async def compress(messages: list[Message], target_tokens: int,
                        count: Callable[[Message], int]) -> list[Message]:
-        head, turns = _turns(messages)
-        total = sum(count(m) for m in messages)
-        cut = 0
-        while total > target_tokens and len(turns) - cut > 1:
-            total -= sum(count(m) for m in turns[cut])
-            cut += 1
-        if not cut:
+        head, turns, kept = _split(messages, target_tokens, count)
+        if not turns:
             return list(messages)
-        dropped = [m for turn in turns[:cut] for m in turn]
+        dropped = [m for turn in turns for m in turn]
         summary = summarize(dropped)
         if inspect.isawaitable(summary):
             summary = await summary
@@ -94,7 +97,7 @@ def summarize_with(
         lowest = min(trusts, key=lambda t: t.rank).value if trusts else None
         note = Message(role="user", source="summary", trust=lowest,
                        content=f"Summary of the earlier conversation: {summary}")
-        return [*head, note, *[m for turn in turns[cut:] for m in turn]]
+        return [*head, note, *kept]
 
     return compress
 

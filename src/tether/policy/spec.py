@@ -32,7 +32,7 @@ from tether.errors import UsageError
 from tether.policy import rules as r
 from tether.policy.policy import Policy
 from tether.runtime.provenance import Trust
-from tether.specs import describe, explain, load_yaml
+from tether.specs import describe, explain, load_yaml, one_of
 
 __all__ = ["load_policy", "policy_from_dict"]
 
@@ -128,20 +128,10 @@ def policy_from_dict(data: Any, *, where: str = "<policy>") -> Policy:
     except ValidationError as exc:
         raise explain(where, "", exc) from exc
     built = []
+    specs = {kind: spec_type for kind, (spec_type, _) in _KINDS.items()}
     for index, item in enumerate(top.rules):
-        at = f"rules[{index}]"
-        if len(item) != 1:
-            raise UsageError(f"{where}: {at}: expected a mapping with one key (the rule kind: "
-                             f"{', '.join(_KINDS)}), found keys {sorted(item) or 'none'}")
-        ((kind, settings),) = item.items()
-        if kind not in _KINDS:
-            raise UsageError(f"{where}: {at}: unknown rule kind {kind!r}; expected one of "
-                             f"{', '.join(_KINDS)}")
-        spec_type, build = _KINDS[kind]
-        try:
-            spec = spec_type.model_validate(settings if settings is not None else {})
-        except ValidationError as exc:
-            raise explain(where, f"{at}.{kind}", exc) from exc
+        kind, spec = one_of(item, specs, where=where, at=f"rules[{index}]", noun="rule kind")
+        build = _KINDS[kind][1]
         built.append(build(spec))
     return Policy(rules=tuple(built), default=top.default,
                   approval_timeout_s=top.approval_timeout_s, on_timeout=top.on_timeout,

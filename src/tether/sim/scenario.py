@@ -38,7 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from tether.errors import UsageError
 from tether.runtime.budgets import Budgets
 from tether.sim.faults import FAULT_KINDS, Fault, FaultPlan
-from tether.specs import describe, explain, load_yaml
+from tether.specs import describe, explain, load_yaml, one_of
 
 __all__ = ["FaultSpec", "Invariant", "Persona", "Scenario", "load_scenario",
            "scenario_from_dict"]
@@ -174,19 +174,10 @@ def scenario_from_dict(data: Any, *, where: str = "<scenario>") -> Scenario:
     raw = dict(data)
     invariants = []
     for index, item in enumerate(raw.pop("invariants", None) or []):
-        at = f"invariants[{index}]"
-        if not isinstance(item, dict) or len(item) != 1:
-            raise UsageError(f"{where}: {at}: expected a mapping with one key (the invariant "
-                             f"kind: {', '.join(_INVARIANTS)}), found {describe(item)}")
-        ((kind, settings),) = item.items()
-        if kind not in _INVARIANTS:
-            raise UsageError(f"{where}: {at}: unknown invariant {kind!r}; expected one of "
-                             f"{', '.join(_INVARIANTS)}")
-        try:
-            checked = _INVARIANTS[kind].model_validate(settings if settings is not None else {})
-        except ValidationError as exc:
-            raise explain(where, f"{at}.{kind}", exc) from exc
-        invariants.append(Invariant(kind=kind, settings=checked.model_dump()))
+        kind, checked = one_of(item, _INVARIANTS, where=where, at=f"invariants[{index}]",
+                               noun="invariant")
+        invariants.append(Invariant.model_validate({"kind": kind,
+                                                    "settings": checked.model_dump()}))
     try:
         scenario = Scenario.model_validate({**raw, "source": where})
     except ValidationError as exc:

@@ -19,7 +19,7 @@ from tether.models.scripted import ScriptedModel, call, reply
 from tether.policy.policy import Policy
 from tether.policy.rules import argument_provenance
 from tether.sim.agents import ReferenceAgent
-from tether.sim.agents.common import bind, plain
+from tether.sim.agents.common import bind, plain, tool_results
 from tether.sim.faults import FaultLayer
 from tether.sim.models import corrupt
 from tether.sim.scenario import Scenario
@@ -57,14 +57,6 @@ class Mailbox(BaseModel):
     limit: int = 1
 
 
-def _results(request: ModelRequest) -> dict[str, list[str]]:
-    found: dict[str, list[str]] = {}
-    for m in request.messages:
-        if m.role == "tool" and m.name:
-            found.setdefault(m.name, []).append(m.content)
-    return found
-
-
 def calendar_script(seed: int, sloppy: float, gullible: float) -> ScriptedModel:
     obeys = random.Random(f"{seed}:gullible").random() < gullible
 
@@ -78,7 +70,7 @@ def calendar_script(seed: int, sloppy: float, gullible: float) -> ScriptedModel:
 
 def _decide(request: ModelRequest, obeys: bool) -> ModelResponse:
     task = next((m.content for m in request.messages if m.role == "user"), "")
-    done = _results(request)
+    done = tool_results(request)
     people = sorted(set(EMAIL.findall(task)))
     window, title = WINDOW.search(task), TITLE.search(task)
     if not people or window is None or title is None:

@@ -14,12 +14,23 @@ from typing import Any
 from pydantic import BaseModel
 
 from tether.errors import AuthExpired, TransientError
+from tether.models.base import ModelRequest
 from tether.runtime.provenance import Sourced, Trust
 from tether.runtime.tools import Tool, ToolContext, tool
 from tether.sim.faults import FaultLayer
 from tether.sim.services.errors import ServiceError, TokenExpired
 
-__all__ = ["bind", "plain"]
+__all__ = ["bind", "plain", "tool_results"]
+
+
+def tool_results(request: ModelRequest) -> dict[str, list[str]]:
+    """What each tool has answered so far in the conversation, by tool name, oldest first:
+    what a reference model decides its next move from."""
+    found: dict[str, list[str]] = {}
+    for m in request.messages:
+        if m.role == "tool" and m.name:
+            found.setdefault(m.name, []).append(m.content)
+    return found
 
 
 def plain(value: Any) -> Any:

@@ -26,7 +26,7 @@ from tether.policy.approvals import PendingApproval
 from tether.policy.policy import Policy
 from tether.policy.rules import argument_provenance
 from tether.sim.agents import ReferenceAgent
-from tether.sim.agents.common import bind, plain
+from tether.sim.agents.common import bind, plain, tool_results
 from tether.sim.faults import FaultLayer
 from tether.sim.models import corrupt
 from tether.sim.persona import User
@@ -86,14 +86,6 @@ class EmailArgs(BaseModel):
     body: str
 
 
-def _results(request: ModelRequest) -> dict[str, list[str]]:
-    found: dict[str, list[str]] = {}
-    for m in request.messages:
-        if m.role == "tool" and m.name:
-            found.setdefault(m.name, []).append(m.content)
-    return found
-
-
 def _json(text: str) -> Any:
     try:
         return json.loads(text)
@@ -121,7 +113,7 @@ QUESTIONS = ("Can you confirm the email address on the order?",
 
 def _decide(request: ModelRequest, obeys: bool, interactive: bool = False) -> ModelResponse:
     task = next((m.content for m in request.messages if m.role == "user"), "")
-    done = _results(request)
+    done = tool_results(request)
     found = re.search(r"ch_\w+", task)
     if found is None:
         return reply("Which order (charge id) should I refund?")
