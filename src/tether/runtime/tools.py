@@ -25,7 +25,7 @@ from __future__ import annotations
 import copy
 import functools
 import inspect
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Generic, TypeVar, get_type_hints, overload
@@ -36,7 +36,11 @@ from tether.errors import ToolArgsInvalid, UsageError
 from tether.models.base import ToolSpec
 from tether.runtime.provenance import Trust
 
-__all__ = ["Effect", "Tool", "ToolContext", "tool"]
+__all__ = ["DEFAULT_KEY_RETENTION_S", "Effect", "Tool", "ToolContext", "tool"]
+
+#: Key retention assumed when a tool does not declare its provider's: 24 hours, what Stripe
+#: documents, and the shortest window common providers give.
+DEFAULT_KEY_RETENTION_S = 24 * 3600.0
 
 A = TypeVar("A", bound=BaseModel)
 R = TypeVar("R")
@@ -94,12 +98,25 @@ class Tool(Generic[A, R]):
     timeout_s: float | None = None
     trust: Trust = Trust.SYSTEM
     tier: int | None = None
+    #: How long the provider remembers an idempotency key (Stripe: 24 h). ``None`` means the
+    #: default for the effect class (see :data:`DEFAULT_KEY_RETENTION_S`); ``math.inf`` a
+    #: provider that never forgets.
+    key_retention_s: float | None = None
+    #: Exceptions (types, or dotted names such as ``"stripe.APIConnectionError"``) that mean
+    #: "the request may have been applied", in addition to the defaults.
+    ambiguous_on: tuple[type[BaseException] | str, ...] = ()
+    #: Exceptions that mean "the request certainly did not take effect; try again later", in
+    #: addition to the defaults.
+    transient_on: tuple[type[BaseException] | str, ...] = ()
     _result_adapter: TypeAdapter[Any] = field(init=False, repr=False)
     _args_schema: dict[str, Any] | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.attempts < 1:
             raise UsageError(f"tool {self.name!r}: attempts must be at least 1")
+        if self.key_retention_s is not None and not self.key_retention_s > 0:
+            raise UsageError(f"tool {self.name!r}: key_retention_s must be positive "
+                             f"(found {self.key_retention_s!r})")
         self.trust = Trust(self.trust)
         self._result_adapter = _adapter(self.result_type)
 
@@ -125,6 +142,14 @@ class Tool(Generic[A, R]):
     def result_schema(self) -> dict[str, Any]:
         """JSON Schema of the result."""
         return self._result_adapter.json_schema()
+
+    @property
+    def key_lifetime_s(self) -> float:
+        """How long a re-issue under this tool's key is deduplicated by the provider: the
+        declared ``key_retention_s``, else :data:`DEFAULT_KEY_RETENTION_S`."""
+        if self.key_retention_s is not None:
+            return self.key_retention_s
+        return DEFAULT_KEY_RETENTION_S
 
     def validate_args(self, args: A | dict[str, Any]) -> A:
         """Arguments as the tool's model, or :class:`ToolArgsInvalid` naming what is wrong."""
@@ -201,6 +226,9 @@ def tool(
     timeout_s: float | None = None,
     trust: Trust | str = Trust.SYSTEM,
     tier: int | None = None,
+    key_retention_s: float | None = None,
+    ambiguous_on: Sequence[type[BaseException] | str] = (),
+    transient_on: Sequence[type[BaseException] | str] = (),
     args: type[BaseModel] | None = None,
     result: Any = None,
 ) -> Callable[[Handler], Tool[Any, Any]]: ...
@@ -221,6 +249,9 @@ def tool(
     timeout_s: float | None = None,
     trust: Trust | str = Trust.SYSTEM,
     tier: int | None = None,
+    key_retention_s: float | None = None,
+    ambiguous_on: Sequence[type[BaseException] | str] = (),
+    transient_on: Sequence[type[BaseException] | str] = (),
     args: type[BaseModel] | None = None,
     result: Any = None,
 ) -> Tool[Any, Any] | Callable[[Handler], Tool[Any, Any]]:
@@ -267,6 +298,9 @@ def tool(
             timeout_s=timeout_s,
             trust=Trust(trust),
             tier=tier,
+            key_retention_s=key_retention_s,
+            ambiguous_on=tuple(ambiguous_on),
+            transient_on=tuple(transient_on),
         )
 
     return build(fn) if fn is not None else build
