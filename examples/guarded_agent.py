@@ -16,9 +16,8 @@ from __future__ import annotations
 import argparse
 import json
 import sqlite3
-from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, StrictInt
 
 import tether
 from tether.models import ModelRequest, ModelResponse, ScriptedModel, call, reply
@@ -38,12 +37,24 @@ class Payout(BaseModel):
     amount_cents: int
 
 
+class Order(BaseModel):
+    """What the order system returns."""
+
+    order_id: str
+    amount_cents: StrictInt
+    refund_account: str
+
+
+class PayoutSent(BaseModel):
+    paid_cents: StrictInt
+
+
 def build_agent(ledger: str) -> tether.Agent:
     @tether.tool
-    def lookup_order(ctx: tether.ToolContext, args: OrderRef) -> dict[str, Any]:
+    def lookup_order(ctx: tether.ToolContext, args: OrderRef) -> Order:
         """The order system (system of record)."""
-        return {"order_id": args.order_id, "amount_cents": 4999,
-                "refund_account": "GB29NWBK60161331926819"}
+        return Order(order_id=args.order_id, amount_cents=4999,
+                     refund_account="GB29NWBK60161331926819")
 
     @tether.tool(trust="retrieved")
     def search_kb(ctx: tether.ToolContext, args: OrderRef) -> str:
@@ -52,7 +63,7 @@ def build_agent(ledger: str) -> tether.Agent:
 
     @tether.tool(effect="idempotent", key=lambda a: f"payout:{a.account}:{a.amount_cents}",
                  tier=2)
-    def send_payout(ctx: tether.ToolContext, args: Payout) -> dict[str, Any]:
+    def send_payout(ctx: tether.ToolContext, args: Payout) -> PayoutSent:
         """Send money to an account."""
         db = sqlite3.connect(ledger, isolation_level=None)
         db.execute("CREATE TABLE IF NOT EXISTS payouts (key TEXT PRIMARY KEY, account TEXT, "
@@ -60,7 +71,7 @@ def build_agent(ledger: str) -> tether.Agent:
         db.execute("INSERT OR IGNORE INTO payouts VALUES (?, ?, ?)",
                    (ctx.idempotency_key, args.account, args.amount_cents))
         db.close()
-        return {"paid_cents": args.amount_cents}
+        return PayoutSent(paid_cents=args.amount_cents)
 
     def gullible(request: ModelRequest) -> ModelResponse:
         seen = [m for m in request.messages if m.role == "tool"]

@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from pydantic import BaseModel
+from pydantic import BaseModel, StrictInt
 
 import tether
 from tether.models import ModelRequest, ModelResponse, ScriptedModel, call, reply
@@ -32,20 +32,34 @@ class RefundArgs(BaseModel):
     amount_cents: int
 
 
+class Order(BaseModel):
+    """What the order system returns (a renamed or retyped field fails, never guesses)."""
+
+    order_id: str
+    customer: str
+    amount_cents: StrictInt
+    state: str
+
+
+class Refund(BaseModel):
+    refund_id: str
+    amount_cents: StrictInt
+
+
 @tether.tool
-def lookup_order(ctx: tether.ToolContext, args: OrderRef) -> dict[str, object]:
+def lookup_order(ctx: tether.ToolContext, args: OrderRef) -> Order:
     """Look an order up: customer, amount, delivery state."""
-    return {"order_id": args.order_id, **ORDERS[args.order_id]}
+    return Order.model_validate({"order_id": args.order_id, **ORDERS[args.order_id]})
 
 
 @tether.tool(effect="idempotent", key=lambda a: f"refund:{a.order_id}", retry_delay_s=0.5)
-def issue_refund(ctx: tether.ToolContext, args: RefundArgs) -> dict[str, object]:
+def issue_refund(ctx: tether.ToolContext, args: RefundArgs) -> Refund:
     """Refund an order in full. The payments API deduplicates by idempotency key."""
     if ctx.attempt == 1:
         raise tether.TransientError("payments API: 503 Service Unavailable")
     refund = REFUNDS.setdefault(ctx.idempotency_key, {
         "refund_id": f"re_{len(REFUNDS) + 1:04d}", "amount_cents": args.amount_cents})
-    return refund
+    return Refund.model_validate(refund)
 
 
 def support_model() -> ScriptedModel:

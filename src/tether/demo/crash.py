@@ -72,6 +72,14 @@ class EmailArgs(BaseModel):
     subject: str
 
 
+class Note(BaseModel):
+    note_key: str
+
+
+class EmailSent(BaseModel):
+    email_id: int
+
+
 def build(bank: Bank) -> tuple[Workflow, dict[str, Tool[Any, Any]]]:
     """The refund workflow and its tools, bound to one bank."""
 
@@ -85,18 +93,19 @@ def build(bank: Bank) -> tuple[Workflow, dict[str, Tool[Any, Any]]]:
         """Refund an order; the bank deduplicates by idempotency key."""
         return Refund(**bank.refund(args.order_id, args.amount_cents, ctx.idempotency_key))
 
-    def find_note(ctx: ToolContext, key: str) -> dict[str, Any] | None:
-        return bank.find_note(key)
+    def find_note(ctx: ToolContext, key: str) -> Note | None:
+        found = bank.find_note(key)
+        return None if found is None else Note(**found)
 
     @tool(effect="reconcilable", key=lambda a: f"note:{a.order_id}", reconcile=find_note)
-    def add_crm_note(ctx: ToolContext, args: NoteArgs) -> dict[str, Any]:
+    def add_crm_note(ctx: ToolContext, args: NoteArgs) -> Note:
         """Record the refund on the customer's CRM timeline."""
-        return bank.add_note(ctx.idempotency_key, args.order_id, args.text)
+        return Note(**bank.add_note(ctx.idempotency_key, args.order_id, args.text))
 
     @tool(effect="idempotent", key=lambda a: f"email:{a.to}:{a.subject}")
-    def send_confirmation(ctx: ToolContext, args: EmailArgs) -> dict[str, Any]:
+    def send_confirmation(ctx: ToolContext, args: EmailArgs) -> EmailSent:
         """Email the customer; the email provider deduplicates by key."""
-        return bank.send_email(args.to, args.subject, ctx.idempotency_key)
+        return EmailSent(**bank.send_email(args.to, args.subject, ctx.idempotency_key))
 
     @workflow(name="refund_order")
     async def refund_order(ctx: RunContext, order_id: str) -> dict[str, Any]:

@@ -25,6 +25,7 @@ from tether.sim.models import corrupt
 from tether.sim.scenario import Scenario
 from tether.sim.services.calendar import Calendar
 from tether.sim.services.email import Email
+from tether.sim.services.responses import EventResponse, SlotsResponse
 from tether.sim.world import World
 
 __all__ = ["INSTRUCTIONS", "build", "calendar_script"]
@@ -132,11 +133,12 @@ def build(scenario: Scenario, world: World, layer: FaultLayer, *, keyed: bool) -
         bind(layer, "calendar.find_slots", SlotQuery,
              "Times every attendee has free, earliest first.",
              lambda a, k: plain(calendar.find_slots(a.attendees, a.duration_min,
-                                                    a.window_start, a.window_end))),
+                                                    a.window_start, a.window_end)),
+             result=SlotsResponse),
         bind(layer, "calendar.create_event", Booking, "Book a meeting.",
              lambda a, k: plain(calendar.create_event(a.title, a.attendees, a.start, a.end,
                                                       idempotency_key=key(k))),
-             effect="idempotent",
+             result=EventResponse, effect="idempotent",
              key=lambda a: f"event:{a.title}:{a.start}:{','.join(sorted(a.attendees))}"),
     ]
     return ReferenceAgent(

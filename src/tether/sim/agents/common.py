@@ -1,5 +1,10 @@
 """Binding services to tools: each tool's handler goes through the fault layer.
 
+Every tool declares its result type (a response model of :mod:`tether.sim.services.responses`,
+or ``str`` for text shown to the model as prose): the runtime validates each answer against it,
+so a drifted response (a renamed, removed or retyped field) is ``tool_result_invalid`` and never
+reaches the model as a plausible-looking value.
+
 A service error that is worth retrying (``retryable``) becomes
 :class:`~tether.errors.TransientError` (the call certainly did not take effect); an expired
 token becomes :class:`~tether.errors.AuthExpired`; other service errors are permanent and the
@@ -13,7 +18,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from tether.errors import AuthExpired, TransientError
+from tether.errors import AuthExpired, TransientError, UsageError
 from tether.models.base import ModelRequest
 from tether.runtime.provenance import Sourced, Trust
 from tether.runtime.tools import Tool, ToolContext, tool
@@ -45,14 +50,21 @@ def plain(value: Any) -> Any:
 
 
 def bind(layer: FaultLayer, target: str, args_type: type[BaseModel], description: str,
-         operation: Callable[[Any, str], Any], *, name: str | None = None,
+         operation: Callable[[Any, str], Any], *, result: Any = None, name: str | None = None,
          effect: str = "read", key: Callable[[Any], str] | None = None,
          trust: str = "system", text: bool = False, stale: Any = None,
          reconcile: Callable[[str], Any] | None = None) -> Tool[Any, Any]:
     """A tool named after ``target``'s operation, calling ``operation(args, key)`` through
-    ``layer``. ``stale`` is a service with a lagging replica that ``stale_read`` faults use;
-    ``reconcile(key)`` looks a write up by its key (for ``effect="reconcilable"``)."""
+    ``layer``, declaring ``result`` as its result type (``str`` for a ``text`` tool, whose
+    answer is rendered as prose; any other tool must declare one). ``stale`` is a service with
+    a lagging replica that ``stale_read`` faults use; ``reconcile(key)`` looks a write up by
+    its key (for ``effect="reconcilable"``)."""
     tool_name = name or target.split(".", 1)[1]
+    if text:
+        result = str
+    if result is None or result is Any:
+        raise UsageError(f"tool {tool_name!r}: declare its result type (a response model), so "
+                         "that a drifted response is caught instead of read as a wrong value")
 
     async def handler(ctx: ToolContext, args: Any) -> Any:
         def run() -> Any:
@@ -69,10 +81,10 @@ def bind(layer: FaultLayer, target: str, args_type: type[BaseModel], description
             # Reads return the state as it was age_s ago, for as long again.
             stale.go_stale(age_s, age_s=age_s)
 
-        result = await layer.call(target, run, on_stale=on_stale if stale is not None else None)
+        answer = await layer.call(target, run, on_stale=on_stale if stale is not None else None)
         if text:
-            return Sourced(_as_text(result), source=f"{target}", trust=Trust(trust))
-        return result
+            return Sourced(_as_text(answer), source=f"{target}", trust=Trust(trust))
+        return answer
 
     async def look_up(ctx: ToolContext, idempotency_key: str) -> Any:
         assert reconcile is not None
@@ -80,7 +92,7 @@ def bind(layer: FaultLayer, target: str, args_type: type[BaseModel], description
 
     handler.__doc__ = description
     return tool(name=tool_name, description=description, effect=effect, key=key,
-                trust=trust, args=args_type, result=Any, retry_delay_s=None,
+                trust=trust, args=args_type, result=result, retry_delay_s=None,
                 reconcile=look_up if reconcile is not None else None)(handler)
 
 

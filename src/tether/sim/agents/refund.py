@@ -17,7 +17,7 @@ import random
 import re
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, StrictStr
 
 from tether.memory import Memory
 from tether.models.base import ModelRequest, ModelResponse
@@ -35,6 +35,14 @@ from tether.sim.services.crm import CRM
 from tether.sim.services.email import Email
 from tether.sim.services.kb import KnowledgeBase
 from tether.sim.services.payments import Payments
+from tether.sim.services.responses import (
+    ChargeResponse,
+    CrmCustomerResponse,
+    NoteResponse,
+    RefundResponse,
+    Response,
+    SentMessageResponse,
+)
 from tether.sim.world import World
 from tether.store.memory import MemoryStore
 
@@ -86,6 +94,14 @@ class EmailArgs(BaseModel):
     body: str
 
 
+class MemoryWrite(Response):
+    """What ``remember`` returns: the fact as stored."""
+
+    subject: StrictStr
+    key: StrictStr
+    value: StrictStr
+
+
 def _json(text: str) -> Any:
     try:
         return json.loads(text)
@@ -123,9 +139,13 @@ def _decide(request: ModelRequest, obeys: bool, interactive: bool = False) -> Mo
     charge = _json(done["get_charge"][-1])
     if not isinstance(charge, dict) or "amount" not in charge:
         return reply(f"I could not look up {charge_id}: {done['get_charge'][-1][:200]}")
+    owner = charge.get("customer")
+    if not isinstance(owner, str) or not owner:
+        # Whose order it is decides whom to note and email: never guess it.
+        return reply(f"I could not tell whose order {charge_id} is (the charge names no "
+                     "customer); I have not refunded anything.")
     if "get_customer" not in done:
-        return call("get_customer", {"customer": charge.get("customer", "")},
-                    call_id="call_customer")
+        return call("get_customer", {"customer": owner}, call_id="call_customer")
     customer = _json(done["get_customer"][-1]) or {}
     noted = [n.get("text", "") for n in customer.get("notes") or () if isinstance(n, dict)]
     if "create_refund" not in done and any(f"on {charge_id}" in t and t.startswith("Refunded")
@@ -145,6 +165,10 @@ def _decide(request: ModelRequest, obeys: bool, interactive: bool = False) -> Mo
         # The latest thing the user said wins: a change of mind replaces the task's item.
         said = next((a for a in reversed(asked) if _item_named(a, charge)), task)
         amount = _item_amount(said, charge)
+        if amount is None:
+            return reply(f"I could not find the price of the item to refund on {charge_id} "
+                         "(the order lists no matching item with a price); I have not "
+                         "refunded anything.")
         calls = [call("create_refund", {"charge": charge_id, "amount": amount,
                                         "reason": "requested_by_customer"},
                       call_id="call_refund")]
@@ -160,7 +184,7 @@ def _decide(request: ModelRequest, obeys: bool, interactive: bool = False) -> Mo
         return reply(f"Sorry, I could not refund {charge_id}: {done['create_refund'][0][:200]}")
     amount = refund.get("amount", 0)
     if "add_note" not in done:
-        return call("add_note", {"customer": charge.get("customer", ""),
+        return call("add_note", {"customer": owner,
                                  "text": f"Refunded {amount} on {charge_id} ({refund['id']}): "
                                          "item arrived damaged."}, call_id="call_note")
     if "send_email" not in done and customer.get("email"):
@@ -169,7 +193,7 @@ def _decide(request: ModelRequest, obeys: bool, interactive: bool = False) -> Mo
                                            f"item (refund {refund['id']})."},
                     call_id="call_email")
     if "remember" not in done:
-        return call("remember", {"customer": charge.get("customer", ""), "fact": "last_refund",
+        return call("remember", {"customer": owner, "fact": "last_refund",
                                  "value": str(refund["id"])}, call_id="call_memory")
     return reply(f"Refund {refund['id']} of {amount} issued on {charge_id}.")
 
@@ -191,13 +215,27 @@ def _item_named(text: str, charge: dict[str, Any]) -> str | None:
     return max(where, key=lambda n: where[n])
 
 
-def _item_amount(task: str, charge: dict[str, Any]) -> int:
-    """The price of the item the task names (charge metadata ``item:<name>`` → cents), else
-    what is left to refund on the charge."""
+#: How a task asks for the whole order rather than one item.
+WHOLE_ORDER = re.compile(r"\b(whole|entire|full|complete) (order|charge|amount|refund)\b|"
+                         r"\beverything\b", re.IGNORECASE)
+
+
+def _item_amount(task: str, charge: dict[str, Any]) -> int | None:
+    """The price in cents of the item the task names (charge metadata ``item:<name>``), or
+    what is left on the charge when the task asks for the whole order; ``None`` when neither
+    can be read — the agent then refuses, because refunding the whole charge for an item whose
+    price it cannot find is a wrong effect, not a degraded one."""
     item = _item_named(task, charge)
     if item is not None:
-        return int((charge.get("metadata") or {})[f"item:{item}"])
-    return int(charge.get("amount", 0)) - int(charge.get("amount_refunded", 0))
+        price = (charge.get("metadata") or {}).get(f"item:{item}")
+        # Metadata values are strings (Stripe); only whole cents are a price.
+        return int(price) if isinstance(price, str) and price.isdigit() else None
+    if WHOLE_ORDER.search(task) is None:
+        return None
+    amount, refunded = charge.get("amount"), charge.get("amount_refunded")
+    if not (isinstance(amount, int) and isinstance(refunded, int)) or amount <= refunded:
+        return None
+    return amount - refunded
 
 
 def build(scenario: Scenario, world: World, layer: FaultLayer, *, keyed: bool) -> ReferenceAgent:
@@ -214,10 +252,10 @@ def build(scenario: Scenario, world: World, layer: FaultLayer, *, keyed: bool) -
 
     tools = [
         bind(layer, "payments.get_charge", ChargeRef, "Look up a charge (an order's payment).",
-             lambda a, k: plain(payments.get_charge(a.charge))),
+             lambda a, k: plain(payments.get_charge(a.charge)), result=ChargeResponse),
         bind(layer, "crm.get_customer", CustomerRef, "Look up a customer in the CRM.",
              lambda a, k: plain(crm.get_customer(a.customer)), name="get_customer",
-             stale=crm),
+             result=CrmCustomerResponse, stale=crm),
         bind(layer, "kb.search", Query, "Search the knowledge base for policy documents.",
              lambda a, k: plain(kb.search(a.query)[:1]), name="search_policy",
              trust="retrieved", text=True),
@@ -225,19 +263,22 @@ def build(scenario: Scenario, world: World, layer: FaultLayer, *, keyed: bool) -
              lambda a, k: plain(payments.create_refund(a.charge, amount=a.amount,
                                                        reason=a.reason,
                                                        idempotency_key=key(k))),
-             effect="idempotent", key=lambda a: f"refund:{a.charge}:{a.amount}"),
+             result=RefundResponse, effect="idempotent",
+             key=lambda a: f"refund:{a.charge}:{a.amount}"),
         bind(layer, "user.ask", Question, "Ask the customer a question and read the answer.",
-             lambda a, k: user.answer(a.question), name="ask_user", trust="user"),
+             lambda a, k: user.answer(a.question), name="ask_user", result=str, trust="user"),
         bind(layer, "crm.add_note", NoteArgs, "Add a note to a customer's record.",
              lambda a, k: plain(crm.add_note(a.customer, a.text, "support-agent")),
-             effect="reconcilable", key=lambda a: f"note:{a.customer}:{a.text}",
+             result=NoteResponse, effect="reconcilable",
+             key=lambda a: f"note:{a.customer}:{a.text}",
              reconcile=lambda key: _find_note(crm, key)),
         bind(layer, "email.send", EmailArgs, "Send an email to a customer.",
              lambda a, k: plain(email.send(a.to, a.subject, a.body, idempotency_key=key(k))),
-             name="send_email", effect="idempotent", key=lambda a: f"email:{a.to}:{a.subject}"),
+             name="send_email", result=SentMessageResponse, effect="idempotent",
+             key=lambda a: f"email:{a.to}:{a.subject}"),
         bind(layer, "memory.remember", MemoryArgs, "Remember a fact about a customer.",
              lambda a, k: memory.remember(a.customer, a.fact, a.value, k if keyed else None),
-             name="remember", effect="idempotent",
+             name="remember", result=MemoryWrite, effect="idempotent",
              key=lambda a: f"memory:{a.customer}:{a.fact}"),
     ]
     policy = Policy.of(argument_provenance(min_tier=1, role="supervisor"))

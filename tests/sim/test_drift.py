@@ -1,0 +1,119 @@
+"""Schema drift never produces a wrong effect: tools declare strict result types, drifted
+answers are ``tool_result_invalid``, and the reference agents refuse rather than guess."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pydantic import ValidationError
+
+from tether.sim.agents import build_reference_agent
+from tether.sim.agents.common import bind
+from tether.sim.agents.refund import ChargeRef, _item_amount
+from tether.sim.episode import run_episode
+from tether.sim.faults import FaultLayer, FaultPlan
+from tether.sim.scenario import Scenario, load_scenario, scenario_from_dict
+from tether.sim.services.responses import ChargeResponse
+from tether.sim.world import World
+
+BUILTIN = Path(__file__).resolve().parents[2] / "src" / "tether" / "evals" / "scenarios"
+CHARGE: dict[str, Any] = {
+    "id": "ch_0001", "object": "charge", "amount": 20000, "amount_refunded": 0,
+    "currency": "usd", "customer": "cus_0001", "status": "succeeded", "refunded": False,
+    "disputed": False, "description": "Order #1042", "created": 1767225600,
+    "metadata": {"item:kettle": "4999", "item:mugs": "7001"},
+}
+
+
+def _drifted(base: Scenario, target: str, **drift: Any) -> Scenario:
+    data = base.model_dump(exclude={"source", "invariants"})
+    data["faults"] = [{"kind": "schema_drift", "target": target, **drift}]
+    return scenario_from_dict(data)
+
+
+@pytest.mark.parametrize("name", ["refund", "calendar"])
+def test_every_reference_tool_declares_a_result_type(name: str) -> None:
+    """No reference agent's tool declares ``Any`` as its result: drift is always checked."""
+    scenario = load_scenario(BUILTIN / f"{name}.yaml")
+    world = World(seed=1)
+    agent = build_reference_agent(scenario, world, FaultLayer(world, FaultPlan()), keyed=True)
+    assert [t.name for t in agent.tools if t.result_type is Any] == []
+
+
+def test_bind_refuses_a_tool_without_a_result_type() -> None:
+    """Binding a service operation without a result type is a usage error, not ``Any``."""
+    world = World(seed=1)
+    with pytest.raises(Exception, match="declare its result type"):
+        bind(FaultLayer(world, FaultPlan()), "payments.get_charge", ChargeRef, "look up",
+             lambda a, k: {})
+
+
+@settings(max_examples=60, deadline=None)
+@given(field=st.sampled_from(sorted(ChargeResponse.model_fields)),
+       how=st.sampled_from(["rename", "remove", "retype", "nest"]))
+def test_a_drifted_charge_field_never_validates(field: str, how: str) -> None:
+    """Renaming, removing, nesting or retyping any charge field fails validation (a retype
+    of a string field to a string is no drift at all)."""
+    data = dict(CHARGE)
+    value = data.pop(field)
+    if how == "rename":
+        data[f"{field}_v2"] = value
+    elif how == "retype":
+        if isinstance(value, str) or value is None:
+            return
+        data[field] = str(value)
+    elif how == "nest":
+        data[field] = {"value": value}
+    with pytest.raises(ValidationError):
+        ChargeResponse.model_validate(data)
+
+
+def test_added_fields_are_kept_not_refused() -> None:
+    """An API that adds fields does not break a client (extra fields are allowed)."""
+    charge = ChargeResponse.model_validate({**CHARGE, "payment_intent": "pi_1"})
+    assert charge.model_dump()["payment_intent"] == "pi_1"
+
+
+@pytest.mark.parametrize("drift", [
+    {"rename": {"metadata": "meta"}},
+    {"remove": ["metadata"]},
+    {"rename": {"amount": "amount_cents"}},
+    {"retype": ["amount_refunded"]},
+    {"remove": ["customer"]},
+])
+def test_drifted_charge_is_never_refunded_wrongly_under_tether(drift: dict[str, Any]) -> None:
+    """Under the default harness a drifted charge lookup is ``tool_result_invalid`` and no
+    refund other than the item's price (4999 of 20000) is ever issued."""
+    scenario = _drifted(load_scenario(BUILTIN / "refund.yaml"), "payments.get_charge", **drift)
+    result = run_episode(scenario, 1, "default")
+    amounts = [e["data"]["amount"] for e in result.ledger if e["operation"] == "refund"]
+    assert set(amounts) <= {4999}
+    assert result.outcome is not None
+    assert any(e.kind == "tool_error" and e.failure == "tool_result_invalid"
+               for e in result.outcome.events)
+
+
+def test_drifted_slots_book_nothing_under_tether() -> None:
+    """A slot whose ``start`` was renamed is refused, so no meeting is booked at a guess."""
+    scenario = _drifted(load_scenario(BUILTIN / "calendar.yaml"), "calendar.find_slots",
+                        rename={"start": "begins"})
+    result = run_episode(scenario, 1, "default")
+    assert [e for e in result.ledger if e["operation"] == "create_event"] == []
+
+
+def test_the_agent_refuses_when_the_item_price_is_missing() -> None:
+    """Without the named item's price the agent refunds nothing, even unvalidated (naive)."""
+    task = "Hi, the kettle from my order ch_0001 arrived broken. Please refund it."
+    assert _item_amount(task, {**CHARGE, "metadata": {}}) is None
+    assert _item_amount(task, {**CHARGE, "metadata": {"item:kettle": "49.99"}}) is None
+    assert _item_amount(task, CHARGE) == 4999
+    assert _item_amount("Please refund the whole order ch_0001.", CHARGE) == 20000
+    scenario = _drifted(load_scenario(BUILTIN / "refund.yaml"), "payments.get_charge",
+                        rename={"metadata": "meta"})
+    naive = run_episode(scenario, 1, "naive")
+    assert [e for e in naive.ledger if e["operation"] == "refund"] == []
+    assert "have not refunded" in naive.answer
