@@ -5,9 +5,12 @@ Errors (``Exception``) describe something that went wrong::
     TetherError
     ├── UsageError                  tether was called wrongly; fix the calling code
     │   ├── UnknownWorkflow         a journal names a workflow this runtime was not given
+    │   ├── AlreadyDecided          a wait was resolved (an approval decided) before this call
     │   └── ToolArgsInvalid         arguments do not validate against the tool's schema
     ├── StoreError                  the journal store could not do what was asked
     │   ├── ConcurrencyConflict     another writer appended to the same run first
+    │   │   └── LeaseLost           this worker's lease was taken over; its appends are fenced
+    │   ├── RunOwned                another worker holds a live lease on the run
     │   ├── CorruptJournal          stored bytes fail a check: checksum, gap in seq, unreadable file
     │   └── SchemaTooNew            the store or an event was written by a newer tether
     └── RunError                    a run cannot go on as written
@@ -33,8 +36,9 @@ Signals steer a run; they are not failures of tether itself:
 * :class:`TransientError` (an ``Exception``) is what a tool handler raises when the call
   certainly did *not* take effect and may succeed later (a 503 before processing, a 429);
   the runtime retries it under the retry policy.
-* :class:`RunSuspended`, :class:`RunEscalated` and :class:`Crash` derive from ``BaseException``
-  so that workflow code's ``except Exception`` cannot swallow them: the runtime must see them.
+* :class:`RunSuspended`, :class:`RunEscalated`, :class:`OwnershipLost` and :class:`Crash`
+  derive from ``BaseException`` so that workflow code's ``except Exception`` cannot swallow
+  them: the runtime must see them.
 
 Every error that is journaled round-trips through :meth:`TetherError.to_record` and
 :func:`rebuild_error`, so a resumed run re-raises the same error it raised the first time.
@@ -47,6 +51,7 @@ import importlib
 from typing import Any
 
 __all__ = [
+    "AlreadyDecided",
     "AmbiguousOutcome",
     "AuthExpired",
     "BudgetExceeded",
@@ -54,15 +59,18 @@ __all__ = [
     "ContextOverflow",
     "CorruptJournal",
     "Crash",
+    "LeaseLost",
     "MalformedOutput",
     "ModelError",
     "ModelUnavailable",
     "NonDeterminismError",
+    "OwnershipLost",
     "RateLimited",
     "RecordedError",
     "RecoveryIncomplete",
     "RunError",
     "RunEscalated",
+    "RunOwned",
     "RunSuspended",
     "SchemaTooNew",
     "StoreError",
@@ -102,6 +110,30 @@ class UnknownWorkflow(UsageError):
     """A journal names a workflow that was not registered with this runtime."""
 
 
+class AlreadyDecided(UsageError):
+    """``key`` of ``run_id`` was already resolved: the first decision stands.
+
+    ``by``, ``at`` (clock time), ``value`` and ``note`` describe that first decision, so the
+    caller can tell its user who decided what, and when.
+    """
+
+    def __init__(self, message: str, *, run_id: str = "", key: str = "", by: str = "",
+                 at: float = 0.0, value: Any = None, note: str = "") -> None:
+        super().__init__(message)
+        self.run_id = run_id
+        self.key = key
+        self.by = by
+        self.at = at
+        self.value = value
+        self.note = note
+
+    def to_record(self) -> dict[str, Any]:
+        record = super().to_record()
+        record["data"] = {"run_id": self.run_id, "key": self.key, "by": self.by, "at": self.at,
+                          "value": self.value, "note": self.note}
+        return record
+
+
 class ToolArgsInvalid(UsageError):
     """Arguments given to a tool do not validate against its argument model."""
 
@@ -120,6 +152,45 @@ class ConcurrencyConflict(StoreError):
         super().__init__(message)
         self.run_id = run_id
         self.expected_seq = expected_seq
+
+
+class RunOwned(StoreError):
+    """Another worker holds a live lease on ``run_id``: ``owner`` until ``expires_at`` (the
+    caller's clock time), under lease ``epoch``. Leave the run to it, or retry after expiry."""
+
+    def __init__(self, message: str, *, run_id: str = "", owner: str = "",
+                 expires_at: float = 0.0, epoch: int = 0) -> None:
+        super().__init__(message)
+        self.run_id = run_id
+        self.owner = owner
+        self.expires_at = expires_at
+        self.epoch = epoch
+
+    def to_record(self) -> dict[str, Any]:
+        record = super().to_record()
+        record["data"] = {"run_id": self.run_id, "owner": self.owner,
+                          "expires_at": self.expires_at, "epoch": self.epoch}
+        return record
+
+
+class LeaseLost(ConcurrencyConflict):
+    """The lease ``owner`` held on ``run_id`` under ``epoch`` is no longer current: another
+    worker took the run over (``holder``, ``holder_epoch``; empty when nobody holds it now).
+    The append or renewal was refused and stored nothing; this worker must stop the run."""
+
+    def __init__(self, message: str, *, run_id: str = "", owner: str = "", epoch: int = 0,
+                 holder: str = "", holder_epoch: int = 0) -> None:
+        super().__init__(message, run_id=run_id)
+        self.owner = owner
+        self.epoch = epoch
+        self.holder = holder
+        self.holder_epoch = holder_epoch
+
+    def to_record(self) -> dict[str, Any]:
+        record = super().to_record()
+        record["data"] = {"run_id": self.run_id, "owner": self.owner, "epoch": self.epoch,
+                          "holder": self.holder, "holder_epoch": self.holder_epoch}
+        return record
 
 
 class CorruptJournal(StoreError):
@@ -301,6 +372,16 @@ class RunEscalated(BaseException):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+class OwnershipLost(BaseException):
+    """This worker lost the run it was executing (its lease was taken over): the run stops
+    before its next durable call, writing nothing more. ``error`` is the :class:`LeaseLost`
+    that told; the runtime raises it to its caller. Not a failure of the run."""
+
+    def __init__(self, error: LeaseLost) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 class Crash(BaseException):

@@ -185,16 +185,24 @@ def test_a_denied_approval_is_told_to_the_model() -> None:
 
 
 def test_an_approval_by_the_wrong_role_does_not_count() -> None:
-    """The verdict names the approving role; an approval given in another role is refused."""
+    """An approval in another role than the verdict names is refused when made; the request
+    stays pending and a supervisor's approval then runs the call."""
+    import pytest
+
+    from tether.errors import UsageError
+
     PAYOUTS.clear()
     store = MemoryStore()
     policy = Policy.of(argument_limit("send_payout", "amount_cents", 1000, role="supervisor"))
     agent = guarded(gullible("record"), policy)
     first = asyncio.run(Runtime(store, clock=VirtualClock(), seed=1).start(agent, "pay"))
-    Runtime(store).approve(first.run_id, by="intern", role="agent")
+    with pytest.raises(UsageError, match="needs an approval in role 'supervisor'"):
+        Runtime(store).approve(first.run_id, by="intern", role="agent")
+    assert len(Runtime(store).pending_approvals()) == 1
+    Runtime(store).approve(first.run_id, by="grace", role="supervisor")
     done = asyncio.run(Runtime(store, clock=VirtualClock(), workflows=[agent]).resume(
         first.run_id))
-    assert PAYOUTS == [] and "approval needs role 'supervisor'" in done.result["answer"]
+    assert done.status is RunStatus.COMPLETED and len(PAYOUTS) == 1
 
 
 def test_unanswered_approvals_time_out_to_deny_or_escalate() -> None:

@@ -120,7 +120,11 @@ def test_whole_number_floats_match_their_integer_spellings() -> None:
 
 
 def test_an_approval_without_the_required_role_does_not_count() -> None:
-    """The verdict asks for a supervisor: an approval that names no role is refused."""
+    """The verdict asks for a supervisor: an approval that names no role is refused when made,
+    and the request stays pending."""
+    import pytest
+
+    from tether.errors import UsageError
     from tether.policy import argument_limit
 
     PAID.clear()
@@ -131,7 +135,9 @@ def test_an_approval_without_the_required_role_does_not_count() -> None:
     agent = Agent(name="a", model=model, tools=[pay], policy=Policy.of(
         argument_limit("pay", "amount_cents", 1000, role="supervisor")))
     first = asyncio.run(Runtime(store, clock=VirtualClock(), seed=1).start(agent, "pay"))
-    Runtime(store).approve(first.run_id, by="intern")
+    with pytest.raises(UsageError, match="approves as no role; nothing was recorded"):
+        Runtime(store).approve(first.run_id, by="intern")
+    assert [p.role for p in Runtime(store).pending_approvals()] == ["supervisor"]
     done: Any = asyncio.run(Runtime(store, clock=VirtualClock(), workflows=[agent]).resume(
         first.run_id))
-    assert PAID == [] and "approval needs role 'supervisor'" in done.result["answer"]
+    assert PAID == [] and done.status is RunStatus.WAITING

@@ -95,8 +95,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     ext = External(args.external)
     agent = build_agent(ext, args.model_log)
+    # One owner name: each invocation is the same worker restarting, which takes back at once
+    # the run the killed process held instead of waiting for that lease to expire.
     runtime = Runtime(SQLiteStore(args.store), clock=SystemClock(), workflows=[agent],
-                      probe=Killer(args.kill_at), seed=3)
+                      probe=Killer(args.kill_at), seed=3, owner="crash-agent-worker")
     if args.recover:
         (result,) = asyncio.run(runtime.recover())
     else:

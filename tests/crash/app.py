@@ -397,7 +397,10 @@ def main(argv: list[str] | None = None) -> int:
     killer = Killer(args.kill_at)
     store = SQLiteStore(args.store)
     wf = build_workflow(ext, killer)
-    runtime = Runtime(store, clock=SystemClock(), workflows=[wf], probe=killer)
+    # Every invocation is the same worker restarting (one owner name), so it takes back at
+    # once the run the killed process held instead of waiting for that lease to expire.
+    runtime = Runtime(store, clock=SystemClock(), workflows=[wf], probe=killer,
+                      owner="crash-app-worker")
     if args.recover:
         results = asyncio.run(runtime.recover())
     elif args.resume:

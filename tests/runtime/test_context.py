@@ -143,7 +143,7 @@ def test_wait_suspends_then_resumes_with_the_resolution() -> None:
 
 
 def test_a_resolution_that_arrives_first_is_used_without_waiting() -> None:
-    """resolve() before the run reaches wait_for: the wait returns at once."""
+    """resolve(early=True) before the run reaches wait_for: the wait returns at once."""
 
     async def wf(ctx: RunContext) -> Any:
         await ctx.sleep(10)
@@ -156,7 +156,7 @@ def test_a_resolution_that_arrives_first_is_used_without_waiting() -> None:
     async def main() -> Any:
         task = asyncio.create_task(rt.start(wf, run_id="e"))
         await asyncio.sleep(0)
-        rt.resolve("e", "signal", "early")
+        rt.resolve("e", "signal", "early", early=True)
         clock.advance(10)
         return await task
 
@@ -212,13 +212,14 @@ def test_a_resolution_racing_the_expiry_wins_live_and_on_replay() -> None:
         injected = False
 
         def append(self, run_id: str, events: Any, *, expected_last_seq: int,
-                   sync: bool = False) -> None:
+                   sync: bool = False, **fenced: Any) -> None:
             if events[0].kind == "wait_expired" and not self.injected:
                 self.injected = True
                 super().append(run_id, [WaitResolved(seq=expected_last_seq + 1, at=0.0,
                                                      key="approval", value="yes", by="bo")],
                                expected_last_seq=expected_last_seq)
-            super().append(run_id, events, expected_last_seq=expected_last_seq, sync=sync)
+            super().append(run_id, events, expected_last_seq=expected_last_seq, sync=sync,
+                           **fenced)
 
     async def flow(ctx: RunContext) -> str:
         try:

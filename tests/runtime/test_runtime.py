@@ -89,7 +89,7 @@ def test_resuming_an_unregistered_workflow_says_how_to_fix_it() -> None:
 
 
 def test_two_workers_on_one_run_cannot_both_write() -> None:
-    """A worker whose view of the journal is stale loses with ConcurrencyConflict."""
+    """A worker whose run was taken over is fenced off: LeaseLost, a ConcurrencyConflict."""
     store = MemoryStore()
     gate: asyncio.Event
 
@@ -107,7 +107,7 @@ def test_two_workers_on_one_run_cannot_both_write() -> None:
         b = Runtime(store, clock=VirtualClock(), workflows=[wf])
         gate.set()
         await b.resume("r")  # b completes the run first
-        with pytest.raises(ConcurrencyConflict, match="another writer appended first"):
+        with pytest.raises(ConcurrencyConflict, match="lost its lease"):
             await task
 
     asyncio.run(main())

@@ -5,6 +5,12 @@ reason, role, tainting sources) journaled as the wait's data. Deciding appends t
 (who, with which role, when, a note) to the run's journal; the run continues when a worker
 resumes it (``Runtime.resume`` / ``recover``), on any machine that has the agent's code.
 
+A decision is a compare-and-set (see ``Runtime.resolve``): the first decision on a request wins
+and a later one — even racing from another process — raises
+:class:`~tether.errors.AlreadyDecided` naming it (who, approved or denied, when). An approval
+lacking the role the request requires is refused when it is made, and the request stays
+pending; a denial needs no role, since refusing a call is always the safe direction.
+
 >>> from tether import MemoryStore
 >>> Approvals(MemoryStore()).pending()
 []
@@ -16,8 +22,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from tether.clock import Clock, SystemClock
-from tether.errors import UsageError
-from tether.events import RunStatus, WaitExpired, WaitResolved, WaitStarted
+from tether.errors import AlreadyDecided, UsageError
+from tether.events import Event, RunStatus, WaitExpired, WaitResolved, WaitStarted
 from tether.store.base import Store
 
 __all__ = ["APPROVAL_PREFIX", "Approvals", "PendingApproval"]
@@ -95,10 +101,13 @@ class Approvals:
             raise UsageError(f"no run {run_id!r} in the store")
         if info.status.finished:
             raise UsageError(f"run {run_id!r} is already {info.status.value}; nothing to decide")
-        waiting = self.pending(run_id)
-        if step is not None:
-            waiting = [p for p in waiting if p.step == step]
+        events = self.store.read(run_id)
+        waiting = [p for p in _open_requests(run_id, events)
+                   if step is None or p.step == step]
         if not waiting:
+            decided = _decided(events, step)
+            if decided is not None:
+                raise _already(run_id, decided)
             where = f" at step {step}" if step is not None else ""
             raise UsageError(f"run {run_id!r} has no approval waiting{where}")
         if len(waiting) > 1:
@@ -106,13 +115,57 @@ class Approvals:
             raise UsageError(f"run {run_id!r} waits for several approvals (steps {steps}); "
                              "say which with --step")
         target = waiting[0]
+        if approved and target.role and role != target.role:
+            # Refused now, so the request stays pending for someone who holds the role; the
+            # run would refuse this approval anyway, and then nobody could approve it again.
+            raise UsageError(
+                f"run {run_id!r}: {target.tool!r} at step {target.step} needs an approval in "
+                f"role {target.role!r}, but {by!r} approves as "
+                f"{repr(role) if role else 'no role'}; nothing was recorded and the request "
+                f"is still pending. Approve with role {target.role!r} (--role {target.role})")
         from tether.runtime.runtime import Runtime
 
         value = {"approved": approved, "role": role, "note": note,
                  "decided_at": self.clock.now()}
-        Runtime(self.store, clock=self.clock).resolve(run_id, target.key, value, by=by,
-                                                      note=note)
+        try:
+            Runtime(self.store, clock=self.clock).resolve(run_id, target.key, value, by=by,
+                                                          note=note)
+        except AlreadyDecided as exc:  # another decision won the race: name it
+            first = next(e for e in self.store.read(run_id)
+                         if isinstance(e, WaitResolved) and e.key == target.key)
+            raise _already(run_id, first) from exc
         return target
+
+
+def _open_requests(run_id: str, events: list[Event]) -> list[PendingApproval]:
+    """The approval requests of one journal that are neither decided nor expired."""
+    closed = {e.key for e in events if isinstance(e, WaitResolved | WaitExpired)}
+    return [_pending(run_id, e) for e in events if isinstance(e, WaitStarted)
+            and e.key.startswith(APPROVAL_PREFIX) and e.key not in closed]
+
+
+def _decided(events: list[Event], step: int | None) -> WaitResolved | None:
+    """The latest decision on an approval request (the one at ``step``, if given)."""
+    requested = {e.key for e in events if isinstance(e, WaitStarted)
+                 and e.key.startswith(APPROVAL_PREFIX) and (step is None or e.pos == step)}
+    decided = [e for e in events if isinstance(e, WaitResolved) and e.key in requested]
+    return decided[-1] if decided else None
+
+
+def _already(run_id: str, first: WaitResolved) -> AlreadyDecided:
+    """AlreadyDecided naming the first decision as a person reads it: who, which, when."""
+    from tether.runtime.journal import instant
+
+    value = first.value if isinstance(first.value, dict) else {"approved": bool(first.value)}
+    verb = "approved" if value.get("approved") else "denied"
+    role = f" as {value['role']!r}" if value.get("role") else ""
+    note = f" ({first.note})" if first.note else ""
+    return AlreadyDecided(
+        f"run {run_id!r}: the request at step {first.key.removeprefix(APPROVAL_PREFIX)} was "
+        f"already {verb} by {first.by or 'someone'}{role}{note} at {instant(first.at)}; the "
+        "first decision stands and this one was not recorded",
+        run_id=run_id, key=first.key, by=first.by, at=first.at, value=first.value,
+        note=first.note)
 
 
 def _pending(run_id: str, event: WaitStarted) -> PendingApproval:

@@ -31,15 +31,14 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from tether.errors import (
-    AmbiguousOutcome,
     AuthExpired,
     BudgetExceeded,
     ModelError,
     ToolArgsInvalid,
     ToolFailed,
     ToolResultInvalid,
-    TransientError,
 )
+from tether.runtime.ambiguity import ErrorOutcome, outcome_of, retry_after_s, status_of
 
 __all__ = ["DOMAINS", "Domain", "Failure", "FailureType", "classify"]
 
@@ -129,7 +128,12 @@ class Failure:
 
 def classify(exc: BaseException) -> Failure:
     """The failure an exception stands for. Unknown exceptions are permanent tool errors when
-    they come from a tool and are otherwise read as the model's (the caller knows which)."""
+    they come from a tool and are otherwise read as the model's (the caller knows which).
+
+    Timeouts and lost connections — tether's :class:`AmbiguousOutcome`, the built-ins, and the
+    client libraries :mod:`tether.runtime.ambiguity` knows — are ``ambiguous_write``; failures
+    that certainly did not take effect are ``transient_tool_error`` (``rate_limited`` for a
+    429)."""
     message = f"{type(exc).__name__}: {exc}"
     if isinstance(exc, ModelError):
         known = exc.failure in FailureType.__members__.values()
@@ -147,10 +151,14 @@ def classify(exc: BaseException) -> Failure:
         if exc.failure in FailureType.__members__.values():
             return Failure(FailureType(exc.failure), message)
         return Failure(_TOOL_FAILURES.get(exc.failure, FailureType.PERMANENT_TOOL_ERROR), message)
-    if isinstance(exc, TransientError):
-        return Failure(FailureType.TRANSIENT_TOOL_ERROR, message, exc.retry_after_s)
-    if isinstance(exc, AmbiguousOutcome):
+    # The same reading a tool call makes (tether.runtime.ambiguity), without a tool's own
+    # declarations: a client library's timeout is an ambiguous write here too.
+    outcome = outcome_of(exc)
+    if outcome is ErrorOutcome.AMBIGUOUS:
         return Failure(FailureType.AMBIGUOUS_WRITE, message)
-    if isinstance(exc, TimeoutError | ConnectionError):
-        return Failure(FailureType.TRANSIENT_TOOL_ERROR, message)
+    if outcome is ErrorOutcome.TRANSIENT:
+        hint = retry_after_s(exc)
+        if status_of(exc) == 429:
+            return Failure(FailureType.RATE_LIMITED, message, hint)
+        return Failure(FailureType.TRANSIENT_TOOL_ERROR, message, hint)
     return Failure(FailureType.PERMANENT_TOOL_ERROR, message)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from tether.clock import Clock
-from tether.errors import ConcurrencyConflict
+from tether.errors import AlreadyDecided, ConcurrencyConflict, LeaseLost, OwnershipLost
 from tether.events import (
     Decision,
     Event,
@@ -27,9 +29,17 @@ from tether.events import (
     WaitResolved,
     WaitStarted,
 )
-from tether.store.base import Store
+from tether.store.base import Lease, Store
 
-__all__ = ["Listener", "Probe", "ProbePoint", "RunJournal", "call_identity"]
+__all__ = [
+    "Listener",
+    "Probe",
+    "ProbePoint",
+    "RunJournal",
+    "already_resolved",
+    "call_identity",
+    "instant",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,11 +99,37 @@ def _is_retry(event: Event) -> bool:
             and event.data.get("action") in _RETRY_ACTIONS)
 
 
+def instant(at: float) -> str:
+    """A clock time for messages: UTC, to the second."""
+    try:
+        return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    except (OverflowError, OSError, ValueError):  # a virtual clock far from the epoch
+        return f"t={at:g}"
+
+
+def already_resolved(run_id: str, first: WaitResolved) -> AlreadyDecided:
+    """The error for a second resolution of a key: it names the first (who, what, when)."""
+    what = f"with {first.value!r}"[:80]
+    note = f" ({first.note})" if first.note else ""
+    return AlreadyDecided(
+        f"run {run_id!r}: {first.key!r} was already resolved {what} by {first.by or 'someone'}"
+        f"{note} at {instant(first.at)}; the first decision stands and this one was not "
+        "recorded",
+        run_id=run_id, key=first.key, by=first.by, at=first.at, value=first.value,
+        note=first.note,
+    )
+
+
 class RunJournal:
     """The events of one run, indexed by position, plus the means to append more.
 
     Appends stamp the next ``seq`` and the clock's time, write through the store with the
     expected last seq (so a second writer is detected), then tell the listeners.
+
+    With a ``lease`` every append is fenced by it (see :mod:`tether.store.base`), and the lease
+    is renewed before an append once past half of ``lease_ttl_s``. Once the lease is lost — a
+    fenced append or a renewal refused, here or by a heartbeat (:meth:`renew_lease`) — the
+    next append or durable call raises :class:`~tether.errors.OwnershipLost`.
     """
 
     def __init__(
@@ -103,11 +139,18 @@ class RunJournal:
         clock: Clock,
         events: Sequence[Event] = (),
         listeners: Sequence[Listener] = (),
+        *,
+        lease: Lease | None = None,
+        lease_ttl_s: float = 30.0,
     ) -> None:
         self.store = store
         self.run_id = run_id
         self.clock = clock
         self.listeners = tuple(listeners)
+        self.lease = lease
+        self.lease_ttl_s = lease_ttl_s
+        self.lost: LeaseLost | None = None
+        self._lease_lock = threading.Lock()
         self.last_seq = 0
         self.started: RunStarted | None = None
         self.finished: RunFinished | None = None
@@ -145,7 +188,11 @@ class RunJournal:
         self._absorb_resolutions()
 
     def at(self, position: int) -> list[Event]:
-        """Events recorded for the durable call at ``position`` (empty if none)."""
+        """Events recorded for the durable call at ``position`` (empty if none).
+
+        Every durable call starts here, so a worker that lost the run stops at its next one."""
+        if self.lost is not None:
+            raise OwnershipLost(self.lost)
         return self._by_pos.get(position, [])
 
     def retries_before(self, position: int) -> int:
@@ -165,20 +212,78 @@ class RunJournal:
     def resolution(self, key: str) -> WaitResolved | None:
         return self._resolutions.get(key)
 
+    def waits(self) -> dict[str, float | None]:
+        """Keys the run waited on without a resolution: ``None`` while the wait is open, the
+        expiry's clock time once it expired."""
+        waits: dict[str, float | None] = {}
+        for pos in sorted(self._by_pos):
+            for event in self._by_pos[pos]:
+                if isinstance(event, WaitStarted) and event.key not in self._resolutions:
+                    waits.setdefault(event.key, None)
+                elif isinstance(event, WaitExpired) and event.key not in self._resolutions:
+                    waits[event.key] = event.at
+        return waits
+
     def expired(self, position: int) -> bool:
         return any(isinstance(e, WaitExpired) for e in self.at(position))
+
+    # -- the lease ----------------------------------------------------------------------
+
+    def renew_lease(self, *, early: bool = True) -> None:
+        """Renew the lease (with ``early=False`` only once past half its time to live); a
+        refusal marks the run lost. Safe to call from a heartbeat thread."""
+        with self._lease_lock:
+            lease = self.lease
+            if lease is None or self.lost is not None:
+                return
+            now = self.clock.now()
+            if not early and now < lease.expires_at - self.lease_ttl_s / 2:
+                return
+            try:
+                self.lease = self.store.renew(lease, now=now, ttl_s=self.lease_ttl_s)
+            except LeaseLost as exc:
+                self.lost = exc
+
+    def _fenced_append(self, event: Event, sync: bool) -> None:
+        if self.lost is not None:
+            raise OwnershipLost(self.lost)
+        self.renew_lease(early=False)  # piggy-backed: at most one renewal per half TTL
+        if self.lost is not None:
+            raise OwnershipLost(self.lost)
+        try:
+            if self.lease is None:  # the contract before leases: third-party stores keep working
+                self.store.append(self.run_id, [event], expected_last_seq=self.last_seq,
+                                  sync=sync)
+            else:
+                self.store.append(self.run_id, [event], expected_last_seq=self.last_seq,
+                                  sync=sync, lease=self.lease)
+        except LeaseLost as exc:
+            self.lost = exc
+            raise OwnershipLost(exc) from exc
+
+    # -- appending ------------------------------------------------------------------------
 
     def record(self, cls: type[Any], *, sync: bool = False, **fields: Any) -> Any:
         """Append one event of type ``cls``; ``sync`` makes it (and all before it) durable."""
         while True:
             event = cls(seq=self.last_seq + 1, at=self.clock.now(), **fields)
             try:
-                self.store.append(self.run_id, [event], expected_last_seq=self.last_seq,
-                                  sync=sync)
+                self._fenced_append(event, sync)
                 break
             except ConcurrencyConflict:
                 if not self._absorb_resolutions():
                     raise
+        return self._took(event)
+
+    def record_once(self, cls: type[Any], *, sync: bool = False, **fields: Any) -> Any:
+        """Append one event of type ``cls`` at the next seq, or raise ConcurrencyConflict if
+        anything was appended since this journal was read: a compare-and-set, for callers
+        that must re-check what they decide on after losing a race."""
+        event = cls(seq=self.last_seq + 1, at=self.clock.now(), **fields)
+        self._fenced_append(event, sync)
+        return self._took(event)
+
+    def _took(self, event: Event) -> Event:
         self.last_seq = event.seq
         self._index(event)
         for listener in self.listeners:

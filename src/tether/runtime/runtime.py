@@ -4,6 +4,13 @@ A :class:`Runtime` is an explicit object — no globals — so any number can li
 (thousands of simulated runs, two tests side by side). It takes time from its :class:`Clock`
 and randomness from a generator seeded once per runtime; each run gets its own seed, journaled
 in ``run_started``, from which ``ctx.random()`` and ``ctx.uuid()`` draw.
+
+Ownership: a runtime is a worker named ``owner``. It executes a run only while holding the run's
+lease in the store (acquired by :meth:`Runtime.start` / :meth:`Runtime.resume`, kept while it
+works, released when the run finishes or waits), and every append is fenced by that lease, so a
+worker whose lease was taken over stops before its next durable call and writes nothing more.
+:meth:`Runtime.recover` takes only runs no live worker holds. Resolutions are a
+compare-and-set: the first wins, later ones get :class:`~tether.errors.AlreadyDecided`.
 """
 
 from __future__ import annotations
@@ -18,9 +25,12 @@ from typing import TYPE_CHECKING, Any, Protocol, get_type_hints, overload, runti
 from tether.clock import Clock, SystemClock, system_seed
 from tether.errors import (
     ConcurrencyConflict,
+    LeaseLost,
     NonDeterminismError,
+    OwnershipLost,
     RecoveryIncomplete,
     RunEscalated,
+    RunOwned,
     RunSuspended,
     TetherError,
     UnknownWorkflow,
@@ -32,10 +42,11 @@ from tether.events import RunFinished, RunStarted, RunStatus, WaitResolved
 from tether.runtime.breaker import Breakers
 from tether.runtime.codec import from_json, to_json
 from tether.runtime.context import RunContext
-from tether.runtime.journal import Listener, Probe, RunJournal
+from tether.runtime.journal import Listener, Probe, RunJournal, already_resolved, instant
+from tether.runtime.ownership import Heartbeat, default_owner
 from tether.runtime.retry import RetryPolicy
 from tether.runtime.saga import compensate
-from tether.store.base import Store
+from tether.store.base import Lease, Store
 
 if TYPE_CHECKING:
     from tether.policy.approvals import PendingApproval
@@ -44,6 +55,9 @@ from tether.store.memory import MemoryStore
 __all__ = ["RunResult", "Runtime", "Workflow", "workflow"]
 
 WorkflowFn = Callable[..., Awaitable[Any]]
+
+#: How often a resolution is retried after losing an append race to the run's own worker.
+_RESOLVE_ATTEMPTS = 1000
 
 
 @runtime_checkable
@@ -140,13 +154,29 @@ class Runtime:
         listeners: Sequence[Listener] = (),
         retry: RetryPolicy | None = None,
         breakers: Breakers | None = None,
+        owner: str | None = None,
+        lease_ttl_s: float = 30.0,
+        heartbeat_s: float | None = None,
     ) -> None:
+        """``owner`` names this worker in run leases (default ``host:pid``); ``lease_ttl_s`` is
+        how long a lease holds without renewal, on this runtime's clock; ``heartbeat_s`` how
+        often a thread renews it while a run executes (default: a third of the TTL with a
+        real-time clock, never with a virtual one — see :mod:`tether.runtime.ownership`)."""
+        if not lease_ttl_s > 0:
+            raise UsageError(f"lease_ttl_s must be positive, got {lease_ttl_s!r}")
         self.store: Store = store if store is not None else MemoryStore()
         self.clock: Clock = clock if clock is not None else SystemClock()
         #: The retry policy of durable calls in plain workflows (agents bring their own).
         self.retry = retry if retry is not None else RetryPolicy()
         #: Circuit breakers per dependency, shared by every run of this runtime.
         self.breakers = breakers if breakers is not None else Breakers(self.clock)
+        self.owner = owner if owner is not None else default_owner()
+        self.lease_ttl_s = lease_ttl_s
+        if heartbeat_s is None and isinstance(self.clock, SystemClock):
+            heartbeat_s = lease_ttl_s / 3
+        self.heartbeat_s = heartbeat_s
+        # Runs this runtime is executing now, so recover() never takes one from itself.
+        self._active: set[str] = set()
         self._rng = random.Random(system_seed() if seed is None else seed)
         self._probe = probe
         self._listeners = tuple(listeners)
@@ -197,7 +227,9 @@ class Runtime:
         """Start a run and execute it until it finishes or waits."""
         named = self.register(wf)
         run_id = run_id or f"run_{self._rng.getrandbits(64):016x}"
-        journal = self._journal(run_id, ())
+        # The append that creates the run makes this worker its owner, under epoch 1.
+        lease = Lease(run_id, self.owner, 1, self.clock.now() + self.lease_ttl_s)
+        journal = self._journal(run_id, (), lease)
         try:
             journal.record(
                 RunStarted,
@@ -214,15 +246,40 @@ class Runtime:
         return await self._execute(named, journal)
 
     async def resume(self, run_id: str) -> RunResult:
-        """Continue an unfinished run from its journal; a finished run's result is returned."""
-        events = self.store.read(run_id)
-        if not events:
+        """Continue an unfinished run from its journal; a finished run's result is returned.
+
+        Takes the run's lease first: a run a live other worker holds raises
+        :class:`~tether.errors.RunOwned` (naming it and when its lease expires). If this worker
+        loses the run while executing it, :class:`~tether.errors.LeaseLost` is raised."""
+        info = self.store.get_run(run_id)
+        if info is None:
             raise UsageError(f"no run {run_id!r} in the store")
-        journal = self._journal(run_id, events)
+        if info.status.finished:
+            finished = self._journal(run_id, self.store.read(run_id)).finished
+            if finished is not None:
+                return _result_of(finished, run_id)
+        lease = self.store.acquire(run_id, self.owner, now=self.clock.now(),
+                                   ttl_s=self.lease_ttl_s)
+        try:
+            # Read under the lease: the previous owner may have gone further than `info`.
+            journal = self._journal(run_id, self.store.read(run_id), lease)
+            named = self._workflow_of(journal)
+        except BaseException:
+            self.store.release(lease)
+            raise
+        if named is None:
+            self.store.release(lease)
+            assert journal.finished is not None
+            return _result_of(journal.finished, run_id)
+        return await self._execute(named, journal)
+
+    def _workflow_of(self, journal: RunJournal) -> Workflow | None:
+        """The workflow to continue ``journal`` with (None: the run is finished)."""
+        run_id = journal.run_id
         if journal.started is None:
             raise UsageError(f"run {run_id!r} has no run_started event")
         if journal.finished is not None:
-            return _result_of(journal.finished, run_id)
+            return None
         named = self._workflows.get(journal.started.workflow)
         if named is None:
             known = ", ".join(sorted(self._workflows)) or "none"
@@ -230,17 +287,23 @@ class Runtime:
                 f"run {run_id!r} is workflow {journal.started.workflow!r}, which this runtime "
                 f"was not given (registered: {known}); pass it in Runtime(workflows=[...])"
             )
-        return await self._execute(named, journal)
+        return named
 
     async def recover(self) -> list[RunResult]:
         """Resume every unfinished run in the store (running ones, and waiting ones whose
-        wait may have been resolved or timed out). Runs another worker owns are skipped."""
+        wait may have been resolved or timed out). Only runs no live worker holds are taken:
+        runs whose lease is live (or that this runtime is executing) are skipped, and so are
+        runs another worker takes first."""
         results = []
         problems: list[tuple[str, TetherError]] = []
+        now = self.clock.now()
         for info in self.store.list_runs(status=[RunStatus.RUNNING, RunStatus.WAITING]):
+            if info.run_id in self._active or (
+                    info.leased(at=now) and info.owner != self.owner):
+                continue
             try:
                 results.append(await self.resume(info.run_id))
-            except ConcurrencyConflict:
+            except (ConcurrencyConflict, RunOwned, LeaseLost):
                 continue
             except TetherError as exc:  # one broken run must not keep the others down
                 problems.append((info.run_id, exc))
@@ -253,22 +316,28 @@ class Runtime:
         return results
 
     def resolve(self, run_id: str, key: str, value: Any = None, *, by: str = "",
-                note: str = "") -> None:
+                note: str = "", early: bool = False) -> WaitResolved:
         """Deliver a value for ``wait_for(key)``; a later resume continues the run with it.
 
-        Works from any process. Resolving a key twice keeps the first value.
+        Works from any process, while a worker owns the run too. A compare-and-set: the
+        first resolution of a key wins, and a later one (even racing from another process)
+        raises :class:`~tether.errors.AlreadyDecided` naming the first. Resolving a key the
+        run does not wait on is a :class:`~tether.errors.UsageError` listing the keys it does
+        wait on, unless ``early=True``: then a value may be delivered before the run reaches
+        its ``wait_for(key)``, which returns it at once. Returns the journaled resolution.
         """
-        info = self.store.get_run(run_id)
-        if info is None:
-            raise UsageError(f"no run {run_id!r} in the store")
-        if info.status.finished:
-            raise UsageError(f"run {run_id!r} is already {info.status.value}")
-        events = self.store.read(run_id)
-        journal = self._journal(run_id, events)
-        if journal.resolution(key) is not None:
-            return
-        journal.record(WaitResolved, sync=True, key=key,
-                       value=to_json(value, what="resolution"), by=by, note=note)
+        data = to_json(value, what="resolution")
+        for _attempt in range(_RESOLVE_ATTEMPTS):
+            journal = self._journal(run_id, self.store.read(run_id))
+            _check_resolvable(journal, key, early=early)
+            try:
+                return journal.record_once(WaitResolved, sync=True, key=key, value=data,  # type: ignore[no-any-return]
+                                           by=by, note=note)
+            except ConcurrencyConflict:
+                continue  # the run moved on meanwhile: read it again and re-check
+        raise ConcurrencyConflict(
+            f"run {run_id!r}: resolving {key!r} lost {_RESOLVE_ATTEMPTS} append races in a row "
+            "to the run's own worker; try again", run_id=run_id)
 
     # -- approvals ------------------------------------------------------------------------
 
@@ -297,10 +366,40 @@ class Runtime:
 
     # -- execution ------------------------------------------------------------------------
 
-    def _journal(self, run_id: str, events: Sequence[Any]) -> RunJournal:
-        return RunJournal(self.store, run_id, self.clock, events, self._listeners)
+    def _journal(self, run_id: str, events: Sequence[Any],
+                 lease: Lease | None = None) -> RunJournal:
+        return RunJournal(self.store, run_id, self.clock, events, self._listeners,
+                          lease=lease, lease_ttl_s=self.lease_ttl_s)
 
     async def _execute(self, named: Workflow, journal: RunJournal) -> RunResult:
+        """Execute under the journal's lease: renewed while working, released when the run
+        finishes or waits or raises an error; kept when the process is crashing (a simulated
+        ``Crash``, cancellation) so no other worker takes the run before its lease expires."""
+        run_id = journal.run_id
+        heartbeat = None
+        if self.heartbeat_s is not None and journal.lease is not None:
+            heartbeat = Heartbeat(journal, interval_s=self.heartbeat_s)
+            heartbeat.start()
+        self._active.add(run_id)
+        try:
+            result = await self._drive(named, journal)
+        except OwnershipLost as lost:
+            raise lost.error from None
+        except Exception:
+            self._release(journal)
+            raise
+        finally:
+            self._active.discard(run_id)
+            if heartbeat is not None:
+                heartbeat.stop()
+        self._release(journal)
+        return result
+
+    def _release(self, journal: RunJournal) -> None:
+        if journal.lease is not None and journal.lost is None:
+            self.store.release(journal.lease)
+
+    async def _drive(self, named: Workflow, journal: RunJournal) -> RunResult:
         started = journal.started
         assert started is not None
         ctx = RunContext(journal, self.clock, seed=started.seed, probe=self._probe,
@@ -340,6 +439,29 @@ class Runtime:
         event = journal.record(RunFinished, sync=True, status=status, result=result,
                                error=error, reason=reason)
         return _result_of(event, journal.run_id)
+
+
+def _check_resolvable(journal: RunJournal, key: str, *, early: bool) -> None:
+    """Refuse a resolution the run cannot take: unknown or finished run, a key already
+    resolved (naming the first decision), a wait that expired, a key nobody waits on."""
+    run_id = journal.run_id
+    if journal.started is None:
+        raise UsageError(f"no run {run_id!r} in the store")
+    if journal.finished is not None:
+        raise UsageError(f"run {run_id!r} is already {journal.finished.status.value}")
+    first = journal.resolution(key)
+    if first is not None:
+        raise already_resolved(run_id, first)
+    waits = journal.waits()
+    if key in waits and waits[key] is not None:
+        raise UsageError(f"run {run_id!r}: the wait for {key!r} expired at "
+                         f"{instant(waits[key] or 0.0)}; it can no longer be resolved")
+    if key not in waits and not early:
+        open_keys = sorted(k for k, expired in waits.items() if expired is None)
+        raise UsageError(
+            f"run {run_id!r} does not wait on {key!r}; it waits on "
+            f"{', '.join(repr(k) for k in open_keys) or 'nothing'}. To deliver a value before "
+            "the run reaches its wait, pass early=True")
 
 
 def _result_of(event: RunFinished, run_id: str) -> RunResult:

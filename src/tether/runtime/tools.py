@@ -34,6 +34,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from tether.errors import ToolArgsInvalid, UsageError
 from tether.models.base import ToolSpec
+from tether.runtime.ambiguity import ErrorClassifier, ErrorOutcome, outcome_of
 from tether.runtime.provenance import Trust
 
 __all__ = ["DEFAULT_KEY_RETENTION_S", "Effect", "Tool", "ToolContext", "tool"]
@@ -108,6 +109,9 @@ class Tool(Generic[A, R]):
     #: Exceptions that mean "the request certainly did not take effect; try again later", in
     #: addition to the defaults.
     transient_on: tuple[type[BaseException] | str, ...] = ()
+    #: Asked first about any exception the handler raises: ``"ambiguous"``, ``"transient"``,
+    #: ``"permanent"``, or ``None`` for no opinion (see :mod:`tether.runtime.ambiguity`).
+    classify_error: ErrorClassifier | None = None
     _result_adapter: TypeAdapter[Any] = field(init=False, repr=False)
     _args_schema: dict[str, Any] | None = field(default=None, init=False, repr=False)
 
@@ -150,6 +154,12 @@ class Tool(Generic[A, R]):
         if self.key_retention_s is not None:
             return self.key_retention_s
         return DEFAULT_KEY_RETENTION_S
+
+    def outcome_of(self, exc: BaseException) -> ErrorOutcome:
+        """What ``exc``, raised by this tool's handler, says about the request: ambiguous (it
+        may have been applied), transient (it was not; retry) or permanent."""
+        return outcome_of(exc, ambiguous_on=self.ambiguous_on, transient_on=self.transient_on,
+                          classify_error=self.classify_error)
 
     def validate_args(self, args: A | dict[str, Any]) -> A:
         """Arguments as the tool's model, or :class:`ToolArgsInvalid` naming what is wrong."""
@@ -229,6 +239,7 @@ def tool(
     key_retention_s: float | None = None,
     ambiguous_on: Sequence[type[BaseException] | str] = (),
     transient_on: Sequence[type[BaseException] | str] = (),
+    classify_error: ErrorClassifier | None = None,
     args: type[BaseModel] | None = None,
     result: Any = None,
 ) -> Callable[[Handler], Tool[Any, Any]]: ...
@@ -252,6 +263,7 @@ def tool(
     key_retention_s: float | None = None,
     ambiguous_on: Sequence[type[BaseException] | str] = (),
     transient_on: Sequence[type[BaseException] | str] = (),
+    classify_error: ErrorClassifier | None = None,
     args: type[BaseModel] | None = None,
     result: Any = None,
 ) -> Tool[Any, Any] | Callable[[Handler], Tool[Any, Any]]:
@@ -301,6 +313,7 @@ def tool(
             key_retention_s=key_retention_s,
             ambiguous_on=tuple(ambiguous_on),
             transient_on=tuple(transient_on),
+            classify_error=classify_error,
         )
 
     return build(fn) if fn is not None else build

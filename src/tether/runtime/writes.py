@@ -43,6 +43,7 @@ from tether.errors import (
     rebuild_error,
 )
 from tether.events import ToolAmbiguous, ToolError, ToolIntent, ToolResult, ToolRetry
+from tether.runtime.ambiguity import ErrorOutcome, retry_after_s, type_name
 from tether.runtime.codec import to_json
 from tether.runtime.failures import FailureType
 from tether.runtime.provenance import Sourced, Trust
@@ -179,7 +180,19 @@ class _Call:
                 found = tool.reconcile(self._tool_context(attempt), self.key)
                 if inspect.isawaitable(found):
                     found = await found
-            except _RETRYABLE as exc:
+            except Exception as exc:
+                if tool.outcome_of(exc) is ErrorOutcome.PERMANENT:
+                    # The lookup failed, not the write: its outcome is still unknown, and
+                    # recording the write as failed would invite a second one under a new key.
+                    self.ctx.journal.record(
+                        ToolError, pos=self.pos, tool=tool.name, failure="ambiguous_write",
+                        error=error_record(exc), latency_s=self._elapsed_s())
+                    raise RunEscalated(
+                        f"tool {tool.name!r} (key {self.key}): the write's outcome is unknown "
+                        f"and looking it up failed ({type(exc).__name__}: {exc}); check it by "
+                        "hand"
+                    ) from exc
+                # A lookup is a read: a timeout or a refused connection is retried.
                 if lookup == tool.attempts:
                     raise RunEscalated(
                         f"tool {tool.name!r} (key {self.key}): the write's outcome is unknown and "
@@ -188,16 +201,6 @@ class _Call:
                     ) from exc
                 await self._backoff(lookup, FailureType.AMBIGUOUS_WRITE)
                 continue
-            except Exception as exc:
-                # The lookup failed, not the write: its outcome is still unknown, and
-                # recording the write as failed would invite a second one under a new key.
-                self.ctx.journal.record(
-                    ToolError, pos=self.pos, tool=tool.name, failure="ambiguous_write",
-                    error=error_record(exc), latency_s=self._elapsed_s())
-                raise RunEscalated(
-                    f"tool {tool.name!r} (key {self.key}): the write's outcome is unknown and "
-                    f"looking it up failed ({type(exc).__name__}: {exc}); check it by hand"
-                ) from exc
             if found is None:
                 return None
             return self._record_result(found, reconciled=True)
@@ -209,12 +212,22 @@ class _Call:
             value = self.tool.handler(self._tool_context(attempt), self.args)
             if inspect.isawaitable(value):
                 value = await within(self.ctx.clock, value, self.tool.timeout_s)
-        except _RETRYABLE:
-            raise
         except AuthExpired as exc:
             self._fail("auth_expired", exc)
         except Exception as exc:
-            self._fail("permanent_tool_error", exc)
+            # Translated at the boundary (the tool's declarations first, then the defaults for
+            # the common client libraries): past here "may have been applied" is only ever one
+            # of AMBIGUOUS_ERRORS and "certainly not applied" only a TransientError.
+            outcome = self.tool.outcome_of(exc)
+            if outcome is ErrorOutcome.PERMANENT:
+                self._fail("permanent_tool_error", exc)
+            ambiguous = outcome is ErrorOutcome.AMBIGUOUS
+            if isinstance(exc, AMBIGUOUS_ERRORS if ambiguous else TransientError):
+                raise  # already says what it means (and its type is journaled as it is)
+            what = f"tool {self.tool.name!r}: {type_name(exc)}: {exc}"
+            if ambiguous:
+                raise AmbiguousOutcome(what) from exc
+            raise TransientError(what, retry_after_s=retry_after_s(exc)) from exc
         return value
 
     def _record_result(self, value: Any, *, reconciled: bool = False) -> Any:

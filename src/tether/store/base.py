@@ -1,8 +1,23 @@
 """The store contract: how journals are written and read.
 
 A store keeps, per run, an append-only list of events numbered 1, 2, 3 … and a small index row
-(workflow, status, last seq) so runs can be listed by status. The contract is deliberately
+(workflow, status, last seq, owner) so runs can be listed by status. The contract is deliberately
 small; the conformance kit in :mod:`tether.store.conformance` holds every implementation to it.
+
+Ownership. A run being executed has one owner, a worker holding a :class:`Lease` on it: the
+owner's name, an ``epoch`` and an expiry. Times are the *caller's* clock (stores have none):
+:meth:`Store.acquire` takes a run whose lease is free, expired at ``now``, or already the
+caller's, and bumps the epoch, so every takeover makes the previous holder's lease stale;
+:meth:`Store.renew` extends a lease that is still current; :meth:`Store.release` frees it. An
+append made with ``lease=`` is *fenced*: it stores nothing and raises
+:class:`~tether.errors.LeaseLost` unless that lease (owner and epoch) is still the run's. An
+append without a lease may only deliver resolutions (``wait_resolved`` events) to a run that has
+an owner, the way ``Runtime.resolve`` and approvals do from outside; anything else is refused
+with :class:`~tether.errors.LeaseLost`.
+
+>>> lease = Lease("run-1", "host:42", epoch=3, expires_at=130.0)
+>>> lease.live(at=100.0), lease.live(at=130.0)
+(True, False)
 """
 
 from __future__ import annotations
@@ -12,18 +27,37 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol, runtime_checkable
 
-from tether.errors import ConcurrencyConflict, CorruptJournal, UsageError
-from tether.events import Event, RunStarted, RunStatus, decode, status_after, status_change
+from tether.errors import (
+    ConcurrencyConflict,
+    CorruptJournal,
+    LeaseLost,
+    RunOwned,
+    UsageError,
+)
+from tether.events import (
+    Event,
+    RunStarted,
+    RunStatus,
+    WaitResolved,
+    decode,
+    status_after,
+    status_change,
+)
 
 __all__ = [
     "Durability",
+    "Lease",
     "RunInfo",
     "Store",
     "advance",
     "check_batch",
+    "check_lease_args",
     "conflict",
     "decode_rows",
+    "lease_lost",
     "next_status",
+    "only_resolutions",
+    "run_owned",
     "status_filter",
 ]
 
@@ -46,12 +80,30 @@ class Durability(StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
+class Lease:
+    """A worker's hold on a run: ``owner`` may append to ``run_id`` while ``epoch`` is the
+    run's current one. ``expires_at`` is the owner's clock time after which other workers may
+    take the run over (which bumps the epoch and fences this lease off)."""
+
+    run_id: str
+    owner: str
+    epoch: int
+    expires_at: float
+
+    def live(self, *, at: float) -> bool:
+        """Whether the lease still holds at clock time ``at``."""
+        return at < self.expires_at
+
+
+@dataclass(frozen=True, slots=True)
 class RunInfo:
     """The index row of one run.
 
     ``created_at`` is the clock time of the run's ``run_started`` event; ``updated_at`` the time
     of the event that last changed its status (started, suspended, resumed, finished …), so
     listing by ``updated_at`` answers "what changed lately" without touching every append.
+    ``owner`` and ``lease_expires_at`` are the current lease (``None`` when nobody holds the
+    run); ``epoch`` counts its acquisitions (0 for a run never leased).
     """
 
     run_id: str
@@ -60,6 +112,21 @@ class RunInfo:
     last_seq: int
     created_at: float
     updated_at: float
+    owner: str | None = None
+    epoch: int = 0
+    lease_expires_at: float | None = None
+
+    @property
+    def lease(self) -> Lease | None:
+        """The run's current lease, if someone holds it (live or expired)."""
+        if self.owner is None or self.lease_expires_at is None:
+            return None
+        return Lease(self.run_id, self.owner, self.epoch, self.lease_expires_at)
+
+    def leased(self, *, at: float) -> bool:
+        """Whether a worker holds a live lease on the run at clock time ``at``."""
+        lease = self.lease
+        return lease is not None and lease.live(at=at)
 
 
 @runtime_checkable
@@ -75,8 +142,33 @@ class Store(Protocol):
     """
 
     def append(
-        self, run_id: str, events: Sequence[Event], *, expected_last_seq: int, sync: bool = False
-    ) -> None: ...
+        self,
+        run_id: str,
+        events: Sequence[Event],
+        *,
+        expected_last_seq: int,
+        sync: bool = False,
+        lease: Lease | None = None,
+    ) -> None:
+        """Append a batch; with ``lease``, only while that lease is the run's current one (a
+        batch creating the run makes ``lease`` its owner). Raises ConcurrencyConflict,
+        LeaseLost (fenced off) or UsageError (malformed batch), storing nothing."""
+        ...
+
+    def acquire(self, run_id: str, owner: str, *, now: float, ttl_s: float) -> Lease:
+        """Take the lease of an existing run for ``owner`` until ``now + ttl_s``, bumping its
+        epoch; raises RunOwned when another owner's lease is live at ``now`` and UsageError
+        for an unknown run. One atomic compare-and-set."""
+        ...
+
+    def renew(self, lease: Lease, *, now: float, ttl_s: float) -> Lease:
+        """Extend ``lease`` to ``now + ttl_s``; raises LeaseLost if it is no longer the run's
+        current lease (even an expired lease renews while nobody took the run over)."""
+        ...
+
+    def release(self, lease: Lease) -> bool:
+        """Free the run if ``lease`` is still its current one; False (and no change) if not."""
+        ...
 
     def read(self, run_id: str, *, after_seq: int = 0) -> list[Event]:
         """Events of ``run_id`` with ``seq > after_seq``, in order; [] for an unknown run."""
@@ -107,6 +199,51 @@ def check_batch(run_id: str, events: Sequence[Event], expected_last_seq: int) ->
         raise UsageError(f"run id {run_id!r} must be a non-empty string without NUL characters")
     if expected_last_seq == 0 and not isinstance(events[0], RunStarted):
         raise UsageError(f"run {run_id!r}: a journal must begin with run_started")
+
+
+def check_lease_args(owner: str, now: float, ttl_s: float) -> None:
+    """Validate the arguments of acquire/renew before any store touches its storage."""
+    if not owner or "\x00" in owner:
+        raise UsageError(f"lease owner {owner!r} must be a non-empty string without NUL")
+    if not ttl_s > 0 or ttl_s != ttl_s or now != now:
+        raise UsageError(f"a lease needs a positive ttl_s and a time, got ttl_s={ttl_s!r} "
+                         f"now={now!r}")
+
+
+def only_resolutions(events: Sequence[Event]) -> bool:
+    """Whether an unfenced batch may go to a run that has an owner: resolutions only."""
+    return all(isinstance(event, WaitResolved) for event in events)
+
+
+def run_owned(run_id: str, owner: str, expires_at: float, epoch: int) -> RunOwned:
+    """The error for acquiring a run another worker holds, with the facts and the fix."""
+    return RunOwned(
+        f"run {run_id!r} is owned by worker {owner!r} (lease epoch {epoch}) until "
+        f"{expires_at:.3f} on the caller's clock; leave it to that worker, or take it over "
+        "after the lease expires (recover() does)",
+        run_id=run_id, owner=owner, expires_at=expires_at, epoch=epoch,
+    )
+
+
+def lease_lost(run_id: str, lease: Lease | None, holder: str | None,
+               holder_epoch: int) -> LeaseLost:
+    """The error for a fenced-off append or renewal (``lease`` None: an unfenced append of
+    more than resolutions to a run that has an owner)."""
+    now_held = (f"worker {holder!r} holds it under epoch {holder_epoch}" if holder
+                else f"nobody holds it now (epoch {holder_epoch})")
+    if lease is None:
+        return LeaseLost(
+            f"run {run_id!r}: an append without a lease may only deliver resolutions while a "
+            f"worker owns the run, and {now_held}; append through the owner, or acquire the "
+            "run's lease first",
+            run_id=run_id, holder=holder or "", holder_epoch=holder_epoch,
+        )
+    return LeaseLost(
+        f"run {run_id!r}: worker {lease.owner!r} lost its lease (epoch {lease.epoch}) and "
+        f"{now_held}; nothing was stored, and this worker must stop executing the run",
+        run_id=run_id, owner=lease.owner, epoch=lease.epoch, holder=holder or "",
+        holder_epoch=holder_epoch,
+    )
 
 
 def next_status(current: RunStatus | None, events: Sequence[Event]) -> RunStatus:

@@ -2,11 +2,24 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections.abc import Sequence
 
+from tether.errors import UsageError
 from tether.events import Event, RunStarted, RunStatus
-from tether.store.base import RunInfo, advance, check_batch, conflict, status_filter
+from tether.store.base import (
+    Lease,
+    RunInfo,
+    advance,
+    check_batch,
+    check_lease_args,
+    conflict,
+    lease_lost,
+    only_resolutions,
+    run_owned,
+    status_filter,
+)
 
 __all__ = ["MemoryStore"]
 
@@ -25,29 +38,76 @@ class MemoryStore:
         self._lock = threading.Lock()
 
     def append(
-        self, run_id: str, events: Sequence[Event], *, expected_last_seq: int, sync: bool = False
+        self,
+        run_id: str,
+        events: Sequence[Event],
+        *,
+        expected_last_seq: int,
+        sync: bool = False,
+        lease: Lease | None = None,
     ) -> None:
         check_batch(run_id, events, expected_last_seq)
         with self._lock:
             info = self._runs.get(run_id)
             actual = info.last_seq if info is not None else None
+            if info is not None and expected_last_seq > 0:
+                # The fence first: a worker that lost the run hears that, not a seq conflict.
+                _check_fence(info, events, lease)
             if (actual or 0) != expected_last_seq or (expected_last_seq == 0 and info is not None):
                 raise conflict(run_id, expected_last_seq, actual)
             if info is None:
                 first = events[0]
                 assert isinstance(first, RunStarted)
                 info = RunInfo(run_id, first.workflow, RunStatus.RUNNING, 0, first.at, first.at)
+                if lease is not None:
+                    info = dataclasses.replace(info, owner=lease.owner, epoch=lease.epoch,
+                                               lease_expires_at=lease.expires_at)
                 self._events[run_id] = []
             self._events[run_id].extend(events)
             status, changed_at = advance(info.status, events)
-            self._runs[run_id] = RunInfo(
-                run_id,
-                info.workflow,
-                status,
-                events[-1].seq,
-                info.created_at,
-                info.updated_at if changed_at is None else changed_at,
+            self._runs[run_id] = dataclasses.replace(
+                info,
+                status=status,
+                last_seq=events[-1].seq,
+                updated_at=info.updated_at if changed_at is None else changed_at,
             )
+
+    def acquire(self, run_id: str, owner: str, *, now: float, ttl_s: float) -> Lease:
+        check_lease_args(owner, now, ttl_s)
+        with self._lock:
+            info = self._runs.get(run_id)
+            if info is None:
+                raise UsageError(f"no run {run_id!r} in the store; nothing to acquire")
+            held = info.lease
+            if held is not None and held.owner != owner and held.live(at=now):
+                raise run_owned(run_id, held.owner, held.expires_at, held.epoch)
+            lease = Lease(run_id, owner, info.epoch + 1, now + ttl_s)
+            self._hold(info, lease)
+            return lease
+
+    def renew(self, lease: Lease, *, now: float, ttl_s: float) -> Lease:
+        check_lease_args(lease.owner, now, ttl_s)
+        with self._lock:
+            info = self._runs.get(lease.run_id)
+            if info is None or (info.owner, info.epoch) != (lease.owner, lease.epoch):
+                raise lease_lost(lease.run_id, lease, info.owner if info else None,
+                                 info.epoch if info else 0)
+            renewed = dataclasses.replace(lease, expires_at=now + ttl_s)
+            self._hold(info, renewed)
+            return renewed
+
+    def release(self, lease: Lease) -> bool:
+        with self._lock:
+            info = self._runs.get(lease.run_id)
+            if info is None or (info.owner, info.epoch) != (lease.owner, lease.epoch):
+                return False
+            self._runs[lease.run_id] = dataclasses.replace(info, owner=None,
+                                                           lease_expires_at=None)
+            return True
+
+    def _hold(self, info: RunInfo, lease: Lease) -> None:
+        self._runs[info.run_id] = dataclasses.replace(
+            info, owner=lease.owner, epoch=lease.epoch, lease_expires_at=lease.expires_at)
 
     def read(self, run_id: str, *, after_seq: int = 0) -> list[Event]:
         with self._lock:
@@ -69,3 +129,11 @@ class MemoryStore:
     def close(self) -> None:
         return None
 
+
+def _check_fence(info: RunInfo, events: Sequence[Event], lease: Lease | None) -> None:
+    """Refuse an append the run's lease does not allow (see :mod:`tether.store.base`)."""
+    if lease is None:
+        if info.owner is not None and not only_resolutions(events):
+            raise lease_lost(info.run_id, None, info.owner, info.epoch)
+    elif (info.owner, info.epoch) != (lease.owner, lease.epoch):
+        raise lease_lost(info.run_id, lease, info.owner, info.epoch)

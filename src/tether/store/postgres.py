@@ -12,6 +12,12 @@ compare-and-set matched a row. PostgreSQL re-checks the ``WHERE`` of an ``UPDATE
 for a concurrent writer's row lock against the committed row, so of two racing writers exactly
 one matches; the other gets :class:`~tether.errors.ConcurrencyConflict` and stores nothing.
 
+Leases (see :mod:`tether.store.base`) live in the ``runs`` row (``owner``, ``epoch``,
+``lease_expires_at``; schema version 2). Acquire, renew and release are each one ``UPDATE``
+whose ``WHERE`` is the compare-and-set (the row lock serializes racers, and the loser's
+``WHERE`` is re-checked against the winner's committed row); a fenced append adds the owner
+and epoch to the ``WHERE`` of its own compare-and-set, so the check and the insert are one.
+
 Durability (see :class:`~tether.store.base.Durability`) maps onto ``synchronous_commit``, set
 for the append's own transaction only (``set_config(…, true)`` is ``SET LOCAL`` as a function,
 which lets it ride in the same statement). Under ``OUTPUT_COMMIT`` ordinary appends commit with
@@ -32,15 +38,20 @@ from dataclasses import dataclass
 from itertools import groupby
 from typing import Any
 
-from tether.errors import CorruptJournal, SchemaTooNew, StoreError, UsageError
+from tether.errors import CorruptJournal, SchemaTooNew, StoreError, TetherError, UsageError
 from tether.events import Event, RunStarted, RunStatus, checksum, encode
 from tether.store.base import (
     Durability,
+    Lease,
     RunInfo,
     advance,
     check_batch,
+    check_lease_args,
     conflict,
     decode_rows,
+    lease_lost,
+    only_resolutions,
+    run_owned,
     status_filter,
 )
 
@@ -76,13 +87,21 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             PRIMARY KEY (run_id, seq)
         )""",
     ),
+    (
+        # Ownership: the lease of the worker executing the run (NULL owner: nobody).
+        """ALTER TABLE {schema}.runs ADD COLUMN owner TEXT,
+            ADD COLUMN epoch BIGINT NOT NULL DEFAULT 0,
+            ADD COLUMN lease_expires_at DOUBLE PRECISION""",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
 # The compare-and-set for a new run: the insert matches no row when the run exists.
 _CREATE_RUN = """
-    INSERT INTO {schema}.runs (run_id, workflow, status, last_seq, created_at, updated_at)
-    VALUES (%(run_id)s, %(workflow)s, %(status)s, %(last_seq)s, %(created)s, %(at)s)
+    INSERT INTO {schema}.runs (run_id, workflow, status, last_seq, created_at, updated_at,
+                               owner, epoch, lease_expires_at)
+    VALUES (%(run_id)s, %(workflow)s, %(status)s, %(last_seq)s, %(created)s, %(at)s,
+            %(owner)s, %(epoch)s, %(expires_at)s)
     ON CONFLICT (run_id) DO NOTHING
     RETURNING run_id"""
 
@@ -93,8 +112,31 @@ _ADVANCE_RUN = """
     UPDATE {schema}.runs
     SET status = %(transitions)s::jsonb ->> status, last_seq = %(last_seq)s,
         updated_at = COALESCE((%(changed_at)s::jsonb ->> status)::float8, updated_at)
-    WHERE run_id = %(run_id)s AND last_seq = %(expected)s
+    WHERE run_id = %(run_id)s AND last_seq = %(expected)s AND {fence}
     RETURNING run_id"""
+
+# What an existing run's owner must be for an append: the lease's (fenced), nobody (unfenced),
+# or anyone (unfenced, resolutions only).
+_FENCES = {
+    "lease": "owner = %(owner)s AND epoch = %(epoch)s",
+    "unowned": "owner IS NULL",
+    "any": "TRUE",
+}
+
+_ACQUIRE = """
+    UPDATE {schema}.runs SET owner = %(owner)s, epoch = epoch + 1,
+                             lease_expires_at = %(expires_at)s
+    WHERE run_id = %(run_id)s AND (owner IS NULL OR owner = %(owner)s
+                                   OR lease_expires_at IS NULL OR lease_expires_at <= %(now)s)
+    RETURNING epoch"""
+_RENEW = """
+    UPDATE {schema}.runs SET lease_expires_at = %(expires_at)s
+    WHERE run_id = %(run_id)s AND owner = %(owner)s AND epoch = %(epoch)s
+    RETURNING epoch"""
+_RELEASE = """
+    UPDATE {schema}.runs SET owner = NULL, lease_expires_at = NULL
+    WHERE run_id = %(run_id)s AND owner = %(owner)s AND epoch = %(epoch)s
+    RETURNING epoch"""
 
 # One statement: compare-and-set, insert the events only if it matched, commit at the asked
 # durability. Data-modifying CTEs always run to completion, read or not.
@@ -117,7 +159,8 @@ _READ = """
     LEFT JOIN {schema}.events AS e ON e.run_id = q.run_id AND e.seq > %(after)s
     ORDER BY e.seq"""
 
-_RUN_COLUMNS = "run_id, workflow, status, last_seq, created_at, updated_at"
+_RUN_COLUMNS = ("run_id, workflow, status, last_seq, created_at, updated_at, owner, epoch, "
+                "lease_expires_at")
 _SCHEMA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 
 
@@ -166,7 +209,12 @@ class PostgresStore:
         # The name is checked above; quoting it keeps its case as written.
         q = self._q = sql.Identifier(schema).as_string()
         self._create_sql = _APPEND.replace("{cas}", _CREATE_RUN).replace("{schema}", q)
-        self._advance_sql = _APPEND.replace("{cas}", _ADVANCE_RUN).replace("{schema}", q)
+        self._advance_sql = {
+            kind: _APPEND.replace("{cas}", _ADVANCE_RUN.replace("{fence}", fence))
+            .replace("{schema}", q) for kind, fence in _FENCES.items()}
+        self._acquire_sql = _ACQUIRE.replace("{schema}", q)
+        self._renew_sql = _RENEW.replace("{schema}", q)
+        self._release_sql = _RELEASE.replace("{schema}", q)
         self._read_sql = _READ.replace("{schema}", q)
         with self._lock, self._errors():
             self._db = self._connect()
@@ -230,7 +278,13 @@ class PostgresStore:
     # -- the contract ---------------------------------------------------------------------
 
     def append(
-        self, run_id: str, events: Sequence[Event], *, expected_last_seq: int, sync: bool = False
+        self,
+        run_id: str,
+        events: Sequence[Event],
+        *,
+        expected_last_seq: int,
+        sync: bool = False,
+        lease: Lease | None = None,
     ) -> None:
         check_batch(run_id, events, expected_last_seq)
         flush = self.durability is Durability.EVERY_EVENT or (
@@ -245,6 +299,9 @@ class PostgresStore:
             "bodies": bodies,
             "crcs": [checksum(body) for body in bodies],
             "commit": "on" if flush else "off",
+            "owner": None if lease is None else lease.owner,
+            "epoch": 0 if lease is None else lease.epoch,
+            "expires_at": None if lease is None else lease.expires_at,
         }
         if expected_last_seq == 0:
             first = events[0]
@@ -262,17 +319,65 @@ class PostgresStore:
                 changed_at=json.dumps(changed_by_status),
                 expected=expected_last_seq,
             )
-            statement = self._advance_sql
+            fence = ("lease" if lease is not None
+                     else "any" if only_resolutions(events) else "unowned")
+            statement = self._advance_sql[fence]
         with self._lock, self._errors():
             row = self._connection().execute(statement, params).fetchone()
             if row is None or row[0] != 1:
-                actual = self._db.execute(
-                    f"SELECT last_seq FROM {self._q}.runs WHERE run_id = %s", (run_id,)
-                ).fetchone()
-                raise conflict(run_id, expected_last_seq, None if actual is None else actual[0])
+                raise self._refusal(run_id, events, expected_last_seq, lease)
             self.stats.commits += 1
             if flush:
                 self.stats.synced_commits += 1
+
+    def _refusal(self, run_id: str, events: Sequence[Event], expected_last_seq: int,
+                 lease: Lease | None) -> TetherError:
+        """Why an append stored nothing: the lease fenced it off, or a lost race (the caller
+        holds the lock)."""
+        row = self._db.execute(
+            f"SELECT last_seq, owner, epoch FROM {self._q}.runs WHERE run_id = %s", (run_id,)
+        ).fetchone()
+        if row is not None and expected_last_seq > 0:
+            owner, epoch = row[1], int(row[2])
+            if lease is not None and (owner, epoch) != (lease.owner, lease.epoch):
+                return lease_lost(run_id, lease, owner, epoch)
+            if lease is None and owner is not None and not only_resolutions(events):
+                return lease_lost(run_id, None, owner, epoch)
+        return conflict(run_id, expected_last_seq, None if row is None else int(row[0]))
+
+    # -- leases ---------------------------------------------------------------------------
+
+    def acquire(self, run_id: str, owner: str, *, now: float, ttl_s: float) -> Lease:
+        check_lease_args(owner, now, ttl_s)
+        params = {"run_id": run_id, "owner": owner, "now": now, "expires_at": now + ttl_s}
+        with self._lock, self._errors():
+            row = self._connection().execute(self._acquire_sql, params).fetchone()
+            if row is not None:
+                return Lease(run_id, owner, int(row[0]), now + ttl_s)
+            held = self._db.execute(
+                f"SELECT owner, epoch, lease_expires_at FROM {self._q}.runs WHERE run_id = %s",
+                (run_id,)).fetchone()
+        if held is None:
+            raise UsageError(f"no run {run_id!r} in {self._where}; nothing to acquire")
+        raise run_owned(run_id, str(held[0]), float(held[2]), int(held[1]))
+
+    def renew(self, lease: Lease, *, now: float, ttl_s: float) -> Lease:
+        check_lease_args(lease.owner, now, ttl_s)
+        params = {"run_id": lease.run_id, "owner": lease.owner, "epoch": lease.epoch,
+                  "expires_at": now + ttl_s}
+        with self._lock, self._errors():
+            if self._connection().execute(self._renew_sql, params).fetchone() is not None:
+                return Lease(lease.run_id, lease.owner, lease.epoch, now + ttl_s)
+            held = self._db.execute(
+                f"SELECT owner, epoch FROM {self._q}.runs WHERE run_id = %s", (lease.run_id,)
+            ).fetchone()
+        raise lease_lost(lease.run_id, lease, None if held is None else held[0],
+                         0 if held is None else int(held[1]))
+
+    def release(self, lease: Lease) -> bool:
+        params = {"run_id": lease.run_id, "owner": lease.owner, "epoch": lease.epoch}
+        with self._lock, self._errors():
+            return self._connection().execute(self._release_sql, params).fetchone() is not None
 
     def read(self, run_id: str, *, after_seq: int = 0) -> list[Event]:
         with self._lock, self._errors():
@@ -392,4 +497,7 @@ def _run_info(row: Sequence[Any]) -> RunInfo:
         last_seq=row[3],
         created_at=row[4],
         updated_at=row[5],
+        owner=row[6],
+        epoch=row[7],
+        lease_expires_at=row[8],
     )

@@ -8,6 +8,11 @@ fsyncs the WAL and with it every frame written before: the durable journal is al
 
 The schema version lives in ``PRAGMA user_version``; :data:`MIGRATIONS` upgrades older files and
 a file from a newer tether is refused with :class:`~tether.errors.SchemaTooNew`.
+
+Leases (see :mod:`tether.store.base`) live in the ``runs`` row (``owner``, ``epoch``,
+``lease_expires_at``; schema version 2). Each lease operation is one ``BEGIN IMMEDIATE``
+transaction, so it is serialized with every append of every process on the file; a fenced
+append checks the row's owner and epoch inside its own statement or transaction.
 """
 
 from __future__ import annotations
@@ -19,14 +24,19 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from tether.errors import CorruptJournal, SchemaTooNew, StoreError, UsageError
+from tether.errors import CorruptJournal, SchemaTooNew, StoreError, TetherError, UsageError
 from tether.events import Event, RunStarted, RunStatus, checksum, encode, status_change
 from tether.store.base import (
     Durability,
+    Lease,
     RunInfo,
     check_batch,
+    check_lease_args,
     conflict,
     decode_rows,
+    lease_lost,
+    only_resolutions,
+    run_owned,
     status_filter,
 )
 
@@ -53,6 +63,12 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             PRIMARY KEY (run_id, seq)
         ) WITHOUT ROWID""",
     ),
+    (
+        # Ownership: the lease of the worker executing the run (NULL owner: nobody).
+        "ALTER TABLE runs ADD COLUMN owner TEXT",
+        "ALTER TABLE runs ADD COLUMN epoch INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE runs ADD COLUMN lease_expires_at REAL",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -62,7 +78,26 @@ _INSERT_AFTER = (
 )
 _RUN_COLUMNS = (
     "r.run_id, r.workflow, r.status, "
-    "(SELECT max(seq) FROM events e WHERE e.run_id = r.run_id), r.created_at, r.updated_at"
+    "(SELECT max(seq) FROM events e WHERE e.run_id = r.run_id), r.created_at, r.updated_at, "
+    "r.owner, r.epoch, r.lease_expires_at"
+)
+_CREATE_RUN = (
+    "INSERT INTO runs (run_id, workflow, status, last_seq, created_at, updated_at, owner, "
+    "epoch, lease_expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+# The hot path's fenced insert: one statement, so the owner check and the insert are atomic.
+_INSERT_FENCED = (
+    "INSERT INTO events SELECT ?, ?, ?, ?, ? WHERE EXISTS "
+    "(SELECT 1 FROM runs WHERE run_id=? AND owner=? AND epoch=?)"
+)
+_INSERT_UNOWNED = (
+    "INSERT INTO events SELECT ?, ?, ?, ?, ? WHERE EXISTS "
+    "(SELECT 1 FROM runs WHERE run_id=? AND owner IS NULL)"
+)
+_ACQUIRE = (
+    "UPDATE runs SET owner=?, epoch=epoch+1, lease_expires_at=? WHERE run_id=? AND "
+    "(owner IS NULL OR owner=? OR lease_expires_at IS NULL OR lease_expires_at<=?) "
+    "RETURNING epoch"
 )
 
 
@@ -72,6 +107,8 @@ class SQLiteStats:
 
     commits: int = 0
     synced_commits: int = 0
+    #: Lease transactions (acquire, renew, release), apart from the appends' commits.
+    lease_commits: int = 0
 
 
 class SQLiteStore:
@@ -161,7 +198,13 @@ class SQLiteStore:
     # -- the contract ---------------------------------------------------------------------
 
     def append(
-        self, run_id: str, events: Sequence[Event], *, expected_last_seq: int, sync: bool = False
+        self,
+        run_id: str,
+        events: Sequence[Event],
+        *,
+        expected_last_seq: int,
+        sync: bool = False,
+        lease: Lease | None = None,
     ) -> None:
         check_batch(run_id, events, expected_last_seq)
         rows: list[tuple[str, int, str, str, int]] = []
@@ -171,7 +214,8 @@ class SQLiteStore:
         changes = [(change, e) for e in events if (change := status_change(e)) is not None]
         with self._lock:
             try:
-                self._append_locked(run_id, events, rows, changes, expected_last_seq, sync)
+                self._append_locked(run_id, events, rows, changes, expected_last_seq, sync,
+                                    lease)
             except sqlite3.DatabaseError as exc:
                 raise self._translate(exc) from exc
 
@@ -183,17 +227,28 @@ class SQLiteStore:
         changes: list[tuple[tuple[RunStatus, RunStatus | None], Event]],
         expected_last_seq: int,
         sync: bool,
+        lease: Lease | None,
     ) -> None:
         db = self._db
         if (not changes and not sync and len(rows) == 1
                 and self._written.get(run_id) == expected_last_seq):
-            # The hot path of every lazy step: one plain INSERT, its own transaction. This
-            # store wrote seq `expected_last_seq` itself, so the run cannot be shorter than
-            # that; if another writer went further, the primary key refuses the taken seq.
+            # The hot path of every lazy step: one INSERT, its own transaction. This store
+            # wrote seq `expected_last_seq` itself, so the run cannot be shorter than that; if
+            # another writer went further, the primary key refuses the taken seq. The insert
+            # only happens while the run's owner is the lease's (or nobody, unfenced).
+            params: tuple[object, ...]
+            if lease is None and only_resolutions(events):
+                statement, params = "INSERT INTO events VALUES (?, ?, ?, ?, ?)", rows[0]
+            elif lease is None:
+                statement, params = _INSERT_UNOWNED, (*rows[0], run_id)
+            else:
+                statement, params = _INSERT_FENCED, (*rows[0], run_id, lease.owner, lease.epoch)
             try:
-                db.execute("INSERT INTO events VALUES (?, ?, ?, ?, ?)", rows[0])
+                inserted = db.execute(statement, params).rowcount == 1
             except sqlite3.IntegrityError:
-                raise conflict(run_id, expected_last_seq, self._last_seq(run_id)) from None
+                inserted = False
+            if not inserted:
+                raise self._refusal(run_id, events, expected_last_seq, lease)
             self._written[run_id] = expected_last_seq + 1
             self.stats.commits += 1
             if self.durability is Durability.EVERY_EVENT:
@@ -203,7 +258,7 @@ class SQLiteStore:
         if flush:
             db.execute("PRAGMA synchronous=FULL")
         try:
-            self._append_transaction(run_id, events, rows, changes, expected_last_seq)
+            self._append_transaction(run_id, events, rows, changes, expected_last_seq, lease)
         finally:
             if flush:
                 db.execute(f"PRAGMA synchronous={self._base_sync}")
@@ -224,6 +279,7 @@ class SQLiteStore:
         rows: list[tuple[str, int, str, str, int]],
         changes: list[tuple[tuple[RunStatus, RunStatus | None], Event]],
         expected_last_seq: int,
+        lease: Lease | None,
     ) -> None:
         db = self._db
         db.execute("BEGIN IMMEDIATE")
@@ -232,10 +288,13 @@ class SQLiteStore:
                 if expected_last_seq == 0:
                     first = events[0]
                     assert isinstance(first, RunStarted)
-                    db.execute("INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?)",
-                               (run_id, first.workflow, RunStatus.RUNNING.value, 0, first.at,
-                                first.at))
+                    db.execute(_CREATE_RUN, (
+                        run_id, first.workflow, RunStatus.RUNNING.value, 0, first.at, first.at,
+                        *((None, 0, None) if lease is None
+                          else (lease.owner, lease.epoch, lease.expires_at))))
                     db.execute("INSERT INTO events VALUES (?, ?, ?, ?, ?)", rows[0])
+                elif (refused := self._fence(run_id, events, lease)) is not None:
+                    raise refused
                 elif self._written.get(run_id) == expected_last_seq:
                     db.execute("INSERT INTO events VALUES (?, ?, ?, ?, ?)", rows[0])
                 elif db.execute(_INSERT_AFTER, (*rows[0], run_id, expected_last_seq)).rowcount != 1:
@@ -260,6 +319,73 @@ class SQLiteStore:
         except BaseException:
             db.execute("ROLLBACK")
             raise
+
+    def _fence(self, run_id: str, events: Sequence[Event],
+               lease: Lease | None) -> TetherError | None:
+        """The LeaseLost an append to ``run_id`` would meet, or None when the lease allows it
+        (the caller holds the lock, inside a transaction or just after a refused insert)."""
+        row = self._db.execute("SELECT owner, epoch FROM runs WHERE run_id=?",
+                               (run_id,)).fetchone()
+        if row is None:
+            return None
+        owner, epoch = row[0], int(row[1])
+        if lease is None:
+            if owner is not None and not only_resolutions(events):
+                return lease_lost(run_id, None, owner, epoch)
+        elif (owner, epoch) != (lease.owner, lease.epoch):
+            return lease_lost(run_id, lease, owner, epoch)
+        return None
+
+    def _refusal(self, run_id: str, events: Sequence[Event], expected_last_seq: int,
+                 lease: Lease | None) -> TetherError:
+        """Why a hot-path insert stored nothing: the lease fenced it off, or a lost race."""
+        fenced = self._fence(run_id, events, lease)
+        return fenced if fenced is not None else conflict(
+            run_id, expected_last_seq, self._last_seq(run_id))
+
+    # -- leases ---------------------------------------------------------------------------
+
+    def acquire(self, run_id: str, owner: str, *, now: float, ttl_s: float) -> Lease:
+        check_lease_args(owner, now, ttl_s)
+        with self._lock, self._errors(), self._immediate() as db:
+            row = db.execute(_ACQUIRE, (owner, now + ttl_s, run_id, owner, now)).fetchone()
+            if row is not None:
+                return Lease(run_id, owner, int(row[0]), now + ttl_s)
+            held = db.execute("SELECT owner, epoch, lease_expires_at FROM runs WHERE run_id=?",
+                              (run_id,)).fetchone()
+        if held is None:
+            raise UsageError(f"no run {run_id!r} in {self.path}; nothing to acquire")
+        raise run_owned(run_id, str(held[0]), float(held[2]), int(held[1]))
+
+    def renew(self, lease: Lease, *, now: float, ttl_s: float) -> Lease:
+        check_lease_args(lease.owner, now, ttl_s)
+        with self._lock, self._errors(), self._immediate() as db:
+            if db.execute("UPDATE runs SET lease_expires_at=? WHERE run_id=? AND owner=? AND "
+                          "epoch=?", (now + ttl_s, lease.run_id, lease.owner,
+                                      lease.epoch)).rowcount == 1:
+                return Lease(lease.run_id, lease.owner, lease.epoch, now + ttl_s)
+            held = db.execute("SELECT owner, epoch FROM runs WHERE run_id=?",
+                              (lease.run_id,)).fetchone()
+        raise lease_lost(lease.run_id, lease, None if held is None else held[0],
+                         0 if held is None else int(held[1]))
+
+    def release(self, lease: Lease) -> bool:
+        with self._lock, self._errors(), self._immediate() as db:
+            return bool(db.execute(
+                "UPDATE runs SET owner=NULL, lease_expires_at=NULL WHERE run_id=? AND owner=? "
+                "AND epoch=?", (lease.run_id, lease.owner, lease.epoch)).rowcount == 1)
+
+    @contextmanager
+    def _immediate(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction (the caller holds the lock): commit, or roll back on error."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+        self.stats.lease_commits += 1
 
     def _last_seq(self, run_id: str) -> int | None:
         row = self._db.execute("SELECT max(seq) FROM events WHERE run_id=?", (run_id,)).fetchone()
@@ -356,4 +482,7 @@ def _run_info(row: Sequence[object]) -> RunInfo:
         last_seq=int(row[3]),  # type: ignore[call-overload]
         created_at=float(row[4]),  # type: ignore[arg-type]
         updated_at=float(row[5]),  # type: ignore[arg-type]
+        owner=None if row[6] is None else str(row[6]),
+        epoch=int(row[7]),  # type: ignore[call-overload]
+        lease_expires_at=None if row[8] is None else float(row[8]),  # type: ignore[arg-type]
     )

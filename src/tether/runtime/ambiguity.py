@@ -1,0 +1,305 @@
+"""Which exceptions mean "the request may have been applied": the outcome of a failed call.
+
+A tool handler that fails tells the runtime one of three things:
+
+* ``ambiguous`` — the request may or may not have taken effect (it left, then the answer was
+  lost). A write is resolved by its effect class (re-issue under the same key, reconcile, or
+  escalate); a read is retried.
+* ``transient`` — the request certainly did not take effect and may succeed later (the
+  connection was never made, the server refused it before processing). It is retried under the
+  same key.
+* ``permanent`` — the call failed definitively; retrying cannot help.
+
+tether's own :class:`~tether.errors.AmbiguousOutcome` and :class:`~tether.errors.TransientError`
+say so explicitly. Foreign exceptions are recognised by **name**, walking the exception's MRO
+and matching ``package.QualName`` (and the full ``module.QualName``), so the client libraries are
+never imported. The defaults:
+
+==============================================  =============  ====================================
+exception (any subclass)                        outcome        why
+==============================================  =============  ====================================
+``ConnectionRefusedError``, ``socket.gaierror``  transient      no connection: nothing was sent
+``TimeoutError``, ``ConnectionError``           ambiguous      the request may have left
+``httpx`` / ``httpx2`` / ``httpcore``
+  ``ConnectTimeout``, ``ConnectError``,         transient      the request never left
+  ``PoolTimeout``
+  ``ReadTimeout``, ``WriteTimeout``,            ambiguous      sent (or partly sent), answer lost
+  ``ReadError``, ``WriteError``,
+  ``RemoteProtocolError``, ``TimeoutException``,
+  ``NetworkError``
+  ``HTTPStatusError``                           by status
+``requests`` (and ``urllib3``)
+  ``ConnectTimeout``, ``ConnectTimeoutError``,  transient      the connection was never made
+  ``NewConnectionError``
+  ``ConnectionError``, ``MaxRetryError``        ambiguous,     unless the error they wrap is a
+                                                or transient   connect-phase one (refused, DNS)
+  ``ReadTimeout``, ``Timeout``,                 ambiguous      sent, answer lost
+  ``ChunkedEncodingError``, ``ReadTimeoutError``,
+  ``ProtocolError``
+  ``HTTPError``                                 by status
+``aiohttp``
+  ``ClientConnectorError``,                     transient      the connection was never made
+  ``ConnectionTimeoutError``
+  ``ServerDisconnectedError``, ``ClientOSError``,  ambiguous   sent, answer lost
+  ``ServerTimeoutError``, ``ClientPayloadError``,
+  ``ClientConnectionError``
+  ``ClientResponseError``                       by status
+``stripe``
+  ``APIConnectionError``                        ambiguous      timeout or lost connection
+  ``RateLimitError``                            transient      refused before processing (429)
+  ``APIError``                                  by status,     Stripe documents 500s as
+                                                else ambiguous indeterminate
+  any other ``StripeError``                     by status
+``openai`` / ``anthropic``
+  ``APITimeoutError``, ``APIConnectionError``   ambiguous      timeout or lost connection
+  ``RateLimitError``, ``OverloadedError``       transient      refused before processing
+  ``InternalServerError``                       by status,
+                                                else ambiguous
+  any other ``APIStatusError``                  by status
+==============================================  =============  ====================================
+
+**By status**: 408, 425 and 429 are transient (the server says it did not process the request);
+any 5xx is ambiguous — including 503, because gateways answer 503 when the upstream connection
+resets *after* the request was forwarded (a provider known to send 503 only before processing
+can say so with ``transient_on`` or ``classify_error``); other statuses are permanent.
+
+A tool extends and overrides the defaults: ``classify_error(exc)`` (a callable returning
+``"ambiguous"``, ``"transient"``, ``"permanent"`` or ``None`` for no opinion) is asked first, then
+``ambiguous_on`` and ``transient_on`` (types, or dotted names such as
+``"stripe.APIConnectionError"``; ambiguous wins when both match), then the defaults.
+
+>>> outcome_of(TimeoutError("read timed out")).value
+'ambiguous'
+>>> outcome_of(ConnectionRefusedError()).value
+'transient'
+>>> outcome_of(KeyError("id")).value
+'permanent'
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from enum import StrEnum
+
+from tether.errors import AmbiguousOutcome, TransientError
+
+__all__ = [
+    "ErrorClassifier",
+    "ErrorOutcome",
+    "outcome_of",
+    "retry_after_s",
+    "status_of",
+    "type_name",
+]
+
+
+class ErrorOutcome(StrEnum):
+    """What a failed call says about its request; see the table in this module's docstring."""
+
+    AMBIGUOUS = "ambiguous"
+    TRANSIENT = "transient"
+    PERMANENT = "permanent"
+
+
+#: A tool's own reading of an exception: an outcome (or its name), or ``None`` for no opinion.
+ErrorClassifier = Callable[[BaseException], "ErrorOutcome | str | None"]
+
+_A, _T = ErrorOutcome.AMBIGUOUS, ErrorOutcome.TRANSIENT
+
+
+class _ByStatus:
+    """A table entry deciding by the HTTP status the exception carries; ``fallback`` is what to
+    assume when it carries none (``None``: ask its base classes)."""
+
+    __slots__ = ("fallback",)
+
+    def __init__(self, fallback: ErrorOutcome | None) -> None:
+        self.fallback = fallback
+
+
+class _Wrapper:
+    """A table entry for an exception that wraps the real cause (requests, urllib3): the cause
+    decides when it is a connect-phase failure, else ``outcome``."""
+
+    __slots__ = ("outcome",)
+
+    def __init__(self, outcome: ErrorOutcome) -> None:
+        self.outcome = outcome
+
+
+_Rule = ErrorOutcome | _ByStatus | _Wrapper
+
+
+def _family(packages: Iterable[str], rules: Mapping[str, _Rule]) -> dict[str, _Rule]:
+    return {f"{package}.{name}": rule for package in packages for name, rule in rules.items()}
+
+
+_DEFAULTS: dict[str, _Rule] = {
+    "builtins.ConnectionRefusedError": _T,
+    "socket.gaierror": _T,
+    "builtins.TimeoutError": _A,
+    "builtins.ConnectionError": _A,
+    **_family(("httpx", "httpx2", "httpcore"), {
+        "ConnectTimeout": _T, "ConnectError": _T, "PoolTimeout": _T,
+        "ReadTimeout": _A, "WriteTimeout": _A, "ReadError": _A, "WriteError": _A,
+        "RemoteProtocolError": _A, "TimeoutException": _A, "NetworkError": _A,
+        "HTTPStatusError": _ByStatus(None),
+    }),
+    **_family(("requests",), {
+        "ConnectTimeout": _T, "ConnectionError": _Wrapper(_A), "ReadTimeout": _A,
+        "Timeout": _A, "ChunkedEncodingError": _A, "HTTPError": _ByStatus(None),
+    }),
+    **_family(("urllib3",), {
+        "ConnectTimeoutError": _T, "NewConnectionError": _T, "MaxRetryError": _Wrapper(_A),
+        "ReadTimeoutError": _A, "ProtocolError": _A, "TimeoutError": _A,
+    }),
+    **_family(("aiohttp",), {
+        "ClientConnectorError": _T, "ConnectionTimeoutError": _T,
+        "ServerDisconnectedError": _A, "ClientOSError": _A, "ServerTimeoutError": _A,
+        "ClientPayloadError": _A, "ClientConnectionError": _A,
+        "ClientResponseError": _ByStatus(None),
+    }),
+    **_family(("stripe",), {
+        "APIConnectionError": _A, "RateLimitError": _T, "APIError": _ByStatus(_A),
+        "StripeError": _ByStatus(None),
+    }),
+    **_family(("openai", "anthropic"), {
+        "APITimeoutError": _A, "APIConnectionError": _A, "RateLimitError": _T,
+        "OverloadedError": _T, "InternalServerError": _ByStatus(_A),
+        "APIStatusError": _ByStatus(None),
+    }),
+}
+
+_TRANSIENT_STATUSES = frozenset({408, 425, 429})
+
+
+def outcome_of(
+    exc: BaseException,
+    *,
+    ambiguous_on: Iterable[type[BaseException] | str] = (),
+    transient_on: Iterable[type[BaseException] | str] = (),
+    classify_error: ErrorClassifier | None = None,
+) -> ErrorOutcome:
+    """What ``exc``, raised by a call, says about its request.
+
+    tether's own signals decide first, then ``classify_error``, then the declared
+    ``ambiguous_on`` / ``transient_on``, then the defaults of this module's table.
+    """
+    if isinstance(exc, AmbiguousOutcome):
+        return ErrorOutcome.AMBIGUOUS
+    if isinstance(exc, TransientError):
+        return ErrorOutcome.TRANSIENT
+    if classify_error is not None:
+        said = classify_error(exc)
+        if said is not None:
+            return ErrorOutcome(said)
+    names = _names(type(exc))
+    if _declared(exc, names, ambiguous_on):
+        return ErrorOutcome.AMBIGUOUS
+    if _declared(exc, names, transient_on):
+        return ErrorOutcome.TRANSIENT
+    return _default(exc) or ErrorOutcome.PERMANENT
+
+
+def status_of(exc: BaseException) -> int | None:
+    """The HTTP status a client library's error carries, if any (``status_code``,
+    ``http_status``, ``status``, or its ``response``'s)."""
+    for holder in (exc, getattr(exc, "response", None)):
+        for attr in ("status_code", "http_status", "status"):
+            value = getattr(holder, attr, None)
+            if isinstance(value, int) and not isinstance(value, bool) and 100 <= value <= 599:
+                return value
+    return None
+
+
+def retry_after_s(exc: BaseException) -> float | None:
+    """The ``Retry-After`` hint (in seconds) of a client library's error, if it carries one.
+    HTTP dates are ignored: reading them would need the wall clock."""
+    if isinstance(exc, TransientError):
+        return exc.retry_after_s
+    for holder in (exc, getattr(exc, "response", None)):
+        headers = getattr(holder, "headers", None)
+        if headers is None or not hasattr(headers, "get"):
+            continue
+        for name in ("retry-after", "Retry-After"):
+            value = headers.get(name)
+            if value is None:
+                continue
+            try:
+                seconds = float(value)
+            except (TypeError, ValueError):
+                return None
+            return seconds if 0 <= seconds < float("inf") else None
+    return None
+
+
+def type_name(exc: BaseException) -> str:
+    """The name an exception's type is known by: ``httpx.ReadTimeout``, ``TimeoutError``."""
+    cls = type(exc)
+    if cls.__module__ == "builtins":
+        return cls.__qualname__
+    return f"{cls.__module__.partition('.')[0]}.{cls.__qualname__}"
+
+
+def _names(cls: type[BaseException]) -> list[set[str]]:
+    """For each class of the MRO (most derived first): the names it answers to."""
+    found = []
+    for klass in cls.__mro__:
+        module, qualname = klass.__module__, klass.__qualname__
+        top = module.partition(".")[0]
+        names = {f"{module}.{qualname}", f"{top}.{qualname}"}
+        if module == "builtins":
+            names.add(qualname)
+        found.append(names)
+    return found
+
+
+def _declared(exc: BaseException, names: list[set[str]],
+              declared: Iterable[type[BaseException] | str]) -> bool:
+    for item in declared:
+        if isinstance(item, str):
+            if any(item in each for each in names):
+                return True
+        elif isinstance(exc, item):
+            return True
+    return False
+
+
+def _default(exc: BaseException, depth: int = 0) -> ErrorOutcome | None:
+    for names in _names(type(exc)):
+        rule = next((_DEFAULTS[n] for n in names if n in _DEFAULTS), None)
+        if rule is None:
+            continue
+        if isinstance(rule, ErrorOutcome):
+            return rule
+        if isinstance(rule, _ByStatus):
+            status = status_of(exc)
+            if status is None:
+                if rule.fallback is not None:
+                    return rule.fallback
+                continue
+            return _by_status(status)
+        cause = _wrapped(exc)
+        if cause is not None and depth < 4 and _default(cause, depth + 1) is _T:
+            return _T
+        return rule.outcome
+    return None
+
+
+def _by_status(status: int) -> ErrorOutcome:
+    if status in _TRANSIENT_STATUSES:
+        return ErrorOutcome.TRANSIENT
+    if status >= 500:
+        return ErrorOutcome.AMBIGUOUS
+    return ErrorOutcome.PERMANENT
+
+
+def _wrapped(exc: BaseException) -> BaseException | None:
+    """The exception a wrapper carries: urllib3's ``reason``, requests' first argument."""
+    reason = getattr(exc, "reason", None)
+    if isinstance(reason, BaseException):
+        return reason
+    first = exc.args[0] if exc.args else None
+    if isinstance(first, BaseException):
+        return first
+    return exc.__cause__
