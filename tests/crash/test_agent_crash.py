@@ -58,7 +58,12 @@ def test_killed_agent_resumes_without_repeating_model_or_tool_calls(
     invoke(tmp_path, "--kill-at", kill, expect_rc=-signal.SIGKILL)
     calls_before_crash = model_calls(tmp_path)
     out = invoke(tmp_path, "--recover")
-    assert out == expected
+    # A write killed between its intent and its result is re-issued under its key on
+    # recovery: one retry, counted as the journal counts it.
+    reissued = kill.endswith(("after_intent", "after_call"))
+    assert out["result"]["retries"] == expected["result"]["retries"] + int(reissued)
+    assert {**out, "result": {**out["result"], "retries": 0}} == \
+        {**expected, "result": {**expected["result"], "retries": 0}}
     assert out["result"]["answer"].startswith(f"Refunded order {ORDER_ID} (re_1)")
     # Every model call journaled before the kill is replayed, not asked again.
     assert model_calls(tmp_path) == expected_calls

@@ -28,6 +28,7 @@ from tether.errors import (
 )
 from tether.events import ToolResult
 from tether.models.base import Message, ModelRequest, ModelResponse, ToolCall, ToolSpec
+from tether.retries import RETRY_ACTIONS
 from tether.runtime.budgets import Meter
 from tether.runtime.failures import Failure, FailureType, classify
 from tether.runtime.model_calls import classify_model_error
@@ -41,7 +42,6 @@ if TYPE_CHECKING:
 __all__ = ["run_agent"]
 
 _REFRESHED = "[credentials refreshed]"
-_RETRY_ACTIONS = {Action.BACKOFF, Action.COMPRESS, Action.REFORMAT, Action.REFRESH_AUTH}
 
 
 async def run_agent(agent: Agent, ctx: RunContext, task: Task) -> AgentOutput:
@@ -89,6 +89,8 @@ class _Loop:
         from tether.agent.agent import AgentOutput
 
         self.meter.started_at = self.ctx.now()
+        # Every model and tool call of the run is bounded by this, not only the steps.
+        self.ctx.deadline = self.meter.deadline
         if self.agent.instructions:
             self.messages.append(Message.system(self.agent.instructions))
         self.messages.append(Message.user(self.task.text))
@@ -102,14 +104,19 @@ class _Loop:
                 continue
             self.messages.append(Message.assistant(response.text))
             m = self.meter
+            # Counted from the journal by the one definition, so a replay, the trace and the
+            # grader read the same number.
+            retries = self.ctx.journal.retries_before(self.ctx.position)
             return AgentOutput(
                 answer=response.text, steps=m.steps, model_calls=m.model_calls,
-                tool_calls=m.tool_calls, retries=m.retries, input_tokens=m.usage.input_tokens,
+                tool_calls=m.tool_calls, retries=retries, input_tokens=m.usage.input_tokens,
                 output_tokens=m.usage.output_tokens, cost_usd=round(m.cost_usd, 10),
                 disabled_tools=dict(self.disabled),
             )
 
     def _check_budgets(self) -> None:
+        self.meter.retries = self.ctx.journal.retries_before(self.ctx.position)
+
         def live() -> dict[str, Any] | None:
             breach = self.meter.breach(self.ctx.clock.now())
             if breach is None:
@@ -120,7 +127,27 @@ class _Loop:
                     "limit": breach.limit, "reason": breach.reason,
                     "action": self.agent.budgets.on_breach}
 
-        decision = self.ctx.maybe_decide("budget", live)
+        self._stop_if(self.ctx.maybe_decide("budget", live))
+
+    def _check_deadline(self, wait_s: float = 0.0) -> None:
+        """Stop the run (journaled as a budget decision) if its deadline has come, or would
+        have before a wait of ``wait_s`` ends: no call starts, and no wait ends, after it."""
+        def live() -> dict[str, Any] | None:
+            deadline = self.ctx.deadline
+            if deadline is None or not self.ctx.past_deadline(wait_s):
+                return None
+            failure = FailureType.BUDGET_EXCEEDED
+            waiting = f" and a {wait_s:g} s wait would end after it" if wait_s else ""
+            return {"failure": failure.value, "domain": failure.domain.value,
+                    "limit": "max_duration_s",
+                    "reason": f"max_duration_s: the run's {self.agent.budgets.max_duration_s:g} "
+                              f"s ends at {deadline:g} on the run's clock{waiting}; it is now "
+                              f"{self.ctx.clock.now():g}",
+                    "action": self.agent.budgets.on_breach}
+
+        self._stop_if(self.ctx.maybe_decide("budget", live))
+
+    def _stop_if(self, decision: dict[str, Any] | None) -> None:
         if decision is None:
             return
         if decision.get("action") == "escalate":
@@ -137,6 +164,7 @@ class _Loop:
             request = ModelRequest(messages=tuple(self.messages),
                                    tools=self._tool_specs(),
                                    settings=agent.settings)
+            self._check_deadline()
             try:
                 response = await ctx.call_model(agent.model, request, agent.prices)
             except (NonDeterminismError, StoreError):
@@ -165,18 +193,19 @@ class _Loop:
         action = rule.action if attempt < rule.max_attempts else rule.then
         reason = ""
         spent = ctx.journal.retries_before(ctx.position)
-        if action in _RETRY_ACTIONS and spent >= agent.retry.retry_budget:
+        if action.value in RETRY_ACTIONS and spent >= agent.retry.retry_budget:
             action, reason = Action.FAIL, "the run's retry budget is spent"
         delay = 0.0
         if action is Action.BACKOFF:
             delay = rule.delay_s(attempt, jitter_rng(ctx.seed, ctx.position, attempt),
                                  failure.retry_after_s)
+            self._check_deadline(delay)
+        elif action.value in RETRY_ACTIONS:
+            self._check_deadline()
         decision = ctx.decide("recover", {**failure.as_data(), "action": action.value,
                                           "attempt": attempt, "delay_s": delay,
                                           "reason": reason})
         action = Action(decision["action"])
-        if action in _RETRY_ACTIONS:
-            self.meter.retries += 1
         if action is Action.BACKOFF:
             await ctx.sleep(float(decision["delay_s"]))
         elif action is Action.COMPRESS:
@@ -274,6 +303,12 @@ class _Loop:
             if live:
                 self._breaker_record(tool, classify(exc))
             return _Outcome(call, error=exc)
+        except BudgetExceeded as exc:
+            # The run's time ran out inside the call (journaled there); the budgets say
+            # whether that stops or escalates the run.
+            if self.agent.budgets.on_breach == "escalate":
+                raise RunEscalated(exc.message) from exc
+            raise
         if live:
             self._breaker_record(tool, None)
         recorded = next((e for e in reversed(self.ctx.journal.at(pos))
@@ -283,19 +318,21 @@ class _Loop:
         return _Outcome(call, result=result, source=source, trust=trust)
 
     async def _observe(self, outcome: _Outcome, prepared: tuple[Tool[Any, Any], Any]) -> str:
+        """What the model reads about one of its tool calls. The call is counted once, with
+        its final outcome, however often the harness made it (after a credential refresh it
+        is made again, at a new position): progress is the model's, not the harness's."""
         call = outcome.call
-        if outcome.error is None:
-            self.meter.tool_call(call.name, call.arguments, ok=True)
-            return _render(outcome.result)
-        self.meter.tool_call(call.name, call.arguments, ok=False)
-        failure = classify(outcome.error)
-        text = self._judge(call, failure)
-        if failure.type is FailureType.AUTH_EXPIRED and text.startswith(_REFRESHED):
-            # Credentials renewed: the call is made once more, at a new position.
+        while outcome.error is not None:
+            failure = classify(outcome.error)
+            text = self._judge(call, failure)
+            if failure.type is not FailureType.AUTH_EXPIRED or not text.startswith(_REFRESHED):
+                self.meter.tool_call(call.name, call.arguments, ok=False)
+                return text
             await self._refresh(call.name, outcome.error)
             tool, args = prepared
-            return await self._observe(await self._execute(call, tool, args), prepared)
-        return text
+            outcome = await self._execute(call, tool, args)
+        self.meter.tool_call(call.name, call.arguments, ok=True)
+        return _render(outcome.result)
 
     def _judge(self, call: ToolCall, failure: Failure) -> str:
         """Journal what a failed tool call means and what the loop does about it; return the

@@ -17,6 +17,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
+from tether.retries import count_retries
 from tether.sim.episode import EpisodeResult
 from tether.sim.scenario import Scenario
 
@@ -24,7 +25,6 @@ __all__ = ["Grade", "grade"]
 
 _WRITE_TOOLS = {"create_refund", "add_note", "send_email", "remember", "create_event"}
 RETRY_STORM = 6
-_RETRIES = ("backoff", "reformat", "compress", "refresh_auth")
 
 
 @dataclass(frozen=True)
@@ -69,16 +69,13 @@ def _metrics(result: EpisodeResult) -> dict[str, float]:
     events = result.outcome.events if result.outcome is not None else []
     transcript = result.outcome.transcript if result.outcome is not None else []
     tokens = cost = 0.0
-    retries = 0
     for e in events:
         if e.kind == "model_called":
             usage = e.response.get("usage", {})
             tokens += usage.get("input_tokens", 0) + usage.get("output_tokens", 0)
             cost += e.cost_usd
-        elif e.kind in ("tool_retry", "tool_ambiguous") or (
-                e.kind == "decision" and e.name == "recover" and e.data.get("action") in _RETRIES):
-            retries += 1
-    retries += sum(1 for entry in transcript if "retry" in entry)
+    # The journal's retries as the runtime counts them; the naive loop's from its transcript.
+    retries = count_retries(events) + sum(1 for entry in transcript if "retry" in entry)
     return {"steps": float(result.model_calls), "model_calls": float(result.model_calls),
             "tool_calls": float(result.tool_calls), "tokens": tokens, "cost_usd": cost,
             "virtual_s": result.virtual_duration_s, "retries": float(retries)}

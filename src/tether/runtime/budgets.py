@@ -56,6 +56,7 @@ class Meter:
     steps: int = 0
     model_calls: int = 0
     tool_calls: int = 0
+    #: As :mod:`tether.retries` counts them in the journal (the loop keeps it in step).
     retries: int = 0
     usage: Usage = field(default_factory=Usage)
     cost_usd: float = 0.0
@@ -63,12 +64,23 @@ class Meter:
     _repeats: dict[str, int] = field(default_factory=dict)
     _worst_repeat: tuple[str, int] = ("", 0)
 
+    @property
+    def deadline(self) -> float | None:
+        """When the duration budget ends, on the run's clock (``None``: no limit)."""
+        if self.budgets.max_duration_s is None:
+            return None
+        return self.started_at + self.budgets.max_duration_s
+
     def model_call(self, usage: Usage, cost_usd: float) -> None:
         self.model_calls += 1
         self.usage = self.usage + usage
         self.cost_usd += cost_usd
 
     def tool_call(self, name: str, arguments: str, ok: bool) -> None:
+        """Count one tool call the *model* asked for, with its final outcome. The harness's
+        own re-executions of it (retries, re-issues, a call made again after a credential
+        refresh) are not calls of the model's and must not be counted: the no-progress
+        detector would read them as the model repeating itself."""
         self.tool_calls += 1
         signature = f"{name}:{_canonical(arguments)}"
         count = self._repeats.get(signature, 0) + 1
@@ -90,7 +102,10 @@ class Meter:
             ("max_retries", b.max_retries, self.retries, "retries"),
         ]
         for limit, bound, used, unit in checks:
-            if bound is not None and used > bound:
+            if bound is None:
+                continue
+            # Time is a deadline: at it, nothing more may start. Counts may reach their limit.
+            if used >= bound if limit == "max_duration_s" else used > bound:
                 return Breach(limit, f"{limit}: used {_fmt(used)} {unit}, limit {_fmt(bound)}")
         signature, repeats = self._worst_repeat
         if b.repeat_limit is not None and repeats >= b.repeat_limit:

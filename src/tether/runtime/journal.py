@@ -29,6 +29,7 @@ from tether.events import (
     WaitResolved,
     WaitStarted,
 )
+from tether.retries import retries_at
 from tether.store.base import Lease, Store
 
 __all__ = [
@@ -85,18 +86,6 @@ def call_identity(event: Event) -> tuple[str, str] | None:
     if isinstance(event, Decision):
         return ("decide", event.name)
     return None
-
-
-_RETRY_ACTIONS = ("backoff", "compress", "reformat", "refresh_auth")
-
-
-def _is_retry(event: Event) -> bool:
-    if isinstance(event, ToolRetry):
-        return True
-    if isinstance(event, ToolIntent):
-        return event.attempt > 1
-    return (isinstance(event, Decision) and event.name == "recover"
-            and event.data.get("action") in _RETRY_ACTIONS)
 
 
 def instant(at: float) -> str:
@@ -196,15 +185,12 @@ class RunJournal:
         return self._by_pos.get(position, [])
 
     def retries_before(self, position: int) -> int:
-        """Retries the run has spent at positions before ``position``: tool retries
-        (``tool_retry``), re-issued writes, and the harness's retry decisions. Counted from
-        the journal, so a replay counts exactly what the first execution did."""
-        spent = 0
-        for pos, events in self._by_pos.items():
-            if pos >= position:
-                continue
-            spent += sum(1 for e in events if _is_retry(e))
-        return spent
+        """Retries the run has spent at positions before ``position``, as
+        :mod:`tether.retries` defines them (one per extra attempt of a tool call, one per
+        retry decision). Counted from the journal, so a replay counts exactly what the first
+        execution did."""
+        return sum(retries_at(events) for pos, events in self._by_pos.items()
+                   if pos < position)
 
     def positions(self) -> list[int]:
         return sorted(self._by_pos)

@@ -336,6 +336,10 @@ def _finish_call(span: Span, item: Item, end: int) -> None:
             domain = domain or decision.data.get("domain")
     if item.status in ("failed", "unknown"):
         failure = item.failures[-1] if item.failures else sc.OTHER
+        if item.status == "unknown":
+            # Not a failure of the call: its outcome is not known (whatever the settling
+            # attempts met on the way), and the class says so.
+            failure = "ambiguous_write"
         span.set_attribute(sc.ERROR_TYPE, failure)
         span.set_attribute(sc.TETHER_FAILURE_CLASS, failure)
         if domain:

@@ -65,7 +65,9 @@ def _label(item: Item, origin: float) -> str:
         parts.append(f"{item.input_tokens + item.output_tokens:,} tokens {_usd(item.cost_usd)}")
     if item.retries:
         parts.append(f"[yellow]{_retries(item.retries)}[/yellow]")
-    if item.status != "ok":
+    if item.status == "unknown":  # not a failure: nobody knows yet whether it happened
+        parts.append("[yellow]unknown[/yellow]")
+    elif item.status != "ok":
         parts.append(f"[red]{item.status}[/red]")
     if item.failures:
         parts.append(f"[red]{escape(', '.join(item.failures))}[/red]")

@@ -50,6 +50,7 @@ from tether.events import (
     WaitStarted,
     status_after,
 )
+from tether.retries import is_retry_decision, retries_at
 
 __all__ = ["Item", "Totals", "Trace", "build_trace"]
 
@@ -241,19 +242,16 @@ def _model_item(e: ModelCalled | ModelFailed) -> Item:
 def _tool_item(pos: int, calls: list[Event]) -> Item:
     tool = next(e.tool for e in calls if isinstance(e, _TOOL))
     last = calls[-1]
-    attempts, failures, notes = 1, [], []
+    failures, notes = [], []
     error_type = None
     for e in calls:
         if isinstance(e, ToolIntent):
-            attempts = max(attempts, e.attempt)
             notes.append(e.effect)
             if e.compensates is not None:
                 notes.append(f"undoes pos {e.compensates}")
         elif isinstance(e, ToolAmbiguous):
-            attempts = max(attempts, e.attempt)
             failures.append("ambiguous_write")
         elif isinstance(e, ToolRetry):
-            attempts = max(attempts, e.attempt + 1)
             failures.append(e.failure)
         elif isinstance(e, ToolError):
             failures.append(e.failure)
@@ -263,13 +261,22 @@ def _tool_item(pos: int, calls: list[Event]) -> Item:
     start = calls[0].at
     if isinstance(last, ToolResult | ToolError):
         start = min(start, last.at - last.latency_s)
-        status = "ok" if isinstance(last, ToolResult) else "failed"
-    else:
-        status = "unknown" if isinstance(last, ToolAmbiguous) else "pending"
     return Item(kind="tool", name=tool, pos=pos, seq=calls[0].seq, start_at=start,
-                duration_s=max(0.0, last.at - start), status=status, retries=attempts - 1,
-                failures=tuple(failures), error_type=error_type,
+                duration_s=max(0.0, last.at - start), status=_tool_status(last),
+                retries=retries_at(calls), failures=tuple(failures), error_type=error_type,
                 detail=" ".join(dict.fromkeys(notes)), events=tuple(calls))
+
+
+def _tool_status(last: Event) -> str:
+    """A tool call's status from its last event. A write whose outcome is not known is
+    ``unknown`` — never ``failed`` — however its settlement ended (an ambiguous outcome, or a
+    lookup that could not tell, journaled as an ``ambiguous_write`` error)."""
+    if isinstance(last, ToolResult):
+        return "ok"
+    if isinstance(last, ToolAmbiguous) or (
+            isinstance(last, ToolError) and last.failure == "ambiguous_write"):
+        return "unknown"
+    return "failed" if isinstance(last, ToolError) else "pending"
 
 
 def _sleep_item(pos: int, calls: list[Event]) -> Item:
@@ -325,16 +332,9 @@ def _decision_item(d: Decision) -> Item:
                 duration_s=0.0, status="ok", detail=" ".join(facts), events=(d,))
 
 
-# Actions after which the failed call is tried again (the harness's recovery actions, and a
-# plain "retry"); spelled out so old journals read the same whatever the policy is now.
-_RETRY_ACTIONS = {"retry", "backoff", "compress", "reformat", "refresh_auth", "retry_tool"}
-
-
 def _is_retry(decision: Item) -> bool:
-    """Whether a decision item says a call will be tried again."""
-    event = decision.events[0]
-    return isinstance(event, Decision) and (
-        event.name == "retry" or event.data.get("action") in _RETRY_ACTIONS)
+    """Whether a decision item says a call will be tried again (:mod:`tether.retries`)."""
+    return is_retry_decision(decision.events[0])
 
 
 def _attach(items: list[Item], decisions: Sequence[Decision]) -> tuple[list[Item], list[Item]]:
@@ -343,8 +343,8 @@ def _attach(items: list[Item], decisions: Sequence[Decision]) -> tuple[list[Item
     A decision is about, in this order of preference: the call at its own position (for model
     calls, the latest one before it); the latest earlier call of the tool its data names
     (``tool``); the latest earlier call that met the failure class it names (``failure``).
-    A model call counts as retried when a retry decision hangs on it or a later model call at
-    the same position follows it.
+    An item's retries are its own extra attempts plus the retry decisions hanging on it, so
+    the items' retries and the root decisions' add up to :func:`tether.retries.count_retries`.
     """
     children: dict[int, list[Item]] = {}
     root: list[Item] = []
@@ -365,12 +365,7 @@ def _attach(items: list[Item], decisions: Sequence[Decision]) -> tuple[list[Item
     out = []
     for i, item in enumerate(items):
         kids = tuple(children.get(i, ()))
-        retries = item.retries
-        if item.kind == "model":
-            followed = any(o.kind == "model" and o.pos == item.pos and o.seq > item.seq
-                           for o in items)
-            retries = max(retries, int(followed))
-        retries = max(retries, sum(_is_retry(k) for k in kids))
+        retries = item.retries + sum(_is_retry(k) for k in kids)
         out.append(replace(item, children=kids, retries=retries))
     return out, root
 
