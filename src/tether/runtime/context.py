@@ -89,6 +89,24 @@ class RunContext:
         self._next_pos = 0
         self._probe = probe
         self.completed_writes: list[CompletedWrite] = []
+        #: When the run's time is up, on the run's clock (``None``: no limit). The agent loop
+        #: sets it from ``Budgets.max_duration_s`` and the run's journaled start.
+        self.deadline: float | None = None
+
+    # -- the deadline ---------------------------------------------------------------------
+
+    def past_deadline(self, wait_s: float = 0.0) -> bool:
+        """Whether the run's deadline has come, or would have after ``wait_s`` more seconds:
+        a call may not start then, nor a wait end then."""
+        return self.deadline is not None and self.clock.now() + wait_s >= self.deadline
+
+    def call_timeout_s(self, own_s: float | None) -> float | None:
+        """A call's timeout: the smaller of its own (``None``: none) and the time left before
+        the run's deadline."""
+        if self.deadline is None:
+            return own_s
+        left = max(0.0, self.deadline - self.clock.now())
+        return left if own_s is None else min(own_s, left)
 
     # -- positions and replay -------------------------------------------------------------
 

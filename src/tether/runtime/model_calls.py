@@ -45,7 +45,8 @@ async def call_model(ctx: RunContext, model: Model, request: ModelRequest,
     digest = request.digest()
     started = ctx.clock.now()
     try:
-        response = await within(ctx.clock, model.complete(request), request.settings.timeout_s)
+        response = await within(ctx.clock, model.complete(request),
+                                ctx.call_timeout_s(request.settings.timeout_s))
     except TimeoutError as exc:
         error = ModelUnavailable(f"model {model.name!r}: {exc}", model=model.name)
         _record_failure(ctx, pos, model, digest, error, started)

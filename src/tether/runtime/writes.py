@@ -22,6 +22,31 @@ other exception failed definitively: the error is journaled and raised to the wo
 :class:`ToolFailed`. A tool's ``timeout_s`` bounds each attempt on the run's clock; for a write,
 running out of time is an ambiguous outcome. A result that does not match the declared result
 type is :class:`ToolResultInvalid` (the provider's schema drifted), not a crash.
+
+**Unknown stays unknown.** Once a request under a key may have taken effect (an ambiguous
+attempt, a crash after the intent, an earlier call under the same business key), its outcome
+is never reported as a failure: if settling it meets throttling, transient errors, a spent retry
+budget or the run's deadline, the write is reconciled when the tool can look it up
+(``reconcile``), and otherwise the run escalates — a ``tool_ambiguous`` event is the last word
+at the position, and the run's reason names the tool, the key and why the outcome is unknown.
+
+**Keys have a lifetime.** A provider remembers a key for ``Tool.key_lifetime_s`` (Stripe: 24 h).
+A re-issue relies on that memory, so it is sent only while the first request under the key that
+may have taken effect is younger than the lifetime minus a safety margin
+(:func:`key_margin_s`: a tenth of the lifetime, at most 5 minutes — room for the request's own
+transit and for the provider's clock running ahead of ours), measured on the run's clock. Past
+it, the write is reconciled if the tool can look it up, else the run escalates with the key's
+age and the retention. A backoff that would end past that point is shortened to end inside it;
+a provider's ``retry-after`` that ends past it cannot be honoured in time, so the write is
+settled at once instead.
+
+**Budgets are deadlines.** With a run deadline (:attr:`RunContext.deadline`), each attempt's
+timeout is the smaller of the tool's ``timeout_s`` and the time left; no attempt starts at or
+after the deadline, and no retry waits past it. A read cut off fails the run's duration budget
+(``budget_exceeded`` journaled, :class:`BudgetExceeded` raised). A write cut off is ambiguous:
+it is not re-issued after the deadline — a re-issue is a new request the budget no longer
+allows — but reconciled when the tool can look it up (a lookup settles the truth and is worth
+the seconds past the deadline), else the run escalates.
 """
 
 from __future__ import annotations
@@ -34,6 +59,7 @@ from pydantic import ValidationError
 from tether.errors import (
     AmbiguousOutcome,
     AuthExpired,
+    BudgetExceeded,
     RunEscalated,
     ToolFailed,
     ToolResultInvalid,
@@ -54,12 +80,16 @@ from tether.runtime.tools import Effect, Tool, ToolContext
 if TYPE_CHECKING:
     from tether.runtime.context import RunContext
 
-__all__ = ["AMBIGUOUS_ERRORS", "execute_tool"]
+__all__ = ["AMBIGUOUS_ERRORS", "execute_tool", "key_margin_s"]
 
 #: Exceptions from a handler that mean "the request may or may not have taken effect".
 AMBIGUOUS_ERRORS: tuple[type[BaseException], ...] = (AmbiguousOutcome, TimeoutError,
                                                      ConnectionError)
 _RETRYABLE: tuple[type[BaseException], ...] = (*AMBIGUOUS_ERRORS, TransientError)
+#: "Send this attempt" / "the lookup found nothing", as opposed to a settled value.
+_SEND, _NOT_FOUND = object(), object()
+#: Clock rounding allowed when a wait was shortened to end exactly at a key's limit.
+_EPSILON_S = 1e-6
 
 
 async def execute_tool(
@@ -90,6 +120,46 @@ async def execute_tool(
     return await call.write(attempt=1)
 
 
+#: Failure classes of a ``tool_error`` that say the request was not applied.
+_NOT_APPLIED = frozenset({"transient_tool_error", "permanent_tool_error", "auth_expired",
+                          "budget_exceeded", "invalid_tool_call", "policy_denied"})
+
+
+def key_margin_s(lifetime_s: float) -> float:
+    """How long before a provider forgets a key tether stops relying on it: a tenth of the
+    lifetime, at most 300 s (the request's transit, and a provider clock ahead of ours)."""
+    return min(300.0, 0.1 * lifetime_s)
+
+
+def _first_send(ctx: RunContext, key: str, skip: tuple[int, int]) -> tuple[float, int] | None:
+    """When (run clock) and at which position a request under ``key`` that may have taken
+    effect was first sent in this run; ``skip`` is the (position, attempt) in hand, which
+    certainly did not take effect. ``None`` when no such request was sent."""
+    first: tuple[float, int] | None = None
+    for pos in ctx.journal.positions():
+        events = ctx.journal.at(pos)
+        for i, event in enumerate(events):
+            if not (isinstance(event, ToolIntent) and event.key == key
+                    and event.compensates is None and (pos, event.attempt) != skip):
+                continue
+            if _may_have_applied(event, events[i + 1:]) and (first is None or
+                                                             event.at < first[0]):
+                first = (event.at, pos)
+    return first
+
+
+def _may_have_applied(intent: ToolIntent, after: list[Any]) -> bool:
+    """Whether the attempt ``intent`` opened may have taken effect, given what followed it."""
+    for event in after:
+        if isinstance(event, ToolRetry) and event.attempt == intent.attempt:
+            return False  # it failed transiently: certainly not applied
+        if isinstance(event, ToolError):
+            return event.failure not in _NOT_APPLIED
+        if isinstance(event, ToolIntent | ToolResult | ToolAmbiguous):
+            return True
+    return True  # nothing after it: in flight, or the worker stopped
+
+
 def _finish(ctx: RunContext, tool: Tool[Any, Any], args: Any, pos: int, key: str,
             data: Any) -> Any:
     value = tool.validate_result(data)
@@ -108,6 +178,8 @@ class _Call:
 
     async def read(self, attempt: int) -> Any:
         while True:
+            if self.ctx.past_deadline():
+                self._out_of_time("was not called")
             try:
                 data = await self._invoke(attempt)
             except _RETRYABLE as exc:
@@ -119,8 +191,14 @@ class _Call:
             self.ctx.probe(self.pos, self.tool.name, "after_result")
             return result
 
-    async def write(self, attempt: int) -> Any:
+    async def write(self, attempt: int, *, looked_up: bool = False) -> Any:
+        """Send attempt ``attempt`` of the write (``looked_up``: a reconcile just found that no
+        earlier request under the key took effect)."""
         ctx, tool = self.ctx, self.tool
+        if not looked_up:
+            settled = await self._check_before_send(attempt)
+            if settled is not _SEND:
+                return settled
         ctx.probe(self.pos, tool.name, "before_intent")
         # Durable before the request leaves the process: the output-commit rule.
         ctx.journal.record(ToolIntent, sync=True, pos=self.pos, tool=tool.name,
@@ -130,7 +208,9 @@ class _Call:
         try:
             data = await self._invoke(attempt)
         except TransientError as exc:
-            await self._retry_or_fail(attempt, exc)
+            settled = await self._retry_or_fail(attempt, exc)
+            if settled is not _SEND:
+                return settled
             return await self.write(attempt + 1)
         except AMBIGUOUS_ERRORS as exc:
             ctx.journal.record(ToolAmbiguous, pos=self.pos, tool=tool.name, key=self.key,
@@ -140,6 +220,33 @@ class _Call:
         result = self._record_result(data)
         ctx.probe(self.pos, tool.name, "after_result")
         return result
+
+    async def _check_before_send(self, attempt: int) -> Any:
+        """Before a write's attempt: ``_SEND``, or the settled value (a reconcile found the
+        write), or a raised failure / escalation. An attempt that would rely on a key the
+        provider may have forgotten, or that would start at or after the run's deadline, is
+        not sent."""
+        first = _first_send(self.ctx, self.key, skip=(self.pos, attempt))
+        if first is not None:
+            age_s = self.ctx.clock.now() - first[0]
+            lifetime = self.tool.key_lifetime_s
+            if age_s > lifetime - key_margin_s(lifetime) + _EPSILON_S:
+                why = (f"the first request under the key was sent at position {first[1]} "
+                       f"{age_s:,.0f} s ago and the provider keeps keys {lifetime:,.0f} s "
+                       f"(less a {key_margin_s(lifetime):,.0f} s margin), so a re-issue could "
+                       "apply it again")
+                found = await self._settle_unknown(attempt, why)
+                if found is not _NOT_FOUND:
+                    return found
+                first = None  # the lookup says no earlier request took effect
+        if self.ctx.past_deadline():
+            if first is not None:
+                found = await self._settle_unknown(
+                    attempt, "the run's duration budget ended before it could be re-issued")
+                if found is not _NOT_FOUND:
+                    return found
+            self._out_of_time("was not called")
+        return _SEND
 
     async def resolve(self, attempt: int, *, live: bool = False) -> Any:
         """Settle an ambiguous write that was attempted ``attempt`` times. After a live
@@ -152,18 +259,59 @@ class _Call:
                 f"position {self.pos} is unknown; it is not re-issued blindly. Check whether it "
                 "happened, then resolve the run by hand"
             )
+        looked_up = False
         if tool.effect is Effect.RECONCILABLE:
             found = await self._reconcile(attempt)
             if found is not None:
                 return found
+            looked_up = True  # certainly not applied: a re-issue is a first request
         if attempt >= tool.attempts:
-            raise RunEscalated(
-                f"tool {tool.name!r} (key {self.key}) still has an unknown outcome after "
-                f"{attempt} attempt(s); escalating rather than guessing"
-            )
-        if live:
-            await self._backoff(attempt, FailureType.AMBIGUOUS_WRITE)
-        return await self.write(attempt + 1)
+            raise RunEscalated(self._unknown_reason(
+                f"it still has an unknown outcome after {attempt} attempt(s); escalating "
+                "rather than guessing"))
+        stop = "the run's duration budget ended" if self.ctx.past_deadline() else None
+        if stop is None and live:
+            stop = await self._wait(attempt, FailureType.AMBIGUOUS_WRITE)
+        if stop is not None:
+            # No re-issue after the deadline: it would be a new request the budget no
+            # longer allows. A lookup may still settle what happened.
+            if not looked_up:
+                found = await self._settle_unknown(attempt, f"{stop}; it is not re-issued")
+                if found is not _NOT_FOUND:
+                    return found
+            self._out_of_time("had not happened when looked up; it was not re-issued")
+        return await self.write(attempt + 1, looked_up=looked_up)
+
+    async def _settle_unknown(self, attempt: int, why: str) -> Any:
+        """The outcome of a request under this key is unknown and cannot be settled by a
+        re-issue (``why``): look it up if the tool can — returning the result found, or
+        ``_NOT_FOUND`` when it certainly did not happen — else escalate. The outcome is never
+        reported as a failure: the journal's last word at the position is ``tool_ambiguous``."""
+        if self.tool.reconcile is not None:
+            found = await self._reconcile(attempt)
+            return _NOT_FOUND if found is None else found
+        if self.ctx.journal.at(self.pos) and not isinstance(self.ctx.journal.at(self.pos)[-1],
+                                                             ToolAmbiguous):
+            self.ctx.journal.record(ToolAmbiguous, pos=self.pos, tool=self.tool.name,
+                                    key=self.key, attempt=attempt,
+                                    reason=f"outcome still unknown: {why}")
+        raise RunEscalated(self._unknown_reason(why))
+
+    def _unknown_reason(self, why: str) -> str:
+        return (f"the outcome of tool {self.tool.name!r} (key {self.key}) at position "
+                f"{self.pos} is unknown: {why}. It was not reported as failed; check with the "
+                "provider whether it happened, then resolve the run by hand")
+
+    def _out_of_time(self, what: str) -> None:
+        """Fail the call for the run's duration budget (journaled, then raised)."""
+        error = BudgetExceeded(
+            f"max_duration_s: the run's duration budget ended at {self.ctx.deadline} on the "
+            f"run's clock; tool {self.tool.name!r} at position {self.pos} {what}",
+            limit="max_duration_s")
+        self.ctx.journal.record(ToolError, pos=self.pos, tool=self.tool.name,
+                                failure=FailureType.BUDGET_EXCEEDED.value,
+                                error=error.to_record(), latency_s=self._elapsed_s())
+        raise error
 
     async def _reconcile(self, attempt: int) -> Any:
         """Look the write up by key. ``None`` means it certainly did not happen.
@@ -211,7 +359,8 @@ class _Call:
         try:
             value = self.tool.handler(self._tool_context(attempt), self.args)
             if inspect.isawaitable(value):
-                value = await within(self.ctx.clock, value, self.tool.timeout_s)
+                value = await within(self.ctx.clock, value,
+                                     self.ctx.call_timeout_s(self.tool.timeout_s))
         except AuthExpired as exc:
             self._fail("auth_expired", exc)
         except Exception as exc:
@@ -268,19 +417,60 @@ class _Call:
     def _elapsed_s(self) -> float:
         return max(0.0, self.ctx.clock.now() - self.started_at)
 
-    async def _retry_or_fail(self, attempt: int, exc: BaseException) -> None:
-        """Journal a retry and wait its delay, or fail the call once attempts — or the run's
-        retry budget — are spent."""
+    async def _retry_or_fail(self, attempt: int, exc: BaseException) -> Any:
+        """Journal a retry and wait its delay (``_SEND``: go on), or stop once attempts — or
+        the run's retry budget, or its time — are spent: a call that certainly did not take
+        effect fails; a write that may have taken effect earlier is settled as unknown."""
+        unsettled = self.tool.effect.writes and _first_send(
+            self.ctx, self.key, skip=(self.pos, attempt)) is not None
         spent = self.ctx.journal.retries_before(self.pos) + attempt - 1
-        if attempt >= self.tool.attempts or spent >= self.ctx.retry.retry_budget:
+        delay, stop, out_of_time = 0.0, None, False
+        if attempt >= self.tool.attempts:
+            stop = f"{attempt} attempt(s) failed, the last with {type(exc).__name__}: {exc}"
+        elif spent >= self.ctx.retry.retry_budget:
+            stop = (f"the run's retry budget ({self.ctx.retry.retry_budget}) is spent; the "
+                    f"last attempt failed with {type(exc).__name__}: {exc}")
+        else:
+            hint = exc.retry_after_s if isinstance(exc, TransientError) else None
+            delay = self._delay_s(attempt, FailureType.TRANSIENT_TOOL_ERROR, hint)
+            delay, stop, out_of_time = self._bounded(delay, hint, unsettled)
+        if stop is not None:
+            if unsettled:
+                found = await self._settle_unknown(attempt, stop)
+                if found is not _NOT_FOUND:
+                    return found
+            if out_of_time:
+                self._out_of_time(f"failed ({type(exc).__name__}: {exc}) and {stop}")
             self._fail("transient_tool_error", exc)
-        hint = exc.retry_after_s if isinstance(exc, TransientError) else None
-        delay = self._delay_s(attempt, FailureType.TRANSIENT_TOOL_ERROR, hint)
         self.ctx.journal.record(ToolRetry, pos=self.pos, tool=self.tool.name,
                                 failure=FailureType.TRANSIENT_TOOL_ERROR.value, attempt=attempt,
                                 delay_s=delay, error=error_record(exc))
         if delay > 0:
             await self.ctx.clock.sleep(delay)
+        return _SEND
+
+    def _bounded(self, delay: float, hint: float | None,
+                 unsettled: bool) -> tuple[float, str | None, bool]:
+        """The wait before the next attempt, kept within the key's lifetime and the run's
+        deadline; or why no wait can be taken (then no next attempt is made), and whether
+        that is the deadline."""
+        now = self.ctx.clock.now()
+        if unsettled:
+            first = _first_send(self.ctx, self.key, skip=(-1, -1))
+            if first is not None:
+                lifetime = self.tool.key_lifetime_s
+                limit = first[0] + lifetime - key_margin_s(lifetime)
+                if hint is not None and now + hint > limit:
+                    # The provider will refuse until then: a shortened wait would only meet
+                    # another refusal, and a longer one would outlive the key.
+                    return 0.0, (f"the provider asked to wait {hint:g} s, past the end of its "
+                                 f"{lifetime:,.0f} s memory of the key (first sent at "
+                                 f"position {first[1]})"), False
+                delay = max(0.0, min(delay, limit - now))
+        if self.ctx.deadline is not None and now + delay >= self.ctx.deadline:
+            return delay, (f"a {delay:g} s wait would end at or after the run's deadline "
+                           f"({self.ctx.deadline:g} on the run's clock)"), True
+        return delay, None, False
 
     def _delay_s(self, attempt: int, failure: FailureType,
                  retry_after_s: float | None = None) -> float:
@@ -294,6 +484,14 @@ class _Call:
         delay = self._delay_s(attempt, failure)
         if delay > 0:
             await self.ctx.clock.sleep(delay)
+
+    async def _wait(self, attempt: int, failure: FailureType) -> str | None:
+        """Back off before re-issuing an ambiguous write, within the key's lifetime and the
+        run's deadline; or say why the re-issue cannot wait (and so must not be made)."""
+        delay, stop, _ = self._bounded(self._delay_s(attempt, failure), None, unsettled=True)
+        if stop is None and delay > 0:
+            await self.ctx.clock.sleep(delay)
+        return stop
 
     def _tool_context(self, attempt: int) -> ToolContext:
         return ToolContext(
