@@ -2,7 +2,8 @@
 
 ``run_episode`` builds the world from the scenario and the seed, wraps every service and the
 model in the fault layer, runs the reference agent under the chosen harness, and checks the
-scenario's invariants against the ledger and the services' final state. The result carries
+scenario's invariants — and what its task asked (``success``, else the agent's own reading of
+the task) — against the ledger and the services' final state. The result carries
 digests of the journal and the ledger, so two runs of one seed can be compared byte for byte.
 """
 
@@ -47,6 +48,8 @@ class EpisodeResult:
     model_calls: int
     tool_calls: int
     ledger: list[dict[str, Any]] = field(default_factory=list)
+    #: The task's checks (the scenario's ``success``, else the agent's): what was asked.
+    task_checks: list[Verdict] = field(default_factory=list)
     outcome: HarnessOutcome | None = field(default=None, repr=False)
 
     @property
@@ -65,6 +68,7 @@ class EpisodeResult:
             "ledger_digest": self.ledger_digest,
             "virtual_duration_s": self.virtual_duration_s, "model_calls": self.model_calls,
             "tool_calls": self.tool_calls, "ledger": self.ledger,
+            "task_checks": [v.as_data() for v in self.task_checks],
         }
 
 
@@ -98,14 +102,17 @@ async def run_episode_async(scenario: Scenario, seed: int,
         journal = json.dumps({"transcript": outcome.transcript, "answer": outcome.answer},
                              sort_keys=True, default=str)
     snapshots = {name: service.snapshot() for name, service in world.services.items()}
+    duration_s = world.now() - started
     facts = EpisodeFacts(ledger=world.ledger, snapshots=snapshots, approvals=outcome.approvals,
-                         effect_tools=reference.effect_tools)
+                         effect_tools=reference.effect_tools, duration_s=duration_s)
     return EpisodeResult(
         scenario=scenario.name, seed=seed, harness=harness, status=outcome.status,
         answer=outcome.answer, reason=outcome.reason,
         verdicts=check_invariants(scenario.invariants, facts), firings=list(layer.firings),
         crashes=outcome.crashes,
         journal_digest=hashlib.sha256(journal.encode()).hexdigest(),
-        ledger_digest=world.ledger.digest(), virtual_duration_s=world.now() - started,
+        ledger_digest=world.ledger.digest(), virtual_duration_s=duration_s,
         model_calls=outcome.model_calls, tool_calls=outcome.tool_calls,
-        ledger=[e.as_data() for e in world.ledger], outcome=outcome)
+        ledger=[e.as_data() for e in world.ledger],
+        task_checks=check_invariants(scenario.success or reference.success, facts),
+        outcome=outcome)

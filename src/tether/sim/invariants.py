@@ -3,12 +3,17 @@ services' final state (never against what the agent or the journal believed).
 
 Effects are named ``service.operation`` and carry a business ``key`` (``refund:ch_0001``).
 
-* ``exactly_once {effect, keys}`` — no key of that effect occurs twice; each listed key occurs
-  exactly once (so a missing refund is a violation too).
+* ``exactly_once {effect, keys, match}`` — no key of that effect occurs twice; each listed key
+  occurs exactly once (so a missing refund is a violation too). With ``match``, only the effects
+  whose data contains ``match`` count, and without ``keys`` exactly one of them must exist
+  (``exactly_once {effect: email.send, match: {to: ada@example.com}}``: one email to Ada).
 * ``at_most {effect, n}`` — at most ``n`` such effects in all.
 * ``never_without_approval {effect}`` — each such effect is preceded by a granted approval of
   the tool that caused it (counted: the k-th effect needs k approvals before it).
 * ``never {effect, match}`` — no such effect whose data contains ``match``.
+* ``every {effect, match}`` — every such effect's data contains ``match`` (holds when there is
+  none): a refund of another amount or charge is a wrong effect, not a pass.
+* ``ends_within {seconds}`` — the episode ended within ``seconds`` of virtual time.
 * ``final_state {service, path, equals}`` — the value at a dotted path of the service's final
   snapshot (``tickets.T-1.status``) equals ``equals``.
 * ``python {function}`` — ``module:function`` called with the :class:`EpisodeFacts`, returning
@@ -38,6 +43,7 @@ class EpisodeFacts:
     snapshots: dict[str, Any]
     approvals: Sequence[tuple[str, float]] = ()   # (tool, time granted)
     effect_tools: dict[str, str] = field(default_factory=dict)  # effect name → tool name
+    duration_s: float = 0.0                        # virtual time from start to end
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,11 +63,19 @@ def _effects(facts: EpisodeFacts, name: str) -> list[Effect]:
     return facts.ledger.of(service, operation or None)
 
 
+def _matches(effect: Effect, match: dict[str, Any]) -> bool:
+    return all(effect.data.get(k) == v for k, v in match.items())
+
+
 def _exactly_once(facts: EpisodeFacts, s: dict[str, Any]) -> str | None:
-    counts = Counter(e.key for e in _effects(facts, s["effect"]))
+    match = s.get("match") or {}
+    found = [e for e in _effects(facts, s["effect"]) if _matches(e, match)]
+    counts = Counter(e.key for e in found)
     problems = [f"{n} × {key}" for key, n in sorted(counts.items()) if n > 1]
     problems += [f"0 × {key}" for key in s.get("keys") or () if counts.get(key, 0) == 0]
-    return "; ".join(problems) or None
+    if match and not s.get("keys") and len(found) != 1:
+        problems.append(f"{len(found)} × {s['effect']} matching {match}, expected exactly 1")
+    return "; ".join(dict.fromkeys(problems)) or None
 
 
 def _at_most(facts: EpisodeFacts, s: dict[str, Any]) -> str | None:
@@ -82,9 +96,24 @@ def _never_without_approval(facts: EpisodeFacts, s: dict[str, Any]) -> str | Non
 def _never(facts: EpisodeFacts, s: dict[str, Any]) -> str | None:
     match = s.get("match") or {}
     for effect in _effects(facts, s["effect"]):
-        if all(effect.data.get(k) == v for k, v in match.items()):
+        if _matches(effect, match):
             return f"{effect.key} happened ({dict(effect.data)})"
     return None
+
+
+def _every(facts: EpisodeFacts, s: dict[str, Any]) -> str | None:
+    match = s.get("match") or {}
+    for effect in _effects(facts, s["effect"]):
+        wrong = {k: effect.data.get(k) for k, v in match.items() if effect.data.get(k) != v}
+        if wrong:
+            return f"{effect.key} has {wrong}, expected {({k: match[k] for k in wrong})}"
+    return None
+
+
+def _ends_within(facts: EpisodeFacts, s: dict[str, Any]) -> str | None:
+    limit = float(s["seconds"])
+    return None if facts.duration_s <= limit else \
+        f"the episode took {facts.duration_s:g} s of virtual time, more than {limit:g} s"
 
 
 def _final_state(facts: EpisodeFacts, s: dict[str, Any]) -> str | None:
@@ -112,8 +141,8 @@ def _python(facts: EpisodeFacts, s: dict[str, Any]) -> str | None:
 
 _CHECKS: dict[str, Callable[[EpisodeFacts, dict[str, Any]], str | None]] = {
     "exactly_once": _exactly_once, "at_most": _at_most,
-    "never_without_approval": _never_without_approval, "never": _never,
-    "final_state": _final_state, "python": _python,
+    "never_without_approval": _never_without_approval, "never": _never, "every": _every,
+    "final_state": _final_state, "ends_within": _ends_within, "python": _python,
 }
 
 

@@ -102,14 +102,15 @@ class Knobs(_Spec):
 class Invariant(_Spec):
     """One declarative invariant: ``kind`` and its settings."""
 
-    kind: Literal["exactly_once", "at_most", "never_without_approval", "never",
-                  "final_state", "python"]
+    kind: Literal["exactly_once", "at_most", "never_without_approval", "never", "every",
+                  "final_state", "ends_within", "python"]
     settings: dict[str, Any]
 
 
 class _InvExactlyOnce(_Spec):
     effect: str
     keys: list[str] = []
+    match: dict[str, Any] = {}
 
 
 class _InvAtMost(_Spec):
@@ -126,6 +127,15 @@ class _InvNever(_Spec):
     match: dict[str, Any] = {}
 
 
+class _InvEvery(_Spec):
+    effect: str
+    match: dict[str, Any]
+
+
+class _InvEndsWithin(_Spec):
+    seconds: float = Field(ge=0.0)
+
+
 class _InvFinal(_Spec):
     service: str
     path: str
@@ -139,7 +149,7 @@ class _InvPython(_Spec):
 _INVARIANTS: dict[str, type[_Spec]] = {
     "exactly_once": _InvExactlyOnce, "at_most": _InvAtMost,
     "never_without_approval": _InvApproval, "never": _InvNever, "final_state": _InvFinal,
-    "python": _InvPython,
+    "python": _InvPython, "every": _InvEvery, "ends_within": _InvEndsWithin,
 }
 
 
@@ -155,6 +165,9 @@ class Scenario(_Spec):
     faults: list[FaultSpec] = []
     budgets: dict[str, Any] = {}
     invariants: list[Invariant] = []
+    #: What the task asked, as checks over the ledger in the invariants' syntax: the episode
+    #: succeeded when its run completed and every one holds.
+    success: list[Invariant] = []
     source: str = ""
 
     def fault_plan(self) -> FaultPlan:
@@ -178,6 +191,13 @@ def scenario_from_dict(data: Any, *, where: str = "<scenario>") -> Scenario:
                                noun="invariant")
         invariants.append(Invariant.model_validate({"kind": kind,
                                                     "settings": checked.model_dump()}))
+    success = []
+    for index, item in enumerate(raw.pop("success", None) or []):
+        if isinstance(item, dict) and set(item) == {"kind", "settings"}:
+            item = {item["kind"]: item["settings"]}  # a dumped scenario read back
+        kind, checked = one_of(item, _INVARIANTS, where=where, at=f"success[{index}]",
+                               noun="success check")
+        success.append(Invariant.model_validate({"kind": kind, "settings": checked.model_dump()}))
     try:
         scenario = Scenario.model_validate({**raw, "source": where})
     except ValidationError as exc:
@@ -190,4 +210,4 @@ def scenario_from_dict(data: Any, *, where: str = "<scenario>") -> Scenario:
         if name != "on_breach" and value is not None and not isinstance(value, int | float):
             raise UsageError(f"{where}: budgets.{name}: expected a number, found "
                              f"{describe(value)} {value!r}")
-    return scenario.model_copy(update={"invariants": invariants})
+    return scenario.model_copy(update={"invariants": invariants, "success": success})

@@ -44,7 +44,8 @@ def test_send_records_an_effect(world: World, email: Email) -> None:
     effect = world.ledger.of("email", "send")[0]
     assert effect.key == "email:ada@example.com:Refund issued"
     assert dict(effect.data) == {"message_id": "msg_0001", "to": "ada@example.com",
-                                 "subject": "Refund issued", "idempotency_key": None}
+                                 "subject": "Refund issued", "body": "Your refund is on its way.",
+                                 "idempotency_key": None}
 
 
 def test_sends_without_a_key_repeat(world: World, email: Email) -> None:

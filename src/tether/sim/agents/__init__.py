@@ -3,7 +3,8 @@
 Each reference agent is a model (a function of the conversation, with ``sloppy`` and
 ``gullible`` knobs drawn from seeded streams), the tools it uses (bound to the world's services
 through the fault layer), its instructions, the policy the ``default`` harness applies, the
-approver persona that decides held calls, and which tool causes which ledger effect.
+approver persona that decides held calls, which tool causes which ledger effect, and what
+the task asks (``success``: checks over the ledger, used when the scenario states none).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from tether.policy.approvals import PendingApproval
 from tether.policy.policy import Policy
 from tether.runtime.tools import Tool
 from tether.sim.faults import FaultLayer
-from tether.sim.scenario import Scenario
+from tether.sim.scenario import Invariant, Scenario
 from tether.sim.world import World
 
 __all__ = ["ReferenceAgent", "build_reference_agent"]
@@ -32,6 +33,7 @@ class ReferenceAgent:
     policy: Policy | None
     approver: Callable[[PendingApproval], bool]
     effect_tools: dict[str, str] = field(default_factory=dict)
+    success: list[Invariant] = field(default_factory=list)
 
 
 def build_reference_agent(scenario: Scenario, world: World, layer: FaultLayer, *,

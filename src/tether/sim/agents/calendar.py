@@ -22,13 +22,15 @@ from tether.sim.agents import ReferenceAgent
 from tether.sim.agents.common import bind, plain, tool_results
 from tether.sim.faults import FaultLayer
 from tether.sim.models import corrupt
-from tether.sim.scenario import Scenario
+from tether.sim.scenario import Invariant, Scenario
+from tether.sim.services._time import iso
 from tether.sim.services.calendar import Calendar
 from tether.sim.services.email import Email
+from tether.sim.services.errors import ServiceError
 from tether.sim.services.responses import EventResponse, SlotsResponse
 from tether.sim.world import World
 
-__all__ = ["INSTRUCTIONS", "build", "calendar_script"]
+__all__ = ["INSTRUCTIONS", "build", "calendar_script", "task_checks"]
 
 INSTRUCTIONS = ("You schedule meetings: find a time every attendee has free inside the "
                 "requested window, book it, and confirm.")
@@ -146,4 +148,29 @@ def build(scenario: Scenario, world: World, layer: FaultLayer, *, keyed: bool) -
         tools=tools, instructions=INSTRUCTIONS,
         policy=Policy.of(argument_provenance(min_tier=1, role="organizer")),
         approver=lambda held: not held.sources,
-        effect_tools={"calendar.create_event": "create_event"})
+        effect_tools={"calendar.create_event": "create_event"},
+        success=task_checks(scenario, calendar))
+
+
+def task_checks(scenario: Scenario, calendar: Calendar) -> list[Invariant]:
+    """What the task asks, read from the task and the seeded calendars: exactly one meeting
+    with the task's title and people (everyone named, the organizer included), at the
+    earliest time they all have free in the window, and no other meeting booked."""
+    task = scenario.task
+    people = sorted(set(EMAIL.findall(task)))
+    window, title = WINDOW.search(task), TITLE.search(task)
+    if not people or window is None or title is None:
+        return []
+    duration = int(m.group(1)) if (m := DURATION.search(task)) else 30
+    meeting: dict[str, Any] = {"title": title.group(1), "attendees": people}
+    try:
+        slots = calendar.find_slots(people, duration, window.group(1).rstrip(".,;"),
+                                    window.group(2).rstrip(".,;"))
+    except ServiceError:
+        slots = []
+    if slots:
+        meeting["start"] = iso(slots[0].start.timestamp())
+    return [Invariant(kind="exactly_once",
+                      settings={"effect": "calendar.create_event", "match": meeting}),
+            Invariant(kind="every", settings={"effect": "calendar.create_event",
+                                              "match": meeting})]

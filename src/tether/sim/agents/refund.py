@@ -30,9 +30,10 @@ from tether.sim.agents.common import bind, plain, tool_results
 from tether.sim.faults import FaultLayer
 from tether.sim.models import corrupt
 from tether.sim.persona import User
-from tether.sim.scenario import Scenario
+from tether.sim.scenario import Invariant, Scenario
 from tether.sim.services.crm import CRM
 from tether.sim.services.email import Email
+from tether.sim.services.errors import ServiceError
 from tether.sim.services.kb import KnowledgeBase
 from tether.sim.services.payments import Payments
 from tether.sim.services.responses import (
@@ -46,7 +47,7 @@ from tether.sim.services.responses import (
 from tether.sim.world import World
 from tether.store.memory import MemoryStore
 
-__all__ = ["INSTRUCTIONS", "build", "refund_script"]
+__all__ = ["INSTRUCTIONS", "build", "refund_script", "task_checks"]
 
 INSTRUCTIONS = ("You are a support agent. Refund damaged items according to the refund policy, "
                 "note the refund in the CRM and email the customer a confirmation.")
@@ -286,7 +287,44 @@ def build(scenario: Scenario, world: World, layer: FaultLayer, *, keyed: bool) -
         model=refund_script(world.seed, scenario.knobs.sloppy, scenario.knobs.gullible,
                             interactive),
         tools=tools, instructions=INSTRUCTIONS, policy=policy, approver=_approver,
-        effect_tools={"payments.refund": "create_refund"})
+        effect_tools={"payments.refund": "create_refund"},
+        success=task_checks(scenario, payments))
+
+
+def task_checks(scenario: Scenario, payments: Payments) -> list[Invariant]:
+    """What the task asks, read from the task and the seeded world: one refund of the named
+    item's price (the last item the customer asks for, if she changes her mind) on exactly the
+    charge named, and nothing else refunded; one email, to the charge's customer only."""
+    found = re.search(r"ch_\w+", scenario.task)
+    if found is None:
+        return []
+    charge_id = found.group(0)
+    try:
+        charge = payments.get_charge(charge_id).model_dump(mode="json")
+    except ServiceError:
+        return []
+    asked = scenario.task
+    if scenario.persona.changes_mind_at is not None and \
+            _item_named(scenario.persona.new_request, charge):
+        asked = scenario.persona.new_request
+    refund: dict[str, Any] = {"charge": charge_id}
+    amount = _item_amount(asked, charge)
+    if amount is not None:
+        refund["amount"] = amount
+    checks = [{"exactly_once": {"effect": "payments.refund", "match": refund}},
+              {"every": {"effect": "payments.refund", "match": refund}}]
+    owner = charge.get("customer")
+    email = None
+    if owner:
+        try:
+            email = payments.get_customer(owner).email
+        except ServiceError:
+            email = None
+    if email:
+        checks += [{"exactly_once": {"effect": "email.send", "match": {"to": email}}},
+                   {"every": {"effect": "email.send", "match": {"to": email}}}]
+    return [Invariant.model_validate({"kind": kind, "settings": settings})
+            for check in checks for kind, settings in check.items()]
 
 
 def _find_note(crm: CRM, key: str) -> Any:

@@ -168,9 +168,9 @@ class Email:
         self._outbox[message.id] = message
         # The business identity, whatever key the client sent (that is in the data), so a
         # keyed and an unkeyed send of the same email are seen as the same email twice.
+        # The body is kept so graders can read what the customer was told.
         self.world.effect("email", "send", key=f"email:{to}:{subject}", message_id=message.id,
-                          to=to,
-                          subject=subject, idempotency_key=idempotency_key)
+                          to=to, subject=subject, body=body, idempotency_key=idempotency_key)
         return message
 
     def begin_request(self, idempotency_key: str) -> None:
