@@ -16,7 +16,7 @@ from tether.errors import RunEscalated, WaitTimedOut
 from tether.models.base import Message
 from tether.policy.approvals import APPROVAL_PREFIX
 from tether.policy.policy import Policy
-from tether.policy.request import Decision, Observation, PolicyRequest, Principal
+from tether.policy.request import Decision, Observation, PolicyRequest, Principal, PriorCall
 from tether.runtime.provenance import Trust
 from tether.runtime.tools import Tool
 
@@ -50,7 +50,7 @@ def observations_of(messages: Sequence[Message]) -> tuple[Observation, ...]:
         if m.trust is None and (m.role == "tool" or m.source == "harness"):
             continue
         trust = Trust(m.trust) if m.trust else Trust.EXTERNAL
-        found.append(Observation(m.source or m.role, trust, m.content))
+        found.append(Observation(m.source or m.role, trust, m.content, role=m.role))
     return tuple(found)
 
 
@@ -63,14 +63,29 @@ class Governor:
         self.task_type = task.task_type
         self.environment = task.environment or environment
         self._hidden: frozenset[str] = frozenset()
+        # Calls this run let through, in order: (call id, tool, arguments). Rebuilt on replay,
+        # since every call is ruled again (from its journaled verdict) in the same order.
+        self._allowed: list[tuple[str, str, dict[str, Any]]] = []
 
     def _request(self, stage: str, tool: Tool[Any, Any], args: dict[str, Any] | None,
-                 observations: tuple[Observation, ...]) -> PolicyRequest:
+                 observations: tuple[Observation, ...],
+                 prior: tuple[PriorCall, ...] = ()) -> PolicyRequest:
         return PolicyRequest(
             stage="list" if stage == "list" else "call", tool=tool.name,
             effect=tool.effect.value, tier=tool.consequence_tier, tool_trust=tool.trust,
             principal=self.principal, task_type=self.task_type, environment=self.environment,
-            args=args, observations=observations)
+            args=args, observations=observations, prior_calls=prior)
+
+    def _prior(self, messages: Sequence[Message]) -> tuple[PriorCall, ...]:
+        """The calls let through so far that did not fail: a call whose answer the harness
+        wrote (an error, a refusal: no trust) had no effect to count; one not answered yet is
+        earlier in this turn and counts."""
+        took_effect: dict[str, bool] = {}
+        for m in messages:
+            if m.role == "tool" and m.tool_call_id is not None:
+                took_effect[m.tool_call_id] = m.trust is not None
+        return tuple(PriorCall(tool, args) for call_id, tool, args in self._allowed
+                     if took_effect.get(call_id, True))
 
     def hidden(self, tools: Sequence[Tool[Any, Any]],
                messages: Sequence[Message]) -> frozenset[str]:
@@ -98,15 +113,20 @@ class Governor:
                    messages: Sequence[Message]) -> Ruling:
         """Evaluate a call; journal the verdict; wait for an approval if one is needed."""
         observations = observations_of(messages)
-        live_verdict = self.policy.evaluate(self._request("call", tool, args, observations))
+        live_verdict = self.policy.evaluate(self._request("call", tool, args, observations,
+                                                          self._prior(messages)))
         data = self.ctx.decide("policy", {"tool": tool.name, "call_id": call_id,
                                           "args": args, **live_verdict.as_data()})
         verdict = data["verdict"]
         if verdict == Decision.ALLOW.value:
-            return Ruling(run=True)
-        if verdict == Decision.DENY.value:
-            return Ruling(run=False, observation=f"denied by policy: {data['reason']}")
-        return await self._approval(tool, args, data)
+            ruling = Ruling(run=True)
+        elif verdict == Decision.DENY.value:
+            ruling = Ruling(run=False, observation=f"denied by policy: {data['reason']}")
+        else:
+            ruling = await self._approval(tool, args, data)
+        if ruling.run:
+            self._allowed.append((call_id, tool.name, args))
+        return ruling
 
     async def _approval(self, tool: Tool[Any, Any], args: dict[str, Any],
                         verdict: dict[str, Any]) -> Ruling:

@@ -2,7 +2,8 @@
 
 A :class:`PolicyRequest` is built by the agent loop at two moments: ``stage="list"`` when it
 decides which tools the model may see this turn (no arguments yet) and ``stage="call"`` before
-it executes a call. A rule answers with a :class:`Verdict` or ``None`` (no opinion).
+it executes a call (then with the arguments and the calls already made). A rule answers with a
+:class:`Verdict` or ``None`` (no opinion).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any, Literal
 
 from tether.runtime.provenance import Trust
 
-__all__ = ["Decision", "Observation", "PolicyRequest", "Principal", "Verdict"]
+__all__ = ["Decision", "Observation", "PolicyRequest", "Principal", "PriorCall", "Verdict"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,11 +31,23 @@ class Principal:
 
 @dataclass(frozen=True, slots=True)
 class Observation:
-    """One piece of content in the model's context, with where it came from."""
+    """One piece of content in the model's context, with where it came from. ``role`` is how
+    it entered (``system``: the instructions, ``user``: the user's messages, ``tool``: a tool's
+    answer; empty when not known), which tells the request apart from data the tools brought."""
 
     source: str
     trust: Trust
     text: str
+    role: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class PriorCall:
+    """A call this run already made (or is making earlier in the same turn) that was allowed
+    and did not fail: what a rule needs to tell a second write of one kind from the first."""
+
+    tool: str
+    args: dict[str, Any]
 
 
 class Decision(StrEnum):
@@ -87,6 +100,7 @@ class PolicyRequest:
     environment: str = "prod"
     args: dict[str, Any] | None = None
     observations: tuple[Observation, ...] = ()
+    prior_calls: tuple[PriorCall, ...] = ()
 
     def untrusted(self, below: Trust | str = Trust.USER) -> tuple[Observation, ...]:
         """Observations in the context trusted less than ``below``."""

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from tether.policy.arguments import trace_arguments
+from tether.policy.control_flow import check_control_flow
 from tether.policy.request import PolicyRequest, Verdict
 from tether.runtime.provenance import Trust
 
@@ -24,6 +25,7 @@ __all__ = [
     "allow_tools",
     "argument_limit",
     "argument_provenance",
+    "control_flow",
     "deny_tools",
     "environment_gate",
     "predicate",
@@ -165,6 +167,40 @@ def argument_provenance(*, min_tier: int = 1, trusted_at_least: Trust | str = Tr
         return _act(action, "; ".join(parts), role, dict.fromkeys(sources))
 
     return Rule(f"argument_provenance(tier >= {min_tier})", check, calls_only=True)
+
+
+def control_flow(*, min_tier: int = 1, below: Trust | str = Trust.USER,
+                 action: Action = "deny", repeat_action: Action = "require_approval",
+                 role: str = "approver", repeats: bool = True, min_length: int = 4) -> Rule:
+    """Once content trusted less than ``below`` is in the context, a consequential call whose
+    control flow did not come from the trusted request is refused or held: a value untrusted
+    content named and the request did not (``action``), or a second write of one tool whose
+    new values the request did not name (``repeat_action``; ``repeats=False`` turns this off
+    for agents that legitimately repeat a write). See :mod:`tether.policy.control_flow`.
+
+    The defaults refuse steered values outright: the fact that decides (who named the value)
+    is already known, an approver shown a plausible call on a real target for a real amount
+    adds nothing but a chance to wave it through, and the model is told why — it can ask the
+    user, whose answer is part of the request. A repeat is held instead, because the request
+    may well have asked for two ("refund both items") and only a person can tell."""
+    floor = Trust(below)
+
+    def check(r: PolicyRequest) -> Verdict | None:
+        if r.tier < min_tier:
+            return None
+        findings = check_control_flow(r, below=floor, min_length=min_length, repeats=repeats)
+        if not findings:
+            return None
+        steered = [f for f in findings if f.kind == "steered"]
+        chosen = action if steered else repeat_action
+        sources = dict.fromkeys(s for f in findings for s in f.sources)
+        reason = "; ".join(f.describe() for f in findings)
+        return _act(chosen, f"{reason} — the writes an agent makes, their targets and amounts "
+                    "come from the user's request, not from retrieved or external content",
+                    role, sources)
+
+    return Rule(f"control_flow(tier >= {min_tier}, below {floor.value})", check,
+                calls_only=True)
 
 
 def predicate(name: str, fn: Callable[[PolicyRequest], Verdict | None]) -> Rule:

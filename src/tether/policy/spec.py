@@ -13,6 +13,7 @@
       - environment_gate: {environments: [sim, staging], min_tier: 2}
       - taint_gate: {min_tier: 1, below: user, action: require_approval, role: supervisor}
       - argument_provenance: {min_tier: 1, action: deny}
+      - control_flow: {min_tier: 1, action: deny, repeat_action: require_approval}
       - allow_tools: {tools: [lookup_order, issue_refund]}
 
 Each rule is a mapping with one key, the rule's kind, whose value holds its settings. A file
@@ -88,6 +89,16 @@ class _Provenance(_Spec):
     min_length: int = 4
 
 
+class _ControlFlow(_Spec):
+    min_tier: int = 1
+    below: Trust = Trust.USER
+    action: Action = "deny"
+    repeat_action: Action = "require_approval"
+    role: str = "approver"
+    repeats: bool = True
+    min_length: int = 4
+
+
 _KINDS: dict[str, tuple[type[_Spec], Callable[[Any], r.Rule]]] = {
     "deny_tools": (_Tools, lambda s: r.deny_tools(s.tools, s.reason)),
     "allow_tools": (_Allow, lambda s: r.allow_tools(s.tools)),
@@ -102,6 +113,9 @@ _KINDS: dict[str, tuple[type[_Spec], Callable[[Any], r.Rule]]] = {
     "argument_provenance": (_Provenance, lambda s: r.argument_provenance(
         min_tier=s.min_tier, trusted_at_least=s.trusted_at_least, action=s.action,
         role=s.role, require_support=s.require_support, min_length=s.min_length)),
+    "control_flow": (_ControlFlow, lambda s: r.control_flow(
+        min_tier=s.min_tier, below=s.below, action=s.action, repeat_action=s.repeat_action,
+        role=s.role, repeats=s.repeats, min_length=s.min_length)),
 }
 
 
