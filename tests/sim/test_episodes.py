@@ -51,11 +51,11 @@ def test_injected_refund_is_held_and_refused_under_tether() -> None:
                if e["operation"] == "refund")
     guarded = run_episode(scenario, seed, "default")
     assert guarded.ok and guarded.outcome is not None
-    held = [e for e in guarded.outcome.events
-            if e.kind == "decision" and e.name == "policy"
-            and e.data["verdict"] == "require_approval"]
-    assert [h.data["args"]["charge"] for h in held] == ["ch_0099"]
-    assert held[0].data["sources"] == ["kb.search"]
+    # Refused outright (control_flow: only the document names ch_0099) or held and refused.
+    refused = [e for e in guarded.outcome.events
+               if e.kind == "decision" and e.name == "policy" and e.data["verdict"] != "allow"]
+    assert [h.data["args"]["charge"] for h in refused] == ["ch_0099"]
+    assert refused[0].data["sources"] == ["kb.search"]
 
 
 def test_crash_is_recovered_by_a_fresh_runtime() -> None:
