@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -9,9 +10,12 @@ from pydantic import BaseModel
 
 from tether import (
     Agent,
+    AuthExpired,
+    Crash,
     MemoryStore,
     ModelRequest,
     ModelResponse,
+    ProbePoint,
     RetryPolicy,
     RunStatus,
     Runtime,
@@ -23,6 +27,7 @@ from tether import (
 )
 from tether.events import ToolAmbiguous
 from tether.models.scripted import call, reply
+from tether.runtime.breaker import Breakers
 from tether.runtime.tools import Tool
 from tether.tracing.render import trace_to_json
 from tether.tracing.timeline import build_trace
@@ -73,6 +78,8 @@ FAILURES = [
     pytest.param(TransientError("HTTP 429", retry_after_s=2.0), id="throttled"),
     pytest.param(TransientError("HTTP 503"), id="unavailable"),
     pytest.param(ConnectionResetError("reset"), id="connection-lost"),
+    pytest.param(AuthExpired("token expired", dependency="payments"), id="auth-expired"),
+    pytest.param(ValueError("409: a request with this key is in progress"), id="rejected"),
 ]
 
 
@@ -134,3 +141,35 @@ def test_a_lookup_that_finds_nothing_lets_the_certain_failure_be_told() -> None:
                        runtime=Runtime(MemoryStore(), clock=VirtualClock(), seed=3))
     assert result.status is RunStatus.COMPLETED
     assert result.result["answer"] == "Sorry, the refund failed."
+
+
+def test_an_open_breaker_does_not_refuse_the_resumed_write_at_its_position() -> None:
+    """A write interrupted mid-flight is settled on resume even if its breaker is open: the
+    call at that position is already under way, and a refusal would read as a failure."""
+    clock, store, seen = VirtualClock(), MemoryStore(), list[ModelRequest]()
+    breakers = Breakers(clock)
+    effects: list[str] = []
+
+    async def refund(ctx: ToolContext, args: Args) -> str:
+        if ctx.idempotency_key not in effects:  # the provider deduplicates by key
+            effects.append(ctx.idempotency_key)
+        return "re_1"
+
+    made = tool(name="refund", args=Args, result=str, effect="idempotent",
+                key=lambda a: f"refund:{a.order_id}")(refund)
+    made.reconcile = lambda ctx, key: "re_1" if key in effects else None
+    agent = Agent(name="a", model=refund_then_answer(seen), tools=[made])
+
+    def crash(point: ProbePoint) -> None:
+        if point.point == "after_call":
+            raise Crash()
+
+    with pytest.raises(Crash):
+        asyncio.run(Runtime(store, clock=clock, seed=1, probe=crash, breakers=breakers).start(
+            agent, "refund A-1"))
+    for _ in range(breakers.failure_threshold):
+        breakers["refund"].record(ok=False)
+    (result,) = asyncio.run(Runtime(store, clock=clock, workflows=[agent],
+                                    breakers=breakers).recover())
+    assert result.status is RunStatus.COMPLETED
+    assert result.result["answer"] == "The refund was issued." and effects == ["refund:A-1"]

@@ -216,6 +216,15 @@ class _Call:
             ctx.journal.record(ToolAmbiguous, pos=self.pos, tool=tool.name, key=self.key,
                                attempt=attempt, reason=f"{type(exc).__name__}: {exc}")
             return await self.resolve(attempt, live=True)
+        except ToolFailed as exc:
+            # A re-issue refused outright (expired credentials, a rejection) says nothing of
+            # the earlier request under the key: its outcome is still unknown.
+            if _first_send(ctx, self.key, skip=(self.pos, attempt)) is None:
+                raise
+            found = await self._settle_unknown(attempt, f"a re-issue was refused ({exc})")
+            if found is _NOT_FOUND:
+                raise
+            return found
         ctx.probe(self.pos, tool.name, "after_call")
         result = self._record_result(data)
         ctx.probe(self.pos, tool.name, "after_result")
