@@ -33,7 +33,7 @@ except ImportError as exc:  # pragma: no cover - only without the test extra
     raise ImportError("tether.store.conformance needs hypothesis: "
                       "pip install 'tether[test]'") from exc
 
-from tether.errors import ConcurrencyConflict, UsageError
+from tether.errors import ConcurrencyConflict, LeaseLost, RunOwned, UsageError
 from tether.events import (
     Event,
     MemoryForgotten,
@@ -53,7 +53,7 @@ from tether.events import (
     WaitResolved,
     WaitStarted,
 )
-from tether.store.base import RunInfo, Store, advance, next_status
+from tether.store.base import Lease, RunInfo, Store, advance, next_status
 
 __all__ = ["StoreConformance", "journals"]
 
@@ -157,7 +157,8 @@ class StoreConformance:
     CHECKS: ClassVar[tuple[str, ...]] = (
         "round_trip", "seq_rules", "stale_expected_seq_conflicts", "create_existing_run_conflicts",
         "batches_are_atomic", "read_after_seq", "run_index", "status_derivation", "unknown_run",
-        "concurrent_appenders",
+        "concurrent_appenders", "lease_lifecycle", "fenced_appends", "lease_interleavings",
+        "concurrent_acquirers",
     )
 
     def __init__(
@@ -465,6 +466,111 @@ class StoreConformance:
             race()
 
 
+    # -- leases ---------------------------------------------------------------------------------
+
+    def check_lease_lifecycle(self) -> None:
+        """acquire takes a free, expired or own lease and bumps the epoch; another owner's live
+        lease raises RunOwned naming it; renew extends only the current lease (else LeaseLost);
+        release frees only the current lease; get_run shows owner, epoch and expiry."""
+        with self._store() as (store,):
+            _raises(UsageError, "acquiring an unknown run", store.acquire,
+                    self._run_id("-unknown"), "a", now=0.0, ttl_s=10)
+            run_id = self._run_id()
+            store.append(run_id, [_started()], expected_last_seq=0)
+            _check(_lease_of(store, run_id) == (None, 0, None),
+                   f"a new unleased run shows {_lease_of(store, run_id)}")
+            a = store.acquire(run_id, "a", now=100.0, ttl_s=10)
+            _check(a == Lease(run_id, "a", 1, 110.0), f"first acquire gave {a}")
+            _check(_lease_of(store, run_id) == ("a", 1, 110.0),
+                   f"after acquire get_run shows {_lease_of(store, run_id)}")
+            owned = _raises(RunOwned, "b acquiring a's live lease", store.acquire, run_id, "b",
+                            now=109.5, ttl_s=10)
+            assert isinstance(owned, RunOwned)
+            _check((owned.owner, owned.expires_at, owned.epoch) == ("a", 110.0, 1)
+                   and "'a'" in str(owned), f"RunOwned says {owned!r}: {owned}")
+            again = store.acquire(run_id, "a", now=105.0, ttl_s=10)
+            _check(again == Lease(run_id, "a", 2, 115.0), f"a re-acquiring its run gave {again}")
+            _raises(LeaseLost, "renewing a lease its owner re-acquired since", store.renew, a,
+                    now=106.0, ttl_s=10)
+            renewed = store.renew(again, now=108.0, ttl_s=10)
+            _check(renewed == Lease(run_id, "a", 2, 118.0), f"renew gave {renewed}")
+            b = store.acquire(run_id, "b", now=118.0, ttl_s=10)  # expired at 118 exactly
+            _check(b == Lease(run_id, "b", 3, 128.0), f"takeover after expiry gave {b}")
+            lost = _raises(LeaseLost, "renewing a lease taken over", store.renew, renewed,
+                           now=119.0, ttl_s=10)
+            assert isinstance(lost, LeaseLost)
+            _check((lost.holder, lost.holder_epoch) == ("b", 3), f"LeaseLost says {lost!r}")
+            _check(store.release(renewed) is False and _lease_of(store, run_id)[0] == "b",
+                   "a stale lease released the run")
+            _check(store.release(b) is True and _lease_of(store, run_id) == (None, 3, None),
+                   f"after release get_run shows {_lease_of(store, run_id)}")
+            c = store.acquire(run_id, "c", now=0.0, ttl_s=1)
+            _check(c.epoch == 4, f"acquiring a released run gave {c}")
+            for bad in ({"now": 1.0, "ttl_s": 0}, {"now": 1.0, "ttl_s": -3}):
+                _raises(UsageError, f"acquire with {bad}", store.acquire, run_id, "c", **bad)
+            _raises(UsageError, "acquire by an empty owner", store.acquire, run_id, "",
+                    now=1.0, ttl_s=1)
+
+    def check_fenced_appends(self) -> None:
+        """An append under a lease that is no longer the run's (or with no lease, of anything
+        but resolutions to a run that has an owner) raises LeaseLost and stores nothing, at any
+        batch size or sync flag, even when its seq is stale too; resolutions from outside and
+        the current owner's appends go through."""
+        with self._store() as (store,):
+            run_id = self._run_id()
+            first = Lease(run_id, "a", 1, 50.0)
+            store.append(run_id, [_started()], expected_last_seq=0, lease=first)
+            _check(_lease_of(store, run_id) == ("a", 1, 50.0),
+                   f"a run created under a lease shows {_lease_of(store, run_id)}")
+            store.append(run_id, _steps(2, 1), expected_last_seq=1, lease=first)
+            store.append(run_id, [WaitResolved(seq=3, at=0.0, key="k", value=1, by="x")],
+                         expected_last_seq=2)
+            _raises(LeaseLost, "an unfenced step appended to an owned run",
+                    store.append, run_id, _steps(4, 1), expected_last_seq=3)
+            b = store.acquire(run_id, "b", now=60.0, ttl_s=10)
+            before, info = store.read(run_id), store.get_run(run_id)
+            for sync in (False, True):
+                for size in (1, 3):
+                    lost = _raises(LeaseLost, f"a stale lease appending {size} (sync={sync})",
+                                   store.append, run_id, _steps(4, size),
+                                   expected_last_seq=3, sync=sync, lease=first)
+                    assert isinstance(lost, LeaseLost)
+                    _check((lost.owner, lost.epoch, lost.holder, lost.holder_epoch)
+                           == ("a", 1, "b", 2), f"LeaseLost says {lost!r}")
+            _raises(LeaseLost, "a stale lease appending at a stale seq", store.append, run_id,
+                    _steps(3, 1), expected_last_seq=2, lease=first)
+            _check(store.read(run_id) == before and store.get_run(run_id) == info,
+                   "a fenced-off append changed the run")
+            store.append(run_id, _steps(4, 2), expected_last_seq=3, lease=b)
+            store.append(run_id, [WaitResolved(seq=6, at=0.0, key="j")], expected_last_seq=5)
+            store.release(b)
+            store.append(run_id, _steps(7, 1), expected_last_seq=6)
+            _check([e.seq for e in store.read(run_id)] == list(range(1, 8)),
+                   f"journal seqs {[e.seq for e in store.read(run_id)]}")
+
+    def check_lease_interleavings(self) -> None:
+        """Any interleaving of acquire / renew / release / fenced appends by several owners,
+        outsiders' appends and the passing of time behaves like the reference model: one owner
+        per epoch appends, and the journal is seq 1 … N of exactly the appends that succeeded."""
+        with self._store() as (store,):
+
+            @self._settings()
+            @given(ops=st.lists(_LEASE_OP, min_size=1, max_size=25))
+            def interleave(ops: list[tuple[str, Any]]) -> None:
+                run_id = self._run_id()
+                store.append(run_id, [_started()], expected_last_seq=0)
+                _LeaseModel(store, run_id).play(ops)
+
+            interleave()
+
+    def check_concurrent_acquirers(self) -> None:
+        """Workers racing to take over one expired run through their own handles: exactly one
+        gets the lease, the others RunOwned naming it, and only the winner can append."""
+        with self._store(peers=3) as (store, *handles):
+            for _round in range(max(2, self.max_examples // 5)):
+                _acquire_race(store, handles, self._run_id())
+
+
 _MAX_ATTEMPTS = 1000
 
 
@@ -499,3 +605,154 @@ def _check_race_outcome(journal: list[Event], plans: list[list[int]]) -> None:
             run = tags[at[b]:at[b] + size]
             _check(run == [(w, b, k) for k in range(size)],
                    f"writer {w} batch {b} interleaved with others: {run}")
+
+
+def _lease_of(store: Store, run_id: str) -> tuple[str | None, int, float | None]:
+    info = store.get_run(run_id)
+    assert info is not None
+    return (info.owner, info.epoch, info.lease_expires_at)
+
+
+_OWNERS = st.sampled_from(["a", "b", "c"])
+_LEASE_OP: st.SearchStrategy[tuple[str, Any]] = st.one_of(
+    st.tuples(st.sampled_from(["acquire", "renew", "release", "append"]), _OWNERS),
+    st.tuples(st.sampled_from(["resolve", "outsider"]), st.none()),
+    st.tuples(st.just("tick"), st.sampled_from([1.0, 4.0, 10.0])),
+)
+
+
+class _LeaseModel:
+    """The lease contract as a reference model, played against a store step by step."""
+
+    TTL_S = 10.0
+
+    def __init__(self, store: Store, run_id: str) -> None:
+        self.store, self.run_id = store, run_id
+        self.now = 100.0
+        self.owner: str | None = None
+        self.epoch = 0
+        self.expires_at: float | None = None
+        self.held: dict[str, Lease] = {}
+        self.journal: list[Event] = store.read(run_id)
+        self.appended_by: dict[int, set[str]] = {}
+
+    def play(self, ops: list[tuple[str, Any]]) -> None:
+        for op, arg in ops:
+            getattr(self, f"_{op}")(arg)
+            want = (self.owner, self.epoch, self.expires_at)
+            _check(_lease_of(self.store, self.run_id) == want,
+                   f"after {op}({arg!r}): get_run shows {_lease_of(self.store, self.run_id)}, "
+                   f"the model {want}")
+        _check(self.store.read(self.run_id) == self.journal,
+               f"journal {[e.seq for e in self.store.read(self.run_id)]} differs from the "
+               f"successful appends {[e.seq for e in self.journal]}")
+        several = {e: o for e, o in self.appended_by.items() if len(o) > 1}
+        _check(not several, f"epochs with appends by several owners: {several}")
+
+    def _current(self, owner: str) -> bool:
+        lease = self.held.get(owner)
+        return lease is not None and (self.owner, self.epoch) == (lease.owner, lease.epoch)
+
+    def _tick(self, seconds: float) -> None:
+        self.now += seconds
+
+    def _acquire(self, owner: str) -> None:
+        free = (self.owner in (None, owner) or self.expires_at is None
+                or self.expires_at <= self.now)
+        if not free:
+            _raises(RunOwned, f"{owner} acquiring a live lease of {self.owner}",
+                    self.store.acquire, self.run_id, owner, now=self.now, ttl_s=self.TTL_S)
+            return
+        lease = self.store.acquire(self.run_id, owner, now=self.now, ttl_s=self.TTL_S)
+        self.owner, self.epoch, self.expires_at = owner, self.epoch + 1, self.now + self.TTL_S
+        _check(lease == Lease(self.run_id, owner, self.epoch, self.expires_at),
+               f"{owner} acquired {lease}")
+        self.held[owner] = lease
+
+    def _renew(self, owner: str) -> None:
+        lease = self.held.get(owner)
+        if lease is None:
+            return
+        if not self._current(owner):
+            _raises(LeaseLost, f"{owner} renewing a stale lease", self.store.renew, lease,
+                    now=self.now, ttl_s=self.TTL_S)
+            return
+        self.held[owner] = self.store.renew(lease, now=self.now, ttl_s=self.TTL_S)
+        self.expires_at = self.now + self.TTL_S
+
+    def _release(self, owner: str) -> None:
+        lease = self.held.get(owner)
+        if lease is None:
+            return
+        current = self._current(owner)
+        _check(self.store.release(lease) is current, f"{owner} releasing: want {current}")
+        if current:
+            self.owner = self.expires_at = None
+
+    def _append(self, owner: str) -> None:
+        lease = self.held.get(owner)
+        if lease is None:
+            return
+        event = StepRecorded(seq=len(self.journal) + 1, at=self.now, pos=len(self.journal),
+                             call="step", name=owner, result=lease.epoch)
+        if not self._current(owner):
+            _raises(LeaseLost, f"{owner} appending under a stale lease", self.store.append,
+                    self.run_id, [event], expected_last_seq=len(self.journal), lease=lease)
+            return
+        self.store.append(self.run_id, [event], expected_last_seq=len(self.journal),
+                          lease=lease)
+        self.journal.append(event)
+        self.appended_by.setdefault(lease.epoch, set()).add(owner)
+
+    def _resolve(self, _: None) -> None:
+        event = WaitResolved(seq=len(self.journal) + 1, at=self.now, key=f"k{len(self.journal)}")
+        self.store.append(self.run_id, [event], expected_last_seq=len(self.journal))
+        self.journal.append(event)
+
+    def _outsider(self, _: None) -> None:
+        event = StepRecorded(seq=len(self.journal) + 1, at=self.now, pos=len(self.journal),
+                             call="step", name="outsider")
+        if self.owner is not None:
+            _raises(LeaseLost, "an outsider appending a step to an owned run",
+                    self.store.append, self.run_id, [event],
+                    expected_last_seq=len(self.journal))
+            return
+        self.store.append(self.run_id, [event], expected_last_seq=len(self.journal))
+        self.journal.append(event)
+
+
+def _acquire_race(store: Store, handles: list[Store], run_id: str) -> None:
+    """One round of check_concurrent_acquirers on a fresh run."""
+    store.append(run_id, [_started()], expected_last_seq=0,
+                 lease=Lease(run_id, "dead", 1, 10.0))
+    start = threading.Barrier(len(handles))
+    got: dict[int, Lease | BaseException] = {}
+
+    def take(n: int, handle: Store) -> None:
+        start.wait()
+        try:
+            got[n] = handle.acquire(run_id, f"w{n}", now=20.0, ttl_s=30)
+        except BaseException as exc:  # reported by the main thread
+            got[n] = exc
+
+    threads = [threading.Thread(target=take, args=(n, h))
+               for n, h in enumerate(handles)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    winners = [v for v in got.values() if isinstance(v, Lease)]
+    losers = [v for v in got.values() if isinstance(v, RunOwned)]
+    _check(len(winners) == 1 and len(losers) == len(handles) - 1,
+           f"racing acquires gave {got}")
+    winner = winners[0]
+    _check(winner.epoch == 2 and all(e.owner == winner.owner for e in losers),
+           f"winner {winner}, losers told {[e.owner for e in losers]}")
+    for n, handle in enumerate(handles):
+        if f"w{n}" == winner.owner:
+            continue
+        _raises(LeaseLost, f"w{n} appending under the dead worker's lease",
+                handle.append, run_id, _steps(2, 1), expected_last_seq=1,
+                lease=Lease(run_id, "dead", 1, 10.0))
+    store.append(run_id, _steps(2, 1), expected_last_seq=1, lease=winner)
+
