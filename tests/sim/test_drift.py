@@ -3,14 +3,16 @@ answers are ``tool_result_invalid``, and the reference agents refuse rather than
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
+from tether.runtime.tools import Tool
 from tether.sim.agents import build_reference_agent
 from tether.sim.agents.common import bind
 from tether.sim.agents.refund import ChargeRef, _item_amount
@@ -29,6 +31,14 @@ CHARGE: dict[str, Any] = {
 }
 
 
+def _loose(tools: list[Tool[Any, Any]]) -> list[str]:
+    """The tools whose result type is not precise: neither a model nor a scalar (``Any`` or
+    ``dict[str, Any]`` let a renamed field through unnoticed)."""
+    def precise(t: Any) -> bool:
+        return isinstance(t, type) and (issubclass(t, BaseModel) or t in (str, int, float, bool))
+    return [t.name for t in tools if not precise(t.result_type)]
+
+
 def _drifted(base: Scenario, target: str, **drift: Any) -> Scenario:
     data = base.model_dump(exclude={"source", "invariants"})
     data["faults"] = [{"kind": "schema_drift", "target": target, **drift}]
@@ -37,11 +47,31 @@ def _drifted(base: Scenario, target: str, **drift: Any) -> Scenario:
 
 @pytest.mark.parametrize("name", ["refund", "calendar"])
 def test_every_reference_tool_declares_a_result_type(name: str) -> None:
-    """No reference agent's tool declares ``Any`` as its result: drift is always checked."""
+    """Every reference agent's tool declares a precise result type: drift is always checked."""
     scenario = load_scenario(BUILTIN / f"{name}.yaml")
     world = World(seed=1)
     agent = build_reference_agent(scenario, world, FaultLayer(world, FaultPlan()), keyed=True)
-    assert [t.name for t in agent.tools if t.result_type is Any] == []
+    assert _loose(agent.tools) == []
+
+
+def test_every_demo_and_example_tool_declares_a_result_type(tmp_path: Path) -> None:
+    """The crash demo's and the examples' tools declare precise results too."""
+    from tether.demo.bank import Bank
+    from tether.demo.crash import build
+
+    examples = Path(__file__).resolve().parents[2] / "examples"
+    tools = list(build(Bank(tmp_path / "bank.db"))[1].values())
+    for name in ("refund_agent", "guarded_agent"):
+        spec = importlib.util.spec_from_file_location(f"example_{name}", examples / f"{name}.py")
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        found = [v for v in vars(module).values() if isinstance(v, Tool)]
+        if hasattr(module, "build_agent"):
+            found += module.build_agent(str(tmp_path / "ledger.db")).tools
+        assert found, name
+        tools += found
+    assert _loose(tools) == []
 
 
 def test_bind_refuses_a_tool_without_a_result_type() -> None:
