@@ -164,3 +164,20 @@ def test_the_model_repeating_itself_is_still_no_progress() -> None:
     looping = ScriptedModel(lambda r: call("lookup", {"order_id": "A-1"}))
     result, _, _ = run(Agent(name="a", model=looping, tools=[ok]))
     assert result.status is RunStatus.FAILED and "no progress" in result.reason
+
+
+def test_credentials_that_expire_again_after_a_refresh_that_worked_are_refreshed_again() -> None:
+    """Each of three calls meets a fresh expiry: each refresh works, so none escalates."""
+    lookup = tool(name="lookup", args=Args, result=str)(
+        faulty(["auth", "ok", "auth", "ok", "auth", "ok"]))
+
+    def script(request: ModelRequest) -> ModelResponse:
+        answered = sum(1 for m in request.messages if m.role == "tool")
+        if answered < 3:
+            return call("lookup", {"order_id": f"A-{answered}"}, call_id=f"c{answered}")
+        return reply("done")
+
+    agent = Agent(name="a", model=ScriptedModel(script), tools=[lookup],
+                  refresh_auth=lambda dependency: None)
+    result, _, _ = run(agent)
+    assert result.status is RunStatus.COMPLETED, result.reason

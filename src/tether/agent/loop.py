@@ -70,6 +70,9 @@ class _Loop:
         self.messages: list[Message] = []
         self.disabled: dict[str, str] = {}
         self.tool_failures: dict[str, int] = {}
+        #: Credential failures of each tool since its last success: a refresh that let the
+        #: call through worked, and the next expiry is a new one, not a third try of it.
+        self.auth_streak: dict[str, int] = {}
         self.model_streak: dict[FailureType, int] = {}
         self.meter = Meter(agent.budgets)
         self._specs: dict[frozenset[str], tuple[ToolSpec, ...]] = {}
@@ -332,14 +335,17 @@ class _Loop:
             tool, args = prepared
             outcome = await self._execute(call, tool, args)
         self.meter.tool_call(call.name, call.arguments, ok=True)
+        self.auth_streak.pop(call.name, None)
         return _render(outcome.result)
 
     def _judge(self, call: ToolCall, failure: Failure) -> str:
         """Journal what a failed tool call means and what the loop does about it; return the
         observation the model will read."""
         rule = self.agent.retry.rule(failure.type)
-        count = self.tool_failures.get(call.name, 0) + 1
-        self.tool_failures[call.name] = count
+        counts = self.auth_streak if failure.type is FailureType.AUTH_EXPIRED else \
+            self.tool_failures
+        count = counts.get(call.name, 0) + 1
+        counts[call.name] = count
         if failure.type is FailureType.INVALID_TOOL_CALL and call.name not in self.tools:
             count = 1  # a made-up tool name cannot be disabled; the budgets bound the loop
         # Transient failures were already retried by the tool layer: only the fallback is left.
