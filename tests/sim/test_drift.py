@@ -147,3 +147,16 @@ def test_the_agent_refuses_when_the_item_price_is_missing() -> None:
     naive = run_episode(scenario, 1, "naive")
     assert [e for e in naive.ledger if e["operation"] == "refund"] == []
     assert "have not refunded" in naive.answer
+
+
+def test_a_dotted_rename_moves_a_field_into_a_nested_object() -> None:
+    """``rename: {amount: amounts.total}`` nests the field, and a tool refuses the result."""
+    from tether.sim.faults import Fault, _transform
+
+    fault = Fault(kind="schema_drift", target="payments.get_charge",
+                  rename={"amount": "amounts.total", "metadata": "details.metadata"})
+    moved = _transform(fault, dict(CHARGE))
+    assert moved["amounts"] == {"total": 20000} and "amount" not in moved
+    assert moved["details"] == {"metadata": CHARGE["metadata"]}
+    with pytest.raises(ValidationError):
+        ChargeResponse.model_validate(moved)

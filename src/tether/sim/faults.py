@@ -15,8 +15,9 @@ virtual time since the episode began (``window_s``), at most ``times`` times. Th
                         ``uniform`` from ``latency_range_s``, or ``exponential`` (mean
                         ``latency_s``, capped at ``latency_range_s[1]`` if given)
 ``stale_read``          the service's replica lags: reads return state ``stale_s`` old
-``schema_drift``        the response's fields are renamed (``rename``), removed (``remove``)
-                        or retyped to strings (``retype``)
+``schema_drift``        the response's fields are renamed (``rename``; a dotted new name
+                        such as ``details.amount`` moves the field into a nested object),
+                        removed (``remove``) or retyped to strings (``retype``)
 ``wrong_content``       the response carries wrong but valid values (``replace``)
 ``duplicate_delivery``  the request reaches the service twice
 ``auth_expiry``         the caller's credentials have expired (``AuthExpired``)
@@ -201,7 +202,13 @@ def _transform(fault: Fault, result: Any) -> Any:
     if fault.kind == "schema_drift":
         for old, new in fault.rename.items():
             if old in data:
-                data[new] = data.pop(old)
+                value = data.pop(old)
+                *parents, leaf = new.split(".")
+                into = data
+                for part in parents:
+                    nested = into.get(part)
+                    into[part] = into = dict(nested) if isinstance(nested, dict) else {}
+                into[leaf] = value
         for name in fault.remove:
             data.pop(name, None)
         for name in fault.retype:
