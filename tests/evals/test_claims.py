@@ -6,6 +6,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tether.evals.claims import claims_in
 from tether.evals.grading import grade
@@ -60,6 +62,19 @@ def _email(to: str = "ada@example.com",
 def test_claims_are_read_clause_by_clause(text: str, expected: list[tuple[str, Any]]) -> None:
     """Phrases map to claims conservatively; a negated action is a failure, never a success."""
     assert [(c.outcome, c.verb) for c in claims_in(text, "answer")] == expected
+
+
+@settings(max_examples=80, deadline=None)
+@given(negation=st.sampled_from(["could not", "couldn't", "cannot", "unable to", "did not",
+                                 "have not", "failed to", "was not"]),
+       filler=st.sampled_from(["", "fully ", "the item, so I ", "yet "]),
+       verb=st.sampled_from(["refund", "refunded", "book", "booked", "schedule"]),
+       tail=st.sampled_from(["", " ch_0001", " anything", " the meeting, it was issued"]))
+def test_a_negated_action_is_never_read_as_a_success(negation: str, filler: str, verb: str,
+                                                     tail: str) -> None:
+    """Whatever surrounds it, "<negation> … <action>" is a failure claim, never a success."""
+    claims = claims_in(f"Sorry, I {negation} {filler}{verb}{tail}.", "answer")
+    assert claims and {c.outcome for c in claims} == {"failure"}
 
 
 def test_success_claimed_without_the_effect_is_flagged() -> None:
