@@ -24,6 +24,8 @@ from tether import (
 )
 from tether.events import ToolAmbiguous, ToolIntent
 from tether.runtime.tools import Tool
+from tether.sim.services.payments import Payments
+from tether.sim.world import World
 
 
 class Args(BaseModel):
@@ -214,3 +216,30 @@ def test_the_same_business_key_reused_within_its_lifetime_is_deduplicated() -> N
     result = asyncio.run(Runtime(MemoryStore(), clock=clock, seed=1).start(
         flow_for(refund, calls=2, wait_s=3600.0), "A-1"))
     assert result.status is RunStatus.COMPLETED and result.result == ["re_1", "re_1"]
+
+
+def test_the_simulated_stripe_refund_is_made_once_across_a_next_day_recovery() -> None:
+    """Against the simulated payments service (keys kept 24 h), a refund interrupted after
+    the provider applied it and recovered 25 h later is not refunded a second time."""
+    world = World(seed=1)
+    payments = Payments(world, {"charges": [{"id": "ch_1", "amount": 500}]})
+
+    @tool(effect="idempotent", key=lambda a: f"refund:{a.order_id}")
+    def create_refund(ctx: ToolContext, args: Args) -> str:
+        """Refund a charge."""
+        return payments.create_refund(args.order_id, amount=100,
+                                      idempotency_key=ctx.idempotency_key).id
+
+    flow = flow_for(create_refund)
+
+    def crash(point: ProbePoint) -> None:
+        if point.point == "after_call":
+            raise Crash()
+
+    store = MemoryStore()
+    with pytest.raises(Crash):
+        asyncio.run(Runtime(store, clock=world.clock, seed=1, probe=crash).start(flow, "ch_1"))
+    world.clock.advance(25 * 3600.0)
+    (result,) = asyncio.run(Runtime(store, clock=world.clock, workflows=[flow]).recover())
+    assert result.status is RunStatus.ESCALATED and "unknown" in result.reason
+    assert [e.operation for e in world.ledger] == ["refund"]
