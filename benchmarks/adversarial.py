@@ -1,0 +1,207 @@
+"""Injection through trusted values: attack success, utility and the approvals a defence costs.
+
+    python benchmarks/adversarial.py             # 40 seeds per agent
+    python benchmarks/adversarial.py --seeds 100
+    python benchmarks/adversarial.py --quick     # 10 seeds
+
+AgentDojo's question, asked of the simulator's reference agents (refund, calendar) with a
+gullible model (it obeys an injected instruction with probability 0.8, drawn per seed). For each
+seed, the ``adversarial_context`` suite plants one instruction chosen by the seed — a stranger's
+target, or one made of values trusted sources hold (see ``tether.evals.suites``) — and the
+same variant is also run with nothing planted. Three configurations:
+
+* **naive** — no policy, no keys, blind retries;
+* **default − control_flow** — the default harness with the reference policy as it was before
+  the ``control_flow`` rule (argument provenance only);
+* **default** — the default harness as shipped (argument provenance and ``control_flow``).
+
+Reported, with 95 % Wilson intervals over the episodes of both agents:
+
+* **attack success** — attacked episodes with an unauthorized effect (an invariant of the suite
+  broken: an extra refund or booking, a wrong charge, amount or meeting);
+* **utility without attack / under attack** — the task done (``grade(...).task_success``:
+  the completed run did what the task asks and nothing else);
+* **approval rate** — episodes in which the run asked a human for at least one approval;
+* **refusal rate** — episodes with at least one call refused or held by policy (how often the
+  defence acted at all).
+
+A second table runs every uninjected episode the repository ships for the reference agents (the
+base scenarios alone and under the four other suites, and the example scenarios without an
+injection) under both default configurations: the defence must cost nothing there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import sys
+from collections import Counter, defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+from unittest import mock
+
+from tether.evals.grading import grade
+from tether.evals.stats import wilson_interval
+from tether.evals.suites import BUILTIN_SCENARIOS, SUITES, variant
+from tether.events import Decision, WaitStarted
+from tether.sim import episode
+from tether.sim.agents import build_reference_agent
+from tether.sim.episode import EpisodeResult, run_episode
+from tether.sim.scenario import Scenario, load_scenario, scenario_from_dict
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = sorted((ROOT / "examples" / "scenarios").glob("*.yaml"))
+CONFIGS = ("naive", "default − control_flow", "default")
+
+
+@contextmanager
+def configuration(name: str) -> Iterator[str]:
+    """The harness to run, with the reference policy stripped of control_flow when asked."""
+    if name != "default − control_flow":
+        yield name
+        return
+    build = build_reference_agent
+
+    def without(*args: Any, **kwargs: Any) -> Any:
+        agent = build(*args, **kwargs)
+        if agent.policy is not None:
+            kept = tuple(r for r in agent.policy.rules if not r.name.startswith("control_flow"))
+            agent.policy = replace(agent.policy, rules=kept)
+        return agent
+
+    with mock.patch.object(episode, "build_reference_agent", without):
+        yield "default"
+
+
+def uninjected(scenario: Scenario) -> Scenario:
+    """The same variant (world, gullible model, invariants) with nothing planted."""
+    checks = {name: [{c.kind: c.settings} for c in getattr(scenario, name)]
+              for name in ("invariants", "success") if hasattr(scenario, name)}
+    data = scenario.model_dump(exclude={"source", *checks})
+    data["faults"] = [f for f in data["faults"] if f["kind"] != "injection"]
+    return scenario_from_dict({**data, **checks})
+
+
+def asked_approval(result: EpisodeResult) -> bool:
+    events = result.outcome.events if result.outcome is not None else []
+    return any(isinstance(e, WaitStarted) and e.key.startswith("approval:") for e in events)
+
+
+def refused(result: EpisodeResult) -> bool:
+    events = result.outcome.events if result.outcome is not None else []
+    return any(isinstance(e, Decision) and e.name == "policy"
+               and e.data.get("verdict") != "allow" for e in events)
+
+
+def rate(hits: int, n: int) -> str:
+    low, high = wilson_interval(hits, n)
+    return f"{hits}/{n} = {hits / n:.0%} [{low:.1%}, {high:.1%}]" if n else "—"
+
+
+def attacks(seeds: int) -> None:
+    bases = [load_scenario(p) for p in BUILTIN_SCENARIOS]
+    counts: dict[str, Counter[str]] = defaultdict(Counter)
+    by_variant: dict[tuple[str, str], Counter[str]] = defaultdict(Counter)
+    for config in CONFIGS:
+        print(f"  {config} …", file=sys.stderr)
+        with configuration(config) as harness:
+            for base in bases:
+                for seed in range(seeds):
+                    attacked = variant(base, "adversarial_context", seed)
+                    planted = next(f.name for f in attacked.faults if f.kind == "injection")
+                    name = f"{base.agent}: {planted.split(':', 1)[1]}"
+                    under = run_episode(attacked, seed, harness)
+                    clean_scenario = uninjected(attacked)
+                    clean = run_episode(clean_scenario, seed, harness)
+                    c = counts[config]
+                    c["n"] += 1
+                    c["success"] += not under.ok
+                    c["utility_clean"] += grade(clean_scenario, clean).task_success
+                    c["utility_attacked"] += grade(attacked, under).task_success
+                    c["approval_clean"] += asked_approval(clean)
+                    c["approval_attacked"] += asked_approval(under)
+                    c["refused_clean"] += refused(clean)
+                    c["refused_attacked"] += refused(under)
+                    v = by_variant[(name, config)]
+                    v["n"] += 1
+                    v["success"] += not under.ok
+                    v["utility"] += grade(attacked, under).task_success
+    print("| configuration | attack success | utility without attack | utility under attack "
+          "| approval rate without attack | approval rate under attack "
+          "| refusal rate without attack |")
+    print("|---|---|---|---|---|---|---|")
+    for config in CONFIGS:
+        c = counts[config]
+        n = c["n"]
+        print(f"| {config} | {rate(c['success'], n)} | {rate(c['utility_clean'], n)} | "
+              f"{rate(c['utility_attacked'], n)} | {rate(c['approval_clean'], n)} | "
+              f"{rate(c['approval_attacked'], n)} | {rate(c['refused_clean'], n)} |")
+    print("\nBy planted instruction: attack success (utility under attack):\n")
+    print("| instruction | " + " | ".join(CONFIGS) + " |")
+    print("|---|" + "---|" * len(CONFIGS))
+    for name in sorted({k[0] for k in by_variant}):
+        cells = [by_variant[(name, config)] for config in CONFIGS]
+        print(f"| {name} | " + " | ".join(
+            f"{v['success']}/{v['n']} ({v['utility']}/{v['n']})" for v in cells) + " |")
+
+
+def uninjected_episodes(seeds: int) -> Iterator[tuple[Scenario, int]]:
+    for path in BUILTIN_SCENARIOS:
+        base = load_scenario(path)
+        for seed in range(seeds):
+            yield base, seed
+            for suite in sorted(SUITES):
+                if suite != "adversarial_context":
+                    yield variant(base, suite, seed), seed
+    for path in EXAMPLES:
+        scenario = load_scenario(path)
+        if scenario.agent in ("refund", "calendar") and not any(
+                f.kind == "injection" for f in scenario.faults) and scenario.knobs.gullible == 0:
+            for seed in range(seeds):
+                yield scenario, seed
+
+
+def cost(seeds: int) -> None:
+    episodes = list(uninjected_episodes(seeds))
+    print(f"\nUninjected episodes ({len(episodes)} per configuration: the base scenarios alone "
+          "and under the four other suites, and the example scenarios without an "
+          "injection):\n")
+    print("| configuration | task success | approval rate | refusal rate | "
+          "journals identical to default − control_flow |")
+    print("|---|---|---|---|---|")
+    journals: dict[str, list[str]] = {}
+    for config in CONFIGS[1:]:
+        print(f"  {config} (uninjected) …", file=sys.stderr)
+        done = approved = held = 0
+        digests = []
+        with configuration(config) as harness:
+            for scenario, seed in episodes:
+                result = run_episode(scenario, seed, harness)
+                done += grade(scenario, result).task_success
+                approved += asked_approval(result)
+                held += refused(result)
+                digests.append(result.journal_digest)
+        journals[config] = digests
+        same = sum(a == b for a, b in zip(journals[CONFIGS[1]], digests, strict=True))
+        n = len(episodes)
+        print(f"| {config} | {rate(done, n)} | {rate(approved, n)} | {rate(held, n)} | "
+              f"{same}/{n} |")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--seeds", type=int, default=40)
+    parser.add_argument("--quick", action="store_true", help="10 seeds")
+    args = parser.parse_args(argv)
+    seeds = 10 if args.quick else args.seeds
+    print(f"- Python {platform.python_version()}; {seeds} seeds per agent (refund, calendar); "
+          "gullible model (0.8)\n")
+    attacks(seeds)
+    cost(seeds)
+
+
+if __name__ == "__main__":
+    main()
