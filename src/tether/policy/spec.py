@@ -18,7 +18,8 @@
 
 Each rule is a mapping with one key, the rule's kind, whose value holds its settings. A file
 that does not fit raises :class:`~tether.errors.UsageError` naming the file, the path inside it
-(``rules[2].argument_limit.max``), what was expected and what was found.
+(``rules[2].argument_limit.max``), what was expected and what was found. Numbers are finite and
+bounded (tiers 0–1000, ``approval_timeout_s`` at most :data:`MAX_TIMEOUT_S`).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from tether.errors import UsageError
 from tether.policy import rules as r
@@ -35,13 +36,18 @@ from tether.policy.policy import Policy
 from tether.runtime.provenance import Trust
 from tether.specs import describe, explain, load_yaml, one_of
 
-__all__ = ["load_policy", "policy_from_dict"]
+__all__ = ["MAX_TIMEOUT_S", "load_policy", "policy_from_dict"]
 
 Action = Literal["deny", "require_approval"]
 
 
+#: The longest approval wait a policy may set, in seconds (ten years; omit it to wait for ever).
+MAX_TIMEOUT_S = 10 * 366 * 86_400.0
+
+
 class _Spec(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # inf and nan are never a meaningful limit or timeout: refused for every float field.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class _Tools(_Spec):
@@ -64,39 +70,39 @@ class _Limit(_Spec):
 class _Role(_Spec):
     role: str
     tools: list[str] = []
-    min_tier: int | None = None
+    min_tier: int | None = Field(default=None, ge=0, le=1_000)
 
 
 class _Env(_Spec):
     environments: list[str]
     tools: list[str] = []
-    min_tier: int | None = None
+    min_tier: int | None = Field(default=None, ge=0, le=1_000)
 
 
 class _Taint(_Spec):
-    min_tier: int = 1
+    min_tier: int = Field(default=1, ge=0, le=1_000)
     below: Trust = Trust.USER
     action: Action = "require_approval"
     role: str = "approver"
 
 
 class _Provenance(_Spec):
-    min_tier: int = 1
+    min_tier: int = Field(default=1, ge=0, le=1_000)
     trusted_at_least: Trust = Trust.USER
     action: Action = "require_approval"
     role: str = "approver"
     require_support: bool = False
-    min_length: int = 4
+    min_length: int = Field(default=4, ge=1, le=10_000)
 
 
 class _ControlFlow(_Spec):
-    min_tier: int = 1
+    min_tier: int = Field(default=1, ge=0, le=1_000)
     below: Trust = Trust.USER
     action: Action = "deny"
     repeat_action: Action = "require_approval"
     role: str = "approver"
     repeats: bool = True
-    min_length: int = 4
+    min_length: int = Field(default=4, ge=1, le=10_000)
 
 
 _KINDS: dict[str, tuple[type[_Spec], Callable[[Any], r.Rule]]] = {
@@ -121,10 +127,10 @@ _KINDS: dict[str, tuple[type[_Spec], Callable[[Any], r.Rule]]] = {
 
 class _Top(_Spec):
     default: Literal["allow", "deny"] = "allow"
-    approval_timeout_s: float | None = None
+    approval_timeout_s: float | None = Field(default=None, ge=0.0, le=MAX_TIMEOUT_S)
     on_timeout: Literal["deny", "escalate"] = "deny"
-    name: str = "policy"
-    rules: list[dict[str, Any]] = []
+    name: str = Field(default="policy", max_length=200)
+    rules: list[Any] = []
 
 
 def load_policy(path: str | Path) -> Policy:
@@ -140,13 +146,17 @@ def policy_from_dict(data: Any, *, where: str = "<policy>") -> Policy:
     try:
         top = _Top.model_validate(data)
     except ValidationError as exc:
-        raise explain(where, "", exc) from exc
+        raise explain(where, "", exc, _Top) from exc
     built = []
     specs = {kind: spec_type for kind, (spec_type, _) in _KINDS.items()}
     for index, item in enumerate(top.rules):
         kind, spec = one_of(item, specs, where=where, at=f"rules[{index}]", noun="rule kind")
         build = _KINDS[kind][1]
-        built.append(build(spec))
+        try:
+            built.append(build(spec))
+        except (ValueError, TypeError) as exc:
+            # A rule's own check of settings that passed the schema (say, an unknown trust).
+            raise UsageError(f"{where}: rules[{index}].{kind}: {exc}") from exc
     return Policy(rules=tuple(built), default=top.default,
                   approval_timeout_s=top.approval_timeout_s, on_timeout=top.on_timeout,
                   name=top.name)

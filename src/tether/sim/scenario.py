@@ -24,44 +24,72 @@
       - python: {function: "mypackage.checks:no_duplicate_emails"}
 
 A file that does not fit raises :class:`~tether.errors.UsageError` naming the file, the key path
-and what was expected, before anything runs.
+and what was expected, before anything runs. Everything an episode's cost depends on is bounded
+at load — counts by :data:`MAX_COUNT` (``max_steps`` by :data:`MAX_STEPS`, ``patience`` by
+:data:`MAX_PATIENCE`), virtual times by :data:`MAX_SECONDS`, every number is finite and within
+:data:`MAX_NUMBER` — and the seeded world is checked by building each service from it, so a
+scenario that loads runs.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import math
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from tether.errors import UsageError
-from tether.runtime.budgets import Budgets
 from tether.sim.faults import FAULT_KINDS, Fault, FaultPlan
-from tether.specs import describe, explain, load_yaml, one_of
+from tether.sim.services import CRM, Calendar, Email, Identity, KnowledgeBase, Payments
+from tether.sim.world import World
+from tether.specs import describe, explain, load_yaml, one_of, short_repr
 
-__all__ = ["FaultSpec", "Invariant", "Persona", "Scenario", "load_scenario",
-           "scenario_from_dict"]
+__all__ = ["MAX_COUNT", "MAX_NUMBER", "MAX_PATIENCE", "MAX_SECONDS", "MAX_STEPS", "SERVICES",
+           "FaultSpec", "Invariant", "Persona", "Scenario", "load_scenario", "scenario_from_dict"]
+
+#: The largest count a scenario may set (a call number, ``times``, ``n`` …).
+MAX_COUNT = 1_000_000
+#: The most steps an episode may take: the bound that keeps every episode finite.
+MAX_STEPS = 1_000
+#: The most questions a simulated user answers patiently.
+MAX_PATIENCE = 1_000
+#: The longest virtual time a scenario may name (windows, latencies, staleness): a year.
+MAX_SECONDS = 366 * 86_400.0
+#: The largest magnitude of any number in a scenario (seeded amounts, epoch times …).
+MAX_NUMBER = 10**15
+
+#: The services a scenario's ``world`` may seed, by name.
+SERVICES: dict[str, Callable[[World, Any], object]] = {
+    "payments": Payments, "crm": CRM, "email": Email, "kb": KnowledgeBase,
+    "calendar": Calendar, "identity": Identity,
+}
 
 
 class _Spec(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # inf and nan are never a meaningful rate, time or limit: refused for every float field.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+_CallNumber = Annotated[int, Field(ge=1, le=MAX_COUNT)]
+_Seconds = Annotated[float, Field(ge=0.0, le=MAX_SECONDS)]
 
 
 class FaultSpec(_Spec):
     kind: Literal[FAULT_KINDS]  # type: ignore[valid-type]
-    target: str
-    name: str = ""
-    on_call: list[int] = []
+    target: str = Field(min_length=1, max_length=200)
+    name: str = Field(default="", max_length=200)
+    on_call: list[_CallNumber] = Field(default=[], max_length=10_000)
     probability: float | None = Field(default=None, ge=0.0, le=1.0)
-    window_s: tuple[float, float] | None = None
-    times: int | None = Field(default=None, ge=1)
-    status: int = 503
-    retry_after_s: float | None = None
-    latency_s: float = 0.0
-    latency_range_s: tuple[float, float] | None = None
+    window_s: tuple[_Seconds, _Seconds] | None = None
+    times: int | None = Field(default=None, ge=1, le=MAX_COUNT)
+    status: int = Field(default=503, ge=100, le=599)
+    retry_after_s: float | None = Field(default=None, ge=0.0, le=MAX_SECONDS)
+    latency_s: float = Field(default=0.0, ge=0.0, le=MAX_SECONDS)
+    latency_range_s: tuple[_Seconds, _Seconds] | None = None
     latency_distribution: Literal["fixed", "uniform", "exponential"] = "fixed"
-    stale_s: float = 90.0
+    stale_s: float = Field(default=90.0, ge=0.0, le=MAX_SECONDS)
     rename: dict[str, str] = {}
     remove: list[str] = []
     retype: list[str] = []
@@ -69,6 +97,13 @@ class FaultSpec(_Spec):
     text: str = ""
     fields: list[str] = []
     point: Literal["before", "after"] = "after"
+
+    @field_validator("window_s", "latency_range_s")
+    @classmethod
+    def _ordered(cls, pair: tuple[float, float] | None) -> tuple[float, float] | None:
+        if pair is not None and pair[0] > pair[1]:
+            raise ValueError(f"expected [low, high] with low <= high, not {list(pair)}")
+        return pair
 
     def build(self) -> Fault:
         data = self.model_dump()
@@ -83,9 +118,9 @@ class Persona(_Spec):
     name: str = "Customer"
     goal: str = ""
     known_facts: dict[str, Any] = {}
-    patience: int = Field(default=3, ge=1)
+    patience: int = Field(default=3, ge=1, le=MAX_PATIENCE)
     style: Literal["plain", "terse", "chatty", "angry"] = "plain"
-    changes_mind_at: int | None = Field(default=None, ge=1)
+    changes_mind_at: int | None = Field(default=None, ge=1, le=MAX_COUNT)
     new_request: str = ""
 
 
@@ -97,6 +132,22 @@ class Principal(_Spec):
 class Knobs(_Spec):
     sloppy: float = Field(default=0.0, ge=0.0, le=1.0)
     gullible: float = Field(default=0.0, ge=0.0, le=1.0)
+
+
+class _Budgets(_Spec):
+    """The budgets a scenario may set: the fields of :class:`~tether.runtime.budgets.Budgets`
+    (a test pins that they match), each bounded so that an episode ends."""
+
+    max_steps: int = Field(default=50, ge=1, le=MAX_STEPS)
+    max_model_calls: int | None = Field(default=None, ge=1, le=MAX_COUNT)
+    max_tool_calls: int | None = Field(default=None, ge=1, le=MAX_COUNT)
+    max_tokens: int | None = Field(default=None, ge=1, le=10**12)
+    max_cost_usd: float | None = Field(default=None, ge=0.0, le=10**9)
+    max_duration_s: float | None = Field(default=None, ge=0.0, le=MAX_SECONDS)
+    max_retries: int | None = Field(default=None, ge=0, le=MAX_COUNT)
+    repeat_limit: int | None = Field(default=3, ge=1, le=MAX_COUNT)
+    failure_streak_limit: int | None = Field(default=5, ge=1, le=MAX_COUNT)
+    on_breach: Literal["stop", "escalate"] = "stop"
 
 
 class Invariant(_Spec):
@@ -115,7 +166,7 @@ class _InvExactlyOnce(_Spec):
 
 class _InvAtMost(_Spec):
     effect: str
-    n: int = Field(ge=0)
+    n: int = Field(ge=0, le=MAX_COUNT)
 
 
 class _InvApproval(_Spec):
@@ -133,7 +184,7 @@ class _InvEvery(_Spec):
 
 
 class _InvEndsWithin(_Spec):
-    seconds: float = Field(ge=0.0)
+    seconds: float = Field(ge=0.0, le=MAX_SECONDS)
 
 
 class _InvFinal(_Spec):
@@ -143,7 +194,7 @@ class _InvFinal(_Spec):
 
 
 class _InvPython(_Spec):
-    function: str
+    function: str = Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$", max_length=300)
 
 
 _INVARIANTS: dict[str, type[_Spec]] = {
@@ -154,7 +205,7 @@ _INVARIANTS: dict[str, type[_Spec]] = {
 
 
 class Scenario(_Spec):
-    name: str
+    name: str = Field(min_length=1, max_length=200)
     description: str = ""
     agent: Literal["refund", "calendar"]
     task: str
@@ -186,13 +237,13 @@ def scenario_from_dict(data: Any, *, where: str = "<scenario>") -> Scenario:
         raise UsageError(f"{where}: expected a mapping at the top, found {describe(data)}")
     raw = dict(data)
     invariants = []
-    for index, item in enumerate(raw.pop("invariants", None) or []):
+    for index, item in enumerate(_listed(raw, "invariants", where)):
         kind, checked = one_of(item, _INVARIANTS, where=where, at=f"invariants[{index}]",
                                noun="invariant")
         invariants.append(Invariant.model_validate({"kind": kind,
                                                     "settings": checked.model_dump()}))
     success = []
-    for index, item in enumerate(raw.pop("success", None) or []):
+    for index, item in enumerate(_listed(raw, "success", where)):
         if isinstance(item, dict) and set(item) == {"kind", "settings"}:
             item = {item["kind"]: item["settings"]}  # a dumped scenario read back
         kind, checked = one_of(item, _INVARIANTS, where=where, at=f"success[{index}]",
@@ -201,13 +252,61 @@ def scenario_from_dict(data: Any, *, where: str = "<scenario>") -> Scenario:
     try:
         scenario = Scenario.model_validate({**raw, "source": where})
     except ValidationError as exc:
-        raise explain(where, "", exc) from exc
-    known = {f.name for f in dataclasses.fields(Budgets)}
-    for name, value in scenario.budgets.items():
-        if name not in known:
-            raise UsageError(f"{where}: budgets.{name}: unknown budget; expected one of "
-                             f"{', '.join(sorted(known))}")
-        if name != "on_breach" and value is not None and not isinstance(value, int | float):
-            raise UsageError(f"{where}: budgets.{name}: expected a number, found "
-                             f"{describe(value)} {value!r}")
-    return scenario.model_copy(update={"invariants": invariants, "success": success})
+        raise explain(where, "", exc, Scenario) from exc
+    budgets = _budgets(scenario.budgets, where)
+    # Typed fields have their own bounds; this catches the free-form ones (world seeds, fault
+    # replacements, persona facts, invariant values) before they reach a service or a clock.
+    _check_numbers(raw, "", where)
+    _check_world(scenario.world, where)
+    return scenario.model_copy(update={"invariants": invariants, "success": success,
+                                       "budgets": budgets})
+
+
+def _listed(raw: dict[str, Any], key: str, where: str) -> list[Any]:
+    """``raw[key]`` (removed from ``raw``): a list, or nothing when absent or null."""
+    items = raw.pop(key, None)
+    if items is not None and not isinstance(items, list):
+        raise UsageError(f"{where}: {key}: expected a list of one-key mappings, found "
+                         f"{describe(items)}")
+    return items or []
+
+
+def _budgets(given: dict[str, Any], where: str) -> dict[str, Any]:
+    """The budgets as set (an unknown name lists the known ones)."""
+    try:
+        checked = _Budgets.model_validate(given)
+    except ValidationError as exc:
+        raise explain(where, "budgets", exc, _Budgets) from exc
+    return checked.model_dump(exclude_unset=True)
+
+
+def _check_world(world: dict[str, dict[str, Any]], where: str) -> None:
+    """Refuse a seeded world the services would refuse, naming the key path."""
+    for name, state in world.items():
+        if name not in SERVICES:
+            raise UsageError(f"{where}: world.{short_repr(name)}: unknown service; expected one "
+                             f"of {', '.join(sorted(SERVICES))}")
+        try:
+            SERVICES[name](World(seed=0), state)
+        except ValidationError as exc:
+            raise explain(where, f"world.{name}", exc) from exc
+        except (ValueError, TypeError, ArithmeticError) as exc:
+            # The services' own checks (unique ids, references between records) say what is
+            # wrong in words; the error names where.
+            raise UsageError(f"{where}: world.{name}: {exc}") from exc
+
+
+def _check_numbers(value: Any, path: str, where: str) -> None:
+    """Refuse numbers no scenario means (inf, nan, beyond :data:`MAX_NUMBER`)."""
+    stack: list[tuple[Any, str]] = [(value, path)]
+    while stack:
+        item, at = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(reversed([(v, f"{at}.{k}" if at else str(k)) for k, v in item.items()]))
+        elif isinstance(item, list):
+            stack.extend(reversed([(v, f"{at}[{i}]") for i, v in enumerate(item)]))
+        elif isinstance(item, int | float) and not isinstance(item, bool) and (
+                (isinstance(item, float) and not math.isfinite(item))
+                or abs(item) > MAX_NUMBER):
+            raise UsageError(f"{where}: {at}: expected a finite number within "
+                             f"±{MAX_NUMBER:.0e}, found {short_repr(item)}")

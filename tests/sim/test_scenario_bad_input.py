@@ -1,0 +1,96 @@
+"""Scenario files that once crashed or hung `tether sim run` now exit 2 naming file and key."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from tether.cli import app
+from tether.runtime.budgets import Budgets
+from tether.sim.scenario import _Budgets
+
+STORY = Path(__file__).resolve().parents[2] / "examples" / "scenarios" / \
+    "refund_timeout_after_commit.yaml"
+runner = CliRunner()
+
+
+def sim_run(tmp_path: Path, text: str) -> str:
+    """Run a scenario file; it must exit 2 with one line naming the file. Returns the rest."""
+    path = tmp_path / "scenario.yaml"
+    path.write_text(text)
+    result = runner.invoke(app, ["sim", "run", str(path), "--seed", "3"])
+    assert not isinstance(result.exception, Exception) or isinstance(result.exception,
+                                                                       SystemExit), \
+        repr(result.exception)
+    assert result.exit_code == 2, result.output
+    message = result.output.strip()
+    assert message.startswith(f"error: {path}: ") and "\n" not in message, message
+    return message.removeprefix(f"error: {path}: ")
+
+
+def story(**changes: str) -> str:
+    """The timeout story with top-level sections replaced by YAML text."""
+    base = {k: v for k, v in yaml.safe_load(STORY.read_text()).items() if k not in changes}
+    return yaml.safe_dump(base, sort_keys=False) + \
+        "".join(f"{key}: {value}\n" for key, value in changes.items())
+
+
+BOMB = "[&a0 [x, x, x, x, x, x, x, x, x], " + ", ".join(
+    f"&a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]" for i in range(1, 10)) + "]"
+
+
+@pytest.mark.parametrize(("changes", "expected"), [
+    ({"persona": f"{{known_facts: {{lol: {BOMB}}}}}"}, "expands to more than"),
+    ({"faults": "[" * 1000 + "]" * 1000}, "nesting depth"),
+    ({"faults": "[" * 500 + "]" * 500}, "faults[0][0][0]"),
+    ({"faults": f"[{{kind: error, target: 'payments.*', times: {10**400}}}]"},
+     "faults[0].times: input should be less than or equal to 1000000"),
+    ({"faults": "[{kind: latency, target: 'payments.*', latency_s: .inf}]"},
+     "faults[0].latency_s: input should be a finite number"),
+    ({"faults": "[{kind: latency, target: 'payments.*', window_s: [5, 1]}]"},
+     "faults[0].window_s: expected [low, high] with low <= high"),
+    ({"faults": "[{kind: error, target: 'payments.*', on_call: [0]}]"},
+     "faults[0].on_call[0]: input should be greater than or equal to 1"),
+    ({"faults": "[{kind: wrong_content, target: 'payments.*', replace: {amount: .nan}}]"},
+     "faults[0].replace.amount: expected a finite number"),
+    ({"budgets": "{max_steps: 1e308}"}, "budgets.max_steps: "),
+    ({"budgets": f"{{max_steps: {10**12}}}"}, "budgets.max_steps: input should be less than"),
+    ({"budgets": "{max_steps: null}"}, "budgets.max_steps: input should be a valid integer"),
+    ({"budgets": "{max_stepz: 3}"}, "budgets.max_stepz: extra inputs are not permitted; "
+                                    "expected one of max_steps"),
+    ({"invariants": "1.5"}, "invariants: expected a list of one-key mappings, found a number"),
+    ({"invariants": "[{python: {function: 'os'}}]"}, "invariants[0].python.function: "),
+    ({"persona": "{patience: 99999999999}"}, "persona.patience: input should be less than"),
+    ({"world": "{payments: {charges: [{id: ch_1, customer: cus_x, amount: 5}]}}"},
+     "world.payments: payments seed: charge ch_1 names customer 'cus_x'"),
+    ({"world": "{payments: {charges: [{id: ch_1, amount: 1e400}]}}"},
+     "world.payments.charges[0].amount: "),
+    ({"world": "{calendar: {events: [{title: t, attendees: [], start: 1.0e+300, end: 1.0e+301}]}}"},
+     "world.calendar.events[0].start: expected a finite number within"),
+    ({"world": "{paymnts: {}}"}, "world.'paymnts': unknown service; expected one of calendar"),
+    ({"world": "{kb: {documents: [{id: d, title: t, body: b, version: 0}]}}"},
+     "world.kb.documents[0].version: input should be greater than or equal to 1"),
+    ({"name": "'[red]x[/red]'\nname: again"}, "line "),
+])
+def test_bad_scenarios_exit_2_with_key_path(tmp_path: Path, changes: dict[str, str],
+                                            expected: str) -> None:
+    """Alias bombs, deep nesting, huge and infinite numbers, wrong types at any depth and bad
+    seeded worlds are refused at load: exit 2, file, key path, expected and found."""
+    assert expected in sim_run(tmp_path, story(**changes))
+
+
+def test_every_budget_has_a_bounded_spec() -> None:
+    """The scenario's budget spec names exactly the runtime's Budgets fields."""
+    assert set(_Budgets.model_fields) == {f.name for f in dataclasses.fields(Budgets)}
+
+
+def test_a_valid_scenario_still_runs(tmp_path: Path) -> None:
+    """The bounds leave real scenarios alone: the story loads and runs (exit 0)."""
+    path = tmp_path / "scenario.yaml"
+    path.write_text(story(budgets="{max_steps: 1000, max_tokens: 1000000}"))
+    result = runner.invoke(app, ["sim", "run", str(path), "--seed", "3"])
+    assert result.exit_code == 0, result.output

@@ -1,0 +1,119 @@
+"""Hypothesis strategies that mutate real YAML specification files into bad input.
+
+A mutation is structural (a key deleted or renamed, a value at any depth replaced by one of
+another type, a huge number, inf/nan, a huge string, nesting 1,000 levels deep, an alias bomb)
+or textual (truncation, a tab, a duplicated line, raw bytes, non-UTF-8, an empty file). The
+strategies give the bytes of a file to write.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import yaml
+from hypothesis import strategies as st
+
+ROOT = Path(__file__).resolve().parents[1]
+SCENARIO_FILES = sorted((ROOT / "examples" / "scenarios").glob("*.yaml")) + sorted(
+    (ROOT / "src" / "tether" / "evals" / "scenarios").glob("*.yaml"))
+
+# Placeholders replaced in the dumped text by what yaml.safe_dump cannot write itself.
+DEEP = "__deep_nesting__"
+BOMB = "__alias_bomb__"
+HUGE_INT = "__huge_int__"
+_TEXTUAL = {
+    DEEP: "[" * 1000 + "1" + "]" * 1000,
+    BOMB: "[&a0 [x, x, x, x, x, x, x, x, x], " + ", ".join(
+        f"&a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]" for i in range(1, 10)) + "]",
+    HUGE_INT: "9" * 5000,
+}
+
+WEIRD: list[Any] = [
+    None, True, False, 0, -1, -(10**9), 10**400, 2**63, 1e308, -1e308, float("inf"),
+    float("-inf"), float("nan"), "", "x" * 100_000, "ch_0001", "[red]markup[/red]", [], {},
+    [1, "a", None], {"a": {"b": [1]}}, {"kind": "error"}, DEEP, BOMB, HUGE_INT,
+]
+
+values: st.SearchStrategy[Any] = st.one_of(
+    st.sampled_from(WEIRD), st.integers(), st.floats(), st.text(max_size=20),
+    st.lists(st.integers(), max_size=3),
+    st.dictionaries(st.text(max_size=5), st.integers(), max_size=3),
+)
+
+
+def paths(data: Any, prefix: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ...]]:
+    """Every key path in ``data``, the top included."""
+    yield prefix
+    if isinstance(data, dict):
+        for key, value in data.items():
+            yield from paths(value, (*prefix, key))
+    elif isinstance(data, list):
+        for index, value in enumerate(data):
+            yield from paths(value, (*prefix, index))
+
+
+def _parent(data: Any, path: tuple[Any, ...]) -> Any:
+    for part in path[:-1]:
+        data = data[part]
+    return data
+
+
+@st.composite
+def structural(draw: st.DrawFn, data: Any) -> Any:
+    """``data`` with one key deleted or renamed, or one value replaced, at any depth."""
+    data = copy.deepcopy(data)
+    path = draw(st.sampled_from(list(paths(data))))
+    op = draw(st.sampled_from(["replace", "replace", "replace", "delete", "rename"]))
+    if not path:
+        return copy.deepcopy(draw(values))
+    parent = _parent(data, path)
+    if op == "replace":
+        parent[path[-1]] = copy.deepcopy(draw(values))
+    elif op == "delete":
+        del parent[path[-1]]
+    elif isinstance(parent, dict):
+        parent[draw(st.sampled_from([f"{path[-1]}_", "", "1", str(path[-1]).upper()]))] = \
+            parent.pop(path[-1])
+    return data
+
+
+@st.composite
+def textual(draw: st.DrawFn, text: bytes) -> bytes:
+    """``text`` truncated, with a tab, a duplicated or dropped line, raw bytes, or emptied."""
+    lines = text.split(b"\n")
+    at = draw(st.integers(0, max(len(lines) - 1, 0)))
+    op = draw(st.sampled_from(["truncate", "tab", "duplicate", "drop", "bytes", "latin1",
+                               "empty"]))
+    if op == "truncate":
+        return text[:draw(st.integers(0, len(text)))]
+    if op == "tab":
+        lines[at] = b"\t" + lines[at]
+    elif op == "duplicate":
+        lines.insert(at, lines[at])
+    elif op == "drop":
+        del lines[at]
+    elif op == "bytes":
+        lines[at] += draw(st.binary(min_size=1, max_size=8))
+    elif op == "latin1":
+        lines[at] += "caf\u00e9".encode("latin-1")
+    else:
+        return b""
+    return b"\n".join(lines)
+
+
+@st.composite
+def mutated_file(draw: st.DrawFn, bases: list[bytes]) -> bytes:
+    """One of ``bases`` after one to three mutations."""
+    text = draw(st.sampled_from(bases))
+    if draw(st.integers(0, 3)) == 0:
+        return draw(textual(text))
+    data = yaml.safe_load(text)
+    for _ in range(draw(st.integers(1, 3))):
+        data = draw(structural(data))
+    dumped = yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=10**9)
+    for marker, replacement in _TEXTUAL.items():
+        dumped = dumped.replace(marker, replacement)
+    return dumped.encode()
