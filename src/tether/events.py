@@ -6,7 +6,10 @@ clock. Durable calls made by a workflow carry ``pos``, their position in the run
 journaled outcome at a position is returned instead of executing the call again.
 
 Bodies are stored as the exact JSON text :func:`encode` produces, with a CRC-32 beside them, so a
-store can tell a torn or altered event from a good one.
+store can tell a torn or altered event from a good one. The text is valid UTF-8 that
+:func:`decode` turns back into an equal event, whatever the event holds: non-finite floats are
+written as the constants ``Infinity``, ``-Infinity`` and ``NaN`` (as Python's :mod:`json` writes
+and reads them), and a string with a lone surrogate as ``\\uXXXX`` escapes.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from enum import StrEnum
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic_core import PydanticSerializationError
 
 from tether.errors import CorruptJournal, SchemaTooNew
 
@@ -66,7 +70,9 @@ _FINISHED = {RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.ESCALATED, RunStat
 
 
 class _Event(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # Non-finite floats as the constants Python's json reads back, never as null: what a
+    # live run saw is what its replay sees (see tether.runtime.codec).
+    model_config = ConfigDict(frozen=True, extra="forbid", ser_json_inf_nan="constants")
     VERSION: ClassVar[int] = 1
 
     seq: int
@@ -321,7 +327,15 @@ _ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
 
 def encode(event: _Event) -> str:
     """The canonical JSON text of an event, as stored."""
-    return event.model_dump_json()
+    try:
+        return event.model_dump_json()
+    except PydanticSerializationError as exc:
+        # A string holding a lone surrogate, which UTF-8 cannot encode: written as \uXXXX
+        # escapes instead, which decode() reads back as the same string.
+        try:
+            return json.dumps(event.model_dump(mode="json"), separators=(",", ":"))
+        except (TypeError, ValueError):
+            raise exc from None
 
 
 def checksum(body: str) -> int:

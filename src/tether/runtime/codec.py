@@ -1,4 +1,32 @@
-"""Turning workflow values into journal JSON and back."""
+"""Turning workflow values into journal JSON and back, so that a replay sees what the live run saw.
+
+Every value a durable call returns (a step's result, a tool's result, a workflow's input and
+result, a resolution, a decision's data) is journaled in the form :func:`to_json` gives, and the
+live call returns that same form — never the original object — so a resumed run, reading the
+journal from any store, gets an equal value. Per kind of value:
+
+=======================  ===========================================================================
+value                    journaled as
+=======================  ===========================================================================
+pydantic models,         their JSON form (dicts, lists, strings), as pydantic serializes them
+dataclasses, tuples,
+datetimes …
+``-0.0``, huge floats    themselves (the event encoding keeps the sign and every bit)
+``inf``, ``-inf``,       themselves: the event encoding writes the constants ``Infinity`` and
+``nan``                  ``NaN``, which :func:`tether.events.decode` reads back (no string tag, so
+                         nothing a user returns can be mistaken for one)
+ints                     themselves, up to :data:`MAX_INT_BITS` bits (about 4,200 digits, which
+                         every Python reads back); larger ones are rejected
+strings                  themselves when they are valid Unicode; a lone surrogate (half of a
+                         UTF-16 pair, which UTF-8 cannot hold) becomes U+FFFD, and a pair split
+                         into two code points is joined — what a UTF-16 decoder does
+nesting                  up to :data:`MAX_DEPTH` levels of lists and dicts; deeper is rejected
+anything else            rejected (sets, bytes that are not UTF-8, cycles, arbitrary objects …)
+=======================  ===========================================================================
+
+A rejection is a :class:`~tether.errors.UsageError` naming the call and the path inside the value
+(``step 'x' returned an integer of 20001 bits at value['a'][2] …``).
+"""
 
 from __future__ import annotations
 
@@ -10,21 +38,34 @@ from pydantic_core import PydanticSerializationError, to_jsonable_python
 
 from tether.errors import UsageError
 
-__all__ = ["from_json", "to_json"]
+__all__ = ["MAX_DEPTH", "MAX_INT_BITS", "from_json", "to_json"]
+
+#: The deepest nesting of lists and dicts journaled. Far beyond real data, and far enough below
+#: the recursion limits of the JSON parsers that read journals back.
+MAX_DEPTH = 100
+#: The largest integer journaled, in bits: about 4,200 decimal digits, under the 4,300 digits
+#: Python converts by default (``sys.int_info.default_max_str_digits``), so every reader parses it.
+MAX_INT_BITS = 14_000
 
 
 def to_json(value: Any, *, what: str) -> Any:
-    """The JSON-compatible form of ``value`` (pydantic models become dicts, tuples lists).
+    """The journaled form of ``value``: JSON-compatible data that every store returns equal.
 
     ``what`` names the value in the error raised when it cannot be journaled.
     """
     try:
-        return to_jsonable_python(value)
-    except PydanticSerializationError as exc:
+        try:
+            data = to_jsonable_python(value)
+        except UnicodeEncodeError:
+            # pydantic turns dict keys into UTF-8, which a lone surrogate cannot be: make the
+            # keys of plain containers valid text first (their values are handled below).
+            data = to_jsonable_python(_valid_keys(value, 0))
+    except (PydanticSerializationError, ValueError, RecursionError) as exc:
         raise UsageError(
-            f"{what} returned a {type(value).__name__}, which cannot be journaled as JSON; "
-            "return JSON-compatible data or a pydantic model"
+            f"{what} returned a {type(value).__name__}, which cannot be journaled as JSON "
+            f"({exc}); return JSON-compatible data or a pydantic model"
         ) from exc
+    return _normal(data, what, "value", 0)
 
 
 def from_json(value: Any, result_type: Any = None) -> Any:
@@ -37,3 +78,55 @@ def from_json(value: Any, result_type: Any = None) -> Any:
 @lru_cache(maxsize=512)
 def _adapter(result_type: Any) -> TypeAdapter[Any]:
     return TypeAdapter(result_type)
+
+
+def _normal(data: Any, what: str, path: str, depth: int) -> Any:
+    """``data`` (already JSON-like) checked and normalized; see the module's table."""
+    if isinstance(data, str):
+        return _text(data)
+    if data is None or isinstance(data, bool | float):
+        return data
+    if isinstance(data, int):
+        if data.bit_length() > MAX_INT_BITS:
+            raise _rejected(what, f"an integer of {data.bit_length()} bits", path,
+                            f"the journal holds integers of at most {MAX_INT_BITS} bits; "
+                            "return a larger one as a string")
+        return data
+    if isinstance(data, list | dict):
+        if depth >= MAX_DEPTH:
+            raise _rejected(what, f"lists or dicts nested deeper than {MAX_DEPTH} levels", path,
+                            "flatten it or journal it as a string")
+        if isinstance(data, list):
+            return [_normal(item, what, f"{path}[{i}]", depth + 1) for i, item in enumerate(data)]
+        return {_text(str(key)): _normal(item, what, f"{path}[{key!r}]", depth + 1)
+                for key, item in data.items()}
+    raise _rejected(what, f"a {type(data).__name__}", path,
+                    "return JSON-compatible data or a pydantic model")
+
+
+def _valid_keys(value: Any, depth: int) -> Any:
+    """Plain dicts, lists and tuples rebuilt with valid text as keys (bounded: deeper values
+    are rejected later anyway)."""
+    if depth > MAX_DEPTH:
+        return value
+    if isinstance(value, dict):
+        return {_text(k) if isinstance(k, str) else k: _valid_keys(v, depth + 1)
+                for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_valid_keys(v, depth + 1) for v in value]
+    return value
+
+
+def _text(text: str) -> str:
+    """``text`` as valid Unicode: lone surrogates become U+FFFD, split pairs are joined."""
+    if text.isascii():
+        return text
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    return text
+
+
+def _rejected(what: str, found: str, path: str, fix: str) -> UsageError:
+    return UsageError(f"{what} returned {found} at {path}, which cannot be journaled; {fix}")

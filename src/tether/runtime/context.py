@@ -174,7 +174,14 @@ class RunContext:
                 # ``except`` branch (a type that cannot be rebuilt replays as RecordedError).
                 raise rebuilt from exc
             raise
-        data = to_json(value, what=f"step {name!r}")
+        try:
+            data = to_json(value, what=f"step {name!r}")
+        except UsageError as exc:
+            # Rejected at the call and journaled as its outcome: a replay raises this same
+            # error instead of running the step again (and perhaps getting another value).
+            self.journal.record(StepFailed, pos=pos, call="step", name=name,
+                                error=error_record(exc))
+            raise
         self.journal.record(StepRecorded, pos=pos, call="step", name=name, result=data)
         self.probe(pos, name, "after_step")
         return from_json(data, result_type)
@@ -276,12 +283,16 @@ class RunContext:
 
     def decide(self, name: str, data: dict[str, Any]) -> dict[str, Any]:
         """Journal a harness decision at the next position; on replay return the recorded one.
+
+        Live, the journaled form of ``data`` is returned (tuples as lists, enums as their
+        values …), the same a replay returns.
         """
         pos, recorded = self._claim("decide", name)
         if recorded and isinstance(recorded[0], Decision):
             return dict(recorded[0].data)
-        self.journal.record(Decision, pos=pos, name=name, data=data)
-        return data
+        journaled = to_json(data, what=f"decision {name!r}")
+        self.journal.record(Decision, pos=pos, name=name, data=journaled)
+        return dict(journaled)
 
     def maybe_decide(
         self, name: str, live: Callable[[], dict[str, Any] | None]

@@ -6,12 +6,14 @@ recorded response is returned, or the recorded error raised, without calling the
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING
 
 from tether.errors import ModelUnavailable, error_record, rebuild_error
 from tether.events import ModelCalled, ModelFailed
 from tether.models.base import Model, ModelRequest, ModelResponse
 from tether.models.pricing import PriceTable
+from tether.runtime.codec import to_json
 from tether.runtime.failures import Failure, FailureType, classify
 from tether.runtime.timeouts import within
 
@@ -25,11 +27,21 @@ _DEFAULT_PRICES = PriceTable()
 
 def classify_model_error(exc: BaseException) -> Failure:
     """A model-side failure; exceptions that are not model errors are the provider refusing
-    or the adapter breaking, not a tool's fault."""
+    or the adapter breaking, not a tool's fault. A client library's timeout or lost connection
+    (see :mod:`tether.runtime.ambiguity`) is the model being unavailable."""
     failure = classify(exc)
-    if failure.type in (FailureType.PERMANENT_TOOL_ERROR, FailureType.TRANSIENT_TOOL_ERROR):
+    if failure.type in (FailureType.AMBIGUOUS_WRITE, FailureType.TRANSIENT_TOOL_ERROR):
+        return Failure(FailureType.MODEL_UNAVAILABLE, failure.message, failure.retry_after_s)
+    if failure.type is FailureType.PERMANENT_TOOL_ERROR:
         return Failure(FailureType.MODEL_REJECTED, failure.message)
     return failure
+
+
+def _run_cancelled() -> bool:
+    """Whether the task running the run is being cancelled (not just a CancelledError raised
+    by the code it awaited)."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 async def call_model(ctx: RunContext, model: Model, request: ModelRequest,
@@ -51,9 +63,20 @@ async def call_model(ctx: RunContext, model: Model, request: ModelRequest,
         error = ModelUnavailable(f"model {model.name!r}: {exc}", model=model.name)
         _record_failure(ctx, pos, model, digest, error, started)
         raise error from exc
+    except asyncio.CancelledError as exc:
+        if _run_cancelled():
+            raise
+        # The model (or its client library) cancelled its own work: a failed call, journaled
+        # and left to the retry policy — it must not stop the run as if the run were cancelled.
+        error = ModelUnavailable(f"model {model.name!r} raised CancelledError while the run was "
+                                 f"not being cancelled: {exc}", model=model.name)
+        _record_failure(ctx, pos, model, digest, error, started)
+        raise error from exc
     except Exception as exc:
         _record_failure(ctx, pos, model, digest, exc, started)
         raise
+    # Returned as journaled (lone surrogates replaced …), so the live run sees what a replay sees.
+    response = ModelResponse.model_validate(to_json(response, what=f"model {model.name!r}"))
     table = prices if prices is not None else _DEFAULT_PRICES
     cost = table.cost_usd(response.model or model.name, response.usage)
     ctx.journal.record(ModelCalled, pos=pos, model=model.name, request_digest=digest,
