@@ -32,9 +32,10 @@ at the position, and the run's reason names the tool, the key and why the outcom
 
 **Keys have a lifetime.** A provider remembers a key for ``Tool.key_lifetime_s`` (Stripe: 24 h).
 A re-issue relies on that memory, so it is sent only while the first request under the key that
-may have taken effect is younger than the lifetime minus a safety margin
-(:func:`key_margin_s`: a tenth of the lifetime, at most 5 minutes — room for the request's own
-transit and for the provider's clock running ahead of ours), measured on the run's clock. Past
+may have taken effect (:func:`tether.runtime.keys.first_send`) is younger than the lifetime minus
+a safety margin (:func:`~tether.runtime.keys.key_margin_s`: a tenth of the lifetime, at most 5
+minutes — room for the request's own transit and for the provider's clock running ahead of
+ours), measured on the run's clock. Past
 it, the write is reconciled if the tool can look it up, else the run escalates with the key's
 age and the retention. A backoff that would end past that point is shortened to end inside it;
 a provider's ``retry-after`` that ends past it cannot be honoured in time, so the write is
@@ -72,6 +73,7 @@ from tether.events import ToolAmbiguous, ToolError, ToolIntent, ToolResult, Tool
 from tether.runtime.ambiguity import ErrorOutcome, retry_after_s, type_name
 from tether.runtime.codec import to_json
 from tether.runtime.failures import FailureType
+from tether.runtime.keys import first_send, key_margin_s
 from tether.runtime.provenance import Sourced, Trust
 from tether.runtime.retry import jitter_rng
 from tether.runtime.timeouts import within
@@ -80,7 +82,7 @@ from tether.runtime.tools import Effect, Tool, ToolContext
 if TYPE_CHECKING:
     from tether.runtime.context import RunContext
 
-__all__ = ["AMBIGUOUS_ERRORS", "execute_tool", "key_margin_s"]
+__all__ = ["AMBIGUOUS_ERRORS", "execute_tool"]
 
 #: Exceptions from a handler that mean "the request may or may not have taken effect".
 AMBIGUOUS_ERRORS: tuple[type[BaseException], ...] = (AmbiguousOutcome, TimeoutError,
@@ -118,46 +120,6 @@ async def execute_tool(
             )
         return await call.resolve(attempt)
     return await call.write(attempt=1)
-
-
-#: Failure classes of a ``tool_error`` that say the request was not applied.
-_NOT_APPLIED = frozenset({"transient_tool_error", "permanent_tool_error", "auth_expired",
-                          "budget_exceeded", "invalid_tool_call", "policy_denied"})
-
-
-def key_margin_s(lifetime_s: float) -> float:
-    """How long before a provider forgets a key tether stops relying on it: a tenth of the
-    lifetime, at most 300 s (the request's transit, and a provider clock ahead of ours)."""
-    return min(300.0, 0.1 * lifetime_s)
-
-
-def _first_send(ctx: RunContext, key: str, skip: tuple[int, int]) -> tuple[float, int] | None:
-    """When (run clock) and at which position a request under ``key`` that may have taken
-    effect was first sent in this run; ``skip`` is the (position, attempt) in hand, which
-    certainly did not take effect. ``None`` when no such request was sent."""
-    first: tuple[float, int] | None = None
-    for pos in ctx.journal.positions():
-        events = ctx.journal.at(pos)
-        for i, event in enumerate(events):
-            if not (isinstance(event, ToolIntent) and event.key == key
-                    and event.compensates is None and (pos, event.attempt) != skip):
-                continue
-            if _may_have_applied(event, events[i + 1:]) and (first is None or
-                                                             event.at < first[0]):
-                first = (event.at, pos)
-    return first
-
-
-def _may_have_applied(intent: ToolIntent, after: list[Any]) -> bool:
-    """Whether the attempt ``intent`` opened may have taken effect, given what followed it."""
-    for event in after:
-        if isinstance(event, ToolRetry) and event.attempt == intent.attempt:
-            return False  # it failed transiently: certainly not applied
-        if isinstance(event, ToolError):
-            return event.failure not in _NOT_APPLIED
-        if isinstance(event, ToolIntent | ToolResult | ToolAmbiguous):
-            return True
-    return True  # nothing after it: in flight, or the worker stopped
 
 
 def _finish(ctx: RunContext, tool: Tool[Any, Any], args: Any, pos: int, key: str,
@@ -219,7 +181,7 @@ class _Call:
         except ToolFailed as exc:
             # A re-issue refused outright (expired credentials, a rejection) says nothing of
             # the earlier request under the key: its outcome is still unknown.
-            if _first_send(ctx, self.key, skip=(self.pos, attempt)) is None:
+            if first_send(ctx.journal, self.key, skip=(self.pos, attempt)) is None:
                 raise
             found = await self._settle_unknown(attempt, f"a re-issue was refused ({exc})")
             if found is _NOT_FOUND:
@@ -235,7 +197,7 @@ class _Call:
         write), or a raised failure / escalation. An attempt that would rely on a key the
         provider may have forgotten, or that would start at or after the run's deadline, is
         not sent."""
-        first = _first_send(self.ctx, self.key, skip=(self.pos, attempt))
+        first = first_send(self.ctx.journal, self.key, skip=(self.pos, attempt))
         if first is not None:
             age_s = self.ctx.clock.now() - first[0]
             lifetime = self.tool.key_lifetime_s
@@ -430,8 +392,8 @@ class _Call:
         """Journal a retry and wait its delay (``_SEND``: go on), or stop once attempts — or
         the run's retry budget, or its time — are spent: a call that certainly did not take
         effect fails; a write that may have taken effect earlier is settled as unknown."""
-        unsettled = self.tool.effect.writes and _first_send(
-            self.ctx, self.key, skip=(self.pos, attempt)) is not None
+        unsettled = self.tool.effect.writes and first_send(
+            self.ctx.journal, self.key, skip=(self.pos, attempt)) is not None
         spent = self.ctx.journal.retries_before(self.pos) + attempt - 1
         delay, stop, out_of_time = 0.0, None, False
         if attempt >= self.tool.attempts:
@@ -465,7 +427,7 @@ class _Call:
         that is the deadline."""
         now = self.ctx.clock.now()
         if unsettled:
-            first = _first_send(self.ctx, self.key, skip=(-1, -1))
+            first = first_send(self.ctx.journal, self.key, skip=(-1, -1))
             if first is not None:
                 lifetime = self.tool.key_lifetime_s
                 limit = first[0] + lifetime - key_margin_s(lifetime)
