@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import time
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -129,7 +130,8 @@ def runs_list(
     show_all: Annotated[bool, typer.Option(
         "--all", help="Also list memory namespaces (journals of tether.memory).")] = False,
 ) -> None:
-    """List runs, oldest first; memory namespaces only with --all."""
+    """List runs, oldest first, with the worker holding each (and how long its lease has left);
+    memory namespaces only with --all."""
     try:
         runs = open_store(store).list_runs(status=status)
     except TetherError as exc:
@@ -140,15 +142,35 @@ def runs_list(
     if as_json:
         print(json.dumps([{"run_id": r.run_id, "workflow": r.workflow, "status": r.status.value,
                            "events": r.last_seq, "created_at": r.created_at,
-                           "updated_at": r.updated_at} for r in runs], indent=2))
+                           "updated_at": r.updated_at, "owner": r.owner, "epoch": r.epoch,
+                           "lease_expires_at": r.lease_expires_at} for r in runs], indent=2))
         return
     table = Table()
-    for column in ("run", "workflow", "status", "events", "duration"):
+    for column in ("run", "workflow", "status", "events", "duration", "owner (lease)"):
         table.add_column(column)
+    now = time.time()  # leases are stamped with the workers' clocks: real time in production
     for r in runs:
-        table.add_row(r.run_id, r.workflow, r.status.value, str(r.last_seq),
-                      f"{r.updated_at - r.created_at:.3f} s")
+        table.add_row(escape(r.run_id), escape(r.workflow), r.status.value, str(r.last_seq),
+                      f"{r.updated_at - r.created_at:.3f} s", _owner_cell(r.owner,
+                                                                          r.lease_expires_at,
+                                                                          now))
     console.print(table)
+
+
+def _owner_cell(owner: str | None, expires_at: float | None, now: float) -> str:
+    """Who holds a run and for how long: ``host:42 (8s left)``, ``host:42 (expired 3m ago)``."""
+    if owner is None or expires_at is None:
+        return "-"
+    left = expires_at - now
+    lease = f"{_span(left)} left" if left > 0 else f"expired {_span(-left)} ago"
+    return f"{escape(owner)} ({lease})"
+
+
+def _span(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= 2 * size:
+            return f"{seconds // size:.0f}{unit}"
+    return f"{seconds:.0f}s"
 
 
 @runs_app.command("show")
