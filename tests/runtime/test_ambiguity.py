@@ -240,3 +240,27 @@ def test_a_lookup_that_cannot_connect_is_retried() -> None:
     result, _ = _run(book)
     assert result.status is RunStatus.COMPLETED and result.result == "found"
     assert len(lookups) == 2
+
+
+def test_an_undo_that_times_out_in_a_client_library_is_retried() -> None:
+    """Saga compensation reads library timeouts like any call: re-sent under its undo key."""
+    undos: list[str] = []
+
+    def undo(ctx: ToolContext, args: Args, result: Any) -> str:
+        undos.append(ctx.idempotency_key)
+        if len(undos) == 1:
+            raise httpx.ReadTimeout("read timed out")
+        return "undone"
+
+    @tool(effect="idempotent", key=lambda a: f"book:{a.order_id}", compensate=undo)
+    def book(ctx: ToolContext, args: Args) -> str:
+        """Book."""
+        return "booked"
+
+    async def workflow(ctx: Any) -> Any:
+        await ctx.call_tool(book, {"order_id": "A-1"})
+        raise ValueError("a later step failed")
+
+    result = asyncio.run(Runtime(MemoryStore(), clock=VirtualClock(), seed=1).start(workflow))
+    assert result.status is RunStatus.FAILED, result.reason
+    assert undos == ["book:A-1:undo", "book:A-1:undo"]

@@ -13,10 +13,10 @@ import inspect
 
 from tether.errors import NonDeterminismError, error_record
 from tether.events import ToolError, ToolIntent, ToolResult
+from tether.runtime.ambiguity import ErrorOutcome
 from tether.runtime.codec import to_json
 from tether.runtime.context import CompletedWrite, RunContext
 from tether.runtime.tools import ToolContext
-from tether.runtime.writes import AMBIGUOUS_ERRORS
 
 __all__ = ["compensate"]
 
@@ -63,11 +63,11 @@ async def _undo(ctx: RunContext, write: CompletedWrite) -> str:
             value = tool.compensate(tool_ctx, write.args, write.result)
             if inspect.isawaitable(value):
                 value = await value
-        except AMBIGUOUS_ERRORS as exc:
-            if attempt < tool.attempts:
-                continue
-            return _record_failure(ctx, pos, tool.name, write.position, exc)
         except Exception as exc:
+            # Any client library's timeout or refused connection is re-sent under the undo's
+            # key, as for the write itself (tether.runtime.ambiguity).
+            if tool.outcome_of(exc) is not ErrorOutcome.PERMANENT and attempt < tool.attempts:
+                continue
             return _record_failure(ctx, pos, tool.name, write.position, exc)
         ctx.probe(pos, tool.name, "after_call")
         ctx.journal.record(ToolResult, pos=pos, tool=tool.name,
