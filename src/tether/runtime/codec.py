@@ -80,28 +80,61 @@ def _adapter(result_type: Any) -> TypeAdapter[Any]:
     return TypeAdapter(result_type)
 
 
+class _Rejected(Exception):
+    """A part of a value that cannot be journaled; ``path`` grows as it propagates up."""
+
+    def __init__(self, found: str, fix: str) -> None:
+        super().__init__(found)
+        self.found, self.fix = found, fix
+        self.path: list[str] = []
+
+
 def _normal(data: Any, what: str, path: str, depth: int) -> Any:
     """``data`` (already JSON-like) checked and normalized; see the module's table."""
-    if isinstance(data, str):
-        return _text(data)
-    if data is None or isinstance(data, bool | float):
+    try:
+        return _checked(data, depth)
+    except _Rejected as rejected:
+        where = path + "".join(reversed(rejected.path))
+        raise UsageError(f"{what} returned {rejected.found} at {where}, which cannot be "
+                         f"journaled; {rejected.fix}") from None
+
+
+def _checked(data: Any, depth: int) -> Any:
+    # The hot path of every durable call: no per-item strings (the path is built only when a
+    # part is rejected, as the exception unwinds), exact type checks first.
+    kind = type(data)
+    if kind is str:
+        return data if data.isascii() else _text(data)
+    if data is None or kind is bool or kind is float:
         return data
-    if isinstance(data, int):
+    if kind is int:
         if data.bit_length() > MAX_INT_BITS:
-            raise _rejected(what, f"an integer of {data.bit_length()} bits", path,
+            raise _Rejected(f"an integer of {data.bit_length()} bits",
                             f"the journal holds integers of at most {MAX_INT_BITS} bits; "
                             "return a larger one as a string")
         return data
-    if isinstance(data, list | dict):
+    if kind is list or kind is dict:
         if depth >= MAX_DEPTH:
-            raise _rejected(what, f"lists or dicts nested deeper than {MAX_DEPTH} levels", path,
+            raise _Rejected(f"lists or dicts nested deeper than {MAX_DEPTH} levels",
                             "flatten it or journal it as a string")
-        if isinstance(data, list):
-            return [_normal(item, what, f"{path}[{i}]", depth + 1) for i, item in enumerate(data)]
-        return {_text(str(key)): _normal(item, what, f"{path}[{key!r}]", depth + 1)
-                for key, item in data.items()}
-    raise _rejected(what, f"a {type(data).__name__}", path,
-                    "return JSON-compatible data or a pydantic model")
+        if kind is list:
+            items = []
+            for index, item in enumerate(data):
+                try:
+                    items.append(_checked(item, depth + 1))
+                except _Rejected as rejected:
+                    rejected.path.append(f"[{index}]")
+                    raise
+            return items
+        mapping = {}
+        for key, item in data.items():
+            try:
+                mapping[_text(str(key))] = _checked(item, depth + 1)
+            except _Rejected as rejected:
+                rejected.path.append(f"[{key!r}]")
+                raise
+        return mapping
+    raise _Rejected(f"a {kind.__name__}", "return JSON-compatible data or a pydantic model")
 
 
 def _valid_keys(value: Any, depth: int) -> Any:
@@ -126,7 +159,3 @@ def _text(text: str) -> str:
     except UnicodeEncodeError:
         return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
     return text
-
-
-def _rejected(what: str, found: str, path: str, fix: str) -> UsageError:
-    return UsageError(f"{what} returned {found} at {path}, which cannot be journaled; {fix}")
