@@ -19,7 +19,9 @@ at two other facts, both decidable from the context alone, once content trusted 
   request names stay free even when untrusted text repeats them (an injection that mentions the
   task's own order does not block the task). Values are matched as
   :mod:`tether.policy.arguments` matches them (whole tokens, numbers in their usual spellings,
-  cents as currency units).
+  cents as currency units), except that untrusted text names an amount only when it writes it
+  as one — with a decimal part, a currency sign, or three digits or more: "within 30 days"
+  does not name a refund of 30.00.
 * **Repeated writes.** A second allowed call of the same tool in one run (earlier in the
   turn, or earlier in the run and not failed). What is new in it — every argument leaf that
   differs from the earlier calls of that tool — must be named by the request and not by
@@ -34,6 +36,12 @@ flagging every value untrusted text names blocks legitimate tasks whose email or
 mentions the meeting or the order (the common case) and costs approvals without an attack; a
 *plan* captured before untrusted content arrives does not exist for agents that read first and
 act after, which is most of them.
+
+What it costs: untrusted text that happens to name a value the task would have used anyway
+(a document quoting the very price of the item) makes that call refused too — from the context
+alone, a document steering the model to a value and a document agreeing with it look the same.
+A second write of one kind is held even when the user asked for two, unless the request names
+what differs.
 
 What it cannot catch, honestly: untrusted content that, in a task's single write, swaps one
 value for another the request itself names (add the requester to her own meeting), or picks a
@@ -55,6 +63,7 @@ relies on tools declaring their trust correctly, and on the policy's approver fo
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -110,9 +119,12 @@ def check_control_flow(request: PolicyRequest, *, below: Trust | str = Trust.USE
         return []
     anchors = tuple(o for o in request.observations if in_request(o, floor))
     context = (*anchors, *untrusted)
-    findings = [FlowFinding("steered", request.tool, f.path, f.value, f.untrusted_sources)
-                for f in trace_arguments(request.args, context, trusted_at_least=floor,
-                                         min_length=min_length) if f.untrusted_only]
+    findings = []
+    for f in trace_arguments(request.args, context, trusted_at_least=floor,
+                             min_length=min_length):
+        sources = _naming(f.value, untrusted, f.untrusted_sources)
+        if sources and not f.trusted_sources:
+            findings.append(FlowFinding("steered", request.tool, f.path, f.value, sources))
     if repeats:
         earlier = [c.args for c in request.prior_calls if c.tool == request.tool]
         if earlier:
@@ -136,11 +148,41 @@ def _repeat(request: PolicyRequest, earlier: Sequence[dict[str, Any]],
                                  min_length=min_length)
         # A new value must be named by the request, and not by untrusted content; one too
         # short to trace (a flag, a small number) cannot be shown to be either.
-        if not traced or traced[0].untrusted_sources or not traced[0].trusted_sources:
-            sources = traced[0].untrusted_sources if traced else ()
+        named = _naming(value, untrusted, traced[0].untrusted_sources) if traced else ()
+        if not traced or named or not traced[0].trusted_sources:
             found.append(FlowFinding("repeated", request.tool, path, value,
-                                     sources or everywhere))
+                                     named or everywhere))
     return found
+
+
+def _naming(value: Any, untrusted: Sequence[Observation],
+            found_in: Sequence[str]) -> tuple[str, ...]:
+    """The untrusted sources (among ``found_in``, where argument provenance found ``value``)
+    that *name* it. A string found is named. A number must be written as that amount: with a
+    decimal part or a currency sign, or bare with three digits or more; a bare one- or
+    two-digit number ("within 30 days") is everywhere by chance and names no amount of 30.00."""
+    if not found_in or isinstance(value, str) or not isinstance(value, int | float):
+        return tuple(found_in)
+    patterns = _amount_patterns(value)
+    return tuple(dict.fromkeys(o.source for o in untrusted if o.source in found_in
+                               and any(p.search(o.text.lower()) for p in patterns)))
+
+
+def _amount_patterns(value: int | float) -> list[re.Pattern[str]]:
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    written = {f"{value:.2f}", f"{value:,.2f}"}
+    bare = {f"{value}", f"{value:,}"}
+    signed = set(bare)
+    if isinstance(value, int):
+        written |= {f"{value / 100:.2f}", f"{value / 100:,.2f}"}
+        if value % 100 == 0:
+            signed |= {f"{value // 100}", f"{value // 100:,}"}
+            bare |= {f"{value // 100}", f"{value // 100:,}"}
+    bare = {b for b in bare if sum(c.isdigit() for c in b) >= 3 or not b.isdigit()}
+    end = r"(?![0-9]|[.,][0-9])"
+    return [re.compile(rf"(?<![0-9.,]){re.escape(w)}{end}") for w in sorted(written | bare)] + \
+        [re.compile(rf"[$\u20ac\u00a3]\s?{re.escape(w)}{end}") for w in sorted(signed)]
 
 
 def _leaves(args: Any, path: str = "") -> Iterator[tuple[str, Any]]:
