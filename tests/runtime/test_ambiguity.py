@@ -20,7 +20,7 @@ from pydantic import BaseModel
 
 from tether import MemoryStore, RunStatus, Runtime, ToolContext, ToolFailed, tool
 from tether.clock import VirtualClock
-from tether.errors import AmbiguousOutcome, TransientError
+from tether.errors import AmbiguousOutcome, TransientError, UsageError
 from tether.events import ToolRetry
 from tether.runtime.ambiguity import ErrorOutcome, outcome_of, retry_after_s
 from tether.runtime.failures import FailureType, classify
@@ -264,3 +264,17 @@ def test_an_undo_that_times_out_in_a_client_library_is_retried() -> None:
     result = asyncio.run(Runtime(MemoryStore(), clock=VirtualClock(), seed=1).start(workflow))
     assert result.status is RunStatus.FAILED, result.reason
     assert undos == ["book:A-1:undo", "book:A-1:undo"]
+
+
+@pytest.mark.parametrize("declared", ["APIConnectionError", "", 42, dict])
+def test_a_declaration_that_can_never_match_is_refused(declared: Any) -> None:
+    """A bare or mistyped name would silently never match: tool() refuses it."""
+    with pytest.raises(UsageError, match="names no exception"):
+        tool(name="t", args=Args, result=str, ambiguous_on=[declared])(lambda ctx, args: "x")
+
+
+def test_builtin_names_and_dotted_names_are_accepted() -> None:
+    """'TimeoutError', 'stripe.APIConnectionError' and exception types are valid declarations."""
+    made = tool(name="t", args=Args, result=str, transient_on=["TimeoutError"],
+                ambiguous_on=["stripe.APIConnectionError", KeyError])(lambda ctx, args: "x")
+    assert made.outcome_of(TimeoutError()) is T

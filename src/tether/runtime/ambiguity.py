@@ -78,14 +78,16 @@ A tool extends and overrides the defaults: ``classify_error(exc)`` (a callable r
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Callable, Iterable, Mapping
 from enum import StrEnum
 
-from tether.errors import AmbiguousOutcome, TransientError
+from tether.errors import AmbiguousOutcome, TransientError, UsageError
 
 __all__ = [
     "ErrorClassifier",
     "ErrorOutcome",
+    "check_declared",
     "outcome_of",
     "retry_after_s",
     "status_of",
@@ -199,6 +201,23 @@ def outcome_of(
     if _declared(exc, names, transient_on):
         return ErrorOutcome.TRANSIENT
     return _default(exc) or ErrorOutcome.PERMANENT
+
+
+def check_declared(where: str, declared: Iterable[type[BaseException] | str]) -> None:
+    """Refuse a declaration that could never match: a name that is neither dotted
+    (``package.Error``) nor a built-in exception, or a type that is not an exception."""
+    for item in declared:
+        if isinstance(item, str):
+            builtin = getattr(builtins, item, None)
+            if "." in item.strip(".") or (isinstance(builtin, type)
+                                          and issubclass(builtin, BaseException)):
+                continue
+        elif isinstance(item, type) and issubclass(item, BaseException):
+            continue
+        raise UsageError(
+            f"{where}: {item!r} names no exception; give an exception type or its dotted name "
+            "as the library spells it (such as 'stripe.APIConnectionError' or 'TimeoutError')"
+        )
 
 
 def status_of(exc: BaseException) -> int | None:

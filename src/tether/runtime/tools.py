@@ -34,7 +34,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from tether.errors import ToolArgsInvalid, UsageError
 from tether.models.base import ToolSpec
-from tether.runtime.ambiguity import ErrorClassifier, ErrorOutcome, outcome_of
+from tether.runtime.ambiguity import ErrorClassifier, ErrorOutcome, check_declared, outcome_of
 from tether.runtime.provenance import Trust
 
 __all__ = ["DEFAULT_KEY_RETENTION_S", "Effect", "Tool", "ToolContext", "tool"]
@@ -122,6 +122,7 @@ class Tool(Generic[A, R]):
             raise UsageError(f"tool {self.name!r}: key_retention_s must be positive "
                              f"(found {self.key_retention_s!r})")
         self.trust = Trust(self.trust)
+        check_declared(f"tool {self.name!r}", (*self.ambiguous_on, *self.transient_on))
         self._result_adapter = _adapter(self.result_type)
 
     @property
