@@ -180,10 +180,10 @@ def test_a_models_text_replays_exactly(local_stores: tuple[Store, Store],
     live[1].encode("utf-8")  # valid text: it can go anywhere UTF-8 goes
 
 
-def test_non_finite_floats_and_negative_zero_survive_every_store(
-        stores: tuple[Store, Store]) -> None:
-    """inf, -inf, nan and -0.0 come back as themselves, not as null or 0.0."""
-    value = {"a": [1.0, math.inf, -math.inf, math.nan, -0.0]}
+def test_edge_values_survive_every_store(stores: tuple[Store, Store]) -> None:
+    """inf, -inf, nan, -0.0, huge ints and odd text come back as the live run saw them."""
+    value = {"a": [1.0, math.inf, -math.inf, math.nan, -0.0], "big": 2**MAX_INT_BITS - 1,
+             "neg": -(10**300), "text": "nul\x00 é \U0001f600 lone\ud800", "t": (1, "2")}
 
     async def call(ctx: Any) -> Any:
         return await ctx.step("x", lambda: value)
@@ -191,7 +191,8 @@ def test_non_finite_floats_and_negative_zero_survive_every_store(
     live, replay = live_and_replay(stores, call)
     assert live[0] == replay[0] == "ok"
     assert same(live[1], replay[1]) and same(live[1], to_json(value, what="v"))
-    assert repr(live[1]) == "{'a': [1.0, inf, -inf, nan, -0.0]}"
+    assert repr(live[1]["a"]) == "[1.0, inf, -inf, nan, -0.0]"
+    assert live[1]["text"] == "nul\x00 é \U0001f600 lone\ufffd" and live[1]["t"] == [1, "2"]
 
 
 def test_a_value_that_cannot_be_journaled_is_rejected_at_the_call(
