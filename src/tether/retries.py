@@ -32,7 +32,8 @@ from collections.abc import Iterable
 
 from tether.events import Decision, Event, ToolAmbiguous, ToolIntent, ToolRetry
 
-__all__ = ["RETRY_ACTIONS", "count_retries", "is_retry_decision", "retries_at"]
+__all__ = ["RETRY_ACTIONS", "count_retries", "count_unpaced_retries", "is_retry_decision",
+           "retries_at"]
 
 #: Harness actions after which the failed call is made again. ``retry`` and ``retry_tool`` are
 #: not here: the tool layer journals its own attempts (``tool_retry``), and counting the
@@ -68,3 +69,33 @@ def count_retries(events: Iterable[Event]) -> int:
         if pos is not None:
             by_pos.setdefault(pos, []).append(event)
     return sum(retries_at(group) for group in by_pos.values())
+
+
+def count_unpaced_retries(events: Iterable[Event]) -> int:
+    """Retries made without waiting: what a *retry storm* is made of.
+
+    A retry is paced when the clock moved between the failure and the next attempt (a backoff,
+    a provider's ``retry-after``) or when the harness changed the request (compress, reformat,
+    refresh credentials). An extra attempt made at the same instant as the failure before it,
+    or a ``backoff`` decision that waits nothing, is unpaced. Honouring a long ``retry-after``
+    many times is patience, not a storm; calling a dead API again at once is.
+    """
+    unpaced = 0
+    failed_at: dict[int, float] = {}
+    for event in events:
+        pos = getattr(event, "pos", None)
+        if isinstance(event, ToolRetry | ToolAmbiguous):
+            if isinstance(event, ToolRetry) and event.delay_s <= 0:
+                unpaced += 1
+                failed_at.pop(pos or 0, None)
+                continue
+            failed_at[pos or 0] = event.at
+        elif isinstance(event, ToolIntent) and event.attempt > 1:
+            failed = failed_at.pop(event.pos, None)
+            if failed is not None and event.at <= failed:
+                unpaced += 1
+        elif isinstance(event, Decision) and is_retry_decision(event) and \
+                event.data.get("action") == "backoff" and \
+                not float(event.data.get("delay_s") or 0.0) > 0:
+            unpaced += 1
+    return unpaced

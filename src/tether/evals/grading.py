@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tether.evals.claims import claim_problems
-from tether.retries import count_retries
+from tether.retries import count_retries, count_unpaced_retries
 from tether.sim.episode import EpisodeResult
 from tether.sim.scenario import Scenario
 
@@ -67,10 +67,14 @@ def _metrics(result: EpisodeResult) -> dict[str, float]:
             tokens += usage.get("input_tokens", 0) + usage.get("output_tokens", 0)
             cost += e.cost_usd
     # The journal's retries as the runtime counts them; the naive loop's from its transcript.
-    retries = count_retries(events) + sum(1 for entry in transcript if "retry" in entry)
+    # The naive loop retries at once, so every retry in its transcript is unpaced.
+    naive = sum(1 for entry in transcript if "retry" in entry)
+    retries = count_retries(events) + naive
+    unpaced = count_unpaced_retries(events) + naive
     return {"steps": float(result.model_calls), "model_calls": float(result.model_calls),
             "tool_calls": float(result.tool_calls), "tokens": tokens, "cost_usd": cost,
-            "virtual_s": result.virtual_duration_s, "retries": float(retries)}
+            "virtual_s": result.virtual_duration_s, "retries": float(retries),
+            "unpaced_retries": float(unpaced)}
 
 
 def _trajectory(result: EpisodeResult, success: bool, metrics: dict[str, float]) -> list[str]:
@@ -80,8 +84,11 @@ def _trajectory(result: EpisodeResult, success: bool, metrics: dict[str, float])
     if blind:
         problems.append(f"{len(blind)} blind retr{'y' if len(blind) == 1 else 'ies'} of a "
                         "write without an idempotency key")
-    if metrics["retries"] >= RETRY_STORM:
-        problems.append(f"retry storm: {metrics['retries']:.0f} retries")
+    # A storm is hammering: retries without a wait. Waiting out a provider's retry-after, however
+    # often, is what a well-behaved client does (see tether.retries.count_unpaced_retries).
+    if metrics["unpaced_retries"] >= RETRY_STORM:
+        problems.append(f"retry storm: {metrics['unpaced_retries']:.0f} retries without a wait "
+                        f"({metrics['retries']:.0f} in all)")
     problems += claim_problems(result.answer, result.status, result.ledger, success)
     events = result.outcome.events if result.outcome is not None else []
     for e in events:
