@@ -6,6 +6,7 @@ import asyncio
 from typing import Any
 
 import aiohttp
+import botocore.exceptions as aws  # type: ignore[import-untyped]
 import httpx
 import httpx2
 import openai
@@ -95,6 +96,16 @@ CASES: list[tuple[BaseException, ErrorOutcome]] = [
     (S.APIError("unparseable answer"), A),
     (S.CardError("declined", None, "card_declined", http_status=402), P),
     (S.InvalidRequestError("bad", None, http_status=400), P),
+    (aws.ConnectTimeoutError(endpoint_url="http://127.0.0.1"), T),
+    (aws.EndpointConnectionError(endpoint_url="http://127.0.0.1"), T),
+    (aws.ReadTimeoutError(endpoint_url="http://127.0.0.1"), A),
+    (aws.ConnectionClosedError(endpoint_url="http://127.0.0.1"), A),
+    (aws.ClientError({"Error": {"Code": "ThrottlingException"},
+                      "ResponseMetadata": {"HTTPStatusCode": 400}}, "PutItem"), T),
+    (aws.ClientError({"Error": {"Code": "InternalError"},
+                      "ResponseMetadata": {"HTTPStatusCode": 500}}, "PutItem"), A),
+    (aws.ClientError({"Error": {"Code": "ValidationException"},
+                      "ResponseMetadata": {"HTTPStatusCode": 400}}, "PutItem"), P),
     (openai.APITimeoutError(httpx2.Request("POST", "http://127.0.0.1")), A),
     (openai.APIConnectionError(request=httpx2.Request("POST", "http://127.0.0.1")), A),
     (_openai(openai.InternalServerError, 500), A),

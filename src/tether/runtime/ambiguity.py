@@ -13,52 +13,38 @@ A tool handler that fails tells the runtime one of three things:
 tether's own :class:`~tether.errors.AmbiguousOutcome` and :class:`~tether.errors.TransientError`
 say so explicitly. Foreign exceptions are recognised by **name**, walking the exception's MRO
 and matching ``package.QualName`` (and the full ``module.QualName``), so the client libraries are
-never imported. The defaults:
+never imported. The defaults (any subclass matches too)::
 
-==============================================  =============  ====================================
-exception (any subclass)                        outcome        why
-==============================================  =============  ====================================
-``ConnectionRefusedError``, ``socket.gaierror``  transient      no connection: nothing was sent
-``TimeoutError``, ``ConnectionError``           ambiguous      the request may have left
-``httpx`` / ``httpx2`` / ``httpcore``
-  ``ConnectTimeout``, ``ConnectError``,         transient      the request never left
-  ``PoolTimeout``
-  ``ReadTimeout``, ``WriteTimeout``,            ambiguous      sent (or partly sent), answer lost
-  ``ReadError``, ``WriteError``,
-  ``RemoteProtocolError``, ``TimeoutException``,
-  ``NetworkError``
-  ``HTTPStatusError``                           by status
-``requests`` (and ``urllib3``)
-  ``ConnectTimeout``, ``ConnectTimeoutError``,  transient      the connection was never made
-  ``NewConnectionError``
-  ``ConnectionError``, ``MaxRetryError``        ambiguous,     unless the error they wrap is a
-                                                or transient   connect-phase one (refused, DNS)
-  ``ReadTimeout``, ``Timeout``,                 ambiguous      sent, answer lost
-  ``ChunkedEncodingError``, ``ReadTimeoutError``,
-  ``ProtocolError``
-  ``HTTPError``                                 by status
-``aiohttp``
-  ``ClientConnectorError``,                     transient      the connection was never made
-  ``ConnectionTimeoutError``
-  ``ServerDisconnectedError``, ``ClientOSError``,  ambiguous   sent, answer lost
-  ``ServerTimeoutError``, ``ClientPayloadError``,
-  ``ClientConnectionError``
-  ``ClientResponseError``                       by status
-``stripe``
-  ``APIConnectionError``                        ambiguous      timeout or lost connection
-  ``RateLimitError``                            transient      refused before processing (429)
-  ``APIError``                                  by status,     Stripe documents 500s as
-                                                else ambiguous indeterminate
-  any other ``StripeError``                     by status
-``openai`` / ``anthropic``
-  ``APITimeoutError``, ``APIConnectionError``   ambiguous      timeout or lost connection
-  ``RateLimitError``, ``OverloadedError``       transient      refused before processing
-  ``InternalServerError``                       by status,
-                                                else ambiguous
-  any other ``APIStatusError``                  by status
-==============================================  =============  ====================================
+    library            transient: nothing was sent     ambiguous: sent, answer lost     by status
+    -----------------  ------------------------------  -------------------------------  -----------
+    built-ins          ConnectionRefusedError,         TimeoutError, ConnectionError
+                       socket.gaierror
+    httpx, httpx2,     ConnectTimeout, ConnectError,   ReadTimeout, WriteTimeout,       HTTPStatus-
+    httpcore           PoolTimeout                     ReadError, WriteError,           Error
+                                                       RemoteProtocolError,
+                                                       TimeoutException, NetworkError
+    requests,          ConnectTimeout,                 ReadTimeout, Timeout,            HTTPError
+    urllib3            ConnectTimeoutError,            ChunkedEncodingError,
+                       NewConnectionError; and a       ReadTimeoutError, ProtocolError;
+                       ConnectionError/MaxRetryError   other ConnectionError and
+                       wrapping one of those           MaxRetryError
+    aiohttp            ClientConnectorError,           ServerDisconnectedError,         ClientRes-
+                       ConnectionTimeoutError          ClientOSError,                   ponseError
+                                                       ServerTimeoutError,
+                                                       ClientPayloadError,
+                                                       ClientConnectionError
+    stripe             RateLimitError                  APIConnectionError; APIError     StripeError
+                                                       without a status
+    openai, anthropic  RateLimitError,                 APITimeoutError,                 APIStatus-
+                       OverloadedError                 APIConnectionError;              Error
+                                                       InternalServerError without
+                                                       a status
+    botocore (boto3)   ConnectTimeoutError,            ReadTimeoutError,                ClientError
+                       EndpointConnectionError         ConnectionClosedError,
+                                                       HTTPClientError, ConnectionError
 
-**By status**: 408, 425 and 429 are transient (the server says it did not process the request);
+**By status** (the most specific class found decides): 408, 425 and 429 are transient (the server
+says it did not process the request; AWS throttling codes count as 429);
 any 5xx is ambiguous — including 503, because gateways answer 503 when the upstream connection
 resets *after* the request was forwarded (a provider known to send 503 only before processing
 can say so with ``transient_on`` or ``classify_error``); other statuses are permanent.
@@ -81,6 +67,7 @@ from __future__ import annotations
 import builtins
 from collections.abc import Callable, Iterable, Mapping
 from enum import StrEnum
+from typing import TypeGuard
 
 from tether.errors import AmbiguousOutcome, TransientError, UsageError
 
@@ -165,6 +152,11 @@ _DEFAULTS: dict[str, _Rule] = {
         "APIConnectionError": _A, "RateLimitError": _T, "APIError": _ByStatus(_A),
         "StripeError": _ByStatus(None),
     }),
+    **_family(("botocore",), {
+        "ConnectTimeoutError": _T, "EndpointConnectionError": _T,
+        "ReadTimeoutError": _A, "ConnectionClosedError": _A, "HTTPClientError": _A,
+        "ConnectionError": _A, "ClientError": _ByStatus(None),
+    }),
     **_family(("openai", "anthropic"), {
         "APITimeoutError": _A, "APIConnectionError": _A, "RateLimitError": _T,
         "OverloadedError": _T, "InternalServerError": _ByStatus(_A),
@@ -173,6 +165,14 @@ _DEFAULTS: dict[str, _Rule] = {
 }
 
 _TRANSIENT_STATUSES = frozenset({408, 425, 429})
+# The error codes botocore's own retry handler treats as throttling.
+_AWS_THROTTLING = frozenset({
+    "Throttling", "ThrottlingException", "ThrottledException", "RequestThrottledException",
+    "TooManyRequestsException", "ProvisionedThroughputExceededException",
+    "TransactionInProgressException", "RequestLimitExceeded", "BandwidthLimitExceeded",
+    "LimitExceededException", "RequestThrottled", "SlowDown", "PriorRequestNotComplete",
+    "EC2ThrottledException",
+})
 
 
 def outcome_of(
@@ -222,13 +222,26 @@ def check_declared(where: str, declared: Iterable[type[BaseException] | str]) ->
 
 def status_of(exc: BaseException) -> int | None:
     """The HTTP status a client library's error carries, if any (``status_code``,
-    ``http_status``, ``status``, or its ``response``'s)."""
-    for holder in (exc, getattr(exc, "response", None)):
+    ``http_status``, ``status``, its ``response``'s, or botocore's response metadata).
+    AWS throttling errors, which AWS answers with a 400, count as 429."""
+    response = getattr(exc, "response", None)
+    if isinstance(response, Mapping):
+        error = response.get("Error")
+        if isinstance(error, Mapping) and error.get("Code") in _AWS_THROTTLING:
+            return 429
+        meta = response.get("ResponseMetadata")
+        value = meta.get("HTTPStatusCode") if isinstance(meta, Mapping) else None
+        return value if _is_status(value) else None
+    for holder in (exc, response):
         for attr in ("status_code", "http_status", "status"):
             value = getattr(holder, attr, None)
-            if isinstance(value, int) and not isinstance(value, bool) and 100 <= value <= 599:
+            if _is_status(value):
                 return value
     return None
+
+
+def _is_status(value: object) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool) and 100 <= value <= 599
 
 
 def retry_after_s(exc: BaseException) -> float | None:
