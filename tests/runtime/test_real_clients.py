@@ -321,3 +321,20 @@ def test_stripe_rate_limit_is_retried_under_the_same_key(provider: Provider) -> 
     assert provider.effects == {"refund-1": 1} and provider.seen == {"refund-1": 2}
     (retry,) = [e for e in events if isinstance(e, ToolRetry)]
     assert "stripe.RateLimitError" in retry.error["message"]
+
+
+def test_a_read_that_times_out_in_httpx_is_retried(provider: Provider) -> None:
+    """A read's httpx.ReadTimeout is retried (tool_retry journaled), not a permanent failure."""
+
+    @tool(retry_delay_s=0.0)
+    async def search(ctx: ToolContext, args: Refund) -> dict[str, Any]:
+        """Search orders over httpx."""
+        async with httpx.AsyncClient(timeout=TIMEOUT_S) as http:
+            answer = await http.post(f"{provider.url}/search", json={"key": args.order_id})
+        return dict(answer.json())
+
+    result, events = run(search)
+    assert result.status is RunStatus.COMPLETED, result.reason
+    assert provider.seen == {"A-1": 2}
+    (retry,) = [e for e in events if isinstance(e, ToolRetry)]
+    assert "httpx.ReadTimeout" in retry.error["message"]
