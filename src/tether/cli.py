@@ -17,12 +17,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from tether import __version__
-from tether.errors import CorruptJournal, TetherError
+from tether.errors import CorruptJournal, TetherError, UsageError
 from tether.evals.cli import eval_app
 from tether.events import Event, RunStatus
 from tether.memory import MEMORY_WORKFLOW
 from tether.policy.approvals import Approvals
 from tether.sim.cli import sim_app
+from tether.store.base import Store
 from tether.store.open import open_store
 from tether.tracing.render import render_trace, trace_to_json
 from tether.tracing.timeline import build_trace
@@ -45,8 +46,18 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output."
 
 
 def _fail(exc: TetherError) -> NoReturn:
-    console.print(f"[red]error:[/red] {exc}")
+    console.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
     raise typer.Exit(2)
+
+
+def _open_existing(store: str) -> Store:
+    """The store a command that reads (or decides on a run) names: never a new one, so a
+    mistyped path is an error rather than an empty store created in its place."""
+    try:
+        return open_store(store, create=False)
+    except UsageError as exc:
+        raise UsageError(f"{exc}; name an existing store with --store PATH or "
+                         "TETHER_STORE") from exc
 
 
 @app.command()
@@ -133,7 +144,7 @@ def runs_list(
     """List runs, oldest first, with the worker holding each (and how long its lease has left);
     memory namespaces only with --all."""
     try:
-        runs = open_store(store).list_runs(status=status)
+        runs = _open_existing(store).list_runs(status=status)
     except TetherError as exc:
         _fail(exc)
         return
@@ -186,7 +197,7 @@ def runs_show(run_id: str, store: StoreOpt = "tether.db", as_json: JsonOpt = Fal
 def _read_run(store: str, run_id: str) -> list[Event]:
     """A run's events, or a one-line error and exit 2 (unknown run, unreadable store)."""
     try:
-        events = open_store(store).read(run_id)
+        events = _open_existing(store).read(run_id)
     except TetherError as exc:
         _fail(exc)
     if not events:
@@ -208,9 +219,14 @@ def _print_journal(events: list[Event], run_id: str) -> None:
 
 @store_app.command("check")
 def store_check(store: StoreOpt = "tether.db") -> None:
-    """Verify every event's checksum and sequence (and SQLite's own integrity)."""
+    """Verify every event's checksum and sequence (and SQLite's own integrity).
+
+    Exits 0 when the store is sound; 1 when it is damaged, or the file named is not a tether
+    store (empty — a store truncated to zero bytes —, not SQLite, or foreign tables); 2 when
+    there is no store at that path (nothing is created).
+    """
     try:
-        opened = open_store(store)
+        opened = _open_existing(store)
         check = getattr(opened, "check", None)
         problems: list[str] = check() if check is not None else []
     except CorruptJournal as exc:
@@ -219,10 +235,10 @@ def store_check(store: StoreOpt = "tether.db") -> None:
         _fail(exc)
         return
     for problem in problems:
-        console.print(f"[red]corrupt:[/red] {problem}")
+        console.print(f"[red]corrupt:[/red] {escape(problem)}", soft_wrap=True)
     if problems:
         raise typer.Exit(1)
-    console.print(f"{store}: ok")
+    console.print(f"{escape(store)}: ok", soft_wrap=True)
 
 
 @app.command()
@@ -290,7 +306,7 @@ NoteOpt = Annotated[str, typer.Option("--note", help="Why; shown to the agent an
 def approvals_list(store: StoreOpt = "tether.db", as_json: JsonOpt = False) -> None:
     """Calls waiting for a decision: run, step, tool, arguments, why, which role."""
     try:
-        pending = Approvals(open_store(store)).pending()
+        pending = Approvals(_open_existing(store)).pending()
     except TetherError as exc:
         _fail(exc)
     if as_json:
@@ -309,8 +325,8 @@ def approvals_list(store: StoreOpt = "tether.db", as_json: JsonOpt = False) -> N
 def _decide(approve: bool, run_id: str, store: str, by: str, role: str | None,
             step: int | None, note: str) -> None:
     who = by or os.environ.get("USER") or "cli"
-    approvals = Approvals(open_store(store))
     try:
+        approvals = Approvals(_open_existing(store))
         decided = (approvals.approve if approve else approvals.deny)(
             run_id, by=who, role=role, note=note, step=step)
     except TetherError as exc:
