@@ -94,3 +94,32 @@ def test_a_valid_scenario_still_runs(tmp_path: Path) -> None:
     path.write_text(story(budgets="{max_steps: 1000, max_tokens: 1000000}"))
     result = runner.invoke(app, ["sim", "run", str(path), "--seed", "3"])
     assert result.exit_code == 0, result.output
+
+
+def raises(facts: object) -> str | None:
+    """An invariant function with a bug."""
+    raise KeyError("refunds")
+
+
+def answers_a_number(facts: object) -> object:
+    """An invariant function that returns neither None nor a message."""
+    return 5
+
+
+@pytest.mark.parametrize(("function", "expected"), [
+    (f"{__name__}:raises", "raised KeyError: 'refunds'; it must return None"),
+    (f"{__name__}:answers_a_number", "returned int; expected None (holds) or a message"),
+    ("os:sep", "'os:sep' is not a function"),
+    ("no_such_module_xyz:check", "cannot be loaded"),
+])
+def test_a_python_invariant_that_cannot_judge_is_an_error(tmp_path: Path, function: str,
+                                                          expected: str) -> None:
+    """A user's invariant function that fails, answers nonsense or is missing leaves the
+    episode unjudged: exit 2 with the function's name, never a traceback, pass or violation."""
+    path = tmp_path / "scenario.yaml"
+    path.write_text(story(invariants=f"[{{python: {{function: '{function}'}}}}]"))
+    result = runner.invoke(app, ["sim", "run", str(path), "--seed", "3"])
+    assert isinstance(result.exception, SystemExit), repr(result.exception)
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith(f"error: {path}: invariant function") and expected in \
+        result.output, result.output

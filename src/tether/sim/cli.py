@@ -47,7 +47,10 @@ def _run(scenario_path: Path, seed: int, harness: str) -> tuple[EpisodeResult, f
     try:
         result = run_episode(scenario, seed, harness)
     except TetherError as exc:
-        console.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
+        # Found while running (a python invariant that failed, say): still name the file.
+        where = str(scenario_path)
+        message = str(exc) if str(exc).startswith(where) else f"{where}: {exc}"
+        console.print(f"[red]error:[/red] {escape(message)}", soft_wrap=True)
         raise typer.Exit(2) from exc
     return result, time.perf_counter() - started  # allow-wallclock: --timing only
 

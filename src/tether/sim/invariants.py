@@ -130,13 +130,25 @@ def _final_state(facts: EpisodeFacts, s: dict[str, Any]) -> str | None:
 
 
 def _python(facts: EpisodeFacts, s: dict[str, Any]) -> str | None:
-    module_name, _, attr = str(s["function"]).partition(":")
+    name = str(s["function"])
+    module_name, _, attr = name.partition(":")
     try:
-        fn: Callable[[EpisodeFacts], str | None] = getattr(importlib.import_module(module_name),
-                                                           attr)
-    except (ImportError, AttributeError) as exc:
-        raise UsageError(f"invariant function {s['function']!r} cannot be loaded: {exc}") from exc
-    return fn(facts)
+        fn: Callable[[EpisodeFacts], object] = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise UsageError(f"invariant function {name!r} cannot be loaded: {exc}") from exc
+    if not callable(fn):
+        raise UsageError(f"invariant function {name!r} is not a function")
+    # A check that cannot give its verdict leaves the episode unjudged: an error, never a pass
+    # or a violation by default.
+    try:
+        verdict = fn(facts)
+    except Exception as exc:
+        raise UsageError(f"invariant function {name!r} raised {type(exc).__name__}: {exc}; it "
+                         "must return None (holds) or a message (violated)") from exc
+    if verdict is not None and not isinstance(verdict, str):
+        raise UsageError(f"invariant function {name!r} returned {type(verdict).__name__}; "
+                         "expected None (holds) or a message (violated)")
+    return verdict
 
 
 _CHECKS: dict[str, Callable[[EpisodeFacts, dict[str, Any]], str | None]] = {
