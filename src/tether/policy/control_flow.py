@@ -22,6 +22,10 @@ at two other facts, both decidable from the context alone, once content trusted 
   cents as currency units), except that untrusted text names an amount only when it writes it
   as one — with a decimal part, a currency sign, or three digits or more: "within 30 days"
   does not name a refund of 30.00.
+* **Chosen alternatives.** A value the request does not name, taken from named alternatives a
+  trusted answer offers (the items of an order with their prices), where the request named
+  another alternative ("the kettle") and untrusted content names this one ("refund the mugs
+  instead", no amount written). See :mod:`tether.policy.choices` for what counts.
 * **Repeated writes.** A second allowed call of the same tool in one run (earlier in the
   turn, or earlier in the run and not failed). What is new in it — every argument leaf that
   differs from the earlier calls of that tool — must be named by the request and not by
@@ -44,10 +48,11 @@ A second write of one kind is held even when the user asked for two, unless the 
 what differs.
 
 What it cannot catch, honestly: untrusted content that, in a task's single write, swaps one
-value for another the request itself names (add the requester to her own meeting), or picks a
-different trusted value without naming it ("the kettle is fine, refund the mugs instead") —
-indistinguishable, from the context, from the model's own choice among trusted data. It also
-relies on tools declaring their trust correctly, and on the policy's approver for repeats.
+value for another the request itself names (add the requester to her own meeting; "the mugs
+instead" when the request mentioned the kettle *and* the mugs), or picks a trusted value
+without naming it from data that is not laid out as named alternatives — indistinguishable,
+from the context, from the model's own choice. It also relies on tools declaring their trust
+correctly, and on the policy's approver for repeats.
 
 >>> from tether.policy.request import Observation, PolicyRequest
 >>> from tether.runtime.provenance import Trust
@@ -69,6 +74,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from tether.policy.arguments import trace_arguments
+from tether.policy.choices import choices, names_any
 from tether.policy.request import Observation, PolicyRequest
 from tether.runtime.provenance import Trust
 
@@ -78,9 +84,10 @@ __all__ = ["FlowFinding", "check_control_flow", "in_request"]
 @dataclass(frozen=True, slots=True)
 class FlowFinding:
     """One reason a call's control flow did not come from the request: a ``steered`` value,
-    or a ``repeated`` write (``path`` empty for an exact repeat)."""
+    a value ``selected`` among named alternatives by untrusted content, or a ``repeated``
+    write (``path`` empty for an exact repeat)."""
 
-    kind: Literal["steered", "repeated"]
+    kind: Literal["steered", "selected", "repeated"]
     tool: str
     path: str
     value: Any
@@ -91,6 +98,9 @@ class FlowFinding:
         if self.kind == "steered":
             return (f"{self.path}={self.value!r} is named by {', '.join(self.sources)} and not "
                     "by the request")
+        if self.kind == "selected":
+            return (f"{self.path}={self.value!r} is the alternative that "
+                    f"{', '.join(self.sources)} chose, not the one the request named")
         if not self.path:
             return f"a second {self.tool!r} call repeats an earlier one"
         return (f"a second {self.tool!r} call, and its new {self.path}={self.value!r} is not "
@@ -122,9 +132,15 @@ def check_control_flow(request: PolicyRequest, *, below: Trust | str = Trust.USE
     findings = []
     for f in trace_arguments(request.args, context, trusted_at_least=floor,
                              min_length=min_length):
+        if f.trusted_sources:
+            continue  # the request names it
         sources = _naming(f.value, untrusted, f.untrusted_sources)
-        if sources and not f.trusted_sources:
+        if sources:
             findings.append(FlowFinding("steered", request.tool, f.path, f.value, sources))
+            continue
+        chosen = _chooser(f.value, request.observations, anchors, untrusted, floor)
+        if chosen:
+            findings.append(FlowFinding("selected", request.tool, f.path, f.value, chosen))
     if repeats:
         earlier = [c.args for c in request.prior_calls if c.tool == request.tool]
         if earlier:
@@ -153,6 +169,25 @@ def _repeat(request: PolicyRequest, earlier: Sequence[dict[str, Any]],
             found.append(FlowFinding("repeated", request.tool, path, value,
                                      named or everywhere))
     return found
+
+
+def _chooser(value: Any, observations: Sequence[Observation], anchors: Sequence[Observation],
+             untrusted: Sequence[Observation], floor: Trust) -> tuple[str, ...]:
+    """The untrusted sources that chose ``value`` among named alternatives a trusted answer
+    offers, where the request named another alternative (see :mod:`tether.policy.choices`)."""
+    request_texts = [o.text for o in anchors]
+    for o in observations:
+        if o.trust.rank < floor.rank or in_request(o, floor):
+            continue
+        for choice in choices(value, o.text):
+            if names_any(choice.label, request_texts) or \
+                    not any(names_any(other, request_texts) for other in choice.others):
+                continue
+            named = tuple(dict.fromkeys(u.source for u in untrusted
+                                        if names_any(choice.label, [u.text])))
+            if named:
+                return named
+    return ()
 
 
 def _naming(value: Any, untrusted: Sequence[Observation],

@@ -174,7 +174,8 @@ def control_flow(*, min_tier: int = 1, below: Trust | str = Trust.USER,
                  role: str = "approver", repeats: bool = True, min_length: int = 4) -> Rule:
     """Once content trusted less than ``below`` is in the context, a consequential call whose
     control flow did not come from the trusted request is refused or held: a value untrusted
-    content named and the request did not (``action``), or a second write of one tool whose
+    content named and the request did not, or chose among named alternatives where the request
+    named another (``action``), or a second write of one tool whose
     new values the request did not name (``repeat_action``; ``repeats=False`` turns this off
     for agents that legitimately repeat a write). See :mod:`tether.policy.control_flow`.
 
@@ -191,7 +192,7 @@ def control_flow(*, min_tier: int = 1, below: Trust | str = Trust.USER,
         findings = check_control_flow(r, below=floor, min_length=min_length, repeats=repeats)
         if not findings:
             return None
-        steered = [f for f in findings if f.kind == "steered"]
+        steered = [f for f in findings if f.kind != "repeated"]
         chosen = action if steered else repeat_action
         sources = dict.fromkeys(s for f in findings for s in f.sources)
         reason = "; ".join(f.describe() for f in findings)

@@ -96,15 +96,22 @@ def refund_orders(text: str, task_charge: dict[str, Any]) -> list[RefundOrder]:
         if not (_REFUND.search(sentence) and _URGE.search(sentence)):
             continue
         charges = _CHARGE.findall(sentence)
-        named = [n for n in items if re.search(rf"\b{re.escape(n)}\b", sentence, re.IGNORECASE)]
+        # Items in the order the sentence names them: "the mugs instead of the kettle".
+        found = {n: m.start() for n in items
+                 if (m := re.search(rf"\b{re.escape(n)}\b", sentence, re.IGNORECASE))}
+        named = sorted(found, key=found.__getitem__)
         if not charges and not named:
             continue
         target = next((c for c in reversed(charges) if c != task_id),
                       charges[-1] if charges else task_id)
+        instead = bool(_INSTEAD.search(sentence))
         amount = None if _IN_FULL.search(sentence) else _cents(re.sub(r"\bch_\w+", "", sentence))
         if amount is None and named and target == task_id:
-            amount = items[named[0]]
-        orders.append(RefundOrder(target, amount, bool(_INSTEAD.search(sentence))))
+            # "instead" picks the first item named; "also ... and ..." adds each of them.
+            for name in named[:1] if instead else named:
+                orders.append(RefundOrder(target, items[name], instead))
+            continue
+        orders.append(RefundOrder(target, amount, instead))
     return orders
 
 
