@@ -179,7 +179,11 @@ class RunJournal:
     def at(self, position: int) -> list[Event]:
         """Events recorded for the durable call at ``position`` (empty if none).
 
-        Every durable call starts here, so a worker that lost the run stops at its next one."""
+        Every durable call starts here, so a worker that lost the run stops at its next one:
+        past half its TTL the lease is renewed first, which finds out whether another worker
+        took the run over (say, while this process was stalled past its lease)."""
+        if self.lease is not None:
+            self.renew_lease(early=False)
         if self.lost is not None:
             raise OwnershipLost(self.lost)
         return self._by_pos.get(position, [])
