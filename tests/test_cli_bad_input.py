@@ -126,3 +126,16 @@ def test_open_store_create_false_on_postgres(postgres_dsn: str) -> None:
         assert row is not None and row[0]
     open_store(url).close()
     open_store(url, create=False).close()
+
+
+@pytest.mark.parametrize("args", [
+    ["eval", "run", "--seeds", str(10**23)], ["eval", "run", "--seeds", "0"],
+    ["eval", "run", "--workers", "-1"], ["demo", "--seeds", str(10**9)], ["demo", "--workers", "0"],
+], ids=" ".join)
+def test_campaign_sizes_are_bounded(tmp_path: Path, args: list[str]) -> None:
+    """A seed or worker count out of range exits 2 before any job is built (10**23 seeds used
+    to build the job list until memory ran out)."""
+    result = runner.invoke(app, [*args, "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2, result.output
+    assert "Invalid value for '--" in result.output
+    assert not (tmp_path / "out").exists()

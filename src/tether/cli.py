@@ -18,7 +18,7 @@ from rich.table import Table
 
 from tether import __version__
 from tether.errors import CorruptJournal, TetherError, UsageError
-from tether.evals.cli import eval_app
+from tether.evals.cli import MAX_SEEDS, MAX_WORKERS, eval_app
 from tether.events import Event, RunStatus
 from tether.memory import MEMORY_WORKFLOW
 from tether.policy.approvals import Approvals
@@ -70,8 +70,10 @@ def version() -> None:
 def demo(
     out: Annotated[Path, typer.Option(help="Where the results and report.html go.")] = Path(
         "tether-demo"),
-    seeds: Annotated[int, typer.Option(help="Seeds per scenario, suite and harness.")] = 40,
-    workers: Annotated[int | None, typer.Option(help="Processes (default: all cores).")] = None,
+    seeds: Annotated[int, typer.Option(min=1, max=MAX_SEEDS,
+                                       help="Seeds per scenario, suite and harness.")] = 40,
+    workers: Annotated[int | None, typer.Option(min=1, max=MAX_WORKERS,
+                                                help="Processes (default: all cores).")] = None,
 ) -> None:
     """The five reliability suites on the refund and calendar agents, naive vs tether."""
     from tether.evals.report import print_report

@@ -2,7 +2,7 @@
 
 Exit status: 0 when the tether harness broke no invariant (and, with ``--baseline``, no cell
 regressed significantly against the baseline's ``results.json``), 1 on a violation or a
-regression, 2 on bad input.
+regression, 2 on bad input (including ``--seeds`` or ``--workers`` out of range).
 """
 
 from __future__ import annotations
@@ -17,7 +17,13 @@ from rich.markup import escape
 from tether.errors import TetherError
 from tether.evals.suites import BUILTIN_SCENARIOS, SUITES
 
-__all__ = ["eval_app"]
+__all__ = ["MAX_SEEDS", "MAX_WORKERS", "eval_app"]
+
+#: The most seeds per cell a campaign takes (a larger number is a typo, not a campaign: the
+#: jobs would not fit in memory).
+MAX_SEEDS = 100_000
+#: The most worker processes.
+MAX_WORKERS = 1024
 
 eval_app = typer.Typer(no_args_is_help=True, help="Reliability campaigns.")
 console = Console(width=110, highlight=False, emoji=False)
@@ -30,11 +36,13 @@ def eval_run(
     suite: Annotated[list[str] | None, typer.Option(help="Suites to run (default: all).")] = None,
     harness: Annotated[list[str] | None, typer.Option(
         help="Harnesses (default: naive and default).")] = None,
-    seeds: Annotated[int, typer.Option(help="Seeds per scenario, suite and harness.")] = 20,
+    seeds: Annotated[int, typer.Option(min=1, max=MAX_SEEDS,
+                                       help="Seeds per scenario, suite and harness.")] = 20,
     out: Annotated[Path, typer.Option(help="Where results go.")] = Path("tether-eval"),
     baseline: Annotated[Path | None, typer.Option(
         help="A previous results.json: fail on a significant regression.")] = None,
-    workers: Annotated[int | None, typer.Option(help="Processes (default: all cores).")] = None,
+    workers: Annotated[int | None, typer.Option(min=1, max=MAX_WORKERS,
+                                                help="Processes (default: all cores).")] = None,
 ) -> None:
     """Run a campaign; exit 1 if tether broke an invariant or regressed against a baseline."""
     from tether.evals.compare import compare, load_results, render_comparison
@@ -44,15 +52,14 @@ def eval_run(
     suites = suite or list(SUITES)
     harnesses = harness or ["naive", "default"]
     bad_harness = sorted(set(harnesses) - {"naive", "default"})
-    if bad_harness or seeds < 1:
-        problem = (f"unknown harness(es) {', '.join(bad_harness)}; expected naive, default"
-                   if bad_harness else "--seeds must be at least 1")
-        console.print(f"[red]error:[/red] {problem}")
+    if bad_harness:
+        console.print(f"[red]error:[/red] unknown harness(es) {escape(', '.join(bad_harness))}; "
+                      "expected naive, default", soft_wrap=True)
         raise typer.Exit(2)
     unknown = sorted(set(suites) - set(SUITES))
     if unknown:
-        console.print(f"[red]error:[/red] unknown suite(s) {', '.join(unknown)}; expected "
-                      f"{', '.join(SUITES)}")
+        console.print(f"[red]error:[/red] unknown suite(s) {escape(', '.join(unknown))}; "
+                      f"expected {', '.join(SUITES)}", soft_wrap=True)
         raise typer.Exit(2)
     try:
         results = run_full_campaign(out, scenarios=scenarios or list(BUILTIN_SCENARIOS),
