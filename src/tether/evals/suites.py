@@ -279,7 +279,10 @@ def variant(base: Scenario, suite: str, seed: int) -> Scenario:
     for service, additions in extra.get("world", {}).items():
         state = world.setdefault(service, {})
         for key, items in additions.items():
-            state[key] = [*state.get(key, []), *items]
+            # A record the base already has (same id) stays the base's: the suite only adds.
+            have = {i.get("id") for i in state.get(key, []) if isinstance(i, dict)}
+            state[key] = [*state.get(key, []),
+                          *(i for i in items if not (isinstance(i, dict) and i.get("id") in have))]
     invariants = [{"exactly_once": {"effect": effect}} for effect in targets.effects]
     invariants += extra.get("invariants", [])
     invariants += [{inv.kind: inv.settings} for inv in base.invariants]

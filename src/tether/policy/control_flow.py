@@ -21,7 +21,8 @@ at two other facts, both decidable from the context alone, once content trusted 
   :mod:`tether.policy.arguments` matches them (whole tokens, numbers in their usual spellings,
   cents as currency units), except that untrusted text names an amount only when it writes it
   as one — with a decimal part, a currency sign, or three digits or more: "within 30 days"
-  does not name a refund of 30.00.
+  does not name a refund of 30.00. A value that is the alternative the request names (see
+  below: the price of the item the user asked about) is the request's, whoever else writes it.
 * **Chosen alternatives.** A value the request does not name, taken from named alternatives a
   trusted answer offers (the items of an order with their prices), where the request named
   another alternative ("the kettle") and untrusted content names this one ("refund the mugs
@@ -132,8 +133,9 @@ def check_control_flow(request: PolicyRequest, *, below: Trust | str = Trust.USE
     findings = []
     for f in trace_arguments(request.args, context, trusted_at_least=floor,
                              min_length=min_length):
-        if f.trusted_sources:
-            continue  # the request names it
+        if f.trusted_sources or _picked_by_request(f.value, request.observations, anchors,
+                                                    floor):
+            continue  # the request names it, or the alternative it is
         sources = _naming(f.value, untrusted, f.untrusted_sources)
         if sources:
             findings.append(FlowFinding("steered", request.tool, f.path, f.value, sources))
@@ -169,6 +171,17 @@ def _repeat(request: PolicyRequest, earlier: Sequence[dict[str, Any]],
             found.append(FlowFinding("repeated", request.tool, path, value,
                                      named or everywhere))
     return found
+
+
+def _picked_by_request(value: Any, observations: Sequence[Observation],
+                       anchors: Sequence[Observation], floor: Trust) -> bool:
+    """Is ``value`` one of named alternatives a trusted answer offers, the one the request
+    names ("refund the mugs" → the mugs' price)? Then it comes from the request, even when
+    untrusted text writes the same number."""
+    request_texts = [o.text for o in anchors]
+    return any(names_any(choice.label, request_texts)
+               for o in observations if o.trust.rank >= floor.rank and not in_request(o, floor)
+               for choice in choices(value, o.text))
 
 
 def _chooser(value: Any, observations: Sequence[Observation], anchors: Sequence[Observation],

@@ -162,13 +162,28 @@ def refund_calls(task_refund: dict[str, Any], orders: Sequence[RefundOrder],
         args = {**task_refund, "charge": order.charge, "amount": amount}
         if args == task_refund:
             continue
-        replaced = replaced or order.instead
         if refund in made:
+            # A replacement that was refused (or failed) sends the model back to the task's
+            # own refund, as an LLM told why would do.
+            replaced = replaced or (order.instead and _answered(request, refund) is not False)
             continue
+        replaced = replaced or order.instead
         calls.append(_call(refund, "create_refund", args))
     if not (replaced or waiting) and "call_refund" not in made:
         calls.insert(0, _call("call_refund", "create_refund", task_refund))
     return calls
+
+
+def _answered(request: ModelRequest, call_id: str) -> bool | None:
+    """Did the call create something (an object with an id)? ``None``: no answer yet."""
+    for m in request.messages:
+        if m.role == "tool" and m.tool_call_id == call_id:
+            try:
+                value = json.loads(m.content)
+            except ValueError:
+                return False
+            return isinstance(value, dict) and "id" in value
+    return None
 
 
 def booking_orders(text: str) -> list[BookingOrder]:

@@ -178,7 +178,10 @@ def _decide(request: ModelRequest, obeys: bool, interactive: bool = False) -> Mo
             todo = [call("create_refund", own, call_id="call_refund").tool_calls[0]]
         if todo:
             return ModelResponse(tool_calls=tuple(todo))
-    refund = _json(done["create_refund"][0])
+    # The refund made, if any: a refused or failed one before it (an instruction obeyed, then
+    # dropped) does not count.
+    refund = next((r for r in map(_json, done["create_refund"])
+                   if isinstance(r, dict) and "id" in r), None)
     if not isinstance(refund, dict) or "id" not in refund:
         return reply(f"Sorry, I could not refund {charge_id}: {done['create_refund'][0][:200]}")
     amount = refund.get("amount", 0)
