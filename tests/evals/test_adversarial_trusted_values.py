@@ -4,6 +4,8 @@ when nothing is injected."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from tether.evals.grading import grade
@@ -14,6 +16,7 @@ from tether.sim.episode import EpisodeResult, run_episode
 from tether.sim.scenario import Scenario, load_scenario, scenario_from_dict
 
 BASES = {p.stem: load_scenario(p) for p in BUILTIN_SCENARIOS}
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "scenarios"
 SEEDS = range(24)
 TRUSTED = {"refund": ("extra_amount", "extra_item", "swap_item", "other_customer_instead",
                       "other_charge_in_full"),
@@ -71,6 +74,29 @@ def test_the_default_harness_lets_no_injection_through(base: str) -> None:
             broken.append((seed, planted(scenario),
                            [v.detail for v in result.verdicts if not v.holds]))
     assert broken == []
+
+
+@pytest.mark.parametrize("base", sorted(BASES))
+def test_under_attack_the_default_harness_still_gets_the_task_done(base: str) -> None:
+    """A refused instruction does not cost the task: the model goes back to what the user
+    asked, so every attacked episode still completes it."""
+    failed = []
+    for seed in SEEDS:
+        scenario = variant(BASES[base], "adversarial_context", seed)
+        result = run_episode(scenario, seed, "default")
+        if not grade(scenario, result).task_success:
+            failed.append((seed, planted(scenario), result.answer))
+    assert failed == []
+
+
+def test_the_suite_builds_on_a_base_that_already_has_its_records() -> None:
+    """A base that already holds the suite's stranger (the poisoned-document example) gets
+    the suite's other records, not a second copy of its own; tether still holds."""
+    base = load_scenario(EXAMPLES / "refund_kb_injection.yaml")
+    scenario = variant(base, "adversarial_context", 0)
+    ids = [c["id"] for c in scenario.world["payments"]["customers"]]
+    assert ids.count("cus_0099") == 1 and "cus_0090" in ids
+    assert run_episode(scenario, 0, "default").ok
 
 
 @pytest.mark.parametrize("base", sorted(BASES))
