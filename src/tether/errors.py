@@ -32,10 +32,13 @@ Signals steer a run; they are not failures of tether itself:
 
 * :class:`AmbiguousOutcome` (an ``Exception``) is what a tool handler raises when it cannot tell
   whether its effect happened (a timeout after the request left, a dropped connection).
-  ``TimeoutError`` and ``ConnectionError`` raised by a handler are read the same way.
+  ``TimeoutError``, ``ConnectionError`` and the timeouts and lost connections of the common
+  client libraries (``stripe``, ``httpx``, ``requests``, ``aiohttp``, ``openai`` …) raised by a
+  handler are read the same way; see :mod:`tether.runtime.ambiguity`.
 * :class:`TransientError` (an ``Exception``) is what a tool handler raises when the call
-  certainly did *not* take effect and may succeed later (a 503 before processing, a 429);
-  the runtime retries it under the retry policy.
+  certainly did *not* take effect and may succeed later (a refused connection, a 429);
+  the runtime retries it under the retry policy. Client libraries' connect failures and 429s
+  are read the same way.
 * :class:`RunSuspended`, :class:`RunEscalated`, :class:`OwnershipLost` and :class:`Crash`
   derive from ``BaseException`` so that workflow code's ``except Exception`` cannot swallow
   them: the runtime must see them.
