@@ -134,6 +134,12 @@ def _checked(data: Any, depth: int) -> Any:
                 rejected.path.append(f"[{key!r}]")
                 raise
         return mapping
+    # A subclass of a JSON type that got through (pydantic usually converts them): journaled,
+    # and returned live, as the plain type a replay will return.
+    if isinstance(data, str):
+        return _checked(str.__str__(data), depth)
+    if isinstance(data, int | float):
+        return _checked(int(data) if isinstance(data, int) else float(data), depth)
     raise _Rejected(f"a {kind.__name__}", "return JSON-compatible data or a pydantic model")
 
 
