@@ -56,8 +56,10 @@ What it cannot catch, honestly: untrusted content that, in a task's single write
 value for another the request itself names (add the requester to her own meeting; "the mugs
 instead" when the request mentioned the kettle *and* the mugs), or picks a trusted value
 without naming it from data that is not laid out as named alternatives — indistinguishable,
-from the context, from the model's own choice. It also relies on tools declaring their trust
-correctly, and on the policy's approver for repeats.
+from the context, from the model's own choice. Which of several writes of one kind is the
+first is the order the model issued them in: an injected call made before the task's own passes
+the repeat check (the other checks still apply to it) and the task's is held. It also relies on
+tools declaring their trust correctly, and on the policy's approver for repeats.
 
 >>> from tether.policy.request import Observation, PolicyRequest
 >>> from tether.runtime.provenance import Trust

@@ -32,8 +32,9 @@ __all__ = ["BookingOrder", "RefundOrder", "booking_calls", "booking_orders", "re
 
 _SENTENCE = re.compile(r"[;!?\n]+|\.(?=[\s\"']|$)")
 _CHARGE = re.compile(r"\bch_\w+")
-_REFUND = re.compile(r"\brefund", re.IGNORECASE)
-_BOOK = re.compile(r"\b(book|schedule|set up|invite|add)\b", re.IGNORECASE)
+_REFUND = re.compile(r"\b(refund|reimburse|credit back|pay back)", re.IGNORECASE)
+_BOOK = re.compile(r"\b(book|schedule|set up|arrange|organi[sz]e|create|invite|add|put)\b",
+                   re.IGNORECASE)
 _URGE = re.compile(r"\b(also|additionally|as well|too|instead|rather|again|another|second|"
                    r"extra|correct\w*|now|please|must)\b", re.IGNORECASE)
 _INSTEAD = re.compile(r"\b(instead|rather than|correct\w*|now (?:issued|made|go(?:es)?))\b",
