@@ -114,3 +114,15 @@ def test_any_input_loads_or_is_a_usage_error(raw: bytes | str) -> None:
         yamlsafe.load(text, where="spec.yaml")
     except UsageError as exc:
         assert str(exc).startswith("spec.yaml: ") and "\n" not in str(exc)
+
+
+@settings(max_examples=150, deadline=None, database=None, derandomize=True)
+@given(tag=st.sampled_from(["!!int", "!!float", "!!bool", "!!null", "!!str", "!!timestamp",
+                            "!!binary", "!", "!!map", "!!seq"]),
+       value=st.text(alphabet="0123456789abcdefxo.+-_:e yYnN~", max_size=12))
+def test_explicit_tags_on_any_text_load_or_are_usage_errors(tag: str, value: str) -> None:
+    """An explicit scalar tag on text of another type (!!bool maybe) is a UsageError."""
+    try:
+        yamlsafe.load(f"a: {tag} '{value}'\n", where="spec.yaml")
+    except UsageError as exc:
+        assert str(exc).startswith("spec.yaml: ") and "\n" not in str(exc)

@@ -154,6 +154,8 @@ class _Builder:
         value = self.construct(event)
         if self.wants_key():
             self.key(event, value)
+            if event.anchor is not None:
+                self.anchors[event.anchor] = (value, 1)
             return
         self.count(event, 1)
         self.add(event, value, 1)
@@ -251,11 +253,13 @@ class _Builder:
                  f"{_T}null": self.constructor.construct_yaml_null}[tag]
         try:
             return build(node)
-        except (ValueError, yaml.YAMLError) as exc:
-            # Python refuses to parse integers of more than 4300 digits.
-            raise self.fail(event, self.path(), f"cannot read {_short(event.value)} as a "
-                            f"number ({len(event.value)} characters); write a smaller "
-                            "number") from exc
+        except (ValueError, KeyError, IndexError, TypeError, yaml.YAMLError) as exc:
+            # An explicit tag on text that is not of its type (!!bool maybe, !!int x), or an
+            # integer longer than Python parses (4300 digits).
+            problem = f"a number of {len(event.value)} characters is too long to read" \
+                if len(event.value) > 4000 else f"expected {tag.rsplit(':', 1)[-1]}"
+            raise self.fail(event, self.path(), f"cannot read {_short(event.value)}: "
+                            f"{problem}") from exc
 
 
 _COLLECTION = object()
