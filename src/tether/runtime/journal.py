@@ -138,6 +138,9 @@ class RunJournal:
         self.listeners = tuple(listeners)
         self.lease = lease
         self.lease_ttl_s = lease_ttl_s
+        # When the lease is past half its TTL and the next durable call renews it.
+        self._renew_at = (float("inf") if lease is None
+                          else lease.expires_at - lease_ttl_s / 2)
         self.lost: LeaseLost | None = None
         self._lease_lock = threading.Lock()
         self.last_seq = 0
@@ -182,7 +185,7 @@ class RunJournal:
         Every durable call starts here, so a worker that lost the run stops at its next one:
         past half its TTL the lease is renewed first, which finds out whether another worker
         took the run over (say, while this process was stalled past its lease)."""
-        if self.lease is not None:
+        if self.clock.now() >= self._renew_at:  # cheap on the hot path: one comparison
             self.renew_lease(early=False)
         if self.lost is not None:
             raise OwnershipLost(self.lost)
@@ -227,19 +230,21 @@ class RunJournal:
             if lease is None or self.lost is not None:
                 return
             now = self.clock.now()
-            if not early and now < lease.expires_at - self.lease_ttl_s / 2:
+            if not early and now < self._renew_at:
                 return
             try:
                 self.lease = self.store.renew(lease, now=now, ttl_s=self.lease_ttl_s)
+                self._renew_at = self.lease.expires_at - self.lease_ttl_s / 2
             except LeaseLost as exc:
                 self.lost = exc
 
     def _fenced_append(self, event: Event, sync: bool) -> None:
         if self.lost is not None:
             raise OwnershipLost(self.lost)
-        self.renew_lease(early=False)  # piggy-backed: at most one renewal per half TTL
-        if self.lost is not None:
-            raise OwnershipLost(self.lost)
+        if event.at >= self._renew_at:  # piggy-backed: at most one renewal per half TTL
+            self.renew_lease(early=False)
+            if self.lost is not None:
+                raise OwnershipLost(self.lost)
         try:
             if self.lease is None:  # the contract before leases: third-party stores keep working
                 self.store.append(self.run_id, [event], expected_last_seq=self.last_seq,
