@@ -22,7 +22,7 @@ from pydantic import BaseModel
 from tether import MemoryStore, RunStatus, Runtime, ToolContext, ToolFailed, tool
 from tether.clock import VirtualClock
 from tether.errors import AmbiguousOutcome, TransientError, UsageError
-from tether.events import ToolRetry
+from tether.events import ToolAmbiguous, ToolRetry
 from tether.runtime.ambiguity import ErrorOutcome, outcome_of, retry_after_s
 from tether.runtime.failures import FailureType, classify
 
@@ -289,3 +289,49 @@ def test_builtin_names_and_dotted_names_are_accepted() -> None:
     made = tool(name="t", args=Args, result=str, transient_on=["TimeoutError"],
                 ambiguous_on=["stripe.APIConnectionError", KeyError])(lambda ctx, args: "x")
     assert made.outcome_of(TimeoutError()) is T
+
+
+def test_a_client_cancelling_its_own_request_is_an_ambiguous_write() -> None:
+    """CancelledError from a handler (the run not cancelled) may follow a send: re-issued."""
+    keys: list[tuple[str, int]] = []
+
+    @tool(effect="idempotent", key=lambda a: f"refund:{a.order_id}", retry_delay_s=0.0)
+    async def refund(ctx: ToolContext, args: Args) -> str:
+        """Refund."""
+        keys.append((ctx.idempotency_key, ctx.attempt))
+        if ctx.attempt == 1:
+            raise asyncio.CancelledError("the client's cancel scope fired after the send")
+        return "refunded"
+
+    result, events = _run(refund)
+    assert result.status is RunStatus.COMPLETED, result.reason
+    assert keys == [("refund:A-1", 1), ("refund:A-1", 2)]
+    assert any("CancelledError" in e.reason for e in events if isinstance(e, ToolAmbiguous))
+
+
+def test_cancelling_a_run_inside_a_tool_call_still_cancels_it() -> None:
+    """A real cancellation during a handler propagates; nothing is journaled as ambiguous."""
+    store = MemoryStore()
+    entered = asyncio.Event()
+
+    @tool(effect="idempotent", key=lambda a: f"refund:{a.order_id}")
+    async def refund(ctx: ToolContext, args: Args) -> str:
+        """Refund."""
+        entered.set()
+        await asyncio.Event().wait()
+        return "unreachable"
+
+    async def workflow(ctx: Any) -> Any:
+        return await ctx.call_tool(refund, {"order_id": "A-1"})
+
+    async def main() -> None:
+        runtime = Runtime(store, clock=VirtualClock(autojump=False), seed=1)
+        task = asyncio.create_task(runtime.start(workflow, run_id="cancelled"))
+        await entered.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
+    kinds = [e.kind for e in store.read("cancelled")]
+    assert "tool_ambiguous" not in kinds and "tool_error" not in kinds

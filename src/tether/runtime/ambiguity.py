@@ -17,8 +17,9 @@ never imported. The defaults (any subclass matches too)::
 
     library            transient: nothing was sent     ambiguous: sent, answer lost     by status
     -----------------  ------------------------------  -------------------------------  -----------
-    built-ins          ConnectionRefusedError,         TimeoutError, ConnectionError
-                       socket.gaierror
+    built-ins          ConnectionRefusedError,         TimeoutError, ConnectionError,
+                       socket.gaierror                 CancelledError while the task is
+                                                       not being cancelled
     httpx, httpx2,     ConnectTimeout, ConnectError,   ReadTimeout, WriteTimeout,       HTTPStatus-
     httpcore           PoolTimeout                     ReadError, WriteError,           Error
                                                        RemoteProtocolError,
@@ -64,6 +65,7 @@ A tool extends and overrides the defaults: ``classify_error(exc)`` (a callable r
 
 from __future__ import annotations
 
+import asyncio
 import builtins
 from collections.abc import Callable, Iterable, Mapping
 from enum import StrEnum
@@ -74,6 +76,7 @@ from tether.errors import AmbiguousOutcome, TransientError, UsageError
 __all__ = [
     "ErrorClassifier",
     "ErrorOutcome",
+    "cancel_requested",
     "check_declared",
     "outcome_of",
     "retry_after_s",
@@ -124,6 +127,9 @@ def _family(packages: Iterable[str], rules: Mapping[str, _Rule]) -> dict[str, _R
 
 
 _DEFAULTS: dict[str, _Rule] = {
+    # Only ever asked when the task is not being cancelled (see cancel_requested): then the
+    # awaited client cancelled its own work, perhaps after the request left.
+    "asyncio.CancelledError": _A,
     "builtins.ConnectionRefusedError": _T,
     "socket.gaierror": _T,
     "builtins.TimeoutError": _A,
@@ -201,6 +207,17 @@ def outcome_of(
     if _declared(exc, names, transient_on):
         return ErrorOutcome.TRANSIENT
     return _default(exc) or ErrorOutcome.PERMANENT
+
+
+def cancel_requested() -> bool:
+    """Whether the running task is being cancelled. A ``CancelledError`` then *is* the
+    cancellation and must propagate; otherwise the awaited code raised it of its own accord (a
+    client library's cancel scope, an aborted stream) and it is a failed call like any other."""
+    try:
+        task = asyncio.current_task()
+    except RuntimeError:  # no running loop: nobody can be cancelling us
+        return False
+    return task is not None and task.cancelling() > 0
 
 
 def check_declared(where: str, declared: Iterable[type[BaseException] | str]) -> None:

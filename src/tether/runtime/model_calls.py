@@ -13,6 +13,7 @@ from tether.errors import ModelUnavailable, error_record, rebuild_error
 from tether.events import ModelCalled, ModelFailed
 from tether.models.base import Model, ModelRequest, ModelResponse
 from tether.models.pricing import PriceTable
+from tether.runtime.ambiguity import cancel_requested
 from tether.runtime.codec import to_json
 from tether.runtime.failures import Failure, FailureType, classify
 from tether.runtime.timeouts import within
@@ -37,12 +38,6 @@ def classify_model_error(exc: BaseException) -> Failure:
     return failure
 
 
-def _run_cancelled() -> bool:
-    """Whether the task running the run is being cancelled (not just a CancelledError raised
-    by the code it awaited)."""
-    task = asyncio.current_task()
-    return task is not None and task.cancelling() > 0
-
 
 async def call_model(ctx: RunContext, model: Model, request: ModelRequest,
                      prices: PriceTable | None = None) -> ModelResponse:
@@ -64,7 +59,7 @@ async def call_model(ctx: RunContext, model: Model, request: ModelRequest,
         _record_failure(ctx, pos, model, digest, error, started)
         raise error from exc
     except asyncio.CancelledError as exc:
-        if _run_cancelled():
+        if cancel_requested():
             raise
         # The model (or its client library) cancelled its own work: a failed call, journaled
         # and left to the retry policy — it must not stop the run as if the run were cancelled.

@@ -52,6 +52,7 @@ the seconds past the deadline), else the run escalates.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 from typing import TYPE_CHECKING, Any
 
@@ -70,7 +71,7 @@ from tether.errors import (
     rebuild_error,
 )
 from tether.events import ToolAmbiguous, ToolError, ToolIntent, ToolResult, ToolRetry
-from tether.runtime.ambiguity import ErrorOutcome, retry_after_s, type_name
+from tether.runtime.ambiguity import ErrorOutcome, cancel_requested, retry_after_s, type_name
 from tether.runtime.codec import to_json
 from tether.runtime.failures import FailureType
 from tether.runtime.keys import first_send, key_margin_s
@@ -334,7 +335,9 @@ class _Call:
                                      self.ctx.call_timeout_s(self.tool.timeout_s))
         except AuthExpired as exc:
             self._fail("auth_expired", exc)
-        except Exception as exc:
+        except (Exception, asyncio.CancelledError) as exc:
+            if isinstance(exc, asyncio.CancelledError) and cancel_requested():
+                raise  # the run itself is being cancelled
             # Translated at the boundary (the tool's declarations first, then the defaults for
             # the common client libraries): past here "may have been applied" is only ever one
             # of AMBIGUOUS_ERRORS and "certainly not applied" only a TransientError.
