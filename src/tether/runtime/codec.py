@@ -117,22 +117,39 @@ def _checked(data: Any, depth: int) -> Any:
         if depth >= MAX_DEPTH:
             raise _Rejected(f"lists or dicts nested deeper than {MAX_DEPTH} levels",
                             "flatten it or journal it as a string")
+        # Leaves are checked inline: a call per item would double the cost.
         if kind is list:
-            items = []
-            for index, item in enumerate(data):
-                try:
-                    items.append(_checked(item, depth + 1))
-                except _Rejected as rejected:
-                    rejected.path.append(f"[{index}]")
-                    raise
-            return items
-        mapping = {}
-        for key, item in data.items():
+            items: list[Any] = []
             try:
-                mapping[_text(str(key))] = _checked(item, depth + 1)
+                for item in data:
+                    leaf = type(item)
+                    if leaf is str:
+                        items.append(item if item.isascii() else _text(item))
+                    elif leaf is float or leaf is bool or item is None or (
+                            leaf is int and item.bit_length() <= MAX_INT_BITS):
+                        items.append(item)
+                    else:
+                        items.append(_checked(item, depth + 1))
             except _Rejected as rejected:
-                rejected.path.append(f"[{key!r}]")
+                rejected.path.append(f"[{len(items)}]")  # the items before it were appended
                 raise
+            return items
+        mapping: dict[str, Any] = {}
+        key: Any = None
+        try:
+            for key, item in data.items():
+                name = key if type(key) is str and key.isascii() else _text(str(key))
+                leaf = type(item)
+                if leaf is str:
+                    mapping[name] = item if item.isascii() else _text(item)
+                elif leaf is float or leaf is bool or item is None or (
+                        leaf is int and item.bit_length() <= MAX_INT_BITS):
+                    mapping[name] = item
+                else:
+                    mapping[name] = _checked(item, depth + 1)
+        except _Rejected as rejected:
+            rejected.path.append(f"[{key!r}]")
+            raise
         return mapping
     # A subclass of a JSON type that got through (pydantic usually converts them): journaled,
     # and returned live, as the plain type a replay will return.
