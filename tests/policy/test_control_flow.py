@@ -290,3 +290,42 @@ def test_the_loop_passes_earlier_calls_so_an_obeyed_extra_write_is_held() -> Non
     verdicts = [e.data["verdict"] for e in runtime.store.read(first.run_id)
                 if isinstance(e, Journaled) and e.name == "policy"]
     assert verdicts == ["allow", "allow", "require_approval"]
+
+
+ATTEMPTS: list[int] = []
+
+
+@tool(effect="idempotent", key=lambda a: f"refund:{a.charge}:{a.amount}")
+def picky_refund(ctx: ToolContext, args: Refund) -> dict[str, Any]:
+    """Refuses amounts above 5000 (a permanent error), refunds the rest."""
+    ATTEMPTS.append(args.amount)
+    if args.amount > 5000:
+        raise ValueError(f"amount {args.amount} is above what is left on the charge")
+    return {"id": f"re_{len(ATTEMPTS)}", "amount": args.amount}
+
+
+def retrying(request: ModelRequest) -> ModelResponse:
+    """Reads the policy; tries a refund that fails; tries again with another amount."""
+    tools = [m for m in request.messages if m.role == "tool"]
+    if not tools:
+        return call("search_policy", {"charge": "ch_0001"}, call_id="c1")
+    if len(tools) == 1:
+        return call("picky_refund", {"charge": "ch_0001", "amount": 7001}, call_id="c2")
+    if len(tools) == 2:
+        return call("picky_refund", {"charge": "ch_0001", "amount": 4999}, call_id="c3")
+    return reply("done")
+
+
+def test_a_write_that_failed_does_not_make_the_next_one_a_repeat() -> None:
+    """A write that took no effect (its answer is an error) is not counted: the model's
+    corrected second try is not a repeat, and is allowed."""
+    ATTEMPTS.clear()
+    agent = Agent(name="refunds", model=ScriptedModel(retrying),
+                  tools=[search_policy, picky_refund],
+                  policy=Policy.of(control_flow(role="supervisor")))
+    runtime = Runtime(MemoryStore(), clock=VirtualClock(), seed=1)
+    done = asyncio.run(runtime.start(agent, "Refund the kettle on ch_0001, please."))
+    assert done.status.value == "completed" and ATTEMPTS == [7001, 4999]
+    verdicts = [e.data["verdict"] for e in runtime.store.read(done.run_id)
+                if isinstance(e, Journaled) and e.name == "policy"]
+    assert verdicts == ["allow", "allow", "allow"]
