@@ -335,3 +335,9 @@ def test_cancelling_a_run_inside_a_tool_call_still_cancels_it() -> None:
     asyncio.run(main())
     kinds = [e.kind for e in store.read("cancelled")]
     assert "tool_ambiguous" not in kinds and "tool_error" not in kinds
+
+
+def test_a_classifier_answering_nonsense_is_a_usage_error() -> None:
+    """classify_error must answer one of the outcomes or None; anything else says so."""
+    with pytest.raises(UsageError, match="classify_error returned 'maybe'"):
+        outcome_of(TimeoutError(), classify_error=lambda e: "maybe")

@@ -200,7 +200,13 @@ def outcome_of(
     if classify_error is not None:
         said = classify_error(exc)
         if said is not None:
-            return ErrorOutcome(said)
+            try:
+                return ErrorOutcome(said)
+            except ValueError:
+                raise UsageError(
+                    f"classify_error returned {said!r} for {type_name(exc)}; return "
+                    "'ambiguous', 'transient', 'permanent', or None for no opinion"
+                ) from exc
     names = _names(type(exc))
     if _declared(exc, names, ambiguous_on):
         return ErrorOutcome.AMBIGUOUS
