@@ -24,7 +24,7 @@ from tether import Agent, MemoryStore, RunStatus, Runtime, ToolContext, VirtualC
 from tether.errors import ModelUnavailable, UsageError
 from tether.events import Decision, ModelFailed, RunFinished, encode
 from tether.models.base import Message, ModelRequest, ModelResponse
-from tether.models.scripted import ScriptedModel, reply
+from tether.models.scripted import ScriptedModel, call, reply
 from tether.runtime.codec import MAX_DEPTH, MAX_INT_BITS, to_json
 from tether.store.base import Store
 
@@ -279,3 +279,35 @@ def test_cancelling_the_run_still_cancels_it() -> None:
     asyncio.run(main())
     kinds = [e.kind for e in store.read("cancelled")]
     assert "model_failed" not in kinds and "run_finished" not in kinds
+
+
+class Echo(BaseModel):
+    q: str
+
+
+def test_an_agent_whose_model_emits_a_lone_surrogate_completes_the_same_on_replay(
+        stores: tuple[Store, Store]) -> None:
+    """A model's text and tool arguments with lone surrogates: the run completes, and a
+    replay from the store's journal returns the same result."""
+
+    @tool
+    def echo(ctx: ToolContext, args: Echo) -> str:
+        """Echo."""
+        return f"echo:{args.q}"
+
+    def script(request: ModelRequest) -> ModelResponse:
+        if not any(m.role == "tool" for m in request.messages):
+            asked = call("echo", {"q": "x\udc80y"})
+            return ModelResponse(text="thinking \ud83d", tool_calls=asked.tool_calls)
+        return reply(f"done {request.messages[-1].content}")
+
+    def agent() -> Agent:
+        return Agent(name="surrogates", model=ScriptedModel(script), tools=[echo])
+
+    store, fresh = stores
+    live = asyncio.run(Runtime(store, clock=VirtualClock(start=0.0), seed=1).start(
+        agent(), "hi", run_id="surrogates"))
+    assert live.status is RunStatus.COMPLETED, live.reason
+    replay = replayed(store, fresh, "surrogates", agent())
+    assert replay.status is RunStatus.COMPLETED and replay.result == live.result
+    assert live.result["answer"] == "done echo:x\ufffdy"
