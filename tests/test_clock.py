@@ -67,3 +67,22 @@ def test_system_clock_satisfies_the_contract() -> None:
     assert clock.now() > 1.7e9
     asyncio.run(clock.sleep(0))
     assert system_seed() != system_seed()
+
+
+def test_autojump_waits_for_work_that_needs_many_loop_iterations() -> None:
+    """A call racing a timer is not cut short by a jump while it still has work to run."""
+    import asyncio
+
+    from tether.runtime.timeouts import within
+
+    async def busy() -> str:
+        for _ in range(200):  # far more loop iterations than the jumper's fixed yields
+            await asyncio.sleep(0)
+        return "done"
+
+    async def main() -> tuple[str, float]:
+        clock = VirtualClock(start=0.0)
+        value = await within(clock, busy(), 60.0)
+        return value, clock.now()
+
+    assert asyncio.run(main()) == ("done", 0.0)

@@ -103,15 +103,40 @@ class VirtualClock:
 
     async def _jump_when_idle(self) -> None:
         # Let every runnable task run first; when the loop has only timers left, jump to the
-        # earliest one. Yielding a bounded number of times keeps this deterministic.
+        # earliest one. A fixed number of yields is not enough: work that needs more loop
+        # iterations than that to reach its next timer (a call racing a deadline timer, a
+        # chain of tasks) would see the clock jump while it is still running, and a call
+        # that took no time would be measured as taking the whole timeout. So keep yielding
+        # while the loop has callbacks ready to run; the count of yields is a function of
+        # the tasks' own behaviour, so this stays deterministic.
+        loop = asyncio.get_running_loop()
         while self._timers:
             for _ in range(8):
                 await asyncio.sleep(0)
+            spins = 0
+            while _has_ready_callbacks(loop) and spins < _MAX_IDLE_SPINS:
+                await asyncio.sleep(0)
+                spins += 1
             while self._timers and self._timers[0][2].done():
                 heapq.heappop(self._timers)
             if not self._timers:
                 return
             self._set(self._timers[0][0])
+
+
+#: Yields the jumper gives busy work before jumping anyway (a task that never blocks must not
+#: stop virtual time for ever).
+_MAX_IDLE_SPINS = 100_000
+
+
+def _has_ready_callbacks(loop: asyncio.AbstractEventLoop) -> bool:
+    """Whether anything besides the caller is ready to run on ``loop``.
+
+    asyncio's own loops keep ready callbacks in ``_ready``; a loop without it (a third-party
+    implementation) is taken as idle after the fixed yields above.
+    """
+    ready = getattr(loop, "_ready", None)
+    return bool(ready)
 
 
 def system_seed() -> int:
