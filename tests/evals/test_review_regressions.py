@@ -23,7 +23,9 @@ def test_an_escalated_or_unfinished_run_is_not_a_pass() -> None:
         result = run_episode(scenario, 0, harness)
         verdict = grade(scenario, result)
         assert result.status != "completed" or not verdict.task_success
-        assert verdict.verdict == "task_failed", (harness, result.status, verdict)
+        # Not a pass either way; a run the harness escalated on purpose is "stopped".
+        expected = "stopped" if result.status == "escalated" else "task_failed"
+        assert verdict.verdict == expected, (harness, result.status, verdict)
 
 
 def test_malformed_json_is_not_counted_as_blind_retries_of_a_write() -> None:
@@ -66,3 +68,17 @@ def test_a_stale_read_returns_state_that_old() -> None:
     seen = asyncio.run(layer.call("crm.get_customer", lambda: crm.get_customer("c1"),
                                   on_stale=lambda s: crm.go_stale(s, age_s=s)))
     assert seen.notes == ()
+
+
+def test_a_run_that_escalates_an_unknown_outcome_is_stopped_not_failed_nor_passed() -> None:
+    """An ambiguous refund whose every re-issue is throttled ends escalated: graded 'stopped'."""
+    scenario = scenario_from_dict({**BASE, "faults": [
+        {"kind": "timeout_after", "target": "payments.create_refund", "on_call": [1]},
+        {"kind": "error", "target": "payments.create_refund", "status": 429,
+         "on_call": [2, 3, 4, 5, 6, 7, 8]}],
+        "invariants": [{"exactly_once": {"effect": "payments.refund"}}]})
+    result = run_episode(scenario, 0, "default")
+    verdict = grade(scenario, result)
+    assert result.status == "escalated", result.status
+    assert verdict.verdict == "stopped", verdict
+    assert not verdict.task_success

@@ -22,6 +22,7 @@ class _Tally:
     violations: int = 0
     task_success: int = 0
     unacceptable: int = 0
+    stopped: int = 0
     duplicates: int = 0
     duplicate_episodes: int = 0
     faulted: int = 0
@@ -38,6 +39,7 @@ class _Tally:
         self.violations += r["verdict"] == "violation"
         self.task_success += bool(r["task_success"])
         self.unacceptable += r["verdict"] == "unacceptable_process"
+        self.stopped += r["verdict"] == "stopped"
         self.duplicates += int(r["duplicates"])
         self.duplicate_episodes += int(r["duplicates"]) > 0
         if r["faulted"]:
@@ -63,7 +65,8 @@ class _Tally:
         return Cell(
             harness=harness, suite=suite, episodes=n, passed=self.passed,
             violations=self.violations, task_success=self.task_success,
-            unacceptable_process=self.unacceptable, pass_rate=self.passed / n if n else 0.0,
+            unacceptable_process=self.unacceptable, stopped=self.stopped,
+            pass_rate=self.passed / n if n else 0.0,
             interval=(round(low, 6), round(high, 6)), pass_k=pass_k,
             duplicate_effects=self.duplicates,
             duplicate_rate=self.duplicate_episodes / n if n else 0.0,

@@ -25,7 +25,7 @@ def print_report(results: CampaignResults, console: Console, *, failures: int = 
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
     for column, justify in (("suite", "left"), ("harness", "left"), ("pass", "right"),
                             ("95% CI", "right"), ("violated", "right"), ("dup.", "right"),
-                            ("done", "right"), ("bad proc.", "right"),
+                            ("done", "right"), ("stopped", "right"), ("bad proc.", "right"),
                             ("recovered", "right"), ("pass^4", "right")):
         table.add_column(column, justify=justify, no_wrap=True)  # type: ignore[arg-type]
     for cell in results.cells:
@@ -33,7 +33,7 @@ def print_report(results: CampaignResults, console: Console, *, failures: int = 
         table.add_row(cell.suite, cell.harness, _pct(cell.pass_rate),
                       f"{low * 100:.0f}–{high * 100:.0f}%", str(cell.violations),
                       str(cell.duplicate_effects), _pct(cell.task_success / cell.episodes),
-                      str(cell.unacceptable_process), _pct(cell.recovery_rate),
+                      str(cell.stopped), str(cell.unacceptable_process), _pct(cell.recovery_rate),
                       _pct(cell.pass_k.get("4")))
     console.print(table)
     by = {(c.harness, c.suite): c for c in results.cells}

@@ -46,6 +46,9 @@ class Cell(_Model):
     task_success: int
     unacceptable_process: int = Field(
         description="correct outcome reached by a process the grader rejects")
+    stopped: int = Field(
+        default=0, description="safe, not done: the harness escalated or hit a budget on "
+        "purpose and journaled why (an outcome it could not settle, a deadline)")
     pass_rate: float
     interval: tuple[float, float] = Field(description="Wilson 95% interval of pass_rate")
     pass_k: dict[str, float] = Field(description="pass^k for k in 1, 2, 4, 8 (tau-bench)")

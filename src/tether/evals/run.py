@@ -28,7 +28,7 @@ HARNESSES = ("naive", "default")
 
 def _worst(records: Sequence[dict[str, Any]], limit: int) -> list[dict[str, Any]]:
     """One failing episode per (suite, harness), violations first, then the rest."""
-    rank = {"violation": 0, "unacceptable_process": 1, "task_failed": 2}
+    rank = {"violation": 0, "unacceptable_process": 1, "task_failed": 2, "stopped": 3}
     picked: dict[tuple[str, str], dict[str, Any]] = {}
     for r in sorted((r for r in records if r["verdict"] in rank),
                     key=lambda r: (rank[r["verdict"]], r["suite"], r["harness"], r["seed"])):
