@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from tether.evals.campaign import plan, read_records, run_campaign
 from tether.evals.grading import grade
 from tether.evals.suites import BUILTIN_SCENARIOS
 from tether.sim.episode import run_episode
-from tether.sim.scenario import load_scenario, scenario_from_dict
+from tether.sim.scenario import Scenario, load_scenario, scenario_from_dict
 
 REFUND = next(p for p in BUILTIN_SCENARIOS if p.stem == "refund")
 BASE = load_scenario(REFUND).model_dump(exclude={"source", "invariants"})
@@ -70,13 +71,30 @@ def test_a_stale_read_returns_state_that_old() -> None:
     assert seen.notes == ()
 
 
-def test_a_run_that_escalates_an_unknown_outcome_is_stopped_not_failed_nor_passed() -> None:
-    """An ambiguous refund whose every re-issue is throttled ends escalated: graded 'stopped'."""
-    scenario = scenario_from_dict({**BASE, "faults": [
+def _throttled_after_commit(lookups_fail: bool) -> Scenario:
+    faults: list[dict[str, Any]] = [
         {"kind": "timeout_after", "target": "payments.create_refund", "on_call": [1]},
         {"kind": "error", "target": "payments.create_refund", "status": 429,
-         "on_call": [2, 3, 4, 5, 6, 7, 8]}],
-        "invariants": [{"exactly_once": {"effect": "payments.refund"}}]})
+         "on_call": [2, 3, 4, 5, 6, 7, 8]}]
+    if lookups_fail:
+        faults.append({"kind": "error", "target": "payments.create_refund.lookup",
+                       "status": 503, "probability": 1.0})
+    return scenario_from_dict({**BASE, "faults": faults,
+                               "invariants": [{"exactly_once": {"effect": "payments.refund"}}]})
+
+
+def test_an_unknown_outcome_settled_by_lookup_completes_the_task() -> None:
+    """A refund that timed out after commit, re-issues throttled: the lookup finds it."""
+    scenario = _throttled_after_commit(lookups_fail=False)
+    result = run_episode(scenario, 0, "default")
+    verdict = grade(scenario, result)
+    assert result.status == "completed", result.status
+    assert verdict.verdict == "pass", verdict
+
+
+def test_a_run_that_escalates_an_unknown_outcome_is_stopped_not_failed_nor_passed() -> None:
+    """The same, with every lookup failing too: escalated, graded 'stopped'."""
+    scenario = _throttled_after_commit(lookups_fail=True)
     result = run_episode(scenario, 0, "default")
     verdict = grade(scenario, result)
     assert result.status == "escalated", result.status

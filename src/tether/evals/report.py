@@ -24,9 +24,9 @@ def print_report(results: CampaignResults, console: Console, *, failures: int = 
                   f"{len(info.harnesses)} harnesses × {info.seeds} seeds")
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
     for column, justify in (("suite", "left"), ("harness", "left"), ("pass", "right"),
-                            ("95% CI", "right"), ("violated", "right"), ("dup.", "right"),
-                            ("done", "right"), ("stopped", "right"), ("bad proc.", "right"),
-                            ("recovered", "right"), ("pass^4", "right")):
+                            ("95% CI", "right"), ("viol.", "right"), ("dup.", "right"),
+                            ("done", "right"), ("stopped", "right"), ("bad", "right"),
+                            ("recov.", "right"), ("pass^4", "right")):
         table.add_column(column, justify=justify, no_wrap=True)  # type: ignore[arg-type]
     for cell in results.cells:
         low, high = cell.interval
@@ -36,6 +36,9 @@ def print_report(results: CampaignResults, console: Console, *, failures: int = 
                       str(cell.stopped), str(cell.unacceptable_process), _pct(cell.recovery_rate),
                       _pct(cell.pass_k.get("4")))
     console.print(table)
+    console.print("  viol.: invariant violated · dup.: duplicate effects · done: task done as asked"
+                  " · bad: done by a rejected process\n  stopped: escalated or stopped at a "
+                  "budget on purpose, with the reason · recov.: faulted episodes done safely")
     by = {(c.harness, c.suite): c for c in results.cells}
     for suite in info.suites:
         naive, default = by.get(("naive", suite)), by.get(("default", suite))

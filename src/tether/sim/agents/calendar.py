@@ -138,7 +138,8 @@ def build(scenario: Scenario, world: World, layer: FaultLayer, *, keyed: bool) -
              lambda a, k: plain(calendar.create_event(a.title, a.attendees, a.start, a.end,
                                                       idempotency_key=key(k))),
              result=EventResponse, effect="idempotent",
-             key=lambda a: f"event:{a.title}:{a.start}:{','.join(sorted(a.attendees))}"),
+             key=lambda a: f"event:{a.title}:{a.start}:{','.join(sorted(a.attendees))}",
+             reconcile=lambda k: _find_event(calendar, k)),
     ]
     return ReferenceAgent(
         model=calendar_script(world.seed, scenario.knobs.sloppy, scenario.knobs.gullible),
@@ -174,3 +175,13 @@ def task_checks(scenario: Scenario, calendar: Calendar) -> list[Invariant]:
                       settings={"effect": "calendar.create_event", "match": meeting}),
             Invariant(kind="every", settings={"effect": "calendar.create_event",
                                               "match": meeting})]
+
+
+def _find_event(calendar: Calendar, key: str) -> Any:
+    """The event a keyed ``create_event`` booked, found on an attendee's calendar by the key
+    it was booked under (``None``: it was not booked). Settles an ambiguous booking when a
+    re-issue cannot (the provider forgot the key, or re-issues are throttled)."""
+    first = key.rsplit(":", 1)[-1].split(",")[0]
+    # A failed lookup raises: "not found" must mean the booking certainly did not happen.
+    found = next((e for e in calendar.list_events(first) if e.idempotency_key == key), None)
+    return None if found is None else plain(found)

@@ -262,11 +262,12 @@ def build(scenario: Scenario, world: World, layer: FaultLayer, *, keyed: bool) -
              lambda a, k: plain(kb.search(a.query)[:1]), name="search_policy",
              trust="retrieved", text=True),
         bind(layer, "payments.create_refund", RefundArgs, "Refund part or all of a charge.",
-             lambda a, k: plain(payments.create_refund(a.charge, amount=a.amount,
-                                                       reason=a.reason,
-                                                       idempotency_key=key(k))),
+             lambda a, k: plain(payments.create_refund(
+                 a.charge, amount=a.amount, reason=a.reason,
+                 metadata={"tether_key": k} if key(k) else None, idempotency_key=key(k))),
              result=RefundResponse, effect="idempotent",
-             key=lambda a: f"refund:{a.charge}:{a.amount}"),
+             key=lambda a: f"refund:{a.charge}:{a.amount}",
+             reconcile=lambda k: _find_refund(payments, k)),
         bind(layer, "user.ask", Question, "Ask the customer a question and read the answer.",
              lambda a, k: user.answer(a.question), name="ask_user", result=str, trust="user"),
         bind(layer, "crm.add_note", NoteArgs, "Add a note to a customer's record.",
@@ -277,7 +278,9 @@ def build(scenario: Scenario, world: World, layer: FaultLayer, *, keyed: bool) -
         bind(layer, "email.send", EmailArgs, "Send an email to a customer.",
              lambda a, k: plain(email.send(a.to, a.subject, a.body, idempotency_key=key(k))),
              name="send_email", result=SentMessageResponse, effect="idempotent",
-             key=lambda a: f"email:{a.to}:{a.subject}"),
+             key=lambda a: f"email:{a.to}:{a.subject}",
+             reconcile=lambda k: next((plain(m) for m in email.outbox()
+                                       if m.idempotency_key == k), None)),
         bind(layer, "memory.remember", MemoryArgs, "Remember a fact about a customer.",
              lambda a, k: memory.remember(a.customer, a.fact, a.value, k if keyed else None),
              name="remember", result=MemoryWrite, effect="idempotent",
@@ -329,6 +332,17 @@ def task_checks(scenario: Scenario, payments: Payments) -> list[Invariant]:
                    {"every": {"effect": "email.send", "match": {"to": email}}}]
     return [Invariant.model_validate({"kind": kind, "settings": settings})
             for check in checks for kind, settings in check.items()]
+
+
+def _find_refund(payments: Payments, key: str) -> Any:
+    """The refund a keyed ``create_refund`` made, found by the key it carries in its metadata
+    (what a Stripe integration does: list the charge's refunds, match ``metadata``). Lets an
+    ambiguous refund be settled after the provider forgot the idempotency key, or while
+    re-issues are throttled, instead of escalating."""
+    charge = key.split(":")[1]
+    found = next((r for r in payments.list_refunds(charge)
+                  if r.metadata.get("tether_key") == key), None)
+    return None if found is None else plain(found)
 
 
 def _find_note(crm: CRM, key: str) -> Any:
