@@ -80,6 +80,50 @@ def structural(draw: st.DrawFn, data: Any) -> Any:
     return data
 
 
+def _same_kind(value: Any, strings: list[str]) -> st.SearchStrategy[Any]:
+    """Values of ``value``'s own kind, extremes included: what passes a type check and tests
+    the bounds (and, when it loads, whatever runs on it)."""
+    if isinstance(value, bool):
+        return st.booleans()
+    if isinstance(value, int):
+        return st.sampled_from([0, 1, -1, 2, 10**6, 10**15, -(10**15), 10**15 + 1]) | \
+            st.integers(-(2**40), 2**40)
+    if isinstance(value, float):
+        return st.sampled_from([0.0, -0.0, 1e-300, 1.0, 1e15, 1e16, -1.0]) | \
+            st.floats(allow_nan=False, allow_infinity=False)
+    if isinstance(value, str):
+        return st.sampled_from(strings) | st.text(max_size=30) | st.just("y" * 50_000)
+    if isinstance(value, list):
+        return st.sampled_from([[], value + value, value[:1]])
+    return st.just(value)
+
+
+@st.composite
+def typed(draw: st.DrawFn, data: Any) -> Any:
+    """``data`` with one to four values replaced by values of the same kind, at any depth."""
+    data = copy.deepcopy(data)
+    strings = sorted({str(v) for p in paths(data) if isinstance(v := _get(data, p), str)}
+                     | {"", "ch_0001", "cus_0001"})
+    for _ in range(draw(st.integers(1, 4))):
+        path = draw(st.sampled_from([p for p in paths(data) if p]))
+        parent = _parent(data, path)
+        parent[path[-1]] = copy.deepcopy(draw(_same_kind(parent[path[-1]], strings)))
+    return data
+
+
+def _get(data: Any, path: tuple[Any, ...]) -> Any:
+    for part in path:
+        data = data[part]
+    return data
+
+
+@st.composite
+def typed_file(draw: st.DrawFn, bases: list[bytes]) -> bytes:
+    """One of ``bases`` with values changed within their types (see :func:`typed`)."""
+    data = draw(typed(yaml.safe_load(draw(st.sampled_from(bases)))))
+    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=10**9).encode()
+
+
 @st.composite
 def textual(draw: st.DrawFn, text: bytes) -> bytes:
     """``text`` truncated, with a tab, a duplicated or dropped line, raw bytes, or emptied."""

@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from tests.yaml_mutations import SCENARIO_FILES, mutated_file
+from tests.yaml_mutations import SCENARIO_FILES, mutated_file, typed_file
 from tether.cli import app
 
 runner = CliRunner()
@@ -47,6 +47,19 @@ def scenario_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_mutated_scenarios_run_or_exit_2_with_file_and_path(scenario_path: Path, text: bytes,
                                                            seed: int) -> None:
     """Every mutation of a real scenario runs (exit 0/1) or exits 2 with a one-line message."""
+    scenario_path.write_bytes(text)
+    code, output = sim_run(scenario_path, seed)
+    assert_clear(code, output, scenario_path)
+
+
+@settings(max_examples=100, deadline=None, database=None, derandomize=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
+                                 HealthCheck.data_too_large])
+@given(text=typed_file(BASES), seed=st.integers(0, 50))
+def test_values_changed_within_their_types_run_or_exit_2(scenario_path: Path, text: bytes,
+                                                         seed: int) -> None:
+    """Extreme but well-typed values (huge counts, long strings, emptied lists) are refused at
+    load with their bound or run to a verdict: exit 0/1/2, never a traceback or a hang."""
     scenario_path.write_bytes(text)
     code, output = sim_run(scenario_path, seed)
     assert_clear(code, output, scenario_path)
