@@ -15,6 +15,7 @@ from tether.agent import (
 )
 from tether.clock import Clock, SystemClock, VirtualClock
 from tether.errors import (
+    AlreadyDecided,
     AmbiguousOutcome,
     AuthExpired,
     BudgetExceeded,
@@ -22,13 +23,16 @@ from tether.errors import (
     ContextOverflow,
     CorruptJournal,
     Crash,
+    LeaseLost,
     MalformedOutput,
     ModelError,
     ModelUnavailable,
     NonDeterminismError,
+    OwnershipLost,
     RateLimited,
     RecordedError,
     RunError,
+    RunOwned,
     SchemaTooNew,
     StoreError,
     TetherError,
@@ -64,7 +68,7 @@ from tether.runtime.provenance import Sourced, Trust
 from tether.runtime.retry import Action, RetryPolicy, Rule
 from tether.runtime.runtime import RunResult, Runtime, Workflow, workflow
 from tether.runtime.tools import Effect, Tool, ToolContext, tool
-from tether.store.base import Durability, RunInfo, Store
+from tether.store.base import Durability, Lease, RunInfo, Store
 from tether.store.memory import MemoryStore
 from tether.store.open import open_store
 from tether.store.sqlite import SQLiteStore
@@ -75,6 +79,7 @@ __all__ = [
     "Action",
     "Agent",
     "AgentOutput",
+    "AlreadyDecided",
     "AmbiguousOutcome",
     "AuthExpired",
     "BreakerState",
@@ -94,6 +99,8 @@ __all__ = [
     "Fact",
     "Failure",
     "FailureType",
+    "Lease",
+    "LeaseLost",
     "MalformedOutput",
     "Memory",
     "MemoryStore",
@@ -105,6 +112,7 @@ __all__ = [
     "ModelSettings",
     "ModelUnavailable",
     "NonDeterminismError",
+    "OwnershipLost",
     "Policy",
     "Price",
     "PriceTable",
@@ -117,6 +125,7 @@ __all__ = [
     "RunContext",
     "RunError",
     "RunInfo",
+    "RunOwned",
     "RunResult",
     "RunStatus",
     "Runtime",
