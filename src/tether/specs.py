@@ -7,6 +7,7 @@ expected and what was found, and nothing is half-loaded. Files are parsed by
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from types import UnionType
@@ -33,7 +34,9 @@ def explain(where: str, prefix: str, exc: ValidationError,
     """The first validation error as one line: file, key path, expectation, what was found.
     With the ``model`` that was validated, an unknown key's message lists the known ones."""
     first = exc.errors(include_url=False)[0]
-    loc = tuple(first["loc"])
+    # A union's member appears in the location under its class name (notes[0]._SeedNote.text);
+    # the private schema classes are no key a user wrote, so they are left out of the path.
+    loc = tuple(p for p in first["loc"] if not (isinstance(p, str) and _MEMBER.fullmatch(p)))
     full = key_path(prefix, loc)
     kind = first["type"]
     if kind == "missing":
@@ -50,6 +53,9 @@ def explain(where: str, prefix: str, exc: ValidationError,
     shown = "" if isinstance(found, dict | list | tuple) or found is None else \
         f" {short_repr(found)}"
     return UsageError(f"{where}: {full}: {message} (found {describe(found)}{shown})")
+
+
+_MEMBER = re.compile(r"_[A-Z]\w*")
 
 
 def _model_at(model: type[BaseModel], loc: tuple[int | str, ...]) -> type[BaseModel] | None:

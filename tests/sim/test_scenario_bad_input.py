@@ -74,6 +74,8 @@ BOMB = "[&a0 [x, x, x, x, x, x, x, x, x], " + ", ".join(
     ({"world": "{paymnts: {}}"}, "world.'paymnts': unknown service; expected one of calendar"),
     ({"world": "{kb: {documents: [{id: d, title: t, body: b, version: 0}]}}"},
      "world.kb.documents[0].version: input should be greater than or equal to 1"),
+    ({"world": "{crm: {customers: [{id: c, name: n, email: e, notes: [{txt: 1}]}]}}"},
+     "world.crm.customers[0].notes[0].text: field required (the key is missing)"),
     ({"name": "'[red]x[/red]'\nname: again"}, "line "),
 ])
 def test_bad_scenarios_exit_2_with_key_path(tmp_path: Path, changes: dict[str, str],
