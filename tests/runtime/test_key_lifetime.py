@@ -243,3 +243,31 @@ def test_the_simulated_stripe_refund_is_made_once_across_a_next_day_recovery() -
     (result,) = asyncio.run(Runtime(store, clock=world.clock, workflows=[flow]).recover())
     assert result.status is RunStatus.ESCALATED and "unknown" in result.reason
     assert [e.operation for e in world.ledger] == ["refund"]
+
+
+
+class _HungArgs(BaseModel):
+    n: int
+
+
+def test_a_lookup_that_hangs_is_cut_off_by_the_tools_timeout_and_escalates() -> None:
+    """A reconcile that never answers does not hang the run: it times out and escalates."""
+    calls = {"write": 0}
+
+    async def hang(ctx: ToolContext, key: str) -> None:
+        await asyncio.Event().wait()  # never set
+
+    async def handler(ctx: ToolContext, args: _HungArgs) -> dict[str, int]:
+        calls["write"] += 1
+        raise TimeoutError("sent, no answer")
+
+    write = tool(effect="reconcilable", reconcile=hang, timeout_s=5.0, attempts=2,
+                 args=_HungArgs, result=dict[str, int])(handler)
+
+    async def flow(ctx: RunContext) -> object:
+        return await ctx.call_tool(write, {"n": 1})
+
+    result = asyncio.run(Runtime(clock=VirtualClock(), seed=1).start(flow))
+    assert result.status is RunStatus.ESCALATED, result
+    assert calls["write"] == 1
+    assert "lookup" in result.reason

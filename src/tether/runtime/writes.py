@@ -299,7 +299,9 @@ class _Call:
             try:
                 found = tool.reconcile(self._tool_context(attempt), self.key)
                 if inspect.isawaitable(found):
-                    found = await found
+                    # Bounded by the tool's own timeout, not the run's deadline: a lookup is
+                    # what settles a write the deadline cut off, so it may run past it.
+                    found = await within(self.ctx.clock, found, tool.timeout_s)
             except Exception as exc:
                 if tool.outcome_of(exc) is ErrorOutcome.PERMANENT:
                     # The lookup failed, not the write: its outcome is still unknown, and
