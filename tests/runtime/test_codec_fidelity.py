@@ -9,8 +9,10 @@ the live call raised a clear error and the replay raises the same.
 from __future__ import annotations
 
 import asyncio
+import enum
 import itertools
 import math
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -51,13 +53,20 @@ def same(a: Any, b: Any) -> bool:
 
 
 def journalable(value: Any, depth: int = 0) -> bool:
-    """Whether the codec's bounds (nesting, integer size) admit ``value``."""
+    """Whether the codec's bounds (nesting, integer size, distinct keys) admit ``value``."""
+    if isinstance(value, dict) and len({as_text(k) for k in value}) != len(value):
+        return False
     if isinstance(value, list | tuple | dict):
         items = value.values() if isinstance(value, dict) else value
         return depth < MAX_DEPTH and all(journalable(item, depth + 1) for item in items)
     if isinstance(value, int) and not isinstance(value, bool):
         return value.bit_length() <= MAX_INT_BITS
     return True
+
+
+def as_text(text: str) -> str:
+    """Text as journaled: lone surrogates replaced, split pairs joined."""
+    return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
 
 
 def nested(depth: int) -> Any:
@@ -311,3 +320,51 @@ def test_an_agent_whose_model_emits_a_lone_surrogate_completes_the_same_on_repla
     replay = replayed(store, fresh, "surrogates", agent())
     assert replay.status is RunStatus.COMPLETED and replay.result == live.result
     assert live.result["answer"] == "done echo:x\ufffdy"
+
+
+@pytest.mark.parametrize(("value", "found"), [
+    ({1: "a", "1": "b"}, "both journaled as '1'"),
+    (dict([("\ud800", 1), ("\ufffd", 2)]), "both journaled as"),
+    ({"k": {True: 1}}, "a dict key True of type bool"),
+    ({None: 1}, "a dict key None"),
+    ({0.5: 1}, "a dict key 0.5 of type float"),
+    ({(1, 2): 3}, "a dict key (1, 2) of type tuple"),
+    ({"s": {3, 1}}, "a set at value['s']"),
+    ([frozenset({"x"})], "a frozenset at value[0]"),
+])
+def test_a_value_the_journal_would_change_is_rejected_with_its_path(
+        value: Any, found: str) -> None:
+    """Colliding keys, keys without an exact text form, and sets are rejected, never dropped,
+    renamed or reordered silently."""
+    with pytest.raises(UsageError, match=re.escape(found)):
+        to_json(value, what="step 'x'")
+
+
+def test_integer_and_enum_keys_are_journaled_as_their_text() -> None:
+    """Integer keys (and enums of text or integers) become their decimal text, as in JSON."""
+
+    class Tier(enum.Enum):
+        GOLD = "gold"
+
+    class Level(enum.IntEnum):
+        ONE = 1
+
+    assert to_json({1: "a", -2: "b", Tier.GOLD: "c"}, what="v") == {
+        "1": "a", "-2": "b", "gold": "c"}
+    assert to_json({2: "a", Tier.GOLD: "c", Level.ONE: "d"}, what="v") == {
+        "2": "a", "gold": "c", "1": "d"}
+    assert to_json({"t": (1, [2, (3,)])}, what="v") == {"t": [1, [2, [3]]]}
+
+
+@settings(max_examples=40, deadline=None)
+@given(keys=st.lists(st.one_of(st.integers(-5, 5), st.sampled_from(["0", "1", "-1", "x"])),
+                     max_size=6, unique=True))
+def test_keys_are_kept_one_for_one_or_rejected(keys: list[int | str]) -> None:
+    """Every key of a dict is journaled as its own entry, or the value is rejected."""
+    value = {k: i for i, k in enumerate(keys)}
+    texts = [str(k) for k in keys]
+    if len(set(texts)) < len(texts):
+        with pytest.raises(UsageError, match="both journaled as"):
+            to_json(value, what="v")
+    else:
+        assert to_json(value, what="v") == dict(zip(texts, range(len(keys)), strict=True))

@@ -8,9 +8,18 @@ journal from any store, gets an equal value. Per kind of value:
 =======================  ===========================================================================
 value                    journaled as
 =======================  ===========================================================================
-pydantic models,         their JSON form (dicts, lists, strings), as pydantic serializes them
-dataclasses, tuples,
-datetimes …
+lists, dicts, tuples     lists and dicts (a tuple is journaled as a list; subclasses such as
+                         ``OrderedDict`` as the plain container)
+dict keys                text as itself (made valid, as strings are below); an integer (or an
+                         enum whose value is text or an integer) as its decimal text, which is
+                         what JSON does and what a ``result_type`` of ``dict[int, …]`` reads
+                         back; any other key (``True``, ``None``, a float, a tuple …) is
+                         rejected, and so are two keys that would be journaled as the same text
+                         (``1`` and ``"1"``, or texts differing only in lone surrogates): the
+                         journal never silently drops or renames an entry
+pydantic models,         their JSON form (dicts, lists, strings), as pydantic serializes them,
+dataclasses, enums,      with their declared types' rules (a ``set`` field is a list there, read
+datetimes, bytes …       back into a set by ``result_type``; bytes must be UTF-8)
 ``-0.0``, huge floats    themselves (the event encoding keeps the sign and every bit)
 ``inf``, ``-inf``,       themselves: the event encoding writes the constants ``Infinity`` and
 ``nan``                  ``NaN``, which :func:`tether.events.decode` reads back (no string tag, so
@@ -21,7 +30,9 @@ strings                  themselves when they are valid Unicode; a lone surrogat
                          UTF-16 pair, which UTF-8 cannot hold) becomes U+FFFD, and a pair split
                          into two code points is joined — what a UTF-16 decoder does
 nesting                  up to :data:`MAX_DEPTH` levels of lists and dicts; deeper is rejected
-anything else            rejected (sets, bytes that are not UTF-8, cycles, arbitrary objects …)
+sets, frozensets         rejected: their order is hash order, which differs between processes,
+                         so the same run would journal different bytes; return a sorted list
+anything else            rejected (bytes that are not UTF-8, cycles, arbitrary objects …)
 =======================  ===========================================================================
 
 A rejection is a :class:`~tether.errors.UsageError` naming the call and the path inside the value
@@ -30,6 +41,7 @@ A rejection is a :class:`~tether.errors.UsageError` naming the call and the path
 
 from __future__ import annotations
 
+from enum import Enum
 from functools import lru_cache
 from typing import Any
 
@@ -53,19 +65,7 @@ def to_json(value: Any, *, what: str) -> Any:
 
     ``what`` names the value in the error raised when it cannot be journaled.
     """
-    try:
-        try:
-            data = to_jsonable_python(value)
-        except UnicodeEncodeError:
-            # pydantic turns dict keys into UTF-8, which a lone surrogate cannot be: make the
-            # keys of plain containers valid text first (their values are handled below).
-            data = to_jsonable_python(_valid_keys(value, 0))
-    except (PydanticSerializationError, ValueError, RecursionError) as exc:
-        raise UsageError(
-            f"{what} returned a {type(value).__name__}, which cannot be journaled as JSON "
-            f"({exc}); return JSON-compatible data or a pydantic model"
-        ) from exc
-    return _normal(data, what, "value", 0)
+    return _normal(value, what, "value", 0)
 
 
 def from_json(value: Any, result_type: Any = None) -> Any:
@@ -113,6 +113,9 @@ def _checked(data: Any, depth: int) -> Any:
                             f"the journal holds integers of at most {MAX_INT_BITS} bits; "
                             "return a larger one as a string")
         return data
+    if kind is not list and kind is not dict and isinstance(data, dict | list):
+        # OrderedDict, defaultdict, a list subclass: journaled as the plain container.
+        return _checked(dict(data) if isinstance(data, dict) else list(data), depth)
     if kind is list or kind is dict:
         if depth >= MAX_DEPTH:
             raise _Rejected(f"lists or dicts nested deeper than {MAX_DEPTH} levels",
@@ -138,7 +141,12 @@ def _checked(data: Any, depth: int) -> Any:
         key: Any = None
         try:
             for key, item in data.items():
-                name = key if type(key) is str and key.isascii() else _text(str(key))
+                name = key if type(key) is str and key.isascii() else _key(key)
+                if name in mapping:
+                    raise _Rejected(
+                        f"two dict keys that are both journaled as {name!r}",
+                        "keep keys distinct as text (1 and '1', or text that differs only "
+                        "in lone surrogates, are the same key in the journal)")
                 leaf = type(item)
                 if leaf is str:
                     mapping[name] = item if item.isascii() else _text(item)
@@ -151,26 +159,44 @@ def _checked(data: Any, depth: int) -> Any:
             rejected.path.append(f"[{key!r}]")
             raise
         return mapping
-    # A subclass of a JSON type that got through (pydantic usually converts them): journaled,
-    # and returned live, as the plain type a replay will return.
-    if isinstance(data, str):
-        return _checked(str.__str__(data), depth)
-    if isinstance(data, int | float):
-        return _checked(int(data) if isinstance(data, int) else float(data), depth)
-    raise _Rejected(f"a {kind.__name__}", "return JSON-compatible data or a pydantic model")
+    if kind is tuple:
+        return _checked(list(data), depth)
+    if isinstance(data, set | frozenset):
+        # Its order is the hash order, which differs between processes for text: journaled as
+        # a list it would make the same run's journals differ.
+        raise _Rejected(f"a {kind.__name__}", "return a sorted list")
+    if isinstance(data, bool | str | int | float) and not isinstance(data, Enum):
+        # A subclass of a JSON type: journaled, and returned live, as the plain type a replay
+        # will return.
+        plain = bool(data) if isinstance(data, bool) else (
+            str.__str__(data) if isinstance(data, str)
+            else int(data) if isinstance(data, int) else float(data))
+        return _checked(plain, depth)
+    return _checked(_pydantic(data), depth)
 
 
-def _valid_keys(value: Any, depth: int) -> Any:
-    """Plain dicts, lists and tuples rebuilt with valid text as keys (bounded: deeper values
-    are rejected later anyway)."""
-    if depth > MAX_DEPTH:
-        return value
-    if isinstance(value, dict):
-        return {_text(k) if isinstance(k, str) else k: _valid_keys(v, depth + 1)
-                for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_valid_keys(v, depth + 1) for v in value]
-    return value
+def _pydantic(data: Any) -> Any:
+    """A value that is not plain JSON in pydantic's JSON form (models, dataclasses, enums,
+    datetimes, UTF-8 bytes …), or rejected."""
+    try:
+        return to_jsonable_python(data)
+    except (PydanticSerializationError, ValueError, RecursionError) as exc:
+        raise _Rejected(f"a {type(data).__name__} with no JSON form ({exc})",
+                        "return JSON-compatible data or a pydantic model") from None
+
+
+def _key(key: Any) -> str:
+    """A dict key as journaled: text as itself (made valid), an integer or an enum of one as
+    its decimal text (what JSON does); anything else is rejected, since its text form would
+    not read back as the key it was."""
+    if isinstance(key, Enum):
+        key = key.value
+    if isinstance(key, str):
+        return _text(str.__str__(key))
+    if isinstance(key, int) and not isinstance(key, bool):
+        return str(int(key))
+    raise _Rejected(f"a dict key {key!r} of type {type(key).__name__}",
+                    "use text keys (integer keys are journaled as their decimal text)")
 
 
 def _text(text: str) -> str:
