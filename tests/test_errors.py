@@ -20,6 +20,14 @@ class NeedsTwo(Exception):
         super().__init__(f"{a}/{b}")
 
 
+class NeedsNew(Exception):
+    def __new__(cls, a: str, b: str) -> NeedsNew:
+        return super().__new__(cls, f"{a}/{b}")
+
+    def __init__(self, a: str, b: str) -> None:
+        super().__init__(f"{a}/{b}")
+
+
 def test_tether_errors_round_trip_with_their_data() -> None:
     """A journaled ToolFailed comes back with tool, failure class and error type."""
     original = ToolFailed("boom", tool="refund", failure="permanent_tool_error",
@@ -35,9 +43,12 @@ def test_builtin_and_user_errors_are_rebuilt_or_stood_in_for() -> None:
     """Builtins come back as themselves; unbuildable types become RecordedError with the facts."""
     rebuilt = rebuild_error(error_record(KeyError("order-1")))
     assert isinstance(rebuilt, KeyError) and rebuilt.args == ("order-1",)
-    odd = rebuild_error(error_record(NeedsTwo("x", "y")))
+    # A constructor that does not take its own args back: built bare, with the same args.
+    bare = rebuild_error(error_record(NeedsTwo("x", "y")))
+    assert isinstance(bare, NeedsTwo) and bare.args == ("x/y",)
+    odd = rebuild_error(error_record(NeedsNew("x", "y")))
     assert isinstance(odd, RecordedError)
-    assert odd.error_type.endswith("NeedsTwo") and "x/y" in str(odd)
+    assert odd.error_type.endswith("NeedsNew") and "x/y" in str(odd)
     ghost = rebuild_error({"type": "nowhere.Missing", "message": "gone"})
     assert isinstance(ghost, RecordedError) and ghost.error_type == "nowhere.Missing"
 

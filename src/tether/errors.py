@@ -43,14 +43,17 @@ Signals steer a run; they are not failures of tether itself:
   derive from ``BaseException`` so that workflow code's ``except Exception`` cannot swallow
   them: the runtime must see them.
 
-Every error that is journaled round-trips through :meth:`TetherError.to_record` and
-:func:`rebuild_error`, so a resumed run re-raises the same error it raised the first time.
+Every error that is journaled round-trips through :meth:`TetherError.to_record` (or
+:func:`error_record`) and :func:`rebuild_error`, so a resumed run re-raises the same error it
+raised the first time: the same type, ``args`` and attributes, or — when those cannot all be
+journaled — a :class:`RecordedError` naming the original type, which a step raises live too.
 """
 
 from __future__ import annotations
 
 import builtins
 import importlib
+from collections.abc import Callable
 from typing import Any
 
 __all__ = [
@@ -397,20 +400,44 @@ def _qualified(cls: type[BaseException]) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
-def error_record(exc: BaseException) -> dict[str, Any]:
-    """The JSON form of any exception, as journaled."""
+def error_record(exc: BaseException, *,
+                 encode: Callable[[Any], Any] | None = None) -> dict[str, Any]:
+    """The JSON form of any exception, as journaled.
+
+    tether's errors give their own :meth:`TetherError.to_record`. Any other exception is
+    recorded by type, message, ``args`` and the attributes in its ``__dict__``. With
+    ``encode`` (the journal's codec: JSON form of a value, or an exception when it has none)
+    the record is *faithful*: args and attributes are journaled in the codec's form, and when
+    one of them cannot be, the record says so (``data["lost"]``) and :func:`rebuild_error`
+    gives a :class:`RecordedError` rather than an exception that only looks like the original.
+    Without ``encode``, only the plain scalars among them are kept (``data["partial"]`` when
+    some were not).
+    """
     if isinstance(exc, TetherError):
         return exc.to_record()
-    args = [a for a in exc.args if isinstance(a, str | int | float | bool) or a is None]
-    message = str(exc)
-    return {"type": _qualified(type(exc)), "message": message, "data": {"args": args}}
+    record: dict[str, Any] = {"type": _qualified(type(exc)), "message": _message(exc)}
+    attrs = dict(getattr(exc, "__dict__", {}))
+    if encode is None:
+        args = [a for a in exc.args if _scalar(a)]
+        kept = {k: v for k, v in attrs.items() if isinstance(k, str) and _scalar(v)}
+        record["data"] = {"args": args, "attrs": kept}
+        if len(args) < len(exc.args) or len(kept) < len(attrs):
+            record["data"]["partial"] = True
+        return record
+    try:
+        record["data"] = {"args": encode(list(exc.args)), "attrs": encode(attrs)}
+    except Exception as lost:  # any refusal of the codec means the same
+        record["data"] = {"lost": _message(lost)}
+    return record
 
 
 def rebuild_error(record: dict[str, Any]) -> BaseException:
     """Rebuild the exception a record describes, or a :class:`RecordedError` standing in for it.
 
-    tether's own errors come back with their data; other exceptions are rebuilt when their type
-    is importable and accepts the recorded arguments.
+    tether's own errors come back with their data. Other exceptions come back as their own
+    type when it is importable, with the recorded ``args`` and attributes; a type that cannot
+    be made so (or a record that lost some of them) comes back as :class:`RecordedError`
+    carrying the original type's name and message.
     """
     type_name = str(record.get("type", ""))
     message = str(record.get("message", ""))
@@ -421,12 +448,47 @@ def rebuild_error(record: dict[str, Any]) -> BaseException:
             return cls(message, **data)
         except TypeError:
             return RecordedError(message, error_type=type_name)
-    if cls is not None and issubclass(cls, Exception):
-        try:
-            return cls(*data.get("args", [message]))
-        except Exception:  # a constructor with other needs: keep the facts, not the type
-            return RecordedError(message, error_type=type_name)
+    if cls is not None and issubclass(cls, Exception) and "lost" not in data:
+        rebuilt = _rebuilt(cls, list(data.get("args", [message])), data.get("attrs") or {},
+                           bare=not data.get("partial"))
+        if rebuilt is not None:
+            return rebuilt
     return RecordedError(message, error_type=type_name)
+
+
+def _rebuilt(cls: type[Exception], args: list[Any], attrs: dict[str, Any], *,
+             bare: bool) -> Exception | None:
+    """``cls`` with exactly ``args`` and ``attrs``: built through its constructor when that
+    accepts the args (C-level fields such as ``OSError.errno`` are set there), else — when
+    ``bare`` allows, the record holding all of them — without it."""
+    try:
+        exc = cls(*args)
+    except Exception:  # a constructor with other needs: build it bare
+        if not bare:
+            return None
+        try:
+            exc = cls.__new__(cls)
+        except Exception:
+            return None
+    try:
+        exc.args = tuple(args)
+        if attrs:
+            exc.__dict__.update(attrs)
+    except Exception:  # slots, read-only properties: not rebuilt faithfully
+        return None
+    return exc
+
+
+def _scalar(value: object) -> bool:
+    return value is None or isinstance(value, str | int | float | bool)
+
+
+def _message(exc: BaseException) -> str:
+    """``str(exc)``, or a stand-in naming the type when its ``__str__`` itself fails."""
+    try:
+        return str(exc)
+    except Exception:  # a broken __str__ must not hide the error itself
+        return f"<{_qualified(type(exc))} whose message cannot be printed>"
 
 
 def _resolve_exception_type(type_name: str) -> type[BaseException] | None:

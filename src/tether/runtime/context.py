@@ -8,6 +8,7 @@ position means the workflow code changed or is not deterministic: :class:`NonDet
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import random
 from collections.abc import Callable
@@ -32,6 +33,7 @@ from tether.events import (
     WaitExpired,
     WaitStarted,
 )
+from tether.runtime.ambiguity import cancel_requested
 from tether.runtime.breaker import Breakers
 from tether.runtime.codec import from_json, to_json
 from tether.runtime.journal import Probe, ProbePoint, RunJournal, call_identity
@@ -165,13 +167,15 @@ class RunContext:
             value = fn(*args)
             if inspect.isawaitable(value):
                 value = await value
-        except Exception as exc:
-            record = error_record(exc)
-            self.journal.record(StepFailed, pos=pos, call="step", name=name, error=record)
-            rebuilt = rebuild_error(record)
-            if type(rebuilt) is not type(exc):
-                # What a replay will raise, raised now: live and replay must take the same
-                # ``except`` branch (a type that cannot be rebuilt replays as RecordedError).
+        except (Exception, asyncio.CancelledError) as exc:
+            if isinstance(exc, asyncio.CancelledError) and cancel_requested():
+                raise  # the run itself is being cancelled: not an outcome of this step
+            # Otherwise the step's code raised it of its own accord (a library's cancel scope):
+            # an error of the step like any other, journaled, so it cannot escape the run.
+            rebuilt = self._step_failed(pos, name, exc)
+            if rebuilt is not exc:
+                # What a replay will raise, raised now: live and replay must see the same
+                # exception (type, args, attributes), so take the same ``except`` branches.
                 raise rebuilt from exc
             raise
         try:
@@ -185,6 +189,15 @@ class RunContext:
         self.journal.record(StepRecorded, pos=pos, call="step", name=name, result=data)
         self.probe(pos, name, "after_step")
         return from_json(data, result_type)
+
+    def _step_failed(self, pos: int, name: str, exc: BaseException) -> BaseException:
+        """Journal a step's error; return ``exc`` if a replay will raise its equal, else the
+        exception a replay will raise (rebuilt from the journal)."""
+        record = error_record(
+            exc, encode=lambda value: to_json(value, what=f"the error of step {name!r}"))
+        self.journal.record(StepFailed, pos=pos, call="step", name=name, error=record)
+        rebuilt = rebuild_error(record)
+        return exc if _same_error(exc, rebuilt) else rebuilt
 
     def _replay_step(self, event: Any, result_type: Any) -> Any:
         if isinstance(event, StepFailed):
@@ -326,6 +339,17 @@ class RunContext:
         validated = tool.validate_args(args)
         pos, recorded = self._claim("call_tool", tool.name)
         return await execute_tool(self, tool, validated, pos, recorded)
+
+
+def _same_error(live: BaseException, rebuilt: BaseException) -> bool:
+    """Whether ``rebuilt`` is the same exception as ``live``: type, args and attributes."""
+    if type(live) is not type(rebuilt):
+        return False
+    try:
+        return bool(live.args == rebuilt.args
+                    and getattr(live, "__dict__", {}) == getattr(rebuilt, "__dict__", {}))
+    except Exception:  # an __eq__ that refuses to compare: treat as different
+        return False
 
 
 def _seq_of_expiry(recorded: list[Any]) -> int:

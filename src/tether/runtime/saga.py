@@ -9,11 +9,12 @@ which is the contract a ``compensate`` function must meet.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 
 from tether.errors import NonDeterminismError, error_record
 from tether.events import ToolError, ToolIntent, ToolResult
-from tether.runtime.ambiguity import ErrorOutcome
+from tether.runtime.ambiguity import ErrorOutcome, cancel_requested
 from tether.runtime.codec import to_json
 from tether.runtime.context import CompletedWrite, RunContext
 from tether.runtime.tools import ToolContext
@@ -63,9 +64,12 @@ async def _undo(ctx: RunContext, write: CompletedWrite) -> str:
             value = tool.compensate(tool_ctx, write.args, write.result)
             if inspect.isawaitable(value):
                 value = await value
-        except Exception as exc:
+        except (Exception, asyncio.CancelledError) as exc:
+            if isinstance(exc, asyncio.CancelledError) and cancel_requested():
+                raise  # the run itself is being cancelled: not an outcome of this undo
             # Any client library's timeout or refused connection is re-sent under the undo's
-            # key, as for the write itself (tether.runtime.ambiguity).
+            # key, as for the write itself (tether.runtime.ambiguity); so is a CancelledError
+            # the undo raised of its own accord (a library's cancel scope, after the send).
             if tool.outcome_of(exc) is not ErrorOutcome.PERMANENT and attempt < tool.attempts:
                 continue
             return _record_failure(ctx, pos, tool.name, write.position, exc)
