@@ -34,12 +34,20 @@ never imported. The defaults (any subclass matches too)::
                                                        ServerTimeoutError,
                                                        ClientPayloadError,
                                                        ClientConnectionError
-    stripe             RateLimitError                  APIConnectionError; APIError     StripeError
-                                                       without a status
+    stripe             RateLimitError; and an          APIConnectionError; APIError     StripeError
+                       APIConnectionError from one     without a status
+                       of the transient errors above
     openai, anthropic  RateLimitError,                 APITimeoutError,                 APIStatus-
-                       OverloadedError                 APIConnectionError;              Error
-                                                       InternalServerError without
-                                                       a status
+                       OverloadedError; and an         APIConnectionError;              Error
+                       APIConnectionError from one     InternalServerError without
+                       of the transient errors above   a status
+    urllib, http       urllib.error.URLError           http.client.IncompleteRead,      urllib.
+    (stdlib)           wrapping one of the above       BadStatusLine (and so            error.
+                                                       RemoteDisconnected); other       HTTPError
+                                                       URLError wrapping an error
+    requests,                                          requests RetryError and          urllib3
+    urllib3 retries                                    urllib3 MaxRetryError (retries   Response-
+                                                       exhausted): by what they wrap    Error
     botocore (boto3)   ConnectTimeoutError,            ReadTimeoutError,                ClientError
                        EndpointConnectionError         ConnectionClosedError,
                                                        HTTPClientError, ConnectionError
@@ -50,10 +58,30 @@ any 5xx is ambiguous — including 503, because gateways answer 503 when the ups
 resets *after* the request was forwarded (a provider known to send 503 only before processing
 can say so with ``transient_on`` or ``classify_error``); other statuses are permanent.
 
+urllib3's ``ResponseError`` names the status its retries gave up on only in its message
+("too many 502 error responses"): that status decides (a 429 is transient); without one it is
+ambiguous.
+
+**Chains and groups.** Code often wraps the exception that tells: ``raise PaymentError(...)
+from httpx.ReadTimeout(...)``, an ``ExceptionGroup`` from ``asyncio.TaskGroup``, a library's
+own error raised while handling a timeout. Unless ``exc`` itself is a tether signal or is
+named by a tool's declaration, every exception it carries is read too — ``__cause__``,
+``__context__`` (even under ``from None``: hiding a timeout does not undo its request) and
+the members of an exception group, recursively, cycles and repeats read once, at most 64 in
+all (a longer chain is ambiguous, since what was not read may be a lost answer). The rule: if
+any of them may have been applied, the outcome is **ambiguous**; else if any is permanent (a
+4xx, or a tool's ``classify_error`` saying so), **permanent**; else if any is transient,
+**transient**; else permanent. Under an exception the table or a declaration recognises, only
+an exception it was raised *while handling* (an implicit ``__context__``) is read, not the
+one it was translated from (``raise ConnectTimeout(...) from socket.timeout``): the library
+has already said what that lower-level error meant.
+
 A tool extends and overrides the defaults: ``classify_error(exc)`` (a callable returning
 ``"ambiguous"``, ``"transient"``, ``"permanent"`` or ``None`` for no opinion) is asked first, then
 ``ambiguous_on`` and ``transient_on`` (types, or dotted names such as
-``"stripe.APIConnectionError"``; ambiguous wins when both match), then the defaults.
+``"stripe.APIConnectionError"``; ambiguous wins when both match), then the defaults. What a
+tool declares of the exception its handler raised wins over anything that exception carries:
+the tool's author knows best.
 
 >>> outcome_of(TimeoutError("read timed out")).value
 'ambiguous'
@@ -67,6 +95,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import re
 from collections.abc import Callable, Iterable, Mapping
 from enum import StrEnum
 from typing import TypeGuard
@@ -110,16 +139,30 @@ class _ByStatus:
 
 
 class _Wrapper:
-    """A table entry for an exception that wraps the real cause (requests, urllib3): the cause
-    decides when it is a connect-phase failure, else ``outcome``."""
+    """A table entry for an exception that wraps the real cause (requests, urllib3, urllib): the
+    cause decides when it is a connect-phase failure, else ``outcome``; ``bare`` is what to
+    assume when it wraps no exception (``None``: no opinion)."""
 
-    __slots__ = ("outcome",)
+    __slots__ = ("bare", "outcome")
 
-    def __init__(self, outcome: ErrorOutcome) -> None:
+    def __init__(self, outcome: ErrorOutcome, bare: ErrorOutcome | None = None) -> None:
         self.outcome = outcome
+        self.bare = bare
 
 
-_Rule = ErrorOutcome | _ByStatus | _Wrapper
+class _StatusInMessage:
+    """A table entry for urllib3's ``ResponseError`` ("too many 502 error responses"), which
+    names the status its retries gave up on only in its message; ``fallback`` when it names
+    none."""
+
+    __slots__ = ("fallback",)
+
+    def __init__(self, fallback: ErrorOutcome) -> None:
+        self.fallback = fallback
+
+
+_Rule = ErrorOutcome | _ByStatus | _Wrapper | _StatusInMessage
+_STATUS_IN_MESSAGE = re.compile(r"too many (\d{3}) error responses")
 
 
 def _family(packages: Iterable[str], rules: Mapping[str, _Rule]) -> dict[str, _Rule]:
@@ -140,13 +183,23 @@ _DEFAULTS: dict[str, _Rule] = {
         "RemoteProtocolError": _A, "TimeoutException": _A, "NetworkError": _A,
         "HTTPStatusError": _ByStatus(None),
     }),
+    # The standard library's own HTTP client: urlopen wraps an error of the connect or send
+    # phase in URLError (refused: nothing sent), answers with a status in HTTPError, and lets
+    # a broken response surface from http.client.
+    "urllib.error.HTTPError": _ByStatus(None),
+    "urllib.error.URLError": _Wrapper(_A, bare=None),
+    "http.client.IncompleteRead": _A,
+    "http.client.BadStatusLine": _A,
     **_family(("requests",), {
-        "ConnectTimeout": _T, "ConnectionError": _Wrapper(_A), "ReadTimeout": _A,
+        "ConnectTimeout": _T, "ConnectionError": _Wrapper(_A, bare=_A), "ReadTimeout": _A,
         "Timeout": _A, "ChunkedEncodingError": _A, "HTTPError": _ByStatus(None),
+        # Retries exhausted on a status (5xx: each may have been applied; 429: none was).
+        "RetryError": _Wrapper(_A, bare=_A),
     }),
     **_family(("urllib3",), {
-        "ConnectTimeoutError": _T, "NewConnectionError": _T, "MaxRetryError": _Wrapper(_A),
-        "ReadTimeoutError": _A, "ProtocolError": _A, "TimeoutError": _A,
+        "ConnectTimeoutError": _T, "NewConnectionError": _T,
+        "MaxRetryError": _Wrapper(_A, bare=_A), "ReadTimeoutError": _A, "ProtocolError": _A,
+        "TimeoutError": _A, "ResponseError": _StatusInMessage(_A),
     }),
     **_family(("aiohttp",), {
         "ClientConnectorError": _T, "ConnectionTimeoutError": _T,
@@ -155,8 +208,8 @@ _DEFAULTS: dict[str, _Rule] = {
         "ClientResponseError": _ByStatus(None),
     }),
     **_family(("stripe",), {
-        "APIConnectionError": _A, "RateLimitError": _T, "APIError": _ByStatus(_A),
-        "StripeError": _ByStatus(None),
+        "APIConnectionError": _Wrapper(_A, bare=_A), "RateLimitError": _T,
+        "APIError": _ByStatus(_A), "StripeError": _ByStatus(None),
     }),
     **_family(("botocore",), {
         "ConnectTimeoutError": _T, "EndpointConnectionError": _T,
@@ -164,7 +217,7 @@ _DEFAULTS: dict[str, _Rule] = {
         "ConnectionError": _A, "ClientError": _ByStatus(None),
     }),
     **_family(("openai", "anthropic"), {
-        "APITimeoutError": _A, "APIConnectionError": _A, "RateLimitError": _T,
+        "APITimeoutError": _A, "APIConnectionError": _Wrapper(_A, bare=_A), "RateLimitError": _T,
         "OverloadedError": _T, "InternalServerError": _ByStatus(_A),
         "APIStatusError": _ByStatus(None),
     }),
@@ -191,8 +244,37 @@ def outcome_of(
     """What ``exc``, raised by a call, says about its request.
 
     tether's own signals decide first, then ``classify_error``, then the declared
-    ``ambiguous_on`` / ``transient_on``, then the defaults of this module's table.
+    ``ambiguous_on`` / ``transient_on``; when none of them speaks of ``exc`` itself, ``exc``
+    and the exceptions it carries are read together (see "Chains and groups" in this module's
+    docstring), each by the same declarations and then the defaults of this module's table.
     """
+    own = _declared_outcome(exc, ambiguous_on, transient_on, classify_error)
+    if own is not None:
+        return own  # the tool's own word on the exception it got stands over what it wraps
+    # (Its own declarations were just asked: for it, only the table is left.)
+    return _chain(exc, lambda link: _default(link) if link is exc else _link(
+        link, ambiguous_on, transient_on, classify_error))
+
+
+def _link(
+    exc: BaseException,
+    ambiguous_on: Iterable[type[BaseException] | str],
+    transient_on: Iterable[type[BaseException] | str],
+    classify_error: ErrorClassifier | None,
+) -> ErrorOutcome | None:
+    """One exception's own outcome (signals, the tool's declarations, the table), or ``None``
+    when nothing recognises it."""
+    own = _declared_outcome(exc, ambiguous_on, transient_on, classify_error)
+    return own if own is not None else _default(exc)
+
+
+def _declared_outcome(
+    exc: BaseException,
+    ambiguous_on: Iterable[type[BaseException] | str],
+    transient_on: Iterable[type[BaseException] | str],
+    classify_error: ErrorClassifier | None,
+) -> ErrorOutcome | None:
+    """What tether's signals or the tool's declarations say of ``exc`` itself, if anything."""
     if isinstance(exc, AmbiguousOutcome):
         return ErrorOutcome.AMBIGUOUS
     if isinstance(exc, TransientError):
@@ -212,7 +294,56 @@ def outcome_of(
         return ErrorOutcome.AMBIGUOUS
     if _declared(exc, names, transient_on):
         return ErrorOutcome.TRANSIENT
-    return _default(exc) or ErrorOutcome.PERMANENT
+    return None
+
+
+#: How many exceptions of a chain (causes, contexts, group members) are read at most.
+_MAX_LINKS = 64
+
+
+def _chain(exc: BaseException,
+           read: Callable[[BaseException], ErrorOutcome | None]) -> ErrorOutcome:
+    """The outcome of ``exc`` read with what it wraps; see "Chains and groups" above."""
+    stack: list[BaseException] = [exc]
+    seen: set[int] = set()
+    permanent = transient = False
+    while stack and len(seen) < _MAX_LINKS:
+        link = stack.pop()
+        if id(link) in seen:
+            continue  # a cycle, or an exception reached twice
+        seen.add(id(link))
+        outcome = read(link)
+        if outcome is ErrorOutcome.AMBIGUOUS:
+            return outcome
+        permanent = permanent or outcome is ErrorOutcome.PERMANENT
+        transient = transient or outcome is ErrorOutcome.TRANSIENT
+        stack.extend(reversed(_beneath(link, recognised=outcome is not None)))
+    if stack:
+        # More than _MAX_LINKS exceptions: what was not read may be a lost answer.
+        return ErrorOutcome.AMBIGUOUS
+    if permanent:
+        return ErrorOutcome.PERMANENT
+    return ErrorOutcome.TRANSIENT if transient else ErrorOutcome.PERMANENT
+
+
+def _beneath(exc: BaseException, *, recognised: bool) -> list[BaseException]:
+    """The exceptions to read under ``exc``. A recognised exception already is its library's
+    reading of what it was translated from (``raise ConnectTimeout from socket.timeout``), so
+    only an exception it was raised *while handling* (an implicit ``__context__``: an earlier
+    attempt inside the same call) is read; under an unrecognised one, everything it carries."""
+    found: list[BaseException] = []
+    if not recognised:
+        if isinstance(exc, BaseExceptionGroup):
+            found.extend(exc.exceptions)
+        if exc.__cause__ is not None:
+            found.append(exc.__cause__)
+        # Read even when hidden with ``raise ... from None``: hiding a timeout from the
+        # traceback does not make its request less likely to have been applied.
+        if exc.__context__ is not None:
+            found.append(exc.__context__)
+    elif exc.__cause__ is None and not exc.__suppress_context__ and exc.__context__ is not None:
+        found.append(exc.__context__)
+    return found
 
 
 def cancel_requested() -> bool:
@@ -334,8 +465,15 @@ def _default(exc: BaseException, depth: int = 0) -> ErrorOutcome | None:
                     return rule.fallback
                 continue
             return _by_status(status)
+        if isinstance(rule, _StatusInMessage):
+            match = _STATUS_IN_MESSAGE.search(str(exc))
+            return _by_status(int(match.group(1))) if match else rule.fallback
         cause = _wrapped(exc)
-        if cause is not None and depth < 4 and _default(cause, depth + 1) is _T:
+        if cause is None:
+            if rule.bare is not None:
+                return rule.bare
+            continue
+        if depth < 4 and _default(cause, depth + 1) is _T:
             return _T
         return rule.outcome
     return None
