@@ -245,3 +245,37 @@ def test_a_write_whose_timeout_arrives_wrapped_is_reissued_not_failed(wrap: str)
     assert result.status is RunStatus.COMPLETED and result.result == "refunded", result.reason
     assert keys == [("refund:A-1", 1), ("refund:A-1", 2)]
     assert any(isinstance(e, ToolAmbiguous) for e in store.read(result.run_id))
+
+
+def _caught(call: Any) -> BaseException:
+    try:
+        call()
+    except Exception as exc:
+        return exc
+    raise AssertionError("no error")
+
+
+def test_what_the_caller_was_handling_is_not_part_of_the_call() -> None:
+    """A lookup called inside the caller's ``except TimeoutError`` fails on its own terms: the
+    caller's timeout is not read as the lookup's."""
+
+    def lookup() -> None:
+        raise PermissionError("403: lookup token expired")
+
+    try:
+        raise TimeoutError("the write's own timeout, being handled by the caller")
+    except TimeoutError:
+        failed = _caught(lookup)
+    assert failed.__context__ is not None and outcome_of(failed) is P
+
+
+def test_what_the_call_itself_was_handling_is_read() -> None:
+    """A handler that raises its own error while handling a read timeout is ambiguous."""
+
+    def handler() -> None:
+        try:
+            raise httpx.ReadTimeout("read timed out")
+        except httpx.ReadTimeout:
+            raise PaymentError("refund failed") from None
+
+    assert outcome_of(_caught(handler)) is A

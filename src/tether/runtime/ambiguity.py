@@ -98,6 +98,7 @@ import builtins
 import re
 from collections.abc import Callable, Iterable, Mapping
 from enum import StrEnum
+from types import FrameType, TracebackType
 from typing import TypeGuard
 
 from tether.errors import AmbiguousOutcome, TransientError, UsageError
@@ -306,19 +307,26 @@ def _chain(exc: BaseException,
     """The outcome of ``exc`` read with what it wraps; see "Chains and groups" above."""
     stack: list[BaseException] = [exc]
     seen: set[int] = set()
+    # The frames the failed call ran in: those ``exc`` passed through below the frame that
+    # caught it. An implicit context caught anywhere else was being handled by the *caller*
+    # when it made the call (a runtime looking a write up inside its ``except``): not part of
+    # this call.
+    inside = {id(frame) for frame in _frames(exc.__traceback__)[1:]}
     permanent = transient = False
     while stack and len(seen) < _MAX_LINKS:
         link = stack.pop()
         if id(link) in seen:
             continue  # a cycle, or an exception reached twice
         seen.add(id(link))
+        if link is not exc:
+            inside.update(id(frame) for frame in _frames(link.__traceback__))
         outcome = read(link)
         if outcome is ErrorOutcome.AMBIGUOUS:
             return outcome
         permanent = permanent or outcome is ErrorOutcome.PERMANENT
         transient = transient or outcome is ErrorOutcome.TRANSIENT
-        stack.extend(reversed(_beneath(link, recognised=outcome is not None)))
-    if stack:
+        stack.extend(reversed(_beneath(link, inside, recognised=outcome is not None)))
+    if any(id(link) not in seen for link in stack):
         # More than _MAX_LINKS exceptions: what was not read may be a lost answer.
         return ErrorOutcome.AMBIGUOUS
     if permanent:
@@ -326,7 +334,8 @@ def _chain(exc: BaseException,
     return ErrorOutcome.TRANSIENT if transient else ErrorOutcome.PERMANENT
 
 
-def _beneath(exc: BaseException, *, recognised: bool) -> list[BaseException]:
+def _beneath(exc: BaseException, inside: set[int], *,
+             recognised: bool) -> list[BaseException]:
     """The exceptions to read under ``exc``. A recognised exception already is its library's
     reading of what it was translated from (``raise ConnectTimeout from socket.timeout``), so
     only an exception it was raised *while handling* (an implicit ``__context__``: an earlier
@@ -337,13 +346,29 @@ def _beneath(exc: BaseException, *, recognised: bool) -> list[BaseException]:
             found.extend(exc.exceptions)
         if exc.__cause__ is not None:
             found.append(exc.__cause__)
-        # Read even when hidden with ``raise ... from None``: hiding a timeout from the
-        # traceback does not make its request less likely to have been applied.
-        if exc.__context__ is not None:
-            found.append(exc.__context__)
-    elif exc.__cause__ is None and not exc.__suppress_context__ and exc.__context__ is not None:
-        found.append(exc.__context__)
+    context = exc.__context__
+    if context is None or not _caught_inside(context, inside):
+        return found
+    if not recognised or (exc.__cause__ is None and not exc.__suppress_context__):
+        # Unrecognised: read even when hidden with ``raise ... from None`` (hiding a timeout
+        # from the traceback does not make its request less likely to have been applied).
+        found.append(context)
     return found
+
+
+def _caught_inside(context: BaseException, inside: set[int]) -> bool:
+    """Whether ``context`` was caught in a frame of the failed call (an exception built and
+    never raised, as in tests, carries no frames: it is read)."""
+    tb = context.__traceback__
+    return tb is None or not inside or id(tb.tb_frame) in inside
+
+
+def _frames(tb: TracebackType | None) -> list[FrameType]:
+    frames = []
+    while tb is not None:
+        frames.append(tb.tb_frame)
+        tb = tb.tb_next
+    return frames
 
 
 def cancel_requested() -> bool:
