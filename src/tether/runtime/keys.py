@@ -13,7 +13,7 @@ from typing import Any
 from tether.events import ToolAmbiguous, ToolError, ToolIntent, ToolResult, ToolRetry
 from tether.runtime.journal import RunJournal
 
-__all__ = ["first_send", "key_margin_s"]
+__all__ = ["first_send", "key_margin_s", "unsettled"]
 
 
 #: Failure classes of a ``tool_error`` that say the request was not applied.
@@ -42,6 +42,28 @@ def first_send(journal: RunJournal, key: str, skip: tuple[int, int]) -> tuple[fl
                                                              event.at < first[0]):
                 first = (event.at, pos)
     return first
+
+
+def unsettled(journal: RunJournal, key: str, skip: tuple[int, int]) -> bool:
+    """Whether a request under ``key`` (other than ``skip``, the (position, attempt) in hand)
+    may have taken effect and its outcome is still unknown: no ``tool_result`` was journaled
+    under the key after it, at any position. Unlike :func:`first_send`, a request whose
+    outcome a later result settled does not count: the provider answered for the key."""
+    sends: list[int] = []  # seq of each request that may have taken effect
+    results: list[int] = []  # seq of each result under the key
+    for pos in journal.positions():
+        events = journal.at(pos)
+        if not any(isinstance(e, ToolIntent) and e.key == key and e.compensates is None
+                   for e in events):
+            continue
+        for i, event in enumerate(events):
+            if isinstance(event, ToolResult):
+                results.append(event.seq)
+            elif (isinstance(event, ToolIntent) and event.key == key
+                  and event.compensates is None and (pos, event.attempt) != skip
+                  and _may_have_applied(event, events[i + 1:])):
+                sends.append(event.seq)
+    return any(not any(r > s for r in results) for s in sends)
 
 
 def _may_have_applied(intent: ToolIntent, after: list[Any]) -> bool:

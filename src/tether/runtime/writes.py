@@ -74,7 +74,7 @@ from tether.events import ToolAmbiguous, ToolError, ToolIntent, ToolResult, Tool
 from tether.runtime.ambiguity import ErrorOutcome, cancel_requested, retry_after_s, type_name
 from tether.runtime.codec import to_json
 from tether.runtime.failures import FailureType
-from tether.runtime.keys import first_send, key_margin_s
+from tether.runtime.keys import first_send, key_margin_s, unsettled
 from tether.runtime.provenance import Sourced, Trust
 from tether.runtime.retry import jitter_rng
 from tether.runtime.timeouts import within
@@ -182,7 +182,7 @@ class _Call:
         except ToolFailed as exc:
             # A re-issue refused outright (expired credentials, a rejection) says nothing of
             # the earlier request under the key: its outcome is still unknown.
-            if first_send(ctx.journal, self.key, skip=(self.pos, attempt)) is None:
+            if not unsettled(ctx.journal, self.key, skip=(self.pos, attempt)):
                 raise
             found = await self._settle_unknown(attempt, f"a re-issue was refused ({exc})")
             if found is _NOT_FOUND:
@@ -212,7 +212,8 @@ class _Call:
                     return found
                 first = None  # the lookup says no earlier request took effect
         if self.ctx.past_deadline():
-            if first is not None:
+            if first is not None and unsettled(self.ctx.journal, self.key,
+                                               skip=(self.pos, attempt)):
                 found = await self._settle_unknown(
                     attempt, "the run's duration budget ended before it could be re-issued")
                 if found is not _NOT_FOUND:
@@ -302,7 +303,11 @@ class _Call:
                     # Bounded by the tool's own timeout, not the run's deadline: a lookup is
                     # what settles a write the deadline cut off, so it may run past it.
                     found = await within(self.ctx.clock, found, tool.timeout_s)
-            except Exception as exc:
+            except (Exception, asyncio.CancelledError) as exc:
+                if isinstance(exc, asyncio.CancelledError) and cancel_requested():
+                    raise  # the run itself is being cancelled
+                # Otherwise a CancelledError is the lookup's own failure (a client cancelled
+                # its request): the lookup failed, and the write's outcome is still unknown.
                 if tool.outcome_of(exc) is ErrorOutcome.PERMANENT:
                     # The lookup failed, not the write: its outcome is still unknown, and
                     # recording the write as failed would invite a second one under a new key.
@@ -397,8 +402,8 @@ class _Call:
         """Journal a retry and wait its delay (``_SEND``: go on), or stop once attempts — or
         the run's retry budget, or its time — are spent: a call that certainly did not take
         effect fails; a write that may have taken effect earlier is settled as unknown."""
-        unsettled = self.tool.effect.writes and first_send(
-            self.ctx.journal, self.key, skip=(self.pos, attempt)) is not None
+        unknown = self.tool.effect.writes and unsettled(
+            self.ctx.journal, self.key, skip=(self.pos, attempt))
         spent = self.ctx.journal.retries_before(self.pos) + attempt - 1
         delay, stop, out_of_time = 0.0, None, False
         if attempt >= self.tool.attempts:
@@ -409,9 +414,9 @@ class _Call:
         else:
             hint = exc.retry_after_s if isinstance(exc, TransientError) else None
             delay = self._delay_s(attempt, FailureType.TRANSIENT_TOOL_ERROR, hint)
-            delay, stop, out_of_time = self._bounded(delay, hint, unsettled)
+            delay, stop, out_of_time = self._bounded(delay, hint, unknown)
         if stop is not None:
-            if unsettled:
+            if unknown:
                 found = await self._settle_unknown(attempt, stop)
                 if found is not _NOT_FOUND:
                     return found
