@@ -104,7 +104,8 @@ async def execute_tool(
     last = recorded[-1] if recorded else None
     if isinstance(last, ToolResult):
         return _finish(ctx, tool, args, pos, key, last.result)
-    if isinstance(last, ToolError):
+    if isinstance(last, ToolError) and not (
+            last.failure == "ambiguous_write" and tool.effect.writes):
         raise rebuild_error(last.error)
     call = _Call(ctx, tool, args, args_json, pos, key)
     retried = last.attempt + 1 if isinstance(last, ToolRetry) else 1
@@ -112,6 +113,9 @@ async def execute_tool(
         return await call.read(attempt=retried)
     if isinstance(last, ToolRetry):
         return await call.write(attempt=retried)
+    if isinstance(last, ToolError):  # a failed lookup of an unknown outcome: look again
+        attempt = max((e.attempt for e in recorded if isinstance(e, ToolIntent)), default=1)
+        return await call.resolve(attempt)
     if isinstance(last, ToolIntent | ToolAmbiguous):
         attempt = last.attempt
         if isinstance(last, ToolIntent):
@@ -181,13 +185,15 @@ class _Call:
             return await self.resolve(attempt, live=True)
         except ToolFailed as exc:
             # A re-issue refused outright (expired credentials, a rejection) says nothing of
-            # the earlier request under the key: its outcome is still unknown.
-            if not unsettled(ctx.journal, self.key, skip=(self.pos, attempt)):
-                raise
-            found = await self._settle_unknown(attempt, f"a re-issue was refused ({exc})")
-            if found is _NOT_FOUND:
-                raise
-            return found
+            # the earlier request under the key: its outcome is still unknown. The refusal is
+            # journaled only once that is settled, so a journal cut short anywhere replays to
+            # the same decision (a tool_error is always the last word).
+            if unsettled(ctx.journal, self.key, skip=(self.pos, attempt)):
+                found = await self._settle_unknown(attempt, f"a re-issue was refused ({exc})")
+                if found is not _NOT_FOUND:
+                    return found
+            self._journal_failure(exc)
+            raise
         ctx.probe(self.pos, tool.name, "after_call")
         result = self._record_result(data)
         ctx.probe(self.pos, tool.name, "after_result")
@@ -263,12 +269,16 @@ class _Call:
         if self.tool.reconcile is not None:
             found = await self._reconcile(attempt)
             return _NOT_FOUND if found is None else found
-        if self.ctx.journal.at(self.pos) and not isinstance(self.ctx.journal.at(self.pos)[-1],
-                                                             ToolAmbiguous):
+        self._journal_unknown(attempt, why)
+        raise RunEscalated(self._unknown_reason(why))
+
+    def _journal_unknown(self, attempt: int, why: str) -> None:
+        """Make ``tool_ambiguous`` the last word at the position (unless it already is)."""
+        events = self.ctx.journal.at(self.pos)
+        if events and not isinstance(events[-1], ToolAmbiguous):
             self.ctx.journal.record(ToolAmbiguous, pos=self.pos, tool=self.tool.name,
                                     key=self.key, attempt=attempt,
                                     reason=f"outcome still unknown: {why}")
-        raise RunEscalated(self._unknown_reason(why))
 
     def _unknown_reason(self, why: str) -> str:
         return (f"the outcome of tool {self.tool.name!r} (key {self.key}) at position "
@@ -310,10 +320,10 @@ class _Call:
                 # its request): the lookup failed, and the write's outcome is still unknown.
                 if tool.outcome_of(exc) is ErrorOutcome.PERMANENT:
                     # The lookup failed, not the write: its outcome is still unknown, and
-                    # recording the write as failed would invite a second one under a new key.
-                    self.ctx.journal.record(
-                        ToolError, pos=self.pos, tool=tool.name, failure="ambiguous_write",
-                        error=error_record(exc), latency_s=self._elapsed_s())
+                    # recording the write as failed would invite a second one under a new key
+                    # (and would replay as a failure): the last word is tool_ambiguous.
+                    self._journal_unknown(
+                        attempt, f"looking it up failed ({type(exc).__name__}: {exc})")
                     raise RunEscalated(
                         f"tool {tool.name!r} (key {self.key}): the write's outcome is unknown "
                         f"and looking it up failed ({type(exc).__name__}: {exc}); check it by "
@@ -341,7 +351,7 @@ class _Call:
                 value = await within(self.ctx.clock, value,
                                      self.ctx.call_timeout_s(self.tool.timeout_s))
         except AuthExpired as exc:
-            self._fail("auth_expired", exc)
+            self._fail("auth_expired", exc, journal=not self.tool.effect.writes)
         except (Exception, asyncio.CancelledError) as exc:
             if isinstance(exc, asyncio.CancelledError) and cancel_requested():
                 raise  # the run itself is being cancelled
@@ -350,7 +360,9 @@ class _Call:
             # of AMBIGUOUS_ERRORS and "certainly not applied" only a TransientError.
             outcome = self.tool.outcome_of(exc)
             if outcome is ErrorOutcome.PERMANENT:
-                self._fail("permanent_tool_error", exc)
+                # A write's refusal is journaled by write(), after any unknown outcome under
+                # its key is settled.
+                self._fail("permanent_tool_error", exc, journal=not self.tool.effect.writes)
             ambiguous = outcome is ErrorOutcome.AMBIGUOUS
             if isinstance(exc, AMBIGUOUS_ERRORS if ambiguous else TransientError):
                 raise  # already says what it means (and its type is journaled as it is)
@@ -384,16 +396,24 @@ class _Call:
         self.ctx.remember_write(self.pos, tool, self.args, typed, self.key)
         return typed
 
-    def _fail(self, failure: str, exc: BaseException, *, during: str = "") -> Any:
+    def _fail(self, failure: str, exc: BaseException, *, during: str = "",
+              journal: bool = True) -> Any:
+        """Raise the call's failure as :class:`ToolFailed`, journaled unless ``journal`` is
+        false (the caller journals it with :meth:`_journal_failure` once it stands)."""
         what = f"the reconciliation of tool {self.tool.name!r}" if during == "reconcile" else \
             f"tool {self.tool.name!r}"
         error = ToolFailed(
             f"{what} failed: {type(exc).__name__}: {exc}",
             tool=self.tool.name, failure=failure, error_type=error_record(exc)["type"],
         )
-        self.ctx.journal.record(ToolError, pos=self.pos, tool=self.tool.name, failure=failure,
-                                error=error.to_record(), latency_s=self._elapsed_s())
+        if journal:
+            self._journal_failure(error)
         raise error from exc
+
+    def _journal_failure(self, error: ToolFailed) -> None:
+        self.ctx.journal.record(ToolError, pos=self.pos, tool=self.tool.name,
+                                failure=error.failure, error=error.to_record(),
+                                latency_s=self._elapsed_s())
 
     def _elapsed_s(self) -> float:
         return max(0.0, self.ctx.clock.now() - self.started_at)
