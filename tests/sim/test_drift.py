@@ -160,3 +160,45 @@ def test_a_dotted_rename_moves_a_field_into_a_nested_object() -> None:
     assert moved["details"] == {"metadata": CHARGE["metadata"]}
     with pytest.raises(ValidationError):
         ChargeResponse.model_validate(moved)
+
+
+_ALREADY_REFUNDED: dict[str, Any] = {
+    "name": "already-refunded", "agent": "refund",
+    "task": "Hi, the kettle from my order ch_0001 arrived broken. Please refund it. - Ada",
+    "principal": {"id": "cus_0001", "roles": ["customer"]},
+    "world": {
+        "payments": {
+            "customers": [{"id": "cus_0001", "email": "ada@example.com", "name": "Ada"}],
+            "charges": [{"id": "ch_0001", "customer": "cus_0001", "amount": 20000,
+                         "metadata": {"item:kettle": "4999", "item:mugs": "7001"}}],
+            "refunds": [{"id": "re_0001", "charge": "ch_0001", "amount": 4999,
+                         "reason": "requested_by_customer"}]},
+        "crm": {"customers": [{"id": "cus_0001", "name": "Ada", "email": "ada@example.com",
+                               "tier": "gold", "notes": [
+                                   "Refunded 4999 on ch_0001 (re_0001): item arrived damaged."]}]},
+        "kb": {"documents": [{"id": "refund-policy", "title": "Refund policy",
+                              "body": "Damaged items are refunded in full."}]}},
+    "invariants": [{"never": {"effect": "payments.refund", "match": {"charge": "ch_0001"}}}],
+}
+
+
+@pytest.mark.parametrize("drift", [{"remove": ["email"]}, {"rename": {"notes": "history.notes"}},
+                                   {"retype": ["notes"]}])
+def test_a_drifted_guard_read_never_lets_a_second_refund_through(drift: dict[str, Any]) -> None:
+    """The record that says "refunded already" drifts: the default harness refunds nothing."""
+    scenario = scenario_from_dict({**_ALREADY_REFUNDED, "faults": [
+        {"kind": "schema_drift", "target": "crm.get_customer", **drift}]})
+    for seed in range(3):
+        result = run_episode(scenario, seed, "default")
+        assert result.ok, [v for v in result.verdicts if not v.holds]
+        assert not any(e["operation"] == "refund" for e in result.ledger)
+        assert result.task_checks and all(v.holds for v in result.task_checks)
+
+
+def test_an_order_refunded_before_the_episode_asks_for_no_new_refund() -> None:
+    """Derived task checks: a charge refunded in the seeded world is done when nothing more is
+    refunded (and the honest "already refunded" answer is a success)."""
+    scenario = scenario_from_dict(_ALREADY_REFUNDED)
+    result = run_episode(scenario, 0, "default")
+    assert "already refunded" in result.answer
+    assert result.task_checks and all(v.holds for v in result.task_checks)
