@@ -180,6 +180,9 @@ class ToolResult(_Event):
     latency_s: float = 0.0
     source: str | None = None
     trust: str | None = None
+    #: Set when a write applied but its response is unusable (it cannot be journaled, or it
+    #: breaks the declared result type): why. ``result`` then holds what could be kept.
+    unreadable: str | None = None
 
 
 class ToolError(_Event):

@@ -59,6 +59,8 @@ class _Outcome:
     error: BaseException | None = None
     source: str | None = None
     trust: str | None = None
+    #: The call is a write that took effect though ``error`` says its response is unusable.
+    applied: bool = False
 
 
 class _Loop:
@@ -303,6 +305,13 @@ class _Loop:
         try:
             result = await self.ctx.call_tool(tool, args)
         except ToolFailed as exc:
+            at_pos = self.ctx.journal.at(pos)
+            if at_pos and isinstance(at_pos[-1], ToolResult) and \
+                    at_pos[-1].unreadable is not None:
+                # The write took effect; only its response is unusable. Not a failure.
+                if live:
+                    self._breaker_record(tool, None)
+                return _Outcome(call, error=exc, applied=True)
             if live:
                 self._breaker_record(tool, classify(exc))
             return _Outcome(call, error=exc)
@@ -325,6 +334,12 @@ class _Loop:
         its final outcome, however often the harness made it (after a credential refresh it
         is made again, at a new position): progress is the model's, not the harness's."""
         call = outcome.call
+        if outcome.applied:
+            # Told as applied, never as an error: the model must not repeat the write, and the
+            # tool is not disabled for a response it could not read.
+            self.meter.tool_call(call.name, call.arguments, ok=True)
+            return (f"applied (tool_result_invalid): the call took effect, but its response "
+                    f"could not be used: {outcome.error}")
         while outcome.error is not None:
             failure = classify(outcome.error)
             text = self._judge(call, failure)

@@ -21,7 +21,11 @@ read that times out or loses its connection is retried the same way. A handler t
 other exception failed definitively: the error is journaled and raised to the workflow as
 :class:`ToolFailed`. A tool's ``timeout_s`` bounds each attempt on the run's clock; for a write,
 running out of time is an ambiguous outcome. A result that does not match the declared result
-type is :class:`ToolResultInvalid` (the provider's schema drifted), not a crash.
+type is :class:`ToolResultInvalid` (the provider's schema drifted), not a crash. A *write* that
+returned took effect whatever its response: if the response cannot be journaled or breaks the
+declared type, a ``tool_result`` flagged ``unreadable`` (holding what could be kept) settles the
+position — the key is answered, the write is never re-issued nor reported as failed — and the
+call raises :class:`ToolResultInvalid` saying it was applied.
 
 **Unknown stays unknown.** Once a request under a key may have taken effect (an ambiguous
 attempt, a crash after the intent, an earlier call under the same business key), its outcome
@@ -103,6 +107,9 @@ async def execute_tool(
     key = tool.idempotency_key(args, f"{ctx.run_id}:{pos}")
     last = recorded[-1] if recorded else None
     if isinstance(last, ToolResult):
+        if last.unreadable is not None:
+            ctx.remember_write(pos, tool, args, last.result, key)
+            raise _unreadable(tool, last.unreadable)
         return _finish(ctx, tool, args, pos, key, last.result)
     if isinstance(last, ToolError) and not (
             last.failure == "ambiguous_write" and tool.effect.writes):
@@ -132,6 +139,14 @@ def _finish(ctx: RunContext, tool: Tool[Any, Any], args: Any, pos: int, key: str
     value = tool.validate_result(data)
     ctx.remember_write(pos, tool, args, value, key)
     return value
+
+
+def _unreadable(tool: Tool[Any, Any], why: str) -> ToolResultInvalid:
+    """The error a write raises when it applied but its response is unusable (``why``)."""
+    return ToolResultInvalid(
+        f"tool {tool.name!r} was applied, but {why}; the write took effect and must not be "
+        "repeated: check its outcome with the provider if it is needed",
+        tool=tool.name, failure="tool_result_invalid", error_type="ValidationError")
 
 
 class _Call:
@@ -377,10 +392,20 @@ class _Call:
         source, trust = None, tool.trust
         if isinstance(value, Sourced):
             value, source, trust = value.value, value.source, Trust(value.trust)
-        data = to_json(value, what=f"tool {tool.name!r}")
+        try:
+            data = to_json(value, what=f"tool {tool.name!r}")
+        except UsageError as exc:
+            if not tool.effect.writes:
+                raise
+            return self._applied_unreadable(
+                None, f"its response cannot be journaled ({exc})", reconciled, source, trust)
         try:
             typed = tool.validate_result(data)
         except ValidationError as exc:
+            if tool.effect.writes:
+                return self._applied_unreadable(
+                    data, f"its response does not match the declared result type ({exc})",
+                    reconciled, source, trust)
             error = ToolResultInvalid(
                 f"tool {tool.name!r} returned a result that does not match its declared "
                 f"result type: {exc}",
@@ -395,6 +420,17 @@ class _Call:
                                 source=source, trust=trust.value)
         self.ctx.remember_write(self.pos, tool, self.args, typed, self.key)
         return typed
+
+    def _applied_unreadable(self, data: Any, why: str, reconciled: bool, source: str | None,
+                            trust: Trust) -> Any:
+        """A write returned (it took effect) but its response is unusable: journal the result
+        as far as it can be kept, flagged ``unreadable`` — so the write is settled and never
+        reported as failed or re-issued — and raise :class:`ToolResultInvalid` saying so."""
+        self.ctx.journal.record(ToolResult, pos=self.pos, tool=self.tool.name, result=data,
+                                reconciled=reconciled, latency_s=self._elapsed_s(),
+                                source=source, trust=trust.value, unreadable=why)
+        self.ctx.remember_write(self.pos, self.tool, self.args, data, self.key)
+        raise _unreadable(self.tool, why)
 
     def _fail(self, failure: str, exc: BaseException, *, during: str = "",
               journal: bool = True) -> Any:
