@@ -217,6 +217,9 @@ class ToolRetry(_Event):
     attempt: int
     delay_s: float
     error: dict[str, Any]
+    #: A lookup (``reconcile``) of a write with an unknown outcome failed and is made again;
+    #: ``attempt`` is then the lookup's number, not the write's.
+    lookup: bool = False
 
 
 class ModelCalled(_Event):

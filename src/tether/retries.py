@@ -7,6 +7,8 @@ the model:
   another follows) or a re-issued write (a ``tool_intent`` with ``attempt`` > 1 after an
   ambiguous outcome). One retry per extra attempt, however many events journal it: a
   ``tool_retry`` followed by the re-issue's ``tool_intent`` is one retry, not two;
+* a lookup made again (a ``tool_retry`` with ``lookup``): the lookup of a write whose outcome
+  is unknown failed and is made once more;
 * a ``recover`` decision whose action asks again (:data:`RETRY_ACTIONS`: wait and call the model
   again, compress the context, remind the model of the format, refresh credentials and call
   again).
@@ -54,6 +56,8 @@ def retries_at(events: Iterable[Event]) -> int:
     for event in events:
         if isinstance(event, ToolIntent | ToolAmbiguous):
             attempts = max(attempts, event.attempt)
+        elif isinstance(event, ToolRetry) and event.lookup:
+            decided += 1
         elif isinstance(event, ToolRetry):
             attempts = max(attempts, event.attempt + 1)
         elif is_retry_decision(event):

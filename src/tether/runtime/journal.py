@@ -199,6 +199,12 @@ class RunJournal:
         return sum(retries_at(events) for pos, events in self._by_pos.items()
                    if pos < position)
 
+    def retries_elsewhere(self, position: int) -> int:
+        """Retries the run has spent at every position but ``position`` (those before it, and
+        any running beside it, as parallel tool calls do): the run's retry budget is a total."""
+        return sum(retries_at(events) for pos, events in self._by_pos.items()
+                   if pos != position)
+
     def positions(self) -> list[int]:
         return sorted(self._by_pos)
 

@@ -75,6 +75,7 @@ from tether.errors import (
     rebuild_error,
 )
 from tether.events import ToolAmbiguous, ToolError, ToolIntent, ToolResult, ToolRetry
+from tether.retries import retries_at
 from tether.runtime.ambiguity import ErrorOutcome, cancel_requested, retry_after_s, type_name
 from tether.runtime.codec import to_json
 from tether.runtime.failures import FailureType
@@ -115,14 +116,15 @@ async def execute_tool(
             last.failure == "ambiguous_write" and tool.effect.writes):
         raise rebuild_error(last.error)
     call = _Call(ctx, tool, args, args_json, pos, key)
+    if isinstance(last, ToolRetry) and last.lookup:  # the worker stopped between lookups
+        return await call.resolve(_last_attempt(recorded))
     retried = last.attempt + 1 if isinstance(last, ToolRetry) else 1
     if not tool.effect.writes:
         return await call.read(attempt=retried)
     if isinstance(last, ToolRetry):
         return await call.write(attempt=retried)
     if isinstance(last, ToolError):  # a failed lookup of an unknown outcome: look again
-        attempt = max((e.attempt for e in recorded if isinstance(e, ToolIntent)), default=1)
-        return await call.resolve(attempt)
+        return await call.resolve(_last_attempt(recorded))
     if isinstance(last, ToolIntent | ToolAmbiguous):
         attempt = last.attempt
         if isinstance(last, ToolIntent):
@@ -139,6 +141,10 @@ def _finish(ctx: RunContext, tool: Tool[Any, Any], args: Any, pos: int, key: str
     value = tool.validate_result(data)
     ctx.remember_write(pos, tool, args, value, key)
     return value
+
+
+def _last_attempt(recorded: list[Any]) -> int:
+    return max((e.attempt for e in recorded if isinstance(e, ToolIntent)), default=1)
 
 
 def _unreadable(tool: Tool[Any, Any], why: str) -> ToolResultInvalid:
@@ -264,6 +270,10 @@ class _Call:
                 f"it still has an unknown outcome after {attempt} attempt(s); escalating "
                 "rather than guessing"))
         stop = "the run's duration budget ended" if self.ctx.past_deadline() else None
+        spent = stop is None and self._budget_spent()
+        if spent:
+            # A re-issue is a retry: it draws from the run's budget like any other.
+            stop = f"the run's retry budget ({self.ctx.retry.retry_budget}) is spent"
         if stop is None and live:
             stop = await self._wait(attempt, FailureType.AMBIGUOUS_WRITE)
         if stop is not None:
@@ -273,6 +283,10 @@ class _Call:
                 found = await self._settle_unknown(attempt, f"{stop}; it is not re-issued")
                 if found is not _NOT_FOUND:
                     return found
+            if spent:
+                self._fail("transient_tool_error", AmbiguousOutcome(
+                    f"{stop}; a lookup found the write had not happened, and it was not "
+                    "re-issued"))
             self._out_of_time("had not happened when looked up; it was not re-issued")
         return await self.write(attempt + 1, looked_up=looked_up)
 
@@ -321,7 +335,10 @@ class _Call:
         tool = self.tool
         if tool.reconcile is None:
             raise UsageError(f"tool {tool.name!r} is reconcilable but has no reconcile function")
-        for lookup in range(1, tool.attempts + 1):
+        recorded = self.ctx.journal.at(self.pos)
+        intent = max((e.seq for e in recorded if isinstance(e, ToolIntent)), default=0)
+        done = sum(1 for e in recorded if isinstance(e, ToolRetry) and e.lookup and e.seq > intent)
+        for lookup in range(min(done + 1, tool.attempts), tool.attempts + 1):
             try:
                 found = tool.reconcile(self._tool_context(attempt), self.key)
                 if inspect.isawaitable(found):
@@ -344,14 +361,25 @@ class _Call:
                         f"and looking it up failed ({type(exc).__name__}: {exc}); check it by "
                         "hand"
                     ) from exc
-                # A lookup is a read: a timeout or a refused connection is retried.
-                if lookup == tool.attempts:
+                # A lookup is a read: a timeout or a refused connection is retried — a retry
+                # like any other, journaled and drawn from the run's budget.
+                spent = self._budget_spent()
+                if lookup >= tool.attempts or spent:
+                    why = (f"the run's retry budget ({self.ctx.retry.retry_budget}) is spent"
+                           if spent and lookup < tool.attempts else f"{lookup} lookup(s) failed")
+                    self._journal_unknown(attempt, f"{why} ({type(exc).__name__}: {exc})")
                     raise RunEscalated(
                         f"tool {tool.name!r} (key {self.key}): the write's outcome is unknown and "
-                        f"{lookup} lookup(s) failed ({type(exc).__name__}: {exc}); not "
-                        "re-issuing a write that cannot be deduplicated"
+                        f"{why} ({type(exc).__name__}: {exc}); not re-issuing a write that "
+                        "cannot be deduplicated"
                     ) from exc
-                await self._backoff(lookup, FailureType.AMBIGUOUS_WRITE)
+                delay = self._delay_s(lookup, FailureType.AMBIGUOUS_WRITE)
+                self.ctx.journal.record(ToolRetry, pos=self.pos, tool=tool.name,
+                                        failure=FailureType.AMBIGUOUS_WRITE.value,
+                                        attempt=lookup, delay_s=delay, error=error_record(exc),
+                                        lookup=True)
+                if delay > 0:
+                    await self.ctx.clock.sleep(delay)
                 continue
             if found is None:
                 return None
@@ -460,11 +488,10 @@ class _Call:
         effect fails; a write that may have taken effect earlier is settled as unknown."""
         unknown = self.tool.effect.writes and unsettled(
             self.ctx.journal, self.key, skip=(self.pos, attempt))
-        spent = self.ctx.journal.retries_before(self.pos) + attempt - 1
         delay, stop, out_of_time = 0.0, None, False
         if attempt >= self.tool.attempts:
             stop = f"{attempt} attempt(s) failed, the last with {type(exc).__name__}: {exc}"
-        elif spent >= self.ctx.retry.retry_budget:
+        elif self._budget_spent():
             stop = (f"the run's retry budget ({self.ctx.retry.retry_budget}) is spent; the "
                     f"last attempt failed with {type(exc).__name__}: {exc}")
         else:
@@ -485,6 +512,13 @@ class _Call:
         if delay > 0:
             await self.ctx.clock.sleep(delay)
         return _SEND
+
+    def _budget_spent(self) -> bool:
+        """Whether the run's retry budget allows no further retry: counted from the journal
+        by :mod:`tether.retries`, at every position (parallel calls draw from one total)."""
+        journal = self.ctx.journal
+        spent = journal.retries_elsewhere(self.pos) + retries_at(journal.at(self.pos))
+        return spent >= self.ctx.retry.retry_budget
 
     def _bounded(self, delay: float, hint: float | None,
                  unsettled: bool) -> tuple[float, str | None, bool]:
@@ -516,11 +550,6 @@ class _Call:
             return float(max(delay, retry_after_s or 0.0))
         rule = self.ctx.retry.rule(failure)
         return rule.delay_s(attempt, jitter_rng(self.ctx.seed, self.pos, attempt), retry_after_s)
-
-    async def _backoff(self, attempt: int, failure: FailureType) -> None:
-        delay = self._delay_s(attempt, failure)
-        if delay > 0:
-            await self.ctx.clock.sleep(delay)
 
     async def _wait(self, attempt: int, failure: FailureType) -> str | None:
         """Back off before re-issuing an ambiguous write, within the key's lifetime and the
