@@ -47,6 +47,7 @@ _REFRESHED = "[credentials refreshed]"
 async def run_agent(agent: Agent, ctx: RunContext, task: Task) -> AgentOutput:
     """Run ``agent`` on ``task`` inside the durable run ``ctx``."""
     ctx.retry = agent.retry
+    ctx.max_retries = agent.budgets.max_retries
     return await _Loop(agent, ctx, task).run()
 
 
@@ -198,6 +199,20 @@ class _Loop:
         action = rule.action if attempt < rule.max_attempts else rule.then
         reason = ""
         spent = ctx.journal.retries_before(ctx.position)
+        cap = agent.budgets.max_retries
+        if action.value in RETRY_ACTIONS and cap is not None and spent >= cap:
+            # A retry past the hard cap is not made: the budgets' course, with the reason.
+            failure_name = failure.type.value
+
+            def capped() -> dict[str, Any] | None:
+                failure = FailureType.BUDGET_EXCEEDED
+                return {"failure": failure.value, "domain": failure.domain.value,
+                        "limit": "max_retries",
+                        "reason": f"max_retries: used {spent:,} retries, limit {cap:,}; the "
+                                  f"failed model call ({failure_name}) is not retried",
+                        "action": agent.budgets.on_breach}
+
+            self._stop_if(ctx.maybe_decide("budget", capped))
         if action.value in RETRY_ACTIONS and spent >= agent.retry.retry_budget:
             action, reason = Action.FAIL, "the run's retry budget is spent"
         delay = 0.0

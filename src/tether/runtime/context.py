@@ -85,6 +85,9 @@ class RunContext:
         self.seed = seed
         #: How failures inside durable calls are retried; an agent sets its own.
         self.retry = retry if retry is not None else RetryPolicy()
+        #: A hard cap on the run's retries (an agent's ``Budgets.max_retries``): a retry past
+        #: it is not made, and the call fails the budget (``BudgetExceeded``).
+        self.max_retries: int | None = None
         #: The runtime's circuit breakers, shared by its runs.
         self.breakers = breakers if breakers is not None else Breakers(clock)
         self._rng = random.Random(seed)

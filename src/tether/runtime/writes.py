@@ -270,6 +270,8 @@ class _Call:
                 f"it still has an unknown outcome after {attempt} attempt(s); escalating "
                 "rather than guessing"))
         stop = "the run's duration budget ended" if self.ctx.past_deadline() else None
+        capped = self._capped() if stop is None else None
+        stop = stop or capped
         spent = stop is None and self._budget_spent()
         if spent:
             # A re-issue is a retry: it draws from the run's budget like any other.
@@ -283,6 +285,10 @@ class _Call:
                 found = await self._settle_unknown(attempt, f"{stop}; it is not re-issued")
                 if found is not _NOT_FOUND:
                     return found
+            if capped is not None:
+                self._over_budget("max_retries", f"{capped}; tool {tool.name!r} at position "
+                                  f"{self.pos} had not happened when looked up and was not "
+                                  "re-issued")
             if spent:
                 self._fail("transient_tool_error", AmbiguousOutcome(
                     f"{stop}; a lookup found the write had not happened, and it was not "
@@ -316,10 +322,14 @@ class _Call:
 
     def _out_of_time(self, what: str) -> None:
         """Fail the call for the run's duration budget (journaled, then raised)."""
-        error = BudgetExceeded(
+        self._over_budget(
+            "max_duration_s",
             f"max_duration_s: the run's duration budget ended at {self.ctx.deadline} on the "
-            f"run's clock; tool {self.tool.name!r} at position {self.pos} {what}",
-            limit="max_duration_s")
+            f"run's clock; tool {self.tool.name!r} at position {self.pos} {what}")
+
+    def _over_budget(self, limit: str, message: str) -> None:
+        """Fail the call for one of the run's budgets (journaled, then raised)."""
+        error = BudgetExceeded(message, limit=limit)
         self.ctx.journal.record(ToolError, pos=self.pos, tool=self.tool.name,
                                 failure=FailureType.BUDGET_EXCEEDED.value,
                                 error=error.to_record(), latency_s=self._elapsed_s())
@@ -363,10 +373,13 @@ class _Call:
                     ) from exc
                 # A lookup is a read: a timeout or a refused connection is retried — a retry
                 # like any other, journaled and drawn from the run's budget.
-                spent = self._budget_spent()
+                capped = self._capped()
+                spent = capped is not None or self._budget_spent()
                 if lookup >= tool.attempts or spent:
-                    why = (f"the run's retry budget ({self.ctx.retry.retry_budget}) is spent"
-                           if spent and lookup < tool.attempts else f"{lookup} lookup(s) failed")
+                    why = f"{lookup} lookup(s) failed"
+                    if spent and lookup < tool.attempts:
+                        why = capped or (f"the run's retry budget "
+                                         f"({self.ctx.retry.retry_budget}) is spent")
                     self._journal_unknown(attempt, f"{why} ({type(exc).__name__}: {exc})")
                     raise RunEscalated(
                         f"tool {tool.name!r} (key {self.key}): the write's outcome is unknown and "
@@ -489,8 +502,11 @@ class _Call:
         unknown = self.tool.effect.writes and unsettled(
             self.ctx.journal, self.key, skip=(self.pos, attempt))
         delay, stop, out_of_time = 0.0, None, False
+        capped = self._capped()
         if attempt >= self.tool.attempts:
             stop = f"{attempt} attempt(s) failed, the last with {type(exc).__name__}: {exc}"
+        elif capped is not None:
+            stop = capped
         elif self._budget_spent():
             stop = (f"the run's retry budget ({self.ctx.retry.retry_budget}) is spent; the "
                     f"last attempt failed with {type(exc).__name__}: {exc}")
@@ -505,6 +521,10 @@ class _Call:
                     return found
             if out_of_time:
                 self._out_of_time(f"failed ({type(exc).__name__}: {exc}) and {stop}")
+            if stop is capped:
+                self._over_budget("max_retries", f"{capped}; tool {self.tool.name!r} at "
+                                  f"position {self.pos} failed ({type(exc).__name__}: {exc}) "
+                                  "and was not retried")
             self._fail("transient_tool_error", exc)
         self.ctx.journal.record(ToolRetry, pos=self.pos, tool=self.tool.name,
                                 failure=FailureType.TRANSIENT_TOOL_ERROR.value, attempt=attempt,
@@ -513,12 +533,25 @@ class _Call:
             await self.ctx.clock.sleep(delay)
         return _SEND
 
-    def _budget_spent(self) -> bool:
-        """Whether the run's retry budget allows no further retry: counted from the journal
-        by :mod:`tether.retries`, at every position (parallel calls draw from one total)."""
+    def _retries_spent(self) -> int:
+        """The run's retries so far, counted from the journal by :mod:`tether.retries` at
+        every position (parallel calls draw from one total)."""
         journal = self.ctx.journal
-        spent = journal.retries_elsewhere(self.pos) + retries_at(journal.at(self.pos))
-        return spent >= self.ctx.retry.retry_budget
+        return journal.retries_elsewhere(self.pos) + retries_at(journal.at(self.pos))
+
+    def _budget_spent(self) -> bool:
+        """Whether the run's retry budget allows no further retry."""
+        return self._retries_spent() >= self.ctx.retry.retry_budget
+
+    def _capped(self) -> str | None:
+        """Why no retry may be made under the run's hard cap (``max_retries``), or ``None``."""
+        cap = self.ctx.max_retries
+        if cap is None:
+            return None
+        used = self._retries_spent()
+        if used < cap:
+            return None
+        return f"max_retries: used {used:,} retries, limit {cap:,}"
 
     def _bounded(self, delay: float, hint: float | None,
                  unsettled: bool) -> tuple[float, str | None, bool]:
