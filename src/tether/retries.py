@@ -14,7 +14,9 @@ the model:
   again).
 
 Everything is counted from the journal's events, so a replay, a trace read a year later and a
-grader in another process count exactly what the run did.
+grader in another process count exactly what the run did. The run's retry budget and
+``Budgets.max_retries`` are totals of this count over every position, checked when a retry
+would be made.
 
 >>> from tether.events import Decision, ToolIntent, ToolRetry
 >>> count_retries([

@@ -14,6 +14,12 @@ resolved by the tool's effect class:
 ========================  ====================================================================
 
 Re-issues are bounded by the tool's ``attempts``; a write still ambiguous after them escalates.
+Every retry — a transient failure's next attempt, a re-issue after an unknown outcome, a lookup
+made again (journaled as ``tool_retry`` with ``lookup``) — draws from the run's retry budget
+(``RetryPolicy.retry_budget``), counted from the journal by :mod:`tether.retries` at every
+position, so parallel calls share it; and none is made past the agent's hard cap
+(``Budgets.max_retries``: the call then fails the budget, ``BudgetExceeded``). A write whose
+outcome is unknown when a budget is spent is settled by lookup or escalated, never failed.
 A handler raising :class:`TransientError` says the call certainly did not take effect: it is
 retried (a write with a new intent under the same key), each retry journaled as ``tool_retry``
 with its delay, which comes from the run's retry policy (or the tool's ``retry_delay_s``). A
