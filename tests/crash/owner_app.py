@@ -43,7 +43,6 @@ from tether import (
     tool,
     workflow,
 )
-from tether.errors import Crash
 from tether.store.base import Store
 
 
@@ -106,9 +105,15 @@ def open_store(spec: str, schema: str) -> Store:
     return SQLiteStore(spec)
 
 
+class Dies(BaseException):
+    """The worker dying on the spot: unlike a simulated ``Crash`` (a death already noticed,
+    whose lease is released), nothing runs after it, so the run keeps its live lease until
+    it expires — what a SIGKILL leaves behind."""
+
+
 def crash_before_first_write(point: ProbePoint) -> None:
     if point.name == "create_label" and point.point == "before_intent":
-        raise Crash()
+        raise Dies()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -132,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         runtime = Runtime(store, clock=SystemClock(), workflows=[wf],
                           probe=crash_before_first_write, lease_ttl_s=args.lease_ttl)
         for n in range(args.prepare):
-            with contextlib.suppress(Crash):  # the run is left mid-way, as intended
+            with contextlib.suppress(Dies):  # the run is left mid-way, as intended
                 asyncio.run(runtime.start(wf, f"A-{n}", run_id=f"run-{n}"))
         sys.stdout.flush()
         os.kill(os.getpid(), signal.SIGKILL)

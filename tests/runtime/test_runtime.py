@@ -101,10 +101,11 @@ def test_two_workers_on_one_run_cannot_both_write() -> None:
     async def main() -> None:
         nonlocal gate
         gate = asyncio.Event()
-        a = Runtime(store, clock=VirtualClock(), seed=1)
+        a = Runtime(store, clock=VirtualClock(start=0.0), seed=1)
         task = asyncio.create_task(a.start(wf, run_id="r"))
         await asyncio.sleep(0)
-        b = Runtime(store, clock=VirtualClock(), workflows=[wf])
+        # Another worker, once a's lease (30 s) has run out on its clock: it may take over.
+        b = Runtime(store, clock=VirtualClock(start=100.0), workflows=[wf])
         gate.set()
         await b.resume("r")  # b completes the run first
         with pytest.raises(ConcurrencyConflict, match="lost its lease"):

@@ -9,7 +9,10 @@ A decision is a compare-and-set (see ``Runtime.resolve``): the first decision on
 and a later one — even racing from another process — raises
 :class:`~tether.errors.AlreadyDecided` naming it (who, approved or denied, when). An approval
 lacking the role the request requires is refused when it is made, and the request stays
-pending; a denial needs no role, since refusing a call is always the safe direction.
+pending; a denial needs no role, since refusing a call is always the safe direction. A decision
+after the request's deadline (``approval_timeout_s``) is refused too, whether or not a worker
+has journaled the expiry yet. Both checks live in ``Runtime.resolve``, the one path every
+decision takes, so no caller can go around them.
 
 >>> from tether import MemoryStore
 >>> Approvals(MemoryStore()).pending()
@@ -115,14 +118,6 @@ class Approvals:
             raise UsageError(f"run {run_id!r} waits for several approvals (steps {steps}); "
                              "say which with --step")
         target = waiting[0]
-        if approved and target.role and role != target.role:
-            # Refused now, so the request stays pending for someone who holds the role; the
-            # run would refuse this approval anyway, and then nobody could approve it again.
-            raise UsageError(
-                f"run {run_id!r}: {target.tool!r} at step {target.step} needs an approval in "
-                f"role {target.role!r}, but {by!r} approves as "
-                f"{repr(role) if role else 'no role'}; nothing was recorded and the request "
-                f"is still pending. Approve with role {target.role!r} (--role {target.role})")
         from tether.runtime.runtime import Runtime
 
         value = {"approved": approved, "role": role, "note": note,

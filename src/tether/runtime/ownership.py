@@ -11,6 +11,7 @@ simulation depend on real time.
 
 from __future__ import annotations
 
+import itertools
 import os
 import socket
 import threading
@@ -20,11 +21,20 @@ from tether.runtime.journal import RunJournal
 __all__ = ["Heartbeat", "default_owner"]
 
 
+# Numbers the runtimes of this process, so each default owner names one runtime. A counter,
+# not the clock or a random draw: owner names never enter a journal, but a simulation must not
+# depend on the wall clock or the global random generator even here.
+_runtime_numbers = itertools.count(1)
+
+
 def default_owner() -> str:
-    """This process's worker name: ``host:pid``. Runtimes in one process share it (a fresh
-    runtime may take over what an abandoned one of the same process held); give each its own
-    ``owner`` when several in one process recover the same store concurrently."""
-    return f"{socket.gethostname()}:{os.getpid()}"
+    """A new worker name for one runtime: ``host:pid:n``, ``n`` counting the runtimes of this
+    process. Two runtimes of one process are two workers: neither takes over a run whose live
+    lease the other holds. A worker restarted after a real crash (its lease still live) takes
+    its runs back at once only under the same name: give such workers a stable explicit
+    ``owner=``. (A simulated :class:`~tether.errors.Crash` releases the lease, so any runtime
+    may take over then.)"""
+    return f"{socket.gethostname()}:{os.getpid()}:{next(_runtime_numbers)}"
 
 
 class Heartbeat:

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Protocol, get_type_hints, overload, runti
 from tether.clock import Clock, SystemClock, system_seed
 from tether.errors import (
     ConcurrencyConflict,
+    Crash,
     LeaseLost,
     NonDeterminismError,
     OwnershipLost,
@@ -38,7 +39,7 @@ from tether.errors import (
     error_record,
     rebuild_error,
 )
-from tether.events import RunFinished, RunStarted, RunStatus, WaitResolved
+from tether.events import RunFinished, RunStarted, RunStatus, WaitResolved, WaitStarted
 from tether.runtime.breaker import Breakers
 from tether.runtime.codec import from_json, to_json
 from tether.runtime.context import RunContext
@@ -158,10 +159,12 @@ class Runtime:
         lease_ttl_s: float = 30.0,
         heartbeat_s: float | None = None,
     ) -> None:
-        """``owner`` names this worker in run leases (default ``host:pid``); ``lease_ttl_s`` is
-        how long a lease holds without renewal, on this runtime's clock; ``heartbeat_s`` how
-        often a thread renews it while a run executes (default: a third of the TTL with a
-        real-time clock, never with a virtual one — see :mod:`tether.runtime.ownership`)."""
+        """``owner`` names this worker in run leases (default ``host:pid:n``, one name per
+        runtime; pass the same name to a runtime that replaces a crashed one and must take its
+        runs back before their leases expire); ``lease_ttl_s`` is how long a lease holds
+        without renewal, on this runtime's clock; ``heartbeat_s`` how often a thread renews it
+        while a run executes (default: a third of the TTL with a real-time clock, never with a
+        virtual one — see :mod:`tether.runtime.ownership`)."""
         if not lease_ttl_s > 0:
             raise UsageError(f"lease_ttl_s must be positive, got {lease_ttl_s!r}")
         self.store: Store = store if store is not None else MemoryStore()
@@ -250,10 +253,20 @@ class Runtime:
 
         Takes the run's lease first: a run a live other worker holds raises
         :class:`~tether.errors.RunOwned` (naming it and when its lease expires). If this worker
-        loses the run while executing it, :class:`~tether.errors.LeaseLost` is raised."""
+        loses the run while executing it, :class:`~tether.errors.LeaseLost` is raised. A run
+        this runtime is executing right now raises :class:`~tether.errors.RunOwned` too: two
+        executions of one run by one worker would call its handlers twice."""
         info = self.store.get_run(run_id)
         if info is None:
             raise UsageError(f"no run {run_id!r} in the store")
+        if run_id in self._active:
+            # The store lets a worker re-acquire its own lease (a worker restarting after a
+            # crash takes its runs back at once), so only this runtime can tell that the
+            # holder is alive and executing the run now.
+            raise RunOwned(
+                f"run {run_id!r} is being executed by this runtime (worker {self.owner!r}) right "
+                "now; await the call that is executing it (start, resume or recover) instead "
+                "of resuming it again", run_id=run_id, owner=self.owner)
         if info.status.finished:
             finished = self._journal(run_id, self.store.read(run_id)).finished
             if finished is not None:
@@ -324,12 +337,17 @@ class Runtime:
         raises :class:`~tether.errors.AlreadyDecided` naming the first. Resolving a key the
         run does not wait on is a :class:`~tether.errors.UsageError` listing the keys it does
         wait on, unless ``early=True``: then a value may be delivered before the run reaches
-        its ``wait_for(key)``, which returns it at once. Returns the journaled resolution.
+        its ``wait_for(key)``, which returns it at once (never for an approval: there is no
+        request to decide yet). Every decision goes through here, so the checks hold for all
+        callers: a wait whose ``deadline`` has passed on this runtime's clock is refused
+        (whether or not a worker journaled its expiry yet), and so is an approval lacking the
+        ``role`` the wait's data requires (a denial needs none). Returns the journaled
+        resolution.
         """
         data = to_json(value, what="resolution")
         for _attempt in range(_RESOLVE_ATTEMPTS):
             journal = self._journal(run_id, self.store.read(run_id))
-            _check_resolvable(journal, key, early=early)
+            _check_resolvable(journal, key, data, by=by, now=self.clock.now(), early=early)
             try:
                 return journal.record_once(WaitResolved, sync=True, key=key, value=data,  # type: ignore[no-any-return]
                                            by=by, note=note)
@@ -373,8 +391,13 @@ class Runtime:
 
     async def _execute(self, named: Workflow, journal: RunJournal) -> RunResult:
         """Execute under the journal's lease: renewed while working, released when the run
-        finishes or waits or raises an error; kept when the process is crashing (a simulated
-        ``Crash``, cancellation) so no other worker takes the run before its lease expires."""
+        finishes or waits or raises an error; kept when the run is cancelled (the process is
+        going down), so no other worker takes the run before its lease expires.
+
+        A simulated :class:`~tether.errors.Crash` releases the lease (the journal gets nothing
+        more): it stands for a worker whose death has been noticed, so a replacement — in a
+        test or a simulation, another runtime in this process — takes the run over at once, as
+        it would once a dead worker's lease ran out. A real death (SIGKILL) releases nothing."""
         run_id = journal.run_id
         heartbeat = None
         if self.heartbeat_s is not None and journal.lease is not None:
@@ -385,7 +408,7 @@ class Runtime:
             result = await self._drive(named, journal)
         except OwnershipLost as lost:
             raise lost.error from None
-        except Exception:
+        except (Exception, Crash):
             self._release(journal)
             raise
         finally:
@@ -441,9 +464,14 @@ class Runtime:
         return _result_of(event, journal.run_id)
 
 
-def _check_resolvable(journal: RunJournal, key: str, *, early: bool) -> None:
+def _check_resolvable(journal: RunJournal, key: str, value: Any, *, by: str, now: float,
+                      early: bool) -> None:
     """Refuse a resolution the run cannot take: unknown or finished run, a key already
-    resolved (naming the first decision), a wait that expired, a key nobody waits on."""
+    resolved (naming the first decision), a wait that expired (journaled, or past its deadline
+    on the resolver's clock), a key nobody waits on, an approval resolved before it was asked
+    for, or an approval lacking the role its request requires."""
+    from tether.policy.approvals import APPROVAL_PREFIX
+
     run_id = journal.run_id
     if journal.started is None:
         raise UsageError(f"no run {run_id!r} in the store")
@@ -456,12 +484,56 @@ def _check_resolvable(journal: RunJournal, key: str, *, early: bool) -> None:
     if key in waits and waits[key] is not None:
         raise UsageError(f"run {run_id!r}: the wait for {key!r} expired at "
                          f"{instant(waits[key] or 0.0)}; it can no longer be resolved")
-    if key not in waits and not early:
-        open_keys = sorted(k for k, expired in waits.items() if expired is None)
+    if key not in waits:
+        if not early:
+            open_keys = sorted(k for k, expired in waits.items() if expired is None)
+            raise UsageError(
+                f"run {run_id!r} does not wait on {key!r}; it waits on "
+                f"{', '.join(repr(k) for k in open_keys) or 'nothing'}. To deliver a value "
+                "before the run reaches its wait, pass early=True")
+        if key.startswith(APPROVAL_PREFIX):
+            # An approval decides a request someone has seen (tool, arguments, the role it
+            # needs); before the run asks there is no request to decide, nor a role to check.
+            raise UsageError(
+                f"run {run_id!r}: {key!r} is an approval the run has not requested yet; an "
+                "approval cannot be given in advance (early=True). Decide it once the run "
+                "waits for it (pending_approvals lists the requests)")
+        return
+    started = _wait_started(journal, key)
+    if started is None:  # pragma: no cover - waits() lists only keys a WaitStarted named
+        return
+    # The wait's own deadline, on the resolver's clock: a decision after it is too late even
+    # if no worker has resumed the run to journal the expiry yet (replay would disagree
+    # otherwise about which came first, depending on who happened to look).
+    if started.deadline is not None and now >= started.deadline:
         raise UsageError(
-            f"run {run_id!r} does not wait on {key!r}; it waits on "
-            f"{', '.join(repr(k) for k in open_keys) or 'nothing'}. To deliver a value before "
-            "the run reaches its wait, pass early=True")
+            f"run {run_id!r}: the wait for {key!r} expired at {instant(started.deadline)} "
+            f"(it is now {instant(now)}); it can no longer be resolved. The run takes its "
+            "timeout course when it is next resumed")
+    required = started.data.get("role") if isinstance(started.data, dict) else None
+    decision = value if isinstance(value, dict) else {"approved": bool(value)}
+    if required and decision.get("approved") and decision.get("role") != required:
+        # Refused here, the one path every decision takes, so the request stays pending for
+        # someone who holds the role: a run refuses such an approval anyway, and once it is
+        # recorded nobody could approve the request again. A denial needs no role.
+        given = decision.get("role")
+        what = f"{started.data.get('tool')!r} at step {started.pos}" if started.data.get(
+            "tool") else repr(key)
+        raise UsageError(
+            f"run {run_id!r}: {what} needs an approval in role {required!r}, but "
+            f"{by or 'the caller'!r} approves as {repr(given) if given else 'no role'}; "
+            f"nothing was recorded and the request is still pending. Approve with role "
+            f"{required!r} (--role {required})")
+
+
+def _wait_started(journal: RunJournal, key: str) -> WaitStarted | None:
+    """The latest journaled start of the wait for ``key``."""
+    found = None
+    for pos in journal.positions():
+        for event in journal.at(pos):
+            if isinstance(event, WaitStarted) and event.key == key:
+                found = event
+    return found
 
 
 def _result_of(event: RunFinished, run_id: str) -> RunResult:
