@@ -4,6 +4,11 @@ Verdicts are journaled as ``decision`` events named ``policy`` (one per call) an
 ``tools_visible`` (when the set of tools hidden from the model changes). A call held for
 approval waits durably on the key ``approval:{position}`` with the request as the wait's data;
 ``tether approve``/``deny`` (or :mod:`tether.policy.approvals`) resolve it from any process.
+
+The wait lasts the policy's ``approval_timeout_s`` but never past the run's deadline
+(``Budgets.max_duration_s``): a run held for approval ends when its time does. An approval
+wait cut off by the deadline is a budget breach (journaled as a ``budget`` decision, then the
+budgets' ``on_breach``: the run stops, or escalates), not the policy's ``on_timeout``.
 """
 
 from __future__ import annotations
@@ -12,11 +17,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from tether.errors import RunEscalated, WaitTimedOut
+from tether.errors import BudgetExceeded, RunEscalated, WaitTimedOut
+from tether.events import WaitStarted
 from tether.models.base import Message
 from tether.policy.approvals import APPROVAL_PREFIX
 from tether.policy.policy import Policy
 from tether.policy.request import Decision, Observation, PolicyRequest, Principal, PriorCall
+from tether.runtime.failures import FailureType
+from tether.runtime.journal import instant
 from tether.runtime.provenance import Trust
 from tether.runtime.tools import Tool
 
@@ -57,8 +65,12 @@ def observations_of(messages: Sequence[Message]) -> tuple[Observation, ...]:
 class Governor:
     """Applies ``policy`` for one run."""
 
-    def __init__(self, policy: Policy, ctx: RunContext, task: Task, environment: str) -> None:
+    def __init__(self, policy: Policy, ctx: RunContext, task: Task, environment: str, *,
+                 on_breach: str = "stop") -> None:
+        """``on_breach`` is the budgets' course when the run's deadline ends an approval wait:
+        ``stop`` (:class:`BudgetExceeded`) or ``escalate``."""
         self.policy, self.ctx = policy, ctx
+        self.on_breach = on_breach
         self.principal = Principal(task.principal, tuple(task.roles))
         self.task_type = task.task_type
         self.environment = task.environment or environment
@@ -134,10 +146,14 @@ class Governor:
         request = {"tool": tool.name, "args": args, "reason": verdict["reason"],
                    "role": verdict["role"], "rule": verdict["rule"],
                    "sources": verdict["sources"], "principal": self.principal.id}
+        pos = self.ctx.position
         try:
-            answer = await self.ctx.wait_for(key, timeout_s=self.policy.approval_timeout_s,
-                                             data=request)
+            # Capped at the time the run has left, so a held run cannot outlive its budget.
+            answer = await self.ctx.wait_for(
+                key, timeout_s=self.ctx.call_timeout_s(self.policy.approval_timeout_s),
+                data=request)
         except WaitTimedOut as exc:
+            self._out_of_time(pos, tool, exc)
             if self.policy.on_timeout == "escalate":
                 raise RunEscalated(f"approval of {tool.name!r} was not given in time "
                                    f"({verdict['reason']})") from exc
@@ -156,3 +172,24 @@ class Governor:
             return Ruling(run=True)
         return Ruling(run=False, observation=f"denied by {who}{note}: {tool.name!r} was not "
                       "executed")
+
+    def _out_of_time(self, pos: int, tool: Tool[Any, Any], timed_out: WaitTimedOut) -> None:
+        """End the run per the budgets if the run's deadline, not the policy's timeout, ended
+        the approval wait at ``pos``. Told from the journaled wait deadline, so a replay (at
+        any later time) decides the same."""
+        run_deadline = self.ctx.deadline
+        started = next((e for e in self.ctx.journal.at(pos) if isinstance(e, WaitStarted)),
+                       None)
+        if run_deadline is None or started is None or started.deadline is None:
+            return
+        if started.deadline < run_deadline:
+            return  # the policy's own timeout came first: its on_timeout applies
+        failure = FailureType.BUDGET_EXCEEDED
+        reason = (f"max_duration_s: the run's time ended at {instant(run_deadline)} while it "
+                  f"waited for approval of {tool.name!r}; no decision came before it")
+        decision = self.ctx.decide("budget", {
+            "failure": failure.value, "domain": failure.domain.value,
+            "limit": "max_duration_s", "reason": reason, "action": self.on_breach})
+        if decision.get("action") == "escalate":
+            raise RunEscalated(str(decision["reason"])) from timed_out
+        raise BudgetExceeded(str(decision["reason"]), limit=str(decision["limit"])) from timed_out

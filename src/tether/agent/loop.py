@@ -68,7 +68,7 @@ class _Loop:
     def __init__(self, agent: Agent, ctx: RunContext, task: Task) -> None:
         self.agent, self.ctx, self.task = agent, ctx, task
         self.governor = None if agent.policy is None else Governor(
-            agent.policy, ctx, task, agent.environment)
+            agent.policy, ctx, task, agent.environment, on_breach=agent.budgets.on_breach)
         self.tools: dict[str, Tool[Any, Any]] = {t.name: t for t in agent.tools}
         self.messages: list[Message] = []
         self.disabled: dict[str, str] = {}
@@ -153,6 +153,24 @@ class _Loop:
 
         self._stop_if(self.ctx.maybe_decide("budget", live))
 
+    def _stop_at_retry_cap(self, what: str) -> None:
+        """Stop (or escalate, per ``on_breach``) before a retry past ``Budgets.max_retries``:
+        a retry past the hard cap is not made. ``what`` names what would be retried."""
+        cap = self.agent.budgets.max_retries
+        spent = self.ctx.journal.retries_before(self.ctx.position)
+        if cap is None or spent < cap:
+            return
+
+        def capped() -> dict[str, Any] | None:
+            failure = FailureType.BUDGET_EXCEEDED
+            return {"failure": failure.value, "domain": failure.domain.value,
+                    "limit": "max_retries",
+                    "reason": f"max_retries: used {spent:,} retries, limit {cap:,}; {what} is "
+                              "not retried",
+                    "action": self.agent.budgets.on_breach}
+
+        self._stop_if(self.ctx.maybe_decide("budget", capped))
+
     def _stop_if(self, decision: dict[str, Any] | None) -> None:
         if decision is None:
             return
@@ -199,20 +217,8 @@ class _Loop:
         action = rule.action if attempt < rule.max_attempts else rule.then
         reason = ""
         spent = ctx.journal.retries_before(ctx.position)
-        cap = agent.budgets.max_retries
-        if action.value in RETRY_ACTIONS and cap is not None and spent >= cap:
-            # A retry past the hard cap is not made: the budgets' course, with the reason.
-            failure_name = failure.type.value
-
-            def capped() -> dict[str, Any] | None:
-                failure = FailureType.BUDGET_EXCEEDED
-                return {"failure": failure.value, "domain": failure.domain.value,
-                        "limit": "max_retries",
-                        "reason": f"max_retries: used {spent:,} retries, limit {cap:,}; the "
-                                  f"failed model call ({failure_name}) is not retried",
-                        "action": agent.budgets.on_breach}
-
-            self._stop_if(ctx.maybe_decide("budget", capped))
+        if action.value in RETRY_ACTIONS:
+            self._stop_at_retry_cap(f"the failed model call ({failure.type.value})")
         if action.value in RETRY_ACTIONS and spent >= agent.retry.retry_budget:
             action, reason = Action.FAIL, "the run's retry budget is spent"
         delay = 0.0
@@ -243,24 +249,53 @@ class _Loop:
             raise error
 
     async def _compress(self, target_tokens: int, why: str) -> None:
+        from tether.runtime.timeouts import within
+
         window = self.agent.window
         before = len(self.messages)
+        self._check_deadline()
+        # Compressing may call a model (summarize_with_model): bounded by the run's time left.
+        timeout_s = self.ctx.call_timeout_s(None)
 
         async def shrink() -> list[dict[str, Any]]:
-            smaller = await window.compress(list(self.messages), target_tokens)
+            smaller = await within(self.ctx.clock,
+                                   window.compress(list(self.messages), target_tokens), timeout_s)
             return [m.model_dump(mode="json") for m in smaller]
 
-        data = await self.ctx.step("compress_context", shrink)
+        try:
+            data = await self.ctx.step("compress_context", shrink)
+        except TimeoutError:
+            self._check_deadline()  # the run's time ran out during it: the budgets' course
+            raise
         self.messages = [Message.model_validate(m) for m in data]
         if len(self.messages) >= before and not window.fits(self.messages):
             raise BudgetExceeded(f"the context cannot be compressed below {target_tokens} "
                                  f"tokens ({why})", limit="context_window")
 
     async def _refresh(self, dependency: str, error: BaseException) -> None:
+        import inspect
+
+        from tether.runtime.timeouts import within
+
         hook = self.agent.refresh_auth
         if hook is None:
             raise error
-        await self.ctx.step("refresh_auth", hook, dependency)
+        self._check_deadline()
+        # An async hook is bounded by the run's time left; a blocking one cannot be
+        # interrupted from asyncio (see tether.runtime.timeouts).
+        timeout_s = self.ctx.call_timeout_s(None)
+
+        async def refresh() -> Any:
+            value = hook(dependency)
+            if inspect.isawaitable(value):
+                value = await within(self.ctx.clock, value, timeout_s)
+            return value
+
+        try:
+            await self.ctx.step("refresh_auth", refresh)
+        except TimeoutError:
+            self._check_deadline()  # the run's time ran out during it: the budgets' course
+            raise
 
     # -- tools ----------------------------------------------------------------------------
 
@@ -383,6 +418,8 @@ class _Loop:
         action = rule.then if exhausted and call.name in self.tools else rule.action
         if action is Action.RETRY_TOOL:
             action = Action.OBSERVE
+        if action.value in RETRY_ACTIONS:
+            self._stop_at_retry_cap(f"tool {call.name!r} ({failure.type.value})")
         decision = self.ctx.decide("recover", {**failure.as_data(), "tool": call.name,
                                                "call_id": call.id, "action": action.value,
                                                "attempt": count})

@@ -96,6 +96,10 @@ class Tool(Generic[A, R]):
     compensate: Compensator | None = None
     attempts: int = 3
     retry_delay_s: float | None = None
+    #: A bound on each call, on the run's clock (and never past the run's deadline). It can
+    #: only interrupt an ``async`` handler: a blocking (synchronous) handler runs to its end
+    #: before anything else can, so make a slow one ``async`` (or ``asyncio.to_thread`` it).
+    #: See :mod:`tether.runtime.timeouts`.
     timeout_s: float | None = None
     trust: Trust = Trust.SYSTEM
     tier: int | None = None
