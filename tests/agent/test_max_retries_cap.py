@@ -9,6 +9,7 @@ from pydantic import BaseModel
 
 from tether import (
     Agent,
+    AuthExpired,
     Budgets,
     ModelRequest,
     ModelResponse,
@@ -60,3 +61,27 @@ def test_a_call_that_succeeded_within_max_retries_completes() -> None:
     attempts: list[int] = []
     result, _, _ = run(flaky_agent(attempts, 3, Budgets(max_retries=2)))
     assert attempts == [1, 2, 3] and result.status is RunStatus.COMPLETED
+
+
+def test_no_credential_refresh_is_made_past_max_retries() -> None:
+    """A refresh-and-call-again is a retry: past max_retries it is not made and the run stops
+    naming the limit."""
+    refreshes: list[str] = []
+
+    @tool(effect="read", attempts=1)
+    async def expiring(ctx: ToolContext, args: Args) -> dict[str, Any]:
+        raise AuthExpired("token expired")
+
+    async def refresh(dependency: str) -> None:
+        refreshes.append(dependency)
+
+    def script(request: ModelRequest) -> ModelResponse:
+        if request.messages[-1].role == "tool":
+            return reply("done")
+        return call("expiring", {"n": 1})
+
+    agent = Agent(name="a", model=ScriptedModel(script), tools=[expiring],
+                  refresh_auth=refresh, budgets=Budgets(max_retries=1))
+    result, _, _ = run(agent)
+    assert refreshes == ["expiring"]
+    assert result.status is RunStatus.FAILED and "max_retries" in result.reason
