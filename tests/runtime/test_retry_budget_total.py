@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
 from pydantic import BaseModel
 
 from tether import (
+    Crash,
     MemoryStore,
     RetryPolicy,
     RunContext,
@@ -98,3 +100,40 @@ def test_lookup_retries_are_journaled_counted_and_budgeted() -> None:
         assert result.status is status and len(lookups) == lookups_made
         journaled = [e for e in events if isinstance(e, ToolRetry) and e.lookup]
         assert len(journaled) == lookups_made - 1 == count_retries(events)
+
+
+def test_a_crash_between_lookups_resumes_the_lookups_where_they_stopped() -> None:
+    """After a crash right after a journaled lookup retry, recovery looks the write up again
+    (never re-issues it) and the journaled lookups keep counting from where they were."""
+    lookups: list[str] = []
+    sent: list[int] = []
+
+    async def look(ctx: ToolContext, key: str) -> Any:
+        lookups.append(key)
+        if len(lookups) < 3:
+            raise TimeoutError("lookup timed out")
+        return 7
+
+    @tool(effect="reconcilable", key=lambda a: f"k:{a.n}", reconcile=look, attempts=3,
+          retry_delay_s=0.0)
+    async def write(ctx: ToolContext, args: Args) -> int:
+        sent.append(ctx.attempt)
+        raise TimeoutError("lost after commit")
+
+    workflow = calling(write)
+    store, clock = MemoryStore(), VirtualClock()
+
+    def crash(run_id: str, event: Any) -> None:
+        if isinstance(event, ToolRetry) and event.lookup:
+            raise Crash("killed")
+
+    with pytest.raises(Crash):
+        asyncio.run(Runtime(store, clock=clock, seed=1, listeners=[crash], owner="w1").start(
+            workflow, run_id="r"))
+    result = asyncio.run(Runtime(store, clock=clock, seed=1, workflows=[workflow],
+                                 owner="w1").resume("r"))
+    events = store.read("r")
+    assert result.status is RunStatus.COMPLETED and result.result == 7
+    assert sent == [1] and len(lookups) == 3
+    assert [e.attempt for e in events if isinstance(e, ToolRetry)] == [1, 2]
+    assert count_retries(events) == 2
