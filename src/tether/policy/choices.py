@@ -27,7 +27,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Choice", "choices", "names_any"]
+__all__ = ["Choice", "choices", "names_any", "parsed"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +53,11 @@ def _parsed(text: str) -> Any:
         return json.loads(text)
     except ValueError:
         return None
+
+
+def parsed(text: str) -> Any:
+    """The JSON in ``text``, or ``None`` (cached, like :func:`choices`)."""
+    return _parsed(text)
 
 
 def names_any(words: Iterable[str], texts: Iterable[str]) -> bool:

@@ -192,8 +192,10 @@ def control_flow(*, min_tier: int = 1, below: Trust | str = Trust.USER,
         findings = check_control_flow(r, below=floor, min_length=min_length, repeats=repeats)
         if not findings:
             return None
-        steered = [f for f in findings if f.kind != "repeated"]
-        chosen = action if steered else repeat_action
+        steered = [f for f in findings if f.kind in ("steered", "selected")]
+        ambiguous = any(f.kind == "ambiguous" for f in findings)
+        # Which of the candidates the user named was meant, only a person can tell: held.
+        chosen = action if steered else "require_approval" if ambiguous else repeat_action
         sources = dict.fromkeys(s for f in findings for s in f.sources)
         reason = "; ".join(f.describe() for f in findings)
         return _act(chosen, f"{reason} — the writes an agent makes, their targets and amounts "
