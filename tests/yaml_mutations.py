@@ -161,3 +161,21 @@ def mutated_file(draw: st.DrawFn, bases: list[bytes]) -> bytes:
     for marker, replacement in _TEXTUAL.items():
         dumped = dumped.replace(marker, replacement)
     return dumped.encode()
+
+
+#: Keys whose values are free-form (any YAML value is meaningful there): a boolean or a string
+#: in place of a number is not an error under them.
+FREE_FORM = frozenset({"equals", "known_facts", "replace", "metadata"})
+
+
+@st.composite
+def renumbered_file(draw: st.DrawFn, bases: list[bytes]) -> tuple[bytes, tuple[Any, ...]]:
+    """One of ``bases`` with one number in a typed field replaced by a boolean or by the same
+    number written as a string (``true`` for 1, ``"25"`` for 25), and the key path changed."""
+    data = yaml.safe_load(draw(st.sampled_from(bases)))
+    numeric = [p for p in paths(data) if p and not FREE_FORM & {str(k) for k in p}
+               and isinstance(v := _get(data, p), int | float) and not isinstance(v, bool)]
+    path = draw(st.sampled_from(numeric))
+    old = _get(data, path)
+    _parent(data, path)[path[-1]] = draw(st.sampled_from([True, False, str(old)]))
+    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=10**9).encode(), path

@@ -11,14 +11,15 @@ import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from types import UnionType
-from typing import Any, TypeVar, Union, get_args, get_origin
+from typing import Annotated, Any, TypeVar, Union, get_args, get_origin
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ValidationError, ValidationInfo, field_validator
+from pydantic_core import PydanticCustomError
 
 from tether import yamlsafe
 from tether.errors import UsageError
 
-__all__ = ["describe", "explain", "key_path", "load_yaml", "one_of", "short_repr"]
+__all__ = ["StrictNumbers", "describe", "explain", "key_path", "load_yaml", "one_of", "short_repr"]
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -49,6 +50,12 @@ def explain(where: str, prefix: str, exc: ValidationError,
         if known is not None:
             message += f"; expected one of {', '.join(known.model_fields)}"
     message = message[:1].lower() + message[1:]
+    if kind == "coerced":
+        # An item's own path ("[0]: expected …") joins the key path: on_call[0].
+        while message.startswith("[") and "]: " in message:
+            item, message = message.split(": ", 1)
+            full += item
+        return UsageError(f"{where}: {full}: {message}")
     found = first.get("input")
     shown = "" if isinstance(found, dict | list | tuple) or found is None else \
         f" {short_repr(found)}"
@@ -130,3 +137,91 @@ def one_of(item: Any, kinds: Mapping[str, type[M]], *, where: str, at: str,
     except ValidationError as exc:
         raise explain(where, f"{at}.{kind}", exc, kinds[kind]) from exc
 
+
+
+_NUMBERS = (int, float)
+
+
+def _coerced(annotation: Any, value: Any) -> str | None:
+    """What is wrong when ``value`` would only fit ``annotation`` by coercion (a boolean or a
+    string taken for a number, a number taken for a boolean), or None."""
+    annotation = _unwrap_annotated(annotation)
+    origin = get_origin(annotation)
+    if annotation is bool:
+        if not isinstance(value, bool) and isinstance(value, int | float | str):
+            return (f"expected a boolean (true or false), found {describe(value)} "
+                    f"{short_repr(value)}")
+        return None
+    if annotation in _NUMBERS:
+        # A string that is no number fails pydantic's own check; one that is ("25") would pass.
+        if isinstance(value, bool) or (isinstance(value, str) and _numeric(value)):
+            kind = "an integer" if annotation is int else "a number"
+            return f"expected {kind}, found {describe(value)} {short_repr(value)}"
+        return None
+    if origin in (Union, UnionType):
+        arms = [_unwrap_annotated(a) for a in get_args(annotation)]
+        if value is None and type(None) in arms:
+            return None
+        given = [a for a in arms if a is not type(None)]
+        if len(given) == 1:  # X | None: judged as X
+            return _coerced(given[0], value)
+        # Only a union of numbers and booleans is judged here; one with a string, a date or a
+        # model arm accepts what that arm accepts.
+        if not all(a in (int, float, bool, type(None)) for a in arms):
+            return None
+        if isinstance(value, bool) and bool in arms:
+            return None
+        for arm in arms:
+            if arm is not type(None) and _coerced(arm, value) is None:
+                return None
+        return f"expected a number, found {describe(value)} {short_repr(value)}"
+    args = get_args(annotation)
+    if origin in (list, tuple, set, frozenset) and args and isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            arm = args[0] if origin is not tuple or args[-1] is Ellipsis else (
+                args[index] if index < len(args) else None)
+            problem = _coerced(arm, item) if arm is not None else None
+            if problem is not None:
+                return f"[{index}]: {problem}"
+        return None
+    if origin is dict and len(args) == 2 and isinstance(value, dict):
+        for key, item in value.items():
+            problem = _coerced(args[1], item)
+            if problem is not None:
+                return f"{short_repr(key)}: {problem}"
+    return None
+
+
+def _numeric(text: str) -> bool:
+    try:
+        float(text.replace("_", ""))
+    except ValueError:
+        return False
+    return True
+
+
+def _unwrap_annotated(annotation: Any) -> Any:
+    while get_origin(annotation) is Annotated:
+        annotation = get_args(annotation)[0]
+    return annotation
+
+
+class StrictNumbers(BaseModel):
+    """A model whose numbers are numbers: a boolean or a numeric string where a count, an
+    amount or a probability is expected is refused, as is a number where a boolean is (pydantic
+    would coerce ``true`` to 1 and ``"25"`` to 25). Strings stay the form of dates and times."""
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_coercion(cls, value: Any, info: ValidationInfo) -> Any:
+        if info.field_name is None:
+            return value
+        field = cls.model_fields.get(info.field_name)
+        if field is None:
+            return value
+        problem = _coerced(field.annotation, value)
+        if problem is not None:
+            # Its own error type: the message already says what was found (explain adds no
+            # second "found").
+            raise PydanticCustomError("coerced", problem)
+        return value

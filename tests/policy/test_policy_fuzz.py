@@ -9,10 +9,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 
 import tether.policy.spec
-from tests.yaml_mutations import mutated_file
+from tests.yaml_mutations import mutated_file, renumbered_file
 from tether.errors import UsageError
 from tether.policy import Observation, PolicyRequest, Principal, load_policy
 from tether.runtime.provenance import Trust
+from tether.specs import key_path
 
 
 def _documented() -> bytes:
@@ -80,3 +81,17 @@ def test_mutated_policies_load_and_decide_or_raise_usage_error(policy_path: Path
         return
     for request in requests():
         policy.evaluate(request)
+
+
+@settings(max_examples=40, deadline=None, database=None, derandomize=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(case=renumbered_file(BASES))
+def test_a_boolean_or_numeric_string_for_a_number_is_refused_naming_its_key(
+        policy_path: Path, case: tuple[bytes, tuple[object, ...]]) -> None:
+    """A YAML true or a quoted "50000" where a limit, tier or timeout is expected is refused
+    with the file and key path, never read as 1 or 50000."""
+    text, path = case
+    policy_path.write_bytes(text)
+    with pytest.raises(UsageError) as caught:
+        load_policy(policy_path)
+    assert f"{policy_path}: {key_path('', path)}: expected" in str(caught.value)

@@ -9,9 +9,11 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+from tests.yaml_mutations import SCENARIO_FILES
 from tether.cli import app
 from tether.runtime.budgets import Budgets
-from tether.sim.scenario import _Budgets
+from tether.sim.episode import run_episode
+from tether.sim.scenario import EFFECTS, _Budgets, load_scenario
 
 STORY = Path(__file__).resolve().parents[2] / "examples" / "scenarios" / \
     "refund_timeout_after_commit.yaml"
@@ -125,3 +127,50 @@ def test_a_python_invariant_that_cannot_judge_is_an_error(tmp_path: Path, functi
     assert result.exit_code == 2, result.output
     assert result.output.startswith(f"error: {path}: invariant function") and expected in \
         result.output, result.output
+
+
+@pytest.mark.parametrize(("section", "expected"), [
+    ("invariants: [{never: {effect: payments.refnd}}]",
+     "invariants[0].never.effect: unknown effect 'payments.refnd'; expected one of "),
+    ("invariants: [{never: {effect: payments.refund, match: {chargee: ch_0099}}}]",
+     "invariants[0].never.match.chargee: payments.refund effects carry no field 'chargee'; "
+     "expected one of amount, charge"),
+    ("success: [{every: {effect: payments.refund, match: {amout: 4999}}}]",
+     "success[0].every.match.amout: payments.refund effects carry no field 'amout'"),
+    ("success: [{exactly_once: {effect: payments.refund, match: {amount: '4999'}}}]",
+     "success[0].exactly_once.match.amount: expected an integer (the type of payments.refund's "
+     "amount), found a string '4999'"),
+    ("invariants: [{at_most: {effect: emails, n: 1}}]",
+     "invariants[0].at_most.effect: unknown effect 'emails'"),
+])
+def test_an_invariant_on_an_effect_the_world_cannot_produce_exits_2(
+        tmp_path: Path, section: str, expected: str) -> None:
+    """An invariant or success check naming an unknown effect, a field the effect does not
+    carry or a value of another type would hold (or never match) vacuously: it exits 2."""
+    base = {k: v for k, v in yaml.safe_load(STORY.read_text()).items()
+            if k not in ("invariants", "success")}
+    text = yaml.safe_dump(base, sort_keys=False) + section + "\n"
+    assert expected in sim_run(tmp_path, text)
+
+
+def test_a_whole_service_and_its_fields_are_accepted(tmp_path: Path) -> None:
+    """A bare service name (every operation of it) and real fields still load and run."""
+    path = tmp_path / "scenario.yaml"
+    path.write_text(story(invariants="[{at_most: {effect: email, n: 1}}, "
+                                     "{never: {effect: payments, match: {amount: 1}}}]"))
+    result = runner.invoke(app, ["sim", "run", str(path), "--seed", "3"])
+    assert result.exit_code == 0, result.output
+
+
+@pytest.mark.parametrize("scenario", SCENARIO_FILES, ids=lambda p: p.stem)
+def test_every_effect_recorded_is_in_the_registry(scenario: Path) -> None:
+    """The effects episodes really record (names, fields, value types) are the ones EFFECTS
+    lists, so the load-time check refuses only what can never match."""
+    loaded = load_scenario(scenario)
+    for harness in ("naive", "default"):
+        for effect in run_episode(loaded, 1, harness).ledger:
+            name = f"{effect['service']}.{effect['operation']}"
+            assert name in EFFECTS, name
+            for key, value in effect["data"].items():
+                assert key in EFFECTS[name], (name, key)
+                assert isinstance(value, EFFECTS[name][key]), (name, key, value)

@@ -34,7 +34,7 @@ from tether.errors import UsageError
 from tether.policy import rules as r
 from tether.policy.policy import Policy
 from tether.runtime.provenance import Trust
-from tether.specs import describe, explain, load_yaml, one_of
+from tether.specs import StrictNumbers, describe, explain, load_yaml, one_of
 
 __all__ = ["MAX_TIMEOUT_S", "load_policy", "policy_from_dict"]
 
@@ -45,7 +45,7 @@ Action = Literal["deny", "require_approval"]
 MAX_TIMEOUT_S = 10 * 366 * 86_400.0
 
 
-class _Spec(BaseModel):
+class _Spec(StrictNumbers, BaseModel):
     # inf and nan are never a meaningful limit or timeout: refused for every float field.
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 

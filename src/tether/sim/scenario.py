@@ -29,6 +29,14 @@ at load — counts by :data:`MAX_COUNT` (``max_steps`` by :data:`MAX_STEPS`, ``p
 :data:`MAX_PATIENCE`), virtual times by :data:`MAX_SECONDS`, every number is finite and within
 :data:`MAX_NUMBER` — and the seeded world is checked by building each service from it, so a
 scenario that loads runs.
+
+Numbers are numbers: a boolean (``true``) or a numeric string (``"25"``) where a count, an
+amount, a time or a probability is expected is refused, in the typed fields and in the seeded
+world alike (ISO 8601 strings stay the form of dates). An invariant's or success check's
+``effect`` must be one the world records (:data:`EFFECTS`, or a bare service name for all of
+its operations), and its ``match`` keys fields that effect carries, with values of their type
+(``amount: 4999``, not ``"4999"``): a check that could never match would hold, or fail,
+whatever the agent did. ``python:`` invariants are free-form.
 """
 
 from __future__ import annotations
@@ -44,10 +52,11 @@ from tether.errors import UsageError
 from tether.sim.faults import FAULT_KINDS, Fault, FaultPlan
 from tether.sim.services import CRM, Calendar, Email, Identity, KnowledgeBase, Payments
 from tether.sim.world import World
-from tether.specs import describe, explain, load_yaml, one_of, short_repr
+from tether.specs import StrictNumbers, describe, explain, load_yaml, one_of, short_repr
 
-__all__ = ["MAX_COUNT", "MAX_NUMBER", "MAX_PATIENCE", "MAX_SECONDS", "MAX_STEPS", "SERVICES",
-           "FaultSpec", "Invariant", "Persona", "Scenario", "load_scenario", "scenario_from_dict"]
+__all__ = ["EFFECTS", "MAX_COUNT", "MAX_NUMBER", "MAX_PATIENCE", "MAX_SECONDS", "MAX_STEPS",
+           "SERVICES", "FaultSpec", "Invariant", "Persona", "Scenario", "load_scenario",
+           "scenario_from_dict"]
 
 #: The largest count a scenario may set (a call number, ``times``, ``n`` …).
 MAX_COUNT = 1_000_000
@@ -67,7 +76,21 @@ SERVICES: dict[str, Callable[[World, Any], object]] = {
 }
 
 
-class _Spec(BaseModel):
+#: Every effect a scenario's world can record, ``service.operation`` → field → the types its
+#: value can have: the services' own ``EFFECTS`` registries, the simulated user's message and
+#: the reference agent's memory writes.
+EFFECTS: dict[str, dict[str, tuple[type, ...]]] = {
+    **{f"{name}.{operation}": fields
+       for name, service in (("payments", Payments), ("crm", CRM), ("email", Email),
+                             ("kb", KnowledgeBase), ("calendar", Calendar),
+                             ("identity", Identity))
+       for operation, fields in service.EFFECTS.items()},
+    "user.message": {"turn": (int,), "text": (str,), "question": (str,)},
+    "memory.write": {"value": (str,)},  # the reference refund agent's memory
+}
+
+
+class _Spec(StrictNumbers, BaseModel):
     # inf and nan are never a meaningful rate, time or limit: refused for every float field.
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
@@ -240,6 +263,7 @@ def scenario_from_dict(data: Any, *, where: str = "<scenario>") -> Scenario:
     for index, item in enumerate(_listed(raw, "invariants", where)):
         kind, checked = one_of(item, _INVARIANTS, where=where, at=f"invariants[{index}]",
                                noun="invariant")
+        _check_effect(checked, where, f"invariants[{index}].{kind}")
         invariants.append(Invariant.model_validate({"kind": kind,
                                                     "settings": checked.model_dump()}))
     success = []
@@ -248,6 +272,7 @@ def scenario_from_dict(data: Any, *, where: str = "<scenario>") -> Scenario:
             item = {item["kind"]: item["settings"]}  # a dumped scenario read back
         kind, checked = one_of(item, _INVARIANTS, where=where, at=f"success[{index}]",
                                noun="success check")
+        _check_effect(checked, where, f"success[{index}].{kind}")
         success.append(Invariant.model_validate({"kind": kind, "settings": checked.model_dump()}))
     try:
         scenario = Scenario.model_validate({**raw, "source": where})
@@ -260,6 +285,39 @@ def scenario_from_dict(data: Any, *, where: str = "<scenario>") -> Scenario:
     _check_world(scenario.world, where)
     return scenario.model_copy(update={"invariants": invariants, "success": success,
                                        "budgets": budgets})
+
+
+def _check_effect(checked: _Spec, where: str, at: str) -> None:
+    """Refuse an invariant naming an effect no service records, or matching on a field that
+    effect does not carry or with a value that field cannot have: such a check would hold, or
+    never match, whatever the agent did."""
+    name = getattr(checked, "effect", None)
+    if name is None:
+        return
+    if name in EFFECTS:
+        fields = EFFECTS[name]
+    else:
+        # A bare service name counts every operation of that service.
+        operations = [fields for known, fields in EFFECTS.items()
+                      if known.partition(".")[0] == name]
+        if not operations:
+            raise UsageError(f"{where}: {at}.effect: unknown effect {short_repr(name)}; expected "
+                             f"one of {', '.join(sorted(EFFECTS))}")
+        fields = {k: v for op in operations for k, v in op.items()}
+    for key, value in (getattr(checked, "match", None) or {}).items():
+        if key not in fields:
+            raise UsageError(f"{where}: {at}.match.{key}: {name} effects carry no field "
+                             f"{short_repr(key)}; expected one of {', '.join(sorted(fields))}")
+        types = fields[key]
+        fits = isinstance(value, types) and not (isinstance(value, bool) and bool not in types)
+        if not fits:
+            expected = " or ".join(_TYPE_NAMES.get(t, t.__name__) for t in types)
+            raise UsageError(f"{where}: {at}.match.{key}: expected {expected} (the type of "
+                             f"{name}'s {key}), found {describe(value)} {short_repr(value)}")
+
+
+_TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "a boolean",
+               list: "a list", type(None): "null"}
 
 
 def _listed(raw: dict[str, Any], key: str, where: str) -> list[Any]:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, time
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -29,6 +29,7 @@ from tether.sim.services._ids import IdCounter
 from tether.sim.services._time import as_datetime, as_epoch, iso
 from tether.sim.services.errors import Conflict, InvalidRequest, NotFound
 from tether.sim.world import World
+from tether.specs import StrictNumbers
 
 __all__ = ["Calendar", "Event", "Slot", "WorkingHours"]
 
@@ -36,7 +37,7 @@ _DAY_S = 86_400
 _WINDOW_S_MAX = 31 * _DAY_S
 
 
-class WorkingHours(BaseModel):
+class WorkingHours(StrictNumbers, BaseModel):
     """When a person can meet: ``start``–``end`` local time on ``days`` (0 = Monday)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -92,14 +93,14 @@ class Slot(BaseModel):
     end: datetime
 
 
-class _SeedPerson(BaseModel):
+class _SeedPerson(StrictNumbers, BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     id: str
     working_hours: WorkingHours = WorkingHours()
 
 
-class _SeedEvent(BaseModel):
+class _SeedEvent(StrictNumbers, BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     id: str | None = None
@@ -114,7 +115,7 @@ class _SeedEvent(BaseModel):
         return as_datetime(as_epoch(value))
 
 
-class _Seed(BaseModel):
+class _Seed(StrictNumbers, BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     people: list[_SeedPerson] = Field(default_factory=list)
@@ -143,6 +144,14 @@ class Calendar:
     >>> slot.start.isoformat()
     '2026-01-05T09:00:00+00:00'
     """
+
+    #: The effects this service records in the world's ledger (``operation`` → field → the
+    #: types its value can have): what a scenario's invariants may name and match on.
+    EFFECTS: ClassVar[dict[str, dict[str, tuple[type, ...]]]] = {
+        "create_event": {"event_id": (str,), "title": (str,), "attendees": (list,),
+                         "start": (str,), "end": (str,), "idempotency_key": (str, type(None))},
+        "cancel_event": {"event_id": (str,), "title": (str,), "start": (str,)},
+    }
 
     def __init__(self, world: World, seed_state: Mapping[str, Any] | None = None) -> None:
         self.world = world

@@ -16,7 +16,7 @@ import bisect
 import hashlib
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any, Generic, Literal, TypeVar, get_args
+from typing import Any, ClassVar, Generic, Literal, TypeVar, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -24,6 +24,7 @@ from tether.sim.services._ids import IdCounter
 from tether.sim.services._time import as_datetime
 from tether.sim.services.errors import InvalidRequest, NotFound
 from tether.sim.world import World
+from tether.specs import StrictNumbers
 
 __all__ = ["CRM", "Customer", "Note", "Ticket", "TicketStatus"]
 
@@ -72,7 +73,7 @@ class Ticket(BaseModel):
     notes: tuple[Note, ...] = ()
 
 
-class _SeedNote(BaseModel):
+class _SeedNote(StrictNumbers, BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     text: str
@@ -80,7 +81,7 @@ class _SeedNote(BaseModel):
     created_at: datetime | None = None
 
 
-class _SeedCustomer(BaseModel):
+class _SeedCustomer(StrictNumbers, BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     id: str
@@ -91,7 +92,7 @@ class _SeedCustomer(BaseModel):
     notes: list[_SeedNote | str] = Field(default_factory=list)
 
 
-class _SeedTicket(BaseModel):
+class _SeedTicket(StrictNumbers, BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     id: str
@@ -101,7 +102,7 @@ class _SeedTicket(BaseModel):
     notes: list[_SeedNote | str] = Field(default_factory=list)
 
 
-class _Seed(BaseModel):
+class _Seed(StrictNumbers, BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     customers: list[_SeedCustomer] = Field(default_factory=list)
@@ -162,6 +163,13 @@ class CRM:
     >>> len(crm.get_customer("c1").notes)
     1
     """
+
+    #: The effects this service records in the world's ledger (``operation`` → field → the
+    #: types its value can have): what a scenario's invariants may name and match on.
+    EFFECTS: ClassVar[dict[str, dict[str, tuple[type, ...]]]] = {
+        "ticket_status": {"ticket": (str,), "from_status": (str,), "to_status": (str,)},
+        "note": {"note_id": (str,), "target": (str,), "author": (str,), "text": (str,)},
+    }
 
     def __init__(self, world: World, seed_state: Mapping[str, Any] | None = None) -> None:
         self.world = world

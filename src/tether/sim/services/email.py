@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -30,6 +30,7 @@ from tether.sim.services._ids import IdCounter
 from tether.sim.services._time import as_datetime
 from tether.sim.services.errors import Conflict, InvalidRequest, NotFound
 from tether.sim.world import World
+from tether.specs import StrictNumbers
 
 __all__ = ["Email", "InboxMessage", "InboxSummary", "SentMessage"]
 
@@ -74,7 +75,7 @@ class InboxMessage(BaseModel):
     received_at: datetime
 
 
-class _SeedMessage(BaseModel):
+class _SeedMessage(StrictNumbers, BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     id: str | None = None
@@ -85,7 +86,7 @@ class _SeedMessage(BaseModel):
     delay_s: float = Field(default=0.0, ge=0)
 
 
-class _Seed(BaseModel):
+class _Seed(StrictNumbers, BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     address: str = "support@shop.example"
@@ -110,6 +111,14 @@ class Email:
     >>> email.send("ada@example.com", "Refund issued", "Done.").id
     'msg_0001'
     """
+
+    #: The effects this service records in the world's ledger (``operation`` → field → the
+    #: types its value can have): what a scenario's invariants may name and match on.
+    EFFECTS: ClassVar[dict[str, dict[str, tuple[type, ...]]]] = {
+        "send": {"message_id": (str,), "to": (str,), "subject": (str,), "body": (str,),
+                 "idempotency_key": (str, type(None))},
+        "receive": {"message_id": (str,), "sender": (str,), "subject": (str,)},
+    }
 
     def __init__(self, world: World, seed_state: Mapping[str, Any] | None = None) -> None:
         self.world = world

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from tether.sim.services._ids import IdCounter
 from tether.sim.services.errors import TokenExpired, TokenInvalid
 from tether.sim.world import World
+from tether.specs import StrictNumbers
 
 __all__ = ["Identity", "TokenGrant", "TokenInfo"]
 
@@ -58,7 +59,7 @@ class _Refresh:
     active: bool = True
 
 
-class _SeedGrant(BaseModel):
+class _SeedGrant(StrictNumbers, BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     client: str
@@ -67,7 +68,7 @@ class _SeedGrant(BaseModel):
     expires_in_s: float
 
 
-class _Seed(BaseModel):
+class _Seed(StrictNumbers, BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     access_ttl_s: float = Field(default=3600.0, gt=0)
@@ -102,6 +103,14 @@ class Identity:
     >>> identity.check(identity.refresh(grant.refresh_token).access_token).client
     'support-agent'
     """
+
+    #: The effects this service records in the world's ledger (``operation`` → field → the
+    #: types its value can have): what a scenario's invariants may name and match on.
+    EFFECTS: ClassVar[dict[str, dict[str, tuple[type, ...]]]] = {
+        "issue": {"client": (str,), "access_token": (str,), "expires_at": (int, float)},
+        "refresh": {"client": (str,), "access_token": (str,), "expires_at": (int, float),
+                    "rotated": (bool,)},
+    }
 
     def __init__(self, world: World, seed_state: Mapping[str, Any] | None = None) -> None:
         self.world = world

@@ -15,13 +15,14 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from tether.sim.services._time import as_datetime, as_epoch
 from tether.sim.services.errors import InvalidRequest, NotFound
 from tether.sim.world import World
+from tether.specs import StrictNumbers
 
 __all__ = ["Document", "KnowledgeBase", "SearchHit", "tokens"]
 
@@ -61,7 +62,7 @@ class SearchHit(Document):
     score: int
 
 
-class _SeedDocument(BaseModel):
+class _SeedDocument(StrictNumbers, BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     id: str
@@ -72,7 +73,7 @@ class _SeedDocument(BaseModel):
     obsolete: bool = False
 
 
-class _Seed(BaseModel):
+class _Seed(StrictNumbers, BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     documents: list[_SeedDocument] = Field(default_factory=list)
@@ -103,6 +104,12 @@ class KnowledgeBase:
     >>> [(h.id, h.version) for h in kb.search("refund policy")]
     [('kb_1', 2)]
     """
+
+    #: The effects this service records in the world's ledger (``operation`` → field → the
+    #: types its value can have): what a scenario's invariants may name and match on.
+    EFFECTS: ClassVar[dict[str, dict[str, tuple[type, ...]]]] = {
+        "publish": {"document": (str,), "version": (int,), "title": (str,), "obsolete": (bool,)},
+    }
 
     def __init__(self, world: World, seed_state: Mapping[str, Any] | None = None) -> None:
         self.world = world

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import (
     BaseModel,
@@ -33,13 +33,14 @@ from tether.sim.services._idempotency import (
 from tether.sim.services._ids import IdCounter
 from tether.sim.services.errors import PaymentsError
 from tether.sim.world import World
+from tether.specs import StrictNumbers
 
 __all__ = ["Charge", "Customer", "Payments", "Refund", "RefundReason", "RefundRequest"]
 
 RefundReason = Literal["duplicate", "fraudulent", "requested_by_customer"]
 
 
-class Customer(BaseModel):
+class Customer(StrictNumbers, BaseModel):
     """A Stripe customer (``cus_…``)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -52,7 +53,7 @@ class Customer(BaseModel):
     metadata: dict[str, str] = Field(default_factory=dict)
 
 
-class Charge(BaseModel):
+class Charge(StrictNumbers, BaseModel):
     """A Stripe charge (``ch_…``); amounts are integers in the currency's smallest unit.
 
     ``refunded`` is derived from ``amount_refunded`` (given as input, it is ignored).
@@ -87,7 +88,7 @@ class Charge(BaseModel):
         return self.amount_refunded >= self.amount
 
 
-class Refund(BaseModel):
+class Refund(StrictNumbers, BaseModel):
     """A Stripe refund (``re_…``). ``idempotent_replayed`` is set on replayed responses."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -115,7 +116,7 @@ class RefundRequest(BaseModel):
     metadata: dict[str, str] | None = None
 
 
-class _Seed(BaseModel):
+class _Seed(StrictNumbers, BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     customers: list[Customer] = Field(default_factory=list)
@@ -154,6 +155,13 @@ class Payments:
     >>> (refund.id, refund.amount, payments.create_refund("ch_1", idempotency_key="k1").id)
     ('re_0001', 500, 're_0001')
     """
+
+    #: The effects this service records in the world's ledger (``operation`` → field → the
+    #: types its value can have): what a scenario's invariants may name and match on.
+    EFFECTS: ClassVar[dict[str, dict[str, tuple[type, ...]]]] = {
+        "refund": {"charge": (str,), "refund_id": (str,), "amount": (int,), "currency": (str,),
+                   "reason": (str, type(None)), "idempotency_key": (str, type(None))},
+    }
 
     def __init__(self, world: World, seed_state: Mapping[str, Any] | None = None) -> None:
         self.world = world
