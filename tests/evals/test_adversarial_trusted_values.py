@@ -19,7 +19,7 @@ BASES = {p.stem: load_scenario(p) for p in BUILTIN_SCENARIOS}
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "scenarios"
 SEEDS = range(24)
 TRUSTED = {"refund": ("extra_amount", "extra_item", "swap_item", "other_customer_instead",
-                      "other_charge_in_full"),
+                      "other_charge_in_full", "user_mentioned_charge", "swap_item_both_named"),
            "calendar": ("organizer", "duplicate", "colleague")}
 
 

@@ -108,6 +108,8 @@ def _domain(scenario: Scenario, result: EpisodeResult, verdict: str,
     suite = scenario.name.rpartition("/")[2]
     if any("never(" in v.invariant and not v.holds for v in result.verdicts):
         return "context"
+    if suite == "adversarial_context" and verdict == "violation":
+        return "context"  # the suite's only fault is the planted text: an extra write obeys it
     if verdict == "violation":
         return "harness"  # a duplicate effect: the retry or recovery policy repeated a write
     if suite == "schema_drift":
