@@ -77,14 +77,15 @@ what differs.
 
 What it cannot catch, honestly: untrusted content that, in a task's single write, swaps one
 value for another the request itself names where the request's wording singles out the
-swapped-in one (add the requester to her own meeting — she is named, and nothing is left
-out; "refund the mugs instead" when the request names the mugs first and its action clause
-names no item: "the mugs are fine but the kettle arrived broken. Please refund it."), or
-picks a trusted value without naming it from data that is not laid out as named alternatives — indistinguishable,
-from the context, from the model's own choice. Which of several writes of one kind is the
-first is the order the model issued them in: an injected call made before the task's own passes
-the repeat check (the other checks still apply to it) and the task's is held. It also relies on
-tools declaring their trust correctly, and on the policy's approver for repeats.
+swapped-in one (add the requester to her own meeting — she is named, and nothing is left out;
+"refund the mugs instead" when the request names the mugs first and its action clause names no
+item: "the mugs are fine but the kettle arrived broken. Please refund it."), or picks a trusted
+value without naming it from data that is not laid out as named alternatives —
+indistinguishable, from the context, from the model's own choice. Which of several writes of
+one kind is the first is the order the model issued them in: an injected call made before the
+task's own passes the repeat check (the other checks still apply to it) and the task's is held.
+It also relies on tools declaring their trust correctly, and on the policy's approver for
+repeats.
 
 >>> from tether.policy.request import Observation, PolicyRequest
 >>> from tether.runtime.provenance import Trust
