@@ -139,3 +139,52 @@ def test_campaign_sizes_are_bounded(tmp_path: Path, args: list[str]) -> None:
     assert result.exit_code == 2, result.output
     assert "Invalid value for '--" in result.output
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("args", READERS, ids=" ".join)
+def test_a_damaged_store_gains_no_wal_or_shm_files(tmp_path: Path, args: list[str]) -> None:
+    """A real store cut in half is reported as damaged and left exactly as it was: no -wal or
+    -shm file appears beside it (the message says nothing was changed)."""
+    path = tmp_path / "runs.db"
+    db = sqlite3.connect(path)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA user_version=1")
+    db.execute("CREATE TABLE runs (id TEXT)")
+    db.execute("CREATE TABLE events (id TEXT, body TEXT)")
+    db.executemany("INSERT INTO events VALUES (?, ?)", [(str(i), "x" * 500) for i in range(400)])
+    db.commit()
+    db.close()
+    data = path.read_bytes()
+    path.write_bytes(data[:len(data) // 2])
+    before = path.read_bytes()
+    code, _ = invoke(args, path)
+    assert code in (1, 2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["runs.db"]
+    assert path.read_bytes() == before
+
+
+@pytest.mark.parametrize("bad", ["scenario", "baseline"])
+def test_eval_run_with_bad_input_creates_nothing(tmp_path: Path, bad: str) -> None:
+    """A scenario that does not load, or a baseline that is not results, exits 2 before the
+    campaign starts: --out is not created and holds no episodes."""
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("name: x\nagent: refund\ntask: t\nbudgets: {max_steps: true}\n")
+    out = tmp_path / "out"
+    args = ["eval", "run", "--seeds", "1", "--suite", "latency_variance", "--harness", "naive",
+            "--out", str(out), "--workers", "1"]
+    args += [str(broken)] if bad == "scenario" else ["--baseline", str(broken)]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith("error: ") and str(broken) in result.output, result.output
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("command", ["run", "replay"])
+@pytest.mark.parametrize("seed", ["-1", str(2**63), "99999999999999999999999"])
+def test_a_seed_out_of_range_exits_2(command: str, seed: str) -> None:
+    """--seed is 0 <= seed < 2**63: anything else is bad input (exit 2), never a run."""
+    story = Path(__file__).resolve().parents[1] / "examples" / "scenarios" / \
+        "refund_timeout_after_commit.yaml"
+    result = runner.invoke(app, ["sim", command, str(story), "--seed", seed])
+    assert result.exit_code == 2, result.output
+    assert "--seed" in result.output and "PASS" not in result.output, result.output

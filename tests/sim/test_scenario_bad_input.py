@@ -110,8 +110,21 @@ def answers_a_number(facts: object) -> object:
     return 5
 
 
+def exits(facts: object) -> str | None:
+    """An invariant function that exits the process."""
+    raise SystemExit(0)
+
+
+def interrupts(facts: object) -> str | None:
+    """An invariant function that raises a BaseException other than SystemExit."""
+    raise KeyboardInterrupt
+
+
 @pytest.mark.parametrize(("function", "expected"), [
     (f"{__name__}:raises", "raised KeyError: 'refunds'; it must return None"),
+    ("sys:exit", "'sys:exit' raised SystemExit"),
+    (f"{__name__}:exits", "exits' raised SystemExit: 0"),
+    (f"{__name__}:interrupts", "interrupts' raised KeyboardInterrupt"),
     (f"{__name__}:answers_a_number", "returned int; expected None (holds) or a message"),
     ("os:sep", "'os:sep' is not a function"),
     ("no_such_module_xyz:check", "cannot be loaded"),

@@ -2,7 +2,9 @@
 
 Exit status: 0 when the tether harness broke no invariant (and, with ``--baseline``, no cell
 regressed significantly against the baseline's ``results.json``), 1 on a violation or a
-regression, 2 on bad input (including ``--seeds`` or ``--workers`` out of range).
+regression, 2 on bad input (including ``--seeds`` or ``--workers`` out of range). Every scenario
+file and the baseline are read before the campaign starts, so bad input creates nothing in
+``--out``.
 """
 
 from __future__ import annotations
@@ -44,10 +46,15 @@ def eval_run(
     workers: Annotated[int | None, typer.Option(min=1, max=MAX_WORKERS,
                                                 help="Processes (default: all cores).")] = None,
 ) -> None:
-    """Run a campaign; exit 1 if tether broke an invariant or regressed against a baseline."""
+    """Run a campaign; exit 1 if tether broke an invariant or regressed against a baseline.
+
+    Exits 0 when tether's harness broke no invariant and nothing regressed, 1 when it did, 2 on
+    bad input (a scenario or baseline that does not load; nothing is written to --out then).
+    """
     from tether.evals.compare import compare, load_results, render_comparison
     from tether.evals.report import print_report
     from tether.evals.run import run_full_campaign
+    from tether.sim.scenario import load_scenario
 
     suites = suite or list(SUITES)
     harnesses = harness or ["naive", "default"]
@@ -61,11 +68,14 @@ def eval_run(
         console.print(f"[red]error:[/red] unknown suite(s) {escape(', '.join(unknown))}; "
                       f"expected {', '.join(SUITES)}", soft_wrap=True)
         raise typer.Exit(2)
+    bases = scenarios or list(BUILTIN_SCENARIOS)
     try:
-        results = run_full_campaign(out, scenarios=scenarios or list(BUILTIN_SCENARIOS),
-                                    suites=suites, harnesses=harnesses,
-                                    seeds=seeds, workers=workers, name="tether eval")
+        # Every input is read before anything is written: bad input leaves --out untouched.
+        for path in bases:
+            load_scenario(path)
         before = load_results(baseline) if baseline is not None else None
+        results = run_full_campaign(out, scenarios=bases, suites=suites, harnesses=harnesses,
+                                    seeds=seeds, workers=workers, name="tether eval")
     except TetherError as exc:
         console.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
         raise typer.Exit(2) from exc

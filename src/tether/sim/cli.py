@@ -2,7 +2,15 @@
 
 Everything printed comes from the episode's virtual time and seeded draws, so two runs of one
 seed print the same text (``diff`` them); wall-clock figures appear only with ``--timing``.
-Exit status: 0 when every invariant holds, 1 when one is violated, 2 on bad input.
+The headline is ``PASS`` when every invariant holds and every task check (the scenario's
+``success``, else the agent's reading of the task) holds, ``NOT DONE`` when the invariants hold
+but the task was not done as asked, and ``FAIL`` when an invariant is violated; each invariant and
+task check is printed below it.
+
+Exit status (``run`` and ``replay``): 0 when every invariant holds — whether the task was done is
+in the output (the headline, the ``task`` lines, ``task_checks`` in ``--json``), not in the
+status, so a safe run that gave up exits 0 with ``NOT DONE`` — 1 when an invariant is violated,
+2 on bad input (the file, key path, expected and found) or a check that could not judge.
 """
 
 from __future__ import annotations
@@ -28,7 +36,10 @@ __all__ = ["sim_app"]
 sim_app = typer.Typer(no_args_is_help=True, help="Run simulated episodes.")
 console = Console(width=110, highlight=False, emoji=False)
 
-SeedOpt = Annotated[int, typer.Option("--seed", help="The episode's seed.")]
+#: Seeds are 0 <= seed < 2**63 (what every seeded draw and record takes); others exit 2.
+MAX_SEED = 2**63 - 1
+SeedOpt = Annotated[int, typer.Option("--seed", min=0, max=MAX_SEED,
+                                      help="The episode's seed, 0 <= seed < 2**63.")]
 HarnessOpt = Annotated[str, typer.Option("--harness", help="naive or default.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 TimingOpt = Annotated[bool, typer.Option("--timing", help="Also print wall-clock time.")]
@@ -60,7 +71,9 @@ def replay_command(scenario: Path, seed: int, harness: str) -> str:
 
 
 def _print(result: EpisodeResult, scenario: Path) -> None:
-    mark = "[green]PASS[/green]" if result.ok else "[red]FAIL[/red]"
+    done = all(check.holds for check in result.task_checks)
+    mark = "[red]FAIL[/red]" if not result.ok else \
+        ("[green]PASS[/green]" if done else "[yellow]NOT DONE[/yellow]")
     console.print(f"{mark}  {escape(result.scenario)}  seed={result.seed}  "
                   f"harness={result.harness}  status={result.status}")
     if result.answer:
@@ -71,6 +84,12 @@ def _print(result: EpisodeResult, scenario: Path) -> None:
         sign = "[green]ok  [/green]" if verdict.holds else "[red]FAIL[/red]"
         detail = f"   {escape(verdict.detail)}" if verdict.detail else ""
         console.print(f"  {sign} {escape(verdict.invariant)}{detail}")
+    if not result.task_checks:
+        console.print("  task: not checked (no success checks)")
+    for check in result.task_checks:
+        sign = "[green]ok  [/green]" if check.holds else "[yellow]NOT [/yellow]"
+        detail = f"   {escape(check.detail)}" if check.detail else ""
+        console.print(f"  task {sign} {escape(check.invariant)}{detail}")
     for firing in result.firings:
         console.print(f"  fault: {firing.kind} on {firing.target} (call {firing.call})")
     console.print(f"  {result.model_calls} model calls, {result.tool_calls} tool calls, "
@@ -86,7 +105,7 @@ def _print(result: EpisodeResult, scenario: Path) -> None:
         for entry in result.outcome.transcript:
             console.print(f"  naive: {escape(json.dumps(entry, sort_keys=True))}")
     console.print(f"  journal {result.journal_digest[:16]}  ledger {result.ledger_digest[:16]}")
-    if not result.ok:
+    if not result.ok or not done:
         console.print(f"replay: {replay_command(scenario, result.seed, result.harness)}",
                       soft_wrap=True)
 
@@ -94,7 +113,12 @@ def _print(result: EpisodeResult, scenario: Path) -> None:
 @sim_app.command("run")
 def sim_run(scenario: Path, seed: SeedOpt = 0, harness: HarnessOpt = "default",
             as_json: JsonOpt = False, timing: TimingOpt = False) -> None:
-    """Run one episode and judge it."""
+    """Run one episode and judge it.
+
+    Prints PASS (invariants hold, task done), NOT DONE (invariants hold, task not done as asked)
+    or FAIL (an invariant violated). Exits 0 when every invariant holds (PASS or NOT DONE), 1
+    when one is violated, 2 on bad input.
+    """
     result, wall_s = _run(scenario, seed, harness)
     if as_json:
         print(json.dumps(result.as_data(), indent=2, sort_keys=True))

@@ -140,10 +140,14 @@ def _python(facts: EpisodeFacts, s: dict[str, Any]) -> str | None:
         raise UsageError(f"invariant function {name!r} is not a function")
     # A check that cannot give its verdict leaves the episode unjudged: an error, never a pass
     # or a violation by default.
+    # BaseException too: a check that calls sys.exit or raises KeyboardInterrupt is the check's
+    # error, never the end of the command (or of a whole campaign).
     try:
         verdict = fn(facts)
-    except Exception as exc:
-        raise UsageError(f"invariant function {name!r} raised {type(exc).__name__}: {exc}; it "
+    except BaseException as exc:
+        said = " ".join(str(exc).split())
+        said = said if len(said) <= 200 else f"{said[:200]}…"
+        raise UsageError(f"invariant function {name!r} raised {type(exc).__name__}: {said}; it "
                          "must return None (holds) or a message (violated)") from exc
     if verdict is not None and not isinstance(verdict, str):
         raise UsageError(f"invariant function {name!r} returned {type(verdict).__name__}; "

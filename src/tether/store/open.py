@@ -6,6 +6,9 @@ so that a mistyped path is an error instead of a new, empty, "healthy" store:
 
 * a SQLite path that does not exist, or a PostgreSQL database without tether's schema, raises
   :class:`~tether.errors.UsageError` ("no store at …");
+* checking reads the file as immutable when it has no ``-wal`` file, so a damaged or foreign
+  file gains no ``-wal``/``-shm`` files (a store being created by another process at that very
+  moment may then be seen without its tables: check it again);
 * a file that exists but is not a tether store — empty (a store truncated to zero bytes has
   lost its journal), not SQLite, or SQLite without tether's tables — raises
   :class:`~tether.errors.CorruptJournal`; the file is not touched.
@@ -80,8 +83,14 @@ def _require_sqlite(path: str) -> None:
         if header != _SQLITE_HEADER:
             raise CorruptJournal(f"{path} is not a tether store: not a SQLite database (it "
                                  f"starts with {header!r})")
+    # Even a read-only connection creates -wal and -shm files beside a WAL-mode database. With
+    # no -wal file, the database file holds everything committed, so it is read as immutable
+    # (no locks, no side files); a -wal file that exists holds commits the file lacks, and is
+    # read normally (its -shm belongs with it).
+    wal_exists = os.path.exists(wal)
+    mode = "mode=ro" if wal_exists else "mode=ro&immutable=1"
     try:
-        db = sqlite3.connect(f"file:{quote(os.path.abspath(path))}?mode=ro", uri=True)
+        db = sqlite3.connect(f"file:{quote(os.path.abspath(path))}?{mode}", uri=True)
         try:
             version = db.execute("PRAGMA user_version").fetchone()[0]
             tables = {row[0] for row in db.execute(
