@@ -19,7 +19,8 @@
 Each rule is a mapping with one key, the rule's kind, whose value holds its settings. A file
 that does not fit raises :class:`~tether.errors.UsageError` naming the file, the path inside it
 (``rules[2].argument_limit.max``), what was expected and what was found. Numbers are finite and
-bounded (tiers 0–1000, ``approval_timeout_s`` at most :data:`MAX_TIMEOUT_S`).
+bounded (tiers 0–1000, ``approval_timeout_s`` at most :data:`MAX_TIMEOUT_S`), and numbers are
+numbers: ``max: true`` or ``max: "50000"`` is refused, never read as 1 or 50000.
 """
 
 from __future__ import annotations
