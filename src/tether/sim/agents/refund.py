@@ -261,6 +261,10 @@ def build(scenario: Scenario, world: World, layer: FaultLayer, *, keyed: bool) -
     tools = [
         bind(layer, "payments.get_charge", ChargeRef, "Look up a charge (an order's payment).",
              lambda a, k: plain(payments.get_charge(a.charge)), result=ChargeResponse),
+        # Known gap: its notes are text anyone can write, yet the answer is declared system
+        # trust. One answer has one trust; lowering it would refuse the task's own note and
+        # email, whose customer id and address come from this record. See
+        # tether.policy.control_flow on trust declarations.
         bind(layer, "crm.get_customer", CustomerRef, "Look up a customer in the CRM.",
              lambda a, k: plain(crm.get_customer(a.customer)), name="get_customer",
              result=CrmCustomerResponse, stale=crm),
