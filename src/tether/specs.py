@@ -156,7 +156,11 @@ def _coerced(annotation: Any, value: Any) -> str | None:
         # A string that is no number fails pydantic's own check; one that is ("25") would pass.
         if isinstance(value, bool) or (isinstance(value, str) and _numeric(value)):
             kind = "an integer" if annotation is int else "a number"
-            return f"expected {kind}, found {describe(value)} {short_repr(value)}"
+            hint = ""
+            if isinstance(value, str):
+                hint = ("; YAML reads 1e5 as text: write 1.0e+5" if "e" in value.lower()
+                        else "; write the number without quotes")
+            return f"expected {kind}, found {describe(value)} {short_repr(value)}{hint}"
         return None
     if origin in (Union, UnionType):
         arms = [_unwrap_annotated(a) for a in get_args(annotation)]
