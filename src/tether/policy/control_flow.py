@@ -73,7 +73,9 @@ where the request neither writes it nor names the alternative it belongs to, mak
 refused too — from the context alone, a document steering the model to a value and a document
 agreeing with it look the same.
 A second write of one kind is held even when the user asked for two, unless the request names
-what differs.
+what differs. A write on a candidate the request names but does not single out is held when
+untrusted text names it, even if nothing was injected (a document that mentions the other
+order the user mentioned).
 
 What it cannot catch, honestly: untrusted content that, in a task's single write, swaps one
 value for another the request itself names where the request's wording singles out the
