@@ -175,7 +175,8 @@ def control_flow(*, min_tier: int = 1, below: Trust | str = Trust.USER,
     """Once content trusted less than ``below`` is in the context, a consequential call whose
     control flow did not come from the trusted request is refused or held: a value untrusted
     content named and the request did not, or chose among named alternatives where the request
-    named another (``action``), or a second write of one tool whose
+    named another (``action``), a candidate the request names without singling it out and
+    untrusted content names (always held for approval), or a second write of one tool whose
     new values the request did not name (``repeat_action``; ``repeats=False`` turns this off
     for agents that legitimately repeat a write). See :mod:`tether.policy.control_flow`.
 
