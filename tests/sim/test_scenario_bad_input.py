@@ -11,9 +11,12 @@ from typer.testing import CliRunner
 
 from tests.yaml_mutations import SCENARIO_FILES
 from tether.cli import app
+from tether.errors import UsageError
 from tether.runtime.budgets import Budgets
 from tether.sim.episode import run_episode
-from tether.sim.scenario import EFFECTS, _Budgets, load_scenario
+from tether.sim.invariants import EpisodeFacts, check_invariants
+from tether.sim.scenario import EFFECTS, Invariant, _Budgets, load_scenario
+from tether.sim.world import World
 
 STORY = Path(__file__).resolve().parents[2] / "examples" / "scenarios" / \
     "refund_timeout_after_commit.yaml"
@@ -187,3 +190,13 @@ def test_every_effect_recorded_is_in_the_registry(scenario: Path) -> None:
             for key, value in effect["data"].items():
                 assert key in EFFECTS[name], (name, key)
                 assert isinstance(value, EFFECTS[name][key]), (name, key, value)
+
+
+def test_a_check_built_in_code_on_an_unknown_effect_is_an_error() -> None:
+    """An invariant built in code (not loaded from a file) that names an effect or field no
+    service records raises UsageError when checked, instead of holding vacuously."""
+    facts = EpisodeFacts(ledger=World(seed=0).ledger, snapshots={})
+    for settings in ({"effect": "payments.refnd"},
+                     {"effect": "payments.refund", "match": {"chargee": "ch_1"}}):
+        with pytest.raises(UsageError, match="invariant: never"):
+            check_invariants([Invariant(kind="never", settings=settings)], facts)

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tether.errors import UsageError
-from tether.sim.scenario import Invariant
+from tether.sim.scenario import Invariant, check_effect_settings
 from tether.sim.world import Effect, Ledger
 
 __all__ = ["EpisodeFacts", "Verdict", "check_invariants"]
@@ -166,6 +166,9 @@ def check_invariants(invariants: Sequence[Invariant], facts: EpisodeFacts) -> li
     """Each invariant's verdict, in the scenario's order."""
     verdicts = []
     for inv in invariants:
+        # Checks built in code (an agent's reading of its task) bypass the scenario loader: an
+        # effect or field no service records would make them hold or fail vacuously.
+        check_effect_settings(inv.settings, "invariant", inv.kind)
         label = f"{inv.kind}({', '.join(f'{k}={v}' for k, v in inv.settings.items() if v)})"
         problem = _CHECKS[inv.kind](facts, inv.settings)
         verdicts.append(Verdict(label, problem is None, problem or ""))

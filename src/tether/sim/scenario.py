@@ -42,7 +42,7 @@ whatever the agent did. ``python:`` invariants are free-form.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -54,9 +54,22 @@ from tether.sim.services import CRM, Calendar, Email, Identity, KnowledgeBase, P
 from tether.sim.world import World
 from tether.specs import StrictNumbers, describe, explain, load_yaml, one_of, short_repr
 
-__all__ = ["EFFECTS", "MAX_COUNT", "MAX_NUMBER", "MAX_PATIENCE", "MAX_SECONDS", "MAX_STEPS",
-           "SERVICES", "FaultSpec", "Invariant", "Persona", "Scenario", "load_scenario",
-           "scenario_from_dict"]
+__all__ = [
+    "EFFECTS",
+    "MAX_COUNT",
+    "MAX_NUMBER",
+    "MAX_PATIENCE",
+    "MAX_SECONDS",
+    "MAX_STEPS",
+    "SERVICES",
+    "FaultSpec",
+    "Invariant",
+    "Persona",
+    "Scenario",
+    "check_effect_settings",
+    "load_scenario",
+    "scenario_from_dict",
+]
 
 #: The largest count a scenario may set (a call number, ``times``, ``n`` …).
 MAX_COUNT = 1_000_000
@@ -288,11 +301,16 @@ def scenario_from_dict(data: Any, *, where: str = "<scenario>") -> Scenario:
 
 
 def _check_effect(checked: _Spec, where: str, at: str) -> None:
-    """Refuse an invariant naming an effect no service records, or matching on a field that
-    effect does not carry or with a value that field cannot have: such a check would hold, or
-    never match, whatever the agent did."""
-    name = getattr(checked, "effect", None)
-    if name is None:
+    check_effect_settings(checked.model_dump(), where, at)
+
+
+def check_effect_settings(settings: Mapping[str, Any], where: str, at: str) -> None:
+    """Refuse an invariant's settings naming an effect no service records (:data:`EFFECTS`),
+    or matching on a field that effect does not carry or with a value that field cannot have:
+    such a check would hold, or never match, whatever the agent did. ``where`` and ``at`` name
+    the file and the key path in the error."""
+    name = settings.get("effect")
+    if not isinstance(name, str):
         return
     if name in EFFECTS:
         fields = EFFECTS[name]
@@ -304,7 +322,7 @@ def _check_effect(checked: _Spec, where: str, at: str) -> None:
             raise UsageError(f"{where}: {at}.effect: unknown effect {short_repr(name)}; expected "
                              f"one of {', '.join(sorted(EFFECTS))}")
         fields = {k: v for op in operations for k, v in op.items()}
-    for key, value in (getattr(checked, "match", None) or {}).items():
+    for key, value in (settings.get("match") or {}).items():
         if key not in fields:
             raise UsageError(f"{where}: {at}.match.{key}: {name} effects carry no field "
                              f"{short_repr(key)}; expected one of {', '.join(sorted(fields))}")
