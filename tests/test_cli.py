@@ -114,6 +114,13 @@ def test_demo_shows_naive_double_refund_and_tether_exactly_once(tmp_path: Path) 
         (count,) = db.execute("SELECT count(*) FROM refunds").fetchone()
         db.close()
         assert count == (2 if harness == "naive" else 1)
+    # The killed run was recovered and finished: its note and email were sent once.
+    from tether import RunStatus, SQLiteStore
+    store = SQLiteStore(tmp_path / "tether" / "tether.db")
+    try:
+        assert [r.status for r in store.list_runs()] == [RunStatus.COMPLETED]
+    finally:
+        store.close()
 
 
 def test_runs_show_describes_agent_events(tmp_path: Path) -> None:

@@ -122,6 +122,10 @@ def build(bank: Bank) -> tuple[Workflow, dict[str, Tool[Any, Any]]]:
     return refund_order, tools
 
 
+#: The demo worker's identity (the owner of the leases it holds).
+WORKER = "crash-demo-worker"
+
+
 def _kill_after_refund(point: ProbePoint) -> None:
     if point.name == "issue_refund" and point.point == "after_call":
         os.kill(os.getpid(), signal.SIGKILL)
@@ -130,8 +134,11 @@ def _kill_after_refund(point: ProbePoint) -> None:
 async def _tether_worker(folder: Path, recover: bool) -> dict[str, Any]:
     bank = Bank(folder / "bank.db")
     wf, _ = build(bank)
+    # One worker identity across the kill and the restart, as a supervisor restarting the same
+    # worker gives: the restarted worker takes its own run back at once. (A different worker
+    # would wait for the killed one's lease to expire; see tether.runtime.ownership.)
     runtime = Runtime(SQLiteStore(folder / "tether.db"), workflows=[wf],
-                      probe=None if recover else _kill_after_refund)
+                      probe=None if recover else _kill_after_refund, owner=WORKER)
     began = time.perf_counter()  # allow-wallclock: the recovery time the demo reports
     if recover:
         results = await runtime.recover()
