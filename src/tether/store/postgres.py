@@ -129,6 +129,8 @@ _ACQUIRE = """
     WHERE run_id = %(run_id)s AND (owner IS NULL OR owner = %(owner)s
                                    OR lease_expires_at IS NULL OR lease_expires_at <= %(now)s)
     RETURNING epoch"""
+#: How often an acquire refused by a lease that was released meanwhile is tried again.
+_ACQUIRE_TRIES = 5
 _RENEW = """
     UPDATE {schema}.runs SET lease_expires_at = %(expires_at)s
     WHERE run_id = %(run_id)s AND owner = %(owner)s AND epoch = %(epoch)s
@@ -350,16 +352,23 @@ class PostgresStore:
     def acquire(self, run_id: str, owner: str, *, now: float, ttl_s: float) -> Lease:
         check_lease_args(owner, now, ttl_s)
         params = {"run_id": run_id, "owner": owner, "now": now, "expires_at": now + ttl_s}
-        with self._lock, self._errors():
-            row = self._connection().execute(self._acquire_sql, params).fetchone()
-            if row is not None:
-                return Lease(run_id, owner, int(row[0]), now + ttl_s)
-            held = self._db.execute(
-                f"SELECT owner, epoch, lease_expires_at FROM {self._q}.runs WHERE run_id = %s",
-                (run_id,)).fetchone()
-        if held is None:
-            raise UsageError(f"no run {run_id!r} in {self._where}; nothing to acquire")
-        raise run_owned(run_id, str(held[0]), float(held[2]), int(held[1]))
+        # The refusal is read in a second statement, so the holder may have released (or its
+        # lease expired) in between: then the run is free and the acquire is tried again.
+        held: tuple[Any, ...] | None = None
+        for _ in range(_ACQUIRE_TRIES):
+            with self._lock, self._errors():
+                row = self._connection().execute(self._acquire_sql, params).fetchone()
+                if row is not None:
+                    return Lease(run_id, owner, int(row[0]), now + ttl_s)
+                held = self._db.execute(
+                    f"SELECT owner, epoch, lease_expires_at FROM {self._q}.runs "
+                    "WHERE run_id = %s", (run_id,)).fetchone()
+            if held is None:
+                raise UsageError(f"no run {run_id!r} in {self._where}; nothing to acquire")
+            if held[0] is not None and held[2] is not None and float(held[2]) > now:
+                raise run_owned(run_id, str(held[0]), float(held[2]), int(held[1]))
+        assert held is not None  # the loop ran and returned or raised otherwise
+        raise run_owned(run_id, str(held[0]), float(held[2] or now), int(held[1]))
 
     def renew(self, lease: Lease, *, now: float, ttl_s: float) -> Lease:
         check_lease_args(lease.owner, now, ttl_s)
