@@ -143,12 +143,13 @@ class _Loop:
             if deadline is None or not self.ctx.past_deadline(wait_s):
                 return None
             failure = FailureType.BUDGET_EXCEEDED
-            waiting = f" and a {wait_s:g} s wait would end after it" if wait_s else ""
+            waiting = f", and a {wait_s:g} s wait would end after it" if wait_s else ""
+            budget_s = float(self.agent.budgets.max_duration_s or 0.0)
+            used_s = self.ctx.clock.now() - (deadline - budget_s)
             return {"failure": failure.value, "domain": failure.domain.value,
                     "limit": "max_duration_s",
-                    "reason": f"max_duration_s: the run's {self.agent.budgets.max_duration_s:g} "
-                              f"s ends at {deadline:g} on the run's clock{waiting}; it is now "
-                              f"{self.ctx.clock.now():g}",
+                    "reason": f"max_duration_s: {used_s:.3f} s of the run's {budget_s:g} s "
+                              f"used on the run's clock{waiting}",
                     "action": self.agent.budgets.on_breach}
 
         self._stop_if(self.ctx.maybe_decide("budget", live))
