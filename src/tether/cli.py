@@ -161,7 +161,7 @@ def runs_list(
     table = Table()
     for column in ("run", "workflow", "status", "events", "duration", "owner (lease)"):
         table.add_column(column)
-    now = time.time()  # leases are stamped with the workers' clocks: real time in production
+    now = time.time()  # allow-wallclock: leases are stamped with the workers' real clocks
     for r in runs:
         table.add_row(escape(r.run_id), escape(r.workflow), r.status.value, str(r.last_seq),
                       f"{r.updated_at - r.created_at:.3f} s", _owner_cell(r.owner,
