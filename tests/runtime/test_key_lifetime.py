@@ -152,12 +152,12 @@ def test_a_backoff_longer_than_the_key_lifetime_is_capped_inside_it() -> None:
     assert reissue.attempt == 2 and reissue.at < 100.0
 
 
-def test_a_recovery_after_the_key_expired_escalates_instead_of_reissuing() -> None:
-    """A crash between intent and result, recovered 25 h later: no blind re-issue."""
+def _crash_then_recover_after(later_s: float) -> tuple[Any, ForgetfulPayments, MemoryStore]:
+    """A refund whose worker dies between the provider's commit and the result, recovered by a
+    fresh runtime ``later_s`` seconds later (the provider keeps keys 24 h)."""
     clock = VirtualClock(start=0.0)
     payments = ForgetfulPayments(clock, retention_s=24 * 3600.0)
-    refund = refund_tool(payments, just_send, retention_s=None)
-    flow = flow_for(refund)
+    flow = flow_for(refund_tool(payments, just_send, retention_s=None))
 
     def crash(point: ProbePoint) -> None:
         if point.point == "after_call":
@@ -166,8 +166,14 @@ def test_a_recovery_after_the_key_expired_escalates_instead_of_reissuing() -> No
     store = MemoryStore()
     with pytest.raises(Crash):
         asyncio.run(Runtime(store, clock=clock, seed=1, probe=crash).start(flow, "A-1"))
-    clock.advance(25 * 3600.0)
+    clock.advance(later_s)
     (result,) = asyncio.run(Runtime(store, clock=clock, workflows=[flow]).recover())
+    return result, payments, store
+
+
+def test_a_recovery_after_the_key_expired_escalates_instead_of_reissuing() -> None:
+    """A crash between intent and result, recovered 25 h later: no blind re-issue."""
+    result, payments, store = _crash_then_recover_after(25 * 3600.0)
     assert payments.effects == ["re_1"]
     assert result.status is RunStatus.ESCALATED and "unknown" in result.reason
     assert "86,400 s" in result.reason
@@ -176,20 +182,7 @@ def test_a_recovery_after_the_key_expired_escalates_instead_of_reissuing() -> No
 
 def test_a_recovery_within_the_key_lifetime_still_reissues() -> None:
     """The same crash recovered an hour later re-issues under the key, deduplicated."""
-    clock = VirtualClock(start=0.0)
-    payments = ForgetfulPayments(clock, retention_s=24 * 3600.0)
-    refund = refund_tool(payments, just_send, retention_s=None)
-    flow = flow_for(refund)
-
-    def crash(point: ProbePoint) -> None:
-        if point.point == "after_call":
-            raise Crash()
-
-    store = MemoryStore()
-    with pytest.raises(Crash):
-        asyncio.run(Runtime(store, clock=clock, seed=1, probe=crash).start(flow, "A-1"))
-    clock.advance(3600.0)
-    (result,) = asyncio.run(Runtime(store, clock=clock, workflows=[flow]).recover())
+    result, payments, _ = _crash_then_recover_after(3600.0)
     assert result.status is RunStatus.COMPLETED and result.result == ["re_1"]
     assert payments.effects == ["re_1"]
 
