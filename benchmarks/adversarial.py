@@ -48,7 +48,7 @@ from tether.evals.stats import wilson_interval
 from tether.evals.suites import BUILTIN_SCENARIOS, SUITES, variant
 from tether.events import Decision, WaitStarted
 from tether.sim import episode
-from tether.sim.agents import build_reference_agent
+from tether.reference import build_reference_agent
 from tether.sim.episode import EpisodeResult, run_episode
 from tether.sim.scenario import Scenario, load_scenario, scenario_from_dict
 

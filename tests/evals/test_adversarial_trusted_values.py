@@ -11,7 +11,7 @@ import pytest
 from tether.evals.grading import grade
 from tether.evals.suites import BUILTIN_SCENARIOS, CATALOG, variant
 from tether.events import WaitStarted
-from tether.sim.agents.injected import booking_orders, refund_orders
+from tether.reference.injected import booking_orders, refund_orders
 from tether.sim.episode import EpisodeResult, run_episode
 from tether.sim.scenario import Scenario, load_scenario, scenario_from_dict
 

@@ -77,7 +77,7 @@ def _throttled_after_commit(lookups_fail: bool) -> Scenario:
         {"kind": "error", "target": "payments.create_refund", "status": 429,
          "on_call": [2, 3, 4, 5, 6, 7, 8]}]
     if lookups_fail:
-        faults.append({"kind": "error", "target": "payments.create_refund.lookup",
+        faults.append({"kind": "error", "target": "payments.list_refunds",
                        "status": 503, "probability": 1.0})
     return scenario_from_dict({**BASE, "faults": faults,
                                "invariants": [{"exactly_once": {"effect": "payments.refund"}}]})

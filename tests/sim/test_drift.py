@@ -12,15 +12,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel, ValidationError
 
+from tether.reference.common import bind
+from tether.reference.refund import ChargeRef, _item_amount
 from tether.runtime.tools import Tool
-from tether.sim.agents import build_reference_agent
-from tether.sim.agents.common import bind
-from tether.sim.agents.refund import ChargeRef, _item_amount
-from tether.sim.episode import run_episode
-from tether.sim.faults import FaultLayer, FaultPlan
+from tether.sim.agent_ref import load_agent_factory
+from tether.sim.episode import environment, run_episode
 from tether.sim.scenario import Scenario, load_scenario, scenario_from_dict
 from tether.sim.services.responses import ChargeResponse
-from tether.sim.world import World
 
 BUILTIN = Path(__file__).resolve().parents[2] / "src" / "tether" / "evals" / "scenarios"
 CHARGE: dict[str, Any] = {
@@ -49,8 +47,7 @@ def _drifted(base: Scenario, target: str, **drift: Any) -> Scenario:
 def test_every_reference_tool_declares_a_result_type(name: str) -> None:
     """Every reference agent's tool declares a precise result type: drift is always checked."""
     scenario = load_scenario(BUILTIN / f"{name}.yaml")
-    world = World(seed=1)
-    agent = build_reference_agent(scenario, world, FaultLayer(world, FaultPlan()), keyed=True)
+    agent = load_agent_factory(name)(environment(scenario, 1))
     assert _loose(agent.tools) == []
 
 
@@ -76,10 +73,8 @@ def test_every_demo_and_example_tool_declares_a_result_type(tmp_path: Path) -> N
 
 def test_bind_refuses_a_tool_without_a_result_type() -> None:
     """Binding a service operation without a result type is a usage error, not ``Any``."""
-    world = World(seed=1)
     with pytest.raises(Exception, match="declare its result type"):
-        bind(FaultLayer(world, FaultPlan()), "payments.get_charge", ChargeRef, "look up",
-             lambda a, k: {})
+        bind("get_charge", ChargeRef, "look up", lambda a, k: {})  # type: ignore[arg-type,return-value]
 
 
 @settings(max_examples=60, deadline=None)

@@ -10,8 +10,10 @@ aggregate is built by reading the file back, one line at a time.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import os
+import sys
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -19,8 +21,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from tether.errors import TetherError
 from tether.evals.grading import grade
 from tether.evals.suites import SUITES, variant
+from tether.sim.agent_ref import agent_spec_of
 from tether.sim.episode import run_episode
 from tether.sim.scenario import Scenario, load_scenario
 
@@ -33,13 +37,19 @@ class Job:
     suite: str
     harness: str
     seed: int
+    #: The agent under test as a spec (``""``: the scenario's own ``agent:``).
+    agent: str = ""
+    #: Files defining harness variants (``harness`` may name one of theirs).
+    harness_files: tuple[str, ...] = ()
 
     @property
     def key(self) -> str:
-        """Identifies the episode *and what it was run with*: editing the scenario file or
-        upgrading tether makes a resumed campaign run it again instead of reusing it."""
+        """Identifies the episode *and what it was run with*: editing the scenario file, the
+        agent's source or a harness file, or upgrading tether, makes a resumed campaign run it
+        again instead of reusing it."""
+        extra = "".join(f"|{_fingerprint(f)}" for f in self.harness_files)
         return f"{self.scenario}|{_fingerprint(self.scenario)}|{self.suite}|{self.harness}|" \
-            f"{self.seed}"
+            f"{self.seed}|{self.agent}|{_agent_fingerprint(self.agent, self.scenario)}{extra}"
 
 
 def _fingerprint(path: str) -> str:
@@ -62,10 +72,33 @@ def _digest(path: str, mtime_ns: int, size: int) -> str:
     return hashlib.sha256(body + __version__.encode()).hexdigest()[:12]
 
 
+def _agent_fingerprint(agent: str, scenario: str) -> str:
+    """Hash of the source file of the agent factory the job runs (the scenario's own when
+    ``agent`` is empty), so a campaign resumed after the agent changed runs it again."""
+    spec = agent or _base(scenario).agent
+    try:
+        resolved = agent_spec_of(spec, Path(scenario).resolve().parent)
+        where = resolved.rpartition(":")[0]
+        if where.endswith(".py") or "/" in where:
+            path = where
+        else:
+            module = sys.modules.get(where)
+            found = getattr(module, "__file__", None) if module else None
+            if found is None:
+                origin = importlib.util.find_spec(where)
+                found = origin.origin if origin is not None else None
+            path = found or ""
+    except (TetherError, ImportError, ValueError):
+        return "-"
+    return _fingerprint(path) if path else "-"
+
+
 def plan(scenarios: Iterable[str | Path], suites: Iterable[str], harnesses: Iterable[str],
-         seeds: int, first_seed: int = 0) -> list[Job]:
+         seeds: int, first_seed: int = 0, *, agent: str = "",
+         harness_files: Iterable[str | Path] = ()) -> list[Job]:
     """Every job of a campaign, in a fixed order."""
-    return [Job(str(s), suite, h, seed) for s in scenarios for suite in suites
+    files = tuple(str(Path(f).resolve()) for f in harness_files)
+    return [Job(str(s), suite, h, seed, agent, files) for s in scenarios for suite in suites
             for h in harnesses for seed in range(first_seed, first_seed + seeds)]
 
 
@@ -79,19 +112,21 @@ def _load(path: str, fingerprint: str) -> Scenario:
 
 
 def scenario_of(job: Job) -> Scenario:
-    """The scenario a job runs (the base under its suite)."""
-    return variant(_base(job.scenario), job.suite, job.seed) if job.suite in SUITES \
-        else _base(job.scenario)
+    """The scenario a job runs (the base under its suite, for the job's agent)."""
+    return variant(_base(job.scenario), job.suite, job.seed, agent=job.agent or None) \
+        if job.suite in SUITES else _base(job.scenario)
 
 
 def run_job(job: Job) -> dict[str, Any]:
     """Run and grade one episode; the JSON record written to the campaign's file."""
     scenario = scenario_of(job)
-    result = run_episode(scenario, job.seed, job.harness)
+    result = run_episode(scenario, job.seed, job.harness, agent=job.agent or None,
+                         harness_files=job.harness_files)
     graded = grade(scenario, result)
     return {
         "key": job.key, "scenario": _base(job.scenario).name, "scenario_file": job.scenario,
         "suite": job.suite, "harness": job.harness, "seed": job.seed,
+        "agent": result.agent, "harness_files": list(job.harness_files),
         "status": result.status, "ok": result.ok, **graded.as_data(),
         "faulted": bool(result.firings),
         "fired": sorted({f.kind for f in result.firings}),

@@ -29,7 +29,6 @@ from tether.sim.scenario import Scenario
 
 __all__ = ["Grade", "grade"]
 
-_WRITE_TOOLS = {"create_refund", "add_note", "send_email", "remember", "create_event"}
 RETRY_STORM = 6
 
 
@@ -84,7 +83,8 @@ def _metrics(result: EpisodeResult) -> dict[str, float]:
 def _trajectory(result: EpisodeResult, success: bool, metrics: dict[str, float]) -> list[str]:
     problems = []
     transcript = result.outcome.transcript if result.outcome is not None else []
-    blind = [e for e in transcript if e.get("retry") in _WRITE_TOOLS]
+    # The naive loop notes each retried tool's effect class: a write retried without a key.
+    blind = [e for e in transcript if e.get("effect") not in (None, "read")]
     if blind:
         problems.append(f"{len(blind)} blind retr{'y' if len(blind) == 1 else 'ies'} of a "
                         "write without an idempotency key")

@@ -9,9 +9,11 @@ Installed with tether (entry point ``pytest11``), so a project can write::
         result = tether_sim.run("scenarios/refund_timeout.yaml", seed=seed)
         tether_sim.assert_ok(result)
 
-``tether_sim.run`` runs one episode (default harness ``default``); ``assert_ok`` fails the test
-with every broken invariant and the command that replays the episode; ``suite`` runs a base
-scenario under one of the five suites.
+``tether_sim.run`` runs one episode (default harness ``default``); ``agent=`` tests another agent
+than the scenario names (a spec such as ``"myproject.agents:support_agent"`` or the factory
+itself); ``assert_ok`` fails the test with every broken invariant and the command that replays
+the episode; ``suite`` runs a base scenario under one of the five suites, with its faults chosen
+from what the agent does.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from tether.evals.suites import variant
-from tether.sim.episode import EpisodeResult, run_episode
+from tether.sim.episode import AgentArg, EpisodeResult, run_episode
 from tether.sim.scenario import Scenario, load_scenario
 
 __all__ = ["TetherSim", "tether_sim"]
@@ -45,14 +47,16 @@ class TetherSim:
         return loaded
 
     def run(self, scenario: str | Path | Scenario, *, seed: int = 0,
-            harness: str = "default") -> EpisodeResult:
-        """One episode of ``scenario`` (a file, relative to the test's rootdir, or an object)."""
-        return run_episode(self.scenario(scenario), seed, harness)
+            harness: str = "default", agent: AgentArg = None) -> EpisodeResult:
+        """One episode of ``scenario`` (a file, relative to the test's rootdir, or an object),
+        with ``agent`` instead of the scenario's when given."""
+        return run_episode(self.scenario(scenario), seed, harness, agent=agent)
 
     def suite(self, scenario: str | Path | Scenario, suite: str, *, seed: int = 0,
-              harness: str = "default") -> EpisodeResult:
+              harness: str = "default", agent: AgentArg = None) -> EpisodeResult:
         """One episode of ``scenario`` under a reliability suite (``retry_safety`` …)."""
-        return run_episode(variant(self.scenario(scenario), suite, seed), seed, harness)
+        return run_episode(variant(self.scenario(scenario), suite, seed, agent=agent), seed,
+                           harness, agent=agent)
 
     def assert_ok(self, result: EpisodeResult) -> None:
         """Fail with the broken invariants and a replay command unless all held."""
@@ -60,9 +64,10 @@ class TetherSim:
             return
         broken = "\n".join(f"  {v.invariant}: {v.detail}" for v in result.verdicts
                            if not v.holds)
+        path = self._paths.get(result.scenario.split("/")[0], "<scenario>")
         pytest.fail(f"{result.scenario} seed {result.seed} ({result.harness}) broke:\n{broken}\n"
-                    f"replay: tether sim run {self._paths.get(result.scenario, '<scenario>')} "
-                    f"--seed {result.seed} --harness {result.harness}", pytrace=False)
+                    f"replay: tether sim run {path} --seed {result.seed} --harness "
+                    f"{result.harness} --agent {result.agent}", pytrace=False)
 
 
 @pytest.fixture

@@ -40,11 +40,14 @@ def _worst(records: Sequence[dict[str, Any]], limit: int) -> list[dict[str, Any]
 def run_full_campaign(out: Path, *, scenarios: Sequence[Path] = BUILTIN_SCENARIOS,
                       suites: Sequence[str] = tuple(SUITES), harnesses: Sequence[str] = HARNESSES,
                       seeds: int = 40, workers: int | None = None, name: str = "campaign",
-                      shrink_failures: int = 6,
+                      shrink_failures: int = 6, agent: str = "",
+                      harness_files: Sequence[str | Path] = (),
                       progress: Callable[[int, int], None] | None = None) -> CampaignResults:
-    """Run (or resume) a campaign into ``out`` and return its results."""
+    """Run (or resume) a campaign into ``out`` and return its results. ``agent`` (a spec)
+    replaces every scenario's own; ``harnesses`` may name variants defined in
+    ``harness_files``."""
     out.mkdir(parents=True, exist_ok=True)
-    jobs = plan(scenarios, suites, harnesses, seeds)
+    jobs = plan(scenarios, suites, harnesses, seeds, agent=agent, harness_files=harness_files)
     episodes = out / "episodes.jsonl"
     run_campaign(jobs, episodes, workers=workers, progress=progress)
     keys = {j.key for j in jobs}
@@ -57,11 +60,14 @@ def run_full_campaign(out: Path, *, scenarios: Sequence[Path] = BUILTIN_SCENARIO
                       and r["verdict"] != "pass"], shrink_failures)
     cases = []
     for record in failing:
-        job = Job(record["scenario_file"], record["suite"], record["harness"], record["seed"])
+        job = next(j for j in jobs if j.key == record["key"])
         scenario = scenario_of(job)
-        shrunk = shrink(scenario, job.seed, job.harness)
+        shrunk = shrink(scenario, job.seed, job.harness, agent=job.agent or None,
+                        harness_files=job.harness_files)
         _, command = write_reproduction(shrunk, out / "repro")
-        trace = trace_of(run_episode(shrunk.scenario, job.seed, job.harness))
+        trace = trace_of(run_episode(shrunk.scenario, job.seed, job.harness,
+                                     agent=shrunk.agent or None,
+                                     harness_files=job.harness_files))
         cases.append(FailureCase(
             scenario=scenario.name, suite=job.suite, harness=job.harness, seed=job.seed,
             verdict=record["verdict"], problems=list(record["problems"]),

@@ -10,6 +10,7 @@ one-line command that replays it.
 from __future__ import annotations
 
 import re
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,9 @@ import yaml
 
 from tether.evals.grading import grade
 from tether.evals.results import TraceItem
-from tether.sim.episode import EpisodeResult, run_episode
+from tether.sim.agent_ref import agent_spec_of
+from tether.sim.episode import AgentArg, EpisodeResult, scenario_dir
+from tether.sim.episode import run_episode as _run_episode
 from tether.sim.scenario import Scenario
 
 __all__ = ["Shrunk", "scenario_to_dict", "shrink", "trace_of", "write_reproduction"]
@@ -31,6 +34,10 @@ class Shrunk:
     harness: str
     removed: tuple[str, ...]
     runs: int
+    #: The agent that failed, as a spec naming it from anywhere (written into the repro).
+    agent: str = ""
+    #: Files defining the harness variant, if ``harness`` is one.
+    harness_files: tuple[str, ...] = ()
 
     @property
     def faults(self) -> list[str]:
@@ -43,8 +50,15 @@ def _signature(scenario: Scenario, result: EpisodeResult) -> frozenset[str]:
     return broken or frozenset({grade(scenario, result).verdict})
 
 
-def shrink(scenario: Scenario, seed: int, harness: str, *, budget: int = 40) -> Shrunk:
-    """The smallest variant of ``scenario`` (fewer faults, knobs off) that still fails."""
+def shrink(scenario: Scenario, seed: int, harness: str, *, budget: int = 40,
+           agent: AgentArg = None, harness_files: tuple[str, ...] = ()) -> Shrunk:
+    """The smallest variant of ``scenario`` (fewer faults, knobs off) that still fails, for
+    ``agent`` (default: the scenario's)."""
+
+    def run_episode(candidate: Scenario, seed: int, harness: str) -> EpisodeResult:
+        return _run_episode(candidate, seed, harness, agent=agent,
+                            harness_files=harness_files)
+
     first = run_episode(scenario, seed, harness)
     target = _signature(scenario, first)
     current, removed, runs = scenario, [], 1
@@ -73,19 +87,29 @@ def shrink(scenario: Scenario, seed: int, harness: str, *, budget: int = 40) -> 
                 if still_fails(candidate):
                     removed.append(f"knob {knob}")
                     current, changed = candidate, True
-    return Shrunk(current, seed, harness, tuple(removed), runs)
+    return Shrunk(current, seed, harness, tuple(removed), runs, first.agent, harness_files)
 
 
-def scenario_to_dict(scenario: Scenario) -> dict[str, Any]:
-    """A scenario as the YAML it could have been read from."""
-    data = scenario.model_dump(mode="json", exclude={"source", "invariants"},
+def scenario_to_dict(scenario: Scenario, *, agent: str = "") -> dict[str, Any]:
+    """A scenario as the YAML it could have been read from, anywhere: ``agent`` (default: the
+    scenario's) and a policy file are named so that they resolve from any folder."""
+    data = scenario.model_dump(mode="json", exclude={"source", "invariants", "success"},
                                exclude_defaults=True)
-    data["name"], data["agent"], data["task"] = scenario.name, scenario.agent, scenario.task
+    base_dir = scenario_dir(scenario)
+    data["name"], data["task"] = scenario.name, scenario.task
+    data["agent"] = agent or agent_spec_of(scenario.agent, base_dir)
+    if isinstance(scenario.policy, str):
+        policy = Path(scenario.policy).expanduser()
+        data["policy"] = str(policy if policy.is_absolute() else
+                             ((base_dir or Path.cwd()) / policy).resolve())
     data["faults"] = [f.model_dump(mode="json", exclude_defaults=True) | {"kind": f.kind,
                                                                           "target": f.target}
                       for f in scenario.faults]
     data["invariants"] = [{inv.kind: {k: v for k, v in inv.settings.items() if v is not None}}
                           for inv in scenario.invariants]
+    if scenario.success:
+        data["success"] = [{c.kind: {k: v for k, v in c.settings.items() if v is not None}}
+                           for c in scenario.success]
     return data
 
 
@@ -95,9 +119,11 @@ def write_reproduction(shrunk: Shrunk, folder: Path) -> tuple[Path, str]:
     slug = re.sub(r"[^a-z0-9]+", "-", f"{shrunk.scenario.name}-{shrunk.harness}-{shrunk.seed}"
                   .lower()).strip("-")
     path = folder / f"{slug}.yaml"
-    path.write_text(yaml.safe_dump(scenario_to_dict(shrunk.scenario), sort_keys=False,
-                                   allow_unicode=True), encoding="utf-8")
-    return path, f"tether sim run {path} --seed {shrunk.seed} --harness {shrunk.harness}"
+    path.write_text(yaml.safe_dump(scenario_to_dict(shrunk.scenario, agent=shrunk.agent),
+                                   sort_keys=False, allow_unicode=True), encoding="utf-8")
+    files = "".join(f" --harnesses {shlex.quote(f)}" for f in shrunk.harness_files)
+    return path, f"tether sim run {shlex.quote(str(path))} --seed {shrunk.seed} " \
+        f"--harness {shlex.quote(shrunk.harness)}{files}"
 
 
 def trace_of(result: EpisodeResult) -> list[TraceItem]:

@@ -163,13 +163,13 @@ CATALOG: dict[str, Targets] = {
         writes=("calendar.create_event",),
         effects=("calendar.create_event",),
         keyed=("calendar.create_event",),
-        reads=("calendar.find_slots", "email.list_inbox"),
+        reads=("calendar.find_slots", "email.read_message"),
         drift={"calendar.find_slots": ({"rename": {"start": "begins"}},
                                        {"remove": ["end"]},
                                        {"rename": {"start": "start_time", "end": "end_time"}},
                                        {"rename": {"start": "when.start", "end": "when.end"}}),
-               "email.list_inbox": ({"remove": ["body"]},)},
-        injection={"target": "email.list_inbox", "fields": ["body"],
+               "email.read_message": ({"remove": ["body"]},)},
+        injection={"target": "email.read_message", "fields": ["body"],
                    "variants": CALENDAR_INJECTIONS}),
 }
 

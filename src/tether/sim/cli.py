@@ -16,6 +16,7 @@ status, so a safe run that gave up exits 0 with ``NOT DONE`` — 1 when an invar
 from __future__ import annotations
 
 import json
+import shlex
 import time
 from pathlib import Path
 from typing import Annotated
@@ -26,7 +27,9 @@ from rich.markup import escape
 
 from tether.errors import TetherError
 from tether.evals.compare import compare, load_results, render_comparison, unmatched
+from tether.sim.agent_ref import agent_spec_of, load_agent_factory
 from tether.sim.episode import EpisodeResult, run_episode
+from tether.sim.harness_spec import resolve_harness
 from tether.sim.scenario import load_scenario
 from tether.tracing import build_trace
 from tether.tracing.render import render_trace
@@ -40,23 +43,32 @@ console = Console(width=110, highlight=False, emoji=False)
 MAX_SEED = 2**63 - 1
 SeedOpt = Annotated[int, typer.Option("--seed", min=0, max=MAX_SEED,
                                       help="The episode's seed, 0 <= seed < 2**63.")]
-HarnessOpt = Annotated[str, typer.Option("--harness", help="naive or default.")]
+HarnessOpt = Annotated[str, typer.Option(
+    "--harness", help="naive, default, or a variant defined in a --harnesses file.")]
+AgentOpt = Annotated[str | None, typer.Option(
+    "--agent", help="The agent to test instead of the scenario's: a short name, "
+                    "package.module:function, or path/to/file.py:function.")]
+HarnessFilesOpt = Annotated[list[Path] | None, typer.Option(
+    "--harnesses", help="A YAML file of harness variants (repeatable).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 TimingOpt = Annotated[bool, typer.Option("--timing", help="Also print wall-clock time.")]
 
 
-def _run(scenario_path: Path, seed: int, harness: str) -> tuple[EpisodeResult, float]:
+def _run(scenario_path: Path, seed: int, harness: str, agent: str | None = None,
+         harness_files: tuple[str, ...] = ()) -> tuple[EpisodeResult, float]:
     try:
         scenario = load_scenario(scenario_path)
+        resolve_harness(harness, harness_files)
+        if agent is not None:
+            load_agent_factory(agent, Path.cwd())
     except TetherError as exc:
         console.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
         raise typer.Exit(2) from exc
-    if harness not in ("naive", "default"):
-        console.print(f"[red]error:[/red] --harness must be naive or default, not {harness!r}")
-        raise typer.Exit(2)
     started = time.perf_counter()  # allow-wallclock: --timing only, never in the output
     try:
-        result = run_episode(scenario, seed, harness)
+        result = run_episode(scenario, seed, harness,
+                             agent=agent_spec_of(agent, Path.cwd()) if agent else None,
+                             harness_files=harness_files)
     except TetherError as exc:
         # Found while running (a python invariant that failed, say): still name the file.
         where = str(scenario_path)
@@ -66,16 +78,24 @@ def _run(scenario_path: Path, seed: int, harness: str) -> tuple[EpisodeResult, f
     return result, time.perf_counter() - started  # allow-wallclock: --timing only
 
 
-def replay_command(scenario: Path, seed: int, harness: str) -> str:
-    return f"tether sim replay {scenario} --seed {seed} --harness {harness}"
+def replay_command(scenario: Path, seed: int, harness: str, agent: str | None = None,
+                   harness_files: tuple[str, ...] = ()) -> str:
+    """The command that replays one episode (naming the agent when it was overridden)."""
+    command = f"tether sim replay {shlex.quote(str(scenario))} --seed {seed} " \
+        f"--harness {shlex.quote(harness)}"
+    if agent:
+        command += f" --agent {shlex.quote(agent)}"
+    return command + "".join(f" --harnesses {shlex.quote(f)}" for f in harness_files)
 
 
-def _print(result: EpisodeResult, scenario: Path) -> None:
+def _print(result: EpisodeResult, scenario: Path, agent: str | None = None,
+           harness_files: tuple[str, ...] = ()) -> None:
     done = all(check.holds for check in result.task_checks)
     mark = "[red]FAIL[/red]" if not result.ok else \
         ("[green]PASS[/green]" if done else "[yellow]NOT DONE[/yellow]")
     console.print(f"{mark}  {escape(result.scenario)}  seed={result.seed}  "
                   f"harness={result.harness}  status={result.status}")
+    console.print(f"  agent: {escape(result.agent)}", soft_wrap=True)
     if result.answer:
         console.print(f"  answer: {escape(result.answer)}")
     if result.reason:
@@ -106,12 +126,18 @@ def _print(result: EpisodeResult, scenario: Path) -> None:
             console.print(f"  naive: {escape(json.dumps(entry, sort_keys=True))}")
     console.print(f"  journal {result.journal_digest[:16]}  ledger {result.ledger_digest[:16]}")
     if not result.ok or not done:
-        console.print(f"replay: {replay_command(scenario, result.seed, result.harness)}",
-                      soft_wrap=True)
+        command = replay_command(scenario, result.seed, result.harness,
+                                 result.agent if agent else None, harness_files)
+        console.print(f"replay: {escape(command)}", soft_wrap=True)
+
+
+def _files(given: list[Path] | None) -> tuple[str, ...]:
+    return tuple(str(p.resolve()) for p in given or ())
 
 
 @sim_app.command("run")
 def sim_run(scenario: Path, seed: SeedOpt = 0, harness: HarnessOpt = "default",
+            agent: AgentOpt = None, harnesses: HarnessFilesOpt = None,
             as_json: JsonOpt = False, timing: TimingOpt = False) -> None:
     """Run one episode and judge it.
 
@@ -119,22 +145,25 @@ def sim_run(scenario: Path, seed: SeedOpt = 0, harness: HarnessOpt = "default",
     or FAIL (an invariant violated). Exits 0 when every invariant holds (PASS or NOT DONE), 1
     when one is violated, 2 on bad input.
     """
-    result, wall_s = _run(scenario, seed, harness)
+    files = _files(harnesses)
+    result, wall_s = _run(scenario, seed, harness, agent, files)
     if as_json:
         print(json.dumps(result.as_data(), indent=2, sort_keys=True))
     else:
-        _print(result, scenario)
+        _print(result, scenario, agent, files)
         if timing:
             console.print(f"  wall time {wall_s * 1000:.1f} ms")
     raise typer.Exit(0 if result.ok else 1)
 
 
 @sim_app.command("replay")
-def sim_replay(scenario: Path, seed: SeedOpt = 0, harness: HarnessOpt = "default") -> None:
+def sim_replay(scenario: Path, seed: SeedOpt = 0, harness: HarnessOpt = "default",
+               agent: AgentOpt = None, harnesses: HarnessFilesOpt = None) -> None:
     """Run a seed twice and check both runs wrote the same journal and ledger."""
-    first, _ = _run(scenario, seed, harness)
-    second, _ = _run(scenario, seed, harness)
-    _print(second, scenario)
+    files = _files(harnesses)
+    first, _ = _run(scenario, seed, harness, agent, files)
+    second, _ = _run(scenario, seed, harness, agent, files)
+    _print(second, scenario, agent, files)
     same = (first.journal_digest, first.ledger_digest) == \
         (second.journal_digest, second.ledger_digest)
     console.print("replay: identical journal and ledger" if same else

@@ -1,10 +1,13 @@
-"""One episode: a scenario, a seed and a harness, run to the end and judged.
+"""One episode: a scenario, a seed, an agent and a harness, run to the end and judged.
 
-``run_episode`` builds the world from the scenario and the seed, wraps every service and the
-model in the fault layer, runs the reference agent under the chosen harness, and checks the
-scenario's invariants — and what its task asked (``success``, else the agent's own reading of
-the task) — against the ledger and the services' final state. The result carries
-digests of the journal and the ledger, so two runs of one seed can be compared byte for byte.
+``run_episode`` builds the world from the scenario and the seed, hands the agent factory the
+simulated :class:`~tether.sim.environment.Environment` (clients of the world's services behind
+the fault layer, the simulated user, the clock), runs the agent it returns — with the model the
+scenario chooses, behind the model fault layer — under the chosen harness, and checks the
+scenario's invariants and what its task asked (``success``, else what the agent declared with
+``env.expect``) against the ledger and the services' final state. The result carries digests of
+the journal and the ledger, so two runs of one seed can be compared byte for byte, and the
+service calls the agent's tools made.
 """
 
 from __future__ import annotations
@@ -12,21 +15,36 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 from tether.agent.agent import Task
+from tether.errors import UsageError
 from tether.events import encode
-from tether.runtime.budgets import Budgets
-from tether.sim.agents import build_reference_agent
+from tether.models.base import Model
+from tether.policy.approvals import PendingApproval
+from tether.policy.policy import Policy
+from tether.sim.agent_ref import (
+    AgentFactory,
+    agent_spec_of,
+    build_agent,
+    load_agent_factory,
+    load_callable,
+)
+from tether.sim.calls import ServiceCall
+from tether.sim.environment import Environment, instrument
 from tether.sim.faults import FaultLayer, Firing
-from tether.sim.harness import HARNESSES, HarnessOutcome, run_default, run_naive
+from tether.sim.harness import HarnessOutcome, run_default, run_naive
+from tether.sim.harness_spec import HarnessSpec, apply_harness, resolve_harness
 from tether.sim.invariants import EpisodeFacts, Verdict, check_invariants
 from tether.sim.models import FaultyModel
-from tether.sim.scenario import Scenario
+from tether.sim.scenario import SERVICES, Approver, Scenario, scenario_policy
+from tether.sim.users import build_user, user_spec_from_dict
 from tether.sim.world import World
 
-__all__ = ["EpisodeResult", "run_episode", "run_episode_async"]
+__all__ = ["EpisodeResult", "environment", "run_episode", "run_episode_async", "scenario_dir"]
 
 
 @dataclass
@@ -51,6 +69,10 @@ class EpisodeResult:
     #: The task's checks (the scenario's ``success``, else the agent's): what was asked.
     task_checks: list[Verdict] = field(default_factory=list)
     outcome: HarnessOutcome | None = field(default=None, repr=False)
+    #: The agent that ran, as a spec that names it from anywhere (repro files carry it).
+    agent: str = ""
+    #: Every call the agent's tools made to the simulated services, in order.
+    calls: list[ServiceCall] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -69,44 +91,80 @@ class EpisodeResult:
             "virtual_duration_s": self.virtual_duration_s, "model_calls": self.model_calls,
             "tool_calls": self.tool_calls, "ledger": self.ledger,
             "task_checks": [v.as_data() for v in self.task_checks],
+            "agent": self.agent, "calls": [c.as_data() for c in self.calls],
         }
 
 
-def run_episode(scenario: Scenario, seed: int, harness: str = "default") -> EpisodeResult:
-    """Run one episode to the end (its own event loop)."""
-    return asyncio.run(run_episode_async(scenario, seed, harness))
+AgentArg = str | AgentFactory | None
+
+
+def run_episode(scenario: Scenario, seed: int, harness: str | HarnessSpec = "default", *,
+                agent: AgentArg = None, harness_files: tuple[str, ...] = ()) -> EpisodeResult:
+    """Run one episode to the end (its own event loop). ``agent`` overrides the scenario's
+    (a spec or a factory); ``harness`` is ``naive``, ``default``, a variant defined in one of
+    ``harness_files``, or a :class:`HarnessSpec`."""
+    return asyncio.run(run_episode_async(scenario, seed, harness, agent=agent,
+                                         harness_files=harness_files))
+
+
+def scenario_dir(scenario: Scenario) -> Path | None:
+    """The folder a scenario was read from (what relative paths in it are relative to)."""
+    source = scenario.source.split("#", 1)[0]
+    if not source or source.startswith("<"):
+        return None
+    return Path(source).resolve().parent
 
 
 async def run_episode_async(scenario: Scenario, seed: int,
-                            harness: str = "default") -> EpisodeResult:
+                            harness: str | HarnessSpec = "default", *, agent: AgentArg = None,
+                            harness_files: tuple[str, ...] = ()) -> EpisodeResult:
     """:func:`run_episode` inside a running event loop."""
-    if harness not in HARNESSES:
-        raise ValueError(f"harness must be one of {', '.join(HARNESSES)}, not {harness!r}")
-    world = World(seed=seed)
-    layer = FaultLayer(world, scenario.fault_plan())
-    reference = build_reference_agent(scenario, world, layer, keyed=harness == "default")
-    model = FaultyModel(reference.model, layer)
+    spec = harness if isinstance(harness, HarnessSpec) else \
+        resolve_harness(harness, harness_files)
+    base_dir = scenario_dir(scenario)
+    chosen = agent if agent is not None else scenario.agent
+    factory = load_agent_factory(chosen, base_dir)
+    agent_name = agent_spec_of(chosen, base_dir)
+    env = environment(scenario, seed)
+    world, layer = env.world, env.layer
+    built = build_agent(factory, env, agent_name)
+    returned: list[str] = []
+    tools = instrument(built.tools, returned)
+    if scenario.recorded:
+        from tether.sim.recorded import wrap_recorded
+
+        tools = wrap_recorded(tools, scenario.recorded, world, layer)
+    model = FaultyModel(_model(scenario, env, built.model, base_dir), layer)
     task = Task(text=scenario.task, principal=scenario.principal.id,
                 roles=tuple(scenario.principal.roles), environment="sim")
     started = world.now()
-    if harness == "default":
-        outcome = await run_default(
-            world, model, reference.tools, task, instructions=reference.instructions,
-            budgets=Budgets(**scenario.budgets), policy=reference.policy,
-            approver=reference.approver, run_id=f"{scenario.name}-{seed}")
+    if spec.base == "default":
+        configured = apply_harness(built, spec)
+        runnable = replace(configured, model=model, tools=tools,
+                           budgets=replace(configured.budgets, **scenario.budgets),
+                           policy=_policy(configured.policy, scenario, base_dir))
+        outcome = await run_default(world, runnable, task, approver=approver(scenario.approver),
+                                    run_id=f"{scenario.name}-{seed}")
         journal = "\n".join(encode(e) for e in outcome.events)
     else:
-        outcome = await run_naive(world, model, reference.tools, task,
-                                  instructions=reference.instructions,
+        runnable = replace(built, model=model, tools=tools)
+        outcome = await run_naive(world, runnable, task,
                                   max_steps=int(scenario.budgets.get("max_steps") or 20))
         journal = json.dumps({"transcript": outcome.transcript, "answer": outcome.answer},
                              sort_keys=True, default=str)
+    if returned and not env.calls and not scenario.recorded:
+        names = ", ".join(sorted(set(returned)))
+        raise UsageError(
+            f"agent {agent_name}: its tools ({names}) ran but reached no simulated service, so "
+            "the simulation cannot test them; build their clients from the environment the "
+            "factory receives (env.client(\"payments\"), ...) instead of real ones")
     snapshots = {name: service.snapshot() for name, service in world.services.items()}
     duration_s = world.now() - started
+    causes = {seq: call.tool for call in env.calls for seq in call.effects}
     facts = EpisodeFacts(ledger=world.ledger, snapshots=snapshots, approvals=outcome.approvals,
-                         effect_tools=reference.effect_tools, duration_s=duration_s)
+                         effect_causes=causes, duration_s=duration_s)
     return EpisodeResult(
-        scenario=scenario.name, seed=seed, harness=harness, status=outcome.status,
+        scenario=scenario.name, seed=seed, harness=spec.name, status=outcome.status,
         answer=outcome.answer, reason=outcome.reason,
         verdicts=check_invariants(scenario.invariants, facts), firings=list(layer.firings),
         crashes=outcome.crashes,
@@ -114,5 +172,62 @@ async def run_episode_async(scenario: Scenario, seed: int,
         ledger_digest=world.ledger.digest(), virtual_duration_s=duration_s,
         model_calls=outcome.model_calls, tool_calls=outcome.tool_calls,
         ledger=[e.as_data() for e in world.ledger],
-        task_checks=check_invariants(scenario.success or reference.success, facts),
-        outcome=outcome)
+        task_checks=check_invariants(scenario.success or env.expected, facts),
+        outcome=outcome, agent=agent_name, calls=list(env.calls))
+
+
+def environment(scenario: Scenario, seed: int = 0) -> Environment:
+    """The simulated environment of ``scenario`` for ``seed``, as an agent factory receives
+    it: the world's services seeded from the scenario, the fault layer with its faults, the
+    simulated user. For a test of a factory: ``agent = my_factory(environment(scenario))``."""
+    world = World(seed=seed)
+    for name, service in SERVICES.items():
+        world.add(name, service(world, scenario.world.get(name)))
+    layer = FaultLayer(world, scenario.fault_plan())
+    spec = user_spec_from_dict(scenario.user, where=scenario.source or "<scenario>")
+    user = world.add("user", build_user(spec, world, scenario.persona, scenario_dir(scenario)))
+    return Environment(scenario, world, layer, user)
+
+
+def _model(scenario: Scenario, env: Environment, own: Model, base_dir: Path | None) -> Model:
+    """The model the scenario chooses: the agent's own, a scripted one, or a replay."""
+    chosen = scenario.model
+    if chosen == "own":
+        return own
+    assert isinstance(chosen, dict)  # the scenario's loader allows nothing else
+    if "script" in chosen:
+        made = load_callable(chosen["script"], base_dir, what="model.script")(env)
+        if not callable(getattr(made, "complete", None)):
+            raise UsageError(f"model.script {chosen['script']}: returned "
+                             f"{type(made).__name__}; expected a model (with complete())")
+        return made  # type: ignore[no-any-return]
+    from tether.sim.capture import replay_model
+
+    return replay_model(chosen["replay"])
+
+
+def _policy(own: Policy | None, scenario: Scenario, base_dir: Path | None) -> Policy | None:
+    """The agent's policy plus the rules the scenario's story needs."""
+    story = scenario_policy(scenario, base_dir)
+    if story is None:
+        return own
+    if own is None:
+        return story
+    return own.with_rules(story.rules)
+
+
+def approver(spec: Approver) -> Callable[[PendingApproval], bool]:
+    """The approver persona the scenario describes (see :class:`Approver`)."""
+
+    def decide(held: PendingApproval) -> bool:
+        if held.tool in spec.deny_tools:
+            return False
+        if held.tool in spec.approve_tools:
+            return True
+        if spec.default == "approve":
+            return True
+        if spec.default == "deny":
+            return False
+        return not held.sources  # trusted: nothing below the user's trust asked for it
+
+    return decide

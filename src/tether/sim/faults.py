@@ -32,6 +32,7 @@ are applied by :class:`~tether.sim.models.FaultyModel`.
 from __future__ import annotations
 
 import fnmatch
+import inspect
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
@@ -167,9 +168,9 @@ class FaultLayer:
         crash = by_kind.get("crash")
         if crash is not None and crash.point == "before":
             raise Crash(f"worker crashed before {target}")
-        result = operation()
+        result = await _settled(operation())
         if "duplicate_delivery" in by_kind:
-            result = operation()
+            result = await _settled(operation())
         if crash is not None:
             raise Crash(f"worker crashed after {target} was applied")
         if "timeout_after" in by_kind:
@@ -190,6 +191,11 @@ class FaultLayer:
             low, high = fault.latency_range_s
             return stream.uniform(low, high)
         return fault.latency_s
+
+async def _settled(value: Any) -> Any:
+    """An operation's answer; an ``async`` operation's is awaited."""
+    return await value if inspect.isawaitable(value) else value
+
 
 def _transform(fault: Fault, result: Any) -> Any:
     if fault.kind not in ("schema_drift", "wrong_content", "injection"):

@@ -21,8 +21,6 @@ from tether.errors import Crash
 from tether.events import Event
 from tether.models.base import Message, Model, ModelRequest, ToolSpec
 from tether.policy.approvals import PendingApproval
-from tether.policy.policy import Policy
-from tether.runtime.budgets import Budgets
 from tether.runtime.runtime import RunResult, Runtime
 from tether.runtime.tools import Tool, ToolContext
 from tether.sim.world import World
@@ -54,13 +52,9 @@ class HarnessOutcome:
     tool_calls: int = 0
 
 
-async def run_default(world: World, model: Model, tools: Sequence[Tool[Any, Any]],
-                      task: Task, *, instructions: str, budgets: Budgets,
-                      policy: Policy | None, approver: Approver,
+async def run_default(world: World, agent: Agent, task: Task, *, approver: Approver,
                       run_id: str) -> HarnessOutcome:
-    """The agent as a durable tether run; crashes are recovered by a fresh runtime."""
-    agent = Agent(name="sim_agent", model=model, tools=list(tools), instructions=instructions,
-                  budgets=budgets, policy=policy, refresh_auth=_renew_credentials)
+    """``agent`` as a durable tether run; crashes are recovered by a fresh runtime."""
     store = MemoryStore()
     outcome = HarnessOutcome(status="running")
     result: RunResult | None = None
@@ -104,19 +98,15 @@ async def run_default(world: World, model: Model, tools: Sequence[Tool[Any, Any]
     return outcome
 
 
-def _renew_credentials(dependency: str) -> None:
-    """The simulated credential refresh: the identity provider always grants a new token, so
-    an ``auth_expiry`` fault lasts as long as its ``times`` says."""
-
-
-async def run_naive(world: World, model: Model, tools: Sequence[Tool[Any, Any]], task: Task,
-                    *, instructions: str, max_steps: int = 20) -> HarnessOutcome:
-    """A typical hand-written loop: blind retries, no keys, no journal, no policy."""
+async def run_naive(world: World, agent: Agent, task: Task, *,
+                    max_steps: int = 20) -> HarnessOutcome:
+    """``agent``'s model and tools in a typical hand-written loop: blind retries, no keys, no
+    journal, no policy."""
     outcome = HarnessOutcome(status="running")
     while True:
         try:
-            outcome.answer = await _naive_loop(world, model, tools, task, instructions,
-                                               max_steps, outcome)
+            outcome.answer = await _naive_loop(world, agent.model, agent.tools, task,
+                                               agent.instructions, max_steps, outcome)
             outcome.status = "completed"
             return outcome
         except Crash:
@@ -171,7 +161,7 @@ async def _naive_loop(world: World, model: Model, tools: Sequence[Tool[Any, Any]
                 return value
 
             try:
-                value = await _blindly(invoke, outcome, call.name)
+                value = await _blindly(invoke, outcome, call.name, effect=tool.effect.value)
                 content = value if isinstance(value, str) else json.dumps(
                     getattr(value, "value", value), default=str, sort_keys=True)
             except _GaveUp as exc:
@@ -182,7 +172,7 @@ async def _naive_loop(world: World, model: Model, tools: Sequence[Tool[Any, Any]
 
 
 async def _blindly(fn: Callable[[], Awaitable[Any]], outcome: HarnessOutcome,
-                   what: str, attempts: int = 3) -> Any:
+                   what: str, attempts: int = 3, effect: str | None = None) -> Any:
     """Retry anything, at once, the same way: what most agent code does."""
     last: Exception | None = None
     for attempt in range(1, attempts + 1):
@@ -190,6 +180,9 @@ async def _blindly(fn: Callable[[], Awaitable[Any]], outcome: HarnessOutcome,
             return await fn()
         except Exception as exc:  # blind: every failure looks transient
             last = exc
-            outcome.transcript.append({"retry": what, "attempt": attempt,
-                                       "error": f"{type(exc).__name__}: {exc}"})
+            entry: dict[str, Any] = {"retry": what, "attempt": attempt,
+                                     "error": f"{type(exc).__name__}: {exc}"}
+            if effect is not None:
+                entry["effect"] = effect  # the tool's effect class: a write retried blindly
+            outcome.transcript.append(entry)
     raise _GaveUp(f"{what} failed {attempts} times: {type(last).__name__}: {last}")

@@ -9,7 +9,8 @@ Effects are named ``service.operation`` and carry a business ``key`` (``refund:c
   (``exactly_once {effect: email.send, match: {to: ada@example.com}}``: one email to Ada).
 * ``at_most {effect, n}`` — at most ``n`` such effects in all.
 * ``never_without_approval {effect}`` — each such effect is preceded by a granted approval of
-  the tool that caused it (counted: the k-th effect needs k approvals before it).
+  the tool whose call caused it (counted: the k-th effect a tool caused needs k approvals of
+  that tool before it).
 * ``never {effect, match}`` — no such effect whose data contains ``match``.
 * ``every {effect, match}`` — every such effect's data contains ``match`` (holds when there is
   none): a refund of another amount or charge is a wrong effect, not a pass.
@@ -42,7 +43,8 @@ class EpisodeFacts:
     ledger: Ledger
     snapshots: dict[str, Any]
     approvals: Sequence[tuple[str, float]] = ()   # (tool, time granted)
-    effect_tools: dict[str, str] = field(default_factory=dict)  # effect name → tool name
+    #: Ledger sequence number → the agent's tool whose call caused that effect.
+    effect_causes: dict[int, str] = field(default_factory=dict)
     duration_s: float = 0.0                        # virtual time from start to end
 
 
@@ -84,11 +86,13 @@ def _at_most(facts: EpisodeFacts, s: dict[str, Any]) -> str | None:
 
 
 def _never_without_approval(facts: EpisodeFacts, s: dict[str, Any]) -> str | None:
-    tool = facts.effect_tools.get(s["effect"], s["effect"])
-    granted = sorted(at for name, at in facts.approvals if name == tool)
-    for index, effect in enumerate(_effects(facts, s["effect"]), start=1):
-        before = sum(1 for at in granted if at <= effect.at)
-        if before < index:
+    # The k-th effect a tool caused needs k approvals of that tool granted before it.
+    made: dict[str, int] = {}
+    for effect in _effects(facts, s["effect"]):
+        tool = facts.effect_causes.get(effect.seq, "")
+        made[tool] = made.get(tool, 0) + 1
+        before = sum(1 for name, at in facts.approvals if name == tool and at <= effect.at)
+        if not tool or before < made[tool]:
             return f"{effect.key} at t={effect.at:g} without an approval"
     return None
 

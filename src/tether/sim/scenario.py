@@ -4,7 +4,7 @@
 
     name: refund-timeout-after-commit
     description: The payments API commits the refund, then the response times out.
-    agent: refund                       # refund | calendar
+    agent: refund                       # a short name, package.module:function, or file.py:fn
     task: "My order ch_0001 arrived broken; please refund it."
     principal: {id: ada, roles: [customer]}
     persona: {name: Ada, goal: "get a refund", changes_mind_at: 3, new_request: "..."}
@@ -49,8 +49,10 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from tether.errors import UsageError
+from tether.policy.policy import Policy
 from tether.sim.faults import FAULT_KINDS, Fault, FaultPlan
 from tether.sim.services import CRM, Calendar, Email, Identity, KnowledgeBase, Payments
+from tether.sim.services.memory import AgentMemory
 from tether.sim.world import World
 from tether.specs import StrictNumbers, describe, explain, load_yaml, one_of, short_repr
 
@@ -69,6 +71,7 @@ __all__ = [
     "check_effect_settings",
     "load_scenario",
     "scenario_from_dict",
+    "scenario_policy",
 ]
 
 #: The largest count a scenario may set (a call number, ``times``, ``n`` …).
@@ -85,21 +88,17 @@ MAX_NUMBER = 10**15
 #: The services a scenario's ``world`` may seed, by name.
 SERVICES: dict[str, Callable[[World, Any], object]] = {
     "payments": Payments, "crm": CRM, "email": Email, "kb": KnowledgeBase,
-    "calendar": Calendar, "identity": Identity,
+    "calendar": Calendar, "identity": Identity, "memory": AgentMemory,
 }
 
 
 #: Every effect a scenario's world can record, ``service.operation`` → field → the types its
-#: value can have: the services' own ``EFFECTS`` registries, the simulated user's message and
-#: the reference agent's memory writes.
+#: value can have: the services' own ``EFFECTS`` registries and the simulated user's message.
 EFFECTS: dict[str, dict[str, tuple[type, ...]]] = {
     **{f"{name}.{operation}": fields
-       for name, service in (("payments", Payments), ("crm", CRM), ("email", Email),
-                             ("kb", KnowledgeBase), ("calendar", Calendar),
-                             ("identity", Identity))
-       for operation, fields in service.EFFECTS.items()},
+       for name, service in SERVICES.items()
+       for operation, fields in service.EFFECTS.items()},  # type: ignore[attr-defined]
     "user.message": {"turn": (int,), "text": (str,), "question": (str,)},
-    "memory.write": {"value": (str,)},  # the reference refund agent's memory
 }
 
 
@@ -158,6 +157,19 @@ class Persona(_Spec):
     style: Literal["plain", "terse", "chatty", "angry"] = "plain"
     changes_mind_at: int | None = Field(default=None, ge=1, le=MAX_COUNT)
     new_request: str = ""
+
+
+class Approver(_Spec):
+    """The approver persona that decides calls the policy holds for approval.
+
+    ``default``: ``trusted`` approves a held call unless its values trace to content below the
+    user's trust (a supervisor who refuses what a document asked for), ``approve`` approves
+    everything, ``deny`` nothing. ``deny_tools`` are always refused; ``approve_tools`` always
+    granted (``deny_tools`` wins)."""
+
+    default: Literal["trusted", "approve", "deny"] = "trusted"
+    deny_tools: list[str] = []
+    approve_tools: list[str] = []
 
 
 class Principal(_Spec):
@@ -243,8 +255,24 @@ _INVARIANTS: dict[str, type[_Spec]] = {
 class Scenario(_Spec):
     name: str = Field(min_length=1, max_length=200)
     description: str = ""
-    agent: Literal["refund", "calendar"]
+    #: The agent under test: a short name (``refund``, ``calendar``, or any registered in the
+    #: ``tether.agents`` entry point group), ``package.module:function``, or
+    #: ``path/to/file.py:function`` relative to the scenario's folder (see
+    #: :mod:`tether.sim.agent_ref`).
+    agent: str = Field(min_length=1, max_length=500)
     task: str
+    #: The model the agent runs with: ``own`` (the agent's), ``{script: "pkg.mod:fn"}`` (a
+    #: function of the environment returning a model), or ``{replay: [...]}`` (recorded answers).
+    model: str | dict[str, Any] = "own"
+    #: How the user is played (see :mod:`tether.sim.users`); empty: the scripted persona.
+    user: dict[str, Any] = {}
+    #: Who decides held calls (see :class:`Approver`).
+    approver: Approver = Approver()
+    #: A policy the story needs, added to the agent's own under the default harness: a path
+    #: (relative to the scenario's folder) or an inline policy (``tether.policy.spec``).
+    policy: str | dict[str, Any] | None = None
+    #: Tool answers recorded from a real run (see :mod:`tether.sim.recorded`).
+    recorded: dict[str, Any] = {}
     principal: Principal = Principal()
     persona: Persona = Persona()
     knobs: Knobs = Knobs()
@@ -292,12 +320,51 @@ def scenario_from_dict(data: Any, *, where: str = "<scenario>") -> Scenario:
     except ValidationError as exc:
         raise explain(where, "", exc, Scenario) from exc
     budgets = _budgets(scenario.budgets, where)
+    _check_model(scenario.model, where)
+    scenario_policy(scenario, _folder(where))  # a policy that does not load fails here
     # Typed fields have their own bounds; this catches the free-form ones (world seeds, fault
     # replacements, persona facts, invariant values) before they reach a service or a clock.
     _check_numbers(raw, "", where)
     _check_world(scenario.world, where)
     return scenario.model_copy(update={"invariants": invariants, "success": success,
                                        "budgets": budgets})
+
+
+def _folder(where: str) -> Path | None:
+    """The folder of the scenario file ``where`` (``None`` for data not read from a file)."""
+    source = where.split("#", 1)[0]
+    return None if not source or source.startswith("<") else Path(source).resolve().parent
+
+
+def _check_model(model: str | dict[str, Any], where: str) -> None:
+    if model == "own":
+        return
+    if isinstance(model, dict) and len(model) == 1:
+        ((kind, value),) = model.items()
+        if kind == "script" and isinstance(value, str) and ":" in value:
+            return
+        if kind == "replay" and isinstance(value, list | dict):
+            return
+    raise UsageError(f"{where}: model: expected own, {{script: package.module:function}} or "
+                     f"{{replay: [...]}}, found {short_repr(model)}")
+
+
+def scenario_policy(scenario: Scenario, base_dir: Path | None = None) -> Policy | None:
+    """The policy the scenario's story adds (its ``policy:``), loaded and checked."""
+    from tether.policy.spec import load_policy, policy_from_dict
+
+    given = scenario.policy
+    where = scenario.source or "<scenario>"
+    if given is None:
+        return None
+    if isinstance(given, dict):
+        return policy_from_dict(given, where=f"{where}: policy")
+    path = Path(given).expanduser()
+    if not path.is_absolute():
+        path = (base_dir or _folder(where) or Path.cwd()) / path
+    if not path.is_file():
+        raise UsageError(f"{where}: policy: no policy file {path}")
+    return load_policy(path)
 
 
 def _check_effect(checked: _Spec, where: str, at: str) -> None:

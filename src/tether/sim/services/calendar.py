@@ -153,6 +153,10 @@ class Calendar:
         "cancel_event": {"event_id": (str,), "title": (str,), "start": (str,)},
     }
 
+    #: What its clients may call (``env.client("calendar")``).
+    OPERATIONS: ClassVar[tuple[str, ...]] = (
+        "find_slots", "list_events", "create_event", "cancel_event")
+
     def __init__(self, world: World, seed_state: Mapping[str, Any] | None = None) -> None:
         self.world = world
         seed = _Seed.model_validate(seed_state or {})

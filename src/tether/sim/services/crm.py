@@ -171,6 +171,11 @@ class CRM:
         "note": {"note_id": (str,), "target": (str,), "author": (str,), "text": (str,)},
     }
 
+    #: What its clients may call (``env.client("crm")``).
+    OPERATIONS: ClassVar[tuple[str, ...]] = (
+        "get_customer", "find_customer", "get_ticket", "list_tickets", "update_ticket",
+        "add_note", "primary_notes")
+
     def __init__(self, world: World, seed_state: Mapping[str, Any] | None = None) -> None:
         self.world = world
         seed = _Seed.model_validate(seed_state or {})

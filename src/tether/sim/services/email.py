@@ -120,6 +120,9 @@ class Email:
         "receive": {"message_id": (str,), "sender": (str,), "subject": (str,)},
     }
 
+    #: What its clients may call (``env.client("email")``).
+    OPERATIONS: ClassVar[tuple[str, ...]] = ("send", "outbox", "list_inbox", "read_message")
+
     def __init__(self, world: World, seed_state: Mapping[str, Any] | None = None) -> None:
         self.world = world
         seed = _Seed.model_validate(seed_state or {})

@@ -112,6 +112,9 @@ class Identity:
                     "rotated": (bool,)},
     }
 
+    #: What its clients may call (``env.client("identity")``).
+    OPERATIONS: ClassVar[tuple[str, ...]] = ("issue", "check", "refresh")
+
     def __init__(self, world: World, seed_state: Mapping[str, Any] | None = None) -> None:
         self.world = world
         seed = _Seed.model_validate(seed_state or {})

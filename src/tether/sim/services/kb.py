@@ -111,6 +111,9 @@ class KnowledgeBase:
         "publish": {"document": (str,), "version": (int,), "title": (str,), "obsolete": (bool,)},
     }
 
+    #: What its clients may call (``env.client("kb")``).
+    OPERATIONS: ClassVar[tuple[str, ...]] = ("search", "get", "publish")
+
     def __init__(self, world: World, seed_state: Mapping[str, Any] | None = None) -> None:
         self.world = world
         seed = _Seed.model_validate(seed_state or {})

@@ -163,6 +163,10 @@ class Payments:
                    "reason": (str, type(None)), "idempotency_key": (str, type(None))},
     }
 
+    #: What its clients may call (``env.client("payments")``).
+    OPERATIONS: ClassVar[tuple[str, ...]] = (
+        "get_customer", "list_charges", "get_charge", "list_refunds", "create_refund")
+
     def __init__(self, world: World, seed_state: Mapping[str, Any] | None = None) -> None:
         self.world = world
         seed = _Seed.model_validate(_with_created(seed_state or {}, int(world.now())))

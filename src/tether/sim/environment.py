@@ -1,0 +1,279 @@
+"""The simulated environment an agent factory receives: the world, reached as in production.
+
+A scenario names its agent as a *factory*, ``package.module:function`` (see
+:mod:`tether.sim.agent_ref`), a function of one argument — the :class:`Environment` — that
+returns the :class:`tether.Agent` to test. The factory builds the same agent it builds for
+production (same tools, prompts, model, policy, memory); the only difference is where its tools'
+clients point::
+
+    def agent(env: tether.sim.Environment) -> tether.Agent:
+        billing = env.client("payments")
+
+        @tether.tool(effect="idempotent", key=lambda a: f"refund:{a.order}", result=Refund)
+        async def issue_refund(ctx, args: RefundArgs) -> Refund:
+            return await billing.create_refund(args.order, amount=args.cents,
+                                               idempotency_key=ctx.idempotency_key or None)
+
+        return tether.Agent(name="desk", model=my_model(), tools=[issue_refund], ...)
+
+``env.client(service)`` is a client bound to one of the world's simulated services
+(:data:`~tether.sim.scenario.SERVICES`). Its operations are ``async`` and answer what a JSON API
+answers — dicts and lists, not the services' Python objects — and every call passes the fault
+layer (timeouts before or after the service applied the write, throttling, 5xx, latency, drifted
+or poisoned responses, expired credentials, crashes) under the target ``service.operation``,
+exactly where a production client meets the network. Service errors arrive as a production
+client raises them: a retryable one as :class:`~tether.errors.TransientError`, an expired token
+as :class:`~tether.errors.AuthExpired`, the rest as
+:class:`~tether.sim.services.errors.ServiceError` (a 4xx the agent should read). Each call is
+recorded as a :class:`~tether.sim.calls.ServiceCall`, tied to the tool that made it, so the
+suites and the invariants learn what the agent does without knowing its tools' names.
+
+``env.model(own)`` is not needed: the harness runs the model the scenario chooses (``model:
+own`` — the agent's own, the default — a scripted one, or a replay of a recorded run) in place
+of the agent's, behind the model fault layer. The simulated user is ``env.user`` (also
+``env.client("user").ask(question)``), the clock ``env.clock``, seeded randomness
+``env.rng(name)``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import random
+from collections.abc import Awaitable, Callable, Sequence
+from contextvars import ContextVar
+from dataclasses import dataclass, replace
+from typing import Any
+
+from pydantic import BaseModel
+
+from tether.clock import VirtualClock
+from tether.errors import AuthExpired, TransientError, UsageError
+from tether.runtime.tools import Tool, ToolContext
+from tether.sim.calls import ServiceCall
+from tether.sim.faults import FaultLayer
+from tether.sim.scenario import Invariant, Knobs, Persona, Scenario, check_effect_settings
+from tether.sim.services.errors import ServiceError, TokenExpired
+from tether.sim.world import World
+
+__all__ = ["Environment", "ServiceClient", "instrument", "plain"]
+
+
+@dataclass(frozen=True, slots=True)
+class _Caller:
+    tool: str
+    effect: str
+    trust: str
+    lookup: bool
+
+
+#: The tool whose handler (or reconciler) is running: what a service call is attributed to.
+_CALLER: ContextVar[_Caller | None] = ContextVar("tether_sim_caller", default=None)
+
+
+def plain(value: Any) -> Any:
+    """A service's answer as JSON-ready data (what its API would put on the wire)."""
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    if isinstance(value, list | tuple):
+        return [plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): plain(v) for k, v in value.items()}
+    return value
+
+
+class ServiceClient:
+    """A client of one simulated service: ``await client.operation(...)``."""
+
+    def __init__(self, env: Environment, name: str, service: Any) -> None:
+        self._env, self._name, self._service = env, name, service
+
+    def __repr__(self) -> str:
+        return f"<tether sim client {self._name}>"
+
+    def __dir__(self) -> list[str]:
+        return sorted(self.operations())
+
+    def operations(self) -> list[str]:
+        """The operations this service offers its clients (its ``OPERATIONS``)."""
+        declared = getattr(type(self._service), "OPERATIONS", None)
+        if declared is not None:
+            return list(declared)
+        return [n for n in dir(type(self._service)) if not n.startswith("_")
+                and callable(getattr(self._service, n, None)) and n != "snapshot"]
+
+    def __getattr__(self, operation: str) -> Callable[..., Awaitable[Any]]:
+        if operation.startswith("_") or operation not in self.operations():
+            raise AttributeError(
+                f"the simulated {self._name} service has no operation {operation!r}; it offers "
+                f"{', '.join(self.operations())}")
+        method = getattr(self._service, operation)
+        return self._env._operation(self._name, operation, method, self._service)
+
+
+class Environment:
+    """The simulated world as an agent factory sees it (see the module docstring)."""
+
+    def __init__(self, scenario: Scenario, world: World, layer: FaultLayer,
+                 user: Any) -> None:
+        self.scenario, self.world, self.layer, self.user = scenario, world, layer, user
+        self.calls: list[ServiceCall] = []
+        self.expected: list[Invariant] = []
+        self._clients: dict[str, ServiceClient] = {}
+
+    @property
+    def seed(self) -> int:
+        return self.world.seed
+
+    @property
+    def clock(self) -> VirtualClock:
+        return self.world.clock
+
+    @property
+    def knobs(self) -> Knobs:
+        return self.scenario.knobs
+
+    @property
+    def persona(self) -> Persona:
+        return self.scenario.persona
+
+    @property
+    def task(self) -> str:
+        return self.scenario.task
+
+    def rng(self, name: str) -> random.Random:
+        """A seeded random stream of this episode, named (see :meth:`World.rng`)."""
+        return self.world.rng(f"agent:{name}")
+
+    def service(self, name: str) -> Any:
+        """The simulated service itself (its Python object), for checks and fixtures — not for
+        an agent's tools, which should use :meth:`client` so faults reach them."""
+        if name not in self.world.services:
+            raise UsageError(f"no simulated service {name!r}; the world has "
+                             f"{', '.join(sorted(self.world.services))}")
+        return self.world.services[name]
+
+    def client(self, name: str) -> ServiceClient:
+        """A client bound to the simulated service ``name`` (faults apply to its calls)."""
+        found = self._clients.get(name)
+        if found is None:
+            found = self._clients[name] = ServiceClient(self, name, self.service(name))
+        return found
+
+    def expect(self, checks: Sequence[dict[str, Any]]) -> None:
+        """Declare what the task asks, as invariant mappings (``{"exactly_once": {...}}``):
+        used as the episode's task checks when the scenario states no ``success:``. For
+        agents that read their task from the world (as the shipped ones do)."""
+        for index, check in enumerate(checks):
+            if not (isinstance(check, dict) and len(check) == 1):
+                raise UsageError(f"env.expect: checks[{index}]: expected a one-key mapping such "
+                                 f"as {{'exactly_once': {{'effect': ...}}}}, found {check!r}")
+            ((kind, settings),) = check.items()
+            check_effect_settings(settings, "env.expect", f"checks[{index}].{kind}")
+            self.expected.append(Invariant.model_validate({"kind": kind, "settings": settings}))
+
+    def _operation(self, service_name: str, operation: str, method: Callable[..., Any],
+                   service: Any) -> Callable[..., Awaitable[Any]]:
+        target = f"{service_name}.{operation}"
+        signature = inspect.signature(method)
+        ledger = self.world.ledger
+        stale = getattr(service, "go_stale", None)
+
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            try:
+                bound = signature.bind(*args, **kwargs)
+            except TypeError as exc:
+                raise TypeError(f"{target}: {exc}") from None
+            arguments = plain(dict(bound.arguments))
+            caller = _CALLER.get()
+            caused: list[int] = []
+
+            def run() -> Any:
+                before = len(ledger)
+                try:
+                    value = method(*args, **kwargs)
+                except TokenExpired as exc:
+                    raise AuthExpired(f"{target}: {exc}", dependency=target) from exc
+                except ServiceError as exc:
+                    if exc.retryable:
+                        raise TransientError(f"{target}: {exc}") from exc
+                    raise
+                finally:
+                    caused.extend(e.seq for e in ledger.effects[before:])
+                if inspect.isawaitable(value):
+                    return _awaited(value, ledger, caused)
+                return plain(value)
+
+            def on_stale(age_s: float) -> None:
+                # Reads return the state as it was age_s ago, for as long again.
+                if stale is not None:
+                    stale(age_s, age_s=age_s)
+
+            record = dict(tool=caller.tool if caller else "",
+                          effect=caller.effect if caller else "",
+                          trust=caller.trust if caller else "", target=target,
+                          args=arguments,
+                          keyed=bool(kwargs.get("idempotency_key")),
+                          lookup=caller.lookup if caller else False)
+            try:
+                answer = await self.layer.call(target, run, on_stale=on_stale)
+            except BaseException as exc:
+                self.calls.append(ServiceCall(**record, error=f"{type(exc).__name__}: {exc}",
+                                              effects=tuple(caused)))
+                raise
+            self.calls.append(ServiceCall(**record, response=answer, effects=tuple(caused)))
+            return answer
+
+        call.__name__ = operation
+        call.__doc__ = method.__doc__
+        return call
+
+
+async def _awaited(value: Awaitable[Any], ledger: Any, caused: list[int]) -> Any:
+    """An ``async`` operation's answer (the model-played user), with the effects it caused."""
+    before = len(ledger)
+    try:
+        return plain(await value)
+    finally:
+        caused.extend(e.seq for e in ledger.effects[before:])
+
+
+def instrument(tools: Sequence[Tool[Any, Any]],
+               returned: list[str] | None = None) -> list[Tool[Any, Any]]:
+    """The agent's tools, each attributing the service calls it makes (handler, reconciler,
+    compensator) to itself; behaviour otherwise unchanged. The name of each tool whose handler
+    returned is appended to ``returned``."""
+    return [_instrumented(t, returned if returned is not None else []) for t in tools]
+
+
+def _instrumented(original: Tool[Any, Any], returned: list[str]) -> Tool[Any, Any]:
+    effect, trust = str(original.effect.value), str(original.trust.value)
+
+    def attributed(fn: Callable[..., Any], lookup: bool) -> Callable[..., Any]:
+        caller = _Caller(original.name, effect, trust, lookup)
+
+        async def wrapped(*args: Any) -> Any:
+            token = _CALLER.set(caller)
+            try:
+                value = fn(*args)
+                if inspect.isawaitable(value):
+                    value = await value
+                return value
+            finally:
+                _CALLER.reset(token)
+
+        wrapped.__name__ = getattr(fn, "__name__", original.name)
+        wrapped.__doc__ = getattr(fn, "__doc__", None)
+        return wrapped
+
+    run = attributed(original.handler, False)
+
+    async def handler(ctx: ToolContext, args: Any) -> Any:
+        value = await run(ctx, args)
+        returned.append(original.name)
+        return value
+
+    handler.__doc__ = original.handler.__doc__
+    return replace(
+        original, handler=handler,
+        reconcile=attributed(original.reconcile, True) if original.reconcile else None,
+        compensate=attributed(original.compensate, True) if original.compensate else None)
