@@ -1,0 +1,46 @@
+"""The evaluation layer: campaigns over scenarios × suites × harnesses × seeds, graded.
+
+The public names, imported on first use::
+
+    from pathlib import Path
+    from tether.evals import run_campaign, compare_harnesses
+
+    results = run_campaign(Path("out"), scenarios=[Path("scenarios/refund.yaml")],
+                           agent="myproject.agents:support_agent", seeds=20,
+                           harnesses=["naive", "default"])
+    for row in compare_harnesses(results, "naive", "default"):
+        print(row.suite, row.metric, row.verdict)
+
+``run_campaign`` is what ``tether eval run`` does (resumable JSONL, ``results.json``, shrunk
+repro files, ``report.html``); ``compare`` compares two campaigns' results, ``variant`` gives a
+base scenario under one of the five suites for an agent, ``grade`` grades one episode.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__all__ = ["SUITES", "compare", "compare_harnesses", "grade", "load_results", "run_campaign",
+           "variant"]
+
+_WHERE = {
+    "run_campaign": ("tether.evals.run", "run_full_campaign"),
+    "compare": ("tether.evals.compare", "compare"),
+    "compare_harnesses": ("tether.evals.compare", "compare_harnesses"),
+    "load_results": ("tether.evals.compare", "load_results"),
+    "grade": ("tether.evals.grading", "grade"),
+    "variant": ("tether.evals.suites", "variant"),
+    "SUITES": ("tether.evals.suites", "SUITES"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _WHERE:
+        module, attribute = _WHERE[name]
+        return getattr(importlib.import_module(module), attribute)
+    raise AttributeError(f"module 'tether.evals' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

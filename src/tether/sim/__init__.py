@@ -1,0 +1,50 @@
+"""The deterministic simulator: test your own agent in seeded, virtual-time worlds.
+
+The public names, imported on first use (``import tether.sim`` stays cheap)::
+
+    from tether.sim import Environment, load_scenario, run_episode
+
+    result = run_episode(load_scenario("scenarios/refund.yaml"), seed=7,
+                         agent="myproject.agents:support_agent")
+    assert result.ok, [v for v in result.verdicts if not v.holds]
+
+An agent factory receives an :class:`Environment` (clients of the simulated services, the
+simulated user, the clock) and returns a :class:`tether.Agent`; see
+:mod:`tether.sim.environment` and :mod:`tether.sim.agent_ref`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__all__ = [
+    "Environment",
+    "EpisodeResult",
+    "Scenario",
+    "ServiceCall",
+    "ServiceClient",
+    "environment",
+    "load_agent_factory",
+    "load_scenario",
+    "run_episode",
+    "scenario_from_dict",
+]
+
+_WHERE = {
+    "Environment": "tether.sim.environment", "ServiceClient": "tether.sim.environment",
+    "EpisodeResult": "tether.sim.episode", "environment": "tether.sim.episode",
+    "run_episode": "tether.sim.episode", "Scenario": "tether.sim.scenario",
+    "load_scenario": "tether.sim.scenario", "scenario_from_dict": "tether.sim.scenario",
+    "ServiceCall": "tether.sim.calls", "load_agent_factory": "tether.sim.agent_ref",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _WHERE:
+        return getattr(importlib.import_module(_WHERE[name]), name)
+    raise AttributeError(f"module 'tether.sim' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
