@@ -65,10 +65,9 @@ def eval_run(
     )
     from tether.evals.report import print_report
     from tether.evals.run import run_full_campaign
-    from tether.sim.scenario import load_scenario
-
     from tether.sim.agent_ref import agent_spec_of, load_agent_factory
     from tether.sim.harness_spec import resolve_harness
+    from tether.sim.scenario import load_scenario
 
     suites = suite or list(SUITES)
     chosen = list(dict.fromkeys(harness or ["naive", "default"]))

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from tether.evals.aggregate import aggregate
-from tether.evals.campaign import Job, plan, read_records, run_campaign, scenario_of
+from tether.evals.campaign import plan, read_records, run_campaign, scenario_of
 from tether.evals.html import write_html
 from tether.evals.results import CampaignInfo, CampaignResults, FailureCase
 from tether.evals.shrink import shrink, trace_of, write_reproduction

@@ -15,6 +15,12 @@
     faults:
       - {kind: timeout_after, target: payments.create_refund, on_call: [1]}
     budgets: {max_steps: 20}
+    model: own                          # or {script: pkg.mod:fn} | {replay: [...]}
+    user: {played_by: persona}          # or a model-played user (tether.sim.users)
+    policy: policies/refunds.yaml       # rules the story needs, added to the agent's own
+    approver: {default: trusted, deny_tools: [wire_transfer]}
+    success:                            # what the task asked: the episode is done when all hold
+      - exactly_once: {effect: payments.refund, match: {charge: ch_0001, amount: 4999}}
     invariants:
       - exactly_once: {effect: payments.refund}
       - at_most: {effect: email.send, n: 1}
@@ -22,6 +28,10 @@
       - never: {effect: payments.refund, match: {amount: 500000}}
       - final_state: {service: crm, path: tickets.T-1.status, equals: closed}
       - python: {function: "mypackage.checks:no_duplicate_emails"}
+
+``agent`` names the agent under test (see :mod:`tether.sim.agent_ref`): the factory receives
+the simulated :class:`~tether.sim.environment.Environment` and returns the agent. Relative
+paths (an agent file, a policy file) are relative to the scenario's folder.
 
 A file that does not fit raises :class:`~tether.errors.UsageError` naming the file, the key path
 and what was expected, before anything runs. Everything an episode's cost depends on is bounded
