@@ -204,3 +204,41 @@ def sim_compare(
                 console.print(f"only in {side} (not compared): {escape(', '.join(cells))}",
                               soft_wrap=True)
     raise typer.Exit(1 if regression else 0)
+
+
+@sim_app.command("capture")
+def sim_capture(
+        run: Annotated[str, typer.Argument(metavar="RUN", help="The recorded run's id.")],
+        store: Annotated[str, typer.Option(
+            "--store", help="The store holding the run: sqlite:///FILE, a file path, or "
+                            "postgresql://…")],
+        agent: Annotated[str | None, typer.Option(
+            "--agent", help="The agent that ran it: package.module:function or "
+                            "path/to/file.py:function (needed unless the run recorded it).")
+        ] = None,
+        out: Annotated[Path | None, typer.Option(
+            "--out", help="Write the scenario to this file (default: print it).")] = None,
+) -> None:
+    """Turn a recorded run (a production incident) into a scenario that re-runs it.
+
+    The scenario replays the model's recorded answers and the tools' recorded answers, and
+    reproduces the faults the run met; run it with ``tether sim run FILE --harness naive`` or
+    ``default``. Exits 0 when written, 2 on bad input (no such store or run, no model calls,
+    unknown agent).
+    """
+    from tether.sim.capture import capture_run, scenario_yaml
+
+    try:
+        text = scenario_yaml(capture_run(store, run, agent=agent,
+                                           out_dir=out.parent if out else None))
+        if out is not None:
+            out.write_text(text, encoding="utf-8")
+    except (TetherError, OSError) as exc:
+        console.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
+        raise typer.Exit(2) from exc
+    if out is None:
+        print(text, end="")
+    else:
+        console.print(f"wrote {escape(str(out))}: run it with tether sim run "
+                      f"{escape(shlex.quote(str(out)))} --harness naive (or default)",
+                      soft_wrap=True)

@@ -1,0 +1,447 @@
+"""Production back into simulation: a recorded run (an incident) made into a scenario.
+
+``tether sim capture RUN --store URL`` reads a run's journal from a store (SQLite or
+PostgreSQL; opened read-only, nothing is created) and writes a scenario that re-runs it under
+``naive``, ``default`` or a harness variant::
+
+    agent: mypackage.agents:support       # --agent, else the one the run recorded
+    task: "Order A-1001 arrived broken; refund it."
+    principal: {id: ada, roles: [customer]}
+    model:
+      replay: [{text: "", tool_calls: [...]}, ...]    # the model's recorded answers, in order
+    recorded:                                        # what each tool call met (tether.sim.recorded)
+      run: run-agent-A1001
+      tools: {lookup_order: {effect: read, calls: [...]}, refund: {...}}
+    faults:                                          # the failures the run met, where it met them
+      - {kind: timeout_after, target: recorded.refund, on_call: [1]}
+    invariants:                                      # every write the run applied, once
+      - exactly_once: {effect: recorded.refund, keys: ["refund:A-1001"]}
+
+**What is reconstructed.** The task and the principal (the run's input); the model's answers
+(every ``model_called`` response, and every ``model_failed`` error, in order); each tool call's
+arguments, idempotency key and answer (or the error it raised); the failures the run met, as
+faults at the same call numbers of ``recorded.<tool>``: a write whose outcome was ambiguous →
+``timeout_after``; a throttled call (429, or a ``retry_after_s``) → ``error`` with status 429
+and the hint; another transient failure → ``error`` with its 5xx status (503 when the journal
+does not say); a read that timed out → ``timeout_before``; expired credentials →
+``auth_expiry``; a write in flight when the worker died (an intent the resumed run found without
+a result, or a run that never resumed) → ``crash`` at point ``after``.
+
+**What is not.** The services' state beyond what the run read: the scenario has no ``world:``
+— its tools answer from the recording (see :mod:`tether.sim.recorded`), so a replay that takes
+another path (other arguments, a tool the run never called, more reads than it made) meets
+"not recorded" and is inconclusive, never a pass. Whether an ambiguous write or a write
+interrupted by a crash reached the provider: the journal cannot tell, so it is assumed applied
+(the case that risks a duplicate). Crashes that interrupted no write leave no trace in a
+journal and are not reproduced; nor are latencies, a lookup's own failures, or a compensation's
+calls. The model is not asked again: its recorded answers are replayed (see
+:func:`replay_model`), so a harness that changes what the model is asked still gets the
+recorded answers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections import deque
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from tether.errors import UsageError, rebuild_error
+from tether.events import (
+    Event,
+    ModelCalled,
+    ModelFailed,
+    RunFinished,
+    RunStarted,
+    ToolAmbiguous,
+    ToolError,
+    ToolIntent,
+    ToolResult,
+    ToolRetry,
+)
+from tether.models.base import Model, ModelRequest, ModelResponse, ToolCall
+from tether.sim.recorded import APPLIED, RECORDED_SERVICE
+from tether.store.base import Store
+from tether.store.open import open_store
+
+__all__ = ["EXHAUSTED", "RecordedAnswers", "capture", "capture_run", "replay_model",
+           "scenario_yaml"]
+
+#: The final answer a replayed model gives once the recorded answers are used up.
+EXHAUSTED = ("[replay] the recorded run's model gave no further answer (all {n} recorded "
+             "answers were used)")
+
+#: Tool failures after which the handler had run (the rest — policy, budgets, invalid
+#: arguments — stopped the call before it was sent).
+_SENT_FAILURES = ("permanent_tool_error", "transient_tool_error", "auth_expired",
+                  "ambiguous_write")
+_TIMEOUTS = ("TimeoutError", "ConnectionError", "AmbiguousOutcome")
+_CRASH_REASON = "the worker stopped"
+
+
+# -- the model ---------------------------------------------------------------------------
+
+
+class RecordedAnswers:
+    """A model answering with a recorded run's answers, in order.
+
+    * The n-th request gets the n-th recorded answer (a recorded failure is raised again).
+    * A request identical to the first one it answered starts over: the conversation was
+      started afresh (the naive harness restarting its task after a crash), and the recorded
+      run's first answers are what its model said to that conversation. (Not right after a
+      recorded failure: that request is the failed call's retry.)
+    * Past the end, it gives a final text answer (:data:`EXHAUSTED`) and counts it in
+      ``exhausted``: the replaying harness asked more than the recorded run did (a naive loop
+      retrying by hand); the episode is then judged on its effects as usual.
+
+    Under ``default`` the model is asked exactly as the recorded run asked it (resumed runs
+    replay their journaled model calls), so the answers line up one for one.
+    """
+
+    def __init__(self, answers: Sequence[ModelResponse | dict[str, Any]], *,
+                 name: str = "replay") -> None:
+        self.answers = list(answers)
+        self.name = name
+        self.served = 0
+        self.exhausted = 0
+        self._first: str | None = None
+        self._failed = False
+
+    async def complete(self, request: ModelRequest) -> ModelResponse:
+        digest = request.digest()
+        if self._first is None:
+            self._first = digest
+        elif digest == self._first and not self._failed:
+            # (After a recorded failure the same request is the retry of the failed call.)
+            self.served = 0
+        if self.served >= len(self.answers):
+            self.exhausted += 1
+            return ModelResponse(text=EXHAUSTED.format(n=len(self.answers)),
+                                 finish_reason="stop", model=self.name)
+        answer = self.answers[self.served]
+        self.served += 1
+        self._failed = isinstance(answer, dict)
+        if isinstance(answer, dict):
+            raise rebuild_error(answer)
+        return answer
+
+
+def replay_model(data: Any) -> Model:
+    """The model of a scenario's ``model: {replay: ...}``: a list of recorded answers (each a
+    ``ModelResponse`` as JSON, or ``{failed: <journaled error>}``), or ``{answers: [...]}``.
+    See :class:`RecordedAnswers` for what it answers when asked more or less than recorded."""
+    items = data.get("answers") if isinstance(data, dict) else data
+    if not isinstance(items, list) or not items:
+        raise UsageError("model.replay: expected a non-empty list of recorded model answers "
+                         f"(or {{answers: [...]}}), found {_short(data)}")
+    answers: list[ModelResponse | dict[str, Any]] = []
+    for index, item in enumerate(items):
+        if isinstance(item, dict) and set(item) == {"failed"} and isinstance(item["failed"],
+                                                                              dict):
+            answers.append(dict(item["failed"]))
+            continue
+        try:
+            answers.append(ModelResponse.model_validate(item))
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            raise UsageError(f"model.replay[{index}]: not a model response "
+                             f"({'.'.join(str(p) for p in first['loc'])}: {first['msg']}); "
+                             "expected {text, tool_calls, usage, model, finish_reason} or "
+                             "{failed: {type, message}}") from exc
+    return RecordedAnswers(answers)
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value, default=str)
+    return text if len(text) <= 60 else f"{text[:60]}…"
+
+
+# -- the capture -------------------------------------------------------------------------
+
+
+def capture_run(url: str, run_id: str, *, agent: str | None = None,
+                out_dir: Path | None = None) -> dict[str, Any]:
+    """:func:`capture` of ``run_id`` in the store at ``url`` (opened only if it exists).
+
+    An ``agent`` naming a file (``path/to/agent.py:function``, relative to the current folder)
+    is written relative to ``out_dir``, the folder the scenario is written to, since a
+    scenario's file specs are read relative to its own folder."""
+    if agent is not None and out_dir is not None:
+        agent = _relative_spec(agent, out_dir)
+    store = open_store(url, create=False)
+    try:
+        return capture(store, run_id, agent=agent, where=url)
+    finally:
+        store.close()
+
+
+def capture(store: Store, run_id: str, *, agent: str | None = None,
+            where: str = "the store") -> dict[str, Any]:
+    """The scenario (as plain data) that re-runs ``run_id``; see the module docstring.
+
+    ``agent`` is the agent's spec; without it, the one the run recorded (an ``agent`` in its
+    input, or a workflow named as a spec). Raises :class:`UsageError` for a run that is not
+    there, that is not an agent run (no model calls), or whose agent is unknown.
+    """
+    events = store.read(run_id)
+    if not events:
+        raise UsageError(f"no run {run_id!r} in {where}; list the runs with `tether runs "
+                         f"--store {where}`")
+    started = next((e for e in events if isinstance(e, RunStarted)), None)
+    if started is None:
+        raise UsageError(f"run {run_id!r} in {where} has no run_started event; its journal "
+                         "is incomplete and cannot be captured")
+    answers = [_answer(e) for e in events if isinstance(e, ModelCalled | ModelFailed)]
+    if not any(isinstance(e, ModelCalled) for e in events):
+        raise UsageError(f"run {run_id!r} ({started.workflow}) made no model calls: it is not "
+                         "an agent run, and capture replays an agent's model answers; capture a "
+                         "run of a tether Agent")
+    spec = agent or _recorded_agent(started)
+    if not spec:
+        raise UsageError(
+            f"run {run_id!r} does not record which agent ran it (its input has no 'agent' and "
+            f"its workflow name {started.workflow!r} is not a package.module:function spec); "
+            "pass --agent package.module:function (or path/to/file.py:function)")
+    text, principal = _task(started.input, run_id)
+    tools, faults, notes = _tools(events)
+    finished = next((e for e in reversed(events) if isinstance(e, RunFinished)), None)
+    ended = (f"ended {finished.status.value}" + (f" ({finished.reason})" if finished.reason
+                                                  else "")) if finished else \
+        "never finished (its worker stopped and it was not resumed)"
+    invariants = []
+    for name, tool in tools.items():
+        keys = list(dict.fromkeys(c["key"] for c in tool["calls"]
+                                  if tool["effect"] != "read" and c["outcome"] in APPLIED))
+        if keys:
+            invariants.append({"exactly_once": {"effect": f"{RECORDED_SERVICE}.{name}",
+                                                "keys": keys}})
+    description = (
+        f"Captured from run {run_id} ({started.workflow}), which {ended}. Reconstructed: the "
+        f"task and principal, {len(answers)} model answer(s) replayed in order, "
+        f"{sum(len(t['calls']) for t in tools.values())} tool call(s) answered from the "
+        f"recording, {len(faults)} fault(s) the run met. Not reconstructed: the services' "
+        "state beyond what the run read (a replay that leaves the recorded path meets 'not "
+        "recorded' and is inconclusive), whether an ambiguous or interrupted write reached "
+        "the provider (assumed it did), crashes that interrupted no write, latencies."
+        + "".join(f" {n}" for n in notes))
+    return {
+        "name": _name(run_id),
+        "description": description,
+        "agent": spec,
+        "task": text,
+        "principal": principal,
+        "model": {"replay": answers},
+        "recorded": {"run": run_id, "tools": tools},
+        "faults": faults,
+        "invariants": invariants,
+    }
+
+
+def _relative_spec(spec: str, out_dir: Path) -> str:
+    where, sep, attribute = spec.strip().rpartition(":")
+    if not sep or not (where.endswith(".py") or "/" in where or "\\" in where):
+        return spec  # package.module:function
+    path = Path(where).expanduser().resolve()
+    return f"{Path(os.path.relpath(path, out_dir.resolve())).as_posix()}:{attribute}"
+
+
+class _Dumper(yaml.SafeDumper):
+    """Plain YAML: a value written twice is written out twice, never as an anchor."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
+def scenario_yaml(data: dict[str, Any]) -> str:
+    """A captured scenario as YAML, with a header saying where it came from and what it is."""
+    run = data.get("recorded", {}).get("run", "")
+    header = (f"# Captured by `tether sim capture` from run {run}.\n"
+              "# Re-run it: tether sim run THIS.yaml --harness naive | default | <variant>\n"
+              "# The model's answers and the tools' answers are replayed from the run; the\n"
+              "# services' state beyond what the run read is not reconstructed (see\n"
+              "# description). A replay that leaves the recorded path is inconclusive.\n")
+    body = yaml.dump(data, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=100)
+    return header + body
+
+
+def _answer(event: ModelCalled | ModelFailed) -> dict[str, Any]:
+    if isinstance(event, ModelFailed):
+        return {"failed": dict(event.error)}
+    return dict(event.response)
+
+
+def _recorded_agent(started: RunStarted) -> str:
+    given = started.input.get("agent") if isinstance(started.input, dict) else None
+    if isinstance(given, str) and given:
+        return given
+    return started.workflow if ":" in started.workflow else ""
+
+
+def _task(given: Any, run_id: str) -> tuple[str, dict[str, Any]]:
+    if isinstance(given, str):
+        return given, {"id": "anonymous", "roles": []}
+    if isinstance(given, dict) and isinstance(given.get("text"), str):
+        roles = given.get("roles") or []
+        return given["text"], {"id": str(given.get("principal") or "anonymous"),
+                               "roles": [str(r) for r in roles]}
+    raise UsageError(f"run {run_id!r}: its input is not an agent task (a text, or "
+                     f"{{text, principal, roles}}): found {_short(given)}")
+
+
+def _name(run_id: str) -> str:
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", run_id).strip("-") or "run"
+    return f"captured-{slug}"[:200]
+
+
+def _tools(events: Sequence[Event]) -> tuple[dict[str, Any], list[dict[str, Any]], list[str]]:
+    """Each tool's recorded calls in order, the faults they met, and notes for the
+    description."""
+    tools: dict[str, dict[str, Any]] = {}
+    faults: list[dict[str, Any]] = []
+    pending: deque[ToolCall] = deque()
+    args_at: dict[int, dict[str, Any] | None] = {}
+    open_at: dict[int, dict[str, Any]] = {}   # a write's attempt awaiting its outcome
+    key_at: dict[int, str] = {}
+    answers: dict[tuple[str, str], Any] = {}  # (tool, key) → the response under that key
+
+    def entry(tool: str, effect: str, call: dict[str, Any]) -> dict[str, Any]:
+        record = tools.setdefault(tool, {"effect": effect, "calls": []})
+        if effect != "read":
+            record["effect"] = effect
+        record["calls"].append(call)
+        return call
+
+    def args_for(event: Any) -> dict[str, Any] | None:
+        if event.pos not in args_at:
+            # The n-th call of a tool after a model answer is that answer's n-th call of it.
+            found = next((c for c in pending if c.name == event.tool), None)
+            if found is not None:
+                pending.remove(found)
+            args_at[event.pos] = _parsed(found)
+        return args_at[event.pos]
+
+    for event in events:
+        if isinstance(event, ModelCalled):
+            pending = deque(ModelResponse.model_validate(event.response).tool_calls)
+        elif isinstance(event, ToolIntent):
+            if event.compensates is not None:
+                continue
+            args_at.setdefault(event.pos, dict(event.args))
+            key_at[event.pos] = event.key
+            open_at[event.pos] = entry(event.tool, event.effect,
+                                       {"outcome": "ok", "args": dict(event.args),
+                                        "key": event.key})
+        elif isinstance(event, ToolResult):
+            call = open_at.pop(event.pos, None)
+            if event.pos in key_at:
+                answers.setdefault((event.tool, key_at[event.pos]), event.result)
+            if call is not None:
+                call["result"] = event.result
+            elif not event.reconciled and event.pos not in key_at:
+                entry(event.tool, "read", {"outcome": "ok", "args": args_for(event),
+                                           "result": event.result})
+        elif isinstance(event, ToolRetry):
+            if event.lookup:
+                continue
+            call = open_at.pop(event.pos, None)
+            if call is None:
+                if event.pos in key_at:
+                    continue
+                call = entry(event.tool, "read", {"args": args_for(event)})
+            call.update(_transient(event.error))
+        elif isinstance(event, ToolAmbiguous):
+            call = open_at.pop(event.pos, None)
+            if call is not None:
+                call["outcome"] = "crash_after" if event.reason.startswith(_CRASH_REASON) \
+                    else "timeout_after"
+        elif isinstance(event, ToolError):
+            if event.failure not in _SENT_FAILURES:
+                continue
+            call = open_at.pop(event.pos, None)
+            if call is None:
+                if event.pos in key_at:
+                    continue
+                call = entry(event.tool, "read", {"args": args_for(event)})
+            if event.failure == "transient_tool_error":
+                call.update(_transient(event.error))
+            elif event.failure == "auth_expired":
+                call["outcome"] = "auth_expired"
+            else:
+                call.update({"outcome": "error", "error": dict(event.error)})
+    notes = []
+    for call in open_at.values():
+        call["outcome"] = "crash_after"
+    if open_at:
+        notes.append("The run stopped with a write in flight; it is replayed as a crash after "
+                     "the write.")
+    for name, tool in tools.items():
+        for number, call in enumerate(tool["calls"], start=1):
+            if tool["effect"] != "read":
+                known = answers.get((name, call["key"]))
+                if known is not None and call["outcome"] in APPLIED:
+                    call["result"] = known
+            fault = _fault(call, f"{RECORDED_SERVICE}.{name}", number)
+            if fault is not None:
+                faults.append(fault)
+    return tools, faults, notes
+
+
+def _parsed(call: ToolCall | None) -> dict[str, Any] | None:
+    if call is None:
+        return None
+    try:
+        value = call.parsed()
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _transient(error: dict[str, Any]) -> dict[str, Any]:
+    """A transient failure's outcome: a timeout, throttling (429) or unavailability (5xx)."""
+    kind = str(error.get("type", "")).rpartition(".")[2]
+    message = str(error.get("message", ""))
+    attrs = (error.get("data") or {}).get("attrs") or {}
+    if kind in _TIMEOUTS:
+        return {"outcome": "timeout"}
+    status = next((attrs[a] for a in ("status", "status_code", "http_status")
+                   if isinstance(attrs.get(a), int)), None)
+    if status is None:
+        found = re.search(r"\b([45]\d\d)\b", message)
+        status = int(found.group(1)) if found else None
+    hint = attrs.get("retry_after_s")
+    hint = float(hint) if isinstance(hint, int | float) and not isinstance(hint, bool) else None
+    if status == 429 or hint is not None:
+        throttled: dict[str, Any] = {"outcome": "throttled", "status": 429}
+        if hint is not None:
+            throttled["retry_after_s"] = hint
+        return throttled
+    return {"outcome": "unavailable",
+            "status": status if status is not None and status >= 500 else 503}
+
+
+def _fault(call: dict[str, Any], target: str, number: int) -> dict[str, Any] | None:
+    outcome = call["outcome"]
+    base = {"name": f"recorded-{outcome}-{target.partition('.')[2]}-{number}",
+            "target": target, "on_call": [number]}
+    if outcome == "timeout_after":
+        return {"kind": "timeout_after", **base}
+    if outcome == "crash_after":
+        return {"kind": "crash", **base, "point": "after"}
+    if outcome == "timeout":
+        return {"kind": "timeout_before", **base}
+    if outcome == "auth_expired":
+        return {"kind": "auth_expiry", **base}
+    if outcome == "throttled":
+        fault = {"kind": "error", **base, "status": 429}
+        if call.get("retry_after_s") is not None:
+            fault["retry_after_s"] = call["retry_after_s"]
+        return fault
+    if outcome == "unavailable":
+        return {"kind": "error", **base, "status": call["status"]}
+    return None
