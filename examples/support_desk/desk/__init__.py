@@ -1,0 +1,1 @@
+"""The support desk: a billing agent (see :mod:`desk.agent`)."""
