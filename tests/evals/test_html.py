@@ -38,14 +38,15 @@ def test_table_shows_rates_intervals_pass_k_duplicates_and_recovery() -> None:
     page = render_html(sample_results())
     # naive on faults: 8/20 = 40.0 %, Wilson (0.2188, 0.6134), pass^2 = 0.4² = 0.160,
     # 6 duplicate episodes of 20 = 30.0 %, recovery rate 0.4.
-    row = re.search(r"<tr><td>naive</td><td>faults</td>.*?</tr>", page)
+    row = re.search(r'<tr class="conclusive"><td>naive</td><td>faults</td>.*?</tr>', page)
     assert row is not None
     cells = re.findall(r"<td[^>]*>(.*?)</td>", row.group(0))
-    assert cells == ["naive", "faults", "20", "40.0%", "21.9% – 61.3%", "0.400", "0.160",
+    assert cells == ["naive", "faults", "20", "0", "40.0%", "21.9% – 61.3%", "0.400", "0.160",
                      "0.026", "30.0%", "40.0%"]
     assert "<th>pass^1</th><th>pass^2</th><th>pass^4</th>" in page
     # Baseline cells have no faulted episodes, so no recovery rate: an em dash, not 0 %.
-    baseline = re.search(r"<tr><td>default</td><td>baseline</td>.*?</tr>", page)
+    baseline = re.search(r'<tr class="conclusive"><td>default</td><td>baseline</td>.*?</tr>',
+                         page)
     assert baseline is not None and baseline.group(0).endswith('<td class="num">—</td></tr>')
 
 

@@ -1,4 +1,9 @@
-"""From a campaign's records to its results: counts, rates, intervals, pass^k, domains."""
+"""From a campaign's records to its results: counts, rates, intervals, pass^k, domains.
+
+An ``inconclusive`` episode (its suite's faults never reached the agent, or the suite could
+not be applied) is counted apart and left out of every rate: a fault that never fired is not a
+pass, and not a failure either. A cell with no conclusive episode has no pass rate at all.
+"""
 
 from __future__ import annotations
 
@@ -18,6 +23,10 @@ K_VALUES = (1, 2, 4, 8)
 @dataclass
 class _Tally:
     episodes: int = 0
+    #: Episodes that ran (a suite that could not be applied runs nothing).
+    ran: int = 0
+    inconclusive: int = 0
+    not_applied: int = 0
     passed: int = 0
     violations: int = 0
     task_success: int = 0
@@ -34,42 +43,50 @@ class _Tally:
 
     def add(self, r: dict[str, Any]) -> None:
         self.episodes += 1
+        self.verdicts[r["verdict"]] += 1
+        if r.get("not_applicable"):
+            self.not_applied += 1
+        else:
+            self.ran += 1
+            self.duplicates += int(r["duplicates"])
+            self.duplicate_episodes += int(r["duplicates"]) > 0
+            for name, value in r["metrics"].items():
+                self.sums[name] += value
+        if r["verdict"] == "inconclusive":
+            self.inconclusive += 1
+            return
         good = r["verdict"] == "pass"
         self.passed += good
         self.violations += r["verdict"] == "violation"
         self.task_success += bool(r["task_success"])
         self.unacceptable += r["verdict"] == "unacceptable_process"
         self.stopped += r["verdict"] == "stopped"
-        self.duplicates += int(r["duplicates"])
-        self.duplicate_episodes += int(r["duplicates"]) > 0
         if r["faulted"]:
             self.faulted += 1
             self.recovered += bool(r["ok"] and r["task_success"])
         if r["domain"]:
             self.domains[r["domain"]] += 1
-        self.verdicts[r["verdict"]] += 1
-        for name, value in r["metrics"].items():
-            self.sums[name] += value
         task = self.per_task[r["scenario"]]
         task[0] += 1
         task[1] += good
 
     def cell(self, harness: str, suite: str) -> Cell:
-        n = self.episodes
+        n, ran = self.episodes - self.inconclusive, self.ran
         tasks = {name: (t[0], t[1]) for name, t in sorted(self.per_task.items())}
         pass_k = {str(k): v for k in K_VALUES if (v := pass_hat_k(tasks, k)) is not None}
-        mean = {name: round(self.sums[name] / n, 6) if n else 0.0
+        mean = {name: round(self.sums[name] / ran, 6) if ran else 0.0
                 for name in ("steps", "model_calls", "tool_calls", "retries", "virtual_s",
                              "cost_usd")}
         low, high = wilson_interval(self.passed, n)
         return Cell(
-            harness=harness, suite=suite, episodes=n, passed=self.passed,
+            harness=harness, suite=suite, episodes=self.episodes,
+            inconclusive=self.inconclusive, not_applied=self.not_applied, passed=self.passed,
             violations=self.violations, task_success=self.task_success,
             unacceptable_process=self.unacceptable, stopped=self.stopped,
-            pass_rate=self.passed / n if n else 0.0,
-            interval=(round(low, 6), round(high, 6)), pass_k=pass_k,
+            pass_rate=self.passed / n if n else None,
+            interval=(round(low, 6), round(high, 6)) if n else None, pass_k=pass_k,
             duplicate_effects=self.duplicates,
-            duplicate_rate=self.duplicate_episodes / n if n else 0.0,
+            duplicate_rate=self.duplicate_episodes / ran if ran else 0.0,
             recovery_rate=self.recovered / self.faulted if self.faulted else None,
             domains=dict(sorted(self.domains.items())),
             verdicts=dict(sorted(self.verdicts.items())), mean_steps=mean["steps"],
@@ -82,8 +99,12 @@ def aggregate(records: Iterable[dict[str, Any]], info: CampaignInfo) -> Campaign
     """Fold records (streamed) into the campaign's cells; failures are added separately."""
     tallies: dict[tuple[str, str], _Tally] = defaultdict(_Tally)
     faults: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0, 0, 0])
+    not_applied: dict[str, list[str]] = defaultdict(list)
     for record in records:
         tallies[(record["harness"], record["suite"])].add(record)
+        reason = record.get("not_applicable")
+        if reason and reason not in not_applied[record["suite"]]:
+            not_applied[record["suite"]].append(reason)
         for kind in record.get("fired", ()):
             tally = faults[(record["harness"], kind)]
             tally[0] += 1
@@ -98,4 +119,6 @@ def aggregate(records: Iterable[dict[str, Any]], info: CampaignInfo) -> Campaign
                            violation_rate=v / n, recovery_rate=r / n)
                 for (h, kind), (n, d, v, r) in sorted(
                     faults.items(), key=lambda item: (item[0][1], order.get(item[0][0], 99)))]
-    return CampaignResults(campaign=info, cells=cells, by_fault=by_fault)
+    return CampaignResults(campaign=info, cells=cells, by_fault=by_fault,
+                           not_applied={suite: "; ".join(reasons)
+                                        for suite, reasons in sorted(not_applied.items())})

@@ -118,21 +118,75 @@ def scenario_of(job: Job) -> Scenario:
 
 
 def run_job(job: Job) -> dict[str, Any]:
-    """Run and grade one episode; the JSON record written to the campaign's file."""
-    scenario = scenario_of(job)
+    """Run and grade one episode; the JSON record written to the campaign's file.
+
+    Besides the grade, the record says which of the *suite's* faults fired (``suite_faults``,
+    ``suite_fired``, ``reached``): an episode none of whose suite faults reached the agent is
+    graded ``inconclusive`` (a violation stays a violation). A suite that cannot be applied to
+    the scenario and agent at all gives an ``inconclusive`` record with its reason in
+    ``not_applicable`` instead of stopping the campaign.
+    """
+    try:
+        scenario = scenario_of(job)
+    except TetherError as exc:
+        if not _not_applicable(exc):
+            raise
+        return _not_applied_record(job, str(exc))
     result = run_episode(scenario, job.seed, job.harness, agent=job.agent or None,
                          harness_files=job.harness_files)
-    graded = grade(scenario, result)
+    base = _base(job.scenario)
+    suite_faults, shared = _suite_faults(base, scenario) if job.suite in SUITES else ([], set())
+    fired = {f.fault for f in result.firings}
+    # A label a base fault also carries cannot tell which of the two fired: it proves nothing.
+    suite_fired = [label for label in dict.fromkeys(suite_faults)
+                   if label in fired and label not in shared]
+    reached = job.suite not in SUITES or bool(suite_fired)
+    graded = grade(scenario, result, reached=reached)
     return {
-        "key": job.key, "scenario": _base(job.scenario).name, "scenario_file": job.scenario,
+        "key": job.key, "scenario": base.name, "scenario_file": job.scenario,
         "suite": job.suite, "harness": job.harness, "seed": job.seed,
         "agent": result.agent, "harness_files": list(job.harness_files),
         "status": result.status, "ok": result.ok, **graded.as_data(),
         "faulted": bool(result.firings),
         "fired": sorted({f.kind for f in result.firings}),
         "faults": [f"{f.kind}@{f.target}" for f in scenario.fault_plan().faults],
+        "suite_faults": suite_faults, "suite_fired": suite_fired, "reached": reached,
+        "not_applicable": "",
         "violations": [v.as_data() for v in result.verdicts if not v.holds],
         "journal_digest": result.journal_digest, "ledger_digest": result.ledger_digest,
+    }
+
+
+def _suite_faults(base: Scenario, variant: Scenario) -> tuple[list[str], set[str]]:
+    """The labels of the faults the suite added to ``base`` (the variant's faults less the
+    base's, matched by their whole spec), and the labels of the base's faults."""
+    left = list(base.faults)
+    added = []
+    for fault in variant.faults:
+        if fault in left:
+            left.remove(fault)
+        else:
+            added.append(fault.build().label)
+    return added, {f.build().label for f in base.faults}
+
+
+def _not_applicable(exc: TetherError) -> bool:
+    """Is ``exc`` a suite saying it has nothing to inject for this scenario and agent?"""
+    return any(cls.__name__ == "SuiteNotApplicable" for cls in type(exc).__mro__)
+
+
+def _not_applied_record(job: Job, reason: str) -> dict[str, Any]:
+    """The record of a job whose suite could not be applied: nothing ran, nothing is known."""
+    base = _base(job.scenario)
+    return {
+        "key": job.key, "scenario": base.name, "scenario_file": job.scenario,
+        "suite": job.suite, "harness": job.harness, "seed": job.seed,
+        "agent": job.agent or base.agent, "harness_files": list(job.harness_files),
+        "status": "not_run", "ok": None, "verdict": "inconclusive", "task_success": False,
+        "problems": [], "domain": "", "duplicates": 0, "metrics": {},
+        "faulted": False, "fired": [], "faults": [],
+        "suite_faults": [], "suite_fired": [], "reached": False, "not_applicable": reason,
+        "violations": [], "journal_digest": "", "ledger_digest": "",
     }
 
 

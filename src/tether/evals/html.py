@@ -6,6 +6,10 @@ SVG written here rather than a charting library's JavaScript: the page is then a
 of the results (same input, same bytes), so reports diff cleanly and tests can read them. Every
 string taken from the results is escaped, since scenario names and trace details are data.
 
+Rates are over each cell's conclusive episodes, the inconclusive ones (their suite's faults
+never reached the agent) counted beside them; a cell with none conclusive shows
+*inconclusive* in place of a rate and draws no bar.
+
 >>> from tether.evals.results import CampaignInfo, CampaignResults
 >>> info = CampaignInfo(scenarios=["s"], suites=["base"], harnesses=["default"], seeds=1,
 ...                     episodes=0)
@@ -41,6 +45,7 @@ svg text{font:12px system-ui,sans-serif;fill:#1d2329}svg .muted{fill:#6b7580}
 svg .axis{stroke:#9aa3ab;stroke-width:1}svg .grid{stroke:#e4e7ea;stroke-width:1}
 svg .whisker{stroke:#1d2329;stroke-width:1.5}svg .row{fill:#f7f8f9}
 svg .ok{fill:#2f7d4a}svg .failed{fill:#c62828}svg text.failed{font-weight:600}
+.inconclusive{color:#8a5a00;fill:#8a5a00}tr.inconclusive td{background:#fff8e6}
 .h0{fill:#4c78a8}.h1{fill:#f58518}.h2{fill:#54a24b}.h3{fill:#b279a2}.h4{fill:#9d755d}
 .h5{fill:#72b7b2}
 section.failure{border:1px solid #e4e7ea;border-left:4px solid #c62828;border-radius:4px;
@@ -59,7 +64,8 @@ def render_html(results: CampaignResults) -> str:
     parts = [
         "<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
         f"<title>{name} — tether campaign</title>", f"<style>\n{_CSS}\n</style>", "</head>",
-        "<body>", _header(results), _cell_table(results.cells), _fault_table(results),
+        "<body>", _header(results), _not_applied(results), _cell_table(results.cells),
+        _fault_table(results),
         _suite_charts(results, colour), _domain_charts(results, harnesses, colour),
         _failures(results.failures), "</body>", "</html>", ""]
     return "\n".join(parts)
@@ -86,22 +92,46 @@ def _header(results: CampaignResults) -> str:
 
 def _cell_table(cells: list[Cell]) -> str:
     ks = sorted({k for c in cells for k in c.pass_k}, key=_k_order)
-    head = ["harness", "suite", "episodes", "pass rate", "95% interval",
+    head = ["harness", "suite", "episodes", "inconclusive", "pass rate", "95% interval",
             *(f"pass^{k}" for k in ks), "duplicate-effect rate", "recovery rate"]
     rows = []
     for c in cells:
-        low, high = c.interval
-        values = [_pct(c.pass_rate), f"{_pct(low)} – {_pct(high)}",
-                  *(f"{c.pass_k[k]:.3f}" if k in c.pass_k else "—" for k in ks),
+        if c.pass_rate is None or c.interval is None:
+            rate, interval = '<b class="inconclusive">inconclusive</b>', "—"
+        else:
+            rate = _e(_pct(c.pass_rate))
+            interval = _e(f"{_pct(c.interval[0])} – {_pct(c.interval[1])}")
+        values = [*(f"{c.pass_k[k]:.3f}" if k in c.pass_k else "—" for k in ks),
                   _pct(c.duplicate_rate),
                   "—" if c.recovery_rate is None else _pct(c.recovery_rate)]
-        rows.append(f"<tr><td>{_e(c.harness)}</td><td>{_e(c.suite)}</td>"
-                    f'<td class="num">{c.episodes}</td>'
+        rows.append(f'<tr class="{_cell_state(c)}"><td>{_e(c.harness)}</td>'
+                    f'<td>{_e(c.suite)}</td><td class="num">{c.episodes}</td>'
+                    f'<td class="num">{c.inconclusive}</td><td class="num">{rate}</td>'
+                    f'<td class="num">{interval}</td>'
                     + "".join(f'<td class="num">{_e(v)}</td>' for v in values) + "</tr>")
     header = "".join(f"<th>{_e(h)}</th>" for h in head)
     body = "\n".join(rows) or f'<tr><td colspan="{len(head)}">no cells</td></tr>'
-    return (f'<section><h2>Results by harness and suite</h2><table class="cells">'
-            f"<thead><tr>{header}</tr></thead><tbody>\n{body}\n</tbody></table></section>")
+    return (f'<section><h2>Results by harness and suite</h2><p class="meta">Rates are over '
+            "conclusive episodes; an inconclusive episode's suite faults never reached the "
+            "agent (or its suite could not be applied).</p>"
+            f'<table class="cells"><thead><tr>{header}</tr></thead><tbody>\n{body}\n</tbody>'
+            "</table></section>")
+
+
+def _cell_state(cell: Cell) -> str:
+    """``inconclusive`` (no conclusive episode), ``partial`` (some) or ``conclusive``."""
+    if not cell.conclusive:
+        return "inconclusive"
+    return "partial" if cell.inconclusive else "conclusive"
+
+
+def _not_applied(results: CampaignResults) -> str:
+    if not results.not_applied:
+        return ""
+    items = "".join(f"<li><b>{_e(suite)}</b>: {_e(reason)}</li>"
+                    for suite, reason in results.not_applied.items())
+    return ('<section class="not-applied"><h2>Suites not applied</h2><p>These suites could '
+            f"not be applied, so they tested nothing:</p><ul>{items}</ul></section>")
 
 
 def _fault_table(results: CampaignResults) -> str:
@@ -126,8 +156,8 @@ def _suite_charts(results: CampaignResults, colour: dict[str, str]) -> str:
                        key=lambda c: list(colour).index(c.harness))
         figures.append(f"<figure><figcaption>{_e(suite)}</figcaption>"
                        f"{_pass_rate_chart(suite, cells, colour)}</figure>")
-    return ('<section><h2>Pass rate by suite</h2><p class="meta">Bars are pass rates; '
-            "whiskers are Wilson 95% intervals.</p>"
+    return ('<section><h2>Pass rate by suite</h2><p class="meta">Bars are pass rates over '
+            "conclusive episodes; whiskers are Wilson 95% intervals.</p>"
             f'<div class="charts">{"".join(figures)}</div></section>')
 
 
@@ -191,13 +221,18 @@ def _pass_rate_chart(suite: str, cells: list[Cell], colour: dict[str, str]) -> s
     for i, c in enumerate(cells):
         x = left + slot * i + (slot - bar_w) / 2
         centre = x + bar_w / 2
+        body.append(_text(centre, bottom + 16, c.harness, "", "middle"))
+        if c.pass_rate is None or c.interval is None:
+            # No bar: a height of zero would read as a 0 % pass rate.
+            body.append(_text(centre, bottom + 31, "inconclusive", "inconclusive", "middle"))
+            continue
         low, high = c.interval
         tip = (f"{c.harness} on {suite}: {_pct(c.pass_rate)} "
-               f"({_pct(low)} – {_pct(high)}), {c.passed}/{c.episodes}")
+               f"({_pct(low)} – {_pct(high)}), {c.passed}/{c.conclusive}"
+               + (f" ({c.inconclusive} inconclusive)" if c.inconclusive else ""))
         body.append(_rect(x, y(c.pass_rate), bar_w, c.pass_rate * plot_h, colour[c.harness], tip))
         body.append(_line(centre, y(high), centre, y(low), "whisker"))
         body.extend(_line(centre - 7, y(v), centre + 7, y(v), "whisker") for v in (low, high))
-        body.append(_text(centre, bottom + 16, c.harness, "", "middle"))
         body.append(_text(centre, bottom + 31, _pct(c.pass_rate), "muted", "middle"))
     return _svg(width, height, f"pass rate by harness on suite {suite}", body)
 

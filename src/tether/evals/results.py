@@ -1,16 +1,25 @@
 """The results of a campaign, as written to ``results.json`` (the documented schema).
 
-A campaign's JSON has three parts:
+A campaign's JSON has these parts:
 
 * ``campaign`` — what was run: scenarios, suites, harnesses, seeds per cell, episode count;
 * ``cells`` — one :class:`Cell` per (harness, suite): counts, the pass rate with its Wilson
   95 % interval, pass^k, duplicate-effect and recovery rates, failures by domain, verdicts, and
-  mean per-episode metrics;
+  mean per-episode metrics. ``inconclusive`` counts the episodes whose suite faults never
+  reached the agent (or whose suite could not be applied, ``not_applied`` of them): they are
+  left out of every rate, which is over the ``episodes - inconclusive`` conclusive ones. A cell
+  with no conclusive episode has ``pass_rate`` and ``interval`` ``null``: it is inconclusive,
+  never a pass rate;
 * ``by_fault`` — per harness and fault kind: duplicate-effect, violation and recovery rates
   over the episodes where that kind of fault fired (an episode where several kinds fired
   counts for each);
 * ``failures`` — the worst failing episodes (:class:`FailureCase`), each with its shrunk fault
-  plan, a one-line replay command and its trace as a timeline.
+  plan, a one-line replay command and its trace as a timeline;
+* ``not_applied`` — the suites that could not be applied to some scenario (suite → reason):
+  a requested suite that tested nothing. ``tether eval run`` fails when it is not empty.
+
+Files written before ``inconclusive``, ``not_applied`` existed read back with them at zero
+(every episode counted as conclusive, as it then was).
 
 Everything is plain JSON; :meth:`CampaignResults.model_validate_json` reads it back.
 """
@@ -41,21 +50,31 @@ class Cell(_Model):
     harness: str
     suite: str
     episodes: int
+    inconclusive: int = Field(
+        default=0, description="episodes whose suite faults never reached the agent (no "
+        "invariant broke), or whose suite could not be applied; left out of every rate")
+    not_applied: int = Field(
+        default=0, description="of the inconclusive, episodes not run because the suite could "
+        "not be applied (see CampaignResults.not_applied)")
     passed: int = Field(description="episodes whose invariants all held and whose task succeeded")
     violations: int = Field(description="episodes with at least one invariant violated")
-    task_success: int
+    task_success: int = Field(description="conclusive episodes whose task was done as asked")
     unacceptable_process: int = Field(
         description="correct outcome reached by a process the grader rejects")
     stopped: int = Field(
         default=0, description="safe, not done: the harness escalated or hit a budget on "
         "purpose and journaled why (an outcome it could not settle, a deadline)")
-    pass_rate: float
-    interval: tuple[float, float] = Field(description="Wilson 95% interval of pass_rate")
-    pass_k: dict[str, float] = Field(description="pass^k for k in 1, 2, 4, 8 (tau-bench)")
+    pass_rate: float | None = Field(
+        description="passed / conclusive episodes; null when none was conclusive")
+    interval: tuple[float, float] | None = Field(
+        description="Wilson 95% interval of pass_rate; null when it is")
+    pass_k: dict[str, float] = Field(
+        description="pass^k for k in 1, 2, 4, 8 (tau-bench), over conclusive episodes")
     duplicate_effects: int = Field(description="effects beyond the first per business key")
-    duplicate_rate: float = Field(description="episodes with a duplicate effect / episodes")
+    duplicate_rate: float = Field(
+        description="episodes with a duplicate effect / episodes run")
     recovery_rate: float | None = Field(
-        description="faulted episodes that still succeeded safely / faulted episodes")
+        description="faulted conclusive episodes that still succeeded safely / those episodes")
     domains: dict[str, int] = Field(description="failures by failure domain")
     verdicts: dict[str, int]
     mean_steps: float
@@ -64,6 +83,11 @@ class Cell(_Model):
     mean_retries: float
     mean_virtual_s: float
     mean_cost_usd: float
+
+    @property
+    def conclusive(self) -> int:
+        """The episodes the rates are over: those that met their suite's faults."""
+        return self.episodes - self.inconclusive
 
 
 class TraceItem(_Model):
@@ -104,3 +128,5 @@ class CampaignResults(_Model):
     cells: list[Cell]
     by_fault: list[FaultStats] = []
     failures: list[FailureCase] = []
+    not_applied: dict[str, str] = Field(
+        default={}, description="suites that could not be applied (suite → reason)")
