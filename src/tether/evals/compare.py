@@ -136,11 +136,12 @@ def render_comparison(rows: list[Comparison], console: Console) -> None:
 
 def _compare_cell(a: Cell, b: Cell) -> Comparison:
     # Rates come from the counts, not the stored pass_rate, so the test and the displayed
-    # rates can never disagree in a hand-edited file.
-    difference, z, p_value = two_proportion_test(a.passed, a.episodes, b.passed, b.episodes)
+    # rates can never disagree in a hand-edited file. Both are over conclusive episodes: an
+    # episode whose suite faults never fired is neither a pass nor a failure.
+    difference, z, p_value = two_proportion_test(a.passed, a.conclusive, b.passed, b.conclusive)
     return Comparison(
-        harness=a.harness, suite=a.suite, passed_a=a.passed, episodes_a=a.episodes,
-        passed_b=b.passed, episodes_b=b.episodes, pass_rate_a=_rate(a), pass_rate_b=_rate(b),
+        harness=a.harness, suite=a.suite, passed_a=a.passed, episodes_a=a.conclusive,
+        passed_b=b.passed, episodes_b=b.conclusive, pass_rate_a=_rate(a), pass_rate_b=_rate(b),
         difference=difference, z=z, p_value=p_value, duplicate_rate_a=a.duplicate_rate,
         duplicate_rate_b=b.duplicate_rate,
         duplicate_change=b.duplicate_rate - a.duplicate_rate,
@@ -148,7 +149,7 @@ def _compare_cell(a: Cell, b: Cell) -> Comparison:
 
 
 def _rate(cell: Cell) -> float:
-    return cell.passed / cell.episodes if cell.episodes else 0.0
+    return cell.passed / cell.conclusive if cell.conclusive else 0.0
 
 
 def _points(change: float) -> str:
