@@ -22,6 +22,8 @@ from typing import Any
 
 import pytest
 import yaml
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
 from pydantic import BaseModel
 from typer.testing import CliRunner
 
@@ -37,15 +39,17 @@ from tether import (
     tool,
 )
 from tether.agent.agent import Task
-from tether.errors import Crash, UsageError
+from tether.clock import VirtualClock
+from tether.errors import Crash, TransientError, UsageError
 from tether.models.scripted import call, reply
 from tether.runtime.tools import ToolContext
-from tether.sim.capture import EXHAUSTED, capture_run, replay_model, scenario_yaml
+from tether.sim.capture import EXHAUSTED, capture, capture_run, replay_model, scenario_yaml
 from tether.sim.faults import FaultLayer, FaultPlan
 from tether.sim.harness import run_default, run_naive
 from tether.sim.recorded import NotRecorded, recording_from_dict, unrecorded, wrap_recorded
 from tether.sim.scenario import FaultSpec
 from tether.sim.world import World
+from tether.store.memory import MemoryStore
 
 RUN_ID = "incident-A-1"
 ORDER = "A-1"
@@ -410,6 +414,158 @@ def test_crash_fault_reaches_the_recording_service() -> None:
         handle(close, ctx, OrderRef(order_id=ORDER))
     assert handle(close, ctx, OrderRef(order_id=ORDER)) == {"ticket": "closed"}
     assert writes(world) == Counter({("close_ticket", "close:A-1"): 1})
+
+
+
+# -- any failure schedule production met replays under default as it happened -------------
+
+#: What one invocation of a tool meets in production (a write never times out before commit
+#: here: capture assumes an ambiguous write applied, the documented worst case).
+READ_FATES = ("ok", "unavailable", "throttled", "timeout")
+WRITE_FATES = ("ok", "unavailable", "throttled", "timeout_after")
+
+
+class Scheduled:
+    """A provider in memory whose n-th request to an endpoint meets ``fates[endpoint][n]``;
+    ``applied`` counts writes by key, or by endpoint for requests sent without one."""
+
+    def __init__(self, fates: dict[str, list[str]]) -> None:
+        self.fates = fates
+        self.seen: Counter[str] = Counter()
+        self.keys: dict[str, dict[str, Any]] = {}
+        self.applied: Counter[str] = Counter()
+        self.met: dict[str, list[str]] = {}
+
+    def request(self, endpoint: str, key: str | None, response: dict[str, Any]) -> Any:
+        self.seen[endpoint] += 1
+        plan = self.fates.get(endpoint, [])
+        fate = plan[self.seen[endpoint] - 1] if self.seen[endpoint] <= len(plan) else "ok"
+        self.met.setdefault(endpoint, []).append(fate)
+        if fate == "unavailable":
+            raise TransientError(f"{endpoint}: HTTP 503")
+        if fate == "throttled":
+            raise TransientError(f"{endpoint}: HTTP 429", retry_after_s=2.0)
+        if fate == "timeout":
+            raise TimeoutError(f"{endpoint}: no response")
+        if key == "":  # no idempotency key: applied again, as a provider does
+            self.applied[endpoint] += 1
+        elif key is not None:
+            if key not in self.keys:
+                self.keys[key] = response
+                self.applied[key] += 1
+            response = self.keys[key]
+        if fate == "timeout_after":
+            raise TimeoutError(f"{endpoint}: the response was lost")
+        return response
+
+
+def scheduled_agent(provider: Scheduled) -> Agent:
+    @tool
+    def lookup_order(tc: ToolContext, args: OrderRef) -> Any:
+        """Look up an order."""
+        return provider.request("lookup", None, {"order_id": args.order_id,
+                                                 "amount_cents": 4999})
+
+    @tool(effect="idempotent", key=lambda a: f"refund:{a.order_id}")
+    def refund(tc: ToolContext, args: RefundArgs) -> Any:
+        """Refund an order."""
+        return provider.request("refund", tc.idempotency_key, {"refund_id": "re_1"})
+
+    @tool(effect="idempotent", key=lambda a: f"close:{a.order_id}")
+    def close_ticket(tc: ToolContext, args: OrderRef) -> Any:
+        """Close the ticket."""
+        return provider.request("close", tc.idempotency_key, {"ticket": "closed"})
+
+    def script(request: ModelRequest) -> ModelResponse:
+        done = sum(1 for m in request.messages if m.role == "tool")
+        steps = [call("lookup_order", {"order_id": ORDER}, call_id="c1"),
+                 call("refund", {"order_id": ORDER, "amount_cents": 4999}, call_id="c2"),
+                 call("close_ticket", {"order_id": ORDER}, call_id="c3")]
+        return steps[done] if done < len(steps) else reply("finished")
+
+    return Agent(name="support", model=ScriptedModel(script), instructions="Refund, close.",
+                 tools=[lookup_order, refund, close_ticket])
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(lookup=st.lists(st.sampled_from(READ_FATES), max_size=3),
+       refund=st.lists(st.sampled_from(WRITE_FATES), max_size=3),
+       close=st.lists(st.sampled_from(WRITE_FATES), max_size=3))
+def test_default_replay_of_any_captured_schedule_is_the_run_again(
+        lookup: list[str], refund: list[str], close: list[str]) -> None:
+    """Whatever production met, the capture says what each call met, and the captured
+    scenario under default ends as the run did, applies the writes the provider applied,
+    once each, and never leaves the recording."""
+    provider = Scheduled({"lookup": lookup, "refund": refund, "close": close})
+    built = scheduled_agent(provider)
+    store = MemoryStore()
+    runtime = Runtime(store, clock=VirtualClock(start=0.0), workflows=[built], seed=1)
+    production = asyncio.run(runtime.start(built, TASK, run_id="prod"))
+    data = capture(store, "prod", agent="x.y:z")
+    tools = {"lookup": "lookup_order", "refund": "refund", "close": "close_ticket"}
+    assert {endpoint: [c["outcome"] for c in data["recorded"]["tools"][name]["calls"]]
+            for endpoint, name in tools.items() if name in data["recorded"]["tools"]} == \
+        provider.met
+    world, outcome = replay(data, "default")
+    assert outcome.status == production.status.value
+    assert unrecorded(world) == []
+    assert dict(Counter(key for _, key in writes(world).elements())) == dict(provider.applied)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(lookup=st.lists(st.sampled_from(READ_FATES), max_size=3),
+       refund=st.lists(st.sampled_from(WRITE_FATES), max_size=3),
+       close=st.lists(st.sampled_from(WRITE_FATES), max_size=3))
+def test_naive_replay_of_a_captured_run_does_what_naive_code_would_have_done(
+        lookup: list[str], refund: list[str], close: list[str]) -> None:
+    """The incident captured from a completed run, replayed under naive, applies each write
+    as often as the naive loop applies it against the same provider in production."""
+    fates = {"lookup": lookup, "refund": refund, "close": close}
+    provider = Scheduled(fates)
+    built = scheduled_agent(provider)
+    store = MemoryStore()
+    runtime = Runtime(store, clock=VirtualClock(start=0.0), workflows=[built], seed=1)
+    production = asyncio.run(runtime.start(built, TASK, run_id="prod"))
+    assume(production.status.value == "completed")
+    world, _ = replay(capture(store, "prod", agent="x.y:z"), "naive")
+    naive_provider = Scheduled(fates)
+    asyncio.run(run_naive(World(seed=0), scheduled_agent(naive_provider), Task(text="go")))
+    names = {"refund": "refund", "close": "close_ticket"}
+    assert {names[endpoint]: n for endpoint, n in naive_provider.applied.items()} == \
+        dict(Counter(operation for operation, _ in writes(world).elements()))
+    assert unrecorded(world) == []
+
+
+@pytest.mark.postgres
+def test_capture_reads_a_postgres_store(postgres_dsn: str) -> None:
+    """A run journaled in PostgreSQL, crashed in flight and recovered, is captured by URL."""
+    from tether.store.postgres import PostgresStore
+
+    provider = Scheduled({"refund": ["timeout_after"]})
+    built = scheduled_agent(provider)
+    run_id = "pg-incident-1"
+    crashed = False
+
+    def probe(point: ProbePoint) -> None:
+        nonlocal crashed
+        if point.name == "close_ticket" and point.point == "after_call" and not crashed:
+            crashed = True
+            raise Crash("worker died after close_ticket was applied")
+
+    store = PostgresStore(postgres_dsn)
+    try:
+        runtime = Runtime(store, clock=VirtualClock(start=0.0), workflows=[built], probe=probe)
+        with pytest.raises(Crash):
+            asyncio.run(runtime.start(built, TASK, run_id=run_id))
+        again = Runtime(store, clock=VirtualClock(start=0.0), workflows=[built])
+        assert asyncio.run(again.resume(run_id)).status.value == "completed"
+    finally:
+        store.close()
+    data = capture_run(postgres_dsn, run_id, agent="x.y:z")
+    assert [(f["kind"], f["target"]) for f in data["faults"]] == [
+        ("timeout_after", "recorded.refund"), ("crash", "recorded.close_ticket")]
+    world, _ = replay(data, "naive")
+    assert writes(world)[("refund", "refund:A-1")] >= 2
 
 
 if __name__ == "__main__":

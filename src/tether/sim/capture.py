@@ -79,10 +79,10 @@ EXHAUSTED = ("[replay] the recorded run's model gave no further answer (all {n} 
 
 #: Tool failures after which the handler had run (the rest — policy, budgets, invalid
 #: arguments — stopped the call before it was sent).
-_SENT_FAILURES = ("permanent_tool_error", "transient_tool_error", "auth_expired",
-                  "ambiguous_write")
+_SENT_FAILURES = ("permanent_tool_error", "transient_tool_error", "auth_expired")
 _TIMEOUTS = ("TimeoutError", "ConnectionError", "AmbiguousOutcome")
 _CRASH_REASON = "the worker stopped"
+_STILL_UNKNOWN = "outcome still unknown"
 
 
 # -- the model ---------------------------------------------------------------------------
@@ -358,8 +358,7 @@ def _tools(events: Sequence[Event]) -> tuple[dict[str, Any], list[dict[str, Any]
         elif isinstance(event, ToolAmbiguous):
             call = open_at.pop(event.pos, None)
             if call is not None:
-                call["outcome"] = "crash_after" if event.reason.startswith(_CRASH_REASON) \
-                    else "timeout_after"
+                call.update(_ambiguous(event.reason))
         elif isinstance(event, ToolError):
             if event.failure not in _SENT_FAILURES:
                 continue
@@ -402,11 +401,31 @@ def _parsed(call: ToolCall | None) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
+def _ambiguous(reason: str) -> dict[str, Any]:
+    """What a write's attempt met when the journal's next word on it is ``tool_ambiguous``."""
+    if reason.startswith(_CRASH_REASON):
+        return {"outcome": "crash_after"}
+    if not reason.startswith(_STILL_UNKNOWN):
+        return {"outcome": "timeout_after"}  # the attempt's own timeout or lost connection
+    # The attempt failed in a way that applied nothing, but an earlier attempt's outcome was
+    # still unknown and could not be settled: the reason names the attempt's own failure.
+    failed = re.search(r"(?:the last with|failed with) ([A-Za-z_][\w.]*): (.*)", reason)
+    if failed is not None:
+        return _transient({"type": failed.group(1), "message": failed.group(2)})
+    refused = re.search(r"a re-issue was refused \((.*)\)", reason)
+    if refused is not None:
+        return {"outcome": "error", "error": {"type": "tether.errors.RecordedError",
+                                              "message": refused.group(1), "data": {}}}
+    return {"outcome": "unavailable", "status": 503}
+
+
 def _transient(error: dict[str, Any]) -> dict[str, Any]:
     """A transient failure's outcome: a timeout, throttling (429) or unavailability (5xx)."""
-    kind = str(error.get("type", "")).rpartition(".")[2]
+    data = error.get("data") or {}
+    # A failure journaled as ToolFailed names the handler's own exception in error_type.
+    kind = str(data.get("error_type") or error.get("type", "")).rpartition(".")[2]
     message = str(error.get("message", ""))
-    attrs = (error.get("data") or {}).get("attrs") or {}
+    attrs = data.get("attrs") or {}
     if kind in _TIMEOUTS:
         return {"outcome": "timeout"}
     status = next((attrs[a] for a in ("status", "status_code", "http_status")
