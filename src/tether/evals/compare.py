@@ -12,7 +12,7 @@ job can gate on it.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -26,8 +26,8 @@ from tether.errors import UsageError
 from tether.evals.results import CampaignResults, Cell
 from tether.evals.stats import two_proportion_test
 
-__all__ = ["MIN_EFFECT", "SIGNIFICANCE", "Comparison", "Verdict", "compare", "load_results",
-           "render_comparison", "unmatched", "verdict"]
+__all__ = ["MIN_EFFECT", "SIGNIFICANCE", "Comparison", "Verdict", "compare", "compare_harnesses",
+           "load_results", "render_comparison", "unmatched", "verdict"]
 
 SIGNIFICANCE = 0.05  # two-sided p-value below which a difference counts as real
 MIN_EFFECT = 0.02  # smallest pass-rate change (absolute) worth calling better or worse
@@ -76,6 +76,31 @@ def compare(a: CampaignResults, b: CampaignResults) -> list[Comparison]:
     later = {(c.harness, c.suite): c for c in b.cells}
     return [_compare_cell(cell, later[(cell.harness, cell.suite)])
             for cell in a.cells if (cell.harness, cell.suite) in later]
+
+
+def compare_harnesses(results: CampaignResults, a: str, b: str) -> list[Comparison]:
+    """Harness ``b`` against harness ``a`` within one campaign (the same scenarios, seeds and
+    faults), per suite in A's cell order: B − A with its significance, as :func:`compare` rows
+    whose ``harness`` reads ``a → b`` (for :func:`render_comparison`). A suite only one of
+    them ran is left out; a harness with no cells at all is a :class:`UsageError`.
+
+    >>> from tether.evals.results import CampaignInfo
+    >>> info = CampaignInfo(scenarios=[], suites=[], harnesses=[], seeds=0, episodes=0)
+    >>> compare_harnesses(CampaignResults(campaign=info, cells=[]), "naive", "naive")
+    Traceback (most recent call last):
+    ...
+    tether.errors.UsageError: compare two different harnesses, not naive with itself
+    """
+    if a == b:
+        raise UsageError(f"compare two different harnesses, not {a} with itself")
+    present = list(dict.fromkeys(c.harness for c in results.cells))
+    for name in (a, b):
+        if name not in present:
+            raise UsageError(f"harness {name} has no cells in these results; they hold "
+                             f"{', '.join(present) or 'no cells at all'}")
+    later = {c.suite: c for c in results.cells if c.harness == b}
+    return [replace(_compare_cell(cell, later[cell.suite]), harness=f"{a} → {b}")
+            for cell in results.cells if cell.harness == a and cell.suite in later]
 
 
 def verdict(difference: float, p_value: float) -> Verdict:

@@ -28,6 +28,7 @@ the attempt, and waited on the run's clock, so a replay (and a simulation) waits
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -74,7 +75,11 @@ class Rule:
                 retry_after_s: float | None = None) -> float:
         """The wait before attempt ``attempt + 1``: exponential, jittered, capped; never
         shorter than the dependency's own ``retry-after`` hint."""
-        raw = min(self.max_delay_s, self.base_delay_s * self.multiplier ** max(0, attempt - 1))
+        try:
+            grown = self.base_delay_s * self.multiplier ** max(0, attempt - 1)
+        except OverflowError:  # a long retry budget (2.0 ** 1100): far past any cap
+            grown = math.inf if self.base_delay_s > 0 else 0.0
+        raw = min(self.max_delay_s, grown)
         delay = raw * (1.0 - self.jitter * rng.random())
         if retry_after_s is not None:
             delay = max(delay, retry_after_s)
