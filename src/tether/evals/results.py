@@ -16,10 +16,10 @@ A campaign's JSON has these parts:
 * ``failures`` — the worst failing episodes (:class:`FailureCase`), each with its shrunk fault
   plan, a one-line replay command and its trace as a timeline;
 * ``not_applied`` — the suites that could not be applied to some scenario (suite → reason):
-  a requested suite that tested nothing. ``tether eval run`` fails when it is not empty.
+  a requested suite that tested nothing, which a CI gate must not read as a pass.
 
-Files written before ``inconclusive``, ``not_applied`` existed read back with them at zero
-(every episode counted as conclusive, as it then was).
+Files written before these fields existed read back with ``inconclusive`` and ``not_applied``
+at 0 and ``not_applied`` empty: every episode conclusive, as it then was counted.
 
 Everything is plain JSON; :meth:`CampaignResults.model_validate_json` reads it back.
 """
