@@ -17,7 +17,9 @@ persona)::
   persona, the questions asked, its own earlier answers), so a deterministic model gives a
   byte-identical episode.
 * ``replay`` — :class:`ReplayUser`: the n-th question gets the n-th recorded answer. A question
-  beyond the recording raises :class:`ReplayDiverged`: the episode left the recorded one.
+  beyond the recording raises :class:`ReplayDiverged` (the episode left the recorded one) and
+  is kept, so :func:`replay_divergence` can call the episode inconclusive even when the agent's
+  tool caught the error and went on.
 
 All three answer through one interface, ``await user.ask(question)`` (what an agent's tools reach
 as ``env.client("user").ask(question)``, target ``user.ask``), and record every answer in the
@@ -53,6 +55,7 @@ __all__ = [
     "UserSpec",
     "build_user",
     "recorded_answers",
+    "replay_divergence",
     "replay_spec",
     "user_spec_from_dict",
 ]
@@ -154,7 +157,14 @@ def build_user(spec: UserSpec, world: World, persona: Persona,
 
 
 def _user_model(spec: str, persona: Persona, base_dir: Path | None) -> Model:
-    function = load_callable(spec, base_dir, what="user.model")
+    try:
+        function = load_callable(spec, base_dir, what="user.model")
+    except UsageError as exc:
+        # The shared loader words a module it cannot import as the agent's; say whose it is.
+        message = str(exc).removeprefix(f"agent {spec!r}: ")
+        if not message.startswith("user.model"):
+            message = f"user.model {spec!r}: {message}"
+        raise UsageError(message) from exc.__cause__
     try:
         parameters = [p for p in inspect.signature(function).parameters.values()
                       if p.default is p.empty
@@ -303,22 +313,33 @@ class ReplayUser(SimulatedUser):
     def __init__(self, world: World, persona: Persona, answers: Sequence[str]) -> None:
         super().__init__(world, persona)
         self.answers = tuple(answers)
-        #: Why the replay left the recording ("" while it follows it).
-        self.diverged = ""
+        #: Each question the recording had no answer for, said in words (empty while the
+        #: episode follows the recording).
+        self.diverged: list[str] = []
 
     async def ask(self, question: str) -> str:
         """The recorded answer to this turn's question."""
         if self.turn >= len(self.answers):
-            self.diverged = (
-                f"the simulated user was asked question {self.turn + 1} ({short_repr(question)})"
-                f" but the recording holds {len(self.answers)} answer(s): the episode diverged "
-                "from the recorded one, so what the user would say is unknown")
-            raise ReplayDiverged(self.diverged)
+            why = (f"the simulated user was asked question {self.turn + 1} "
+                   f"({short_repr(question)}) but the recording holds {len(self.answers)} "
+                   "answer(s): the episode diverged from the recorded one, so what the user "
+                   "would say is unknown and the episode is inconclusive")
+            self.diverged.append(why)
+            raise ReplayDiverged(why)
         self.turn += 1
         return self._record(question, self.answers[self.turn - 1])
 
     def snapshot(self) -> dict[str, Any]:
         found = super().snapshot()
         if self.diverged:
-            found["diverged"] = self.diverged
+            found["diverged"] = list(self.diverged)
         return found
+
+
+def replay_divergence(world: World) -> list[str]:
+    """The questions of this episode that its replayed user had no recorded answer for (empty
+    when the user is not a replay, or the episode followed the recording). Non-empty means the
+    episode is inconclusive: an agent's tool may have caught the error and gone on, so its
+    outcome says nothing about the recorded episode."""
+    user = world.services.get("user")
+    return list(user.diverged) if isinstance(user, ReplayUser) else []
