@@ -350,3 +350,36 @@ def test_compare_harnesses_needs_both() -> None:
         compare_harnesses(results, "naive", "hasty")
     with pytest.raises(UsageError, match="not naive with itself"):
         compare_harnesses(results, "naive", "naive")
+
+
+_RULE: dict[str, st.SearchStrategy[Any]] = {
+    "action": st.sampled_from([a.value for a in Action]),
+    "max_attempts": st.integers(1, 10**6),
+    "base_delay_s": st.floats(0.0, 3600.0),
+    "max_delay_s": st.floats(0.0, 3600.0),
+    "multiplier": st.floats(1.0, 100.0),
+    "jitter": st.floats(0.0, 1.0),
+    "then": st.sampled_from([a.value for a in Action]),
+}
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.sampled_from(list(FailureType)), st.fixed_dictionaries({}, optional=_RULE),
+       st.none() | st.integers(0, 10**6))
+def test_rule_overrides_touch_only_their_fields(failure: FailureType, fields: dict[str, Any],
+                                                budget: int | None) -> None:
+    """Any subset of one failure type's rule fields lands as given; the rest of that rule,
+    every other rule and an unnamed retry budget keep the agent's."""
+    agent = own_agent()
+    retry: dict[str, Any] = {failure.value: fields}
+    if budget is not None:
+        retry["retry_budget"] = budget
+    run = apply_harness(agent, HarnessSpec.model_validate({"name": "v", "retry": retry}))
+    mine = agent.retry.rule(failure)
+    for field in dataclasses.fields(Rule):
+        expected = fields.get(field.name, getattr(mine, field.name))
+        assert getattr(run.retry.rule(failure), field.name) == expected
+    for other in FailureType:
+        if other is not failure:
+            assert run.retry.rule(other) == agent.retry.rule(other)
+    assert run.retry.retry_budget == (agent.retry.retry_budget if budget is None else budget)
