@@ -86,12 +86,14 @@ class _Answer(BaseModel):
 
 
 class Order(_Answer):
+    # Every field the desk reads is required, even those Stripe may send as null or empty: an
+    # answer without one has drifted, and a default would quietly stand in for the real value.
     id: StrictStr
     amount: StrictInt
     amount_refunded: StrictInt
     customer: StrictStr
-    description: StrictStr | None = None
-    metadata: dict[str, StrictStr] = {}
+    description: StrictStr | None
+    metadata: dict[str, StrictStr]
 
 
 class Profile(_Answer):
