@@ -421,12 +421,13 @@ def test_crash_fault_reaches_the_recording_service() -> None:
 
 #: What one invocation of a tool meets in production (a write never times out before commit
 #: here: capture assumes an ambiguous write applied, the documented worst case).
-READ_FATES = ("ok", "unavailable", "throttled", "timeout")
-WRITE_FATES = ("ok", "unavailable", "throttled", "timeout_after")
+READ_FATES = ("ok", "unavailable", "throttled", "timeout", "error")
+WRITE_FATES = ("ok", "unavailable", "throttled", "timeout_after", "error")
 
 
 class Scheduled:
-    """A provider in memory whose n-th request to an endpoint meets ``fates[endpoint][n]``;
+    """A provider in memory whose n-th request to an endpoint meets ``fates[endpoint][n]``
+    (once it refused a request, ``error``, it refuses the rest);
     ``applied`` counts writes by key, or by endpoint for requests sent without one."""
 
     def __init__(self, fates: dict[str, list[str]]) -> None:
@@ -440,6 +441,8 @@ class Scheduled:
         self.seen[endpoint] += 1
         plan = self.fates.get(endpoint, [])
         fate = plan[self.seen[endpoint] - 1] if self.seen[endpoint] <= len(plan) else "ok"
+        if "error" in self.met.get(endpoint, ()):
+            fate = "error"  # a refusal is permanent: the same request is refused again
         self.met.setdefault(endpoint, []).append(fate)
         if fate == "unavailable":
             raise TransientError(f"{endpoint}: HTTP 503")
@@ -447,6 +450,8 @@ class Scheduled:
             raise TransientError(f"{endpoint}: HTTP 429", retry_after_s=2.0)
         if fate == "timeout":
             raise TimeoutError(f"{endpoint}: no response")
+        if fate == "error":
+            raise ValueError(f"{endpoint}: HTTP 400 refused")
         if key == "":  # no idempotency key: applied again, as a provider does
             self.applied[endpoint] += 1
         elif key is not None:

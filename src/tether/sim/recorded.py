@@ -41,8 +41,10 @@ agent's own handlers — and the production clients behind them — never run:
   provider, it deduplicates by the idempotency key the caller passes (``ctx.idempotency_key``),
   answering the first response again without a second effect; with no key (the naive harness),
   every call applies again — which is how a blind retry of a write shows as a duplicate. It
-  answers the response the run recorded for that key; a write with arguments the run never sent
-  is outside the recording.
+  answers the response the run recorded for that key. A refusal (``error``) is permanent, as
+  a provider's 4xx is: a write the run's provider only ever refused is refused again, and the
+  n-th call of a tool is refused again when the run's n-th call, with the same arguments, was.
+  A write with arguments the run never sent is outside the recording.
 * a **lookup** (``reconcile`` of a reconcilable tool) answers from the recording service: the
   response under the key if a write under it was applied in this episode, else nothing.
 
@@ -196,6 +198,7 @@ class RecordedTools:
     #: Why each call outside the recording was refused, in order.
     unrecorded: list[str] = field(default_factory=list)
     _used: dict[str, set[int]] = field(default_factory=dict)
+    _calls: dict[str, int] = field(default_factory=dict)
     _applied: dict[tuple[str, str], Any] = field(default_factory=dict)
     _identity: dict[tuple[str, str], str] = field(default_factory=dict)
     _assigned: dict[tuple[str, str], list[str]] = field(default_factory=dict)
@@ -227,7 +230,9 @@ class RecordedTools:
             data = _as_json(args)
             if writes:
                 key = ctx.idempotency_key
-                answer = await self.layer.call(target, lambda: self._write(name, data, key))
+                self._calls[name] = number = self._calls.get(name, 0) + 1
+                answer = await self.layer.call(
+                    target, lambda: self._write(name, data, key, number))
                 if answer is _NO_ANSWER:
                     raise self._refuse(
                         f"tool {name!r}: the write with {_canonical(data)} was applied, but the "
@@ -273,10 +278,15 @@ class RecordedTools:
             raise rebuild_error(call.error or {})
         return call.result
 
-    def _write(self, name: str, args: dict[str, Any], key: str) -> Any:
+    def _write(self, name: str, args: dict[str, Any], key: str, number: int) -> Any:
+        tool = self._tool(name, args)
+        if number <= len(tool.calls):
+            # The provider refused this very request in the recorded run: it refuses it again.
+            same = tool.calls[number - 1]
+            if same.outcome == "error" and same.args == args:
+                raise rebuild_error(same.error or {})
         if key and (name, key) in self._applied:  # the provider's idempotency
             return self._applied[(name, key)]
-        tool = self._tool(name, args)
         identity = self._key_of(name, args, key)
         sent = [c for c in tool.calls if c.key == identity]
         answered = [c for c in sent if c.outcome in APPLIED and c.result is not None]
