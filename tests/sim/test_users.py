@@ -12,7 +12,7 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tether.errors import UsageError
+from tether.errors import ModelUnavailable, UsageError
 from tether.models import ModelRequest, ModelResponse, ScriptedModel, reply
 from tether.sim.episode import environment, run_episode
 from tether.sim.persona import ModelUser as ReExportedModelUser
@@ -24,8 +24,9 @@ from tether.sim.users import (
     User,
     UserSpec,
     build_user,
+    inconclusive,
     recorded_answers,
-    replay_divergence,
+    recorded_questions,
     replay_spec,
     user_spec_from_dict,
 )
@@ -102,9 +103,16 @@ def test_each_form_of_user_is_read_and_stated_back() -> None:
     assert model == UserSpec(played_by="model", model="pkg.users:customer")
     replay = user_spec_from_dict({"played_by": "replay", "answers": ["a", ""]}, "s")
     assert replay == UserSpec(played_by="replay", answers=("a", ""))
-    for spec in (UserSpec(), model, replay):
+    asked = user_spec_from_dict({"played_by": "replay", "answers": ["a"], "questions": ["q"]},
+                                "s")
+    assert asked == UserSpec(played_by="replay", answers=("a",), questions=("q",))
+    for spec in (UserSpec(), model, replay, asked):
         assert user_spec_from_dict(spec.as_data(), "s") == spec
     assert replay_spec(["x", "y"]) == {"played_by": "replay", "answers": ["x", "y"]}
+    assert replay_spec(["x"], ["q"]) == {"played_by": "replay", "answers": ["x"],
+                                         "questions": ["q"]}
+    with pytest.raises(UsageError, match="one question per answer"):
+        replay_spec(["x"], [])
 
 
 @pytest.mark.parametrize(("data", "says"), [
@@ -124,6 +132,14 @@ def test_each_form_of_user_is_read_and_stated_back() -> None:
     ({"played_by": "replay", "answers": "yes"}, ["user.answers:", "found a string"]),
     ({"played_by": "replay", "answers": ["yes", 42]},
      ["s.yaml: user.answers[1]:", "expected a string", "found a number 42"]),
+    ({"played_by": "replay", "answers": ["a"], "questions": "q"},
+     ["s.yaml: user.questions:", "found a string"]),
+    ({"played_by": "replay", "answers": ["a"], "questions": [None]},
+     ["s.yaml: user.questions[0]:", "found nothing"]),
+    ({"played_by": "replay", "answers": ["a"], "questions": ["q", "r"]},
+     ["s.yaml: user.questions:", "one question per answer (1), found 2"]),
+    ({"played_by": "model", "model": "m:f", "questions": []},
+     ["user.questions:", "belongs with played_by: replay"]),
 ])
 def test_a_bad_user_mapping_names_file_key_expectation_and_finding(data: Any,
                                                                    says: list[str]) -> None:
@@ -284,11 +300,14 @@ def test_replaying_recorded_answers_reproduces_the_episode_without_the_model(
         tmp_path, {"played_by": "model", "model": "customer.py:customer"})), seed=12)
     folder = tmp_path / "replay"
     folder.mkdir()
-    spec = replay_spec(recorded_answers(played.ledger))
-    replayed = run_episode(load_scenario(_scenario_with_user(folder, spec)), seed=12)
+    spec = replay_spec(recorded_answers(played.ledger), recorded_questions(played.ledger))
+    assert len(spec["questions"]) == 3
+    replay = load_scenario(_scenario_with_user(folder, spec))
+    replayed = run_episode(replay, seed=12)
     assert replayed.ledger == played.ledger
     assert replayed.journal_digest == played.journal_digest
     assert recorded_answers(replayed.ledger) == spec["answers"]
+    assert replayed.ok and replayed.status == played.status == "completed"
 
 
 def test_a_question_beyond_the_recording_is_a_divergence_error() -> None:
@@ -297,13 +316,46 @@ def test_a_question_beyond_the_recording_is_a_divergence_error() -> None:
     world = World(seed=1)
     user = world.add("user", ReplayUser(world, Persona(), ["only one"]))
     assert asyncio.run(user.ask("First?")) == "only one"
-    assert replay_divergence(world) == []
+    assert inconclusive(world) == []
     with pytest.raises(ReplayDiverged, match=r"question 2 .*1 answer\(s\).*diverged"):
         asyncio.run(user.ask("Second?"))
-    assert "inconclusive" in user.snapshot()["diverged"][0]
-    assert replay_divergence(world) == user.diverged and len(user.diverged) == 1
+    assert "inconclusive" in user.snapshot()["unsettled"][0]
+    assert inconclusive(world) == user.unsettled and len(user.unsettled) == 1
     assert user.snapshot()["turns"] == 1
-    assert replay_divergence(World(seed=1)) == []
+    assert inconclusive(World(seed=1)) == []
+
+
+def test_another_question_than_recorded_is_a_divergence_error() -> None:
+    """With the recorded questions, the n-th question must be the n-th recorded one."""
+    world = World(seed=1)
+    user = world.add("user", ReplayUser(world, Persona(), ["a", "b"], ["Which?", "Sure?"]))
+    assert asyncio.run(user.ask("Which?")) == "a"
+    with pytest.raises(ReplayDiverged, match=r"question 2 was 'Really\?', the recorded "):
+        asyncio.run(user.ask("Really?"))
+    assert len(inconclusive(world)) == 1 and [e.data["text"] for e in world.ledger] == ["a"]
+    with pytest.raises(UsageError, match="one recorded question per answer"):
+        ReplayUser(world, Persona(), ["a"], [])
+
+
+def test_a_failing_user_model_makes_the_episode_inconclusive() -> None:
+    """The user's model raising (a server down): the error reaches the caller, the user keeps
+    why, and a retried question is asked afresh, not twice in the model's history."""
+    calls: list[ModelRequest] = []
+
+    def flaky(request: ModelRequest) -> ModelResponse:
+        calls.append(request)
+        if len(calls) == 1:
+            raise ModelUnavailable("HTTP 503", model="local", status=503)
+        return reply("Fine.")
+
+    world = World(seed=1)
+    user = world.add("user", ModelUser(world, Persona(), ScriptedModel(flaky, name="local")))
+    with pytest.raises(ModelUnavailable):
+        asyncio.run(user.ask("Which?"))
+    assert user.turn == 0 and len(world.ledger) == 0
+    assert "the user's model (local) failed on question 1" in inconclusive(world)[0]
+    assert asyncio.run(user.ask("Which?")) == "Fine."
+    assert [m.role for m in calls[1].messages] == ["system", "user"]
     assert len(world.ledger) == 1
     assert isinstance(ReplayDiverged("x"), UsageError)
 
@@ -314,5 +366,6 @@ def test_recorded_answers_reads_only_user_messages() -> None:
               {"seq": 2, "service": "user", "operation": "message",
                "data": {"turn": 1, "text": "yes", "question": "q"}}]
     assert recorded_answers(ledger) == ["yes"]
+    assert recorded_questions(ledger) == ["q"]
     with pytest.raises(UsageError, match="ledger effect 3"):
         recorded_answers([{"seq": 3, "service": "user", "operation": "message", "data": {}}])

@@ -16,17 +16,26 @@ persona)::
   the agent's questions its prompts; the model sees nothing but the episode's own data (the
   persona, the questions asked, its own earlier answers), so a deterministic model gives a
   byte-identical episode.
-* ``replay`` — :class:`ReplayUser`: the n-th question gets the n-th recorded answer. A question
-  beyond the recording raises :class:`ReplayDiverged` (the episode left the recorded one) and
-  is kept, so :func:`replay_divergence` can call the episode inconclusive even when the agent's
-  tool caught the error and went on.
+* ``replay`` — :class:`ReplayUser`: the n-th question gets the n-th recorded answer. With the
+  recorded ``questions`` too (optional, as many as the answers), the n-th question must also be
+  the n-th recorded one. A question beyond the recording, or another question than recorded,
+  raises :class:`ReplayDiverged`: the episode left the recorded one.
+
+When the user cannot answer as the persona would — a replay that diverged, a user model that
+failed — the reason is kept on the user (``unsettled``) and :func:`inconclusive` returns it: the
+agent's tool may have caught the error and gone on, so the episode's outcome says nothing about
+the agent and is inconclusive, never a pass or a failure.
 
 All three answer through one interface, ``await user.ask(question)`` (what an agent's tools reach
 as ``env.client("user").ask(question)``, target ``user.ask``), and record every answer in the
 ledger as a ``user.message`` effect (``turn``, ``text``, ``question``). That record is the
-recording: :func:`recorded_answers` reads the answers back from an episode's ledger and
-:func:`replay_spec` makes the ``user:`` mapping that replays them, so a model-played episode
-becomes a scenario that reruns it byte for byte without the model.
+recording: :func:`recorded_answers` (and :func:`recorded_questions`) read it back from an
+episode's ledger and :func:`replay_spec` makes the ``user:`` mapping that replays it, so a
+model-played episode becomes a scenario that reruns it byte for byte without the model::
+
+    result = run_episode(scenario, seed)
+    user = replay_spec(recorded_answers(result.ledger), recorded_questions(result.ledger))
+    # → {played_by: replay, answers: [...], questions: [...]}
 """
 
 from __future__ import annotations
@@ -36,7 +45,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, NoReturn
 
 from tether.errors import UsageError
 from tether.models.base import Message, Model, ModelRequest
@@ -54,8 +63,9 @@ __all__ = [
     "User",
     "UserSpec",
     "build_user",
+    "inconclusive",
     "recorded_answers",
-    "replay_divergence",
+    "recorded_questions",
     "replay_spec",
     "user_spec_from_dict",
 ]
@@ -68,7 +78,7 @@ PlayedBy = Literal["persona", "model", "replay"]
 _KEYS: dict[str, tuple[str, ...]] = {
     "persona": ("played_by",),
     "model": ("played_by", "model"),
-    "replay": ("played_by", "answers"),
+    "replay": ("played_by", "answers", "questions"),
 }
 _FORMS = ("{played_by: persona}, {played_by: model, model: package.module:function} or "
           "{played_by: replay, answers: [...]}")
@@ -92,13 +102,15 @@ class UserSpec:
     model: str = ""
     #: ``played_by: replay``: the recorded answers, the n-th for the n-th question.
     answers: tuple[str, ...] = ()
+    #: ``played_by: replay``, optional: the questions the recorded user was asked.
+    questions: tuple[str, ...] | None = None
 
     def as_data(self) -> dict[str, Any]:
         """The ``user:`` mapping that states this spec."""
         if self.played_by == "model":
             return {"played_by": "model", "model": self.model}
         if self.played_by == "replay":
-            return replay_spec(self.answers)
+            return replay_spec(self.answers, self.questions)
         return {"played_by": "persona"}
 
 
@@ -132,17 +144,27 @@ def user_spec_from_dict(data: Any, where: str = "<scenario>") -> UserSpec:
                              f"path/to/file.py:function, found {short_repr(model)}")
         return UserSpec(played_by="model", model=model.strip())
     if played_by == "replay":
-        answers = data.get("answers")
-        if not isinstance(answers, list):
-            raise UsageError(f"{where}: user.answers: played_by: replay needs the recorded "
-                             "answers as a list of strings (the n-th answers the n-th "
-                             f"question); found {describe(answers)}")
-        for index, answer in enumerate(answers):
-            if not isinstance(answer, str):
-                raise UsageError(f"{where}: user.answers[{index}]: expected a string (quote "
-                                 f"it), found {describe(answer)} {short_repr(answer)}")
-        return UserSpec(played_by="replay", answers=tuple(answers))
+        answers = _strings(data.get("answers"), where, "answers")
+        questions = None
+        if "questions" in data:
+            questions = _strings(data["questions"], where, "questions")
+            if len(questions) != len(answers):
+                raise UsageError(f"{where}: user.questions: expected one question per answer "
+                                 f"({len(answers)}), found {len(questions)}")
+        return UserSpec(played_by="replay", answers=answers, questions=questions)
     return UserSpec()
+
+
+def _strings(given: Any, where: str, key: str) -> tuple[str, ...]:
+    if not isinstance(given, list):
+        raise UsageError(f"{where}: user.{key}: played_by: replay needs the recorded {key} as a "
+                         f"list of strings (the n-th answer for the n-th question); found "
+                         f"{describe(given)}")
+    for index, item in enumerate(given):
+        if not isinstance(item, str):
+            raise UsageError(f"{where}: user.{key}[{index}]: expected a string (quote it), "
+                             f"found {describe(item)} {short_repr(item)}")
+    return tuple(given)
 
 
 def build_user(spec: UserSpec, world: World, persona: Persona,
@@ -152,7 +174,7 @@ def build_user(spec: UserSpec, world: World, persona: Persona,
     if spec.played_by == "model":
         return ModelUser(world, persona, _user_model(spec.model, persona, base_dir))
     if spec.played_by == "replay":
-        return ReplayUser(world, persona, spec.answers)
+        return ReplayUser(world, persona, spec.answers, spec.questions)
     return User(world, persona)
 
 
@@ -189,20 +211,46 @@ def _user_model(spec: str, persona: Persona, base_dir: Path | None) -> Model:
 
 def recorded_answers(ledger_effects: Sequence[Mapping[str, Any]]) -> list[str]:
     """The user's answers in an episode's ledger (``EpisodeResult.ledger``), in order."""
-    answers: list[str] = []
+    return _messages(ledger_effects, "text")
+
+
+def recorded_questions(ledger_effects: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The questions the user was asked in an episode's ledger, in order."""
+    return _messages(ledger_effects, "question")
+
+
+def _messages(ledger_effects: Sequence[Mapping[str, Any]], field: str) -> list[str]:
+    found: list[str] = []
     for effect in ledger_effects:
         if effect.get("service") == "user" and effect.get("operation") == "message":
-            text = effect.get("data", {}).get("text")
-            if not isinstance(text, str):
+            value = (effect.get("data") or {}).get(field)
+            if not isinstance(value, str):
                 raise UsageError(f"ledger effect {effect.get('seq')}: a user.message without "
-                                 f"its text (found {short_repr(text)})")
-            answers.append(text)
-    return answers
+                                 f"its {field} (found {short_repr(value)})")
+            found.append(value)
+    return found
 
 
-def replay_spec(answers: Sequence[str]) -> dict[str, Any]:
-    """The scenario's ``user:`` mapping that replays ``answers``."""
-    return {"played_by": "replay", "answers": list(answers)}
+def replay_spec(answers: Sequence[str],
+                questions: Sequence[str] | None = None) -> dict[str, Any]:
+    """The scenario's ``user:`` mapping that replays ``answers`` (and, when given, checks
+    that the n-th question asked is the n-th of ``questions``)."""
+    spec: dict[str, Any] = {"played_by": "replay", "answers": list(answers)}
+    if questions is not None:
+        if len(questions) != len(answers):
+            raise UsageError(f"replay_spec: {len(answers)} answers but {len(questions)} "
+                             "questions; expected one question per answer")
+        spec["questions"] = list(questions)
+    return spec
+
+
+def inconclusive(world: World) -> list[str]:
+    """Why the simulated user of this episode could not answer as the persona would (empty:
+    it always could). Non-empty means the episode is inconclusive: a replay left the
+    recording, or the user's model failed, and the agent may have caught the error and gone
+    on, so the outcome says nothing about the agent."""
+    user = world.services.get("user")
+    return list(user.unsettled) if isinstance(user, SimulatedUser) else []
 
 
 class SimulatedUser:
@@ -218,6 +266,8 @@ class SimulatedUser:
         self.world, self.persona = world, persona
         self.turn = 0
         self.current_request = ""
+        #: Each time the user could not answer as the persona would, said in words.
+        self.unsettled: list[str] = []
 
     async def ask(self, question: str) -> str:
         """The user's reply to ``question``."""
@@ -225,7 +275,10 @@ class SimulatedUser:
 
     def snapshot(self) -> dict[str, Any]:
         """The user's final state, beside the services'."""
-        return {"turns": self.turn, "current_request": self.current_request}
+        found: dict[str, Any] = {"turns": self.turn, "current_request": self.current_request}
+        if self.unsettled:
+            found["unsettled"] = list(self.unsettled)
+        return found
 
     def _record(self, question: str, reply: str) -> str:
         self.world.effect("user", "message", key=f"user:{self.turn}", turn=self.turn,
@@ -292,9 +345,18 @@ class ModelUser(SimulatedUser):
 
     async def ask(self, question: str) -> str:
         """The model's reply to ``question``, in character."""
+        asked = Message.user(question)
+        try:
+            response = await self.model.complete(
+                ModelRequest(messages=(*self.history, asked)))
+        except Exception as exc:
+            # The person would have answered; what they would have said is unknown.
+            self.unsettled.append(f"the user's model ({getattr(self.model, 'name', '?')}) "
+                                  f"failed on question {self.turn + 1} "
+                                  f"({short_repr(question)}): {type(exc).__name__}: {exc}")
+            raise
         self.turn += 1
-        self.history.append(Message.user(question))
-        response = await self.model.complete(ModelRequest(messages=tuple(self.history)))
+        self.history.append(asked)
         # An empty answer is still an answer the agent must see (and a replay must repeat).
         reply = response.text.strip() or "..."
         self.history.append(Message.assistant(reply))
@@ -310,36 +372,30 @@ class ReplayUser(SimulatedUser):
 
     played_by = "replay"
 
-    def __init__(self, world: World, persona: Persona, answers: Sequence[str]) -> None:
+    def __init__(self, world: World, persona: Persona, answers: Sequence[str],
+                 questions: Sequence[str] | None = None) -> None:
         super().__init__(world, persona)
         self.answers = tuple(answers)
-        #: Each question the recording had no answer for, said in words (empty while the
-        #: episode follows the recording).
-        self.diverged: list[str] = []
+        self.questions = tuple(questions) if questions is not None else None
+        if self.questions is not None and len(self.questions) != len(self.answers):
+            raise UsageError(f"a replayed user needs one recorded question per answer; "
+                             f"found {len(self.answers)} answers, {len(self.questions)} "
+                             "questions")
 
     async def ask(self, question: str) -> str:
         """The recorded answer to this turn's question."""
-        if self.turn >= len(self.answers):
-            why = (f"the simulated user was asked question {self.turn + 1} "
-                   f"({short_repr(question)}) but the recording holds {len(self.answers)} "
-                   "answer(s): the episode diverged from the recorded one, so what the user "
-                   "would say is unknown and the episode is inconclusive")
-            self.diverged.append(why)
-            raise ReplayDiverged(why)
-        self.turn += 1
-        return self._record(question, self.answers[self.turn - 1])
+        n = self.turn + 1
+        if n > len(self.answers):
+            self._diverge(f"the simulated user was asked question {n} ({short_repr(question)})"
+                          f" but the recording holds {len(self.answers)} answer(s)")
+        if self.questions is not None and question != self.questions[n - 1]:
+            self._diverge(f"question {n} was {short_repr(question)}, the recorded question "
+                          f"{n} {short_repr(self.questions[n - 1])}")
+        self.turn = n
+        return self._record(question, self.answers[n - 1])
 
-    def snapshot(self) -> dict[str, Any]:
-        found = super().snapshot()
-        if self.diverged:
-            found["diverged"] = list(self.diverged)
-        return found
-
-
-def replay_divergence(world: World) -> list[str]:
-    """The questions of this episode that its replayed user had no recorded answer for (empty
-    when the user is not a replay, or the episode followed the recording). Non-empty means the
-    episode is inconclusive: an agent's tool may have caught the error and gone on, so its
-    outcome says nothing about the recorded episode."""
-    user = world.services.get("user")
-    return list(user.diverged) if isinstance(user, ReplayUser) else []
+    def _diverge(self, what: str) -> NoReturn:
+        why = (f"{what}: the episode diverged from the recorded one, so what the user would "
+               "say is unknown and the episode is inconclusive")
+        self.unsettled.append(why)
+        raise ReplayDiverged(why)
