@@ -140,7 +140,9 @@ def run_job(job: Job) -> dict[str, Any]:
     # A label a base fault also carries cannot tell which of the two fired: it proves nothing.
     suite_fired = [label for label in dict.fromkeys(suite_faults)
                    if label in fired and label not in shared]
-    reached = job.suite not in SUITES or bool(suite_fired)
+    # An episode that left its recording (a replayed user or tool asked beyond it) says
+    # nothing about the agent, whatever fired.
+    reached = (job.suite not in SUITES or bool(suite_fired)) and not result.inconclusive
     graded = grade(scenario, result, reached=reached)
     return {
         "key": job.key, "scenario": base.name, "scenario_file": job.scenario,
@@ -151,7 +153,7 @@ def run_job(job: Job) -> dict[str, Any]:
         "fired": sorted({f.kind for f in result.firings}),
         "faults": [f"{f.kind}@{f.target}" for f in scenario.fault_plan().faults],
         "suite_faults": suite_faults, "suite_fired": suite_fired, "reached": reached,
-        "not_applicable": "",
+        "not_applicable": "", "inconclusive_reasons": list(result.inconclusive),
         "violations": [v.as_data() for v in result.verdicts if not v.holds],
         "journal_digest": result.journal_digest, "ledger_digest": result.ledger_digest,
     }

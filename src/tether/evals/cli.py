@@ -1,10 +1,11 @@
 """``tether eval run``: a campaign as a CI gate.
 
-Exit status: 0 when the tether harness broke no invariant (and, with ``--baseline``, no cell
-regressed significantly against the baseline's ``results.json``), 1 on a violation or a
-regression, 2 on bad input (including ``--seeds`` or ``--workers`` out of range). Every scenario
-file and the baseline are read before the campaign starts, so bad input creates nothing in
-``--out``.
+Exit status: 0 when the tether harnesses broke no invariant (and, with ``--baseline``, no cell
+regressed significantly against the baseline's ``results.json``), 1 on a violation, a
+regression, or a requested suite that could not be applied to the agent (its cells are
+``inconclusive``; a suite that tested nothing is not a pass), 2 on bad input (including
+``--seeds`` or ``--workers`` out of range). Every scenario file, the agent, the harness files
+and the baseline are read before the campaign starts, so bad input creates nothing in ``--out``.
 """
 
 from __future__ import annotations
@@ -54,8 +55,9 @@ def eval_run(
 ) -> None:
     """Run a campaign; exit 1 if tether broke an invariant or regressed against a baseline.
 
-    Exits 0 when tether's harness broke no invariant and nothing regressed, 1 when it did, 2 on
-    bad input (a scenario or baseline that does not load; nothing is written to --out then).
+    Exits 0 when tether's harnesses broke no invariant and nothing regressed, 1 when one did or a
+    requested suite could not be applied to the agent, 2 on bad input (a scenario, agent,
+    harness file or baseline that does not load; nothing is written to --out then).
     """
     from tether.evals.compare import (
         compare,
@@ -105,6 +107,11 @@ def eval_run(
     for cell in broken:
         console.print(f"[red]FAIL[/red] the {cell.harness} harness broke invariants in "
                       f"{cell.violations} {cell.suite} episode(s)")
+    # A suite that could not be applied to this agent tested nothing: the gate must not pass.
+    for suite_name, reason in sorted(results.not_applied.items()):
+        console.print(f"[red]FAIL[/red] suite {escape(suite_name)} could not be applied: "
+                      f"{escape(reason)}", soft_wrap=True)
+        failed = True
     for other in chosen[1:] if len(chosen) > 1 else ():
         console.print(f"\n{escape(other)} against {escape(chosen[0])} (same seeds and faults):")
         render_comparison(compare_harnesses(results, chosen[0], other), console)

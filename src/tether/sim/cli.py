@@ -10,7 +10,9 @@ task check is printed below it.
 Exit status (``run`` and ``replay``): 0 when every invariant holds — whether the task was done is
 in the output (the headline, the ``task`` lines, ``task_checks`` in ``--json``), not in the
 status, so a safe run that gave up exits 0 with ``NOT DONE`` — 1 when an invariant is violated,
-2 on bad input (the file, key path, expected and found) or a check that could not judge.
+2 on bad input (the file, key path, expected and found) or a check that could not judge, 3 when
+the episode itself cannot judge the agent (``INCONCLUSIVE``: a replayed user or recorded tool
+was asked beyond its recording).
 """
 
 from __future__ import annotations
@@ -91,11 +93,14 @@ def replay_command(scenario: Path, seed: int, harness: str, agent: str | None = 
 def _print(result: EpisodeResult, scenario: Path, agent: str | None = None,
            harness_files: tuple[str, ...] = ()) -> None:
     done = all(check.holds for check in result.task_checks)
-    mark = "[red]FAIL[/red]" if not result.ok else \
+    mark = "[red]FAIL[/red]" if not result.ok else "[yellow]INCONCLUSIVE[/yellow]" \
+        if result.inconclusive else \
         ("[green]PASS[/green]" if done else "[yellow]NOT DONE[/yellow]")
     console.print(f"{mark}  {escape(result.scenario)}  seed={result.seed}  "
                   f"harness={result.harness}  status={result.status}")
     console.print(f"  agent: {escape(result.agent)}", soft_wrap=True)
+    for why in result.inconclusive:
+        console.print(f"  inconclusive: {escape(why)}", soft_wrap=True)
     if result.answer:
         console.print(f"  answer: {escape(result.answer)}")
     if result.reason:
@@ -125,10 +130,17 @@ def _print(result: EpisodeResult, scenario: Path, agent: str | None = None,
         for entry in result.outcome.transcript:
             console.print(f"  naive: {escape(json.dumps(entry, sort_keys=True))}")
     console.print(f"  journal {result.journal_digest[:16]}  ledger {result.ledger_digest[:16]}")
-    if not result.ok or not done:
+    if not result.ok or not done or result.inconclusive:
         command = replay_command(scenario, result.seed, result.harness,
                                  result.agent if agent else None, harness_files)
         console.print(f"replay: {escape(command)}", soft_wrap=True)
+
+
+def _status(result: EpisodeResult) -> int:
+    """1: an invariant broke; 3: the episode could not judge the agent; 0: otherwise."""
+    if not result.ok:
+        return 1
+    return 3 if result.inconclusive else 0
 
 
 def _files(given: list[Path] | None) -> tuple[str, ...]:
@@ -141,9 +153,10 @@ def sim_run(scenario: Path, seed: SeedOpt = 0, harness: HarnessOpt = "default",
             as_json: JsonOpt = False, timing: TimingOpt = False) -> None:
     """Run one episode and judge it.
 
-    Prints PASS (invariants hold, task done), NOT DONE (invariants hold, task not done as asked)
-    or FAIL (an invariant violated). Exits 0 when every invariant holds (PASS or NOT DONE), 1
-    when one is violated, 2 on bad input.
+    Prints PASS (invariants hold, task done), NOT DONE (invariants hold, task not done as asked),
+    FAIL (an invariant violated) or INCONCLUSIVE (the episode left its recording). Exits 0 when
+    every invariant holds (PASS or NOT DONE), 1 when one is violated, 2 on bad input, 3 when
+    inconclusive.
     """
     files = _files(harnesses)
     result, wall_s = _run(scenario, seed, harness, agent, files)
@@ -153,7 +166,7 @@ def sim_run(scenario: Path, seed: SeedOpt = 0, harness: HarnessOpt = "default",
         _print(result, scenario, agent, files)
         if timing:
             console.print(f"  wall time {wall_s * 1000:.1f} ms")
-    raise typer.Exit(0 if result.ok else 1)
+    raise typer.Exit(_status(result))
 
 
 @sim_app.command("replay")
@@ -168,7 +181,7 @@ def sim_replay(scenario: Path, seed: SeedOpt = 0, harness: HarnessOpt = "default
         (second.journal_digest, second.ledger_digest)
     console.print("replay: identical journal and ledger" if same else
                   "[red]replay: the runs differ[/red] (the simulation is not deterministic)")
-    raise typer.Exit(2 if not same else (0 if second.ok else 1))
+    raise typer.Exit(2 if not same else _status(second))
 
 
 @sim_app.command("compare")

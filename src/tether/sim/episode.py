@@ -40,8 +40,10 @@ from tether.sim.harness import HarnessOutcome, run_default, run_naive
 from tether.sim.harness_spec import HarnessSpec, apply_harness, resolve_harness
 from tether.sim.invariants import EpisodeFacts, Verdict, check_invariants
 from tether.sim.models import FaultyModel
+from tether.sim.recorded import unrecorded, wrap_recorded
 from tether.sim.scenario import SERVICES, Approver, Scenario, scenario_policy
 from tether.sim.users import build_user, user_spec_from_dict
+from tether.sim.users import inconclusive as user_inconclusive
 from tether.sim.world import World
 
 __all__ = ["EpisodeResult", "environment", "run_episode", "run_episode_async", "scenario_dir"]
@@ -73,6 +75,9 @@ class EpisodeResult:
     agent: str = ""
     #: Every call the agent's tools made to the simulated services, in order.
     calls: list[ServiceCall] = field(default_factory=list)
+    #: Why this episode cannot judge the agent (empty: it can): a replayed user or recorded
+    #: tool asked beyond its recording. Such an episode is inconclusive, never a pass.
+    inconclusive: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -92,6 +97,7 @@ class EpisodeResult:
             "tool_calls": self.tool_calls, "ledger": self.ledger,
             "task_checks": [v.as_data() for v in self.task_checks],
             "agent": self.agent, "calls": [c.as_data() for c in self.calls],
+            "inconclusive": self.inconclusive,
         }
 
 
@@ -131,17 +137,17 @@ async def run_episode_async(scenario: Scenario, seed: int,
     returned: list[str] = []
     tools = instrument(built.tools, returned)
     if scenario.recorded:
-        from tether.sim.recorded import wrap_recorded
-
         tools = wrap_recorded(tools, scenario.recorded, world, layer)
     model = FaultyModel(_model(scenario, env, built.model, base_dir), layer)
     task = Task(text=scenario.task, principal=scenario.principal.id,
                 roles=tuple(scenario.principal.roles), environment="sim")
     started = world.now()
     if spec.base == "default":
-        configured = apply_harness(built, spec)
+        # Budgets: the agent's, then the scenario's story (a deadline it needs), then the
+        # variant's — a variant that sets a limit is measured with that limit.
+        storied = replace(built, budgets=replace(built.budgets, **scenario.budgets))
+        configured = apply_harness(storied, spec)
         runnable = replace(configured, model=model, tools=tools,
-                           budgets=replace(configured.budgets, **scenario.budgets),
                            policy=_policy(configured.policy, scenario, base_dir))
         outcome = await run_default(world, runnable, task, approver=approver(scenario.approver),
                                     run_id=f"{scenario.name}-{seed}")
@@ -173,7 +179,8 @@ async def run_episode_async(scenario: Scenario, seed: int,
         model_calls=outcome.model_calls, tool_calls=outcome.tool_calls,
         ledger=[e.as_data() for e in world.ledger],
         task_checks=check_invariants(scenario.success or env.expected, facts),
-        outcome=outcome, agent=agent_name, calls=list(env.calls))
+        outcome=outcome, agent=agent_name, calls=list(env.calls),
+        inconclusive=[*user_inconclusive(world), *unrecorded(world)])
 
 
 def environment(scenario: Scenario, seed: int = 0) -> Environment:

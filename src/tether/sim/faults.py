@@ -178,7 +178,7 @@ class FaultLayer:
                                "was delivered)")
         for fault in faults:
             result = _transform(fault, result)
-        return result
+        return result  # type: ignore[no-any-return]
 
     def latency_s(self, fault: Fault) -> float:
         """The delay ``fault`` adds to this call, drawn from its distribution."""
