@@ -23,6 +23,7 @@ from tether.sim.agent_ref import agent_spec_of
 from tether.sim.episode import AgentArg, EpisodeResult, scenario_dir
 from tether.sim.episode import run_episode as _run_episode
 from tether.sim.scenario import Scenario
+from tether.sim.users import recorded_answers, recorded_questions, replay_spec
 
 __all__ = ["Shrunk", "scenario_to_dict", "shrink", "trace_of", "write_reproduction"]
 
@@ -87,6 +88,13 @@ def shrink(scenario: Scenario, seed: int, harness: str, *, budget: int = 40,
                 if still_fails(candidate):
                     removed.append(f"knob {knob}")
                     current, changed = candidate, True
+    if current.user.get("played_by") == "model":
+        # A model-played user is only as repeatable as its model: the repro replays what the
+        # user said in the failing episode instead, so it reproduces byte for byte.
+        final = run_episode(current, seed, harness)
+        runs += 1
+        current = current.model_copy(update={"user": replay_spec(
+            recorded_answers(final.ledger), recorded_questions(final.ledger))})
     return Shrunk(current, seed, harness, tuple(removed), runs, first.agent, harness_files)
 
 
