@@ -266,6 +266,23 @@ def test_default_replay_applies_each_write_once(captured: dict[str, Any]) -> Non
     assert unrecorded(world) == []
 
 
+@pytest.mark.parametrize("harness", ["naive", "default"])
+def test_captured_scenario_runs_as_an_episode(captured: dict[str, Any], harness: str) -> None:
+    """The captured scenario loads and runs as an episode: naive duplicates, default not."""
+    from tether.sim.episode import run_episode
+    from tether.sim.scenario import scenario_from_dict
+
+    data = {k: v for k, v in captured.items() if k != "invariants"}
+    result = run_episode(scenario_from_dict(data), 0, harness)
+    keys = Counter(e["key"] for e in result.ledger)
+    assert result.status == "completed"
+    assert [f.kind for f in result.firings] == ["timeout_after", "crash"]
+    if harness == "naive":
+        assert keys["refund:A-1"] >= 2
+    else:
+        assert keys == Counter({"refund:A-1": 1, "close:A-1": 1})
+
+
 def test_a_call_off_the_recording_is_refused_and_listed() -> None:
     """A read with arguments the run never read raises NotRecorded and is listed."""
     recording = {"tools": {"lookup_order": {"effect": "read", "calls": [

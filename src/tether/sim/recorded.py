@@ -73,6 +73,7 @@ from tether.specs import describe, explain
 
 __all__ = [
     "OUTCOMES",
+    "RECORDED_FIELDS",
     "RECORDED_SERVICE",
     "NotRecorded",
     "RecordedCall",
@@ -87,6 +88,9 @@ __all__ = [
 
 #: The service name of recorded tools' effects (``recorded.<tool>``) and fault targets.
 RECORDED_SERVICE = "recorded"
+
+#: The fields of a ``recorded.<tool>`` effect: the write's arguments and the caller's key.
+RECORDED_FIELDS: dict[str, tuple[type, ...]] = {"args": (dict,), "idempotency_key": (str,)}
 
 #: What one recorded call met (see the module docstring).
 OUTCOMES = ("ok", "error", "throttled", "unavailable", "timeout", "timeout_after",
@@ -166,7 +170,7 @@ def recorded_effects(data: Any) -> dict[str, dict[str, tuple[type, ...]]]:
     """The effects a recording's writes record (``recorded.<tool>`` → field types), for the
     scenario loader's check of invariant effects."""
     recording = recording_from_dict(data)
-    return {f"{RECORDED_SERVICE}.{name}": {"args": (dict,), "idempotency_key": (str,)}
+    return {f"{RECORDED_SERVICE}.{name}": dict(RECORDED_FIELDS)
             for name, tool in recording.tools.items() if tool.writes}
 
 
