@@ -31,13 +31,16 @@ import json
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
 import tether
 from tether.models import call, reply
 from tether.policy import argument_limit
+
+if TYPE_CHECKING:  # production never imports the simulator
+    from tether.sim import Environment
 
 __all__ = ["CREDIT_LIMIT_CENTS", "INSTRUCTIONS", "Clients", "build", "desk_model", "desk_tools",
            "production"]
@@ -289,7 +292,7 @@ def desk_agent(clients: Clients, model: tether.Model) -> tether.Agent:
         budgets=tether.Budgets(max_steps=20))
 
 
-def build(env: Any) -> tether.Agent:
+def build(env: Environment) -> tether.Agent:
     """The agent in tether's simulator: ``env`` (a ``tether.sim.Environment``) gives clients
     bound to the simulated services."""
     clients = Clients(payments=env.client("payments"), crm=env.client("crm"),
@@ -327,8 +330,9 @@ class HttpService:
 def production(settings: dict[str, str]) -> tether.Agent:
     """The same agent in production: the real services' HTTP clients and a real model.
 
-    ``settings`` holds ``payments_url``, ``crm_url``, ``email_url``, ``token`` and ``model``;
-    run it with ``tether.Runtime(store=tether.SQLiteStore("desk.db")).run(agent, task)``.
+    ``settings`` holds ``payments_url``, ``crm_url``, ``email_url``, ``token`` (the services'),
+    ``openai_api_key`` and optionally ``model``; run it with
+    ``tether.Runtime(store=tether.SQLiteStore("desk.db")).run(agent, task)``.
     """
     from tether.models import OpenAIModel
 
@@ -336,4 +340,5 @@ def production(settings: dict[str, str]) -> tether.Agent:
     clients = Clients(payments=HttpService(settings["payments_url"], token),
                       crm=HttpService(settings["crm_url"], token),
                       email=HttpService(settings["email_url"], token))
-    return desk_agent(clients, OpenAIModel(settings.get("model", "gpt-4.1")))
+    model = OpenAIModel(settings.get("model", "gpt-4.1"), api_key=settings["openai_api_key"])
+    return desk_agent(clients, model)

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
-from desk.agent import build
+from desk.agent import CreditArgs, build, production
 
-from tether.sim import EpisodeResult
+from tether.sim import EpisodeResult, load_scenario
+
+# tether.sim.environment is both a public function and the module Environment lives in; once
+# the module is imported, `from tether.sim import environment` gives the module.
+from tether.sim.episode import environment
 
 # The fixture's type (tether_sim: a TetherSim) is not among tether.evals' public names.
 TetherSim = Any
 
+ROOT = Path(__file__).resolve().parents[1]
 TIMEOUT = "scenarios/credit_timeout.yaml"
 SUPERVISOR = "scenarios/damaged_needs_supervisor.yaml"
 
@@ -79,3 +85,27 @@ def test_retry_safety_suite_breaks_no_invariant_under_tether(tether_sim: TetherS
     result = tether_sim.suite("scenarios/late_delivery.yaml", "retry_safety", seed=seed,
                               agent=build)
     tether_sim.assert_ok(result)
+
+
+def test_production_and_simulation_build_the_same_agent() -> None:
+    """The production factory and the simulator's differ only in clients and model: the same
+    tools (names, argument schemas, effect classes, tiers, keys, reconcilers), instructions,
+    policy and budgets."""
+    settings = {"payments_url": "https://payments.internal", "crm_url": "https://crm.internal",
+                "email_url": "https://mail.internal", "token": "unused",
+                "openai_api_key": "unused"}
+    live = production(settings)
+    simulated = build(environment(load_scenario(f"{ROOT}/scenarios/late_delivery.yaml")))
+
+    def shape(agent: Any) -> list[tuple[Any, ...]]:
+        return [(t.name, t.description, t.args_schema(), t.effect, t.tier, t.trust,
+                 t.reconcile is not None, t.key(CreditArgs(order_id="ord_1", cents=1, memo="m"))
+                 if t.name == "issue_credit" else None) for t in agent.tools]
+
+    assert shape(live) == shape(simulated)
+    assert live.tools[2].effect.value == "idempotent"
+    assert (live.instructions, live.budgets) == (simulated.instructions, simulated.budgets)
+    assert live.policy is not None and simulated.policy is not None
+    assert [r.name for r in live.policy.rules] == [r.name for r in simulated.policy.rules]
+    assert type(live.model).__name__ == "OpenAIModel"
+    assert type(simulated.model).__name__ == "ScriptedModel"
