@@ -377,11 +377,20 @@ def test_cli_writes_the_scenario(incident: Path, tmp_path: Path) -> None:
     assert yaml.safe_load(out.read_text())["recorded"]["run"] == RUN_ID
 
 
+def test_unwritable_out_exits_2(incident: Path, tmp_path: Path) -> None:
+    """An --out in a folder that does not exist exits 2 naming the file."""
+    out = tmp_path / "missing" / "incident.yaml"
+    result = cli(RUN_ID, "--store", str(incident), "--agent", "x.y:z", "--out", str(out))
+    assert result.exit_code == 2
+    assert "cannot write" in result.output
+
+
 def test_unknown_run_exits_2(incident: Path) -> None:
     """An unknown run id exits 2 naming it."""
     result = cli("no-such-run", "--store", str(incident), "--agent", "x.y:z")
     assert result.exit_code == 2
     assert "no run 'no-such-run'" in result.output
+    assert "tether runs list" in result.output
 
 
 def test_missing_store_exits_2_and_creates_nothing(tmp_path: Path) -> None:

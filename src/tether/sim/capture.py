@@ -191,7 +191,7 @@ def capture(store: Store, run_id: str, *, agent: str | None = None,
     """
     events = store.read(run_id)
     if not events:
-        raise UsageError(f"no run {run_id!r} in {where}; list the runs with `tether runs "
+        raise UsageError(f"no run {run_id!r} in {where}; list the runs with `tether runs list "
                          f"--store {where}`")
     started = next((e for e in events if isinstance(e, RunStarted)), None)
     if started is None:

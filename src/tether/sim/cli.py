@@ -244,11 +244,16 @@ def sim_capture(
     try:
         text = scenario_yaml(capture_run(store, run, agent=agent,
                                            out_dir=out.parent if out else None))
-        if out is not None:
-            out.write_text(text, encoding="utf-8")
-    except (TetherError, OSError) as exc:
+    except TetherError as exc:
         console.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
         raise typer.Exit(2) from exc
+    if out is not None:
+        try:
+            out.write_text(text, encoding="utf-8")
+        except OSError as exc:
+            console.print(f"[red]error:[/red] cannot write {escape(str(out))}: "
+                          f"{escape(exc.strerror or str(exc))}", soft_wrap=True)
+            raise typer.Exit(2) from exc
     if out is None:
         print(text, end="")
     else:
