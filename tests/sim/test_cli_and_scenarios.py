@@ -49,10 +49,12 @@ def test_sim_run_json_and_bad_input(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: x\nagent: robot\ntask: hi\n")
     result = runner.invoke(app, ["sim", "run", str(bad)])
-    assert result.exit_code == 2 and "agent 'robot': no agent of that short name (known: calendar, refund)" in \
+    assert result.exit_code == 2
+    assert "agent 'robot': no agent of that short name (known: calendar, refund)" in \
         result.output.replace("\n", "")
     wrong = runner.invoke(app, ["sim", "run", STORY, "--harness", "yolo"])
-    assert wrong.exit_code == 2 and "naive or default" in wrong.output
+    assert wrong.exit_code == 2 and "unknown harness 'yolo'" in wrong.output
+    assert "known harnesses: naive, default" in wrong.output
 
 
 @pytest.mark.parametrize(("text", "message"), [

@@ -86,7 +86,7 @@ def load_callable(spec: str, base_dir: Path | None, *, what: str) -> Callable[..
     if not sep or not where or not attribute.isidentifier():
         raise UsageError(f"{what} {spec!r}: expected package.module:function or "
                          "path/to/file.py:function")
-    found = getattr(_module_of(where, base_dir, spec), attribute, None)
+    found = getattr(_module_of(where, base_dir, spec, what), attribute, None)
     if not callable(found):
         raise UsageError(f"{what} {spec!r}: {where} has no function {attribute!r}")
     return found  # type: ignore[no-any-return]
@@ -140,17 +140,18 @@ def _resolve_file(where: str, base_dir: Path | None) -> Path:
     return path.resolve()
 
 
-def _module_of(where: str, base_dir: Path | None, spec: str | AgentFactory) -> Any:
+def _module_of(where: str, base_dir: Path | None, spec: str | AgentFactory,
+               what: str = "agent") -> Any:
     if _is_file(where):
         path = _resolve_file(where, base_dir)
         if not path.is_file():
-            raise UsageError(f"agent {spec!r}: no file {path}")
+            raise UsageError(f"{what} {spec!r}: no file {path}")
         name = "tether_agent_file_" + hashlib.sha256(str(path).encode()).hexdigest()[:16]
         if name in sys.modules:
             return sys.modules[name]
         loader_spec = importlib.util.spec_from_file_location(name, path)
         if loader_spec is None or loader_spec.loader is None:
-            raise UsageError(f"agent {spec!r}: {path} is not a Python file")
+            raise UsageError(f"{what} {spec!r}: {path} is not a Python file")
         module = importlib.util.module_from_spec(loader_spec)
         sys.modules[name] = module
         # Its siblings import as they would when run from its folder.
@@ -162,7 +163,7 @@ def _module_of(where: str, base_dir: Path | None, spec: str | AgentFactory) -> A
             loader_spec.loader.exec_module(module)
         except Exception as exc:
             del sys.modules[name]
-            raise UsageError(f"agent {spec!r}: importing {path} failed: "
+            raise UsageError(f"{what} {spec!r}: importing {path} failed: "
                              f"{type(exc).__name__}: {exc}") from exc
         return module
     cwd = str(Path.cwd())
@@ -173,10 +174,10 @@ def _module_of(where: str, base_dir: Path | None, spec: str | AgentFactory) -> A
         return importlib.import_module(where)
     except ModuleNotFoundError as exc:
         missing = exc.name or where
-        raise UsageError(f"agent {spec!r}: no module {missing!r} (is the package installed, or "
+        raise UsageError(f"{what} {spec!r}: no module {missing!r} (is the package installed, or "
                          "the command run from the folder that holds it?)") from exc
     except Exception as exc:
-        raise UsageError(f"agent {spec!r}: importing {where} failed: "
+        raise UsageError(f"{what} {spec!r}: importing {where} failed: "
                          f"{type(exc).__name__}: {exc}") from exc
 
 

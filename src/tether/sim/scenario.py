@@ -331,6 +331,9 @@ def scenario_from_dict(data: Any, *, where: str = "<scenario>") -> Scenario:
         raise explain(where, "", exc, Scenario) from exc
     budgets = _budgets(scenario.budgets, where)
     _check_model(scenario.model, where)
+    from tether.sim.users import user_spec_from_dict  # users build on this module
+
+    user_spec_from_dict(scenario.user, where)
     scenario_policy(scenario, _folder(where))  # a policy that does not load fails here
     # Typed fields have their own bounds; this catches the free-form ones (world seeds, fault
     # replacements, persona facts, invariant values) before they reach a service or a clock.
