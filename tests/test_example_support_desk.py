@@ -191,7 +191,7 @@ def _scenario_naming(tmp_path: Path, agent: str) -> Path:
 
 @pytest.mark.parametrize(("agent", "source", "message"), [
     ("desk_nowhere.agent:build", None, "agent 'desk_nowhere.agent:build': no module "
-                                       "'desk_nowhere'"),
+                                       "'desk_nowhere"),
     ("wrong.py:build", WRONG_SIGNATURE, "the factory takes (env, clients); it must take "
                                         "exactly one argument, the simulated environment"),
     ("stub.py:build", NO_SERVICE, "its tools (lookup_order) ran but reached no simulated "
