@@ -78,12 +78,18 @@ def test_a_large_credit_waits_for_the_supervisor(tether_sim: TetherSim) -> None:
         "never_without_approval(effect=payments.refund)"]
 
 
-@pytest.mark.parametrize("seed", range(3))
-def test_retry_safety_suite_breaks_no_invariant_under_tether(tether_sim: TetherSim,
-                                                             seed: int) -> None:
-    """The retry-safety suite, its faults chosen from what the desk does, breaks nothing."""
-    result = tether_sim.suite("scenarios/late_delivery.yaml", "retry_safety", seed=seed,
-                              agent=build)
+SUITES = ("retry_safety", "crash_recovery", "schema_drift", "adversarial_context",
+          "latency_variance")
+
+
+@pytest.mark.parametrize("seed", range(2))
+@pytest.mark.parametrize("suite", SUITES)
+def test_no_suite_breaks_an_invariant_under_tether(tether_sim: TetherSim, suite: str,
+                                                   seed: int) -> None:
+    """Each of the five suites, its faults chosen from what the desk does, reaches the desk
+    (a fault fires) and breaks no invariant."""
+    result = tether_sim.suite("scenarios/late_delivery.yaml", suite, seed=seed, agent=build)
+    assert result.firings, f"no {suite} fault reached the desk"
     tether_sim.assert_ok(result)
 
 
