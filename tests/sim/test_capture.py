@@ -41,7 +41,9 @@ from tether import (
 from tether.agent.agent import Task
 from tether.clock import VirtualClock
 from tether.errors import Crash, TransientError, UsageError
+from tether.events import ToolResult
 from tether.models.scripted import call, reply
+from tether.runtime.provenance import Sourced
 from tether.runtime.tools import ToolContext
 from tether.sim.capture import EXHAUSTED, capture, capture_run, replay_model, scenario_yaml
 from tether.sim.faults import FaultLayer, FaultPlan
@@ -493,9 +495,10 @@ class Scheduled:
 def scheduled_agent(provider: Scheduled) -> Agent:
     @tool
     def lookup_order(tc: ToolContext, args: OrderRef) -> Any:
-        """Look up an order."""
-        return provider.request("lookup", None, {"order_id": args.order_id,
-                                                 "amount_cents": 4999})
+        """Look up an order (its notes are written by customers: retrieved trust)."""
+        return Sourced(provider.request("lookup", None, {"order_id": args.order_id,
+                                                         "amount_cents": 4999}),
+                       source=f"orders:{args.order_id}", trust="retrieved")
 
     @tool(effect="idempotent", key=lambda a: f"refund:{a.order_id}")
     def refund(tc: ToolContext, args: RefundArgs) -> Any:
@@ -539,6 +542,10 @@ def test_default_replay_of_any_captured_schedule_is_the_run_again(
         provider.met
     world, outcome = replay(data, "default")
     assert outcome.status == production.status.value
+    # Each answer keeps the provenance the handler gave it.
+    assert {(e.source, e.trust) for e in outcome.events
+            if isinstance(e, ToolResult) and e.tool == "lookup_order"} <= \
+        {("orders:A-1", "retrieved")}
     assert unrecorded(world) == []
     assert dict(Counter(key for _, key in writes(world).elements())) == dict(provider.applied)
 

@@ -341,11 +341,13 @@ def _tools(events: Sequence[Event]) -> tuple[dict[str, Any], list[dict[str, Any]
             call = open_at.pop(event.pos, None)
             if event.pos in key_at:
                 answers.setdefault((event.tool, key_at[event.pos]), event.result)
+            provenance = {} if event.source is None else \
+                {"source": event.source, "trust": event.trust or "external"}
             if call is not None:
-                call["result"] = event.result
+                call.update({"result": event.result, **provenance})
             elif not event.reconciled and event.pos not in key_at:
                 entry(event.tool, "read", {"outcome": "ok", "args": args_for(event),
-                                           "result": event.result})
+                                           "result": event.result, **provenance})
         elif isinstance(event, ToolRetry):
             if event.lookup:
                 continue

@@ -66,6 +66,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from tether.errors import UsageError, rebuild_error
+from tether.runtime.provenance import Sourced
 from tether.runtime.tools import Tool, ToolContext
 from tether.sim.faults import FaultLayer
 from tether.sim.world import World
@@ -125,6 +126,17 @@ class RecordedCall(_Spec):
     error: dict[str, Any] | None = None
     status: int | None = Field(default=None, ge=100, le=599)
     retry_after_s: float | None = Field(default=None, ge=0.0)
+    #: Where the answer came from and how far it is trusted, when the handler said so itself
+    #: (it returned a :class:`~tether.runtime.provenance.Sourced` value): replayed as such.
+    source: str | None = None
+    trust: Literal["system", "user", "agent", "retrieved", "external"] | None = None
+
+    def answer(self) -> Any:
+        """The recorded answer, with its own provenance if it had one."""
+        value = copy.deepcopy(self.result)
+        if self.source is None:
+            return value
+        return Sourced(value, source=self.source, trust=self.trust or "external")
 
 
 class RecordedTool(_Spec):
@@ -192,6 +204,13 @@ def _as_json(args: Any) -> dict[str, Any]:
 _NO_ANSWER = object()
 
 
+def _copied(answer: Any) -> Any:
+    """A fresh copy of a stored answer, so a caller changing it changes nothing here."""
+    if isinstance(answer, Sourced):
+        return Sourced(copy.deepcopy(answer.value), source=answer.source, trust=answer.trust)
+    return copy.deepcopy(answer)
+
+
 @dataclass
 class RecordedTools:
     """The recording service: answers reads, applies writes and keeps the episode's state."""
@@ -241,8 +260,8 @@ class RecordedTools:
                     raise self._refuse(
                         f"tool {name!r}: the write with {_canonical(data)} was applied, but the "
                         "recorded run never received its response")
-                return copy.deepcopy(answer)
-            return copy.deepcopy(await self.layer.call(target, lambda: self._read(name, data)))
+                return _copied(answer)
+            return await self.layer.call(target, lambda: self._read(name, data))
 
         return handler
 
@@ -280,7 +299,7 @@ class RecordedTools:
         call = tool.calls[index]
         if call.outcome == "error":
             raise rebuild_error(call.error or {})
-        return call.result
+        return call.answer()
 
     def _write(self, name: str, args: dict[str, Any], key: str, number: int) -> Any:
         tool = self._tool(name, args)
@@ -298,7 +317,7 @@ class RecordedTools:
             refused = next((c for c in sent if c.outcome == "error"), None)
             if refused is not None:
                 raise rebuild_error(refused.error or {})
-        answer = answered[0].result if answered else _NO_ANSWER
+        answer = answered[0].answer() if answered else _NO_ANSWER
         # ledger.record, not world.effect: the write's arguments may be named like
         # world.effect's own parameters.
         self.world.ledger.record(self.world.now(), RECORDED_SERVICE, name, identity,
