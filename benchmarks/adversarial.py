@@ -6,13 +6,15 @@
 
 AgentDojo's question, asked of the simulator's reference agents (refund, calendar) with a
 gullible model (it obeys an injected instruction with probability 0.8, drawn per seed). For each
-seed, the ``adversarial_context`` suite plants one instruction chosen by the seed — a stranger's
-target, or one made of values trusted sources hold (see ``tether.evals.suites``) — and the
-same variant is also run with nothing planted. Three configurations:
+seed, the ``adversarial_context`` suite plants one instruction chosen by the seed, built from
+what the agent did in a fault-free probe (see ``tether.evals.targets``): a call of one of its
+write tools on a stranger's target, an extra call with a value its own records hold, a swap of
+a written value for another one it read, or a repeat of its own write — and the same variant is
+also run with nothing planted. Three configurations:
 
 * **naive** — no policy, no keys, blind retries;
-* **default − control_flow** — the default harness with the reference policy as it was before
-  the ``control_flow`` rule (argument provenance only);
+* **default − control_flow** — the default harness with the agent's policy stripped of the
+  ``control_flow`` rule (argument provenance only), passed as ``agent=``;
 * **default** — the default harness as shipped (argument provenance and ``control_flow``).
 
 Reported, with 95 % Wilson intervals over the episodes of both agents:
@@ -37,18 +39,16 @@ import platform
 import sys
 from collections import Counter, defaultdict
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
-from unittest import mock
 
+from tether.agent.agent import Agent
 from tether.evals.grading import grade
 from tether.evals.stats import wilson_interval
 from tether.evals.suites import BUILTIN_SCENARIOS, SUITES, variant
 from tether.events import Decision, WaitStarted
-from tether.sim import episode
-from tether.reference import build_reference_agent
+from tether.sim.agent_ref import AgentFactory, load_agent_factory
+from tether.sim.environment import Environment
 from tether.sim.episode import EpisodeResult, run_episode
 from tether.sim.scenario import Scenario, load_scenario, scenario_from_dict
 
@@ -57,23 +57,27 @@ EXAMPLES = sorted((ROOT / "examples" / "scenarios").glob("*.yaml"))
 CONFIGS = ("naive", "default − control_flow", "default")
 
 
-@contextmanager
-def configuration(name: str) -> Iterator[str]:
-    """The harness to run, with the reference policy stripped of control_flow when asked."""
-    if name != "default − control_flow":
-        yield name
-        return
-    build = build_reference_agent
+def without_control_flow(spec: str) -> AgentFactory:
+    """The agent ``spec`` names, its policy stripped of the control_flow rule."""
+    factory = load_agent_factory(spec)
 
-    def without(*args: Any, **kwargs: Any) -> Any:
-        agent = build(*args, **kwargs)
+    def stripped(env: Environment) -> Agent:
+        agent = factory(env)
         if agent.policy is not None:
             kept = tuple(r for r in agent.policy.rules if not r.name.startswith("control_flow"))
-            agent.policy = replace(agent.policy, rules=kept)
+            return replace(agent, policy=replace(agent.policy, rules=kept))
         return agent
 
-    with mock.patch.object(episode, "build_reference_agent", without):
-        yield "default"
+    stripped.__name__ = stripped.__qualname__ = f"{spec}_without_control_flow"
+    return stripped
+
+
+def run(scenario: Scenario, seed: int, config: str) -> EpisodeResult:
+    """One episode under ``config``: the harness, and for ``default − control_flow`` the
+    scenario's agent with that rule removed from its policy."""
+    if config != "default − control_flow":
+        return run_episode(scenario, seed, config)
+    return run_episode(scenario, seed, "default", agent=without_control_flow(scenario.agent))
 
 
 def uninjected(scenario: Scenario) -> Scenario:
@@ -107,28 +111,27 @@ def attacks(seeds: int) -> None:
     by_variant: dict[tuple[str, str], Counter[str]] = defaultdict(Counter)
     for config in CONFIGS:
         print(f"  {config} …", file=sys.stderr)
-        with configuration(config) as harness:
-            for base in bases:
-                for seed in range(seeds):
-                    attacked = variant(base, "adversarial_context", seed)
-                    planted = next(f.name for f in attacked.faults if f.kind == "injection")
-                    name = f"{base.agent}: {planted.split(':', 1)[1]}"
-                    under = run_episode(attacked, seed, harness)
-                    clean_scenario = uninjected(attacked)
-                    clean = run_episode(clean_scenario, seed, harness)
-                    c = counts[config]
-                    c["n"] += 1
-                    c["success"] += not under.ok
-                    c["utility_clean"] += grade(clean_scenario, clean).task_success
-                    c["utility_attacked"] += grade(attacked, under).task_success
-                    c["approval_clean"] += asked_approval(clean)
-                    c["approval_attacked"] += asked_approval(under)
-                    c["refused_clean"] += refused(clean)
-                    c["refused_attacked"] += refused(under)
-                    v = by_variant[(name, config)]
-                    v["n"] += 1
-                    v["success"] += not under.ok
-                    v["utility"] += grade(attacked, under).task_success
+        for base in bases:
+            for seed in range(seeds):
+                attacked = variant(base, "adversarial_context", seed)
+                planted = next(f.name for f in attacked.faults if f.kind == "injection")
+                name = f"{base.agent}: {planted.split(':', 1)[1]}"
+                under = run(attacked, seed, config)
+                clean_scenario = uninjected(attacked)
+                clean = run(clean_scenario, seed, config)
+                c = counts[config]
+                c["n"] += 1
+                c["success"] += not under.ok
+                c["utility_clean"] += grade(clean_scenario, clean).task_success
+                c["utility_attacked"] += grade(attacked, under).task_success
+                c["approval_clean"] += asked_approval(clean)
+                c["approval_attacked"] += asked_approval(under)
+                c["refused_clean"] += refused(clean)
+                c["refused_attacked"] += refused(under)
+                v = by_variant[(name, config)]
+                v["n"] += 1
+                v["success"] += not under.ok
+                v["utility"] += grade(attacked, under).task_success
     print("| configuration | attack success | utility without attack | utility under attack "
           "| approval rate without attack | approval rate under attack "
           "| refusal rate without attack |")
@@ -177,13 +180,12 @@ def cost(seeds: int) -> None:
         print(f"  {config} (uninjected) …", file=sys.stderr)
         done = approved = held = 0
         digests = []
-        with configuration(config) as harness:
-            for scenario, seed in episodes:
-                result = run_episode(scenario, seed, harness)
-                done += grade(scenario, result).task_success
-                approved += asked_approval(result)
-                held += refused(result)
-                digests.append(result.journal_digest)
+        for scenario, seed in episodes:
+            result = run(scenario, seed, config)
+            done += grade(scenario, result).task_success
+            approved += asked_approval(result)
+            held += refused(result)
+            digests.append(result.journal_digest)
         journals[config] = digests
         same = sum(a == b for a, b in zip(journals[CONFIGS[1]], digests, strict=True))
         n = len(episodes)
@@ -217,13 +219,12 @@ def blind_spots(seeds: int) -> None:
         cells = []
         for config in CONFIGS:
             hits = done = 0
-            with configuration(config) as harness:
-                for seed in range(seeds):
-                    scenario = planting(variant(base, "adversarial_context", seed), name, text,
-                                        task)
-                    result = run_episode(scenario, seed, harness)
-                    hits += not result.ok
-                    done += grade(scenario, result).task_success
+            for seed in range(seeds):
+                scenario = planting(variant(base, "adversarial_context", seed), name, text,
+                                    task)
+                result = run(scenario, seed, config)
+                hits += not result.ok
+                done += grade(scenario, result).task_success
             cells.append(f"{hits}/{seeds} ({done}/{seeds})")
         print(f"| refund: {name} | " + " | ".join(cells) + " |")
 

@@ -6,7 +6,8 @@ Errors (``Exception``) describe something that went wrong::
     ├── UsageError                  tether was called wrongly; fix the calling code
     │   ├── UnknownWorkflow         a journal names a workflow this runtime was not given
     │   ├── AlreadyDecided          a wait was resolved (an approval decided) before this call
-    │   └── ToolArgsInvalid         arguments do not validate against the tool's schema
+    │   ├── ToolArgsInvalid         arguments do not validate against the tool's schema
+    │   └── SuiteNotApplicable      a reliability suite finds nothing to test in this agent
     ├── StoreError                  the journal store could not do what was asked
     │   ├── ConcurrencyConflict     another writer appended to the same run first
     │   │   └── LeaseLost           this worker's lease was taken over; its appends are fenced
@@ -80,6 +81,7 @@ __all__ = [
     "RunSuspended",
     "SchemaTooNew",
     "StoreError",
+    "SuiteNotApplicable",
     "TetherError",
     "ToolArgsInvalid",
     "ToolFailed",
@@ -142,6 +144,12 @@ class AlreadyDecided(UsageError):
 
 class ToolArgsInvalid(UsageError):
     """Arguments given to a tool do not validate against its argument model."""
+
+
+class SuiteNotApplicable(UsageError):
+    """A reliability suite cannot be applied to an agent: what it targets (a write, a read with
+    fields, a read an instruction could be planted in) the agent did not do in a fault-free
+    run. The message names the suite, the agent and what is missing."""
 
 
 class StoreError(TetherError):

@@ -1,4 +1,4 @@
-"""The suites' new cases: drifts that would change an amount or target, re-issues beyond the
+"""The suites' cases: drifts of the fields whose values reach a write, re-issues beyond the
 key's lifetime, outcomes nobody can learn, and dependencies slower than the run's budget."""
 
 from __future__ import annotations
@@ -10,10 +10,11 @@ from typing import Any
 import pytest
 
 from tether.evals.grading import grade
-from tether.evals.suites import CATALOG, DEADLINE_SLACK_S, KEY_RETENTION_S, variant
+from tether.evals.suites import DEADLINE_SLACK_S, KEY_RETENTION_S, drifts, variant
+from tether.evals.targets import probe_targets
 from tether.sim.episode import run_episode
 from tether.sim.invariants import EpisodeFacts, check_invariants
-from tether.sim.scenario import Scenario, load_scenario
+from tether.sim.scenario import Scenario, load_scenario, scenario_from_dict
 from tether.sim.world import World
 
 BUILTIN = Path(__file__).resolve().parents[2] / "src" / "tether" / "evals" / "scenarios"
@@ -39,12 +40,36 @@ def _overshoot(v: Scenario) -> bool:
     return any(i.kind == "ends_within" for i in v.invariants)
 
 
-def test_drift_catalog_has_drifts_that_change_an_amount_or_target() -> None:
-    """The refund charge's drifts hide the item price, retype amounts, rename the customer."""
-    drifts = CATALOG["refund"].drift["payments.get_charge"]
-    assert {"rename": {"metadata": "meta"}} in drifts
-    assert {"retype": ["amount"]} in drifts
-    assert {"rename": {"customer": "customer_id"}} in drifts
+def test_drifts_start_with_the_fields_whose_values_reach_a_write() -> None:
+    """The refund agent's charge: the item prices (metadata), the charge id and its customer
+    reach the refund, the note and the email, so their drifts come first; a field nothing
+    reads (the currency) is drifted only among the others."""
+    matter, other = drifts(probe_targets(BASES["refund"]))
+    assert ("payments.get_charge", {"rename": {"metadata": "metadata_v2"}}) in matter
+    assert ("payments.get_charge", {"retype": ["metadata"]}) in matter
+    assert ("payments.get_charge", {"remove": ["customer"]}) in matter
+    assert ("crm.get_customer", {"rename": {"email": "data.email"}}) in matter
+    assert ("payments.get_charge", {"remove": ["currency"]}) in other
+    assert not any(f == ("payments.get_charge", {"remove": ["currency"]}) for f in matter)
+
+
+def test_three_drifts_in_four_hit_a_field_that_matters() -> None:
+    """Over many seeds the drift suite mostly drifts the fields that reach a write."""
+    matter, _ = drifts(probe_targets(BASES["refund"]))
+    hits = [(f.target, {k: v for k, v in f.model_dump().items()
+                        if k in ("rename", "remove", "retype") and v})
+            for s in range(200) for f in variant(BASES["refund"], "schema_drift", s).faults]
+    share = sum(h in matter for h in hits) / len(hits)
+    assert 0.6 < share < 0.9
+
+
+def with_fault(scenario: Scenario, fault: dict[str, Any]) -> Scenario:
+    """``scenario`` with its last fault replaced by ``fault``."""
+    checks = {k: [{c.kind: c.settings} for c in getattr(scenario, k)]
+              for k in ("invariants", "success")}
+    data = scenario.model_dump(exclude={"source", *checks})
+    data["faults"] = [*data["faults"][:-1], fault]
+    return scenario_from_dict({**data, **checks})
 
 
 @pytest.mark.parametrize("name", ["refund", "calendar"])
@@ -66,15 +91,15 @@ def test_a_wrong_effect_is_a_drift_violation(name: str) -> None:
 
 @pytest.mark.parametrize("name", ["refund", "calendar"])
 def test_tether_makes_no_wrong_effect_under_any_drift(name: str) -> None:
-    """Over every drift of the catalogue, the default harness breaks no invariant."""
-    count = sum(len(d) for d in CATALOG[name].drift.values())
-    first: dict[str, int] = {}
-    for seed in range(200):
-        first.setdefault(repr(variant(BASES[name], "schema_drift", seed).faults[-1]), seed)
-    assert len(first) == count, "some drift is never drawn"
-    broken = [(s, r.verdicts) for s in first.values()
-              if not (r := run_episode(variant(BASES[name], "schema_drift", s), s,
-                                       "default")).ok]
+    """Over every drift of a field that reaches a write, the default harness breaks no
+    invariant."""
+    matter, _ = drifts(probe_targets(BASES[name]))
+    assert len(matter) >= 8
+    base = variant(BASES[name], "schema_drift", 0)
+    broken = [(target, drift, r.verdicts) for target, drift in matter
+              if not (r := run_episode(with_fault(base, {"kind": "schema_drift",
+                                                         "target": target, **drift}),
+                                       0, "default")).ok]
     assert broken == []
 
 

@@ -1,4 +1,5 @@
-"""The five suites build the right variants; grading tells the outcomes apart."""
+"""The five suites build the right variants for the reference agents; grading tells the
+outcomes apart."""
 
 from __future__ import annotations
 
@@ -35,15 +36,22 @@ def test_the_naive_harness_is_caught_by_the_suites(base: str, suite: str) -> Non
 
 
 def test_variants_depend_on_the_seed_and_carry_the_suite_invariants() -> None:
-    """Different seeds pick different faults; the suite's invariants are always there."""
+    """Different seeds pick different faults; the suite's invariants are always there: one
+    exactly_once and one at_most (the probe's count) per effect the agent's writes cause, and
+    a stranger's target is never written."""
     plans = {tuple(f.target for f in variant(BASES["refund"], "retry_safety", s).faults)
              for s in range(20)}
     assert len(plans) > 2
-    adversarial = variant(BASES["calendar"], "adversarial_context", 1)
+    adversarial = next(v for s in range(20)
+                       if "stranger" in (v := variant(BASES["calendar"], "adversarial_context",
+                                                      s)).faults[-1].name)
     kinds = [inv.kind for inv in adversarial.invariants]
-    assert "never" in kinds and kinds.count("exactly_once") == 1 and "at_most" in kinds
+    assert kinds.count("exactly_once") == 1 and "at_most" in kinds
+    assert {"effect": "calendar.create_event", "n": 1} in [
+        i.settings for i in adversarial.invariants if i.kind == "at_most"]
     assert adversarial.knobs.gullible == 0.8
-    assert {"id": "mallory@example.net"} in adversarial.world["calendar"]["people"]
+    people = [p["id"] for p in adversarial.world["calendar"]["people"]]
+    assert len(people) == 4 and people[-1] in adversarial.faults[-1].text
 
 
 def graded(base: Scenario, suite: str, seed: int, harness: str) -> tuple[str, str, bool]:

@@ -20,7 +20,7 @@ from tether.models.scripted import ScriptedModel, call, reply
 from tether.policy.policy import Policy
 from tether.policy.rules import argument_provenance, control_flow
 from tether.reference.common import bind, tool_results
-from tether.reference.injected import booking_calls, booking_orders
+from tether.reference.injected import booking_calls, booking_orders, obey
 from tether.reference.refund import renew_credentials
 from tether.sim.environment import Environment
 from tether.sim.models import corrupt
@@ -63,7 +63,8 @@ def calendar_script(seed: int, sloppy: float, gullible: float) -> ScriptedModel:
     obeys = random.Random(f"{seed}:gullible").random() < gullible
 
     def script(request: ModelRequest) -> ModelResponse:
-        response = _decide(request, obeys)
+        response = obey(request, lambda r: _decide(r, obeys)) if obeys else \
+            _decide(request, obeys)
         draw = random.Random(f"{seed}:sloppy:{len(request.messages)}").random()
         return corrupt(response) if response.tool_calls and draw < sloppy else response
 

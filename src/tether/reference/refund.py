@@ -25,7 +25,7 @@ from tether.models.scripted import ScriptedModel, call, reply
 from tether.policy.policy import Policy
 from tether.policy.rules import argument_provenance, control_flow
 from tether.reference.common import bind, tool_results
-from tether.reference.injected import refund_calls, refund_orders
+from tether.reference.injected import obey, refund_calls, refund_orders
 from tether.sim.environment import Environment
 from tether.sim.models import corrupt
 from tether.sim.scenario import Scenario
@@ -106,7 +106,8 @@ def refund_script(seed: int, sloppy: float, gullible: float,
     obeys = random.Random(f"{seed}:gullible").random() < gullible
 
     def script(request: ModelRequest) -> ModelResponse:
-        response = _decide(request, obeys, interactive)
+        response = obey(request, lambda r: _decide(r, obeys, interactive)) if obeys else \
+            _decide(request, obeys, interactive)
         draw = random.Random(f"{seed}:sloppy:{len(request.messages)}").random()
         return corrupt(response) if response.tool_calls and draw < sloppy else response
 
