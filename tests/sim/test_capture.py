@@ -183,12 +183,14 @@ def captured(incident: Path) -> dict[str, Any]:
     return capture_run(str(incident), RUN_ID, agent=f"{__file__}:agent")
 
 
-def replay(scenario: dict[str, Any], harness: str) -> tuple[World, Any]:
-    """The captured scenario run under ``harness`` with this module's parts only."""
+def replay(scenario: dict[str, Any], harness: str,
+           built: Agent | None = None) -> tuple[World, Any]:
+    """The captured scenario run under ``harness`` with this module's parts only, with the
+    agent that ran (``build_agent``'s by default)."""
     world = World(seed=0)
     plan = FaultPlan(tuple(FaultSpec.model_validate(f).build() for f in scenario["faults"]))
     layer = FaultLayer(world, plan)
-    built = build_agent(None)
+    built = built or build_agent(None)
     tools = wrap_recorded(built.tools, scenario["recorded"], world, layer)
     runnable = Agent(name=built.name, model=replay_model(scenario["model"]["replay"]),
                      tools=tools, instructions=built.instructions)
@@ -505,10 +507,14 @@ def scheduled_agent(provider: Scheduled) -> Agent:
         """Refund an order."""
         return provider.request("refund", tc.idempotency_key, {"refund_id": "re_1"})
 
-    @tool(effect="idempotent", key=lambda a: f"close:{a.order_id}")
+    @tool(effect="reconcilable", key=lambda a: f"close:{a.order_id}")
     def close_ticket(tc: ToolContext, args: OrderRef) -> Any:
-        """Close the ticket."""
+        """Close the ticket (the helpdesk can be asked whether it was)."""
         return provider.request("close", tc.idempotency_key, {"ticket": "closed"})
+
+    @close_ticket.reconciler
+    def find_close(tc: ToolContext, key: str) -> Any:
+        return provider.keys.get(key)
 
     def script(request: ModelRequest) -> ModelResponse:
         done = sum(1 for m in request.messages if m.role == "tool")
@@ -540,7 +546,7 @@ def test_default_replay_of_any_captured_schedule_is_the_run_again(
     assert {endpoint: [c["outcome"] for c in data["recorded"]["tools"][name]["calls"]]
             for endpoint, name in tools.items() if name in data["recorded"]["tools"]} == \
         provider.met
-    world, outcome = replay(data, "default")
+    world, outcome = replay(data, "default", scheduled_agent(Scheduled({})))
     assert outcome.status == production.status.value
     # Each answer keeps the provenance the handler gave it.
     assert {(e.source, e.trust) for e in outcome.events
@@ -557,7 +563,7 @@ def test_default_replay_of_any_captured_schedule_is_the_run_again(
 def test_naive_replay_of_a_captured_run_does_what_naive_code_would_have_done(
         lookup: list[str], refund: list[str], close: list[str]) -> None:
     """The incident captured from a completed run, replayed under naive, applies each write
-    as often as the naive loop applies it against the same provider in production."""
+    as often as the naive loop applies it against the provider as the run observed it."""
     fates = {"lookup": lookup, "refund": refund, "close": close}
     provider = Scheduled(fates)
     built = scheduled_agent(provider)
@@ -565,8 +571,11 @@ def test_naive_replay_of_a_captured_run_does_what_naive_code_would_have_done(
     runtime = Runtime(store, clock=VirtualClock(start=0.0), workflows=[built], seed=1)
     production = asyncio.run(runtime.start(built, TASK, run_id="prod"))
     assume(production.status.value == "completed")
-    world, _ = replay(capture(store, "prod", agent="x.y:z"), "naive")
-    naive_provider = Scheduled(fates)
+    world, _ = replay(capture(store, "prod", agent="x.y:z"), "naive",
+                      scheduled_agent(Scheduled({})))
+    # The provider as the run observed it: what it did to the calls the run made (a failure
+    # planned for a call the run never made cannot be in any recording), then answers.
+    naive_provider = Scheduled(provider.met)
     asyncio.run(run_naive(World(seed=0), scheduled_agent(naive_provider), Task(text="go")))
     names = {"refund": "refund", "close": "close_ticket"}
     assert {names[endpoint]: n for endpoint, n in naive_provider.applied.items()} == \
@@ -602,7 +611,7 @@ def test_capture_reads_a_postgres_store(postgres_dsn: str) -> None:
     data = capture_run(postgres_dsn, run_id, agent="x.y:z")
     assert [(f["kind"], f["target"]) for f in data["faults"]] == [
         ("timeout_after", "recorded.refund"), ("crash", "recorded.close_ticket")]
-    world, _ = replay(data, "naive")
+    world, _ = replay(data, "naive", scheduled_agent(Scheduled({})))
     assert writes(world)[("refund", "refund:A-1")] >= 2
 
 
