@@ -304,6 +304,25 @@ def test_a_call_off_the_recording_is_refused_and_listed() -> None:
     assert len(unrecorded(world)) == 1
 
 
+def test_a_compensation_is_refused_as_not_recorded() -> None:
+    """A saga's undo is outside the recording: refused and listed, never run for real."""
+    built = build_agent(None)
+    refund = built.tools[1]
+
+    @refund.compensator
+    def undo(tc: ToolContext, args: Any, result: Any) -> None:
+        raise AssertionError("the agent's own compensation must not run in a replay")
+
+    world = World(seed=0)
+    wrapped = wrap_recorded(built.tools, {"tools": {}}, world, FaultLayer(world, FaultPlan()))
+    ctx = ToolContext(run_id="r", tool="refund", position=1, idempotency_key="k", attempt=1,
+                      now=0.0)
+    assert wrapped[1].compensate is not None
+    with pytest.raises(NotRecorded, match="compensations are not recorded"):
+        wrapped[1].compensate(ctx, RefundArgs(order_id=ORDER, amount_cents=1), {})
+    assert len(unrecorded(world)) == 1
+
+
 def test_a_keyed_write_is_deduplicated_and_an_unkeyed_one_applied_again() -> None:
     """The recording service deduplicates by the caller's key, like a provider, and only so."""
     recording = {"tools": {"refund": {"effect": "idempotent", "calls": [

@@ -28,15 +28,16 @@ does not say); a read that timed out → ``timeout_before``; expired credentials
 a result, or a run that never resumed) → ``crash`` at point ``after``.
 
 **What is not.** The services' state beyond what the run read: the scenario has no ``world:``
-— its tools answer from the recording (see :mod:`tether.sim.recorded`), so a replay that takes
-another path (other arguments, a tool the run never called, more reads than it made) meets
-"not recorded" and is inconclusive, never a pass. Whether an ambiguous write or a write
-interrupted by a crash reached the provider: the journal cannot tell, so it is assumed applied
-(the case that risks a duplicate). Crashes that interrupted no write leave no trace in a
-journal and are not reproduced; nor are latencies, a lookup's own failures, or a compensation's
-calls. The model is not asked again: its recorded answers are replayed (see
-:func:`replay_model`), so a harness that changes what the model is asked still gets the
-recorded answers.
+— its tools answer from the recording (see :mod:`tether.sim.recorded`; a read repeated with
+the same arguments gets the state as the run last read it), so a replay that takes another
+path (arguments the run never sent, a tool it never called, a compensation) meets "not
+recorded" and is inconclusive, never a pass. Whether an ambiguous write or a write interrupted
+by a crash reached the provider: the journal cannot tell, so it is assumed applied (the case
+that risks a duplicate). Crashes that interrupted no write leave no trace in a journal and are
+not reproduced; nor are latencies, a lookup's own failures, the run's budgets and policy (the
+agent's own apply, and the scenario's approver decides held calls, not the humans who did).
+The model is not asked again: its recorded answers are replayed (see :func:`replay_model`), so
+a harness that changes what the model is asked still gets the recorded answers.
 """
 
 from __future__ import annotations

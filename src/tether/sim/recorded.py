@@ -47,6 +47,9 @@ agent's own handlers — and the production clients behind them — never run:
   A write with arguments the run never sent is outside the recording.
 * a **lookup** (``reconcile`` of a reconcilable tool) answers from the recording service: the
   response under the key if a write under it was applied in this episode, else nothing.
+* a **compensation** (a saga's undo) is not recorded: it is refused as outside the recording,
+  rather than run against services that hold none of the run's state.
+* an answer the handler gave with its own provenance (``source``, ``trust``) keeps it.
 
 Every handler goes through the episode's fault layer (:meth:`FaultLayer.call`) under target
 ``recorded.<tool>`` (lookups under ``recorded.<tool>.lookup``), so the recorded faults fire at
@@ -233,6 +236,8 @@ class RecordedTools:
             changes: dict[str, Any] = {"handler": self._handler(tool)}
             if tool.reconcile is not None:
                 changes["reconcile"] = self._lookup(tool.name)
+            if tool.compensate is not None:
+                changes["compensate"] = self._no_compensation(tool.name)
             wrapped.append(replace(tool, **changes))
         return wrapped
 
@@ -277,6 +282,13 @@ class RecordedTools:
             return await self.layer.call(target, find)
 
         return lookup
+
+    def _no_compensation(self, name: str) -> Any:
+        def compensate(ctx: ToolContext, args: Any, result: Any) -> Any:
+            raise self._refuse(f"tool {name!r}: its write would be undone, and compensations "
+                               "are not recorded")
+
+        return compensate
 
     def _read(self, name: str, args: dict[str, Any]) -> Any:
         tool = self._tool(name, args)
