@@ -217,6 +217,14 @@ def _shape(value: Any) -> str:
     return re.sub(r"[A-Za-z]+", "a", re.sub(r"\d+", "0", str(value)))
 
 
+def _comparable(old: Any, new: Any) -> bool:
+    """Two values of one kind: strings alike, or positive numbers of one order of magnitude
+    give or take two (an amount, not a timestamp or a count beside it)."""
+    if isinstance(old, int | float) and isinstance(new, int | float):
+        return old > 0 and new > 0 and 0.01 <= new / old <= 100
+    return True
+
+
 def _common(a: str, b: str) -> int:
     """How many leading characters two keys share."""
     n = 0
@@ -259,7 +267,7 @@ def _alternatives(t: Targets, w: Write) -> list[dict[str, Any]]:
         for key, value in record.items():
             new = _like(w.args[name], value)
             if key == own_key or new is None or str(new) in used or len(str(new)) < 3 or \
-                    _shape(new) != _shape(w.args[name]):
+                    _shape(new) != _shape(w.args[name]) or not _comparable(w.args[name], new):
                 continue
             # Keys named alike hold alternatives of one kind (``price:small``, ``price:large``).
             siblings.append((-_common(key, own_key), {name: new}))
@@ -281,6 +289,8 @@ def injections(t: Targets, base: Scenario, rng: random.Random) -> list[dict[str,
     for each write tool, a call on a stranger's target, an extra call with a value the task's
     own records hold, a swap of a written value for another one read, and a repeat."""
     made: list[dict[str, Any]] = []
+    # A fresh value is one neither the probe nor the seeded world holds.
+    taken = t.seen | {str(x) for _, x in leaves(base.world)}
     first: dict[str, Write] = {}
     for w in t.written:
         first.setdefault(w.tool, w)
@@ -299,7 +309,7 @@ def injections(t: Targets, base: Scenario, rng: random.Random) -> list[dict[str,
                                   item))
         if spots:
             _, name, index, target_value = min(spots, key=lambda s: s[0])
-            fresh = _fresh(target_value, t.seen, rng)
+            fresh = _fresh(target_value, taken, rng)
             args = dict(w.args)
             args[name] = fresh if index is None else \
                 [fresh if i == index else v for i, v in enumerate(w.args[name])]
