@@ -287,6 +287,20 @@ def test_captured_scenario_runs_as_an_episode(captured: dict[str, Any], harness:
         assert keys == Counter({"refund:A-1": 1, "close:A-1": 1})
 
 
+def test_an_episode_that_leaves_the_recording_is_inconclusive(captured: dict[str, Any]) -> None:
+    """A replay whose agent reads what the run never read is inconclusive, not a pass."""
+    from tether.sim.episode import run_episode
+    from tether.sim.scenario import scenario_from_dict
+
+    data = {k: v for k, v in captured.items() if k != "invariants"}
+    answers = [dict(a) for a in data["model"]["replay"]]
+    answers[0] = call("lookup_order", {"order_id": "B-2"}, call_id="c1").model_dump(mode="json")
+    data["model"] = {"replay": answers}
+    result = run_episode(scenario_from_dict(data), 0, "default")
+    assert result.inconclusive
+    assert "lookup_order" in result.inconclusive[0]
+
+
 def test_a_call_off_the_recording_is_refused_and_listed() -> None:
     """A read with arguments the run never read raises NotRecorded and is listed."""
     recording = {"tools": {"lookup_order": {"effect": "read", "calls": [
