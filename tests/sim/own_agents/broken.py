@@ -1,0 +1,47 @@
+"""Factories that cannot work, each in its own way (the loader must say why)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import tether
+from tests.sim.own_agents.credit import CreditArgs, credit_script
+from tether.sim import Environment
+
+
+def zero_args() -> tether.Agent:
+    """Takes no environment."""
+    raise AssertionError("never called")
+
+
+def two_args(env: Environment, extra: Any) -> tether.Agent:
+    """Takes a second required argument."""
+    raise AssertionError("never called")
+
+
+async def async_factory(env: Environment) -> tether.Agent:
+    """Returns a coroutine instead of the agent."""
+    raise AssertionError("never awaited")
+
+
+def not_an_agent(env: Environment) -> dict[str, Any]:
+    """Returns something other than a tether.Agent."""
+    return {"name": "agent?"}
+
+
+NOT_CALLABLE = 42
+
+
+def offline(env: Environment) -> tether.Agent:
+    """An agent whose tool answers without reaching any simulated service (as if it held a real
+    client)."""
+
+    @tether.tool(name="credit_order", args=CreditArgs, effect="idempotent",
+                 key=lambda a: f"credit:{a.order_ref}")
+    async def credit_order(ctx: tether.ToolContext, args: CreditArgs) -> Any:
+        """Credit an order on a 'real' service."""
+        return {"id": "re_real", "amount": args.cents}
+
+    return tether.Agent(name="offline", model=credit_script(), tools=[credit_order],
+                        instructions="Credit orders as asked.")
+

@@ -1,0 +1,94 @@
+"""A credit agent whose tools and argument shapes are its own (nothing like the reference
+agents'): ``credit_order(order_ref, cents)`` calls ``payments.create_refund`` through the client
+the environment gives it, and ``order_status(order_ref)`` reads the order.
+
+Its model credits the amount the task names ("credit 700 cents on ord_1"), then answers.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from pydantic import BaseModel
+
+import tether
+from tether.models.base import ModelRequest, ModelResponse
+from tether.models.scripted import call, reply
+from tether.policy import argument_limit
+from tether.sim import Environment
+
+
+class OrderArgs(BaseModel):
+    order_ref: str
+
+
+class CreditArgs(BaseModel):
+    order_ref: str
+    cents: int
+
+
+def credit_tools(env: Environment) -> list[tether.Tool[Any, Any]]:
+    """The agent's two tools over ``env``'s payments client."""
+    payments = env.client("payments")
+
+    @tether.tool(name="order_status", args=OrderArgs)
+    async def order_status(ctx: tether.ToolContext, args: OrderArgs) -> Any:
+        """Read an order."""
+        return await payments.get_charge(args.order_ref)
+
+    async def find_credit(ctx: tether.ToolContext, key: str) -> Any:
+        """The credit a keyed call made, found by the key in its metadata."""
+        order_ref = key.split(":")[1]
+        return next((r for r in await payments.list_refunds(order_ref)
+                     if (r.get("metadata") or {}).get("k") == key), None)
+
+    @tether.tool(name="credit_order", args=CreditArgs, effect="idempotent", tier=2,
+                 key=lambda a: f"credit:{a.order_ref}:{a.cents}", reconcile=find_credit)
+    async def credit_order(ctx: tether.ToolContext, args: CreditArgs) -> Any:
+        """Credit ``cents`` back on an order."""
+        key = ctx.idempotency_key or None
+        return await payments.create_refund(args.order_ref, amount=args.cents,
+                                            metadata={"k": key} if key else None,
+                                            idempotency_key=key)
+
+    return [order_status, credit_order]
+
+
+def credit_script(cents: int | None = None) -> tether.ScriptedModel:
+    """A model that credits ``cents`` (else the amount the task names) once, then answers."""
+
+    def script(request: ModelRequest) -> ModelResponse:
+        task = next((m.content for m in request.messages if m.role == "user"), "")
+        done = [m.content for m in request.messages if m.role == "tool"]
+        if done:
+            return reply(f"done: {done[-1][:120]}")
+        order = re.search(r"ord_\w+", task)
+        amount = re.search(r"(\d+) cents", task)
+        if order is None or amount is None:
+            return reply("which order, and how much?")
+        arguments = {"order_ref": order.group(0),
+                     "cents": cents if cents is not None else int(amount.group(1))}
+        return call("credit_order", json.dumps(arguments), call_id="c1")
+
+    return tether.ScriptedModel(script, name="credit-model")
+
+
+def agent(env: Environment) -> tether.Agent:
+    """The credit agent in ``env``."""
+    return tether.Agent(name="credit_agent", model=credit_script(), tools=credit_tools(env),
+                        instructions="Credit orders as asked.")
+
+
+def model(env: Environment) -> tether.ScriptedModel:
+    """A scripted model for ``model: {script: ...}``: credits 300 cents whatever the task says."""
+    return credit_script(cents=300)
+
+
+def agent_with_policy(env: Environment) -> tether.Agent:
+    """The credit agent with a policy of its own (credits above 10,000 cents need a manager)."""
+    own = tether.Policy.of(argument_limit("credit_order", "cents", 10_000, role="manager"))
+    return tether.Agent(name="credit_agent", model=credit_script(), tools=credit_tools(env),
+                        instructions="Credit orders as asked.", policy=own)
+
