@@ -45,3 +45,17 @@ def offline(env: Environment) -> tether.Agent:
     return tether.Agent(name="offline", model=credit_script(), tools=[credit_order],
                         instructions="Credit orders as asked.")
 
+
+
+def offline_unreachable(env: Environment) -> tether.Agent:
+    """An agent whose tool tries a real service, which the simulation cannot reach: the call
+    fails with a connection error instead of answering."""
+
+    @tether.tool(name="credit_order", args=CreditArgs, effect="idempotent",
+                 key=lambda a: f"credit:{a.order_ref}")
+    async def credit_order(ctx: tether.ToolContext, args: CreditArgs) -> Any:
+        """Credit an order on the 'real' service."""
+        raise ConnectionError("api.payments.example: connection refused")
+
+    return tether.Agent(name="offline", model=credit_script(), tools=[credit_order],
+                        instructions="Credit orders as asked.")
