@@ -414,6 +414,26 @@ def test_cli_writes_the_scenario(incident: Path, tmp_path: Path) -> None:
     assert yaml.safe_load(out.read_text())["recorded"]["run"] == RUN_ID
 
 
+def test_captured_file_reruns_the_incident_under_both_harnesses(incident: Path,
+                                                               tmp_path: Path) -> None:
+    """capture → `tether sim run` of the file: naive repeats the refund (FAIL, exit 1), the
+    default harness applies every write once (exit 0)."""
+    from typer.testing import CliRunner
+
+    from tether.cli import app
+
+    out = tmp_path / "incident.yaml"
+    assert cli(RUN_ID, "--store", str(incident), "--agent", f"{__file__}:agent",
+               "--out", str(out)).exit_code == 0
+    runner = CliRunner()
+    naive = runner.invoke(app, ["sim", "run", str(out), "--harness", "naive"])
+    assert naive.exit_code == 1, naive.output
+    assert naive.output.startswith("FAIL") and "exactly_once" in naive.output
+    default = runner.invoke(app, ["sim", "run", str(out), "--harness", "default"])
+    assert default.exit_code == 0, default.output
+    assert "FAIL" not in default.output
+
+
 def test_unwritable_out_exits_2(incident: Path, tmp_path: Path) -> None:
     """An --out in a folder that does not exist exits 2 naming the file."""
     out = tmp_path / "missing" / "incident.yaml"

@@ -61,6 +61,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from tether.errors import UsageError
 from tether.policy.policy import Policy
 from tether.sim.faults import FAULT_KINDS, Fault, FaultPlan
+from tether.sim.recorded import (
+    RECORDED_FIELDS,
+    RECORDED_SERVICE,
+    recorded_effects,
+    recording_from_dict,
+)
 from tether.sim.services import CRM, Calendar, Email, Identity, KnowledgeBase, Payments
 from tether.sim.services.memory import AgentMemory
 from tether.sim.world import World
@@ -330,6 +336,7 @@ def scenario_from_dict(data: Any, *, where: str = "<scenario>") -> Scenario:
     except ValidationError as exc:
         raise explain(where, "", exc, Scenario) from exc
     budgets = _budgets(scenario.budgets, where)
+    _check_recorded(scenario.recorded, invariants, success, where)
     _check_model(scenario.model, where)
     from tether.sim.users import user_spec_from_dict  # users build on this module
 
@@ -341,6 +348,21 @@ def scenario_from_dict(data: Any, *, where: str = "<scenario>") -> Scenario:
     _check_world(scenario.world, where)
     return scenario.model_copy(update={"invariants": invariants, "success": success,
                                        "budgets": budgets})
+
+
+def _check_recorded(recorded: dict[str, Any], invariants: list[Invariant],
+                    success: list[Invariant], where: str) -> None:
+    """Refuse a bad ``recorded:`` mapping, and checks of a ``recorded.<tool>`` effect that the
+    recording does not write."""
+    known = recorded_effects(recording_from_dict(recorded, where=where)) if recorded else {}
+    for label, checks in (("invariants", invariants), ("success", success)):
+        for index, check in enumerate(checks):
+            effect = check.settings.get("effect")
+            if isinstance(effect, str) and effect.partition(".")[0] == RECORDED_SERVICE \
+                    and effect not in known:
+                raise UsageError(
+                    f"{where}: {label}[{index}].{check.kind}.effect: {effect} is not a write of "
+                    f"this scenario's recorded: tools (known: {', '.join(known) or 'none'})")
 
 
 def _folder(where: str) -> Path | None:
@@ -394,6 +416,8 @@ def check_effect_settings(settings: Mapping[str, Any], where: str, at: str) -> N
         return
     if name in EFFECTS:
         fields = EFFECTS[name]
+    elif name.partition(".")[0] == RECORDED_SERVICE and name.count(".") == 1:
+        fields = RECORDED_FIELDS  # a recorded tool's writes (tether.sim.recorded)
     else:
         # A bare service name counts every operation of that service.
         operations = [fields for known, fields in EFFECTS.items()
