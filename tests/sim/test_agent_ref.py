@@ -279,6 +279,18 @@ def test_bad_agent_option_exits_2_through_the_cli(tmp_path: Path, spec: str, sai
                              spec, said)
 
 
+def test_an_agent_file_that_raises_on_import_exits_2(tmp_path: Path) -> None:
+    """A scenario's agent file whose import raises exits 2 naming the spec and the error, and
+    the failed module is not kept: fixed, the file loads."""
+    (tmp_path / "buggy.py").write_text("raise ValueError('bad config')\n")
+    path = _write_scenario(tmp_path, "buggy.py:agent")
+    _assert_clean_exit_2(runner.invoke(app, ["sim", "run", str(path)]), "buggy.py:agent",
+                         "ValueError: bad config")
+    (tmp_path / "buggy.py").write_text(
+        "from tests.sim.own_agents.credit import agent\n")
+    assert load_agent_factory("buggy.py:agent", tmp_path) is credit.agent
+
+
 # -- --agent on the CLI --------------------------------------------------------------------
 
 
@@ -333,9 +345,6 @@ def test_no_replay_agent_when_the_scenario_names_it(tmp_path: Path) -> None:
 EXITS_AT_IMPORT = "import sys\n\ndef build(env):\n    return None\n\nsys.exit('usage: x ORDER')\n"
 
 
-@pytest.mark.xfail(strict=True, reason="agent_ref._module_of catches Exception only: a file "
-                   "that calls sys.exit at import escapes as SystemExit and stays half-imported "
-                   "in sys.modules")
 def test_a_file_that_exits_at_import_is_a_usage_error_every_time(tmp_path: Path) -> None:
     """An agent file that calls sys.exit at import (a script's argparse, say) is a UsageError
     naming the spec, and stays one when loaded again (no half-imported module is kept)."""
@@ -345,8 +354,6 @@ def test_a_file_that_exits_at_import_is_a_usage_error_every_time(tmp_path: Path)
             load_agent_factory("script_agent.py:build", tmp_path)
 
 
-@pytest.mark.xfail(strict=True, reason="agent_ref._module_of catches Exception only: SystemExit "
-                   "from the agent's import ends the command with its own status")
 def test_a_file_that_exits_at_import_exits_2_through_the_cli(tmp_path: Path) -> None:
     """`tether sim run` on a scenario whose agent file exits at import exits 2 naming it."""
     (tmp_path / "exits_agent.py").write_text(EXITS_AT_IMPORT)
@@ -355,10 +362,6 @@ def test_a_file_that_exits_at_import_exits_2_through_the_cli(tmp_path: Path) -> 
                          "importing")
 
 
-@pytest.mark.xfail(strict=True, reason="episode.py checks for tools that reached no simulated "
-                   "service only among handlers that returned (environment.instrument appends "
-                   "after the await): a tool whose real client fails is judged as the agent's "
-                   "failure (NOT DONE, exit 0)")
 @pytest.mark.parametrize("harness", ["default", "naive"])
 def test_tools_failing_to_reach_a_real_service_are_a_usage_error(harness: str) -> None:
     """An agent whose tools ran but only failed against a real service, never reaching a

@@ -161,10 +161,12 @@ def _module_of(where: str, base_dir: Path | None, spec: str | AgentFactory,
             sys.path.insert(0, folder)
         try:
             loader_spec.loader.exec_module(module)
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:
+            # A script that exits at import (its argparse, say) is a file that cannot be an
+            # agent module: said as such, and not left half-imported.
             del sys.modules[name]
             raise UsageError(f"{what} {spec!r}: importing {path} failed: "
-                             f"{type(exc).__name__}: {exc}") from exc
+                             f"{type(exc).__name__}: {exc}") from None
         return module
     cwd = str(Path.cwd())
     if "" not in sys.path and cwd not in sys.path:
@@ -176,9 +178,10 @@ def _module_of(where: str, base_dir: Path | None, spec: str | AgentFactory,
         missing = exc.name or where
         raise UsageError(f"{what} {spec!r}: no module {missing!r} (is the package installed, or "
                          "the command run from the folder that holds it?)") from exc
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:
+        sys.modules.pop(where, None)
         raise UsageError(f"{what} {spec!r}: importing {where} failed: "
-                         f"{type(exc).__name__}: {exc}") from exc
+                         f"{type(exc).__name__}: {exc}") from None
 
 
 def _describe(fn: Any) -> str:

@@ -51,7 +51,7 @@ from tether.errors import AuthExpired, TransientError, UsageError
 from tether.runtime.tools import Tool, ToolContext
 from tether.sim.calls import ServiceCall
 from tether.sim.faults import FaultLayer
-from tether.sim.scenario import Invariant, Knobs, Persona, Scenario, check_effect_settings
+from tether.sim.scenario import Invariant, Knobs, Persona, Scenario, check_from_dict
 from tether.sim.services.errors import ServiceError, TokenExpired
 from tether.sim.world import World
 
@@ -163,13 +163,9 @@ class Environment:
         """Declare what the task asks, as invariant mappings (``{"exactly_once": {...}}``):
         used as the episode's task checks when the scenario states no ``success:``. For
         agents that read their task from the world (as the shipped ones do)."""
-        for index, check in enumerate(checks):
-            if not (isinstance(check, dict) and len(check) == 1):
-                raise UsageError(f"env.expect: checks[{index}]: expected a one-key mapping such "
-                                 f"as {{'exactly_once': {{'effect': ...}}}}, found {check!r}")
-            ((kind, settings),) = check.items()
-            check_effect_settings(settings, "env.expect", f"checks[{index}].{kind}")
-            self.expected.append(Invariant.model_validate({"kind": kind, "settings": settings}))
+        checked = [check_from_dict(check, where="env.expect", at=f"checks[{index}]")
+                   for index, check in enumerate(checks)]
+        self.expected.extend(checked)
 
     def _operation(self, service_name: str, operation: str, method: Callable[..., Any],
                    service: Any) -> Callable[..., Awaitable[Any]]:
@@ -238,14 +234,14 @@ async def _awaited(value: Awaitable[Any], ledger: Any, caused: list[int]) -> Any
 
 
 def instrument(tools: Sequence[Tool[Any, Any]],
-               returned: list[str] | None = None) -> list[Tool[Any, Any]]:
+               ran: list[str] | None = None) -> list[Tool[Any, Any]]:
     """The agent's tools, each attributing the service calls it makes (handler, reconciler,
     compensator) to itself; behaviour otherwise unchanged. The name of each tool whose handler
-    returned is appended to ``returned``."""
-    return [_instrumented(t, returned if returned is not None else []) for t in tools]
+    was called is appended to ``ran``."""
+    return [_instrumented(t, ran if ran is not None else []) for t in tools]
 
 
-def _instrumented(original: Tool[Any, Any], returned: list[str]) -> Tool[Any, Any]:
+def _instrumented(original: Tool[Any, Any], ran: list[str]) -> Tool[Any, Any]:
     effect, trust = str(original.effect.value), str(original.trust.value)
 
     def attributed(fn: Callable[..., Any], lookup: bool) -> Callable[..., Any]:
@@ -268,9 +264,8 @@ def _instrumented(original: Tool[Any, Any], returned: list[str]) -> Tool[Any, An
     run = attributed(original.handler, False)
 
     async def handler(ctx: ToolContext, args: Any) -> Any:
-        value = await run(ctx, args)
-        returned.append(original.name)
-        return value
+        ran.append(original.name)
+        return await run(ctx, args)
 
     handler.__doc__ = original.handler.__doc__
     return replace(

@@ -134,8 +134,8 @@ async def run_episode_async(scenario: Scenario, seed: int,
     env = environment(scenario, seed)
     world, layer = env.world, env.layer
     built = build_agent(factory, env, agent_name)
-    returned: list[str] = []
-    tools = instrument(built.tools, returned)
+    ran: list[str] = []
+    tools = instrument(built.tools, ran)
     if scenario.recorded:
         tools = wrap_recorded(tools, scenario.recorded, world, layer)
     model = FaultyModel(_model(scenario, env, built.model, base_dir), layer)
@@ -158,8 +158,8 @@ async def run_episode_async(scenario: Scenario, seed: int,
                                   max_steps=int(scenario.budgets.get("max_steps") or 20))
         journal = json.dumps({"transcript": outcome.transcript, "answer": outcome.answer},
                              sort_keys=True, default=str)
-    if returned and not env.calls and not scenario.recorded:
-        names = ", ".join(sorted(set(returned)))
+    if ran and not env.calls and not scenario.recorded:
+        names = ", ".join(sorted(set(ran)))
         raise UsageError(
             f"agent {agent_name}: its tools ({names}) ran but reached no simulated service, so "
             "the simulation cannot test them; build their clients from the environment the "

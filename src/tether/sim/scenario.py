@@ -85,6 +85,7 @@ __all__ = [
     "Persona",
     "Scenario",
     "check_effect_settings",
+    "check_from_dict",
     "load_scenario",
     "scenario_from_dict",
     "scenario_policy",
@@ -327,10 +328,8 @@ def scenario_from_dict(data: Any, *, where: str = "<scenario>") -> Scenario:
     for index, item in enumerate(_listed(raw, "success", where)):
         if isinstance(item, dict) and set(item) == {"kind", "settings"}:
             item = {item["kind"]: item["settings"]}  # a dumped scenario read back
-        kind, checked = one_of(item, _INVARIANTS, where=where, at=f"success[{index}]",
-                               noun="success check")
-        _check_effect(checked, where, f"success[{index}].{kind}")
-        success.append(Invariant.model_validate({"kind": kind, "settings": checked.model_dump()}))
+        success.append(check_from_dict(item, where=where, at=f"success[{index}]",
+                                       noun="success check"))
     try:
         scenario = Scenario.model_validate({**raw, "source": where})
     except ValidationError as exc:
@@ -363,6 +362,14 @@ def _check_recorded(recorded: dict[str, Any], invariants: list[Invariant],
                 raise UsageError(
                     f"{where}: {label}[{index}].{check.kind}.effect: {effect} is not a write of "
                     f"this scenario's recorded: tools (known: {', '.join(known) or 'none'})")
+
+
+def check_from_dict(item: Any, *, where: str, at: str, noun: str = "check") -> Invariant:
+    """One invariant or success check (``{kind: settings}``), validated as the loader does:
+    a known kind, its settings' names and types, an effect the world records."""
+    kind, checked = one_of(item, _INVARIANTS, where=where, at=at, noun=noun)
+    _check_effect(checked, where, f"{at}.{kind}")
+    return Invariant.model_validate({"kind": kind, "settings": checked.model_dump()})
 
 
 def _folder(where: str) -> Path | None:
