@@ -10,10 +10,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from tests.sim.own_agents import credit
-from tether.sim import Scenario, run_episode, scenario_from_dict
+from tether.errors import UsageError
+from tether.sim import Scenario, load_scenario, run_episode, scenario_from_dict
 
 ROOT = Path(__file__).resolve().parents[2]
 AGENT = "tests.sim.own_agents.credit:agent"
@@ -185,3 +187,47 @@ def test_a_fresh_process_reproduces_the_episode(tmp_path: Path) -> None:
         assert fresh["agent"] == AGENT
         assert (fresh["journal_digest"], fresh["ledger_digest"]) == \
             (here.journal_digest, here.ledger_digest)
+
+
+def test_approver_rules_name_the_agents_own_tools() -> None:
+    """approve_tools / deny_tools name the agent's own tools: a denying approver that always
+    approves credit_order lets the held credit through; deny_tools wins over approve_tools."""
+    allowed = _scenario(faults=[], policy=_policy(500),
+                        approver={"default": "deny", "approve_tools": ["credit_order"]})
+    assert len(_refunds(run_episode(allowed, 0))) == 1
+    refused = _scenario(faults=[], policy=_policy(500),
+                        approver={"default": "approve", "approve_tools": ["credit_order"],
+                                  "deny_tools": ["credit_order"]})
+    assert _refunds(run_episode(refused, 0)) == []
+
+
+def test_policy_and_model_files_are_relative_to_the_scenario(tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch
+                                                             ) -> None:
+    """`policy: policies/x.yaml` and `model: {script: models.py:fn}` resolve against the
+    scenario's folder, whatever the current directory."""
+    folder = tmp_path / "scenarios"
+    (folder / "policies").mkdir(parents=True)
+    (folder / "policies" / "limits.yaml").write_text(yaml.safe_dump(_policy(200)))
+    (folder / "models.py").write_text(
+        "from tests.sim.own_agents.credit import credit_script\n\n\n"
+        "def small(env):\n    return credit_script(cents=150)\n")
+    path = folder / "scenario.yaml"
+    path.write_text(yaml.safe_dump(_data(faults=[], success=[], policy="policies/limits.yaml",
+                                         approver={"default": "deny"})))
+    monkeypatch.chdir(tmp_path)
+    # 700 cents is above the file's limit of 200: held and denied.
+    assert _refunds(run_episode(load_scenario(path), 0)) == []
+    path.write_text(yaml.safe_dump(_data(faults=[], success=[], policy="policies/limits.yaml",
+                                         approver={"default": "deny"},
+                                         model={"script": "models.py:small"})))
+    # The file's model credits 150, under the limit: made.
+    assert [e["data"]["amount"] for e in _refunds(run_episode(load_scenario(path), 0))] == [150]
+
+
+def test_a_missing_policy_file_is_refused_at_load(tmp_path: Path) -> None:
+    """A scenario naming a policy file that does not exist fails to load, naming the file."""
+    path = tmp_path / "scenario.yaml"
+    path.write_text(yaml.safe_dump(_data(policy="policies/nope.yaml")))
+    with pytest.raises(UsageError, match="no policy file"):
+        load_scenario(path)

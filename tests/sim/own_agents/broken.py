@@ -59,3 +59,20 @@ def offline_unreachable(env: Environment) -> tether.Agent:
 
     return tether.Agent(name="offline", model=credit_script(), tools=[credit_order],
                         instructions="Credit orders as asked.")
+
+
+def raises(env: Environment) -> tether.Agent:
+    """A factory with a bug: it raises while building the agent."""
+    settings: dict[str, str] = {}
+    return tether.Agent(name=settings["name"], model=credit_script(), tools=[],
+                        instructions="")
+
+
+def not_a_model(env: Environment) -> str:
+    """A model script returning something other than a model."""
+    return "gpt-4o"
+
+
+def model_raises(env: Environment) -> tether.ScriptedModel:
+    """A model script with a bug: it raises while building the model."""
+    raise LookupError("no model configured for this environment")
