@@ -76,3 +76,21 @@ def not_a_model(env: Environment) -> str:
 def model_raises(env: Environment) -> tether.ScriptedModel:
     """A model script with a bug: it raises while building the model."""
     raise LookupError("no model configured for this environment")
+
+
+def refuses_bad_amounts(env: Environment) -> tether.Agent:
+    """A correctly wired agent (its tool uses ``env.client``) whose handler refuses a credit of
+    zero cents before calling the service; its model asks for zero, then gives up."""
+    payments = env.client("payments")
+
+    @tether.tool(name="credit_order", args=CreditArgs, effect="idempotent",
+                 key=lambda a: f"credit:{a.order_ref}:{a.cents}")
+    async def credit_order(ctx: tether.ToolContext, args: CreditArgs) -> Any:
+        """Credit an order; zero or negative amounts are refused here."""
+        if args.cents <= 0:
+            raise ValueError(f"refusing to credit {args.cents} cents")
+        return await payments.create_refund(args.order_ref, amount=args.cents,
+                                            idempotency_key=ctx.idempotency_key or None)
+
+    return tether.Agent(name="careful", model=credit_script(cents=0), tools=[credit_order],
+                        instructions="Credit orders as asked.")
