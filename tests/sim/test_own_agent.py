@@ -231,3 +231,34 @@ def test_a_missing_policy_file_is_refused_at_load(tmp_path: Path) -> None:
     path.write_text(yaml.safe_dump(_data(policy="policies/nope.yaml")))
     with pytest.raises(UsageError, match="no policy file"):
         load_scenario(path)
+
+
+def test_a_crash_after_the_credit_is_recovered_once_under_default_repeated_under_naive() -> None:
+    """A worker crash right after the credit was applied: default recovers the run and the
+    credit exists once; naive restarts from scratch and credits again."""
+    crash = [{"kind": "crash", "target": "payments.create_refund", "on_call": [1],
+              "point": "after"}]
+    default = run_episode(_scenario(faults=crash), 2, "default")
+    assert default.crashes == 1 and default.ok and len(_refunds(default)) == 1
+    assert all(c.holds for c in default.task_checks)
+    naive = run_episode(_scenario(faults=crash), 2, "naive")
+    assert naive.crashes == 1 and not naive.ok and len(_refunds(naive)) == 2
+
+
+def test_a_reconcilable_tools_lookup_settles_an_ambiguous_write() -> None:
+    """An own reconcilable tool whose write timed out after commit is looked up by its
+    reconciler (a lookup call attributed to it) instead of written twice; naive writes
+    twice."""
+    data = _data(agent="tests.sim.own_agents.credit:journal_agent", task="Write the entry.",
+                 faults=[{"kind": "timeout_after", "target": "crm.add_note", "on_call": [1]}],
+                 success=[{"exactly_once": {"effect": "crm.note", "match": {"target": "cus_1"}}}],
+                 invariants=[{"at_most": {"effect": "crm.note", "n": 1}}])
+    data["world"]["crm"] = {"customers": [{"id": "cus_1", "name": "Ann",
+                                           "email": "ann@example.com"}]}
+    default = run_episode(scenario_from_dict(data), 0, "default")
+    assert default.ok and all(c.holds for c in default.task_checks), default.verdicts
+    lookups = [c for c in default.calls if c.lookup]
+    assert [(c.tool, c.target) for c in lookups] == [("journal_entry", "crm.primary_notes")]
+    assert [c.target for c in default.calls if not c.lookup] == ["crm.add_note"]
+    naive = run_episode(scenario_from_dict(data), 0, "naive")
+    assert not naive.ok and not any(c.lookup for c in naive.calls)

@@ -92,3 +92,35 @@ def agent_with_policy(env: Environment) -> tether.Agent:
     return tether.Agent(name="credit_agent", model=credit_script(), tools=credit_tools(env),
                         instructions="Credit orders as asked.", policy=own)
 
+
+
+class JournalArgs(BaseModel):
+    account: str
+    entry: str
+
+
+def journal_agent(env: Environment) -> tether.Agent:
+    """An agent with one reconcilable tool, ``journal_entry(account, entry)`` over
+    ``crm.add_note`` (which takes no idempotency key), looked up on the primary by its text."""
+    crm = env.client("crm")
+
+    async def find_entry(ctx: tether.ToolContext, key: str) -> Any:
+        """The note a keyed call wrote, or ``None``."""
+        _, account, entry = key.split(":", 2)
+        return next((n for n in await crm.primary_notes(account) if n.get("text") == entry),
+                    None)
+
+    @tether.tool(name="journal_entry", args=JournalArgs, effect="reconcilable",
+                 key=lambda a: f"entry:{a.account}:{a.entry}", reconcile=find_entry)
+    async def journal_entry(ctx: tether.ToolContext, args: JournalArgs) -> Any:
+        """Write an entry on an account's record."""
+        return await crm.add_note(args.account, args.entry, "journal")
+
+    def script(request: ModelRequest) -> ModelResponse:
+        if any(m.role == "tool" for m in request.messages):
+            return reply("written")
+        return call("journal_entry", json.dumps({"account": "cus_1", "entry": "credited"}),
+                    call_id="j1")
+
+    return tether.Agent(name="journal", model=tether.ScriptedModel(script),
+                        tools=[journal_entry], instructions="Write the entry.")
