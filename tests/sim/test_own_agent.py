@@ -262,3 +262,20 @@ def test_a_reconcilable_tools_lookup_settles_an_ambiguous_write() -> None:
     assert [c.target for c in default.calls if not c.lookup] == ["crm.add_note"]
     naive = run_episode(scenario_from_dict(data), 0, "naive")
     assert not naive.ok and not any(c.lookup for c in naive.calls)
+
+
+@pytest.mark.xfail(strict=True, reason="ServiceCall.args keeps the Decimal the tool passed "
+                   "(environment.plain), so `sim run --json` raises TypeError (exit 1, as if an "
+                   "invariant broke)")
+def test_json_output_of_an_agent_passing_decimal_amounts(tmp_path: Path) -> None:
+    """`sim run --json` of a passing episode whose tool passes a Decimal amount prints JSON and
+    exits 0."""
+    from typer.testing import CliRunner
+
+    from tether.cli import app
+
+    path = tmp_path / "credit.yaml"
+    path.write_text(yaml.safe_dump(_data(agent="tests.sim.own_agents.credit:decimal_agent")))
+    result = CliRunner().invoke(app, ["sim", "run", str(path), "--json"])
+    assert result.exit_code == 0, repr(result.exception)
+    assert json.loads(result.output)["calls"][0]["args"]["amount"] in (700, "700")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+from decimal import Decimal
 from typing import Any
 
 from pydantic import BaseModel
@@ -124,3 +125,19 @@ def journal_agent(env: Environment) -> tether.Agent:
 
     return tether.Agent(name="journal", model=tether.ScriptedModel(script),
                         tools=[journal_entry], instructions="Write the entry.")
+
+
+def decimal_agent(env: Environment) -> tether.Agent:
+    """The credit agent with a money-minded tool: it passes the amount as a ``Decimal``, which
+    the payments service accepts as a number."""
+    payments = env.client("payments")
+
+    @tether.tool(name="credit_order", args=CreditArgs, effect="idempotent",
+                 key=lambda a: f"credit:{a.order_ref}:{a.cents}")
+    async def credit_order(ctx: tether.ToolContext, args: CreditArgs) -> Any:
+        """Credit ``cents`` back on an order."""
+        return await payments.create_refund(args.order_ref, amount=Decimal(args.cents),
+                                            idempotency_key=ctx.idempotency_key or None)
+
+    return tether.Agent(name="credit_agent", model=credit_script(), tools=[credit_order],
+                        instructions="Credit orders as asked.")
