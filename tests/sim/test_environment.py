@@ -351,3 +351,44 @@ def test_recorded_arguments_are_json_ready_whatever_the_caller_passed(
     with contextlib.suppress(ServiceError):
         _run(env.client("payments").create_refund("ord_1", **kwargs))
     json.dumps(env.calls[-1].as_data())
+
+
+def test_stale_read_makes_crm_reads_old() -> None:
+    """stale_read at the CRM client: a note written just before is not seen by a read that
+    goes stale."""
+    scenario = scenario_from_dict({
+        "name": "stale", "agent": "tests.sim.own_agents.credit:agent", "task": "t",
+        "world": {"crm": {"customers": [{"id": "cus_1", "name": "Ann",
+                                         "email": "ann@example.com"}]}},
+        "faults": [{"kind": "stale_read", "target": "crm.get_customer", "on_call": [2],
+                    "stale_s": 60.0}]})
+    env = environment(scenario, 0)
+    crm = env.client("crm")
+    assert _run(crm.get_customer("cus_1"))["notes"] == []
+    env.clock.advance(30)
+    _run(crm.add_note("cus_1", "called back"))
+    env.clock.advance(1)
+    assert _run(crm.get_customer("cus_1"))["notes"] == []
+    assert [n["text"] for n in _run(crm.primary_notes("cus_1"))] == ["called back"]
+    env.clock.advance(120)  # past the staleness: the replica has caught up
+    assert [n["text"] for n in _run(crm.get_customer("cus_1"))["notes"]] == ["called back"]
+
+
+@pytest.mark.xfail(strict=True, reason="a stale_read on a service without a replica (only the "
+                   "CRM has go_stale) loads, changes nothing (environment.on_stale finds no "
+                   "go_stale) and is still recorded as fired")
+def test_stale_read_on_a_service_without_a_replica_is_not_claimed() -> None:
+    """A stale_read on payments (which has no replica) is refused at load, or at least not
+    recorded as a fault that reached the agent."""
+    data = {"name": "stale", "agent": "tests.sim.own_agents.credit:agent", "task": "t",
+            "world": {"payments": {
+                "customers": [{"id": "cus_1", "email": "ann@example.com", "name": "Ann"}],
+                "charges": [{"id": "ord_1", "customer": "cus_1", "amount": 5_000}]}},
+            "faults": [{"kind": "stale_read", "target": "payments.get_charge"}]}
+    try:
+        scenario = scenario_from_dict(data)
+    except UsageError:
+        return
+    env = environment(scenario, 0)
+    _run(env.client("payments").get_charge("ord_1"))
+    assert env.layer.firings == []
