@@ -392,3 +392,27 @@ def test_stale_read_on_a_service_without_a_replica_is_not_claimed() -> None:
     env = environment(scenario, 0)
     _run(env.client("payments").get_charge("ord_1"))
     assert env.layer.firings == []
+
+
+@pytest.mark.xfail(strict=True, reason="scenario_from_dict does not check fault targets against "
+                   "the services' operations: a misspelt target loads, never fires, and the "
+                   "episode passes as if the fault had been survived")
+@pytest.mark.parametrize("target", ["payments.create_refunds", "paymnts.create_refund",
+                                    "payments.refund*"])
+def test_a_fault_on_no_operation_is_refused_at_load(target: str) -> None:
+    """A fault whose target names no operation of any simulated service (a typo) is a
+    UsageError naming it, as an invariant on an unknown effect is."""
+    data = {"name": "typo", "agent": "tests.sim.own_agents.credit:agent", "task": "t",
+            "faults": [{"kind": "timeout_after", "target": target}]}
+    with pytest.raises(UsageError, match="target"):
+        scenario_from_dict(data)
+
+
+@pytest.mark.parametrize("target", ["payments.create_refund", "payments.*", "*.create_refund",
+                                    "crm.add_note", "user.ask", "model"])
+def test_faults_on_real_targets_load(target: str) -> None:
+    """Fault targets naming real operations (or wildcards matching one, or the model) load."""
+    kind = "rate_limit" if target == "model" else "timeout_after"
+    scenario = scenario_from_dict({"name": "ok", "agent": "tests.sim.own_agents.credit:agent",
+                                   "task": "t", "faults": [{"kind": kind, "target": target}]})
+    assert scenario.faults[0].target == target
