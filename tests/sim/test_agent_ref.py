@@ -310,7 +310,7 @@ def test_printed_replay_command_names_the_agent_and_replays_its_failure(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A failure under `--agent file.py:fn` prints a replay command naming the agent by its
     absolute file; run from another folder, that command replays the same failure."""
-    project = tmp_path / "project"
+    project = tmp_path / "my project"  # a space: the command must quote it
     _write_agent_files(project)
     path = _write_scenario(tmp_path / "scenarios", "tests.sim.own_agents.broken:offline",
                            amount=400)
