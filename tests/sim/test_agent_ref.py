@@ -371,9 +371,6 @@ def test_tools_failing_to_reach_a_real_service_are_a_usage_error(harness: str) -
         run_episode(load_scenario_from(_scenario_data(spec)), 0, harness)
 
 
-@pytest.mark.xfail(strict=True, reason="agent_ref.build_agent calls the factory unguarded: an "
-                   "exception from the user's factory escapes the CLI's TetherError handler, "
-                   "exit 1 (the status of a violated invariant) with a traceback")
 def test_a_factory_that_raises_exits_2_naming_the_spec(tmp_path: Path) -> None:
     """A factory that raises while building the agent exits 2 naming the spec and the error,
     never 1 (which says an invariant was violated)."""
@@ -382,8 +379,6 @@ def test_a_factory_that_raises_exits_2_naming_the_spec(tmp_path: Path) -> None:
     _assert_clean_exit_2(runner.invoke(app, ["sim", "run", str(path)]), spec, "KeyError")
 
 
-@pytest.mark.xfail(strict=True, reason="episode._model calls the model script unguarded: an "
-                   "exception from it escapes the CLI's TetherError handler, exit 1")
 def test_a_model_script_that_raises_exits_2_naming_it(tmp_path: Path) -> None:
     """A `model: {script: ...}` function that raises exits 2 naming model.script and the
     error."""
@@ -407,9 +402,6 @@ def test_bad_model_scripts_exit_2_naming_them(tmp_path: Path, script: str, said:
     assert "model.script" in result.output
 
 
-@pytest.mark.xfail(strict=True, reason="episode.py refuses any episode whose tool handlers ran "
-                   "without a service call, even when the factory built its clients from the "
-                   "environment and the handler refused its arguments on purpose")
 @pytest.mark.parametrize("harness", ["default", "naive"])
 def test_a_wired_tool_that_refuses_its_arguments_is_judged_not_refused(harness: str) -> None:
     """A tool built on env.client whose handler refuses a bad request before calling the

@@ -16,7 +16,7 @@ from tether.reference.common import bind
 from tether.reference.refund import ChargeRef, _item_amount
 from tether.runtime.tools import Tool
 from tether.sim.agent_ref import load_agent_factory
-from tether.sim.episode import environment, run_episode
+from tether.sim.episode import environment_for, run_episode
 from tether.sim.scenario import Scenario, load_scenario, scenario_from_dict
 from tether.sim.services.responses import ChargeResponse
 
@@ -47,7 +47,7 @@ def _drifted(base: Scenario, target: str, **drift: Any) -> Scenario:
 def test_every_reference_tool_declares_a_result_type(name: str) -> None:
     """Every reference agent's tool declares a precise result type: drift is always checked."""
     scenario = load_scenario(BUILTIN / f"{name}.yaml")
-    agent = load_agent_factory(name)(environment(scenario, 1))
+    agent = load_agent_factory(name)(environment_for(scenario, 1))
     assert _loose(agent.tools) == []
 
 

@@ -265,7 +265,9 @@ def test_every_override_lands(good: Path) -> None:
         type(r).__name__ for r in policy_from_dict({"rules": [
             {"deny_tools": {"tools": ["close_account"]}}]}).rules]
     # Everything a harness does not own is the agent's, and the agent itself is unchanged.
-    for name in ("name", "model", "tools", "instructions", "prices", "parallel_tool_calls",
+    # (tools: copies carrying the variant's transient max_attempts; see the test below)
+    assert list(run.tools) == list(agent.tools)
+    for name in ("name", "model", "instructions", "prices", "parallel_tool_calls",
                  "refresh_auth", "format_reminder", "environment"):
         assert getattr(run, name) is getattr(agent, name)
     assert agent.retry.retry_budget == 11 and agent.budgets.max_steps == 33
@@ -383,3 +385,28 @@ def test_rule_overrides_touch_only_their_fields(failure: FailureType, fields: di
         if other is not failure:
             assert run.retry.rule(other) == agent.retry.rule(other)
     assert run.retry.retry_budget == (agent.retry.retry_budget if budget is None else budget)
+
+
+def test_transient_max_attempts_bounds_each_tools_own_attempts() -> None:
+    """A variant's transient_tool_error.max_attempts reaches the tool layer (each tool's
+    attempts), which is what retries a transient failure and re-issues an ambiguous write; a
+    variant that does not set it leaves the tools as they are."""
+    from pydantic import BaseModel
+
+    from tether.models.scripted import ScriptedModel, reply
+    from tether.runtime.tools import tool
+
+    class Args(BaseModel):
+        x: int
+
+    @tool(effect="idempotent", args=Args, result=int, attempts=5)
+    async def bump(ctx: Any, args: Args) -> int:
+        return args.x
+
+    agent = Agent(name="a", model=ScriptedModel(lambda request: reply("hi")), tools=[bump])
+    hasty = HarnessSpec.model_validate(
+        {"name": "hasty", "retry": {"transient_tool_error": {"max_attempts": 1}}})
+    assert [t.attempts for t in apply_harness(agent, hasty).tools] == [1]
+    assert agent.tools[0].attempts == 5
+    budget_only = HarnessSpec.model_validate({"name": "b", "retry": {"retry_budget": 3}})
+    assert apply_harness(agent, budget_only).tools == agent.tools

@@ -264,9 +264,6 @@ def test_a_reconcilable_tools_lookup_settles_an_ambiguous_write() -> None:
     assert not naive.ok and not any(c.lookup for c in naive.calls)
 
 
-@pytest.mark.xfail(strict=True, reason="ServiceCall.args keeps the Decimal the tool passed "
-                   "(environment.plain), so `sim run --json` raises TypeError (exit 1, as if an "
-                   "invariant broke)")
 def test_json_output_of_an_agent_passing_decimal_amounts(tmp_path: Path) -> None:
     """`sim run --json` of a passing episode whose tool passes a Decimal amount prints JSON and
     exits 0."""

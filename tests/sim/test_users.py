@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from tether.errors import ModelUnavailable, UsageError
 from tether.models import ModelRequest, ModelResponse, ScriptedModel, reply
-from tether.sim.episode import environment, run_episode
+from tether.sim.episode import environment_for, run_episode
 from tether.sim.persona import ModelUser as ReExportedModelUser
 from tether.sim.scenario import Persona, load_scenario
 from tether.sim.users import (
@@ -238,7 +238,7 @@ def test_the_user_is_reached_through_the_environment_client(tmp_path: Path) -> N
     and records the call."""
     scenario = load_scenario(_scenario_with_user(
         tmp_path, {"played_by": "replay", "answers": ["It is the mugs."]}))
-    env = environment(scenario, seed=5)
+    env = environment_for(scenario, seed=5)
     assert isinstance(env.user, ReplayUser)
 
     async def ask() -> Any:

@@ -8,11 +8,7 @@ from typing import Any
 import pytest
 from desk.agent import CreditArgs, build, production
 
-from tether.sim import EpisodeResult, load_scenario
-
-# tether.sim.environment is both a public function and the module Environment lives in; once
-# the module is imported, `from tether.sim import environment` gives the module.
-from tether.sim.episode import environment
+from tether.sim import EpisodeResult, environment_for, load_scenario
 
 # The fixture's type (tether_sim: a TetherSim) is not among tether.evals' public names.
 TetherSim = Any
@@ -101,7 +97,7 @@ def test_production_and_simulation_build_the_same_agent() -> None:
                 "email_url": "https://mail.internal", "token": "unused",
                 "openai_api_key": "unused"}
     live = production(settings)
-    simulated = build(environment(load_scenario(f"{ROOT}/scenarios/late_delivery.yaml")))
+    simulated = build(environment_for(load_scenario(f"{ROOT}/scenarios/late_delivery.yaml")))
 
     def shape(agent: Any) -> list[tuple[Any, ...]]:
         return [(t.name, t.description, t.args_schema(), t.effect, t.tier, t.trust,

@@ -19,10 +19,17 @@ base scenario under one of the five suites for an agent, ``grade`` grades one ep
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["SUITES", "compare", "compare_harnesses", "grade", "load_results", "run_campaign",
-           "variant"]
+if TYPE_CHECKING:  # the real types for checkers and editors; imported lazily at run time
+    from tether.evals.compare import compare, compare_harnesses, load_results
+    from tether.evals.grading import grade
+    from tether.evals.pytest_plugin import TetherSim
+    from tether.evals.run import run_full_campaign as run_campaign
+    from tether.evals.suites import SUITES, variant
+
+__all__ = ["SUITES", "TetherSim", "compare", "compare_harnesses", "grade", "load_results",
+           "run_campaign", "variant"]
 
 _WHERE = {
     "run_campaign": ("tether.evals.run", "run_full_campaign"),
@@ -32,6 +39,7 @@ _WHERE = {
     "grade": ("tether.evals.grading", "grade"),
     "variant": ("tether.evals.suites", "variant"),
     "SUITES": ("tether.evals.suites", "SUITES"),
+    "TetherSim": ("tether.evals.pytest_plugin", "TetherSim"),
 }
 
 

@@ -91,7 +91,9 @@ def eval_run(
     try:
         # Every input is read before anything is written: bad input leaves --out untouched.
         for path in bases:
-            load_scenario(path)
+            loaded = load_scenario(path)
+            if not agent:  # each scenario's own agent must load too
+                load_agent_factory(loaded.agent, Path(path).resolve().parent)
         before = load_results(baseline) if baseline is not None else None
         results = run_full_campaign(out, scenarios=bases, suites=suites, harnesses=chosen,
                                     seeds=seeds, workers=workers, name="tether eval",

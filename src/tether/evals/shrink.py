@@ -9,6 +9,7 @@ one-line command that replays it.
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 from dataclasses import dataclass
@@ -113,8 +114,10 @@ def scenario_to_dict(scenario: Scenario, *, agent: str = "") -> dict[str, Any]:
     data["faults"] = [f.model_dump(mode="json", exclude_defaults=True) | {"kind": f.kind,
                                                                           "target": f.target}
                       for f in scenario.faults]
-    data["invariants"] = [{inv.kind: {k: v for k, v in inv.settings.items() if v is not None}}
-                          for inv in scenario.invariants]
+    # A check the base and its suite both carry is written once.
+    data["invariants"] = list({json.dumps(item, sort_keys=True): item for item in (
+        {inv.kind: {k: v for k, v in inv.settings.items() if v is not None}}
+        for inv in scenario.invariants)}.values())
     if scenario.success:
         data["success"] = [{c.kind: {k: v for k, v in c.settings.items() if v is not None}}
                            for c in scenario.success]

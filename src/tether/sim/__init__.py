@@ -16,16 +16,26 @@ simulated user, the clock) and returns a :class:`tether.Agent`; see
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # the real types for checkers and editors; imported lazily at run time
+    from tether.sim.agent_ref import load_agent_factory
+    from tether.sim.calls import ServiceCall
+    from tether.sim.environment import Environment, ServiceClient
+    from tether.sim.episode import EpisodeResult, environment_for, run_episode
+    from tether.sim.harness_spec import HarnessSpec, load_harness_file
+    from tether.sim.scenario import Scenario, load_scenario, scenario_from_dict
 
 __all__ = [
     "Environment",
     "EpisodeResult",
+    "HarnessSpec",
     "Scenario",
     "ServiceCall",
     "ServiceClient",
-    "environment",
+    "environment_for",
     "load_agent_factory",
+    "load_harness_file",
     "load_scenario",
     "run_episode",
     "scenario_from_dict",
@@ -33,7 +43,8 @@ __all__ = [
 
 _WHERE = {
     "Environment": "tether.sim.environment", "ServiceClient": "tether.sim.environment",
-    "EpisodeResult": "tether.sim.episode", "environment": "tether.sim.episode",
+    "EpisodeResult": "tether.sim.episode", "environment_for": "tether.sim.episode",
+    "HarnessSpec": "tether.sim.harness_spec", "load_harness_file": "tether.sim.harness_spec",
     "run_episode": "tether.sim.episode", "Scenario": "tether.sim.scenario",
     "load_scenario": "tether.sim.scenario", "scenario_from_dict": "tether.sim.scenario",
     "ServiceCall": "tether.sim.calls", "load_agent_factory": "tether.sim.agent_ref",

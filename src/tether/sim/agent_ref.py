@@ -94,7 +94,13 @@ def load_callable(spec: str, base_dir: Path | None, *, what: str) -> Callable[..
 
 def build_agent(factory: AgentFactory, env: Any, spec: str) -> Agent:
     """Call the factory; refuse anything but a :class:`tether.Agent`."""
-    built = factory(env)
+    try:
+        built = factory(env)
+    except UsageError:
+        raise
+    except Exception as exc:
+        raise UsageError(f"agent {spec}: the factory raised {type(exc).__name__}: {exc}") \
+            from exc
     if inspect.isawaitable(built):
         close = getattr(built, "close", None)
         if close is not None:

@@ -45,6 +45,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from pydantic import BaseModel
+from pydantic_core import to_jsonable_python
 
 from tether.clock import VirtualClock
 from tether.errors import AuthExpired, TransientError, UsageError
@@ -78,7 +79,10 @@ def plain(value: Any) -> Any:
         return [plain(v) for v in value]
     if isinstance(value, dict):
         return {str(k): plain(v) for k, v in value.items()}
-    return value
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    # Decimals, dates, bytes, sets …: what a JSON client would have put on the wire.
+    return to_jsonable_python(value, fallback=str)
 
 
 class ServiceClient:
@@ -119,6 +123,11 @@ class Environment:
         self.calls: list[ServiceCall] = []
         self.expected: list[Invariant] = []
         self._clients: dict[str, ServiceClient] = {}
+
+    @property
+    def clients_made(self) -> bool:
+        """Whether the agent asked for any client of the simulated services."""
+        return bool(self._clients)
 
     @property
     def seed(self) -> int:
@@ -211,7 +220,8 @@ class Environment:
                           keyed=bool(kwargs.get("idempotency_key")),
                           lookup=caller.lookup if caller else False)
             try:
-                answer = await self.layer.call(target, run, on_stale=on_stale)
+                answer = await self.layer.call(
+                    target, run, on_stale=on_stale if stale is not None else None)
             except BaseException as exc:
                 self.calls.append(ServiceCall(**record, error=f"{type(exc).__name__}: {exc}",
                                               effects=tuple(caused)))
@@ -233,15 +243,17 @@ async def _awaited(value: Awaitable[Any], ledger: Any, caused: list[int]) -> Any
         caused.extend(e.seq for e in ledger.effects[before:])
 
 
-def instrument(tools: Sequence[Tool[Any, Any]],
-               ran: list[str] | None = None) -> list[Tool[Any, Any]]:
+def instrument(tools: Sequence[Tool[Any, Any]], ran: list[str] | None = None,
+               returned: list[str] | None = None) -> list[Tool[Any, Any]]:
     """The agent's tools, each attributing the service calls it makes (handler, reconciler,
     compensator) to itself; behaviour otherwise unchanged. The name of each tool whose handler
-    was called is appended to ``ran``."""
-    return [_instrumented(t, ran if ran is not None else []) for t in tools]
+    was called is appended to ``ran``, and of each whose handler returned to ``returned``."""
+    return [_instrumented(t, ran if ran is not None else [],
+                          returned if returned is not None else []) for t in tools]
 
 
-def _instrumented(original: Tool[Any, Any], ran: list[str]) -> Tool[Any, Any]:
+def _instrumented(original: Tool[Any, Any], ran: list[str],
+                  returned: list[str]) -> Tool[Any, Any]:
     effect, trust = str(original.effect.value), str(original.trust.value)
 
     def attributed(fn: Callable[..., Any], lookup: bool) -> Callable[..., Any]:
@@ -265,7 +277,9 @@ def _instrumented(original: Tool[Any, Any], ran: list[str]) -> Tool[Any, Any]:
 
     async def handler(ctx: ToolContext, args: Any) -> Any:
         ran.append(original.name)
-        return await run(ctx, args)
+        value = await run(ctx, args)
+        returned.append(original.name)
+        return value
 
     handler.__doc__ = original.handler.__doc__
     return replace(

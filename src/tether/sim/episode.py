@@ -46,7 +46,7 @@ from tether.sim.users import build_user, user_spec_from_dict
 from tether.sim.users import inconclusive as user_inconclusive
 from tether.sim.world import World
 
-__all__ = ["EpisodeResult", "environment", "run_episode", "run_episode_async", "scenario_dir"]
+__all__ = ["EpisodeResult", "environment_for", "run_episode", "run_episode_async", "scenario_dir"]
 
 
 @dataclass
@@ -131,35 +131,42 @@ async def run_episode_async(scenario: Scenario, seed: int,
     chosen = agent if agent is not None else scenario.agent
     factory = load_agent_factory(chosen, base_dir)
     agent_name = agent_spec_of(chosen, base_dir)
-    env = environment(scenario, seed)
+    env = environment_for(scenario, seed)
     world, layer = env.world, env.layer
     built = build_agent(factory, env, agent_name)
-    ran: list[str] = []
-    tools = instrument(built.tools, ran)
-    if scenario.recorded:
-        tools = wrap_recorded(tools, scenario.recorded, world, layer)
-    model = FaultyModel(_model(scenario, env, built.model, base_dir), layer)
-    task = Task(text=scenario.task, principal=scenario.principal.id,
-                roles=tuple(scenario.principal.roles), environment="sim")
-    started = world.now()
     if spec.base == "default":
         # Budgets: the agent's, then the scenario's story (a deadline it needs), then the
         # variant's — a variant that sets a limit is measured with that limit.
         storied = replace(built, budgets=replace(built.budgets, **scenario.budgets))
         configured = apply_harness(storied, spec)
-        runnable = replace(configured, model=model, tools=tools,
-                           policy=_policy(configured.policy, scenario, base_dir))
+        configured = replace(configured, policy=_policy(configured.policy, scenario, base_dir))
+    else:
+        configured = built
+    ran: list[str] = []
+    returned: list[str] = []
+    tools = instrument(configured.tools, ran, returned)
+    if scenario.recorded:
+        tools = wrap_recorded(tools, scenario.recorded, world, layer)
+    model = FaultyModel(_model(scenario, env, built.model, base_dir), layer)
+    runnable = replace(configured, model=model, tools=tools)
+    task = Task(text=scenario.task, principal=scenario.principal.id,
+                roles=tuple(scenario.principal.roles), environment="sim")
+    started = world.now()
+    if spec.base == "default":
         outcome = await run_default(world, runnable, task, approver=approver(scenario.approver),
                                     run_id=f"{scenario.name}-{seed}")
         journal = "\n".join(encode(e) for e in outcome.events)
     else:
-        runnable = replace(built, model=model, tools=tools)
         outcome = await run_naive(world, runnable, task,
                                   max_steps=int(scenario.budgets.get("max_steps") or 20))
         journal = json.dumps({"transcript": outcome.transcript, "answer": outcome.answer},
                              sort_keys=True, default=str)
-    if ran and not env.calls and not scenario.recorded:
-        names = ", ".join(sorted(set(ran)))
+    # Tools that ran without the factory asking for any client, or that answered without
+    # calling any simulated service, are not bound to the simulation (a tool that refused its
+    # arguments before calling a client it holds is the agent's own behaviour).
+    unbound = (returned and not env.calls) or (ran and not env.clients_made)
+    if unbound and not scenario.recorded:
+        names = ", ".join(sorted(set(returned or ran)))
         raise UsageError(
             f"agent {agent_name}: its tools ({names}) ran but reached no simulated service, so "
             "the simulation cannot test them; build their clients from the environment the "
@@ -183,10 +190,10 @@ async def run_episode_async(scenario: Scenario, seed: int,
         inconclusive=[*user_inconclusive(world), *unrecorded(world)])
 
 
-def environment(scenario: Scenario, seed: int = 0) -> Environment:
+def environment_for(scenario: Scenario, seed: int = 0) -> Environment:
     """The simulated environment of ``scenario`` for ``seed``, as an agent factory receives
     it: the world's services seeded from the scenario, the fault layer with its faults, the
-    simulated user. For a test of a factory: ``agent = my_factory(environment(scenario))``."""
+    simulated user. For a test of a factory: ``agent = my_factory(environment_for(scenario))``."""
     world = World(seed=seed)
     for name, service in SERVICES.items():
         world.add(name, service(world, scenario.world.get(name)))
@@ -203,7 +210,12 @@ def _model(scenario: Scenario, env: Environment, own: Model, base_dir: Path | No
         return own
     assert isinstance(chosen, dict)  # the scenario's loader allows nothing else
     if "script" in chosen:
-        made = load_callable(chosen["script"], base_dir, what="model.script")(env)
+        script = load_callable(chosen["script"], base_dir, what="model.script")
+        try:
+            made = script(env)
+        except Exception as exc:
+            raise UsageError(f"model.script {chosen['script']}: it raised "
+                             f"{type(exc).__name__}: {exc}") from exc
         if not callable(getattr(made, "complete", None)):
             raise UsageError(f"model.script {chosen['script']}: returned "
                              f"{type(made).__name__}; expected a model (with complete())")

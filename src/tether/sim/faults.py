@@ -52,6 +52,9 @@ SERVICE_KINDS = ("timeout_before", "timeout_after", "error", "latency", "stale_r
                  "schema_drift", "wrong_content", "duplicate_delivery", "auth_expiry",
                  "injection", "crash")
 
+_NO_REPLICA_KINDS = tuple(k for k in SERVICE_KINDS if k != "stale_read")
+
+
 @dataclass(frozen=True)
 class Fault:
     """One fault of a plan. Only the fields its ``kind`` uses matter."""
@@ -150,7 +153,10 @@ class FaultLayer:
     async def call(self, target: str, operation: Callable[[], T], *,
                    on_stale: Callable[[float], None] | None = None) -> T:
         """Run ``operation`` (the service call) under the faults that fire for it."""
-        faults = self.firing(target, SERVICE_KINDS)
+        # A stale read needs a replica to lag: without one the fault cannot apply, and is not
+        # claimed as fired.
+        kinds = SERVICE_KINDS if on_stale is not None else _NO_REPLICA_KINDS
+        faults = self.firing(target, kinds)
         by_kind = {f.kind: f for f in faults}
         for fault in faults:
             if fault.kind == "latency":

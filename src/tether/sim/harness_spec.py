@@ -356,6 +356,11 @@ def apply_harness(agent: Agent, spec: HarnessSpec) -> Agent:
     changes: dict[str, Any] = {}
     if spec.retry is not None:
         changes["retry"] = _retry(agent.retry, spec.retry)
+        attempts = _tool_attempts(spec.retry)
+        if attempts is not None:
+            # The tool layer retries a transient failure (and re-issues an ambiguous write)
+            # up to each tool's own ``attempts``: the variant's bound must reach it there.
+            changes["tools"] = [replace(t, attempts=attempts) for t in agent.tools]
     if spec.budgets is not None:
         changes["budgets"] = replace(agent.budgets, **spec.budgets.given())
     if spec.window is not None:
@@ -371,6 +376,15 @@ def apply_harness(agent: Agent, spec: HarnessSpec) -> Agent:
     if spec.policy is not None:
         changes["policy"] = _load_policy(spec, f"harness {spec.name}: policy")
     return replace(agent, **changes) if changes else agent
+
+
+def _tool_attempts(override: RetryOverride) -> int | None:
+    """The attempts a variant gives each tool call (``transient_tool_error.max_attempts``)."""
+    rule = override.given().get(FailureType.TRANSIENT_TOOL_ERROR.value)
+    if not isinstance(rule, RuleOverride):
+        return None
+    attempts = rule.given().get("max_attempts")
+    return attempts if isinstance(attempts, int) else None
 
 
 def _retry(policy: RetryPolicy, override: RetryOverride) -> RetryPolicy:

@@ -93,7 +93,8 @@ def _never_without_approval(facts: EpisodeFacts, s: dict[str, Any]) -> str | Non
         made[tool] = made.get(tool, 0) + 1
         before = sum(1 for name, at in facts.approvals if name == tool and at <= effect.at)
         if not tool or before < made[tool]:
-            return f"{effect.key} at t={effect.at:g} without an approval"
+            who = f" by {tool}" if tool else ""
+            return f"{effect.key} (effect {effect.seq}{who}) without an approval"
     return None
 
 

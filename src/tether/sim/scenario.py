@@ -51,6 +51,7 @@ whatever the agent did. ``python:`` invariants are free-form.
 
 from __future__ import annotations
 
+import fnmatch
 import math
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -159,6 +160,8 @@ class FaultSpec(_Spec):
 
     def build(self) -> Fault:
         data = self.model_dump()
+        if data["target"] == "model":
+            data["target"] = "model.complete"  # the short form of the model's target
         for name in ("on_call", "remove", "retype", "fields"):
             data[name] = tuple(data[name])
         return Fault(**data)
@@ -337,6 +340,7 @@ def scenario_from_dict(data: Any, *, where: str = "<scenario>") -> Scenario:
     budgets = _budgets(scenario.budgets, where)
     _check_recorded(scenario.recorded, invariants, success, where)
     _check_model(scenario.model, where)
+    _check_targets(scenario, where)
     from tether.sim.users import user_spec_from_dict  # users build on this module
 
     user_spec_from_dict(scenario.user, where)
@@ -370,6 +374,49 @@ def check_from_dict(item: Any, *, where: str, at: str, noun: str = "check") -> I
     kind, checked = one_of(item, _INVARIANTS, where=where, at=at, noun=noun)
     _check_effect(checked, where, f"{at}.{kind}")
     return Invariant.model_validate({"kind": kind, "settings": checked.model_dump()})
+
+
+#: The model's fault target (``model`` is accepted as its short form).
+MODEL_TARGET = "model.complete"
+
+
+def fault_targets(recorded: Mapping[str, Any] | None = None) -> list[str]:
+    """Every target a fault can name: each simulated service's operations, the user, the
+    model, and the tools of a ``recorded:`` block."""
+    targets = [f"{name}.{operation}" for name, service in SERVICES.items()
+               for operation in getattr(service, "OPERATIONS", ())]
+    targets += ["user.ask", MODEL_TARGET]
+    tools = (recorded or {}).get("tools")
+    if isinstance(tools, dict):
+        targets += [f"{RECORDED_SERVICE}.{tool}{lookup}" for tool in tools
+                    for lookup in ("", ".lookup")]
+    return targets
+
+
+def _check_targets(scenario: Scenario, where: str) -> None:
+    """Refuse a fault whose target matches no operation (a typo would never fire, and the
+    episode would pass as if the fault had been survived), and a stale read of a service that
+    has no replica to lag."""
+    known = fault_targets(scenario.recorded)
+    replicated = [t for t in known if hasattr(SERVICES.get(t.partition(".")[0]), "go_stale")]
+    for index, fault in enumerate(scenario.faults):
+        pattern = MODEL_TARGET if fault.target == "model" else fault.target
+        candidates = replicated if fault.kind == "stale_read" else known
+        if any(fnmatch.fnmatchcase(t, pattern) for t in candidates):
+            continue
+        service = fault.target.partition(".")[0]
+        own = [t for t in candidates if t.partition(".")[0] == service]
+        if fault.kind == "stale_read" and service in SERVICES and not own:
+            lagging = ", ".join(sorted({t.partition(".")[0] for t in replicated}))
+            expected = f"a service with a read replica ({lagging}); {service} has none"
+        elif own:
+            expected = f"one of {service}'s operations: {', '.join(own)}"
+        else:
+            expected = ("service.operation of " +
+                        ", ".join(sorted({t.partition('.')[0] for t in candidates})) +
+                        " (wildcards allowed), or model")
+        raise UsageError(f"{where}: faults[{index}].target: {short_repr(fault.target)} matches "
+                         f"nothing this fault can reach; expected {expected}")
 
 
 def _folder(where: str) -> Path | None:
