@@ -432,9 +432,13 @@ def variant(base: Scenario, suite: str, seed: int, *, agent: Any = None) -> Scen
                    if check.kind == "every"]
     knobs = {**data["knobs"], **extra.get("knobs", {})}
     budgets = {**data["budgets"], **extra.get("budgets", {})}
-    return scenario_from_dict({**data, "name": f"{base.name}/{suite}", "world": world,
-                               "faults": [*data["faults"], *extra.get("faults", [])],
-                               "knobs": knobs, "budgets": budgets,
-                               "invariants": invariants,
-                               "success": [{c.kind: c.settings} for c in base.success]},
-                              where=f"{base.source}#{suite}")
+    built = scenario_from_dict({**data, "name": f"{base.name}/{suite}", "world": world,
+                                "faults": [*data["faults"], *extra.get("faults", [])],
+                                "knobs": knobs, "budgets": budgets,
+                                "invariants": invariants,
+                                "success": [{c.kind: c.settings} for c in base.success]},
+                               where=f"{base.source}#{suite}")
+    # The suite and the base often state one check alike: judged (and reported) once.
+    unique = {json.dumps([i.kind, i.settings], sort_keys=True, default=str): i
+              for i in built.invariants}
+    return built.model_copy(update={"invariants": list(unique.values())})

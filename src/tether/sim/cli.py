@@ -98,7 +98,7 @@ def _print(result: EpisodeResult, scenario: Path, agent: str | None = None,
         ("[green]PASS[/green]" if done else "[yellow]NOT DONE[/yellow]")
     console.print(f"{mark}  {escape(result.scenario)}  seed={result.seed}  "
                   f"harness={result.harness}  status={result.status}")
-    console.print(f"  agent: {escape(result.agent)}", soft_wrap=True)
+    console.print(f"  agent: {escape(_shown(result.agent))}", soft_wrap=True)
     for why in result.inconclusive:
         console.print(f"  inconclusive: {escape(why)}", soft_wrap=True)
     if result.answer:
@@ -134,6 +134,17 @@ def _print(result: EpisodeResult, scenario: Path, agent: str | None = None,
         command = replay_command(scenario, result.seed, result.harness,
                                  result.agent if agent else None, harness_files)
         console.print(f"replay: {escape(command)}", soft_wrap=True)
+
+
+def _shown(spec: str) -> str:
+    """An agent spec as printed: a file under the working directory relative to it."""
+    where, sep, name = spec.rpartition(":")
+    if sep and where.endswith(".py"):
+        try:
+            return f"{Path(where).relative_to(Path.cwd())}:{name}"
+        except ValueError:
+            return spec
+    return spec
 
 
 def _status(result: EpisodeResult) -> int:
