@@ -8,10 +8,8 @@ from typing import Any
 import pytest
 from desk.agent import CreditArgs, build, production
 
+from tether.evals import TetherSim
 from tether.sim import EpisodeResult, environment_for, load_scenario
-
-# The fixture's type (tether_sim: a TetherSim) is not among tether.evals' public names.
-TetherSim = Any
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMEOUT = "scenarios/credit_timeout.yaml"

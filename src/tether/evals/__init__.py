@@ -9,7 +9,7 @@ The public names, imported on first use::
                            agent="myproject.agents:support_agent", seeds=20,
                            harnesses=["naive", "default"])
     for row in compare_harnesses(results, "naive", "default"):
-        print(row.suite, row.metric, row.verdict)
+        print(row.suite, row.pass_rate_a, row.pass_rate_b, row.p_value, row.verdict)
 
 ``run_campaign`` is what ``tether eval run`` does (resumable JSONL, ``results.json``, shrunk
 repro files, ``report.html``); ``compare`` compares two campaigns' results, ``variant`` gives a
