@@ -187,11 +187,17 @@ def test_agent_spec_of_refuses_lambdas_and_nested_functions() -> None:
             agent_spec_of(factory)
 
 
-def test_run_episode_refuses_a_lambda_agent_clearly() -> None:
-    """run_episode with a lambda agent fails with the UsageError, before anything runs."""
+def test_run_episode_runs_a_lambda_agent_which_only_a_repro_cannot_name() -> None:
+    """run_episode runs a lambda agent (the factory itself is an agent= of the Python API);
+    only writing it into a repro file is refused, clearly."""
+    from tether.evals.shrink import shrink, write_reproduction
+
+    scenario = load_scenario_from(_scenario_data(AGENT))
+    result = run_episode(scenario, 0, agent=lambda env: credit.agent(env))
+    assert result.ok and "<lambda>" in result.agent
     with pytest.raises(UsageError, match="define it at the top level"):
-        run_episode(load_scenario_from(_scenario_data(AGENT)), 0,
-                    agent=lambda env: credit.agent(env))
+        shrunk = shrink(scenario, 0, "naive", agent=lambda env: credit.agent(env))
+        write_reproduction(shrunk, Path("/nonexistent-never-written"))
 
 
 # -- signatures ----------------------------------------------------------------------------
@@ -319,7 +325,8 @@ def test_printed_replay_command_names_the_agent_and_replays_its_failure(
                                  "--agent", "agents/my_agent.py:build"])
     assert failed.exit_code == 1, failed.output
     absolute = f"{(project / 'agents' / 'my_agent.py').resolve()}:build"
-    assert f"agent: {absolute}" in failed.output
+    # Shown relative to the working directory; the replay command names it absolutely.
+    assert "agent: agents/my_agent.py:build" in failed.output
     line = next(x for x in failed.output.splitlines() if x.startswith("replay: tether "))
     argv = shlex.split(line.removeprefix("replay: tether "))
     assert argv[argv.index("--agent") + 1] == absolute

@@ -18,9 +18,10 @@ from typing import Any
 
 import yaml
 
+from tether.errors import UsageError
 from tether.evals.grading import grade
 from tether.evals.results import TraceItem
-from tether.sim.agent_ref import agent_spec_of
+from tether.sim.agent_ref import agent_spec_of, load_agent_factory
 from tether.sim.episode import AgentArg, EpisodeResult, scenario_dir
 from tether.sim.episode import run_episode as _run_episode
 from tether.sim.scenario import Scenario
@@ -125,7 +126,15 @@ def scenario_to_dict(scenario: Scenario, *, agent: str = "") -> dict[str, Any]:
 
 
 def write_reproduction(shrunk: Shrunk, folder: Path) -> tuple[Path, str]:
-    """Write the shrunk scenario; return its path and the command that replays it."""
+    """Write the shrunk scenario; return its path and the command that replays it. The agent
+    must be nameable from a file (not a lambda or a closure), or nothing is written."""
+    if shrunk.agent:
+        try:
+            load_agent_factory(shrunk.agent)
+        except UsageError as exc:
+            raise UsageError(f"agent {shrunk.agent}: a repro file must name it, so define it at "
+                             "the top level of a module (package.module:function) or a file "
+                             f"(file.py:function) ({exc})") from exc
     folder.mkdir(parents=True, exist_ok=True)
     slug = re.sub(r"[^a-z0-9]+", "-", f"{shrunk.scenario.name}-{shrunk.harness}-{shrunk.seed}"
                   .lower()).strip("-")

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from tether.agent.agent import Task
+from tether.agent.agent import Agent, Task
 from tether.errors import UsageError
 from tether.events import encode
 from tether.models.base import Model
@@ -41,7 +41,13 @@ from tether.sim.harness_spec import HarnessSpec, apply_harness, resolve_harness
 from tether.sim.invariants import EpisodeFacts, Verdict, check_invariants
 from tether.sim.models import FaultyModel
 from tether.sim.recorded import unrecorded, wrap_recorded
-from tether.sim.scenario import SERVICES, Approver, Scenario, scenario_policy
+from tether.sim.scenario import (
+    SERVICES,
+    Approver,
+    Scenario,
+    scenario_policy,
+    scenario_policy_tools,
+)
 from tether.sim.users import build_user, user_spec_from_dict
 from tether.sim.users import inconclusive as user_inconclusive
 from tether.sim.world import World
@@ -130,7 +136,7 @@ async def run_episode_async(scenario: Scenario, seed: int,
     base_dir = scenario_dir(scenario)
     chosen = agent if agent is not None else scenario.agent
     factory = load_agent_factory(chosen, base_dir)
-    agent_name = agent_spec_of(chosen, base_dir)
+    agent_name = _named(chosen, base_dir)
     env = environment_for(scenario, seed)
     world, layer = env.world, env.layer
     built = build_agent(factory, env, agent_name)
@@ -142,9 +148,9 @@ async def run_episode_async(scenario: Scenario, seed: int,
         configured = replace(configured, policy=_policy(configured.policy, scenario, base_dir))
     else:
         configured = built
+    _check_tool_names(scenario, configured, base_dir, agent_name)
     ran: list[str] = []
-    returned: list[str] = []
-    tools = instrument(configured.tools, ran, returned)
+    tools = instrument(configured.tools, ran)
     if scenario.recorded:
         tools = wrap_recorded(tools, scenario.recorded, world, layer)
     model = FaultyModel(_model(scenario, env, built.model, base_dir), layer)
@@ -164,9 +170,12 @@ async def run_episode_async(scenario: Scenario, seed: int,
     # Tools that ran without the factory asking for any client, or that answered without
     # calling any simulated service, are not bound to the simulation (a tool that refused its
     # arguments before calling a client it holds is the agent's own behaviour).
-    unbound = (returned and not env.calls) or (ran and not env.clients_made)
+    # An agent that took no client from the environment, yet whose tools ran, is not bound to
+    # the simulation. One that holds clients is, even in an episode that needed no service
+    # (a question its pure tools answer).
+    unbound = ran and not env.clients_made
     if unbound and not scenario.recorded:
-        names = ", ".join(sorted(set(returned or ran)))
+        names = ", ".join(sorted(set(ran)))
         raise UsageError(
             f"agent {agent_name}: its tools ({names}) ran but reached no simulated service, so "
             "the simulation cannot test them; build their clients from the environment the "
@@ -188,6 +197,33 @@ async def run_episode_async(scenario: Scenario, seed: int,
         task_checks=check_invariants(scenario.success or env.expected, facts),
         outcome=outcome, agent=agent_name, calls=list(env.calls),
         inconclusive=[*user_inconclusive(world), *unrecorded(world)])
+
+
+def _named(chosen: AgentArg, base_dir: Path | None) -> str:
+    """The agent's spec for records and repro files; a factory that no file can name (a
+    lambda, a closure) is described instead — it can run, only not be written into a repro."""
+    assert chosen is not None
+    try:
+        return agent_spec_of(chosen, base_dir)
+    except UsageError:
+        return f"{getattr(chosen, '__module__', '?')}:{getattr(chosen, '__qualname__', '?')}"
+
+
+def _check_tool_names(scenario: Scenario, agent: Agent, base_dir: Path | None,
+                      name: str) -> None:
+    """Refuse an approver or story policy naming a tool the agent does not have: the rule
+    would never apply, and the episode would pass as if it had been honoured."""
+    have = {t.name for t in agent.tools}
+    named = {f"approver.{key}": list(getattr(scenario.approver, key))
+             for key in ("deny_tools", "approve_tools")}
+    named["policy"] = scenario_policy_tools(scenario, base_dir)
+    for where, tools in named.items():
+        unknown = sorted(set(tools) - have)
+        if unknown:
+            missing = ", ".join(map(repr, unknown))
+            raise UsageError(
+                f"{scenario.source or '<scenario>'}: {where}: no tool {missing} in agent "
+                f"{name}; its tools are {', '.join(sorted(have)) or 'none'}")
 
 
 def environment_for(scenario: Scenario, seed: int = 0) -> Environment:

@@ -90,6 +90,7 @@ __all__ = [
     "load_scenario",
     "scenario_from_dict",
     "scenario_policy",
+    "scenario_policy_tools",
 ]
 
 #: The largest count a scenario may set (a call number, ``times``, ``n`` …).
@@ -333,6 +334,10 @@ def scenario_from_dict(data: Any, *, where: str = "<scenario>") -> Scenario:
             item = {item["kind"]: item["settings"]}  # a dumped scenario read back
         success.append(check_from_dict(item, where=where, at=f"success[{index}]",
                                        noun="success check"))
+    policy = raw.get("policy")
+    if policy is not None and not isinstance(policy, str | dict):
+        raise UsageError(f"{where}: policy: expected a policy file's path or a policy mapping, "
+                         f"found {describe(policy)} {short_repr(policy)}")
     try:
         scenario = Scenario.model_validate({**raw, "source": where})
     except ValidationError as exc:
@@ -436,6 +441,26 @@ def _check_model(model: str | dict[str, Any], where: str) -> None:
             return
     raise UsageError(f"{where}: model: expected own, {{script: package.module:function}} or "
                      f"{{replay: [...]}}, found {short_repr(model)}")
+
+
+def scenario_policy_tools(scenario: Scenario, base_dir: Path | None = None) -> list[str]:
+    """The tool names the scenario's story policy mentions (its rules' ``tool``/``tools``)."""
+    given = scenario.policy
+    if given is None:
+        return []
+    if isinstance(given, str):
+        path = Path(given).expanduser()
+        if not path.is_absolute():
+            path = (base_dir or _folder(scenario.source) or Path.cwd()) / path
+        given = load_yaml(path, "policy")
+    names: list[str] = []
+    for rule in (given.get("rules") or []) if isinstance(given, dict) else []:
+        for settings in rule.values() if isinstance(rule, dict) else ():
+            if isinstance(settings, dict):
+                if isinstance(settings.get("tool"), str):
+                    names.append(settings["tool"])
+                names += [t for t in settings.get("tools") or () if isinstance(t, str)]
+    return names
 
 
 def scenario_policy(scenario: Scenario, base_dir: Path | None = None) -> Policy | None:
