@@ -37,7 +37,20 @@ def test_a_task_not_done_as_asked_is_not_printed_as_pass(tmp_path: Path) -> None
 
 def test_a_task_done_as_asked_is_pass_with_its_checks(tmp_path: Path) -> None:
     """Invariants hold and every task check holds: PASS, each check printed as ok."""
-    code, output = run_with_success(tmp_path, "[{at_most: {effect: payments.refund, n: 1}}]")
+    code, output = run_with_success(
+        tmp_path, "[{exactly_once: {effect: payments.refund, match: {charge: ch_0001}}}, "
+                  "{at_most: {effect: payments.refund, n: 1}}]")
     assert code == 0, output
     assert output.startswith("PASS "), output
     assert "  task ok   at_most(effect=payments.refund, n=1)" in output
+
+
+def test_success_checks_that_only_forbid_leave_the_task_unchecked(tmp_path: Path) -> None:
+    """Success checks that hold when nothing happened (at_most, every, never) cannot say the
+    task was done: UNCHECKED, never PASS."""
+    code, output = run_with_success(
+        tmp_path, "[{at_most: {effect: payments.refund, n: 1}}, "
+                  "{every: {effect: payments.refund, match: {charge: ch_0001}}}]")
+    assert code == 0, output
+    assert output.startswith("UNCHECKED "), output
+    assert "task: not checked (every success check only forbids" in output

@@ -2,10 +2,13 @@
 
 Everything printed comes from the episode's virtual time and seeded draws, so two runs of one
 seed print the same text (``diff`` them); wall-clock figures appear only with ``--timing``.
-The headline is ``PASS`` when every invariant holds and every task check (the scenario's
-``success``, else the agent's reading of the task) holds, ``NOT DONE`` when the invariants hold
-but the task was not done as asked, and ``FAIL`` when an invariant is violated; each invariant and
-task check is printed below it.
+The headline is ``PASS`` when every invariant holds, the run completed and every task check (the
+scenario's ``success``, else the agent's reading of the task) holds, ``NOT DONE`` when the
+invariants hold but the task was not done as asked (or the run escalated or stopped),
+``UNCHECKED`` when nothing checks that the task was done (no success checks, or only checks that
+forbid, which hold when nothing happened), ``INCONCLUSIVE`` when the episode cannot judge the
+agent, and ``FAIL`` when an invariant is violated; each invariant and task check is printed
+below it.
 
 Exit status (``run`` and ``replay``): 0 when every invariant holds — whether the task was done is
 in the output (the headline, the ``task`` lines, ``task_checks`` in ``--json``), not in the
@@ -28,7 +31,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from tether.errors import TetherError
-from tether.evals.compare import compare, load_results, render_comparison, unmatched
+from tether.evals.compare import compare, gate_failures, load_results, render_comparison, unmatched
 from tether.sim.agent_ref import agent_spec_of, load_agent_factory
 from tether.sim.episode import EpisodeResult, run_episode
 from tether.sim.harness_spec import resolve_harness
@@ -92,10 +95,16 @@ def replay_command(scenario: Path, seed: int, harness: str, agent: str | None = 
 
 def _print(result: EpisodeResult, scenario: Path, agent: str | None = None,
            harness_files: tuple[str, ...] = ()) -> None:
-    done = all(check.holds for check in result.task_checks)
-    mark = "[red]FAIL[/red]" if not result.ok else "[yellow]INCONCLUSIVE[/yellow]" \
-        if result.inconclusive else \
-        ("[green]PASS[/green]" if done else "[yellow]NOT DONE[/yellow]")
+    if not result.ok:
+        mark = "[red]FAIL[/red]"
+    elif result.inconclusive:
+        mark = "[yellow]INCONCLUSIVE[/yellow]"
+    elif result.done:
+        mark = "[green]PASS[/green]"
+    elif not result.checked:
+        mark = "[yellow]UNCHECKED[/yellow]"
+    else:
+        mark = "[yellow]NOT DONE[/yellow]"
     console.print(f"{mark}  {escape(result.scenario)}  seed={result.seed}  "
                   f"harness={result.harness}  status={result.status}")
     console.print(f"  agent: {escape(_shown(result.agent))}", soft_wrap=True)
@@ -111,6 +120,9 @@ def _print(result: EpisodeResult, scenario: Path, agent: str | None = None,
         console.print(f"  {sign} {escape(verdict.invariant)}{detail}")
     if not result.task_checks:
         console.print("  task: not checked (no success checks)")
+    elif not result.checked:
+        console.print("  task: not checked (every success check only forbids; none requires the "
+                      "task's effect or state)")
     for check in result.task_checks:
         sign = "[green]ok  [/green]" if check.holds else "[yellow]NOT [/yellow]"
         detail = f"   {escape(check.detail)}" if check.detail else ""
@@ -130,7 +142,7 @@ def _print(result: EpisodeResult, scenario: Path, agent: str | None = None,
         for entry in result.outcome.transcript:
             console.print(f"  naive: {escape(json.dumps(entry, sort_keys=True))}")
     console.print(f"  journal {result.journal_digest[:16]}  ledger {result.ledger_digest[:16]}")
-    if not result.ok or not done or result.inconclusive:
+    if not result.ok or not result.done or result.inconclusive:
         command = replay_command(scenario, result.seed, result.harness,
                                  result.agent if agent else None, harness_files)
         console.print(f"replay: {escape(command)}", soft_wrap=True)
@@ -216,7 +228,7 @@ def sim_compare(
                       "(harness, suite) cell in common; compare results of the same campaign",
                       soft_wrap=True)
         raise typer.Exit(2)
-    regression = any(row.verdict == "worse" for row in rows)
+    regression = bool(gate_failures(rows))  # worse, or no longer conclusive
     if as_json:
         print(json.dumps({"a": str(a), "b": str(b), "regression": regression,
                           "comparisons": [row.as_data() for row in rows],

@@ -90,6 +90,21 @@ class EpisodeResult:
         """Every invariant holds."""
         return all(v.holds for v in self.verdicts)
 
+    @property
+    def checked(self) -> bool:
+        """Whether any task check can show the task was done: one that requires an effect or
+        a state (``exactly_once`` with ``match`` or ``keys``, ``final_state``, ``python``).
+        Checks that only forbid (``every``, ``never``, ``at_most`` …) hold when nothing
+        happened, so alone they cannot say the task was done."""
+        return any(_requires_something(v.invariant) for v in self.task_checks)
+
+    @property
+    def done(self) -> bool:
+        """The run completed and did what the task asked: every task check holds and at least
+        one of them requires something to have happened."""
+        return self.status == "completed" and self.checked and \
+            all(v.holds for v in self.task_checks)
+
     def as_data(self) -> dict[str, Any]:
         return {
             "scenario": self.scenario, "seed": self.seed, "harness": self.harness,
@@ -108,6 +123,14 @@ class EpisodeResult:
 
 
 AgentArg = str | AgentFactory | None
+
+
+def _requires_something(rendered: str) -> bool:
+    """Whether a rendered check (``kind(settings)``) fails when nothing happened."""
+    kind, _, settings = rendered.partition("(")
+    if kind in ("final_state", "python"):
+        return True
+    return kind == "exactly_once" and ("match=" in settings or "keys=" in settings)
 
 
 def run_episode(scenario: Scenario, seed: int, harness: str | HarnessSpec = "default", *,
