@@ -12,8 +12,16 @@ from typer.testing import CliRunner
 from tests.evals.sample_results import cell, sample_results
 from tether.cli import app
 from tether.errors import UsageError
-from tether.evals.compare import compare, load_results, render_comparison, unmatched, verdict
-from tether.evals.results import CampaignResults
+from tether.evals.compare import (
+    compare,
+    compare_harnesses,
+    gate_failures,
+    load_results,
+    render_comparison,
+    unmatched,
+    verdict,
+)
+from tether.evals.results import CampaignResults, Cell
 
 runner = CliRunner()
 
@@ -151,3 +159,58 @@ def test_load_results_round_trips(tmp_path: Path) -> None:
     assert load_results(path) == sample_results()
     with pytest.raises(UsageError, match="cannot read"):
         load_results(tmp_path / "missing.json")
+
+
+def _inconclusive(harness: str, suite: str, episodes: int) -> Cell:
+    """A cell none of whose episodes met its suite's faults."""
+    empty = cell(harness, suite, 0, episodes)
+    return empty.model_copy(update={"inconclusive": episodes, "violations": 0,
+                                    "pass_rate": None, "interval": None, "pass_k": {},
+                                    "verdicts": {"inconclusive": episodes}})
+
+
+def test_a_side_with_no_conclusive_episode_is_inconclusive_not_same() -> None:
+    """30/30 against 0 conclusive (either way round) is inconclusive, with no rate or p-value."""
+    a, b = sample_results(), sample_results()
+    b.cells[3] = _inconclusive("default", "faults", 20)
+    a.cells[0] = _inconclusive("naive", "baseline", 20)
+    rows = {(r.harness, r.suite): r for r in compare(a, b)}
+    lost, new = rows[("default", "faults")], rows[("naive", "baseline")]
+    assert lost.verdict == new.verdict == "inconclusive"
+    assert lost.pass_rate_b is None and lost.pass_rate_a == pytest.approx(19 / 20)
+    assert new.pass_rate_a is None and lost.p_value is None and lost.difference is None
+    assert (lost.inconclusive_b, lost.episodes_b) == (20, 0)
+    # The gate fails where the candidate lost its evidence, not where the baseline had none.
+    assert gate_failures(list(rows.values())) == [lost]
+    assert lost.as_data()["verdict"] == "inconclusive" and lost.as_data()["pass_rate_b"] is None
+
+
+def test_harness_comparison_with_an_inconclusive_side_is_inconclusive() -> None:
+    """compare_harnesses does not call 30 passes against 30 inconclusive episodes 'same'."""
+    results = sample_results()
+    results.cells[3] = _inconclusive("default", "faults", 20)
+    [_, faults] = compare_harnesses(results, "naive", "default")
+    assert faults.verdict == "inconclusive" and faults.harness == "naive → default"
+
+
+def test_render_says_inconclusive() -> None:
+    """The table shows an inconclusive side as such and counts inconclusive rows."""
+    a, b = sample_results(), sample_results()
+    b.cells[3] = _inconclusive("default", "faults", 20)
+    console = Console(record=True, width=140, color_system=None)
+    render_comparison(compare(a, b), console)
+    text = console.export_text()
+    row = next(line for line in text.splitlines() if "faults" in line and "default" in line)
+    assert "inconclusive" in row and "20 inconclusive" in row and "0.0%" not in row
+    assert "0 worse, 0 better, 3 same, 1 inconclusive" in text
+
+
+def test_cli_gate_fails_when_the_candidate_became_inconclusive(tmp_path: Path) -> None:
+    """sim compare exits 1 when a cell conclusive in A has no conclusive episode in B."""
+    b_results = sample_results()
+    b_results.cells[3] = _inconclusive("default", "faults", 20)
+    a = _write(tmp_path, "a.json", sample_results())
+    b = _write(tmp_path, "b.json", b_results)
+    result = runner.invoke(app, ["sim", "compare", a, b])
+    assert result.exit_code == 1, result.output
+    assert "inconclusive" in result.output

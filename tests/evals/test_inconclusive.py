@@ -332,3 +332,22 @@ def test_comparisons_count_only_conclusive_episodes() -> None:
     rows = compare(a, b)
     assert all(row.verdict == "same" for row in rows)
     assert [r.episodes_b for r in rows] == [c.episodes for c in a.cells]
+
+
+def test_duplicate_and_per_fault_rates_count_conclusive_episodes_only() -> None:
+    """An inconclusive episode's duplicates and fired faults enter no rate: 1 duplicate in 2
+    conclusive episodes is 1/2, whatever 4 inconclusive ones did."""
+    def record(verdict: str, duplicates: int, fired: list[str]) -> dict[str, Any]:
+        return {"harness": "naive", "suite": "s", "scenario": "t", "verdict": verdict,
+                "task_success": verdict == "pass", "duplicates": duplicates, "faulted": True,
+                "ok": True, "domain": "", "metrics": {"steps": 1.0}, "fired": fired}
+
+    records = [record("pass", 0, ["latency"]), record("unacceptable_process", 1, ["latency"])]
+    records += [record("inconclusive", 2, ["timeout_after"])] * 4
+    info = CampaignInfo(scenarios=["t"], suites=["s"], harnesses=["naive"], seeds=6,
+                        episodes=6)
+    results = aggregate(records, info)
+    (cell,) = results.cells
+    assert cell.duplicate_rate == pytest.approx(1 / 2) and cell.duplicate_effects == 1
+    assert [(f.fault, f.episodes, f.duplicate_rate) for f in results.by_fault] == [
+        ("latency", 2, pytest.approx(1 / 2))]

@@ -1,8 +1,10 @@
 """From a campaign's records to its results: counts, rates, intervals, pass^k, domains.
 
 An ``inconclusive`` episode (its suite's faults never reached the agent, or the suite could
-not be applied) is counted apart and left out of every rate: a fault that never fired is not a
-pass, and not a failure either. A cell with no conclusive episode has no pass rate at all.
+not be applied) is counted apart and left out of every rate — pass, duplicate-effect, recovery,
+and the per-fault table: a fault that never fired is not a pass, and not a failure either.
+A cell with no conclusive episode has no pass rate at all. (Mean metrics — steps, calls, cost —
+are over every episode that ran: they describe the work done, not a judgement.)
 """
 
 from __future__ import annotations
@@ -48,13 +50,13 @@ class _Tally:
             self.not_applied += 1
         else:
             self.ran += 1
-            self.duplicates += int(r["duplicates"])
-            self.duplicate_episodes += int(r["duplicates"]) > 0
             for name, value in r["metrics"].items():
                 self.sums[name] += value
         if r["verdict"] == "inconclusive":
             self.inconclusive += 1
             return
+        self.duplicates += int(r["duplicates"])
+        self.duplicate_episodes += int(r["duplicates"]) > 0
         good = r["verdict"] == "pass"
         self.passed += good
         self.violations += r["verdict"] == "violation"
@@ -86,7 +88,7 @@ class _Tally:
             pass_rate=self.passed / n if n else None,
             interval=(round(low, 6), round(high, 6)) if n else None, pass_k=pass_k,
             duplicate_effects=self.duplicates,
-            duplicate_rate=self.duplicate_episodes / ran if ran else 0.0,
+            duplicate_rate=self.duplicate_episodes / n if n else 0.0,
             recovery_rate=self.recovered / self.faulted if self.faulted else None,
             domains=dict(sorted(self.domains.items())),
             verdicts=dict(sorted(self.verdicts.items())), mean_steps=mean["steps"],
@@ -105,7 +107,9 @@ def aggregate(records: Iterable[dict[str, Any]], info: CampaignInfo) -> Campaign
         reason = record.get("not_applicable")
         if reason and reason not in not_applied[record["suite"]]:
             not_applied[record["suite"]].append(reason)
-        for kind in record.get("fired", ()):
+        # The per-fault table judges how a harness fared: conclusive episodes only.
+        fired = () if record["verdict"] == "inconclusive" else record.get("fired", ())
+        for kind in fired:
             tally = faults[(record["harness"], kind)]
             tally[0] += 1
             tally[1] += int(record["duplicates"]) > 0

@@ -3,8 +3,11 @@
 A change is called only when it is both *significant* (a pooled two-proportion z-test,
 p < 0.05) and *large enough to matter* (|Δ pass rate| ≥ 2 points). Either test alone misleads:
 with thousands of episodes a 0.3-point wobble is "significant", and with ten episodes a
-20-point swing can be noise. ``tether sim compare`` exits 1 when any cell is ``worse``, so a CI
-job can gate on it.
+20-point swing can be noise. A cell where either side has no conclusive episode (its suite's
+faults never reached the agent) is ``inconclusive``: there is no rate to compare, so it is
+neither ``same`` nor a change. :func:`gate_failures` is what a CI gate fails on: a ``worse``
+cell, or a cell the baseline could judge and the candidate no longer can (a candidate that
+stopped meeting the faults must not pass the gate as "no regression").
 
 >>> verdict(-0.10, 0.001), verdict(-0.10, 0.2), verdict(0.01, 0.0001)
 ('worse', 'same', 'same')
@@ -27,13 +30,13 @@ from tether.evals.results import CampaignResults, Cell
 from tether.evals.stats import two_proportion_test
 
 __all__ = ["MIN_EFFECT", "SIGNIFICANCE", "Comparison", "Verdict", "compare", "compare_harnesses",
-           "load_results", "render_comparison", "unmatched", "verdict"]
+           "gate_failures", "load_results", "render_comparison", "unmatched", "verdict"]
 
 SIGNIFICANCE = 0.05  # two-sided p-value below which a difference counts as real
 MIN_EFFECT = 0.02  # smallest pass-rate change (absolute) worth calling better or worse
 
-Verdict = Literal["better", "worse", "same"]
-_STYLES = {"better": "green", "worse": "bold red", "same": "dim"}
+Verdict = Literal["better", "worse", "same", "inconclusive"]
+_STYLES = {"better": "green", "worse": "bold red", "same": "dim", "inconclusive": "yellow"}
 
 
 @dataclass(frozen=True)
@@ -41,7 +44,10 @@ class Comparison:
     """One (harness, suite) cell in campaign A (the baseline) and campaign B (the candidate).
 
     ``difference`` and ``duplicate_change`` are B minus A, so negative pass-rate differences
-    and positive duplicate changes are the bad directions.
+    and positive duplicate changes are the bad directions. ``episodes_*`` count the conclusive
+    episodes (the rates are over them), ``inconclusive_*`` the others. A side with no
+    conclusive episode has no pass rate (``None``), and the row has no difference, z or
+    p-value: its verdict is ``inconclusive``.
     """
 
     harness: str
@@ -50,15 +56,17 @@ class Comparison:
     episodes_a: int
     passed_b: int
     episodes_b: int
-    pass_rate_a: float
-    pass_rate_b: float
-    difference: float
-    z: float
-    p_value: float
+    pass_rate_a: float | None
+    pass_rate_b: float | None
+    difference: float | None
+    z: float | None
+    p_value: float | None
     duplicate_rate_a: float
     duplicate_rate_b: float
     duplicate_change: float
     verdict: Verdict
+    inconclusive_a: int = 0
+    inconclusive_b: int = 0
 
     def as_data(self) -> dict[str, Any]:
         """The row as plain JSON-ready data."""
@@ -112,6 +120,14 @@ def verdict(difference: float, p_value: float) -> Verdict:
     return "better" if difference > 0 else "worse"
 
 
+def gate_failures(rows: list[Comparison]) -> list[Comparison]:
+    """The rows a regression gate fails on: ``worse``, or ``inconclusive`` because the candidate
+    (B) has no conclusive episode where the baseline (A) had some. (A row inconclusive only
+    because A had none is new evidence, not a regression.)"""
+    return [r for r in rows if r.verdict == "worse" or
+            (r.verdict == "inconclusive" and r.episodes_a > 0 and r.episodes_b == 0)]
+
+
 def unmatched(a: CampaignResults, b: CampaignResults) -> tuple[list[str], list[str]]:
     """The cells, as ``harness/suite``, found only in A and only in B (not compared)."""
     keys_a = [f"{c.harness}/{c.suite}" for c in a.cells]
@@ -149,12 +165,15 @@ def render_comparison(rows: list[Comparison], console: Console) -> None:
     for r in rows:
         style = _STYLES[r.verdict]
         table.add_row(escape(r.harness), escape(r.suite),
-                      f"{r.pass_rate_a:.1%} ({r.passed_a}/{r.episodes_a})",
-                      f"{r.pass_rate_b:.1%} ({r.passed_b}/{r.episodes_b})",
-                      _points(r.difference), f"{r.z:+.2f}", _p(r.p_value),
+                      _side(r.pass_rate_a, r.passed_a, r.episodes_a, r.inconclusive_a),
+                      _side(r.pass_rate_b, r.passed_b, r.episodes_b, r.inconclusive_b),
+                      "—" if r.difference is None else _points(r.difference),
+                      "—" if r.z is None else f"{r.z:+.2f}",
+                      "—" if r.p_value is None else _p(r.p_value),
                       _points(r.duplicate_change), f"[{style}]{r.verdict}[/{style}]")
     console.print(table)
-    counts = {v: sum(r.verdict == v for r in rows) for v in ("worse", "better", "same")}
+    counts = {v: sum(r.verdict == v for r in rows)
+              for v in ("worse", "better", "same", "inconclusive")}
     console.print(", ".join(f"{n} {v}" for v, n in counts.items()) +
                   f" (p < {SIGNIFICANCE:g} and |Δ| ≥ {MIN_EFFECT * 100:g} points)")
 
@@ -163,18 +182,30 @@ def _compare_cell(a: Cell, b: Cell) -> Comparison:
     # Rates come from the counts, not the stored pass_rate, so the test and the displayed
     # rates can never disagree in a hand-edited file. Both are over conclusive episodes: an
     # episode whose suite faults never fired is neither a pass nor a failure.
-    difference, z, p_value = two_proportion_test(a.passed, a.conclusive, b.passed, b.conclusive)
-    return Comparison(
+    row = Comparison(
         harness=a.harness, suite=a.suite, passed_a=a.passed, episodes_a=a.conclusive,
         passed_b=b.passed, episodes_b=b.conclusive, pass_rate_a=_rate(a), pass_rate_b=_rate(b),
-        difference=difference, z=z, p_value=p_value, duplicate_rate_a=a.duplicate_rate,
+        difference=None, z=None, p_value=None, duplicate_rate_a=a.duplicate_rate,
         duplicate_rate_b=b.duplicate_rate,
-        duplicate_change=b.duplicate_rate - a.duplicate_rate,
-        verdict=verdict(difference, p_value))
+        duplicate_change=b.duplicate_rate - a.duplicate_rate, verdict="inconclusive",
+        inconclusive_a=a.inconclusive, inconclusive_b=b.inconclusive)
+    if not a.conclusive or not b.conclusive:
+        # No rate on one side: the z-test of a rate against nothing would read p = 1 ("same").
+        return row
+    difference, z, p_value = two_proportion_test(a.passed, a.conclusive, b.passed, b.conclusive)
+    return replace(row, difference=difference, z=z, p_value=p_value,
+                   verdict=verdict(difference, p_value))
 
 
-def _rate(cell: Cell) -> float:
-    return cell.passed / cell.conclusive if cell.conclusive else 0.0
+def _rate(cell: Cell) -> float | None:
+    return cell.passed / cell.conclusive if cell.conclusive else None
+
+
+def _side(rate: float | None, passed: int, conclusive: int, inconclusive: int) -> str:
+    """One side's pass rate with its counts, or a dash and its inconclusive count."""
+    if rate is None:
+        return f"— ({inconclusive} inconclusive)"
+    return f"{rate:.1%} ({passed}/{conclusive})"
 
 
 def _points(change: float) -> str:

@@ -11,8 +11,8 @@ A campaign's JSON has these parts:
   with no conclusive episode has ``pass_rate`` and ``interval`` ``null``: it is inconclusive,
   never a pass rate;
 * ``by_fault`` — per harness and fault kind: duplicate-effect, violation and recovery rates
-  over the episodes where that kind of fault fired (an episode where several kinds fired
-  counts for each);
+  over the conclusive episodes where that kind of fault fired (an episode where several kinds
+  fired counts for each);
 * ``failures`` — the worst failing episodes (:class:`FailureCase`), each with its shrunk fault
   plan, a one-line replay command and its trace as a timeline;
 * ``not_applied`` — the suites that could not be applied to some scenario (suite → reason):
@@ -72,7 +72,7 @@ class Cell(_Model):
         description="pass^k for k in 1, 2, 4, 8 (tau-bench), over conclusive episodes")
     duplicate_effects: int = Field(description="effects beyond the first per business key")
     duplicate_rate: float = Field(
-        description="episodes with a duplicate effect / episodes run")
+        description="conclusive episodes with a duplicate effect / conclusive episodes")
     recovery_rate: float | None = Field(
         description="faulted conclusive episodes that still succeeded safely / those episodes")
     domains: dict[str, int] = Field(description="failures by failure domain")
