@@ -81,10 +81,11 @@ SUITES = ("retry_safety", "crash_recovery", "schema_drift", "adversarial_context
 def test_no_suite_breaks_an_invariant_under_tether(tether_sim: TetherSim, suite: str,
                                                    seed: int) -> None:
     """Each of the five suites, its faults chosen from what the desk does, reaches the desk
-    (a fault fires) and breaks no invariant."""
+    (a fault fires) and breaks no invariant (a drifted or slow world may leave the task
+    undone: that is safe, so only the invariants are asserted)."""
     result = tether_sim.suite("scenarios/late_delivery.yaml", suite, seed=seed, agent=build)
     assert result.firings, f"no {suite} fault reached the desk"
-    tether_sim.assert_ok(result)
+    tether_sim.assert_ok(result, task=False)
 
 
 def test_production_and_simulation_build_the_same_agent() -> None:
