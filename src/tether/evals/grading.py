@@ -27,6 +27,7 @@ from typing import Any
 
 from tether.evals.claims import claim_problems
 from tether.retries import count_retries, count_unpaced_retries
+from tether.sim.calls import ServiceCall
 from tether.sim.episode import EpisodeResult
 from tether.sim.scenario import Scenario
 
@@ -74,7 +75,7 @@ def _metrics(result: EpisodeResult) -> dict[str, float]:
             cost += e.cost_usd
     # The journal's retries as the runtime counts them; the naive loop's from its transcript.
     # The naive loop retries at once, so every retry in its transcript is unpaced.
-    naive = sum(1 for entry in transcript if "retry" in entry)
+    naive = sum(1 for entry in transcript if "retry" in entry)  # not the given-up attempt
     retries = count_retries(events) + naive
     unpaced = count_unpaced_retries(events) + naive
     return {"steps": float(result.model_calls), "model_calls": float(result.model_calls),
@@ -83,13 +84,54 @@ def _metrics(result: EpisodeResult) -> dict[str, float]:
             "unpaced_retries": float(unpaced)}
 
 
+def _blind_retries(result: EpisodeResult) -> int:
+    """The naive loop's retries of a write whose service call carried no idempotency key.
+
+    A retry is blind because of what went over the wire, not because of the tool's effect
+    class: a handler that keys its own request (Stripe-style) is retried safely by any loop.
+    Each failed attempt in the transcript is matched, in order, to the tool's failed service
+    call with the same error (the exception the handler let through). That call is a write
+    when it caused an effect or carried a key, or went where the tool's writes go; a failed
+    read inside a write tool (its lookup before the write) is not a write. When no failed call
+    matches (the handler wrapped the error, or failed before calling a service), the tool's
+    writes decide: blind unless every one of them was keyed — and, with no write seen at all,
+    blind by its effect class, as nothing shows a key was sent.
+    """
+    transcript = result.outcome.transcript if result.outcome is not None else []
+    calls = [c for c in result.calls if not c.lookup]
+    writes: dict[str, list[ServiceCall]] = {}
+    failed: dict[str, list[ServiceCall]] = {}
+    for c in calls:
+        if c.effects or c.keyed:
+            writes.setdefault(c.tool, []).append(c)
+        if c.error:
+            failed.setdefault(c.tool, []).append(c)
+    blind = 0
+    for entry in transcript:
+        tool = str(entry.get("retry") or entry.get("gave_up") or "")
+        if entry.get("effect") is None or not tool:
+            continue  # a model call's retry, or a crash
+        pending = failed.get(tool, [])
+        index = next((i for i, c in enumerate(pending) if c.error == entry.get("error")), None)
+        matched = None
+        if index is not None:
+            matched = pending[index]
+            del pending[: index + 1]
+        if "retry" not in entry or entry["effect"] == "read":
+            continue  # given up (not retried), or a read
+        targets = {c.target for c in writes.get(tool, [])}
+        if matched is not None:
+            blind += not matched.keyed and (not targets or matched.target in targets)
+        else:
+            blind += not targets or any(not c.keyed for c in writes[tool])
+    return blind
+
+
 def _trajectory(result: EpisodeResult, success: bool, metrics: dict[str, float]) -> list[str]:
     problems = []
-    transcript = result.outcome.transcript if result.outcome is not None else []
-    # The naive loop notes each retried tool's effect class: a write retried without a key.
-    blind = [e for e in transcript if e.get("effect") not in (None, "read")]
+    blind = _blind_retries(result)
     if blind:
-        problems.append(f"{len(blind)} blind retr{'y' if len(blind) == 1 else 'ies'} of a "
+        problems.append(f"{blind} blind retr{'y' if blind == 1 else 'ies'} of a "
                         "write without an idempotency key")
     # A storm is hammering: retries without a wait. Waiting out a provider's retry-after, however
     # often, is what a well-behaved client does (see tether.retries.count_unpaced_retries).

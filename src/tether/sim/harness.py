@@ -173,16 +173,23 @@ async def _naive_loop(world: World, model: Model, tools: Sequence[Tool[Any, Any]
 
 async def _blindly(fn: Callable[[], Awaitable[Any]], outcome: HarnessOutcome,
                    what: str, attempts: int = 3, effect: str | None = None) -> Any:
-    """Retry anything, at once, the same way: what most agent code does."""
-    last: Exception | None = None
+    """Retry anything, at once, the same way: what most agent code does.
+
+    Each failed attempt is logged: ``{"retry": what, "attempt": n, ...}`` when another attempt
+    follows, ``{"gave_up": what, "attempts": n, ...}`` for the last one (a failure that is not
+    retried is not a retry). Tool entries carry the tool's effect class."""
     for attempt in range(1, attempts + 1):
         try:
             return await fn()
         except Exception as exc:  # blind: every failure looks transient
-            last = exc
-            entry: dict[str, Any] = {"retry": what, "attempt": attempt,
-                                     "error": f"{type(exc).__name__}: {exc}"}
+            error = f"{type(exc).__name__}: {exc}"
+            final = attempt == attempts
+            entry: dict[str, Any] = {"gave_up": what, "attempts": attempt} if final else \
+                {"retry": what, "attempt": attempt}
+            entry["error"] = error
             if effect is not None:
-                entry["effect"] = effect  # the tool's effect class: a write retried blindly
+                entry["effect"] = effect  # the tool's effect class (read, or a write)
             outcome.transcript.append(entry)
-    raise _GaveUp(f"{what} failed {attempts} times: {type(last).__name__}: {last}")
+            if final:
+                raise _GaveUp(f"{what} failed {attempts} times: {error}") from exc
+    raise AssertionError("unreachable: attempts must be at least 1")
