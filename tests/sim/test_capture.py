@@ -233,7 +233,11 @@ def test_capture_reconstructs_task_answers_calls_and_faults(captured: dict[str, 
     assert all(c["result"] == {"refund_id": "re_1"} for c in tools["refund"]["calls"])
     assert [(f["kind"], f["target"], f["on_call"]) for f in captured["faults"]] == [
         ("timeout_after", "recorded.refund", [1]), ("crash", "recorded.close_ticket", [1])]
+    # Invariants forbid duplicates only; "each recorded write applied" is what success asks.
     assert captured["invariants"] == [
+        {"exactly_once": {"effect": "recorded.refund"}},
+        {"exactly_once": {"effect": "recorded.close_ticket"}}]
+    assert captured["success"] == [
         {"exactly_once": {"effect": "recorded.refund", "keys": ["refund:A-1"]}},
         {"exactly_once": {"effect": "recorded.close_ticket", "keys": ["close:A-1"]}}]
     assert "Not reconstructed" in captured["description"]
@@ -299,6 +303,78 @@ def test_an_episode_that_leaves_the_recording_is_inconclusive(captured: dict[str
     result = run_episode(scenario_from_dict(data), 0, "default")
     assert result.inconclusive
     assert "lookup_order" in result.inconclusive[0]
+
+
+def test_a_harness_that_stops_short_is_not_done_not_a_violation(
+        captured: dict[str, Any], tmp_path: Path) -> None:
+    """A variant whose policy forbids closing the ticket leaves a recorded write undone: the
+    episode is not done (task_failed or stopped), and no invariant is broken."""
+    from tether.evals.grading import grade
+    from tether.sim.episode import run_episode
+    from tether.sim.scenario import scenario_from_dict
+
+    variants = tmp_path / "h.yaml"
+    variants.write_text(yaml.safe_dump({"harnesses": {"strict": {
+        "policy": {"rules": [{"deny_tools": {"tools": ["close_ticket"]}}]}}}}))
+    scenario = scenario_from_dict(captured)
+    result = run_episode(scenario, 0, "strict", harness_files=(str(variants),))
+    assert result.ok, [v.detail for v in result.verdicts if not v.holds]
+    assert grade(scenario, result).verdict in ("task_failed", "stopped")
+    default = run_episode(scenario, 0, "default")
+    assert grade(scenario, default).task_success and default.ok
+
+
+def test_a_request_past_the_recording_is_a_divergence() -> None:
+    """Asked more than the recorded run was, the replayed model says so: the episode cannot
+    be judged on recorded answers."""
+    from tether.models.base import Message
+    from tether.sim.capture import replay_divergence
+
+    model = replay_model([call("lookup_order", {"order_id": ORDER}).model_dump(mode="json"),
+                          reply("done").model_dump(mode="json")])
+    assert replay_divergence(model) == []
+    first = ModelRequest(messages=(Message.user("go"),))
+    later = ModelRequest(messages=(Message.user("go"), Message.assistant("x")))
+    asyncio.run(model.complete(first))
+    asyncio.run(model.complete(later))
+    assert replay_divergence(model) == []
+    beyond = ModelRequest(messages=(Message.user("go"), Message.assistant("y")))
+    asyncio.run(model.complete(beyond))
+    (reason,) = replay_divergence(model)
+    assert "2 recorded answers" in reason and "inconclusive" in reason
+    assert replay_divergence(ScriptedModel(lambda r: reply("x"))) == []
+
+
+def test_grade_of_an_episode_that_left_the_recording_is_inconclusive(
+        captured: dict[str, Any]) -> None:
+    """grade() alone, without a campaign, does not call an off-recording episode a pass."""
+    from tether.evals.grading import grade
+    from tether.sim.episode import run_episode
+    from tether.sim.scenario import scenario_from_dict
+
+    data = dict(captured)
+    answers = [dict(a) for a in data["model"]["replay"]]
+    answers[0] = call("lookup_order", {"order_id": "B-2"}, call_id="c1").model_dump(mode="json")
+    data["model"] = {"replay": answers}
+    scenario = scenario_from_dict(data)
+    result = run_episode(scenario, 0, "default")
+    assert result.inconclusive and result.ok
+    assert grade(scenario, result).verdict == "inconclusive"
+
+
+@pytest.mark.xfail(strict=True, reason="episode.py does not yet add replay_divergence(model) "
+                   "to EpisodeResult.inconclusive")
+def test_an_episode_asking_past_the_recorded_answers_is_inconclusive(
+        captured: dict[str, Any]) -> None:
+    """With the recorded final answer cut off, the run asks once more than recorded: the
+    episode says so and is inconclusive, not a pass on an invented answer."""
+    from tether.sim.episode import run_episode
+    from tether.sim.scenario import scenario_from_dict
+
+    data = dict(captured)
+    data["model"] = {"replay": [dict(a) for a in data["model"]["replay"]][:-1]}
+    result = run_episode(scenario_from_dict(data), 0, "default")
+    assert any("past the recorded run" in why for why in result.inconclusive)
 
 
 def test_a_call_off_the_recording_is_refused_and_listed() -> None:

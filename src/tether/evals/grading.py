@@ -14,8 +14,9 @@
   the grader rejects). ``stopped`` is kept apart from ``task_failed`` so a report does not call
   a harness that refused to guess a failure, nor call it a pass. ``inconclusive`` (no
   invariant broke, but the faults the episode was meant to face never reached the agent: the
-  episode cannot say how the agent copes with them, so it is neither a pass nor a failure;
-  a violation stays a violation whatever fired).
+  episode cannot say how the agent copes with them, so it is neither a pass nor a failure —
+  likewise an episode whose ``inconclusive`` reasons say it left what it replays; a violation
+  stays a violation whatever fired).
 * **Domain** — where a failure's corrective control belongs (the six of the seeds).
 """
 
@@ -185,7 +186,8 @@ def _contradicted(problems: list[str]) -> bool:
 def grade(scenario: Scenario, result: EpisodeResult, *, reached: bool = True) -> Grade:
     """The grade of ``result``, an episode of ``scenario``. ``reached=False`` says the faults
     under test (a suite's) never fired: the episode is then ``inconclusive`` unless an
-    invariant broke."""
+    invariant broke — as it is when ``result.inconclusive`` gives a reason (it left a
+    recording or a replayed user's script)."""
     success = _task_success(scenario, result)
     metrics = _metrics(result)
     problems = _trajectory(result, success, metrics)
@@ -201,8 +203,9 @@ def grade(scenario: Scenario, result: EpisodeResult, *, reached: bool = True) ->
         verdict = "unacceptable_process"
     else:
         verdict = "pass"
-    if not reached and verdict != "violation":
-        # Passing, failing or stopping without meeting the faults says nothing about them.
+    if (not reached or result.inconclusive) and verdict != "violation":
+        # Passing, failing or stopping without meeting the faults says nothing about them;
+        # nor does an episode that left what it replays (a recording, a played user).
         verdict = "inconclusive"
     return Grade(verdict, success, tuple(problems), _domain(scenario, result, verdict, problems),
                  _duplicates(result), metrics)

@@ -14,8 +14,16 @@ PostgreSQL; opened read-only, nothing is created) and writes a scenario that re-
       tools: {lookup_order: {effect: read, calls: [...]}, refund: {...}}
     faults:                                          # the failures the run met, where it met them
       - {kind: timeout_after, target: recorded.refund, on_call: [1]}
-    invariants:                                      # every write the run applied, once
+    invariants:                                      # no write applied more often than the run did
+      - exactly_once: {effect: recorded.refund}
+    success:                                         # done: every write the run applied, once
       - exactly_once: {effect: recorded.refund, keys: ["refund:A-1001"]}
+
+The invariants forbid only what would be harm — a write applied more often than the recorded
+run applied it (the provider deduplicated re-issues, so once per business key). Whether each
+recorded write was made again is the task's success, not an invariant: a harness that stops
+short on purpose (a budget, a policy that forbids a tool, an escalation) is *not done* or
+*stopped*, never a violation.
 
 **What is reconstructed.** The task and the principal (the run's input); the model's answers
 (every ``model_called`` response, and every ``model_failed`` error, in order); each tool call's
@@ -36,8 +44,14 @@ by a crash reached the provider: the journal cannot tell, so it is assumed appli
 that risks a duplicate). Crashes that interrupted no write leave no trace in a journal and are
 not reproduced; nor are latencies, a lookup's own failures, the run's budgets and policy (the
 agent's own apply, and the scenario's approver decides held calls, not the humans who did).
-The model is not asked again: its recorded answers are replayed (see :func:`replay_model`), so
-a harness that changes what the model is asked still gets the recorded answers.
+The model is not asked again: its recorded answers are replayed (see :func:`replay_model`).
+A request past the recorded answers is a divergence (:func:`replay_divergence`), and the
+episode is inconclusive. The limit: a harness (or variant) that changes what the model is asked
+*within* the recorded number of requests — a smaller context window, a policy that hides or
+denies a tool, different instructions — still gets the recorded answers, in order, and nothing
+tells the answer's conversation from the one the run had: the naive loop never asks the
+recorded requests (its messages differ from the journaled loop's), so request digests cannot
+separate a diverging variant from a faithful naive replay.
 """
 
 from __future__ import annotations
@@ -71,8 +85,8 @@ from tether.sim.recorded import APPLIED, RECORDED_SERVICE
 from tether.store.base import Store
 from tether.store.open import open_store
 
-__all__ = ["EXHAUSTED", "RecordedAnswers", "capture", "capture_run", "replay_model",
-           "scenario_yaml"]
+__all__ = ["EXHAUSTED", "RecordedAnswers", "capture", "capture_run", "replay_divergence",
+           "replay_model", "scenario_yaml"]
 
 #: The final answer a replayed model gives once the recorded answers are used up.
 EXHAUSTED = ("[replay] the recorded run's model gave no further answer (all {n} recorded "
@@ -98,8 +112,9 @@ class RecordedAnswers:
       run's first answers are what its model said to that conversation. (Not right after a
       recorded failure: that request is the failed call's retry.)
     * Past the end, it gives a final text answer (:data:`EXHAUSTED`) and counts it in
-      ``exhausted``: the replaying harness asked more than the recorded run did (a naive loop
-      retrying by hand); the episode is then judged on its effects as usual.
+      ``exhausted``: the replaying harness asked more than the recorded run did, so the model's
+      answer to that conversation is unknown; :func:`replay_divergence` says so and the episode
+      is inconclusive.
 
     Under ``default`` the model is asked exactly as the recorded run asked it (resumed runs
     replay their journaled model calls), so the answers line up one for one.
@@ -131,6 +146,24 @@ class RecordedAnswers:
         if isinstance(answer, dict):
             raise rebuild_error(answer)
         return answer
+
+
+def replay_divergence(model: Any) -> list[str]:
+    """Why ``model``'s answers cannot be trusted as the recorded run's (empty: they can).
+
+    ``model`` is the episode's model, or a wrapper of it (its ``inner`` or ``model``
+    attribute is followed); a model that is not a :class:`RecordedAnswers` never diverges.
+    Non-empty when a request came past the recorded answers: the conversation went where the
+    recorded run never went, and the episode is inconclusive."""
+    seen: set[int] = set()
+    while model is not None and not isinstance(model, RecordedAnswers) and id(model) not in seen:
+        seen.add(id(model))
+        model = getattr(model, "inner", None) or getattr(model, "model", None)
+    if not isinstance(model, RecordedAnswers) or not model.exhausted:
+        return []
+    return [f"the replayed model was asked {model.exhausted} time(s) past the recorded run's "
+            f"{len(model.answers)} recorded answers: the conversation left the recorded run, "
+            "so what the model would have answered is unknown; the episode is inconclusive"]
 
 
 def replay_model(data: Any) -> Model:
@@ -215,13 +248,16 @@ def capture(store: Store, run_id: str, *, agent: str | None = None,
     ended = (f"ended {finished.status.value}" + (f" ({finished.reason})" if finished.reason
                                                   else "")) if finished else \
         "never finished (its worker stopped and it was not resumed)"
-    invariants = []
+    invariants, success = [], []
     for name, tool in tools.items():
         keys = list(dict.fromkeys(c["key"] for c in tool["calls"]
                                   if tool["effect"] != "read" and c["outcome"] in APPLIED))
         if keys:
-            invariants.append({"exactly_once": {"effect": f"{RECORDED_SERVICE}.{name}",
-                                                "keys": keys}})
+            effect = f"{RECORDED_SERVICE}.{name}"
+            # The run applied each business key once (its provider deduplicated re-issues):
+            # no key twice is "never more often than the run"; each key once is "done".
+            invariants.append({"exactly_once": {"effect": effect}})
+            success.append({"exactly_once": {"effect": effect, "keys": keys}})
     description = (
         f"Captured from run {run_id} ({started.workflow}), which {ended}. Reconstructed: the "
         f"task and principal, {len(answers)} model answer(s) replayed in order, "
@@ -241,6 +277,7 @@ def capture(store: Store, run_id: str, *, agent: str | None = None,
         "recorded": {"run": run_id, "tools": tools},
         "faults": faults,
         "invariants": invariants,
+        "success": success,
     }
 
 
