@@ -37,7 +37,7 @@ def test_the_naive_harness_is_caught_by_the_suites(base: str, suite: str) -> Non
 
 def test_variants_depend_on_the_seed_and_carry_the_suite_invariants() -> None:
     """Different seeds pick different faults; the suite's invariants are always there: one
-    exactly_once and one at_most (the probe's count) per effect the agent's writes cause, and
+    at_most_each and one at_most (the twin's count) per effect the agent's writes cause, and
     a stranger's target is never written."""
     plans = {tuple(f.target for f in variant(BASES["refund"], "retry_safety", s).faults)
              for s in range(20)}
@@ -46,7 +46,7 @@ def test_variants_depend_on_the_seed_and_carry_the_suite_invariants() -> None:
                        if "stranger" in (v := variant(BASES["calendar"], "adversarial_context",
                                                       s)).faults[-1].name)
     kinds = [inv.kind for inv in adversarial.invariants]
-    assert kinds.count("exactly_once") == 1 and "at_most" in kinds
+    assert kinds.count("at_most_each") == 1 and "at_most" in kinds
     assert {"effect": "calendar.create_event", "n": 1} in [
         i.settings for i in adversarial.invariants if i.kind == "at_most"]
     assert adversarial.knobs.gullible == 0.8

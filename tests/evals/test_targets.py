@@ -127,9 +127,9 @@ def test_each_suite_aims_at_the_agents_own_calls(suite: str) -> None:
     for seed in range(12):
         v = variant(BASE, suite, seed, agent=credit_desk)
         assert {f.target for f in v.faults} <= reached
-        assert {"effect": "payments.refund"} in [
+        assert {"effect": "payments.refund", "n": 1} in [
             {k: x for k, x in i.settings.items() if x} for i in v.invariants
-            if i.kind == "exactly_once"]
+            if i.kind == "at_most_each"]
         if suite == "adversarial_context":
             text = v.faults[-1].text
             assert "grant_credit" in text and re.search(r"\b(order|cents)=", text)

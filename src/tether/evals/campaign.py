@@ -24,7 +24,7 @@ from typing import Any
 from tether.errors import TetherError
 from tether.evals.grading import grade
 from tether.evals.suites import SUITES, variant
-from tether.sim.agent_ref import agent_spec_of
+from tether.sim.agent_ref import agent_spec_of, short_names
 from tether.sim.episode import run_episode
 from tether.sim.scenario import Scenario, load_scenario
 
@@ -72,34 +72,108 @@ def _digest(path: str, mtime_ns: int, size: int) -> str:
     return hashlib.sha256(body + __version__.encode()).hexdigest()[:12]
 
 
+#: The most source files an agent's fingerprint hashes. A folder holding more is not an agent's
+#: project but something larger (a home folder, a monorepo): walking it for every campaign would
+#: cost more than it tells, so the fingerprint falls back to the factory's own file.
+MAX_AGENT_SOURCES = 2_000
+#: Folders whose code is not the agent's own: installed packages, caches.
+_SKIPPED = frozenset({"__pycache__", "site-packages", "dist-packages", "node_modules"})
+#: Agent fingerprints as of the last :func:`plan` that named the agent: a campaign's keys
+#: stay those of the code it was planned with, and one walk serves all of its jobs.
+_AGENT_PRINTS: dict[tuple[str, str], str] = {}
+
+
 def _agent_fingerprint(agent: str, scenario: str) -> str:
-    """Hash of the source file of the agent factory the job runs (the scenario's own when
-    ``agent`` is empty), so a campaign resumed after the agent changed runs it again."""
+    """Hash of every source of the agent factory the job runs (the scenario's own when
+    ``agent`` is empty): each ``.py`` file under the factory file's folder (a file spec) or
+    under the folder of the top-level package of a module spec (``pkg.module:fn`` → ``pkg``),
+    so a campaign resumed after any module of the agent changed — a helper the factory
+    imports, not only the factory's file — runs it again."""
+    found = _AGENT_PRINTS.get((agent, scenario))
+    if found is None:
+        found = _AGENT_PRINTS[(agent, scenario)] = _agent_sources_print(agent, scenario)
+    return found
+
+
+def _agent_sources_print(agent: str, scenario: str) -> str:
     spec = agent or _base(scenario).agent
     try:
         resolved = agent_spec_of(spec, Path(scenario).resolve().parent)
+        if ":" not in resolved:
+            resolved = short_names().get(resolved, resolved)
         where = resolved.rpartition(":")[0]
-        if where.endswith(".py") or "/" in where:
-            path = where
+        root: Path | None
+        if where.endswith(".py") or "/" in where or "\\" in where:
+            path, root = where, Path(where).parent
         else:
-            module = sys.modules.get(where)
-            found = getattr(module, "__file__", None) if module else None
-            if found is None:
-                origin = importlib.util.find_spec(where)
-                found = origin.origin if origin is not None else None
-            path = found or ""
+            path, root = _module_sources(where)
     except (TetherError, ImportError, ValueError):
         return "-"
-    return _fingerprint(path) if path else "-"
+    if not path:
+        return "-"
+    files = _sources(root) if root is not None else None
+    if root is None or files is None:
+        return _fingerprint(path)
+    body = "".join(f"{f.relative_to(root).as_posix()}={_fingerprint(str(f))}\n" for f in files)
+    return hashlib.sha256(body.encode()).hexdigest()[:12]
+
+
+def _module_sources(module: str) -> tuple[str, Path | None]:
+    """The file of ``module`` and the folder of its top-level package (``None`` when the top
+    level is a single module among installed ones)."""
+    loaded = sys.modules.get(module)
+    path = getattr(loaded, "__file__", None) if loaded else None
+    if path is None:
+        found = importlib.util.find_spec(module)
+        path = found.origin if found is not None else None
+    top = importlib.util.find_spec(module.partition(".")[0])
+    if top is not None and top.submodule_search_locations:
+        return path or "", Path(next(iter(top.submodule_search_locations)))
+    # A top-level module: the folder it sits in is its project, unless that is where
+    # packages are installed.
+    folder = Path(path).parent if path else None
+    return path or "", None if folder is None or folder.name in _SKIPPED else folder
+
+
+def _sources(root: Path) -> list[Path] | None:
+    """Every ``.py`` file under ``root``, sorted, skipping hidden folders, caches, installed
+    packages and virtualenvs; ``None`` beyond :data:`MAX_AGENT_SOURCES` files."""
+    found: list[Path] = []
+    stack = [root]
+    while stack:
+        folder = stack.pop()
+        try:
+            entries = sorted(os.scandir(folder), key=lambda e: e.name)
+        except OSError:
+            continue
+        if folder != root and any(e.name == "pyvenv.cfg" for e in entries):
+            continue  # a virtualenv: installed code, not the agent's
+        for entry in entries:
+            if entry.name.startswith(".") or entry.name in _SKIPPED:
+                continue
+            if entry.is_dir(follow_symlinks=False):
+                stack.append(Path(entry.path))
+            elif entry.name.endswith(".py") and entry.is_file():
+                found.append(Path(entry.path))
+                if len(found) > MAX_AGENT_SOURCES:
+                    return None
+    return sorted(found)
 
 
 def plan(scenarios: Iterable[str | Path], suites: Iterable[str], harnesses: Iterable[str],
          seeds: int, first_seed: int = 0, *, agent: str = "",
          harness_files: Iterable[str | Path] = ()) -> list[Job]:
-    """Every job of a campaign, in a fixed order."""
+    """Every job of a campaign, in a fixed order: scenario, then seed, then suite, then
+    harness. The jobs of one (scenario, seed) are consecutive, so a worker given a chunk of
+    them runs that seed's fault-free twin (the suites' probe) once for all of them."""
     files = tuple(str(Path(f).resolve()) for f in harness_files)
-    return [Job(str(s), suite, h, seed, agent, files) for s in scenarios for suite in suites
-            for h in harnesses for seed in range(first_seed, first_seed + seeds)]
+    paths, suites, harnesses = [str(s) for s in scenarios], list(suites), list(harnesses)
+    for path in paths:
+        # The agent's code as it is now: a campaign planned after an edit re-runs its jobs.
+        _AGENT_PRINTS.pop((agent, path), None)
+    return [Job(path, suite, h, seed, agent, files) for path in paths
+            for seed in range(first_seed, first_seed + seeds) for suite in suites
+            for h in harnesses]
 
 
 def _base(path: str) -> Scenario:

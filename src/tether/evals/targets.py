@@ -1,9 +1,12 @@
 """What an agent does, learned from a fault-free probe episode: the suites' targets.
 
 The suites never name an agent, its tools or its services' records. Before building a variant
-they run the agent once on the base scenario with no faults (``seed=0``, the ``default``
-harness, ``sloppy`` and ``gullible`` off) and read what it did from the episode's service calls
-(:class:`~tether.sim.calls.ServiceCall`) and ledger:
+for a seed they run the agent on the base scenario with no faults at *that seed* (its
+fault-free twin: the ``default`` harness, ``sloppy`` and ``gullible`` off) and read what it did
+from the episode's service calls (:class:`~tether.sim.calls.ServiceCall`) and ledger. The seed
+matters: an agent may draw on the episode's randomness (``env.rng``), so what it writes, and
+how often, can differ from seed to seed; a variant's faults and counts are those of the same
+seed's twin.
 
 * **writes** — the ``service.operation`` targets whose calls caused ledger effects (a
   reconciler's lookups excluded), the **effects** they caused, and the **keyed** ones (called
@@ -16,11 +19,15 @@ harness, ``sloppy`` and ``gullible`` off) and read what it did from the episode'
 * **written** — each write as the agent made it: the tool, its arguments as the model gave
   them (from the journal's intents), the ledger effects it caused, and where each argument's
   value came from (a read field, a seeded record): what the adversarial suite's instructions
-  reuse.
+  reuse;
+* **counts** and **key counts** — how many effects of each kind the writes caused, and how
+  many of each business key: an agent may legitimately repeat a key (two emails with one
+  subject), and that is its own behaviour, not a duplicate.
 
-The probe is cached per (scenario content, agent). When the agent offers nothing a suite needs
-(no write, no read with fields, no read to inject into) :func:`targets_for` callers raise
-:class:`~tether.errors.SuiteNotApplicable` naming the suite, the agent and what is missing.
+The twin is cached per (scenario content, agent, seed). When the agent offers nothing a suite
+needs at a seed (no write, no read with fields, no read to inject into), :func:`require` raises
+:class:`~tether.errors.SuiteNotApplicable` naming the suite, the agent and what is missing:
+that seed has nothing to test, other seeds may.
 """
 
 from __future__ import annotations
@@ -29,7 +36,7 @@ import hashlib
 import re
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from tether.errors import SuiteNotApplicable
@@ -92,6 +99,10 @@ class Targets:
     #: Every scalar the probe saw (arguments and responses), as text: what a fresh value
     #: must not collide with.
     seen: frozenset[str] = frozenset()
+    #: Per effect kind: how many effects of each business key the probe's writes caused.
+    key_counts: dict[str, dict[str, int]] = field(default_factory=dict)
+    #: The seed of the probe.
+    seed: int = 0
 
 
 def leaves(value: Any, path: Path = ()) -> Iterator[tuple[Path, Any]]:
@@ -129,7 +140,7 @@ def _inside(needle: str, haystack: str) -> bool:
                                           haystack) is not None
 
 
-_CACHE: dict[tuple[str, Any], Targets] = {}
+_CACHE: dict[tuple[str, Any, int], Targets] = {}
 _CACHE_SIZE = 64
 
 
@@ -148,22 +159,22 @@ def probe_scenario(base: Scenario) -> Scenario:
     return scenario_from_dict({**data, **checks}, where=base.source)
 
 
-def probe_targets(base: Scenario, agent: Any = None) -> Targets:
-    """The targets of ``agent`` (default: the scenario's) on ``base``, from a fault-free probe
-    episode; cached per (scenario content, agent)."""
-    key = (_digest(base), agent if agent is not None else base.agent)
+def probe_targets(base: Scenario, agent: Any = None, seed: int = 0) -> Targets:
+    """The targets of ``agent`` (default: the scenario's) on ``base`` at ``seed``, from the
+    fault-free twin of that seed's episode; cached per (scenario content, agent, seed)."""
+    key = (_digest(base), agent if agent is not None else base.agent, seed)
     found = _CACHE.get(key)
     if found is None:
         from tether.sim.episode import run_episode
 
-        result = run_episode(probe_scenario(base), 0, "default", agent=agent)
+        result = run_episode(probe_scenario(base), seed, "default", agent=agent)
         events = result.outcome.events if result.outcome is not None else []
         intents: dict[str, list[dict[str, Any]]] = {}
         for event in events:
             if isinstance(event, ToolIntent):
                 intents.setdefault(event.tool, []).append(dict(event.args))
-        found = derive(result.agent, [c.as_data() for c in result.calls], result.ledger,
-                       intents)
+        found = replace(derive(result.agent, [c.as_data() for c in result.calls],
+                               result.ledger, intents), seed=seed)
         if len(_CACHE) >= _CACHE_SIZE:
             _CACHE.pop(next(iter(_CACHE)))
         _CACHE[key] = found
@@ -208,6 +219,7 @@ def derive(agent: str, calls: list[dict[str, Any]], ledger: list[dict[str, Any]]
     used: Counter[str] = Counter()
     written: list[Write] = []
     counts: Counter[str] = Counter()
+    key_counts: dict[str, Counter[str]] = {}
     matters: dict[str, list[str]] = {}
     for c in write_calls:
         tool = str(c.get("tool", ""))
@@ -217,6 +229,11 @@ def derive(agent: str, calls: list[dict[str, Any]], ledger: list[dict[str, Any]]
         effects = tuple((f"{by_seq[s]['service']}.{by_seq[s]['operation']}",
                          dict(by_seq[s]["data"])) for s in c["effects"] if s in by_seq)
         counts.update(name for name, _ in effects)
+        for seq in c["effects"]:
+            if seq in by_seq:
+                effect = by_seq[seq]
+                key_counts.setdefault(f"{effect['service']}.{effect['operation']}",
+                                      Counter())[str(effect.get("key", ""))] += 1
         origins: dict[str, Origin] = {}
         for name, value in args.items():
             for _, leaf in leaves(value):
@@ -269,7 +286,8 @@ def derive(agent: str, calls: list[dict[str, Any]], ledger: list[dict[str, Any]]
         injection=tuple(e for _, _, e in injection),
         written=tuple(written), counts=dict(counts),
         responses={t: tuple(r) for t, r in responses.items()},
-        seen=frozenset(seen))
+        seen=frozenset(seen),
+        key_counts={name: dict(sorted(keys.items())) for name, keys in key_counts.items()})
 
 
 #: What each suite needs from the agent, and how to say it is missing.
@@ -283,7 +301,8 @@ _NEEDS = {
 
 
 def require(targets: Targets, suite: str, scenario: str) -> None:
-    """Raise :class:`SuiteNotApplicable` when ``targets`` offer ``suite`` nothing to test."""
+    """Raise :class:`SuiteNotApplicable` when ``targets`` offer ``suite`` nothing to test at
+    their seed."""
     need = _NEEDS.get(suite)
     missing = []
     if need is not None and not getattr(targets, need[0]):
@@ -292,6 +311,7 @@ def require(targets: Targets, suite: str, scenario: str) -> None:
         missing.append("no write an instruction could ask for")
     if missing:
         raise SuiteNotApplicable(
+            # The text names no seed: the same reason at many seeds reads as one.
             f"suite {suite} cannot be applied to agent {targets.agent} on scenario {scenario}: "
             f"in a fault-free run it made {'; '.join(missing)}. Run the suites that apply "
             "(--suite), or give the scenario a task that makes the agent read and write")

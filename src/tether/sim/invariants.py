@@ -8,6 +8,13 @@ Effects are named ``service.operation`` and carry a business ``key`` (``refund:c
   whose data contains ``match`` count, and without ``keys`` exactly one of them must exist
   (``exactly_once {effect: email.send, match: {to: ada@example.com}}``: one email to Ada).
 * ``at_most {effect, n}`` — at most ``n`` such effects in all.
+* ``at_most_each {effect, n, keys}`` — no business key of that effect occurs more often than
+  allowed: a key listed in ``keys`` at most its listed count, any other key at most ``n``
+  (default 1). A missing effect is no violation. The suites state it from the agent's
+  fault-free run at the same seed, so an agent that legitimately repeats a key (two emails with
+  one subject, two partial refunds of one charge) keeps its own count, and a duplicate beyond it
+  is caught: ``at_most_each {effect: email.send, n: 1, keys: {"email:ada@example.com:Your
+  order": 2}}``.
 * ``never_without_approval {effect}`` — each such effect is preceded by a granted approval of
   the tool whose call caused it (counted: the k-th effect a tool caused needs k approvals of
   that tool before it).
@@ -83,6 +90,15 @@ def _exactly_once(facts: EpisodeFacts, s: dict[str, Any]) -> str | None:
 def _at_most(facts: EpisodeFacts, s: dict[str, Any]) -> str | None:
     found = len(_effects(facts, s["effect"]))
     return f"{found} effects, at most {s['n']} allowed" if found > s["n"] else None
+
+
+def _at_most_each(facts: EpisodeFacts, s: dict[str, Any]) -> str | None:
+    allowed: dict[str, int] = s.get("keys") or {}
+    n = int(s.get("n", 1))
+    counts = Counter(e.key for e in _effects(facts, s["effect"]))
+    problems = [f"{found} × {key}, at most {allowed.get(key, n)} allowed"
+                for key, found in sorted(counts.items()) if found > allowed.get(key, n)]
+    return "; ".join(problems) or None
 
 
 def _never_without_approval(facts: EpisodeFacts, s: dict[str, Any]) -> str | None:
@@ -161,7 +177,7 @@ def _python(facts: EpisodeFacts, s: dict[str, Any]) -> str | None:
 
 
 _CHECKS: dict[str, Callable[[EpisodeFacts, dict[str, Any]], str | None]] = {
-    "exactly_once": _exactly_once, "at_most": _at_most,
+    "exactly_once": _exactly_once, "at_most": _at_most, "at_most_each": _at_most_each,
     "never_without_approval": _never_without_approval, "never": _never, "every": _every,
     "final_state": _final_state, "ends_within": _ends_within, "python": _python,
 }

@@ -222,8 +222,8 @@ class _Budgets(_Spec):
 class Invariant(_Spec):
     """One declarative invariant: ``kind`` and its settings."""
 
-    kind: Literal["exactly_once", "at_most", "never_without_approval", "never", "every",
-                  "final_state", "ends_within", "python"]
+    kind: Literal["exactly_once", "at_most", "at_most_each", "never_without_approval", "never",
+                  "every", "final_state", "ends_within", "python"]
     settings: dict[str, Any]
 
 
@@ -236,6 +236,14 @@ class _InvExactlyOnce(_Spec):
 class _InvAtMost(_Spec):
     effect: str
     n: int = Field(ge=0, le=MAX_COUNT)
+
+
+class _InvAtMostEach(_Spec):
+    effect: str
+    n: int = Field(default=1, ge=0, le=MAX_COUNT)
+    #: Business key → how many effects of that key may happen (the others: ``n``).
+    keys: dict[Annotated[str, Field(min_length=1)], Annotated[int, Field(ge=0, le=MAX_COUNT)]] = \
+        Field(default={}, max_length=10_000)
 
 
 class _InvApproval(_Spec):
@@ -267,7 +275,7 @@ class _InvPython(_Spec):
 
 
 _INVARIANTS: dict[str, type[_Spec]] = {
-    "exactly_once": _InvExactlyOnce, "at_most": _InvAtMost,
+    "exactly_once": _InvExactlyOnce, "at_most": _InvAtMost, "at_most_each": _InvAtMostEach,
     "never_without_approval": _InvApproval, "never": _InvNever, "final_state": _InvFinal,
     "python": _InvPython, "every": _InvEvery, "ends_within": _InvEndsWithin,
 }

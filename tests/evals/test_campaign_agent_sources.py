@@ -1,0 +1,115 @@
+"""A campaign's job keys follow every source of the agent, not only the factory's file; the jobs
+of one (scenario, seed) are planned together."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from tether.evals import campaign
+from tether.evals.campaign import plan, run_campaign
+from tether.evals.suites import BUILTIN_SCENARIOS
+
+REFUND = next(p for p in BUILTIN_SCENARIOS if p.stem == "refund")
+
+FACTORY = '''import sys, pathlib
+sys.path.insert(0, str(pathlib.Path(__file__).parent))
+from desk_helpers import build
+
+
+def agent(env):
+    return build(env)
+'''
+HELPERS = '''from tether.reference.refund import agent as _reference
+
+TONE = "plain"
+
+
+def build(env):
+    return _reference(env)
+'''
+
+
+def _project(tmp_path: Path) -> Path:
+    """A scenario whose agent file imports its tools from a helper module beside it."""
+    (tmp_path / "desk_agent.py").write_text(FACTORY)
+    (tmp_path / "desk_helpers.py").write_text(HELPERS)
+    scenario = tmp_path / "scenario.yaml"
+    text = REFUND.read_text()
+    scenario.write_text("\n".join("agent: desk_agent.py:agent" if line.startswith("agent:")
+                                  else line for line in text.splitlines()) + "\n")
+    return scenario
+
+
+def _edit(path: Path, old: str, new: str) -> None:
+    stat = path.stat()
+    path.write_text(path.read_text().replace(old, new))
+    # Same size, a later mtime: what an editor saving a one-character change leaves.
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+
+
+def test_editing_a_helper_module_reruns_the_campaign(tmp_path: Path) -> None:
+    """A resumed campaign runs its jobs again after a module the agent file imports changed,
+    and skips them when nothing changed."""
+    scenario = _project(tmp_path)
+    out = tmp_path / "episodes.jsonl"
+    jobs = plan([scenario], ["crash_recovery"], ["default"], seeds=2)
+    assert run_campaign(jobs, out, workers=1) == 2
+    assert run_campaign(plan([scenario], ["crash_recovery"], ["default"], seeds=2), out,
+                        workers=1) == 0
+    _edit(tmp_path / "desk_helpers.py", '"plain"', '"plaix"')
+    assert run_campaign(plan([scenario], ["crash_recovery"], ["default"], seeds=2), out,
+                        workers=1) == 2
+
+
+def test_a_module_spec_covers_its_whole_package(tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """``pkg.agent:fn``: an edit anywhere in ``pkg`` (a sub-package's helper) changes the keys;
+    caches, hidden folders and virtualenvs inside it do not."""
+    package = tmp_path / "deskpkg"
+    (package / "tools").mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "agent.py").write_text("def agent(env):\n    return None\n")
+    (package / "tools" / "__init__.py").write_text("")
+    (package / "tools" / "mail.py").write_text("SUBJECT = 'Hi'\n")
+    for ignored in ("__pycache__", ".hidden", "venv/lib"):
+        (package / ignored).mkdir(parents=True)
+        (package / ignored / "x.py").write_text("X = 1\n")
+    (package / "venv" / "pyvenv.cfg").write_text("home = /usr\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+    def key() -> str:
+        return plan([REFUND], ["retry_safety"], ["default"], seeds=1,
+                    agent="deskpkg.agent:agent")[0].key
+
+    first = key()
+    for ignored in ("__pycache__", ".hidden", "venv/lib"):
+        _edit(package / ignored / "x.py", "1", "2")
+    assert key() == first
+    _edit(package / "tools" / "mail.py", "Hi", "Ho")
+    assert key() != first
+
+
+def test_a_huge_folder_falls_back_to_the_factory_file(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Beyond the bound, only the factory's file is hashed: still a fingerprint, edits to it
+    still count."""
+    monkeypatch.setattr(campaign, "MAX_AGENT_SOURCES", 2)
+    scenario = _project(tmp_path)
+    (tmp_path / "more.py").write_text("")
+    first = plan([scenario], ["retry_safety"], ["default"], seeds=1)[0].key
+    _edit(tmp_path / "desk_helpers.py", '"plain"', '"plaix"')
+    assert plan([scenario], ["retry_safety"], ["default"], seeds=1)[0].key == first
+    _edit(tmp_path / "desk_agent.py", "return build", "return  build")
+    assert plan([scenario], ["retry_safety"], ["default"], seeds=1)[0].key != first
+
+
+def test_the_jobs_of_one_scenario_and_seed_are_consecutive() -> None:
+    """Scenario, then seed, then suite, then harness: a worker's chunk shares its twins."""
+    jobs = plan([REFUND], ["retry_safety", "crash_recovery"], ["naive", "default"], seeds=3)
+    assert [(j.seed, j.suite, j.harness) for j in jobs[:4]] == [
+        (0, "retry_safety", "naive"), (0, "retry_safety", "default"),
+        (0, "crash_recovery", "naive"), (0, "crash_recovery", "default")]
+    assert [j.seed for j in jobs] == sorted(j.seed for j in jobs)
