@@ -45,7 +45,14 @@ from tether.events import ToolResult
 from tether.models.scripted import call, reply
 from tether.runtime.provenance import Sourced
 from tether.runtime.tools import ToolContext
-from tether.sim.capture import EXHAUSTED, capture, capture_run, replay_model, scenario_yaml
+from tether.sim.capture import (
+    EXHAUSTED,
+    capture,
+    capture_run,
+    replay_divergence,
+    replay_model,
+    scenario_yaml,
+)
 from tether.sim.faults import FaultLayer, FaultPlan
 from tether.sim.harness import run_default, run_naive
 from tether.sim.recorded import NotRecorded, recording_from_dict, unrecorded, wrap_recorded
@@ -183,6 +190,10 @@ def captured(incident: Path) -> dict[str, Any]:
     return capture_run(str(incident), RUN_ID, agent=f"{__file__}:agent")
 
 
+#: The replayed models of :func:`replay`, newest last (to ask them about divergence).
+REPLAYED: list[Any] = []
+
+
 def replay(scenario: dict[str, Any], harness: str,
            built: Agent | None = None) -> tuple[World, Any]:
     """The captured scenario run under ``harness`` with this module's parts only, with the
@@ -192,8 +203,9 @@ def replay(scenario: dict[str, Any], harness: str,
     layer = FaultLayer(world, plan)
     built = built or build_agent(None)
     tools = wrap_recorded(built.tools, scenario["recorded"], world, layer)
-    runnable = Agent(name=built.name, model=replay_model(scenario["model"]["replay"]),
-                     tools=tools, instructions=built.instructions)
+    REPLAYED.append(replay_model(scenario["model"]["replay"]))
+    runnable = Agent(name=built.name, model=REPLAYED[-1], tools=tools,
+                     instructions=built.instructions, policy=built.policy)
     task = Task(text=scenario["task"], principal=scenario["principal"]["id"])
     if harness == "naive":
         outcome = asyncio.run(run_naive(world, runnable, task))
@@ -360,6 +372,32 @@ def test_grade_of_an_episode_that_left_the_recording_is_inconclusive(
     result = run_episode(scenario, 0, "default")
     assert result.inconclusive and result.ok
     assert grade(scenario, result).verdict == "inconclusive"
+
+
+def test_captured_answers_carry_what_the_model_had_seen(captured: dict[str, Any]) -> None:
+    """Each recorded answer after a tool call carries the observations it answered."""
+    seen = [a.get("seen") for a in captured["model"]["replay"]]
+    assert seen[0] is None
+    assert seen[1] == {"c1": json.dumps({"amount_cents": 4999, "order_id": ORDER},
+                                        sort_keys=True)}
+    assert seen[3] == {"c3": json.dumps({"ticket": "closed"}, sort_keys=True)}
+
+
+def test_an_answer_given_to_a_conversation_the_run_never_had_is_a_divergence(
+        captured: dict[str, Any]) -> None:
+    """A policy that denies close_ticket: the model reads a denial where the run read
+    'closed', and the recorded "ticket closed" answer is flagged, not handed over silently."""
+    from dataclasses import replace
+
+    from tether.policy import Policy, deny_tools
+
+    strict = replace(build_agent(None), policy=Policy(rules=(deny_tools(["close_ticket"]),)))
+    world, _ = replay(captured, "default", strict)
+    assert writes(world)[("close_ticket", "close:A-1")] == 0
+    (reason,) = replay_divergence(REPLAYED[-1])
+    assert "c3" in reason and "inconclusive" in reason
+    replay(captured, "default")
+    assert replay_divergence(REPLAYED[-1]) == []
 
 
 @pytest.mark.xfail(strict=True, reason="episode.py does not yet add replay_divergence(model) "
@@ -681,7 +719,7 @@ def test_default_replay_of_any_captured_schedule_is_the_run_again(
     assert {(e.source, e.trust) for e in outcome.events
             if isinstance(e, ToolResult) and e.tool == "lookup_order"} <= \
         {("orders:A-1", "retrieved")}
-    assert unrecorded(world) == []
+    assert unrecorded(world) == [] and replay_divergence(REPLAYED[-1]) == []
     assert dict(Counter(key for _, key in writes(world).elements())) == dict(provider.applied)
 
 

@@ -45,13 +45,15 @@ that risks a duplicate). Crashes that interrupted no write leave no trace in a j
 not reproduced; nor are latencies, a lookup's own failures, the run's budgets and policy (the
 agent's own apply, and the scenario's approver decides held calls, not the humans who did).
 The model is not asked again: its recorded answers are replayed (see :func:`replay_model`).
-A request past the recorded answers is a divergence (:func:`replay_divergence`), and the
-episode is inconclusive. The limit: a harness (or variant) that changes what the model is asked
-*within* the recorded number of requests — a smaller context window, a policy that hides or
-denies a tool, different instructions — still gets the recorded answers, in order, and nothing
-tells the answer's conversation from the one the run had: the naive loop never asks the
-recorded requests (its messages differ from the journaled loop's), so request digests cannot
-separate a diverging variant from a faithful naive replay.
+Each answer carries what the recorded model had read of its previous tool calls that returned;
+a replay whose model reads otherwise there (a policy denied the call, a harness gave up where
+the run got an answer), or asks past the recorded answers, is a divergence
+(:func:`replay_divergence`) and the episode is inconclusive. The limit: only those observations
+are compared, not whole requests — the naive loop never asks the recorded requests (its
+messages differ from the journaled loop's), so request digests cannot tell a diverging variant
+from a faithful naive replay. A variant that changes what the model is asked elsewhere — other
+instructions, a smaller context window, a tool hidden from the list, a failed call's error text
+— still gets the recorded answers, in order, without a word.
 """
 
 from __future__ import annotations
@@ -115,6 +117,13 @@ class RecordedAnswers:
       ``exhausted``: the replaying harness asked more than the recorded run did, so the model's
       answer to that conversation is unknown; :func:`replay_divergence` says so and the episode
       is inconclusive.
+    * An answer may carry ``seen`` (``{tool call id: observation}``, written by
+      :func:`capture`): what the recorded model had read of its previous answer's tool calls
+      that succeeded. A request whose tool message for such a call reads otherwise (a policy
+      denied the call, a harness gave up where the run got an answer) still gets the answer,
+      and the mismatch is listed in ``diverged``: the answer was the run's reply to another
+      conversation. (Both harnesses render a tool's answer the same way, so a faithful naive
+      replay matches too.)
 
     Under ``default`` the model is asked exactly as the recorded run asked it (resumed runs
     replay their journaled model calls), so the answers line up one for one.
@@ -124,8 +133,10 @@ class RecordedAnswers:
                  name: str = "replay") -> None:
         self.answers = list(answers)
         self.name = name
+        self.seen: list[dict[str, str]] = [{} for _ in self.answers]
         self.served = 0
         self.exhausted = 0
+        self.diverged: list[str] = []
         self._first: str | None = None
         self._failed = False
 
@@ -141,11 +152,30 @@ class RecordedAnswers:
             return ModelResponse(text=EXHAUSTED.format(n=len(self.answers)),
                                  finish_reason="stop", model=self.name)
         answer = self.answers[self.served]
+        self._compare(request, self.served)
         self.served += 1
         self._failed = isinstance(answer, dict)
         if isinstance(answer, dict):
             raise rebuild_error(answer)
         return answer
+
+
+    def _compare(self, request: ModelRequest, index: int) -> None:
+        """Note where ``request`` shows the model other observations than answer ``index``
+        was recorded after."""
+        told = {m.tool_call_id: m.content for m in request.messages
+                if m.role == "tool" and m.tool_call_id}
+        for call_id, expected in self.seen[index].items():
+            got = told.get(call_id)
+            if got != expected:
+                read = "no answer to that call" if got is None else f"{_clip(got)!r}"
+                self.diverged.append(
+                    f"recorded answer {index + 1} was given after tool call {call_id} returned "
+                    f"{_clip(expected)!r}; in this replay the model read {read}")
+
+
+def _clip(text: str, limit: int = 80) -> str:
+    return text if len(text) <= limit else f"{text[:limit]}…"
 
 
 def replay_divergence(model: Any) -> list[str]:
@@ -159,11 +189,16 @@ def replay_divergence(model: Any) -> list[str]:
     while model is not None and not isinstance(model, RecordedAnswers) and id(model) not in seen:
         seen.add(id(model))
         model = getattr(model, "inner", None) or getattr(model, "model", None)
-    if not isinstance(model, RecordedAnswers) or not model.exhausted:
+    if not isinstance(model, RecordedAnswers):
         return []
-    return [f"the replayed model was asked {model.exhausted} time(s) past the recorded run's "
-            f"{len(model.answers)} recorded answers: the conversation left the recorded run, "
-            "so what the model would have answered is unknown; the episode is inconclusive"]
+    found = [f"{why}: the replayed answer belongs to a conversation the recorded run never had; "
+             "the episode is inconclusive" for why in dict.fromkeys(model.diverged)]
+    if model.exhausted:
+        found.append(f"the replayed model was asked {model.exhausted} time(s) past the recorded "
+                     f"run's {len(model.answers)} recorded answers: the conversation left the "
+                     "recorded run, so what the model would have answered is unknown; the "
+                     "episode is inconclusive")
+    return found
 
 
 def replay_model(data: Any) -> Model:
@@ -175,7 +210,14 @@ def replay_model(data: Any) -> Model:
         raise UsageError("model.replay: expected a non-empty list of recorded model answers "
                          f"(or {{answers: [...]}}), found {_short(data)}")
     answers: list[ModelResponse | dict[str, Any]] = []
+    seen: list[dict[str, str]] = []
     for index, item in enumerate(items):
+        observed = item.get("seen") if isinstance(item, dict) else None
+        if observed is not None and not (isinstance(observed, dict) and all(
+                isinstance(k, str) and isinstance(v, str) for k, v in observed.items())):
+            raise UsageError(f"model.replay[{index}].seen: expected a mapping of tool call ids "
+                             f"to the observations the model read, found {_short(observed)}")
+        seen.append(dict(observed or {}))
         if isinstance(item, dict) and set(item) == {"failed"} and isinstance(item["failed"],
                                                                               dict):
             answers.append(dict(item["failed"]))
@@ -188,7 +230,9 @@ def replay_model(data: Any) -> Model:
                              f"({'.'.join(str(p) for p in first['loc'])}: {first['msg']}); "
                              "expected {text, tool_calls, usage, model, finish_reason} or "
                              "{failed: {type, message}}") from exc
-    return RecordedAnswers(answers)
+    model = RecordedAnswers(answers)
+    model.seen = seen
+    return model
 
 
 def _short(value: Any) -> str:
@@ -231,7 +275,7 @@ def capture(store: Store, run_id: str, *, agent: str | None = None,
     if started is None:
         raise UsageError(f"run {run_id!r} in {where} has no run_started event; its journal "
                          "is incomplete and cannot be captured")
-    answers = [_answer(e) for e in events if isinstance(e, ModelCalled | ModelFailed)]
+    answers = _answers(events)
     if not any(isinstance(e, ModelCalled) for e in events):
         raise UsageError(f"run {run_id!r} ({started.workflow}) made no model calls: it is not "
                          "an agent run, and capture replays an agent's model answers; capture a "
@@ -308,10 +352,41 @@ def scenario_yaml(data: dict[str, Any]) -> str:
     return header + body
 
 
-def _answer(event: ModelCalled | ModelFailed) -> dict[str, Any]:
-    if isinstance(event, ModelFailed):
-        return {"failed": dict(event.error)}
-    return dict(event.response)
+def _answers(events: Sequence[Event]) -> list[dict[str, Any]]:
+    """The model's recorded answers, each with what it had ``seen`` of the previous answer's
+    tool calls that returned (see :class:`RecordedAnswers`).
+
+    A tool result is tied to its call by tool name, as the loop runs an answer's calls in
+    order; a tool called twice in one answer, and a result the model read as unusable, are
+    left out (their observation cannot be told apart)."""
+    answers: list[dict[str, Any]] = []
+    calls: list[ToolCall] = []
+    seen: dict[str, str] = {}
+    undoing: set[int] = set()  # positions of compensations: not calls the model made
+    for event in events:
+        if isinstance(event, ToolIntent) and event.compensates is not None:
+            undoing.add(event.pos)
+        elif isinstance(event, ModelFailed):
+            answers.append({"failed": dict(event.error)})
+        elif isinstance(event, ModelCalled):
+            answer = dict(event.response)
+            if seen:
+                answer["seen"] = seen
+            answers.append(answer)
+            calls = list(ModelResponse.model_validate(event.response).tool_calls)
+            seen = {}
+        elif isinstance(event, ToolResult) and event.pos not in undoing:
+            same = [c for c in calls if c.name == event.tool]
+            if len(same) == 1 and event.unreadable is None:
+                seen[same[0].id] = _render(event.result)
+    return answers
+
+
+def _render(result: Any) -> str:
+    """A tool's answer as both harnesses show it to the model."""
+    if isinstance(result, str):
+        return result
+    return json.dumps(result, sort_keys=True, default=str)
 
 
 def _recorded_agent(started: RunStarted) -> str:
