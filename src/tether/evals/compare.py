@@ -174,6 +174,8 @@ def render_comparison(rows: list[Comparison], console: Console) -> None:
     console.print(table)
     counts = {v: sum(r.verdict == v for r in rows)
               for v in ("worse", "better", "same", "inconclusive")}
+    if not counts["inconclusive"]:
+        del counts["inconclusive"]  # the usual line, unchanged when every row could be judged
     console.print(", ".join(f"{n} {v}" for v, n in counts.items()) +
                   f" (p < {SIGNIFICANCE:g} and |Δ| ≥ {MIN_EFFECT * 100:g} points)")
 
