@@ -319,21 +319,24 @@ def test_an_episode_that_leaves_the_recording_is_inconclusive(captured: dict[str
 
 def test_a_harness_that_stops_short_is_not_done_not_a_violation(
         captured: dict[str, Any], tmp_path: Path) -> None:
-    """A variant whose policy forbids closing the ticket leaves a recorded write undone: the
-    episode is not done (task_failed or stopped), and no invariant is broken."""
+    """A variant whose budget stops the run before it closes the ticket leaves a recorded
+    write undone: the episode is stopped (not done, on purpose), and no invariant is broken."""
     from tether.evals.grading import grade
     from tether.sim.episode import run_episode
     from tether.sim.scenario import scenario_from_dict
 
     variants = tmp_path / "h.yaml"
-    variants.write_text(yaml.safe_dump({"harnesses": {"strict": {
-        "policy": {"rules": [{"deny_tools": {"tools": ["close_ticket"]}}]}}}}))
+    variants.write_text(yaml.safe_dump({"harnesses": {"short": {
+        "budgets": {"max_model_calls": 1}}}}))
     scenario = scenario_from_dict(captured)
-    result = run_episode(scenario, 0, "strict", harness_files=(str(variants),))
+    result = run_episode(scenario, 0, "short", harness_files=(str(variants),))
     assert result.ok, [v.detail for v in result.verdicts if not v.holds]
-    assert grade(scenario, result).verdict in ("task_failed", "stopped")
+    assert [c.holds for c in result.task_checks] == [True, False]  # refunded, not closed
+    assert "close:A-1" in result.task_checks[1].detail
+    assert grade(scenario, result).verdict == "stopped"
     default = run_episode(scenario, 0, "default")
     assert grade(scenario, default).task_success and default.ok
+    assert grade(scenario, default).verdict != "stopped"
 
 
 def test_a_request_past_the_recording_is_a_divergence() -> None:
