@@ -113,3 +113,16 @@ def test_the_jobs_of_one_scenario_and_seed_are_consecutive() -> None:
         (0, "retry_safety", "naive"), (0, "retry_safety", "default"),
         (0, "crash_recovery", "naive"), (0, "crash_recovery", "default")]
     assert [j.seed for j in jobs] == sorted(j.seed for j in jobs)
+
+
+def test_a_folder_of_many_other_files_falls_back_too(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A folder with few sources but many other entries is not walked to its end: the
+    factory's file alone is hashed."""
+    monkeypatch.setattr(campaign, "MAX_AGENT_ENTRIES", 5)
+    scenario = _project(tmp_path)
+    for index in range(6):
+        (tmp_path / f"data{index}.csv").write_text("")
+    first = plan([scenario], ["retry_safety"], ["default"], seeds=1)[0].key
+    _edit(tmp_path / "desk_helpers.py", '"plain"', '"plaix"')
+    assert plan([scenario], ["retry_safety"], ["default"], seeds=1)[0].key == first

@@ -76,6 +76,9 @@ def _digest(path: str, mtime_ns: int, size: int) -> str:
 #: project but something larger (a home folder, a monorepo): walking it for every campaign would
 #: cost more than it tells, so the fingerprint falls back to the factory's own file.
 MAX_AGENT_SOURCES = 2_000
+#: The most folder entries (of any kind) the walk looks at, for the same reason: a folder of
+#: data files with few sources is not walked to the end either.
+MAX_AGENT_ENTRIES = 50_000
 #: Folders whose code is not the agent's own: installed packages, caches.
 _SKIPPED = frozenset({"__pycache__", "site-packages", "dist-packages", "node_modules"})
 #: Agent fingerprints as of the last :func:`plan` that named the agent: a campaign's keys
@@ -96,6 +99,8 @@ def _agent_fingerprint(agent: str, scenario: str) -> str:
 
 
 def _agent_sources_print(agent: str, scenario: str) -> str:
+    """The fingerprint itself (see :func:`_agent_fingerprint`); ``-`` when the agent cannot
+    be found (the job then fails on its own, naming why)."""
     spec = agent or _base(scenario).agent
     try:
         resolved = agent_spec_of(spec, Path(scenario).resolve().parent)
@@ -137,15 +142,20 @@ def _module_sources(module: str) -> tuple[str, Path | None]:
 
 def _sources(root: Path) -> list[Path] | None:
     """Every ``.py`` file under ``root``, sorted, skipping hidden folders, caches, installed
-    packages and virtualenvs; ``None`` beyond :data:`MAX_AGENT_SOURCES` files."""
+    packages and virtualenvs; ``None`` beyond :data:`MAX_AGENT_SOURCES` files or
+    :data:`MAX_AGENT_ENTRIES` entries."""
     found: list[Path] = []
     stack = [root]
+    looked = 0
     while stack:
         folder = stack.pop()
         try:
             entries = sorted(os.scandir(folder), key=lambda e: e.name)
         except OSError:
             continue
+        looked += len(entries)
+        if looked > MAX_AGENT_ENTRIES:
+            return None
         if folder != root and any(e.name == "pyvenv.cfg" for e in entries):
             continue  # a virtualenv: installed code, not the agent's
         for entry in entries:
