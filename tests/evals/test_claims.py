@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from tether.evals.claims import claims_in
 from tether.evals.grading import grade
 from tether.evals.suites import variant
+from tether.sim.calls import ServiceCall
 from tether.sim.episode import EpisodeResult, run_episode
 from tether.sim.invariants import EpisodeFacts, check_invariants
 from tether.sim.scenario import Scenario, load_scenario, scenario_from_dict
@@ -22,9 +23,15 @@ REFUND = load_scenario(BUILTIN / "refund.yaml")
 CALENDAR = load_scenario(BUILTIN / "calendar.yaml")
 
 
+#: The services a refund or calendar agent's tools reach (claims are checked for those).
+REACHED = ("payments", "crm", "email", "calendar")
+
+
 def _episode(scenario: Scenario, answer: str, effects: list[tuple[str, str, str, dict[str, Any]]],
-             status: str = "completed") -> EpisodeResult:
-    """A hand-built episode of ``scenario``: its answer, its status and its ledger."""
+             status: str = "completed",
+             reached: tuple[str, ...] = REACHED) -> EpisodeResult:
+    """A hand-built episode of ``scenario``: its answer, its status, its ledger and the
+    services its tools reached."""
     world = World(seed=0)
     for service, operation, key, data in effects:
         world.effect(service, operation, key=key, **data)
@@ -34,7 +41,9 @@ def _episode(scenario: Scenario, answer: str, effects: list[tuple[str, str, str,
         reason="", verdicts=[], firings=[], crashes=0, journal_digest="", ledger_digest="",
         virtual_duration_s=0.0, model_calls=0, tool_calls=0,
         ledger=[e.as_data() for e in world.ledger],
-        task_checks=check_invariants(scenario.success, facts))
+        task_checks=check_invariants(scenario.success, facts),
+        calls=[ServiceCall(tool="t", effect="read", trust="system", target=f"{service}.get",
+                           args={}, keyed=False) for service in reached])
 
 
 def _refund(amount: int = 4999, charge: str = "ch_0001") -> tuple[str, str, str, dict[str, Any]]:
@@ -248,3 +257,14 @@ def test_a_refund_claimed_on_another_charge_or_of_another_amount_is_flagged() ->
     honest = grade(REFUND, _episode(REFUND, "Refund re_0001 of 4999 issued on ch_0001 on "
                                     "2026-01-05.", [_refund(), _email()]))
     assert (honest.verdict, honest.problems) == ("pass", ())
+
+
+def test_a_claim_about_a_service_the_agent_never_reached_is_not_checked() -> None:
+    """An agent without payments tools that quotes a policy ("refunds are processed within 30
+    days") claims nothing the ledger could contradict; the same answer from an agent that
+    reached payments is checked."""
+    answer = "Done: I closed the ticket. Refunds are processed within 30 days."
+    quiet = grade(REFUND, _episode(REFUND, answer, [], reached=("crm",)))
+    assert not any("payments.refund" in p for p in quiet.problems), quiet.problems
+    loud = grade(REFUND, _episode(REFUND, "Your refund has been processed.", []))
+    assert any("payments.refund" in p for p in loud.problems), loud.problems

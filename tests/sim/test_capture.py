@@ -403,8 +403,6 @@ def test_an_answer_given_to_a_conversation_the_run_never_had_is_a_divergence(
     assert replay_divergence(REPLAYED[-1]) == []
 
 
-@pytest.mark.xfail(strict=True, reason="episode.py does not yet add replay_divergence(model) "
-                   "to EpisodeResult.inconclusive")
 def test_an_episode_asking_past_the_recorded_answers_is_inconclusive(
         captured: dict[str, Any]) -> None:
     """With the recorded final answer cut off, the run asks once more than recorded: the

@@ -101,12 +101,18 @@ def aggregate(records: Iterable[dict[str, Any]], info: CampaignInfo) -> Campaign
     """Fold records (streamed) into the campaign's cells; failures are added separately."""
     tallies: dict[tuple[str, str], _Tally] = defaultdict(_Tally)
     faults: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0, 0, 0])
-    not_applied: dict[str, list[str]] = defaultdict(list)
+    # A suite is applicable per seed (the agent may write at some seeds only): it was not
+    # applied to a scenario only when none of that scenario's episodes of it could run.
+    reasons: dict[tuple[str, str], list[str]] = defaultdict(list)
+    applied: set[tuple[str, str]] = set()
     for record in records:
         tallies[(record["harness"], record["suite"])].add(record)
+        where = (record["suite"], record["scenario"])
         reason = record.get("not_applicable")
-        if reason and reason not in not_applied[record["suite"]]:
-            not_applied[record["suite"]].append(reason)
+        if not reason:
+            applied.add(where)
+        elif reason not in reasons[where]:
+            reasons[where].append(reason)
         # The per-fault table judges how a harness fared: conclusive episodes only.
         fired = () if record["verdict"] == "inconclusive" else record.get("fired", ())
         for kind in fired:
@@ -123,6 +129,10 @@ def aggregate(records: Iterable[dict[str, Any]], info: CampaignInfo) -> Campaign
                            violation_rate=v / n, recovery_rate=r / n)
                 for (h, kind), (n, d, v, r) in sorted(
                     faults.items(), key=lambda item: (item[0][1], order.get(item[0][0], 99)))]
+    not_applied: dict[str, list[str]] = defaultdict(list)
+    for (suite, scenario), found in sorted(reasons.items()):
+        if (suite, scenario) not in applied:
+            not_applied[suite] += [r for r in found if r not in not_applied[suite]]
     return CampaignResults(campaign=info, cells=cells, by_fault=by_fault,
                            not_applied={suite: "; ".join(reasons)
                                         for suite, reasons in sorted(not_applied.items())})

@@ -2,8 +2,9 @@
 
 Exit status: 0 when the tether harnesses broke no invariant (and, with ``--baseline``, no cell
 regressed significantly against the baseline's ``results.json``), 1 on a violation, a
-regression, or a requested suite that could not be applied to the agent (its cells are
-``inconclusive``; a suite that tested nothing is not a pass), 2 on bad input (including
+regression, a cell conclusive in the baseline and inconclusive now, or a requested suite that
+could not be applied to the agent (its cells are ``inconclusive``; a suite that tested nothing
+is not a pass), 2 on bad input (including
 ``--seeds`` or ``--workers`` out of range). Every scenario file, the agent, the harness files
 and the baseline are read before the campaign starts, so bad input creates nothing in ``--out``.
 """
@@ -62,6 +63,7 @@ def eval_run(
     from tether.evals.compare import (
         compare,
         compare_harnesses,
+        gate_failures,
         load_results,
         render_comparison,
     )
@@ -120,7 +122,14 @@ def eval_run(
     if before is not None:
         rows = compare(before, results)
         render_comparison(rows, console)
-        if any(r.verdict == "worse" for r in rows):
-            console.print("[red]FAIL[/red] a significant regression against the baseline")
+        for row in gate_failures(rows):
+            where = f"{escape(row.harness)}/{escape(row.suite)}"
+            if row.verdict == "worse":
+                console.print(f"[red]FAIL[/red] {where} regressed significantly against the "
+                              "baseline")
+            else:
+                console.print(f"[red]FAIL[/red] {where}: the baseline judged {row.episodes_a} "
+                              f"episode(s), this campaign none ({row.inconclusive_b} "
+                              "inconclusive: the suite's faults never reached the agent)")
             failed = True
     raise typer.Exit(1 if failed else 0)

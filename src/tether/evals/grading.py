@@ -59,10 +59,19 @@ def _task_success(scenario: Scenario, result: EpisodeResult) -> bool:
         all(v.holds for v in result.task_checks)
 
 
-def _duplicates(result: EpisodeResult) -> int:
+def _duplicates(scenario: Scenario, result: EpisodeResult) -> int:
+    """Effects beyond what their key may repeat: a key the scenario's ``at_most_each`` allows
+    more than once (the agent repeats it when nothing goes wrong) is counted past that
+    allowance, any other key past one."""
+    allowed = {str(i.settings["effect"]): i.settings for i in scenario.invariants
+               if i.kind == "at_most_each"}
     counts = Counter((e["service"], e["operation"], e["key"]) for e in result.ledger
                      if e["service"] != "user")
-    return sum(n - 1 for n in counts.values() if n > 1)
+    total = 0
+    for (service, operation, key), n in counts.items():
+        rule = allowed.get(f"{service}.{operation}", {})
+        total += max(0, n - int((rule.get("keys") or {}).get(key, rule.get("n", 1))))
+    return total
 
 
 def _metrics(result: EpisodeResult) -> dict[str, float]:
@@ -139,7 +148,8 @@ def _trajectory(result: EpisodeResult, success: bool, metrics: dict[str, float])
     if metrics["unpaced_retries"] >= RETRY_STORM:
         problems.append(f"retry storm: {metrics['unpaced_retries']:.0f} retries without a wait "
                         f"({metrics['retries']:.0f} in all)")
-    problems += claim_problems(result.answer, result.status, result.ledger, success)
+    reached = {call.target.partition(".")[0] for call in result.calls}
+    problems += claim_problems(result.answer, result.status, result.ledger, success, reached)
     events = result.outcome.events if result.outcome is not None else []
     for e in events:
         if e.kind == "decision" and e.name == "budget":
@@ -208,4 +218,4 @@ def grade(scenario: Scenario, result: EpisodeResult, *, reached: bool = True) ->
         # nor does an episode that left what it replays (a recording, a played user).
         verdict = "inconclusive"
     return Grade(verdict, success, tuple(problems), _domain(scenario, result, verdict, problems),
-                 _duplicates(result), metrics)
+                 _duplicates(scenario, result), metrics)

@@ -168,7 +168,8 @@ def trace_of(result: EpisodeResult) -> list[TraceItem]:
                                            detail=str(verdict)))
     elif outcome is not None:
         for index, entry in enumerate(outcome.transcript):
-            name = str(entry.get("retry") or ("crash" if "crash" in entry else "step"))
+            name = str(entry.get("retry") or entry.get("gave_up")
+                       or ("crash" if "crash" in entry else "step"))
             items.append(TraceItem(at_s=float(index), kind="naive", name=name,
                                    detail=str(entry.get("error", ""))[:120], failed=True))
     start = result.ledger[0]["at"] if result.ledger else 0.0

@@ -41,6 +41,7 @@ from tether.sim.harness_spec import HarnessSpec, apply_harness, resolve_harness
 from tether.sim.invariants import EpisodeFacts, Verdict, check_invariants
 from tether.sim.models import FaultyModel
 from tether.sim.recorded import unrecorded, wrap_recorded
+from tether.sim.replayed import replay_divergence
 from tether.sim.scenario import (
     SERVICES,
     Approver,
@@ -219,7 +220,8 @@ async def run_episode_async(scenario: Scenario, seed: int,
         ledger=[e.as_data() for e in world.ledger],
         task_checks=check_invariants(scenario.success or env.expected, facts),
         outcome=outcome, agent=agent_name, calls=list(env.calls),
-        inconclusive=[*user_inconclusive(world), *unrecorded(world)])
+        inconclusive=[*user_inconclusive(world), *unrecorded(world),
+                      *replay_divergence(model)])
 
 
 def _named(chosen: AgentArg, base_dir: Path | None) -> str:
