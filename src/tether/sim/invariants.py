@@ -138,14 +138,24 @@ def _ends_within(facts: EpisodeFacts, s: dict[str, Any]) -> str | None:
 
 
 def _final_state(facts: EpisodeFacts, s: dict[str, Any]) -> str | None:
-    value: Any = facts.snapshots.get(s["service"])
+    # A service or path that is not there is a failed check, never a None that happens to
+    # equal an expected None: a misspelt path must not hold vacuously.
+    if s["service"] not in facts.snapshots:
+        return f"no service {s['service']!r} in the world (it has " \
+            f"{', '.join(sorted(facts.snapshots)) or 'none'})"
+    value: Any = facts.snapshots[s["service"]]
+    walked: list[str] = []
     for part in str(s["path"]).split("."):
-        if isinstance(value, dict):
-            value = value.get(part)
+        if isinstance(value, dict) and part in value:
+            value = value[part]
         elif isinstance(value, list) and part.isdigit() and int(part) < len(value):
             value = value[int(part)]
         else:
-            value = None
+            where = ".".join([s["service"], *walked]) if walked else s["service"]
+            have = ", ".join(sorted(map(str, value))[:12]) if isinstance(value, dict) else \
+                f"a {type(value).__name__}"
+            return f"{s['service']}.{s['path']}: {where} has no {part!r} (it has {have})"
+        walked.append(part)
     return None if value == s.get("equals") else \
         f"{s['service']}.{s['path']} is {value!r}, expected {s.get('equals')!r}"
 

@@ -266,8 +266,10 @@ class _InvEndsWithin(_Spec):
 
 class _InvFinal(_Spec):
     service: str
-    path: str
-    equals: Any = None
+    path: str = Field(min_length=1)
+    #: Required (``null`` is a value to write out): a check without it would compare the
+    #: state with nothing.
+    equals: Any
 
 
 class _InvPython(_Spec):
@@ -381,11 +383,19 @@ def _check_recorded(recorded: dict[str, Any], invariants: list[Invariant],
                     f"this scenario's recorded: tools (known: {', '.join(known) or 'none'})")
 
 
+#: The services whose final state a ``final_state`` check can read.
+_SNAPSHOTTED = frozenset({*SERVICES, "user", RECORDED_SERVICE})
+
+
 def check_from_dict(item: Any, *, where: str, at: str, noun: str = "check") -> Invariant:
     """One invariant or success check (``{kind: settings}``), validated as the loader does:
     a known kind, its settings' names and types, an effect the world records."""
     kind, checked = one_of(item, _INVARIANTS, where=where, at=at, noun=noun)
     _check_effect(checked, where, f"{at}.{kind}")
+    if isinstance(checked, _InvFinal) and checked.service not in _SNAPSHOTTED:
+        raise UsageError(f"{where}: {at}.{kind}.service: unknown service "
+                         f"{short_repr(checked.service)}; expected one of "
+                         f"{', '.join(sorted(_SNAPSHOTTED))}")
     return Invariant.model_validate({"kind": kind, "settings": checked.model_dump()})
 
 
