@@ -126,3 +126,17 @@ def test_a_folder_of_many_other_files_falls_back_too(tmp_path: Path,
     first = plan([scenario], ["retry_safety"], ["default"], seeds=1)[0].key
     _edit(tmp_path / "desk_helpers.py", '"plain"', '"plaix"')
     assert plan([scenario], ["retry_safety"], ["default"], seeds=1)[0].key == first
+
+
+def test_editing_the_scenarios_policy_file_changes_its_jobs(tmp_path: Path) -> None:
+    """A scenario's policy file is part of what its episodes ran with: editing it makes a
+    resumed campaign run them again."""
+    (tmp_path / "story.yaml").write_text("rules:\n  - deny_tools: {tools: [remember]}\n")
+    scenario = tmp_path / "scenario.yaml"
+    scenario.write_text(REFUND.read_text() + "\npolicy: story.yaml\n")
+    before = [job.key for job in plan([scenario], ["retry_safety"], ["default"], 1)]
+    (tmp_path / "story.yaml").write_text("rules:\n  - deny_tools: {tools: [send_email]}\n")
+    stat = os.stat(tmp_path / "story.yaml")
+    os.utime(tmp_path / "story.yaml", ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    after = [job.key for job in plan([scenario], ["retry_safety"], ["default"], 1)]
+    assert before != after

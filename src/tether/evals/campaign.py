@@ -49,7 +49,8 @@ class Job:
         again instead of reusing it."""
         extra = "".join(f"|{_fingerprint(f)}" for f in self.harness_files)
         return f"{self.scenario}|{_fingerprint(self.scenario)}|{self.suite}|{self.harness}|" \
-            f"{self.seed}|{self.agent}|{_agent_fingerprint(self.agent, self.scenario)}{extra}"
+            f"{self.seed}|{self.agent}|{_agent_fingerprint(self.agent, self.scenario)}" \
+            f"|{_referenced_fingerprint(self.scenario)}{extra}"
 
 
 def _fingerprint(path: str) -> str:
@@ -96,6 +97,25 @@ def _agent_fingerprint(agent: str, scenario: str) -> str:
     if found is None:
         found = _AGENT_PRINTS[(agent, scenario)] = _agent_sources_print(agent, scenario)
     return found
+
+
+def _referenced_fingerprint(scenario: str) -> str:
+    """Hash of what the scenario file refers to besides the agent — its policy file, the
+    source of a scripted model or a model-played user — so that editing one of them makes a
+    resumed campaign run the scenario again."""
+    try:
+        base = _base(scenario)
+    except TetherError:
+        return "-"
+    folder = Path(scenario).resolve().parent
+    parts: list[str] = []
+    if isinstance(base.policy, str):
+        policy = Path(base.policy).expanduser()
+        parts.append(_fingerprint(str(policy if policy.is_absolute() else folder / policy)))
+    specs = [base.model.get("script")] if isinstance(base.model, dict) else []
+    specs.append(base.user.get("model") if isinstance(base.user, dict) else None)
+    parts += [_agent_fingerprint(spec, scenario) for spec in specs if isinstance(spec, str)]
+    return ",".join(parts) or "-"
 
 
 def _agent_sources_print(agent: str, scenario: str) -> str:
