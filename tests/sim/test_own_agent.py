@@ -276,3 +276,15 @@ def test_json_output_of_an_agent_passing_decimal_amounts(tmp_path: Path) -> None
     result = CliRunner().invoke(app, ["sim", "run", str(path), "--json"])
     assert result.exit_code == 0, repr(result.exception)
     assert json.loads(result.output)["calls"][0]["args"]["amount"] in (700, "700")
+
+
+@pytest.mark.parametrize("harness", ["naive", "default"])
+def test_two_runs_that_behaved_differently_have_different_journals(harness: str) -> None:
+    """An agent whose model is not a function of its episode (it looks the order up on every
+    other run, then credits the same and answers the same) gives two digests for one seed,
+    under naive as under default: a replay check cannot call such runs identical."""
+    scenario = _scenario()
+    spec = "tests.sim.own_agents.credit:drifting_agent"
+    first, second = (run_episode(scenario, 0, harness, agent=spec) for _ in range(2))
+    assert first.ledger_digest == second.ledger_digest and first.answer == second.answer
+    assert first.journal_digest != second.journal_digest

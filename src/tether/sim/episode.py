@@ -189,7 +189,8 @@ async def run_episode_async(scenario: Scenario, seed: int,
     else:
         outcome = await run_naive(world, runnable, task,
                                   max_steps=int(scenario.budgets.get("max_steps") or 20))
-        journal = json.dumps({"transcript": outcome.transcript, "answer": outcome.answer},
+        journal = json.dumps({"transcript": outcome.transcript, "answer": outcome.answer,
+                              "conversation": outcome.conversation},
                              sort_keys=True, default=str)
     # Tools that ran without the factory asking for any client, or that answered without
     # calling any simulated service, are not bound to the simulation (a tool that refused its

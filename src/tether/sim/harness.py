@@ -47,6 +47,9 @@ class HarnessOutcome:
     crashes: int = 0
     events: list[Event] = field(default_factory=list)
     transcript: list[dict[str, Any]] = field(default_factory=list)
+    #: The naive loop's conversation: each model answer and each tool result it read (what
+    #: its journal digest is taken over, so two runs that behaved differently differ).
+    conversation: list[dict[str, Any]] = field(default_factory=list)
     approvals: list[tuple[str, float]] = field(default_factory=list)
     model_calls: int = 0
     tool_calls: int = 0
@@ -134,6 +137,7 @@ async def _naive_loop(world: World, model: Model, tools: Sequence[Tool[Any, Any]
         response = await _blindly(lambda: model.complete(
             ModelRequest(messages=tuple(messages), tools=specs)), outcome, "model")
         outcome.model_calls += 1
+        outcome.conversation.append({"model": response.model_dump(mode="json")})
         if not response.tool_calls:
             return str(response.text)
         messages.append(Message.assistant(response.text, response.tool_calls))
@@ -149,6 +153,7 @@ async def _naive_loop(world: World, model: Model, tools: Sequence[Tool[Any, Any]
             except Exception as exc:
                 outcome.tool_calls += 1
                 messages.append(Message.tool(call, f"error: {type(exc).__name__}: {exc}"))
+                outcome.conversation.append({"tool": call.name, "read": messages[-1].content})
                 continue
 
             async def invoke(tool: Tool[Any, Any] = tool, args: Any = parsed,
@@ -168,6 +173,7 @@ async def _naive_loop(world: World, model: Model, tools: Sequence[Tool[Any, Any]
                 content = f"error: {exc}"
             outcome.tool_calls += 1
             messages.append(Message.tool(call, content))
+            outcome.conversation.append({"tool": call.name, "read": content})
     raise _GaveUp(f"no answer after {max_steps} steps")
 
 

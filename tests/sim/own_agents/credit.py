@@ -141,3 +141,33 @@ def decimal_agent(env: Environment) -> tether.Agent:
 
     return tether.Agent(name="credit_agent", model=credit_script(), tools=[credit_order],
                         instructions="Credit orders as asked.")
+
+
+#: How many times :func:`drifting_agent` was built: a model that is not a function of its
+#: episode (it reads state outside the simulation), so two runs of one seed differ.
+BUILT = [0]
+
+
+def drifting_agent(env: Environment) -> tether.Agent:
+    """The credit agent whose model first looks the order up on every other build, then
+    credits: the same seed behaves differently from one run to the next, with the same final
+    answer text shape."""
+    BUILT[0] += 1
+    looks_first = BUILT[0] % 2 == 0
+    inner = credit_script()
+
+    def script(request: ModelRequest) -> ModelResponse:
+        looked = any(m.role == "tool" and m.name == "order_status" for m in request.messages)
+        task = next((m.content for m in request.messages if m.role == "user"), "")
+        order = re.search(r"ord_\w+", task)
+        if looks_first and not looked and order is not None:
+            return call("order_status", json.dumps({"order_ref": order.group(0)}),
+                        call_id="c0")
+        # Then on as if the lookup had not happened: the same credit, the same answer.
+        kept = tuple(m for m in request.messages if not (
+            (m.role == "tool" and m.name == "order_status") or
+            (m.role == "assistant" and any(c.name == "order_status" for c in m.tool_calls))))
+        return inner.script(request.model_copy(update={"messages": kept}))  # type: ignore[no-any-return]
+
+    return tether.Agent(name="credit_agent", model=tether.ScriptedModel(script, name="drift"),
+                        tools=credit_tools(env), instructions="Credit orders as asked.")
