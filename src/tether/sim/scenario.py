@@ -24,6 +24,7 @@
     invariants:
       - exactly_once: {effect: payments.refund}
       - at_most: {effect: email.send, n: 1}
+      - at_most_each: {effect: email.send, n: 1, keys: {"email:ada@example.com:Reminder": 2}}
       - never_without_approval: {effect: payments.payout}
       - never: {effect: payments.refund, match: {amount: 500000}}
       - final_state: {service: crm, path: tickets.T-1.status, equals: closed}
