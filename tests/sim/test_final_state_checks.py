@@ -38,6 +38,7 @@ def test_a_service_missing_from_the_world_fails() -> None:
 @pytest.mark.parametrize(("check", "message"), [
     ({"service": "calender", "path": "a", "equals": None}, "unknown service 'calender'"),
     ({"service": "calendar", "path": "events.x"}, "equals: field required"),
+    ({"service": "recorded", "path": "writes", "equals": 1}, "only in a scenario with a recorded"),
 ])
 def test_unknown_services_and_missing_equals_are_refused_at_load(check: dict[str, Any],
                                                                  message: str) -> None:

@@ -382,6 +382,11 @@ def _check_recorded(recorded: dict[str, Any], invariants: list[Invariant],
                 raise UsageError(
                     f"{where}: {label}[{index}].{check.kind}.effect: {effect} is not a write of "
                     f"this scenario's recorded: tools (known: {', '.join(known) or 'none'})")
+            if check.kind == "final_state" and not recorded and \
+                    check.settings.get("service") == RECORDED_SERVICE:
+                raise UsageError(
+                    f"{where}: {label}[{index}].final_state.service: {RECORDED_SERVICE} has a "
+                    "final state only in a scenario with a recorded: block (a captured run)")
 
 
 #: The services whose final state a ``final_state`` check can read.
