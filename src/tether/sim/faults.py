@@ -40,7 +40,7 @@ from typing import Any, Literal, TypeVar
 from tether.errors import AuthExpired, Crash, TransientError
 from tether.sim.world import World
 
-__all__ = ["FAULT_KINDS", "SERVICE_KINDS", "Fault", "FaultLayer", "FaultPlan", "Firing"]
+__all__ = ["FAULT_KINDS", "SERVICE_KINDS", "CallPlan", "Fault", "FaultLayer", "FaultPlan", "Firing"]
 
 T = TypeVar("T")
 
@@ -106,6 +106,57 @@ class FaultPlan:
     def for_target(self, target: str) -> list[tuple[int, Fault]]:
         return [(i, f) for i, f in enumerate(self.faults) if fnmatch.fnmatchcase(target, f.target)]
 
+@dataclass(frozen=True)
+class CallPlan:
+    """The faults that fire on one call, and what they do to it, in order: latencies, then
+    :meth:`refuse_before` (stale replica, expired credentials, injected status, a request
+    never delivered, a crash before), the call (twice if ``duplicate``), :meth:`refuse_after`
+    (a crash after, a response lost after the write), :meth:`transform` of the answer."""
+
+    target: str
+    faults: tuple[Fault, ...]
+    latencies_s: tuple[float, ...] = ()
+
+    def of(self, kind: str) -> Fault | None:
+        """The fault of ``kind`` firing on this call, if any."""
+        return next((f for f in self.faults if f.kind == kind), None)
+
+    @property
+    def duplicate(self) -> bool:
+        return self.of("duplicate_delivery") is not None
+
+    def refuse_before(self, on_stale: Callable[[float], None] | None = None) -> None:
+        """Apply what happens before the service sees the call; raise if it never does."""
+        stale = self.of("stale_read")
+        if stale is not None and on_stale is not None:
+            on_stale(stale.stale_s)
+        if self.of("auth_expiry") is not None:
+            raise AuthExpired(f"{self.target}: access token expired", dependency=self.target)
+        error = self.of("error")
+        if error is not None:
+            raise TransientError(f"{self.target}: HTTP {error.status}",
+                                 retry_after_s=error.retry_after_s)
+        if self.of("timeout_before") is not None:
+            raise TimeoutError(f"{self.target}: no response (the request was not delivered)")
+        crash = self.of("crash")
+        if crash is not None and crash.point == "before":
+            raise Crash(f"worker crashed before {self.target}")
+
+    def refuse_after(self) -> None:
+        """Raise if the caller never learns the outcome of the call the service applied."""
+        if self.of("crash") is not None:
+            raise Crash(f"worker crashed after {self.target} was applied")
+        if self.of("timeout_after") is not None:
+            raise TimeoutError(f"{self.target}: timed out waiting for the response (the "
+                               "request was delivered)")
+
+    def transform(self, result: Any) -> Any:
+        """The answer as the caller receives it (drifted, wrong or poisoned)."""
+        for fault in self.faults:
+            result = _transform(fault, result)
+        return result
+
+
 class FaultLayer:
     """Decides, per call, which faults fire, and applies them around the service call."""
 
@@ -150,41 +201,26 @@ class FaultLayer:
         label = self.plan.faults[index].label
         return sum(1 for f in self.plan.faults[:index] if f.label == label)
 
+    def decide(self, target: str, *, replica: bool = False) -> CallPlan:
+        """Which faults fire on this call of ``target`` (counting it), as a plan that a
+        client (:meth:`call`) or a wire gateway carries out. Without a ``replica`` a stale
+        read cannot apply, and is not claimed as fired."""
+        faults = self.firing(target, SERVICE_KINDS if replica else _NO_REPLICA_KINDS)
+        return CallPlan(target, tuple(faults),
+                        tuple(self.latency_s(f) for f in faults if f.kind == "latency"))
+
     async def call(self, target: str, operation: Callable[[], T], *,
                    on_stale: Callable[[float], None] | None = None) -> T:
         """Run ``operation`` (the service call) under the faults that fire for it."""
-        # A stale read needs a replica to lag: without one the fault cannot apply, and is not
-        # claimed as fired.
-        kinds = SERVICE_KINDS if on_stale is not None else _NO_REPLICA_KINDS
-        faults = self.firing(target, kinds)
-        by_kind = {f.kind: f for f in faults}
-        for fault in faults:
-            if fault.kind == "latency":
-                await self.world.clock.sleep(self.latency_s(fault))
-        if "stale_read" in by_kind and on_stale is not None:
-            on_stale(by_kind["stale_read"].stale_s)
-        if "auth_expiry" in by_kind:
-            raise AuthExpired(f"{target}: access token expired", dependency=target)
-        if "error" in by_kind:
-            fault = by_kind["error"]
-            raise TransientError(f"{target}: HTTP {fault.status}",
-                                 retry_after_s=fault.retry_after_s)
-        if "timeout_before" in by_kind:
-            raise TimeoutError(f"{target}: no response (the request was not delivered)")
-        crash = by_kind.get("crash")
-        if crash is not None and crash.point == "before":
-            raise Crash(f"worker crashed before {target}")
+        plan = self.decide(target, replica=on_stale is not None)
+        for delay_s in plan.latencies_s:
+            await self.world.clock.sleep(delay_s)
+        plan.refuse_before(on_stale)
         result = await _settled(operation())
-        if "duplicate_delivery" in by_kind:
+        if plan.duplicate:
             result = await _settled(operation())
-        if crash is not None:
-            raise Crash(f"worker crashed after {target} was applied")
-        if "timeout_after" in by_kind:
-            raise TimeoutError(f"{target}: timed out waiting for the response (the request "
-                               "was delivered)")
-        for fault in faults:
-            result = _transform(fault, result)
-        return result  # type: ignore[no-any-return]
+        plan.refuse_after()
+        return plan.transform(result)  # type: ignore[no-any-return]
 
     def latency_s(self, fault: Fault) -> float:
         """The delay ``fault`` adds to this call, drawn from its distribution."""
