@@ -42,7 +42,7 @@ import random
 from collections.abc import Awaitable, Callable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 from pydantic_core import to_jsonable_python
@@ -56,7 +56,10 @@ from tether.sim.scenario import Invariant, Knobs, Persona, Scenario, check_from_
 from tether.sim.services.errors import ServiceError, TokenExpired
 from tether.sim.world import World
 
-__all__ = ["Environment", "ServiceClient", "instrument", "plain"]
+if TYPE_CHECKING:
+    from tether.sim.wire.gateway import Gateway
+
+__all__ = ["Environment", "ServiceClient", "current_caller", "instrument", "plain"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +72,11 @@ class _Caller:
 
 #: The tool whose handler (or reconciler) is running: what a service call is attributed to.
 _CALLER: ContextVar[_Caller | None] = ContextVar("tether_sim_caller", default=None)
+
+
+def current_caller() -> _Caller | None:
+    """The agent's tool whose handler (or reconciler) is running, if any."""
+    return _CALLER.get()
 
 
 def plain(value: Any) -> Any:
@@ -123,11 +131,50 @@ class Environment:
         self.calls: list[ServiceCall] = []
         self.expected: list[Invariant] = []
         self._clients: dict[str, ServiceClient] = {}
+        self._gateway: Gateway | None = None
 
     @property
     def clients_made(self) -> bool:
-        """Whether the agent asked for any client of the simulated services."""
-        return bool(self._clients)
+        """Whether the agent asked for any client of the simulated services (a Python client,
+        or the world on the wire)."""
+        return bool(self._clients) or self._gateway is not None
+
+    # -- the world on the wire ------------------------------------------------------------
+
+    @property
+    def gateway(self) -> Gateway:
+        """The world behind HTTP (:mod:`tether.sim.wire`): every service's face, with the
+        scenario's faults applied at the wire."""
+        if self._gateway is None:
+            from tether.sim.wire.gateway import Gateway
+
+            self._gateway = Gateway(self)
+        return self._gateway
+
+    def base_url(self, service: str) -> str:
+        """The base URL of ``service`` on the wire (``http://sim.tether/payments`` in-process;
+        point an SDK's base-URL setting at it together with :meth:`http_transport`)."""
+        return self.gateway.base_url(service)
+
+    def http_transport(self) -> Any:
+        """An ``httpx`` transport (sync and async) that carries requests to the world
+        in-process, deterministically: ``httpx.Client(transport=env.http_transport())``."""
+        from tether.sim.wire.transport import InProcessTransport
+
+        return InProcessTransport(self.gateway)
+
+    def httpx_client(self, **options: Any) -> Any:
+        """An ``httpx.Client`` on :meth:`http_transport`, its ``base_url`` the world's root."""
+        from tether.sim.wire.transport import httpx_client
+
+        return httpx_client(self.gateway, asynchronous=False, **options)
+
+    def async_httpx_client(self, **options: Any) -> Any:
+        """An ``httpx.AsyncClient`` on :meth:`http_transport`, its ``base_url`` the world's
+        root."""
+        from tether.sim.wire.transport import httpx_client
+
+        return httpx_client(self.gateway, asynchronous=True, **options)
 
     @property
     def seed(self) -> int:
