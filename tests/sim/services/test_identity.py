@@ -8,7 +8,7 @@ import pytest
 from pydantic import ValidationError
 
 from tether.sim.services.errors import TokenExpired, TokenInvalid
-from tether.sim.services.identity import Identity
+from tether.sim.services.identity import Identity, OAuthError
 from tether.sim.world import World
 
 from .conftest import DAY_S, START
@@ -137,3 +137,67 @@ def test_snapshot() -> None:
     assert snap["refresh_tokens"]["rt_0001"]["active"] is False
     assert list(snap["access_tokens"]) == ["at_0001", "at_0002"]
     assert run() == run()
+
+
+# -- the client credentials grant (RFC 6749 §4.4) ------------------------------------------
+
+CLIENTS = {"access_ttl_s": 600.5, "clients": [
+    {"client_id": "desk", "client_secret": "s3cret"},
+    {"client_id": "mailer", "client_secret": "m41l", "scopes": ["email", "crm"]}]}
+
+
+def test_client_credentials_token_expires_on_the_virtual_clock(world: World) -> None:
+    """token() issues a Bearer token that checks out until access_ttl_s passes, no refresh."""
+    identity = Identity(world, CLIENTS)
+    token = identity.token("client_credentials", "desk", "s3cret")
+    assert (token.client, token.access_token, token.token_type, token.expires_in,
+            token.expires_at, token.scope) == ("desk", "at_0001", "Bearer", 600,
+                                               START + 600.5, None)
+    assert identity.check(token.access_token).client == "desk"
+    world.clock.advance(600.5)
+    with pytest.raises(TokenExpired):
+        identity.check(token.access_token)
+    assert identity.token("client_credentials", "desk", "s3cret").access_token == "at_0002"
+    assert [(e.operation, e.key) for e in world.ledger.of("identity")] == [
+        ("issue", "grant:desk"), ("issue", "grant:desk")]
+
+
+@pytest.mark.parametrize(("args", "error", "status"), [
+    (("", "desk", "s3cret"), "invalid_request", 400),
+    (("password", "desk", "s3cret"), "unsupported_grant_type", 400),
+    (("client_credentials", None, None), "invalid_client", 401),
+    (("client_credentials", "nobody", "s3cret"), "invalid_client", 401),
+    (("client_credentials", "desk", "wrong"), "invalid_client", 401),
+    (("client_credentials", "desk", None), "invalid_client", 401),
+    (("client_credentials", "mailer", "m41l", "email calendar"), "invalid_scope", 400),
+])
+def test_token_refusals_follow_rfc_6749(world: World, args: tuple[str | None, ...], error: str,
+                                        status: int) -> None:
+    """Each refusal carries the RFC 6749 §5.2 code and status, and records no effect."""
+    identity = Identity(world, CLIENTS)
+    with pytest.raises(OAuthError) as info:
+        identity.token(*args)  # type: ignore[arg-type]
+    assert (info.value.error, info.value.status, info.value.to_oauth()["error"]) == (
+        error, status, error)
+    assert info.value.to_oauth()["error_description"]
+    assert len(world.ledger) == 0
+
+
+def test_scopes_are_bounded_by_the_client(world: World) -> None:
+    """A client with scopes gets all of them by default, or the subset asked; checks show it."""
+    identity = Identity(world, CLIENTS)
+    every = identity.token("client_credentials", "mailer", "m41l")
+    asked = identity.token("client_credentials", "mailer", "m41l", "crm")
+    assert (every.scope, asked.scope) == ("email crm", "crm")
+    assert identity.check(asked.access_token).scopes == ("crm",)
+    assert identity.snapshot()["access_tokens"][asked.access_token]["scope"] == "crm"
+
+
+def test_client_seed_validation(world: World) -> None:
+    """A client declared twice, or with an empty scope list, is refused at seeding."""
+    client = {"client_id": "a", "client_secret": "b"}
+    with pytest.raises(ValueError, match="twice"):
+        Identity(world, {"clients": [client, client]})
+    with pytest.raises(ValidationError, match="scopes"):
+        Identity(world, {"clients": [{**client, "scopes": []}]})
+    assert Identity(world, {"clients": [client]}).clients == ["a"]

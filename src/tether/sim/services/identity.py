@@ -6,10 +6,17 @@ passes ``expires_at`` the call raises :class:`TokenExpired`, and the agent's ref
 :meth:`Identity.refresh` to carry on. With ``rotate_refresh_tokens`` each refresh also replaces
 the refresh token (OAuth 2.1's rotation), so a refresh retried after a lost response fails with
 :class:`TokenInvalid`, as it does in production.
+
+It is also an OAuth2 authorization server for the client credentials grant (RFC 6749 §4.4):
+the seed declares ``clients`` and :meth:`Identity.token` issues their access tokens, or refuses
+with the RFC's error codes (:class:`OAuthError`). When clients are declared, the world's JSON
+APIs on the wire require one of these tokens.
 """
 
 from __future__ import annotations
 
+import hmac
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -17,11 +24,57 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, ConfigDict, Field
 
 from tether.sim.services._ids import IdCounter
-from tether.sim.services.errors import TokenExpired, TokenInvalid
+from tether.sim.services.errors import ServiceError, TokenExpired, TokenInvalid
 from tether.sim.world import World
 from tether.specs import StrictNumbers
 
-__all__ = ["Identity", "TokenGrant", "TokenInfo"]
+__all__ = ["ClientToken", "Identity", "OAuthError", "TokenGrant", "TokenInfo"]
+
+#: The status of each error code of RFC 6749 §5.2 (``invalid_client`` is 401: the client
+#: failed to authenticate; the rest are 400).
+OAUTH_ERROR_STATUS: dict[str, int] = {
+    "invalid_request": 400, "invalid_client": 401, "invalid_grant": 400,
+    "unauthorized_client": 400, "unsupported_grant_type": 400, "invalid_scope": 400,
+}
+
+
+class OAuthError(ServiceError):
+    """A token request refused with an RFC 6749 §5.2 ``error`` code and its description.
+
+    >>> err = OAuthError("invalid_client", "client 'bot' is not registered")
+    >>> err.status, err.to_oauth()["error"]
+    (401, 'invalid_client')
+    """
+
+    def __init__(self, error: str, description: str) -> None:
+        ServiceError.__init__(self, description, "identity", OAUTH_ERROR_STATUS.get(error, 400),
+                              False)
+        self.args = (error, description)
+        self.error = error
+        self.description = description
+
+    def to_oauth(self) -> dict[str, Any]:
+        """The token endpoint's JSON error body (RFC 6749 §5.2)."""
+        return {"error": self.error, "error_description": self.description}
+
+    def to_data(self) -> dict[str, Any]:
+        """The generic fields plus the RFC's ``error`` code (as ``code``)."""
+        return {**super().to_data(), "code": self.error}
+
+
+class ClientToken(BaseModel):
+    """An access token issued by the client credentials grant (no refresh token: RFC 6749
+    §4.4.3). ``expires_in`` is whole seconds, rounded down so a client that trusts it never
+    uses an expired token; ``expires_at`` is epoch seconds on the virtual clock."""
+
+    model_config = ConfigDict(frozen=True)
+
+    client: str
+    access_token: str
+    token_type: str = "Bearer"
+    expires_in: int
+    expires_at: float
+    scope: str | None = None
 
 
 class TokenGrant(BaseModel):
@@ -44,12 +97,15 @@ class TokenInfo(BaseModel):
 
     client: str
     expires_at: float
+    #: The scopes granted to the token; empty: not restricted.
+    scopes: tuple[str, ...] = ()
 
 
 @dataclass
 class _Access:
     client: str
     expires_at: float
+    scopes: tuple[str, ...] = ()
 
 
 @dataclass
@@ -68,6 +124,16 @@ class _SeedGrant(StrictNumbers, BaseModel):
     expires_in_s: float
 
 
+class _SeedClient(StrictNumbers, BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    client_id: str = Field(min_length=1)
+    client_secret: str = Field(min_length=1)
+    # No empty list: a token granted no scope is unrestricted, which a client declared with
+    # no scopes must not get.
+    scopes: list[str] | None = Field(default=None, min_length=1)
+
+
 class _Seed(StrictNumbers, BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -75,13 +141,16 @@ class _Seed(StrictNumbers, BaseModel):
     refresh_ttl_s: float | None = Field(default=30 * 86_400.0, gt=0)
     rotate_refresh_tokens: bool = False
     grants: list[_SeedGrant] = Field(default_factory=list)
+    clients: list[_SeedClient] = Field(default_factory=list)
 
 
 class Identity:
     """Issues, checks and refreshes tokens on the virtual clock.
 
     ``seed_state`` (a seeded grant lets a scenario start with a token about to expire;
-    ``refresh_ttl_s: null`` makes refresh tokens last forever)::
+    ``refresh_ttl_s: null`` makes refresh tokens last forever; ``clients`` are OAuth2 clients
+    of the client credentials grant, and a client's ``scopes``, when given, bound what its
+    tokens may be granted — on the wire a scope names a service, ``crm``, ``email`` …)::
 
         {
             "access_ttl_s": 3600,
@@ -89,6 +158,8 @@ class Identity:
             "rotate_refresh_tokens": False,
             "grants": [{"client": "support-agent", "access_token": "at_seed",
                         "refresh_token": "rt_seed", "expires_in_s": 120}],
+            "clients": [{"client_id": "support-agent", "client_secret": "s3cret",
+                         "scopes": ["crm", "email"]}],
         }
 
     >>> world = World(seed=1)
@@ -113,7 +184,7 @@ class Identity:
     }
 
     #: What its clients may call (``env.client("identity")``).
-    OPERATIONS: ClassVar[tuple[str, ...]] = ("issue", "check", "refresh")
+    OPERATIONS: ClassVar[tuple[str, ...]] = ("issue", "check", "refresh", "token")
 
     def __init__(self, world: World, seed_state: Mapping[str, Any] | None = None) -> None:
         self.world = world
@@ -131,6 +202,16 @@ class Identity:
                 raise ValueError(f"identity seed: tokens of {g.client} repeat an earlier grant")
             self._access[g.access_token] = _Access(g.client, now + g.expires_in_s)
             self._refresh[g.refresh_token] = _Refresh(g.client, self._refresh_expiry(now))
+        self._clients: dict[str, _SeedClient] = {}
+        for c in seed.clients:
+            if c.client_id in self._clients:
+                raise ValueError(f"identity seed: client {c.client_id!r} is declared twice")
+            self._clients[c.client_id] = c
+
+    @property
+    def clients(self) -> list[str]:
+        """The ids of the OAuth2 clients the seed declares (none: the wire's APIs are open)."""
+        return sorted(self._clients)
 
     def _refresh_expiry(self, now: float) -> float | None:
         return None if self.refresh_ttl_s is None else now + self.refresh_ttl_s
@@ -151,6 +232,59 @@ class Identity:
                           access_token=grant.access_token, expires_at=grant.expires_at)
         return grant
 
+    def token(self, grant_type: str, client_id: str | None = None,
+              client_secret: str | None = None, scope: str | None = None) -> ClientToken:
+        """The token endpoint of the client credentials grant (RFC 6749 §4.4): a new access
+        token for an authenticated client, expiring ``access_ttl_s`` later on the virtual
+        clock. ``scope`` is space-delimited and must lie within the client's scopes (default:
+        all of them). Refusals are :class:`OAuthError` with the RFC's codes:
+        ``invalid_request``, ``unsupported_grant_type``, ``invalid_client`` (401),
+        ``invalid_scope``."""
+        if not grant_type:
+            raise OAuthError("invalid_request", "the request is missing grant_type; send "
+                             "grant_type=client_credentials")
+        if grant_type != "client_credentials":
+            raise OAuthError("unsupported_grant_type", f"grant_type {grant_type!r} is not "
+                             "supported; this server issues tokens for client_credentials")
+        client = self._authenticate(client_id, client_secret)
+        scopes = self._scopes(client, scope)
+        now = self.world.now()
+        access = self._access_ids.new()
+        expires_at = now + self.access_ttl_s
+        self._access[access] = _Access(client.client_id, expires_at, scopes)
+        self.world.effect("identity", "issue", key=f"grant:{client.client_id}",
+                          client=client.client_id, access_token=access, expires_at=expires_at)
+        return ClientToken(client=client.client_id, access_token=access,
+                           expires_in=math.floor(self.access_ttl_s), expires_at=expires_at,
+                           scope=" ".join(scopes) or None)
+
+    def _authenticate(self, client_id: str | None, client_secret: str | None) -> _SeedClient:
+        if not client_id:
+            raise OAuthError("invalid_client", "no client credentials: send client_id and "
+                             "client_secret in the body or with HTTP Basic authentication")
+        client = self._clients.get(client_id)
+        if client is None:
+            declared = ", ".join(self.clients) or "none (seed identity.clients)"
+            raise OAuthError("invalid_client", f"client {client_id!r} is not registered; "
+                             f"registered clients: {declared}")
+        # Compared in constant time, as a real server does, though nothing here is secret.
+        if not hmac.compare_digest((client_secret or "").encode(),
+                                   client.client_secret.encode()):
+            raise OAuthError("invalid_client", f"the secret of client {client_id!r} is wrong")
+        return client
+
+    def _scopes(self, client: _SeedClient, scope: str | None) -> tuple[str, ...]:
+        asked = tuple(dict.fromkeys((scope or "").split()))
+        if client.scopes is None:
+            return asked
+        if not asked:
+            return tuple(client.scopes)
+        beyond = [s for s in asked if s not in client.scopes]
+        if beyond:
+            raise OAuthError("invalid_scope", f"client {client.client_id!r} may not be granted "
+                             f"{' '.join(beyond)}; its scopes are {' '.join(client.scopes)}")
+        return asked
+
     def check(self, token: str) -> TokenInfo:
         """The client of a valid access ``token``; raises when it expired or is unknown."""
         access = self._access.get(token)
@@ -160,7 +294,8 @@ class Identity:
             raise TokenExpired(f"access token of {access.client} expired at "
                                f"{access.expires_at:.0f}; refresh it and call again",
                                access.client, access.expires_at)
-        return TokenInfo(client=access.client, expires_at=access.expires_at)
+        return TokenInfo(client=access.client, expires_at=access.expires_at,
+                         scopes=access.scopes)
 
     def refresh(self, refresh_token: str) -> TokenGrant:
         """A new access token for the client of ``refresh_token`` (and, with rotation, a new
@@ -198,7 +333,10 @@ class Identity:
     def snapshot(self) -> dict[str, Any]:
         """Canonical state: access and refresh tokens, by token."""
         return {
-            "access_tokens": {t: {"client": a.client, "expires_at": a.expires_at}
+            # A scope is listed only when granted, so worlds without OAuth clients keep the
+            # snapshot (and digests) they had before scopes existed.
+            "access_tokens": {t: {"client": a.client, "expires_at": a.expires_at,
+                                  **({"scope": " ".join(a.scopes)} if a.scopes else {})}
                               for t, a in sorted(self._access.items())},
             "refresh_tokens": {t: {"client": r.client, "expires_at": r.expires_at,
                                    "active": r.active} for t, r in sorted(self._refresh.items())},
