@@ -29,13 +29,13 @@ from tether.policy.policy import Policy
 from tether.sim.agent_ref import (
     AgentFactory,
     agent_spec_of,
-    build_agent,
     load_agent_factory,
     load_callable,
 )
 from tether.sim.calls import ServiceCall
 from tether.sim.environment import Environment, instrument
 from tether.sim.faults import FaultLayer, Firing
+from tether.sim.foreign import Replier, build_participant, run_replier
 from tether.sim.harness import HarnessOutcome, run_default, run_naive
 from tether.sim.harness_spec import HarnessSpec, apply_harness, resolve_harness
 from tether.sim.invariants import EpisodeFacts, Verdict, check_invariants
@@ -106,6 +106,19 @@ class EpisodeResult:
         return self.status == "completed" and self.checked and \
             all(v.holds for v in self.task_checks)
 
+    @property
+    def headline(self) -> str:
+        """The verdict in one word, as ``tether sim run`` prints it: ``FAIL`` (an invariant
+        violated), ``INCONCLUSIVE``, ``PASS`` (the task done), ``UNCHECKED`` (nothing can show
+        the task was done) or ``NOT DONE``."""
+        if not self.ok:
+            return "FAIL"
+        if self.inconclusive:
+            return "INCONCLUSIVE"
+        if self.done:
+            return "PASS"
+        return "NOT DONE" if self.checked else "UNCHECKED"
+
     def as_data(self) -> dict[str, Any]:
         return {
             "scenario": self.scenario, "seed": self.seed, "harness": self.harness,
@@ -163,7 +176,12 @@ async def run_episode_async(scenario: Scenario, seed: int,
     agent_name = _named(chosen, base_dir)
     env = environment_for(scenario, seed)
     world, layer = env.world, env.layer
-    built = build_agent(factory, env, agent_name)
+    built = build_participant(factory, env, agent_name)
+    if isinstance(built, Replier):  # an agent of another framework: a conversation
+        started = world.now()
+        outcome, journal, unsettled = await run_replier(
+            env, built, factory, agent_name, spec, run_id=f"{scenario.name}-{seed}")
+        return _judged(env, spec, agent_name, outcome, journal, started, unsettled)
     if spec.base == "default":
         # Budgets: the agent's, then the scenario's story (a deadline it needs), then the
         # variant's — a variant that sets a limit is measured with that limit.
@@ -205,6 +223,13 @@ async def run_episode_async(scenario: Scenario, seed: int,
             f"agent {agent_name}: its tools ({names}) ran but reached no simulated service, so "
             "the simulation cannot test them; build their clients from the environment the "
             "factory receives (env.client(\"payments\"), ...) instead of real ones")
+    return _judged(env, spec, agent_name, outcome, journal, started, replay_divergence(model))
+
+
+def _judged(env: Environment, spec: HarnessSpec, agent_name: str, outcome: HarnessOutcome,
+            journal: str, started: float, unsettled: list[str]) -> EpisodeResult:
+    """The episode judged: invariants and task checks against the ledger and final state."""
+    scenario, world, layer, seed = env.scenario, env.world, env.layer, env.seed
     snapshots = {name: service.snapshot() for name, service in world.services.items()}
     duration_s = world.now() - started
     causes = {seq: call.tool for call in env.calls for seq in call.effects}
@@ -222,7 +247,7 @@ async def run_episode_async(scenario: Scenario, seed: int,
         task_checks=check_invariants(scenario.success or env.expected, facts),
         outcome=outcome, agent=agent_name, calls=list(env.calls),
         inconclusive=[*user_inconclusive(world), *unrecorded(world),
-                      *replay_divergence(model)])
+                      *unsettled])
 
 
 def _named(chosen: AgentArg, base_dir: Path | None) -> str:
