@@ -176,6 +176,14 @@ class Environment:
 
         return httpx_client(self.gateway, asynchronous=True, **options)
 
+    def stripe_http_client(self) -> Any:
+        """A ``stripe.HTTPClient`` that carries the official SDK's requests to the world
+        in-process, on the virtual clock: ``stripe.StripeClient(key, http_client=...,
+        base_addresses={"api": env.base_url("payments")})`` (needs ``pip install stripe``)."""
+        from tether.sim.wire.stripe_client import StripeInProcess
+
+        return StripeInProcess(self.gateway)
+
     @property
     def seed(self) -> int:
         return self.world.seed
