@@ -161,6 +161,7 @@ def test_a_worker_crash_after_the_refund_is_recovered_once_under_default_twice_n
     naive = run_episode(_scenario(faults=faults), 1, "naive", agent=desk)
     assert default.crashes == naive.crashes == 1
     assert _refunds(default) == 1 and default.ok and default.done
+    assert default.answer.startswith("Refunded ch_1")  # the rebuilt agent's call succeeded
     assert _refunds(naive) == 2 and not naive.ok
 
 
@@ -333,3 +334,15 @@ def test_an_openai_chat_endpoint_agent_runs_an_episode() -> None:
         "My order arrived broken; please refund it.", "Which order?", "order: ch_1",
         "Noted. Goodbye"]
     assert result.status == "completed"
+
+
+def test_the_scenarios_duration_budget_bounds_tether_tool_calls_under_default() -> None:
+    """budgets.max_duration_s is the tool calls' deadline: a write held past it by latency
+    is cut off and escalated (its outcome unknown), not waited out or re-sent."""
+    faults = [{"kind": "latency", "target": "payments.create_refund", "on_call": [1],
+               "latency_s": 3000.0}]
+    result = run_episode(_scenario(faults=faults, budgets={"max_duration_s": 300.0}), 1,
+                         "default", agent=desk)
+    assert result.status == "escalated"
+    assert result.virtual_duration_s <= 300.0
+    assert "duration budget" in result.reason

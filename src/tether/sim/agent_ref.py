@@ -28,16 +28,20 @@ import sys
 from collections.abc import Callable
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tether.agent.agent import Agent
 from tether.errors import UsageError
 
+if TYPE_CHECKING:
+    from tether.sim.foreign import Replier
+
 __all__ = ["AgentFactory", "agent_spec_of", "build_agent", "load_agent_factory",
            "load_callable", "short_names"]
 
-#: What a scenario's ``agent:`` names: a function of the environment returning the agent.
-AgentFactory = Callable[[Any], Agent]
+#: What a scenario's ``agent:`` names: a function of the environment returning the agent (a
+#: :class:`tether.Agent`, or another framework's agent as a :class:`~tether.sim.foreign.Replier`).
+AgentFactory = Callable[[Any], "Agent | Replier"]
 
 GROUP = "tether.agents"
 

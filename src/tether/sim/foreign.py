@@ -49,7 +49,7 @@ from __future__ import annotations
 
 import inspect
 import json
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Protocol, runtime_checkable
@@ -304,6 +304,10 @@ class _ToolRunner:
     tools: dict[str, Tool[Any, Any]] = field(default_factory=dict)
     workflows: dict[str, Workflow] = field(default_factory=dict)
     keys: dict[str, str] = field(default_factory=dict)
+    calls: int = 0
+    #: When the episode's time is up (``budgets.max_duration_s``), on the runtime's clock: no
+    #: call starts after it, and a write cut off by it is settled by its effect class.
+    deadline: float | None = None
 
     def _runtime(self) -> Runtime:
         if self.runtime is None:
@@ -317,6 +321,7 @@ class _ToolRunner:
             name = tool.name
 
             async def run(ctx: Any, args: Any) -> Any:
+                ctx.deadline = self.deadline
                 return await ctx.call_tool(self.tools[name], args)
 
             found = self.workflows[name] = Workflow(f"tether_tools.{name}", run)
@@ -330,11 +335,17 @@ class _ToolRunner:
         workflow = self._workflow(tool)
         run_id = None
         if self.prefix is not None:
-            run_id = f"{self.prefix}{tool.name}-{len(self.run_ids) + 1}"
+            # Taken before the run starts: a run a crash interrupts keeps its id, and the
+            # next call gets a new one.
+            self.calls += 1
+            run_id = f"{self.prefix}{tool.name}-{self.calls}"
+            self.run_ids.append(run_id)
+            self.keys[run_id] = key
         result = await self._runtime().start(workflow, args.model_dump(mode="json"),
                                              run_id=run_id)
-        self.run_ids.append(result.run_id)
-        self.keys[result.run_id] = key
+        if run_id is None:
+            self.run_ids.append(result.run_id)
+            self.keys[result.run_id] = key
         return self._settled(tool.name, key, result.status, result.result, result.reason,
                              result.raise_for_status)
 
@@ -427,7 +438,7 @@ _SESSION: ContextVar[_Session | None] = ContextVar("tether_sim_foreign_session",
 
 
 def tether_tools(tools: Sequence[Tool[Any, Any]],
-                 runtime: Runtime | None = None) -> list[Callable[..., Awaitable[Any]]]:
+                 runtime: Runtime | None = None) -> list[Callable[..., Coroutine[Any, Any, Any]]]:
     """tether tools as plain async functions a foreign framework registers (their keyword
     arguments are the fields of the tool's argument model; they return its result as JSON).
 
@@ -445,7 +456,8 @@ def tether_tools(tools: Sequence[Tool[Any, Any]],
     return [_plain(t, runner) for t in tools]
 
 
-def _plain(tool: Tool[Any, Any], runner: _ToolRunner) -> Callable[..., Awaitable[Any]]:
+def _plain(tool: Tool[Any, Any],
+           runner: _ToolRunner) -> Callable[..., Coroutine[Any, Any, Any]]:
     async def call(**kwargs: Any) -> Any:
         session = _SESSION.get()
         if session is not None:
@@ -526,6 +538,9 @@ async def converse(env: Environment, make: Callable[[], Replier], base: str, *,
     runner = _ToolRunner(Runtime(MemoryStore(), clock=world.clock, seed=world.seed,
                                  owner=run_id) if base == "default" else None,
                          prefix=f"{run_id}-")
+    limit_s = env.scenario.budgets.get("max_duration_s")
+    if base == "default" and limit_s is not None:
+        runner.deadline = world.now() + float(limit_s)
     outcome = HarnessOutcome(status="running")
     session = _Session(env, base, runner, outcome)
     conversation = [Message.user(env.task)]
@@ -537,6 +552,11 @@ async def converse(env: Environment, make: Callable[[], Replier], base: str, *,
                 outcome.status = "failed"
                 outcome.reason = f"the conversation did not end within {max_turns} replies " \
                     "(budgets.max_steps)"
+                break
+            if runner.deadline is not None and world.now() >= runner.deadline:
+                outcome.status = "failed"
+                outcome.reason = f"budget exceeded: max_duration_s ({limit_s} s) was up " \
+                    "before the conversation ended"
                 break
             try:
                 said = await agent.reply(tuple(conversation))
