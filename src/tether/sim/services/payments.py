@@ -9,7 +9,8 @@ hours (virtual) after first use, so a reuse after that applies again. One key st
 every write, as one Stripe account does: a key first used for a charge cannot create a refund.
 
 Payouts draw on the available balance: the opening ``balance`` of the seed plus succeeded
-charges, less what was refunded of them and what was paid out, per currency.
+charges, less what was refunded of them and what was paid out, per currency. A refund may
+take it below zero (Stripe then debits the account); a payout never does.
 """
 
 from __future__ import annotations
