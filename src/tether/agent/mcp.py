@@ -57,7 +57,7 @@ from pydantic import (
     model_validator,
 )
 
-from tether.errors import AuthExpired, TransientError, UsageError
+from tether.errors import AuthExpired, Crash, TransientError, UsageError
 from tether.runtime.ambiguity import ErrorClassifier, ErrorOutcome, type_name
 from tether.runtime.provenance import Trust
 from tether.runtime.tools import Effect, Reconciler, Tool, ToolContext
@@ -408,8 +408,19 @@ class _PerCall:
 
     @asynccontextmanager
     async def _open(self) -> AsyncIterator[Any]:
-        async with _client()(self.source, cache=None) as client:
-            yield client.session
+        try:
+            async with _client()(self.source, cache=None) as client:
+                yield client.session
+        except BaseExceptionGroup as group:
+            # The connection's task groups wrap what ended the call; the runtime must read the
+            # failure itself (a simulated crash, a timeout), not a group of it.
+            leaves = list({id(leaf): leaf for leaf in _leaves(group)}.values())
+            crash = next((leaf for leaf in leaves if isinstance(leaf, Crash)), None)
+            if crash is not None:
+                raise crash  # noqa: B904 - its own cause and context stay as they were
+            if len(leaves) == 1:
+                raise leaves[0]  # noqa: B904
+            raise
 
     async def list_tools(self) -> list[MCPToolInfo]:
         async with self._open() as session:
@@ -462,6 +473,12 @@ def _session(source: Any) -> _OpenSession | None:
     if isinstance(source, ClientSession):
         return _OpenSession(source)
     return None
+
+
+def _leaves(exc: BaseException) -> list[BaseException]:
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for inner in exc.exceptions for leaf in _leaves(inner)]
+    return [exc]
 
 
 async def _listing(session: Any) -> list[MCPToolInfo]:
