@@ -346,3 +346,70 @@ def test_the_scenarios_duration_budget_bounds_tether_tool_calls_under_default() 
     assert result.status == "escalated"
     assert result.virtual_duration_s <= 300.0
     assert "duration budget" in result.reason
+
+
+def _graph_desk(env: Environment, *, checkpointed: bool) -> Replier:
+    """A LangGraph desk: a routing node asks which order or sends the graph to a refund node
+    that calls tether's refund tool, retried by LangGraph's own RetryPolicy."""
+    graph_module = pytest.importorskip("langgraph.graph")
+    from langchain_core.messages import AIMessage
+    from langgraph.types import RetryPolicy
+
+    from tether.sim.foreign import langgraph_replier
+
+    (refund,) = tether_tools([refund_tool(env)])
+
+    def said(state: Any) -> str:
+        return " ".join(str(m.content) for m in state["messages"] if m.type == "human")
+
+    def route(state: Any) -> str:
+        return "refund" if re.search(r"ch_\w+", said(state)) else "ask"
+
+    def ask(state: Any) -> dict[str, Any]:
+        return {"messages": [AIMessage("Which order is it?")]}
+
+    async def do_refund(state: Any) -> dict[str, Any]:
+        found = re.search(r"ch_\w+", said(state))
+        assert found is not None
+        done = await refund(charge=found.group())
+        return {"messages": [AIMessage(f"Refunded {done['charge']}. Goodbye!")]}
+
+    builder = graph_module.StateGraph(graph_module.MessagesState)
+    builder.add_node("ask", ask)
+    builder.add_node("refund", do_refund, retry_policy=RetryPolicy(
+        max_attempts=3, initial_interval=0.0, jitter=False, retry_on=Exception))
+    builder.add_conditional_edges(graph_module.START, route)
+    builder.add_edge("ask", graph_module.END)
+    builder.add_edge("refund", graph_module.END)
+    config = None
+    checkpointer = None
+    if checkpointed:
+        from langgraph.checkpoint.memory import InMemorySaver
+
+        checkpointer = InMemorySaver()
+        config = {"configurable": {"thread_id": "t1"}}
+    return langgraph_replier(builder.compile(checkpointer=checkpointer), config=config,
+                             done=lambda state: state["messages"][-1].content.endswith("Goodbye!"))
+
+
+def graph_desk(env: Environment) -> Replier:
+    """The LangGraph desk, sent the whole conversation each turn."""
+    return _graph_desk(env, checkpointed=False)
+
+
+def checkpointed_graph_desk(env: Environment) -> Replier:
+    """The LangGraph desk on a checkpointed thread, sent only what is new."""
+    return _graph_desk(env, checkpointed=True)
+
+
+@pytest.mark.parametrize("factory", [graph_desk, checkpointed_graph_desk])
+def test_a_langgraph_agent_converses_and_its_node_retries_are_judged(factory: Any) -> None:
+    """A LangGraph graph over MessagesState takes part in the conversation; its node's own
+    RetryPolicy after a timeout after commit refunds twice under naive, once under default."""
+    naive = run_episode(_scenario(faults=_timeout_after()), 1, "naive", agent=factory)
+    default = run_episode(_scenario(faults=_timeout_after()), 1, "default", agent=factory)
+    assert [m["role"] for m in default.outcome.conversation] == [
+        "user", "assistant", "user", "assistant"]
+    assert default.answer == "Refunded ch_1. Goodbye!"
+    assert _refunds(default) == 1 and default.ok and default.done
+    assert _refunds(naive) == 2 and not naive.ok
