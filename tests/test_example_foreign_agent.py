@@ -3,6 +3,7 @@ refunds twice under the framework's own retries, once with tether's tools in its
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -118,3 +119,16 @@ def test_digests_are_the_same_across_processes_and_hash_seeds() -> None:
         assert digests is not None, proc.stdout + proc.stderr
         found.append(digests.groups())
     assert found[0] == found[1]
+
+
+def test_the_crash_recovery_suite_grades_the_framework_agent(tmp_path: Path) -> None:
+    """`tether eval run` over the fault-free base scenario: the crash suite finds duplicate
+    refunds under naive and none, every task done, with tether's tools."""
+    proc = _tether("eval", "run", str(EXAMPLE / "scenarios" / "refund.yaml"), "--suite",
+                   "crash_recovery", "--seeds", "3", "--workers", "1", "--out", str(tmp_path))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    cells = {c["harness"]: c for c in
+             json.loads((tmp_path / "results.json").read_text())["cells"]}
+    assert cells["naive"]["violations"] > 0
+    assert cells["default"]["violations"] == 0
+    assert cells["default"]["passed"] == cells["default"]["episodes"] == 3
