@@ -295,7 +295,12 @@ class Calendar:
 
 def _instant(value: datetime | str | float, param: str) -> float:
     try:
-        return as_epoch(value)
-    except (TypeError, ValueError):
-        raise InvalidRequest(f"{param} must be an ISO 8601 time, got {value!r}", "calendar",
-                             param) from None
+        epoch = as_epoch(value)
+        # Every time derived from an instant (slot cursors, day starts in a person's offset)
+        # lies within a window's span of it, so that span must be a datetime too: an epoch
+        # beyond year 9999 is the caller's mistake (400), not the service's crash.
+        as_datetime(epoch - _WINDOW_S_MAX), as_datetime(epoch + _WINDOW_S_MAX)
+    except (TypeError, ValueError, OverflowError, OSError):
+        raise InvalidRequest(f"{param} must be an ISO 8601 time between years 1 and 9999, "
+                             f"got {value!r}", "calendar", param) from None
+    return epoch

@@ -115,7 +115,8 @@ def _spec(cls: type, name: str) -> OperationSpec:
         fields[param.name] = (hints.get(param.name, Any), default)
     title = "".join(part[:1].upper() + part[1:] for part in name.split("_"))
     request = create_model(f"{cls.__name__}{title}Request",
-                           __config__=ConfigDict(extra="forbid", strict=True), **fields)
+                           __config__=ConfigDict(extra="forbid", strict=True,
+                                                 allow_inf_nan=False), **fields)
     request.__doc__ = f"The arguments of ``{name}``."
     return OperationSpec(name, request, hints.get("return"), keyed,
                          inspect.getdoc(method) or "")
@@ -248,8 +249,9 @@ def _refusal(status: int, kind: str, message: str, *, param: str | None = None,
 
 def _invalid(exc: ValidationError, spec: OperationSpec) -> WireResponse:
     """The 400 of a body that breaks the signature, naming the first culprit."""
-    first = exc.errors(include_url=False)[0]
-    param = ".".join(str(part) for part in first["loc"]) or None
+    errors = exc.errors(include_url=False)
+    first = errors[0]
+    param = str(first["loc"][0]) if first["loc"] else None
     takes = ", ".join(spec.request.model_fields) or "no arguments"
     if first["type"] == "json_invalid":
         return _refusal(400, "invalid_request", f"the body is not valid JSON: {first['msg']}")
@@ -263,7 +265,10 @@ def _invalid(exc: ValidationError, spec: OperationSpec) -> WireResponse:
                 else f"; it takes {takes}")
         message = f"{spec.name} takes no argument {param}{hint}"
     else:
-        message = f"{param}: {first['msg']}"
+        # A union reports one error per member it tried: say them all, once each.
+        said = dict.fromkeys(e["msg"] for e in errors if e["loc"][:1] == first["loc"][:1])
+        where = ".".join(str(part) for part in first["loc"]) if len(said) == 1 else param
+        message = f"{where}: {' or '.join(said)}"
     return _refusal(400, "invalid_request", message, param=param)
 
 
