@@ -20,8 +20,10 @@ was asked beyond its recording).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shlex
+import sys
 import time
 from pathlib import Path
 from typing import Annotated
@@ -93,18 +95,15 @@ def replay_command(scenario: Path, seed: int, harness: str, agent: str | None = 
     return command + "".join(f" --harnesses {shlex.quote(f)}" for f in harness_files)
 
 
-def _print(result: EpisodeResult, scenario: Path, agent: str | None = None,
+_COLOURS = {"FAIL": "red", "PASS": "green"}
+
+
+def _print(result: EpisodeResult, scenario: Path | None, agent: str | None = None,
            harness_files: tuple[str, ...] = ()) -> None:
-    if not result.ok:
-        mark = "[red]FAIL[/red]"
-    elif result.inconclusive:
-        mark = "[yellow]INCONCLUSIVE[/yellow]"
-    elif result.done:
-        mark = "[green]PASS[/green]"
-    elif not result.checked:
-        mark = "[yellow]UNCHECKED[/yellow]"
-    else:
-        mark = "[yellow]NOT DONE[/yellow]"
+    """Print the judged episode; ``scenario=None`` (a served world) prints no replay line."""
+    word = result.headline
+    colour = _COLOURS.get(word, "yellow")
+    mark = f"[{colour}]{word}[/{colour}]"
     console.print(f"{mark}  {escape(result.scenario)}  seed={result.seed}  "
                   f"harness={result.harness}  status={result.status}")
     console.print(f"  agent: {escape(_shown(result.agent))}", soft_wrap=True)
@@ -142,7 +141,7 @@ def _print(result: EpisodeResult, scenario: Path, agent: str | None = None,
         for entry in result.outcome.transcript:
             console.print(f"  naive: {escape(json.dumps(entry, sort_keys=True))}")
     console.print(f"  journal {result.journal_digest[:16]}  ledger {result.ledger_digest[:16]}")
-    if not result.ok or not result.done or result.inconclusive:
+    if scenario is not None and (not result.ok or not result.done or result.inconclusive):
         command = replay_command(scenario, result.seed, result.harness,
                                  result.agent if agent else None, harness_files)
         console.print(f"replay: {escape(command)}", soft_wrap=True)
@@ -283,3 +282,97 @@ def sim_capture(
         console.print(f"wrote {escape(str(out))}: run it with tether sim run "
                       f"{escape(shlex.quote(str(out)))} --harness naive (or default)",
                       soft_wrap=True)
+
+
+PortOpt = Annotated[int, typer.Option("--port", min=0, max=65535,
+                                      help="The port to serve on (0: a free one, printed).")]
+HostOpt = Annotated[str, typer.Option(
+    "--host", help="The address to bind (default 127.0.0.1; anything else is reachable "
+                   "from other machines, without authentication).")]
+StdioOpt = Annotated[bool, typer.Option(
+    "--stdio", help="Serve the world's MCP tools on stdin/stdout instead of HTTP (the "
+                    "verdict goes to stderr).")]
+err_console = Console(width=110, highlight=False, emoji=False, stderr=True)
+
+
+@sim_app.command("serve")
+def sim_serve(scenario: Path, seed: SeedOpt = 0, port: PortOpt = 0,
+              host: HostOpt = "127.0.0.1", stdio: StdioOpt = False,
+              as_json: JsonOpt = False) -> None:
+    """Serve the scenario's world over HTTP until SIGINT or SIGTERM, then print its verdict.
+
+    Prints one line per address, ``NAME URL`` (each service's base URL, ``mcp``, ``openapi``,
+    ``verdict``), for an agent in any process or language; the scenario's own agent is not
+    run. The scenario's faults apply at the wire, decided by the seed's draws on each
+    operation's call numbers; the agent's requests, their order and timing are its own, so a
+    session repeats only if the agent does. The virtual clock moves with latency faults and
+    ``POST /_tether/clock/advance {"seconds": N}``, never with wall time. On shutdown the
+    verdict is printed as ``tether sim run`` prints it, and the exit status is its: 0 when
+    every invariant holds, 1 when one is violated, 3 when inconclusive, 2 on bad input.
+    """
+    from tether.sim.episode import environment_for
+    from tether.sim.wire import serve as served
+
+    try:
+        env = environment_for(load_scenario(scenario), seed)
+        sock = None if stdio else served.listen(host, port)
+    except TetherError as exc:
+        console.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
+        raise typer.Exit(2) from exc
+    try:
+        if sock is None:
+            from tether.sim.wire.mcp_face import run_stdio
+
+            run_stdio(env)
+        else:
+            if not served.is_loopback(host):
+                err_console.print(
+                    f"[red]WARNING: the simulated world is served on {escape(host)}, beyond "
+                    "this machine: anyone who can reach it can read and change it, with no "
+                    "authentication. Use --host 127.0.0.1 unless you mean it.[/red]",
+                    soft_wrap=True)
+            with served.StopSignals() as stops:
+                for name, url in served.addresses(env, served.root_of(sock)):
+                    print(f"{name:<9} {url}", flush=True)
+                err_console.print("serving; SIGINT (Ctrl+C) or SIGTERM stops and prints the "
+                                  "verdict")
+                served.run(env, sock, stops)
+    except TetherError as exc:
+        err_console.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
+        raise typer.Exit(2) from exc
+    result = served.judge(env)
+    # Under --stdio, stdout was the MCP channel: the verdict goes to stderr.
+    with contextlib.redirect_stdout(sys.stderr if stdio else sys.stdout):
+        if as_json:
+            print(json.dumps(served.verdict_data(result), indent=2, sort_keys=True))
+        else:
+            _print(result, None)
+    raise typer.Exit(_status(result))
+
+
+@sim_app.command("verdict")
+def sim_verdict(
+        url: Annotated[str, typer.Option(
+            "--url", help="The served world's address (as tether sim serve printed it) or "
+                          "its verdict URL.")],
+        as_json: JsonOpt = False) -> None:
+    """Ask a running ``tether sim serve`` for its verdict now, and exit with its status.
+
+    Judged as ``tether sim run`` judges: 0 when every invariant holds (PASS, NOT DONE,
+    UNCHECKED), 1 when one is violated (FAIL), 3 when inconclusive, 2 when the server cannot
+    be reached or did not answer a verdict.
+    """
+    from tether.sim.wire.serve import fetch_verdict, result_of
+
+    try:
+        data = fetch_verdict(url)
+        result = result_of(data)
+    except TetherError as exc:
+        console.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
+        raise typer.Exit(2) from exc
+    if as_json:
+        print(json.dumps(data, indent=2, sort_keys=True))
+    else:
+        _print(result, None)
+    raise typer.Exit(_status(result))
+

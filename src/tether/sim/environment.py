@@ -58,6 +58,7 @@ from tether.sim.world import World
 
 if TYPE_CHECKING:
     from tether.sim.wire.gateway import Gateway
+    from tether.sim.wire.webhooks import Webhooks
 
 __all__ = ["Environment", "ServiceClient", "current_caller", "instrument", "plain"]
 
@@ -132,6 +133,7 @@ class Environment:
         self.expected: list[Invariant] = []
         self._clients: dict[str, ServiceClient] = {}
         self._gateway: Gateway | None = None
+        self._webhooks: Webhooks | None = None
 
     @property
     def clients_made(self) -> bool:
@@ -147,9 +149,19 @@ class Environment:
         scenario's faults applied at the wire."""
         if self._gateway is None:
             from tether.sim.wire.gateway import Gateway
+            from tether.sim.wire.webhooks import Webhooks
 
             self._gateway = Gateway(self)
+            self._webhooks = Webhooks.attach(self._gateway)
         return self._gateway
+
+    @property
+    def webhooks(self) -> Webhooks:
+        """The payments service's webhook events and their delivery
+        (:mod:`tether.sim.wire.webhooks`): ``env.webhooks.receive(url, handler)``."""
+        gateway = self.gateway
+        assert self._webhooks is not None and self._webhooks.gateway is gateway
+        return self._webhooks
 
     def base_url(self, service: str) -> str:
         """The base URL of ``service`` on the wire (``http://sim.tether/payments`` in-process;

@@ -23,7 +23,12 @@ virtual time since the episode began (``window_s``), at most ``times`` times. Th
 ``auth_expiry``         the caller's credentials have expired (``AuthExpired``)
 ``injection``           ``text`` is appended to the response's string fields (``fields``)
 ``crash``               the worker dies ``before`` or ``after`` the service applied the call
+``out_of_order``        (webhooks only) an event is held back and delivered after the next one
 ======================  ===================================================================
+
+Webhook deliveries of the payments service are the target ``payments.webhook``
+(:data:`WEBHOOK_TARGET`); only :data:`WEBHOOK_KINDS` apply there: ``duplicate_delivery`` (the
+same event delivered twice) and ``out_of_order``.
 
 Model faults (rate limits, malformed output, context overflow, latency) target ``model`` and
 are applied by :class:`~tether.sim.models.FaultyModel`.
@@ -40,19 +45,26 @@ from typing import Any, Literal, TypeVar
 from tether.errors import AuthExpired, Crash, TransientError
 from tether.sim.world import World
 
-__all__ = ["FAULT_KINDS", "SERVICE_KINDS", "CallPlan", "Fault", "FaultLayer", "FaultPlan", "Firing"]
+__all__ = ["FAULT_KINDS", "SERVICE_KINDS", "WEBHOOK_KINDS", "WEBHOOK_TARGET", "CallPlan", "Fault",
+           "FaultLayer", "FaultPlan", "Firing"]
 
 T = TypeVar("T")
 
 FAULT_KINDS = ("timeout_before", "timeout_after", "error", "latency", "stale_read",
                "schema_drift", "wrong_content", "duplicate_delivery", "auth_expiry",
-               "injection", "crash", "rate_limit", "malformed_output", "context_overflow")
+               "injection", "crash", "rate_limit", "malformed_output", "context_overflow",
+               "out_of_order")
 #: The kinds that apply to a service call (the rest apply to the model).
 SERVICE_KINDS = ("timeout_before", "timeout_after", "error", "latency", "stale_read",
                  "schema_drift", "wrong_content", "duplicate_delivery", "auth_expiry",
                  "injection", "crash")
 
 _NO_REPLICA_KINDS = tuple(k for k in SERVICE_KINDS if k != "stale_read")
+#: The payments service's webhook deliveries, a fault target of their own.
+WEBHOOK_TARGET = "payments.webhook"
+#: The kinds that apply to a webhook delivery. ``out_of_order`` is not a service kind: a
+#: service call has no "next one" to be overtaken by, so it could never apply there.
+WEBHOOK_KINDS = ("duplicate_delivery", "out_of_order")
 
 
 @dataclass(frozen=True)

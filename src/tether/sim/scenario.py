@@ -62,7 +62,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from tether.errors import UsageError
 from tether.policy.policy import Policy
-from tether.sim.faults import FAULT_KINDS, Fault, FaultPlan
+from tether.sim.faults import FAULT_KINDS, WEBHOOK_KINDS, WEBHOOK_TARGET, Fault, FaultPlan
 from tether.sim.recorded import (
     RECORDED_FIELDS,
     RECORDED_SERVICE,
@@ -431,11 +431,19 @@ def _check_targets(scenario: Scenario, where: str) -> None:
     for index, fault in enumerate(scenario.faults):
         pattern = MODEL_TARGET if fault.target == "model" else fault.target
         candidates = replicated if fault.kind == "stale_read" else known
+        # Webhook deliveries take only their own kinds, and out_of_order applies nowhere else.
+        if fault.kind == "out_of_order":
+            candidates = [WEBHOOK_TARGET]
+        elif fault.kind in WEBHOOK_KINDS:
+            candidates = [*candidates, WEBHOOK_TARGET]
         if any(fnmatch.fnmatchcase(t, pattern) for t in candidates):
             continue
         service = fault.target.partition(".")[0]
         own = [t for t in candidates if t.partition(".")[0] == service]
-        if fault.kind == "stale_read" and service in SERVICES and not own:
+        if fault.kind == "out_of_order" or fnmatch.fnmatchcase(WEBHOOK_TARGET, pattern):
+            expected = (f"{WEBHOOK_TARGET} for out_of_order; {WEBHOOK_TARGET} takes only "
+                        f"{' and '.join(WEBHOOK_KINDS)}")
+        elif fault.kind == "stale_read" and service in SERVICES and not own:
             lagging = ", ".join(sorted({t.partition(".")[0] for t in replicated}))
             expected = f"a service with a read replica ({lagging}); {service} has none"
         elif own:

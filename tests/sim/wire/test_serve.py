@@ -1,0 +1,299 @@
+"""`tether sim serve` as a real process on a free loopback port: the official stripe SDK (its
+default requests client, only the base address changed), httpx, and a shell script with curl
+reach the world; faults arrive as a 429 and as a connection dropped without a response;
+`tether sim verdict --url` and SIGTERM give the verdict with `tether sim run`'s exit codes;
+webhooks reach a real receiver, signed as Stripe signs them."""
+
+from __future__ import annotations
+
+import json
+import queue
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import requests
+import stripe
+import yaml
+
+ROOT = Path(__file__).resolve().parents[3]
+CURL_AGENT = Path(__file__).with_name("curl_agent.sh")
+KEY = "sk_test_served"
+
+WORLD = {"payments": {
+    "customers": [{"id": "cus_1", "email": "ann@example.com", "name": "Ann"}],
+    "charges": [{"id": "ch_1", "customer": "cus_1", "amount": 5000}]}}
+DROP_AFTER = {"kind": "timeout_after", "target": "payments.create_refund", "on_call": [1]}
+
+
+def _scenario(faults: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
+    return {"name": "served-refund", "agent": "tests.sim.own_agents.credit:agent",
+            "task": "Refund 10.00 of charge ch_1 once.", "world": WORLD, "faults": faults,
+            "invariants": [{"exactly_once": {"effect": "payments.refund"}}],
+            "success": [{"exactly_once": {"effect": "payments.refund",
+                                          "match": {"charge": "ch_1"}}}], **extra}
+
+
+class Served:
+    """A running `tether sim serve` and the addresses it printed."""
+
+    def __init__(self, proc: subprocess.Popen[str], urls: dict[str, str]) -> None:
+        self.proc, self.urls = proc, urls
+
+    @property
+    def root(self) -> str:
+        return self.urls["verdict"].removesuffix("/_tether/verdict")
+
+    def stop(self) -> tuple[int, str]:
+        """SIGTERM, then the exit status and what it printed after the addresses."""
+        self.proc.send_signal(signal.SIGTERM)
+        out, _ = self.proc.communicate(timeout=30)
+        return self.proc.returncode, out
+
+
+def _tether(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "tether.cli", *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+
+
+@contextmanager
+def serve(tmp_path: Path, scenario: dict[str, Any], seed: int = 0) -> Iterator[Served]:
+    path = tmp_path / f"{scenario['name']}.yaml"
+    path.write_text(yaml.safe_dump(scenario), encoding="utf-8")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tether.cli", "sim", "serve", str(path), "--seed", str(seed),
+         "--port", "0"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+        text=True)
+    try:
+        urls: dict[str, str] = {}
+        assert proc.stdout is not None
+        while "verdict" not in urls:
+            line = proc.stdout.readline()
+            if not line:
+                raise AssertionError(f"tether sim serve ended early ({proc.wait()})")
+            name, _, url = line.strip().partition(" ")
+            urls[name] = url.strip()
+        yield Served(proc, urls)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate(timeout=30)
+
+
+def _sdk(served: Served, retries: int) -> stripe.StripeClient:
+    return stripe.StripeClient(KEY, base_addresses={"api": served.urls["payments"]},
+                               max_network_retries=retries)
+
+
+def test_serve_prints_one_machine_readable_line_per_address(tmp_path: Path) -> None:
+    """Each service, the MCP endpoint, the OpenAPI document and the verdict URL are printed as
+    NAME URL on one free loopback port, and each answers there."""
+    with serve(tmp_path, _scenario([])) as served:
+        assert {"payments", "crm", "identity", "mcp", "openapi", "verdict"} <= set(served.urls)
+        ports = {url.split("/")[2] for url in served.urls.values()}
+        assert len(ports) == 1 and ports.pop().startswith("127.0.0.1:")
+        assert httpx.get(served.urls["openapi"]).json()["openapi"].startswith("3.1")
+        health = httpx.get(f"{served.root}/_tether/health").json()
+        assert (health["scenario"], health["seed"]) == ("served-refund", 0)
+
+
+def test_the_stripe_sdk_meets_a_429_then_its_retries_survive_a_dropped_connection(
+        tmp_path: Path) -> None:
+    """The official SDK on its default requests client: a throttled read is a RateLimitError
+    carrying Retry-After; a refund whose connection drops after the write is retried by the SDK
+    with the idempotency key it added, so the server replays it and the ledger has one refund."""
+    throttle = {"kind": "error", "status": 429, "retry_after_s": 2,
+                "target": "payments.get_charge", "on_call": [1]}
+    with serve(tmp_path, _scenario([throttle, DROP_AFTER])) as served:
+        with pytest.raises(stripe.RateLimitError) as throttled:
+            _sdk(served, retries=0).v1.charges.retrieve("ch_1")
+        assert throttled.value.http_status == 429
+        assert throttled.value.headers is not None and \
+            throttled.value.headers.get("retry-after") == "2"
+        client = _sdk(served, retries=2)
+        assert client.v1.charges.retrieve("ch_1").amount == 5000
+        refund = client.v1.refunds.create(params={"charge": "ch_1", "amount": 1000})
+        assert refund.last_response is not None and \
+            refund.last_response.headers.get("idempotent-replayed") == "true"
+        ledger = httpx.get(f"{served.root}/_tether/ledger").json()["effects"]
+        assert [(e["operation"], e["data"]["amount"]) for e in ledger] == [("refund", 1000)]
+        assert ledger[0]["data"]["idempotency_key"]  # the SDK's own key reached the service
+        status, out = served.stop()
+    assert status == 0 and out.startswith("PASS")
+
+
+def test_a_dropped_connection_is_a_retryable_connection_error_for_the_sdk(
+        tmp_path: Path) -> None:
+    """With the SDK's retries off, the dropped connection surfaces as APIConnectionError marked
+    retryable (requests saw the server close without a response), and the write applied."""
+    twice = {**DROP_AFTER, "on_call": [1, 2]}
+    with serve(tmp_path, _scenario([twice])) as served:
+        with pytest.raises(stripe.APIConnectionError) as dropped:
+            _sdk(served, retries=0).v1.refunds.create(params={"charge": "ch_1", "amount": 1000})
+        assert dropped.value.should_retry
+        with pytest.raises(requests.ConnectionError, match=r"without response|aborted|reset"):
+            requests.post(f"{served.urls['payments']}/v1/refunds", auth=(KEY, ""),
+                          data={"charge": "ch_1", "amount": 1})
+        ledger = httpx.get(f"{served.root}/_tether/ledger").json()["effects"]
+        assert [e["data"]["amount"] for e in ledger] == [1000, 1]
+
+
+def test_httpx_sees_a_dropped_connection_as_a_transport_error_after_the_write(
+        tmp_path: Path) -> None:
+    """httpx gets RemoteProtocolError (no response at all) while the refund is in the ledger;
+    a naive retry without a key refunds again, and the verdict says FAIL with exit 1."""
+    with serve(tmp_path, _scenario([DROP_AFTER])) as served:
+        with httpx.Client(base_url=served.urls["payments"], auth=(KEY, "")) as http:
+            assert http.get("/v1/charges/ch_1").json()["amount"] == 5000
+            with pytest.raises(httpx.RemoteProtocolError):
+                http.post("/v1/refunds", data={"charge": "ch_1", "amount": 1000})
+            again = http.post("/v1/refunds", data={"charge": "ch_1", "amount": 1000})
+            assert again.status_code == 200
+        verdict = _tether("sim", "verdict", "--url", served.urls["verdict"], "--json")
+        assert verdict.returncode == 1, verdict.stdout
+        as_json = json.loads(verdict.stdout)
+        assert (as_json["headline"], as_json["ok"]) == ("FAIL", False)
+        assert "2 × refund:ch_1" in as_json["verdicts"][0]["detail"]
+
+
+@pytest.mark.parametrize(("faults", "key", "expected"), [
+    ([], "", 0),                                 # nothing drops: one refund, PASS
+    ([DROP_AFTER], "", 1),                       # naive retry after the drop: two refunds
+    ([DROP_AFTER], "refund-ch_1-once", 0),       # the same retry with a key: replayed
+])
+def test_a_curl_agent_is_judged_by_tether_sim_verdict(tmp_path: Path, faults: list[Any],
+                                                      key: str, expected: int) -> None:
+    """A shell script with curl refunds over loopback; `tether sim verdict --url` exits 0 when
+    the ledger holds one refund and 1 when the naive retry refunded twice."""
+    with serve(tmp_path, _scenario(faults)) as served:
+        agent = subprocess.run(["sh", str(CURL_AGENT), served.urls["payments"], "ch_1", "1000",
+                                key], capture_output=True, text=True, timeout=60)
+        assert agent.returncode == 0, agent.stderr
+        verdict = _tether("sim", "verdict", "--url", served.root)
+        assert verdict.returncode == expected, verdict.stdout
+        assert verdict.stdout.split()[0] == ("PASS" if expected == 0 else "FAIL")
+        status, out = served.stop()
+    assert status == expected and out.split()[0] == verdict.stdout.split()[0]
+
+
+def test_sigterm_prints_the_verdict_and_exits_with_its_status(tmp_path: Path) -> None:
+    """SIGTERM stops the server; it prints the verdict (here NOT DONE: nothing was refunded)
+    and exits 0, as `tether sim run` does for a safe run that did not do its task."""
+    with serve(tmp_path, _scenario([])) as served:
+        status, out = served.stop()
+    assert status == 0
+    assert out.startswith("NOT DONE  served-refund  seed=0  harness=served")
+    assert "replay:" not in out  # a served agent cannot be replayed by tether
+
+
+def test_a_fault_the_wire_cannot_deliver_makes_the_verdict_inconclusive(tmp_path: Path) -> None:
+    """A model fault cannot reach an agent in another process: the session did not test it,
+    so the verdict is INCONCLUSIVE (exit 3), never a pass."""
+    model_fault = {"kind": "rate_limit", "target": "model", "on_call": [1]}
+    with serve(tmp_path, _scenario([model_fault])) as served:
+        subprocess.run(["sh", str(CURL_AGENT), served.urls["payments"], "ch_1", "1000", "k"],
+                       check=True, capture_output=True, timeout=60)
+        verdict = _tether("sim", "verdict", "--url", served.root)
+        assert verdict.returncode == 3 and verdict.stdout.startswith("INCONCLUSIVE")
+        assert "targets what the served world does not run" in verdict.stdout
+
+
+def test_verdict_of_an_address_nothing_serves_exits_2() -> None:
+    """An unreachable URL is bad input (exit 2) with the reason, never a verdict."""
+    with ThreadingHTTPServer(("127.0.0.1", 0), BaseHTTPRequestHandler) as free:
+        port = free.server_address[1]
+    answer = _tether("sim", "verdict", "--url", f"http://127.0.0.1:{port}")
+    assert answer.returncode == 2 and "cannot reach" in answer.stdout
+
+
+# -- webhooks to a real receiver --------------------------------------------------------------
+
+
+@contextmanager
+def receiver(statuses: list[int] | None = None) -> Iterator[tuple[str, queue.Queue[Any]]]:
+    """A tiny HTTP server on 127.0.0.1 that records each POST (body, headers) and answers the
+    next of ``statuses`` (then 200)."""
+    got: queue.Queue[Any] = queue.Queue()
+    answers = list(statuses or [])
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["content-length"]))
+            got.put((body, {k.lower(): v for k, v in self.headers.items()}))
+            self.send_response(answers.pop(0) if answers else 200)
+            self.send_header("content-length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/hooks", got
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _events(got: queue.Queue[Any], n: int, secret: str) -> list[stripe.Event]:
+    """The next ``n`` deliveries, each verified with the SDK (virtual timestamps: no
+    tolerance check against the real clock)."""
+    events = []
+    for _ in range(n):
+        body, headers = got.get(timeout=20)
+        events.append(stripe.Webhook.construct_event(body, headers["stripe-signature"], secret,
+                                                     tolerance=None))
+    return events
+
+
+def test_webhooks_reach_a_real_receiver_signed_duplicated_and_out_of_order(
+        tmp_path: Path) -> None:
+    """An endpoint registered through the SDK gets each event POSTed and signed with its
+    secret (construct_event verifies it); duplicate_delivery sends event 1 twice, out_of_order
+    holds event 2 back until event 3 has been delivered."""
+    faults = [{"kind": "duplicate_delivery", "target": "payments.webhook", "on_call": [1]},
+              {"kind": "out_of_order", "target": "payments.webhook", "on_call": [2]}]
+    scenario = _scenario(faults, invariants=[], success=[])
+    with serve(tmp_path, scenario) as served, receiver() as (url, got):
+        client = _sdk(served, retries=0)
+        endpoint = client.v1.webhook_endpoints.create(
+            params={"url": url, "enabled_events": ["refund.created", "charge.refunded"]})
+        assert endpoint.secret is not None and endpoint.secret.startswith("whsec_")
+        client.v1.refunds.create(params={"charge": "ch_1", "amount": 1000})
+        client.v1.refunds.create(params={"charge": "ch_1", "amount": 500})
+        events = _events(got, 5, endpoint.secret)
+        assert [(e.id, e.type) for e in events] == [
+            ("evt_0001", "refund.created"), ("evt_0001", "refund.created"),
+            ("evt_0003", "refund.created"), ("evt_0002", "charge.refunded"),
+            ("evt_0004", "charge.refunded")]
+        assert events[3].data.object["amount_refunded"] == 1000
+        listed = client.v1.events.list(params={"type": "refund.created"})
+        assert [e.id for e in listed.data] == ["evt_0003", "evt_0001"]
+
+
+def test_a_receiver_that_fails_gets_the_event_again_on_the_next_round(tmp_path: Path) -> None:
+    """A 500 from the receiver is retried after the next request, with the same event id."""
+    scenario = _scenario([], invariants=[], success=[])
+    with serve(tmp_path, scenario) as served, receiver([500]) as (url, got):
+        client = _sdk(served, retries=0)
+        endpoint = client.v1.webhook_endpoints.create(
+            params={"url": url, "enabled_events": ["refund.created"]})
+        assert endpoint.secret is not None
+        client.v1.refunds.create(params={"charge": "ch_1", "amount": 1000})
+        [first] = _events(got, 1, endpoint.secret)
+        client.v1.charges.retrieve("ch_1")  # the next request: the next delivery round
+        [again] = _events(got, 1, endpoint.secret)
+        assert first.id == again.id == "evt_0001"
+        attempts = httpx.get(f"{served.root}/_tether/webhooks").json()["attempts"]
+        assert [(a["status"], a["outcome"]) for a in attempts] == \
+            [(500, "retrying"), (200, "delivered")]
