@@ -275,7 +275,8 @@ def test_customers_charges_and_payouts_over_the_wire() -> None:
 
 
 def test_a_declined_test_card_is_a_402_card_error() -> None:
-    """``source=tok_chargeDeclined`` is 402 card_error card_declined and charges nothing."""
+    """``source=tok_chargeDeclined`` is 402 card_error card_declined and charges nothing;
+    retried under its key, the error replays with ``Idempotent-Replayed: true``."""
     env = world()
     response = http(env).post("/v1/charges", data={"amount": "100", "currency": "usd",
                                                    "source": "tok_chargeDeclined"})
@@ -283,6 +284,12 @@ def test_a_declined_test_card_is_a_402_card_error() -> None:
     assert (error_of(response)["type"], error_of(response)["code"]) == ("card_error",
                                                                         "card_declined")
     assert effects(env, "charge") == []
+    again = [http(env).post("/v1/charges", data={"amount": "100", "currency": "usd",
+                                                 "source": "tok_chargeDeclined"},
+                            headers={"Idempotency-Key": "d1"}) for _ in range(2)]
+    assert "idempotent-replayed" not in again[0].headers
+    assert again[1].headers["idempotent-replayed"] == "true"
+    assert again[1].json() == again[0].json()
 
 
 def test_bodies_are_json_with_sorted_keys() -> None:

@@ -300,7 +300,13 @@ class Payments:
                 f"were first used with. Try using a key other than {key!r} if you "
                 "meant to execute a different request.", None, 400) from None
         if saved is not None:
-            replayed: _Object = saved.replay().model_copy(update={"idempotent_replayed": True})
+            try:
+                outcome: _Object = saved.replay()
+            except PaymentsError as exc:
+                # Stripe replays a saved error too, with the same header; the face reads this.
+                setattr(exc, "idempotent_replayed", True)  # noqa: B010 - not a declared field
+                raise
+            replayed: _Object = outcome.model_copy(update={"idempotent_replayed": True})
             return replayed
         request = _validate(schema, params)  # a request failing validation is not saved
         try:

@@ -235,6 +235,8 @@ class StripeFace:
             kind = "api_error" if error.status >= 500 else "invalid_request_error"
             error = PaymentsError(kind, None, str(error), None, error.status)
         headers = dict(route.extra["headers"])
+        if getattr(error, "idempotent_replayed", False):
+            headers["idempotent-replayed"] = "true"  # a saved error, replayed under its key
         if error.code == "idempotency_key_in_use":
             headers["stripe-should-retry"] = "true"
         return _error(error, headers)
