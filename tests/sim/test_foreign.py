@@ -413,3 +413,13 @@ def test_a_langgraph_agent_converses_and_its_node_retries_are_judged(factory: An
     assert default.answer == "Refunded ch_1. Goodbye!"
     assert _refunds(default) == 1 and default.ok and default.done
     assert _refunds(naive) == 2 and not naive.ok
+
+
+def test_faults_aimed_at_the_model_or_the_user_that_cannot_reach_make_it_inconclusive() -> None:
+    """A foreign agent calls its own model and talks with the user through the conversation:
+    a model or user.ask fault that never fired is said, not passed over."""
+    faults = [{"kind": "rate_limit", "target": "model", "on_call": [1]},
+              {"kind": "error", "target": "user.ask", "on_call": [1]}]
+    result = run_episode(_scenario(faults=faults), 1, "default", agent=desk)
+    assert result.ok and result.done
+    assert len([r for r in result.inconclusive if "never fired" in r]) == 2

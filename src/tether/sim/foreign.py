@@ -18,7 +18,8 @@ until one of them ends it:
   model) past its patience — it answers ``persona.patience`` questions and one last "please
   just do it", then leaves;
 * the turn limit: ``budgets.max_steps`` of the scenario counts the agent's replies here
-  (default 20); reaching it ends the episode as ``failed``.
+  (default 20); reaching it ends the episode as ``failed``. The episode's ``model_calls``
+  count the replies too: the framework's own model calls are not seen.
 
 The agent's tools reach the world as they would reach production, through what the factory
 takes from the :class:`~tether.sim.environment.Environment`: ``env.http_transport()`` /
@@ -42,11 +43,24 @@ per call, so a framework that calls it again after a crash makes a new request.
 Adapters: :func:`replier` (a plain function), :func:`openai_chat_replier` (an HTTP endpoint
 that speaks OpenAI chat completions), :func:`pydantic_ai_replier` (keeps the agent's message
 history across turns) and :func:`langgraph_replier` (a compiled graph over a ``messages``
-state).
+state). Any other framework is a function away; the OpenAI Agents SDK, for one::
+
+    async def reply(conversation):
+        items = [{"role": m.role, "content": m.content} for m in conversation]
+        return (await agents.Runner.run(desk, items)).final_output
+
+    def agent(env):  # the scenario's factory
+        return replier(reply)
+
+Scenario settings only tether's own agent loop can honour — ``model:`` other than ``own``,
+``recorded:``, a harness variant's overrides — are refused for a foreign agent; faults aimed at
+its model or at the user (``model``, ``user.ask``) cannot reach it, and when they do not fire
+the episode is inconclusive.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import inspect
 import json
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
@@ -87,6 +101,10 @@ __all__ = [
 
 #: The turn limit when the scenario sets no ``budgets.max_steps``.
 DEFAULT_MAX_TURNS = 20
+
+#: Fault targets a foreign agent's episode cannot reach: its model is its own, and the user
+#: talks with it through the conversation the episode drives, not through a service call.
+_BEYOND_REACH = ("model.complete", "user.ask")
 
 Done = Callable[[Any], bool]
 
@@ -646,6 +664,14 @@ async def run_replier(env: Environment, built: Replier, factory: AgentFactory, s
         unsettled.append(f"the scenario's policy cannot govern agent {spec}: an agent of "
                          "another framework chooses and makes its calls in its own loop, "
                          "where tether's policy does not reach")
+    fired = {firing.fault for firing in env.layer.firings}
+    for fault in scenario.fault_plan().faults:
+        if fault.label not in fired and any(
+                fnmatch.fnmatchcase(target, fault.target) for target in _BEYOND_REACH):
+            unsettled.append(
+                f"fault {fault.label} never fired: agent {spec} is an agent of another "
+                "framework, which calls its own model and talks with the user through the "
+                "conversation, where a scenario's faults do not reach")
     if not env.clients_made:
         unsettled.append(f"agent {spec} took nothing from the environment (no client, "
                          "transport, base URL or gateway), so whatever its tools reached, it "
