@@ -64,7 +64,9 @@ class OAuthFace:
             return _error(405, "invalid_request", f"the token endpoint takes POST, not "
                           f"{request.method}", {"allow": "POST"})
         media = (request.header("content-type") or "").split(";")[0].strip().lower()
-        if media != "application/x-www-form-urlencoded":
+        # An empty body is an empty form whatever it is labelled: what is missing is said
+        # by the grant (invalid_request naming grant_type), not by the content type.
+        if request.body.strip() and media != "application/x-www-form-urlencoded":
             return _error(400, "invalid_request", "the token request must be form-encoded "
                           "(Content-Type: application/x-www-form-urlencoded), got "
                           f"{media or 'no content type'}")
