@@ -367,3 +367,17 @@ def test_a_worker_crash_after_an_mcp_write_is_recovered_without_a_second_refund(
     assert result.crashes == 1
     assert result.status == "completed" and result.ok, result.verdicts
     assert len(_refunds(result)) == 1
+
+
+def test_business_keys_and_trust_are_declared_per_tool() -> None:
+    """``keys`` gives a tool its business key from the arguments; ``trust`` per tool sets
+    that tool's trust and leaves the others at system; a name the server lacks is refused."""
+    tools = _tools(effects=REFUND, key_arg="idempotency_key", only=TAKEN,
+                   keys={"payments_create_refund": lambda a: f"refund:{a['charge']}"},
+                   trust={"payments_get_charge": "external"})
+    refund, read = tools["payments_create_refund"], tools["payments_get_charge"]
+    args = refund.validate_args({"charge": "ch_1", "amount": 5})
+    assert refund.idempotency_key(args, "run:1") == "refund:ch_1"
+    assert (read.trust.value, refund.trust.value) == ("external", "system")
+    with pytest.raises(UsageError, match="trust names 'email_sned'"):
+        _tools(only=["payments_get_charge"], trust={"email_sned": "external"})

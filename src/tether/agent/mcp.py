@@ -108,7 +108,7 @@ def mcp_toolset(
     only: Iterable[str] | None = None,
     reconcile: Mapping[str, Reconciler] | None = None,
     keys: Mapping[str, Callable[[dict[str, Any]], str]] | None = None,
-    trust: Trust | str = Trust.SYSTEM,
+    trust: Trust | str | Mapping[str, Trust | str] = Trust.SYSTEM,
     attempts: int = 3,
     timeout_s: float | None = None,
     key_retention_s: float | None = None,
@@ -123,7 +123,9 @@ def mcp_toolset(
     read-only; see the module docstring), ``key_arg`` the argument that carries the
     idempotency key (one name, or one per tool), ``only`` the tools to take (default: all),
     ``reconcile`` the lookup of each reconcilable tool, ``keys`` a business key per tool
-    (a function of the arguments; default: the run and position). ``trust``, ``attempts``,
+    (a function of the arguments as a dict; default: the run and position), ``trust`` how far
+    results are trusted (one level, or one per tool, the rest ``system``: give a server's
+    tools that return outside text — an inbox, web pages — a lower one). ``attempts``,
     ``timeout_s``, ``key_retention_s`` and ``classify_error`` apply to every tool.
     """
     connection = _per_call(source)
@@ -142,7 +144,7 @@ async def mcp_toolset_async(
     only: Iterable[str] | None = None,
     reconcile: Mapping[str, Reconciler] | None = None,
     keys: Mapping[str, Callable[[dict[str, Any]], str]] | None = None,
-    trust: Trust | str = Trust.SYSTEM,
+    trust: Trust | str | Mapping[str, Trust | str] = Trust.SYSTEM,
     attempts: int = 3,
     timeout_s: float | None = None,
     key_retention_s: float | None = None,
@@ -167,14 +169,17 @@ def _toolset(listing: Sequence[MCPToolInfo], connection: _Connection, *,
              key_arg: str | Mapping[str, str] | None, only: Iterable[str] | None,
              reconcile: Mapping[str, Reconciler] | None,
              keys: Mapping[str, Callable[[dict[str, Any]], str]] | None,
-             trust: Trust | str, attempts: int, timeout_s: float | None,
+             trust: Trust | str | Mapping[str, Trust | str], attempts: int,
+             timeout_s: float | None,
              key_retention_s: float | None,
              classify_error: ErrorClassifier | None) -> list[Tool[Any, Any]]:
     offered = {t.name: t for t in listing}
     declared = {name: _effect(name, value) for name, value in (effects or {}).items()}
     chosen = list(only) if only is not None else list(offered)
+    per_tool = trust if isinstance(trust, Mapping) else {}
     for what, names in (("effects", declared), ("only", chosen),
-                        ("reconcile", reconcile or {}), ("keys", keys or {})):
+                        ("reconcile", reconcile or {}), ("keys", keys or {}),
+                        ("trust", per_tool)):
         unknown = sorted(set(names) - set(offered))
         if unknown:
             raise UsageError(f"mcp_toolset: {what} names {', '.join(map(repr, unknown))}, which "
@@ -188,7 +193,7 @@ def _toolset(listing: Sequence[MCPToolInfo], connection: _Connection, *,
             "write does when its outcome is unknown is never guessed")
     return [_tool(offered[name], connection, declared.get(name, Effect.READ),
                   key_arg=_key_arg(key_arg, name), reconcile=(reconcile or {}).get(name),
-                  key=(keys or {}).get(name), trust=Trust(trust), attempts=attempts,
+                  key=(keys or {}).get(name), trust=_trust(trust, name), attempts=attempts,
                   timeout_s=timeout_s, key_retention_s=key_retention_s,
                   classify_error=classify_error) for name in chosen]
 
@@ -199,6 +204,13 @@ def _effect(name: str, value: Effect | str) -> Effect:
     except ValueError:
         raise UsageError(f"mcp_toolset: effects[{name!r}] is {value!r}; use 'read', "
                          "'idempotent', 'reconcilable' or 'unsafe'") from None
+
+
+def _trust(trust: Trust | str | Mapping[str, Trust | str], name: str) -> Trust:
+    """The trust of ``name``'s results: one for all tools, or per tool (system by default)."""
+    if isinstance(trust, Mapping):
+        return Trust(trust.get(name, Trust.SYSTEM))
+    return Trust(trust)
 
 
 def _read_only(info: MCPToolInfo) -> bool:

@@ -6,12 +6,14 @@ HTTP."""
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx2
 import pytest
-from mcp import Client
+from mcp import Client, StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
 from mcp_types import CallToolRequest, CallToolRequestParams, CallToolResult
 
@@ -22,6 +24,7 @@ from tether.sim.scenario import SERVICES
 from tether.sim.wire.mcp_face import READ_OPERATIONS, mcp_asgi_app, mcp_server
 
 T = TypeVar("T")
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def _env(faults: list[dict[str, Any]] | None = None, seed: int = 0) -> Environment:
@@ -264,28 +267,82 @@ def test_an_unknown_service_is_refused() -> None:
         mcp_server(_env(), services=["bank"])
 
 
+async def _over_http(env: Environment, calls: list[tuple[str, dict[str, Any]]],
+                     ) -> tuple[int, list[CallToolResult]]:
+    """The official client over streamable HTTP to the ASGI app (in-process): the number of
+    tools listed, and the results of ``calls`` in order."""
+    app = mcp_asgi_app(env)
+    async with app.router.lifespan_context(app):
+        http = httpx2.AsyncClient(transport=httpx2.ASGITransport(app=app),
+                                  base_url="http://127.0.0.1:8000")
+        url = "http://127.0.0.1:8000/mcp"
+        async with Client(streamable_http_client(url, http_client=http)) as client:
+            listed = await client.list_tools()
+            return len(listed.tools), [await client.call_tool(n, a) for n, a in calls]
+
+
 def test_streamable_http_serves_the_same_tools_and_faults() -> None:
     """Over streamable HTTP (the ASGI app, in-process), the official client lists the tools
     and meets the timeout after commit; the write is in the ledger once."""
     env = _env([{"kind": "timeout_after", "target": "payments.create_refund",
                  "on_call": [1]}])
-    app = mcp_asgi_app(env)
-
-    async def run() -> tuple[int, list[CallToolResult]]:
-        async with app.router.lifespan_context(app):
-            http = httpx2.AsyncClient(transport=httpx2.ASGITransport(app=app),
-                                      base_url="http://127.0.0.1:8000")
-            url = "http://127.0.0.1:8000/mcp"
-            async with Client(streamable_http_client(url, http_client=http)) as client:
-                listed = await client.list_tools()
-                arguments = {"charge": "ch_1", "idempotency_key": "k9"}
-                results = [await client.call_tool("payments_create_refund", arguments),
-                           await client.call_tool("payments_create_refund", arguments)]
-                return len(listed.tools), results
-
-    count, (lost, replay) = asyncio.run(asyncio.wait_for(run(), 60))
+    arguments = {"charge": "ch_1", "idempotency_key": "k9"}
+    count, (lost, replay) = asyncio.run(asyncio.wait_for(_over_http(env, [
+        ("payments_create_refund", arguments), ("payments_create_refund", arguments)]), 60))
     assert count > 20
     assert lost.is_error and lost.structured_content is not None
     assert lost.structured_content["error"]["status"] == 504
     assert not replay.is_error
     assert len(_refunds(env)) == 1
+
+
+def test_a_crash_over_http_is_a_lost_response_and_the_server_goes_on() -> None:
+    """Over HTTP a worker crash cannot reach the agent's process: the call is answered as a
+    lost response (504), the write stays applied, and the next call is served."""
+    env = _env([{"kind": "crash", "target": "payments.create_refund", "point": "after",
+                 "on_call": [1]}])
+    _, (crashed, after) = asyncio.run(asyncio.wait_for(_over_http(env, [
+        ("payments_create_refund", {"charge": "ch_1", "amount": 100}),
+        ("payments_list_refunds", {"charge": "ch_1"})]), 60))
+    assert crashed.is_error and crashed.structured_content is not None
+    assert crashed.structured_content["error"]["status"] == 504
+    assert after.structured_content is not None
+    assert [r["amount"] for r in after.structured_content["result"]] == [100]
+
+
+_STDIO = """
+from tether.sim import scenario_from_dict
+from tether.sim.episode import environment_for
+from tether.sim.wire.mcp_face import run_stdio
+run_stdio(environment_for(scenario_from_dict({
+    "name": "stdio", "agent": "tests.sim.own_agents.credit:agent", "task": "t",
+    "world": {"payments": {"customers": [{"id": "cus_1"}],
+                           "charges": [{"id": "ch_1", "customer": "cus_1", "amount": 900}]}},
+    "faults": [{"kind": "timeout_after", "target": "payments.create_refund",
+                "on_call": [1]}]}), 0))
+"""
+
+
+def test_stdio_serves_the_world_to_the_official_client() -> None:
+    """``run_stdio`` serves the world on stdin/stdout: the official client lists the tools,
+    meets the timeout after commit, and the world (in the server's process) holds one
+    refund after the keyed retry."""
+    params = StdioServerParameters(command=sys.executable, args=["-c", _STDIO],
+                                   cwd=str(ROOT))
+
+    async def run() -> tuple[int, list[CallToolResult]]:
+        async with Client(params) as client:
+            listed = await client.list_tools()
+            arguments = {"charge": "ch_1", "idempotency_key": "k"}
+            results = [await client.call_tool("payments_create_refund", arguments),
+                       await client.call_tool("payments_create_refund", arguments),
+                       await client.call_tool("payments_list_refunds", {"charge": "ch_1"})]
+            return len(listed.tools), results
+
+    count, (lost, replay, refunds) = asyncio.run(asyncio.wait_for(run(), 60))
+    assert count > 20
+    assert lost.is_error and lost.structured_content is not None
+    assert lost.structured_content["error"]["status"] == 504
+    assert not replay.is_error
+    assert refunds.structured_content is not None
+    assert [r["amount"] for r in refunds.structured_content["result"]] == [900]

@@ -35,8 +35,11 @@ drift, wrong content,        a normal result whose structured content is changed
 injection                    drift it no longer matches the advertised output schema, which
                              the official client refuses (``RuntimeError``) while a lenient
                              one reads the drifted JSON
-a worker crash               :class:`tether.errors.Crash` propagates out of the call: in-process
-                             it reaches the agent's runtime; over a wire the request fails
+a worker crash               :class:`tether.errors.Crash` propagates out of the call in-process,
+                             where it reaches the agent's runtime; over HTTP or stdio it cannot
+                             reach an agent in another process, and the call is answered as a
+                             lost response (the 504 above: applied or not, the client cannot
+                             know)
 ===========================  ================================================================
 
 Determinism: in-process (the SDK's direct in-memory pairing) a call runs in the caller's event
@@ -50,11 +53,11 @@ from __future__ import annotations
 import inspect
 import json
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any, get_args, get_origin, get_type_hints
+from typing import TYPE_CHECKING, Any, Literal, get_args, get_origin, get_type_hints
 
 from pydantic import BaseModel, TypeAdapter
 
-from tether.errors import UsageError
+from tether.errors import Crash, UsageError
 from tether.sim.scenario import SERVICES
 from tether.sim.services.errors import PaymentsError, ServiceError
 from tether.sim.wire.messages import (
@@ -107,10 +110,14 @@ def tool_name(service: str, operation: str) -> str:
 
 
 def mcp_server(env: Environment, *, services: Iterable[str] | None = None,
-               name: str = "tether-sim") -> MCPServer:
+               name: str = "tether-sim", crashes: Literal["raise", "answer"] = "raise",
+               ) -> MCPServer:
     """An MCP server whose tools are the operations of ``env``'s simulated services (all of
     them, or ``services``), each call made through ``env.gateway`` under the scenario's
     faults. Taking it marks the environment as used by the agent, as a client does.
+
+    ``crashes="raise"`` (in-process) lets a simulated worker crash out of the call to the
+    agent's runtime; ``"answer"`` (a server for other processes) answers it as a lost response.
 
     >>> from mcp import Client                                       # doctest: +SKIP
     >>> async with Client(mcp_server(env)) as client:                # doctest: +SKIP
@@ -124,7 +131,7 @@ def mcp_server(env: Environment, *, services: Iterable[str] | None = None,
         offered = ", ".join(s for s in SERVICES if s in env.world.services)
         raise UsageError(f"mcp_server: no simulated service {', '.join(map(repr, unknown))}; "
                          f"the world offers {offered}")
-    tools = [_tool(env, service, operation) for service in chosen
+    tools = [_tool(env, service, operation, crashes) for service in chosen
              for operation in getattr(type(env.world.services[service]), "OPERATIONS", ())]
     return MCPServer(name, instructions=_INSTRUCTIONS, tools=tools, log_level="WARNING")
 
@@ -143,7 +150,7 @@ def mcp_asgi_app(env: Environment, *, path: str = "/mcp",
     security = TransportSecuritySettings(
         enable_dns_rebinding_protection=True, allowed_hosts=list(allowed_hosts),
         allowed_origins=[f"http://{host}" for host in allowed_hosts])
-    return mcp_server(env).streamable_http_app(
+    return mcp_server(env, crashes="answer").streamable_http_app(
         streamable_http_path=path, json_response=json_response, stateless_http=stateless,
         transport_security=security)
 
@@ -151,7 +158,7 @@ def mcp_asgi_app(env: Environment, *, path: str = "/mcp",
 def run_stdio(env: Environment) -> None:
     """Serve ``env``'s MCP server on this process's stdin and stdout until stdin closes
     (``tether sim serve --stdio``)."""
-    mcp_server(env).run("stdio")
+    mcp_server(env, crashes="answer").run("stdio")
 
 
 _INSTRUCTIONS = (
@@ -164,7 +171,8 @@ _INSTRUCTIONS = (
 # -- one operation as a tool -----------------------------------------------------------------
 
 
-def _tool(env: Environment, service: str, operation: str) -> MCPTool:
+def _tool(env: Environment, service: str, operation: str,
+          crashes: Literal["raise", "answer"]) -> MCPTool:
     method = getattr(env.world.services[service], operation)
     hints = get_type_hints(method)
     parameters = [
@@ -182,7 +190,14 @@ def _tool(env: Environment, service: str, operation: str) -> MCPTool:
         # so the recorded call and the idempotency fingerprint see the request as sent.
         given = {k: v for k, v in arguments.items()
                  if k not in defaults or not _same(v, defaults[k])}
-        return await _invoke(env, service, operation, given, wrapped)
+        try:
+            return await _invoke(env, service, operation, given, wrapped)
+        except Crash:
+            if crashes == "raise":
+                raise
+            # The worker that crashed is the agent's, in another process: all the client can
+            # see is that no answer came, whether or not the write was applied.
+            return _error(_dropped(f"{service}.{operation}", delivered=True))
 
     call.__name__ = name
     call.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
