@@ -6,6 +6,7 @@ webhooks reach a real receiver, signed as Stripe signs them."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import queue
 import signal
@@ -252,7 +253,7 @@ def _events(got: queue.Queue[Any], n: int, secret: str) -> list[stripe.Event]:
     for _ in range(n):
         body, headers = got.get(timeout=20)
         events.append(stripe.Webhook.construct_event(body, headers["stripe-signature"], secret,
-                                                     tolerance=None))
+                                                     tolerance=0))
     return events
 
 
@@ -297,3 +298,74 @@ def test_a_receiver_that_fails_gets_the_event_again_on_the_next_round(tmp_path: 
         attempts = httpx.get(f"{served.root}/_tether/webhooks").json()["attempts"]
         assert [(a["status"], a["outcome"]) for a in attempts] == \
             [(500, "retrying"), (200, "delivered")]
+
+
+# -- the ASGI app in-process ------------------------------------------------------------------
+
+
+def _asgi_env(faults: list[dict[str, Any]] | None = None) -> Any:
+    from tether.sim import scenario_from_dict
+    from tether.sim.episode import environment_for
+
+    return environment_for(scenario_from_dict(_scenario(faults or [])), 0)
+
+
+def test_the_clock_advances_only_by_a_valid_amount() -> None:
+    """POST /_tether/clock/advance moves the virtual clock by N seconds; a negative, missing or
+    non-numeric N is a 400 naming the parameter, and the clock stays."""
+    from tether.sim.wire.asgi import asgi_app
+
+    env = _asgi_env()
+    start = env.clock.now()
+
+    async def main() -> list[httpx.Response]:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=asgi_app(env)),
+                                     base_url="http://127.0.0.1") as http:
+            return [await http.post("/_tether/clock/advance", json=body)
+                    for body in ({"seconds": 90}, {"seconds": -1}, {"seconds": "soon"}, {},
+                                 {"seconds": True})]
+
+    moved, *refused = asyncio.run(main())
+    assert moved.json()["now"] == start + 90 == env.clock.now()
+    assert [(r.status_code, r.json()["error"]["param"]) for r in refused] == \
+        [(400, "seconds")] * 4
+
+
+def test_the_verdict_endpoint_judges_the_ledger_now() -> None:
+    """GET /_tether/verdict answers the invariants and task checks as they stand: NOT DONE
+    before the refund, PASS after it, with the headline word."""
+    from tether.sim.wire.asgi import asgi_app
+
+    env = _asgi_env()
+
+    async def main() -> list[str]:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=asgi_app(env)),
+                                     base_url="http://127.0.0.1", auth=(KEY, "")) as http:
+            before = (await http.get("/_tether/verdict")).json()["headline"]
+            await http.post("/payments/v1/refunds", data={"charge": "ch_1", "amount": 100})
+            after = (await http.get("/_tether/verdict")).json()["headline"]
+            return [before, after]
+
+    assert asyncio.run(main()) == ["NOT DONE", "PASS"]
+
+
+def test_serving_without_the_extra_names_the_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without starlette the ASGI app is a UsageError naming pip install 'tether[serve]'."""
+    import importlib
+
+    from tether.errors import UsageError
+
+    monkeypatch.setitem(sys.modules, "starlette.applications", None)
+    monkeypatch.delitem(sys.modules, "tether.sim.wire.asgi", raising=False)
+    with pytest.raises(UsageError, match=r"pip install 'tether\[serve\]'"):
+        importlib.import_module("tether.sim.wire.asgi")
+
+
+def test_a_crash_fault_cannot_reach_a_served_agent() -> None:
+    """A crash fault is named among the reasons a served verdict is inconclusive."""
+    from tether.sim.wire.serve import judge
+
+    env = _asgi_env([{"kind": "crash", "target": "payments.create_refund"}])
+    result = judge(env)
+    assert result.headline == "INCONCLUSIVE"
+    assert "a crash cannot stop an agent in another process" in result.inconclusive[0]

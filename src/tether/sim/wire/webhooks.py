@@ -20,10 +20,10 @@ world's seed, so a seed always hands out the same secrets). Each event is delive
 delivers it: a ``POST`` of the event's JSON with ``Stripe-Signature: t=<unix>,v1=<hex
 HMAC-SHA256(secret, "<t>.<body>")>``, which the official SDK verifies with
 ``stripe.Webhook.construct_event(body, header, secret)``. The timestamp ``t`` is the world's
-*virtual* time (so deliveries are reproducible), which lies in the past of the real clock:
-verify with ``tolerance=None`` (or ``0``), which skips the SDK's check of ``t`` against
-``time.time()`` and keeps the signature check (``construct_event(body, header, secret,
-tolerance=None)``).
+*virtual* time (so deliveries are reproducible), which lies in the past of the real clock,
+so the SDK's default ``tolerance`` (300 s against ``time.time()``) refuses it: verify with
+``tolerance=0`` — the SDK skips the time check for a falsy tolerance and still checks the
+signature (``construct_event(body, header, secret, tolerance=0)``).
 
 Where deliveries go:
 

@@ -1,0 +1,323 @@
+"""Webhooks of the payments service in-process: events made from the ledger's payments effects,
+endpoints registered over the Stripe-compatible API with secrets drawn from the seed, deliveries
+signed as Stripe signs them (verified by the official SDK), retried, and the duplicate and
+out-of-order faults of the target payments.webhook."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+import httpx
+import pytest
+import stripe
+
+from tether.errors import UsageError
+from tether.sim import Environment, scenario_from_dict
+from tether.sim.episode import environment_for
+
+KEY = "sk_test_hooks"
+AUTH = {"Authorization": f"Bearer {KEY}"}
+URL = "https://agent.example/stripe/hooks"
+
+
+def _env(faults: list[dict[str, Any]] | None = None, seed: int = 0) -> Environment:
+    return environment_for(scenario_from_dict({
+        "name": "hooks", "agent": "tests.sim.own_agents.credit:agent", "task": "t",
+        "world": {"payments": {
+            "customers": [{"id": "cus_1", "email": "ann@example.com", "name": "Ann"}],
+            "charges": [{"id": "ch_1", "customer": "cus_1", "amount": 5000}]}},
+        "faults": faults or []}), seed)
+
+
+def _http(env: Environment) -> httpx.Client:
+    return httpx.Client(transport=env.http_transport(), base_url=env.base_url("payments"),
+                        headers=AUTH)
+
+
+class Inbox:
+    """An agent's webhook handler: verifies each delivery with the SDK, answers ``statuses``
+    in turn (then 200)."""
+
+    def __init__(self, secret: str = "", statuses: list[int] | None = None) -> None:
+        self.secret, self.statuses = secret, list(statuses or [])
+        self.events: list[stripe.Event] = []
+
+    def __call__(self, body: bytes, headers: dict[str, str]) -> int:
+        event = stripe.Webhook.construct_event(body, headers["stripe-signature"], self.secret,
+                                               tolerance=0)
+        self.events.append(event)
+        return self.statuses.pop(0) if self.statuses else 200
+
+    @property
+    def seen(self) -> list[tuple[str, str]]:
+        return [(e.id, e.type) for e in self.events]
+
+
+def _endpoint(http: httpx.Client, events: str | list[str] = "*", url: str = URL) -> str:
+    answer = http.post("/v1/webhook_endpoints", data={"url": url, "enabled_events[]": events})
+    assert answer.status_code == 200, answer.text
+    secret: str = answer.json()["secret"]
+    return secret
+
+
+def _refund(http: httpx.Client, amount: int = 1000) -> None:
+    assert http.post("/v1/refunds", data={"charge": "ch_1", "amount": amount}).status_code == 200
+
+
+def test_a_refund_is_delivered_as_signed_events_the_sdk_verifies() -> None:
+    """A refund makes refund.created and charge.refunded, delivered in order to the handler;
+    the official SDK verifies the signature with the endpoint's secret."""
+    env = _env()
+    with _http(env) as http:
+        inbox = Inbox(_endpoint(http))
+        env.webhooks.receive(URL, inbox)
+        _refund(http)
+    assert inbox.seen == [("evt_0001", "refund.created"), ("evt_0002", "charge.refunded")]
+    created, refunded = inbox.events
+    assert created.data.object["id"] == "re_0001" and created.livemode is False
+    assert refunded.data.object["amount_refunded"] == 1000
+    assert (created.object, created.pending_webhooks, created.created) == \
+        ("event", 1, int(env.clock.now()))
+
+
+def test_the_sdk_refuses_a_wrong_secret_and_checks_time_only_when_asked() -> None:
+    """A delivery verified with another secret fails; the default tolerance (300 s of the real
+    clock) refuses the world's virtual timestamp, which is why receivers pass tolerance=0."""
+    env = _env()
+    got: list[tuple[bytes, dict[str, str]]] = []
+    with _http(env) as http:
+        secret = _endpoint(http)
+        env.webhooks.receive(URL, lambda body, headers: got.append((body, headers)))
+        _refund(http)
+    body, headers = got[0]
+    with pytest.raises(stripe.SignatureVerificationError, match="No signatures found"):
+        stripe.Webhook.construct_event(body, headers["stripe-signature"], "whsec_other",
+                                       tolerance=0)
+    with pytest.raises(stripe.SignatureVerificationError, match="tolerance"):
+        stripe.Webhook.construct_event(body, headers["stripe-signature"], secret)
+
+
+def test_every_payments_effect_becomes_its_stripe_event() -> None:
+    """Customers, charges and payouts made over the API become customer.created,
+    charge.succeeded and payout.created events, listed newest first at /v1/events."""
+    env = _env()
+    with _http(env) as http:
+        assert http.post("/v1/customers", data={"email": "bo@example.com"}).status_code == 200
+        assert http.post("/v1/charges", data={"amount": 700, "currency": "usd"}
+                         ).status_code == 200
+        assert http.post("/v1/payouts", data={"amount": 100, "currency": "usd"}
+                         ).status_code == 200
+        listed = http.get("/v1/events").json()
+    assert [e["type"] for e in listed["data"]] == \
+        ["payout.created", "charge.succeeded", "customer.created"]
+    assert listed["object"] == "list" and listed["has_more"] is False
+    assert all(e["pending_webhooks"] == 0 for e in listed["data"])  # no endpoint yet
+
+
+def test_events_page_and_unknown_ones_are_stripe_404s() -> None:
+    """/v1/events pages with limit and starting_after; an unknown event id is resource_missing."""
+    env = _env()
+    with _http(env) as http:
+        for _ in range(3):
+            _refund(http, 100)
+        first = http.get("/v1/events", params={"limit": 2}).json()
+        rest = http.get("/v1/events", params={"limit": 5,
+                                              "starting_after": first["data"][-1]["id"]}).json()
+        missing = http.get("/v1/events/evt_9999")
+        one = http.get("/v1/events/evt_0001").json()
+    assert [e["id"] for e in first["data"]] == ["evt_0006", "evt_0005"] and first["has_more"]
+    assert [e["id"] for e in rest["data"]] == ["evt_0004", "evt_0003", "evt_0002", "evt_0001"]
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "resource_missing"
+    assert one["type"] == "refund.created"
+
+
+def test_endpoints_are_listed_retrieved_deleted_and_validated() -> None:
+    """The endpoint API answers like Stripe's: the secret only on creation, 400 with the param
+    for a missing url or an event type the world never sends, 401 without a key; a deleted
+    endpoint gets nothing more."""
+    env = _env()
+    inbox = Inbox()
+    env.webhooks.receive(URL, inbox)
+    with _http(env) as http:
+        inbox.secret = _endpoint(http, ["refund.created"])
+        listed = http.get("/v1/webhook_endpoints").json()["data"]
+        assert [e["url"] for e in listed] == [URL] and "secret" not in listed[0]
+        ident = listed[0]["id"]
+        assert http.get(f"/v1/webhook_endpoints/{ident}").json()["enabled_events"] == \
+            ["refund.created"]
+        no_url = http.post("/v1/webhook_endpoints", data={"enabled_events[]": "*"})
+        bad_event = http.post("/v1/webhook_endpoints",
+                              data={"url": URL, "enabled_events[]": "charge.exploded"})
+        anonymous = http.get("/v1/webhook_endpoints", headers={"Authorization": ""})
+        _refund(http)
+        deleted = http.delete(f"/v1/webhook_endpoints/{ident}").json()
+        _refund(http)
+    assert (no_url.status_code, no_url.json()["error"]["param"]) == (400, "url")
+    assert (bad_event.status_code, bad_event.json()["error"]["param"]) == (400, "enabled_events")
+    assert anonymous.status_code == 401
+    assert deleted == {"id": ident, "object": "webhook_endpoint", "deleted": True}
+    assert inbox.seen == [("evt_0001", "refund.created")]  # only enabled events, until deleted
+
+
+def test_secrets_are_drawn_from_the_seed() -> None:
+    """The same seed hands out the same secrets; another seed others."""
+    secrets = []
+    for seed in (4, 4, 5):
+        with _http(_env(seed=seed)) as http:
+            secrets.append(_endpoint(http))
+    assert secrets[0] == secrets[1] != secrets[2]
+    assert secrets[0].startswith("whsec_")
+
+
+def test_duplicate_delivery_sends_the_same_event_twice() -> None:
+    """duplicate_delivery on payments.webhook delivers one event id twice."""
+    env = _env([{"kind": "duplicate_delivery", "target": "payments.webhook", "on_call": [2]}])
+    with _http(env) as http:
+        inbox = Inbox(_endpoint(http))
+        env.webhooks.receive(URL, inbox)
+        _refund(http)
+    assert inbox.seen == [("evt_0001", "refund.created"), ("evt_0002", "charge.refunded"),
+                          ("evt_0002", "charge.refunded")]
+    assert [f.kind for f in env.layer.firings] == ["duplicate_delivery"]
+
+
+def test_out_of_order_holds_an_event_until_the_next_one() -> None:
+    """out_of_order holds refund.created back until charge.refunded was delivered; one held
+    with nothing after it waits for flush()."""
+    env = _env([{"kind": "out_of_order", "target": "payments.webhook", "on_call": [1, 4]}])
+    with _http(env) as http:
+        inbox = Inbox(_endpoint(http))
+        env.webhooks.receive(URL, inbox)
+        _refund(http)
+        _refund(http)
+    assert inbox.seen == [("evt_0002", "charge.refunded"), ("evt_0001", "refund.created"),
+                          ("evt_0003", "refund.created")]
+    assert env.webhooks.pending() == 1
+    env.webhooks.flush()
+    assert inbox.seen[-1] == ("evt_0004", "charge.refunded") and env.webhooks.pending() == 0
+
+
+def test_a_failed_delivery_is_retried_on_the_next_round_then_given_up() -> None:
+    """A non-2xx answer is retried after the next request; after max_attempts it is failed."""
+    env = _env()
+    with _http(env) as http:
+        inbox = Inbox(_endpoint(http, ["refund.created"]), statuses=[500, 503, 500, 500, 500])
+        env.webhooks.receive(URL, inbox)
+        _refund(http)                      # evt_0001: 500
+        http.get("/v1/charges/ch_1")       # retry: 503
+        _refund(http)                      # retry: 500 → failed; evt_0003: 500
+        http.get("/v1/charges/ch_1")       # evt_0003 retry: 500
+        http.get("/v1/charges/ch_1")       # evt_0003 retry: 200
+    outcomes = [(a.event, a.attempt, a.status, a.outcome) for a in env.webhooks.attempts]
+    assert outcomes == [
+        ("evt_0001", 1, 500, "retrying"), ("evt_0001", 2, 503, "retrying"),
+        ("evt_0001", 3, 500, "failed"), ("evt_0003", 1, 500, "retrying"),
+        ("evt_0003", 2, 500, "retrying"), ("evt_0003", 3, 200, "delivered")]
+
+
+def test_a_url_nothing_receives_in_process_fails_with_the_fix() -> None:
+    """In-process, an endpoint whose URL has no receiver cannot be reached: each attempt fails
+    with a message naming env.webhooks.receive, never a silent success."""
+    env = _env()
+    with _http(env) as http:
+        _endpoint(http, ["refund.created"])
+        _refund(http)
+    [attempt] = env.webhooks.attempts
+    assert attempt.status is None and attempt.outcome == "retrying"
+    assert "env.webhooks.receive" in attempt.error
+
+
+def test_a_wsgi_app_receives_through_an_httpx_transport() -> None:
+    """A receiver may be an httpx transport: a WSGI app gets the POST with its signature."""
+    env = _env()
+    seen: list[str] = []
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        body = environ["wsgi.input"].read(int(environ["CONTENT_LENGTH"]))
+        seen.append(json.loads(body)["type"])
+        assert environ["HTTP_STRIPE_SIGNATURE"].startswith("t=")
+        start_response("204 No Content", [])
+        return [b""]
+
+    with _http(env) as http:
+        _endpoint(http)
+        env.webhooks.receive(URL, httpx.WSGITransport(app=app))
+        _refund(http)
+    assert seen == ["refund.created", "charge.refunded"]
+    assert [a.status for a in env.webhooks.attempts] == [204, 204]
+
+
+def test_a_handler_may_call_the_world_back() -> None:
+    """A handler that reads the charge over the API while it is delivered does not recurse
+    into another delivery round; its events still arrive."""
+    env = _env()
+    with _http(env) as http:
+        inbox = Inbox(_endpoint(http))
+
+        def handler(body: bytes, headers: dict[str, str]) -> int:
+            assert http.get("/v1/charges/ch_1").status_code == 200
+            return inbox(body, headers)
+
+        env.webhooks.receive(URL, handler)
+        _refund(http)
+    assert inbox.seen == [("evt_0001", "refund.created"), ("evt_0002", "charge.refunded")]
+
+
+def test_the_stripe_sdk_registers_endpoints_in_process() -> None:
+    """The official SDK on tether's in-process client creates an endpoint and lists events."""
+    env = _env()
+    client = stripe.StripeClient(KEY, http_client=env.stripe_http_client(),
+                                 base_addresses={"api": env.base_url("payments")})
+    endpoint = client.v1.webhook_endpoints.create(params={"url": URL,
+                                                          "enabled_events": ["*"]})
+    assert endpoint.secret is not None
+    inbox = Inbox(endpoint.secret)
+    env.webhooks.receive(URL, inbox)
+    client.v1.refunds.create(params={"charge": "ch_1", "amount": 300})
+    assert [e.type for e in client.v1.events.list().data] == \
+        ["charge.refunded", "refund.created"]
+    assert len(inbox.events) == 2
+
+
+def test_deliveries_are_the_same_for_the_same_seed_and_requests() -> None:
+    """Two worlds of one seed given the same requests deliver identical bytes and record
+    identical attempts."""
+    digests = []
+    for _ in range(2):
+        env = _env([{"kind": "duplicate_delivery", "target": "payments.webhook",
+                     "probability": 0.5}], seed=11)
+        bodies: list[bytes] = []
+
+        def keep(body: bytes, headers: dict[str, str], into: list[bytes] = bodies) -> None:
+            into.append(body + headers["stripe-signature"].encode())
+
+        with _http(env) as http:
+            _endpoint(http)
+            env.webhooks.receive(URL, keep)
+            for _ in range(4):
+                _refund(http, 100)
+        record = b"".join(bodies) + json.dumps(
+            [a.as_data() for a in env.webhooks.attempts]).encode()
+        digests.append(hashlib.sha256(record).hexdigest())
+    assert digests[0] == digests[1]
+
+
+@pytest.mark.parametrize(("kind", "target", "accepted"), [
+    ("out_of_order", "payments.webhook", True),
+    ("duplicate_delivery", "payments.webhook", True),
+    ("out_of_order", "payments.create_refund", False),
+    ("error", "payments.webhook", False),
+    ("timeout_after", "payments.*", True),
+])
+def test_webhook_faults_are_validated_at_load(kind: str, target: str, accepted: bool) -> None:
+    """payments.webhook takes only duplicate_delivery and out_of_order, and out_of_order goes
+    nowhere else: a fault that could never fire is refused when the scenario loads."""
+    data = {"name": "hooks", "agent": "tests.sim.own_agents.credit:agent", "task": "t",
+            "faults": [{"kind": kind, "target": target}]}
+    if accepted:
+        scenario_from_dict(data)
+    else:
+        with pytest.raises(UsageError, match=r"payments\.webhook takes only"):
+            scenario_from_dict(data)
