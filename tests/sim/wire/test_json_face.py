@@ -6,6 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -293,3 +297,25 @@ def test_any_body_gets_an_answer_in_the_faces_shape(target: tuple[str, str], bod
     assert answer.status_code in (200, 400, 404, 409), answer.text
     if answer.status_code != 200:
         _error(answer, answer.status_code, answer.json()["error"]["type"])
+
+
+_ARGS_ORDER = """
+from tests.sim.wire.test_json_face import _env
+env = _env()
+with env.httpx_client() as http:
+    http.post("/calendar/v1/find_slots", json={
+        "limit": 2, "window_end": "2026-01-06T00:00:00Z", "window_start": "2026-01-05T00:00:00Z",
+        "duration_min": 30, "attendees": ["ada@example.com"]})
+print(",".join(env.calls[-1].args))
+"""
+
+
+def test_recorded_arguments_follow_the_signature_in_any_process() -> None:
+    """The arguments a call records are in signature order, whatever PYTHONHASHSEED is."""
+    orders = set()
+    for seed in ("1", "2"):
+        done = subprocess.run([sys.executable, "-c", _ARGS_ORDER], capture_output=True,
+                              text=True, check=True, cwd=Path(__file__).parents[3],
+                              env={**os.environ, "PYTHONHASHSEED": seed})
+        orders.add(done.stdout.strip())
+    assert orders == {"attendees,duration_min,window_start,window_end,limit"}

@@ -149,7 +149,11 @@ class JsonFace:
             arguments = spec.request.model_validate_json(request.body.strip() or b"{}")
         except ValidationError as exc:
             return _invalid(exc, spec)
-        kwargs = {name: getattr(arguments, name) for name in arguments.model_fields_set}
+        # In signature order (the fields set is a set: its order follows PYTHONHASHSEED, and
+        # the recorded call must not).
+        given = arguments.model_fields_set
+        kwargs = {name: getattr(arguments, name) for name in spec.request.model_fields
+                  if name in given}
         key = request.header("idempotency-key")
         if spec.keyed and key:
             kwargs[_KEY] = key
