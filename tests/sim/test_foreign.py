@@ -423,3 +423,40 @@ def test_faults_aimed_at_the_model_or_the_user_that_cannot_reach_make_it_inconcl
     result = run_episode(_scenario(faults=faults), 1, "default", agent=desk)
     assert result.ok and result.done
     assert len([r for r in result.inconclusive if "never fired" in r]) == 2
+
+
+def test_pydantic_ai_replier_keeps_history_and_rebuilds_it_from_the_conversation() -> None:
+    """Each turn runs the agent on the user's new message with its history so far; an adapter
+    built mid-conversation (after a crash) starts from the conversation as history; a
+    structured output is replied as JSON and done= ends the conversation."""
+    pydantic_ai = pytest.importorskip("pydantic_ai")
+    from pydantic_ai.messages import ModelResponse, TextPart
+    from pydantic_ai.models.function import FunctionModel
+
+    from tether.sim.foreign import pydantic_ai_replier
+
+    def model(messages: list[Any], info: Any) -> ModelResponse:
+        return ModelResponse(parts=[TextPart(f"{len(messages)} messages")])
+
+    agent = pydantic_ai.Agent(FunctionModel(model))
+    desk = pydantic_ai_replier(agent, done=lambda output: output == "5 messages")
+    first = asyncio.run(desk.reply([Message.user("hi")]))
+    conversation = [Message.user("hi"), Message.assistant(first), Message.user("again")]
+    second = asyncio.run(desk.reply(conversation))
+    assert (first, second) == ("1 messages", "3 messages")
+    assert not isinstance(second, FinalReply)
+    rebuilt = pydantic_ai_replier(agent, done=lambda output: output == "3 messages")
+    again = asyncio.run(rebuilt.reply(conversation))
+    assert again == "3 messages" and isinstance(again, FinalReply)
+
+    class Answer(BaseModel):
+        text: str
+        done: bool
+
+    structured = pydantic_ai.Agent(FunctionModel(lambda messages, info: ModelResponse(
+        parts=[pydantic_ai.messages.ToolCallPart(info.output_tools[0].name,
+                                                 {"text": "ok", "done": True})])),
+        output_type=Answer)
+    said = asyncio.run(pydantic_ai_replier(structured, done=lambda out: out.done).reply(
+        [Message.user("hi")]))
+    assert json.loads(said) == {"text": "ok", "done": True} and isinstance(said, FinalReply)
