@@ -9,10 +9,11 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydantic import TypeAdapter
 
 from tether.sim import scenario_from_dict
 from tether.sim.services.errors import PaymentsError
-from tether.sim.services.payments import Payments
+from tether.sim.services.payments import Charge, Customer, Payments, Payout
 from tether.sim.world import World
 
 from .conftest import DAY_S, START
@@ -141,6 +142,26 @@ def test_payouts_draw_on_the_available_balance(world: World) -> None:
     assert payments.get_payout(payout.id) == payout and payments.list_payouts() == [payout]
     assert [(e.key, e.data["amount"]) for e in world.ledger.of("payments", "payout")] == [
         ("payout:po_0001", 4000)]
+
+
+def test_the_balance_lists_every_currency_used(world: World) -> None:
+    """``get_balance`` is Stripe's balance object: available per currency, sorted, usd at 0
+    for an account that has used none."""
+    assert Payments(World(seed=1), {}).get_balance().model_dump(mode="json") == {
+        "object": "balance", "available": [{"amount": 0, "currency": "usd"}], "pending": [],
+        "livemode": False}
+    payments = Payments(world, {**SEED, "balance": {"gbp": 10}})
+    payments.create_payout(1000, "usd")
+    assert [(a.currency, a.amount) for a in payments.get_balance().available] == [
+        ("eur", 900), ("gbp", 10), ("usd", 4000)]
+
+
+@pytest.mark.parametrize("model", [Customer, Charge, Payout])
+def test_objects_describe_their_json(model: type[Any]) -> None:
+    """The flag shown only when set leaves each object's JSON schema (what the OpenAPI
+    document publishes) describing its fields."""
+    schema = TypeAdapter(model).json_schema(mode="serialization")
+    assert {"id", "object", "created", "metadata"} <= set(schema["properties"])
 
 
 def test_refunds_are_retrieved_and_listed_across_charges(world: World) -> None:

@@ -88,9 +88,10 @@ def test_the_async_client_methods() -> None:
 
 
 def test_payouts_draw_on_the_balance() -> None:
-    """Payouts are created, retrieved and listed; beyond the balance is an
+    """The balance is retrieved; payouts are created, retrieved and listed; beyond it is an
     InvalidRequestError ``balance_insufficient`` on ``amount``."""
     client = sdk(world())
+    assert client.v1.balance.retrieve().available[0].amount == 5000 + 1200 + 900
     payout = client.v1.payouts.create({"amount": 7000, "currency": "usd"})
     assert client.v1.payouts.retrieve(payout.id).amount == 7000
     assert [p.id for p in client.v1.payouts.list()] == [payout.id]

@@ -31,6 +31,8 @@ from tether.sim.services._idempotency import (
 from tether.sim.services._ids import IdCounter
 from tether.sim.services.errors import PaymentsError
 from tether.sim.services.payments_objects import (
+    Balance,
+    BalanceAmount,
     Charge,
     ChargeRequest,
     Customer,
@@ -44,7 +46,7 @@ from tether.sim.services.payments_objects import (
 from tether.sim.world import World
 from tether.specs import StrictNumbers
 
-__all__ = ["Charge", "Customer", "Payments", "Payout", "Refund", "RefundReason",
+__all__ = ["Balance", "Charge", "Customer", "Payments", "Payout", "Refund", "RefundReason",
            "RefundRequest"]
 
 _Request = TypeVar("_Request", bound=BaseModel)
@@ -127,7 +129,7 @@ class Payments:
     OPERATIONS: ClassVar[tuple[str, ...]] = (
         "get_customer", "list_charges", "get_charge", "list_refunds", "create_refund",
         "create_customer", "list_customers", "create_charge", "get_refund",
-        "create_payout", "get_payout", "list_payouts")
+        "create_payout", "get_payout", "list_payouts", "get_balance")
 
     def __init__(self, world: World, seed_state: Mapping[str, Any] | None = None) -> None:
         self.world = world
@@ -221,6 +223,14 @@ class Payments:
         if payout is None:
             raise _missing("payout", id, "id")
         return payout
+
+    def get_balance(self) -> Balance:
+        """``GET /v1/balance``: the available balance in every currency the account has
+        used (``usd`` alone, at 0, before any)."""
+        currencies = sorted({*self._opening, *(c.currency for c in self._charges.values()),
+                             *(p.currency for p in self._payouts.values())}) or ["usd"]
+        return Balance(available=[BalanceAmount(amount=self.available(c), currency=c)
+                                  for c in currencies])
 
     def available(self, currency: str) -> int:
         """The available balance in ``currency``: the opening balance, plus succeeded charges

@@ -17,17 +17,15 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    SerializerFunctionWrapHandler,
     StrictInt,
     computed_field,
-    model_serializer,
     model_validator,
 )
 
 from tether.specs import StrictNumbers
 
-__all__ = ["Charge", "ChargeRequest", "Customer", "CustomerRequest", "Payout", "PayoutRequest",
-           "Refund", "RefundReason", "RefundRequest"]
+__all__ = ["Balance", "BalanceAmount", "Charge", "ChargeRequest", "Customer", "CustomerRequest",
+           "Payout", "PayoutRequest", "Refund", "RefundReason", "RefundRequest"]
 
 RefundReason = Literal["duplicate", "fraudulent", "requested_by_customer"]
 
@@ -38,14 +36,7 @@ CURRENCY_PATTERN = r"^[A-Za-z]{3}$"
 class _Replayable(BaseModel):
     """An object whose ``idempotent_replayed`` flag appears in its JSON only when set."""
 
-    idempotent_replayed: bool = False
-
-    @model_serializer(mode="wrap")
-    def _flag_only_when_set(self, handler: SerializerFunctionWrapHandler) -> Any:
-        data = handler(self)
-        if isinstance(data, dict) and not self.idempotent_replayed:
-            data.pop("idempotent_replayed", None)
-        return data
+    idempotent_replayed: bool = Field(default=False, exclude_if=lambda flag: not flag)
 
 
 class Customer(StrictNumbers, _Replayable):
@@ -128,6 +119,26 @@ class Payout(StrictNumbers, _Replayable):
     description: str | None = None
     created: int
     metadata: dict[str, str] = Field(default_factory=dict)
+
+
+class BalanceAmount(StrictNumbers, BaseModel):
+    """An amount of one currency in a balance."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    amount: int
+    currency: str
+
+
+class Balance(StrictNumbers, BaseModel):
+    """The account's balance (``GET /v1/balance``): what payouts may draw on, per currency."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    object: Literal["balance"] = "balance"
+    available: list[BalanceAmount]
+    pending: list[BalanceAmount] = Field(default_factory=list)
+    livemode: bool = False
 
 
 class RefundRequest(BaseModel):

@@ -25,6 +25,7 @@ path                        method  operation            parameters
 /v1/payouts                 POST    create_payout        amount, currency, description,
                                                          metadata
 /v1/payouts/{id}            GET     get_payout
+/v1/balance                 GET     get_balance
 ==========================  ======  ===================  ==================================
 
 A parameter the endpoint does not know is a 400 ``parameter_unknown`` and ``expand`` a 400
@@ -108,6 +109,7 @@ _ENDPOINTS = (
               {"amount": _INTEGER, "currency": _STRING, "description": _STRING,
                "metadata": _METADATA}, required=("amount", "currency")),
     _endpoint("GET", "/v1/payouts/{id}", "get_payout"),
+    _endpoint("GET", "/v1/balance", "get_balance"),
 )
 
 
