@@ -460,3 +460,17 @@ def test_pydantic_ai_replier_keeps_history_and_rebuilds_it_from_the_conversation
     said = asyncio.run(pydantic_ai_replier(structured, done=lambda out: out.done).reply(
         [Message.user("hi")]))
     assert json.loads(said) == {"text": "ok", "done": True} and isinstance(said, FinalReply)
+
+
+def test_a_synchronous_reply_method_is_driven_too() -> None:
+    """A replier whose reply is a plain def takes part like an async one."""
+
+    class Plain:
+        def __init__(self, env: Environment) -> None:
+            (self.refund,) = tether_tools([refund_tool(env)])
+
+        def reply(self, conversation: Sequence[Message]) -> str:
+            return FinalReply("Nothing to do.")
+
+    result = run_episode(_scenario(success=[]), 1, "default", agent=Plain)
+    assert result.status == "completed" and result.answer == "Nothing to do."

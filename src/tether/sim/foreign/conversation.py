@@ -45,8 +45,8 @@ def build_participant(factory: AgentFactory, env: Environment, spec: str) -> Age
         raise UsageError(f"agent {spec}: the factory raised {type(exc).__name__}: {exc}") \
             from exc
     if isinstance(built, Replier) and not isinstance(built, Agent):
-        if not inspect.iscoroutinefunction(built.reply):
-            raise UsageError(f"agent {spec}: {type(built).__name__}.reply must be async "
+        if not callable(built.reply):
+            raise UsageError(f"agent {spec}: {type(built).__name__}.reply is not a method "
                              "(async def reply(self, conversation) -> str)")
         return built
     if not isinstance(built, Agent) and not inspect.isawaitable(built):
@@ -108,7 +108,9 @@ async def converse(env: Environment, make: Callable[[], Replier], base: str, *,
                     "before the conversation ended"
                 break
             try:
-                said = await agent.reply(tuple(conversation))
+                said: Any = agent.reply(tuple(conversation))
+                if inspect.isawaitable(said):  # a synchronous reply is taken as it is
+                    said = await said
             except BaseException as exc:
                 if not _crash_in(exc):
                     if not isinstance(exc, Exception):
