@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
+from jsonschema import Draft202012Validator  # type: ignore[import-untyped]
 from schemathesis.specs.openapi.checks import (
     negative_data_rejection,
     positive_data_acceptance,
@@ -18,7 +19,8 @@ from schemathesis.specs.openapi.checks import (
 
 from tether.sim import scenario_from_dict
 from tether.sim.episode import environment_for
-from tether.sim.wire import Gateway, WireRequest
+from tether.sim.services import CRM, Calendar, Email, KnowledgeBase
+from tether.sim.wire import Gateway, WireRequest, stripe_face
 from tether.sim.wire.openapi import openapi_document
 
 WORLD: dict[str, Any] = {
@@ -132,3 +134,31 @@ def test_no_server_errors_and_errors_in_the_services_shape(case: Any) -> None:
         # document's types cannot be violated through a form body.
         excluded += [unsupported_method, negative_data_rejection]
     case.validate_response(response, excluded_checks=excluded)
+
+
+def test_the_document_is_valid_openapi_3_1() -> None:
+    """The document passes the OpenAPI 3.1 meta-schema and its schemas are JSON Schema
+    2020-12, every operation named once."""
+    SCHEMA.validate()
+    document = openapi_document(server_url="http://127.0.0.1:8765")
+    for schema in document["components"]["schemas"].values():
+        Draft202012Validator.check_schema(schema)
+    ids = [op["operationId"] for path in document["paths"].values() for op in path.values()]
+    assert len(ids) == len(set(ids))
+    token_url = document["components"]["securitySchemes"]["oauth2"]["flows"][
+        "clientCredentials"]["tokenUrl"]
+    assert token_url == "http://127.0.0.1:8765/identity/oauth/token"
+
+
+def test_the_document_describes_every_route_the_faces_serve() -> None:
+    """Each JSON operation, the token endpoint and each route of the payments face has its
+    path, and nothing else is described."""
+    document = openapi_document()
+    described = {(method.upper(), path) for path, item in document["paths"].items()
+                 for method in item}
+    json_routes = {("POST", f"/{name}/v1/{operation}")
+                   for name, cls in (("crm", CRM), ("email", Email), ("calendar", Calendar),
+                                     ("kb", KnowledgeBase)) for operation in cls.OPERATIONS}
+    payments = {(e.method, "/payments" + e.path.pattern.replace("(?P<id>[^/]+)", "{id}"))
+                for e in getattr(stripe_face, "_ENDPOINTS", ())}
+    assert described == json_routes | payments | {("POST", "/identity/oauth/token")}

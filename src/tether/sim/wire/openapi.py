@@ -130,7 +130,8 @@ def openapi_document(services: Mapping[str, type] | None = None, *, payments: bo
                                 "OAuth2 token endpoint and a Stripe-compatible payments API."},
         "servers": [{"url": server_url}],
         "paths": paths,
-        "components": {"schemas": schemas, "securitySchemes": _security(json_services)},
+        "components": {"schemas": schemas, "securitySchemes": _security(json_services,
+                                                                       server_url)},
     }
 
 
@@ -208,12 +209,13 @@ def _token_operation() -> dict[str, Any]:
     }
 
 
-def _security(services: Mapping[str, type]) -> dict[str, Any]:
+def _security(services: Mapping[str, type], server_url: str) -> dict[str, Any]:
     return {
         "oauth2": {"type": "oauth2", "description": "client credentials; a token's scopes, "
                    "when granted, name the services it may call",
                    "flows": {"clientCredentials": {
-                       "tokenUrl": f"/identity{TOKEN_PATH}",
+                       # An absolute URL: the OpenAPI 3.1 schema wants a URI here.
+                       "tokenUrl": f"{server_url.rstrip('/')}/identity{TOKEN_PATH}",
                        "scopes": {name: f"call the {name} API" for name in services}}}},
         "bearerAuth": {"type": "http", "scheme": "bearer"},
         "clientBasic": {"type": "http", "scheme": "basic"},
