@@ -33,9 +33,10 @@ episode exactly as they judge a tether agent's.
 registers. Under the ``default`` harness each call of one is a durable tether run on the
 episode's runtime: journaled, keyed (the tool's business key, else one per call), retried by
 the retry policy, an ambiguous write re-issued under its key, reconciled, or escalated by its
-effect class, a crashed worker's call recovered. Under ``naive`` the same functions call the
-handlers directly, with no key and no journal, and the framework's own retries are all there
-is. What does not transfer: policy, approvals and budgets are applied by tether's agent loop
+effect class, a crashed worker's call recovered, and none started or waited out past the
+scenario's ``budgets.max_duration_s``. Under ``naive`` the same functions call the handlers
+directly, with no key and no journal, and the framework's own retries are all there is. What
+does not transfer: policy, approvals and the other budgets are applied by tether's agent loop
 to the calls a model asks for; a foreign loop decides its calls itself, so a scenario's
 ``policy:`` makes such an episode inconclusive. A tool without a business key gets a new key
 per call, so a framework that calls it again after a crash makes a new request.

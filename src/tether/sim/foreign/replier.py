@@ -27,7 +27,8 @@ Done = Callable[[Any], bool]
 class Replier(Protocol):
     """An agent of any framework, as an episode drives it: the conversation so far (the
     user's and the agent's messages, oldest first, the last one the user's) in, the agent's
-    next reply out. Return a :class:`FinalReply` to end the conversation."""
+    next reply out. Return a :class:`FinalReply` to end the conversation. (A plain ``def``
+    reply is driven too.)"""
 
     async def reply(self, conversation: Sequence[Message]) -> str: ...
 
