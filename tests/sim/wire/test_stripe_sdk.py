@@ -87,6 +87,16 @@ def test_the_async_client_methods() -> None:
     assert asyncio.run(scenario()) == ("re_0001", 1000)
 
 
+def test_the_sdks_default_address_reaches_the_simulated_payments() -> None:
+    """Given only ``http_client=env.stripe_http_client()``, the SDK's default
+    ``https://api.stripe.com`` reaches the simulated payments service, never the network."""
+    env = world()
+    client = stripe.StripeClient("sk_test_x", http_client=env.stripe_http_client(),
+                                 max_network_retries=0)
+    assert client.v1.charges.retrieve("ch_0001").amount == 5000
+    assert [c.target for c in env.calls] == ["payments.get_charge"]
+
+
 def test_payouts_draw_on_the_balance() -> None:
     """The balance is retrieved; payouts are created, retrieved and listed; beyond it is an
     InvalidRequestError ``balance_insufficient`` on ``amount``."""

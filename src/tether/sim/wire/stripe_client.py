@@ -8,6 +8,9 @@ so an agent's own Stripe code runs unchanged inside an episode::
                                  base_addresses={"api": env.base_url("payments")})
     client.v1.refunds.create({"charge": "ch_0001"})
 
+(Without ``base_addresses`` the SDK's requests go to ``https://api.stripe.com``; this client
+reaches only the simulated world, so it sends those to the payments service too.)
+
 What differs from a network client is only what would break determinism:
 
 * a dropped connection (a ``timeout_before`` / ``timeout_after`` fault) is the SDK's own
@@ -40,6 +43,9 @@ if TYPE_CHECKING:
     from tether.sim.wire.gateway import Gateway
 
 __all__ = ["StripeInProcess"]
+
+#: The service behind Stripe's own hosts.
+PAYMENTS = "payments"
 
 _Response = tuple[bytes, int, Mapping[str, str]]
 _TextResponse = tuple[str, int, Mapping[str, str]]
@@ -168,7 +174,13 @@ class _Headers(Mapping[str, str]):
 def _wire(method: str, url: str, headers: Mapping[str, str] | None,
           post_data: Any) -> WireRequest:
     parts = urlsplit(url)
-    target = parts.path + (f"?{parts.query}" if parts.query else "")
+    path = parts.path
+    if parts.hostname is not None and (parts.hostname == "stripe.com"
+                                       or parts.hostname.endswith(".stripe.com")):
+        # The SDK's default address (api.stripe.com): this client reaches only the simulated
+        # world, so Stripe's own host means its payments service.
+        path = f"/{PAYMENTS}{path}"
+    target = path + (f"?{parts.query}" if parts.query else "")
     if post_data is None:
         body = b""
     elif isinstance(post_data, bytes):
