@@ -369,3 +369,51 @@ def test_a_crash_fault_cannot_reach_a_served_agent() -> None:
     result = judge(env)
     assert result.headline == "INCONCLUSIVE"
     assert "a crash cannot stop an agent in another process" in result.inconclusive[0]
+
+
+# -- MCP on the served world -----------------------------------------------------------------
+
+
+def test_the_official_mcp_client_reaches_the_served_world(tmp_path: Path) -> None:
+    """At the printed /mcp address the official MCP client (streamable HTTP) lists the world's
+    tools and refunds; the timeout after commit is a 504 tool error, the keyed retry replays,
+    the served verdict is PASS, and the refund's webhooks reach the agent's receiver."""
+    from mcp import Client
+    from mcp.client.streamable_http import streamable_http_client
+
+    async def session(url: str) -> list[Any]:
+        async with Client(streamable_http_client(url)) as client:
+            names = {tool.name for tool in (await client.list_tools()).tools}
+            assert "payments_create_refund" in names
+            arguments = {"charge": "ch_1", "amount": 1000, "idempotency_key": "mcp-1"}
+            return [await client.call_tool("payments_create_refund", arguments)
+                    for _ in range(2)]
+
+    with serve(tmp_path, _scenario([DROP_AFTER])) as served, receiver() as (hook, got):
+        secret = httpx.post(f"{served.urls['payments']}/v1/webhook_endpoints", auth=(KEY, ""),
+                            data={"url": hook, "enabled_events[]": "*"}).json()["secret"]
+        lost, replayed = asyncio.run(asyncio.wait_for(session(served.urls["mcp"]), 60))
+        assert lost.is_error and lost.structured_content["error"]["status"] == 504
+        assert not replayed.is_error
+        verdict = httpx.get(served.urls["verdict"]).json()
+        assert [e.type for e in _events(got, 2, secret)] == \
+            ["refund.created", "charge.refunded"]
+    assert verdict["headline"] == "PASS" and len(verdict["ledger"]) == 1
+
+
+def test_serve_stdio_gives_the_mcp_tools_on_stdin_and_stdout(tmp_path: Path) -> None:
+    """`tether sim serve --stdio` serves the MCP tools over stdio to the official client."""
+    from mcp import Client, StdioServerParameters
+
+    path = tmp_path / "stdio.yaml"
+    path.write_text(yaml.safe_dump(_scenario([])), encoding="utf-8")
+    params = StdioServerParameters(
+        command=sys.executable, args=["-m", "tether.cli", "sim", "serve", str(path), "--stdio"],
+        cwd=str(ROOT))
+
+    async def session() -> Any:
+        async with Client(params) as client:
+            return await client.call_tool("payments_get_charge", {"id": "ch_1"})
+
+    charge = asyncio.run(asyncio.wait_for(session(), 60))
+    assert not charge.is_error and charge.structured_content["amount"] == 5000

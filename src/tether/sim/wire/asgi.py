@@ -96,7 +96,7 @@ def asgi_app(env: Environment) -> Starlette:
     ]
     if mcp is not None:
         # Routed with its full path (the MCP app answers at /mcp itself; a Mount would strip it).
-        routes.append(Route("/mcp", mcp))
+        routes.append(Route("/mcp", _ThenDeliver(mcp, wire)))
     routes.append(Route("/{path:path}", wire))
 
     @contextlib.asynccontextmanager
@@ -172,6 +172,21 @@ class _Wire:
         if self._client is not None:
             await self._client.aclose()
             self._client = None
+
+
+class _ThenDeliver:
+    """An ASGI app, then the webhook deliveries its calls caused (a refund made as an MCP tool
+    call is delivered as one made over HTTP is). A class, not a function: Starlette routes a
+    function as a request handler, an object as an ASGI app."""
+
+    def __init__(self, app: Any, wire: _Wire) -> None:
+        self.app, self.wire = app, wire
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            await self.wire.deliver()
 
 
 async def _body(receive: Receive) -> bytes | None:
