@@ -161,4 +161,5 @@ def test_the_document_describes_every_route_the_faces_serve() -> None:
                                      ("kb", KnowledgeBase)) for operation in cls.OPERATIONS}
     payments = {(e.method, "/payments" + e.path.pattern.replace("(?P<id>[^/]+)", "{id}"))
                 for e in getattr(stripe_face, "_ENDPOINTS", ())}
+    assert ("POST", "/payments/v1/refunds") in payments  # the table is read, not missed
     assert described == json_routes | payments | {("POST", "/identity/oauth/token")}
