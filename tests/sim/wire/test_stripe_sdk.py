@@ -73,11 +73,13 @@ def test_customers_charges_and_refunds(connect: Clients) -> None:
     assert len(effects(env, "customer")) == len(effects(env, "charge")) == 1
 
 
-def test_the_async_client_methods() -> None:
-    """``create_async`` / ``retrieve_async`` go through ``request_async`` on the world's
-    clock."""
-    env = world()
-    client = sdk(env)
+@both
+def test_the_async_client_methods(connect: Clients) -> None:
+    """``create_async`` / ``retrieve_async`` reach the world through the async path, and a
+    latency fault waits on the world's clock."""
+    env = world([fault("latency", "payments.get_charge", latency_s=12.0)])
+    client = connect(env)
+    before = env.clock.now()
 
     async def scenario() -> tuple[str, int]:
         refund = await client.v1.refunds.create_async(ONE_REFUND)
@@ -85,6 +87,7 @@ def test_the_async_client_methods() -> None:
         return refund.id, charge.amount_refunded
 
     assert asyncio.run(scenario()) == ("re_0001", 1000)
+    assert env.clock.now() - before == 12.0
 
 
 def test_the_sdks_default_address_reaches_the_simulated_payments() -> None:
