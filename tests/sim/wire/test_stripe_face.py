@@ -82,6 +82,7 @@ def test_unknown_urls_are_stripe_404s(method: str, path: str) -> None:
     ({"charge": "ch_0001", "amount": "12.5"}, "amount", "parameter_invalid_integer"),
     ({"charge": "ch_0001", "amount": "0"}, "amount", "parameter_invalid_integer"),
     ({"amount": "100"}, "charge", "parameter_missing"),
+    ({"charge": ""}, "charge", "parameter_missing"),
     ({"charge": "ch_0001", "expand[]": "charge"}, "expand", None),
     ({"charge": "ch_0001", "metadata[a][b]": "c"}, "metadata", None),
     ({"charge[x]": "ch_0001"}, "charge", "parameter_invalid_string"),

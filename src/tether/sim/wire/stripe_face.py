@@ -323,8 +323,8 @@ def _arguments(endpoint: _Endpoint, params: dict[str, Any]) -> dict[str, Any]:
         if kind is None:
             raise _Refused(400, f"Received unknown parameter: {name}", name,
                            "parameter_unknown")
-        if value == "" and name not in endpoint.required:
-            continue  # Stripe reads an empty value as "not set"
+        if value == "":
+            continue  # Stripe reads an empty value as "not set" (a required one as missing)
         if kind == _INTEGER:
             arguments[name] = _integer(name, value)
         elif kind == _METADATA:
@@ -332,7 +332,7 @@ def _arguments(endpoint: _Endpoint, params: dict[str, Any]) -> dict[str, Any]:
         else:
             arguments[name] = _string(name, value)
     for name in endpoint.required:
-        if arguments.get(name) in (None, ""):
+        if name not in arguments:
             raise _Refused(400, f"Missing required param: {name}.", name, "parameter_missing")
     return arguments
 
