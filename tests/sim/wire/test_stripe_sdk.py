@@ -100,6 +100,20 @@ def test_the_sdks_default_address_reaches_the_simulated_payments() -> None:
     assert [c.target for c in env.calls] == ["payments.get_charge"]
 
 
+def test_the_global_api_style(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Agents written against the module-level API (``stripe.api_key``, ``stripe.api_base``,
+    ``stripe.default_http_client``, ``stripe.Refund.create``) work too."""
+    env = world()
+    monkeypatch.setattr(stripe, "api_key", "sk_test_global")
+    monkeypatch.setattr(stripe, "api_base", env.base_url("payments"))
+    monkeypatch.setattr(stripe, "default_http_client", env.stripe_http_client())
+    monkeypatch.setattr(stripe, "max_network_retries", 0)
+    refund = stripe.Refund.create(charge="ch_0001", amount=1000, idempotency_key="k1")
+    again = stripe.Refund.create(charge="ch_0001", amount=1000, idempotency_key="k1")
+    assert again.id == refund.id and stripe.Charge.retrieve("ch_0001").amount_refunded == 1000
+    assert len(effects(env, "refund")) == 1
+
+
 def test_payouts_draw_on_the_balance() -> None:
     """The balance is retrieved; payouts are created, retrieved and listed; beyond it is an
     InvalidRequestError ``balance_insufficient`` on ``amount``."""
