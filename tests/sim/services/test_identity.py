@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import pickle
 
 import pytest
 from pydantic import ValidationError
 
+from tether.errors import error_record, rebuild_error
 from tether.sim.services.errors import TokenExpired, TokenInvalid
 from tether.sim.services.identity import Identity, OAuthError
 from tether.sim.world import World
@@ -201,3 +203,12 @@ def test_client_seed_validation(world: World) -> None:
     with pytest.raises(ValidationError, match="scopes"):
         Identity(world, {"clients": [{**client, "scopes": []}]})
     assert Identity(world, {"clients": [client]}).clients == ["a"]
+
+
+def test_oauth_error_round_trips_through_the_journal() -> None:
+    """An OAuthError pickles and is rebuilt from its journal record with code and status."""
+    err = OAuthError("invalid_scope", "client 'bot' may not be granted crm")
+    for again in (pickle.loads(pickle.dumps(err)), rebuild_error(error_record(err))):
+        assert isinstance(again, OAuthError)
+        assert (again.error, again.description, again.status) == (
+            "invalid_scope", err.description, 400)

@@ -236,7 +236,9 @@ def _expired(service: str) -> WireResponse:
 
 def _challenge(error: str, description: str, scope: str | None = None) -> dict[str, str]:
     """An RFC 6750 §3 ``WWW-Authenticate`` challenge."""
-    text = description.replace("\\", "").replace('"', "'")
+    # RFC 6750 §3: printable ASCII on one line, without backslashes or double quotes.
+    text = " ".join(description.replace("\\", "").replace('"', "'").split())
+    text = text.encode("ascii", "replace").decode("ascii")
     value = f'Bearer realm="{REALM}", error="{error}", error_description="{text}"'
     return {"www-authenticate": value + (f', scope="{scope}"' if scope else "")}
 
