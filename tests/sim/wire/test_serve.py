@@ -417,3 +417,45 @@ def test_serve_stdio_gives_the_mcp_tools_on_stdin_and_stdout(tmp_path: Path) -> 
 
     charge = asyncio.run(asyncio.wait_for(session(), 60))
     assert not charge.is_error and charge.structured_content["amount"] == 5000
+
+
+def test_advancing_the_clock_retries_a_failed_webhook() -> None:
+    """Time passing is a delivery round: a webhook that got a 500 is delivered again after
+    POST /_tether/clock/advance, with no further request from the agent."""
+    from tether.sim.wire.asgi import asgi_app
+
+    env = _asgi_env()
+    answers = [500]
+    seen: list[str] = []
+
+    def inbox(body: bytes, headers: dict[str, str]) -> int:
+        seen.append(json.loads(body)["id"])
+        return answers.pop(0) if answers else 200
+
+    env.webhooks.receive("https://agent.example/hooks", inbox)
+
+    async def main() -> None:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=asgi_app(env)),
+                                     base_url="http://127.0.0.1", auth=(KEY, "")) as http:
+            await http.post("/payments/v1/webhook_endpoints", data={
+                "url": "https://agent.example/hooks", "enabled_events[]": "refund.created"})
+            await http.post("/payments/v1/refunds", data={"charge": "ch_1", "amount": 100})
+            assert seen == ["evt_0001"]
+            await http.post("/_tether/clock/advance", json={"seconds": 60})
+
+    asyncio.run(main())
+    assert seen == ["evt_0001", "evt_0001"]
+    assert [a.outcome for a in env.webhooks.attempts] == ["retrying", "delivered"]
+
+
+def test_serve_refuses_bad_input_with_exit_2(tmp_path: Path) -> None:
+    """A scenario that does not load, or a port already taken, is bad input (exit 2) naming
+    the problem; nothing is served."""
+    missing = _tether("sim", "serve", str(tmp_path / "nope.yaml"))
+    assert missing.returncode == 2 and "nope.yaml" in missing.stdout
+    path = tmp_path / "ok.yaml"
+    path.write_text(yaml.safe_dump(_scenario([])), encoding="utf-8")
+    with ThreadingHTTPServer(("127.0.0.1", 0), BaseHTTPRequestHandler) as taken:
+        port = taken.server_address[1]
+        busy = _tether("sim", "serve", str(path), "--port", str(port))
+    assert busy.returncode == 2 and f"cannot listen on 127.0.0.1:{port}" in busy.stdout

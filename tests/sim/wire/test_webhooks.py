@@ -117,7 +117,8 @@ def test_every_payments_effect_becomes_its_stripe_event() -> None:
 
 
 def test_events_page_and_unknown_ones_are_stripe_404s() -> None:
-    """/v1/events pages with limit and starting_after; an unknown event id is resource_missing."""
+    """/v1/events pages with limit and starting_after and filters by type (wildcards as
+    Stripe's: charge.*); an unknown event id is resource_missing."""
     env = _env()
     with _http(env) as http:
         for _ in range(3):
@@ -125,10 +126,12 @@ def test_events_page_and_unknown_ones_are_stripe_404s() -> None:
         first = http.get("/v1/events", params={"limit": 2}).json()
         rest = http.get("/v1/events", params={"limit": 5,
                                               "starting_after": first["data"][-1]["id"]}).json()
+        charges = http.get("/v1/events", params={"type": "charge.*"}).json()["data"]
         missing = http.get("/v1/events/evt_9999")
         one = http.get("/v1/events/evt_0001").json()
     assert [e["id"] for e in first["data"]] == ["evt_0006", "evt_0005"] and first["has_more"]
     assert [e["id"] for e in rest["data"]] == ["evt_0004", "evt_0003", "evt_0002", "evt_0001"]
+    assert {e["type"] for e in charges} == {"charge.refunded"} and len(charges) == 3
     assert missing.status_code == 404 and missing.json()["error"]["code"] == "resource_missing"
     assert one["type"] == "refund.created"
 

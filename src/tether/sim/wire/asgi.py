@@ -13,7 +13,8 @@
                                           the ledger *now* (:func:`~.serve.judge`)
 ``GET /_tether/ledger``                   every effect so far, and the ledger's digest
 ``GET /_tether/webhooks``                 the webhook events and every delivery attempt
-``POST /_tether/clock/advance``           ``{"seconds": N}``: move the virtual clock
+``POST /_tether/clock/advance``           ``{"seconds": N}``: move the virtual clock (and
+                                          run a webhook delivery round)
 ``GET /_tether/health``                   the scenario, the seed, the virtual time
 ========================================  ===============================================
 
@@ -91,7 +92,7 @@ def asgi_app(env: Environment) -> Starlette:
         Route("/_tether/verdict", _endpoint(env, _verdict)),
         Route("/_tether/ledger", _endpoint(env, _ledger)),
         Route("/_tether/webhooks", _endpoint(env, _webhooks)),
-        Route("/_tether/clock/advance", _endpoint(env, _advance), methods=["POST"]),
+        Route("/_tether/clock/advance", _endpoint(env, _advancing(wire)), methods=["POST"]),
         Route("/openapi.json", _endpoint(env, _openapi)),
     ]
     if mcp is not None:
@@ -281,6 +282,19 @@ async def _webhooks(env: Environment, request: Request) -> tuple[int, Any]:
     hooks = env.webhooks
     return 200, {"events": hooks.events, "attempts": [a.as_data() for a in hooks.attempts],
                  "pending": hooks.pending()}
+
+
+def _advancing(wire: _Wire) -> _Handler:
+    async def advance(env: Environment, request: Request) -> tuple[int, Any]:
+        status, data = await _advance(env, request)
+        if status == 200:
+            # Time passing is a delivery round too: failed webhooks are retried, as Stripe
+            # retries on a schedule, even when the agent sends nothing more.
+            env.webhooks.after_request()
+            await wire.deliver()
+        return status, data
+
+    return advance
 
 
 async def _advance(env: Environment, request: Request) -> tuple[int, Any]:

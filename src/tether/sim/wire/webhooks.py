@@ -36,8 +36,9 @@ Where deliveries go:
 * **over loopback** (``tether sim serve``) — real HTTP ``POST`` s with ``httpx``, sent after the
   response of the request that caused them.
 
-A delivery that gets no 2xx is retried on the next delivery round (after the next request), up
-to ``max_attempts`` in all, then recorded as failed. Every attempt is kept in
+A delivery that gets no 2xx is retried on the next delivery round (after the next request;
+served, also after ``POST /_tether/clock/advance``), up to ``max_attempts`` in all, then
+recorded as failed. Every attempt is kept in
 :attr:`Webhooks.attempts`. Faults on the target ``payments.webhook`` apply per event and
 endpoint: ``duplicate_delivery`` delivers the same event (same ``id``) twice;
 ``out_of_order`` holds the event back and delivers it right after the next event for that
@@ -46,6 +47,7 @@ endpoint (:meth:`Webhooks.flush` releases what is still held).
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import hmac
 import json
@@ -384,8 +386,8 @@ class Webhooks:
             if found is None:
                 return _missing("event", ident)
             return WireResponse.of_json(200, found)
-        chosen = [e for e in reversed(self.events)
-                  if request.param("type") in (None, e["type"])]
+        wanted = request.param("type") or "*"  # Stripe takes a wildcard: type=charge.*
+        chosen = [e for e in reversed(self.events) if fnmatch.fnmatchcase(e["type"], wanted)]
         return _page(chosen, request, "/v1/events")
 
     def _endpoints_api(self, request: WireRequest, ident: str | None) -> WireResponse:
