@@ -226,7 +226,7 @@ def test_a_key_in_flight_is_a_409_that_says_retry() -> None:
 
 
 def test_random_keys_are_recorded_under_stable_names() -> None:
-    """UUID-shaped keys (the SDK's random ones) reach the ledger as random_0001 … in order,
+    """UUID-shaped keys (the SDK's random ones) reach the ledger as uuid_0001 … in order,
     one-to-one, so two runs with different random keys record the same ledger."""
     def run(keys: list[str]) -> tuple[list[Any], str]:
         env = world()
@@ -240,7 +240,7 @@ def test_random_keys_are_recorded_under_stable_names() -> None:
                "9e9e9e9e-1111-4222-8333-444455556666"])
     two = run(["11111111-2222-4333-8444-555566667777", "11111111-2222-4333-8444-555566667777",
                "aaaaaaaa-bbbb-4ccc-8ddd-eeeeffff0000"])
-    assert one == two and one[0] == ["random_0001", "random_0002"]
+    assert one == two and one[0] == ["uuid_0001", "uuid_0002"]
 
 
 def test_an_overlong_key_is_refused() -> None:

@@ -33,10 +33,11 @@ naming it — never silently ignored. Keys: any ``sk_test_…`` (or ``rk_test_�
 payments seed lists ``api_keys``. Every response carries a ``Request-Id`` (a counter of the
 face, so a replayed episode sends the same ids) and ``Stripe-Version`` (the request's, echoed).
 
-Random idempotency keys: the SDK gives every POST without a key of its own a fresh random
-UUID-shaped key (``os.urandom``). The face stands each such key for a name of its own,
-``random_0001`` … in the order first seen, one-to-one, so idempotency is unchanged while the
-ledger and the recorded calls stay the same from run to run.
+UUID-shaped idempotency keys: the SDK gives every POST without a key of its own a fresh random
+one (``os.urandom``), and agents often make their own with ``uuid4()``. The face stands each
+UUID-shaped key for a name of its own, ``uuid_0001`` … in the order first seen, one-to-one, so
+idempotency is unchanged while the ledger and the recorded calls stay the same from run to run.
+Other keys (``refund:ch_0001``) reach the service as sent.
 """
 
 from __future__ import annotations
@@ -128,7 +129,7 @@ class StripeFace:
     def __init__(self, service: str = "payments") -> None:
         self.service = service
         self._request_ids = itertools.count(1)
-        self._random_keys: dict[str, str] = {}
+        self._uuid_keys: dict[str, str] = {}
 
     # -- routing -------------------------------------------------------------------------
 
@@ -210,9 +211,9 @@ class StripeFace:
             raise _Refused(400, f"Idempotency keys can be at most {MAX_KEY_LENGTH} characters "
                                 f"long; this one has {len(key)}.", "idempotency_key")
         if _UUID.fullmatch(key):
-            named = self._random_keys.get(key)
+            named = self._uuid_keys.get(key)
             if named is None:
-                named = self._random_keys[key] = f"random_{len(self._random_keys) + 1:04d}"
+                named = self._uuid_keys[key] = f"uuid_{len(self._uuid_keys) + 1:04d}"
             return named
         return key
 
