@@ -272,8 +272,8 @@ def test_specs_cover_every_declared_operation() -> None:
     assert "idempotency_key" not in operation_specs(Email)["send"].request.model_fields
 
 
-_JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False)
-                     | st.text(max_size=8),
+_JSON = st.recursive(st.none() | st.booleans() | st.integers()
+                     | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=8),
                      lambda inner: st.lists(inner, max_size=3)
                      | st.dictionaries(st.text(max_size=8), inner, max_size=3), max_leaves=8)
 _OPERATIONS = [(s, o) for s, cls in (("crm", CRM), ("email", Email), ("calendar", Calendar),
