@@ -23,6 +23,7 @@ from typing import Any
 
 from pydantic import BaseModel, TypeAdapter
 
+from tether.sim.scenario import SERVICES
 from tether.sim.wire.gateway import DEFAULT_FACES, IN_PROCESS_ROOT
 from tether.sim.wire.json_face import operation_specs
 from tether.sim.wire.oauth import TOKEN_PATH
@@ -98,8 +99,8 @@ def openapi_document(services: Mapping[str, type] | None = None, *, payments: bo
     if payments_cls is not None:
         for operation, spec in operation_specs(payments_cls).items():
             if spec.returns is not None:
-                # Validation mode: the face strips the service's own flags (a replay is a
-                # header), so a field with a default is not promised in every answer.
+                # A field with a default is not required in these schemas (pydantic's
+                # default), so the face may leave out the service's replay flag (a header).
                 adapters.append((("payments", operation, "out"), "serialization",
                                  TypeAdapter(spec.returns)))
     found, top = TypeAdapter.json_schemas(adapters, ref_template=_REF)
@@ -136,8 +137,6 @@ def openapi_document(services: Mapping[str, type] | None = None, *, payments: bo
 
 
 def _json_services() -> dict[str, type]:
-    from tether.sim.scenario import SERVICES
-
     face = "tether.sim.wire.json_face:JsonFace"
     return {name: SERVICES[name] for name, where in DEFAULT_FACES.items()  # type: ignore[misc]
             if where == face and name in SERVICES}
@@ -225,8 +224,6 @@ def _security(services: Mapping[str, type], server_url: str) -> dict[str, Any]:
 
 
 def _service_class(name: str) -> type | None:
-    from tether.sim.scenario import SERVICES
-
     found = SERVICES.get(name)
     return found if isinstance(found, type) else None
 
