@@ -18,21 +18,23 @@ refused as it would be by an API that validates against its own OpenAPI schema::
 The answer is the operation's plain JSON result. Errors share one shape,
 ``{"error": {"type", "message", ...}}``:
 
-======  ====================  ===========================================================
-status  ``type``              when
-======  ====================  ===========================================================
-400     ``invalid_request``   the body is not JSON, not an object, or breaks the signature
-                              (``param`` names the argument); or the service refused it
-401     ``invalid_token``     OAuth clients are declared and the bearer token is missing,
-                              unknown or expired (``WWW-Authenticate`` says which), or the
-                              ``auth_expiry`` fault fired
-403     ``insufficient_scope``  the token's scopes do not name this service
-404     ``not_found``         no such operation, or the service holds no such object
-405     ``method_not_allowed``  anything but ``POST``
-409     ``conflict``          an idempotency key in flight or reused with other arguments
-429/5xx ``rate_limited`` /    an injected fault (``Retry-After`` when the fault sets one)
-        ``api_error``
-======  ====================  ===========================================================
+=======  ========================  ======================================================
+status   ``type``                  when
+=======  ========================  ======================================================
+400      ``invalid_request``       the body is not JSON, not an object, or breaks the
+                                   signature (``param`` names the argument); or the
+                                   service refused it
+401      ``invalid_token``         OAuth clients are declared and the bearer token is
+                                   missing, unknown or expired (``WWW-Authenticate`` says
+                                   which), or the ``auth_expiry`` fault fired
+403      ``insufficient_scope``    the token's scopes do not name this service
+404      ``not_found``             no such operation, or the service holds no such object
+405      ``method_not_allowed``    anything but ``POST``
+409      ``conflict``              an idempotency key in flight or reused with other
+                                   arguments
+429/5xx  ``rate_limited`` /        an injected fault (``Retry-After`` when the fault sets
+         ``api_error``             one)
+=======  ========================  ======================================================
 
 A service error also carries its own fields (``service``, ``status``, ``retryable``, the
 exception's name as ``error``, and ``param``, ``resource``, ``resource_id`` or ``reason``).
