@@ -340,7 +340,11 @@ def sim_serve(scenario: Path, seed: SeedOpt = 0, port: PortOpt = 0,
     except TetherError as exc:
         err_console.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
         raise typer.Exit(2) from exc
-    result = served.judge(env)
+    try:
+        result = served.judge(env)
+    except TetherError as exc:  # a check that cannot judge: bad input, as for sim run
+        err_console.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
+        raise typer.Exit(2) from exc
     # Under --stdio, stdout was the MCP channel: the verdict goes to stderr.
     with contextlib.redirect_stdout(sys.stderr if stdio else sys.stdout):
         if as_json:

@@ -134,17 +134,25 @@ def test_the_stripe_sdk_meets_a_429_then_its_retries_survive_a_dropped_connectio
 def test_a_dropped_connection_is_a_retryable_connection_error_for_the_sdk(
         tmp_path: Path) -> None:
     """With the SDK's retries off, the dropped connection surfaces as APIConnectionError marked
-    retryable (requests saw the server close without a response), and the write applied."""
+    retryable (requests saw the server close without a response) after the write applied; the
+    agent's own retry with its idempotency key is replayed, not applied again."""
     twice = {**DROP_AFTER, "on_call": [1, 2]}
+    params: Any = {"charge": "ch_1", "amount": 1000}
+    keyed: Any = {"idempotency_key": "refund-ch_1-1000"}
     with serve(tmp_path, _scenario([twice])) as served:
+        client = _sdk(served, retries=0)
         with pytest.raises(stripe.APIConnectionError) as dropped:
-            _sdk(served, retries=0).v1.refunds.create(params={"charge": "ch_1", "amount": 1000})
+            client.v1.refunds.create(params=params, options=keyed)
         assert dropped.value.should_retry
         with pytest.raises(requests.ConnectionError, match=r"without response|aborted|reset"):
             requests.post(f"{served.urls['payments']}/v1/refunds", auth=(KEY, ""),
                           data={"charge": "ch_1", "amount": 1})
+        replayed = client.v1.refunds.create(params=params, options=keyed)
+        assert replayed.last_response is not None and \
+            replayed.last_response.headers.get("idempotent-replayed") == "true"
         ledger = httpx.get(f"{served.root}/_tether/ledger").json()["effects"]
         assert [e["data"]["amount"] for e in ledger] == [1000, 1]
+        assert ledger[0]["data"]["refund_id"] == replayed.id
 
 
 def test_httpx_sees_a_dropped_connection_as_a_transport_error_after_the_write(
@@ -459,3 +467,29 @@ def test_serve_refuses_bad_input_with_exit_2(tmp_path: Path) -> None:
         port = taken.server_address[1]
         busy = _tether("sim", "serve", str(path), "--port", str(port))
     assert busy.returncode == 2 and f"cannot listen on 127.0.0.1:{port}" in busy.stdout
+
+
+def broken_check(facts: Any) -> str | None:
+    """A python invariant that cannot judge."""
+    raise RuntimeError("the check's own bug")
+
+
+def test_a_check_that_cannot_judge_gives_no_verdict() -> None:
+    """A python invariant that raises makes the verdict endpoint answer 500 with the reason,
+    never a verdict (tether sim verdict then exits 2 with it)."""
+    from tether.sim import scenario_from_dict
+    from tether.sim.episode import environment_for
+    from tether.sim.wire.asgi import asgi_app
+
+    scenario = _scenario([], invariants=[
+        {"python": {"function": "tests.sim.wire.test_serve:broken_check"}}])
+    env = environment_for(scenario_from_dict(scenario), 0)
+
+    async def main() -> httpx.Response:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=asgi_app(env)),
+                                     base_url="http://127.0.0.1") as http:
+            return await http.get("/_tether/verdict")
+
+    answer = asyncio.run(main())
+    assert answer.status_code == 500
+    assert "the check's own bug" in answer.json()["error"]["message"]

@@ -48,7 +48,7 @@ import math
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from typing import TYPE_CHECKING, Any
 
-from tether.errors import Crash, UsageError
+from tether.errors import Crash, TetherError, UsageError
 from tether.sim.wire.messages import ConnectionDropped, WireRequest, WireResponse
 from tether.sim.wire.serve import judge, verdict_data
 
@@ -270,7 +270,11 @@ async def _health(env: Environment, request: Request) -> tuple[int, Any]:
 
 
 async def _verdict(env: Environment, request: Request) -> tuple[int, Any]:
-    return 200, verdict_data(judge(env))
+    try:
+        return 200, verdict_data(judge(env))
+    except TetherError as exc:
+        # A check that cannot judge (a python invariant that raised): no verdict, the reason.
+        return 500, {"error": {"type": "verdict_error", "message": str(exc)}}
 
 
 async def _ledger(env: Environment, request: Request) -> tuple[int, Any]:

@@ -169,8 +169,7 @@ def fetch_verdict(url: str, *, timeout_s: float = 30.0) -> dict[str, Any]:
         with urllib.request.urlopen(target, timeout=timeout_s) as answer:
             data = json.loads(answer.read())
     except urllib.error.HTTPError as exc:
-        raise UsageError(f"{target} answered HTTP {exc.code}; is it a tether sim serve "
-                         "address?") from exc
+        raise UsageError(f"{target} answered HTTP {exc.code}: {_said(exc)}") from exc
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
         raise UsageError(f"cannot reach {target}: {reason}; is tether sim serve running "
@@ -181,6 +180,15 @@ def fetch_verdict(url: str, *, timeout_s: float = 30.0) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise UsageError(f"{target} did not answer a verdict object")
     return data
+
+
+def _said(answer: urllib.error.HTTPError) -> str:
+    """What a refusing server said: a served world's error message, else a hint."""
+    try:
+        message = json.loads(answer.read())["error"]["message"]
+    except (ValueError, KeyError, TypeError, OSError):
+        return "is it a tether sim serve address?"
+    return str(message)
 
 
 # -- serving ---------------------------------------------------------------------------------
