@@ -12,6 +12,8 @@ from typing import Any
 import httpx
 import pytest
 import stripe
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tether.errors import UsageError
 from tether.sim import Environment, scenario_from_dict
@@ -324,3 +326,33 @@ def test_webhook_faults_are_validated_at_load(kind: str, target: str, accepted: 
     else:
         with pytest.raises(UsageError, match=r"payments\.webhook takes only"):
             scenario_from_dict(data)
+
+
+@settings(max_examples=25, deadline=None)
+@given(n=st.integers(min_value=0, max_value=12), limit=st.integers(min_value=1, max_value=5))
+def test_walking_the_event_pages_sees_each_event_once(n: int, limit: int) -> None:
+    """Paging /v1/events with starting_after visits every event once, newest first, and
+    paging back with ending_before visits them again in the same order."""
+    env = _env()
+    with _http(env) as http:
+        for _ in range(n):
+            _refund(http, 1)
+        forward: list[str] = []
+        params: dict[str, Any] = {"limit": limit}
+        while True:
+            page = http.get("/v1/events", params=params).json()
+            forward += [e["id"] for e in page["data"]]
+            if not page["has_more"]:
+                break
+            params = {"limit": limit, "starting_after": forward[-1]}
+        backward: list[str] = []
+        if forward:
+            params = {"limit": limit, "ending_before": forward[-1]}
+            while True:
+                page = http.get("/v1/events", params=params).json()
+                backward = [e["id"] for e in page["data"]] + backward
+                if not page["has_more"]:
+                    break
+                params = {"limit": limit, "ending_before": backward[0]}
+    assert forward == [f"evt_{i:04d}" for i in range(2 * n, 0, -1)]
+    assert backward + forward[-1:] == forward
