@@ -13,6 +13,8 @@ from typing import Any, TypeVar
 
 import httpx2
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from mcp import Client, StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
 from mcp_types import CallToolRequest, CallToolRequestParams, CallToolResult
@@ -259,6 +261,71 @@ def test_faults_count_mcp_calls_with_the_other_clients() -> None:
     result = _call(env, "payments_get_charge", {"id": "ch_1"})
     assert result.is_error and result.structured_content is not None
     assert result.structured_content["error"]["status"] == 503
+
+
+def test_arguments_the_operation_refuses_are_a_400_error_result() -> None:
+    """Arguments the input schema admits but the operation refuses (an empty memory subject)
+    are a 400 error result in the error shape, not a failure of the server."""
+    result = _call(_env(), "memory_recall", {"subject": ""})
+    assert result.is_error and result.structured_content is not None
+    assert result.structured_content["error"]["status"] == 400
+    assert "non-empty" in result.structured_content["error"]["message"]
+
+
+def _values(schema: dict[str, Any]) -> st.SearchStrategy[Any]:
+    """Values of the JSON Schema subset the tools' input schemas use (ids of the seeded
+    world among them, so calls reach existing objects too)."""
+    if "anyOf" in schema:
+        return st.one_of([_values(s) for s in schema["anyOf"]])
+    kind = schema.get("type")
+    if kind == "string":
+        if schema.get("format") == "date-time":
+            return st.datetimes().map(lambda d: d.isoformat())
+        return st.one_of(st.sampled_from(["ch_1", "cus_1", "ann@example.com", ""]),
+                         st.text(max_size=6))
+    if kind == "integer":
+        return st.integers(min_value=-5, max_value=10_000)
+    if kind == "number":
+        return st.floats(allow_nan=False, allow_infinity=False, width=32)
+    if kind == "boolean":
+        return st.booleans()
+    if kind == "array":
+        return st.lists(_values(schema.get("items", {"type": "string"})), max_size=3)
+    if kind == "object":
+        properties = schema.get("properties")
+        if properties is None:
+            items = schema.get("additionalProperties", {"type": "string"})
+            return st.dictionaries(st.text(max_size=4), _values(items), max_size=2)
+        required = set(schema.get("required", []))
+        return st.fixed_dictionaries(
+            {k: _values(v) for k, v in properties.items() if k in required},
+            optional={k: _values(v) for k, v in properties.items() if k not in required})
+    return st.none()
+
+
+_LISTED = _with_client(_env(), lambda client: client.list_tools()).tools
+_CALLS = st.sampled_from(_LISTED).flatmap(
+    lambda tool: _values(tool.input_schema).map(lambda arguments: (tool.name, arguments)))
+
+
+@settings(max_examples=25, deadline=None, database=None,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(_CALLS, min_size=1, max_size=6))
+def test_any_call_the_schema_admits_is_answered_in_shape(
+        calls: list[tuple[str, dict[str, Any]]]) -> None:
+    """Whatever arguments a tool's input schema admits, the answer is a result matching the
+    output schema (the official client checks it) or an error result carrying the error's
+    status and message — never a server failure without either."""
+    env = _env()
+
+    async def run(client: Client) -> list[CallToolResult]:
+        return [await client.call_tool(name, arguments) for name, arguments in calls]
+
+    for (name, arguments), result in zip(calls, _with_client(env, run), strict=True):
+        if result.is_error:
+            assert result.structured_content is not None, (name, arguments, result.content)
+            error = result.structured_content["error"]
+            assert 400 <= error["status"] <= 599 and error["message"], (name, arguments)
 
 
 def test_an_unknown_service_is_refused() -> None:

@@ -50,9 +50,12 @@ its own.
 
 from __future__ import annotations
 
+import copy
+import functools
 import inspect
 import json
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, get_args, get_origin, get_type_hints
 
 from pydantic import BaseModel, TypeAdapter
@@ -70,7 +73,11 @@ from tether.sim.wire.messages import (
 try:
     from mcp.server.mcpserver import MCPServer
     from mcp.server.mcpserver.tools import Tool as MCPTool
-    from mcp.server.mcpserver.utilities.func_metadata import FuncMetadata, func_metadata
+    from mcp.server.mcpserver.utilities.func_metadata import (
+        ArgModelBase,
+        FuncMetadata,
+        func_metadata,
+    )
     from mcp.server.transport_security import TransportSecuritySettings
     from mcp_types import CallToolResult, TextContent, ToolAnnotations
 except ImportError as exc:  # pragma: no cover - the extra is installed for the tests
@@ -171,19 +178,57 @@ _INSTRUCTIONS = (
 # -- one operation as a tool -----------------------------------------------------------------
 
 
-def _tool(env: Environment, service: str, operation: str,
-          crashes: Literal["raise", "answer"]) -> MCPTool:
-    method = getattr(env.world.services[service], operation)
+@dataclass(frozen=True)
+class _Shape:
+    """What a tool of one operation looks like, whatever the world: built once per class."""
+
+    name: str
+    description: str
+    defaults: Mapping[str, Any]
+    arguments: type[ArgModelBase]
+    parameters: dict[str, Any]
+    output: dict[str, Any] | None
+    wrapped: bool
+    annotations: ToolAnnotations
+
+
+@functools.lru_cache(maxsize=512)
+def _shape(cls: type, service: str, operation: str) -> _Shape:
+    method = getattr(cls, operation)
     hints = get_type_hints(method)
     parameters = [
         inspect.Parameter(p.name, inspect.Parameter.KEYWORD_ONLY,
                           default=p.default, annotation=hints.get(p.name, Any))
-        for p in inspect.signature(method).parameters.values()
+        for p in list(inspect.signature(method).parameters.values())[1:]  # self
         if p.kind not in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)]
-    defaults = {p.name: p.default for p in parameters
-                if p.default is not inspect.Parameter.empty}
-    output, wrapped = _output_schema(hints.get("return"))
+
+    def signature() -> None: ...  # only its signature is read, for the arguments' model
+
     name = tool_name(service, operation)
+    signature.__name__ = name
+    signature.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+        parameters, return_annotation=CallToolResult)
+    arguments = func_metadata(signature, structured_output=False).arg_model
+    output, wrapped = _output_schema(hints.get("return"))
+    read = operation in READ_OPERATIONS.get(service, frozenset())
+    keyed = any(p.name == KEY_ARGUMENT for p in parameters)
+    return _Shape(
+        name=name, description=f"{service}: {inspect.getdoc(method) or operation}",
+        defaults={p.name: p.default for p in parameters
+                  if p.default is not inspect.Parameter.empty},
+        arguments=arguments, parameters=arguments.model_json_schema(by_alias=True),
+        output=output, wrapped=wrapped,
+        annotations=ToolAnnotations(
+            title=f"{service}.{operation}", read_only_hint=read,
+            destructive_hint=False if read else None,
+            idempotent_hint=True if keyed and not read else None, open_world_hint=False))
+
+
+def _tool(env: Environment, service: str, operation: str,
+          crashes: Literal["raise", "answer"]) -> MCPTool:
+    holder: object = env.world.services[service]  # (a class is hashable; mypy disagrees)
+    shape = _shape(type(holder), service, operation)  # type: ignore[arg-type]
+    defaults = shape.defaults
 
     async def call(**arguments: Any) -> CallToolResult:
         # Only what the caller gave (a default left out is what the operation assumes anyway),
@@ -191,7 +236,7 @@ def _tool(env: Environment, service: str, operation: str,
         given = {k: v for k, v in arguments.items()
                  if k not in defaults or not _same(v, defaults[k])}
         try:
-            return await _invoke(env, service, operation, given, wrapped)
+            return await _invoke(env, service, operation, given, shape.wrapped)
         except Crash:
             if crashes == "raise":
                 raise
@@ -199,24 +244,14 @@ def _tool(env: Environment, service: str, operation: str,
             # see is that no answer came, whether or not the write was applied.
             return _error(_dropped(f"{service}.{operation}", delivered=True))
 
-    call.__name__ = name
-    call.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
-        parameters, return_annotation=CallToolResult)
-    arguments = func_metadata(call, structured_output=False).arg_model
-    read = operation in READ_OPERATIONS.get(service, frozenset())
-    keyed = any(p.name == KEY_ARGUMENT for p in parameters)
-    annotations = ToolAnnotations(
-        title=f"{service}.{operation}", read_only_hint=read,
-        destructive_hint=False if read else None,
-        idempotent_hint=True if keyed and not read else None, open_world_hint=False)
+    call.__name__ = shape.name
     return MCPTool(
-        fn=call, name=name, title=f"{service}.{operation}",
-        description=f"{service}: {inspect.getdoc(method) or operation}",
-        parameters=arguments.model_json_schema(by_alias=True),
+        fn=call, name=shape.name, title=shape.annotations.title,
+        description=shape.description, parameters=copy.deepcopy(shape.parameters),
         # The schema is advertised but not enforced here: a drifted answer (a fault) must
         # reach the client as it is, and the client decides what to make of it.
-        fn_metadata=FuncMetadata(arg_model=arguments, output_schema=output),
-        is_async=True, context_kwarg=None, annotations=annotations)
+        fn_metadata=FuncMetadata(arg_model=shape.arguments, output_schema=shape.output),
+        is_async=True, context_kwarg=None, annotations=shape.annotations)
 
 
 def _same(value: Any, default: Any) -> bool:
@@ -298,7 +333,9 @@ async def _invoke(env: Environment, service: str, operation: str, arguments: dic
                                   "call again"})
     except ConnectionDropped as exc:
         return _error(_dropped(target, delivered=exc.delivered))
-    except BadRequestBody as exc:
+    except (BadRequestBody, UsageError) as exc:
+        # Arguments the schema admits but the operation refuses (an empty memory subject): the
+        # caller's mistake, answered as such rather than as a failure of the server.
         return _error({"type": "invalid_request_error", "status": 400, "message": str(exc)})
     structured = {"result": result} if wrapped else result
     text = json.dumps(structured, sort_keys=True, default=str)
