@@ -185,6 +185,7 @@ def _failing_server() -> MCPServer:
         "gone": {"error": {"status": 504, "message": "timed out"}},
         "busy": {"error": {"status": 429, "retry_after_s": 3, "message": "slow down"}},
         "missing": {"error": {"status": 404, "message": "no such thing"}},
+        "in_flight": {"error": {"status": 409, "retryable": True, "message": "key in use"}},
         "expired": {"error": {"status": 401, "message": "token expired"}},
         "plain": None,
     }
@@ -210,8 +211,9 @@ def _failure(tool: Tool[Any, Any], kind: str) -> BaseException:
 
 def test_error_results_are_read_by_their_status() -> None:
     """A 5xx result may have been applied (ambiguous), a 429 was not (TransientError with
-    its delay), a 404 is permanent, a 401 is expired credentials; a result without a status
-    is ambiguous for a write and permanent for a read."""
+    its delay), nor a 409 the server says to retry, a 404 is permanent, a 401 is expired
+    credentials; a result without a status is ambiguous for a write and permanent for a
+    read."""
     tools = {t.name: t for t in mcp_toolset(_failing_server(),
                                             effects={"write_fail": "unsafe"})}
     read, write = tools["read_fail"], tools["write_fail"]
@@ -222,6 +224,7 @@ def test_error_results_are_read_by_their_status() -> None:
     assert isinstance(busy, TransientError) and busy.retry_after_s == 3.0
     missing = _failure(write, "missing")
     assert write.outcome_of(missing) is ErrorOutcome.PERMANENT
+    assert isinstance(_failure(write, "in_flight"), TransientError)
     assert isinstance(_failure(read, "expired"), AuthExpired)
     assert write.outcome_of(_failure(write, "plain")) is ErrorOutcome.AMBIGUOUS
     assert read.outcome_of(_failure(read, "plain")) is ErrorOutcome.PERMANENT

@@ -24,7 +24,8 @@ recorded as applied with an unreadable response — never repeated.
 **Errors.** A tool error result (``isError``) raises :class:`MCPToolError`, read by the HTTP-like
 ``status`` its JSON carries (``{"error": {"status": 504}}`` or ``{"status": …}``), as the
 runtime reads a client library's errors: 401 is expired credentials
-(:class:`~tether.errors.AuthExpired`), 408/425/429 were not processed
+(:class:`~tether.errors.AuthExpired`), 408/425/429 — and a 4xx whose JSON says
+``"retryable": true``, such as a 409 while the key is in flight — were not processed
 (:class:`~tether.errors.TransientError`, with ``retry_after_s``), a 5xx may have been applied
 (ambiguous), another 4xx is permanent. An error result with **no** status cannot say whether a
 write happened: it is ambiguous for a write (re-issued under its key, looked up, or escalated
@@ -364,7 +365,10 @@ def _raise_error(result: CallToolResult, name: str) -> None:
                            retry_after_s, data)
     if status == 401:
         raise AuthExpired(str(failure), dependency=name) from failure
-    if status in _NOT_PROCESSED:
+    refused = status is not None and status < 500 and fields.get("retryable") is True
+    if status in _NOT_PROCESSED or refused:
+        # Not processed: a 408/425/429, or a refusal the server says to retry (a 409 while
+        # the key is in flight). A 5xx stays ambiguous whatever it says.
         raise TransientError(str(failure), retry_after_s=retry_after_s) from failure
     raise failure
 

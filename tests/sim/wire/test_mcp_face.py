@@ -195,6 +195,27 @@ def test_a_timeout_after_commit_applies_the_write_and_errors_with_504() -> None:
     assert len(_refunds(env)) == 1
 
 
+def test_a_request_while_its_key_is_in_flight_is_a_retryable_409() -> None:
+    """Two concurrent calls with one key under latency: the first holds the key while it
+    waits on the virtual clock, the second is the service's retryable 409; one refund."""
+    env = _env([{"kind": "latency", "target": "payments.create_refund", "latency_s": 5.0,
+                 "on_call": [1]}])
+    arguments = {"charge": "ch_1", "amount": 100, "idempotency_key": "k-same"}
+
+    async def both(client: Client) -> list[CallToolResult]:
+        return list(await asyncio.gather(
+            client.call_tool("payments_create_refund", arguments),
+            client.call_tool("payments_create_refund", arguments)))
+
+    first, second = _with_client(env, both)
+    assert not first.is_error
+    assert second.is_error and second.structured_content is not None
+    error = second.structured_content["error"]
+    assert (error["status"], error["code"], error["retryable"]) == \
+        (409, "idempotency_key_in_use", True)
+    assert len(_refunds(env)) == 1
+
+
 def test_a_timeout_before_delivery_is_a_408_and_applies_nothing() -> None:
     """Under ``timeout_before`` the call is a 408 error result saying nothing was applied."""
     env = _env([{"kind": "timeout_before", "target": "payments.create_refund"}])
@@ -315,11 +336,19 @@ def test_any_call_the_schema_admits_is_answered_in_shape(
         calls: list[tuple[str, dict[str, Any]]]) -> None:
     """Whatever arguments a tool's input schema admits, the answer is a result matching the
     output schema (the official client checks it) or an error result carrying the error's
-    status and message — never a server failure without either."""
+    status and message — never a server failure without either; and a tool advertised as
+    read-only records no effect."""
     env = _env()
+    read_only = {t.name for t in _LISTED if t.annotations and t.annotations.read_only_hint}
 
     async def run(client: Client) -> list[CallToolResult]:
-        return [await client.call_tool(name, arguments) for name, arguments in calls]
+        results = []
+        for name, arguments in calls:
+            before = len(env.world.ledger)
+            results.append(await client.call_tool(name, arguments))
+            if name in read_only:
+                assert len(env.world.ledger) == before, (name, arguments)
+        return results
 
     for (name, arguments), result in zip(calls, _with_client(env, run), strict=True):
         if result.is_error:
