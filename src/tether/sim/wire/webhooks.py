@@ -15,7 +15,8 @@ time —, ``data.object``, ``api_version``, ``livemode: false``, ``pending_webho
 listed at ``GET /payments/v1/events`` and ``/v1/events/{id}``.
 
 An agent registers an endpoint with ``POST /payments/v1/webhook_endpoints`` (``url``,
-``enabled_events[]``; ``*`` for all) and receives its ``secret`` (``whsec_…``, drawn from the
+``enabled_events[]``; ``*`` for all; the API is :mod:`~tether.sim.wire.webhook_api`) and
+receives its ``secret`` (``whsec_…``, drawn from the
 world's seed, so a seed always hands out the same secrets). Each event is delivered as Stripe
 delivers it: a ``POST`` of the event's JSON with ``Stripe-Signature: t=<unix>,v1=<hex
 HMAC-SHA256(secret, "<t>.<body>")>``, which the official SDK verifies with
@@ -47,28 +48,26 @@ endpoint (:meth:`Webhooks.flush` releases what is still held).
 
 from __future__ import annotations
 
-import fnmatch
 import hashlib
 import hmac
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
-from urllib.parse import urlsplit
 
 from tether.sim.faults import WEBHOOK_KINDS, WEBHOOK_TARGET
 from tether.sim.services._ids import IdCounter
 from tether.sim.services.errors import ServiceError
-from tether.sim.wire.forms import FormError, decode_form, parse_pairs
-from tether.sim.wire.gateway import Face, Gateway, Route
-from tether.sim.wire.messages import WireRequest, WireResponse
+from tether.sim.wire.gateway import Gateway
+from tether.sim.wire.webhook_api import WebhookRoutes
 
 if TYPE_CHECKING:
     from tether.sim.world import Effect
 
-__all__ = ["API_VERSION", "DeliveryAttempt", "Webhooks", "sign"]
+__all__ = ["API_VERSION", "DeliveryAttempt", "WebhookEndpoint", "Webhooks", "sign"]
 
-#: The API version events are rendered in unless an endpoint asks for another.
+#: The API version every event names (the simulated objects have one shape, whatever version
+#: an endpoint asks for).
 API_VERSION = "2026-10-28.endive"
 #: The event types each payments effect produces, in order.
 EVENT_TYPES: dict[str, tuple[str, ...]] = {
@@ -77,9 +76,6 @@ EVENT_TYPES: dict[str, tuple[str, ...]] = {
     "refund": ("refund.created", "charge.refunded"),
     "payout": ("payout.created",),
 }
-#: Every event type an endpoint may enable (``*`` enables them all).
-KNOWN_EVENTS = ("customer.created", "charge.succeeded", "charge.failed", "charge.pending",
-                "refund.created", "charge.refunded", "payout.created")
 DEFAULT_MAX_ATTEMPTS = 3
 
 #: A receiver in-process: ``handler(body, headers) -> status`` (``None`` is 200).
@@ -102,7 +98,9 @@ def sign(payload: bytes, secret: str, timestamp: int) -> str:
 
 
 @dataclass
-class _Endpoint:
+class WebhookEndpoint:
+    """An endpoint an agent registered: where events go, which ones, signed with what."""
+
     id: str
     url: str
     secret: str
@@ -134,7 +132,7 @@ class _Endpoint:
 @dataclass
 class _Delivery:
     event: dict[str, Any]
-    endpoint: _Endpoint
+    endpoint: WebhookEndpoint
     attempts: int = 0
     #: The round of the last attempt: a failed delivery waits for the next round.
     last_round: int = -1
@@ -174,7 +172,7 @@ class Webhooks:
         #: Whether deliveries to URLs without an in-process receiver go out over HTTP
         #: (:meth:`deliver_over_http`, called by the loopback server after each response).
         self.over_http = False
-        self._endpoints: dict[str, _Endpoint] = {}
+        self._endpoints: dict[str, WebhookEndpoint] = {}
         self._receivers: dict[str, Handler | _SyncTransport] = {}
         self._queue: list[_Delivery] = []
         self._seen = 0  # ledger effects already turned into events
@@ -191,7 +189,7 @@ class Webhooks:
         hooks = cls(gateway, **options)
         face = gateway.faces.get("payments")
         if face is not None:
-            gateway.mount(_WebhookRoutes(face, hooks))
+            gateway.mount(WebhookRoutes(face, hooks))
         gateway.after(hooks.after_request)
         return hooks
 
@@ -213,16 +211,45 @@ class Webhooks:
         """How many deliveries wait for a (next) attempt, held ones included."""
         return len(self._queue) + sum(len(e.held) for e in self._endpoints.values())
 
+    # -- endpoints (the API is :mod:`~tether.sim.wire.webhook_api`) -------------------------
+
+    def endpoints(self) -> list[WebhookEndpoint]:
+        """The registered endpoints, oldest first."""
+        return list(self._endpoints.values())
+
+    def endpoint(self, ident: str) -> WebhookEndpoint | None:
+        return self._endpoints.get(ident)
+
+    def register(self, url: str, enabled_events: list[str], *, api_version: str | None = None,
+                 description: str | None = None,
+                 metadata: Mapping[str, str] | None = None) -> WebhookEndpoint:
+        """A new endpoint (``we_0001`` …) with a secret drawn from the world's seed."""
+        secret = "whsec_" + f"{self._secrets.getrandbits(192):048x}"
+        endpoint = WebhookEndpoint(self._endpoint_ids.new(), url, secret, enabled_events,
+                                   int(self.world.now()), api_version, description,
+                                   dict(metadata or {}))
+        self._endpoints[endpoint.id] = endpoint
+        return endpoint
+
+    def remove(self, ident: str) -> bool:
+        """Delete an endpoint and whatever still waited to be delivered to it."""
+        endpoint = self._endpoints.pop(ident, None)
+        if endpoint is None:
+            return False
+        self._queue = [d for d in self._queue if d.endpoint is not endpoint]
+        return True
+
     # -- events --------------------------------------------------------------------------
 
     def after_request(self) -> None:
         """Turn new payments effects into events, queue them for each endpoint that wants
         them, and run a delivery round for in-process receivers."""
         self._round += 1
-        self._catch_up()
+        self.catch_up()
         self._deliver_in_process()
 
-    def _catch_up(self) -> None:
+    def catch_up(self) -> None:
+        """Turn the payments effects not seen yet into events (and queue them)."""
         effects = self.world.ledger.effects
         while self._seen < len(effects):
             effect = effects[self._seen]
@@ -361,199 +388,3 @@ class Webhooks:
             delivery.event["id"], delivery.event["type"], delivery.endpoint.id,
             delivery.endpoint.url, delivery.attempts, self.world.now(), status,
             error or ("" if ok else f"HTTP {status}"), outcome))
-
-    # -- the API -------------------------------------------------------------------------
-
-    def answer(self, request: WireRequest) -> WireResponse | None:
-        """The answer to a webhook-endpoint or event request, or ``None`` for other paths."""
-        parts = [p for p in request.path.split("/") if p]
-        if len(parts) < 2 or parts[0] != "v1" or parts[1] not in ("webhook_endpoints",
-                                                                   "events"):
-            return None
-        self._catch_up()
-        ident = parts[2] if len(parts) == 3 else None
-        if len(parts) > 3:
-            return _error(404, f"Unrecognized request URL ({request.method}: {request.path}).")
-        if parts[1] == "events":
-            return self._events_api(request, ident)
-        return self._endpoints_api(request, ident)
-
-    def _events_api(self, request: WireRequest, ident: str | None) -> WireResponse:
-        if request.method != "GET":
-            return _error(405, f"Unrecognized request URL ({request.method}: {request.path}).")
-        if ident is not None:
-            found = next((e for e in self.events if e["id"] == ident), None)
-            if found is None:
-                return _missing("event", ident)
-            return WireResponse.of_json(200, found)
-        wanted = request.param("type") or "*"  # Stripe takes a wildcard: type=charge.*
-        chosen = [e for e in reversed(self.events) if fnmatch.fnmatchcase(e["type"], wanted)]
-        return _page(chosen, request, "/v1/events")
-
-    def _endpoints_api(self, request: WireRequest, ident: str | None) -> WireResponse:
-        if ident is None and request.method == "GET":
-            return _page([e.as_data() for e in reversed(self._endpoints.values())], request,
-                         "/v1/webhook_endpoints")
-        if ident is None and request.method == "POST":
-            return self._create(request)
-        endpoint = self._endpoints.get(ident or "")
-        if endpoint is None or ident is None:
-            return _missing("webhook endpoint", ident or "")
-        if request.method == "GET":
-            return WireResponse.of_json(200, endpoint.as_data())
-        if request.method == "DELETE":
-            del self._endpoints[endpoint.id]
-            self._queue = [d for d in self._queue if d.endpoint is not endpoint]
-            return WireResponse.of_json(200, {"id": endpoint.id, "object": "webhook_endpoint",
-                                              "deleted": True})
-        if request.method == "POST":
-            return self._update(request, endpoint)
-        return _error(405, f"Unrecognized request URL ({request.method}: {request.path}).")
-
-    def _create(self, request: WireRequest) -> WireResponse:
-        params = _params(request)
-        if isinstance(params, WireResponse):
-            return params
-        url, problem = _url(params.get("url"))
-        if problem:
-            return _error(400, problem, param="url", code="url_invalid")
-        events, problem = _enabled(params.get("enabled_events"), required=True)
-        if problem:
-            return _error(400, problem, param="enabled_events")
-        secret = "whsec_" + f"{self._secrets.getrandbits(192):048x}"
-        endpoint = _Endpoint(self._endpoint_ids.new(), url, secret, events,
-                             int(self.world.now()), _text(params.get("api_version")),
-                             _text(params.get("description")), _strings(params.get("metadata")))
-        self._endpoints[endpoint.id] = endpoint
-        return WireResponse.of_json(200, endpoint.as_data(with_secret=True))
-
-    def _update(self, request: WireRequest, endpoint: _Endpoint) -> WireResponse:
-        params = _params(request)
-        if isinstance(params, WireResponse):
-            return params
-        if "url" in params:
-            url, problem = _url(params["url"])
-            if problem:
-                return _error(400, problem, param="url", code="url_invalid")
-            endpoint.url = url
-        if "enabled_events" in params:
-            events, problem = _enabled(params["enabled_events"], required=True)
-            if problem:
-                return _error(400, problem, param="enabled_events")
-            endpoint.enabled_events = events
-        if "disabled" in params:
-            endpoint.disabled = str(params["disabled"]).lower() == "true"
-        if "description" in params:
-            endpoint.description = _text(params["description"])
-        return WireResponse.of_json(200, endpoint.as_data())
-
-
-class _WebhookRoutes:
-    """The payments face, also answering the webhook endpoints and events API."""
-
-    def __init__(self, inner: Face, hooks: Webhooks) -> None:
-        self.inner, self.hooks = inner, hooks
-        self.service = inner.service
-
-    def route(self, request: WireRequest, gateway: Gateway) -> Route | WireResponse:
-        routed = self.inner.route(request, gateway)
-        if request.path.startswith(("/v1/webhook_endpoints", "/v1/events")):
-            # The face checks the API key before the path: its 401 stands, as Stripe's would.
-            if isinstance(routed, WireResponse) and routed.status == 401:
-                return routed
-            answered = self.hooks.answer(request)
-            if answered is not None:
-                return answered
-        return routed
-
-    def success(self, route: Route, result: Any) -> WireResponse:
-        return self.inner.success(route, result)
-
-    def failure(self, route: Route, error: ServiceError) -> WireResponse:
-        return self.inner.failure(route, error)
-
-    def injected(self, route: Route, status: int, retry_after_s: float | None) -> WireResponse:
-        return self.inner.injected(route, status, retry_after_s)
-
-    def expired(self, route: Route) -> WireResponse:
-        return self.inner.expired(route)
-
-
-def _params(request: WireRequest) -> dict[str, Any] | WireResponse:
-    try:
-        if (request.header("content-type") or "").startswith("application/json"):
-            data = request.json()
-            return data if isinstance(data, dict) else {}
-        return decode_form(parse_pairs(request.body))
-    except (FormError, ValueError) as exc:
-        return _error(400, str(exc))
-
-
-def _url(value: Any) -> tuple[str, str]:
-    if not isinstance(value, str) or not value:
-        return "", "Missing required param: url."
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        return "", f"Invalid URL: {value!r}. URLs must begin with http:// or https://."
-    return value, ""
-
-
-def _enabled(value: Any, *, required: bool) -> tuple[list[str], str]:
-    if isinstance(value, str):
-        value = [value]
-    if isinstance(value, dict):
-        value = list(value.values())
-    if not value:
-        return [], "Missing required param: enabled_events." if required else ""
-    unknown = [v for v in value if v != "*" and v not in KNOWN_EVENTS]
-    if unknown:
-        return [], (f"Invalid enabled_events: {', '.join(map(str, unknown))}; this simulation "
-                    f"sends {', '.join(KNOWN_EVENTS)} (or * for all).")
-    return [str(v) for v in value], ""
-
-
-def _text(value: Any) -> str | None:
-    return value if isinstance(value, str) and value else None
-
-
-def _strings(value: Any) -> dict[str, str]:
-    return {str(k): str(v) for k, v in value.items()} if isinstance(value, Mapping) else {}
-
-
-def _page(items: list[dict[str, Any]], request: WireRequest, url: str) -> WireResponse:
-    try:
-        limit = int(request.param("limit") or 10)
-    except ValueError:
-        return _error(400, "Invalid integer: limit", param="limit")
-    if not 1 <= limit <= 100:
-        return _error(400, "Limit must be between 1 and 100.", param="limit")
-    after, before = request.param("starting_after"), request.param("ending_before")
-    ids = [i["id"] for i in items]
-    for cursor, name in ((after, "starting_after"), (before, "ending_before")):
-        if cursor is not None and cursor not in ids:
-            return _error(400, f"No such object: {cursor!r}", param=name,
-                          code="resource_missing")
-    if after is not None:
-        items = items[ids.index(after) + 1:]
-        page, more = items[:limit], len(items) > limit
-    elif before is not None:
-        items = items[:ids.index(before)]
-        page, more = items[-limit:], len(items) > limit
-    else:
-        page, more = items[:limit], len(items) > limit
-    return WireResponse.of_json(200, {"object": "list", "data": page, "has_more": more,
-                                      "url": url})
-
-
-def _missing(what: str, ident: str) -> WireResponse:
-    return _error(404, f"No such {what}: {ident!r}", param="id", code="resource_missing")
-
-
-def _error(status: int, message: str, *, param: str | None = None, code: str | None = None,
-           kind: str = "invalid_request_error") -> WireResponse:
-    error: dict[str, Any] = {"type": kind, "message": message}
-    if param is not None:
-        error["param"] = param
-    if code is not None:
-        error["code"] = code
-    return WireResponse.of_json(status, {"error": error})

@@ -1,0 +1,234 @@
+"""The webhook endpoints and events API of the payments face, on Stripe's.
+
+``POST /v1/webhook_endpoints`` (``url``, ``enabled_events[]``, optional ``api_version``,
+``description``, ``metadata``) answers the endpoint with its ``secret``; ``GET`` lists and
+retrieves endpoints (never showing the secret again), ``POST /v1/webhook_endpoints/{id}``
+updates one (``url``, ``enabled_events``, ``disabled``, ``description``), ``DELETE`` removes it.
+``GET /v1/events`` lists events newest first (``limit``, ``starting_after``, ``ending_before``,
+``type`` with Stripe's wildcard ``charge.*``) and ``GET /v1/events/{id}`` retrieves one. Errors
+are Stripe's JSON (``invalid_request_error`` with ``param``; ``resource_missing`` 404); the API
+key is checked by the payments face itself, so a request without one is its 401.
+
+:class:`WebhookRoutes` wraps the payments face to answer these paths; the events and their
+delivery are :class:`~tether.sim.wire.webhooks.Webhooks`.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from tether.sim.services.errors import ServiceError
+from tether.sim.wire.forms import FormError, decode_form, parse_pairs
+from tether.sim.wire.gateway import Face, Gateway, Route
+from tether.sim.wire.messages import WireRequest, WireResponse
+
+if TYPE_CHECKING:
+    from tether.sim.wire.webhooks import WebhookEndpoint, Webhooks
+
+__all__ = ["KNOWN_EVENTS", "WebhookRoutes", "answer"]
+
+#: Every event type an endpoint may enable (``*`` enables them all): what the world sends.
+KNOWN_EVENTS = ("customer.created", "charge.succeeded", "charge.failed", "charge.pending",
+                "refund.created", "charge.refunded", "payout.created")
+
+
+class WebhookRoutes:
+    """The payments face, also answering the webhook endpoints and events API."""
+
+    def __init__(self, inner: Face, hooks: Webhooks) -> None:
+        self.inner, self.hooks = inner, hooks
+        self.service = inner.service
+
+    def route(self, request: WireRequest, gateway: Gateway) -> Route | WireResponse:
+        routed = self.inner.route(request, gateway)
+        if request.path.startswith(("/v1/webhook_endpoints", "/v1/events")):
+            # The face checks the API key before the path: its 401 stands, as Stripe's would.
+            if isinstance(routed, WireResponse) and routed.status == 401:
+                return routed
+            answered = answer(self.hooks, request)
+            if answered is not None:
+                return answered
+        return routed
+
+    def success(self, route: Route, result: Any) -> WireResponse:
+        return self.inner.success(route, result)
+
+    def failure(self, route: Route, error: ServiceError) -> WireResponse:
+        return self.inner.failure(route, error)
+
+    def injected(self, route: Route, status: int, retry_after_s: float | None) -> WireResponse:
+        return self.inner.injected(route, status, retry_after_s)
+
+    def expired(self, route: Route) -> WireResponse:
+        return self.inner.expired(route)
+
+
+def answer(hooks: Webhooks, request: WireRequest) -> WireResponse | None:
+    """The answer to a webhook-endpoint or event request, or ``None`` for other paths."""
+    parts = [p for p in request.path.split("/") if p]
+    if len(parts) < 2 or parts[0] != "v1" or parts[1] not in ("webhook_endpoints", "events"):
+        return None
+    hooks.catch_up()
+    if len(parts) > 3:
+        return _unrecognized(request)
+    ident = parts[2] if len(parts) == 3 else None
+    if parts[1] == "events":
+        return _events(hooks, request, ident)
+    return _endpoints(hooks, request, ident)
+
+
+def _events(hooks: Webhooks, request: WireRequest, ident: str | None) -> WireResponse:
+    if request.method != "GET":
+        return _unrecognized(request)
+    if ident is not None:
+        found = next((e for e in hooks.events if e["id"] == ident), None)
+        if found is None:
+            return _missing("event", ident)
+        return WireResponse.of_json(200, found)
+    wanted = request.param("type") or "*"  # Stripe takes a wildcard: type=charge.*
+    chosen = [e for e in reversed(hooks.events) if fnmatch.fnmatchcase(e["type"], wanted)]
+    return _page(chosen, request, "/v1/events")
+
+
+def _endpoints(hooks: Webhooks, request: WireRequest, ident: str | None) -> WireResponse:
+    if ident is None and request.method == "GET":
+        return _page([e.as_data() for e in reversed(hooks.endpoints())], request,
+                     "/v1/webhook_endpoints")
+    if ident is None and request.method == "POST":
+        return _create(hooks, request)
+    endpoint = hooks.endpoint(ident or "")
+    if endpoint is None:
+        return _missing("webhook endpoint", ident or "")
+    if request.method == "GET":
+        return WireResponse.of_json(200, endpoint.as_data())
+    if request.method == "DELETE":
+        hooks.remove(endpoint.id)
+        return WireResponse.of_json(200, {"id": endpoint.id, "object": "webhook_endpoint",
+                                          "deleted": True})
+    if request.method == "POST":
+        return _update(request, endpoint)
+    return _unrecognized(request)
+
+
+def _create(hooks: Webhooks, request: WireRequest) -> WireResponse:
+    params = _params(request)
+    if isinstance(params, WireResponse):
+        return params
+    url, problem = _url(params.get("url"))
+    if problem:
+        return _error(400, problem, param="url", code="url_invalid")
+    events, problem = _enabled(params.get("enabled_events"))
+    if problem:
+        return _error(400, problem, param="enabled_events")
+    endpoint = hooks.register(url, events, api_version=_text(params.get("api_version")),
+                              description=_text(params.get("description")),
+                              metadata=_strings(params.get("metadata")))
+    return WireResponse.of_json(200, endpoint.as_data(with_secret=True))
+
+
+def _update(request: WireRequest, endpoint: WebhookEndpoint) -> WireResponse:
+    params = _params(request)
+    if isinstance(params, WireResponse):
+        return params
+    if "url" in params:
+        url, problem = _url(params["url"])
+        if problem:
+            return _error(400, problem, param="url", code="url_invalid")
+        endpoint.url = url
+    if "enabled_events" in params:
+        events, problem = _enabled(params["enabled_events"])
+        if problem:
+            return _error(400, problem, param="enabled_events")
+        endpoint.enabled_events = events
+    if "disabled" in params:
+        endpoint.disabled = str(params["disabled"]).lower() == "true"
+    if "description" in params:
+        endpoint.description = _text(params["description"])
+    return WireResponse.of_json(200, endpoint.as_data())
+
+
+def _params(request: WireRequest) -> dict[str, Any] | WireResponse:
+    try:
+        if (request.header("content-type") or "").startswith("application/json"):
+            data = request.json()
+            return data if isinstance(data, dict) else {}
+        return decode_form(parse_pairs(request.body))
+    except (FormError, ValueError) as exc:
+        return _error(400, str(exc))
+
+
+def _url(value: Any) -> tuple[str, str]:
+    if not isinstance(value, str) or not value:
+        return "", "Missing required param: url."
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        return "", f"Invalid URL: {value!r}. URLs must begin with http:// or https://."
+    return value, ""
+
+
+def _enabled(value: Any) -> tuple[list[str], str]:
+    if isinstance(value, str):
+        value = [value]
+    if isinstance(value, dict):
+        value = list(value.values())
+    if not value:
+        return [], "Missing required param: enabled_events."
+    unknown = [v for v in value if v != "*" and v not in KNOWN_EVENTS]
+    if unknown:
+        return [], (f"Invalid enabled_events: {', '.join(map(str, unknown))}; this simulation "
+                    f"sends {', '.join(KNOWN_EVENTS)} (or * for all).")
+    return [str(v) for v in value], ""
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _strings(value: Any) -> dict[str, str]:
+    return {str(k): str(v) for k, v in value.items()} if isinstance(value, Mapping) else {}
+
+
+def _page(items: list[dict[str, Any]], request: WireRequest, url: str) -> WireResponse:
+    try:
+        limit = int(request.param("limit") or 10)
+    except ValueError:
+        return _error(400, "Invalid integer: limit", param="limit")
+    if not 1 <= limit <= 100:
+        return _error(400, "Limit must be between 1 and 100.", param="limit")
+    after, before = request.param("starting_after"), request.param("ending_before")
+    ids = [i["id"] for i in items]
+    for cursor, name in ((after, "starting_after"), (before, "ending_before")):
+        if cursor is not None and cursor not in ids:
+            return _error(400, f"No such object: {cursor!r}", param=name,
+                          code="resource_missing")
+    if after is not None:
+        items = items[ids.index(after) + 1:]
+        page, more = items[:limit], len(items) > limit
+    elif before is not None:
+        items = items[:ids.index(before)]
+        page, more = items[-limit:], len(items) > limit
+    else:
+        page, more = items[:limit], len(items) > limit
+    return WireResponse.of_json(200, {"object": "list", "data": page, "has_more": more,
+                                      "url": url})
+
+
+def _unrecognized(request: WireRequest) -> WireResponse:
+    return _error(404, f"Unrecognized request URL ({request.method}: {request.path}).")
+
+
+def _missing(what: str, ident: str) -> WireResponse:
+    return _error(404, f"No such {what}: {ident!r}", param="id", code="resource_missing")
+
+
+def _error(status: int, message: str, *, param: str | None = None, code: str | None = None,
+           kind: str = "invalid_request_error") -> WireResponse:
+    error: dict[str, Any] = {"type": kind, "message": message}
+    if param is not None:
+        error["param"] = param
+    if code is not None:
+        error["code"] = code
+    return WireResponse.of_json(status, {"error": error})
