@@ -518,3 +518,40 @@ def test_two_sessions_of_one_seed_given_the_same_requests_are_the_same(tmp_path:
             seen.append((secret, outcomes, ledger["digest"]))
     assert seen[0] == seen[1]
     assert 0 in seen[0][1] and 200 in seen[0][1]  # the seed drops some and not others
+
+
+def test_without_the_abort_a_drop_is_a_broken_body_the_sdk_does_not_retry() -> None:
+    """Under a server that cannot abort a connection (plain uvicorn h11 here) the drop is a
+    started response whose body never comes: requests raises ChunkedEncodingError and the
+    stripe SDK calls it not retryable — why tether sim serve aborts the connection instead."""
+    import socket
+    import time
+
+    import uvicorn
+
+    from tether.sim.wire.asgi import asgi_app
+
+    env = _asgi_env([{**DROP_AFTER, "on_call": [1, 2]}])
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen()
+    base = f"http://127.0.0.1:{sock.getsockname()[1]}/payments"
+    server = uvicorn.Server(uvicorn.Config(asgi_app(env), http="h11", log_level="critical",
+                                           lifespan="off"))
+    thread = threading.Thread(target=lambda: asyncio.run(server.serve(sockets=[sock])),
+                              daemon=True)
+    thread.start()
+    try:
+        while not server.started:
+            time.sleep(0.01)  # allow-wallclock: waiting for a real server thread to start
+        with pytest.raises(requests.exceptions.ChunkedEncodingError):
+            requests.post(f"{base}/v1/refunds", auth=(KEY, ""),
+                          data={"charge": "ch_1", "amount": 1})
+        with pytest.raises(stripe.APIConnectionError) as dropped:
+            stripe.StripeClient(KEY, base_addresses={"api": base}).v1.refunds.create(
+                params={"charge": "ch_1", "amount": 1})
+        assert not dropped.value.should_retry
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+    assert len(env.world.ledger) == 2  # both writes applied before their drops
