@@ -384,3 +384,23 @@ def test_business_keys_and_trust_are_declared_per_tool() -> None:
     assert (read.trust.value, refund.trust.value) == ("external", "system")
     with pytest.raises(UsageError, match="trust names 'email_sned'"):
         _tools(only=["payments_get_charge"], trust={"email_sned": "external"})
+
+
+def test_a_listing_that_cannot_come_while_the_loop_waits_is_an_error(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Building from inside a running loop, a server that never lists its tools is a
+    UsageError pointing at the async builder, not a hang."""
+    monkeypatch.setattr("tether.agent.mcp.LISTING_TIMEOUT_S", 0.3)
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen()
+    url = f"http://127.0.0.1:{silent.getsockname()[1]}/mcp"
+
+    async def build() -> None:
+        mcp_toolset(url, effects=REFUND)
+
+    try:
+        with pytest.raises(UsageError, match="mcp_toolset_async"):
+            asyncio.run(build())
+    finally:
+        silent.close()

@@ -46,6 +46,7 @@ import copy
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Annotated, Any, Protocol
 
@@ -67,7 +68,7 @@ if TYPE_CHECKING:
     from mcp_types import CallToolResult
     from mcp_types import Tool as MCPToolInfo
 
-__all__ = ["MCPToolError", "mcp_toolset", "mcp_toolset_async"]
+__all__ = ["LISTING_TIMEOUT_S", "MCPToolError", "mcp_toolset", "mcp_toolset_async"]
 
 _INSTALL = "pip install 'tether[mcp]'"
 
@@ -522,15 +523,29 @@ async def _send(session: Any, name: str, arguments: dict[str, Any]) -> CallToolR
     return result
 
 
+#: How long a toolset built from synchronous code waits for the server's tool listing.
+LISTING_TIMEOUT_S = 60.0
+
+
 def _blocking(fn: Callable[[], Awaitable[Any]]) -> Any:
     """``await fn()`` from synchronous code, also while an event loop runs in this thread (an
-    agent factory called inside an episode): then on a private loop in a helper thread."""
+    agent factory called inside an episode): then on a private loop in a helper thread, for
+    at most :data:`LISTING_TIMEOUT_S` — a server answering from the blocked loop itself never
+    could, and that is said rather than waited for."""
     try:
         asyncio.get_running_loop()
     except RuntimeError:
         return asyncio.run(_awaited(fn))
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        return pool.submit(lambda: asyncio.run(_awaited(fn))).result()
+    pool = ThreadPoolExecutor(max_workers=1)
+    try:
+        return pool.submit(lambda: asyncio.run(_awaited(fn))).result(timeout=LISTING_TIMEOUT_S)
+    except FutureTimeout:
+        raise UsageError(
+            f"mcp_toolset: the server did not list its tools within {LISTING_TIMEOUT_S:g} s "
+            "while this thread's event loop was blocked waiting for it; if the server runs "
+            "in this event loop, build the tools with await mcp_toolset_async(...)") from None
+    finally:
+        pool.shutdown(wait=False)
 
 
 async def _awaited(fn: Callable[[], Awaitable[Any]]) -> Any:
