@@ -29,7 +29,8 @@ mid-request:
   error worth retrying (``APIConnectionError``, ``should_retry``), exactly as it treats a read
   timeout; with ``max_network_retries`` it retries with its own ``Idempotency-Key``;
 * ``httpx``: ``httpx.RemoteProtocolError`` ("Server disconnected without sending a
-  response"), a ``TransportError``;
+  response"), a ``TransportError`` (the stripe SDK's ``HTTPXClient`` turns every such error
+  into a retryable ``APIConnectionError``);
 * ``curl``: exit status 52 ("Empty reply from server").
 
 Under another ASGI server (no abort extension) the response is started with a
