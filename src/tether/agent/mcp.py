@@ -35,8 +35,9 @@ ambiguous. ``classify_error`` is asked first.
 **Connections.** Given a URL (streamable HTTP) or an in-process server (``MCPServer``), each
 call opens its own connection in the calling task — what the SDK's task-scoped connections
 require, and what lets an in-process server see which tool is calling. Given an open
-``mcp.Client`` or ``ClientSession`` (a stdio server, a custom transport), use
-:func:`mcp_toolset_async`: calls go through that session, whose lifetime is the caller's.
+``mcp.Client`` or ``ClientSession`` (a stdio server, a custom transport, a server that keeps
+state per session), use :func:`mcp_toolset_async`: calls go through that session, whose
+lifetime is the caller's.
 """
 
 from __future__ import annotations
@@ -178,10 +179,10 @@ def _toolset(listing: Sequence[MCPToolInfo], connection: _Connection, *,
     offered = {t.name: t for t in listing}
     declared = {name: _effect(name, value) for name, value in (effects or {}).items()}
     chosen = list(only) if only is not None else list(offered)
-    per_tool = trust if isinstance(trust, Mapping) else {}
     for what, names in (("effects", declared), ("only", chosen),
                         ("reconcile", reconcile or {}), ("keys", keys or {}),
-                        ("trust", per_tool)):
+                        ("trust", trust if isinstance(trust, Mapping) else {}),
+                        ("key_arg", key_arg if isinstance(key_arg, Mapping) else {})):
         unknown = sorted(set(names) - set(offered))
         if unknown:
             raise UsageError(f"mcp_toolset: {what} names {', '.join(map(repr, unknown))}, which "

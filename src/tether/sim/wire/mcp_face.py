@@ -154,9 +154,10 @@ def mcp_asgi_app(env: Environment, *, path: str = "/mcp",
     session manager lives there, and a mounted app's lifespan is not run by Starlette. Hosts
     outside ``allowed_hosts`` are refused (DNS-rebinding protection).
     """
+    hosts = list(allowed_hosts)
     security = TransportSecuritySettings(
-        enable_dns_rebinding_protection=True, allowed_hosts=list(allowed_hosts),
-        allowed_origins=[f"http://{host}" for host in allowed_hosts])
+        enable_dns_rebinding_protection=True, allowed_hosts=hosts,
+        allowed_origins=[f"http://{host}" for host in hosts])
     return mcp_server(env, crashes="answer").streamable_http_app(
         streamable_http_path=path, json_response=json_response, stateless_http=stateless,
         transport_security=security)
