@@ -271,8 +271,10 @@ def test_an_agent_on_mcp_tools_refunds_once_under_a_timeout_after_commit() -> No
 
 
 def test_a_naive_loop_on_the_same_mcp_tools_refunds_twice() -> None:
-    """Under the naive harness (blind retries, no keys) the same agent refunds twice."""
-    result = run_episode(_scenario(TIMEOUT_AFTER), 1, "naive", agent=refund_agent)
+    """Under the naive harness (blind retries, no keys) the same agent, named by the
+    scenario, refunds twice."""
+    result = run_episode(_scenario(TIMEOUT_AFTER), 1, "naive")
+    assert result.agent == "tests.agent.test_mcp_toolset:refund_agent"
     assert not result.ok
     assert len(_refunds(result)) == 2
     assert not any(c.keyed for c in result.calls)

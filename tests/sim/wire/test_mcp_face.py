@@ -6,6 +6,7 @@ HTTP."""
 from __future__ import annotations
 
 import asyncio
+import importlib
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -442,3 +443,12 @@ def test_stdio_serves_the_world_to_the_official_client() -> None:
     assert not replay.is_error
     assert refunds.structured_content is not None
     assert [r["amount"] for r in refunds.structured_content["result"]] == [900]
+
+
+def test_the_missing_sdk_is_a_usage_error_with_the_install_hint(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without the MCP SDK, the MCP face says which extra to install."""
+    monkeypatch.setitem(sys.modules, "mcp.server.mcpserver", None)
+    monkeypatch.delitem(sys.modules, "tether.sim.wire.mcp_face")
+    with pytest.raises(UsageError, match=r"pip install 'tether\[mcp\]'"):
+        importlib.import_module("tether.sim.wire.mcp_face")
