@@ -156,7 +156,8 @@ def test_a_refusal_is_an_error_result_in_the_services_own_shape() -> None:
         "message": "No such charge: 'ch_404'", "status": 404, "retryable": False}}
     assert crm.structured_content is not None
     assert crm.structured_content["error"]["status"] == 404
-    assert crm.structured_content["error"]["type"] == "NotFound"
+    assert crm.structured_content["error"]["type"] == "not_found"
+    assert crm.structured_content["error"]["resource_id"] == "t_404"
 
 
 @pytest.mark.parametrize(("status", "retry_after_s"), [(503, None), (429, 2.0)])

@@ -63,6 +63,7 @@ from pydantic import BaseModel, TypeAdapter
 from tether.errors import Crash, UsageError
 from tether.sim.scenario import SERVICES
 from tether.sim.services.errors import PaymentsError, ServiceError
+from tether.sim.wire.json_face import error_body
 from tether.sim.wire.messages import (
     BadRequestBody,
     ConnectionDropped,
@@ -360,16 +361,12 @@ def _dropped(target: str, *, delivered: bool) -> dict[str, Any]:
 
 
 def _service_error(exc: ServiceError) -> dict[str, Any]:
-    """The service's own error JSON, with its status."""
+    """The service's own error JSON, as its HTTP face sends it (Stripe's for payments), with
+    its status and whether it may be retried."""
     if isinstance(exc, PaymentsError):
         body: dict[str, Any] = dict(exc.to_stripe()["error"])
     else:
-        data = exc.to_data()
-        body = {"type": data.pop("error"), **data}
-        for field in ("param", "resource", "resource_id", "reason"):
-            value = getattr(exc, field, None)
-            if value:
-                body[field] = value
+        body = dict(error_body(exc)["error"])
     body["status"] = exc.status
     body["retryable"] = exc.retryable
     return body
