@@ -555,3 +555,15 @@ def test_without_the_abort_a_drop_is_a_broken_body_the_sdk_does_not_retry() -> N
         server.should_exit = True
         thread.join(timeout=10)
     assert len(env.world.ledger) == 2  # both writes applied before their drops
+
+
+def test_serve_stdio_keeps_stdout_for_mcp_and_judges_on_stderr(tmp_path: Path) -> None:
+    """When stdin closes, `serve --stdio` prints the verdict on stderr (stdout is the MCP
+    channel and stays clean) and exits with its status."""
+    path = tmp_path / "stdio.yaml"
+    path.write_text(yaml.safe_dump(_scenario([])), encoding="utf-8")
+    ended = subprocess.run([sys.executable, "-m", "tether.cli", "sim", "serve", str(path),
+                            "--stdio"], cwd=ROOT, stdin=subprocess.DEVNULL,
+                           capture_output=True, text=True, timeout=60)
+    assert (ended.returncode, ended.stdout) == (0, "")
+    assert ended.stderr.startswith("NOT DONE  served-refund")
