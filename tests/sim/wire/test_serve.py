@@ -567,3 +567,15 @@ def test_serve_stdio_keeps_stdout_for_mcp_and_judges_on_stderr(tmp_path: Path) -
                            capture_output=True, text=True, timeout=60)
     assert (ended.returncode, ended.stdout) == (0, "")
     assert ended.stderr.startswith("NOT DONE  served-refund")
+
+
+@pytest.mark.parametrize(("host", "loopback"), [
+    ("127.0.0.1", True), ("127.5.5.5", True), ("::1", True), ("[::1]", True),
+    ("localhost", True), ("0.0.0.0", False), ("::", False), ("192.168.1.20", False),
+    ("sim.example.com", False),
+])
+def test_only_loopback_hosts_serve_without_the_warning(host: str, loopback: bool) -> None:
+    """The banner warns for any bind address other machines could reach (names included)."""
+    from tether.sim.wire.serve import is_loopback
+
+    assert is_loopback(host) is loopback
