@@ -6,6 +6,7 @@ tether Agent on the world's MCP server refunds exactly once under a timeout afte
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import json
 import os
@@ -15,12 +16,13 @@ import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import pytest
 from mcp import Client
 from mcp.server.mcpserver import MCPServer
 from mcp_types import CallToolResult, TextContent, ToolAnnotations
+from pydantic import Field
 
 import tether
 from tether.agent.mcp import MCPToolError, mcp_toolset, mcp_toolset_async
@@ -328,13 +330,11 @@ def test_an_open_session_serves_the_toolset() -> None:
         ["k-open"]
 
 
-@pytest.fixture
-def served() -> Iterator[tuple[str, Environment]]:
-    """The world's MCP endpoint served by uvicorn on a loopback port, in a thread."""
+@contextlib.contextmanager
+def _serving(app: Any) -> Iterator[str]:
+    """``app`` served by uvicorn on a loopback port, in a thread: its MCP URL."""
     import uvicorn
 
-    env = environment_for(_scenario(TIMEOUT_AFTER))
-    app = mcp_asgi_app(env)
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
@@ -344,11 +344,19 @@ def served() -> Iterator[tuple[str, Environment]]:
     while not server.started and thread.is_alive():
         threading.Event().wait(0.01)
     try:
-        yield f"http://127.0.0.1:{port}/mcp", env
+        yield f"http://127.0.0.1:{port}/mcp"
     finally:
         server.should_exit = True
         thread.join(10)
         sock.close()
+
+
+@pytest.fixture
+def served() -> Iterator[tuple[str, Environment]]:
+    """The world's MCP endpoint, with a timeout after the first refund, over loopback."""
+    env = environment_for(_scenario(TIMEOUT_AFTER))
+    with _serving(mcp_asgi_app(env)) as url:
+        yield url, env
 
 
 def test_an_agent_reaches_the_world_by_url(served: tuple[str, Environment]) -> None:
@@ -406,3 +414,19 @@ def test_a_listing_that_cannot_come_while_the_loop_waits_is_an_error(
             asyncio.run(build())
     finally:
         silent.close()
+
+
+def test_arguments_a_server_wants_as_headers_are_sent_as_headers() -> None:
+    """A server marking an argument ``x-mcp-header`` refuses a call without the header; the
+    toolset's fresh connection learns the mapping from the listing and the call goes
+    through."""
+    server = MCPServer("headers", log_level="WARNING")
+
+    def where(region: Annotated[str, Field(json_schema_extra={"x-mcp-header": "Region"})],
+              ) -> str:
+        return f"served in {region}"
+
+    server.add_tool(where, annotations=ToolAnnotations(read_only_hint=True))
+    with _serving(server.streamable_http_app()) as url:
+        (tool,) = mcp_toolset(url)
+        assert _handle(tool, _ctx(tool.name), {"region": "eu"}) == {"result": "served in eu"}

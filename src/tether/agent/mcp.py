@@ -517,10 +517,20 @@ async def _send(session: Any, name: str, arguments: dict[str, Any]) -> CallToolR
     # The request itself, not ClientSession.call_tool: that refuses a result breaking the
     # advertised output schema, which would lose a write's answer (it was applied); the tool's
     # declared result type judges it instead.
-    from mcp_types import CallToolRequest, CallToolRequestParams, CallToolResult
+    from mcp.shared.exceptions import MCPError
+    from mcp_types import HEADER_MISMATCH, CallToolRequest, CallToolRequestParams, CallToolResult
 
     request = CallToolRequest(params=CallToolRequestParams(name=name, arguments=arguments))
-    result: CallToolResult = await session.send_request(request, CallToolResult)
+    try:
+        result: CallToolResult = await session.send_request(request, CallToolResult)
+    except MCPError as exc:
+        if exc.code != HEADER_MISMATCH:
+            raise
+        # The server wants arguments mirrored as headers, which a session learns from the
+        # tool listing (a fresh connection has none); it refused before running anything, so
+        # list, then send once more.
+        await _listing(session)
+        result = await session.send_request(request, CallToolResult)
     return result
 
 
