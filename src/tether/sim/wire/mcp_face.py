@@ -20,8 +20,10 @@ What an MCP client sees (a tool *error result*, ``isError``, whose structured co
 are ``{"error": {...}}`` with the HTTP-like ``status`` of what happened):
 
 ===========================  ================================================================
-the service refused          its own error JSON (Stripe's ``type``/``code``/``param`` for
-                             payments), with its ``status`` (404, 400, 409 …)
+the service refused          the error JSON its HTTP face sends (Stripe's ``type``/``code``/
+                             ``param`` for payments), with its ``status`` (404, 400, 409 …)
+                             and ``retryable`` (a 409 while the key is in flight)
+arguments it refuses         ``{"type": "invalid_request_error", "status": 400}``
 injected 5xx / 429           ``{"type": "api_error" | "rate_limit_error", "status": …,
                              "retry_after_s": …}``: nothing was applied
 expired credentials          ``{"type": "authentication_error", "status": 401}``
