@@ -205,7 +205,8 @@ def test_out_of_order_holds_an_event_until_the_next_one() -> None:
 
 
 def test_a_failed_delivery_is_retried_on_the_next_round_then_given_up() -> None:
-    """A non-2xx answer is retried after the next request; after max_attempts it is failed."""
+    """A non-2xx answer is retried after the next request; after max_attempts it is failed.
+    The event's pending_webhooks counts the endpoints still waiting, down to 0."""
     env = _env()
     with _http(env) as http:
         inbox = Inbox(_endpoint(http, ["refund.created"]), statuses=[500, 503, 500, 500, 500])
@@ -214,7 +215,11 @@ def test_a_failed_delivery_is_retried_on_the_next_round_then_given_up() -> None:
         http.get("/v1/charges/ch_1")       # retry: 503
         _refund(http)                      # retry: 500 → failed; evt_0003: 500
         http.get("/v1/charges/ch_1")       # evt_0003 retry: 500
+        waiting = http.get("/v1/events/evt_0003").json()["pending_webhooks"]
         http.get("/v1/charges/ch_1")       # evt_0003 retry: 200
+        done = http.get("/v1/events/evt_0003").json()["pending_webhooks"]
+    assert (waiting, done) == (1, 0)  # Stripe's count goes down once delivered
+    assert inbox.events[-1].pending_webhooks == 1  # as sent: not yet delivered then
     outcomes = [(a.event, a.attempt, a.status, a.outcome) for a in env.webhooks.attempts]
     assert outcomes == [
         ("evt_0001", 1, 500, "retrying"), ("evt_0001", 2, 503, "retrying"),

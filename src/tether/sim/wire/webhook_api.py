@@ -87,9 +87,10 @@ def _events(hooks: Webhooks, request: WireRequest, ident: str | None) -> WireRes
         found = next((e for e in hooks.events if e["id"] == ident), None)
         if found is None:
             return _missing("event", ident)
-        return WireResponse.of_json(200, found)
+        return WireResponse.of_json(200, hooks.shown(found))
     wanted = request.param("type") or "*"  # Stripe takes a wildcard: type=charge.*
-    chosen = [e for e in reversed(hooks.events) if fnmatch.fnmatchcase(e["type"], wanted)]
+    chosen = [hooks.shown(e) for e in reversed(hooks.events)
+              if fnmatch.fnmatchcase(e["type"], wanted)]
     return _page(chosen, request, "/v1/events")
 
 

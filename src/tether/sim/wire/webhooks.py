@@ -211,6 +211,15 @@ class Webhooks:
         """How many deliveries wait for a (next) attempt, held ones included."""
         return len(self._queue) + sum(len(e.held) for e in self._endpoints.values())
 
+    def shown(self, event: dict[str, Any]) -> dict[str, Any]:
+        """``event`` as the API shows it now: ``pending_webhooks`` counts the endpoints still
+        waiting for it (queued, retrying or held back), as Stripe's count goes down."""
+        ident = event["id"]
+        waiting = {d.endpoint.id for d in self._queue if d.event["id"] == ident}
+        waiting |= {e.id for e in self._endpoints.values()
+                    if any(held["id"] == ident for held in e.held)}
+        return {**event, "pending_webhooks": len(waiting)}
+
     # -- endpoints (the API is :mod:`~tether.sim.wire.webhook_api`) -------------------------
 
     def endpoints(self) -> list[WebhookEndpoint]:
@@ -349,7 +358,7 @@ class Webhooks:
                 self._attempt(delivery, answer.status_code, "", current)
 
     def _signed(self, delivery: _Delivery) -> tuple[bytes, dict[str, str]]:
-        body = json.dumps(delivery.event, indent=2, sort_keys=True).encode()
+        body = json.dumps(self.shown(delivery.event), indent=2, sort_keys=True).encode()
         signature = sign(body, delivery.endpoint.secret, int(self.world.now()))
         return body, {"content-type": "application/json; charset=utf-8",
                       "stripe-signature": signature, "user-agent": "Stripe/1.0 (+tether sim)"}
