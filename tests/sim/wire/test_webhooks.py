@@ -147,7 +147,9 @@ def test_endpoints_are_listed_retrieved_deleted_and_validated() -> None:
     env.webhooks.receive(URL, inbox)
     with _http(env) as http:
         inbox.secret = _endpoint(http, ["refund.created"])
-        listed = http.get("/v1/webhook_endpoints").json()["data"]
+        answered = http.get("/v1/webhook_endpoints")
+        assert answered.headers["request-id"].startswith("req_")
+        listed = answered.json()["data"]
         assert [e["url"] for e in listed] == [URL] and "secret" not in listed[0]
         ident = listed[0]["id"]
         assert http.get(f"/v1/webhook_endpoints/{ident}").json()["enabled_events"] == \

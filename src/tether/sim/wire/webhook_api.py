@@ -50,7 +50,12 @@ class WebhookRoutes:
                 return routed
             answered = answer(self.hooks, request)
             if answered is not None:
-                return answered
+                # The face's own headers (Request-Id, Stripe-Version), as on its answers.
+                carried = routed.headers if isinstance(routed, WireResponse) else {}
+                kept = {k: v for k, v in carried.items()
+                        if k.lower() in ("request-id", "stripe-version")}
+                return WireResponse(answered.status, {**answered.headers, **kept},
+                                    answered.body)
         return routed
 
     def success(self, route: Route, result: Any) -> WireResponse:
