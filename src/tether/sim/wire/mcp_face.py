@@ -103,7 +103,8 @@ KEY_ARGUMENT = "idempotency_key"
 #: the hint must never be told a write is safe to repeat.
 READ_OPERATIONS: Mapping[str, frozenset[str]] = {
     "payments": frozenset({"get_customer", "list_customers", "list_charges", "get_charge",
-                           "list_refunds", "get_refund", "get_payout", "list_payouts"}),
+                           "list_refunds", "get_refund", "get_payout", "list_payouts",
+                           "get_balance"}),
     "crm": frozenset({"get_customer", "find_customer", "get_ticket", "list_tickets",
                       "primary_notes"}),
     "email": frozenset({"outbox", "list_inbox", "read_message"}),
