@@ -301,13 +301,13 @@ def sim_serve(scenario: Path, seed: SeedOpt = 0, port: PortOpt = 0,
               as_json: JsonOpt = False) -> None:
     """Serve the scenario's world over HTTP until SIGINT or SIGTERM, then print its verdict.
 
-    Prints one line per address, ``NAME URL`` (each service's base URL, ``mcp``, ``openapi``,
-    ``verdict``), for an agent in any process or language; the scenario's own agent is not
+    Prints one line per address, NAME URL (each service's base URL, mcp, openapi,
+    verdict), for an agent in any process or language; the scenario's own agent is not
     run. The scenario's faults apply at the wire, decided by the seed's draws on each
     operation's call numbers; the agent's requests, their order and timing are its own, so a
     session repeats only if the agent does. The virtual clock moves with latency faults and
-    ``POST /_tether/clock/advance {"seconds": N}``, never with wall time. On shutdown the
-    verdict is printed as ``tether sim run`` prints it, and the exit status is its: 0 when
+    POST /_tether/clock/advance {"seconds": N}, never with wall time. On shutdown the
+    verdict is printed as tether sim run prints it, and the exit status is its: 0 when
     every invariant holds, 1 when one is violated, 3 when inconclusive, 2 on bad input.
     """
     from tether.sim.episode import environment_for
@@ -360,9 +360,9 @@ def sim_verdict(
             "--url", help="The served world's address (as tether sim serve printed it) or "
                           "its verdict URL.")],
         as_json: JsonOpt = False) -> None:
-    """Ask a running ``tether sim serve`` for its verdict now, and exit with its status.
+    """Ask a running tether sim serve for its verdict now, and exit with its status.
 
-    Judged as ``tether sim run`` judges: 0 when every invariant holds (PASS, NOT DONE,
+    Judged as tether sim run judges: 0 when every invariant holds (PASS, NOT DONE,
     UNCHECKED), 1 when one is violated (FAIL), 3 when inconclusive, 2 when the server cannot
     be reached or did not answer a verdict.
     """
