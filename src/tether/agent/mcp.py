@@ -45,11 +45,10 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
-from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Annotated, Any, Protocol
+from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import (
     AfterValidator,
@@ -60,7 +59,8 @@ from pydantic import (
     model_validator,
 )
 
-from tether.errors import AuthExpired, Crash, TransientError, UsageError
+from tether.agent._mcp_connection import Connection, open_session, per_call
+from tether.errors import AuthExpired, TransientError, UsageError
 from tether.runtime.ambiguity import ErrorClassifier, ErrorOutcome, type_name
 from tether.runtime.provenance import Trust
 from tether.runtime.tools import Effect, Reconciler, Tool, ToolContext
@@ -70,8 +70,6 @@ if TYPE_CHECKING:
     from mcp_types import Tool as MCPToolInfo
 
 __all__ = ["LISTING_TIMEOUT_S", "MCPToolError", "mcp_toolset", "mcp_toolset_async"]
-
-_INSTALL = "pip install 'tether[mcp]'"
 
 #: Exceptions of a connection that broke mid-call (the request may have been applied).
 _BROKEN = ("anyio.BrokenResourceError", "anyio.ClosedResourceError", "anyio.EndOfStream")
@@ -95,12 +93,6 @@ class MCPToolError(Exception):
 
     def __str__(self) -> str:
         return self.message
-
-
-class _Connection(Protocol):
-    async def list_tools(self) -> list[MCPToolInfo]: ...
-
-    async def call(self, name: str, arguments: dict[str, Any]) -> CallToolResult: ...
 
 
 def mcp_toolset(
@@ -131,7 +123,7 @@ def mcp_toolset(
     tools that return outside text — an inbox, web pages — a lower one). ``attempts``,
     ``timeout_s``, ``key_retention_s`` and ``classify_error`` apply to every tool.
     """
-    connection = _per_call(source)
+    connection = per_call(source)
     listing = _blocking(connection.list_tools)
     return _toolset(listing, connection, effects=effects, key_arg=key_arg, only=only,
                     reconcile=reconcile, keys=keys, trust=trust, attempts=attempts,
@@ -156,7 +148,7 @@ async def mcp_toolset_async(
     """:func:`mcp_toolset` in async code; ``source`` may also be an open ``mcp.Client`` or
     ``ClientSession`` (a stdio server, a custom transport), whose session every call then
     uses — keep it open while the agent runs."""
-    connection = _session(source) or _per_call(source)
+    connection = open_session(source) or per_call(source)
     listing = await connection.list_tools()
     return _toolset(listing, connection, effects=effects, key_arg=key_arg, only=only,
                     reconcile=reconcile, keys=keys, trust=trust, attempts=attempts,
@@ -167,7 +159,7 @@ async def mcp_toolset_async(
 # -- building the tools ------------------------------------------------------------------
 
 
-def _toolset(listing: Sequence[MCPToolInfo], connection: _Connection, *,
+def _toolset(listing: Sequence[MCPToolInfo], connection: Connection, *,
              effects: Mapping[str, Effect | str] | None,
              key_arg: str | Mapping[str, str] | None, only: Iterable[str] | None,
              reconcile: Mapping[str, Reconciler] | None,
@@ -226,7 +218,7 @@ def _key_arg(key_arg: str | Mapping[str, str] | None, name: str) -> str | None:
     return key_arg.get(name)
 
 
-def _tool(info: MCPToolInfo, connection: _Connection, effect: Effect, *, key_arg: str | None,
+def _tool(info: MCPToolInfo, connection: Connection, effect: Effect, *, key_arg: str | None,
           reconcile: Reconciler | None, key: Callable[[dict[str, Any]], str] | None,
           trust: Trust, attempts: int, timeout_s: float | None, key_retention_s: float | None,
           classify_error: ErrorClassifier | None) -> Tool[Any, Any]:
@@ -405,133 +397,6 @@ def _classifier(effect: Effect, own: ErrorClassifier | None) -> ErrorClassifier:
         return None
 
     return classify
-
-
-# -- connections --------------------------------------------------------------------------
-
-
-def _client() -> Any:
-    try:
-        from mcp import Client
-    except ImportError as exc:
-        raise UsageError(f"MCP tools need the MCP SDK: {_INSTALL}") from exc
-    return Client
-
-
-class _PerCall:
-    """A new connection for every request, opened and closed in the calling task."""
-
-    def __init__(self, source: Any) -> None:
-        self.source = source
-
-    @asynccontextmanager
-    async def _open(self) -> AsyncIterator[Any]:
-        try:
-            async with _client()(self.source, cache=None) as client:
-                yield client.session
-        except BaseExceptionGroup as group:
-            # The connection's task groups wrap what ended the call; the runtime must read the
-            # failure itself (a simulated crash, a timeout), not a group of it.
-            leaves = list({id(leaf): leaf for leaf in _leaves(group)}.values())
-            crash = next((leaf for leaf in leaves if isinstance(leaf, Crash)), None)
-            if crash is not None:
-                raise crash  # noqa: B904 - its own cause and context stay as they were
-            if len(leaves) == 1:
-                raise leaves[0]  # noqa: B904
-            raise
-
-    async def list_tools(self) -> list[MCPToolInfo]:
-        async with self._open() as session:
-            return await _listing(session)
-
-    async def call(self, name: str, arguments: dict[str, Any]) -> CallToolResult:
-        async with self._open() as session:
-            return await _send(session, name, arguments)
-
-
-class _OpenSession:
-    """The caller's open session: every request goes through it."""
-
-    def __init__(self, session: Any) -> None:
-        self.session = session
-
-    async def list_tools(self) -> list[MCPToolInfo]:
-        return await _listing(self.session)
-
-    async def call(self, name: str, arguments: dict[str, Any]) -> CallToolResult:
-        return await _send(self.session, name, arguments)
-
-
-def _per_call(source: Any) -> _PerCall:
-    client = _client()
-    from mcp import ClientSession, StdioServerParameters
-    from mcp.server import Server
-    from mcp.server.mcpserver import MCPServer
-
-    if isinstance(source, client | ClientSession):
-        raise UsageError("mcp_toolset: an open MCP session is used from async code: "
-                         "tools = await mcp_toolset_async(session, ...)")
-    if isinstance(source, StdioServerParameters):
-        raise UsageError("mcp_toolset: a stdio server lives as long as its connection; open "
-                         "it yourself (async with mcp.Client(params) as client:) and use "
-                         "await mcp_toolset_async(client, ...)")
-    if not isinstance(source, str | Server | MCPServer):
-        raise UsageError(f"mcp_toolset: cannot reach an MCP server through "
-                         f"{type(source).__name__}; give a streamable-HTTP URL, an in-process "
-                         "MCPServer, or (with mcp_toolset_async) an open mcp.Client")
-    return _PerCall(source)
-
-
-def _session(source: Any) -> _OpenSession | None:
-    client = _client()
-    from mcp import ClientSession
-
-    if isinstance(source, client):
-        return _OpenSession(source.session)
-    if isinstance(source, ClientSession):
-        return _OpenSession(source)
-    return None
-
-
-def _leaves(exc: BaseException) -> list[BaseException]:
-    if isinstance(exc, BaseExceptionGroup):
-        return [leaf for inner in exc.exceptions for leaf in _leaves(inner)]
-    return [exc]
-
-
-async def _listing(session: Any) -> list[MCPToolInfo]:
-    from mcp_types import PaginatedRequestParams
-
-    tools: list[MCPToolInfo] = []
-    cursor: str | None = None
-    for _ in range(1000):  # a server whose pages never end cannot hang the agent's build
-        page = await session.list_tools(params=PaginatedRequestParams(cursor=cursor))
-        tools.extend(page.tools)
-        cursor = page.next_cursor
-        if cursor is None:
-            return tools
-    raise UsageError("mcp_toolset: the server's tool listing did not end after 1000 pages")
-
-
-async def _send(session: Any, name: str, arguments: dict[str, Any]) -> CallToolResult:
-    # The request itself, not ClientSession.call_tool: that refuses a result breaking the
-    # advertised output schema, which would lose a write's answer (it was applied); the tool's
-    # declared result type judges it instead.
-    from mcp.shared.exceptions import MCPError
-    from mcp_types import HEADER_MISMATCH, CallToolRequest, CallToolRequestParams, CallToolResult
-
-    request = CallToolRequest(params=CallToolRequestParams(name=name, arguments=arguments))
-    try:
-        result: CallToolResult = await session.send_request(request, CallToolResult)
-    except MCPError as exc:
-        if exc.code != HEADER_MISMATCH:
-            raise
-        # The server wants arguments mirrored as headers, which a session learns from the
-        # tool listing (a fresh connection has none); it refused before running anything, so
-        # list, then send once more.
-        await _listing(session)
-        result = await session.send_request(request, CallToolResult)
-    return result
 
 
 #: How long a toolset built from synchronous code waits for the server's tool listing.
