@@ -430,3 +430,45 @@ def test_arguments_a_server_wants_as_headers_are_sent_as_headers() -> None:
     with _serving(server.streamable_http_app()) as url:
         (tool,) = mcp_toolset(url)
         assert _handle(tool, _ctx(tool.name), {"region": "eu"}) == {"result": "served in eu"}
+
+
+def _note_script(request: ModelRequest) -> ModelResponse:
+    if any(m.role == "tool" for m in request.messages):
+        return reply("noted")
+    return call("crm_add_note", json.dumps({"customer_or_ticket": "cus_1", "text": "refunded"}),
+                call_id="n1")
+
+
+def note_agent(env: Environment) -> tether.Agent:
+    """An agent with one reconcilable MCP tool (a CRM note takes no key), looked up through
+    the server's read tool."""
+    server = mcp_server(env)
+    (read,) = mcp_toolset(server, only=["crm_primary_notes"])
+
+    async def find_note(ctx: ToolContext, key: str) -> Any:
+        """The note the ambiguous call wrote, if it did."""
+        value = read.handler(ctx, read.validate_args({"target": "cus_1"}))
+        listed = await value if inspect.isawaitable(value) else value
+        return next((n for n in listed["result"] if n["text"] == "refunded"), None)
+
+    (write,) = mcp_toolset(server, effects={"crm_add_note": "reconcilable"},
+                           only=["crm_add_note"], reconcile={"crm_add_note": find_note})
+    return tether.Agent(name="notes", model=tether.ScriptedModel(_note_script),
+                        tools=[write, read])
+
+
+def test_a_reconcilable_mcp_write_is_looked_up_not_repeated() -> None:
+    """A CRM note (no idempotency key) declared reconcilable: after a timeout after commit
+    the runtime looks it up through MCP, finds it, and writes no second note."""
+    scenario = scenario_from_dict({
+        "name": "mcp-note", "agent": "tests.agent.test_mcp_toolset:note_agent",
+        "task": "Note the refund.",
+        "world": {"crm": {"customers": [{"id": "cus_1", "email": "ann@example.com",
+                                         "name": "Ann"}]}},
+        "faults": [{"kind": "timeout_after", "target": "crm.add_note", "on_call": [1]}],
+        "invariants": [{"exactly_once": {"effect": "crm.note"}}]})
+    result = run_episode(scenario, 1, "default")
+    assert result.status == "completed" and result.ok, result.verdicts
+    assert len([e for e in result.ledger if e["operation"] == "note"]) == 1
+    assert [(c.target, c.lookup) for c in result.calls] == \
+        [("crm.add_note", False), ("crm.primary_notes", True)]
