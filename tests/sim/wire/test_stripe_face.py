@@ -9,6 +9,8 @@ import json
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tether.sim.wire.stripe_face import DEFAULT_STRIPE_VERSION, mask
 
@@ -242,6 +244,25 @@ def test_random_keys_are_recorded_under_stable_names() -> None:
                "aaaaaaaa-bbbb-4ccc-8ddd-eeeeffff0000"])
     assert one == two and one[0] == ["uuid_0001", "uuid_0002"]
 
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.sampled_from([
+    "uuid_0001", "uuid_0002", "uuid_uuid_0001", "refund:ch_0001",
+    "0b8f12aa-1c2d-4e5f-8a9b-0c1d2e3f4a5b", "9e9e9e9e-1111-4222-8333-444455556666",
+    "0B8F12AA-1C2D-4E5F-8A9B-0C1D2E3F4A5B"]), min_size=1, max_size=8))
+def test_distinct_keys_stay_distinct_whatever_names_they_are_given(keys: list[str]) -> None:
+    """Naming UUID-shaped keys is one-to-one over every key an agent may send: a literal key
+    that looks like a given name (uuid_0001) never meets the UUID named so, so each distinct
+    key applies its refund once and none is mistaken for another's replay or refused."""
+    env = world()
+    client = http(env)
+    for key in keys:
+        answer = client.post("/v1/refunds", data={"charge": "ch_0001", "amount": "7"},
+                             headers={"Idempotency-Key": key})
+        assert answer.status_code == 200, answer.text
+    recorded = [e["idempotency_key"] for e in effects(env, "refund")]
+    assert len(recorded) == len(set(recorded)) == len(dict.fromkeys(keys))
 
 def test_an_overlong_key_is_refused() -> None:
     """Stripe refuses keys over 255 characters; so does the face, applying nothing."""

@@ -35,9 +35,11 @@ face, so a replayed episode sends the same ids) and ``Stripe-Version`` (the requ
 
 UUID-shaped idempotency keys: the SDK gives every POST without a key of its own a fresh random
 one (``os.urandom``), and agents often make their own with ``uuid4()``. The face stands each
-UUID-shaped key for a name of its own, ``uuid_0001`` … in the order first seen, one-to-one, so
-idempotency is unchanged while the ledger and the recorded calls stay the same from run to run.
-Other keys (``refund:ch_0001``) reach the service as sent.
+UUID-shaped key for a name of its own, ``uuid_0001`` … in the order first seen, so the ledger
+and the recorded calls stay the same from run to run. Other keys (``refund:ch_0001``) reach the
+service as sent, except one that begins with ``uuid_``, which gets a second ``uuid_`` in front
+(``uuid_0001`` sent as such is recorded ``uuid_uuid_0001``): the naming is one-to-one over every
+key an agent may send, so two different keys never become one and idempotency is unchanged.
 """
 
 from __future__ import annotations
@@ -65,6 +67,8 @@ _STRING, _INTEGER, _METADATA = "string", "integer", "metadata"
 _PAGE = ("limit", "starting_after", "ending_before")
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 _TEST_KEY = re.compile(r"(sk|rk)_test_\S+")
+#: The prefix of the names UUID-shaped idempotency keys are recorded under.
+_NAMED = "uuid_"
 #: Stripe refuses idempotency keys longer than this.
 MAX_KEY_LENGTH = 255
 
@@ -213,9 +217,11 @@ class StripeFace:
         if _UUID.fullmatch(key):
             named = self._uuid_keys.get(key)
             if named is None:
-                named = self._uuid_keys[key] = f"uuid_{len(self._uuid_keys) + 1:04d}"
+                named = self._uuid_keys[key] = f"{_NAMED}{len(self._uuid_keys) + 1:04d}"
             return named
-        return key
+        # A key in the names' own space moves out of it: names are ``uuid_<digits>``, these
+        # ``uuid_uuid_…``, every other key is kept as sent, so no two keys share a name.
+        return _NAMED + key if key.startswith(_NAMED) else key
 
     # -- answers -------------------------------------------------------------------------
 
