@@ -38,8 +38,11 @@ scenario's ``budgets.max_duration_s``. Under ``naive`` the same functions call t
 directly, with no key and no journal, and the framework's own retries are all there is. What
 does not transfer: policy, approvals and the other budgets are applied by tether's agent loop
 to the calls a model asks for; a foreign loop decides its calls itself, so a scenario's
-``policy:`` makes such an episode inconclusive. A tool without a business key gets a new key
-per call, so a framework that calls it again after a crash makes a new request.
+``policy:`` makes such an episode inconclusive. A call is known by its business key, else by
+its tool and arguments: the framework's retry of a call tether escalated is refused without a
+request, and the agent rebuilt after a crash that makes a call again which recovery settled
+gets the settled result. A tool without a business key gets a new key per call, so a
+framework that repeats a call tether *completed* makes a new request.
 
 Adapters: :func:`replier` (a plain function), :func:`openai_chat_replier` (an HTTP endpoint
 that speaks OpenAI chat completions), :func:`pydantic_ai_replier` (keeps the agent's message

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import inspect
+import json
 from collections.abc import Callable, Coroutine, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -33,10 +34,16 @@ class _ToolRunner:
     runtime: Runtime | None
     prefix: str | None = None
     run_ids: list[str] = field(default_factory=list)
-    #: Business key → why a call under it escalated: a later call is refused, not re-sent.
+    #: A call's identity (its business key, else the tool and its arguments) → why a call
+    #: under it escalated: a later call of it is refused, not re-sent.
     escalated: dict[str, str] = field(default_factory=dict)
+    #: A call's identity → the result :meth:`recover` settled for a call a crash cut off:
+    #: the rebuilt agent's first call of it gets that result, as a resumed run replays its
+    #: journal, instead of making the write again.
+    recovered: dict[str, Any] = field(default_factory=dict)
     tools: dict[str, Tool[Any, Any]] = field(default_factory=dict)
     workflows: dict[str, Workflow] = field(default_factory=dict)
+    #: Run id → the identity of the call it runs.
     keys: dict[str, str] = field(default_factory=dict)
     calls: int = 0
     #: When the episode's time is up (``budgets.max_duration_s``), on the runtime's clock: no
@@ -64,8 +71,11 @@ class _ToolRunner:
     async def call(self, tool: Tool[Any, Any], kwargs: dict[str, Any]) -> Any:
         args = tool.validate_args(kwargs)
         key = tool.idempotency_key(args, "")
-        if key and key in self.escalated:
-            raise _escalated(tool, key, self.escalated[key])
+        identity = _identity(tool, key, args)
+        if identity in self.escalated:
+            raise _escalated(tool, key, self.escalated[identity])
+        if identity in self.recovered:
+            return self.recovered.pop(identity)
         workflow = self._workflow(tool)
         run_id = None
         if self.prefix is not None:
@@ -74,22 +84,23 @@ class _ToolRunner:
             self.calls += 1
             run_id = f"{self.prefix}{tool.name}-{self.calls}"
             self.run_ids.append(run_id)
-            self.keys[run_id] = key
+            self.keys[run_id] = identity
         result = await self._runtime().start(workflow, args.model_dump(mode="json"),
                                              run_id=run_id)
         if run_id is None:
             self.run_ids.append(result.run_id)
-            self.keys[result.run_id] = key
-        return self._settled(tool.name, key, result.status, result.result, result.reason,
-                             result.raise_for_status)
+            self.keys[result.run_id] = identity
+        return self._settled(tool.name, key, identity, result.status, result.result,
+                             result.reason, result.raise_for_status)
 
-    def _settled(self, name: str, key: str, status: RunStatus, value: Any, reason: str,
-                 raising: Callable[[], Any]) -> Any:
+    def _settled(self, name: str, key: str, identity: str, status: RunStatus, value: Any,
+                 reason: str, raising: Callable[[], Any]) -> Any:
         if status is RunStatus.COMPLETED:
             return value
         if status is RunStatus.ESCALATED:
-            if key:
-                self.escalated[key] = reason
+            # Whether or not the tool has a business key: the framework's retry of this very
+            # call (same tool, same arguments) must not make a write tether could not settle.
+            self.escalated[identity] = reason
             raise _escalated(self.tools[name], key, reason)
         return raising()  # failed: the journaled error, rebuilt (ToolFailed …)
 
@@ -100,8 +111,17 @@ class _ToolRunner:
         self.runtime = Runtime(old.store, clock=clock, seed=seed,
                                workflows=list(self.workflows.values()))
         for result in await self.runtime.recover():
-            if result.status is RunStatus.ESCALATED and self.keys.get(result.run_id):
-                self.escalated[self.keys[result.run_id]] = result.reason
+            identity = self.keys.get(result.run_id)
+            if identity is None:
+                continue
+            if result.status is RunStatus.ESCALATED:
+                self.escalated[identity] = result.reason
+            elif result.status is RunStatus.COMPLETED:
+                # The agent rebuilt after the crash does not know the call was settled and
+                # makes it again: it gets this result (a reconcilable or unsafe write made
+                # again would apply twice; an idempotent one without a business key would go
+                # out under a new key).
+                self.recovered[identity] = result.result
 
     def events(self) -> list[Event]:
         """Every call's journal, one position range per call, in the order they started: what
@@ -121,6 +141,14 @@ class _ToolRunner:
                 found.append(event.model_copy(update=update))
             offset += max(positions, default=-1) + 1
         return found
+
+
+def _identity(tool: Tool[Any, Any], key: str, args: Any) -> str:
+    """What makes two calls one: the tool's business key, else the tool and its arguments
+    (a framework's retry, or the agent rebuilt after a crash, repeats both)."""
+    if key:
+        return key
+    return f"{tool.name}({json.dumps(args.model_dump(mode='json'), sort_keys=True)})"
 
 
 def _escalated(tool: Tool[Any, Any], key: str, reason: str) -> ToolFailed:
@@ -179,7 +207,8 @@ def tether_tools(tools: Sequence[Tool[Any, Any]],
     Each call is a durable run of ``runtime`` (default: a fresh in-memory one) — journaled,
     keyed by the tool's business key, retried and settled by the write protocol — and a call
     whose outcome tether had to escalate raises :class:`~tether.errors.ToolFailed`, as does
-    any later call under the same key. Inside an episode the episode's runtime (on the
+    any later call under the same key (without a business key: of the same tool with the same
+    arguments). Inside an episode the episode's runtime (on the
     world's clock) is used instead, and under the ``naive`` harness the handlers are called
     directly (see the module docstring).
 
