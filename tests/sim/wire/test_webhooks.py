@@ -241,6 +241,35 @@ def test_a_url_nothing_receives_in_process_fails_with_the_fix() -> None:
     assert "env.webhooks.receive" in attempt.error
 
 
+
+def test_deliveries_over_http_pass_the_sdks_default_time_check() -> None:
+    """Over HTTP the receiver is another process checking the signature's time against its own
+    real clock: the SDK's construct_event with its default tolerance (300 s) accepts it."""
+    import asyncio
+
+    env = _env()
+    env.webhooks.over_http = True
+    sent: list[httpx.Request] = []
+
+    def receiver(request: httpx.Request) -> httpx.Response:
+        sent.append(request)
+        return httpx.Response(200)
+
+    with _http(env) as http:
+        secret = _endpoint(http, ["refund.created"], url="http://127.0.0.1:9/hooks")
+        _refund(http)
+
+    async def deliver() -> None:
+        async with httpx.AsyncClient(transport=httpx.MockTransport(receiver)) as client:
+            await env.webhooks.deliver_over_http(client)
+
+    asyncio.run(deliver())
+    [request] = sent
+    event = stripe.Webhook.construct_event(request.content, request.headers["stripe-signature"],
+                                           secret)
+    assert event.type == "refund.created"
+    assert [a.at for a in env.webhooks.attempts] == [env.world.now()]  # the record: virtual
+
 def test_a_wsgi_app_receives_through_an_httpx_transport() -> None:
     """A receiver may be an httpx transport: a WSGI app gets the POST with its signature."""
     env = _env()

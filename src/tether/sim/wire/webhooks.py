@@ -20,11 +20,19 @@ receives its ``secret`` (``whsec_…``, drawn from the
 world's seed, so a seed always hands out the same secrets). Each event is delivered as Stripe
 delivers it: a ``POST`` of the event's JSON with ``Stripe-Signature: t=<unix>,v1=<hex
 HMAC-SHA256(secret, "<t>.<body>")>``, which the official SDK verifies with
-``stripe.Webhook.construct_event(body, header, secret)``. The timestamp ``t`` is the world's
-*virtual* time (so deliveries are reproducible), which lies in the past of the real clock,
-so the SDK's default ``tolerance`` (300 s against ``time.time()``) refuses it: verify with
-``tolerance=0`` — the SDK skips the time check for a falsy tolerance and still checks the
-signature (``construct_event(body, header, secret, tolerance=0)``).
+``stripe.Webhook.construct_event(body, header, secret)``. The SDKs check the timestamp ``t``
+against the receiver's real clock (stripe-python refuses one older than its ``tolerance``,
+300 s by default), so what ``t`` is depends on where the receiver runs:
+
+* over loopback the receiver is another process living in real time, so ``t`` is the real
+  time of the attempt (:attr:`Webhooks.signing_clock`) and ``construct_event`` with its
+  defaults accepts it, in any language;
+* in-process ``t`` is the world's *virtual* time, so deliveries are reproducible; it lies in
+  the past of the real clock, so the default tolerance refuses it: verify with
+  ``tolerance=0`` — the SDK then skips the time check and still checks the signature
+  (``construct_event(body, header, secret, tolerance=0)``).
+
+Either way the attempts are recorded at the virtual time.
 
 Where deliveries go:
 
@@ -55,6 +63,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
+from tether.clock import Clock, SystemClock
 from tether.sim.faults import WEBHOOK_KINDS, WEBHOOK_TARGET
 from tether.sim.services._ids import IdCounter
 from tether.sim.services.errors import ServiceError
@@ -181,6 +190,9 @@ class Webhooks:
         self._event_ids = IdCounter("evt_")
         self._endpoint_ids = IdCounter("we_")
         self._secrets = self.world.rng("webhooks:secrets")
+        #: The clock that stamps the signatures of deliveries over HTTP: their receivers check
+        #: the stamp against their own real clock, so it is the real one.
+        self.signing_clock: Clock = SystemClock()
 
     @classmethod
     def attach(cls, gateway: Gateway, **options: Any) -> Webhooks:
@@ -348,7 +360,7 @@ class Webhooks:
         # meanwhile opens the next round, in which a failed attempt is due again.
         current = self._round
         for delivery in self._due(network=True):
-            body, headers = self._signed(delivery)
+            body, headers = self._signed(delivery, self.signing_clock.now())
             try:
                 answer = await client.post(delivery.endpoint.url, content=body,
                                            headers=headers)
@@ -357,9 +369,9 @@ class Webhooks:
             else:
                 self._attempt(delivery, answer.status_code, "", current)
 
-    def _signed(self, delivery: _Delivery) -> tuple[bytes, dict[str, str]]:
+    def _signed(self, delivery: _Delivery, at: float) -> tuple[bytes, dict[str, str]]:
         body = json.dumps(self.shown(delivery.event), indent=2, sort_keys=True).encode()
-        signature = sign(body, delivery.endpoint.secret, int(self.world.now()))
+        signature = sign(body, delivery.endpoint.secret, int(at))
         return body, {"content-type": "application/json; charset=utf-8",
                       "stripe-signature": signature, "user-agent": "Stripe/1.0 (+tether sim)"}
 
@@ -369,7 +381,7 @@ class Webhooks:
             return None, (f"ConnectError: nothing receives {delivery.endpoint.url} in-process; "
                           "register a receiver with env.webhooks.receive(url, handler), or "
                           "serve the world with tether sim serve")
-        body, headers = self._signed(delivery)
+        body, headers = self._signed(delivery, self.world.now())
         try:
             if hasattr(receiver, "handle_request"):
                 import httpx
