@@ -128,6 +128,19 @@ def test_nested_metadata_reaches_the_service() -> None:
     assert env.service("payments").get_refund(refund["id"]).metadata == {"order": "1042"}
 
 
+
+def test_an_empty_metadata_value_sets_nothing() -> None:
+    """``metadata[note]=`` is Stripe's "unset": the key is not stored, as the SDK's
+    ``{"note": ""}`` and an empty ``metadata=`` store nothing."""
+    env = world()
+    client = http(env)
+    refund = client.post("/v1/refunds", data={"charge": "ch_0001", "amount": "5",
+                                              "metadata[note]": "", "metadata[order]": "7"})
+    customer = client.post("/v1/customers", data={"email": "a@b.c", "metadata[note]": ""})
+    assert refund.json()["metadata"] == {"order": "7"}
+    assert customer.json()["metadata"] == {}
+    assert env.service("payments").get_refund(refund.json()["id"]).metadata == {"order": "7"}
+
 # -- objects, lists and pagination ---------------------------------------------------------
 
 

@@ -362,7 +362,8 @@ def _metadata(value: Any) -> dict[str, str]:
     if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
         raise _Refused(400, f"Invalid metadata: expected metadata[key]=value pairs of strings, "
                             f"got {_shown(value)}", "metadata")
-    return value
+    # ``metadata[key]=`` is how Stripe unsets a key: on a new object it stores nothing.
+    return {k: v for k, v in value.items() if v != ""}
 
 
 def _shown(value: Any) -> str:
