@@ -194,9 +194,12 @@ def test_a_curl_agent_is_judged_by_tether_sim_verdict(tmp_path: Path, faults: li
 
 
 def test_sigterm_prints_the_verdict_and_exits_with_its_status(tmp_path: Path) -> None:
-    """SIGTERM stops the server; it prints the verdict (here NOT DONE: nothing was refunded)
-    and exits 0, as `tether sim run` does for a safe run that did not do its task."""
+    """SIGTERM stops the server; it prints the verdict (here NOT DONE: the agent read the
+    charge and refunded nothing) and exits 0, as `tether sim run` does for a safe run that did
+    not do its task."""
     with serve(tmp_path, _scenario([])) as served:
+        assert httpx.get(f"{served.urls['payments']}/v1/charges/ch_1",
+                         auth=(KEY, "")).status_code == 200
         status, out = served.stop()
     assert status == 0
     assert out.startswith("NOT DONE  served-refund  seed=0  harness=served")
@@ -340,8 +343,9 @@ def test_the_clock_advances_only_by_a_valid_amount() -> None:
 
 
 def test_the_verdict_endpoint_judges_the_ledger_now() -> None:
-    """GET /_tether/verdict answers the invariants and task checks as they stand: NOT DONE
-    before the refund, PASS after it, with the headline word."""
+    """GET /_tether/verdict answers the invariants and task checks as they stand:
+    INCONCLUSIVE before any request (no agent to judge), NOT DONE once the agent has read the
+    charge, PASS after the refund, with the headline word."""
     from tether.sim.wire.asgi import asgi_app
 
     env = _asgi_env()
@@ -349,12 +353,14 @@ def test_the_verdict_endpoint_judges_the_ledger_now() -> None:
     async def main() -> list[str]:
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=asgi_app(env)),
                                      base_url="http://127.0.0.1", auth=(KEY, "")) as http:
+            alone = (await http.get("/_tether/verdict")).json()["headline"]
+            await http.get("/payments/v1/charges/ch_1")
             before = (await http.get("/_tether/verdict")).json()["headline"]
             await http.post("/payments/v1/refunds", data={"charge": "ch_1", "amount": 100})
             after = (await http.get("/_tether/verdict")).json()["headline"]
-            return [before, after]
+            return [alone, before, after]
 
-    assert asyncio.run(main()) == ["NOT DONE", "PASS"]
+    assert asyncio.run(main()) == ["INCONCLUSIVE", "NOT DONE", "PASS"]
 
 
 def test_serving_without_the_extra_names_the_install(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -376,7 +382,8 @@ def test_a_crash_fault_cannot_reach_a_served_agent() -> None:
     env = _asgi_env([{"kind": "crash", "target": "payments.create_refund"}])
     result = judge(env)
     assert result.headline == "INCONCLUSIVE"
-    assert "a crash cannot stop an agent in another process" in result.inconclusive[0]
+    assert any("a crash cannot stop an agent in another process" in why
+               for why in result.inconclusive)
 
 
 # -- MCP on the served world -----------------------------------------------------------------
@@ -559,14 +566,14 @@ def test_without_the_abort_a_drop_is_a_broken_body_the_sdk_does_not_retry() -> N
 
 def test_serve_stdio_keeps_stdout_for_mcp_and_judges_on_stderr(tmp_path: Path) -> None:
     """When stdin closes, `serve --stdio` prints the verdict on stderr (stdout is the MCP
-    channel and stays clean) and exits with its status."""
+    channel and stays clean) and exits with its status (INCONCLUSIVE, 3: no agent called)."""
     path = tmp_path / "stdio.yaml"
     path.write_text(yaml.safe_dump(_scenario([])), encoding="utf-8")
     ended = subprocess.run([sys.executable, "-m", "tether.cli", "sim", "serve", str(path),
                             "--stdio"], cwd=ROOT, stdin=subprocess.DEVNULL,
                            capture_output=True, text=True, timeout=60)
-    assert (ended.returncode, ended.stdout) == (0, "")
-    assert ended.stderr.startswith("NOT DONE  served-refund")
+    assert (ended.returncode, ended.stdout) == (3, "")
+    assert ended.stderr.startswith("INCONCLUSIVE  served-refund")
 
 
 @pytest.mark.parametrize(("host", "loopback"), [

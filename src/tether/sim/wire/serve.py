@@ -24,7 +24,10 @@ request waits on it, costing no real time) and ``POST /_tether/clock/advance {"s
 ``malformed_output``, ``context_overflow``, any target of ``model``), the simulated user's,
 a worker ``crash`` (it cannot stop an agent in another process; its connection is dropped
 instead) — make the verdict ``INCONCLUSIVE``: the scenario asked for them, and the session did
-not test them.
+not test them. So do faults it can deliver when none of them fired (the agent never made the
+calls they wait for), and a session no request of which reached an operation: there is no
+agent to judge, so an invariant the seed's world breaks by itself (a listed refund missing) is
+named in the reason, not counted as a ``FAIL``.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ import asyncio
 import contextlib
 import fnmatch
 import hashlib
+import http.client
 import ipaddress
 import json
 import signal
@@ -45,7 +49,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from tether.errors import UsageError
 from tether.sim.calls import ServiceCall
-from tether.sim.faults import SERVICE_KINDS, WEBHOOK_KINDS, WEBHOOK_TARGET, Firing
+from tether.sim.faults import SERVICE_KINDS, WEBHOOK_KINDS, WEBHOOK_TARGET, Fault, Firing
 from tether.sim.invariants import EpisodeFacts, Verdict, check_invariants
 
 if TYPE_CHECKING:
@@ -64,6 +68,7 @@ __all__ = [
     "result_of",
     "root_of",
     "run",
+    "unfired_faults",
     "unreachable_faults",
     "verdict_data",
 ]
@@ -90,22 +95,59 @@ def judge(env: Environment) -> EpisodeResult:
     facts = EpisodeFacts(ledger=world.ledger, snapshots=snapshots, approvals=(),
                          effect_causes=causes, duration_s=duration_s)
     record = json.dumps([c.as_data() for c in env.calls], sort_keys=True, default=str)
+    verdicts = check_invariants(scenario.invariants, facts)
+    inconclusive = unreachable_faults(env) + unfired_faults(env)
+    if not env.calls:
+        # No agent reached the world: the invariants judge only the seed's world, so a
+        # violation there (a listed refund missing) is no agent's, and no FAIL.
+        broken = "; ".join(f"{v.invariant}: {v.detail}" for v in verdicts if not v.holds)
+        inconclusive.insert(0, "no request reached an operation of the served world (none "
+                            "was sent, or each was refused before reaching one: an unknown "
+                            "path, a missing token, an invalid body), so there is no agent to "
+                            "judge" + (f"; as the seed's world stands, {broken}" if broken
+                                       else ""))
+        verdicts = [v for v in verdicts if v.holds]
     return EpisodeResult(
         scenario=scenario.name, seed=env.seed, harness="served", status="completed",
-        answer="", reason="", verdicts=check_invariants(scenario.invariants, facts),
+        answer="", reason="", verdicts=verdicts,
         firings=list(env.layer.firings), crashes=0,
         journal_digest=hashlib.sha256(record.encode()).hexdigest(),
         ledger_digest=world.ledger.digest(), virtual_duration_s=duration_s, model_calls=0,
         tool_calls=len(env.calls), ledger=[e.as_data() for e in world.ledger],
         task_checks=check_invariants(scenario.success or env.expected, facts),
-        agent=SERVED_AGENT, calls=list(env.calls), inconclusive=unreachable_faults(env))
+        agent=SERVED_AGENT, calls=list(env.calls), inconclusive=inconclusive)
+
+
+def _wire_targets(env: Environment) -> list[str]:
+    return [f"{name}.{operation}" for name in env.gateway.faces
+            for operation in getattr(type(env.world.services[name]), "OPERATIONS", ())]
+
+
+def _reachable(fault: Fault, wire: list[str]) -> bool:
+    targets = [WEBHOOK_TARGET] if fault.kind in WEBHOOK_KINDS else []
+    targets += wire if fault.kind in SERVICE_KINDS else []
+    return fault.kind != "crash" and any(fnmatch.fnmatchcase(t, fault.target) for t in targets)
+
+
+def unfired_faults(env: Environment) -> list[str]:
+    """Why the session is inconclusive when the scenario's faults that can reach a served
+    agent exist and none of them fired: the agent never made the calls they wait for, so
+    nothing says how it meets them (as an evaluation counts an episode whose faults never
+    reached the agent)."""
+    wire = _wire_targets(env)
+    deliverable = [f for f in env.scenario.fault_plan().faults if _reachable(f, wire)]
+    fired = {firing.fault for firing in env.layer.firings}
+    if not deliverable or any(f.label in fired for f in deliverable):
+        return []
+    labels = ", ".join(dict.fromkeys(f.label for f in deliverable))
+    return [f"none of the scenario's faults fired ({labels}): the agent never made the calls "
+            "they wait for, so this session did not test it against them"]
 
 
 def unreachable_faults(env: Environment) -> list[str]:
     """Why each of the scenario's faults that cannot reach an agent served over the wire
     cannot (see the module docstring)."""
-    wire = [f"{name}.{operation}" for name in env.gateway.faces
-            for operation in getattr(type(env.world.services[name]), "OPERATIONS", ())]
+    wire = _wire_targets(env)
     reasons = []
     for fault in env.scenario.fault_plan().faults:
         where = f"fault {fault.label} ({fault.kind} on {fault.target})"
@@ -114,9 +156,7 @@ def unreachable_faults(env: Environment) -> list[str]:
                            "connection was dropped instead); run the agent in-process with "
                            "tether sim run to test it")
             continue
-        targets = [WEBHOOK_TARGET] if fault.kind in WEBHOOK_KINDS else []
-        targets += wire if fault.kind in SERVICE_KINDS else []
-        if not any(fnmatch.fnmatchcase(t, fault.target) for t in targets):
+        if not _reachable(fault, wire):
             reasons.append(f"{where}: it targets what the served world does not run (the "
                            "model, the simulated user, recorded tools), so this session "
                            "cannot test it")
@@ -157,10 +197,14 @@ def result_of(data: dict[str, Any]) -> EpisodeResult:
 
 def fetch_verdict(url: str, *, timeout_s: float = 30.0) -> dict[str, Any]:
     """Ask the world served at ``url`` (its root, or its verdict URL) for its verdict."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise UsageError(f"--url {url!r}: expected the address tether sim serve printed, "
-                         "e.g. http://127.0.0.1:8765")
+    expected = "expected the address tether sim serve printed, e.g. http://127.0.0.1:8765"
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - reading it checks it (a port that is not 0-65535 raises)
+    except ValueError as exc:
+        raise UsageError(f"--url {url!r}: {expected} ({exc})") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise UsageError(f"--url {url!r}: {expected}")
     path = parts.path.rstrip("/")
     if not path.endswith(VERDICT_PATH):
         path += VERDICT_PATH
@@ -174,6 +218,10 @@ def fetch_verdict(url: str, *, timeout_s: float = 30.0) -> dict[str, Any]:
         reason = getattr(exc, "reason", exc)
         raise UsageError(f"cannot reach {target}: {reason}; is tether sim serve running "
                          "there?") from exc
+    except http.client.HTTPException as exc:
+        # Something answered that does not speak HTTP, or broke off its answer.
+        raise UsageError(f"{target} did not answer HTTP ({type(exc).__name__}: {exc}); is "
+                         "it a tether sim serve address?") from exc
     except ValueError as exc:
         raise UsageError(f"{target} did not answer JSON; is it a tether sim serve "
                          "address?") from exc
