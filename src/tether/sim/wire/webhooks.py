@@ -11,8 +11,10 @@ world's ledger becomes one or more Stripe events (``evt_0001`` …, from a count
 =================  =========================================================
 
 with Stripe's event object (``object: "event"``, ``type``, ``created`` — the effect's virtual
-time —, ``data.object``, ``api_version``, ``livemode: false``, ``pending_webhooks``). They are
-listed at ``GET /payments/v1/events`` and ``/v1/events/{id}``.
+time —, ``data.object``, ``api_version``, ``livemode: false``, ``pending_webhooks``,
+``request.idempotency_key`` — the key as the client sent it, though the ledger may record a
+UUID-shaped one under a stable name). They are listed at ``GET /payments/v1/events`` and
+``/v1/events/{id}``.
 
 An agent registers an endpoint with ``POST /payments/v1/webhook_endpoints`` (``url``,
 ``enabled_events[]``; ``*`` for all; the API is :mod:`~tether.sim.wire.webhook_api`) and
@@ -193,6 +195,7 @@ class Webhooks:
         #: The clock that stamps the signatures of deliveries over HTTP: their receivers check
         #: the stamp against their own real clock, so it is the real one.
         self.signing_clock: Clock = SystemClock()
+        self._sent_key: Callable[[str], str] = str  # a recorded key name → the key sent
 
     @classmethod
     def attach(cls, gateway: Gateway, **options: Any) -> Webhooks:
@@ -202,6 +205,8 @@ class Webhooks:
         face = gateway.faces.get("payments")
         if face is not None:
             gateway.mount(WebhookRoutes(face, hooks))
+            # The Stripe face records UUID-shaped keys under names; events show the key sent.
+            hooks._sent_key = getattr(face, "sent_key", hooks._sent_key)
         gateway.after(hooks.after_request)
         return hooks
 
@@ -293,10 +298,14 @@ class Webhooks:
                          "api_version": API_VERSION, "created": int(effect.at),
                          "data": {"object": obj}, "livemode": False,
                          "pending_webhooks": wanted,
-                         "request": {"id": None,
-                                     "idempotency_key": effect.data.get("idempotency_key")},
+                         "request": {"id": None, "idempotency_key": self._key_sent(effect)},
                          "type": event_type})
         return made
+
+    def _key_sent(self, effect: Effect) -> str | None:
+        """The idempotency key of the request that made ``effect``, as the client sent it."""
+        name = effect.data.get("idempotency_key")
+        return self._sent_key(name) if isinstance(name, str) else None
 
     def _object(self, kind: str, effect: Effect) -> dict[str, Any] | None:
         """The object an event carries, as the API shows it now."""
