@@ -34,6 +34,9 @@ __all__ = ["FormError", "as_mapping", "decode_form", "parse_pairs"]
 
 #: The most fields a body or query may carry (parse_qsl's guard against huge bodies).
 MAX_FIELDS = 10_000
+#: The most bracketed segments a key may nest (Rack's default ``param_depth_limit``): no
+#: Stripe parameter nests near it, and decoding deeper keys would exhaust the stack.
+MAX_DEPTH = 32
 
 _KEY = re.compile(r"([^\[\]]+)((?:\[[^\[\]]*\])*)")
 _SEGMENT = re.compile(r"\[([^\[\]]*)\]")
@@ -91,7 +94,12 @@ def split_key(key: str) -> list[str]:
     match = _KEY.fullmatch(key)
     if match is None:
         raise FormError(key, "expected name, name[key] or name[] with balanced brackets")
-    return [match.group(1), *_SEGMENT.findall(match.group(2))]
+    segments = _SEGMENT.findall(match.group(2))
+    if len(segments) > MAX_DEPTH:
+        raise FormError(key[:80] + ("…" if len(key) > 80 else ""),
+                        f"nested {len(segments)} brackets deep, deeper than the "
+                        f"{MAX_DEPTH} allowed")
+    return [match.group(1), *segments]
 
 
 def decode_form(pairs: Iterable[tuple[str, str]]) -> dict[str, Any]:
