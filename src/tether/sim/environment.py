@@ -188,13 +188,14 @@ class Environment:
 
         return httpx_client(self.gateway, asynchronous=True, **options)
 
-    def stripe_http_client(self) -> Any:
+    def stripe_http_client(self, *, timeout_s: float | None = 80.0) -> Any:
         """A ``stripe.HTTPClient`` that carries the official SDK's requests to the world
         in-process, on the virtual clock: ``stripe.StripeClient(key, http_client=...,
-        base_addresses={"api": env.base_url("payments")})`` (needs ``pip install stripe``)."""
+        base_addresses={"api": env.base_url("payments")})`` (needs ``pip install stripe``).
+        ``timeout_s`` is its read timeout on the virtual clock (the SDK's clients: 80 s)."""
         from tether.sim.wire.stripe_client import StripeInProcess
 
-        return StripeInProcess(self.gateway)
+        return StripeInProcess(self.gateway, timeout_s=timeout_s)
 
     @property
     def seed(self) -> int:

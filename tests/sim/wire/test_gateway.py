@@ -61,7 +61,8 @@ def _env(faults: list[dict[str, Any]] | None = None, seed: int = 0) -> Environme
 
 
 def _client(env: Environment) -> httpx.Client:
-    return httpx.Client(transport=env.http_transport(), base_url=env.base_url("payments"))
+    return httpx.Client(transport=env.http_transport(), base_url=env.base_url("payments"),
+                        timeout=60.0)
 
 
 def test_a_routed_request_reaches_the_service_and_is_recorded() -> None:
@@ -129,7 +130,8 @@ def test_latency_advances_the_virtual_clock_and_drift_changes_the_body() -> None
                 {"kind": "schema_drift", "target": "payments.get_charge",
                  "rename": {"amount": "amount_cents"}}])
     before = env.clock.now()
-    with _client(env) as http:
+    with httpx.Client(transport=env.http_transport(), base_url=env.base_url("payments"),
+                      timeout=60.0) as http:
         body = http.get("/charge/ch_1").json()
     assert env.clock.now() - before == 30
     assert "amount" not in body and body["amount_cents"] == 5_000
@@ -180,3 +182,38 @@ def test_the_same_seed_gives_the_same_bytes() -> None:
         return bodies, env.world.ledger.digest()
 
     assert trace(3) == trace(3)
+
+
+def test_a_delay_beyond_the_clients_read_timeout_is_a_read_timeout_on_the_clock() -> None:
+    """A latency fault longer than the client's read timeout: a synchronous client gives up
+    after its timeout of virtual time (not the fault's), with httpx's ReadTimeout, and the
+    service never saw the call; a second call without the fault goes through."""
+    env = _env([{"kind": "latency", "target": "payments.create_refund", "latency_s": 3000,
+                 "on_call": [1]}])
+    before = env.clock.now()
+    with httpx.Client(transport=env.http_transport(), base_url=env.base_url("payments"),
+                      timeout=httpx.Timeout(5.0, read=30.0)) as http:
+        with pytest.raises(httpx.ReadTimeout):
+            http.post("/refund", json={"charge": "ch_1"})
+        assert env.clock.now() - before == 30
+        assert len(env.world.ledger) == 0
+        assert http.post("/refund", json={"charge": "ch_1"}).status_code == 200
+    assert env.calls[0].error.startswith("ConnectionDropped")
+
+
+def test_an_async_client_gives_up_at_its_read_timeout_too() -> None:
+    """The same with an async client: it waits its read timeout on the clock, then
+    ReadTimeout; nothing applied."""
+    env = _env([{"kind": "latency", "target": "payments.create_refund", "latency_s": 3000}])
+
+    async def go() -> float:
+        async with httpx.AsyncClient(transport=env.http_transport(),
+                                     base_url=env.base_url("payments"),
+                                     timeout=httpx.Timeout(12.0)) as http:
+            start = env.clock.now()
+            with pytest.raises(httpx.ReadTimeout):
+                await http.post("/refund", json={"charge": "ch_1"})
+            return env.clock.now() - start
+
+    assert asyncio.run(go()) == 12
+    assert len(env.world.ledger) == 0

@@ -25,6 +25,7 @@ flight meets the service's 409).
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import inspect
 from collections.abc import Callable, Mapping
@@ -133,16 +134,17 @@ class Gateway:
 
     # -- HTTP --------------------------------------------------------------------------------
 
-    def handle(self, request: WireRequest) -> WireResponse:
+    def handle(self, request: WireRequest, *, timeout_s: float | None = None) -> WireResponse:
         """Answer ``request``; latency advances the world's clock. Raises
-        :class:`ConnectionDropped` (and a simulated crash) where no response comes back."""
+        :class:`ConnectionDropped` (and a simulated crash) where no response comes back —
+        among them a response slower than the client's read timeout ``timeout_s``."""
         routed = self._route(request)
         if isinstance(routed, WireResponse):
             return routed
         face, route = routed
         try:
             return face.success(route, self.invoke(request.service, route.operation,
-                                                   route.kwargs))
+                                                   route.kwargs, timeout_s=timeout_s))
         except ServiceError as exc:
             return face.failure(route, exc)
         except InjectedStatus as exc:
@@ -150,14 +152,16 @@ class Gateway:
         except CredentialsExpired:
             return face.expired(route)
 
-    async def handle_async(self, request: WireRequest) -> WireResponse:
+    async def handle_async(self, request: WireRequest, *,
+                           timeout_s: float | None = None) -> WireResponse:
         """:meth:`handle`, waiting on the world's clock (concurrent requests interleave)."""
         routed = self._route(request)
         if isinstance(routed, WireResponse):
             return routed
         face, route = routed
         try:
-            result = await self.invoke_async(request.service, route.operation, route.kwargs)
+            result = await self.invoke_async(request.service, route.operation, route.kwargs,
+                                             timeout_s=timeout_s)
             return face.success(route, result)
         except ServiceError as exc:
             return face.failure(route, exc)
@@ -182,31 +186,57 @@ class Gateway:
 
     # -- operations --------------------------------------------------------------------------
 
-    def invoke(self, service: str, operation: str, kwargs: Mapping[str, Any]) -> Any:
+    def invoke(self, service: str, operation: str, kwargs: Mapping[str, Any], *,
+               timeout_s: float | None = None) -> Any:
         """Run one operation under the wire's faults (latency advances the clock) and return
-        its plain JSON answer; see :mod:`~tether.sim.wire.messages` for what it raises."""
+        its plain JSON answer; see :mod:`~tether.sim.wire.messages` for what it raises.
+        ``timeout_s`` is the client's read timeout: a call delayed longer is given up by the
+        client after that long, before the service saw it."""
         method, plan = self._plan(service, operation, kwargs)
-        for delay_s in plan.latencies_s:
-            self.env.clock.advance(delay_s)
+        delay_s = sum(plan.latencies_s)
+        if timeout_s is not None and delay_s > timeout_s:
+            self.env.clock.advance(timeout_s)
+            self._gave_up(plan, kwargs, timeout_s)
+        for each_s in plan.latencies_s:
+            self.env.clock.advance(each_s)
         return self._run(service, operation, method, plan, kwargs)
 
     async def invoke_async(self, service: str, operation: str,
-                           kwargs: Mapping[str, Any]) -> Any:
+                           kwargs: Mapping[str, Any], *, timeout_s: float | None = None) -> Any:
         """:meth:`invoke`, waiting on the clock; an idempotency key is held in flight while
         the call is delayed, as a server holds it while it works."""
         method, plan = self._plan(service, operation, kwargs)
         if plan.latencies_s:
+            delay_s = sum(plan.latencies_s)
+            late = timeout_s is not None and delay_s > timeout_s
             key = kwargs.get("idempotency_key")
             holder = self.env.world.services[service]
             hold = getattr(holder, "in_flight", None) if key else None
-            if hold is not None:
-                with hold(key):
-                    for delay_s in plan.latencies_s:
-                        await self.env.clock.sleep(delay_s)
-            else:
-                for delay_s in plan.latencies_s:
-                    await self.env.clock.sleep(delay_s)
+            with hold(key) if hold is not None else contextlib.nullcontext():
+                if late:
+                    await self.env.clock.sleep(timeout_s or 0.0)
+                else:
+                    for each_s in plan.latencies_s:
+                        await self.env.clock.sleep(each_s)
+            if late:
+                self._gave_up(plan, kwargs, timeout_s or 0.0)
         return self._run(service, operation, method, plan, kwargs)
+
+    def _gave_up(self, plan: CallPlan, kwargs: Mapping[str, Any], timeout_s: float) -> None:
+        """The client's read timeout passed before the delayed call reached the service: the
+        client gives up (it cannot know the call was never applied), nothing is applied."""
+        from tether.sim.environment import current_caller, plain
+
+        caller = current_caller()
+        message = (f"{plan.target}: no response within the client's {timeout_s:g} s read "
+                   "timeout")
+        self.env.calls.append(ServiceCall(
+            tool=caller.tool if caller else "", effect=caller.effect if caller else "",
+            trust=caller.trust if caller else "", target=plan.target,
+            args=plain(dict(kwargs)), keyed=bool(kwargs.get("idempotency_key")),
+            lookup=caller.lookup if caller else False,
+            error=f"ConnectionDropped: {message}"))
+        raise ConnectionDropped(message, delivered=False, read_timeout=True)
 
     def _plan(self, service: str, operation: str,
               kwargs: Mapping[str, Any]) -> tuple[Callable[..., Any], CallPlan]:

@@ -30,12 +30,14 @@ __all__ = ["BadRequestBody", "ConnectionDropped", "CredentialsExpired", "Injecte
 
 
 class ConnectionDropped(Exception):
-    """The connection closed before a response; ``delivered``: the server applied the request
-    first (a timeout after commit) rather than never seeing it."""
+    """No response came back; ``delivered``: the server applied the request first (a timeout
+    after commit) rather than never seeing it; ``read_timeout``: the client gave up waiting
+    (so, like ``delivered``, it cannot tell what happened) rather than failing to connect."""
 
-    def __init__(self, message: str, *, delivered: bool) -> None:
+    def __init__(self, message: str, *, delivered: bool, read_timeout: bool = False) -> None:
         super().__init__(message)
         self.delivered = delivered
+        self.read_timeout = read_timeout
 
 
 class InjectedStatus(Exception):

@@ -20,6 +20,9 @@ What differs from a network client is only what would break determinism:
   5 s — without the random jitter, and it passes on the world's clock: the synchronous retry
   loop (which calls ``time.sleep`` in the SDK) is re-implemented here with the SDK's own
   ``_should_retry`` decision, and the asynchronous one sleeps through ``sleep_async``;
+* the read timeout is the SDK clients' own default, 80 s (``timeout_s``), counted on the
+  world's clock: a latency fault longer than that is the same ``APIConnectionError`` after
+  80 virtual seconds, never a call that blocks the episode for as long as the fault says;
 * no request metrics are kept, because they measure wall time and the SDK would send them
   in the next request's telemetry header.
 """
@@ -57,9 +60,12 @@ class StripeInProcess(stripe.HTTPClient):
 
     name = "tether-sim"
 
-    def __init__(self, gateway: Gateway) -> None:
+    def __init__(self, gateway: Gateway, *, timeout_s: float | None = 80.0) -> None:
         super().__init__()
         self.gateway = gateway
+        #: The read timeout, as the SDK's own clients have (80 s by default): a response
+        #: delayed longer is given up after that long of virtual time.
+        self.timeout_s = timeout_s
 
     # -- one request ---------------------------------------------------------------------
 
@@ -67,7 +73,8 @@ class StripeInProcess(stripe.HTTPClient):
                 post_data: Any = None, *, _usage: list[str] | None = None) -> _TextResponse:
         """Send one request through the gateway (latency advances the virtual clock)."""
         try:
-            answer = self.gateway.handle(_wire(method, url, headers, post_data))
+            answer = self.gateway.handle(_wire(method, url, headers, post_data),
+                                         timeout_s=self.timeout_s)
         except ConnectionDropped as exc:
             raise _connection_error(exc) from exc
         return answer.body.decode("utf-8"), answer.status, _Headers(answer.headers)
@@ -76,7 +83,8 @@ class StripeInProcess(stripe.HTTPClient):
                             post_data: Any = None) -> _Response:
         """Send one request through the gateway, waiting on the virtual clock."""
         try:
-            answer = await self.gateway.handle_async(_wire(method, url, headers, post_data))
+            answer = await self.gateway.handle_async(_wire(method, url, headers, post_data),
+                                                     timeout_s=self.timeout_s)
         except ConnectionDropped as exc:
             raise _connection_error(exc) from exc
         return answer.body, answer.status, _Headers(answer.headers)
@@ -192,7 +200,8 @@ def _wire(method: str, url: str, headers: Mapping[str, str] | None,
 
 def _connection_error(exc: ConnectionDropped) -> stripe.APIConnectionError:
     where = ("after the request was sent: the server may have applied it" if exc.delivered
-             else "before the request reached the server")
+             else "while waiting for the response: the server may have applied it"
+             if exc.read_timeout else "before the request reached the server")
     return stripe.APIConnectionError(  # type: ignore[no-untyped-call]
         f"Unexpected error communicating with Stripe: the connection dropped {where}. "
         f"(Network error: {exc})", should_retry=True)

@@ -9,9 +9,11 @@ reproducible.
 ...              headers={"Authorization": "Bearer sk_test_x"})
 
 A request whose connection the wire drops raises what ``httpx`` raises on a real network:
-:class:`httpx.ReadTimeout` when the server applied it first (the response was lost), and
-:class:`httpx.ConnectTimeout` when it never arrived. The host of the URL is not looked at:
-every request goes to the world, routed by its first path segment (the service).
+:class:`httpx.ReadTimeout` when the server applied it first (the response was lost) or when a
+latency fault outlasts the client's read timeout (``httpx.Timeout``; the client gives up after
+that long on the virtual clock), and :class:`httpx.ConnectTimeout` when it never arrived. The
+host of the URL is not looked at: every request goes to the world, routed by its first path
+segment (the service).
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ class InProcessTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         wire = _wire(request, request.read())
         try:
-            answer = self.gateway.handle(wire)
+            answer = self.gateway.handle(wire, timeout_s=_read_timeout(request))
         except ConnectionDropped as exc:
             raise _dropped(exc, request) from None
         return _response(answer, request)
@@ -49,7 +51,7 @@ class InProcessTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         wire = _wire(request, await request.aread())
         try:
-            answer = await self.gateway.handle_async(wire)
+            answer = await self.gateway.handle_async(wire, timeout_s=_read_timeout(request))
         except ConnectionDropped as exc:
             raise _dropped(exc, request) from None
         return _response(answer, request)
@@ -69,12 +71,21 @@ def _wire(request: httpx.Request, body: bytes) -> WireRequest:
     return WireRequest.of(request.method, target, dict(request.headers.items()), body)
 
 
+def _read_timeout(request: httpx.Request) -> float | None:
+    """The client's read timeout for ``request`` (httpx puts it in the extensions)."""
+    timeout = request.extensions.get("timeout") or {}
+    value = timeout.get("read")
+    return float(value) if value is not None else None
+
+
 def _response(answer: WireResponse, request: httpx.Request) -> httpx.Response:
     return httpx.Response(answer.status, headers=answer.headers, content=answer.body,
                           request=request)
 
 
 def _dropped(exc: ConnectionDropped, request: httpx.Request) -> httpx.TransportError:
+    if exc.read_timeout:
+        return httpx.ReadTimeout(f"no response in time: {exc}", request=request)
     if exc.delivered:
         return httpx.ReadTimeout(f"the connection dropped after the request was sent: {exc}",
                                  request=request)
