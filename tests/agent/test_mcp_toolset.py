@@ -189,6 +189,8 @@ def _failing_server() -> MCPServer:
         "missing": {"error": {"status": 404, "message": "no such thing"}},
         "in_flight": {"error": {"status": 409, "retryable": True, "message": "key in use"}},
         "expired": {"error": {"status": 401, "message": "token expired"}},
+        "flat_missing": {"error": "Not Found", "status": 404},
+        "flat_busy": {"error": "Too Many Requests", "status_code": 429, "retry_after": 2},
         "plain": None,
     }
 
@@ -230,6 +232,21 @@ def test_error_results_are_read_by_their_status() -> None:
     assert isinstance(_failure(read, "expired"), AuthExpired)
     assert write.outcome_of(_failure(write, "plain")) is ErrorOutcome.AMBIGUOUS
     assert read.outcome_of(_failure(read, "plain")) is ErrorOutcome.PERMANENT
+
+
+def test_a_status_beside_an_error_message_is_read_too() -> None:
+    """``{"error": "Not Found", "status": 404}``, the shape many servers send, is a 404 (a
+    permanent refusal, not a write of unknown outcome), and a 429 beside its message is
+    throttling with its delay."""
+    tools = {t.name: t for t in mcp_toolset(_failing_server(),
+                                            effects={"write_fail": "unsafe"})}
+    write = tools["write_fail"]
+    missing = _failure(write, "flat_missing")
+    assert isinstance(missing, MCPToolError) and missing.status == 404
+    assert write.outcome_of(missing) is ErrorOutcome.PERMANENT
+    assert "Not Found" in str(missing)
+    busy = _failure(write, "flat_busy")
+    assert isinstance(busy, TransientError) and busy.retry_after_s == 2.0
 
 
 def test_a_declared_classifier_is_asked_first() -> None:

@@ -346,12 +346,15 @@ def _value(result: CallToolResult) -> Any:
 
 def _raise_error(result: CallToolResult, name: str) -> None:
     data = _value(result)
-    error = data.get("error", data) if isinstance(data, dict) else None
-    fields = error if isinstance(error, dict) else {}
+    # The error's fields: ``{"error": {...}}``, else the JSON itself — also when its "error"
+    # is only a message beside the status (``{"error": "Not Found", "status": 404}``).
+    error = data.get("error") if isinstance(data, dict) else None
+    fields = error if isinstance(error, dict) else data if isinstance(data, dict) else {}
     status = _number(fields.get("status", fields.get("status_code")))
     retry = fields.get("retry_after_s", fields.get("retry_after"))
     retry_after_s = float(retry) if isinstance(retry, int | float) and retry >= 0 else None
-    text = fields.get("message") if isinstance(fields.get("message"), str) else \
+    message = fields.get("message", error)
+    text = message if isinstance(message, str) else \
         (data if isinstance(data, str) else json.dumps(data, sort_keys=True, default=str))
     failure = MCPToolError(f"MCP tool {name!r} failed"
                            + (f" (status {status})" if status is not None else "")
