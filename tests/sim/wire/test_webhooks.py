@@ -138,6 +138,34 @@ def test_events_page_and_unknown_ones_are_stripe_404s() -> None:
     assert one["type"] == "refund.created"
 
 
+
+def test_events_filter_by_types_and_created_and_refuse_what_they_cannot() -> None:
+    """The SDK's events.list filters by types[] (exact names) and created (a time or
+    gt/gte/lt/lte) as Stripe's does; a filter the simulation does not model is a 400
+    parameter_unknown naming it, never ignored (which would hand back every event)."""
+    env = _env()
+    client = stripe.StripeClient(KEY, http_client=env.stripe_http_client(),
+                                 base_addresses={"api": env.base_url("payments")})
+    client.v1.customers.create(params={"email": "bo@example.com"})
+    env.clock.advance(60)
+    client.v1.refunds.create(params={"charge": "ch_1", "amount": 300})
+    later = int(env.clock.now())
+
+    def types(params: Any) -> list[str]:
+        return [e.type for e in client.v1.events.list(params=params).auto_paging_iter()]
+
+    assert types({"types": ["refund.created", "customer.created"]}) == [
+        "refund.created", "customer.created"]
+    assert types({"created": {"gte": later}}) == ["charge.refunded", "refund.created"]
+    assert types({"created": later - 60}) == ["customer.created"]
+    assert types({"created": {"lt": later}, "types": ["charge.refunded"]}) == []
+    for params, param in (({"delivery_success": False}, "delivery_success"),
+                          ({"created": {"after": 1}}, "created"),
+                          ({"type": "charge.*", "types": ["refund.created"]}, "types")):
+        with pytest.raises(stripe.InvalidRequestError) as refused:
+            client.v1.events.list(params=params)
+        assert refused.value.param == param, params
+
 def test_endpoints_are_listed_retrieved_deleted_and_validated() -> None:
     """The endpoint API answers like Stripe's: the secret only on creation, 400 with the param
     for a missing url or an event type the world never sends, 401 without a key; a deleted

@@ -5,7 +5,9 @@
 retrieves endpoints (never showing the secret again), ``POST /v1/webhook_endpoints/{id}``
 updates one (``url``, ``enabled_events``, ``disabled``, ``description``), ``DELETE`` removes it.
 ``GET /v1/events`` lists events newest first (``limit``, ``starting_after``, ``ending_before``,
-``type`` with Stripe's wildcard ``charge.*``) and ``GET /v1/events/{id}`` retrieves one. Errors
+``type`` with Stripe's wildcard ``charge.*``, ``types[]``, ``created`` with ``gt``/``gte``/``lt``/
+``lte``; any other filter is a 400 ``parameter_unknown``) and ``GET /v1/events/{id}`` retrieves
+one. Errors
 are Stripe's JSON (``invalid_request_error`` with ``param``; ``resource_missing`` 404); the API
 key is checked by the payments face itself, so a request without one is its 401.
 
@@ -16,7 +18,8 @@ delivery are :class:`~tether.sim.wire.webhooks.Webhooks`.
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Mapping
+import operator
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -29,6 +32,13 @@ if TYPE_CHECKING:
     from tether.sim.wire.webhooks import WebhookEndpoint, Webhooks
 
 __all__ = ["KNOWN_EVENTS", "WebhookRoutes", "answer"]
+
+#: The parameters ``GET /v1/events`` takes.
+_EVENT_PARAMS = ("limit", "starting_after", "ending_before", "type", "types", "created")
+#: The comparisons of a ``created`` filter.
+_RANGE: dict[str, Callable[[int, int], bool]] = {
+    "eq": operator.eq, "gt": operator.gt, "gte": operator.ge, "lt": operator.lt,
+    "lte": operator.le}
 
 #: Every event type an endpoint may enable (``*`` enables them all): what the world sends.
 KNOWN_EVENTS = ("customer.created", "charge.succeeded", "charge.failed", "charge.pending",
@@ -93,10 +103,59 @@ def _events(hooks: Webhooks, request: WireRequest, ident: str | None) -> WireRes
         if found is None:
             return _missing("event", ident)
         return WireResponse.of_json(200, hooks.shown(found))
-    wanted = request.param("type") or "*"  # Stripe takes a wildcard: type=charge.*
-    chosen = [hooks.shown(e) for e in reversed(hooks.events)
-              if fnmatch.fnmatchcase(e["type"], wanted)]
+    wanted = _event_filter(request)
+    if isinstance(wanted, WireResponse):
+        return wanted
+    chosen = [hooks.shown(e) for e in reversed(hooks.events) if wanted(e)]
     return _page(chosen, request, "/v1/events")
+
+
+def _event_filter(request: WireRequest) -> Callable[[dict[str, Any]], bool] | WireResponse:
+    """Which events ``GET /v1/events`` asks for: ``type`` (Stripe's wildcard ``charge.*``),
+    ``types[]`` (exact names), ``created`` (a time, or ``gt``/``gte``/``lt``/``lte``). Any other
+    filter is refused: ignoring it would answer with events the caller excluded."""
+    try:
+        params = decode_form(request.query)
+    except FormError as exc:
+        return _error(400, str(exc), param=exc.key.split("[")[0] or None)
+    unknown = [name for name in params if name not in _EVENT_PARAMS]
+    if unknown:
+        return _error(400, f"Received unknown parameter: {unknown[0]}", param=unknown[0],
+                      code="parameter_unknown")
+    if "type" in params and "types" in params:
+        return _error(400, "You may only specify one of these parameters: type, types.",
+                      param="types")
+    pattern = params.get("type", "*")
+    types = params.get("types")
+    types = list(types.values()) if isinstance(types, dict) else \
+        [types] if isinstance(types, str) else types
+    if not isinstance(pattern, str) or (types is not None and not all(
+            isinstance(t, str) for t in types)):
+        param = "type" if not isinstance(pattern, str) else "types"
+        return _error(400, f"Invalid {param}: expected event type names.", param=param)
+    bounds = _created_bounds(params.get("created"))
+    if bounds is None:
+        return _error(400, "Invalid created: expected a Unix time or created[gt|gte|lt|lte].",
+                      param="created")
+
+    def wanted(event: dict[str, Any]) -> bool:
+        kind, at = event["type"], event["created"]
+        return (fnmatch.fnmatchcase(kind, pattern) and (types is None or kind in types)
+                and all(_RANGE[op](at, bound) for op, bound in bounds))
+
+    return wanted
+
+
+def _created_bounds(value: Any) -> list[tuple[str, int]] | None:
+    """``created`` as (operator, time) pairs; ``None`` when it is not one Stripe takes."""
+    if value is None:
+        return []
+    pairs = [("eq", value)] if isinstance(value, str) else \
+        list(value.items()) if isinstance(value, dict) and value and "eq" not in value else None
+    if pairs is None or any(op not in _RANGE or not isinstance(at, str)
+                            or not at.lstrip("-").isdigit() for op, at in pairs):
+        return None
+    return [(op, int(at)) for op, at in pairs]
 
 
 def _endpoints(hooks: Webhooks, request: WireRequest, ident: str | None) -> WireResponse:
