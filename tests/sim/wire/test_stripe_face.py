@@ -141,6 +141,7 @@ def test_an_empty_metadata_value_sets_nothing() -> None:
     assert customer.json()["metadata"] == {}
     assert env.service("payments").get_refund(refund.json()["id"]).metadata == {"order": "7"}
 
+
 # -- objects, lists and pagination ---------------------------------------------------------
 
 
@@ -276,6 +277,7 @@ def test_distinct_keys_stay_distinct_whatever_names_they_are_given(keys: list[st
         assert answer.status_code == 200, answer.text
     recorded = [e["idempotency_key"] for e in effects(env, "refund")]
     assert len(recorded) == len(set(recorded)) == len(dict.fromkeys(keys))
+
 
 def test_an_overlong_key_is_refused() -> None:
     """Stripe refuses keys over 255 characters; so does the face, applying nothing."""

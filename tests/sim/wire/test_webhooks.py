@@ -166,6 +166,7 @@ def test_events_filter_by_types_and_created_and_refuse_what_they_cannot() -> Non
             client.v1.events.list(params=params)
         assert refused.value.param == param, params
 
+
 def test_endpoints_are_listed_retrieved_deleted_and_validated() -> None:
     """The endpoint API answers like Stripe's: the secret only on creation, 400 with the param
     for a missing url or an event type the world never sends, 401 without a key; a deleted
@@ -298,6 +299,7 @@ def test_deliveries_over_http_pass_the_sdks_default_time_check() -> None:
     assert event.type == "refund.created"
     assert [a.at for a in env.webhooks.attempts] == [env.world.now()]  # the record: virtual
 
+
 def test_a_wsgi_app_receives_through_an_httpx_transport() -> None:
     """A receiver may be an httpx transport: a WSGI app gets the POST with its signature."""
     env = _env()
@@ -371,6 +373,7 @@ def test_an_event_names_the_idempotency_key_as_the_client_sent_it() -> None:
     assert [e.request.idempotency_key for e in inbox.events] == sent
     assert [e.data["idempotency_key"] for e in env.world.ledger.of("payments", "refund")] == [
         "uuid_0001", "uuid_uuid_0001", "refund:ch_1"]
+
 
 def test_deliveries_are_the_same_for_the_same_seed_and_requests() -> None:
     """Two worlds of one seed given the same requests deliver identical bytes and record
