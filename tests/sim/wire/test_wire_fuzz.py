@@ -4,8 +4,10 @@ the gateway (a 500 on the wire)."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
+import httpx
 import pytest
 
 from tether.sim import scenario_from_dict
@@ -38,3 +40,30 @@ def test_a_form_key_nested_beyond_the_limit_is_a_stripe_400(depth: int) -> None:
         assert got.status_code == 400, got.text
         error: dict[str, Any] = got.json()["error"]
         assert error["type"] == "invalid_request_error" and "deeper" in error["message"]
+
+
+@pytest.mark.parametrize(("path", "schema"), [
+    ("/crm/v1/get_customer", "JSON_ERROR_SCHEMA"),
+    ("/identity/oauth/token", "OAUTH_ERROR_SCHEMA"),
+    ("/payments/v1/refunds", "STRIPE_ERROR_SCHEMA"),
+])
+def test_an_oversized_body_is_a_413_in_the_services_documented_error_shape(
+        path: str, schema: str) -> None:
+    """A body over the served world's limit is answered 413 in the error body the OpenAPI
+    document gives the service it was sent to (the JSON faces' ``status`` and ``retryable``,
+    RFC 6749's ``error`` string, Stripe's ``invalid_request_error``)."""
+    from jsonschema import Draft202012Validator  # type: ignore[import-untyped]
+
+    from tether.sim.wire import openapi
+    from tether.sim.wire.asgi import MAX_BODY_BYTES, asgi_app
+
+    env = _env()
+
+    async def main() -> httpx.Response:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=asgi_app(env)),
+                                     base_url="http://127.0.0.1") as http:
+            return await http.post(path, content=b"x" * (MAX_BODY_BYTES + 1))
+
+    answer = asyncio.run(main())
+    assert answer.status_code == 413
+    Draft202012Validator(getattr(openapi, schema)).validate(answer.json())

@@ -139,9 +139,7 @@ class _Wire:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         body = await _body(receive)
         if body is None:
-            await _send(send, WireResponse.of_json(413, {"error": {
-                "type": "invalid_request_error",
-                "message": f"the request body is larger than {MAX_BODY_BYTES} bytes"}}))
+            await _send(send, _too_large(self.env, scope["path"]))
             return
         raw_path = scope.get("raw_path") or scope["path"].encode()
         query = scope.get("query_string") or b""
@@ -189,6 +187,25 @@ class _ThenDeliver:
             await self.app(scope, receive, send)
         finally:
             await self.wire.deliver()
+
+
+def _too_large(env: Environment, path: str) -> WireResponse:
+    """The 413 of an oversized body, in the error shape of the service it was sent to (the
+    documented error schema holds for it too)."""
+    from tether.sim.wire.json_face import JsonFace
+    from tether.sim.wire.oauth import OAuthFace
+
+    message = f"the request body is larger than {MAX_BODY_BYTES} bytes"
+    face = env.gateway.faces.get(path.lstrip("/").split("/", 1)[0])
+    if isinstance(face, OAuthFace):
+        return WireResponse.of_json(413, {"error": "invalid_request",
+                                          "error_description": message},
+                                    {"cache-control": "no-store", "pragma": "no-cache"})
+    if isinstance(face, JsonFace):
+        return WireResponse.of_json(413, {"error": {"type": "invalid_request", "message": message,
+                                                    "status": 413, "retryable": False}})
+    return WireResponse.of_json(413, {"error": {"type": "invalid_request_error",
+                                                "message": message}})
 
 
 async def _body(receive: Receive) -> bytes | None:
