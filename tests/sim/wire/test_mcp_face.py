@@ -72,8 +72,9 @@ def test_every_operation_of_every_service_is_a_tool() -> None:
 
 def test_schemas_and_hints_follow_the_operations() -> None:
     """Input schemas come from the signatures (required and optional arguments, the key);
-    output schemas from the models (a list wrapped as ``result``); reads are read-only and a
-    keyed write is idempotent, other writes claim neither."""
+    output schemas from the models (a list wrapped as ``result``); reads are read-only, and
+    no write claims to be idempotent — a keyed write repeated *without* its optional key
+    applies again — while its key argument says what the key is for."""
     tools = {t.name: t for t in _with_client(_env(), lambda c: c.list_tools()).tools}
     refund = tools["payments_create_refund"]
     assert refund.input_schema["required"] == ["charge"]
@@ -81,7 +82,8 @@ def test_schemas_and_hints_follow_the_operations() -> None:
         set(refund.input_schema["properties"])
     assert refund.annotations is not None
     assert refund.annotations.read_only_hint is False
-    assert refund.annotations.idempotent_hint is True
+    assert refund.annotations.idempotent_hint is False
+    assert "same key" in refund.input_schema["properties"]["idempotency_key"]["description"]
     charge = tools["payments_get_charge"]
     assert charge.annotations is not None and charge.annotations.read_only_hint is True
     assert charge.output_schema is not None
@@ -90,7 +92,7 @@ def test_schemas_and_hints_follow_the_operations() -> None:
     listing = tools["payments_list_charges"].output_schema
     assert listing is not None and listing["required"] == ["result"]
     note = tools["crm_add_note"].annotations
-    assert note is not None and note.read_only_hint is False and note.idempotent_hint is None
+    assert note is not None and note.read_only_hint is False and note.idempotent_hint is False
 
 
 def test_only_known_reads_are_marked_read_only() -> None:

@@ -6,9 +6,11 @@ is not a service an agent calls) is one tool named ``service_operation``
 (``payments_create_refund``, ``crm_get_ticket``). Its input schema comes from the operation's
 signature, its output schema from the return annotation when that is a pydantic model (the
 object itself) or a list of them (``{"result": [...]}``, since an MCP output schema is an
-object). Reads carry ``readOnlyHint``; a write taking an idempotency key carries
-``idempotentHint`` (the key is the ``idempotency_key`` argument). An operation not known to be
-a read is never marked read-only.
+object). Reads carry ``readOnlyHint``; an operation not known to be a read is never marked
+read-only. No write carries ``idempotentHint`` (MCP: "repeated calls with the same arguments
+have no additional effect"): a write that takes an idempotency key (the optional
+``idempotency_key`` argument, whose schema says so) is safe to repeat only *with* the key, and a
+client that trusts the hint may repeat a call made without one.
 
 Each call goes through the world's :class:`~tether.sim.wire.gateway.Gateway` under the fault
 target ``service.operation`` — the same fault plan and counters as ``env.client`` and the HTTP
@@ -216,17 +218,28 @@ def _shape(cls: type, service: str, operation: str) -> _Shape:
     arguments = func_metadata(signature, structured_output=False).arg_model
     output, wrapped = _output_schema(hints.get("return"))
     read = operation in READ_OPERATIONS.get(service, frozenset())
-    keyed = any(p.name == KEY_ARGUMENT for p in parameters)
+    schema = arguments.model_json_schema(by_alias=True)
+    key = schema.get("properties", {}).get(KEY_ARGUMENT)
+    if key is not None:
+        key["description"] = _KEY_DESCRIPTION
     return _Shape(
         name=name, description=f"{service}: {inspect.getdoc(method) or operation}",
         defaults={p.name: p.default for p in parameters
                   if p.default is not inspect.Parameter.empty},
-        arguments=arguments, parameters=arguments.model_json_schema(by_alias=True),
+        arguments=arguments, parameters=schema,
         output=output, wrapped=wrapped,
         annotations=ToolAnnotations(
             title=f"{service}.{operation}", read_only_hint=read,
             destructive_hint=False if read else None,
-            idempotent_hint=True if keyed and not read else None, open_world_hint=False))
+            # Even a keyed write is not idempotent for the same arguments: its key is optional,
+            # and a repeat without one applies again.
+            idempotent_hint=None if read else False, open_world_hint=False))
+
+
+_KEY_DESCRIPTION = (
+    "Optional idempotency key: a repeat of this call with the same key applies nothing again "
+    "and is answered with the first call's result. Send one with any write you may repeat, "
+    "e.g. after a timeout; without it, a repeat applies again.")
 
 
 def _tool(env: Environment, service: str, operation: str,
