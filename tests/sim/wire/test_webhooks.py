@@ -197,6 +197,31 @@ def test_endpoints_are_listed_retrieved_deleted_and_validated() -> None:
     assert inbox.seen == [("evt_0001", "refund.created")]  # only enabled events, until deleted
 
 
+def test_endpoint_parameters_are_applied_or_refused_never_ignored() -> None:
+    """Through the SDK, an update's metadata merges (an empty value unsets a key) and disabled
+    takes booleans; a parameter the simulation does not model (connect) is a 400 naming it,
+    and a refused update changes nothing."""
+    env = _env()
+    client = stripe.StripeClient(KEY, http_client=env.stripe_http_client(),
+                                 base_addresses={"api": env.base_url("payments")})
+    made = client.v1.webhook_endpoints.create(params={
+        "url": URL, "enabled_events": ["*"], "metadata": {"team": "ops", "tier": "1"}})
+    updated = client.v1.webhook_endpoints.update(made.id, params={
+        "metadata": {"tier": "", "owner": "ann"}, "disabled": True})
+    assert updated.metadata.to_dict() == {"team": "ops", "owner": "ann"}
+    assert updated.status == "disabled"
+    for call, param in ((lambda: client.v1.webhook_endpoints.create(params={
+                            "url": URL, "enabled_events": ["*"], "connect": True}), "connect"),
+                        (lambda: client.v1.webhook_endpoints.update(made.id, params={
+                            "url": "https://elsewhere.example/x",
+                            "enabled_events": ["charge.exploded"]}), "enabled_events")):
+        with pytest.raises(stripe.InvalidRequestError) as refused:
+            call()
+        assert refused.value.param == param
+    assert client.v1.webhook_endpoints.retrieve(made.id).url == URL
+    assert [e.id for e in client.v1.webhook_endpoints.list()] == [made.id]
+
+
 def test_secrets_are_drawn_from_the_seed() -> None:
     """The same seed hands out the same secrets; another seed others."""
     secrets = []

@@ -33,6 +33,9 @@ if TYPE_CHECKING:
 
 __all__ = ["KNOWN_EVENTS", "WebhookRoutes", "answer"]
 
+#: The parameters creating and updating a webhook endpoint take.
+_CREATE_PARAMS = ("url", "enabled_events", "api_version", "description", "metadata")
+_UPDATE_PARAMS = ("url", "enabled_events", "disabled", "description", "metadata")
 #: The parameters ``GET /v1/events`` takes.
 _EVENT_PARAMS = ("limit", "starting_after", "ending_before", "type", "types", "created")
 #: The comparisons of a ``created`` filter.
@@ -179,7 +182,7 @@ def _endpoints(hooks: Webhooks, request: WireRequest, ident: str | None) -> Wire
 
 
 def _create(hooks: Webhooks, request: WireRequest) -> WireResponse:
-    params = _params(request)
+    params = _params(request, _CREATE_PARAMS)
     if isinstance(params, WireResponse):
         return params
     url, problem = _url(params.get("url"))
@@ -195,34 +198,49 @@ def _create(hooks: Webhooks, request: WireRequest) -> WireResponse:
 
 
 def _update(request: WireRequest, endpoint: WebhookEndpoint) -> WireResponse:
-    params = _params(request)
+    params = _params(request, _UPDATE_PARAMS)
     if isinstance(params, WireResponse):
         return params
+    # Everything is checked before anything changes: a refused update leaves the endpoint.
+    url, events = endpoint.url, endpoint.enabled_events
     if "url" in params:
         url, problem = _url(params["url"])
         if problem:
             return _error(400, problem, param="url", code="url_invalid")
-        endpoint.url = url
     if "enabled_events" in params:
         events, problem = _enabled(params["enabled_events"])
         if problem:
             return _error(400, problem, param="enabled_events")
-        endpoint.enabled_events = events
-    if "disabled" in params:
-        endpoint.disabled = str(params["disabled"]).lower() == "true"
+    disabled = params.get("disabled", "true" if endpoint.disabled else "false")
+    if disabled not in ("true", "false", True, False):
+        return _error(400, f"Invalid boolean: {disabled!r}", param="disabled")
+    endpoint.url, endpoint.enabled_events = url, events
+    endpoint.disabled = disabled in ("true", True)
     if "description" in params:
         endpoint.description = _text(params["description"])
+    if "metadata" in params:
+        # Stripe merges: ``metadata[key]=`` unsets one key, an empty ``metadata=`` all of them.
+        given = params["metadata"]
+        merged = {} if given == "" else {**endpoint.metadata, **_strings(given)}
+        endpoint.metadata = {k: v for k, v in merged.items() if v != ""}
     return WireResponse.of_json(200, endpoint.as_data())
 
 
-def _params(request: WireRequest) -> dict[str, Any] | WireResponse:
+def _params(request: WireRequest, known: tuple[str, ...]) -> dict[str, Any] | WireResponse:
     try:
         if (request.header("content-type") or "").startswith("application/json"):
             data = request.json()
-            return data if isinstance(data, dict) else {}
-        return decode_form(parse_pairs(request.body))
+            params = data if isinstance(data, dict) else {}
+        else:
+            params = decode_form(parse_pairs(request.body))
     except (FormError, ValueError) as exc:
         return _error(400, str(exc))
+    unknown = [name for name in params if name not in known]
+    if unknown:
+        return _error(400, f"Received unknown parameter: {unknown[0]} (this simulated endpoint "
+                           f"takes {', '.join(known)})", param=unknown[0],
+                      code="parameter_unknown")
+    return params
 
 
 def _url(value: Any) -> tuple[str, str]:
