@@ -325,6 +325,25 @@ def test_deliveries_over_http_pass_the_sdks_default_time_check() -> None:
     assert [a.at for a in env.webhooks.attempts] == [env.world.now()]  # the record: virtual
 
 
+def test_in_process_deliveries_may_be_stamped_with_the_real_time() -> None:
+    """A handler that verifies with the SDK's defaults runs unchanged in-process once the
+    deliveries are stamped with the real clock; the attempts are still recorded at the
+    virtual time."""
+    from tether import SystemClock
+
+    env = _env()
+    env.webhooks.signing_clock = SystemClock()
+    events: list[stripe.Event] = []
+    with _http(env) as http:
+        secret = _endpoint(http, ["refund.created"])
+        env.webhooks.receive(URL, lambda body, headers: events.append(
+            stripe.Webhook.construct_event(body, headers["stripe-signature"], secret)))
+        _refund(http)
+    assert [e.type for e in events] == ["refund.created"]
+    assert [(a.outcome, a.at) for a in env.webhooks.attempts] == [
+        ("delivered", env.world.now())]
+
+
 def test_a_wsgi_app_receives_through_an_httpx_transport() -> None:
     """A receiver may be an httpx transport: a WSGI app gets the POST with its signature."""
     env = _env()

@@ -27,12 +27,14 @@ against the receiver's real clock (stripe-python refuses one older than its ``to
 300 s by default), so what ``t`` is depends on where the receiver runs:
 
 * over loopback the receiver is another process living in real time, so ``t`` is the real
-  time of the attempt (:attr:`Webhooks.signing_clock`) and ``construct_event`` with its
-  defaults accepts it, in any language;
+  time of the attempt and ``construct_event`` with its defaults accepts it, in any language;
 * in-process ``t`` is the world's *virtual* time, so deliveries are reproducible; it lies in
   the past of the real clock, so the default tolerance refuses it: verify with
   ``tolerance=0`` — the SDK then skips the time check and still checks the signature
-  (``construct_event(body, header, secret, tolerance=0)``).
+  (``construct_event(body, header, secret, tolerance=0)``) — or, to keep a handler that
+  verifies with the defaults unchanged, stamp in-process deliveries with the real time too:
+  ``env.webhooks.signing_clock = tether.SystemClock()`` (:attr:`Webhooks.signing_clock`; only
+  the signature header then changes from run to run).
 
 Either way the attempts are recorded at the virtual time.
 
@@ -88,6 +90,8 @@ EVENT_TYPES: dict[str, tuple[str, ...]] = {
     "payout": ("payout.created",),
 }
 DEFAULT_MAX_ATTEMPTS = 3
+#: What stamps the signatures of deliveries over HTTP unless told otherwise.
+_REAL_TIME = SystemClock()
 
 #: A receiver in-process: ``handler(body, headers) -> status`` (``None`` is 200).
 Handler = Callable[[bytes, dict[str, str]], "int | None"]
@@ -192,9 +196,10 @@ class Webhooks:
         self._event_ids = IdCounter("evt_")
         self._endpoint_ids = IdCounter("we_")
         self._secrets = self.world.rng("webhooks:secrets")
-        #: The clock that stamps the signatures of deliveries over HTTP: their receivers check
-        #: the stamp against their own real clock, so it is the real one.
-        self.signing_clock: Clock = SystemClock()
+        #: The clock that stamps the signatures; ``None``: the world's virtual time in-process
+        #: (reproducible), the real time over HTTP (the receiver, in another process, checks
+        #: the stamp against its own real clock).
+        self.signing_clock: Clock | None = None
         self._sent_key: Callable[[str], str] = str  # a recorded key name → the key sent
 
     @classmethod
@@ -369,7 +374,7 @@ class Webhooks:
         # meanwhile opens the next round, in which a failed attempt is due again.
         current = self._round
         for delivery in self._due(network=True):
-            body, headers = self._signed(delivery, self.signing_clock.now())
+            body, headers = self._signed(delivery, (self.signing_clock or _REAL_TIME).now())
             try:
                 answer = await client.post(delivery.endpoint.url, content=body,
                                            headers=headers)
@@ -390,7 +395,7 @@ class Webhooks:
             return None, (f"ConnectError: nothing receives {delivery.endpoint.url} in-process; "
                           "register a receiver with env.webhooks.receive(url, handler), or "
                           "serve the world with tether sim serve")
-        body, headers = self._signed(delivery, self.world.now())
+        body, headers = self._signed(delivery, (self.signing_clock or self.world).now())
         try:
             if hasattr(receiver, "handle_request"):
                 import httpx
