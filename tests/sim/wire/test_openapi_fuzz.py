@@ -151,8 +151,8 @@ def test_the_document_is_valid_openapi_3_1() -> None:
 
 
 def test_the_document_describes_every_route_the_faces_serve() -> None:
-    """Each JSON operation, the token endpoint and each route of the payments face has its
-    path, and nothing else is described."""
+    """Each JSON operation, the token endpoint, each route of the payments face and of its
+    webhook endpoints and events API has its path, and nothing else is described."""
     document = openapi_document()
     described = {(method.upper(), path) for path, item in document["paths"].items()
                  for method in item}
@@ -162,4 +162,11 @@ def test_the_document_describes_every_route_the_faces_serve() -> None:
     payments = {(e.method, "/payments" + e.path.pattern.replace("(?P<id>[^/]+)", "{id}"))
                 for e in getattr(stripe_face, "_ENDPOINTS", ())}
     assert ("POST", "/payments/v1/refunds") in payments  # the table is read, not missed
-    assert described == json_routes | payments | {("POST", "/identity/oauth/token")}
+    webhooks = {("GET", "/payments/v1/webhook_endpoints"),
+                ("POST", "/payments/v1/webhook_endpoints"),
+                ("GET", "/payments/v1/webhook_endpoints/{id}"),
+                ("POST", "/payments/v1/webhook_endpoints/{id}"),
+                ("DELETE", "/payments/v1/webhook_endpoints/{id}"),
+                ("GET", "/payments/v1/events"), ("GET", "/payments/v1/events/{id}")}
+    assert described == json_routes | payments | webhooks | {
+        ("POST", "/identity/oauth/token")}

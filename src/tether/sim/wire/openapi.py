@@ -5,8 +5,9 @@ each JSON operation's request body is the argument model :func:`~tether.sim.wire
 operation_specs` validates with, its ``200`` the JSON Schema of the method's return annotation
 (as :func:`~tether.sim.environment.plain` serializes it), its errors the face's error shape;
 the token endpoint is described as RFC 6749 has it; the payments paths come from the Stripe
-face's own route table. Schemas are generated in one pass, so two models of one name (the
-CRM's and the payments' ``Customer``) get distinct component names.
+face's own route table, with the webhook endpoints and events API served beside it. Schemas
+are generated in one pass, so two models of one name (the CRM's and the payments'
+``Customer``) get distinct component names.
 
 >>> document = openapi_document()
 >>> document["openapi"], "/crm/v1/get_customer" in document["paths"]
@@ -27,6 +28,7 @@ from tether.sim.scenario import SERVICES
 from tether.sim.wire.gateway import DEFAULT_FACES, IN_PROCESS_ROOT
 from tether.sim.wire.json_face import operation_specs
 from tether.sim.wire.oauth import TOKEN_PATH
+from tether.sim.wire.webhook_api import KNOWN_EVENTS
 
 __all__ = ["JSON_ERROR_SCHEMA", "OAUTH_ERROR_SCHEMA", "STRIPE_ERROR_SCHEMA",
            "openapi_document"]
@@ -124,6 +126,9 @@ def openapi_document(services: Mapping[str, type] | None = None, *, payments: bo
             path = "/payments" + _template(endpoint)
             paths.setdefault(path, {})[endpoint.method.lower()] = _stripe_operation(
                 endpoint, returns, payments_cls)
+        schemas.update(_WEBHOOK_SCHEMAS)
+        for path, item in _webhook_paths().items():
+            paths["/payments" + path] = item
     return {
         "openapi": "3.1.0",
         "info": {"title": "tether simulated services", "version": "1",
@@ -363,3 +368,99 @@ def _stripe_operation(endpoint: Any, returns: dict[str, Any] | None,
     if parameters:
         spec["parameters"] = parameters
     return spec
+
+
+# -- the webhook endpoints and events API (tether.sim.wire.webhook_api) ----------------------
+
+_WEBHOOK_SCHEMAS: dict[str, Any] = {
+    "WebhookEndpoint": {
+        "type": "object",
+        "required": ["id", "object", "url", "enabled_events", "created", "metadata", "status"],
+        "properties": {
+            "id": {"type": "string"}, "object": {"const": "webhook_endpoint"},
+            "url": {"type": "string"},
+            "enabled_events": {"type": "array", "items": {"type": "string"}},
+            "created": {"type": "integer"},
+            "api_version": {"type": ["string", "null"]},
+            "description": {"type": ["string", "null"]},
+            "metadata": {"type": "object", "additionalProperties": {"type": "string"}},
+            "livemode": {"type": "boolean"}, "application": {"type": "null"},
+            "status": {"enum": ["enabled", "disabled"]},
+            "secret": {"type": "string", "description": "only in the answer that creates it"}}},
+    "Event": {
+        "type": "object", "required": ["id", "object", "type", "created", "data"],
+        "properties": {
+            "id": {"type": "string"}, "object": {"const": "event"}, "type": {"type": "string"},
+            "created": {"type": "integer"}, "data": {"type": "object"},
+            "api_version": {"type": ["string", "null"]}, "livemode": {"type": "boolean"},
+            "pending_webhooks": {"type": "integer"}, "request": {"type": ["object", "null"]}}},
+}
+
+_EVENT_TYPES: dict[str, Any] = {"type": "array", "minItems": 1,
+                                "items": {"enum": ["*", *KNOWN_EVENTS]}}
+
+
+def _webhook_paths() -> dict[str, Any]:
+    """The paths :mod:`~tether.sim.wire.webhook_api` answers beside the payments face's own
+    (not service operations: no fault reaches them, so no 429 or injected 5xx)."""
+    endpoint = {"$ref": _REF.format(model="WebhookEndpoint")}
+    event = {"$ref": _REF.format(model="Event")}
+    ident = [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}]
+    page = [{"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1,
+                                                        "maximum": 100}},
+            {"name": "starting_after", "in": "query", "schema": {"type": "string"}},
+            {"name": "ending_before", "in": "query", "schema": {"type": "string"}}]
+    writable = {"url": {"type": "string", "minLength": 1},
+                "enabled_events": _EVENT_TYPES,
+                "description": {"type": "string"},
+                "metadata": {"type": "object", "additionalProperties": {"type": "string"}}}
+
+    def operation(name: str, answer: dict[str, Any], parameters: list[dict[str, Any]],
+                  body: dict[str, Any] | None = None, listing: bool = False) -> dict[str, Any]:
+        error = {"content": {"application/json": {"schema": {"$ref": _REF.format(
+            model="StripeError")}}}}
+        if listing:
+            answer = {"type": "object", "required": ["object", "data", "has_more", "url"],
+                      "properties": {"object": {"const": "list"},
+                                     "data": {"type": "array", "items": answer},
+                                     "has_more": {"type": "boolean"},
+                                     "url": {"type": "string"}}}
+        spec: dict[str, Any] = {
+            "operationId": f"payments.webhooks.{name}", "tags": ["payments"],
+            "summary": f"Stripe-compatible {name}", "security": [{"stripeKey": []}],
+            "responses": {
+                "200": {"description": "the Stripe object (or list object)",
+                        "content": {"application/json": {"schema": answer}}},
+                "400": {"description": "invalid_request_error", **error},
+                "401": {"description": "no or an invalid API key", **error},
+                "404": {"description": "resource_missing", **error},
+                "4XX": {"description": "another refusal", **error}}}
+        if parameters:
+            spec["parameters"] = parameters
+        if body is not None:
+            spec["requestBody"] = {"required": bool(body.get("required")), "content": {
+                "application/x-www-form-urlencoded": {
+                    "schema": {"type": "object", "additionalProperties": False, **body},
+                    "encoding": {"metadata": {"style": "deepObject", "explode": True}}}}}
+        return spec
+
+    created = {"required": ["url", "enabled_events"],
+               "properties": {**writable, "api_version": {"type": "string"}}}
+    updated = {"properties": {**writable, "disabled": {"type": "boolean"}}}
+    deleted = {"type": "object", "required": ["id", "object", "deleted"],
+               "properties": {"id": {"type": "string"}, "object": {"const": "webhook_endpoint"},
+                              "deleted": {"const": True}}}
+    filters = [{"name": "type", "in": "query", "schema": {"type": "string"},
+                "description": "an event type, or Stripe's wildcard (charge.*)"},
+               {"name": "created", "in": "query", "schema": {"type": "integer"}}]
+    return {
+        "/v1/webhook_endpoints": {
+            "get": operation("list_webhook_endpoints", endpoint, page, listing=True),
+            "post": operation("create_webhook_endpoint", endpoint, [], created)},
+        "/v1/webhook_endpoints/{id}": {
+            "get": operation("retrieve_webhook_endpoint", endpoint, ident),
+            "post": operation("update_webhook_endpoint", endpoint, ident, updated),
+            "delete": operation("delete_webhook_endpoint", deleted, ident)},
+        "/v1/events": {"get": operation("list_events", event, page + filters, listing=True)},
+        "/v1/events/{id}": {"get": operation("retrieve_event", event, ident)},
+    }
