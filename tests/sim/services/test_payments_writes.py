@@ -92,6 +92,19 @@ def test_a_declined_card_is_saved_under_its_key(world: World) -> None:
     assert again.args == first.args and world.ledger.of("payments", "charge") == []
 
 
+def test_a_charge_that_failed_cannot_be_refunded(world: World) -> None:
+    """A failed charge moved no money: refunding it is 400 charge_not_refundable and records
+    nothing (a pending charge may be refunded)."""
+    payments = Payments(world, {"charges": [
+        {"id": "ch_f", "amount": 700, "status": "failed"},
+        {"id": "ch_p", "amount": 700, "status": "pending"}]})
+    err = error_of(payments.create_refund, "ch_f")
+    assert (err.code, err.param, err.status) == ("charge_not_refundable", "charge", 400)
+    assert payments.get_charge("ch_f").amount_refunded == 0
+    assert payments.create_refund("ch_p").amount == 700
+    assert [e.data["charge"] for e in world.ledger.of("payments", "refund")] == ["ch_p"]
+
+
 def test_every_write_replays_by_key_and_flags_it(world: World) -> None:
     """Customers, charges and payouts replay under a used key with ``idempotent_replayed``,
     which their JSON shows only when set."""

@@ -250,6 +250,7 @@ class Payments:
 
         Raises :class:`PaymentsError` shaped like Stripe's: ``resource_missing`` (404, param
         ``charge``), ``amount_too_large``, ``charge_already_refunded``, ``charge_disputed``,
+        ``charge_not_refundable`` (the charge failed),
         parameter errors (400), ``idempotency_error`` (400) and ``idempotency_key_in_use``
         (409, retryable).
         """
@@ -335,6 +336,10 @@ class Payments:
             raise PaymentsError("invalid_request_error", "charge_disputed",
                                 f"Charge {charge.id} has been charged back; it cannot be "
                                 "refunded.", "charge")
+        if charge.status == "failed":
+            raise PaymentsError("invalid_request_error", "charge_not_refundable",
+                                f"Charge {charge.id} failed: no money moved, so there is "
+                                "nothing to refund.", "charge")
         remaining = charge.amount - charge.amount_refunded
         if remaining <= 0:
             raise PaymentsError("invalid_request_error", "charge_already_refunded",
