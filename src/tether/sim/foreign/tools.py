@@ -215,8 +215,29 @@ def tether_tools(tools: Sequence[Tool[Any, Any]],
     >>> import pydantic_ai                                              # doctest: +SKIP
     >>> agent = pydantic_ai.Agent(model, tools=tether_tools([issue_refund]))  # doctest: +SKIP
     """
-    runner = _ToolRunner(runtime)
+    runner = _ToolRunner(runtime) if runtime is None else _runner_of(runtime)
+    for tool in tools:
+        # Registered now, not at the first call: a process that starts by recovering what a
+        # crashed one left (``runtime.recover()``) must know the workflows of its calls.
+        workflow = runner._workflow(tool)
+        if runtime is not None:
+            runtime.register(workflow)
     return [_plain(t, runner) for t in tools]
+
+
+#: The attribute of a runtime holding the runner its tether_tools calls share.
+_RUNNER_ATTRIBUTE = "_tether_tools_runner"
+
+
+def _runner_of(runtime: Runtime) -> _ToolRunner:
+    """The one runner of ``runtime``'s tether_tools calls: each tool has one workflow on a
+    runtime, so tools made again on it (an agent built per request) must share it. It hangs
+    off the runtime itself, like everything else the runtime's runs need."""
+    found = getattr(runtime, _RUNNER_ATTRIBUTE, None)
+    if not isinstance(found, _ToolRunner):
+        found = _ToolRunner(runtime)
+        setattr(runtime, _RUNNER_ATTRIBUTE, found)
+    return found
 
 
 def _plain(tool: Tool[Any, Any],
