@@ -27,7 +27,9 @@ instead) — make the verdict ``INCONCLUSIVE``: the scenario asked for them, and
 not test them. So do faults it can deliver when none of them fired (the agent never made the
 calls they wait for), and a session no request of which reached an operation: there is no
 agent to judge, so an invariant the seed's world breaks by itself (a listed refund missing) is
-named in the reason, not counted as a ``FAIL``.
+named in the reason, not counted as a ``FAIL``. Nor can the served world see approvals (none
+can be asked for over the wire): an effect a ``never_without_approval`` invariant covers is
+named among the reasons, not judged.
 """
 
 from __future__ import annotations
@@ -97,6 +99,15 @@ def judge(env: Environment) -> EpisodeResult:
     record = json.dumps([c.as_data() for c in env.calls], sort_keys=True, default=str)
     verdicts = check_invariants(scenario.invariants, facts)
     inconclusive = unreachable_faults(env) + unfired_faults(env)
+    # No approval can be asked for or granted over the wire: an effect under
+    # never_without_approval says nothing of whether the agent would have sought one.
+    unseen = [v for inv, v in zip(scenario.invariants, verdicts, strict=True)
+              if inv.kind == "never_without_approval" and not v.holds]
+    inconclusive += [f"{v.invariant}: {v.detail}; the served world has no way to ask for or "
+                     "grant an approval, so it cannot judge this (run the agent in-process "
+                     "with tether sim run and the scenario's approver to test it)"
+                     for v in unseen]
+    verdicts = [v for v in verdicts if v not in unseen]
     if not env.calls:
         # No agent reached the world: the invariants judge only the seed's world, so a
         # violation there (a listed refund missing) is no agent's, and no FAIL.
