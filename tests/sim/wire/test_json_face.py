@@ -237,6 +237,18 @@ def test_auth_expiry_fault_without_clients_is_still_a_401() -> None:
         _error(http.post("/kb/v1/search", json={"query": "refund"}), 401, "invalid_token")
 
 
+def test_auth_expiry_in_an_open_world_points_at_a_retry_not_a_token_endpoint() -> None:
+    """Without OAuth clients no token can be fetched (the token endpoint refuses every
+    client), so the fault's 401 says to call again, and the call again is answered."""
+    env = _env([{"kind": "auth_expiry", "target": "kb.search", "on_call": [1]}])
+    with env.httpx_client() as http:
+        faulted = http.post("/kb/v1/search", json={"query": "refund"})
+        again = http.post("/kb/v1/search", json={"query": "refund"})
+    message = _error(faulted, 401, "invalid_token")["message"]
+    assert "token endpoint" not in message and "call the kb API again" in message
+    assert again.status_code == 200
+
+
 @pytest.mark.parametrize(("fault", "status", "kind", "retry_after"), [
     ({"kind": "error", "status": 429, "retry_after_s": 1.5}, 429, "rate_limited", "2"),
     ({"kind": "error", "status": 503}, 503, "api_error", None),

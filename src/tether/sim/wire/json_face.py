@@ -187,7 +187,12 @@ class JsonFace:
         auth = route.extra.get("auth")
         if isinstance(auth, _Caller):
             auth.identity.expire(auth.client)
-        return _expired(self.service)
+            return _expired(self.service)
+        # An open world (no OAuth clients): no token can be fetched, a call again is answered.
+        return _refusal(401, "invalid_token", f"the credentials expired; this world declares "
+                        f"no OAuth clients, so no token is needed: call the {self.service} "
+                        "API again", headers=_challenge("invalid_token",
+                                                        "The access token expired"))
 
 
 @dataclass(frozen=True)
