@@ -184,6 +184,12 @@ class _LangGraphReplier:
             raise UsageError(f"the graph's final state has no messages ({type(exc).__name__}: "
                              f"{exc}); langgraph_replier drives graphs whose state has a "
                              "'messages' list (MessagesState)") from None
+        if _role(last) not in ("ai", "assistant", "AIMessageChunk"):
+            # The state ends with what was sent (or a tool's answer): the graph said nothing,
+            # and its input is not its reply.
+            raise UsageError(f"the graph gave no reply: its final state ends with a "
+                             f"{_role(last) or type(last).__name__} message, not one of the "
+                             "agent's (an AIMessage)")
         content = getattr(last, "content", None)
         if content is None and isinstance(last, dict):
             content = last.get("content")
@@ -197,10 +203,21 @@ def langgraph_replier(graph: Any, *, config: dict[str, Any] | None = None,
                       done: Done | None = None) -> Replier:
     """A :class:`Replier` for a compiled LangGraph graph whose state has a ``messages`` list:
     each turn ``await graph.ainvoke({"messages": [...]}, config=config)`` and the last
-    message's text is the reply. With ``config`` (a checkpointed thread) only the new
+    message's text is the reply (a graph whose state does not end with an AI message gave
+    none: :class:`~tether.errors.UsageError`). With ``config`` (a checkpointed thread) only the new
     messages are sent; without it, the whole conversation. ``done(state)`` says whether the
     final state ends the conversation."""
     return _LangGraphReplier(graph, config, done)
+
+
+def _role(message: Any) -> str:
+    """Who said a LangGraph state's message: a message object's ``type`` (``ai``, ``human``,
+    ``tool`` …), a dict's ``role`` or ``type``."""
+    if isinstance(message, dict):
+        said = message.get("role", message.get("type"))
+    else:
+        said = getattr(message, "type", None)
+    return said if isinstance(said, str) else ""
 
 
 def _text(value: Any, what: str) -> str:
