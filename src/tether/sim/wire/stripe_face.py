@@ -134,7 +134,6 @@ class StripeFace:
         self.service = service
         self._request_ids = itertools.count(1)
         self._uuid_keys: dict[str, str] = {}
-        self._sent_keys: dict[str, str] = {}  # name → the UUID-shaped key sent
 
     # -- routing -------------------------------------------------------------------------
 
@@ -219,19 +218,10 @@ class StripeFace:
             named = self._uuid_keys.get(key)
             if named is None:
                 named = self._uuid_keys[key] = f"{_NAMED}{len(self._uuid_keys) + 1:04d}"
-                self._sent_keys[named] = key
             return named
         # A key in the names' own space moves out of it: names are ``uuid_<digits>``, these
         # ``uuid_uuid_…``, every other key is kept as sent, so no two keys share a name.
         return _NAMED + key if key.startswith(_NAMED) else key
-
-    def sent_key(self, name: str) -> str:
-        """The idempotency key as a client sent it, from the name it is recorded under (what
-        Stripe's events show as ``request.idempotency_key``)."""
-        sent = self._sent_keys.get(name)
-        if sent is not None:
-            return sent
-        return name[len(_NAMED):] if name.startswith(_NAMED + _NAMED) else name
 
     # -- answers -------------------------------------------------------------------------
 

@@ -12,9 +12,10 @@ world's ledger becomes one or more Stripe events (``evt_0001`` …, from a count
 
 with Stripe's event object (``object: "event"``, ``type``, ``created`` — the effect's virtual
 time —, ``data.object``, ``api_version``, ``livemode: false``, ``pending_webhooks``,
-``request.idempotency_key`` — the key as the client sent it, though the ledger may record a
-UUID-shaped one under a stable name). They are listed at ``GET /payments/v1/events`` and
-``/v1/events/{id}``.
+``request.idempotency_key`` — the key as the ledger records it: a UUID-shaped one, such as
+the SDK's random keys, under its stable name ``uuid_0001`` …, so that the same seed and
+requests deliver the same bytes and an agent's tool that reads events journals the same
+result in every run). They are listed at ``GET /payments/v1/events`` and ``/v1/events/{id}``.
 
 An agent registers an endpoint with ``POST /payments/v1/webhook_endpoints`` (``url``,
 ``enabled_events[]``; ``*`` for all; the API is :mod:`~tether.sim.wire.webhook_api`) and
@@ -200,7 +201,6 @@ class Webhooks:
         #: (reproducible), the real time over HTTP (the receiver, in another process, checks
         #: the stamp against its own real clock).
         self.signing_clock: Clock | None = None
-        self._sent_key: Callable[[str], str] = str  # a recorded key name → the key sent
 
     @classmethod
     def attach(cls, gateway: Gateway, **options: Any) -> Webhooks:
@@ -210,8 +210,6 @@ class Webhooks:
         face = gateway.faces.get("payments")
         if face is not None:
             gateway.mount(WebhookRoutes(face, hooks))
-            # The Stripe face records UUID-shaped keys under names; events show the key sent.
-            hooks._sent_key = getattr(face, "sent_key", hooks._sent_key)
         gateway.after(hooks.after_request)
         return hooks
 
@@ -303,14 +301,10 @@ class Webhooks:
                          "api_version": API_VERSION, "created": int(effect.at),
                          "data": {"object": obj}, "livemode": False,
                          "pending_webhooks": wanted,
-                         "request": {"id": None, "idempotency_key": self._key_sent(effect)},
+                         "request": {"id": None,
+                                     "idempotency_key": effect.data.get("idempotency_key")},
                          "type": event_type})
         return made
-
-    def _key_sent(self, effect: Effect) -> str | None:
-        """The idempotency key of the request that made ``effect``, as the client sent it."""
-        name = effect.data.get("idempotency_key")
-        return self._sent_key(name) if isinstance(name, str) else None
 
     def _object(self, kind: str, effect: Effect) -> dict[str, Any] | None:
         """The object an event carries, as the API shows it now."""
