@@ -164,3 +164,16 @@ def test_an_effect_the_served_world_cannot_see_approved_is_inconclusive() -> Non
     assert result.headline == "INCONCLUSIVE"
     assert any("never_without_approval" in why and "approval" in why
                for why in result.inconclusive)
+
+
+def test_a_service_url_given_for_the_server_says_which_url_to_give() -> None:
+    """A --url below a service (the payments base URL serve also printed) meets that service's
+    refusal; the error says to give the root or the verdict URL instead."""
+    said = b'{"error": {"message": "You did not provide an API key."}}'
+    refusal = (b"HTTP/1.1 401 Unauthorized\r\nContent-Type: application/json\r\n"
+               b"Content-Length: %d\r\n\r\n%s" % (len(said), said))
+    with _speaking(refusal) as url:
+        answer = CliRunner().invoke(app, ["sim", "verdict", "--url", f"{url}/payments"])
+    assert answer.exit_code == 2, answer.output
+    assert "HTTP 401: You did not provide an API key." in answer.output
+    assert "verdict URL" in answer.output

@@ -224,7 +224,9 @@ def fetch_verdict(url: str, *, timeout_s: float = 30.0) -> dict[str, Any]:
         with urllib.request.urlopen(target, timeout=timeout_s) as answer:
             data = json.loads(answer.read())
     except urllib.error.HTTPError as exc:
-        raise UsageError(f"{target} answered HTTP {exc.code}: {_said(exc)}") from exc
+        hint = "" if exc.code >= 500 else (
+            "; give the root tether sim serve printed (http://HOST:PORT) or its verdict URL")
+        raise UsageError(f"{target} answered HTTP {exc.code}: {_said(exc)}{hint}") from exc
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
         raise UsageError(f"cannot reach {target}: {reason}; is tether sim serve running "
