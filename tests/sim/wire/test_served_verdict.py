@@ -2,7 +2,7 @@
 reached an operation) or when none of the scenario's faults fired, never PASS, NOT DONE or a
 FAIL about the seed's own world; `tether sim verdict --url` turns every address that is not a
 served world (a malformed URL, a server that speaks something else) into exit 2 with the
-reason, never a traceback."""
+reason, never a traceback; a --host that is no address is named as such."""
 
 from __future__ import annotations
 
@@ -177,3 +177,15 @@ def test_a_service_url_given_for_the_server_says_which_url_to_give() -> None:
     assert answer.exit_code == 2, answer.output
     assert "HTTP 401: You did not provide an API key." in answer.output
     assert "verdict URL" in answer.output
+
+
+@pytest.mark.parametrize("host", ["nonexistent.invalid", "127.0.0.1:80"])
+def test_a_host_that_is_no_address_names_the_host_not_the_port(host: str) -> None:
+    """A --host that does not resolve is bad input naming --host (not advice to pick another
+    port)."""
+    from tether.errors import UsageError
+    from tether.sim.wire.serve import listen
+
+    with pytest.raises(UsageError, match=r"--host") as refused:
+        listen(host, 0)
+    assert "--port" not in str(refused.value)

@@ -277,6 +277,10 @@ def listen(host: str, port: int) -> socket.socket:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host.strip("[]"), port))
         sock.listen(128)
+    except socket.gaierror as exc:
+        sock.close()
+        raise UsageError(f"--host {host!r}: not an address of this machine ({exc.strerror}); "
+                         "expected an IP address such as 127.0.0.1 or ::1") from exc
     except OSError as exc:
         sock.close()
         raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror or exc}; choose "
