@@ -388,6 +388,19 @@ def test_an_agent_reaches_the_world_by_url(served: tuple[str, Environment]) -> N
     assert [c.error.split(":")[0] for c in env.calls] == ["ConnectionDropped", ""]
 
 
+def test_a_server_that_cannot_list_its_tools_is_a_usage_error_naming_it() -> None:
+    """A wrong path or a port nobody listens on is said with the URL and the server's
+    answer, from sync and async code alike."""
+    with _serving(mcp_asgi_app(environment_for(_scenario()))) as url:
+        with pytest.raises(UsageError, match=r"could not list the tools of '.*/nowhere'"):
+            mcp_toolset(url.replace("/mcp", "/nowhere"))
+        with pytest.raises(UsageError, match=r"could not list the tools of '.*/elsewhere'"):
+            asyncio.run(mcp_toolset_async(url.replace("/mcp", "/elsewhere")))
+    with pytest.raises(UsageError, match=r"could not list the tools of 'http://127\.0\.0\.1"
+                                         r":1/mcp'.*ConnectError"):
+        mcp_toolset("http://127.0.0.1:1/mcp")
+
+
 def test_a_worker_crash_after_an_mcp_write_is_recovered_without_a_second_refund() -> None:
     """A crash after the refund was applied reaches the runtime as a crash (not wrapped by the
     connection); the recovered run re-issues with the same key: one refund, one crash."""

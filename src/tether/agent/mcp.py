@@ -124,7 +124,7 @@ def mcp_toolset(
     ``timeout_s``, ``key_retention_s`` and ``classify_error`` apply to every tool.
     """
     connection = per_call(source)
-    listing = _blocking(connection.list_tools)
+    listing = _blocking(lambda: _listed(source, connection))
     return _toolset(listing, connection, effects=effects, key_arg=key_arg, only=only,
                     reconcile=reconcile, keys=keys, trust=trust, attempts=attempts,
                     timeout_s=timeout_s, key_retention_s=key_retention_s,
@@ -149,11 +149,25 @@ async def mcp_toolset_async(
     ``ClientSession`` (a stdio server, a custom transport), whose session every call then
     uses — keep it open while the agent runs."""
     connection = open_session(source) or per_call(source)
-    listing = await connection.list_tools()
+    listing = await _listed(source, connection)
     return _toolset(listing, connection, effects=effects, key_arg=key_arg, only=only,
                     reconcile=reconcile, keys=keys, trust=trust, attempts=attempts,
                     timeout_s=timeout_s, key_retention_s=key_retention_s,
                     classify_error=classify_error)
+
+
+async def _listed(source: Any, connection: Connection) -> Sequence[MCPToolInfo]:
+    """The server's tools; a server that cannot be reached or refuses to list them is the
+    caller's to fix (the URL, the path, the server), said with what it answered."""
+    try:
+        return await connection.list_tools()
+    except UsageError:
+        raise
+    except Exception as exc:
+        where = source if isinstance(source, str) else type(source).__name__
+        raise UsageError(f"mcp_toolset: could not list the tools of {where!r} "
+                         f"({type(exc).__name__}: {exc}); check that an MCP server answers "
+                         "there (tether sim serve prints its endpoint as 'mcp')") from exc
 
 
 # -- building the tools ------------------------------------------------------------------
