@@ -54,6 +54,16 @@ def test_token_by_basic_and_by_body() -> None:
     assert [e.key for e in env.world.ledger.of("identity", "issue")] == ["grant:desk"] * 2
 
 
+def test_a_parameter_without_a_value_is_as_if_omitted() -> None:
+    """RFC 6749 §3.2: an empty client_secret beside Basic is no second authentication, and an
+    empty client_id beside Basic names no other client: both are taken as omitted."""
+    env = _env()
+    with env.httpx_client() as http:
+        answers = [http.post("/identity/oauth/token", data={**GRANT, name: ""},
+                             auth=("desk", "s3cret")) for name in ("client_secret", "client_id")]
+    assert [a.status_code for a in answers] == [200, 200], [a.text for a in answers]
+
+
 def test_basic_credentials_are_form_decoded() -> None:
     """RFC 6749 §2.3.1: id and secret are form-encoded before Basic; scopes come back."""
     env = _env()

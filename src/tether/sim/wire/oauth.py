@@ -125,7 +125,8 @@ def _error(status: int, code: str, description: str,
 
 
 def _form(body: bytes) -> dict[str, str] | WireResponse:
-    """The form's parameters; a parameter sent twice is refused (RFC 6749 §3.2)."""
+    """The form's parameters; a parameter sent twice is refused, one sent without a value is
+    taken as omitted (RFC 6749 §3.2)."""
     try:
         pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, strict_parsing=False)
     except (UnicodeDecodeError, ValueError) as exc:
@@ -135,7 +136,7 @@ def _form(body: bytes) -> dict[str, str] | WireResponse:
         if name in form:
             return _error(400, "invalid_request", f"parameter {name!r} is repeated")
         form[name] = value
-    return form
+    return {name: value for name, value in form.items() if value}
 
 
 def _basic(header: str | None) -> tuple[str, str] | WireResponse | None:
