@@ -127,9 +127,14 @@ def _speaking(reply: bytes) -> Iterator[str]:
         server.close()
 
 
+_DEEP = b"[" * 100_000 + b"]" * 100_000
+
+
 @pytest.mark.parametrize("reply", [
     b"SSH-2.0-OpenSSH_9.6\r\n",                                      # not HTTP at all
     b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{\"a\"",          # a body cut short
+    b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(_DEEP), _DEEP),  # too deep
+    b"HTTP/1.1 404 Not Found\r\nContent-Length: %d\r\n\r\n%s" % (len(_DEEP), _DEEP),
 ])
 def test_verdict_of_a_server_that_is_not_a_served_world_exits_2(reply: bytes) -> None:
     """A server that does not speak HTTP, or breaks off its answer, is bad input (exit 2)

@@ -67,3 +67,27 @@ def test_an_oversized_body_is_a_413_in_the_services_documented_error_shape(
     answer = asyncio.run(main())
     assert answer.status_code == 413
     Draft202012Validator(getattr(openapi, schema)).validate(answer.json())
+
+
+DEEP = b"[" * 100_000 + b"]" * 100_000
+
+
+def test_json_nested_past_the_parsers_depth_is_a_400_where_json_is_read() -> None:
+    """JSON nested deeper than the parser recurses (a RecursionError, not a ValueError) is a
+    400 wherever a JSON body is read: a webhook endpoint sent as JSON (Stripe's shape) and the
+    served world's clock control."""
+    from tether.sim.wire.asgi import asgi_app
+
+    env = _env()
+
+    async def main() -> list[httpx.Response]:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=asgi_app(env)),
+                                     base_url="http://127.0.0.1") as http:
+            return [await http.post("/payments/v1/webhook_endpoints", content=DEEP,
+                                    headers={"content-type": "application/json"},
+                                    auth=(KEY, "")),
+                    await http.post("/_tether/clock/advance", content=DEEP)]
+
+    hooks, clock = asyncio.run(main())
+    assert hooks.status_code == 400 and hooks.json()["error"]["type"] == "invalid_request_error"
+    assert clock.status_code == 400 and clock.json()["error"]["param"] == "seconds"

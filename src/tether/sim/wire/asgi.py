@@ -322,7 +322,7 @@ def _advancing(wire: _Wire) -> _Handler:
 async def _advance(env: Environment, request: Request) -> tuple[int, Any]:
     try:
         data = await request.json()
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested deeper than the parser goes
         data = None
     seconds = data.get("seconds") if isinstance(data, dict) else None
     if isinstance(seconds, bool) or not isinstance(seconds, int | float) or \

@@ -100,7 +100,8 @@ class WireRequest:
             return {}
         try:
             return json.loads(self.body)
-        except (ValueError, UnicodeDecodeError) as exc:
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+            # RecursionError: nested deeper than the parser recurses ("[[[[…").
             raise BadRequestBody(f"the request body is not valid JSON: {exc}") from None
 
 

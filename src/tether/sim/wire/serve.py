@@ -235,7 +235,7 @@ def fetch_verdict(url: str, *, timeout_s: float = 30.0) -> dict[str, Any]:
         # Something answered that does not speak HTTP, or broke off its answer.
         raise UsageError(f"{target} did not answer HTTP ({type(exc).__name__}: {exc}); is "
                          "it a tether sim serve address?") from exc
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # not JSON, or nested past the parser
         raise UsageError(f"{target} did not answer JSON; is it a tether sim serve "
                          "address?") from exc
     if not isinstance(data, dict):
@@ -247,7 +247,8 @@ def _said(answer: urllib.error.HTTPError) -> str:
     """What a refusing server said: a served world's error message, else a hint."""
     try:
         message = json.loads(answer.read())["error"]["message"]
-    except (ValueError, KeyError, TypeError, OSError):
+    except (ValueError, RecursionError, KeyError, TypeError, OSError,
+            http.client.HTTPException):
         return "is it a tether sim serve address?"
     return str(message)
 
