@@ -308,7 +308,9 @@ def sim_serve(scenario: Path, seed: SeedOpt = 0, port: PortOpt = 0,
     session repeats only if the agent does. The virtual clock moves with latency faults and
     POST /_tether/clock/advance {"seconds": N}, never with wall time. On shutdown the
     verdict is printed as tether sim run prints it, and the exit status is its: 0 when
-    every invariant holds, 1 when one is violated, 3 when inconclusive, 2 on bad input.
+    every invariant holds, 1 when one is violated, 3 when inconclusive (no request reached
+    the world, none of its faults fired, or it asks what the wire cannot test), 2 on bad
+    input.
     """
     from tether.sim.episode import environment_for
     from tether.sim.wire import serve as served
