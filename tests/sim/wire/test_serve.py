@@ -586,3 +586,61 @@ def test_only_loopback_hosts_serve_without_the_warning(host: str, loopback: bool
     from tether.sim.wire.serve import is_loopback
 
     assert is_loopback(host) is loopback
+
+
+def test_concurrent_clients_are_answered_on_the_servers_one_event_loop(tmp_path: Path) -> None:
+    """Clients in several threads at once (httpx over HTTP and the official MCP client) reach
+    a world served by uvicorn as `tether sim serve` serves it: every operation runs on the
+    server's one event-loop thread (the gateway and services are not thread-safe), and the
+    ledger has each refund once."""
+    import uvicorn
+    from mcp import Client
+    from mcp.client.streamable_http import streamable_http_client
+
+    from tether.sim.wire.asgi import asgi_app, dropping_protocol
+    from tether.sim.wire.serve import listen, root_of
+
+    env = _asgi_env()
+    ran_on: set[int] = set()
+    invoke = env.gateway.invoke_async
+
+    async def recording(*args: Any, **kwargs: Any) -> Any:
+        ran_on.add(threading.get_ident())
+        return await invoke(*args, **kwargs)
+
+    env.gateway.invoke_async = recording
+    sock = listen("127.0.0.1", 0)
+    root = env.gateway.root = root_of(sock)
+    server = uvicorn.Server(uvicorn.Config(asgi_app(env), http=dropping_protocol(),
+                                           lifespan="on", log_level="warning"))
+    serving = threading.Thread(target=lambda: asyncio.run(server.serve(sockets=[sock])),
+                               daemon=True)
+    serving.start()
+
+    def refund(amount: int) -> int:
+        with httpx.Client(base_url=f"{root}/payments", auth=(KEY, "")) as http:
+            return http.post("/v1/refunds", data={"charge": "ch_1", "amount": amount},
+                             headers={"Idempotency-Key": f"k-{amount}"}).status_code
+
+    async def by_mcp() -> None:
+        async with Client(streamable_http_client(f"{root}/mcp")) as client:
+            await client.call_tool("payments_get_charge", {"id": "ch_1"})
+
+    try:
+        while not server.started:
+            threading.Event().wait(0.01)
+        threads = [threading.Thread(target=lambda a=a: statuses.append(refund(a)))
+                   for a in range(1, 9) for _ in range(2)]
+        statuses: list[int] = []
+        for thread in threads:
+            thread.start()
+        asyncio.run(by_mcp())
+        for thread in threads:
+            thread.join(timeout=30)
+    finally:
+        server.should_exit = True
+        serving.join(timeout=30)
+    assert statuses == [200] * 16
+    assert len(ran_on) == 1 and threading.get_ident() not in ran_on
+    assert sorted(e.data["amount"] for e in env.world.ledger) == list(range(1, 9))
+    assert [c.target for c in env.calls].count("payments.get_charge") == 1  # the MCP call
