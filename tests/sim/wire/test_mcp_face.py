@@ -396,6 +396,24 @@ def test_streamable_http_serves_the_same_tools_and_faults() -> None:
     assert len(_refunds(env)) == 1
 
 
+@pytest.mark.parametrize("path", ["/mcp", "/mcp/"])
+def test_the_served_world_answers_mcp_at_its_path_with_or_without_a_slash(path: str) -> None:
+    """The world ``tether sim serve`` serves answers the official client at ``/mcp`` and at
+    ``/mcp/`` (as many MCP servers are addressed), not with a service's 404."""
+    from tether.sim.wire.asgi import asgi_app
+
+    async def listed() -> int:
+        app = asgi_app(_env())
+        async with app.router.lifespan_context(app):
+            http = httpx2.AsyncClient(transport=httpx2.ASGITransport(app=app),
+                                      base_url="http://127.0.0.1:8000", follow_redirects=True)
+            url = f"http://127.0.0.1:8000{path}"
+            async with Client(streamable_http_client(url, http_client=http)) as client:
+                return len((await client.list_tools()).tools)
+
+    assert asyncio.run(asyncio.wait_for(listed(), 60)) > 20
+
+
 def test_a_crash_over_http_is_a_lost_response_and_the_server_goes_on() -> None:
     """Over HTTP a worker crash cannot reach the agent's process: the call is answered as a
     lost response (504), the write stays applied, and the next call is served."""

@@ -98,7 +98,10 @@ def asgi_app(env: Environment) -> Starlette:
     ]
     if mcp is not None:
         # Routed with its full path (the MCP app answers at /mcp itself; a Mount would strip it).
+        # /mcp/ too, which the MCP app redirects to /mcp: else the services' catch-all below
+        # would answer a client addressing the endpoint with a trailing slash with a 404.
         routes.append(Route("/mcp", _ThenDeliver(mcp, wire)))
+        routes.append(Route("/mcp/", _ThenDeliver(mcp, wire)))
     routes.append(Route("/{path:path}", wire))
 
     @contextlib.asynccontextmanager
