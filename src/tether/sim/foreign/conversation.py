@@ -44,6 +44,11 @@ def build_participant(factory: AgentFactory, env: Environment, spec: str) -> Age
     except Exception as exc:
         raise UsageError(f"agent {spec}: the factory raised {type(exc).__name__}: {exc}") \
             from exc
+    if isinstance(built, type):
+        # A class has its reply as an attribute too, so it would pass for a Replier and fail
+        # at its first turn with a TypeError the agent never caused.
+        raise UsageError(f"agent {spec}: the factory returned the class {built.__name__}, "
+                         f"not an agent; return an instance: {built.__name__}(...)")
     if isinstance(built, Replier) and not isinstance(built, Agent):
         if not callable(built.reply):
             raise UsageError(f"agent {spec}: {type(built).__name__}.reply is not a method "
