@@ -24,6 +24,8 @@ FAULTS = {
     "timeout_after": {"kind": "timeout_after", "target": "payments.create_refund",
                       "on_call": [1]},
     "crash": {"kind": "crash", "target": "payments.create_refund", "on_call": [1]},
+    "crash_before": {"kind": "crash", "point": "before", "target": "payments.create_refund",
+                     "on_call": [1]},
     "error_500": {"kind": "error", "target": "payments.create_refund", "on_call": [1],
                   "status": 500},
 }
@@ -109,12 +111,15 @@ def test_each_write_is_made_once_whatever_the_fault_and_the_frameworks_retries(
     rebuilt after the crash; an unsafe write whose outcome is unknown escalates the episode."""
     result = run_episode(_scenario(fault), 1, "default", agent=_desk(effect, business_key))
     assert result.firings
-    assert _refunds(result) == 1, (result.status, result.reason, result.answer)
     unknown = effect == "unsafe" and fault != "error_500"
+    # (An unsafe write cut off by a crash before it reached the service stays unknown to
+    # tether: escalated, and never sent again.)
+    expected = 0 if unknown and fault == "crash_before" else 1
+    assert _refunds(result) == expected, (result.status, result.reason, result.answer)
     assert result.status == ("escalated" if unknown else "completed"), result.reason
     if unknown:
         assert "refund" in result.reason and "unsafe" in result.reason
         refund_calls = [c for c in result.calls if c.target == "payments.create_refund"]
-        assert len(refund_calls) == 1  # the framework's retries were refused unsent
+        assert len(refund_calls) <= 1  # the framework's retries were refused unsent
     else:
         assert result.ok and result.answer.startswith("Refunded ch_1"), result.answer
