@@ -217,3 +217,16 @@ def test_an_async_client_gives_up_at_its_read_timeout_too() -> None:
 
     assert asyncio.run(go()) == 12
     assert len(env.world.ledger) == 0
+
+
+def test_a_path_without_a_service_names_where_the_services_are() -> None:
+    """A client pointed at the world's root instead of a service's base URL (the stripe SDK
+    sending /v1/charges) gets a 404 naming the services and the base URL to use."""
+    from tether.sim.wire.transport import httpx_client
+
+    env = _env([])
+    with httpx_client(Gateway(env), asynchronous=False) as http:
+        answer = http.get("/v1/charges")
+    assert answer.status_code == 404
+    message = answer.json()["error"]["message"]
+    assert "no simulated service 'v1'" in message and "http://sim.tether/payments" in message

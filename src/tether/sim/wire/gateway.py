@@ -173,10 +173,13 @@ class Gateway:
     def _route(self, request: WireRequest) -> tuple[Face, Route] | WireResponse:
         face = self.faces.get(request.service)
         if face is None:
+            named = sorted(self.faces)
+            example = "payments" if "payments" in self.faces else (named or ["SERVICE"])[0]
             return WireResponse.of_json(404, {"error": {
                 "type": "not_found",
                 "message": f"no simulated service {request.service!r} at this address; "
-                           f"services: {', '.join(sorted(self.faces))}"}})
+                           f"services: {', '.join(named)}; a client's base URL is the "
+                           f"service's, e.g. {self.root}/{example}"}})
         try:
             routed = face.route(request, self)
         except BadRequestBody as exc:
