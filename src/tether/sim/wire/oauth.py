@@ -19,7 +19,8 @@ any other call and the issue is a ledger effect. A refusal is RFC 6749 §5.2 JSO
 ``{"error": code, "error_description": text}``: ``invalid_request`` (400: not a form, a
 parameter repeated, two authentication methods), ``unsupported_grant_type`` (400),
 ``invalid_scope`` (400), ``invalid_client`` (401; with ``WWW-Authenticate: Basic`` when the
-client tried Basic). An injected 5xx or 429 is ``temporarily_unavailable``.
+client tried Basic). An injected 5xx or 429 is ``temporarily_unavailable``. A parameter sent
+without a value counts as omitted (§3.2).
 """
 
 from __future__ import annotations
