@@ -32,6 +32,8 @@ class _ToolRunner:
     name, calling it once through :meth:`RunContext.call_tool` (the write protocol)."""
 
     runtime: Runtime | None
+    #: The run ids' prefix inside an episode, whose runs the runner keeps (``run_ids``,
+    #: ``keys``) for the episode's journal and its recovery; ``None`` outside one.
     prefix: str | None = None
     run_ids: list[str] = field(default_factory=list)
     #: A call's identity (its business key, else the tool and its arguments) → why a call
@@ -87,9 +89,8 @@ class _ToolRunner:
             self.keys[run_id] = identity
         result = await self._runtime().start(workflow, args.model_dump(mode="json"),
                                              run_id=run_id)
-        if run_id is None:
-            self.run_ids.append(result.run_id)
-            self.keys[result.run_id] = identity
+        # (Outside an episode the runs are not kept here: the runtime's store has them, and
+        # a runner shared by every call on a long-lived runtime must not grow with them.)
         return self._settled(tool.name, key, identity, result.status, result.result,
                              result.reason, result.raise_for_status)
 
