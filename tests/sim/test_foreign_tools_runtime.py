@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 from pydantic import BaseModel
 
 import tether
@@ -75,3 +76,35 @@ def test_toolsets_made_again_on_one_runtime_share_it(tmp_path: Path) -> None:
     assert asyncio.run(second(charge="ch_2")) == {"id": "re_1", "charge": "ch_2"}
     assert log.read_text().split() == ["refund:ch_1", "refund:ch_2"]
     assert len(runtime.store.list_runs()) == 2
+
+
+def test_a_call_escalated_in_an_earlier_process_is_refused_in_the_next(tmp_path: Path) -> None:
+    """An unsafe write whose outcome tether escalated stays escalated for the runtime's
+    store: tools made again on it (the next process) refuse the same call without sending
+    it, with and without a business key."""
+    db = str(tmp_path / "tools.db")
+    sent: list[str] = []
+
+    def unsafe(business_key: bool) -> tether.Tool[Any, Any]:
+        @tether.tool(name=f"wire_{business_key}", effect="unsafe", args=RefundArgs,
+                     result=dict, key=(lambda a: f"wire:{a.charge}") if business_key else None)
+        def wire(ctx: tether.ToolContext, args: RefundArgs) -> Any:
+            sent.append(args.charge)
+            raise TimeoutError("no answer")  # the outcome of the write is unknown
+
+        return wire
+
+    first = tether.Runtime(tether.SQLiteStore(db), clock=tether.VirtualClock(), seed=1)
+    for business_key in (True, False):
+        (call,) = tether_tools([unsafe(business_key)], first)
+        with pytest.raises(tether.ToolFailed, match="escalated"):
+            asyncio.run(call(charge="ch_1"))
+    assert sent == ["ch_1", "ch_1"]
+    later = tether.Runtime(tether.SQLiteStore(db), clock=tether.VirtualClock(), seed=2)
+    for business_key in (True, False):
+        (call,) = tether_tools([unsafe(business_key)], later)
+        with pytest.raises(tether.ToolFailed, match="escalated"):
+            asyncio.run(call(charge="ch_1"))
+        with pytest.raises(tether.ToolFailed):
+            asyncio.run(call(charge="ch_2"))  # another call of the tool is sent
+    assert sent == ["ch_1", "ch_1", "ch_2", "ch_2"]

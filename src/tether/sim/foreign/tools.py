@@ -15,8 +15,8 @@ from typing import Annotated, Any
 
 from pydantic import Field
 
-from tether.errors import ToolFailed
-from tether.events import Event, RunStatus
+from tether.errors import ToolArgsInvalid, ToolFailed
+from tether.events import Event, RunFinished, RunStarted, RunStatus
 from tether.runtime.codec import to_json
 from tether.runtime.runtime import Runtime, Workflow
 from tether.runtime.tools import Tool, ToolContext
@@ -68,7 +68,27 @@ class _ToolRunner:
                 return await ctx.call_tool(self.tools[name], args)
 
             found = self.workflows[name] = Workflow(f"tether_tools.{name}", run)
+            self._escalated_before(tool, found.name)
         return found
+
+    def _escalated_before(self, tool: Tool[Any, Any], workflow: str) -> None:
+        """Learn the calls of ``tool`` the store already holds as escalated (by an earlier
+        process on it): they are refused as this runner's own escalations are."""
+        if self.runtime is None:
+            return  # a fresh in-memory runtime: nothing before
+        store = self.runtime.store
+        for info in store.list_runs(status=RunStatus.ESCALATED):
+            events = store.read(info.run_id)
+            started, finished = events[0], events[-1]
+            if not (isinstance(started, RunStarted) and started.workflow == workflow
+                    and isinstance(finished, RunFinished)):
+                continue
+            try:
+                args = tool.validate_args(started.input)
+            except ToolArgsInvalid:  # the tool's arguments changed since: not this call
+                continue
+            identity = _identity(tool, tool.idempotency_key(args, ""), args)
+            self.escalated.setdefault(identity, finished.reason)
 
     async def call(self, tool: Tool[Any, Any], kwargs: dict[str, Any]) -> Any:
         args = tool.validate_args(kwargs)
@@ -209,9 +229,9 @@ def tether_tools(tools: Sequence[Tool[Any, Any]],
     keyed by the tool's business key, retried and settled by the write protocol — and a call
     whose outcome tether had to escalate raises :class:`~tether.errors.ToolFailed`, as does
     any later call under the same key (without a business key: of the same tool with the same
-    arguments). Inside an episode the episode's runtime (on the
-    world's clock) is used instead, and under the ``naive`` harness the handlers are called
-    directly (see the module docstring).
+    arguments), also from tools made again on the runtime's store in a later process. Inside
+    an episode the episode's runtime (on the world's clock) is used instead, and under the
+    ``naive`` harness the handlers are called directly (see the module docstring).
 
     >>> import pydantic_ai                                              # doctest: +SKIP
     >>> agent = pydantic_ai.Agent(model, tools=tether_tools([issue_refund]))  # doctest: +SKIP
