@@ -11,8 +11,10 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from jsonschema import Draft202012Validator  # type: ignore[import-untyped]
 
-from tether.sim.wire.stripe_face import DEFAULT_STRIPE_VERSION, mask
+from tether.sim.wire.openapi import openapi_document
+from tether.sim.wire.stripe_face import DEFAULT_STRIPE_VERSION, WIRE_FIELDS, mask
 
 from .stripe_world import KEY, effects, http, world
 
@@ -340,3 +342,52 @@ def test_bodies_are_json_with_sorted_keys() -> None:
 def test_key_is_a_test_secret() -> None:
     """The fixture key is a test secret key (the face's default acceptance)."""
     assert KEY.startswith("sk_test_")
+
+
+# -- the fields Stripe's objects carry beyond the service's models ----------------------------
+
+
+def _documented(path: str) -> dict[str, Any]:
+    """The JSON Schema the OpenAPI document promises for the 200 body of ``GET path``."""
+    document = openapi_document()
+    schema = document["paths"]["/payments" + path]["get"]["responses"]["200"]["content"][
+        "application/json"]["schema"]
+    found: dict[str, Any] = json.loads(json.dumps(
+        {**schema, "$defs": document["components"]["schemas"]}).replace(
+        "#/components/schemas/", "#/$defs/"))
+    return found
+
+
+@pytest.mark.parametrize("path", ["/v1/customers/{id}", "/v1/charges/{id}", "/v1/refunds/{id}",
+                                  "/v1/payouts/{id}", "/v1/customers", "/v1/charges",
+                                  "/v1/refunds", "/v1/payouts"])
+def test_objects_carry_the_added_fields_and_the_document_describes_them(path: str) -> None:
+    """Every object and list item carries the fields the face adds for its type, and the
+    OpenAPI document's schema for the answer accepts it."""
+    env = world()
+    client = http(env)
+    made = {"customer": "cus_0001", "charge": "ch_0001",
+            "refund": client.post("/v1/refunds", data={"charge": "ch_0001"}).json()["id"],
+            "payout": client.post("/v1/payouts", data={"amount": "100", "currency": "usd"}
+                                  ).json()["id"]}
+    kind = path.split("/")[2][:-1]
+    body = client.get(path.replace("{id}", made[kind])).json()
+    objects = body["data"] if body["object"] == "list" else [body]
+    assert objects and all(set(WIRE_FIELDS[kind]) <= set(o) for o in objects)
+    errors = list(Draft202012Validator(_documented(path)).iter_errors(body))
+    assert not errors, [e.message for e in errors]
+
+
+def test_fields_derived_from_drifted_fields_are_left_out_and_given_ones_kept() -> None:
+    """A drift that takes ``status`` or ``amount`` away takes the fields derived from it
+    (``paid``, ``captured``, ``amount_captured``) too, rather than stating what the answer
+    no longer shows; a field the (wrong) answer already has is kept as it is."""
+    renamed = http(world([{"kind": "schema_drift", "target": "payments.get_charge",
+                           "rename": {"status": "state", "amount": "amount_cents"}}]))
+    drifted = renamed.get("/v1/charges/ch_0001").json()
+    assert drifted["state"] == "succeeded" and drifted["livemode"] is False
+    assert not {"paid", "captured", "amount_captured", "status", "amount"} & set(drifted)
+    wrong = http(world([{"kind": "wrong_content", "target": "payments.get_charge",
+                         "replace": {"paid": "yes", "status": "failed"}}]))
+    answer = wrong.get("/v1/charges/ch_0001").json()
+    assert (answer["paid"], answer["captured"], answer["amount_captured"]) == ("yes", False, 0)

@@ -9,10 +9,12 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
+import mcp
 import pytest
 import stripe
 
 from tether.sim import Environment
+from tether.sim.wire.mcp_face import mcp_server, tool_name
 
 from .stripe_world import effects, http, sdk, sdk_over_httpx, world
 
@@ -394,3 +396,110 @@ def test_runs_are_identical_despite_the_sdks_random_keys() -> None:
         return env.world.ledger.digest(), [(c.target, c.args, c.response) for c in env.calls]
 
     assert run() == run()
+
+
+# -- the fields Stripe's objects carry beyond the service's models --------------------------
+
+#: A succeeded, a pending and a failed charge of one customer.
+CHARGES: Any = [{"id": "ch_0001", "customer": "cus_0001", "amount": 5000, "created": 100},
+                {"id": "ch_0002", "customer": "cus_0001", "amount": 1200, "created": 200,
+                 "status": "pending"},
+                {"id": "ch_0003", "customer": "cus_0001", "amount": 900, "created": 300,
+                 "status": "failed"}]
+
+
+@both
+def test_the_sdk_reads_the_fields_stripe_objects_carry(connect: Clients) -> None:
+    """The fields SDK code reads on charges, refunds, customers and payouts are there, with
+    what is true of the world: paid/captured/amount_captured from the charge's status, test
+    mode, no PaymentIntents or balance transactions, no customer balance, phone or
+    description."""
+    client = connect(world(charges=CHARGES))
+    paid, pending, failed = (client.v1.charges.retrieve(f"ch_000{n}") for n in (1, 2, 3))
+    assert (paid.paid, paid.captured, paid.amount_captured) == (True, True, 5000)
+    assert (pending.paid, pending.captured, pending.amount_captured) == (False, False, 0)
+    assert (failed.paid, failed.captured, failed.amount_captured) == (False, False, 0)
+    assert (paid.livemode, paid.payment_intent, paid.balance_transaction) == (False, None, None)
+    assert (paid.failure_code, paid.failure_message, paid.receipt_url) == (None, None, None)
+    # The SDK's type hints leave some of Stripe's fields out; its objects still carry them.
+    refund: Any = client.v1.refunds.create({"charge": "ch_0001", "amount": 100})
+    assert (refund.livemode, refund.payment_intent, refund.balance_transaction) == (
+        False, None, None)
+    after = client.v1.charges.retrieve("ch_0001")
+    assert (after.amount_captured, after.amount_refunded, after.paid) == (5000, 100, True)
+    customer = client.v1.customers.retrieve("cus_0001")
+    assert (customer.livemode, customer.description, customer.phone, customer.balance) == (
+        False, None, None, 0)
+    payout = client.v1.payouts.create({"amount": 700, "currency": "usd"})
+    assert (payout.livemode, payout.balance_transaction, payout.destination) == (
+        False, None, None)
+    assert client.v1.payouts.retrieve(payout.id).livemode is False
+
+
+@both
+def test_list_items_carry_the_same_fields(connect: Clients) -> None:
+    """Every item of a list object (and of auto-paging) is the same object a retrieve
+    answers, added fields included."""
+    client = connect(world(charges=CHARGES))
+    client.v1.refunds.create({"charge": "ch_0001", "amount": 100})
+    client.v1.payouts.create({"amount": 700, "currency": "usd"})
+    resources: list[Any] = [client.v1.charges, client.v1.refunds, client.v1.customers,
+                            client.v1.payouts]
+    for resource in resources:
+        listed = resource.list({"limit": 1})
+        items = list(listed.auto_paging_iter())
+        assert items and all(o.livemode is False for o in items)
+        for item in items:
+            assert item.to_dict() == resource.retrieve(item.id).to_dict()
+    assert [(c.id, c.paid, c.amount_captured) for c in client.v1.charges.list()] == [
+        ("ch_0003", False, 0), ("ch_0002", False, 0), ("ch_0001", True, 5000)]
+
+
+def test_webhook_events_carry_the_objects_as_the_api_answers_them() -> None:
+    """An event's ``data.object`` is the object the API answers, added fields included, and
+    the SDK reads them from the verified event."""
+    env = world()
+    signed: list[stripe.Event] = []
+    url = "https://agent.example/hooks"
+    with http(env) as client:
+        secret = client.post("/v1/webhook_endpoints", data={
+            "url": url, "enabled_events[]": "*"}).json()["secret"]
+
+        def receive(body: bytes, headers: dict[str, str]) -> int:
+            signed.append(stripe.Webhook.construct_event(body, headers["stripe-signature"],
+                                                         secret, tolerance=0))
+            return 200
+
+        env.webhooks.receive(url, receive)
+        assert client.post("/v1/refunds", data={"charge": "ch_0001", "amount": 100}
+                           ).status_code == 200
+        answers = [client.get("/v1/refunds/re_0001").json(),
+                   client.get("/v1/charges/ch_0001").json()]
+    assert [e.type for e in signed] == ["refund.created", "charge.refunded"]
+    assert [e.data.object.to_dict() for e in signed] == answers
+    assert (signed[0].data.object.payment_intent, signed[1].data.object.paid) == (None, True)
+
+
+def test_env_client_and_mcp_answers_keep_the_services_fields() -> None:
+    """The added fields belong to the Stripe wire only: ``env.client``, ``gateway.invoke``
+    (which MCP answers with) and the recorded calls keep the service's own fields."""
+    env = world()
+
+    async def through_the_client() -> Any:
+        return await env.client("payments").get_charge("ch_0001")
+
+    model = asyncio.run(through_the_client())
+    invoked = env.gateway.invoke("payments", "get_charge", {"id": "ch_0001"})
+    assert invoked == model == env.service("payments").get_charge("ch_0001").model_dump(
+        mode="json")
+    assert not {"paid", "captured", "livemode", "payment_intent"} & set(invoked)
+    assert sdk(env).v1.charges.retrieve("ch_0001").paid is True
+    assert all("paid" not in c.response for c in env.calls if isinstance(c.response, dict))
+
+    async def over_mcp() -> Any:
+        async with mcp.Client(mcp_server(env)) as session:
+            return await session.call_tool(tool_name("payments", "get_charge"),
+                                           {"id": "ch_0001"})
+
+    answer = asyncio.run(over_mcp())
+    assert answer.structured_content == model

@@ -16,6 +16,7 @@ are generated in one pass, so two models of one name (the CRM's and the payments
 
 from __future__ import annotations
 
+import copy
 import importlib
 import re
 import sys
@@ -121,8 +122,10 @@ def openapi_document(services: Mapping[str, type] | None = None, *, payments: bo
         paths[f"/identity{TOKEN_PATH}"] = {"post": _token_operation()}
     if endpoints and payments_cls is not None:
         schemas["StripeError"] = STRIPE_ERROR_SCHEMA
+        added = _wire_fields()
         for endpoint in endpoints:
             returns = found.get((("payments", endpoint.operation, "out"), "serialization"))
+            _describe_wire_fields(schemas, returns, added)
             path = "/payments" + _template(endpoint)
             paths.setdefault(path, {})[endpoint.method.lower()] = _stripe_operation(
                 endpoint, returns, payments_cls)
@@ -245,6 +248,33 @@ def _stripe_endpoints() -> list[Any]:
         return []
     table = getattr(face, "ENDPOINTS", None) or getattr(face, "_ENDPOINTS", None)
     return list(table or ())
+
+
+def _wire_fields() -> Mapping[str, Mapping[str, Any]]:
+    """The fields the payments face adds to the service's objects, by object type (called
+    once :func:`_stripe_endpoints` found the face's module)."""
+    module, _, _ = DEFAULT_FACES["payments"].partition(":")
+    found = getattr(importlib.import_module(module), "WIRE_FIELDS", None)
+    return found if isinstance(found, Mapping) else {}
+
+
+def _describe_wire_fields(schemas: dict[str, Any], returns: dict[str, Any] | None,
+                          added: Mapping[str, Mapping[str, Any]]) -> None:
+    """Add to the component a payments answer refers to the fields the face adds to its
+    objects (not required: one derived from fields a drift fault took away is left out)."""
+    answer = returns or {}
+    ref = answer.get("$ref") or answer.get("items", {}).get("$ref")  # an object or a list's
+    name = ref.rpartition("/")[2] if isinstance(ref, str) else None
+    component = schemas.get(name) if name is not None else None
+    if not isinstance(component, dict):
+        return
+    properties = component.get("properties", {})
+    kind = properties.get("object", {}).get("const")
+    fields = added.get(kind, {}) if isinstance(kind, str) else {}
+    if fields:
+        component["properties"] = {**properties, **{
+            field: copy.deepcopy(dict(schema)) for field, schema in fields.items()
+            if field not in properties}}
 
 
 def _template(endpoint: Any) -> str:

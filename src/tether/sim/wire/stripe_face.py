@@ -28,6 +28,16 @@ path                        method  operation            parameters
 /v1/balance                 GET     get_balance
 ==========================  ======  ===================  ==================================
 
+Objects carry the fields Stripe's do that SDK code commonly reads and the service's models
+leave out (:data:`WIRE_FIELDS`; :func:`stripe_object` adds them to every object and list item,
+and webhook events carry the same objects), with what is true of the simulated world:
+``livemode`` is false (a test-mode world); a charge is ``paid`` and ``captured``, with
+``amount_captured`` its amount, when it succeeded (``false``, ``false``, ``0`` otherwise); a
+customer's ``balance`` is 0; the ids of things the world does not model (PaymentIntents,
+balance transactions, payment methods, bank accounts) and text it does not keep (a customer's
+phone or description, a failure's code) are ``null``. Only the wire has them: ``env.client``,
+MCP answers, the recorded calls and the ledger keep the service's own fields.
+
 A parameter the endpoint does not know is a 400 ``parameter_unknown`` and ``expand`` a 400
 naming it — never silently ignored. Keys: any ``sk_test_…`` (or ``rk_test_…``), unless the
 payments seed lists ``api_keys``. Every response carries a ``Request-Id`` (a counter of the
@@ -49,7 +59,7 @@ import binascii
 import itertools
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,7 +68,7 @@ from tether.sim.wire.forms import FormError, as_mapping, decode_form, parse_pair
 from tether.sim.wire.gateway import Gateway, Route
 from tether.sim.wire.messages import WireRequest, WireResponse
 
-__all__ = ["DEFAULT_STRIPE_VERSION", "StripeFace"]
+__all__ = ["DEFAULT_STRIPE_VERSION", "WIRE_FIELDS", "StripeFace", "stripe_object"]
 
 #: The API version answered when a request names none (the one stripe-python 16 pins).
 DEFAULT_STRIPE_VERSION = "2026-10-28.endive"
@@ -116,6 +126,109 @@ _ENDPOINTS = (
     _endpoint("GET", "/v1/payouts/{id}", "get_payout"),
     _endpoint("GET", "/v1/balance", "get_balance"),
 )
+
+
+_NULL_ID: dict[str, Any] = {"type": ["string", "null"],
+                            "description": "always null: the simulated world has no such object"}
+_NULL_TEXT: dict[str, Any] = {"type": ["string", "null"],
+                              "description": "always null: the simulated world keeps no such "
+                                             "text"}
+_LIVEMODE: dict[str, Any] = {"const": False, "description": "a test-mode world"}
+
+#: Left out of the object: what the field derives from is not in it (a drifted answer).
+_ABSENT: Any = object()
+
+
+def _constant(value: Any) -> Callable[[Mapping[str, Any]], Any]:
+    return lambda obj: value
+
+
+def _succeeded(obj: Mapping[str, Any]) -> Any:
+    status = obj.get("status", _ABSENT)
+    return _ABSENT if status is _ABSENT else status == "succeeded"
+
+
+def _amount_captured(obj: Mapping[str, Any]) -> Any:
+    succeeded, amount = _succeeded(obj), obj.get("amount")
+    if succeeded is _ABSENT or isinstance(amount, bool) or not isinstance(amount, int):
+        return _ABSENT  # the fields it derives from drifted away: nothing true to say
+    return amount if succeeded else 0
+
+
+#: The fields the face adds, by object type: name → (JSON Schema, its value for an object).
+_ADDED: dict[str, dict[str, tuple[dict[str, Any], Callable[[Mapping[str, Any]], Any]]]] = {
+    "charge": {
+        "paid": ({"type": "boolean", "description": "whether the charge succeeded"},
+                 _succeeded),
+        "captured": ({"type": "boolean", "description": "whether the charge succeeded "
+                      "(the world captures every charge it makes)"}, _succeeded),
+        "amount_captured": ({"type": "integer", "minimum": 0,
+                             "description": "the amount when the charge succeeded, else 0"},
+                            _amount_captured),
+        "livemode": (_LIVEMODE, _constant(False)),
+        "payment_intent": (_NULL_ID, _constant(None)),
+        "payment_method": (_NULL_ID, _constant(None)),
+        "balance_transaction": (_NULL_ID, _constant(None)),
+        "invoice": (_NULL_ID, _constant(None)),
+        "failure_code": (_NULL_TEXT, _constant(None)),
+        "failure_message": (_NULL_TEXT, _constant(None)),
+        "receipt_email": (_NULL_TEXT, _constant(None)),
+        "receipt_url": (_NULL_TEXT, _constant(None)),
+        "statement_descriptor": (_NULL_TEXT, _constant(None)),
+    },
+    "refund": {
+        "livemode": (_LIVEMODE, _constant(False)),
+        "payment_intent": (_NULL_ID, _constant(None)),
+        "balance_transaction": (_NULL_ID, _constant(None)),
+        "failure_reason": (_NULL_TEXT, _constant(None)),
+        "receipt_number": (_NULL_TEXT, _constant(None)),
+    },
+    "customer": {
+        "livemode": (_LIVEMODE, _constant(False)),
+        "balance": ({"const": 0, "description": "the world keeps no customer balances"},
+                    _constant(0)),
+        "description": (_NULL_TEXT, _constant(None)),
+        "phone": (_NULL_TEXT, _constant(None)),
+        "default_source": (_NULL_ID, _constant(None)),
+        "delinquent": ({"const": False, "description": "the world sends no invoices"},
+                       _constant(False)),
+    },
+    "payout": {
+        "livemode": (_LIVEMODE, _constant(False)),
+        "balance_transaction": (_NULL_ID, _constant(None)),
+        "destination": (_NULL_ID, _constant(None)),
+        "failure_code": (_NULL_TEXT, _constant(None)),
+        "failure_message": (_NULL_TEXT, _constant(None)),
+        "statement_descriptor": (_NULL_TEXT, _constant(None)),
+    },
+}
+
+#: The JSON Schemas of the fields :func:`stripe_object` adds, by object type (the OpenAPI
+#: document describes them).
+WIRE_FIELDS: dict[str, dict[str, dict[str, Any]]] = {
+    kind: {name: schema for name, (schema, _) in fields.items()}
+    for kind, fields in _ADDED.items()}
+
+
+def stripe_object(plain: Mapping[str, Any]) -> dict[str, Any]:
+    """A service object (its plain JSON) as Stripe sends it: without the service's
+    ``idempotent_replayed`` flag (a header on the wire), with the fields of
+    :data:`WIRE_FIELDS` for its ``object`` type. A field already there (a drifted or wrong
+    answer says so) is kept as it is, and one derived from fields a drift took away is left
+    out.
+
+    >>> obj = stripe_object({"object": "charge", "amount": 500, "status": "failed"})
+    >>> obj["paid"], obj["amount_captured"], obj["livemode"], obj["payment_intent"]
+    (False, 0, False, None)
+    """
+    data = {k: v for k, v in plain.items() if k != "idempotent_replayed"}
+    kind = data.get("object")
+    for name, (_, value_of) in (_ADDED.get(kind, {}) if isinstance(kind, str) else {}).items():
+        if name not in data:
+            value = value_of(data)
+            if value is not _ABSENT:
+                data[name] = value
+    return data
 
 
 class _Refused(Exception):
@@ -372,11 +485,9 @@ def _shown(value: Any) -> str:
 
 
 def _public(data: Any) -> Any:
-    """An object as Stripe sends it: without the service's ``idempotent_replayed`` flag (a
-    header on the wire)."""
-    if isinstance(data, dict) and "idempotent_replayed" in data:
-        return {k: v for k, v in data.items() if k != "idempotent_replayed"}
-    return data
+    """An answer as Stripe sends it: an object through :func:`stripe_object`, anything else
+    (a drifted answer that is no object) as it is."""
+    return stripe_object(data) if isinstance(data, Mapping) else data
 
 
 def _list_object(route: Route, items: list[Any]) -> dict[str, Any]:

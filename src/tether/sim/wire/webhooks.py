@@ -11,7 +11,8 @@ world's ledger becomes one or more Stripe events (``evt_0001`` …, from a count
 =================  =========================================================
 
 with Stripe's event object (``object: "event"``, ``type``, ``created`` — the effect's virtual
-time —, ``data.object``, ``api_version``, ``livemode: false``, ``pending_webhooks``,
+time —, ``data.object`` — the object as the API answers it (:func:`.stripe_object`) —,
+``api_version``, ``livemode: false``, ``pending_webhooks``,
 ``request.idempotency_key`` — the key as the ledger records it: a UUID-shaped one, such as
 the SDK's random keys, under its stable name ``uuid_0001`` …, so that the same seed and
 requests deliver the same bytes and an agent's tool that reads events journals the same
@@ -73,6 +74,7 @@ from tether.sim.faults import WEBHOOK_KINDS, WEBHOOK_TARGET
 from tether.sim.services._ids import IdCounter
 from tether.sim.services.errors import ServiceError
 from tether.sim.wire.gateway import Gateway
+from tether.sim.wire.stripe_face import stripe_object
 from tether.sim.wire.webhook_api import WebhookRoutes
 
 if TYPE_CHECKING:
@@ -320,10 +322,8 @@ class Webhooks:
             found = plain(getter(ident))
         except ServiceError:
             return None
-        if isinstance(found, dict):
-            found.pop("idempotent_replayed", None)
-            return found
-        return None
+        # The object as the Stripe face answers it, so an event and a retrieve agree.
+        return stripe_object(found) if isinstance(found, dict) else None
 
     def _enqueue(self, event: dict[str, Any]) -> None:
         for endpoint in list(self._endpoints.values()):
