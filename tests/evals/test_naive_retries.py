@@ -109,3 +109,41 @@ def test_three_failures_are_two_retries_and_one_give_up() -> None:
     assert g.metrics["retries"] == 2 and g.metrics["unpaced_retries"] == 2
     assert "2 blind retries of a write without an idempotency key" in g.problems
     assert json.dumps(transcript)  # the transcript stays plain JSON (the naive journal)
+
+
+_DRAWN = [0]
+
+
+def build_drawn_keys(env: Environment) -> tether.Agent:
+    """The credit with a key drawn afresh for every call (as the stripe SDK draws one when the
+    agent gives none): each request is keyed, yet a retry is a new request."""
+    pay = env.client("payments")
+
+    @tether.tool(effect="idempotent", key=lambda a: f"gc:{a.order_id}:{a.cents}")
+    async def give_credit(ctx: tether.ToolContext, args: Credit) -> Any:
+        """Credit an order."""
+        _DRAWN[0] += 1
+        return await pay.create_refund(args.order_id, amount=args.cents,
+                                       idempotency_key=f"drawn-{_DRAWN[0]}")
+
+    def script(request: ModelRequest) -> ModelResponse:
+        if any(m.role == "tool" for m in request.messages):
+            return reply("Credited 15.00 on ord_1.")
+        return call("give_credit", {"order_id": "ord_1", "cents": 1500})
+
+    return tether.Agent(name="credit", model=ScriptedModel(script, name="drawn"),
+                        tools=[give_credit], instructions="Credit.")
+
+
+def test_a_retry_under_a_freshly_drawn_key_is_blind() -> None:
+    """Each request carried a key, but the retry's differs from the failed call's: the
+    provider saw two requests (two refunds), and the retry is graded blind."""
+    scenario = scenario_from_dict({**_scenario([{"kind": "timeout_after",
+                                                 "target": "payments.create_refund",
+                                                 "on_call": [1]}]).model_dump(
+        exclude={"source"}), "agent": f"{__name__}:build_drawn_keys"})
+    result = run_episode(scenario, 0, "naive")
+    g = grade(scenario, result)
+    assert all(c.keyed for c in result.calls if c.target == "payments.create_refund")
+    assert len([e for e in result.ledger if e["operation"] == "refund"]) == 2
+    assert "1 blind retry of a write without an idempotency key" in g.problems

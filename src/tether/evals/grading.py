@@ -98,7 +98,9 @@ def _blind_retries(result: EpisodeResult) -> int:
     """The naive loop's retries of a write whose service call carried no idempotency key.
 
     A retry is blind because of what went over the wire, not because of the tool's effect
-    class: a handler that keys its own request (Stripe-style) is retried safely by any loop.
+    class: a handler that keys its own request (Stripe-style) is retried safely by any loop —
+    unless the retry carries another key than the failed call (a key drawn per call, as the
+    stripe SDK draws one when the agent gives none), which the provider cannot match.
     Each failed attempt in the transcript is matched, in order, to the tool's failed service
     call with the same error (the exception the handler let through). That call is a write
     when it caused an effect or carried a key, or went where the tool's writes go; a failed
@@ -109,6 +111,7 @@ def _blind_retries(result: EpisodeResult) -> int:
     """
     transcript = result.outcome.transcript if result.outcome is not None else []
     calls = [c for c in result.calls if not c.lookup]
+    position = {id(c): i for i, c in enumerate(calls)}
     writes: dict[str, list[ServiceCall]] = {}
     failed: dict[str, list[ServiceCall]] = {}
     for c in calls:
@@ -130,11 +133,24 @@ def _blind_retries(result: EpisodeResult) -> int:
         if "retry" not in entry or entry["effect"] == "read":
             continue  # given up (not retried), or a read
         targets = {c.target for c in writes.get(tool, [])}
-        if matched is not None:
-            blind += not matched.keyed and (not targets or matched.target in targets)
+        if matched is not None and matched.keyed:
+            blind += _rekeyed(matched, calls[position[id(matched)] + 1:])
+        elif matched is not None:
+            blind += not targets or matched.target in targets
         else:
             blind += not targets or any(not c.keyed for c in writes[tool])
     return blind
+
+
+def _rekeyed(failed: ServiceCall, later: list[ServiceCall]) -> bool:
+    """Whether the retry of a keyed write that failed went out under another key — a key
+    drawn per call (an SDK's random one) protects that call's own retries, not the loop's —
+    so the provider could not recognise it as the same request."""
+    retry = next((c for c in later if c.tool == failed.tool and c.target == failed.target),
+                 None)
+    if retry is None:
+        return False
+    return retry.args.get("idempotency_key") != failed.args.get("idempotency_key")
 
 
 def _trajectory(result: EpisodeResult, success: bool, metrics: dict[str, float]) -> list[str]:
