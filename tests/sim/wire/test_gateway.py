@@ -230,3 +230,32 @@ def test_a_path_without_a_service_names_where_the_services_are() -> None:
     assert answer.status_code == 404
     message = answer.json()["error"]["message"]
     assert "no simulated service 'v1'" in message and "http://sim.tether/payments" in message
+
+
+def test_one_uuid_key_is_one_key_over_every_channel() -> None:
+    """A UUID-shaped key is named by the gateway (uuid_0001 …) whichever face carried it, so
+    the same key sent over Stripe's HTTP face and then over MCP is one key to the service:
+    the second refund is a replay, not a second refund."""
+    import uuid
+
+    from tether.sim.wire.mcp_face import _invoke  # the MCP tool call, without a client
+
+    env = _env()
+    env.gateway.mount(_load_face_for_test("payments"))
+    key = str(uuid.UUID(int=7))
+    with httpx.Client(transport=env.http_transport(), base_url=env.base_url("payments"),
+                      headers={"Authorization": "Bearer sk_test_x"}) as http:
+        answer = http.post("/v1/refunds", data={"charge": "ch_1", "amount": "100"},
+                           headers={"Idempotency-Key": key})
+    assert answer.status_code == 200, answer.text
+    asyncio.run(_invoke(env, "payments", "create_refund",
+                        {"charge": "ch_1", "amount": 100, "idempotency_key": key}, False))
+    refunds = env.world.ledger.of("payments", "refund")
+    assert len(refunds) == 1 and refunds[0].data["idempotency_key"] == "uuid_0001"
+    assert env.gateway.key_name("uuid_0001") == "uuid_uuid_0001"
+
+
+def _load_face_for_test(service: str) -> Any:
+    from tether.sim.wire.stripe_face import StripeFace
+
+    return StripeFace(service)

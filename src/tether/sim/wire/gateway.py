@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import inspect
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
@@ -52,6 +53,11 @@ __all__ = ["DEFAULT_FACES", "IN_PROCESS_ROOT", "Face", "Gateway", "Route"]
 
 #: The root URL of the world in-process (a service's base URL is ``{root}/{service}``).
 IN_PROCESS_ROOT = "http://sim.tether"
+
+#: What an idempotency key drawn at random looks like (a UUID, as the stripe SDK and most
+#: agents make them).
+_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+_NAMED = "uuid_"
 
 #: The face each service speaks through, as ``module:Class`` (built as ``Class(service)``).
 DEFAULT_FACES: dict[str, str] = {
@@ -112,6 +118,7 @@ class Gateway:
         self.root = root.rstrip("/")
         self.faces: dict[str, Face] = {}
         self._after: list[Callable[[], None]] = []
+        self._uuid_keys: dict[str, str] = {}
         for service, where in (DEFAULT_FACES if faces is None else faces).items():
             face = _load_face(where, service) if service in env.world.services else None
             if face is not None:
@@ -124,6 +131,21 @@ class Gateway:
     def after(self, hook: Callable[[], None]) -> None:
         """Call ``hook`` after every operation the gateway ran (webhook delivery)."""
         self._after.append(hook)
+
+    def key_name(self, key: str) -> str:
+        """The name an idempotency key that came over the wire (HTTP or MCP) is passed to the
+        service under. A UUID-shaped key — drawn at random by an SDK or the agent, so different
+        in every run — is named ``uuid_0001``, ``uuid_0002`` … in the order first seen, so the
+        ledger and the recorded calls stay byte-for-byte reproducible; a key that begins with
+        ``uuid_`` gets a second ``uuid_`` in front; every other key is kept as sent. The naming
+        is one-to-one over every key and shared by every face, so one key sent over two
+        channels is one key to the service."""
+        if _UUID.fullmatch(key):
+            named = self._uuid_keys.get(key)
+            if named is None:
+                named = self._uuid_keys[key] = f"{_NAMED}{len(self._uuid_keys) + 1:04d}"
+            return named
+        return _NAMED + key if key.startswith(_NAMED) else key
 
     def base_url(self, service: str) -> str:
         """Where ``service`` is reached: ``{root}/{service}``."""

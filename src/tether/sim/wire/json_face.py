@@ -158,7 +158,7 @@ class JsonFace:
                   if name in given}
         key = request.header("idempotency-key")
         if spec.keyed and key:
-            kwargs[_KEY] = key
+            kwargs[_KEY] = gateway.key_name(key)
         return Route(spec.name, kwargs, {"auth": auth} if auth is not None else {})
 
     def success(self, route: Route, result: Any) -> WireResponse:

@@ -334,6 +334,9 @@ def _models(annotation: Any, seen: set[type[BaseModel]]) -> list[type[BaseModel]
 async def _invoke(env: Environment, service: str, operation: str, arguments: dict[str, Any],
                   wrapped: bool) -> CallToolResult:
     target = f"{service}.{operation}"
+    key = arguments.get(KEY_ARGUMENT)
+    if isinstance(key, str) and key:
+        arguments = {**arguments, KEY_ARGUMENT: env.gateway.key_name(key)}
     try:
         result = await env.gateway.invoke_async(service, operation, arguments)
     except ServiceError as exc:

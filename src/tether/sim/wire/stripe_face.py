@@ -44,8 +44,10 @@ payments seed lists ``api_keys``. Every response carries a ``Request-Id`` (a cou
 face, so a replayed episode sends the same ids) and ``Stripe-Version`` (the request's, echoed).
 
 UUID-shaped idempotency keys: the SDK gives every POST without a key of its own a fresh random
-one (``os.urandom``), and agents often make their own with ``uuid4()``. The face stands each
-UUID-shaped key for a name of its own, ``uuid_0001`` … in the order first seen, so the ledger
+one (``os.urandom``), and agents often make their own with ``uuid4()``. The gateway
+(:meth:`~tether.sim.wire.gateway.Gateway.key_name`, shared with the JSON and MCP faces, so one
+key over two channels stays one key) stands each UUID-shaped key for a name of its own,
+``uuid_0001`` … in the order first seen, so the ledger
 and the recorded calls stay the same from run to run. Other keys (``refund:ch_0001``) reach the
 service as sent, except one that begins with ``uuid_``, which gets a second ``uuid_`` in front
 (``uuid_0001`` sent as such is recorded ``uuid_uuid_0001``): the naming is one-to-one over every
@@ -75,10 +77,7 @@ DEFAULT_STRIPE_VERSION = "2026-10-28.endive"
 
 _STRING, _INTEGER, _METADATA = "string", "integer", "metadata"
 _PAGE = ("limit", "starting_after", "ending_before")
-_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 _TEST_KEY = re.compile(r"(sk|rk)_test_\S+")
-#: The prefix of the names UUID-shaped idempotency keys are recorded under.
-_NAMED = "uuid_"
 #: Stripe refuses idempotency keys longer than this.
 MAX_KEY_LENGTH = 255
 
@@ -246,7 +245,6 @@ class StripeFace:
     def __init__(self, service: str = "payments") -> None:
         self.service = service
         self._request_ids = itertools.count(1)
-        self._uuid_keys: dict[str, str] = {}
 
     # -- routing -------------------------------------------------------------------------
 
@@ -261,7 +259,7 @@ class StripeFace:
             page = _page(params) if endpoint.listing else {}
             kwargs = {**ids, **_arguments(endpoint, params)}
             if request.method == "POST":
-                idempotency_key = self._idempotency_key(request)
+                idempotency_key = self._idempotency_key(request, gateway)
                 if idempotency_key is not None:
                     kwargs["idempotency_key"] = idempotency_key
         except _Refused as refused:
@@ -320,21 +318,14 @@ class StripeFace:
                                 "related object by its id instead.", "expand")
         return params
 
-    def _idempotency_key(self, request: WireRequest) -> str | None:
+    def _idempotency_key(self, request: WireRequest, gateway: Gateway) -> str | None:
         key = request.header("idempotency-key")
         if key is None or key == "":
             return None
         if len(key) > MAX_KEY_LENGTH:
             raise _Refused(400, f"Idempotency keys can be at most {MAX_KEY_LENGTH} characters "
                                 f"long; this one has {len(key)}.", "idempotency_key")
-        if _UUID.fullmatch(key):
-            named = self._uuid_keys.get(key)
-            if named is None:
-                named = self._uuid_keys[key] = f"{_NAMED}{len(self._uuid_keys) + 1:04d}"
-            return named
-        # A key in the names' own space moves out of it: names are ``uuid_<digits>``, these
-        # ``uuid_uuid_…``, every other key is kept as sent, so no two keys share a name.
-        return _NAMED + key if key.startswith(_NAMED) else key
+        return gateway.key_name(key)
 
     # -- answers -------------------------------------------------------------------------
 
