@@ -19,6 +19,8 @@ from tether.errors import (
     AmbiguousOutcome,
     AuthExpired,
     BudgetExceeded,
+    ClientResultConflict,
+    ClientResultRefused,
     ConcurrencyConflict,
     ContextOverflow,
     CorruptJournal,
@@ -40,6 +42,7 @@ from tether.errors import (
     ToolFailed,
     ToolResultInvalid,
     TransientError,
+    UnknownExecution,
     UnknownWorkflow,
     UsageError,
     WaitTimedOut,
@@ -61,6 +64,7 @@ from tether.models.scripted import ScriptedModel
 from tether.policy import Policy, Principal, Verdict
 from tether.runtime.breaker import Breakers, BreakerState, CircuitBreaker
 from tether.runtime.budgets import Budgets
+from tether.runtime.client_tools import ClientCall, ClientTool, client_tool
 from tether.runtime.context import RunContext
 from tether.runtime.failures import Domain, Failure, FailureType, classify
 from tether.runtime.journal import ProbePoint
@@ -87,6 +91,10 @@ __all__ = [
     "BudgetExceeded",
     "Budgets",
     "CircuitBreaker",
+    "ClientCall",
+    "ClientResultConflict",
+    "ClientResultRefused",
+    "ClientTool",
     "Clock",
     "ConcurrencyConflict",
     "ContextOverflow",
@@ -147,6 +155,7 @@ __all__ = [
     "ToolSpec",
     "TransientError",
     "Trust",
+    "UnknownExecution",
     "UnknownWorkflow",
     "Usage",
     "UsageError",
@@ -156,6 +165,7 @@ __all__ = [
     "Workflow",
     "__version__",
     "classify",
+    "client_tool",
     "drop_oldest",
     "open_store",
     "summarize_with",

@@ -6,6 +6,9 @@ Errors (``Exception``) describe something that went wrong::
     ├── UsageError                  tether was called wrongly; fix the calling code
     │   ├── UnknownWorkflow         a journal names a workflow this runtime was not given
     │   ├── AlreadyDecided          a wait was resolved (an approval decided) before this call
+    │   │   └── ClientResultConflict  a client call was already answered with another result
+    │   ├── UnknownExecution        no execution (run) with that id: nothing to continue
+    │   ├── ClientResultRefused     a client result was refused (not requested, invalid, late)
     │   ├── ToolArgsInvalid         arguments do not validate against the tool's schema
     │   └── SuiteNotApplicable      a reliability suite finds nothing to test in this agent
     ├── StoreError                  the journal store could not do what was asked
@@ -62,6 +65,8 @@ __all__ = [
     "AmbiguousOutcome",
     "AuthExpired",
     "BudgetExceeded",
+    "ClientResultConflict",
+    "ClientResultRefused",
     "ConcurrencyConflict",
     "ContextOverflow",
     "CorruptJournal",
@@ -87,6 +92,7 @@ __all__ = [
     "ToolFailed",
     "ToolResultInvalid",
     "TransientError",
+    "UnknownExecution",
     "UnknownWorkflow",
     "UsageError",
     "WaitTimedOut",
@@ -139,6 +145,40 @@ class AlreadyDecided(UsageError):
         record = super().to_record()
         record["data"] = {"run_id": self.run_id, "key": self.key, "by": self.by, "at": self.at,
                           "value": self.value, "note": self.note}
+        return record
+
+
+class ClientResultConflict(AlreadyDecided):
+    """A client call of ``run_id`` was already answered with another result: the first answer
+    stands (``value``) and the run went on with it; nothing was recorded."""
+
+
+class UnknownExecution(UsageError):
+    """No execution ``execution_id`` (a run id) is in the store: nothing to continue."""
+
+    def __init__(self, message: str, *, execution_id: str = "") -> None:
+        super().__init__(message)
+        self.execution_id = execution_id
+
+    def to_record(self) -> dict[str, Any]:
+        record = super().to_record()
+        record["data"] = {"execution_id": self.execution_id}
+        return record
+
+
+class ClientResultRefused(UsageError):
+    """A result for client call ``call_id`` of ``execution_id`` was refused, and nothing of the
+    continue was recorded: the call was never requested, its wait expired, the run is finished,
+    or the value breaks the tool's result schema. The message says which, and what to send."""
+
+    def __init__(self, message: str, *, execution_id: str = "", call_id: str = "") -> None:
+        super().__init__(message)
+        self.execution_id = execution_id
+        self.call_id = call_id
+
+    def to_record(self) -> dict[str, Any]:
+        record = super().to_record()
+        record["data"] = {"execution_id": self.execution_id, "call_id": self.call_id}
         return record
 
 

@@ -30,6 +30,7 @@ from tether.events import ToolResult
 from tether.models.base import Message, ModelRequest, ModelResponse, ToolCall, ToolSpec
 from tether.retries import RETRY_ACTIONS
 from tether.runtime.budgets import Meter
+from tether.runtime.client_tools import ClientTool, settle_client_calls
 from tether.runtime.failures import Failure, FailureType, classify
 from tether.runtime.model_calls import classify_model_error
 from tether.runtime.retry import Action, jitter_rng
@@ -332,6 +333,9 @@ class _Loop:
         by_call = {c.id: (t, a) for c, t, a in ready}
         if self.agent.parallel_tool_calls:
             # Every call settles before anything is raised: a run must not finish (or
+        # Client tools wait for the caller: requested after the server tools ran, together.
+        client = [r for r in ready if isinstance(r[1], ClientTool)]
+        ready = [r for r in ready if not isinstance(r[1], ClientTool)]
             # compensate) while a sibling write is still in flight.
             settled = await asyncio.gather(*(self._execute(c, t, a) for c, t, a in ready),
                                            return_exceptions=True)
@@ -343,6 +347,8 @@ class _Loop:
             outcomes = [await self._execute(c, t, a) for c, t, a in ready]
         provenance: dict[str, tuple[str | None, str | None]] = {}
         for outcome in outcomes:  # judged in call order, so decisions take fixed positions
+        if client:
+            outcomes += await self._ask_client(client)
             observations[outcome.call.id] = await self._observe(outcome, by_call[outcome.call.id])
             provenance[outcome.call.id] = (outcome.source, outcome.trust)
         for call in calls:
@@ -352,6 +358,20 @@ class _Loop:
 
     async def _execute(self, call: ToolCall, tool: Tool[Any, Any], args: Any) -> _Outcome:
         pos = self.ctx.position
+    async def _ask_client(self, calls: list[tuple[ToolCall, Tool[Any, Any], Any]]
+                          ) -> list[_Outcome]:
+        """Request the client calls from the caller and wait durably until all are answered
+        (see :mod:`tether.runtime.client_tools`); their results are the client's content."""
+        settled = await settle_client_calls(self.ctx, [(c.id, t, a) for c, t, a in calls
+                                                       if isinstance(t, ClientTool)])
+        outcomes = []
+        for call, tool, _args in calls:
+            value = settled[call.id]
+            outcomes.append(_Outcome(call, error=value) if isinstance(value, BaseException)
+                            else _Outcome(call, result=value, source=f"client:{tool.name}",
+                                          trust=tool.trust.value))
+        return outcomes
+
         live = not self.ctx.journal.at(pos)
         try:
             result = await self.ctx.call_tool(tool, args)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import random
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, get_type_hints, overload, runtime_checkable
 
@@ -51,6 +51,7 @@ from tether.store.base import Lease, Store
 
 if TYPE_CHECKING:
     from tether.policy.approvals import PendingApproval
+    from tether.runtime.client_tools import ClientCall
 from tether.store.memory import MemoryStore
 
 __all__ = ["RunResult", "Runtime", "Workflow", "workflow"]
@@ -381,6 +382,23 @@ class Runtime:
 
         return Approvals(self.store, clock=self.clock).deny(run_id, by=by, role=role,
                                                             note=note, step=step)
+
+    # -- client tools ---------------------------------------------------------------------
+
+    def pending_client_calls(self, execution_id: str | None = None) -> list[ClientCall]:
+        """What waiting executions ask their caller to do (see
+        :mod:`tether.runtime.client_tools`)."""
+        from tether.runtime.client_tools import pending_client_calls
+
+        return pending_client_calls(self, execution_id)
+
+    async def continue_execution(self, execution_id: str, results: Mapping[str, Any], *,
+                                 by: str = "client", resume: bool = True) -> RunResult:
+        """Answer client calls of ``execution_id`` with ``results`` (``{call_id: value}``) and
+        resume it once all are answered (see :mod:`tether.runtime.client_tools`)."""
+        from tether.runtime.client_tools import continue_execution
+
+        return await continue_execution(self, execution_id, results, by=by, resume=resume)
 
     # -- execution ------------------------------------------------------------------------
 
