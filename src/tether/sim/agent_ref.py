@@ -2,7 +2,10 @@
 
 A scenario's ``agent:`` (and ``--agent`` / ``agent=`` everywhere an episode runs) names an
 *agent factory*: a function of one argument, the :class:`~tether.sim.environment.Environment`,
-returning the :class:`tether.Agent` to test. Three spellings:
+returning the :class:`tether.Agent` to test. Four spellings:
+
+* ``path/to/agent.yaml`` — a declarative agent (:mod:`tether.sessions.spec`), built with its
+  variables' defaults; its tool factories receive the environment;
 
 * ``package.module:function`` — imported like any module (the current directory is on the path,
   as for ``python -m``);
@@ -32,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 from tether.agent.agent import Agent
 from tether.errors import UsageError
+from tether.sessions.loader import load_definition
 
 if TYPE_CHECKING:
     from tether.sim.foreign import Replier
@@ -60,6 +64,8 @@ def load_agent_factory(spec: str | AgentFactory, base_dir: Path | None = None) -
         raise UsageError(f"agent: expected a short name, package.module:function or "
                          f"path/to/file.py:function, found {spec!r}")
     text = spec.strip()
+    if _is_yaml(text):
+        return _yaml_factory(text, base_dir)
     if ":" not in text:
         names = short_names()
         if text not in names:
@@ -133,10 +139,32 @@ def agent_spec_of(spec: str | AgentFactory, base_dir: Path | None = None) -> str
                 "level of a module (package.module:function) or a file (file.py:function)")
         return f"{module}:{name}"
     text = spec.strip()
+    if _is_yaml(text):
+        return str(_resolve_file(text, base_dir))
     where, sep, attribute = text.rpartition(":")
     if sep and _is_file(where):
         return f"{_resolve_file(where, base_dir)}:{attribute}"
     return text
+
+
+def _is_yaml(text: str) -> bool:
+    return text.lower().endswith((".yaml", ".yml"))
+
+
+def _yaml_factory(text: str, base_dir: Path | None) -> AgentFactory:
+    """A factory building the agent an agent YAML file declares (its variables' defaults;
+    its tool factories receive the environment), validated now."""
+    path = _resolve_file(text, base_dir)
+    if not path.is_file():
+        raise UsageError(f"agent {text!r}: no agent file {path}")
+    definition = load_definition(path)
+    definition.check()
+
+    def yaml_agent(env: Any) -> Agent:
+        return definition.build(env=env)
+
+    yaml_agent.__qualname__ = f"yaml_agent[{path.name}]"
+    return yaml_agent
 
 
 def _is_file(where: str) -> bool:
