@@ -23,6 +23,7 @@ from tether.events import Event, RunStatus
 from tether.memory import MEMORY_WORKFLOW
 from tether.policy.approvals import Approvals
 from tether.sessions.cli import agent_app
+from tether.sessions.state import SESSION_WORKFLOW
 from tether.sim.cli import sim_app
 from tether.store.base import Store
 from tether.store.open import open_store
@@ -143,17 +144,18 @@ def runs_list(
     status: Annotated[RunStatus | None, typer.Option(help="Only runs in this status.")] = None,
     as_json: JsonOpt = False,
     show_all: Annotated[bool, typer.Option(
-        "--all", help="Also list memory namespaces (journals of tether.memory).")] = False,
+        "--all", help="Also list memory namespaces and session streams (journals of "
+        "tether.memory and tether.session).")] = False,
 ) -> None:
     """List runs, oldest first, with the worker holding each (and how long its lease has left);
-    memory namespaces only with --all."""
+    memory namespaces and session streams only with --all."""
     try:
         runs = _open_existing(store).list_runs(status=status)
     except TetherError as exc:
         _fail(exc)
         return
     if not show_all:
-        runs = [r for r in runs if r.workflow != MEMORY_WORKFLOW]
+        runs = [r for r in runs if r.workflow not in (MEMORY_WORKFLOW, SESSION_WORKFLOW)]
     if as_json:
         print(json.dumps([{"run_id": r.run_id, "workflow": r.workflow, "status": r.status.value,
                            "events": r.last_seq, "created_at": r.created_at,

@@ -10,10 +10,13 @@ Errors (``Exception``) describe something that went wrong::
     │   ├── UnknownExecution        no execution (run) with that id: nothing to continue
     │   ├── ClientResultRefused     a client result was refused (not requested, invalid, late)
     │   ├── ToolArgsInvalid         arguments do not validate against the tool's schema
+    │   ├── SessionInactive         a session is expired or closed; restore or start another
+    │   ├── RestoreRefused          a client's copy of a session's history fails validation
     │   └── SuiteNotApplicable      a reliability suite finds nothing to test in this agent
     ├── StoreError                  the journal store could not do what was asked
     │   ├── ConcurrencyConflict     another writer appended to the same run first
-    │   │   └── LeaseLost           this worker's lease was taken over; its appends are fenced
+    │   │   ├── LeaseLost           this worker's lease was taken over; its appends are fenced
+    │   │   └── SessionConflict     another turn changed the session first (its revision moved)
     │   ├── RunOwned                another worker holds a live lease on the run
     │   ├── CorruptJournal          stored bytes fail a check: checksum, gap in seq, unreadable file
     │   └── SchemaTooNew            the store or an event was written by a newer tether
@@ -80,11 +83,14 @@ __all__ = [
     "RateLimited",
     "RecordedError",
     "RecoveryIncomplete",
+    "RestoreRefused",
     "RunError",
     "RunEscalated",
     "RunOwned",
     "RunSuspended",
     "SchemaTooNew",
+    "SessionConflict",
+    "SessionInactive",
     "StoreError",
     "SuiteNotApplicable",
     "TetherError",
@@ -146,6 +152,26 @@ class AlreadyDecided(UsageError):
         record["data"] = {"run_id": self.run_id, "key": self.key, "by": self.by, "at": self.at,
                           "value": self.value, "note": self.note}
         return record
+
+
+class SessionInactive(UsageError):
+    """Session ``session_id`` is ``status`` (``expired`` or ``closed``): no turn may start in
+    it. An expired session is brought back with ``Sessions.restore``; a closed one is final."""
+
+    def __init__(self, message: str, *, session_id: str = "", status: str = "") -> None:
+        super().__init__(message)
+        self.session_id = session_id
+        self.status = status
+
+    def to_record(self) -> dict[str, Any]:
+        record = super().to_record()
+        record["data"] = {"session_id": self.session_id, "status": self.status}
+        return record
+
+
+class RestoreRefused(UsageError):
+    """A client's copy of a session's history was refused (a role it may not claim, a tool
+    result that answers no call in it …); the message names the message index and why."""
 
 
 class ClientResultConflict(AlreadyDecided):
@@ -244,6 +270,26 @@ class LeaseLost(ConcurrencyConflict):
         record = super().to_record()
         record["data"] = {"run_id": self.run_id, "owner": self.owner, "epoch": self.epoch,
                           "holder": self.holder, "holder_epoch": self.holder_epoch}
+        return record
+
+
+class SessionConflict(ConcurrencyConflict):
+    """Another writer changed session ``session_id`` first: this writer expected revision
+    ``expected_revision`` and found ``found_revision``. Nothing was appended; read the session
+    again and retry the turn if it still makes sense."""
+
+    def __init__(self, message: str, *, session_id: str = "", expected_revision: int = 0,
+                 found_revision: int = 0) -> None:
+        super().__init__(message, run_id=f"session:{session_id}", expected_seq=expected_revision)
+        self.session_id = session_id
+        self.expected_revision = expected_revision
+        self.found_revision = found_revision
+
+    def to_record(self) -> dict[str, Any]:
+        record = super().to_record()
+        record["data"] = {"session_id": self.session_id,
+                          "expected_revision": self.expected_revision,
+                          "found_revision": self.found_revision}
         return record
 
 

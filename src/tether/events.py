@@ -29,9 +29,13 @@ __all__ = [
     "Event",
     "MemoryForgotten",
     "MemoryWritten",
+    "ResourceVersion",
     "RunFinished",
     "RunStarted",
     "RunStatus",
+    "SessionClosed",
+    "SessionCreated",
+    "SessionRestored",
     "StepFailed",
     "StepRecorded",
     "TimerFired",
@@ -40,6 +44,9 @@ __all__ = [
     "ToolError",
     "ToolIntent",
     "ToolResult",
+    "TurnFinished",
+    "TurnStarted",
+    "VariableSet",
     "WaitExpired",
     "WaitResolved",
     "WaitStarted",
@@ -282,6 +289,74 @@ class MemoryForgotten(_Event):
     reason: str = ""
 
 
+class SessionCreated(_Event):
+    """A session began (see :mod:`tether.sessions`): the agent it talks to, its variables'
+    initial values and how long it lives without a turn (``ttl_s``; ``None``: forever)."""
+
+    kind: Literal["session_created"] = "session_created"
+    agent: str
+    variables: dict[str, Any] = Field(default_factory=dict)
+    ttl_s: float | None = None
+    created_at: float
+
+
+class VariableSet(_Event):
+    """A session variable changed; ``by`` says who changed it (``trigger``, ``tool`` or
+    ``client``) and ``provenance`` what it was derived from."""
+
+    kind: Literal["variable_set"] = "variable_set"
+    name: str
+    value: Any = None
+    by: Literal["trigger", "tool", "client"]
+    provenance: dict[str, Any] = Field(default_factory=dict)
+
+
+class ResourceVersion(_Event):
+    """A new version of a session's named document, with where it came from
+    (``provenance``: ``source``, ``run_id``, ``trust``)."""
+
+    kind: Literal["resource_version"] = "resource_version"
+    name: str
+    version: int
+    content: Any = None
+    provenance: dict[str, Any] = Field(default_factory=dict)
+
+
+class TurnStarted(_Event):
+    """Turn ``turn`` of a session began as the run ``run_id``, started by ``trigger``."""
+
+    kind: Literal["turn_started"] = "turn_started"
+    turn: int
+    run_id: str
+    trigger: str = "user-message"
+    input: Any = None
+
+
+class TurnFinished(_Event):
+    """The run of turn ``turn`` ended with ``status``."""
+
+    kind: Literal["turn_finished"] = "turn_finished"
+    turn: int
+    run_id: str
+    status: RunStatus
+
+
+class SessionRestored(_Event):
+    """A session's history was restored from the client's copy: ``messages`` as validated and
+    demoted to the client's trust (``trust``), superseding the history before it."""
+
+    kind: Literal["session_restored"] = "session_restored"
+    messages: list[dict[str, Any]]
+    trust: str = "user"
+
+
+class SessionClosed(_Event):
+    """The session was closed; no turn may start in it again."""
+
+    kind: Literal["session_closed"] = "session_closed"
+    reason: str = ""
+
+
 class RunFinished(_Event):
     """The run ended with ``status``; ``reason`` says why for failures and escalations."""
 
@@ -311,6 +386,13 @@ Event = Annotated[
     | Decision
     | MemoryWritten
     | MemoryForgotten
+    | SessionCreated
+    | VariableSet
+    | ResourceVersion
+    | TurnStarted
+    | TurnFinished
+    | SessionRestored
+    | SessionClosed
     | RunFinished,
     Field(discriminator="kind"),
 ]
@@ -320,7 +402,8 @@ _KINDS: dict[str, type[_Event]] = {
     for cls in (RunStarted, StepRecorded, StepFailed, TimerStarted, TimerFired, WaitStarted,
                 WaitResolved, WaitExpired, ToolIntent, ToolResult, ToolError, ToolAmbiguous,
                 ToolRetry, ModelCalled, ModelFailed, Decision, MemoryWritten, MemoryForgotten,
-                RunFinished)
+                SessionCreated, VariableSet, ResourceVersion, TurnStarted, TurnFinished,
+                SessionRestored, SessionClosed, RunFinished)
 }
 
 #: Event kinds that record the outcome of a workflow's durable call at a position.

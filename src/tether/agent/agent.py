@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, SerializerFunctionWrapHandler, model_serializer
 
 from tether.errors import UsageError
-from tether.models.base import Model, ModelSettings, ToolSpec
+from tether.models.base import Message, Model, ModelSettings, ToolSpec
 from tether.models.pricing import PriceTable
 from tether.policy.policy import Policy
 from tether.runtime.budgets import Budgets
@@ -46,7 +46,9 @@ class Task(BaseModel):
     """A run's input: the request, and on whose behalf it is made.
 
     A plain string is read as ``Task(text=...)``. ``principal`` and ``roles`` feed the policy;
-    ``environment`` overrides the agent's (``sim``, ``staging``, ``prod``).
+    ``environment`` overrides the agent's (``sim``, ``staging``, ``prod``). ``history`` is the
+    conversation before this request (a session's earlier turns, see :mod:`tether.sessions`):
+    the loop starts from it, after the instructions, with each message's source and trust.
     """
 
     text: str
@@ -54,6 +56,16 @@ class Task(BaseModel):
     roles: tuple[str, ...] = ()
     task_type: str = ""
     environment: str | None = None
+    history: tuple[Message, ...] = ()
+
+    @model_serializer(mode="wrap")
+    def _without_empty_history(self, handler: SerializerFunctionWrapHandler) -> Any:
+        # A task with no history serializes as it did before sessions existed, so journals
+        # (and the golden ones replayed in tests) keep their exact bytes.
+        data = handler(self)
+        if isinstance(data, dict) and not self.history:
+            data.pop("history", None)
+        return data
 
 
 class AgentOutput(BaseModel):

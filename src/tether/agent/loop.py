@@ -100,6 +100,8 @@ class _Loop:
         self.ctx.deadline = self.meter.deadline
         if self.agent.instructions:
             self.messages.append(Message.system(self.agent.instructions))
+        # A session's earlier turns: through the window like any other context.
+        self.messages.extend(self.task.history)
         self.messages.append(Message.user(self.task.text))
         while True:
             self.meter.steps += 1

@@ -1,0 +1,20 @@
+"""Sessions: durable conversations across runs (see :mod:`tether.sessions.session`).
+
+This package sits above :mod:`tether.agent` and below :mod:`tether.sim`: it may import the
+agent, runtime, store, events and memory layers; nothing below it imports it.
+"""
+
+from tether.sessions.restore import validated
+from tether.sessions.session import Session, Sessions, TurnResult
+from tether.sessions.state import SESSION_WORKFLOW, Resource, SessionStatus, Turn
+
+__all__ = [
+    "SESSION_WORKFLOW",
+    "Resource",
+    "Session",
+    "SessionStatus",
+    "Sessions",
+    "Turn",
+    "TurnResult",
+    "validated",
+]
