@@ -333,11 +333,11 @@ class _Loop:
                 continue
             ready.append((call, tool, args))
         by_call = {c.id: (t, a) for c, t, a in ready}
-        if self.agent.parallel_tool_calls:
-            # Every call settles before anything is raised: a run must not finish (or
         # Client tools wait for the caller: requested after the server tools ran, together.
         client = [r for r in ready if isinstance(r[1], ClientTool)]
         ready = [r for r in ready if not isinstance(r[1], ClientTool)]
+        if self.agent.parallel_tool_calls:
+            # Every call settles before anything is raised: a run must not finish (or
             # compensate) while a sibling write is still in flight.
             settled = await asyncio.gather(*(self._execute(c, t, a) for c, t, a in ready),
                                            return_exceptions=True)
@@ -347,10 +347,10 @@ class _Loop:
             outcomes = [r for r in settled if isinstance(r, _Outcome)]
         else:
             outcomes = [await self._execute(c, t, a) for c, t, a in ready]
-        provenance: dict[str, tuple[str | None, str | None]] = {}
-        for outcome in outcomes:  # judged in call order, so decisions take fixed positions
         if client:
             outcomes += await self._ask_client(client)
+        provenance: dict[str, tuple[str | None, str | None]] = {}
+        for outcome in outcomes:  # judged in call order, so decisions take fixed positions
             observations[outcome.call.id] = await self._observe(outcome, by_call[outcome.call.id])
             provenance[outcome.call.id] = (outcome.source, outcome.trust)
         for call in calls:
@@ -358,8 +358,6 @@ class _Loop:
             self.messages.append(Message.tool(call, observations[call.id], source=source,
                                               trust=trust))
 
-    async def _execute(self, call: ToolCall, tool: Tool[Any, Any], args: Any) -> _Outcome:
-        pos = self.ctx.position
     async def _ask_client(self, calls: list[tuple[ToolCall, Tool[Any, Any], Any]]
                           ) -> list[_Outcome]:
         """Request the client calls from the caller and wait durably until all are answered
@@ -374,6 +372,8 @@ class _Loop:
                                           trust=tool.trust.value))
         return outcomes
 
+    async def _execute(self, call: ToolCall, tool: Tool[Any, Any], args: Any) -> _Outcome:
+        pos = self.ctx.position
         live = not self.ctx.journal.at(pos)
         try:
             result = await self.ctx.call_tool(tool, args)
