@@ -12,6 +12,7 @@ Errors (``Exception``) describe something that went wrong::
     │   ├── ToolArgsInvalid         arguments do not validate against the tool's schema
     │   ├── SessionInactive         a session is expired or closed; restore or start another
     │   ├── RestoreRefused          a client's copy of a session's history fails validation
+    │   ├── TriggerInputInvalid     a trigger's input does not fit its schema; nothing ran
     │   └── SuiteNotApplicable      a reliability suite finds nothing to test in this agent
     ├── StoreError                  the journal store could not do what was asked
     │   ├── ConcurrencyConflict     another writer appended to the same run first
@@ -98,6 +99,7 @@ __all__ = [
     "ToolFailed",
     "ToolResultInvalid",
     "TransientError",
+    "TriggerInputInvalid",
     "UnknownExecution",
     "UnknownWorkflow",
     "UsageError",
@@ -172,6 +174,11 @@ class SessionInactive(UsageError):
 class RestoreRefused(UsageError):
     """A client's copy of a session's history was refused (a role it may not claim, a tool
     result that answers no call in it …); the message names the message index and why."""
+
+
+class TriggerInputInvalid(UsageError):
+    """A trigger's input does not fit the trigger's input schema (or a variable it sets does
+    not fit the variable's type); nothing was appended or run."""
 
 
 class ClientResultConflict(AlreadyDecided):

@@ -7,6 +7,7 @@ agent, runtime, store, events and memory layers; nothing below it imports it.
 from tether.sessions.restore import validated
 from tether.sessions.session import Session, Sessions, TurnResult
 from tether.sessions.state import SESSION_WORKFLOW, Resource, SessionStatus, Turn
+from tether.sessions.triggers import fire
 
 __all__ = [
     "SESSION_WORKFLOW",
@@ -16,5 +17,6 @@ __all__ = [
     "Sessions",
     "Turn",
     "TurnResult",
+    "fire",
     "validated",
 ]
