@@ -69,7 +69,14 @@ if TYPE_CHECKING:
     from mcp_types import CallToolResult
     from mcp_types import Tool as MCPToolInfo
 
-__all__ = ["LISTING_TIMEOUT_S", "MCPToolError", "mcp_toolset", "mcp_toolset_async"]
+__all__ = [
+    "LISTING_TIMEOUT_S",
+    "MCPToolError",
+    "arguments_model",
+    "mcp_toolset",
+    "mcp_toolset_async",
+    "schema_result_type",
+]
 
 #: Exceptions of a connection that broke mid-call (the request may have been applied).
 _BROKEN = ("anyio.BrokenResourceError", "anyio.ClosedResourceError", "anyio.EndOfStream")
@@ -251,7 +258,7 @@ def _tool(info: MCPToolInfo, connection: Connection, effect: Effect, *, key_arg:
         raise UsageError(f"mcp_toolset: tool {name!r} is declared reconcilable; give its "
                          f"lookup in reconcile={{{name!r}: fn}} (fn(ctx, key) -> result | None)")
     shown = _without(schema, key_arg) if passes_key else schema
-    args_type = _arguments_model(name, shown)
+    args_type = arguments_model(name, shown)
     output = info.output_schema
 
     async def handler(ctx: ToolContext, args: BaseModel) -> Any:
@@ -267,7 +274,7 @@ def _tool(info: MCPToolInfo, connection: Connection, effect: Effect, *, key_arg:
     handler.__name__ = name
     return Tool(
         name=name, description=info.description or info.title or name, effect=effect,
-        handler=handler, args_type=args_type, result_type=_result_type(name, output),
+        handler=handler, args_type=args_type, result_type=schema_result_type(name, output),
         key=(lambda a: key(a.model_dump())) if key is not None else None,
         reconcile=reconcile, attempts=attempts, timeout_s=timeout_s, trust=trust,
         key_retention_s=key_retention_s, classify_error=_classifier(effect, classify_error))
@@ -305,8 +312,11 @@ def _problem(validator: Any, value: Any) -> str | None:
     return f"{error.message}" + (f" (at {where})" if where else "")
 
 
-def _arguments_model(name: str, schema: dict[str, Any]) -> type[BaseModel]:
-    """A model whose JSON Schema is the tool's and whose validation is that schema's."""
+def arguments_model(name: str, schema: dict[str, Any]) -> type[BaseModel]:
+    """A pydantic model for the arguments of tool ``name`` declared by a JSON Schema: its JSON
+    Schema is ``schema`` as written (what the model is shown) and its validation is that
+    schema's (needs the ``jsonschema`` package). Used for MCP tools and for client tools
+    declared in an agent file."""
     validator = _validator(schema, f"the input schema of tool {name!r}")
 
     def show(out: dict[str, Any]) -> None:
@@ -325,7 +335,9 @@ def _arguments_model(name: str, schema: dict[str, Any]) -> type[BaseModel]:
     )
 
 
-def _result_type(name: str, output: dict[str, Any] | None) -> Any:
+def schema_result_type(name: str, output: dict[str, Any] | None) -> Any:
+    """The result type of tool ``name`` declared by the JSON Schema ``output``: ``Any`` when
+    there is none, else ``Any`` checked against that schema and showing it as its own."""
     if not output:
         return Any
     validator = _validator(output, f"the output schema of tool {name!r}")

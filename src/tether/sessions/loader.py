@@ -260,12 +260,12 @@ class AgentDefinition:
         try:
             # The MCP toolset's models: the schema as written is what the model sees, and what
             # the arguments and the caller's result are validated against.
-            from tether.agent.mcp import _arguments_model, _result_type
+            from tether.agent.mcp import arguments_model, schema_result_type
 
             made: Tool[Any, Any] = client_tool(
                 spec.name, description=spec.description,
-                args=_arguments_model(spec.name, spec.args),
-                result=_result_type(spec.name, spec.result or None), effect=spec.effect,
+                args=arguments_model(spec.name, spec.args),
+                result=schema_result_type(spec.name, spec.result or None), effect=spec.effect,
                 timeout_s=spec.timeout_s)
         except ImportError as exc:
             raise UsageError(f"{self.source}: {at}: a client tool declared by JSON Schema needs "
