@@ -23,12 +23,8 @@ expected and what was found (CLI exit 2).
 
 from __future__ import annotations
 
-import hashlib
-import importlib
-import importlib.util
 import inspect
 import json
-import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -36,6 +32,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from tether import imports
 from tether.agent.agent import Agent
 from tether.agent.window import ContextWindow, drop_oldest
 from tether.errors import UsageError
@@ -57,7 +54,7 @@ from tether.sessions.spec import (
     references,
     render,
 )
-from tether.specs import describe, explain, load_yaml, one_of, short_repr
+from tether.specs import describe, explain, load_yaml, one_of
 
 __all__ = ["AgentDefinition", "ToolEntry", "definition_from_dict", "import_object",
            "is_client_tool", "load_agent", "load_definition", "parse_variable"]
@@ -364,11 +361,8 @@ def _tool_entry(item: Any, index: int, where: str) -> ToolEntry:
 
 
 def _import_path(text: str, where: str, at: str) -> str:
-    module, sep, attribute = text.strip().rpartition(":")
-    if not sep or not module or not attribute.isidentifier():
-        raise UsageError(f"{where}: {at}: expected package.module:attr or path/to/file.py:attr "
-                         f"(a tether.Tool, a list of them or a tool factory), found "
-                         f"{short_repr(text)}")
+    imports.split_spec(text, what=f"{where}: {at}",
+                       hint="a tether.Tool, a list of them or a tool factory")
     return text.strip()
 
 
@@ -435,54 +429,8 @@ def parse_variable(kind: str, text: str) -> Any:
 
 
 def import_object(spec: str, base_dir: Path | None, *, what: str) -> Any:
-    """The object ``spec`` names: ``package.module:attr`` (imported as usual, the current
-    directory on the path as for ``python -m``) or ``path/to/file.py:attr`` (relative to
-    ``base_dir``). ``what`` starts every error message."""
-    where, _, attribute = spec.strip().rpartition(":")
-    module = _module(where, base_dir, spec, what)
-    if not hasattr(module, attribute):
-        raise UsageError(f"{what}: {spec!r}: {where} has no {attribute!r}")
-    return getattr(module, attribute)
-
-
-def _module(where: str, base_dir: Path | None, spec: str, what: str) -> Any:
-    if where.endswith(".py") or "/" in where or "\\" in where:
-        path = Path(where).expanduser()
-        if not path.is_absolute():
-            path = (base_dir or Path.cwd()) / path
-        path = path.resolve()
-        if not path.is_file():
-            raise UsageError(f"{what}: {spec!r}: no file {path}")
-        # The same module name as the simulator's agent loader gives a file, so a file named
-        # by both is imported once.
-        name = "tether_agent_file_" + hashlib.sha256(str(path).encode()).hexdigest()[:16]
-        if name in sys.modules:
-            return sys.modules[name]
-        loaded = importlib.util.spec_from_file_location(name, path)
-        if loaded is None or loaded.loader is None:
-            raise UsageError(f"{what}: {spec!r}: {path} is not a Python file")
-        module = importlib.util.module_from_spec(loaded)
-        sys.modules[name] = module
-        if str(path.parent) not in sys.path:
-            sys.path.insert(0, str(path.parent))
-        try:
-            loaded.loader.exec_module(module)
-        except (Exception, SystemExit) as exc:
-            del sys.modules[name]
-            raise UsageError(f"{what}: {spec!r}: importing {path} failed: "
-                             f"{type(exc).__name__}: {exc}") from None
-        return module
-    for folder in (str(base_dir) if base_dir is not None else None, str(Path.cwd())):
-        # A package beside the agent file imports, as one beside a script would.
-        if folder is not None and folder not in sys.path:
-            sys.path.append(folder)
-    try:
-        return importlib.import_module(where)
-    except ModuleNotFoundError as exc:
-        raise UsageError(f"{what}: {spec!r}: no module {exc.name or where!r} (is the package "
-                         "installed, or beside the agent file?)") from exc
-    except (Exception, SystemExit) as exc:
-        sys.modules.pop(where, None)
-        raise UsageError(f"{what}: {spec!r}: importing {where} failed: "
-                         f"{type(exc).__name__}: {exc}") from None
+    """The object ``spec`` names: ``package.module:attr`` or ``path/to/file.py:attr``
+    (relative to ``base_dir``), resolved by :func:`tether.imports.import_object`. ``what``
+    (the file and key) starts every error message, followed by the spec."""
+    return imports.import_object(spec, base_dir, what=f"{what}: {spec.strip()!r}")
 
