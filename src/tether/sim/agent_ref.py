@@ -7,15 +7,16 @@ returning the :class:`tether.Agent` to test. Four spellings:
 * ``path/to/agent.yaml`` — a declarative agent (:mod:`tether.sessions.spec`), built with its
   variables' defaults; its tool factories receive the environment;
 
-* ``package.module:function`` — imported like any module (the current directory is on the path,
-  as for ``python -m``);
+* ``package.module:function`` — imported like any module (the scenario's folder and the current
+  directory are on the path, as for a script beside the package or ``python -m``);
 * ``path/to/agent.py:function`` — a file, relative to the scenario's folder (or the current
   directory when there is no scenario file), loaded under a module name of its own;
 * a short name — an entry point of the group ``tether.agents`` (tether registers ``refund`` and
   ``calendar``, its shipped reference agents; a project may register its own in its
   ``pyproject.toml``).
 
-Anything that cannot work is a :class:`~tether.errors.UsageError` naming the spec and what to do
+Both import paths are resolved by :mod:`tether.imports`, as an agent file's are. Anything that
+cannot work is a :class:`~tether.errors.UsageError` naming the spec and what to do
 (CLI exit 2): a module or file that does not exist or fails to import, a missing function, a
 function whose signature does not take exactly one argument, a factory that returns something
 other than a :class:`tether.Agent`.
@@ -23,9 +24,6 @@ other than a :class:`tether.Agent`.
 
 from __future__ import annotations
 
-import hashlib
-import importlib
-import importlib.util
 import inspect
 import sys
 from collections.abc import Callable
@@ -33,6 +31,7 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tether import imports
 from tether.agent.agent import Agent
 from tether.errors import UsageError
 from tether.sessions.loader import load_definition
@@ -74,14 +73,9 @@ def load_agent_factory(spec: str | AgentFactory, base_dir: Path | None = None) -
                 f"agent {text!r}: no agent of that short name (known: {known}); name a factory "
                 "as package.module:function or path/to/file.py:function")
         text = names[text]
-    where, _, attribute = text.rpartition(":")
-    if not where or not attribute.isidentifier():
-        raise UsageError(f"agent {spec!r}: expected package.module:function or "
-                         "path/to/file.py:function (a function name after the colon)")
-    module = _module_of(where, base_dir, spec)
-    factory = getattr(module, attribute, None)
-    if factory is None:
-        raise UsageError(f"agent {spec!r}: {where} has no {attribute!r}")
+    factory = imports.import_object(text, base_dir, what=f"agent {spec!r}", noun="function",
+                                    hint="a function name after the colon")
+    attribute = text.rpartition(":")[2]
     if not callable(factory):
         raise UsageError(f"agent {spec!r}: {attribute!r} is a {type(factory).__name__}, not a "
                          "function of the simulated environment")
@@ -92,13 +86,11 @@ def load_agent_factory(spec: str | AgentFactory, base_dir: Path | None = None) -
 def load_callable(spec: str, base_dir: Path | None, *, what: str) -> Callable[..., Any]:
     """The function ``spec`` names (``package.module:function`` or ``file.py:function``),
     for settings other than the agent (``what`` names the setting in errors)."""
-    where, sep, attribute = spec.strip().rpartition(":")
-    if not sep or not where or not attribute.isidentifier():
-        raise UsageError(f"{what} {spec!r}: expected package.module:function or "
-                         "path/to/file.py:function")
-    found = getattr(_module_of(where, base_dir, spec, what), attribute, None)
+    label = f"{what} {spec!r}"
+    found = imports.import_object(spec, base_dir, what=label, noun="function")
     if not callable(found):
-        raise UsageError(f"{what} {spec!r}: {where} has no function {attribute!r}")
+        raise UsageError(f"{label}: {spec.strip()} is a {type(found).__name__}, not a function; "
+                         "name a function after the colon")
     return found  # type: ignore[no-any-return]
 
 
@@ -129,7 +121,7 @@ def agent_spec_of(spec: str | AgentFactory, base_dir: Path | None = None) -> str
     if callable(spec):
         module, name = getattr(spec, "__module__", ""), getattr(spec, "__qualname__", "")
         path = getattr(sys.modules.get(module), "__file__", None)
-        if module.startswith("tether_agent_file_") and path:
+        if module.startswith(imports.FILE_MODULE_PREFIX) and path:
             return f"{path}:{name}"
         if not module or "<" in name or "." in name or module == "__main__":
             if path and module == "__main__" and "." not in name and "<" not in name:
@@ -140,10 +132,10 @@ def agent_spec_of(spec: str | AgentFactory, base_dir: Path | None = None) -> str
         return f"{module}:{name}"
     text = spec.strip()
     if _is_yaml(text):
-        return str(_resolve_file(text, base_dir))
+        return str(imports.resolve_file(text, base_dir))
     where, sep, attribute = text.rpartition(":")
-    if sep and _is_file(where):
-        return f"{_resolve_file(where, base_dir)}:{attribute}"
+    if sep and imports.is_file(where):
+        return f"{imports.resolve_file(where, base_dir)}:{attribute}"
     return text
 
 
@@ -154,7 +146,7 @@ def _is_yaml(text: str) -> bool:
 def _yaml_factory(text: str, base_dir: Path | None) -> AgentFactory:
     """A factory building the agent an agent YAML file declares (its variables' defaults;
     its tool factories receive the environment), validated now."""
-    path = _resolve_file(text, base_dir)
+    path = imports.resolve_file(text, base_dir)
     if not path.is_file():
         raise UsageError(f"agent {text!r}: no agent file {path}")
     definition = load_definition(path)
@@ -165,61 +157,6 @@ def _yaml_factory(text: str, base_dir: Path | None) -> AgentFactory:
 
     yaml_agent.__qualname__ = f"yaml_agent[{path.name}]"
     return yaml_agent
-
-
-def _is_file(where: str) -> bool:
-    return where.endswith(".py") or "/" in where or "\\" in where
-
-
-def _resolve_file(where: str, base_dir: Path | None) -> Path:
-    path = Path(where).expanduser()
-    if not path.is_absolute():
-        path = (base_dir or Path.cwd()) / path
-    return path.resolve()
-
-
-def _module_of(where: str, base_dir: Path | None, spec: str | AgentFactory,
-               what: str = "agent") -> Any:
-    if _is_file(where):
-        path = _resolve_file(where, base_dir)
-        if not path.is_file():
-            raise UsageError(f"{what} {spec!r}: no file {path}")
-        name = "tether_agent_file_" + hashlib.sha256(str(path).encode()).hexdigest()[:16]
-        if name in sys.modules:
-            return sys.modules[name]
-        loader_spec = importlib.util.spec_from_file_location(name, path)
-        if loader_spec is None or loader_spec.loader is None:
-            raise UsageError(f"{what} {spec!r}: {path} is not a Python file")
-        module = importlib.util.module_from_spec(loader_spec)
-        sys.modules[name] = module
-        # Its siblings import as they would when run from its folder.
-        folder = str(path.parent)
-        added = folder not in sys.path
-        if added:
-            sys.path.insert(0, folder)
-        try:
-            loader_spec.loader.exec_module(module)
-        except (Exception, SystemExit) as exc:
-            # A script that exits at import (its argparse, say) is a file that cannot be an
-            # agent module: said as such, and not left half-imported.
-            del sys.modules[name]
-            raise UsageError(f"{what} {spec!r}: importing {path} failed: "
-                             f"{type(exc).__name__}: {exc}") from None
-        return module
-    cwd = str(Path.cwd())
-    if "" not in sys.path and cwd not in sys.path:
-        # As ``python -m`` would: a module of the project the command is run from imports.
-        sys.path.append(cwd)
-    try:
-        return importlib.import_module(where)
-    except ModuleNotFoundError as exc:
-        missing = exc.name or where
-        raise UsageError(f"{what} {spec!r}: no module {missing!r} (is the package installed, or "
-                         "the command run from the folder that holds it?)") from exc
-    except (Exception, SystemExit) as exc:
-        sys.modules.pop(where, None)
-        raise UsageError(f"{what} {spec!r}: importing {where} failed: "
-                         f"{type(exc).__name__}: {exc}") from None
 
 
 def _describe(fn: Any) -> str:
