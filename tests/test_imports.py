@@ -116,3 +116,10 @@ def test_the_resolver_is_a_leaf_below_sessions_and_sim() -> None:
              if isinstance(node, ast.ImportFrom) and node.module
              and node.module.startswith("tether")}
     assert found <= {"tether.errors", "tether.specs"}
+
+
+def test_a_missing_function_is_named_as_one() -> None:
+    """With noun="function" the missing attribute is said to be a missing function."""
+    with pytest.raises(UsageError, match=r"json has no 'nope' \(it defines no function 'nope'\)"):
+        imports.import_object("json:nope", None, what="model.script 'json:nope'",
+                              noun="function")

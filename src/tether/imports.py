@@ -21,8 +21,8 @@ found and how to fix it; a module that fails at import is not left half-imported
 >>> import_object("json:nope", None, what="settings.encoder 'json:nope'")
 Traceback (most recent call last):
 ...
-tether.errors.UsageError: settings.encoder 'json:nope': json has no 'nope'; name one \
-of its attributes after the colon
+tether.errors.UsageError: settings.encoder 'json:nope': json has no 'nope'; name one of \
+its attributes after the colon
 """
 
 from __future__ import annotations
@@ -81,8 +81,9 @@ def import_object(spec: str, base_dir: Path | None, *, what: str, noun: str = "a
     try:
         return getattr(module, attribute)
     except AttributeError:
-        raise UsageError(f"{what}: {where} has no {attribute!r}; name one of its attributes "
-                         "after the colon") from None
+        kind = "" if noun == "attr" else f" (it defines no {noun} {attribute!r})"
+        raise UsageError(f"{what}: {where} has no {attribute!r}{kind}; name one of its "
+                         "attributes after the colon") from None
 
 
 def import_module(where: str, base_dir: Path | None, *, what: str) -> ModuleType:
