@@ -13,6 +13,7 @@ Errors (``Exception``) describe something that went wrong::
     │   ├── SessionInactive         a session is expired or closed; restore or start another
     │   ├── RestoreRefused          a client's copy of a session's history fails validation
     │   ├── TriggerInputInvalid     a trigger's input does not fit its schema; nothing ran
+    │   ├── WebhookRejected         a webhook's signature is missing, forged or stale; nothing ran
     │   └── SuiteNotApplicable      a reliability suite finds nothing to test in this agent
     ├── StoreError                  the journal store could not do what was asked
     │   ├── ConcurrencyConflict     another writer appended to the same run first
@@ -104,6 +105,7 @@ __all__ = [
     "UnknownWorkflow",
     "UsageError",
     "WaitTimedOut",
+    "WebhookRejected",
     "error_record",
     "rebuild_error",
 ]
@@ -179,6 +181,23 @@ class RestoreRefused(UsageError):
 class TriggerInputInvalid(UsageError):
     """A trigger's input does not fit the trigger's input schema (or a variable it sets does
     not fit the variable's type); nothing was appended or run."""
+
+
+class WebhookRejected(UsageError):
+    """A webhook delivery was refused before anything was appended: its signature is missing,
+    malformed or does not match the body, its timestamp is outside the tolerance (a replay),
+    or it carries no event id. ``reason`` is one of ``missing-signature``,
+    ``malformed-signature``, ``bad-signature``, ``stale``, ``missing-event-id``. The message
+    never holds the secret or the expected signature."""
+
+    def __init__(self, message: str, *, reason: str = "") -> None:
+        super().__init__(message)
+        self.reason = reason
+
+    def to_record(self) -> dict[str, Any]:
+        record = super().to_record()
+        record["data"] = {"reason": self.reason}
+        return record
 
 
 class ClientResultConflict(AlreadyDecided):

@@ -44,6 +44,7 @@ __all__ = [
     "ToolError",
     "ToolIntent",
     "ToolResult",
+    "TriggerFired",
     "TurnFinished",
     "TurnStarted",
     "VariableSet",
@@ -350,6 +351,21 @@ class SessionRestored(_Event):
     trust: str = "user"
 
 
+class TriggerFired(_Event):
+    """Trigger ``trigger`` of a session fired for ``key`` (a webhook delivery's event id, a
+    schedule's slot, an approval's decision), appended in the same batch as the variables it
+    set and the turn it started (``turn``; ``None`` when it only set variables), so a second
+    delivery of the same key finds it and starts nothing. ``detail`` says what else the
+    firing decided (the schedule slots it skipped)."""
+
+    kind: Literal["trigger_fired"] = "trigger_fired"
+    trigger: str
+    key: str
+    turn: int | None = None
+    input: Any = None
+    detail: dict[str, Any] = Field(default_factory=dict)
+
+
 class SessionClosed(_Event):
     """The session was closed; no turn may start in it again."""
 
@@ -393,6 +409,7 @@ Event = Annotated[
     | TurnFinished
     | SessionRestored
     | SessionClosed
+    | TriggerFired
     | RunFinished,
     Field(discriminator="kind"),
 ]
@@ -403,7 +420,7 @@ _KINDS: dict[str, type[_Event]] = {
                 WaitResolved, WaitExpired, ToolIntent, ToolResult, ToolError, ToolAmbiguous,
                 ToolRetry, ModelCalled, ModelFailed, Decision, MemoryWritten, MemoryForgotten,
                 SessionCreated, VariableSet, ResourceVersion, TurnStarted, TurnFinished,
-                SessionRestored, SessionClosed, RunFinished)
+                SessionRestored, SessionClosed, TriggerFired, RunFinished)
 }
 
 #: Event kinds that record the outcome of a workflow's durable call at a position.

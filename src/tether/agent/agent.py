@@ -9,7 +9,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -27,10 +27,11 @@ from tether.runtime.runtime import Workflow, workflow
 from tether.runtime.tools import Tool
 
 if TYPE_CHECKING:
+    from tether.agent.memory_recall import MemoryRecall
     from tether.agent.window import ContextWindow
     from tether.runtime.runtime import RunResult, Runtime
 
-__all__ = ["FORMAT_REMINDER", "Agent", "AgentOutput"]
+__all__ = ["FORMAT_REMINDER", "Agent", "AgentOutput", "Instructions", "TemplateInstructions"]
 
 FORMAT_REMINDER = (
     "Your previous answer could not be used: {problem}. Answer again. To call a tool, use the "
@@ -41,6 +42,36 @@ FORMAT_REMINDER = (
 #: Called with the dependency (a model or tool name) whose credentials expired.
 AuthRefresher = Callable[[str], Awaitable[None] | None]
 
+#: An agent's instructions: fixed text, or a function of the run's variables returning it.
+Instructions = str | Callable[[Mapping[str, Any]], str]
+
+
+class TemplateInstructions(str):
+    """Instructions that are both text and a template: the text is the rendering for the
+    values the agent was built with (what ``tether agent show`` prints and code that reads
+    ``agent.instructions`` as a string gets), and calling it renders them again for a run's
+    variables (a session's, as of the turn's start).
+
+    >>> hello = TemplateInstructions("Hello Ada.", lambda v: f"Hello {v.get('name', 'Ada')}.")
+    >>> (hello, hello({"name": "Grace"}))
+    ('Hello Ada.', 'Hello Grace.')
+    """
+
+    _render: Callable[[Mapping[str, Any]], str]
+
+    def __new__(cls, text: str, render: Callable[[Mapping[str, Any]], str]
+                ) -> TemplateInstructions:
+        made = super().__new__(cls, text)
+        made._render = render
+        return made
+
+    def __call__(self, variables: Mapping[str, Any]) -> str:
+        return self._render(variables)
+
+    def __getnewargs__(self) -> tuple[str, Callable[[Mapping[str, Any]], str]]:  # type: ignore[override]
+        # copy.copy and dataclasses.replace keep the template, not only the text.
+        return str(self), self._render
+
 
 class Task(BaseModel):
     """A run's input: the request, and on whose behalf it is made.
@@ -49,6 +80,9 @@ class Task(BaseModel):
     ``environment`` overrides the agent's (``sim``, ``staging``, ``prod``). ``history`` is the
     conversation before this request (a session's earlier turns, see :mod:`tether.sessions`):
     the loop starts from it, after the instructions, with each message's source and trust.
+    ``variables`` are the values the instructions and memory subjects are rendered with (a
+    session's variables as of the turn's start); being part of the journaled input, a resumed
+    run renders the same instructions as the first execution.
     """
 
     text: str
@@ -57,14 +91,18 @@ class Task(BaseModel):
     task_type: str = ""
     environment: str | None = None
     history: tuple[Message, ...] = ()
+    variables: dict[str, Any] = {}
 
     @model_serializer(mode="wrap")
     def _without_empty_history(self, handler: SerializerFunctionWrapHandler) -> Any:
-        # A task with no history serializes as it did before sessions existed, so journals
-        # (and the golden ones replayed in tests) keep their exact bytes.
+        # A task with no history or variables serializes as it did before sessions existed,
+        # so journals (and the golden ones replayed in tests) keep their exact bytes.
         data = handler(self)
-        if isinstance(data, dict) and not self.history:
-            data.pop("history", None)
+        if isinstance(data, dict):
+            if not self.history:
+                data.pop("history", None)
+            if not self.variables:
+                data.pop("variables", None)
         return data
 
 
@@ -106,12 +144,17 @@ class Agent:
     resumed run repeats none of them. ``retry`` says what each failure type triggers,
     ``budgets`` what stops the loop, ``window`` how the context is kept within bounds,
     ``refresh_auth`` how expired credentials are renewed.
+
+    ``instructions`` is text or a function of the run's variables (``Task.variables``),
+    rendered at the start of every run (see :meth:`instructions_for`). ``memory`` recalls
+    remembered facts into the context at the start of every run, each with the source and
+    trust it was written with (see :class:`~tether.agent.memory_recall.MemoryRecall`).
     """
 
     name: str
     model: Model
     tools: Sequence[Tool[Any, Any]] = ()
-    instructions: str = ""
+    instructions: Instructions = ""
     budgets: Budgets = field(default_factory=Budgets)
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     window: ContextWindow = field(default_factory=_default_window)
@@ -122,12 +165,25 @@ class Agent:
     format_reminder: str = FORMAT_REMINDER
     policy: Policy | None = None
     environment: str = "prod"
+    memory: MemoryRecall | None = None
 
     def __post_init__(self) -> None:
         names = [t.name for t in self.tools]
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
             raise UsageError(f"agent {self.name!r}: two tools are named {duplicates[0]!r}")
+
+    def instructions_for(self, variables: Mapping[str, Any] | None = None) -> str:
+        """The instructions for a run with ``variables``: the text, or the function's
+        rendering of them."""
+        if isinstance(self.instructions, TemplateInstructions) or \
+                not isinstance(self.instructions, str):
+            text = self.instructions(dict(variables or {}))
+            if not isinstance(text, str):
+                raise UsageError(f"agent {self.name!r}: the instructions function returned "
+                                 f"{type(text).__name__}, not the instructions' text (str)")
+            return text
+        return self.instructions
 
     def tool_specs(self, hidden: Sequence[str] = ()) -> tuple[ToolSpec, ...]:
         """The tools as the model sees them, minus ``hidden`` ones."""

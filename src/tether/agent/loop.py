@@ -98,8 +98,16 @@ class _Loop:
         self.meter.started_at = self.ctx.now()
         # Every model and tool call of the run is bounded by this, not only the steps.
         self.ctx.deadline = self.meter.deadline
-        if self.agent.instructions:
-            self.messages.append(Message.system(self.agent.instructions))
+        # Rendered from the journaled input's variables: a resumed run sees the same text.
+        instructions = self.agent.instructions_for(self.task.variables)
+        if instructions:
+            self.messages.append(Message.system(instructions))
+        if self.agent.memory is not None:
+            from tether.agent.memory_recall import fact_message
+
+            # One durable step: a replay shows the model the facts the first execution saw.
+            facts = await self.agent.memory.recall(self.ctx, self.task.variables)
+            self.messages.extend(fact_message(f) for f in facts)
         # A session's earlier turns: through the window like any other context.
         self.messages.extend(self.task.history)
         self.messages.append(Message.user(self.task.text))

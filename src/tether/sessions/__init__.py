@@ -7,16 +7,22 @@ agent, runtime, store, events and memory layers; nothing below it imports it.
 from tether.sessions.restore import validated
 from tether.sessions.session import Session, Sessions, TurnResult
 from tether.sessions.state import SESSION_WORKFLOW, Resource, SessionStatus, Turn
-from tether.sessions.triggers import fire
+from tether.sessions.triggers import DueSlot, Fired, due, fire, fire_due, fire_webhook, on_decision
 
 __all__ = [
     "SESSION_WORKFLOW",
+    "DueSlot",
+    "Fired",
     "Resource",
     "Session",
     "SessionStatus",
     "Sessions",
     "Turn",
     "TurnResult",
+    "due",
     "fire",
+    "fire_due",
+    "fire_webhook",
+    "on_decision",
     "validated",
 ]

@@ -33,7 +33,8 @@ from typing import Any
 from pydantic import ValidationError
 
 from tether import imports
-from tether.agent.agent import Agent
+from tether.agent.agent import Agent, TemplateInstructions
+from tether.agent.memory_recall import MemoryRecall
 from tether.agent.window import ContextWindow, drop_oldest
 from tether.errors import UsageError
 from tether.models.anthropic import AnthropicModel
@@ -79,9 +80,11 @@ class AgentDefinition:
     def name(self) -> str:
         return self.spec.name
 
-    def variables(self, given: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    def variables(self, given: Mapping[str, Any] | None = None, *,
+                  require: bool = True) -> dict[str, Any]:
         """The declared variables' values: ``given`` over the defaults, each checked against
-        its type. An undeclared or missing required variable is a UsageError."""
+        its type. An undeclared or (unless not ``require``) missing required variable is a
+        UsageError."""
         given = dict(given or {})
         declared = self.spec.variables
         for name in given:
@@ -99,7 +102,7 @@ class AgentDefinition:
             elif not variable.required:
                 values[name] = variable.default
         missing = [n for n, v in declared.items() if v.required and n not in given]
-        if missing:
+        if missing and require:
             raise UsageError(f"{self.source}: variables.{missing[0]}: required (no default) and "
                              f"not given; give it (--var {missing[0]}=...)")
         return values
@@ -124,10 +127,23 @@ class AgentDefinition:
                 self._server_object(at, settings)
         self._policy()
 
-    def build(self, variables: Mapping[str, Any] | None = None, *, env: Any = None) -> Agent:
-        """The :class:`~tether.agent.agent.Agent` this file defines, its instructions rendered
-        with ``variables`` (over the defaults); tool factories receive ``env``."""
+    def build(self, variables: Mapping[str, Any] | None = None, *, env: Any = None,
+              deferred: bool = False) -> Agent:
+        """The :class:`~tether.agent.agent.Agent` this file defines; tool factories receive
+        ``env``.
+
+        Its instructions and memory subjects are rendered at the start of every run from the
+        run's variables (a session's, see ``Task.variables``) over ``variables`` over the
+        declared defaults, each checked against its type; as text, ``agent.instructions``
+        reads as rendered with ``variables``. With ``deferred`` the values come with each run
+        (a session's agent): required variables need not be given now, and while one is
+        missing the text is the template as written.
+        """
         spec = self.spec
+        given = dict(variables or {})
+        complete = self.variables(given, require=not deferred).keys() >= {
+            n for n, v in spec.variables.items() if v.required}
+        text = self.instructions(given) if complete else spec.instructions
         tools = self.tools(env)
         names = [t.name for t in tools]
         duplicates = sorted({n for n in names if names.count(n) > 1})
@@ -135,7 +151,9 @@ class AgentDefinition:
             raise UsageError(f"{self.source}: tools: two tools are named {duplicates[0]!r}")
         return Agent(
             name=spec.name, model=self.model(), tools=tools,
-            instructions=self.instructions(variables),
+            instructions=TemplateInstructions(
+                text, lambda run: self.instructions(self._run_values(given, run))),
+            memory=self._memory_recall(given),
             budgets=Budgets(**spec.budgets.model_dump()), retry=self.retry_policy(),
             window=ContextWindow(max_tokens=spec.window.max_tokens,
                                  compressor=self._compressor(),
@@ -145,6 +163,32 @@ class AgentDefinition:
             environment=spec.environment)
 
     # -- the parts ------------------------------------------------------------------------
+
+    def _run_values(self, given: Mapping[str, Any], run: Mapping[str, Any]) -> dict[str, Any]:
+        """A run's values: its variables over those the agent was built with. A name the file
+        does not declare cannot appear in a template (they are checked at load), so it is
+        left out rather than failing a run that started."""
+        declared = self.spec.variables
+        return self.variables({**given, **{k: v for k, v in run.items() if k in declared}})
+
+    def _memory_recall(self, given: Mapping[str, Any]) -> MemoryRecall | None:
+        """``memory:`` as the agent's :class:`MemoryRecall`: subjects rendered per run."""
+        memory = self.spec.memory
+        if memory is None:
+            return None
+
+        def subject(index: int, template: str) -> Callable[[Mapping[str, Any]], str]:
+            def render_subject(run: Mapping[str, Any]) -> str:
+                values = self._run_values(given, run)
+                try:
+                    return render(template, values)
+                except UsageError as exc:
+                    raise UsageError(f"{self.source}: memory.subjects[{index}]: {exc}") from exc
+            return render_subject
+
+        return MemoryRecall(namespace=memory.namespace,
+                            subjects=[subject(i, t) for i, t in enumerate(memory.subjects)],
+                            minimum_trust=memory.min_trust, max_facts=memory.max_facts)
 
     def model(self) -> Model:
         """The model the file names (provider SDKs are imported only for their provider)."""

@@ -45,7 +45,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from tether.agent.agent import Agent, Task
 from tether.errors import ConcurrencyConflict, SessionConflict, SessionInactive, UsageError
@@ -67,6 +67,7 @@ from tether.runtime.codec import to_json
 from tether.runtime.runtime import RunResult, Runtime
 from tether.sessions.history import turn_entries
 from tether.sessions.restore import validated
+from tether.sessions.spec import check_value
 from tether.sessions.state import (
     SESSION_WORKFLOW,
     Resource,
@@ -76,6 +77,9 @@ from tether.sessions.state import (
     fold,
     stream_id,
 )
+
+if TYPE_CHECKING:
+    from tether.sessions.loader import AgentDefinition
 
 __all__ = ["Session", "Sessions", "TurnResult"]
 
@@ -152,13 +156,38 @@ class Session:
 
 
 class Sessions:
-    """Sessions of the agents given, on ``runtime``'s store and clock (see the module doc)."""
+    """Sessions of the agents given, on ``runtime``'s store and clock (see the module doc).
 
-    def __init__(self, runtime: Runtime, *, agents: Iterable[Agent] = ()) -> None:
+    ``definitions`` are agent files (:class:`~tether.sessions.loader.AgentDefinition`): their
+    agents are built and registered, and the variables of their sessions are typed — see
+    :meth:`add_definition`.
+    """
+
+    def __init__(self, runtime: Runtime, *, agents: Iterable[Agent] = (),
+                 definitions: Iterable[AgentDefinition] = ()) -> None:
         self.runtime = runtime
         self._agents: dict[str, Agent] = {}
+        self._definitions: dict[str, AgentDefinition] = {}
         for agent in agents:
             self.add_agent(agent)
+        for definition in definitions:
+            self.add_definition(definition)
+
+    def add_definition(self, definition: AgentDefinition, env: Any = None) -> Agent:
+        """Let sessions talk to the agent ``definition`` declares (built with tool factories
+        receiving ``env``) and type their variables: :meth:`create` fills the declared defaults
+        and checks every value's type, :meth:`set_variable` checks the declared type, and an
+        undeclared variable is refused, each before anything is appended. Each turn renders
+        the instructions from the session's variables as of the turn's start."""
+        known = self._definitions.get(definition.name)
+        if known is not None:
+            if known is definition:
+                return self._agents[definition.name]
+            raise UsageError(f"two different agent definitions are both named "
+                             f"{definition.name!r} ({known.source} and {definition.source})")
+        self.add_agent(definition.build(env=env, deferred=True))
+        self._definitions[definition.name] = definition
+        return self._agents[definition.name]
 
     def add_agent(self, agent: Agent) -> None:
         """Let sessions talk to ``agent`` (and its turns be resumed by this runtime)."""
@@ -214,10 +243,29 @@ class Sessions:
                      provenance: Mapping[str, Any] | None = None) -> Session:
         """Set variable ``name``, journaled with who set it and from what."""
         state = self._live(session_id)
+        self._check_variable(state, name, value)
         self._append(state, [VariableSet(
             seq=0, at=self._now(), name=name, value=to_json(value, what=f"variable {name!r}"),
             by=by, provenance=dict(provenance or {}))])
         return Session(self, state)
+
+    def _check_variable(self, state: SessionState, name: str, value: Any) -> None:
+        """Refuse ``value`` for ``name`` when the session's agent came from a definition that
+        does not declare ``name`` or declares another type."""
+        definition = self._definitions.get(state.agent)
+        if definition is None:
+            return
+        declared = definition.spec.variables
+        if name not in declared:
+            known = ", ".join(declared) or "none are declared"
+            raise UsageError(f"session {state.session_id!r}: variable {name!r} is not declared "
+                             f"by agent {state.agent!r} ({definition.source}: variables; "
+                             f"declared: {known}); nothing was changed")
+        problem = check_value(declared[name].type, value)
+        if problem is not None:
+            raise UsageError(f"session {state.session_id!r}: variable {name!r}: {problem} "
+                             f"({definition.source}: variables.{name} is declared "
+                             f"{declared[name].type}); nothing was changed")
 
     def put_resource(self, session_id: str, name: str, content: Any, *, source: str,
                      trust: str, run_id: str | None = None) -> Resource:
@@ -321,7 +369,9 @@ class Sessions:
                     break
                 fold(prior, event)
             history = tuple(m for _, _, m in self._entries(prior))
-            task = Task(text=str(turn.input), history=history)
+            # The variables as of the turn's start, in the journaled input: the instructions
+            # and memory subjects of this turn (and of its resumption) are rendered from them.
+            task = Task(text=str(turn.input), history=history, variables=dict(prior.variables))
             try:
                 result = await self.runtime.start(agent, task.model_dump(mode="json"),
                                                   run_id=turn.run_id,
@@ -380,6 +430,12 @@ class Sessions:
     def _created(self, session_id: str, agent: str, variables: Mapping[str, Any] | None,
                  ttl_s: float | None) -> list[Event]:
         now = self._now()
+        definition = self._definitions.get(agent)
+        if definition is not None:
+            try:
+                variables = definition.variables(variables)
+            except UsageError as exc:
+                raise UsageError(f"session {session_id!r}: {exc}; nothing was created") from exc
         # Created and finished at once: recovery never resumes a session's stream, and the
         # run listings skip it (its workflow is tether.session).
         return [

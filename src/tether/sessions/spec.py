@@ -76,12 +76,15 @@ from tether.specs import StrictNumbers, describe, short_repr
 __all__ = [
     "MAX_SECONDS",
     "AgentSpec",
+    "ApprovalSpec",
     "ClientToolSpec",
     "McpSpec",
     "MemorySpec",
     "ModelSpec",
+    "ScheduleSpec",
     "TriggerSpec",
     "VariableSpec",
+    "WebhookSpec",
     "check_json_schema",
     "check_value",
     "references",
@@ -334,14 +337,80 @@ class McpSpec(_Spec):
     timeout_s: float | None = Field(default=None, gt=0.0, le=MAX_SECONDS)
 
 
+class WebhookSpec(_Spec):
+    """How a webhook delivery is authenticated: an HMAC-SHA256 signature of the raw body under
+    a secret read from the environment variable ``secret_env`` (never from the file), carried
+    in ``header`` as ``t=<unix seconds>,v1=<hex digest of "<t>." + body>``; a timestamp more
+    than ``tolerance_s`` away from the runtime's clock is refused (a replay). ``id_header``
+    carries the sender's event id: a delivery repeated with the same id starts one turn."""
+
+    secret_env: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,99}$")
+    header: str = Field(default="X-Tether-Signature", pattern=r"^[A-Za-z0-9-]{1,100}$")
+    id_header: str = Field(default="X-Tether-Event-Id", pattern=r"^[A-Za-z0-9-]{1,100}$")
+    tolerance_s: float = Field(default=300.0, gt=0.0, le=MAX_SECONDS)
+
+
+class ScheduleSpec(_Spec):
+    """Slots every ``every_s`` seconds of the runtime's clock, the first at ``start_at_s``
+    (clock time; default: one period after the session was created). ``catch_up`` says what
+    happens to slots that elapsed unfired: ``latest`` fires only the latest and reports the
+    others as skipped; ``all`` fires each, oldest first."""
+
+    every_s: float = Field(gt=0.0, le=MAX_SECONDS)
+    start_at_s: float | None = Field(default=None, ge=0.0, le=10**12)
+    catch_up: Literal["latest", "all"] = "latest"
+
+
+class ApprovalSpec(_Spec):
+    """Which decisions on an approval requested by one of the session's turns fire it."""
+
+    decisions: list[Literal["approved", "denied"]] = Field(
+        default=["approved", "denied"], min_length=1, max_length=2)
+
+
+TriggerKind = Literal["message", "webhook", "schedule", "approval"]
+
+#: The input a trigger kind generates itself, as its default input schema (so templates may
+#: read ``input.slot`` or ``input.decision`` without declaring them).
+GENERATED_INPUT: dict[str, dict[str, Any]] = {
+    "schedule": {"type": "object",
+                 "properties": {"slot": {"type": "integer"}, "scheduled_at": {"type": "number"},
+                                "missed": {"type": "integer"}},
+                 "required": ["slot", "scheduled_at", "missed"]},
+    "approval": {"type": "object",
+                 "properties": {"decision": {"type": "string", "enum": ["approved", "denied"]},
+                                "by": {"type": "string"},
+                                "role": {"type": ["string", "null"]},
+                                "note": {"type": "string"}, "tool": {"type": "string"}},
+                 "required": ["decision", "by", "role", "note", "tool"]},
+}
+
+
 class TriggerSpec(_Spec):
-    """A named entry point: its input schema, and how the input becomes the user turn and
-    variables (templates over ``input.*`` and the session's variables)."""
+    """A named entry point: its kind, input schema, and how the input becomes the user turn
+    and variables (templates over ``input.*`` and the session's variables).
+
+    ``kind`` is ``message`` (the default: the caller gives the input), ``webhook`` (a signed
+    HTTP delivery; settings under ``webhook:``), ``schedule`` (slots of the clock; settings
+    under ``schedule:``) or ``approval`` (a decision on one of the session's approvals;
+    settings under ``approval:``, optional)."""
 
     description: str = Field(default="", max_length=2_000)
+    kind: TriggerKind = "message"
     input: dict[str, Any] = {"type": "object", "properties": {}}
     turn: str | None = Field(default=None, max_length=100_000)
     variables: dict[str, str] = {}
+    webhook: WebhookSpec | None = None
+    schedule: ScheduleSpec | None = None
+    approval: ApprovalSpec | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _generated_input(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "input" not in data and \
+                data.get("kind") in GENERATED_INPUT:
+            return {**data, "input": GENERATED_INPUT[data["kind"]]}
+        return data
 
     @field_validator("input")
     @classmethod
@@ -350,6 +419,19 @@ class TriggerSpec(_Spec):
         if problem is not None:
             raise _refuse(f"not a usable JSON Schema: {problem}")
         return value
+
+    @model_validator(mode="after")
+    def _settings_fit_kind(self) -> TriggerSpec:
+        for other in ("webhook", "schedule", "approval"):
+            if other != self.kind and getattr(self, other) is not None:
+                raise _refuse(f"{other}: settings are for kind: {other}, and this trigger is "
+                              f"kind: {self.kind}; set kind: {other} or remove {other}:")
+        if self.kind == "webhook" and self.webhook is None:
+            raise _refuse("kind: webhook needs webhook: {secret_env: NAME_OF_ENV_VARIABLE} "
+                          "(the variable holding the HMAC secret)")
+        if self.kind == "schedule" and self.schedule is None:
+            raise _refuse("kind: schedule needs schedule: {every_s: seconds}")
+        return self
 
 
 class BudgetsSpec(_Spec):

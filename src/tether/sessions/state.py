@@ -21,6 +21,7 @@ from tether.events import (
     SessionClosed,
     SessionCreated,
     SessionRestored,
+    TriggerFired,
     TurnFinished,
     TurnStarted,
     VariableSet,
@@ -141,7 +142,7 @@ def fold(state: SessionState, event: Event) -> None:
             raise UsageError(f"run {stream_id(state.session_id)!r} is a {event.workflow!r} run, "
                              "not a session; run ids starting with 'session:' are reserved for "
                              "tether.sessions")
-    elif not isinstance(event, RunFinished):
+    elif not isinstance(event, RunFinished | TriggerFired):  # triggers.py reads TriggerFired
         raise UsageError(f"session {state.session_id!r} holds a {event.kind!r} event at seq "
                          f"{event.seq}; only session changes belong there")
     state.revision = event.seq
