@@ -51,6 +51,7 @@ from tether.sessions.spec import (
     AgentSpec,
     ClientToolSpec,
     McpSpec,
+    SessionToolSpec,
     check_value,
     references,
     render,
@@ -61,9 +62,9 @@ __all__ = ["AgentDefinition", "ToolEntry", "definition_from_dict", "import_objec
            "is_client_tool", "load_agent", "load_definition", "parse_variable"]
 
 #: One entry of ``tools:``: its key path, its kind (server, client, mcp) and its settings.
-ToolEntry = tuple[str, str, "str | ClientToolSpec | McpSpec"]
+ToolEntry = tuple[str, str, "str | ClientToolSpec | McpSpec | SessionToolSpec"]
 
-_TOOL_KINDS = {"client": ClientToolSpec, "mcp": McpSpec}
+_TOOL_KINDS = {"client": ClientToolSpec, "mcp": McpSpec, "session": SessionToolSpec}
 
 
 @dataclass(frozen=True)
@@ -213,7 +214,8 @@ class AgentDefinition:
 
     def tools(self, env: Any = None) -> list[Tool[Any, Any]]:
         """Every tool, in the file's order: server tools (factories called with ``env``),
-        client tools, and the tools of each MCP server (listed from the server now)."""
+        client tools, session tools, and the tools of each MCP server (listed from the server
+        now)."""
         built: list[Tool[Any, Any]] = []
         for at, kind, settings in self.tool_entries:
             if kind == "server":
@@ -222,6 +224,9 @@ class AgentDefinition:
             elif kind == "client":
                 assert isinstance(settings, ClientToolSpec)
                 built.append(self._client_tool(at, settings))
+            elif kind == "session":
+                assert isinstance(settings, SessionToolSpec)
+                built.extend(self._session_tools(settings))
             else:
                 assert isinstance(settings, McpSpec)
                 built.extend(self._mcp_tools(at, settings))
@@ -315,6 +320,14 @@ class AgentDefinition:
             raise UsageError(f"{self.source}: {at}: {exc}") from exc
         return made
 
+    def _session_tools(self, spec: SessionToolSpec) -> list[Tool[Any, Any]]:
+        """``session:`` as :func:`tether.sessions.tools.session_tools` (bound to the Sessions
+        that runs the agent's turns when it is added there)."""
+        from tether.sessions.tools import session_tools
+
+        return session_tools(resources=spec.resources, variables=spec.variables,
+                             writable_resources=spec.writable_resources)
+
     def _mcp_tools(self, at: str, spec: McpSpec) -> list[Tool[Any, Any]]:
         from tether.agent.mcp import mcp_toolset
 
@@ -385,6 +398,7 @@ def definition_from_dict(data: Any, *, where: str = "<agent>",
     _check_templates(spec, where)
     _check_triggers(spec, where)
     _check_tool_names(entries, where)
+    _check_session_entries(spec, entries, where)
     return AgentDefinition(spec=spec, source=where, base_dir=base_dir, tool_entries=entries)
 
 
@@ -456,6 +470,21 @@ def _check_tool_names(entries: Sequence[ToolEntry], where: str) -> None:
                 raise UsageError(f"{where}: {at}.name: {settings.name!r} is already the name of "
                                  f"{seen[settings.name]}; tool names are unique")
             seen[settings.name] = at
+
+
+def _check_session_entries(spec: AgentSpec, entries: Sequence[ToolEntry], where: str) -> None:
+    """A session tool may set only declared variables (a session of this file's agent refuses
+    any other), and two ``session:`` entries would make two tools of each name."""
+    sessions = [(at, s) for at, _, s in entries if isinstance(s, SessionToolSpec)]
+    if len(sessions) > 1:
+        raise UsageError(f"{where}: {sessions[1][0]}: a second session: entry; list every "
+                         f"resource and variable in the first ({sessions[0][0]})")
+    for at, settings in sessions:
+        for index, name in enumerate(settings.variables):
+            if name not in spec.variables:
+                known = ", ".join(spec.variables) or "none are declared"
+                raise UsageError(f"{where}: {at}.variables[{index}]: no variable {name!r} is "
+                                 f"declared (declared: {known}); declare it under variables:")
 
 
 def parse_variable(kind: str, text: str) -> Any:

@@ -83,6 +83,9 @@ if TYPE_CHECKING:
 
 __all__ = ["Session", "Sessions", "TurnResult"]
 
+#: How often a turn's ending is appended again after the session changed under it.
+_FINISH_ATTEMPTS = 20
+
 
 @dataclass(frozen=True, slots=True)
 class TurnResult:
@@ -190,12 +193,17 @@ class Sessions:
         return self._agents[definition.name]
 
     def add_agent(self, agent: Agent) -> None:
-        """Let sessions talk to ``agent`` (and its turns be resumed by this runtime)."""
+        """Let sessions talk to ``agent`` (and its turns be resumed by this runtime). An agent
+        with session tools (:mod:`tether.sessions.tools`) is run as a copy whose session tools
+        act on these sessions: the binding is explicit and per Sessions, never global."""
+        from tether.sessions.tools import bind_session_tools, origin_of
+
         known = self._agents.get(agent.name)
-        if known is not None and known is not agent:
+        if known is not None and origin_of(known) is not origin_of(agent):
             raise UsageError(f"two different agents are both named {agent.name!r}")
-        self._agents[agent.name] = agent
-        self.runtime.register(agent)
+        if known is None:
+            known = self._agents[agent.name] = bind_session_tools(agent, self)
+        self.runtime.register(known)
 
     # -- reading --------------------------------------------------------------------------
 
@@ -389,17 +397,27 @@ class Sessions:
         return TurnResult(state.session_id, turn.number, result, revision)
 
     def _finished(self, state: SessionState, turn: Turn, status: RunStatus) -> int:
-        """Append ``turn_finished``; returns the session's revision afterwards."""
-        try:
-            self._append(state, [TurnFinished(seq=0, at=self._now(), turn=turn.number,
-                                              run_id=turn.run_id, status=status)])
-        except SessionConflict:
-            # Another process may have recorded the same ending first: that is this one.
-            fresh = self._state(state.session_id)
-            if not any(t.number == turn.number and t.status is not None for t in fresh.turns):
-                raise
-            return fresh.revision
-        return state.revision
+        """Append ``turn_finished``; returns the session's revision afterwards.
+
+        The turn itself may have changed the session while it ran (its session tools), and so
+        may a trigger or a client: on a conflict ``state`` is read again (in place, so the
+        caller goes on from it) and the ending is appended after those changes, unless another
+        process recorded the same ending first. Bounded: a session changing under every
+        attempt raises the last conflict."""
+        for attempt in range(1, _FINISH_ATTEMPTS + 1):
+            try:
+                self._append(state, [TurnFinished(seq=0, at=self._now(), turn=turn.number,
+                                                  run_id=turn.run_id, status=status)])
+                return state.revision
+            except SessionConflict:
+                fresh = self._state(state.session_id)
+                for name in SessionState.__slots__:
+                    setattr(state, name, getattr(fresh, name))
+                if any(t.number == turn.number and t.status is not None for t in state.turns):
+                    return state.revision  # that ending is this one
+                if attempt == _FINISH_ATTEMPTS:
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
 
     # -- plumbing -------------------------------------------------------------------------
 

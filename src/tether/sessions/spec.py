@@ -25,6 +25,7 @@
           effect: read
           timeout_s: 600
       - mcp: {url: "http://127.0.0.1:8765/mcp", effects: {create_ticket: idempotent}}
+      - session: {resources: [notes], variables: [plan]}   # read/update/set in a turn
     triggers:
       user-message:
         input: {type: object, properties: {text: {type: string}}, required: [text]}
@@ -82,6 +83,7 @@ __all__ = [
     "MemorySpec",
     "ModelSpec",
     "ScheduleSpec",
+    "SessionToolSpec",
     "TriggerSpec",
     "VariableSpec",
     "WebhookSpec",
@@ -323,6 +325,38 @@ class ClientToolSpec(_Spec):
             raise _refuse("a tool's arguments are one JSON object: type must be object "
                              f"(found {short_repr(value.get('type'))})")
         return value
+
+
+class SessionToolSpec(_Spec):
+    """The session tools (:func:`tether.sessions.tools.session_tools`): which of the session's
+    resources the turn may read (and, of those, update: ``writable_resources``, default all)
+    and which variables it may set."""
+
+    resources: list[str] = Field(default=[], max_length=1_000)
+    variables: list[str] = Field(default=[], max_length=1_000)
+    writable_resources: list[str] | None = Field(default=None, max_length=1_000)
+
+    @field_validator("resources", "variables", "writable_resources")
+    @classmethod
+    def _names(cls, value: list[str] | None) -> list[str] | None:
+        for name in value or ():
+            if not re.fullmatch(_NAME, name):
+                raise _refuse(f"expected names of letters, digits, _, - or . (notes, "
+                              f"order.summary ...), found {short_repr(name)}")
+        if value is not None and len(set(value)) != len(value):
+            raise _refuse(f"a name is listed twice in {short_repr(value)}")
+        return value
+
+    @model_validator(mode="after")
+    def _sound(self) -> SessionToolSpec:
+        if not self.resources and not self.variables:
+            raise _refuse("a session tool entry names no resources and no variables, so it "
+                          "makes no tool; give resources: [...] or variables: [...]")
+        stray = [n for n in self.writable_resources or () if n not in self.resources]
+        if stray:
+            raise _refuse(f"writable_resources: {short_repr(stray[0])} is not one of resources "
+                          f"({', '.join(self.resources) or 'none'}); list it there too")
+        return self
 
 
 class McpSpec(_Spec):
