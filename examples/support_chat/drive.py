@@ -1,0 +1,287 @@
+"""Drive the YAML support chat through a conversation of several turns, durably.
+
+    python examples/support_chat/drive.py                       # a new SQLite store in a temp dir
+    python examples/support_chat/drive.py --store runs.db       # or a store URL (sqlite:///...,
+                                                                #   postgresql://...)
+    python examples/support_chat/drive.py --payments URL        # a served payments world
+
+The agent is ``agent.yaml`` (``load_definition`` → ``Sessions``); the payments service is the
+simulated one of ``world.yaml``: built in this process by default, or, with ``--payments``, the
+one ``tether sim serve examples/support_chat/world.yaml --seed 1`` serves — a service that
+outlives this process, as a real one does, so its ledger counts the refunds really made.
+
+One session (``support-ada``; variables ``customer_name`` and ``plan``), five turns:
+
+1. a question about an order, answered with a server read (``lookup_order``);
+2. a refund of 75.00: the customer confirms in the app first (the ``confirm_in_app`` client
+   tool — this script plays the app and answers with ``Runtime.continue_execution``);
+3. a refund of 150.00, confirmed in the app, then held by the policy for a supervisor (this
+   script approves it with ``Runtime.approve(..., role="supervisor")`` and resumes the turn);
+4. the ``plan-changed`` trigger, which sets the ``plan`` variable and starts a turn;
+5. a question the answer of which shows the new plan.
+
+After each refund turn the ``order_notes`` resource gets a new version (its provenance names
+the turn's run). Then a transcript and a summary: turns, refunds in the service's ledger, model
+calls recorded in the journals and model calls made by this process.
+
+**Run it again, or after a crash.** Every step is decided from the session as stored: a turn
+already started is resumed, never started twice; a turn waiting for the app or the supervisor
+is answered (each answer is recorded once; a repeated one changes nothing); a resource version
+already written for a turn is not written again. So the script may be killed anywhere
+(SIGKILL included) and started again with the same store until it completes: no turn is lost,
+no refund made twice, no model call recorded before the kill is paid again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from tether.clock import SystemClock
+from tether.events import ModelCalled, RunStatus
+from tether.runtime.journal import Probe
+from tether.runtime.runtime import Runtime
+from tether.sessions import Sessions, fire
+from tether.sessions.loader import AgentDefinition, load_definition
+from tether.store.base import Store
+from tether.store.open import open_store
+
+HERE = Path(__file__).resolve().parent
+AGENT_FILE = HERE / "agent.yaml"
+WORLD_FILE = HERE / "world.yaml"
+SESSION_ID = "support-ada"
+CUSTOMER: dict[str, Any] = {"customer_name": "Ada", "plan": "basic"}
+#: The worker's name in run leases: a restarted driver takes its runs back at once.
+OWNER = "support-chat-driver"
+NOTES = "order_notes"
+
+
+@dataclass(frozen=True)
+class Step:
+    """One turn of the conversation: a customer message, or a trigger with its input."""
+
+    text: str = ""
+    trigger: str = ""
+    payload: Mapping[str, Any] = field(default_factory=dict)
+    notes: bool = False  # whether the turn's answer goes into the order notes
+
+
+STEPS: tuple[Step, ...] = (
+    Step("Hi, how much did I pay for order ch_0001, and has any of it been refunded?"),
+    Step("The headphones from order ch_0002 stopped working. Please refund them.", notes=True),
+    Step("The espresso machine from order ch_0003 arrived broken. Please refund it.",
+         notes=True),
+    Step(trigger="plan-changed", payload={"plan": "pro"}),
+    Step("Thanks! Which plan am I on now?"),
+)
+
+
+class HttpPayments:
+    """The payments client of a served world (its Stripe-compatible API), for the tools."""
+
+    def __init__(self, base_url: str) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._http = httpx.AsyncClient(base_url=self.base_url, timeout=30.0,
+                                       headers={"Authorization": "Bearer sk_test_support"})
+
+    async def get_charge(self, charge_id: str) -> dict[str, Any]:
+        return _answer(await self._http.get(f"/v1/charges/{charge_id}"))
+
+    async def create_refund(self, charge: str, amount: int | None = None,
+                            idempotency_key: str | None = None) -> dict[str, Any]:
+        form: dict[str, Any] = {"charge": charge}
+        if amount is not None:
+            form["amount"] = amount
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        return _answer(await self._http.post("/v1/refunds", data=form, headers=headers))
+
+    def refunds(self) -> list[dict[str, Any]]:
+        """The refunds in the world's ledger (what the service applied, not what was said)."""
+        root = self.base_url.rsplit("/payments", 1)[0]
+        ledger = httpx.get(f"{root}/_tether/ledger", timeout=30.0).json()
+        return [e for e in ledger["effects"]
+                if e["service"] == "payments" and e["operation"] == "refund"]
+
+
+def _answer(response: httpx.Response) -> dict[str, Any]:
+    if response.status_code >= 400:
+        raise RuntimeError(f"payments {response.request.method} {response.request.url.path}: "
+                           f"{response.status_code} {response.text[:300]}")
+    body: dict[str, Any] = response.json()
+    return body
+
+
+class Services:
+    """What the tool factory (``tools.py:tools``) is given: ``client(name)``."""
+
+    def __init__(self, payments: Any, refunds: Callable[[], list[dict[str, Any]]]) -> None:
+        self._payments, self.refunds = payments, refunds
+
+    def client(self, name: str) -> Any:
+        if name != "payments":
+            raise KeyError(f"no {name!r} service here; only payments")
+        return self._payments
+
+
+def services(payments_url: str | None) -> Services:
+    """The served world at ``payments_url``, or ``world.yaml``'s built in this process."""
+    if payments_url:
+        http = HttpPayments(payments_url)
+        return Services(http, http.refunds)
+    from tether.sim.episode import environment_for
+    from tether.sim.scenario import load_scenario
+
+    env = environment_for(load_scenario(WORLD_FILE), seed=1)
+    return Services(env.client("payments"),
+                    lambda: [e.as_data() for e in env.world.ledger.of("payments", "refund")])
+
+
+class Chat:
+    """The support chat of one store: the session, the runtime, and the app and supervisor
+    that answer the turns' waits."""
+
+    def __init__(self, store: Store, world: Services, *, probe: Probe | None = None,
+                 say: Callable[[str], None] = print) -> None:
+        self.definition: AgentDefinition = load_definition(AGENT_FILE)
+        self.world, self.say = world, say
+        self.agent = self.definition.build(CUSTOMER, env=world)
+        self.runtime = Runtime(store, clock=SystemClock(), seed=7, probe=probe, owner=OWNER)
+        self.sessions = Sessions(self.runtime, agents=[self.agent])
+
+    async def run(self) -> None:
+        """Create the session if need be, then take every step to its end."""
+        if self.runtime.store.get_run(f"session:{SESSION_ID}") is None:
+            self.sessions.create(SESSION_ID, agent=self.agent.name, variables=CUSTOMER)
+        for number, step in enumerate(STEPS, 1):
+            await self.step(number, step)
+
+    async def step(self, number: int, step: Step) -> None:
+        """Bring turn ``number`` to its end, from wherever it stands in the store."""
+        while True:
+            session = self.sessions.session(SESSION_ID)
+            if len(session.turns) < number:
+                if step.trigger:
+                    await fire(self.sessions, self.definition, SESSION_ID, step.trigger,
+                               step.payload)
+                else:
+                    await self.sessions.turn(SESSION_ID, step.text)
+                continue
+            turn = session.turns[number - 1]
+            if turn.status is not None:
+                break
+            info = self.runtime.store.get_run(turn.run_id)
+            if info is not None and info.status is RunStatus.WAITING:
+                await self.answer_waits(turn.run_id)
+            await self.sessions.resume(SESSION_ID)
+        if step.notes:
+            self.write_notes(number)
+
+    async def answer_waits(self, run_id: str) -> None:
+        """Play the app (confirm) and the supervisor (approve) for what the run waits on."""
+        calls = self.runtime.pending_client_calls(run_id)
+        if calls:
+            results: dict[str, Any] = {}
+            for c in calls:
+                self.say(f"  [app] {c.tool}: {c.arguments.get('question', c.arguments)} -> yes")
+                results[c.call_id] = {"confirmed": True}
+            await self.runtime.continue_execution(run_id, results, by="app:ada")
+        for held in self.runtime.pending_approvals(run_id):
+            self.say(f"  [supervisor] approves {held.tool} {held.args} ({held.reason})")
+            self.runtime.approve(run_id, by="supervisor:grace", role="supervisor",
+                                 step=held.step)
+
+    def write_notes(self, number: int) -> None:
+        """Add turn ``number``'s answer to ``order_notes``, once: each note names its run, and
+        a note already in the document (written before a crash) is not written again."""
+        session = self.sessions.session(SESSION_ID)
+        run_id = session.turns[number - 1].run_id
+        known = session.resources.get(NOTES)
+        notes: list[dict[str, Any]] = list(known.content) if known is not None else []
+        if any(note.get("run_id") == run_id for note in notes):
+            return
+        answer = [r["content"] for r in session.transcript()
+                  if r["run_id"] == run_id and r["role"] == "assistant" and r["content"]]
+        notes.append({"turn": number, "run_id": run_id,
+                      "note": answer[-1] if answer else "(no answer)"})
+        self.sessions.put_resource(SESSION_ID, NOTES, notes, source="support-chat:drive",
+                                   trust="agent", run_id=run_id)
+
+    def summary(self) -> dict[str, Any]:
+        """What happened, from the store and the service (not from the agent's words)."""
+        session = self.sessions.session(SESSION_ID)
+        store = self.runtime.store
+        model_calls = {t.run_id: sum(isinstance(e, ModelCalled) for e in store.read(t.run_id))
+                       for t in session.turns}
+        return {
+            "turns": [{"number": t.number, "trigger": t.trigger, "input": t.input,
+                       "status": t.status} for t in session.turns],
+            "transcript": session.transcript(),
+            "variables": session.variables,
+            "resources": {name: {"version": r.version, "content": r.content,
+                                 "provenance": r.provenance}
+                          for name, r in session.resources.items()},
+            "refunds": self.world.refunds(),
+            "model_calls": model_calls,
+        }
+
+
+def print_transcript(summary: Mapping[str, Any], say: Callable[[str], None] = print) -> None:
+    """The conversation as the customer saw it, and the counts that matter."""
+    for row in summary["transcript"]:
+        if row["role"] == "user":
+            say(f"customer : {row['content']}")
+        elif row["role"] == "assistant" and row["content"]:
+            say(f"agent    : {row['content']}")
+    refunds = summary["refunds"]
+    made = ", ".join(f"{r['data']['charge']} {r['data']['amount']}" for r in refunds)
+    say(f"turns: {len(summary['turns'])}, refunds in the payments ledger: {len(refunds)} "
+        f"({made}), "
+        f"model calls recorded: {sum(summary['model_calls'].values())}, "
+        f"variables: {summary['variables']}")
+    notes = summary["resources"].get(NOTES)
+    if notes is not None:
+        say(f"{NOTES} (version {notes['version']}):")
+        for note in notes["content"]:
+            say(f"  turn {note['turn']}: {note['note']}")
+
+
+def main(argv: list[str] | None = None, *, probe: Probe | None = None,
+         wrap_store: Callable[[Store], Store] | None = None) -> dict[str, Any]:
+    """Parse the command line, drive the conversation to its end, print it; returns the
+    summary. ``probe``/``wrap_store`` let a test stop the process at a chosen instant."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--store", help="store URL or SQLite file (default: a temp dir's)")
+    parser.add_argument("--payments", help="a served world's payments URL "
+                        "(default: world.yaml's, in this process)")
+    parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+    args = parser.parse_args(argv)
+    url = args.store or os.path.join(tempfile.mkdtemp(prefix="support-chat-"), "runs.db")
+    store = open_store(url)
+    if wrap_store is not None:
+        store = wrap_store(store)
+    quiet = args.json
+    chat = Chat(store, services(args.payments), probe=probe,
+                say=(lambda _line: None) if quiet else print)
+    asyncio.run(chat.run())
+    summary = chat.summary()
+    if quiet:
+        print(json.dumps(summary, sort_keys=True, default=str))
+    else:
+        print(f"store: {url}")
+        print_transcript(summary)
+    return summary
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(HERE))
+    main()

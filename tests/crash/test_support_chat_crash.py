@@ -1,0 +1,262 @@
+"""The support-chat session (examples/support_chat/drive.py) run as real worker processes,
+SIGKILLed at every boundary of every turn and restarted with the same store until the script
+completes: no lost turn, no duplicated refund, no model call paid twice, every wait decided once.
+
+The payments service is the example's simulated world served by ``tether sim serve`` in its own
+process, so it outlives the killed workers and its ledger counts the refunds really applied.
+A clean run (traced) lists the boundaries — every store append — and gives what every crashed
+schedule must end with. One schedule per turn: its first worker runs the earlier turns and dies
+at the turn's first boundary, each restart dies at the next one, the last one completes.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tether.events import WaitResolved
+from tether.runtime.runtime import Runtime
+from tether.sessions import Sessions
+from tether.store.sqlite import SQLiteStore
+
+ROOT = Path(__file__).resolve().parents[2]
+APP = Path(__file__).with_name("support_chat_app.py")
+WORLD = ROOT / "examples" / "support_chat" / "world.yaml"
+SESSION = "support-ada"
+TURNS = 5
+#: Appends killed after: each is a durable instant of a turn (the session's own changes, the
+#: run's creation, a model answer, a tool's intent or result, a wait begun or answered, the
+#: run's end). ``step`` and ``decision`` records sit between two of these with no work between.
+AFTER = {"turn_started", "variable_set", "run_started", "model_called", "tool_intent",
+         "tool_result", "wait_started", "wait_resolved", "run_finished", "turn_finished",
+         "resource_version"}
+#: Appends killed before: work was done that the append records (a turn about to start, a
+#: tool's handler returned but its result not journaled).
+BEFORE = {"turn_started", "variable_set", "tool_result"}
+
+
+class World:
+    """A served payments world in its own process (one per schedule)."""
+
+    def __init__(self) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", "from tether.cli import main; main()", "sim", "serve",
+             str(WORLD), "--seed", "1"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self._payments: str | None = None
+
+    @property
+    def payments(self) -> str:
+        """The payments URL, once the server printed it."""
+        assert self.proc.stdout is not None
+        while self._payments is None:
+            line = self.proc.stdout.readline()
+            assert line, f"the world did not start: {self.proc.stderr and self.proc.stderr.read()}"
+            if line.startswith("payments"):
+                self._payments = line.split()[1]
+        return self._payments
+
+    def refunds(self) -> list[tuple[str, int, str]]:
+        root = self.payments.rsplit("/payments", 1)[0]
+        effects = httpx.get(f"{root}/_tether/ledger", timeout=30.0).json()["effects"]
+        return [(e["data"]["charge"], e["data"]["amount"], e["key"]) for e in effects
+                if (e["service"], e["operation"]) == ("payments", "refund")]
+
+    def stop(self) -> None:
+        self.proc.kill()
+        self.proc.wait(timeout=30)
+
+
+@dataclass
+class Outcome:
+    """What a store and a world hold once the script completed."""
+
+    turns: list[tuple[int, str, Any, str | None]]
+    transcript: list[dict[str, Any]]
+    variables: dict[str, Any]
+    resources: dict[str, tuple[int, Any, Any]]
+    refunds: list[tuple[str, int, str]]
+    model_calls: dict[str, int]
+    waits_resolved: dict[str, int]
+    model_asked: Counter[str]
+    recorded_digests: Counter[str]
+
+
+class Workers:
+    """Starts worker processes: forked from one server that imported the library once (see
+    support_chat_app.py), so each costs a fork, not the imports."""
+
+    def __init__(self) -> None:
+        self.proc = subprocess.Popen([sys.executable, str(APP), "--fork-server"],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+    def run(self, folder: Path, world: World, *, kill_at: str | None = None,
+            trace: Path | None = None) -> tuple[int, str]:
+        """Run the driver to its end or to ``kill_at``; its exit status and output."""
+        argv: list[str] = []
+        if kill_at is not None:
+            argv += ["--kill-at", kill_at]
+        if trace is not None:
+            argv += ["--trace", str(trace)]
+        argv += ["--", "--store", str(folder / "runs.db"), "--payments", world.payments,
+                 "--json"]
+        log = folder / "worker.log"
+        log.write_text("")
+        job = {"argv": argv, "env": {"SUPPORT_CHAT_MODEL_LOG": str(folder / "model.log")},
+               "log": str(log)}
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(json.dumps(job) + "\n")
+        self.proc.stdin.flush()
+        answer = self.proc.stdout.readline()
+        assert answer, "the fork server died"
+        return int(json.loads(answer)["rc"]), log.read_text()
+
+    def stop(self) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        self.proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def workers() -> Iterator[Workers]:
+    started = Workers()
+    try:
+        yield started
+    finally:
+        started.stop()
+
+
+def outcome(folder: Path, world: World) -> Outcome:
+    store = SQLiteStore(str(folder / "runs.db"))
+    try:
+        session = Sessions(Runtime(store)).session(SESSION)
+        model_calls: dict[str, int] = {}
+        waits: Counter[str] = Counter()
+        digests: Counter[str] = Counter()
+        for turn in session.turns:
+            events = store.read(turn.run_id)
+            model_calls[turn.run_id] = sum(e.kind == "model_called" for e in events)
+            digests.update(e.request_digest for e in events if e.kind == "model_called")
+            waits.update(f"{turn.run_id}|{e.key}" for e in events if isinstance(e, WaitResolved))
+        transcript = [{k: v for k, v in row.items() if k != "seq"}
+                      for row in session.transcript()]
+        return Outcome(
+            turns=[(t.number, t.trigger, t.input, t.status) for t in session.turns],
+            transcript=transcript, variables=session.variables,
+            resources={n: (r.version, r.content, r.provenance.get("run_id"))
+                       for n, r in session.resources.items()},
+            refunds=world.refunds(), model_calls=model_calls, waits_resolved=dict(waits),
+            model_asked=Counter((folder / "model.log").read_text().split()),
+            recorded_digests=digests)
+    finally:
+        store.close()
+
+
+def turn_of(boundary: str, started: int, finished: int) -> int:
+    """The turn a traced append belongs to (the session's own appends go with the turn they
+    start, end or follow)."""
+    stream, kind, k = boundary.split("|")
+    if ":turn:" in stream:
+        return int(stream.rsplit(":", 1)[1])
+    if kind in ("turn_started", "turn_finished"):
+        return int(k)
+    return finished if kind == "resource_version" else started + 1
+
+
+def schedules(trace: list[str]) -> dict[int, list[str]]:
+    """Every turn's kill boundaries, in the order a clean run reaches them."""
+    chains: dict[int, list[str]] = {n: [] for n in range(1, TURNS + 1)}
+    started = finished = 0
+    for boundary in trace:
+        _stream, kind, k = boundary.split("|")
+        number = max(1, turn_of(boundary, started, finished))
+        if kind in BEFORE:
+            chains[number].append(f"{boundary}|before")
+        if kind in AFTER:
+            chains[number].append(f"{boundary}|after")
+        if kind == "turn_started" or (kind == "variable_set" and ":turn:" not in _stream):
+            started = number
+        elif kind == "turn_finished":
+            finished = int(k)
+    return chains
+
+
+@pytest.fixture(scope="module")
+def clean(tmp_path_factory: pytest.TempPathFactory,
+          workers: Workers) -> Iterator[tuple[Outcome, list[str]]]:
+    """A run with no crash: what every schedule must end with, and the boundaries it passed."""
+    folder = tmp_path_factory.mktemp("clean")
+    world = World()
+    try:
+        rc, log = workers.run(folder, world, trace=folder / "trace")
+        assert rc == 0, log[-3000:]
+        trace = [json.loads(line) for line in (folder / "trace").read_text().splitlines()]
+        yield outcome(folder, world), trace
+    finally:
+        world.stop()
+
+
+@pytest.mark.slow
+def test_the_clean_run_is_the_conversation_the_example_promises(
+        clean: tuple[Outcome, list[str]]) -> None:
+    """Without crashes: five finished turns, two refunds (the two asked for), one wait of each
+    kind decided once, the plan variable changed, the notes written twice, every model call
+    asked once."""
+    done, trace = clean
+    assert [t[3] for t in done.turns] == ["completed"] * TURNS
+    assert [(charge, amount) for charge, amount, _ in done.refunds] == [
+        ("ch_0002", 7500), ("ch_0003", 15000)]
+    assert sorted(done.waits_resolved.values()) == [1, 1, 1]
+    assert done.variables["plan"] == "pro"
+    assert done.resources["order_notes"][0] == 2
+    assert set(done.model_asked.values()) == {1}
+    assert done.model_asked == done.recorded_digests
+    answers = [r["content"] for r in done.transcript if r["role"] == "assistant" and
+               r["content"]]
+    assert answers[-1] == "You are on the pro plan."
+    chains = schedules(trace)
+    assert all(chains.values()) and sum(map(len, chains.values())) > 40
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("turn", range(1, TURNS + 1))
+def test_a_worker_killed_at_every_boundary_of_a_turn_loses_and_repeats_nothing(
+        tmp_path: Path, clean: tuple[Outcome, list[str]], workers: Workers,
+        turn: int) -> None:
+    """SIGKILL the worker at each boundary of one turn in turn (before the turn starts, after,
+    inside the run after each durable call and each wait, after the run and after the turn
+    ended); restarted on the same store it completes with the clean run's turns, transcript,
+    variables, resources, refunds in the service's ledger and model calls — each model request
+    asked once across all processes, each wait answered once."""
+    expected, trace = clean
+    world = World()
+    try:
+        for boundary in schedules(trace)[turn]:
+            rc, log = workers.run(tmp_path, world, kill_at=boundary)
+            assert rc == -signal.SIGKILL, (
+                f"{boundary}: rc {rc} (the boundary was not reached)\n{log[-3000:]}")
+        rc, log = workers.run(tmp_path, world)
+        assert rc == 0, log[-3000:]
+        got = outcome(tmp_path, world)
+    finally:
+        world.stop()
+    assert got.turns == expected.turns
+    assert got.transcript == expected.transcript
+    assert got.variables == expected.variables
+    assert got.resources == expected.resources
+    assert got.refunds == expected.refunds
+    assert got.model_calls == expected.model_calls
+    assert got.waits_resolved == expected.waits_resolved
+    # A model request recorded before a kill is never asked again: each once, in all processes.
+    assert got.model_asked == expected.model_asked
+    assert got.recorded_digests == expected.recorded_digests
