@@ -240,6 +240,34 @@ def test_the_same_event_id_racing_from_two_processes_starts_one_turn(tmp_path: P
     assert _model_calls(check.runtime.store, "session:s1:turn:1") == 2
 
 
+def test_a_webhook_into_a_session_of_a_registered_definition_is_typed_and_rendered() -> None:
+    """Sessions given the definition itself (typed variables, per-turn instructions): the
+    delivery's variable is set and the turn's task carries it."""
+    definition = _definition()
+    sessions = Sessions(Runtime(MemoryStore(), clock=VirtualClock(), seed=7),
+                        definitions=[definition])
+    sessions.create("s1", agent="helper")
+    done = asyncio.run(fire_webhook(sessions, definition, "s1", "billing", BODY, _headers(),
+                                    environ=ENV))
+    assert done.result is not None and done.result.run.status is RunStatus.COMPLETED
+    started = sessions.runtime.store.read("session:s1:turn:1")[0]
+    assert started.input["variables"]["order"] == "A-17"  # type: ignore[attr-defined]
+
+
+def test_a_keyed_message_fires_once() -> None:
+    """fire() with an idempotency key: the second call with the same key starts no turn and
+    returns the first turn's result; another key starts another turn."""
+    definition = _definition()
+    sessions = _sessions(MemoryStore(), definition)
+    first = asyncio.run(fire(sessions, definition, "s1", "user-message", {"text": "hi"},
+                             key="m-1"))
+    again = asyncio.run(fire(sessions, definition, "s1", "user-message", {"text": "hi"},
+                             key="m-1"))
+    assert again.turn == first.turn == 1  # type: ignore[union-attr]
+    asyncio.run(fire(sessions, definition, "s1", "user-message", {"text": "hi"}, key="m-2"))
+    assert len(sessions.session("s1").turns) == 2
+
+
 def test_fire_refuses_a_webhook_trigger_so_its_signature_cannot_be_skipped() -> None:
     """A webhook trigger fired through fire() (no signature) is a UsageError naming the entry
     point it must go through; nothing appended."""
@@ -498,6 +526,9 @@ def test_a_trigger_fired_while_a_turn_waits_records_nothing() -> None:
     ({"kind": "approval", "turn": "x", "input": {"type": "object", "required": ["amount"],
                                                   "properties": {"amount": {"type": "number"}}}},
      "triggers.t.input: a approval trigger's input is generated"),
+    ({"input": {"type": "object", "properties": {"n": {"type": "integer"}}},
+      "variables": {"plan": "{{ input.n }}"}},
+     "triggers.t.variables.plan: takes input.n as it comes, declared integer"),
 ])
 def test_bad_trigger_settings_are_refused_naming_file_and_key(trigger: dict[str, Any],
                                                               where: str) -> None:

@@ -46,12 +46,14 @@ from tether.policy.spec import load_policy, policy_from_dict
 from tether.runtime.budgets import Budgets
 from tether.runtime.client_tools import ClientTool, client_tool
 from tether.runtime.retry import RetryPolicy, Rule
+from tether.runtime.schema_check import problems
 from tether.runtime.tools import Tool
 from tether.sessions.spec import (
     AgentSpec,
     ClientToolSpec,
     McpSpec,
     SessionToolSpec,
+    TriggerSpec,
     check_value,
     references,
     render,
@@ -460,6 +462,36 @@ def _check_triggers(spec: AgentSpec, where: str) -> None:
                     raise UsageError(
                         f"{where}: triggers.{name}: {{{{ {reference} }}}} reads an input field "
                         f"the input schema does not declare ({', '.join(properties) or 'none'})")
+        for variable, template in trigger.variables.items():
+            field_name = TriggerSpec.input_field(template)
+            kinds = properties.get(field_name, {}).get("type") if field_name else None
+            kinds = [kinds] if isinstance(kinds, str) else kinds or []
+            wanted = spec.variables[variable].type
+            if kinds and not any(k == wanted or (wanted, k) == ("number", "integer")
+                                 for k in kinds):
+                raise UsageError(
+                    f"{where}: triggers.{name}.variables.{variable}: takes input.{field_name} "
+                    f"as it comes, declared {' or '.join(kinds)}, but variable {variable!r} "
+                    f"is declared {wanted}; render it as text inside other words, or declare "
+                    "the same type")
+        if trigger.kind != "message" and trigger.turn is None and not trigger.variables:
+            raise UsageError(f"{where}: triggers.{name}: a {trigger.kind} trigger with neither "
+                             "turn: nor variables: would do nothing; give it a turn: template")
+        sample = _GENERATED_SAMPLE.get(trigger.kind)
+        broken = [] if sample is None else problems(trigger.input, sample)
+        if broken:
+            raise UsageError(f"{where}: triggers.{name}.input: a {trigger.kind} trigger's input "
+                             f"is generated as {json.dumps(sample)}, which this schema refuses "
+                             f"({broken[0]}); leave input: out to use the generated one")
+
+
+#: What schedule and approval triggers give as input (tether.sessions.triggers), checked
+#: against a declared input schema when the file is loaded, not when the trigger fires.
+_GENERATED_SAMPLE: dict[str, dict[str, Any]] = {
+    "schedule": {"slot": 0, "scheduled_at": 0.0, "missed": 0},
+    "approval": {"decision": "approved", "by": "supervisor", "role": None, "note": "",
+                 "tool": "tool"},
+}
 
 
 def _check_tool_names(entries: Sequence[ToolEntry], where: str) -> None:

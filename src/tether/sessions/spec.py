@@ -403,6 +403,7 @@ class ApprovalSpec(_Spec):
 
 
 TriggerKind = Literal["message", "webhook", "schedule", "approval"]
+_ONE_INPUT = re.compile(r"\s*\{\{\s*input\.(" + _IDENT + r")\s*\}\}\s*")
 
 #: The input a trigger kind generates itself, as its default input schema (so templates may
 #: read ``input.slot`` or ``input.decision`` without declaring them).
@@ -453,6 +454,13 @@ class TriggerSpec(_Spec):
         if problem is not None:
             raise _refuse(f"not a usable JSON Schema: {problem}")
         return value
+
+    @staticmethod
+    def input_field(template: str) -> str | None:
+        """The input field a variable's template is exactly (``"{{ input.seats }}"`` ->
+        ``"seats"``): such a variable takes the field's JSON value as it came, not as text."""
+        whole = _ONE_INPUT.fullmatch(template)
+        return None if whole is None else whole.group(1)
 
     @model_validator(mode="after")
     def _settings_fit_kind(self) -> TriggerSpec:

@@ -96,7 +96,6 @@ if TYPE_CHECKING:
 __all__ = ["DueSlot", "Fired", "due", "fire", "fire_due", "fire_webhook", "on_decision",
            "sign_webhook"]
 
-_ONE_INPUT = re.compile(r"\s*\{\{\s*input\.([A-Za-z_][A-Za-z0-9_]*)\s*\}\}\s*")
 _EVENT_ID = re.compile(r"[\x21-\x7e]{1,200}")   # printable ASCII, no spaces
 _TIMESTAMP = re.compile(r"[0-9]{1,15}")
 _APPROVAL = "approval:"   # the wait-key prefix of approval requests (tether.policy.approvals)
@@ -399,10 +398,10 @@ def _values(definition: AgentDefinition, name: str, spec: TriggerSpec, state: Se
 
 def _value(template: str, values: Mapping[str, Any]) -> Any:
     """A variable's new value: one input field as it came (its JSON type), else the text."""
-    whole = _ONE_INPUT.fullmatch(template)
+    field_name = TriggerSpec.input_field(template)
     given = values["input"]
-    if whole is not None and isinstance(given, Mapping) and whole.group(1) in given:
-        return given[whole.group(1)]
+    if field_name is not None and isinstance(given, Mapping) and field_name in given:
+        return given[field_name]
     return render(template, values)
 
 
