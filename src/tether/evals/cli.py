@@ -95,7 +95,8 @@ def eval_run(
         for path in bases:
             loaded = load_scenario(path)
             if not agent:  # each scenario's own agent must load too
-                load_agent_factory(loaded.agent, Path(path).resolve().parent)
+                load_agent_factory(loaded.agent, Path(path).resolve().parent,
+                                   variables=loaded.variables)
         before = load_results(baseline) if baseline is not None else None
         results = run_full_campaign(out, scenarios=bases, suites=suites, harnesses=chosen,
                                     seeds=seeds, workers=workers, name="tether eval",

@@ -130,7 +130,7 @@ def write_reproduction(shrunk: Shrunk, folder: Path) -> tuple[Path, str]:
     must be nameable from a file (not a lambda or a closure), or nothing is written."""
     if shrunk.agent:
         try:
-            load_agent_factory(shrunk.agent)
+            load_agent_factory(shrunk.agent, variables=shrunk.scenario.variables)
         except UsageError as exc:
             raise UsageError(f"agent {shrunk.agent}: a repro file must name it, so define it at "
                              "the top level of a module (package.module:function) or a file "

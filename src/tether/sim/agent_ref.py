@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import inspect
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -54,8 +54,18 @@ def short_names() -> dict[str, str]:
     return {ep.name: ep.value for ep in entry_points(group=GROUP)}
 
 
-def load_agent_factory(spec: str | AgentFactory, base_dir: Path | None = None) -> AgentFactory:
-    """The factory ``spec`` names (a callable is checked and returned as it is)."""
+def load_agent_factory(spec: str | AgentFactory, base_dir: Path | None = None, *,
+                       variables: Mapping[str, Any] | None = None) -> AgentFactory:
+    """The factory ``spec`` names (a callable is checked and returned as it is).
+
+    ``variables`` are the declared variables of a YAML agent (a scenario's ``variables:``),
+    checked against the file now; any other agent has none to set, so giving some is a
+    :class:`UsageError` rather than a silently ignored setting."""
+    if variables and not (isinstance(spec, str) and _is_yaml(spec.strip())):
+        names = ", ".join(sorted(variables))
+        raise UsageError(f"agent {_describe(spec) if callable(spec) else spec!r}: variables "
+                         f"({names}) are set, but only a YAML agent declares variables; "
+                         "remove them or name an agent file")
     if callable(spec):
         _check_signature(spec, _describe(spec))
         return spec
@@ -64,7 +74,7 @@ def load_agent_factory(spec: str | AgentFactory, base_dir: Path | None = None) -
                          f"path/to/file.py:function, found {spec!r}")
     text = spec.strip()
     if _is_yaml(text):
-        return _yaml_factory(text, base_dir)
+        return _yaml_factory(text, base_dir, variables)
     if ":" not in text:
         names = short_names()
         if text not in names:
@@ -143,17 +153,20 @@ def _is_yaml(text: str) -> bool:
     return text.lower().endswith((".yaml", ".yml"))
 
 
-def _yaml_factory(text: str, base_dir: Path | None) -> AgentFactory:
-    """A factory building the agent an agent YAML file declares (its variables' defaults;
-    its tool factories receive the environment), validated now."""
+def _yaml_factory(text: str, base_dir: Path | None,
+                  variables: Mapping[str, Any] | None = None) -> AgentFactory:
+    """A factory building the agent an agent YAML file declares with ``variables`` over its
+    defaults (its tool factories receive the environment), validated now."""
     path = imports.resolve_file(text, base_dir)
     if not path.is_file():
         raise UsageError(f"agent {text!r}: no agent file {path}")
     definition = load_definition(path)
     definition.check()
+    given = dict(variables or {})
+    definition.variables(given)  # wrong names or types: refused before any episode runs
 
     def yaml_agent(env: Any) -> Agent:
-        return definition.build(env=env)
+        return definition.build(given, env=env)
 
     yaml_agent.__qualname__ = f"yaml_agent[{path.name}]"
     return yaml_agent

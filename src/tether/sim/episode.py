@@ -172,7 +172,7 @@ async def run_episode_async(scenario: Scenario, seed: int,
         resolve_harness(harness, harness_files)
     base_dir = scenario_dir(scenario)
     chosen = agent if agent is not None else scenario.agent
-    factory = load_agent_factory(chosen, base_dir)
+    factory = load_agent_factory(chosen, base_dir, variables=scenario.variables)
     agent_name = _named(chosen, base_dir)
     env = environment_for(scenario, seed)
     world, layer = env.world, env.layer

@@ -5,6 +5,7 @@
     name: refund-timeout-after-commit
     description: The payments API commits the refund, then the response times out.
     agent: refund                       # a short name, package.module:function, or file.py:fn
+    variables: {plan: pro}              # for a YAML agent (agent: agent.yaml): its variables
     task: "My order ch_0001 arrived broken; please refund it."
     principal: {id: ada, roles: [customer]}
     persona: {name: Ada, goal: "get a refund", changes_mind_at: 3, new_request: "..."}
@@ -292,6 +293,9 @@ class Scenario(_Spec):
     #: ``path/to/file.py:function`` relative to the scenario's folder (see
     #: :mod:`tether.sim.agent_ref`).
     agent: str = Field(min_length=1, max_length=500)
+    #: The declared variables of a YAML agent (``agent: path/to/agent.yaml``), over the
+    #: file's defaults; checked against the file's declarations before an episode runs.
+    variables: dict[str, Any] = {}
     task: str
     #: The model the agent runs with: ``own`` (the agent's), ``{script: "pkg.mod:fn"}`` (a
     #: function of the environment returning a model), or ``{replay: [...]}`` (recorded answers).
