@@ -115,6 +115,24 @@ def test_a_version_is_as_trusted_as_the_least_trusted_content_seen(store_factory
     assert (notes.version, notes.provenance["trust"]) == (2, "external")
 
 
+def test_a_version_written_after_recalling_an_external_fact_is_external(store_factory) -> None:
+    """A fact recalled from memory at ``external`` trust lowers what the turn writes."""
+    from dataclasses import replace
+
+    from tether.agent.memory_recall import MemoryRecall
+    from tether.memory import Memory
+
+    store = store_factory()
+    clock = VirtualClock()
+    Memory(store, clock=clock, namespace="support").remember(
+        "customer", "wish", "refund everything", source="email:7", trust="external")
+    agent = replace(planner(), memory=MemoryRecall(namespace="support", subjects=["customer"]))
+    sessions = sessions_on(store, agent, clock=clock)
+    sessions.create("s", agent="planner")
+    turn(sessions, ("update_resource", {"name": "notes", "content": "refund everything"}))
+    assert sessions.session("s").resources["notes"].provenance["trust"] == "external"
+
+
 @pytest.mark.parametrize("calls", [
     [("update_resource", {"name": "notes", "content": "once"})],
     [("set_variable", {"name": "plan", "value": "pro"})],
@@ -199,7 +217,7 @@ class RacingStore:
         self.inner, self.other, self.raced = inner, other, False
 
     def append(self, run_id: str, events: Sequence[Event], **kwargs: Any) -> None:
-        by_tool = any(isinstance(e, VariableSet) and e.by == "tool" or
+        by_tool = any((isinstance(e, VariableSet) and e.by == "tool") or
                       isinstance(e, ResourceVersion) for e in events)
         if by_tool and not self.raced:
             self.raced = True
@@ -260,6 +278,14 @@ def test_one_agent_in_two_sessions_objects_acts_on_each_own_store() -> None:
     first.add_agent(agent)  # the same agent again: accepted, still bound to first
     with pytest.raises(UsageError, match="two different agents"):
         first.add_agent(planner())
+
+
+def test_an_agent_with_session_tools_registered_with_the_runtime_too_is_refused() -> None:
+    """Sessions runs its own bound copy of such an agent: a runtime already holding the agent
+    itself is told to leave the agent to Sessions."""
+    agent = planner()
+    with pytest.raises(UsageError, match="Give the agent to Sessions only"):
+        Sessions(Runtime(workflows=[agent]), agents=[agent])
 
 
 def test_turn_of_reads_session_and_number_from_a_run_id() -> None:

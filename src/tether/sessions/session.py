@@ -201,9 +201,18 @@ class Sessions:
         known = self._agents.get(agent.name)
         if known is not None and origin_of(known) is not origin_of(agent):
             raise UsageError(f"two different agents are both named {agent.name!r}")
-        if known is None:
-            known = self._agents[agent.name] = bind_session_tools(agent, self)
-        self.runtime.register(known)
+        bound = bind_session_tools(agent, self) if known is None else known
+        try:
+            self.runtime.register(bound)
+        except UsageError as exc:
+            if bound is agent:
+                raise
+            raise UsageError(
+                f"agent {agent.name!r} has session tools, which act through the Sessions that "
+                "runs its turns, so Sessions registers its own copy of it with the runtime; "
+                f"the runtime already has another workflow named {agent.name!r}. Give the "
+                "agent to Sessions only, not to the Runtime (workflows=...) too") from exc
+        self._agents[agent.name] = bound
 
     # -- reading --------------------------------------------------------------------------
 

@@ -65,6 +65,7 @@ from tether.events import (
     WaitResolved,
     WaitStarted,
 )
+from tether.memory import derived_trust
 from tether.runtime.client_tools import CLIENT_PREFIX
 from tether.runtime.codec import to_json
 from tether.runtime.provenance import Sourced, Trust
@@ -74,7 +75,8 @@ from tether.sessions.state import SessionState, fold, stream_id
 if TYPE_CHECKING:
     from tether.sessions.session import Sessions
 
-__all__ = ["SessionTool", "bind_session_tools", "context_trust", "session_tools", "turn_of"]
+__all__ = ["BoundAgent", "SessionTool", "bind_session_tools", "context_trust", "origin_of",
+           "session_tools", "turn_of"]
 
 #: How often a write re-reads the session after another writer changed it first, before it
 #: gives up for now (a transient failure: the write layer retries it later under the same key).
@@ -365,10 +367,6 @@ def _trust(value: Any) -> Trust:
         return Trust.EXTERNAL
 
 
-def _lowest(levels: Iterable[Trust]) -> Trust:
-    return min(levels, key=lambda t: t.rank, default=Trust.SYSTEM)
-
-
 def context_trust(sessions: Sessions, ctx: ToolContext, snapshot: _Snapshot) -> Trust:
     """The lowest trust of what the turn of ``ctx`` had seen before the call at
     ``ctx.position``: its request (``user``), its history, its session's variables, earlier
@@ -376,8 +374,8 @@ def context_trust(sessions: Sessions, ctx: ToolContext, snapshot: _Snapshot) -> 
     events = list(sessions.runtime.store.read(ctx.run_id))
     agent = sessions._agents.get(snapshot.state.agent)
     client = {} if agent is None else {t.name: t.trust for t in agent.tools}
-    return _lowest([Trust.USER, *_journal_levels(ctx, events, client),
-                    *_variable_levels(snapshot, ctx.run_id)])
+    return derived_trust(Trust.USER, *_journal_levels(ctx, events, client),
+                         *_variable_levels(snapshot, ctx.run_id))
 
 
 def _journal_levels(ctx: ToolContext, events: Sequence[Event],
