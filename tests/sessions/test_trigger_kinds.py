@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import json
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,7 +23,15 @@ from tether.errors import (
     UsageError,
     WebhookRejected,
 )
-from tether.events import Event, ModelCalled, RunStatus, TriggerFired, TurnStarted, VariableSet
+from tether.events import (
+    Event,
+    ModelCalled,
+    RunStarted,
+    RunStatus,
+    TriggerFired,
+    TurnStarted,
+    VariableSet,
+)
 from tether.sessions import Sessions, due, fire, fire_due, fire_webhook, on_decision
 from tether.sessions.loader import AgentDefinition, definition_from_dict
 from tether.sessions.state import stream_id
@@ -132,6 +141,38 @@ def test_a_forged_or_stale_webhook_appends_nothing(case: str) -> None:
     assert SECRET not in str(caught.value)
     assert sessions.session("s1").revision == before
     assert sessions.session("s1").turns == ()
+
+
+@settings(max_examples=30, deadline=None)
+@given(order=st.text(min_size=1, max_size=20), flip=st.integers(min_value=0, max_value=10_000),
+       target=st.sampled_from(["body", "digest", "timestamp", "none"]))
+def test_any_change_to_a_signed_delivery_is_rejected_and_the_original_accepted(
+        order: str, flip: int, target: str) -> None:
+    """A signed delivery with one byte of its body or digest changed, or its timestamp moved
+    past the tolerance, appends nothing; the delivery as signed starts its turn."""
+    definition = _definition()
+    sessions = _sessions(MemoryStore(), definition)
+    body = json.dumps({"order": order, "status": "shipped"}).encode()
+    headers = _headers(body)
+    if target == "body":
+        index = flip % len(body)
+        body = body[:index] + bytes([body[index] ^ 0x01]) + body[index + 1:]
+    elif target == "digest":
+        stamp, digest = headers["X-Tether-Signature"].split(",v1=")
+        index = flip % len(digest)
+        changed = "0" if digest[index] != "0" else "1"
+        headers["X-Tether-Signature"] = f"{stamp},v1={digest[:index]}{changed}" \
+                                        f"{digest[index + 1:]}"
+    elif target == "timestamp":
+        headers = _headers(body, at=sessions.runtime.clock.now() - 301 - flip)
+    before = sessions.session("s1").revision
+    call = fire_webhook(sessions, definition, "s1", "billing", body, headers, environ=ENV)
+    if target == "none":
+        assert asyncio.run(call).turn == 1
+        return
+    with pytest.raises(WebhookRejected):
+        asyncio.run(call)
+    assert sessions.session("s1").revision == before and sessions.session("s1").turns == ()
 
 
 def test_a_valid_webhook_runs_a_turn_with_its_input_as_the_definition_says() -> None:
@@ -251,7 +292,8 @@ def test_a_webhook_into_a_session_of_a_registered_definition_is_typed_and_render
                                     environ=ENV))
     assert done.result is not None and done.result.run.status is RunStatus.COMPLETED
     started = sessions.runtime.store.read("session:s1:turn:1")[0]
-    assert started.input["variables"]["order"] == "A-17"  # type: ignore[attr-defined]
+    assert isinstance(started, RunStarted)
+    assert started.input["variables"]["order"] == "A-17"
 
 
 def test_a_keyed_message_fires_once() -> None:

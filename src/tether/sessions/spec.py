@@ -34,6 +34,15 @@
         input: {type: object, properties: {plan: {type: string}}, required: [plan]}
         turn: "The customer's plan is now {{ input.plan }}."
         variables: {plan: "{{ input.plan }}"}
+      billing-event:                   # a signed HTTP delivery (tether.sessions.triggers)
+        kind: webhook
+        webhook: {secret_env: BILLING_WEBHOOK_SECRET, tolerance_s: 300}
+        input: {type: object, properties: {summary: {type: string}}, required: [summary]}
+        turn: "(Billing: {{ input.summary }})"
+      check-in: {kind: schedule, schedule: {every_s: 86400, catch_up: latest},
+                 turn: "(Daily check-in; {{ input.missed }} missed.)"}
+      decided: {kind: approval, approval: {decisions: [approved, denied]},
+                turn: "(The supervisor {{ input.decision }} the {{ input.tool }} request.)"}
     budgets: {max_steps: 20, max_cost_usd: 0.5}
     retry:
       retry_budget: 10
