@@ -5,6 +5,7 @@ appended."""
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 import pytest
@@ -180,3 +181,27 @@ def test_the_instructions_text_is_the_build_rendering() -> None:
     assert deferred.instructions == SPEC["instructions"]
     with pytest.raises(UsageError, match="customer"):
         deferred.instructions_for({})
+
+
+def test_instructions_as_a_function_are_rendered_by_the_loop_and_the_naive_harness() -> None:
+    """A Python agent's instructions function gets the task's variables, in the durable loop
+    and in the simulator's naive harness alike (never the function itself as text)."""
+    from tether.agent.agent import Agent, Task
+    from tether.models.scripted import ScriptedModel
+    from tether.sim.harness import run_naive
+    from tether.sim.world import World
+
+    asked: list[ModelRequest] = []
+
+    def answer(request: ModelRequest) -> ModelResponse:
+        asked.append(request)
+        return reply("ok")
+
+    agent = Agent(name="fn", model=ScriptedModel(answer),
+                  instructions=lambda v: f"Speak {v.get('language', 'English')}.")
+    task = Task(text="hi", variables={"language": "French"})
+    asyncio.run(Runtime(clock=VirtualClock()).start(agent, task.model_dump(mode="json")))
+    asyncio.run(run_naive(World(seed=0), agent, task))
+    assert len(asked) == 2
+    assert [m.content for m in asked[0].messages if m.role == "system"] == ["Speak French."]
+    assert "Speak French." in json.dumps(asked[1].model_dump(mode="json"))

@@ -109,7 +109,8 @@ async def run_naive(world: World, agent: Agent, task: Task, *,
     while True:
         try:
             outcome.answer = await _naive_loop(world, agent.model, agent.tools, task,
-                                               agent.instructions, max_steps, outcome)
+                                               agent.instructions_for(task.variables),
+                                               max_steps, outcome)
             outcome.status = "completed"
             return outcome
         except Crash:
