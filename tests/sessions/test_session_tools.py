@@ -167,6 +167,50 @@ def test_a_crash_between_the_append_and_the_result_writes_once(store_factory, ca
         e.key for e in store.read("session:s:turn:1") if e.kind == "tool_intent")
 
 
+_KILLED_WORKER = """
+import asyncio, os, signal, sys
+from tests.sessions.test_session_tools import planner, sessions_on
+from tether.store.sqlite import SQLiteStore
+
+def kill(point):
+    if point.name == "update_resource" and point.point == "after_call":
+        os.kill(os.getpid(), signal.SIGKILL)
+
+sessions = sessions_on(SQLiteStore(sys.argv[1]), planner(), probe=kill)
+sessions.create("s", agent="planner")
+asyncio.run(sessions.turn("s", sys.argv[2]))
+"""
+
+
+def test_a_worker_killed_between_the_append_and_the_result_writes_once(tmp_path) -> None:
+    """A real worker process SIGKILLed after the tool's session append, before its result is
+    journaled: the next worker finishes the turn and the resource has one new version."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from tether.store.sqlite import SQLiteStore
+
+    path = tmp_path / "store.db"
+    plan = json.dumps([["update_resource", {"name": "notes", "content": "once"}]])
+    root = Path(__file__).resolve().parents[2]
+    child = subprocess.run([sys.executable, "-c", _KILLED_WORKER, str(path), plan], cwd=root,
+                           env={**os.environ, "PYTHONPATH": str(root)}, capture_output=True,
+                           text=True, timeout=60)
+    assert child.returncode == -signal.SIGKILL, child.stderr
+    store = SQLiteStore(path)
+    try:
+        assert len([e for e in stream(store) if isinstance(e, ResourceVersion)]) == 1
+        done = asyncio.run(sessions_on(store, planner()).resume("s"))
+        assert done is not None and done.run.status is RunStatus.COMPLETED
+        versions = [e for e in stream(store) if isinstance(e, ResourceVersion)]
+        assert [(v.version, v.content) for v in versions] == [(1, "once")]
+        assert done.run.result["answer"] == '{"name": "notes", "version": 1}'
+    finally:
+        store.close()
+
+
 def test_the_next_turn_starts_after_a_resumed_turn_that_wrote_to_the_session(
         store_factory) -> None:
     """A turn cut short after its tool wrote to the session is finished by the next
