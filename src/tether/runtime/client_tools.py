@@ -200,7 +200,10 @@ async def _request(ctx: RunContext, call_id: str, tool: ClientTool, args: BaseMo
     position = ctx.position
     data = {"execution_id": ctx.run_id, "call_id": call_id, "tool": tool.name,
             "arguments": args.model_dump(mode="json"), "effect": tool.effect.value,
-            "idempotency_key": key, "attempt": attempt, "result_schema": tool.result_schema()}
+            "idempotency_key": key, "attempt": attempt, "result_schema": tool.result_schema(),
+            # What the result's content is trusted as, so a history derived from the journal
+            # shows it as the model saw it.
+            "trust": tool.trust.value}
     return await ctx.wait_for(f"{CLIENT_PREFIX}{position}:{call_id}",
                               timeout_s=ctx.call_timeout_s(tool.timeout_s), data=data)
 

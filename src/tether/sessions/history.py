@@ -10,6 +10,9 @@ per call, in the order of the calls:
 * otherwise the next result of that tool journaled after the response (``tool_result``) is the
   call's observation, rendered as the loop renders results, with the provenance (``source``,
   ``trust``) the result was journaled with;
+* a client tool's call is answered by the caller's result (the ``wait_resolved`` of its
+  request), with source ``client:<tool>`` and the tool's trust (``user`` when the request does
+  not record one), as the loop showed it to the model;
 * a write that took effect with an unusable response reads ``applied (tool_result_invalid) …``;
 * a call with neither (refused before it ran, e.g. by a policy or an open breaker) reads
   ``(no result recorded for this call)``, so every tool call is still answered.
@@ -33,8 +36,17 @@ from typing import Any
 from pydantic import ValidationError
 
 from tether.errors import CorruptJournal
-from tether.events import Decision, Event, ModelCalled, RunStarted, ToolResult
+from tether.events import (
+    Decision,
+    Event,
+    ModelCalled,
+    RunStarted,
+    ToolResult,
+    WaitResolved,
+    WaitStarted,
+)
 from tether.models.base import Message, ModelResponse, ToolCall
+from tether.runtime.client_tools import CLIENT_PREFIX
 
 __all__ = ["NO_RESULT", "render_result", "turn_entries", "turn_messages", "usable"]
 
@@ -59,10 +71,14 @@ def turn_entries(run_id: str, events: Sequence[Event]) -> list[tuple[int, Messag
     asked_at = 0
     judged: dict[str, tuple[int, dict[str, Any]]] = {}
     results: list[ToolResult] = []
+    # Client calls of the current round: request key -> (call id, tool, trust), then each
+    # answered call's (seq, observation, source, trust) by call id.
+    requested: dict[str, tuple[str, str, str]] = {}
+    answered: dict[str, tuple[int, str, str, str]] = {}
     for event in events:
         if isinstance(event, ModelCalled):
-            entries += _answers(calls, asked_at, judged, results)
-            calls, judged, results = (), {}, []
+            entries += _answers(calls, asked_at, judged, results, answered)
+            calls, judged, results, requested, answered = (), {}, [], {}, {}
             response = _response(run_id, event)
             if response is None:
                 continue
@@ -72,7 +88,14 @@ def turn_entries(run_id: str, events: Sequence[Event]) -> list[tuple[int, Messag
             judged[str(event.data["call_id"])] = (event.seq, event.data)
         elif isinstance(event, ToolResult):
             results.append(event)
-    entries += _answers(calls, asked_at, judged, results)
+        elif isinstance(event, WaitStarted) and event.key.startswith(CLIENT_PREFIX):
+            requested[event.key] = (str(event.data.get("call_id", "")),
+                                    str(event.data.get("tool", "")),
+                                    str(event.data.get("trust") or "user"))
+        elif isinstance(event, WaitResolved) and event.key in requested:
+            call_id, tool, trust = requested[event.key]
+            answered[call_id] = (event.seq, render_result(event.value), f"client:{tool}", trust)
+    entries += _answers(calls, asked_at, judged, results, answered)
     return entries
 
 
@@ -115,7 +138,8 @@ def _response(run_id: str, event: ModelCalled) -> ModelResponse | None:
 
 def _answers(calls: tuple[ToolCall, ...], asked_at: int,
              judged: dict[str, tuple[int, dict[str, Any]]],
-             results: list[ToolResult]) -> list[tuple[int, Message]]:
+             results: list[ToolResult],
+             answered: dict[str, tuple[int, str, str, str]]) -> list[tuple[int, Message]]:
     """One tool message per call, in call order (see the module docstring)."""
     pending = sorted(results, key=lambda r: r.pos)
     answers: list[tuple[int, Message]] = []
@@ -125,6 +149,10 @@ def _answers(calls: tuple[ToolCall, ...], asked_at: int,
         refreshed = decision is not None and decision.get("action") == "refresh_auth"
         if decision is not None and not (refreshed and _has(pending, call.name)):
             answers.append((seq, Message.tool(call, _judged_text(call, decision))))
+            continue
+        if call.id in answered:
+            seq, content, source, trust = answered[call.id]
+            answers.append((seq, Message.tool(call, content, source=source, trust=trust)))
             continue
         result = _take(pending, call.name)
         if result is None:
