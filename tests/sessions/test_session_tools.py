@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import BaseModel
 from typer.testing import CliRunner
 
@@ -133,27 +135,31 @@ def test_a_version_written_after_recalling_an_external_fact_is_external(store_fa
     assert sessions.session("s").resources["notes"].provenance["trust"] == "external"
 
 
+@pytest.mark.parametrize("point", ["before_intent", "after_intent", "after_call",
+                                   "after_result"])
 @pytest.mark.parametrize("calls", [
     [("update_resource", {"name": "notes", "content": "once"})],
     [("set_variable", {"name": "plan", "value": "pro"})],
 ], ids=["update_resource", "set_variable"])
-def test_a_crash_between_the_append_and_the_result_writes_once(store_factory, calls) -> None:
-    """A worker killed after the session append and before the tool result is journaled: on
-    resume the session has exactly one entry for the call and the result names it."""
+def test_a_crash_at_any_point_of_the_call_writes_once(store_factory, calls, point) -> None:
+    """A worker killed at any point of the call — notably after the session append and before
+    the tool result is journaled (``after_call``): on resume the session has exactly one entry
+    for the call and the journaled result names it."""
     store = store_factory()
     clock = VirtualClock()
     name = calls[0][0]
 
-    def crash(point: ProbePoint) -> None:
-        if point.name == name and point.point == "after_call":
-            raise Crash(f"killed after {name} returned")
+    def crash(probe: ProbePoint) -> None:
+        if probe.name == name and probe.point == point:
+            raise Crash(f"killed at {point} of {name}")
 
     first = sessions_on(store, planner(), clock=clock, probe=crash)
     first.create("s", agent="planner")
     with pytest.raises(Crash):
         turn(first, *calls)
     written = [e for e in stream(store) if isinstance(e, ResourceVersion | VariableSet)]
-    assert len(written) == 1  # the append happened before the crash
+    appended = point in ("after_call", "after_result")
+    assert len(written) == (1 if appended else 0)
     done = asyncio.run(sessions_on(store_factory.peer(store), planner(), clock=clock)
                        .resume("s"))
     assert done is not None and done.run.status is RunStatus.COMPLETED
@@ -291,6 +297,47 @@ def test_a_concurrent_write_from_outside_during_the_turn_is_not_lost(store_facto
     assert [(e.name, e.by) for e in stream(store) if isinstance(e, VariableSet)] == [
         ("vip", "trigger"), ("plan", "tool")]
     assert session.resources["notes"].version == 1
+
+
+@settings(max_examples=25, deadline=None)
+@given(races=st.lists(st.booleans(), max_size=12))
+def test_outside_writes_interleaved_anywhere_in_a_turn_all_stand(races: list[bool]) -> None:
+    """Whatever appends of a started turn (its tools' writes, its ending) an outside writer
+    gets in before, every outside write and every tool write is in the session once."""
+    from tether.store.memory import MemoryStore
+
+    store = MemoryStore()
+    clock = VirtualClock()
+    outside = sessions_on(store, planner(), clock=clock)
+    plan = list(races)
+    made: list[int] = []
+
+    class Interleaving:
+        def append(self, run_id: str, events: Sequence[Event], **kwargs: Any) -> None:
+            # Not before the turn's start: that CAS refuses the turn (SessionConflict), as
+            # documented; once started, the turn's writes and its ending must absorb races.
+            started = any(e.kind == "turn_started" for e in store.read("session:s"))
+            if run_id == "session:s" and started and plan and plan.pop(0):
+                made.append(len(made))
+                outside.set_variable("s", "vip", len(made), by="trigger")
+            store.append(run_id, events, **kwargs)
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(store, name)
+
+    sessions = sessions_on(Interleaving(), planner(variables=("plan", "vip")),  # type: ignore[arg-type]
+                           clock=clock)
+    sessions.create("s", agent="planner")
+    result = turn(sessions, ("set_variable", {"name": "plan", "value": "pro"}),
+                  ("update_resource", {"name": "notes", "content": "n"}),
+                  ("update_resource", {"name": "notes", "content": "m"}))
+    assert result.run.status is RunStatus.COMPLETED
+    settings_ = [(e.by, e.name, e.value) for e in stream(store) if isinstance(e, VariableSet)]
+    assert [v for by, _, v in settings_ if by == "trigger"] == [i + 1 for i in made]
+    assert [(n, v) for by, n, v in settings_ if by == "tool"] == [("plan", "pro")]
+    versions = [(e.version, e.content) for e in stream(store) if isinstance(e, ResourceVersion)]
+    assert versions == [(1, "n"), (2, "m")]
+    assert [t.status for t in sessions.session("s").turns] == ["completed"]
 
 
 def test_outside_a_session_turn_the_tools_fail_with_a_clear_error() -> None:
