@@ -210,6 +210,21 @@ def test_a_webhook_body_that_breaks_the_schema_or_is_not_json_appends_nothing() 
     assert sessions.session("s1").revision == before
 
 
+def test_an_input_without_a_field_its_templates_read_is_invalid_input() -> None:
+    """A schema-valid input missing an optional field the turn or a variable reads is
+    TriggerInputInvalid naming the template, and nothing is appended."""
+    spec = copy.deepcopy(SPEC["triggers"])
+    spec["billing"]["input"]["required"] = ["status"]
+    definition = _definition(triggers=spec)
+    sessions = _sessions(MemoryStore(), definition)
+    before = sessions.session("s1").revision
+    body = b'{"status": "shipped"}'
+    with pytest.raises(TriggerInputInvalid, match=r"'billing'.*input\.order"):
+        asyncio.run(fire_webhook(sessions, definition, "s1", "billing", body, _headers(body),
+                                 environ=ENV))
+    assert sessions.session("s1").revision == before
+
+
 def test_a_webhook_without_its_secret_in_the_environment_says_which_variable() -> None:
     """No secret configured: a UsageError naming the variable and the key; nothing appended."""
     definition = _definition()

@@ -341,7 +341,7 @@ async def _start(sessions: Sessions, definition: AgentDefinition, session_id: st
         # Computed before anything is appended, even the end of an earlier turn: an input
         # whose variables do not fit their types changes nothing.
         values = _values(definition, name, spec, state, payload)
-        text = None if spec.turn is None else render(spec.turn, values)
+        text = None if spec.turn is None else _render(name, "turn", spec.turn, values)
         if state.pending is not None:
             done = await sessions.resume(session_id)
             if done is not None and done.run.status is RunStatus.WAITING:
@@ -386,7 +386,7 @@ def _values(definition: AgentDefinition, name: str, spec: TriggerSpec, state: Se
     """The session's variables with the trigger's new values over them, and ``input``."""
     values: dict[str, Any] = {**state.variables, "input": payload}
     for variable, template in spec.variables.items():
-        value = _value(template, values)
+        value = _value(name, variable, template, values)
         declared = definition.spec.variables.get(variable)
         if declared is not None:
             problem = check_value(declared.type, value)
@@ -396,13 +396,24 @@ def _values(definition: AgentDefinition, name: str, spec: TriggerSpec, state: Se
     return values
 
 
-def _value(template: str, values: Mapping[str, Any]) -> Any:
+def _value(name: str, variable: str, template: str, values: Mapping[str, Any]) -> Any:
     """A variable's new value: one input field as it came (its JSON type), else the text."""
     field_name = TriggerSpec.input_field(template)
     given = values["input"]
     if field_name is not None and isinstance(given, Mapping) and field_name in given:
         return given[field_name]
-    return render(template, values)
+    return _render(name, f"variables.{variable}", template, values)
+
+
+def _render(name: str, at: str, template: str, values: Mapping[str, Any]) -> str:
+    """``template`` rendered; a reference without a value (an optional input field left out)
+    is the input's fault: TriggerInputInvalid naming the trigger and the template."""
+    try:
+        return render(template, values)
+    except UsageError as exc:
+        missing = str(exc).split(";")[0]
+        raise TriggerInputInvalid(f"trigger {name!r}: {at}: {missing} (the input leaves out a "
+                                  "field the template reads); nothing was appended") from exc
 
 
 def _batch(sessions: Sessions, session_id: str, name: str, spec: TriggerSpec,
