@@ -155,6 +155,9 @@ def test_subjects_are_rendered_from_the_runs_variables_and_bounded() -> None:
     asyncio.run(runtime.start(agent, Task(text="hi", variables={"id": 7}).model_dump()))
     assert [m.source for m in remembered(seen[0].messages)] == \
         ["memory:customer:7/a <- crm", "memory:customer:7/b <- crm"]
+    note = seen[0].messages[-2]
+    assert (note.source, note.trust) == ("harness", None)
+    assert "1 more remembered facts were not shown" in note.content
 
 
 def test_memory_recall_refuses_bad_settings() -> None:

@@ -9,6 +9,8 @@ import json
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import BaseModel
 
 import tether
@@ -18,6 +20,7 @@ from tether.models import ModelRequest, ModelResponse, call, reply
 from tether.sessions import Sessions, fire
 from tether.sessions.loader import AgentDefinition, definition_from_dict
 from tether.store.base import Store
+from tether.store.memory import MemoryStore
 
 HERE = "tests.sessions.test_turn_context"
 
@@ -205,3 +208,89 @@ def test_instructions_as_a_function_are_rendered_by_the_loop_and_the_naive_harne
     assert len(asked) == 2
     assert [m.content for m in asked[0].messages if m.role == "system"] == ["Speak French."]
     assert "Speak French." in json.dumps(asked[1].model_dump(mode="json"))
+
+
+PLANS = st.text(alphabet="abcdefgh ", min_size=1, max_size=8)
+
+
+@settings(max_examples=25, deadline=None)
+@given(ops=st.lists(st.one_of(st.tuples(st.just("set"), PLANS),
+                              st.tuples(st.just("fire"), PLANS),
+                              st.tuples(st.just("turn"), st.just(""))), max_size=8))
+def test_every_turn_shows_the_plan_as_of_its_start(ops: list[tuple[str, str]]) -> None:
+    """Whatever interleaving of client sets, trigger firings and turns, each turn's model
+    requests show the instructions rendered with the plan as of that turn's start."""
+    defn = definition()
+    sessions = sessions_on(MemoryStore(), defn)
+    sessions.create("s", agent="planner", variables={"customer": "Ada"})
+    plan = "basic"
+    for op, value in [*ops, ("turn", "")]:
+        if op == "set":
+            sessions.set_variable("s", "plan", value)
+            plan = value
+        elif op == "fire":
+            asyncio.run(fire(sessions, defn, "s", "plan-changed", {"plan": value}))
+            plan = value
+        else:
+            SEEN.clear()
+            asyncio.run(sessions.turn("s", "hello"))
+            assert systems(SEEN) == [f"Help the customer on the {plan} plan (1 seats)."] * 2
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-10**6, 10**6) |
+    st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=5),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner,
+                                                                max_size=3),
+    max_leaves=6)
+
+#: Which Python values each declared type takes (JSON's types; a boolean is not a number).
+FITS: dict[str, Any] = {
+    "string": lambda v: type(v) is str,
+    "integer": lambda v: type(v) is int,
+    "number": lambda v: type(v) in (int, float),
+    "boolean": lambda v: type(v) is bool,
+    "object": lambda v: type(v) is dict,
+    "array": lambda v: type(v) is list,
+}
+
+
+@settings(max_examples=60, deadline=None)
+@given(kind=st.sampled_from(sorted(FITS)), value=JSON_VALUES)
+def test_set_variable_takes_exactly_the_values_of_the_declared_type(kind: str,
+                                                                     value: Any) -> None:
+    """For every declared type and JSON value: accepted (and read back equal) iff the value is
+    of that type; refused with the revision unchanged otherwise."""
+    spec = {**SPEC, "variables": {**SPEC["variables"], "v": {"type": kind}}}
+    defn = definition_from_dict(spec, where="typed.yaml")
+    store = MemoryStore()
+    sessions = sessions_on(store, defn)
+    example = {"string": "x", "integer": 1, "number": 1.5, "boolean": True, "object": {},
+               "array": []}[kind]
+    sessions.create("s", agent="planner", variables={"customer": "Ada", "v": example})
+    before = store.read("session:s")
+    if FITS[kind](value):
+        assert sessions.set_variable("s", "v", value).variables["v"] == value
+    else:
+        with pytest.raises(UsageError, match=f"expected an? {kind}"):
+            sessions.set_variable("s", "v", value)
+        assert store.read("session:s") == before
+
+
+def test_restoring_a_lost_session_types_its_variables_and_definitions_are_registered_once(
+        ) -> None:
+    """restore of a lost session checks its variables like create; registering the same
+    definition again is a no-op, another one with the same name is refused."""
+    defn = definition()
+    store = MemoryStore()
+    sessions = sessions_on(store, defn)
+    assert sessions.add_definition(defn) is sessions.add_definition(defn)
+    with pytest.raises(UsageError, match="two different agent definitions"):
+        sessions.add_definition(definition())
+    with pytest.raises(UsageError, match="seats"):
+        sessions.restore("lost", [{"role": "user", "content": "hi"}], agent="planner",
+                         variables={"customer": "Ada", "seats": "many"})
+    assert store.get_run("session:lost") is None
+    made = sessions.restore("lost", [{"role": "user", "content": "hi"}], agent="planner",
+                            variables={"customer": "Ada"})
+    assert made.variables == {"plan": "basic", "seats": 1, "customer": "Ada"}

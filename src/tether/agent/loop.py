@@ -103,11 +103,9 @@ class _Loop:
         if instructions:
             self.messages.append(Message.system(instructions))
         if self.agent.memory is not None:
-            from tether.agent.memory_recall import fact_message
-
             # One durable step: a replay shows the model the facts the first execution saw.
-            facts = await self.agent.memory.recall(self.ctx, self.task.variables)
-            self.messages.extend(fact_message(f) for f in facts)
+            recalled = await self.agent.memory.recall(self.ctx, self.task.variables)
+            self.messages.extend(recalled.messages())
         # A session's earlier turns: through the window like any other context.
         self.messages.extend(self.task.history)
         self.messages.append(Message.user(self.task.text))

@@ -29,10 +29,30 @@ from tether.runtime.provenance import Trust
 if TYPE_CHECKING:
     from tether.runtime.context import RunContext
 
-__all__ = ["MemoryRecall", "Subject", "fact_message"]
+__all__ = ["MemoryRecall", "Recalled", "Subject", "fact_message"]
 
 #: A subject to recall: a name, or a function of the run's variables returning one.
 Subject = str | Callable[[Mapping[str, Any]], str]
+
+
+@dataclass(frozen=True, slots=True)
+class Recalled:
+    """What a run recalled: the facts shown, and how many more matched but were left out
+    (over ``max_facts``)."""
+
+    facts: tuple[Fact, ...]
+    left_out: int = 0
+
+    def messages(self) -> list[Message]:
+        """The context the facts make: one message per fact (:func:`fact_message`), then, if
+        some were left out, a note of the harness saying so (no source of content: the policy
+        does not count it as an observation)."""
+        shown = [fact_message(f) for f in self.facts]
+        if self.left_out:
+            shown.append(Message(role="user", source="harness",
+                                 content=f"({self.left_out} more remembered facts were not "
+                                         "shown: over the agent's memory max_facts)"))
+        return shown
 
 
 @dataclass(frozen=True)
@@ -71,19 +91,20 @@ class MemoryRecall:
                 names.append(name)
         return names
 
-    async def recall(self, ctx: RunContext, variables: Mapping[str, Any]) -> list[Fact]:
+    async def recall(self, ctx: RunContext, variables: Mapping[str, Any]) -> Recalled:
         """The facts for this run, as one durable step of ``ctx`` on the run's store."""
         subjects = self.subjects_for(variables)
         memory = Memory(ctx.journal.store, clock=ctx.clock, namespace=self.namespace)
 
-        def read() -> list[dict[str, Any]]:
+        def read() -> dict[str, Any]:
             facts: list[Fact] = []
             for subject in subjects:
                 facts += memory.recall(subject, minimum_trust=self.minimum_trust)
-            return [f.to_dict() for f in facts[:self.max_facts]]
+            return {"facts": [f.to_dict() for f in facts[:self.max_facts]],
+                    "left_out": max(0, len(facts) - self.max_facts)}
 
         data = await ctx.step(f"memory.recall {self.namespace}", read)
-        return [Fact.from_dict(d) for d in data]
+        return Recalled(tuple(Fact.from_dict(d) for d in data["facts"]), data["left_out"])
 
 
 def fact_message(fact: Fact) -> Message:
