@@ -457,3 +457,4 @@ def test_agent_show_lists_the_session_tools(tmp_path) -> None:
     assert sorted(tools) == ["read_resource", "set_variable"]
     assert tools["set_variable"]["effect"] == "idempotent"
     assert tools["read_resource"]["arguments"]["properties"]["name"]["enum"] == ["notes"]
+    assert "plan (string)" in tools["set_variable"]["description"]

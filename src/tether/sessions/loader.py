@@ -63,7 +63,8 @@ from tether.specs import describe, explain, load_yaml, one_of
 __all__ = ["AgentDefinition", "ToolEntry", "definition_from_dict", "import_object",
            "is_client_tool", "load_agent", "load_definition", "parse_variable"]
 
-#: One entry of ``tools:``: its key path, its kind (server, client, mcp) and its settings.
+#: One entry of ``tools:``: its key path, its kind (server, client, mcp, session) and its
+#: settings.
 ToolEntry = tuple[str, str, "str | ClientToolSpec | McpSpec | SessionToolSpec"]
 
 _TOOL_KINDS = {"client": ClientToolSpec, "mcp": McpSpec, "session": SessionToolSpec}
@@ -327,8 +328,11 @@ class AgentDefinition:
         that runs the agent's turns when it is added there)."""
         from tether.sessions.tools import session_tools
 
+        declared = self.spec.variables
         return session_tools(resources=spec.resources, variables=spec.variables,
-                             writable_resources=spec.writable_resources)
+                             writable_resources=spec.writable_resources,
+                             variable_types={n: declared[n].type for n in spec.variables
+                                             if n in declared})
 
     def _mcp_tools(self, at: str, spec: McpSpec) -> list[Tool[Any, Any]]:
         from tether.agent.mcp import mcp_toolset

@@ -129,10 +129,13 @@ def _make(name: str, description: str, effect: Effect, args: type[BaseModel],
 
 
 def session_tools(*, resources: Sequence[str] = (), variables: Sequence[str] = (),
-                  writable_resources: Sequence[str] | None = None) -> list[Tool[Any, Any]]:
+                  writable_resources: Sequence[str] | None = None,
+                  variable_types: Mapping[str, str] | None = None) -> list[Tool[Any, Any]]:
     """The session tools for these names: ``read_resource`` when ``resources`` is not empty,
     ``update_resource`` for ``writable_resources`` (default: every resource named; each must be
-    one of ``resources``), ``set_variable`` when ``variables`` is not empty."""
+    one of ``resources``), ``set_variable`` when ``variables`` is not empty. ``variable_types``
+    (``{"plan": "string"}``, what an agent file declares) tells the model each variable's type
+    in ``set_variable``'s description; the type itself is checked by the session."""
     resources = _names("resources", resources)
     variables = _names("variables", variables)
     writable = resources if writable_resources is None else \
@@ -156,10 +159,12 @@ def session_tools(*, resources: Sequence[str] = (), variables: Sequence[str] = (
             "first and write the whole new content, not a change.",
             Effect.IDEMPOTENT, _update_args(writable), _update, _update_lookup))
     if variables:
+        types = dict(variable_types or {})
+        listed = ", ".join(f"{n} ({types[n]})" if n in types else n for n in variables)
         made.append(_make(
             "set_variable",
-            f"Set one of this conversation's variables ({', '.join(variables)}) to a new value; "
-            "later turns see it.",
+            f"Set one of this conversation's variables ({listed}) to a new value; later turns "
+            "see it.",
             Effect.IDEMPOTENT, _set_args(variables), _set, _set_lookup))
     return made
 
