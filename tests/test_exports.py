@@ -34,6 +34,7 @@ EXPECTED = [
     "LeaseLost",
     "MalformedOutput",
     "Memory",
+    "MemoryRecall",
     "MemoryStore",
     "Message",
     "Model",
