@@ -9,7 +9,6 @@ import copy
 import json
 import threading
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -38,7 +37,6 @@ from tether.sessions.state import stream_id
 from tether.sessions.triggers import sign_webhook
 from tether.store.base import Store
 from tether.store.memory import MemoryStore
-from tether.store.sqlite import SQLiteStore
 
 from .session_helpers import BarrierStore
 
@@ -251,14 +249,14 @@ def test_the_same_event_id_twice_starts_one_turn() -> None:
     assert len(_kinds(sessions, TriggerFired)) == 1
 
 
-def test_the_same_event_id_from_two_processes_on_one_sqlite_file_starts_one_turn(
-        tmp_path: Path) -> None:
-    """Two Sessions objects (own store handles, runtimes, workers) on one SQLite file: the
-    second delivery finds the first's record in the store and starts nothing."""
+def test_the_same_event_id_from_two_processes_on_one_store_starts_one_turn(
+        store_factory: Any) -> None:
+    """Two Sessions objects (own store handles, runtimes, workers) on one store (SQLite file,
+    PostgreSQL schema): the second delivery finds the first's record and starts nothing."""
     definition = _definition()
-    path = tmp_path / "store.db"
-    first = _sessions(SQLiteStore(path), definition, owner="a")
-    second = _sessions(SQLiteStore(path), definition, owner="b", create=False)
+    store = store_factory()
+    first = _sessions(store, definition, owner="a")
+    second = _sessions(store_factory.peer(store), definition, owner="b", create=False)
     asyncio.run(fire_webhook(first, definition, "s1", "billing", BODY, _headers(),
                              environ=ENV))
     again = asyncio.run(fire_webhook(second, definition, "s1", "billing", BODY, _headers(),
@@ -268,17 +266,18 @@ def test_the_same_event_id_from_two_processes_on_one_sqlite_file_starts_one_turn
     assert _model_calls(second.runtime.store, "session:s1:turn:1") == 2
 
 
-def test_the_same_event_id_racing_from_two_processes_starts_one_turn(tmp_path: Path) -> None:
+def test_the_same_event_id_racing_from_two_processes_starts_one_turn(
+        store_factory: Any) -> None:
     """Two deliveries of one event read the same revision and append at once: one append
     wins, the other re-reads, finds the key and records nothing; one turn, paid once."""
     definition = _definition()
-    path = tmp_path / "store.db"
-    _sessions(SQLiteStore(path), definition)
+    store = store_factory()
+    _sessions(store, definition)
     barrier = threading.Barrier(2)
     outcomes: list[Any] = []
 
     def worker(name: str) -> None:
-        handle = BarrierStore(SQLiteStore(path), barrier, "trigger_fired")
+        handle = BarrierStore(store_factory.peer(store), barrier, "trigger_fired")
         sessions = _sessions(handle, definition, owner=name, create=False)
         outcomes.append(asyncio.run(fire_webhook(sessions, definition, "s1", "billing", BODY,
                                                  _headers(), environ=ENV)))
@@ -289,7 +288,7 @@ def test_the_same_event_id_racing_from_two_processes_starts_one_turn(tmp_path: P
     for t in threads:
         t.join()
     assert sorted(o.duplicate for o in outcomes) == [False, True]
-    check = _sessions(SQLiteStore(path), definition, create=False)
+    check = _sessions(store_factory.peer(store), definition, create=False)
     asyncio.run(check.resume("s1"))
     assert [t.status for t in check.session("s1").turns] == ["completed"]
     assert len(_kinds(check, TriggerFired)) == 1
@@ -409,19 +408,19 @@ def test_a_crash_after_the_slot_is_recorded_resumes_that_turn() -> None:
     assert _model_calls(store, "session:s1:turn:1") == 2
 
 
-def test_two_schedulers_racing_fire_a_slot_once(tmp_path: Path) -> None:
-    """Two schedulers on one SQLite file see slot 0 due and append at once: one records it,
-    the other finds it; one turn, paid once."""
+def test_two_schedulers_racing_fire_a_slot_once(store_factory: Any) -> None:
+    """Two schedulers on one store see slot 0 due and append at once: one records it, the
+    other finds it; one turn, paid once."""
     definition = _definition()
-    path = tmp_path / "store.db"
+    store = store_factory()
     clock = VirtualClock()
-    _sessions(SQLiteStore(path), definition, clock=clock)
+    _sessions(store, definition, clock=clock)
     clock.advance(60)
     barrier = threading.Barrier(2)
     outcomes: list[list[Any]] = []
 
     def scheduler(name: str) -> None:
-        handle = BarrierStore(SQLiteStore(path), barrier, "trigger_fired")
+        handle = BarrierStore(store_factory.peer(store), barrier, "trigger_fired")
         sessions = _sessions(handle, definition, owner=name, clock=VirtualClock(clock.now()),
                              create=False)
         outcomes.append(asyncio.run(fire_due(sessions, definition, "s1")))
@@ -433,7 +432,7 @@ def test_two_schedulers_racing_fire_a_slot_once(tmp_path: Path) -> None:
         t.join()
     flat = [f for fired in outcomes for f in fired]
     assert sorted(f.duplicate for f in flat) == [False, True]
-    check = _sessions(SQLiteStore(path), definition, clock=clock, create=False)
+    check = _sessions(store_factory.peer(store), definition, clock=clock, create=False)
     asyncio.run(check.resume("s1"))
     assert [t.status for t in check.session("s1").turns] == ["completed"]
     assert [f.key for f in _kinds(check, TriggerFired)] == ["schedule:tick:0"]
