@@ -198,3 +198,10 @@ def test_an_agent_files_memory_block_recalls_the_sessions_customer() -> None:
     (fact,) = remembered(seen[0].messages)
     assert (fact.trust, fact.source) == ("external", "memory:customer:ada/channel <- email:msg_2")
     assert seen[0].messages[0].content == "Help ada."
+
+
+def test_instructions_that_are_neither_text_nor_a_function_are_refused() -> None:
+    """Agent(instructions=42) is a UsageError when the agent is made, not a broken run."""
+    with pytest.raises(UsageError, match="instructions must be text or a function"):
+        Agent(name="bad", model=ScriptedModel(lambda r: reply("x")),
+              instructions=42)  # type: ignore[arg-type]

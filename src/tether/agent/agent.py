@@ -168,6 +168,10 @@ class Agent:
     memory: MemoryRecall | None = None
 
     def __post_init__(self) -> None:
+        if not isinstance(self.instructions, str) and not callable(self.instructions):
+            raise UsageError(f"agent {self.name!r}: instructions must be text or a function of "
+                             f"the run's variables returning it, not "
+                             f"{type(self.instructions).__name__}")
         names = [t.name for t in self.tools]
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
