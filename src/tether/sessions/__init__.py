@@ -7,6 +7,7 @@ agent, runtime, store, events and memory layers; nothing below it imports it.
 from tether.sessions.restore import validated
 from tether.sessions.session import Session, Sessions, TurnResult
 from tether.sessions.state import SESSION_WORKFLOW, Resource, SessionStatus, Turn
+from tether.sessions.tools import session_tools
 from tether.sessions.triggers import DueSlot, Fired, due, fire, fire_due, fire_webhook, on_decision
 
 __all__ = [
@@ -24,5 +25,6 @@ __all__ = [
     "fire_due",
     "fire_webhook",
     "on_decision",
+    "session_tools",
     "validated",
 ]
