@@ -7,8 +7,12 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
+import signal
+import subprocess
+import sys
 import threading
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -37,6 +41,7 @@ from tether.sessions.state import stream_id
 from tether.sessions.triggers import sign_webhook
 from tether.store.base import Store
 from tether.store.memory import MemoryStore
+from tether.store.sqlite import SQLiteStore
 
 from .session_helpers import BarrierStore
 
@@ -594,3 +599,37 @@ def test_bad_trigger_settings_are_refused_naming_file_and_key(trigger: dict[str,
     with pytest.raises(UsageError) as caught:
         definition_from_dict(spec, where="agent.yaml")
     assert str(caught.value).startswith(f"agent.yaml: {where}"), str(caught.value)
+
+
+# -- real processes, SIGKILLed ---------------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _worker(store: Path, command: str, kill_at: int | None = None) -> int:
+    argv = [sys.executable, "-m", "tests.sessions.trigger_worker", str(store), command]
+    if kill_at is not None:
+        argv += ["--kill-at", str(kill_at)]
+    return subprocess.run(argv, cwd=ROOT, capture_output=True, timeout=60, check=False).returncode
+
+
+@pytest.mark.parametrize("command", ["schedule", "webhook"])
+@pytest.mark.parametrize("kill_at", range(1, 9))
+def test_a_worker_killed_at_any_append_of_a_firing_loses_and_doubles_nothing(
+        tmp_path: Path, command: str, kill_at: int) -> None:
+    """A real worker process SIGKILLed right after its k-th append (the firing's record, the
+    run's start, each model call and tool result, the run's and the turn's end), then run
+    again: one firing, one turn, finished, with each model call paid once."""
+    store = tmp_path / "store.db"
+    assert _worker(store, "create") == 0
+    assert _worker(store, command, kill_at) in (0, -signal.SIGKILL)
+    assert _worker(store, command) == 0
+    check = SQLiteStore(store)
+    try:
+        kinds = [e.kind for e in check.read("session:s1")]
+        firing = ["variable_set"] if command == "webhook" else []
+        assert kinds[3:] == [*firing, "trigger_fired", "turn_started", "turn_finished"]
+        assert _model_calls(check, "session:s1:turn:1") == 2
+        assert check.get_run("session:s1:turn:2") is None
+    finally:
+        check.close()
