@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from tether.agent.memory_recall import is_recalled_fact
 from tether.errors import BudgetExceeded, RunEscalated, WaitTimedOut
 from tether.events import WaitStarted
 from tether.models.base import Message
@@ -58,7 +59,9 @@ def observations_of(messages: Sequence[Message]) -> tuple[Observation, ...]:
         if m.trust is None and (m.role == "tool" or m.source == "harness"):
             continue
         trust = Trust(m.trust) if m.trust else Trust.EXTERNAL
-        found.append(Observation(m.source or m.role, trust, m.content, role=m.role))
+        # A remembered fact rides a user-role message but is data, like a tool's answer.
+        role = "memory" if is_recalled_fact(m) else m.role
+        found.append(Observation(m.source or m.role, trust, m.content, role=role))
     return tuple(found)
 
 

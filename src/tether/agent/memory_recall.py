@@ -9,7 +9,9 @@ holds since.
 Each fact enters the context as its own message carrying the fact's source and trust (the
 trust it was written with, however long ago): a fact an agent extracted from an email stays
 ``external`` to the policy, so a write whose arguments came from it is judged as from external
-content, and no fact ever becomes system-role text.
+content, and no fact ever becomes system-role text. To the policy a fact is data, as the same
+content returned by a tool would be, never part of the request (the instructions and the
+user's own words) unless its trust is the user's (:func:`is_recalled_fact`).
 
 >>> recall = MemoryRecall(namespace="support", subjects=["customer:{{ id }}"])  # doctest: +SKIP
 """
@@ -29,7 +31,7 @@ from tether.runtime.provenance import Trust
 if TYPE_CHECKING:
     from tether.runtime.context import RunContext
 
-__all__ = ["MemoryRecall", "Recalled", "Subject", "fact_message"]
+__all__ = ["MemoryRecall", "Recalled", "Subject", "fact_message", "is_recalled_fact"]
 
 #: A subject to recall: a name, or a function of the run's variables returning one.
 Subject = str | Callable[[Mapping[str, Any]], str]
@@ -116,3 +118,14 @@ def fact_message(fact: Fact) -> Message:
                    content=f"Remembered fact {fact.subject}/{fact.key} = {value} "
                            f"(from {fact.source}, trust {fact.trust.value})",
                    source=source, trust=fact.trust.value)
+
+
+#: How a recalled fact's source starts (as :meth:`tether.memory.Fact.sourced` names it).
+FACT_SOURCE_PREFIX = "memory:"
+
+
+def is_recalled_fact(message: Message) -> bool:
+    """Whether ``message`` is a fact recalled at the start of the run (:func:`fact_message`):
+    context the policy weighs as data with the fact's trust, like a tool's answer, though it
+    rides a user-role message."""
+    return message.role == "user" and (message.source or "").startswith(FACT_SOURCE_PREFIX)
