@@ -12,7 +12,9 @@ expected and the one it found; nothing is interleaved.
 1. finishes a half-done earlier turn first (see below);
 2. appends ``turn_started`` (turn ``n``, run id ``session:<sid>:turn:<n>``) at the revision;
 3. starts that run with a :class:`~tether.agent.agent.Task` whose ``history`` is the session's
-   conversation so far, so the agent loop starts from it through the agent's context window;
+   conversation so far, so the agent loop starts from it through the agent's context window,
+   and whose ``variables`` are the session's variables as of the turn's start, so the agent's
+   instructions and memory subjects are rendered from them (the same on a resumed run);
 4. appends ``turn_finished`` with the run's status once the run has finished (a run that waits,
    for an approval or a client tool, leaves the turn open).
 
@@ -23,6 +25,10 @@ for no model call and repeats no tool effect its journal already holds.
 
 **History** is derived, never stored twice: the restored client history (if any), then for every
 finished turn the messages its run's journal implies (:mod:`tether.sessions.history`).
+
+**Typed variables.** The sessions of an agent file's agent (:meth:`Sessions.add_definition`,
+or ``Sessions(runtime, definitions=[...])``) take only the variables the file declares, of
+their declared types: a wrong one is refused before anything is appended.
 
 **Restore** (:meth:`Sessions.restore`) brings an expired or lost session back from the client's
 copy of its history, validated and demoted to the client's trust (:mod:`tether.sessions.restore`).
