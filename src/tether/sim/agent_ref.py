@@ -62,9 +62,9 @@ def load_agent_factory(spec: str | AgentFactory, base_dir: Path | None = None, *
     checked against the file now; any other agent has none to set, so giving some is a
     :class:`UsageError` rather than a silently ignored setting."""
     if variables and not (isinstance(spec, str) and _is_yaml(spec.strip())):
-        names = ", ".join(sorted(variables))
+        given = ", ".join(sorted(variables))
         raise UsageError(f"agent {_describe(spec) if callable(spec) else spec!r}: variables "
-                         f"({names}) are set, but only a YAML agent declares variables; "
+                         f"({given}) are set, but only a YAML agent declares variables; "
                          "remove them or name an agent file")
     if callable(spec):
         _check_signature(spec, _describe(spec))
