@@ -556,6 +556,30 @@ def test_a_trigger_fired_while_a_turn_waits_records_nothing() -> None:
         "completed", "completed"]
 
 
+def test_a_trigger_arriving_while_another_worker_runs_the_turn_records_nothing() -> None:
+    """A delivery while another live worker holds the open turn's run: SessionConflict naming
+    the turn (not the store's RunOwned), nothing recorded; once that turn is done, the same
+    delivery fires."""
+    definition = _definition()
+    store, clock = MemoryStore(), VirtualClock()
+    _sessions(store, definition, clock=clock)
+    dying = _sessions(_CrashAfter(store, "run_started"), definition, clock=clock, owner="a",
+                      create=False)
+    with pytest.raises(Crash):  # its lease on turn 1's run stays live
+        asyncio.run(fire(dying, definition, "s1", "user-message", {"text": "hi"}))
+    other = _sessions(store, definition, clock=clock, owner="b", create=False)
+    before = other.session("s1").revision
+    with pytest.raises(SessionConflict, match="turn 1"):
+        asyncio.run(fire_webhook(other, definition, "s1", "billing", BODY,
+                                 _headers(at=clock.now()), environ=ENV))
+    assert other.session("s1").revision == before
+    clock.advance(other.runtime.lease_ttl_s + 1)
+    done = asyncio.run(fire_webhook(other, definition, "s1", "billing", BODY,
+                                    _headers(at=clock.now()), environ=ENV))
+    assert done.turn == 2
+    assert [t.status for t in other.session("s1").turns] == ["completed", "completed"]
+
+
 # -- the definition --------------------------------------------------------------------------
 
 

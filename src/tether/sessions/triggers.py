@@ -248,8 +248,9 @@ async def fire_due(sessions: Sessions, definition: AgentDefinition, session_id: 
     firing that a crash interrupted is resumed first and listed as a ``duplicate``. The input
     of a slot's turn is ``{slot, scheduled_at, missed}``.
 
-    A session whose turn waits (an approval, a client tool) raises
-    :class:`~tether.errors.SessionConflict`: its slots fire once the wait is resolved."""
+    A session whose turn waits (an approval, a client tool), or whose open turn another
+    worker is running, raises :class:`~tether.errors.SessionConflict` and records nothing:
+    its slots fire on a later call."""
     out: list[Fired] = []
     resumed = await _resume_pending(sessions, session_id)
     if resumed is not None:
@@ -288,8 +289,17 @@ async def on_decision(sessions: Sessions, definition: AgentDefinition,
                 if spec.kind == "approval"]
     out: list[Fired] = []
     # The decided turn goes on first: its run reads the decision from its own journal.
-    await sessions.resume(session_id)
     state, fired = _read(sessions, session_id)
+    if state.pending is not None:
+        try:
+            await sessions.resume(session_id)
+        except RunOwned as exc:
+            raise SessionConflict(
+                f"session {session_id!r}: turn {state.pending.number} is being run by worker "
+                f"{exc.owner!r}; decisions fire their triggers after it: call on_decision "
+                "again later (nothing was recorded)", session_id=session_id,
+                expected_revision=state.revision, found_revision=state.revision) from exc
+        state, fired = _read(sessions, session_id)
     store = sessions.runtime.store
     for turn in state.turns:
         events = store.read(turn.run_id)
@@ -343,14 +353,7 @@ async def _start(sessions: Sessions, definition: AgentDefinition, session_id: st
         values = _values(definition, name, spec, state, payload)
         text = None if spec.turn is None else _render(name, "turn", spec.turn, values)
         if state.pending is not None:
-            done = await sessions.resume(session_id)
-            if done is not None and done.run.status is RunStatus.WAITING:
-                raise SessionConflict(
-                    f"session {session_id!r}: turn {done.turn} (run {done.run.run_id!r}) is "
-                    f"waiting for {done.run.waiting_for!r}; trigger {name!r} fires once it is "
-                    "resolved or continued (nothing was recorded for it)",
-                    session_id=session_id, expected_revision=state.revision,
-                    found_revision=state.revision)
+            await _finish_open_turn(sessions, state, name)
             continue
         status = state.status(sessions.runtime.clock.now())
         if status is not SessionStatus.ACTIVE:
@@ -379,6 +382,28 @@ async def _start(sessions: Sessions, definition: AgentDefinition, session_id: st
         f"session {session_id!r} changed {_ATTEMPTS} times while trigger {name!r} fired; "
         "nothing was recorded for it. Retry when the session is quieter",
         session_id=session_id, expected_revision=0, found_revision=0)
+
+
+async def _finish_open_turn(sessions: Sessions, state: SessionState, name: str) -> None:
+    """Finish the session's open turn before trigger ``name`` starts another, as a turn does;
+    SessionConflict (nothing recorded) when it waits, or another worker is running it now."""
+    pending = state.pending
+    assert pending is not None
+    try:
+        done = await sessions.resume(state.session_id)
+    except RunOwned as exc:
+        raise SessionConflict(
+            f"session {state.session_id!r}: turn {pending.number} (run {pending.run_id!r}) is "
+            f"being run by worker {exc.owner!r}; trigger {name!r} fires after it (nothing was "
+            "recorded for it): retry later", session_id=state.session_id,
+            expected_revision=state.revision, found_revision=state.revision) from exc
+    if done is not None and done.run.status is RunStatus.WAITING:
+        raise SessionConflict(
+            f"session {state.session_id!r}: turn {done.turn} (run {done.run.run_id!r}) is "
+            f"waiting for {done.run.waiting_for!r}; trigger {name!r} fires once it is "
+            "resolved or continued (nothing was recorded for it)",
+            session_id=state.session_id, expected_revision=state.revision,
+            found_revision=state.revision)
 
 
 def _values(definition: AgentDefinition, name: str, spec: TriggerSpec, state: SessionState,
