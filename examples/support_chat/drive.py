@@ -20,14 +20,16 @@ One session (``support-ada``; variables ``customer_name`` and ``plan``), five tu
 4. the ``plan-changed`` trigger, which sets the ``plan`` variable and starts a turn;
 5. a question the answer of which shows the new plan.
 
-After each refund turn the ``order_notes`` resource gets a new version (its provenance names
-the turn's run). Then a transcript and a summary: turns, refunds in the service's ledger, model
+After each refund the agent reads the session's ``order_notes`` document and writes a new
+version with a line about it (the session tools of ``agent.yaml``; each version's provenance
+names the turn's run, the call's idempotency key and the trust of what it was derived from).
+Then a transcript and a summary: turns, refunds in the service's ledger, model
 calls recorded in the journals and model calls made by this process.
 
 **Run it again, or after a crash.** Every step is decided from the session as stored: a turn
 already started is resumed, never started twice; a turn waiting for the app or the supervisor
-is answered (each answer is recorded once; a repeated one changes nothing); a resource version
-already written for a turn is not written again. So the script may be killed anywhere
+is answered (each answer is recorded once; a repeated one changes nothing); a note the agent
+wrote before a crash is found by its key, not written again. So the script may be killed anywhere
 (SIGKILL included) and started again with the same store until it completes: no turn is lost,
 no refund made twice, no model call recorded before the kill is paid again.
 """
@@ -73,14 +75,12 @@ class Step:
     text: str = ""
     trigger: str = ""
     payload: Mapping[str, Any] = field(default_factory=dict)
-    notes: bool = False  # whether the turn's answer goes into the order notes
 
 
 STEPS: tuple[Step, ...] = (
     Step("Hi, how much did I pay for order ch_0001, and has any of it been refunded?"),
-    Step("The headphones from order ch_0002 stopped working. Please refund them.", notes=True),
-    Step("The espresso machine from order ch_0003 arrived broken. Please refund it.",
-         notes=True),
+    Step("The headphones from order ch_0002 stopped working. Please refund them."),
+    Step("The espresso machine from order ch_0003 arrived broken. Please refund it."),
     Step(trigger="plan-changed", payload={"plan": "pro"}),
     Step("Thanks! Which plan am I on now?"),
 )
@@ -154,9 +154,11 @@ class Chat:
                  say: Callable[[str], None] = print) -> None:
         self.definition: AgentDefinition = load_definition(AGENT_FILE)
         self.world, self.say = world, say
-        self.agent = self.definition.build(CUSTOMER, env=world)
         self.runtime = Runtime(store, clock=SystemClock(), seed=7, probe=probe, owner=OWNER)
-        self.sessions = Sessions(self.runtime, agents=[self.agent])
+        self.sessions = Sessions(self.runtime)
+        # Typed variables, instructions rendered per turn, session tools bound to these
+        # sessions: the agent file's agent, built with the payments client for its tools.
+        self.agent = self.sessions.add_definition(self.definition, env=world)
 
     async def run(self) -> None:
         """Create the session if need be, then take every step to its end."""
@@ -183,8 +185,6 @@ class Chat:
             if info is not None and info.status is RunStatus.WAITING:
                 await self.answer_waits(turn.run_id)
             await self.sessions.resume(SESSION_ID)
-        if step.notes:
-            self.write_notes(number)
 
     async def answer_waits(self, run_id: str) -> None:
         """Play the app (confirm) and the supervisor (approve) for what the run waits on."""
@@ -199,22 +199,6 @@ class Chat:
             self.say(f"  [supervisor] approves {held.tool} {held.args} ({held.reason})")
             self.runtime.approve(run_id, by="supervisor:grace", role="supervisor",
                                  step=held.step)
-
-    def write_notes(self, number: int) -> None:
-        """Add turn ``number``'s answer to ``order_notes``, once: each note names its run, and
-        a note already in the document (written before a crash) is not written again."""
-        session = self.sessions.session(SESSION_ID)
-        run_id = session.turns[number - 1].run_id
-        known = session.resources.get(NOTES)
-        notes: list[dict[str, Any]] = list(known.content) if known is not None else []
-        if any(note.get("run_id") == run_id for note in notes):
-            return
-        answer = [r["content"] for r in session.transcript()
-                  if r["run_id"] == run_id and r["role"] == "assistant" and r["content"]]
-        notes.append({"turn": number, "run_id": run_id,
-                      "note": answer[-1] if answer else "(no answer)"})
-        self.sessions.put_resource(SESSION_ID, NOTES, notes, source="support-chat:drive",
-                                   trust="agent", run_id=run_id)
 
     def summary(self) -> dict[str, Any]:
         """What happened, from the store and the service (not from the agent's words)."""
@@ -250,9 +234,9 @@ def print_transcript(summary: Mapping[str, Any], say: Callable[[str], None] = pr
         f"variables: {summary['variables']}")
     notes = summary["resources"].get(NOTES)
     if notes is not None:
-        say(f"{NOTES} (version {notes['version']}):")
-        for note in notes["content"]:
-            say(f"  turn {note['turn']}: {note['note']}")
+        say(f"{NOTES} (version {notes['version']}, trust {notes['provenance'].get('trust')}):")
+        for line in str(notes["content"]).splitlines():
+            say(f"  {line}")
 
 
 def main(argv: list[str] | None = None, *, probe: Probe | None = None,

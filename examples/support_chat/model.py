@@ -7,8 +7,11 @@ turns are history. With an order id (``ch_...``) in the customer's message it lo
 up; when the message asks for a refund it refunds what is left on the order, first asking the
 customer to confirm in the app (the ``confirm_in_app`` client tool) when that is above 50.00;
 otherwise it answers the question from the order. A message saying the plan changed is
-acknowledged, and "which plan" is answered from the latest such message or the instructions.
-With no order id it asks for one.
+acknowledged, and "which plan" is answered from the instructions (rendered each turn from the
+session's variables), or the latest such message when the instructions do not say. After a
+refund it reads the session's ``order_notes`` document and writes it back with a line about the
+refund (the session tools); where there is no session (a simulated episode) the tools fail and
+it just answers. With no order id it asks for one.
 
 When the environment variable ``SUPPORT_CHAT_MODEL_LOG`` names a file, every invocation
 appends the request's digest to it, one line each: the model calls this process really made,
@@ -29,6 +32,8 @@ _ORDER = re.compile(r"\bch_\w+")
 _PLAN_CHANGED = re.compile(r"plan changed to ([\w-]+)", re.IGNORECASE)
 _PLAN_IN_INSTRUCTIONS = re.compile(r"\(plan: ([\w-]+)\)")
 _REFUND = re.compile(r"\brefund\b", re.IGNORECASE)
+#: The session document the agent keeps a line per refund in.
+NOTES = "order_notes"
 #: Refunds above this many cents are confirmed by the customer in the app first.
 CONFIRM_ABOVE_CENTS = 5000
 
@@ -78,20 +83,28 @@ def script(request: ModelRequest) -> ModelResponse:
     if not str(refund.get("id", "")).startswith("re_"):
         return reply(f"The refund of order {order_id} did not go through: "
                      f"{results['issue_refund']}")
-    return reply(f"Done: order {order_id} is refunded ({_money(int(refund['amount']))}). "
-                 "Anything else?")
+    done = f"Done: order {order_id} is refunded ({_money(int(refund['amount']))})."
+    if "read_resource" not in results:
+        return call("read_resource", {"name": NOTES})
+    notes = _json(results["read_resource"])
+    if "update_resource" not in results and "version" in notes:
+        line = f"{order_id}: refunded {_money(int(refund['amount']))} ({refund['id']})"
+        content = "\n".join(filter(None, [notes.get("content") or "", line]))
+        return call("update_resource", {"name": NOTES, "content": content})
+    return reply(f"{done} Anything else?")
 
 
 def _plan(messages: list[Message]) -> str:
-    """The latest plan the conversation states: a plan change, else the instructions'."""
-    for message in reversed(messages):
-        changed = _PLAN_CHANGED.search(message.content) if message.role == "user" else None
-        if changed is not None:
-            return changed.group(1).rstrip(".")
+    """The plan the instructions state (the session's variable), else the latest plan change
+    the conversation mentions."""
     for message in messages:
         stated = _PLAN_IN_INSTRUCTIONS.search(message.content)
         if message.role == "system" and stated is not None:
             return stated.group(1)
+    for message in reversed(messages):
+        changed = _PLAN_CHANGED.search(message.content) if message.role == "user" else None
+        if changed is not None:
+            return changed.group(1).rstrip(".")
     return "unknown"
 
 

@@ -1,7 +1,7 @@
 """The support-chat driver (examples/support_chat/drive.py) as a worker a test can SIGKILL at an
 exact boundary of a turn.
 
-    python tests/crash/support_chat_app.py [--kill-at STREAM|KIND|K|WHEN] [--trace FILE] \
+    python tests/crash/support_chat_app.py [--kill-at STREAM|KIND|AT|WHEN] [--trace FILE] \
         -- DRIVE_ARGS...
     python tests/crash/support_chat_app.py --fork-server
 
@@ -15,7 +15,8 @@ A boundary is a store append: ``STREAM`` is the stream appended to (``session:<s
 session's own changes, ``session:<sid>:turn:<n>`` for turn ``n``'s run), ``KIND`` the kind of
 the batch's first event (``turn_started``, ``run_started``, ``model_called``, ``tool_intent``,
 ``tool_result``, ``wait_started``, ``wait_resolved``, ``run_finished``, ``turn_finished``,
-``resource_version``, ``variable_set``, ...), ``K`` how many events of that kind the stream
+``resource_version``, ``variable_set``, ...), ``AT`` the position of its durable call
+(``@16``), the key of a wait's resolution, or else how many events of that kind the stream
 holds once the batch is in (1 for the first), and ``WHEN`` ``before`` (the batch not appended:
 the work before it done, e.g. a tool handler returned) or ``after`` (appended, nothing after
 it done). The process kills itself with SIGKILL there: no cleanup, no flush.
@@ -35,17 +36,25 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from tether.events import Event
+from tether.events import Event, WaitResolved
 from tether.store.base import Store
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "support_chat"
 
 
 def boundary(store: Store, stream: str, events: Sequence[Event]) -> str:
-    """``STREAM|KIND|K`` of appending ``events`` to ``stream`` (K counts the batch in)."""
-    kind = events[0].kind
-    k = sum(e.kind == kind for e in store.read(stream)) + 1
-    return f"{stream}|{kind}|{k}"
+    """``STREAM|KIND|AT`` of appending ``events`` to ``stream``: AT is the durable call's
+    position (``@16``) for an event of one, the key (``client:7:call_confirm_in_app``) for a
+    wait's resolution, else how many events of the kind the stream holds with the batch in.
+    Positions and keys stay put when a crash makes a call be made again; counts would not."""
+    first = events[0]
+    if isinstance(first, WaitResolved):
+        return f"{stream}|{first.kind}|{first.key}"
+    pos = getattr(first, "pos", None)
+    if isinstance(pos, int):
+        return f"{stream}|{first.kind}|@{pos}"
+    k = sum(e.kind == first.kind for e in store.read(stream)) + 1
+    return f"{stream}|{first.kind}|{k}"
 
 
 def wrap(store: Store, kill_at: str | None, trace: Path | None) -> Store:
