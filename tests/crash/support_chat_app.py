@@ -78,7 +78,7 @@ def wrap(store: Store, kill_at: str | None, trace: Path | None) -> Store:
 
 def main(argv: list[str]) -> None:
     sys.path.insert(0, str(EXAMPLE))
-    from drive import main as drive  # type: ignore[import-not-found]  # by path
+    from drive import main as drive  # type: ignore[import-not-found,unused-ignore]  # by path
 
     if argv == ["--fork-server"]:
         fork_server()
