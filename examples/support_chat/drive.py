@@ -124,8 +124,9 @@ def _answer(response: httpx.Response) -> dict[str, Any]:
 class Services:
     """What the tool factory (``tools.py:tools``) is given: ``client(name)``."""
 
-    def __init__(self, payments: Any, refunds: Callable[[], list[dict[str, Any]]]) -> None:
-        self._payments, self.refunds = payments, refunds
+    def __init__(self, payments: Any, refunds: Callable[[], list[dict[str, Any]]],
+                 where: str) -> None:
+        self._payments, self.refunds, self.where = payments, refunds, where
 
     def client(self, name: str) -> Any:
         if name != "payments":
@@ -137,13 +138,14 @@ def services(payments_url: str | None) -> Services:
     """The served world at ``payments_url``, or ``world.yaml``'s built in this process."""
     if payments_url:
         http = HttpPayments(payments_url)
-        return Services(http, http.refunds)
+        return Services(http, http.refunds, f"served at {payments_url}")
     from tether.sim.episode import environment_for
     from tether.sim.scenario import load_scenario
 
     env = environment_for(load_scenario(WORLD_FILE), seed=1)
     return Services(env.client("payments"),
-                    lambda: [e.as_data() for e in env.world.ledger.of("payments", "refund")])
+                    lambda: [e.as_data() for e in env.world.ledger.of("payments", "refund")],
+                    "in this process: it starts afresh each run")
 
 
 class Chat:
@@ -215,6 +217,7 @@ class Chat:
                                  "provenance": r.provenance}
                           for name, r in session.resources.items()},
             "refunds": self.world.refunds(),
+            "payments": self.world.where,
             "model_calls": model_calls,
         }
 
@@ -226,10 +229,14 @@ def print_transcript(summary: Mapping[str, Any], say: Callable[[str], None] = pr
             say(f"customer : {row['content']}")
         elif row["role"] == "assistant" and row["content"]:
             say(f"agent    : {row['content']}")
+    unfinished = [f"turn {t['number']} {t['status'] or 'open'}" for t in summary["turns"]
+                  if t["status"] != "completed"]
+    if unfinished:
+        say("not completed: " + ", ".join(unfinished))
     refunds = summary["refunds"]
     made = ", ".join(f"{r['data']['charge']} {r['data']['amount']}" for r in refunds)
-    say(f"turns: {len(summary['turns'])}, refunds in the payments ledger: {len(refunds)} "
-        f"({made}), "
+    say(f"turns: {len(summary['turns'])}, refunds in the payments ledger "
+        f"({summary['payments']}): {len(refunds)} ({made}), "
         f"model calls recorded: {sum(summary['model_calls'].values())}, "
         f"variables: {summary['variables']}")
     notes = summary["resources"].get(NOTES)

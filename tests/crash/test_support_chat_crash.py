@@ -32,6 +32,7 @@ from tether.store.sqlite import SQLiteStore
 ROOT = Path(__file__).resolve().parents[2]
 APP = Path(__file__).with_name("support_chat_app.py")
 WORLD = ROOT / "examples" / "support_chat" / "world.yaml"
+DRIVE = ROOT / "examples" / "support_chat" / "drive.py"
 SESSION = "support-ada"
 TURNS = 5
 #: Schedules: the boundaries are dealt among them in turn.
@@ -256,3 +257,27 @@ def test_a_worker_killed_at_every_boundary_of_every_turn_loses_and_repeats_nothi
     # A model request recorded before a kill is never asked again: each once, in all processes.
     assert got.model_asked == expected.model_asked
     assert got.recorded_digests == expected.recorded_digests
+
+
+@pytest.mark.slow
+def test_the_script_on_its_own_world_and_run_again_changes_nothing(tmp_path: Path) -> None:
+    """``python drive.py --store FILE`` with the payments world in its own process completes
+    the conversation; run again on the same store it starts no turn and writes nothing."""
+    def drive() -> dict[str, Any]:
+        proc = subprocess.run([sys.executable, str(DRIVE), "--store", str(tmp_path / "runs.db"),
+                               "--json"], capture_output=True, text=True, timeout=120,
+                              check=False)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        summary: dict[str, Any] = json.loads(proc.stdout.splitlines()[-1])
+        return summary
+
+    first = drive()
+    assert [t["status"] for t in first["turns"]] == ["completed"] * TURNS
+    assert [(r["data"]["charge"], r["data"]["amount"]) for r in first["refunds"]] == [
+        ("ch_0002", 7500), ("ch_0003", 15000)]
+    assert first["resources"]["order_notes"]["content"].splitlines() == [
+        "ch_0002: refunded 75.00 (re_0001)", "ch_0003: refunded 150.00 (re_0002)"]
+    again = drive()
+    assert again["refunds"] == []  # a fresh world in the new process: no refund was asked
+    assert {k: again[k] for k in ("turns", "transcript", "resources", "variables")} == {
+        k: first[k] for k in ("turns", "transcript", "resources", "variables")}
