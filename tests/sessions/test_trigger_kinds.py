@@ -93,8 +93,8 @@ def _sessions(store: Store, definition: AgentDefinition, *, owner: str = "worker
 
 def _headers(body: bytes = BODY, *, at: float | None = None, secret: str = SECRET,
              event: str = "evt_1") -> dict[str, str]:
-    return {"X-Tether-Signature": sign_webhook(secret, body, VirtualClock().now()
-                                               if at is None else at),
+    when = VirtualClock().now() if at is None else at
+    return {"X-Tether-Signature": sign_webhook(secret, body, when, event),
             "X-Tether-Event-Id": event}
 
 
@@ -114,7 +114,7 @@ def _model_calls(store: Store, run_id: str) -> int:
 
 
 @pytest.mark.parametrize("case", ["forged", "altered", "stale", "future", "unsigned",
-                                  "malformed", "no-event-id"])
+                                  "malformed", "no-event-id", "dotted-event-id"])
 def test_a_forged_or_stale_webhook_appends_nothing(case: str) -> None:
     """Every delivery whose signature does not hold (another secret, an altered body, a
     timestamp outside the tolerance either way, no or a garbled header, no event id) raises
@@ -136,6 +136,9 @@ def test_a_forged_or_stale_webhook_appends_nothing(case: str) -> None:
         del headers["X-Tether-Signature"]
     elif case == "malformed":
         headers["X-Tether-Signature"] = "sha256=abc"
+    elif case == "dotted-event-id":
+        # An id holding a dot could take the body's first bytes under the same signature.
+        headers["X-Tether-Event-Id"] = "evt_1.{"
     else:
         del headers["X-Tether-Event-Id"]
     with pytest.raises(WebhookRejected) as caught:
@@ -176,6 +179,21 @@ def test_any_change_to_a_signed_delivery_is_rejected_and_the_original_accepted(
     with pytest.raises(WebhookRejected):
         asyncio.run(call)
     assert sessions.session("s1").revision == before and sessions.session("s1").turns == ()
+
+
+def test_a_captured_delivery_replayed_under_another_event_id_is_rejected() -> None:
+    """The event id is signed with the body: a delivery replayed within the tolerance with a
+    new event id (to dodge the dedupe) fails the signature and starts no second turn."""
+    definition = _definition()
+    sessions = _sessions(MemoryStore(), definition)
+    headers = _headers()
+    asyncio.run(fire_webhook(sessions, definition, "s1", "billing", BODY, headers,
+                             environ=ENV))
+    replayed = {**headers, "X-Tether-Event-Id": "evt_2"}
+    with pytest.raises(WebhookRejected, match="signature"):
+        asyncio.run(fire_webhook(sessions, definition, "s1", "billing", BODY, replayed,
+                                 environ=ENV))
+    assert len(sessions.session("s1").turns) == 1
 
 
 def test_a_valid_webhook_runs_a_turn_with_its_input_as_the_definition_says() -> None:

@@ -86,7 +86,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif args.command == "schedule":
         asyncio.run(fire_due(sessions, agent_file, "s1"))
     else:
-        headers = {"X-Tether-Signature": sign_webhook(SECRET, BODY, at),
+        headers = {"X-Tether-Signature": sign_webhook(SECRET, BODY, at, "evt_1"),
                    "X-Tether-Event-Id": "evt_1"}
         asyncio.run(fire_webhook(sessions, agent_file, "s1", "billing", BODY, headers,
                                  environ={"HOOK_SECRET": SECRET}))

@@ -383,9 +383,10 @@ class McpSpec(_Spec):
 class WebhookSpec(_Spec):
     """How a webhook delivery is authenticated: an HMAC-SHA256 signature of the raw body under
     a secret read from the environment variable ``secret_env`` (never from the file), carried
-    in ``header`` as ``t=<unix seconds>,v1=<hex digest of "<t>." + body>``; a timestamp more
-    than ``tolerance_s`` away from the runtime's clock is refused (a replay). ``id_header``
-    carries the sender's event id: a delivery repeated with the same id starts one turn."""
+    in ``header`` as ``t=<unix seconds>,v1=<hex digest of "<t>.<event id>." + body>``; a
+    timestamp more than ``tolerance_s`` away from the runtime's clock is refused (a replay).
+    ``id_header`` carries the sender's event id (signed with the body): a delivery repeated
+    with the same id starts one turn."""
 
     secret_env: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,99}$")
     header: str = Field(default="X-Tether-Signature", pattern=r"^[A-Za-z0-9-]{1,100}$")

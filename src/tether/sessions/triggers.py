@@ -39,10 +39,10 @@ The kinds:
 
 * ``message`` — :func:`fire` with the caller's input (an optional ``key`` makes it idempotent).
 * ``webhook`` — :func:`fire_webhook` with the raw body and headers: the HMAC-SHA256 signature
-  (:func:`sign_webhook`) and its timestamp (against replay, on the runtime's clock) are checked
-  **before** the body is even parsed, then the JSON body is the input and the sender's event id
-  the dedupe key (:class:`~tether.errors.WebhookRejected` otherwise; the secret is never in a
-  message).
+  of the timestamp, the sender's event id and the body (:func:`sign_webhook`) and the
+  timestamp (against replay, on the runtime's clock) are checked **before** the body is even
+  parsed, then the JSON body is the input and the event id the dedupe key
+  (:class:`~tether.errors.WebhookRejected` otherwise; the secret is never in a message).
 * ``schedule`` — :func:`due` lists the elapsed slots that have not fired; :func:`fire_due`
   fires them: slot ``k`` of a trigger is the key, so each slot fires at most once per session
   across crashes and racing schedulers. With ``catch_up: latest`` (the default) only the latest
@@ -97,6 +97,9 @@ __all__ = ["DueSlot", "Fired", "due", "fire", "fire_due", "fire_webhook", "on_de
            "sign_webhook"]
 
 _EVENT_ID = re.compile(r"[\x21-\x7e]{1,200}")   # printable ASCII, no spaces
+# No dot in a webhook's event id: the signed text is "<t>.<id>." + body, and an id that
+# could hold a dot could take the first bytes of the body into itself under one signature.
+_WEBHOOK_ID = re.compile(r"[\x21-\x2d\x2f-\x7e]{1,200}")
 _TIMESTAMP = re.compile(r"[0-9]{1,15}")
 _APPROVAL = "approval:"   # the wait-key prefix of approval requests (tether.policy.approvals)
 #: How often one firing re-reads the session after losing a compare-and-set race.
@@ -158,13 +161,22 @@ async def fire(sessions: Sessions, definition: AgentDefinition, session_id: str,
     return sessions.session(session_id)
 
 
-def sign_webhook(secret: str | bytes, body: bytes, timestamp: float) -> str:
-    """The signature header value a sender puts on ``body`` sent at ``timestamp`` (unix
-    seconds): ``t=<timestamp>,v1=<hex HMAC-SHA256 of "<timestamp>." + body>``."""
-    stamp = str(int(timestamp))
+def sign_webhook(secret: str | bytes, body: bytes, timestamp: float, event_id: str) -> str:
+    """The signature header value a sender puts on delivery ``event_id`` of ``body`` sent at
+    ``timestamp`` (unix seconds): ``t=<timestamp>,v1=<hex HMAC-SHA256 of "<timestamp>.<event
+    id>." + body>``. The event id is signed with the body, so a captured delivery replayed
+    under another id (to pass the dedupe) fails the signature."""
+    if not _WEBHOOK_ID.fullmatch(event_id):
+        raise UsageError(f"event id {event_id[:40]!r}: expected 1 to 200 printable ASCII "
+                         "characters, no space or dot")
     key = secret.encode() if isinstance(secret, str) else secret
-    digest = hmac.new(key, stamp.encode() + b"." + body, hashlib.sha256).hexdigest()
-    return f"t={stamp},v1={digest}"
+    stamp = str(int(timestamp))
+    return f"t={stamp},v1={_digest(key, stamp, event_id, body)}"
+
+
+def _digest(key: bytes, stamp: str, event_id: str, body: bytes) -> str:
+    signed = stamp.encode() + b"." + event_id.encode() + b"." + body
+    return hmac.new(key, signed, hashlib.sha256).hexdigest()
 
 
 async def fire_webhook(sessions: Sessions, definition: AgentDefinition, session_id: str,
@@ -189,6 +201,14 @@ async def fire_webhook(sessions: Sessions, definition: AgentDefinition, session_
                          "must hold the webhook's HMAC secret")
     found = {name.lower(): value for name, value in headers.items()}
     stamp, digests = _signature(found.get(settings.header.lower()), settings.header, trigger)
+    event_id = found.get(settings.id_header.lower(), "")
+    if not _WEBHOOK_ID.fullmatch(event_id):
+        raise WebhookRejected(
+            f"trigger {trigger!r}: the delivery has no usable {settings.id_header} header "
+            f"(found {event_id[:40]!r}); it must carry the sender's event id (1 to 200 "
+            "printable ASCII characters, no space or dot), which makes a repeated delivery "
+            "start one turn",
+            reason="missing-event-id")
     now = sessions.runtime.clock.now()
     if abs(now - int(stamp)) > settings.tolerance_s:
         raise WebhookRejected(
@@ -196,20 +216,13 @@ async def fire_webhook(sessions: Sessions, definition: AgentDefinition, session_
             f" s from the clock's {now:.0f} (tolerance {settings.tolerance_s:g} s); a stale or "
             "replayed delivery is refused — the sender signs each delivery when it sends it",
             reason="stale")
-    expected = hmac.new(secret.encode(), stamp.encode() + b"." + body,
-                        hashlib.sha256).hexdigest()
+    expected = _digest(secret.encode(), stamp, event_id, body)
     if not any(hmac.compare_digest(expected, digest) for digest in digests):
         raise WebhookRejected(
-            f"trigger {trigger!r}: the {settings.header} signature does not match the body "
-            f"(HMAC-SHA256 under the secret in {settings.secret_env}); the body was altered or "
+            f"trigger {trigger!r}: the {settings.header} signature does not match the "
+            f"delivery (HMAC-SHA256 of \"<t>.<{settings.id_header}>.\" + body under the "
+            f"secret in {settings.secret_env}); the body or event id was altered, or it was "
             "signed with another secret", reason="bad-signature")
-    event_id = found.get(settings.id_header.lower(), "")
-    if not _EVENT_ID.fullmatch(event_id):
-        raise WebhookRejected(
-            f"trigger {trigger!r}: the delivery has no usable {settings.id_header} header "
-            f"(found {event_id[:40]!r}); it must carry the sender's event id (1 to 200 "
-            "printable ASCII characters), which makes a repeated delivery start one turn",
-            reason="missing-event-id")
     return await _started(sessions, definition, session_id, trigger, spec,
                           _json_body(body, trigger), key=f"webhook:{trigger}:{event_id}")
 
