@@ -347,6 +347,33 @@ def test_a_keyed_message_fires_once() -> None:
     assert len(sessions.session("s1").turns) == 2
 
 
+def test_a_trigger_of_another_agent_file_is_refused_on_the_session() -> None:
+    """Firing a definition's trigger on a session that talks to another agent: a UsageError
+    naming both agents, nothing appended."""
+    definition = _definition()
+    sessions = _sessions(MemoryStore(), definition)
+    other = _definition(name="other")
+    before = sessions.session("s1").revision
+    with pytest.raises(UsageError, match=r"agent 'helper', not 'other'"):
+        asyncio.run(fire(sessions, other, "s1", "user-message", {"text": "hi"}))
+    with pytest.raises(UsageError, match="other"):
+        due(sessions, other, "s1")
+    with pytest.raises(UsageError, match="other"):
+        asyncio.run(fire_due(sessions, other, "s1"))
+    with pytest.raises(UsageError, match="other"):
+        asyncio.run(on_decision(sessions, other, "s1"))
+    assert sessions.session("s1").revision == before
+
+
+def test_a_schedule_asked_about_a_non_finite_time_says_so() -> None:
+    """due(now=nan or inf) is a UsageError, not an arithmetic error or a slot count."""
+    definition = _definition()
+    sessions = _sessions(MemoryStore(), definition)
+    for now in (float("nan"), float("inf")):
+        with pytest.raises(UsageError, match="finite"):
+            due(sessions, definition, "s1", now)
+
+
 def test_fire_refuses_a_webhook_trigger_so_its_signature_cannot_be_skipped() -> None:
     """A webhook trigger fired through fire() (no signature) is a UsageError naming the entry
     point it must go through; nothing appended."""

@@ -231,8 +231,10 @@ def due(sessions: Sessions, definition: AgentDefinition, session_id: str,
         now: float | None = None) -> list[DueSlot]:
     """The slots of ``definition``'s schedule triggers that have elapsed by ``now`` (default:
     the runtime's clock) and not fired in session ``session_id``, oldest first."""
-    state, fired = _read(sessions, session_id)
+    state, fired = _read(sessions, session_id, definition)
     when = sessions.runtime.clock.now() if now is None else now
+    if not math.isfinite(when):
+        raise UsageError(f"due(now={when!r}): the time must be a finite clock reading")
     slots: list[DueSlot] = []
     for name, spec in definition.spec.triggers.items():
         if spec.kind != "schedule":
@@ -265,7 +267,7 @@ async def fire_due(sessions: Sessions, definition: AgentDefinition, session_id: 
     worker is running, raises :class:`~tether.errors.SessionConflict` and records nothing:
     its slots fire on a later call."""
     out: list[Fired] = []
-    resumed = await _resume_pending(sessions, session_id)
+    resumed = await _resume_pending(sessions, definition, session_id)
     if resumed is not None:
         out.append(resumed)
     for slot in due(sessions, definition, session_id, now):
@@ -302,7 +304,7 @@ async def on_decision(sessions: Sessions, definition: AgentDefinition,
                 if spec.kind == "approval"]
     out: list[Fired] = []
     # The decided turn goes on first: its run reads the decision from its own journal.
-    state, fired = _read(sessions, session_id)
+    state, fired = _read(sessions, session_id, definition)
     if state.pending is not None:
         try:
             await sessions.resume(session_id)
@@ -356,7 +358,7 @@ async def _start(sessions: Sessions, definition: AgentDefinition, session_id: st
         raise TriggerInputInvalid(f"trigger {name!r}: the input does not fit its schema: "
                                   + "; ".join(found))
     for _ in range(_ATTEMPTS):
-        state, fired = _read(sessions, session_id)
+        state, fired = _read(sessions, session_id, definition)
         if key is not None and key in fired:
             return await _repeat(sessions, session_id, fired[key])
         if superseded is not None and superseded(fired):
@@ -513,10 +515,11 @@ async def _repeat(sessions: Sessions, session_id: str, record: TriggerFired) -> 
                  detail=dict(record.detail))
 
 
-async def _resume_pending(sessions: Sessions, session_id: str) -> Fired | None:
+async def _resume_pending(sessions: Sessions, definition: AgentDefinition,
+                          session_id: str) -> Fired | None:
     """Resume the session's open turn when a trigger's firing started it (a crash after the
     firing was recorded); the firing, as a duplicate."""
-    state, fired = _read(sessions, session_id)
+    state, fired = _read(sessions, session_id, definition)
     pending = state.pending
     if pending is None:
         return None
@@ -529,8 +532,11 @@ async def _resume_pending(sessions: Sessions, session_id: str) -> Fired | None:
 # -- reading ---------------------------------------------------------------------------------
 
 
-def _read(sessions: Sessions, session_id: str) -> tuple[SessionState, dict[str, TriggerFired]]:
-    """The session's state and its firing records by key, from one read of its stream."""
+def _read(sessions: Sessions, session_id: str, definition: AgentDefinition | None = None,
+          ) -> tuple[SessionState, dict[str, TriggerFired]]:
+    """The session's state and its firing records by key, from one read of its stream; with
+    ``definition``, a UsageError when the session talks to another agent (its triggers are
+    not this session's)."""
     if not session_id or "\x00" in session_id:
         raise UsageError(f"session id {session_id!r} must be a non-empty string without NUL")
     state = SessionState(session_id)
@@ -542,6 +548,10 @@ def _read(sessions: Sessions, session_id: str) -> tuple[SessionState, dict[str, 
     if not state.exists:
         raise UsageError(f"no session {session_id!r} in the store; create it with "
                          "sessions.create, or restore it from the client's copy")
+    if definition is not None and state.agent != definition.name:
+        raise UsageError(f"session {session_id!r} talks to agent {state.agent!r}, not "
+                         f"{definition.name!r} ({definition.source}); fire the triggers of "
+                         "the session's own agent file")
     return state, fired
 
 
