@@ -14,8 +14,9 @@ turn and variables (``triggers:`` in :mod:`tether.sessions.spec`)::
       check-in: {kind: schedule, schedule: {every_s: 86400}, turn: "(Daily check-in.)"}
       decided: {kind: approval, turn: "(The supervisor {{ input.decision }} {{ input.tool }}.)"}
 
-Each kind has its own entry point, and all of them go through one path (``_start``), so the
-rules cannot drift between kinds:
+Each kind has its own entry point (refusing a session that talks to another agent than the
+file's), and all of them go through one path (``_start``), so the rules cannot drift between
+kinds:
 
 1. the input is validated against the trigger's schema — an invalid input is refused
    (:class:`~tether.errors.TriggerInputInvalid`) before anything is appended or run — and the
@@ -23,6 +24,8 @@ rules cannot drift between kinds:
    exactly one ``{{ input.field }}`` keeps the field's JSON type; any other is rendered as
    text);
 2. a half-done earlier turn of the session is finished first (as :meth:`Sessions.turn` does);
+   if it waits (an approval, a client tool) or another worker is running it now,
+   :class:`~tether.errors.SessionConflict` is raised and nothing is recorded;
 3. the variables (``variable_set``, ``by="trigger"``, the trigger and key as provenance), the
    firing record (``trigger_fired`` with the trigger's dedupe key, when it has one) and the turn
    (``turn_started``) are appended **in one compare-and-set append** at the session's revision:
