@@ -13,7 +13,8 @@ resolved by the tool's effect class:
 ``read``                  no intent is journaled; the call simply runs again
 ========================  ====================================================================
 
-Re-issues are bounded by the tool's ``attempts``; a write still ambiguous after them escalates.
+Re-issues are bounded by the tool's ``attempts``; a write still ambiguous after them is looked
+up when the tool can (``reconcile``: a lookup is not a re-issue), and otherwise escalates.
 Every retry — a transient failure's next attempt, a re-issue after an unknown outcome, a lookup
 made again (journaled as ``tool_retry`` with ``lookup``) — draws from the run's retry budget
 (``RetryPolicy.retry_budget``), counted from the journal by :mod:`tether.retries` at every
@@ -272,6 +273,11 @@ class _Call:
                 return found
             looked_up = True  # certainly not applied: a re-issue is a first request
         if attempt >= tool.attempts:
+            if not looked_up and tool.reconcile is not None:
+                # No more re-issues, but a lookup is not one: it may still tell the outcome.
+                found = await self._reconcile(attempt)
+                if found is not None:
+                    return found
             raise RunEscalated(self._unknown_reason(
                 f"it still has an unknown outcome after {attempt} attempt(s); escalating "
                 "rather than guessing"))
