@@ -5,8 +5,10 @@ completes: no lost turn, no duplicated refund, no model call paid twice, every w
 The payments service is the example's simulated world served by ``tether sim serve`` in its own
 process, so it outlives the killed workers and its ledger counts the refunds really applied.
 A clean run (traced) lists the boundaries — every store append — and gives what every crashed
-schedule must end with. Each schedule takes every third boundary: its first worker dies at the
-first of them, each restart at the next one, and the last one completes the script.
+schedule must end with. A schedule is a list of boundaries: its first worker dies at the first,
+each restart at the next one, and the last one completes the script. Three schedules deal all
+the boundaries among them; a fourth kills at every boundary of the third turn (a refund the
+customer confirms in the app and a supervisor approves, and the notes updated) in a row.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import json
 import signal
 import subprocess
 import sys
+import tempfile
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -52,10 +55,12 @@ class World:
     """A served payments world in its own process (one per schedule)."""
 
     def __init__(self) -> None:
+        # Its log goes to a file: a pipe nobody reads would stall the server once full.
+        self.log = tempfile.TemporaryFile("w+")  # noqa: SIM115 - closed by stop()
         self.proc = subprocess.Popen(
             [sys.executable, "-c", "from tether.cli import main; main()", "sim", "serve",
              str(WORLD), "--seed", "1"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            stdout=subprocess.PIPE, stderr=self.log, text=True)
         self._payments: str | None = None
 
     @property
@@ -64,7 +69,9 @@ class World:
         assert self.proc.stdout is not None
         while self._payments is None:
             line = self.proc.stdout.readline()
-            assert line, f"the world did not start: {self.proc.stderr and self.proc.stderr.read()}"
+            if not line:
+                self.log.seek(0)
+                raise AssertionError(f"the world did not start: {self.log.read()[-3000:]}")
             if line.startswith("payments"):
                 self._payments = line.split()[1]
         return self._payments
@@ -76,8 +83,10 @@ class World:
                 if (e["service"], e["operation"]) == ("payments", "refund")]
 
     def stop(self) -> None:
-        self.proc.kill()
+        if self.proc.poll() is None:
+            self.proc.kill()
         self.proc.wait(timeout=30)
+        self.log.close()
 
 
 @dataclass
@@ -130,6 +139,30 @@ class Workers:
         self.proc.wait(timeout=30)
 
 
+class Worlds:
+    """Served worlds, each started one test ahead so that it boots while the test before runs."""
+
+    def __init__(self) -> None:
+        self._started = [World()]
+
+    def take(self) -> World:
+        self._started.append(World())
+        return self._started[-2]
+
+    def stop(self) -> None:
+        for world in self._started:
+            world.stop()
+
+
+@pytest.fixture(scope="module")
+def worlds() -> Iterator[Worlds]:
+    started = Worlds()
+    try:
+        yield started
+    finally:
+        started.stop()
+
+
 @pytest.fixture(scope="module")
 def workers() -> Iterator[Workers]:
     started = Workers()
@@ -177,20 +210,29 @@ def boundaries(trace: list[str]) -> list[str]:
     return found
 
 
-def schedule(trace: list[str], part: int) -> list[str]:
-    """Every ``PARTS``-th boundary from ``part``: consecutive kills of one schedule fall in
-    different durable calls. (Three kills in a row inside one write — after its intent, after
-    its effect, before its result — are a worker the call keeps crashing, which the runtime
-    escalates after three attempts rather than retry for ever; that is not this test's story.)"""
-    return boundaries(trace)[part::PARTS]
+def schedule(trace: list[str], name: str) -> list[str]:
+    """The kills of schedule ``name``: ``part-I`` takes every ``PARTS``-th boundary from the
+    I-th, so consecutive kills fall in different durable calls; ``turn-N`` takes every boundary
+    of turn N in a row, so one write is killed after its intent, after its effect and before
+    its result — a worker the call keeps crashing, settled by the tool's lookup."""
+    kind, _, which = name.partition("-")
+    every = boundaries(trace)
+    if kind == "part":
+        return every[int(which)::PARTS]
+    turn = f"session:{SESSION}:turn:{which}"
+    first = every.index(f"session:{SESSION}|turn_started|{which}|before")
+    last = every.index(f"session:{SESSION}|turn_finished|{which}|after")
+    chain = every[first:last + 1]
+    assert all(b.startswith((turn + "|", f"session:{SESSION}|")) for b in chain)
+    return chain
 
 
 @pytest.fixture(scope="module")
-def clean(tmp_path_factory: pytest.TempPathFactory,
-          workers: Workers) -> Iterator[tuple[Outcome, list[str]]]:
+def clean(tmp_path_factory: pytest.TempPathFactory, workers: Workers,
+          worlds: Worlds) -> Iterator[tuple[Outcome, list[str]]]:
     """A run with no crash: what every schedule must end with, and the boundaries it passed."""
     folder = tmp_path_factory.mktemp("clean")
-    world = World()
+    world = worlds.take()
     try:
         rc, log = workers.run(folder, world, trace=folder / "trace")
         assert rc == 0, log[-3000:]
@@ -225,20 +267,20 @@ def test_the_clean_run_is_the_conversation_the_example_promises(
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("part", range(PARTS))
+@pytest.mark.parametrize("name", [*(f"part-{i}" for i in range(PARTS)), "turn-3"])
 def test_a_worker_killed_at_every_boundary_of_every_turn_loses_and_repeats_nothing(
-        tmp_path: Path, clean: tuple[Outcome, list[str]], workers: Workers,
-        part: int) -> None:
+        tmp_path: Path, clean: tuple[Outcome, list[str]], workers: Workers, worlds: Worlds,
+        name: str) -> None:
     """SIGKILL the worker at boundaries of every turn, one per process (before a turn starts,
     after, inside the run after each durable call and each wait, after the run and after the
-    turn ended; the three schedules together kill at each boundary once); restarted on the
-    same store it completes with the clean run's turns, transcript, variables, resources,
-    refunds in the service's ledger and model calls — each model request asked once across
-    all processes, each wait answered once."""
+    turn ended; the ``part`` schedules together kill at each boundary once, ``turn-3`` at each
+    of the richest turn's in a row); restarted on the same store it completes with the clean
+    run's turns, transcript, variables, resources, refunds in the service's ledger and model
+    calls — each model request asked once across all processes, each wait answered once."""
     expected, trace = clean
-    world = World()
+    world = worlds.take()
     try:
-        for boundary in schedule(trace, part):
+        for boundary in schedule(trace, name):
             rc, log = workers.run(tmp_path, world, kill_at=boundary)
             assert rc == -signal.SIGKILL, (
                 f"{boundary}: rc {rc} (the boundary was not reached)\n{log[-3000:]}")
