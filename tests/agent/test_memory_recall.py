@@ -7,6 +7,8 @@ import asyncio
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import BaseModel
 
 from tether import Agent, RunStatus, Runtime, ScriptedModel, ToolContext, VirtualClock, tool
@@ -262,3 +264,44 @@ def test_a_recalled_fact_is_judged_as_the_same_content_from_a_tool(trust: str,
     made = {"control_flow": control_flow, "argument_provenance": argument_provenance,
             "taint_gate": taint_gate}[rule](min_tier=2)
     assert payout_verdict("memory", made, trust) == payout_verdict("tool", made, trust)
+
+
+TRUSTS = ["system", "user", "agent", "retrieved", "external"]
+
+
+@settings(max_examples=30, deadline=None)
+@given(facts=st.lists(st.tuples(st.sampled_from(["customer:1", "customer:2", "order:9"]),
+                                st.sampled_from(["a", "b", "c"]),
+                                st.sampled_from(TRUSTS)), max_size=8),
+       minimum=st.none() | st.sampled_from(TRUSTS), max_facts=st.integers(0, 4))
+def test_the_model_is_shown_exactly_the_matching_facts_with_their_trust(
+        facts: list[tuple[str, str, str]], minimum: str | None, max_facts: int) -> None:
+    """For any remembered facts, minimum trust and max_facts: the run shows the latest fact
+    per key of the subjects asked, at least the minimum trust, in subject then key order, at
+    most max_facts of them (saying how many were left out), each with its own trust."""
+    from tether.runtime.provenance import Trust
+
+    runtime = Runtime(clock=VirtualClock(), seed=1)
+    memory = Memory(runtime.store, clock=runtime.clock, namespace="p")
+    latest: dict[tuple[str, str], tuple[int, str]] = {}
+    for number, (subject, key, trust) in enumerate(facts):
+        memory.remember(subject, key, f"value {number}", source=f"src{number}", trust=trust)
+        latest[(subject, key)] = (number, trust)
+    subjects = ["customer:2", "customer:1"]
+    expected = [(s, k, n, t) for s in subjects for (s2, k), (n, t) in sorted(latest.items())
+                if s2 == s and (minimum is None or Trust(t).at_least(minimum))]
+    seen: list[ModelRequest] = []
+
+    def script(request: ModelRequest) -> ModelResponse:
+        seen.append(request)
+        return reply("ok")
+
+    agent = Agent(name="p", model=ScriptedModel(script), memory=MemoryRecall(
+        namespace="p", subjects=subjects, minimum_trust=minimum, max_facts=max_facts))
+    asyncio.run(runtime.start(agent, "hi"))
+    shown = remembered(seen[0].messages)
+    assert [(m.source, m.trust) for m in shown] == \
+        [(f"memory:{s}/{k} <- src{n}", t) for s, k, n, t in expected[:max_facts]]
+    notes = [m for m in seen[0].messages if m.source == "harness"]
+    left = len(expected) - max_facts
+    assert [f"({left} more" in m.content for m in notes] == ([True] if left > 0 else [])
