@@ -42,7 +42,7 @@ import json
 import os
 import sys
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,7 +50,14 @@ from typing import Any
 import httpx
 
 from tether.clock import SystemClock
-from tether.events import ModelCalled, RunStatus
+from tether.events import (
+    Event,
+    ModelCalled,
+    RunStatus,
+    WaitExpired,
+    WaitResolved,
+    WaitStarted,
+)
 from tether.runtime.journal import Probe
 from tether.runtime.runtime import Runtime
 from tether.sessions import Sessions, fire
@@ -184,23 +191,32 @@ class Chat:
             if turn.status is not None:
                 break
             info = self.runtime.store.get_run(turn.run_id)
-            if info is not None and info.status is RunStatus.WAITING:
-                await self.answer_waits(turn.run_id)
+            waiting = info is not None and info.status is RunStatus.WAITING
+            if waiting and not await self.answer_waits(turn.run_id):
+                raise RuntimeError(
+                    f"turn {number} (run {turn.run_id!r}) waits for something neither the app "
+                    "nor the supervisor of this script answers; see "
+                    f"`tether runs show {turn.run_id}`")
             await self.sessions.resume(SESSION_ID)
 
-    async def answer_waits(self, run_id: str) -> None:
-        """Play the app (confirm) and the supervisor (approve) for what the run waits on."""
+    async def answer_waits(self, run_id: str) -> bool:
+        """Play the app (confirm) and the supervisor (approve) for what the run waits on;
+        whether there was anything of theirs to answer (an answer recorded before a crash
+        leaves nothing: the run is only to be resumed)."""
         calls = self.runtime.pending_client_calls(run_id)
+        held = self.runtime.pending_approvals(run_id)
         if calls:
             results: dict[str, Any] = {}
             for c in calls:
                 self.say(f"  [app] {c.tool}: {c.arguments.get('question', c.arguments)} -> yes")
                 results[c.call_id] = {"confirmed": True}
             await self.runtime.continue_execution(run_id, results, by="app:ada")
-        for held in self.runtime.pending_approvals(run_id):
-            self.say(f"  [supervisor] approves {held.tool} {held.args} ({held.reason})")
+        for approval in held:
+            self.say(f"  [supervisor] approves {approval.tool} {approval.args} "
+                     f"({approval.reason})")
             self.runtime.approve(run_id, by="supervisor:grace", role="supervisor",
-                                 step=held.step)
+                                 step=approval.step)
+        return bool(calls or held) or _answered(self.runtime.store.read(run_id))
 
     def summary(self) -> dict[str, Any]:
         """What happened, from the store and the service (not from the agent's words)."""
@@ -220,6 +236,12 @@ class Chat:
             "payments": self.world.where,
             "model_calls": model_calls,
         }
+
+
+def _answered(events: Sequence[Event]) -> bool:
+    """Whether every wait the run began is resolved or expired (so a resume goes on)."""
+    closed = {e.key for e in events if isinstance(e, WaitResolved | WaitExpired)}
+    return all(e.key in closed for e in events if isinstance(e, WaitStarted))
 
 
 def print_transcript(summary: Mapping[str, Any], say: Callable[[str], None] = print) -> None:
