@@ -443,3 +443,68 @@ def test_a_race_right_before_turn_started_makes_one_turn_and_one_conflict(
                 (conversation, 2, [("race", 1, ("turn", 0), ("turn", 1)),
                                    ("continue", 1, "answer"), ("resume", 0)]))
     assert seen == ["a race ran", "a worker was told SessionConflict"]
+
+
+def retrying_client(store: Store, conversation: Sequence[Said],
+                    crashes: list[tuple[int, bool]]) -> list[dict[str, Any]]:
+    """A client that knows nothing of turn numbers: it sends each message conditioned on the
+    revision it last read and, when the worker dies, sends it again under the same condition;
+    a conflict means the message was taken, so it finishes that turn instead."""
+    ledger = Ledger()
+    world = World(lambda: store, shop_agent(ledger), conversation, 1)
+    world.sessions(0).create(SID, agent="shop")
+    plan = list(crashes)
+
+    def worker() -> Sessions:
+        world.handles[0] = world._handle(0)
+        if plan:
+            store_, _ = world.handles[0]
+            store_.crash = plan.pop(0)
+        return world.sessions(0)
+
+    sessions = worker()
+    for number, said in enumerate(conversation, 1):
+        revision = sessions.session(SID).revision
+        while True:
+            try:
+                try:
+                    asyncio.run(sessions.turn(SID, said.text, expected_revision=revision))
+                except SessionConflict:
+                    asyncio.run(sessions.resume(SID))  # it was taken: finish that turn
+                if sessions.runtime.pending_client_calls(f"session:{SID}:turn:{number}"):
+                    world.answer(sessions, number)
+                    asyncio.run(sessions.resume(SID))
+                if sessions.session(SID).state.pending is None:
+                    break
+            except Crash:
+                sessions = worker()
+    session = sessions.session(SID)
+    assert [t.input for t in session.turns] == [s.text for s in conversation]
+    assert set(ledger.invoked.values()) <= {1}
+    return [m.model_dump(mode="json") for m in session.history()]
+
+
+@pytest.mark.parametrize("after", [False, True])
+def test_a_message_resent_after_a_crash_under_its_revision_is_one_turn(after: bool) -> None:
+    """Whichever append of a turn the worker dies at, a client that sends the message again
+    with the revision it read gets one turn for it, never two, and the serial history."""
+    conversation = [Said("refund?", "yes"), Said("status", "no")]
+    want = serial(conversation)[0]
+    appends = FaultyStore(MemoryStore())
+    retrying_client(appends, conversation, [])  # type: ignore[arg-type]
+    for crash_at in range(1, appends.appends + 1):
+        assert retrying_client(MemoryStore(), conversation, [(crash_at, after)]) == want, \
+            crash_at
+
+
+def test_a_message_conditioned_on_an_old_revision_is_refused() -> None:
+    """A turn whose expected revision is not the session's appends nothing and says which
+    revision it expected and which it found."""
+    sessions = World(MemoryStore, shop_agent(Ledger()), [], 1).sessions(0)
+    revision = sessions.create(SID, agent="shop").revision
+    sessions.set_variable(SID, "tier", "gold")
+    with pytest.raises(SessionConflict) as caught:
+        asyncio.run(sessions.turn(SID, "hello", expected_revision=revision))
+    assert (caught.value.expected_revision, caught.value.found_revision) == (revision,
+                                                                            revision + 1)
+    assert sessions.session(SID).turns == ()

@@ -340,12 +340,26 @@ class Sessions:
     # -- turns ----------------------------------------------------------------------------
 
     async def turn(self, session_id: str, text: str, *, trigger: str = "user-message",
-                   agent: Agent | None = None) -> TurnResult:
+                   agent: Agent | None = None,
+                   expected_revision: int | None = None) -> TurnResult:
         """Run one turn of the session (see the module docstring). Raises
         :class:`SessionInactive` for an expired or closed session and
         :class:`SessionConflict` when another turn changed the session first or an earlier
-        turn is still waiting."""
+        turn is still waiting.
+
+        ``expected_revision`` (the revision the caller last read) makes the turn conditional:
+        a session that changed since is a :class:`SessionConflict` and nothing is appended.
+        A client that did not hear back (its worker died) sends the message again under the
+        same revision: if the first attempt was taken, it is told so instead of getting a
+        second turn for one message, and :meth:`resume` finishes the first."""
         state = self.session(session_id).state
+        if expected_revision is not None and state.revision != expected_revision:
+            raise SessionConflict(
+                f"session {session_id!r} is at revision {state.revision}, not the expected "
+                f"{expected_revision}; nothing was appended. If this message was sent before, "
+                "it was taken: read the session (and resume its open turn) rather than send "
+                "it again", session_id=session_id, expected_revision=expected_revision,
+                found_revision=state.revision)
         if agent is not None:
             if agent.name != state.agent:
                 raise UsageError(f"session {session_id!r} talks to agent {state.agent!r}, not "
