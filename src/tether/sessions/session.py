@@ -82,6 +82,7 @@ from tether.sessions.state import (
     Turn,
     fold,
     stream_id,
+    turn_run_id,
 )
 
 if TYPE_CHECKING:
@@ -384,7 +385,7 @@ class Sessions:
                 session_id=session_id, status=status.value)
         number = len(state.turns) + 1
         self._append(state, [TurnStarted(
-            seq=0, at=self._now(), turn=number, run_id=f"{stream_id(session_id)}:turn:{number}",
+            seq=0, at=self._now(), turn=number, run_id=turn_run_id(session_id, number),
             trigger=trigger, input=text)])
         return await self._finish(state, state.turns[-1])
 

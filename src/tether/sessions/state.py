@@ -29,7 +29,7 @@ from tether.events import (
 from tether.models.base import Message
 
 __all__ = ["SESSION_WORKFLOW", "Resource", "SessionState", "SessionStatus", "Turn", "fold",
-           "stream_id"]
+           "stream_id", "turn_run_id"]
 
 #: The workflow name of session streams (``tether runs list`` hides them).
 SESSION_WORKFLOW = "tether.session"
@@ -38,6 +38,12 @@ SESSION_WORKFLOW = "tether.session"
 def stream_id(session_id: str) -> str:
     """The run id under which session ``session_id`` is stored."""
     return f"session:{session_id}"
+
+
+def turn_run_id(session_id: str, number: int) -> str:
+    """The run id of turn ``number`` of session ``session_id``: derived, never chosen, so a
+    turn recorded before a crash is resumed under the same id rather than started again."""
+    return f"{stream_id(session_id)}:turn:{number}"
 
 
 class SessionStatus(StrEnum):

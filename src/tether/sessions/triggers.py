@@ -90,7 +90,7 @@ from tether.events import (
 from tether.runtime.codec import to_json
 from tether.runtime.schema_check import problems
 from tether.sessions.spec import ApprovalSpec, TriggerSpec, check_value, render
-from tether.sessions.state import SessionState, SessionStatus, fold, stream_id
+from tether.sessions.state import SessionState, SessionStatus, fold, stream_id, turn_run_id
 
 if TYPE_CHECKING:
     from tether.sessions.loader import AgentDefinition
@@ -478,7 +478,7 @@ def _batch(sessions: Sessions, session_id: str, name: str, spec: TriggerSpec,
                                   detail=dict(detail or {})))
     if number is not None:
         batch.append(TurnStarted(seq=0, at=now, turn=number,
-                                 run_id=f"{stream_id(session_id)}:turn:{number}",
+                                 run_id=turn_run_id(session_id, number),
                                  trigger=name, input=text))
     return batch
 
