@@ -121,9 +121,14 @@ class HttpPayments:
 
 
 def _answer(response: httpx.Response) -> dict[str, Any]:
-    if response.status_code >= 400:
-        raise RuntimeError(f"payments {response.request.method} {response.request.url.path}: "
-                           f"{response.status_code} {response.text[:300]}")
+    """The body of a 2xx answer; else httpx's own status error (with the provider's message),
+    which tether classifies by status: a 5xx may have been applied, a 429 was not, a 4xx is
+    final. Network errors reach tether as httpx raised them, for the same reason."""
+    if response.is_error:
+        raise httpx.HTTPStatusError(
+            f"payments {response.request.method} {response.request.url.path}: "
+            f"{response.status_code} {response.text[:300]}",
+            request=response.request, response=response)
     body: dict[str, Any] = response.json()
     return body
 

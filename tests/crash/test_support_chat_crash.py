@@ -37,6 +37,7 @@ ROOT = Path(__file__).resolve().parents[2]
 APP = Path(__file__).with_name("support_chat_app.py")
 WORLD = ROOT / "examples" / "support_chat" / "world.yaml"
 DRIVE = ROOT / "examples" / "support_chat" / "drive.py"
+AGENT = ROOT / "examples" / "support_chat" / "agent.yaml"
 SESSION = "support-ada"
 TURNS = 5
 #: Schedules: the boundaries are dealt among them in turn.
@@ -55,12 +56,12 @@ BEFORE = {"turn_started", "variable_set", "tool_result"}
 class World:
     """A served payments world in its own process (one per schedule)."""
 
-    def __init__(self) -> None:
+    def __init__(self, scenario: Path = WORLD) -> None:
         # Its log goes to a file: a pipe nobody reads would stall the server once full.
         self.log = tempfile.TemporaryFile("w+")  # noqa: SIM115 - closed by stop()
         self.proc = subprocess.Popen(
             [sys.executable, "-c", "from tether.cli import main; main()", "sim", "serve",
-             str(WORLD), "--seed", "1"],
+             str(scenario), "--seed", "1"],
             stdout=subprocess.PIPE, stderr=self.log, text=True)
         self._payments: str | None = None
 
@@ -321,6 +322,37 @@ def crash_and_compare(folder: Path, clean: tuple[Outcome, list[str]], workers: W
     # A model request recorded before a kill is never asked again: each once, in all processes.
     assert got.model_asked == expected.model_asked
     assert got.recorded_digests == expected.recorded_digests
+
+@pytest.mark.slow
+def test_refund_answers_lost_on_the_wire_apply_once(
+        tmp_path: Path, clean: tuple[Outcome, list[str]], workers: Workers) -> None:
+    """The served world drops the connection after applying a refund — twice for the first
+    order, once for the second: the tools see httpx's own errors, re-issue under the same key,
+    and the session ends as the clean run did, one refund per order. (A third loss in a row
+    would escalate the turn: the refund tool has no lookup, and three unknown outcomes are not
+    guessed.)"""
+    expected, _ = clean
+    faulted = tmp_path / "world.yaml"
+    faulted.write_text(WORLD.read_text().replace("agent: agent.yaml", f"agent: {AGENT}") + (
+        "faults:\n  - {kind: timeout_after, target: payments.create_refund, on_call: [1, 2, 4]}\n"))
+    world = World(faulted)
+    try:
+        rc, log = workers.run(tmp_path, world)
+        assert rc == 0, log[-3000:]
+        got = outcome(tmp_path, world)
+    finally:
+        world.stop()
+    store = open_store(str(tmp_path / "runs.db"), create=False)
+    try:
+        reissued = [e for turn in (2, 3) for e in store.read(f"session:{SESSION}:turn:{turn}")
+                    if e.kind == "tool_intent" and getattr(e, "tool", "") == "issue_refund"]
+    finally:
+        store.close()
+    assert len(reissued) == 2 + 3  # the faults fired: each lost answer was re-issued
+    assert got.refunds == expected.refunds
+    assert (got.turns, got.transcript, got.resources) == (
+        expected.turns, expected.transcript, expected.resources)
+
 
 @pytest.mark.slow
 def test_the_script_on_its_own_world_and_run_again_changes_nothing(tmp_path: Path) -> None:
