@@ -14,8 +14,9 @@ refund (the session tools); where there is no session (a simulated episode) the 
 it just answers. With no order id it asks for one.
 
 When the environment variable ``SUPPORT_CHAT_MODEL_LOG`` names a file, every invocation
-appends the request's digest to it, one line each: the model calls this process really made,
-so a test can tell a call asked again after a crash from one replayed from the journal.
+appends the request's digest (the ``request_digest`` its ``model_called`` event records) and
+the process id to it, one line each: the model calls each process really made, so a test can
+tell a call asked again after a crash from one replayed from the journal.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ def script(request: ModelRequest) -> ModelResponse:
     log = os.environ.get("SUPPORT_CHAT_MODEL_LOG")
     if log:
         with open(log, "a", encoding="utf-8") as f:
-            f.write(request.digest() + "\n")
+            f.write(f"{request.digest()} {os.getpid()}\n")
     messages = list(request.messages)
     last_user = max((i for i, m in enumerate(messages) if m.role == "user"), default=None)
     if last_user is None:

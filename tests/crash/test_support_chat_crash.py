@@ -194,7 +194,8 @@ def outcome(folder: Path, world: World, url: str | None = None) -> Outcome:
             resources={n: (r.version, r.content, r.provenance.get("run_id"))
                        for n, r in session.resources.items()},
             refunds=world.refunds(), model_calls=model_calls, waits_resolved=dict(waits),
-            model_asked=Counter((folder / "model.log").read_text().split()),
+            model_asked=Counter(line.split()[0] for line in
+                                (folder / "model.log").read_text().splitlines()),
             recorded_digests=digests)
     finally:
         store.close()
