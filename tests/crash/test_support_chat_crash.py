@@ -4,12 +4,12 @@ completes: no lost turn, no duplicated refund, no model call paid twice, every w
 
 The payments service is the example's simulated world served by ``tether sim serve`` in its own
 process, so it outlives the killed workers and its ledger counts the refunds really applied.
-A clean run (traced) lists the boundaries — every store append — and gives what every crashed
-schedule must end with. A schedule is a list of boundaries: its first worker dies at the first,
-each restart at the next one, and the last one completes the script. Three schedules deal all
-the boundaries among them; on PostgreSQL a fourth kills at every boundary of the third turn (a
-refund the customer confirms in the app and a supervisor approves, and the notes updated) in a
-row.
+A clean run (traced) lists the boundaries — the store appends that record a turn's progress
+(``AFTER``, ``BEFORE``) — and gives what every crashed schedule must end with. A schedule is a
+list of boundaries: its first worker dies at the first, each restart at the next one, and the
+last one completes the script. Three schedules deal all the boundaries among them; on
+PostgreSQL a fourth kills at every boundary of the third turn (a refund the customer confirms
+in the app and a supervisor approves, and the notes updated) in a row.
 """
 
 from __future__ import annotations
