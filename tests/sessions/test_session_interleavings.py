@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import threading
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -27,8 +28,15 @@ from tether.errors import (
     SessionConflict,
     UnknownExecution,
 )
-from tether.events import Event, ModelCalled, TurnFinished, TurnStarted, WaitResolved
-from tether.models.base import ModelRequest, ModelResponse
+from tether.events import (
+    Event,
+    ModelCalled,
+    TurnFinished,
+    TurnStarted,
+    WaitResolved,
+    WaitStarted,
+)
+from tether.models.base import ModelRequest, ModelResponse, ToolCall
 from tether.models.scripted import ScriptedModel, call, reply
 from tether.runtime.client_tools import client_tool
 from tether.runtime.runtime import Runtime
@@ -90,11 +98,18 @@ def shop_agent(ledger: Ledger) -> Agent:
         users = [m for m in messages if m.role == "user"]
         n, text, last = len(users), users[-1].content, messages[-1]
         if last.role == "user":
+            if text.endswith("??"):  # two questions in one response: continued one by one
+                return ModelResponse(finish_reason="tool_calls", tool_calls=tuple(
+                    ToolCall(id=f"c{n}{part}", name="confirm",
+                             arguments=json.dumps({"question": f"{text} {part}"}))
+                    for part in "ab"))
             if text.endswith("?"):
                 return call("confirm", {"question": text}, call_id=f"c{n}")
             return call("record", {"n": n, "note": text}, call_id=f"r{n}")
-        if last.tool_call_id == f"c{n}":
-            return call("record", {"n": n, "note": f"{text}={last.content}"}, call_id=f"r{n}")
+        if (last.tool_call_id or "").startswith(f"c{n}"):
+            answers = [m.content for m in messages[len(messages) - text.count("?"):]]
+            return call("record", {"n": n, "note": f"{text}={'/'.join(answers)}"},
+                        call_id=f"r{n}")
         return reply(f"{last.content} after {len(messages)} messages")
 
     return Agent(name="shop", model=ScriptedModel(script), tools=[record, confirm])
@@ -105,8 +120,8 @@ def shop_agent(ledger: Ledger) -> Agent:
 
 @dataclass(frozen=True)
 class Said:
-    """One user message (its turn asks the client when the text ends in "?") and what the
-    client answers when asked."""
+    """One user message (its turn asks the client once when the text ends in "?", twice in
+    one response for "??") and what the client answers when asked."""
 
     text: str
     answer: str
@@ -217,28 +232,32 @@ class World:
         runtime = sessions.runtime
         turns = sessions.session(SID).turns
         started = [t for t in turns if runtime.store.get_run(t.run_id) is not None]
-        if how == "answer":
+        if how in ("answer", "answer-one"):
             pending = [t for t in started if t.status is None]
             calls = runtime.pending_client_calls(pending[0].run_id) if pending else []
             if calls:
-                answer = self.conversation[pending[0].number - 1].answer
-                asyncio.run(runtime.continue_execution(
-                    pending[0].run_id, {c.call_id: answer for c in calls}))
+                results = {c.call_id: self.reply_to(pending[0].number, c.call_id)
+                           for c in calls[:1 if how == "answer-one" else None]}
+                asyncio.run(runtime.continue_execution(pending[0].run_id, results))
             return
-        answered = [(t, e) for t in started for e in runtime.store.read(t.run_id)
-                    if isinstance(e, WaitResolved)]
         if how == "unrequested":
             run_id = started[-1].run_id if started else f"session:{SID}:turn:9"
             expected: type[Exception] = ClientResultRefused if started else UnknownExecution
             self._refused(expected, runtime, run_id, {"zz": "yes"})
-        elif answered:
-            turn, _ = answered[-1]
-            call_id, answer = f"c{turn.number}", self.conversation[turn.number - 1].answer
+            return
+        answered = [(t.run_id, call_id, value) for t in started
+                    for call_id, value in answers_in(runtime.store.read(t.run_id))]
+        if answered:
+            run_id, call_id, value = answered[-1]
             if how == "repeat":
-                asyncio.run(runtime.continue_execution(turn.run_id, {call_id: answer}))
+                asyncio.run(runtime.continue_execution(run_id, {call_id: value}))
             else:
-                self._refused(ClientResultConflict, runtime, turn.run_id,
-                              {call_id: answer + "!"})
+                self._refused(ClientResultConflict, runtime, run_id, {call_id: f"{value}!"})
+
+    def reply_to(self, number: int, call_id: str) -> str:
+        """What the client answers to call ``call_id`` of turn ``number``."""
+        answer = self.conversation[number - 1].answer
+        return answer.upper() if call_id.endswith("b") else answer
 
     def _refused(self, expected: type[Exception], runtime: Runtime, run_id: str,
                  results: dict[str, Any]) -> None:
@@ -278,8 +297,8 @@ class World:
         run_id = f"session:{SID}:turn:{number}"
         calls = runtime.pending_client_calls(run_id)
         if calls:
-            answer = self.conversation[number - 1].answer
-            asyncio.run(runtime.continue_execution(run_id, {c.call_id: answer for c in calls}))
+            asyncio.run(runtime.continue_execution(
+                run_id, {c.call_id: self.reply_to(number, c.call_id) for c in calls}))
 
     def _fresh(self, owner: str) -> tuple[Store, Sessions]:
         store = self.open_store()
@@ -290,6 +309,13 @@ class World:
     def close(self) -> None:
         for store in self.stores:
             store.close()
+
+
+def answers_in(events: Sequence[Event]) -> list[tuple[str, Any]]:
+    """The (call id, value) of every client call answered in a run's journal."""
+    asked = {e.key: str(e.data.get("call_id")) for e in events if isinstance(e, WaitStarted)}
+    return [(asked[e.key], e.value) for e in events
+            if isinstance(e, WaitResolved) and e.key in asked]
 
 
 def serial(conversation: Sequence[Said]) -> tuple[list[dict[str, Any]], Ledger, Store]:
@@ -311,8 +337,8 @@ def serial(conversation: Sequence[Said]) -> tuple[list[dict[str, Any]], Ledger, 
 
 MESSAGES = st.builds(
     Said,
-    text=st.tuples(st.sampled_from(["refund", "status", "hello"]), st.booleans()).map(
-        lambda p: p[0] + ("?" if p[1] else "")),
+    text=st.tuples(st.sampled_from(["refund", "status", "hello"]),
+                   st.sampled_from(["", "?", "??"])).map("".join),
     answer=st.sampled_from(["yes", "no", "later"]),
 )
 
@@ -328,7 +354,8 @@ def plans(draw: st.DrawFn, max_messages: int = 3,
         st.tuples(st.just("turn"), worker),
         st.tuples(st.just("resume"), worker),
         st.tuples(st.just("continue"), worker,
-                  st.sampled_from(["answer", "answer", "repeat", "conflict", "unrequested"])),
+                  st.sampled_from(["answer", "answer", "answer-one", "repeat", "conflict",
+                                   "unrequested"])),
     )
     ops = draw(st.lists(st.one_of(
         simple, simple,
@@ -508,3 +535,15 @@ def test_a_message_conditioned_on_an_old_revision_is_refused() -> None:
     assert (caught.value.expected_revision, caught.value.found_revision) == (revision,
                                                                             revision + 1)
     assert sessions.session(SID).turns == ()
+
+
+@pytest.mark.parametrize("racer", [0, 1])
+def test_two_turns_racing_to_record_an_earlier_ending_make_one_turn(racer: int) -> None:
+    """Turn 1 finished (its client call answered) but its ending is not recorded yet; two
+    turns for the next message race to record it. The one that loses the race to the ending
+    must not go on to start a turn of its own after the winner's: one turn, one conflict."""
+    conversation = [Said("refund?", "yes"), Said("status", "no")]
+    store = MemoryStore()
+    seen = play(lambda: store, (conversation, 2, [
+        ("turn", 0), ("continue", 0, "answer"), ("race", 1, ("turn", 0), ("turn", racer))]))
+    assert seen == ["a race ran", "a worker was told SessionConflict"]

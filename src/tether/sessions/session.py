@@ -368,6 +368,7 @@ class Sessions:
             self.add_agent(agent)
         pending = state.pending
         if pending is not None:
+            read_at, turns_read = state.revision, len(state.turns)
             done = await self._finish(state, pending)
             if done.run.status is RunStatus.WAITING:
                 raise SessionConflict(
@@ -376,6 +377,16 @@ class Sessions:
                     "call sessions.resume before the next turn",
                     session_id=session_id, expected_revision=state.revision,
                     found_revision=state.revision)
+            if len(state.turns) != turns_read:
+                # Recording that ending re-read the session (its tools may have changed it
+                # while it ran) and found a turn another writer started meanwhile: this
+                # message raced that turn and lost, as it would at turn_started.
+                raise SessionConflict(
+                    f"session {session_id!r} was changed by another writer: turn "
+                    f"{len(state.turns)} started after this message read revision {read_at}; "
+                    "nothing was appended for it. Read the session again and send the "
+                    "message if it still makes sense", session_id=session_id,
+                    expected_revision=read_at, found_revision=state.revision)
         status = state.status(self._now())
         if status is not SessionStatus.ACTIVE:
             raise SessionInactive(
