@@ -112,6 +112,11 @@ class HttpPayments:
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
         return _answer(await self._http.post("/v1/refunds", data=form, headers=headers))
 
+    async def list_refunds(self, charge: str) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = _answer(
+            await self._http.get("/v1/refunds", params={"charge": charge}))["data"]
+        return found
+
     def refunds(self) -> list[dict[str, Any]]:
         """The refunds in the world's ledger (what the service applied, not what was said)."""
         root = self.base_url.rsplit("/payments", 1)[0]

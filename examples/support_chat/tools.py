@@ -49,7 +49,8 @@ class _NoClient:
 
 
 def tools(env: Any) -> list[tether.Tool[Any, Any]]:
-    """``lookup_order`` (read) and ``issue_refund`` (idempotent, keyed by the order)."""
+    """``lookup_order`` (read) and ``issue_refund`` (idempotent, keyed by the order, looked up
+    by the order when its outcome stays unknown)."""
     payments = env.client("payments") if env is not None else _NoClient()
 
     @tether.tool(name="lookup_order", args=OrderRef, result=Charge)
@@ -63,5 +64,12 @@ def tools(env: Any) -> list[tether.Tool[Any, Any]]:
         """Refund ``amount_cents`` of an order (at most what is left on it)."""
         return await payments.create_refund(args.order_id, amount=args.amount_cents,
                                             idempotency_key=ctx.idempotency_key or None)
+
+    @issue_refund.reconciler
+    async def find_refund(ctx: tether.ToolContext, key: str) -> Any:
+        """The order's refund, if one was made: what settles a refund whose answers were all
+        lost (the key names the order, and an order is refunded once)."""
+        made = await payments.list_refunds(charge=key.split(":", 1)[1])
+        return made[0] if made else None
 
     return [lookup_order, issue_refund]
