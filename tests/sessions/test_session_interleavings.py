@@ -423,7 +423,7 @@ def examples(count: int) -> settings:
                                            HealthCheck.function_scoped_fixture])
 
 
-@examples(60)
+@examples(100)
 @given(plan=plans())
 def test_any_interleaving_on_memory_gives_the_serial_history(
         plan: tuple[list[Said], int, list[tuple[Any, ...]]]) -> None:
