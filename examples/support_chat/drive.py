@@ -50,6 +50,7 @@ from typing import Any
 import httpx
 
 from tether.clock import SystemClock
+from tether.errors import SessionConflict
 from tether.events import (
     Event,
     ModelCalled,
@@ -191,11 +192,18 @@ class Chat:
         while True:
             session = self.sessions.session(SESSION_ID)
             if len(session.turns) < number:
-                if step.trigger:
-                    await fire(self.sessions, self.definition, SESSION_ID, step.trigger,
-                               step.payload)
-                else:
-                    await self.sessions.turn(SESSION_ID, step.text)
+                # Conditional on what was read: of two drivers (a restarted one while the old
+                # one still runs), one starts the turn and the other is told, not given a
+                # second turn for the same message; a trigger's firing is keyed likewise.
+                try:
+                    if step.trigger:
+                        await fire(self.sessions, self.definition, SESSION_ID, step.trigger,
+                                   step.payload, key=f"{SESSION_ID}.turn-{number}")
+                    else:
+                        await self.sessions.turn(SESSION_ID, step.text,
+                                                 expected_revision=session.revision)
+                except SessionConflict:
+                    pass  # read the session again: the turn was started by someone else
                 continue
             turn = session.turns[number - 1]
             if turn.status is not None:

@@ -45,12 +45,12 @@ PARTS = 3
 #: Appends killed after: each is a durable instant of a turn (the session's own changes, the
 #: run's creation, a model answer, a tool's intent or result, a wait begun or answered, the
 #: run's end). ``step`` and ``decision`` records sit between two of these with no work between.
-AFTER = {"turn_started", "variable_set", "run_started", "model_called", "tool_intent",
-         "tool_result", "wait_started", "wait_resolved", "run_finished", "turn_finished",
-         "resource_version"}
+AFTER = {"turn_started", "trigger_fired", "variable_set", "run_started", "model_called",
+         "tool_intent", "tool_result", "wait_started", "wait_resolved", "run_finished",
+         "turn_finished", "resource_version"}
 #: Appends killed before: work was done that the append records (a turn about to start, a
 #: tool's handler returned but its result not journaled).
-BEFORE = {"turn_started", "variable_set", "tool_result"}
+BEFORE = {"turn_started", "trigger_fired", "variable_set", "tool_result"}
 
 
 class World:
