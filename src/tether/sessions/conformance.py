@@ -103,14 +103,16 @@ def _agent() -> Agent:
 
 
 class _BarrierStore:
-    """A store handle whose appends holding an event of ``kind`` first wait at ``barrier``, so
+    """A store handle whose first append holding an event of ``kind`` waits at ``barrier``, so
     two writers that read the same revision append at once."""
 
     def __init__(self, inner: Store, barrier: threading.Barrier, kind: str) -> None:
         self.inner, self.barrier, self.kind = inner, barrier, kind
+        self.met = False
 
     def append(self, run_id: str, events: Sequence[Event], **kwargs: Any) -> None:
-        if any(e.kind == self.kind for e in events):
+        if not self.met and any(e.kind == self.kind for e in events):
+            self.met = True
             self.barrier.wait(timeout=10)
         self.inner.append(run_id, events, **kwargs)
 
@@ -210,29 +212,46 @@ class SessionConformance:
     def check_revision_conflicts(self) -> None:
         """Two handles that read one revision and change the session at once: one change is
         stored, the other raises SessionConflict naming the revision it expected and the one
-        it found, and nothing of it is stored — for variables and for turns."""
-        for kind in ("variable_set", "turn_started"):
+        it found, and nothing of it is stored — for variables, for turns, and for turns that
+        must first record the ending of an earlier turn (answered by the client while no
+        turn was looking)."""
+        for kind in ("variable_set", "turn_started", "turn_finished"):
             with self._stores(peers=2) as (store, first, second):
                 sid = self._sid()
-                before = self._sessions(store).create(sid, agent="kit-agent").revision
+                sessions = self._sessions(store)
+                sessions.create(sid, agent="kit-agent")
+                if kind == "turn_finished":
+                    waiting = asyncio.run(sessions.turn(sid, "when?"))
+                    asyncio.run(sessions.runtime.continue_execution(waiting.run.run_id,
+                                                                    {"c1": "now"}))
+                before = sessions.session(sid).revision
                 outcomes = self._race(sid, kind, [first, second])
                 conflicts = [o for o in outcomes if isinstance(o, SessionConflict)]
                 _check(len(outcomes) == 2 and len(conflicts) == 1,
                        f"racing {kind}: expected one success and one SessionConflict, got "
                        f"{outcomes}")
                 conflict = conflicts[0]
-                _check(conflict.expected_revision == before
-                       and conflict.found_revision > before,
+                _check(conflict.expected_revision >= before
+                       and conflict.found_revision > conflict.expected_revision,
                        f"racing {kind}: the conflict expected {conflict.expected_revision} and "
                        f"found {conflict.found_revision}; the revision both read was {before}")
-                after = self._sessions(store).session(sid)
-                changes = [e for e in store.read(stream_id(sid)) if e.kind == kind]
-                _check(len(changes) == 1, f"racing {kind}: {len(changes)} were stored")
-                if kind == "turn_started":
-                    _check([t.status for t in after.turns] == ["completed"],
-                           f"racing turns left turns {after.turns}")
-                    users = [m for m in after.history() if m.role == "user"]
-                    _check(len(users) == 1, f"racing turns left {len(users)} user messages")
+                self._check_race_left(store, sid, kind)
+
+    def _check_race_left(self, store: Store, sid: str, kind: str) -> None:
+        after = self._sessions(store).session(sid)
+        stream = store.read(stream_id(sid))
+        if kind == "variable_set":
+            changes = [e for e in stream if isinstance(e, VariableSet)]
+            _check(len(changes) == 1, f"racing variables: {len(changes)} were stored")
+            return
+        turns = 1 if kind == "turn_started" else 2
+        started = [e for e in stream if e.kind == "turn_started"]
+        _check(len(started) == turns, f"racing {kind}: {len(started)} turns started, "
+                                      f"expected {turns}")
+        _check([t.status for t in after.turns] == ["completed"] * turns,
+               f"racing turns left turns {after.turns}")
+        users = [m for m in after.history() if m.role == "user"]
+        _check(len(users) == turns, f"racing turns left {len(users)} user messages")
 
     def _race(self, sid: str, kind: str, handles: list[Store]) -> list[object]:
         barrier = threading.Barrier(len(handles))
