@@ -24,13 +24,11 @@ naming what was expected and what was found.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import threading
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import BaseModel
 
@@ -46,10 +44,10 @@ from tether.runtime.tools import ToolContext, tool
 from tether.sessions.session import Sessions
 from tether.sessions.state import SESSION_WORKFLOW, SessionStatus, stream_id
 from tether.store.base import Store
+from tether.store.conformance import ConformanceKit
 
 __all__ = ["SessionConformance"]
 
-_KITS = itertools.count(1)
 _TTL_S = 30.0
 _JSON: st.SearchStrategy[Any] = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1)
@@ -120,7 +118,7 @@ class _BarrierStore:
         return getattr(self.inner, name)
 
 
-class SessionConformance:
+class SessionConformance(ConformanceKit):
     """The session contract as checks on one store kind; :meth:`run` runs some or all."""
 
     #: The checks, in the order :meth:`run` runs them; each is the method ``check_<name>``.
@@ -129,6 +127,7 @@ class SessionConformance:
         "close", "restore_expired", "restore_lost", "history_after_reopen",
         "turn_runs_visible",
     )
+    SUBJECT: ClassVar[str] = "session conformance"
 
     def __init__(
         self,
@@ -137,37 +136,9 @@ class SessionConformance:
         open_peer: Callable[[Store], Store] | None = None,
         max_examples: int = 15,
     ) -> None:
-        self.make_store = make_store
-        self.open_peer = open_peer
-        self.max_examples = max_examples
-        # Session ids: fresh per use, distinct per kit, stable across runs so failures replay.
-        self._prefix = f"kit{next(_KITS)}"
-        self._counter = itertools.count(1)
-
-    def run(self, *checks: str) -> None:
-        """Run the named checks (default: all of :attr:`CHECKS`)."""
-        for name in checks or self.CHECKS:
-            if name not in self.CHECKS:
-                raise UsageError(f"no session conformance check {name!r}; choose from "
-                                 f"{self.CHECKS}")
-            getattr(self, f"check_{name.replace('-', '_')}")()
+        super().__init__(make_store, open_peer=open_peer, max_examples=max_examples)
 
     # -- plumbing -------------------------------------------------------------------------
-
-    @contextmanager
-    def _stores(self, peers: int = 0) -> Iterator[list[Store]]:
-        """A fresh store and ``peers`` more handles on its storage; all closed afterwards."""
-        store = self.make_store()
-        others: list[Store] = []
-        try:
-            others = [self._peer(store) for _ in range(peers)]
-            yield [store, *others]
-        finally:
-            for handle in [*(h for h in others if h is not store), store]:
-                handle.close()
-
-    def _peer(self, store: Store) -> Store:
-        return self.open_peer(store) if self.open_peer else store
 
     def _sessions(self, store: Store, clock: VirtualClock | None = None,
                   owner: str = "kit", agent: Agent | None = None) -> Sessions:
@@ -175,12 +146,7 @@ class SessionConformance:
         return Sessions(runtime, agents=[agent or _agent()])
 
     def _sid(self) -> str:
-        return f"{self._prefix}-{next(self._counter)}"
-
-    def _settings(self) -> settings:
-        return settings(max_examples=self.max_examples, deadline=None,
-                        suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                               HealthCheck.too_slow])
+        return self._fresh_id()
 
     # -- checks ---------------------------------------------------------------------------
 
@@ -188,7 +154,7 @@ class SessionConformance:
         """A created session reads back (agent, variables, TTL, revision) from another handle;
         creating it again is a SessionConflict that changes nothing; an unknown session is a
         UsageError saying how to make one."""
-        with self._stores(peers=1) as (store, peer):
+        with self._store(peers=1) as (store, peer):
             writer, reader = self._sessions(store), self._sessions(peer)
             sid = self._sid()
             created = writer.create(sid, agent="kit-agent", variables={"tier": "gold"},
@@ -216,7 +182,7 @@ class SessionConformance:
         must first record the ending of an earlier turn (answered by the client while no
         turn was looking)."""
         for kind in ("variable_set", "turn_started", "turn_finished"):
-            with self._stores(peers=2) as (store, first, second):
+            with self._store(peers=2) as (store, first, second):
                 sid = self._sid()
                 sessions = self._sessions(store)
                 sessions.create(sid, agent="kit-agent")
@@ -278,7 +244,7 @@ class SessionConformance:
     def check_variables_and_resources(self) -> None:
         """Any JSON value set as a variable, and every resource version, reads back equal from
         another handle with who set it and from what; resource versions count up from 1."""
-        with self._stores(peers=1) as (store, peer):
+        with self._store(peers=1) as (store, peer):
             writer, reader = self._sessions(store), self._sessions(peer)
 
             @self._settings()
@@ -319,7 +285,7 @@ class SessionConformance:
         """On the runtime's clock a session is active until ``ttl_s`` after its last activity
         (creation or a turn), then expired: a turn is refused with SessionInactive saying to
         restore it, and nothing is appended."""
-        with self._stores() as (store,):
+        with self._store() as (store,):
             clock = VirtualClock()
             sessions = self._sessions(store, clock)
             sid = self._sid()
@@ -345,7 +311,7 @@ class SessionConformance:
     def check_close(self) -> None:
         """A closed session takes no turn, variable or restore, and closing it again changes
         nothing; its history stays readable."""
-        with self._stores(peers=1) as (store, peer):
+        with self._store(peers=1) as (store, peer):
             sessions, other = self._sessions(store), self._sessions(peer)
             sid = self._sid()
             sessions.create(sid, agent="kit-agent")
@@ -368,7 +334,7 @@ class SessionConformance:
     def check_restore_expired(self) -> None:
         """An expired session restored from the client's copy is active again, its history is
         the copy demoted to the user's trust, and its next turn starts from it."""
-        with self._stores(peers=1) as (store, peer):
+        with self._store(peers=1) as (store, peer):
             clock = VirtualClock()
             sessions = self._sessions(store, clock)
             sid = self._sid()
@@ -386,7 +352,7 @@ class SessionConformance:
     def check_restore_lost(self) -> None:
         """A session the store does not hold is restored only with its agent, created and
         restored in one append, and its next turn starts from the copy."""
-        with self._stores(peers=1) as (store, peer):
+        with self._store(peers=1) as (store, peer):
             sid = self._sid()
             copy = _client_copy()
             sessions = self._sessions(store)
@@ -461,7 +427,7 @@ class SessionConformance:
         """Each turn is an ordinary run: listed by status, its journal names the session, a
         waiting one shows its client call; the session's stream is finished at once, so
         recovery never resumes it, and a recovering worker leaves the session intact."""
-        with self._stores(peers=1) as (store, peer):
+        with self._store(peers=1) as (store, peer):
             sessions = self._sessions(store)
             sid = self._sid()
             sessions.create(sid, agent="kit-agent")

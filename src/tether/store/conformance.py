@@ -55,7 +55,7 @@ from tether.events import (
 )
 from tether.store.base import Lease, RunInfo, Store, advance, next_status
 
-__all__ = ["StoreConformance", "journals"]
+__all__ = ["ConformanceKit", "StoreConformance", "journals"]
 
 # -- strategies -----------------------------------------------------------------------------
 
@@ -147,7 +147,67 @@ def _raises(kind: type[BaseException], what: str, action: Callable[..., object],
 _KITS = itertools.count(1)
 
 
-class StoreConformance:
+class ConformanceKit:
+    """What every conformance kit shares: stores made fresh per check, peer handles on the
+    same storage, hypothesis settings, ids that never collide, and :meth:`run`.
+
+    A kit lists its checks in :attr:`CHECKS`; each is the method ``check_<name>`` and makes
+    its own store(s) with ``make_store`` (closing them afterwards)."""
+
+    #: The checks, in the order :meth:`run` runs them; each is the method ``check_<name>``.
+    CHECKS: ClassVar[tuple[str, ...]] = ()
+    #: What the kit checks, for error messages ("no conformance check …").
+    SUBJECT: ClassVar[str] = "conformance"
+
+    def __init__(
+        self,
+        make_store: Callable[[], Store],
+        *,
+        open_peer: Callable[[Store], Store] | None = None,
+        max_examples: int = 30,
+    ) -> None:
+        self.make_store = make_store
+        self.open_peer = open_peer
+        self.max_examples = max_examples
+        # Ids: fresh per example, distinct per kit, stable across runs so failures replay.
+        self._prefix = f"kit{next(_KITS)}"
+        self._counter = itertools.count(1)
+
+    def run(self, *checks: str) -> None:
+        """Run the named checks (default: all of :attr:`CHECKS`)."""
+        for name in checks or self.CHECKS:
+            if name not in self.CHECKS:
+                raise UsageError(f"no {self.SUBJECT} check {name!r}; choose from {self.CHECKS}")
+            getattr(self, f"check_{name.replace('-', '_')}")()
+
+    @contextmanager
+    def _store(self, peers: int = 0) -> Iterator[list[Store]]:
+        """A fresh store followed by ``peers`` handles on the same storage (the store itself
+        again when there is no ``open_peer``); all closed afterwards."""
+        store = self.make_store()
+        others: list[Store] = []
+        try:
+            others = [self._peer(store) for _ in range(peers)]
+            yield [store, *others]
+        finally:
+            for handle in [*(h for h in others if h is not store), store]:
+                handle.close()
+
+    def _peer(self, store: Store) -> Store:
+        return self.open_peer(store) if self.open_peer else store
+
+    def _settings(self) -> settings:
+        return settings(
+            max_examples=self.max_examples,
+            deadline=None,  # stores do I/O; their latency is not what is being tested
+            suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+        )
+
+    def _fresh_id(self, suffix: str = "") -> str:
+        return f"{self._prefix}-{next(self._counter)}{suffix}"
+
+
+class StoreConformance(ConformanceKit):
     """The store contract as checks; :meth:`run` runs some or all of them.
 
     Each ``check_<name>`` method makes its own store(s) with ``make_store`` and closes them.
@@ -161,51 +221,8 @@ class StoreConformance:
         "concurrent_acquirers",
     )
 
-    def __init__(
-        self,
-        make_store: Callable[[], Store],
-        *,
-        open_peer: Callable[[Store], Store] | None = None,
-        max_examples: int = 30,
-    ) -> None:
-        self.make_store = make_store
-        self.open_peer = open_peer
-        self.max_examples = max_examples
-        # Run ids: fresh per example, distinct per kit, stable across runs so failures replay.
-        self._prefix = f"kit{next(_KITS)}"
-        self._counter = itertools.count(1)
-
-    def run(self, *checks: str) -> None:
-        """Run the named checks (default: all of :attr:`CHECKS`)."""
-        for name in checks or self.CHECKS:
-            if name not in self.CHECKS:
-                raise UsageError(f"no conformance check {name!r}; choose from {self.CHECKS}")
-            getattr(self, f"check_{name}")()
-
-    # -- plumbing -----------------------------------------------------------------------------
-
-    @contextmanager
-    def _store(self, peers: int = 0) -> Iterator[list[Store]]:
-        """A fresh store followed by ``peers`` handles on the same storage (the store itself
-        again when there is no ``open_peer``); all closed afterwards."""
-        store = self.make_store()
-        others: list[Store] = []
-        try:
-            others = [self.open_peer(store) if self.open_peer else store for _ in range(peers)]
-            yield [store, *others]
-        finally:
-            for handle in [*(h for h in others if h is not store), store]:
-                handle.close()
-
-    def _settings(self) -> settings:
-        return settings(
-            max_examples=self.max_examples,
-            deadline=None,  # stores do I/O; their latency is not what is being tested
-            suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-        )
-
     def _run_id(self, suffix: str = "") -> str:
-        return f"{self._prefix}-{next(self._counter)}{suffix}"
+        return self._fresh_id(suffix)
 
     # -- checks ---------------------------------------------------------------------------------
 
