@@ -1,0 +1,479 @@
+"""The event stream of one run: its journal as UI events, replayed then followed live.
+
+:func:`ui_events` maps a run's journal (and the resource versions its turn wrote to the
+session's stream) to the events a chat UI shows; :func:`event_stream` sends them as SSE frames:
+first every event after the client's last seen id, read from the store, then new ones as they
+are appended, until the run finishes (``turn.finished``) or waits for someone outside
+(``run.waiting``); both are terminal and end the stream.
+
+**One journal event, at most one frame.** A frame's ``id`` is the seq of the journal event it
+shows, and a reconnect resumes after the last id the client saw; if one event were split into
+several frames, a connection dropped between them would lose the rest (or, with the id on the
+last only, repeat the first). So a model response is one frame: ``model.text`` when it has only
+text, ``tool.requested`` when it asks for tools (with every call and any text beside them).
+
+The UI event types and their data (deterministic JSON, keys sorted):
+
+============================  ===============================================================
+``turn.started``              ``run_started``: run id, session id, turn number, the input text
+``model.text``                a usable model response without tool calls: ``text``
+``tool.requested``            a usable response with calls: ``text``, ``calls`` (call id,
+                              tool, arguments as the model wrote them)
+``tool.started``              ``tool_intent`` (a write about to be sent): call id, tool, args,
+                              effect, idempotency key, attempt
+``tool.finished``             a call's outcome: ``status`` ``ok`` / ``applied_unreadable`` /
+                              ``error`` / ``unknown`` (outcome not known yet) / ``denied`` (by
+                              policy) / ``timed_out`` (a client call nobody answered); the
+                              result or the error
+``client_tool.requested``     a client tool's request (``client:*`` wait): execution id, call
+                              id, tool, arguments, result schema, effect, idempotency key,
+                              attempt, deadline
+``approval.requested``        a call held for approval (``approval:*`` wait): step, tool,
+                              args, role, why, deadline
+``approval.decided``          its decision: ``decision`` approved / denied / expired, by,
+                              role, note
+``resource.updated``          a resource version this run wrote (from the session's stream;
+                              no id): name, version, revision, content, provenance
+``run.waiting``               derived, no id: the run is suspended; ``waiting_for`` lists the
+                              open waits (client calls, approvals, other keys)
+``turn.finished``             ``run_finished``: status, reason, answer, error
+``model.delta``               not journaled, no id: token text passed through from ``deltas``
+============================  ===============================================================
+
+A run is *waiting* (and ``run.waiting`` is sent) only once nobody executes it: its journal has
+open waits and ends there, and no worker holds its lease. A run that requests two client calls
+in one round journals them one after the other; the lease is released only after the last, so
+the stream never ends between them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import ValidationError
+
+from tether.clock import Clock
+from tether.events import (
+    Decision,
+    Event,
+    ModelCalled,
+    ResourceVersion,
+    RunFinished,
+    RunStarted,
+    ToolAmbiguous,
+    ToolError,
+    ToolIntent,
+    ToolResult,
+    WaitExpired,
+    WaitResolved,
+    WaitStarted,
+)
+from tether.models.base import ModelResponse
+from tether.policy.approvals import APPROVAL_PREFIX
+from tether.runtime.client_tools import CLIENT_PREFIX
+from tether.serve.sse import comment, format_frame
+from tether.sessions.history import usable
+from tether.sessions.state import stream_id
+from tether.store.base import Store
+
+__all__ = ["TERMINAL", "UiEvent", "event_stream", "format_event", "open_waits", "ui_events"]
+
+#: Event types after which a stream ends.
+TERMINAL = frozenset({"turn.finished", "run.waiting"})
+
+
+@dataclass(frozen=True, slots=True)
+class UiEvent:
+    """One event of a run's stream.
+
+    ``id`` is the seq of the journal event it shows (``None`` for events that are not the
+    run's journal: resource updates, ``run.waiting``, token deltas). ``position`` is the run seq
+    it is shown at: its own id, or for a resource update the seq of the write's intent.
+    """
+
+    type: str
+    data: dict[str, Any] = field(default_factory=dict)
+    id: int | None = None
+    position: int = 0
+
+    @property
+    def terminal(self) -> bool:
+        """Whether the stream ends after this event."""
+        return self.type in TERMINAL
+
+
+def format_event(event: UiEvent) -> str:
+    """The SSE frame of ``event``: ``id:`` (journal-backed only), ``event:``, ``data:`` as
+    JSON with sorted keys (non-finite numbers as the strings ``"NaN"``, ``"Infinity"``,
+    ``"-Infinity"``, which every JSON reader accepts)."""
+    return format_frame(event.type, _json(event.data), id=event.id)
+
+
+def _json(value: Any) -> str:
+    return json.dumps(_finite(value), sort_keys=True, separators=(",", ":"), allow_nan=False,
+                      default=str)
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, dict):
+        return {str(k): _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
+# -- the mapping -----------------------------------------------------------------------------
+
+
+def ui_events(events: Sequence[Event], *, run_id: str = "",
+              session_events: Sequence[Event] = ()) -> list[UiEvent]:
+    """The UI events a run's journal ``events`` imply, in order; pure, no I/O.
+
+    ``session_events`` (the session's stream, for a turn) adds a ``resource.updated`` for each
+    resource version run ``run_id`` wrote, placed after the intent of the call that wrote it.
+    """
+    out: list[UiEvent] = []
+    calls = _Calls()
+    intents: dict[str, int] = {}
+    for event in events:
+        ui = _map(event, run_id, calls)
+        if isinstance(event, ToolIntent):
+            intents.setdefault(event.key, event.seq)
+        if ui is not None:
+            out.append(UiEvent(ui[0], ui[1], id=event.seq, position=event.seq))
+    last = events[-1].seq if events else 0
+    resources = [_resource(e, intents, last) for e in session_events
+                 if run_id and isinstance(e, ResourceVersion)
+                 and e.provenance.get("run_id") == run_id]
+    if resources:
+        # Stable: a resource update goes right after the frame at its position.
+        out = sorted(out + resources, key=lambda u: (u.position, u.id is None))
+    return out
+
+
+def _resource(event: ResourceVersion, intents: dict[str, int], last: int) -> UiEvent:
+    position = intents.get(str(event.provenance.get("key")), last)
+    return UiEvent("resource.updated", {
+        "name": event.name, "version": event.version, "revision": event.seq,
+        "content": event.content, "provenance": dict(event.provenance)}, position=position)
+
+
+class _Calls:
+    """Which model call a tool event belongs to: the calls of the latest response, the one
+    the policy ruled on last, and those finished."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str]] = []
+        self.current: str | None = None
+        self.done: set[str] = set()
+        #: Client requests by wait key: (call id, tool).
+        self.client: dict[str, tuple[str | None, str | None]] = {}
+
+    def response(self, response: ModelResponse) -> None:
+        self.calls = [(c.id, c.name) for c in response.tool_calls]
+        self.current, self.done = None, set()
+
+    def of(self, tool: str) -> str | None:
+        names = dict(self.calls)
+        if self.current is not None and names.get(self.current) == tool \
+                and self.current not in self.done:
+            return self.current
+        return next((cid for cid, name in self.calls if name == tool and cid not in self.done),
+                    None)
+
+    def finish(self, call_id: str | None) -> None:
+        if call_id is not None:
+            self.done.add(call_id)
+            if self.current == call_id:
+                self.current = None
+
+
+def _map(event: Event, run_id: str, calls: _Calls) -> tuple[str, dict[str, Any]] | None:
+    if isinstance(event, RunStarted):
+        return "turn.started", _started(event, run_id)
+    if isinstance(event, ModelCalled):
+        return _model(event, calls)
+    if isinstance(event, Decision):
+        return _decision(event, calls)
+    if isinstance(event, ToolIntent):
+        return "tool.started", {"call_id": calls.of(event.tool), "tool": event.tool,
+                                "args": event.args, "effect": event.effect,
+                                "idempotency_key": event.key, "attempt": event.attempt,
+                                "compensates": event.compensates}
+    if isinstance(event, ToolResult | ToolError | ToolAmbiguous):
+        return "tool.finished", _finished(event, calls)
+    if isinstance(event, WaitStarted):
+        if event.key.startswith(CLIENT_PREFIX):
+            call_id, tool = event.data.get("call_id"), event.data.get("tool")
+            calls.client[event.key] = (None if call_id is None else str(call_id),
+                                       None if tool is None else str(tool))
+        return _wait(event)
+    if isinstance(event, WaitResolved | WaitExpired):
+        return _resolved(event, calls)
+    if isinstance(event, RunFinished):
+        answer = event.result.get("answer") if isinstance(event.result, dict) else None
+        return "turn.finished", {"status": event.status.value, "reason": event.reason,
+                                 "answer": answer, "error": event.error}
+    return None
+
+
+def _started(event: RunStarted, run_id: str) -> dict[str, Any]:
+    value = event.input
+    text = value if isinstance(value, str) else (
+        value.get("text") if isinstance(value, dict) else None)
+    return {"run_id": run_id or None, "session_id": event.session_id,
+            "turn": _turn_number(run_id), "workflow": event.workflow,
+            "input": text if isinstance(text, str) else None}
+
+
+def _turn_number(run_id: str) -> int | None:
+    head, sep, number = run_id.rpartition(":turn:")
+    return int(number) if sep and head and number.isdigit() else None
+
+
+def _model(event: ModelCalled, calls: _Calls) -> tuple[str, dict[str, Any]] | None:
+    try:
+        response = ModelResponse.model_validate(event.response)
+    except ValidationError:
+        return None
+    if not usable(response):
+        # The loop asked the model again; only the answer it used belongs to the turn.
+        return None
+    calls.response(response)
+    if not response.tool_calls:
+        return "model.text", {"text": response.text}
+    return "tool.requested", {"text": response.text, "calls": [
+        {"call_id": c.id, "tool": c.name, "arguments": c.parsed()}
+        for c in response.tool_calls]}
+
+
+def _decision(event: Decision, calls: _Calls) -> tuple[str, dict[str, Any]] | None:
+    if event.name != "policy" or "call_id" not in event.data:
+        return None
+    call_id = str(event.data["call_id"])
+    calls.current = call_id
+    if event.data.get("verdict") != "deny":
+        return None
+    calls.finish(call_id)
+    return "tool.finished", {"call_id": call_id, "tool": event.data.get("tool"),
+                             "status": "denied", "reason": event.data.get("reason", ""),
+                             "rule": event.data.get("rule")}
+
+
+def _finished(event: ToolResult | ToolError | ToolAmbiguous, calls: _Calls) -> dict[str, Any]:
+    call_id = calls.of(event.tool)
+    data: dict[str, Any] = {"call_id": call_id, "tool": event.tool}
+    if isinstance(event, ToolResult):
+        data |= {"status": "ok" if event.unreadable is None else "applied_unreadable",
+                 "result": event.result, "source": event.source, "trust": event.trust,
+                 "reconciled": event.reconciled}
+        if event.unreadable is not None:
+            data["unreadable"] = event.unreadable
+    elif isinstance(event, ToolError):
+        data |= {"status": "error", "failure": event.failure, "error": event.error}
+    else:
+        # Unknown outcome: a lookup or a retry may settle it later, under the same call.
+        return data | {"status": "unknown", "reason": event.reason, "attempt": event.attempt}
+    calls.finish(call_id)
+    return data
+
+
+def _wait(event: WaitStarted) -> tuple[str, dict[str, Any]] | None:
+    data = event.data
+    if event.key.startswith(CLIENT_PREFIX):
+        return "client_tool.requested", {
+            "execution_id": data.get("execution_id"), "call_id": data.get("call_id"),
+            "tool": data.get("tool"), "arguments": data.get("arguments", {}),
+            "result_schema": data.get("result_schema", {}), "effect": data.get("effect"),
+            "idempotency_key": data.get("idempotency_key"), "attempt": data.get("attempt", 1),
+            "deadline": event.deadline}
+    if event.key.startswith(APPROVAL_PREFIX):
+        return "approval.requested", {
+            "step": event.pos, "tool": data.get("tool"), "args": data.get("args", {}),
+            "role": data.get("role"), "why": data.get("reason", ""),
+            "rule": data.get("rule"), "deadline": event.deadline}
+    return None
+
+
+def _resolved(event: WaitResolved | WaitExpired,
+              calls: _Calls) -> tuple[str, dict[str, Any]] | None:
+    if event.key.startswith(CLIENT_PREFIX):
+        parts = event.key.split(":", 2)
+        call_id, tool = calls.client.get(event.key, (parts[2] if len(parts) == 3 else None,
+                                                     None))
+        calls.finish(call_id)
+        if isinstance(event, WaitExpired):
+            return "tool.finished", {"call_id": call_id, "tool": tool, "status": "timed_out",
+                                     "client": True}
+        return "tool.finished", {"call_id": call_id, "tool": tool, "status": "ok",
+                                 "result": event.value, "by": event.by, "client": True}
+    if event.key.startswith(APPROVAL_PREFIX):
+        step = _int(event.key.removeprefix(APPROVAL_PREFIX))
+        if isinstance(event, WaitExpired):
+            return "approval.decided", {"step": step, "decision": "expired", "by": None,
+                                        "role": None, "note": ""}
+        value = event.value if isinstance(event.value, dict) else {"approved": bool(event.value)}
+        return "approval.decided", {
+            "step": step, "decision": "approved" if value.get("approved") else "denied",
+            "by": event.by, "role": value.get("role"),
+            "note": value.get("note") or event.note}
+    return None
+
+
+def _int(text: str) -> int | None:
+    return int(text) if text.isdigit() else None
+
+
+def open_waits(events: Sequence[Event]) -> list[WaitStarted]:
+    """The waits of a journal neither resolved nor expired, in the order they began."""
+    closed = {e.key for e in events if isinstance(e, WaitResolved | WaitExpired)}
+    seen: set[str] = set()
+    found = []
+    for event in events:
+        if isinstance(event, WaitStarted) and event.key not in closed and event.key not in seen:
+            seen.add(event.key)
+            found.append(event)
+    return found
+
+
+def _waiting(events: Sequence[Event]) -> UiEvent:
+    waits = []
+    for wait in open_waits(events):
+        kind = ("client_tool" if wait.key.startswith(CLIENT_PREFIX) else
+                "approval" if wait.key.startswith(APPROVAL_PREFIX) else "signal")
+        item: dict[str, Any] = {"key": wait.key, "kind": kind, "deadline": wait.deadline}
+        if kind == "client_tool":
+            item |= {"call_id": wait.data.get("call_id"), "tool": wait.data.get("tool")}
+        elif kind == "approval":
+            item |= {"step": wait.pos, "tool": wait.data.get("tool"),
+                     "role": wait.data.get("role")}
+        waits.append(item)
+    last = events[-1].seq if events else 0
+    return UiEvent("run.waiting", {"status": "waiting", "waiting_for": waits}, position=last)
+
+
+# -- the stream ------------------------------------------------------------------------------
+
+
+async def event_stream(
+    store: Store,
+    run_id: str,
+    *,
+    after: int = 0,
+    wake: Callable[[], Awaitable[object]],
+    keepalive_s: float,
+    clock: Clock,
+    poll_s: float = 0.5,
+    deltas: AsyncIterator[UiEvent] | None = None,
+) -> AsyncGenerator[str, None]:
+    """SSE frames of run ``run_id``: the events with an id above ``after``, then live ones,
+    until a terminal event.
+
+    The store is the truth: after every ``wake()`` (a hint that this process appended to the
+    run) and at the latest every ``poll_s`` on ``clock``, the stream reads what follows its
+    last seq, so events another process appends are seen too. ``: keepalive`` comments are
+    sent when nothing was sent for ``keepalive_s``. ``deltas`` (optional) yields ephemeral
+    ``model.delta`` events, sent as they come, without an id. A run not yet started (the
+    server opened the stream before its first event) is waited for.
+    """
+    follower = _Follower(store, run_id, after)
+    last_sent = clock.now()
+    pending: dict[str, asyncio.Future[Any]] = {}
+    try:
+        while True:
+            frames, done = follower.poll()
+            for frame in frames:
+                yield frame
+            if frames:
+                last_sent = clock.now()
+            if done:
+                return
+            idle = clock.now() - last_sent
+            if idle >= keepalive_s:
+                yield comment("keepalive")
+                last_sent = clock.now()
+                continue
+            if "wake" not in pending:
+                pending["wake"] = asyncio.ensure_future(wake())
+            if "delta" not in pending and deltas is not None:
+                pending["delta"] = asyncio.ensure_future(anext(deltas))
+            pending["timer"] = asyncio.ensure_future(
+                clock.sleep(min(poll_s, keepalive_s - idle)))
+            await asyncio.wait(list(pending.values()), return_when=asyncio.FIRST_COMPLETED)
+            timer = pending.pop("timer")
+            if not timer.done():
+                timer.cancel()
+            if "wake" in pending and pending["wake"].done():
+                pending.pop("wake").result()
+            delta = pending.get("delta")
+            if delta is not None and delta.done():
+                del pending["delta"]
+                try:
+                    event = delta.result()
+                except StopAsyncIteration:
+                    deltas = None
+                else:
+                    yield format_event(UiEvent(event.type, event.data))
+                    last_sent = clock.now()
+    finally:
+        for task in pending.values():
+            task.cancel()
+
+
+class _Follower:
+    """What a stream has read and sent of one run."""
+
+    def __init__(self, store: Store, run_id: str, after: int) -> None:
+        self.store, self.run_id = store, run_id
+        self.after = max(0, int(after))
+        self.sent = self.after
+        self.events: list[Event] = []
+        self.session: list[Event] = []
+        self.revisions: set[int] = set()
+
+    def poll(self) -> tuple[list[str], bool]:
+        """New frames since the last poll, and whether the stream is over."""
+        last = self.events[-1].seq if self.events else 0
+        self.events += self.store.read(self.run_id, after_seq=last)
+        started = self.events[0] if self.events else None
+        if isinstance(started, RunStarted) and started.session_id:
+            # Read after the run's events: a version written before any event just read is
+            # in this read, so it is sent before the frames that follow it.
+            seen = self.session[-1].seq if self.session else 0
+            self.session += self.store.read(stream_id(started.session_id), after_seq=seen)
+        frames: list[str] = []
+        for event in ui_events(self.events, run_id=self.run_id, session_events=self.session):
+            if event.id is not None:
+                if event.id <= self.sent:
+                    continue
+                self.sent = event.id
+            elif event.type == "resource.updated":
+                # Without an id: resent from the resume point on (the client may have missed
+                # it), never twice on one connection. Clients key it by revision.
+                revision = int(event.data["revision"])
+                if revision in self.revisions or event.position < self.after:
+                    continue
+                self.revisions.add(revision)
+            frames.append(format_event(event))
+            if event.type == "turn.finished":
+                return frames, True
+        if self.events and isinstance(self.events[-1], RunFinished):
+            return frames, True
+        if self._suspended():
+            frames.append(format_event(_waiting(self.events)))
+            return frames, True
+        return frames, False
+
+    def _suspended(self) -> bool:
+        if not self.events or not open_waits(self.events):
+            return False
+        info = self.store.get_run(self.run_id)
+        # Nobody executes it and nothing was appended since the read: the run waits.
+        return info is not None and info.owner is None and info.last_seq == self.events[-1].seq
