@@ -22,6 +22,7 @@ from tether.evals.cli import MAX_SEEDS, MAX_WORKERS, eval_app
 from tether.events import Event, RunStatus
 from tether.memory import MEMORY_WORKFLOW
 from tether.policy.approvals import Approvals
+from tether.serve.cli import serve_app
 from tether.sessions.cli import agent_app
 from tether.sessions.state import SESSION_WORKFLOW
 from tether.sim.cli import sim_app
@@ -39,6 +40,7 @@ app.add_typer(store_app, name="store")
 app.add_typer(sim_app, name="sim")
 app.add_typer(eval_app, name="eval")
 app.add_typer(agent_app, name="agent")
+app.add_typer(serve_app, name="serve")
 approvals_app = typer.Typer(no_args_is_help=True, help="Calls held by policy for a human.")
 app.add_typer(approvals_app, name="approvals")
 console = Console(width=110, emoji=False)

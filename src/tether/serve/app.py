@@ -1,0 +1,353 @@
+"""The HTTP face of ``tether serve``: a Starlette app over a :class:`~tether.serve.server.Server`.
+
+Starlette rather than FastAPI: it is what ``tether sim serve`` already uses (no new
+dependency), and the API is small enough that its OpenAPI document is written by hand, in
+:data:`OPENAPI` below, next to the routes it describes. A test holds the two together: every
+route is in the document with its methods, and every documented path is routed.
+
+Every request but ``GET /openapi.json`` needs ``Authorization: Bearer <key>`` (401 without a
+known key); the key's tenant scopes everything, so another tenant's session or run is 404.
+Errors are ``{"error": {"type", "message", "param"?}}`` with a 4xx status: tether's errors map
+to statuses in :func:`problem_of` (409 for a conflict, 422 for refused input, 410 for an
+expired session, 404 for an unknown execution), and a malformed or oversized body is a 400/413.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from tether.errors import (
+    AlreadyDecided,
+    ClientResultConflict,
+    ClientResultRefused,
+    ConcurrencyConflict,
+    RestoreRefused,
+    RunOwned,
+    SessionInactive,
+    ToolArgsInvalid,
+    TriggerInputInvalid,
+    UnknownExecution,
+    UsageError,
+)
+from tether.serve import requires_serve
+from tether.serve.server import Refusal, Server
+from tether.serve.tenants import Principal
+
+requires_serve()
+
+from starlette.applications import Starlette  # noqa: E402 - after the install hint
+from starlette.requests import Request  # noqa: E402
+from starlette.responses import JSONResponse, Response, StreamingResponse  # noqa: E402
+from starlette.routing import Route  # noqa: E402
+
+__all__ = ["OPENAPI", "create_app", "problem_of"]
+
+Handler = Callable[[Request, Server, Principal], Awaitable[Response]]
+
+
+def problem_of(exc: Exception) -> Refusal | None:
+    """The HTTP answer to a tether error (``None``: not one the API answers with a 4xx)."""
+    if isinstance(exc, Refusal):
+        return exc
+    table: list[tuple[type[Exception], int, str]] = [
+        (ClientResultConflict, 409, "client_result_conflict"),
+        (AlreadyDecided, 409, "already_decided"),
+        (UnknownExecution, 404, "not_found"),
+        (ClientResultRefused, 422, "client_result_refused"),
+        (TriggerInputInvalid, 422, "trigger_input_invalid"),
+        (RestoreRefused, 422, "restore_refused"),
+        (ToolArgsInvalid, 422, "invalid_arguments"),
+        (ConcurrencyConflict, 409, "session_conflict"),
+        (RunOwned, 409, "run_busy"),
+    ]
+    if isinstance(exc, SessionInactive):
+        if exc.status == "expired":
+            return Refusal(410, "session_expired", f"{exc}. POST /v1/sessions/{{id}}/restore "
+                           "with the client's copy of the history brings it back")
+        return Refusal(409, "session_closed", str(exc))
+    for kind, status, name in table:
+        if isinstance(exc, kind):
+            return Refusal(status, name, str(exc))
+    if isinstance(exc, UsageError):
+        return Refusal(400, "invalid_request", str(exc))
+    return None
+
+
+def _answer(refusal: Refusal) -> JSONResponse:
+    error: dict[str, Any] = {"type": refusal.type, "message": refusal.message}
+    if refusal.param is not None:
+        error["param"] = refusal.param
+    headers = {"WWW-Authenticate": "Bearer"} if refusal.status == 401 else None
+    return JSONResponse({"error": error}, status_code=refusal.status, headers=headers)
+
+
+def _endpoint(server: Server, handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+    """``handler`` behind authentication and the error mapping."""
+
+    async def endpoint(request: Request) -> Response:
+        try:
+            who = _principal(server, request)
+            return await handler(request, server, who)
+        except Exception as exc:  # every tether error is an answer; anything else a 500
+            refusal = problem_of(exc)
+            if refusal is None:
+                raise
+            return _answer(refusal)
+
+    return endpoint
+
+
+def _principal(server: Server, request: Request) -> Principal:
+    scheme, _, key = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not key.strip():
+        raise Refusal(401, "unauthorized", "send the API key as 'Authorization: Bearer <key>'")
+    who = server.keys.identify(key.strip())
+    if who is None:
+        raise Refusal(401, "unauthorized", "unknown API key")
+    return who
+
+
+async def _body(request: Request, server: Server) -> dict[str, Any]:
+    limit = server.limits.body_bytes
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise Refusal(413, "too_large", f"the body is over {limit} bytes")
+    raw = b""
+    async for chunk in request.stream():
+        raw += chunk
+        if len(raw) > limit:
+            raise Refusal(413, "too_large", f"the body is over {limit} bytes")
+    if not raw.strip():
+        return {}
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise Refusal(400, "invalid_json", f"the body is not JSON: {exc}") from exc
+    if not isinstance(body, dict):
+        raise Refusal(422, "invalid_request", "the body must be a JSON object")
+    return body
+
+
+def _sse(server: Server, run_id: str, after: int) -> StreamingResponse:
+    from tether.serve.stream import event_stream
+
+    async def wake() -> None:
+        await server.wake(run_id)
+
+    frames: AsyncIterator[str] = event_stream(
+        server.store, run_id, after=after, wake=wake, keepalive_s=server.keepalive_s,
+        clock=server.runtime.clock, poll_s=server.poll_s)
+    return StreamingResponse(frames, media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+def _after(request: Request) -> int:
+    text = request.headers.get("last-event-id") or request.query_params.get("after") or "0"
+    if not text.isdigit() or len(text) > 18:
+        raise Refusal(422, "invalid_request", f"Last-Event-ID / after must be a seq (a "
+                      f"non-negative integer), got {text[:30]!r}", "after")
+    return int(text)
+
+
+# -- handlers -------------------------------------------------------------------------------
+
+
+async def create_session(request: Request, server: Server, who: Principal) -> Response:
+    session = server.create_session(who, await _body(request, server))
+    return JSONResponse(server.view(who, session), status_code=201)
+
+
+async def read_session(request: Request, server: Server, who: Principal) -> Response:
+    return JSONResponse(server.view(who, server.session(who, request.path_params["sid"])))
+
+
+async def fire_trigger(request: Request, server: Server, who: Principal) -> Response:
+    body = await _body(request, server)
+    sid, trigger = request.path_params["sid"], request.path_params["trigger"]
+    done = await server.fire(who, sid, trigger, body)
+    if isinstance(done, str):
+        return _sse(server, done, 0)
+    return JSONResponse(server.view(who, done))
+
+
+async def continue_execution(request: Request, server: Server, who: Principal) -> Response:
+    run_id = request.path_params["run_id"]
+    after = await server.continue_execution(who, run_id, await _body(request, server))
+    return _sse(server, run_id, after)
+
+
+async def execution_events(request: Request, server: Server, who: Principal) -> Response:
+    run_id = request.path_params["run_id"]
+    server.own_run(who, run_id)
+    return _sse(server, run_id, _after(request))
+
+
+async def restore_session(request: Request, server: Server, who: Principal) -> Response:
+    session = server.restore(who, request.path_params["sid"], await _body(request, server))
+    return JSONResponse(server.view(who, session))
+
+
+async def list_approvals(request: Request, server: Server, who: Principal) -> Response:
+    return JSONResponse({"approvals": server.approvals(who)})
+
+
+async def approve(request: Request, server: Server, who: Principal) -> Response:
+    return JSONResponse(server.decide(who, request.path_params["run_id"],
+                                      await _body(request, server), approve=True))
+
+
+async def deny(request: Request, server: Server, who: Principal) -> Response:
+    return JSONResponse(server.decide(who, request.path_params["run_id"],
+                                      await _body(request, server), approve=False))
+
+
+async def list_runs(request: Request, server: Server, who: Principal) -> Response:
+    return JSONResponse({"runs": server.runs(who)})
+
+
+async def run_events(request: Request, server: Server, who: Principal) -> Response:
+    return JSONResponse({"events": server.run_events(who, request.path_params["run_id"])})
+
+
+#: (path, method, handler): the API. OPENAPI describes exactly these.
+ROUTES: list[tuple[str, str, Handler]] = [
+    ("/v1/sessions", "POST", create_session),
+    ("/v1/sessions/{sid}", "GET", read_session),
+    ("/v1/sessions/{sid}/triggers/{trigger}", "POST", fire_trigger),
+    ("/v1/sessions/{sid}/restore", "POST", restore_session),
+    ("/v1/executions/{run_id}/continue", "POST", continue_execution),
+    ("/v1/executions/{run_id}/events", "GET", execution_events),
+    ("/v1/approvals", "GET", list_approvals),
+    ("/v1/approvals/{run_id}/approve", "POST", approve),
+    ("/v1/approvals/{run_id}/deny", "POST", deny),
+    ("/v1/runs", "GET", list_runs),
+    ("/v1/runs/{run_id}/events", "GET", run_events),
+]
+
+
+def create_app(server: Server) -> Starlette:
+    """The ASGI app of ``server``; its lifespan resumes unfinished turns at start-up and
+    cancels the background tasks at shutdown."""
+    routes = [Route(path, _endpoint(server, handler), methods=[method])
+              for path, method, handler in ROUTES]
+
+    async def openapi(request: Request) -> Response:
+        return JSONResponse(OPENAPI)
+
+    routes.append(Route("/openapi.json", openapi, methods=["GET"]))
+
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await server.start()
+        yield
+        await server.stop()
+
+    from contextlib import asynccontextmanager
+
+    return Starlette(routes=routes, lifespan=asynccontextmanager(lifespan))
+
+
+# -- the OpenAPI document -------------------------------------------------------------------
+
+_ERROR = {"type": "object", "required": ["error"], "properties": {"error": {
+    "type": "object", "required": ["type", "message"],
+    "properties": {"type": {"type": "string"}, "message": {"type": "string"},
+                   "param": {"type": "string"}}}}}
+_ANY_OBJECT: dict[str, Any] = {"type": "object", "additionalProperties": True}
+_SESSION = {"type": "object",
+            "required": ["id", "agent", "status", "revision", "variables", "resources",
+                         "turns", "history"],
+            "properties": {
+                "id": {"type": "string"}, "agent": {"type": "string"},
+                "status": {"type": "string", "enum": ["active", "expired", "closed"]},
+                "revision": {"type": "integer"}, "variables": _ANY_OBJECT,
+                "resources": _ANY_OBJECT,
+                "turns": {"type": "array", "items": {"type": "object", "properties": {
+                    "number": {"type": "integer"}, "run_id": {"type": "string"},
+                    "trigger": {"type": "string"}, "status": {"type": ["string", "null"]}}}},
+                "history": {"type": "array", "items": _ANY_OBJECT}}}
+_SID = {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,128}$"}
+_SSE: dict[str, Any] = {"description": "Server-sent events of the run (id: the journal's seq)",
+        "content": {"text/event-stream": {"schema": {"type": "string"}}}}
+
+
+def _json(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _op(summary: str, ok: dict[str, dict[str, Any]], errors: tuple[int, ...],
+        params: tuple[str, ...] = (), body: dict[str, Any] | None = None,
+        query: tuple[dict[str, Any], ...] = ()) -> dict[str, Any]:
+    responses: dict[str, Any] = dict(ok)
+    for status in (401, *errors):
+        responses[str(status)] = _json(_ERROR, "Error")
+    operation: dict[str, Any] = {
+        "summary": summary, "security": [{"bearer": []}], "responses": responses,
+        "parameters": [{"name": p, "in": "path", "required": True,
+                        "schema": _SID if p == "sid" else {"type": "string"}}
+                       for p in params] + list(query)}
+    if body is not None:
+        operation["requestBody"] = {"required": True,
+                                    "content": {"application/json": {"schema": body}}}
+    return operation
+
+
+def _object(required: tuple[str, ...], **properties: Any) -> dict[str, Any]:
+    return {"type": "object", "required": list(required), "properties": properties}
+
+
+_DECISION = _object((), note={"type": "string"}, step={"type": "integer"})
+_LIST = {"type": "array", "items": _ANY_OBJECT}
+
+OPENAPI: dict[str, Any] = {
+    "openapi": "3.1.0",
+    "info": {"title": "tether serve", "version": "1",
+             "description": "Agents and durable sessions over HTTP with resumable SSE streams."},
+    "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
+    "paths": {
+        "/v1/sessions": {"post": _op(
+            "Create a session", {"201": _json(_SESSION, "Created")}, (400, 409, 413, 422),
+            body=_object(("agent",), agent={"type": "string"}, session_id=_SID,
+                         variables=_ANY_OBJECT, ttl_s={"type": "number"}))},
+        "/v1/sessions/{sid}": {"get": _op(
+            "Read a session", {"200": _json(_SESSION)}, (404, 422), ("sid",))},
+        "/v1/sessions/{sid}/triggers/{trigger}": {"post": _op(
+            "Fire a trigger: the turn's event stream (or the session, if no turn started)",
+            {"200": {**_SSE, "content": {**_SSE["content"],
+                                          "application/json": {"schema": _SESSION}}}},
+            (400, 404, 409, 410, 413, 422), ("sid", "trigger"),
+            body=_object((), input={}, key={"type": "string"},
+                         expected_revision={"type": "integer"}))},
+        "/v1/sessions/{sid}/restore": {"post": _op(
+            "Restore an expired or lost session from the client's history",
+            {"200": _json(_SESSION)}, (400, 404, 409, 413, 422), ("sid",),
+            body=_object(("history",), history=_LIST, agent={"type": "string"},
+                         variables=_ANY_OBJECT, ttl_s={"type": "number"}))},
+        "/v1/executions/{run_id}/continue": {"post": _op(
+            "Answer client tool calls; the run's event stream from there",
+            {"200": _SSE}, (400, 404, 409, 413, 422), ("run_id",),
+            body=_object(("results",), results=_ANY_OBJECT))},
+        "/v1/executions/{run_id}/events": {"get": _op(
+            "The run's event stream after a seq (Last-Event-ID or ?after=)",
+            {"200": _SSE}, (404, 422), ("run_id",),
+            query=({"name": "after", "in": "query", "required": False,
+                    "schema": {"type": "integer", "minimum": 0}},
+                   {"name": "Last-Event-ID", "in": "header", "required": False,
+                    "schema": {"type": "string"}}))},
+        "/v1/approvals": {"get": _op(
+            "Pending approvals of the tenant",
+            {"200": _json(_object(("approvals",), approvals=_LIST))}, ())},
+        "/v1/approvals/{run_id}/approve": {"post": _op(
+            "Approve a held call (needs the role it asks for)", {"200": _json(_ANY_OBJECT)},
+            (400, 403, 404, 409, 413, 422), ("run_id",), body=_DECISION)},
+        "/v1/approvals/{run_id}/deny": {"post": _op(
+            "Deny a held call (needs the role it asks for)", {"200": _json(_ANY_OBJECT)},
+            (400, 403, 404, 409, 413, 422), ("run_id",), body=_DECISION)},
+        "/v1/runs": {"get": _op(
+            "The tenant's turn runs", {"200": _json(_object(("runs",), runs=_LIST))}, ())},
+        "/v1/runs/{run_id}/events": {"get": _op(
+            "A run's journal", {"200": _json(_object(("events",), events=_LIST))}, (404,),
+            ("run_id",))},
+    },
+}

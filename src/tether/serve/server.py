@@ -1,0 +1,426 @@
+"""The server behind ``tether serve``: one Runtime, one Sessions, the agent files, the turns.
+
+A :class:`Server` is everything the HTTP face (:mod:`tether.serve.app`) calls, as methods that
+take the caller's :class:`~tether.serve.tenants.Principal` and the public ids of its tenant:
+
+- sessions are stored as ``{tenant}.{sid}`` and runs are checked to be the caller's turn runs
+  before anything is read, so another tenant's resource is "not found", never "forbidden";
+- **turns run as background tasks owned by the server**, not by the request: a client that
+  drops the connection does not cancel its turn. Tasks of one session run one after another
+  (a continue or an approval queues the session's resumption behind a turn still under way);
+- a trigger answers with the run id of the turn it started as soon as that run's
+  ``run_started`` is journaled (or with the error that refused it, before anything streams);
+- :meth:`Server.start` resumes the turns a killed server left unfinished (their runs are
+  leased by the same worker name, so they are taken back at once) and records how they ended;
+- :meth:`Server.wake` is the hint the event streams wait on: the runtime's listener wakes the
+  streams of a run when this process appends to it; the stream re-reads the store either way,
+  so events another process appends are seen within ``poll_s``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import json
+import logging
+import random
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from tether.clock import Clock, SystemClock, system_seed
+from tether.errors import SessionConflict, UsageError
+from tether.events import Event, RunStarted, RunStatus
+from tether.runtime.runtime import Runtime
+from tether.serve.tenants import KeyRing, Principal, public_id, session_of_run, stored_id
+from tether.sessions.loader import AgentDefinition
+from tether.sessions.session import Session, Sessions, TurnResult
+from tether.sessions.state import SessionStatus, stream_id, turn_run_id
+from tether.sessions.triggers import fire
+from tether.store.base import Store
+
+__all__ = ["Limits", "Refusal", "Server"]
+
+log = logging.getLogger("tether.serve")
+T = TypeVar("T")
+
+#: The trigger a chat message fires; an agent file that declares none still takes messages.
+MESSAGE_TRIGGER = "user-message"
+
+
+class Refusal(Exception):
+    """A request the server refuses with an HTTP status (404, 403, 413, 422 …)."""
+
+    def __init__(self, status: int, type: str, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.status, self.type, self.message, self.param = status, type, message, param
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Input limits: a request beyond one is refused with a 4xx naming the limit."""
+
+    body_bytes: int = 1_000_000
+    history_messages: int = 500
+    variable_bytes: int = 16_000
+    variables: int = 64
+    input_bytes: int = 64_000
+    results: int = 64
+
+
+@dataclass(slots=True)
+class _Firing:
+    """A trigger being fired by a background task: which turn run answers the request."""
+
+    stored: str
+    turns_before: int
+    started: asyncio.Future[str]
+
+
+# The firing the current task works for: the runtime's listener runs in the task that appends,
+# so it can tell which request a new turn run belongs to even when several fire at once.
+_FIRING: contextvars.ContextVar[_Firing | None] = contextvars.ContextVar("_FIRING",
+                                                                         default=None)
+
+
+class Server:
+    """The state of one ``tether serve`` process (see the module doc)."""
+
+    def __init__(self, store: Store, definitions: Sequence[AgentDefinition], keys: KeyRing, *,
+                 env: Any = None, clock: Clock | None = None, owner: str = "tether-serve",
+                 limits: Limits | None = None, keepalive_s: float = 15.0,
+                 poll_s: float = 0.25) -> None:
+        self.keys, self.limits = keys, limits or Limits()
+        self.keepalive_s, self.poll_s = keepalive_s, poll_s
+        self.runtime = Runtime(store, clock=clock or SystemClock(), owner=owner)
+        self.sessions = Sessions(self.runtime)
+        self.definitions: dict[str, AgentDefinition] = {}
+        for definition in definitions:
+            self.sessions.add_definition(definition, env=env)
+            self.definitions[definition.name] = definition
+        self.runtime.add_listener(self._heard)
+        self._waiters: dict[str, list[asyncio.Future[None]]] = {}
+        self._tails: dict[str, asyncio.Task[Any]] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._rng = random.Random(system_seed())
+
+    @property
+    def store(self) -> Store:
+        return self.runtime.store
+
+    # -- life -----------------------------------------------------------------------------
+
+    async def start(self) -> list[str]:
+        """Resume, in the background, every turn a previous server left unfinished; returns
+        the stored ids of their sessions."""
+        sessions: list[str] = []
+        for info in self.store.list_runs(status=[RunStatus.RUNNING, RunStatus.WAITING]):
+            stored = _session_of_any_turn(info.run_id)
+            if stored is not None and stored not in sessions:
+                sessions.append(stored)
+                self._after(stored, lambda s=stored: self.sessions.resume(s))  # type: ignore[misc]
+        return sessions
+
+    async def stop(self) -> None:
+        """Cancel the background tasks (their runs resume at the next start)."""
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.wait(list(self._tasks))
+
+    async def idle(self) -> None:
+        """Wait until no background task is left (tests, and a graceful shutdown)."""
+        while self._tasks:
+            await asyncio.wait(list(self._tasks))
+
+    # -- waking streams -------------------------------------------------------------------
+
+    def _heard(self, run_id: str, event: Event) -> None:
+        firing = _FIRING.get()
+        if (firing is not None and isinstance(event, RunStarted) and not firing.started.done()
+                and _turn_number(firing.stored, run_id) > firing.turns_before):
+            firing.started.set_result(run_id)
+        for waiter in self._waiters.pop(run_id, []):
+            if not waiter.done():
+                waiter.get_loop().call_soon_threadsafe(_settle, waiter)
+
+    async def wake(self, run_id: str) -> None:
+        """Return when this process appends to ``run_id``: a hint only, since the stream
+        re-reads the store (the truth) at least every ``poll_s`` on the runtime's clock."""
+        heard: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.setdefault(run_id, []).append(heard)
+        try:
+            await heard
+        finally:
+            waiters = self._waiters.get(run_id)
+            if waiters is not None and heard in waiters:
+                waiters.remove(heard)
+                if not waiters:
+                    del self._waiters[run_id]
+
+    # -- background tasks -----------------------------------------------------------------
+
+    def _after(self, stored: str, make: Callable[[], Awaitable[T]]) -> asyncio.Task[T]:
+        """Run ``make()`` as a server task once the session's earlier tasks have ended."""
+        before = self._tails.get(stored)
+
+        async def run() -> T:
+            if before is not None and not before.done():
+                await asyncio.wait({before})
+            return await make()
+
+        task = asyncio.get_running_loop().create_task(run())
+        self._tails[stored] = task
+        self._tasks.add(task)
+        task.add_done_callback(lambda t: self._ended(stored, t))
+        return task
+
+    def _ended(self, stored: str, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if self._tails.get(stored) is task:
+            del self._tails[stored]
+        if not task.cancelled() and task.exception() is not None:
+            # A refused firing was answered to its request; anything else is for the log.
+            log.info("session %s: background task ended with %r", stored, task.exception())
+
+    # -- sessions -------------------------------------------------------------------------
+
+    def create_session(self, who: Principal, body: Mapping[str, Any]) -> Session:
+        """Create a session of ``who``'s tenant (``body``: agent, session_id?, variables?,
+        ttl_s?)."""
+        agent = _field(body, "agent", str, required=True)
+        if agent not in self.definitions:
+            known = ", ".join(sorted(self.definitions)) or "none"
+            raise Refusal(422, "unknown_agent", f"this server serves no agent {agent!r} "
+                          f"(served: {known})", "agent")
+        sid = _field(body, "session_id", str) or f"s_{self._rng.getrandbits(64):016x}"
+        variables = self._variables(body)
+        ttl_s = _ttl(body)
+        stored = self._stored(who, sid)
+        return self.sessions.create(stored, agent=agent, variables=variables, ttl_s=ttl_s)
+
+    def session(self, who: Principal, sid: str) -> Session:
+        """The session ``sid`` of ``who``'s tenant; 404 when there is none."""
+        stored = self._stored(who, sid)
+        if self.store.get_run(stream_id(stored)) is None:
+            raise Refusal(404, "not_found", f"no session {sid!r}", "session_id")
+        return self.sessions.session(stored)
+
+    def view(self, who: Principal, session: Session) -> dict[str, Any]:
+        """The session as the API shows it."""
+        return {
+            "id": public_id(who.tenant, session.id), "agent": session.agent,
+            "status": session.status.value, "revision": session.revision,
+            "variables": session.variables,
+            "resources": {name: {"version": r.version, "content": r.content,
+                                 "provenance": r.provenance}
+                          for name, r in session.resources.items()},
+            "turns": [{"number": t.number, "run_id": t.run_id, "trigger": t.trigger,
+                       "status": t.status} for t in session.turns],
+            "history": session.transcript(),
+        }
+
+    def restore(self, who: Principal, sid: str, body: Mapping[str, Any]) -> Session:
+        """Restore session ``sid`` from the client's copy of its history."""
+        history: list[Any] = _field(body, "history", list, required=True) or []
+        if len(history) > self.limits.history_messages:
+            raise Refusal(413, "too_large", f"history has {len(history)} messages; at most "
+                          f"{self.limits.history_messages} are restored", "history")
+        agent = _field(body, "agent", str)
+        if agent is not None and agent not in self.definitions:
+            raise Refusal(422, "unknown_agent", f"this server serves no agent {agent!r}",
+                          "agent")
+        stored = self._stored(who, sid)
+        if self.store.get_run(stream_id(stored)) is None:
+            if agent is None:
+                raise Refusal(404, "not_found", f"no session {sid!r}; restoring a session the "
+                              "store lost needs the agent it talks to ('agent')", "session_id")
+        else:
+            status = self.sessions.session(stored).status
+            if status is not SessionStatus.EXPIRED:
+                raise Refusal(409, f"session_{status.value}", f"session {sid!r} is "
+                              f"{status.value}; only an expired or lost session is restored")
+        return self.sessions.restore(stored, history, agent=agent,
+                                     variables=self._variables(body), ttl_s=_ttl(body))
+
+    # -- turns ----------------------------------------------------------------------------
+
+    async def fire(self, who: Principal, sid: str, trigger: str,
+                   body: Mapping[str, Any]) -> str | Session:
+        """Fire ``trigger`` on session ``sid``: the run id of the turn it started (which goes
+        on in the background), or the session when the trigger only set variables."""
+        session = self.session(who, sid)
+        stored = session.id
+        payload = body.get("input")
+        if _size(payload) > self.limits.input_bytes:
+            raise Refusal(413, "too_large", f"the trigger's input is over "
+                          f"{self.limits.input_bytes} bytes of JSON", "input")
+        key = _field(body, "key", str)
+        expected = _field(body, "expected_revision", int)
+        definition = self.definitions.get(session.agent)
+        if definition is None:
+            raise Refusal(409, "agent_not_served", f"session {sid!r} talks to agent "
+                          f"{session.agent!r}, which this server does not serve")
+        started: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+
+        async def go() -> TurnResult | Session:
+            _FIRING.set(_Firing(stored, len(self.sessions.session(stored).turns), started))
+            # Checked in the task, right before the firing reads the session, with no await
+            # between: in this process no other writer can slip in between check and append.
+            if expected is not None:
+                revision = self.sessions.session(stored).revision
+                if revision != expected:
+                    raise SessionConflict(
+                        f"session {sid!r} is at revision {revision}, not the expected "
+                        f"{expected}; nothing was appended", session_id=sid,
+                        expected_revision=expected, found_revision=revision)
+            if trigger == MESSAGE_TRIGGER and trigger not in definition.spec.triggers:
+                if not isinstance(payload, dict) or not isinstance(payload.get("text"), str):
+                    raise Refusal(422, "invalid_input", "a message needs input {\"text\": "
+                                  "string}", "input")
+                return await self.sessions.turn(stored, payload["text"])
+            if trigger not in definition.spec.triggers:
+                raise Refusal(404, "not_found", f"agent {definition.name!r} has no trigger "
+                              f"{trigger!r}", "trigger")
+            return await fire(self.sessions, definition, stored, trigger,
+                              payload if isinstance(payload, dict) else {}, key=key)
+
+        task = self._after(stored, go)
+        either: list[asyncio.Future[Any]] = [task, started]
+        await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+        if started.done():
+            return started.result()
+        done = task.result()  # raises what refused the firing
+        if isinstance(done, TurnResult):
+            return turn_run_id(stored, done.turn)
+        return done
+
+    async def continue_execution(self, who: Principal, run_id: str,
+                                 body: Mapping[str, Any]) -> int:
+        """Record client results for turn run ``run_id`` and resume its turn in the
+        background; the run's last seq before the results (where its stream picks up)."""
+        stored = self._run(who, run_id)
+        results: dict[str, Any] = _field(body, "results", dict, required=True) or {}
+        if len(results) > self.limits.results or _size(results) > self.limits.body_bytes:
+            raise Refusal(413, "too_large", f"at most {self.limits.results} results",
+                          "results")
+        info = self.store.get_run(run_id)
+        assert info is not None
+        await self.runtime.continue_execution(run_id, results, by=who.by, resume=False)
+        self._after(stored, lambda: self.sessions.resume(stored))
+        return info.last_seq
+
+    def approvals(self, who: Principal) -> list[dict[str, Any]]:
+        """Pending approvals of ``who``'s tenant."""
+        return [a.as_data() for a in self.runtime.pending_approvals()
+                if session_of_run(who.tenant, a.run_id) is not None]
+
+    def decide(self, who: Principal, run_id: str, body: Mapping[str, Any], *,
+               approve: bool) -> dict[str, Any]:
+        """Approve or deny the held call of ``run_id`` (``body``: note?, step?); the role is
+        the key's, the decider its principal. The turn resumes in the background."""
+        stored = self._run(who, run_id)
+        step = _field(body, "step", int)
+        note = _field(body, "note", str) or ""
+        held = [a for a in self.runtime.pending_approvals(run_id)
+                if step is None or a.step == step]
+        if not held:
+            raise Refusal(404, "not_found", f"run {run_id!r} has no pending approval"
+                          + ("" if step is None else f" at step {step}"), "run_id")
+        needed = held[0].role
+        if needed is not None and needed not in who.roles:
+            raise Refusal(403, "forbidden", f"deciding this approval needs role {needed!r}; "
+                          f"this key holds {sorted(who.roles) or 'none'}")
+        decide = self.runtime.approve if approve else self.runtime.deny
+        decided = decide(run_id, by=who.by, role=needed, note=note, step=held[0].step)
+        self._after(stored, lambda: self.sessions.resume(stored))
+        return {**decided.as_data(), "decision": "approved" if approve else "denied",
+                "by": who.by}
+
+    def runs(self, who: Principal) -> list[dict[str, Any]]:
+        """The tenant's turn runs, oldest first."""
+        return [{"run_id": i.run_id, "status": i.status.value, "last_seq": i.last_seq,
+                 "created_at": i.created_at, "updated_at": i.updated_at}
+                for i in self.store.list_runs() if session_of_run(who.tenant, i.run_id)]
+
+    def run_events(self, who: Principal, run_id: str) -> list[dict[str, Any]]:
+        """The journal of the tenant's run ``run_id``."""
+        self._run(who, run_id)
+        return [e.model_dump(mode="json") for e in self.store.read(run_id)]
+
+    def own_run(self, who: Principal, run_id: str) -> None:
+        """404 unless ``run_id`` is an existing turn run of ``who``'s tenant."""
+        self._run(who, run_id)
+
+    # -- plumbing -------------------------------------------------------------------------
+
+    def _stored(self, who: Principal, sid: str) -> str:
+        try:
+            return stored_id(who.tenant, sid)
+        except UsageError as exc:
+            raise Refusal(422, "invalid_session_id", str(exc), "session_id") from exc
+
+    def _run(self, who: Principal, run_id: str) -> str:
+        # The tenant is checked on the id alone, before anything is read.
+        stored = session_of_run(who.tenant, run_id)
+        if stored is None or self.store.get_run(run_id) is None:
+            raise Refusal(404, "not_found", f"no execution {run_id!r}", "run_id")
+        return stored
+
+    def _variables(self, body: Mapping[str, Any]) -> dict[str, Any] | None:
+        variables = _field(body, "variables", dict)
+        if variables is None:
+            return None
+        if len(variables) > self.limits.variables:
+            raise Refusal(413, "too_large", f"at most {self.limits.variables} variables",
+                          "variables")
+        for name, value in variables.items():
+            if _size(value) > self.limits.variable_bytes:
+                raise Refusal(413, "too_large", f"variable {name!r} is over "
+                              f"{self.limits.variable_bytes} bytes of JSON", "variables")
+        return variables
+
+
+def _settle(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
+def _turn_number(stored: str, run_id: str) -> int:
+    prefix = f"{stream_id(stored)}:turn:"
+    tail = run_id[len(prefix):] if run_id.startswith(prefix) else ""
+    return int(tail) if tail.isdigit() else 0
+
+
+def _session_of_any_turn(run_id: str) -> str | None:
+    head, sep, number = run_id.rpartition(":turn:")
+    if not sep or not number.isdigit() or not head.startswith("session:"):
+        return None
+    return head[len("session:"):]
+
+
+def _size(value: Any) -> int:
+    return len(json.dumps(value, default=str))
+
+
+def _field(body: Mapping[str, Any], name: str, kind: type[T], *,
+           required: bool = False) -> T | None:
+    value = body.get(name)
+    if value is None:
+        if required:
+            raise Refusal(422, "invalid_request", f"{name!r} is required", name)
+        return None
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise Refusal(422, "invalid_request", f"{name!r} must be a {kind.__name__}, got "
+                      f"{type(value).__name__}", name)
+    return value
+
+
+def _ttl(body: Mapping[str, Any]) -> float | None:
+    ttl = body.get("ttl_s")
+    if ttl is None:
+        return None
+    if isinstance(ttl, bool) or not isinstance(ttl, int | float) or not 0 < ttl < 1e9:
+        raise Refusal(422, "invalid_request", "'ttl_s' must be a positive number of seconds",
+                      "ttl_s")
+    return float(ttl)
