@@ -1,0 +1,80 @@
+"""A Python client of ``tether serve``: the same verbs as the HTTP API, typed answers, and
+streams that resume on their own after a dropped connection (``Last-Event-ID``), yielding every
+event of a run once.
+
+>>> from tether.client import Client                               # doctest: +SKIP
+>>> with Client("http://127.0.0.1:8000", "tk_…") as client:       # doctest: +SKIP
+...     session = client.create_session("support")
+...     for event in client.fire(session.id, "message", "Hi"):
+...         print(event.id, event.type, event.data)
+
+Needs httpx (``pip install 'tether[serve]'``); it imports nothing of the server.
+"""
+
+from __future__ import annotations
+
+try:
+    import httpx  # noqa: F401  (checked here so the hint comes before any other import error)
+except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    from tether.errors import UsageError
+
+    raise UsageError("tether.client needs httpx: pip install 'tether[serve]'") from exc
+
+from tether.client.aio import AsyncClient
+from tether.client.common import Options
+from tether.client.errors import (
+    BadRequest,
+    Conflict,
+    ConnectionFailed,
+    Forbidden,
+    Gone,
+    NotFound,
+    RequestTooLarge,
+    ServerError,
+    ServerFailure,
+    Unauthorized,
+    Unprocessable,
+)
+from tether.client.follow import Reconnect
+from tether.client.models import (
+    TERMINAL_EVENTS,
+    Approval,
+    ApprovalDecision,
+    Resource,
+    RunSummary,
+    SessionView,
+    StreamEvent,
+    TranscriptRow,
+    TurnView,
+)
+from tether.client.streams import AsyncEventStream, EventStream
+from tether.client.sync import Client
+
+__all__ = [
+    "TERMINAL_EVENTS",
+    "Approval",
+    "ApprovalDecision",
+    "AsyncClient",
+    "AsyncEventStream",
+    "BadRequest",
+    "Client",
+    "Conflict",
+    "ConnectionFailed",
+    "EventStream",
+    "Forbidden",
+    "Gone",
+    "NotFound",
+    "Options",
+    "Reconnect",
+    "RequestTooLarge",
+    "Resource",
+    "RunSummary",
+    "ServerError",
+    "ServerFailure",
+    "SessionView",
+    "StreamEvent",
+    "TranscriptRow",
+    "TurnView",
+    "Unauthorized",
+    "Unprocessable",
+]

@@ -1,0 +1,124 @@
+"""What the client raises: the server's refusals, typed by status, and a stream it cannot keep.
+
+::
+
+    TetherError
+    ├── ServerError               the server answered 4xx/5xx: ``status``, ``type``, ``message``
+    │   ├── BadRequest            400  the request is malformed
+    │   ├── Unauthorized          401  no key, or a key the server does not know
+    │   ├── Forbidden             403  the key lacks a role the action needs
+    │   ├── NotFound              404  no such session, execution or approval for this tenant
+    │   ├── Conflict              409  a session conflict, a closed session, a result already given
+    │   ├── Gone                  410  the session expired: restore it from the history you hold
+    │   ├── RequestTooLarge       413  a body, history or variable over the server's limits
+    │   ├── Unprocessable         422  input refused (a trigger's schema, a client result, restore)
+    │   └── ServerFailure         5xx  the server failed; the request may or may not have applied
+    └── ConnectionFailed          the server could not be reached, or a stream could not be resumed
+
+``type`` is the server's name for the refusal (``SessionConflict``, ``TriggerInputInvalid`` …)
+and ``param`` the field it concerns, when it says.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tether.errors import TetherError
+
+__all__ = ["BadRequest", "Conflict", "ConnectionFailed", "Forbidden", "Gone", "NotFound",
+           "RequestTooLarge", "ServerError", "ServerFailure", "Unauthorized", "Unprocessable",
+           "error_for"]
+
+
+class ServerError(TetherError):
+    """The server refused or failed a request (status ≥ 400)."""
+
+    def __init__(self, status: int, type: str, message: str, param: str | None = None) -> None:
+        where = f" ({param})" if param else ""
+        super().__init__(f"{status} {type}{where}: {message}")
+        # ``message`` is the server's own text (the base class set it to the whole line).
+        self.status, self.type, self.message, self.param = status, type, message, param
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.status, self.type, self.message, self.param))
+
+
+class BadRequest(ServerError):
+    """400: the request is malformed."""
+
+
+class Unauthorized(ServerError):
+    """401: the request has no ``Authorization: Bearer`` key, or one the server does not know."""
+
+
+class Forbidden(ServerError):
+    """403: the key does not hold a role the action needs (e.g. deciding an approval)."""
+
+
+class NotFound(ServerError):
+    """404: no such resource *for this key's tenant* (another tenant's look the same)."""
+
+
+class Conflict(ServerError):
+    """409: another turn moved the session, the session is closed, or a result was given."""
+
+
+class Gone(ServerError):
+    """410: the session expired; restore it (``Client.restore``) from the history you hold."""
+
+
+class RequestTooLarge(ServerError):
+    """413: the body, a restored history or a variable is over the server's limits."""
+
+
+class Unprocessable(ServerError):
+    """422: the input was refused (a trigger's schema, a client result, a restore)."""
+
+
+class ServerFailure(ServerError):
+    """5xx: the server failed; a write may or may not have applied."""
+
+
+_BY_STATUS: dict[int, type[ServerError]] = {
+    400: BadRequest, 401: Unauthorized, 403: Forbidden, 404: NotFound, 409: Conflict,
+    410: Gone, 413: RequestTooLarge, 422: Unprocessable,
+}
+
+
+def error_for(status: int, body: Any, text: str = "") -> ServerError:
+    """The typed error of an answer with ``status`` ≥ 400 and JSON ``body`` (or raw ``text``).
+
+    A body in the server's shape (``{"error": {"type", "message", "param"?}}``) gives its
+    fields; anything else (a proxy's HTML page, a bare 502) is kept as the message, so the
+    status is never lost.
+    """
+    cls = _BY_STATUS.get(status, ServerFailure if status >= 500 else ServerError)
+    error = body.get("error") if isinstance(body, dict) else None
+    if isinstance(error, dict) and isinstance(error.get("message"), str):
+        param = error.get("param")
+        return cls(status, str(error.get("type") or f"http_{status}"), error["message"],
+                   param if isinstance(param, str) else None)
+    snippet = text.strip()[:500] or "(empty body)"
+    return cls(status, f"http_{status}", f"the server answered {status} without an error "
+               f"body in tether's shape: {snippet}")
+
+
+class ConnectionFailed(TetherError):
+    """The server could not be reached, or a dropped stream could not be resumed.
+
+    ``run_id`` and ``last_id`` say where the stream was (``None`` when unknown): follow it
+    again with ``Client.events(run_id, after=last_id)``.
+    """
+
+    def __init__(self, message: str, *, run_id: str | None = None,
+                 last_id: int | None = None) -> None:
+        super().__init__(message)
+        self.run_id, self.last_id = run_id, last_id
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild_connection_failed, (str(self), self.run_id, self.last_id))
+
+
+def _rebuild_connection_failed(message: str, run_id: str | None,
+                               last_id: int | None) -> ConnectionFailed:
+    return ConnectionFailed(message, run_id=run_id, last_id=last_id)
