@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 
+from tether.clock import Clock
 from tether.serve.app import create_app
 from tether.serve.server import Server
 from tether.serve.sse import parse_frames
@@ -66,11 +67,11 @@ def events_of(text: str) -> list[tuple[int | None, str, Any]]:
 
 
 @asynccontextmanager
-async def served(tmp: Path) -> AsyncIterator[Served]:
+async def served(tmp: Path, clock: Clock | None = None) -> AsyncIterator[Served]:
     """The support chat (world.yaml's payments in this process) behind the app, on SQLite."""
     env = environment_for(load_scenario(EXAMPLE / "world.yaml"), seed=1)
     server = Server(SQLiteStore(tmp / "runs.db"), [load_definition(EXAMPLE / "agent.yaml")],
-                    ring(), env=env, poll_s=0.05)
+                    ring(), env=env, clock=clock, poll_s=0.05)
     transport = httpx.ASGITransport(app=create_app(server))
     async with httpx.AsyncClient(transport=transport, base_url="http://serve") as http:
         try:
