@@ -34,6 +34,16 @@ for a reached spend limit → ``ModelError`` (waiting does not help); 413 or a
 prompt that is too long → ``ContextOverflow``; 401/403 → ``AuthExpired``; 408, 409, 5xx (529
 overloaded included), timeouts and lost connections → ``ModelUnavailable``; other 4xx →
 ``ModelError``; an unreadable message → ``MalformedOutput``.
+
+Streaming (``ModelSettings.stream``, or :meth:`AnthropicModel.stream` with a delta sink): the
+call is made with ``stream=True`` and its events are assembled into the same
+:class:`ModelResponse` a plain call returns — text blocks joined, each ``tool_use`` block's
+``input`` parsed from its ``input_json_delta`` fragments, usage from ``message_start`` updated
+by ``message_delta`` — while ``text_delta`` text goes to the delta sink. A stream is complete
+only at ``message_stop``: one cut before it (the connection lost, the server stopping) is a
+lost connection, ``ModelUnavailable``, never half an answer; an ``error`` event inside the
+stream is judged by its type as the same error over HTTP would be (``overloaded_error`` →
+``ModelUnavailable``, ``rate_limit_error`` → ``RateLimited`` …).
 """
 
 from __future__ import annotations
@@ -54,7 +64,15 @@ from tether.errors import (
 # One parser of Retry-After for both adapters; importing the module does not import the
 # openai SDK (it is loaded only when an OpenAIModel is built).
 from tether.models._http import status_error
-from tether.models.base import Message, ModelRequest, ModelResponse, ToolCall, ToolSpec, Usage
+from tether.models.base import (
+    Message,
+    ModelRequest,
+    ModelResponse,
+    TextSink,
+    ToolCall,
+    ToolSpec,
+    Usage,
+)
 
 if TYPE_CHECKING:  # the SDK is optional: imported for real only when a model is built
     from anthropic import AnthropicError, AsyncAnthropic
@@ -74,6 +92,11 @@ _INSTALL_HINT = "pip install 'tether[anthropic]'"
 # "prompt is too long: 210000 tokens > 200000 maximum"; "input length and `max_tokens`
 # exceed context limit: …"
 _OVERFLOW_PHRASES = ("prompt is too long", "exceed context limit", "context window")
+# An ``error`` event inside a stream comes after a 200: the status its type stands for.
+_STREAM_ERROR_STATUS = {"invalid_request_error": 400, "authentication_error": 401,
+                        "permission_error": 403, "not_found_error": 404,
+                        "request_too_large": 413, "rate_limit_error": 429, "api_error": 500,
+                        "timeout_error": 504, "overloaded_error": 529}
 
 
 class AnthropicModel:
@@ -109,24 +132,14 @@ class AnthropicModel:
         self._client = client.with_options(max_retries=0)
 
     async def complete(self, request: ModelRequest) -> ModelResponse:
-        """One Messages API call; raises the model errors of :mod:`tether.errors`."""
+        """One Messages API call (streamed, deltas dropped, when ``settings.stream``); raises
+        the model errors of :mod:`tether.errors`."""
+        if request.settings.stream:
+            return await self.stream(request, _drop)
         import anthropic
 
-        settings = request.settings
-        system = "\n\n".join(m.content for m in request.messages if m.role == "system")
-        tools = [_tool_param(spec) for spec in request.tools]
-        max_tokens = settings.max_output_tokens
-        timeout_s = settings.timeout_s
         try:
-            message: Any = await self._client.messages.create(
-                model=self.model,
-                max_tokens=max_tokens if max_tokens is not None else DEFAULT_MAX_TOKENS,
-                messages=_messages(request.messages),
-                system=system or anthropic.omit,
-                tools=tools or anthropic.omit,
-                timeout=timeout_s if timeout_s is not None else anthropic.not_given,
-                extra_body=dict(settings.extra) or None,
-            )
+            message: Any = await self._client.messages.create(**self._params(request))
         except anthropic.AnthropicError as exc:
             raise _translate_error(exc, self.name) from exc
         except ValueError as exc:
@@ -136,6 +149,49 @@ class AnthropicModel:
         # ``Any``: the SDK builds its response models without validation, so a declared field
         # may be None, and a body that is not JSON comes back as a plain string.
         return _read_message(message, self.name)
+
+    async def stream(self, request: ModelRequest, on_delta: TextSink) -> ModelResponse:
+        """One streamed Messages API call: text deltas to ``on_delta``, the assembled response
+        returned; raises the model errors of :mod:`tether.errors`."""
+        import anthropic
+        import httpx2  # the SDK's HTTP client: a lost connection mid-stream surfaces as its error
+
+        assembly = _Assembly()
+        try:
+            events: Any = await self._client.messages.create(**self._params(request),
+                                                             stream=True)
+            async with events:
+                async for event in events:
+                    assembly.add(event, on_delta, self.name)
+        except anthropic.AnthropicError as exc:
+            raise _translate_error(exc, self.name) from exc
+        except httpx2.TransportError as exc:  # includes timeouts while reading
+            raise ModelUnavailable(f"model {self.name!r}: the stream broke off "
+                                   f"({type(exc).__name__}: {exc}); worth retrying later",
+                                   model=self.name) from exc
+        return assembly.response(self.name)
+
+    def _params(self, request: ModelRequest) -> dict[str, Any]:
+        import anthropic
+
+        settings = request.settings
+        system = "\n\n".join(m.content for m in request.messages if m.role == "system")
+        tools = [_tool_param(spec) for spec in request.tools]
+        max_tokens = settings.max_output_tokens
+        timeout_s = settings.timeout_s
+        return {
+            "model": self.model,
+            "max_tokens": max_tokens if max_tokens is not None else DEFAULT_MAX_TOKENS,
+            "messages": _messages(request.messages),
+            "system": system or anthropic.omit,
+            "tools": tools or anthropic.omit,
+            "timeout": timeout_s if timeout_s is not None else anthropic.not_given,
+            "extra_body": dict(settings.extra) or None,
+        }
+
+
+def _drop(text: str) -> None:
+    """The delta sink of a streamed call nobody watches."""
 
 
 def _build_client(base_url: str | None, api_key: str | None) -> AsyncAnthropic:
@@ -248,6 +304,99 @@ def _usage(usage: Any) -> Usage:
                  output_tokens=usage.output_tokens or 0, cached_input_tokens=cache_read)
 
 
+class _Assembly:
+    """The events of one streamed message, put back together as one response."""
+
+    def __init__(self) -> None:
+        self.blocks: dict[int, dict[str, Any]] = {}
+        self.model = ""
+        self.usage: dict[str, int | None] = {}
+        self.stop_reason: str | None = None
+        self.stopped = False
+
+    def add(self, event: Any, on_delta: TextSink, name: str) -> None:
+        try:
+            self._add(event, on_delta)
+        except (AttributeError, TypeError, ValueError, KeyError) as exc:
+            raise MalformedOutput(f"model {name!r} streamed something that cannot be read as a "
+                                  f"message event ({exc}): {event!r:.300}", model=name) from exc
+
+    def _add(self, event: Any, on_delta: TextSink) -> None:
+        kind = event.type
+        if kind == "message_start":
+            self.model = event.message.model or ""
+            self._take_usage(event.message.usage)
+        elif kind == "content_block_start":
+            block = event.content_block
+            if block.type == "text":
+                self.blocks[event.index] = {"type": "text", "text": [block.text or ""]}
+                if block.text:
+                    on_delta(block.text)
+            elif block.type == "tool_use":
+                self.blocks[event.index] = {"type": "tool_use", "id": block.id,
+                                            "name": block.name, "input": block.input,
+                                            "json": []}
+            # thinking, server tool blocks …: not part of tether's contract, left out.
+        elif kind == "content_block_delta":
+            block = self.blocks.get(event.index)
+            delta = event.delta
+            if block is None:
+                return
+            if delta.type == "text_delta" and block["type"] == "text":
+                block["text"].append(delta.text)
+                on_delta(delta.text)
+            elif delta.type == "input_json_delta" and block["type"] == "tool_use":
+                block["json"].append(delta.partial_json)
+        elif kind == "message_delta":
+            self.stop_reason = event.delta.stop_reason
+            self._take_usage(event.usage)
+        elif kind == "message_stop":
+            self.stopped = True
+
+    def _take_usage(self, usage: Any) -> None:
+        """Counts as reported so far; ``message_delta``'s are cumulative and win."""
+        if usage is None:
+            return
+        for field in ("input_tokens", "output_tokens", "cache_read_input_tokens",
+                      "cache_creation_input_tokens"):
+            value = getattr(usage, field, None)
+            if value is not None:
+                self.usage[field] = value
+
+    def response(self, name: str) -> ModelResponse:
+        if not self.stopped:
+            raise ModelUnavailable(f"model {name!r}: the stream ended before message_stop; "
+                                   "worth retrying later", model=name)
+        texts: list[str] = []
+        calls: list[ToolCall] = []
+        for _, block in sorted(self.blocks.items()):
+            if block["type"] == "text":
+                texts.append("".join(block["text"]))
+            else:
+                calls.append(ToolCall(id=block["id"], name=block["name"],
+                                      arguments=_streamed_input(block)))
+        u = self.usage
+        cache_read = u.get("cache_read_input_tokens") or 0
+        cache_write = u.get("cache_creation_input_tokens") or 0
+        usage = Usage(input_tokens=(u.get("input_tokens") or 0) + cache_read + cache_write,
+                      output_tokens=u.get("output_tokens") or 0, cached_input_tokens=cache_read)
+        return ModelResponse(text="".join(texts), tool_calls=tuple(calls), usage=usage,
+                             model=self.model, finish_reason=self.stop_reason)
+
+
+def _streamed_input(block: dict[str, Any]) -> str:
+    """A streamed ``tool_use`` block's arguments as a plain answer gives them:
+    ``json.dumps(input, sort_keys=True)``. Fragments that do not join into JSON stay as
+    written, for the agent to report as malformed."""
+    raw = "".join(block["json"])
+    if not raw:
+        return json.dumps(block["input"] or {}, sort_keys=True)
+    try:
+        return json.dumps(json.loads(raw), sort_keys=True)
+    except ValueError:
+        return raw
+
+
 # -- errors ----------------------------------------------------------------------------------
 
 
@@ -258,7 +407,14 @@ def _translate_error(exc: AnthropicError, name: str) -> TetherError:
         # ``error.details.error_code`` names the cause more precisely than ``error.type``.
         code = exc.error_code or str(exc.type or "")
         detail = exc.api_message or exc.message
-        return _status_error(exc.status_code, exc.response.headers, code, detail, name)
+        status = exc.status_code
+        if status < 400:  # an ``error`` event inside a stream that began with 200
+            status = _STREAM_ERROR_STATUS.get(str(exc.type or ""), 0)
+            if not status:
+                return ModelError(f"model {name!r} sent an error inside its stream "
+                                  f"({code or 'no type'}): {detail}", model=name)
+            detail = f"in the stream: {detail}"
+        return _status_error(status, exc.response.headers, code, detail, name)
     if isinstance(exc, anthropic.APIConnectionError):  # includes APITimeoutError
         return ModelUnavailable(f"model {name!r} could not be reached: {exc.message}; worth "
                                 "retrying later", model=name)

@@ -12,22 +12,34 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from typing import Any, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
+    "DeltaSink",
     "Message",
     "Model",
     "ModelRequest",
     "ModelResponse",
     "ModelSettings",
+    "StreamingModel",
+    "TextSink",
     "ToolCall",
     "ToolSpec",
     "Usage",
 ]
 
 Role = Literal["system", "user", "assistant", "tool"]
+
+TextSink = Callable[[str], None]
+"""Where a streaming model sends each piece of text as it arrives."""
+
+DeltaSink = Callable[[str, int, str], None]
+"""Where a runtime sends text deltas: ``(run_id, position, text)``. ``position`` is the model
+call's journal position; the call's journal entry (``model_called`` with the complete text, or
+``model_failed``, whose deltas are then void) follows them."""
 
 
 class ToolCall(BaseModel):
@@ -99,7 +111,13 @@ class ToolSpec(BaseModel):
 
 
 class ModelSettings(BaseModel):
-    """Sampling settings passed through to the provider; ``None`` means its default."""
+    """Sampling settings passed through to the provider; ``None`` means its default.
+
+    ``stream`` asks a model that can (a :class:`StreamingModel`) to stream its answer: the
+    text arrives in deltas while the model writes, and the answer is still one complete
+    :class:`ModelResponse`. It changes how the answer travels, not what is asked, so it is
+    left out of :meth:`ModelRequest.digest`.
+    """
 
     model_config = ConfigDict(frozen=True)
 
@@ -107,6 +125,7 @@ class ModelSettings(BaseModel):
     max_output_tokens: int | None = None
     timeout_s: float | None = None
     extra: dict[str, Any] = Field(default_factory=dict)
+    stream: bool = False
 
 
 class ModelRequest(BaseModel):
@@ -119,8 +138,10 @@ class ModelRequest(BaseModel):
     settings: ModelSettings = ModelSettings()
 
     def digest(self) -> str:
-        """A short stable hash of the request, journaled beside the response."""
-        body = self.model_dump_json(exclude_defaults=False)
+        """A short stable hash of the request, journaled beside the response.
+
+        ``settings.stream`` is not part of it: a streamed and a plain call ask the same."""
+        body = self.model_dump_json(exclude_defaults=False, exclude={"settings": {"stream"}})
         return hashlib.sha256(body.encode()).hexdigest()[:16]
 
 
@@ -173,3 +194,16 @@ class Model(Protocol):
     name: str
 
     async def complete(self, request: ModelRequest) -> ModelResponse: ...
+
+
+@runtime_checkable
+class StreamingModel(Model, Protocol):
+    """A model that can stream: :meth:`stream` sends text to ``on_delta`` as it arrives and
+    returns the complete response, exactly what :meth:`complete` would have returned.
+
+    A stream that ends before the provider said it was done (a cut connection, a server that
+    stopped) raises :class:`~tether.errors.ModelUnavailable` like a lost connection; the text
+    already sent to ``on_delta`` is then void, and nothing partial is returned.
+    """
+
+    async def stream(self, request: ModelRequest, on_delta: TextSink) -> ModelResponse: ...

@@ -27,7 +27,16 @@ provider answer                                        raised
 408, 409, 5xx, timeout, lost connection                ``ModelUnavailable``
 other 4xx                                              ``ModelError`` (``status`` set)
 a body without choices, or not a completion at all     ``MalformedOutput``
+a stream that ends before its ``finish_reason``        ``ModelUnavailable``
+an error inside a stream                               by its ``type``/``code``, as above
 =====================================================  ====================================
+
+Streaming (``ModelSettings.stream``, or :meth:`OpenAIModel.stream` with a delta sink): the call
+is made with ``stream=True`` and ``stream_options.include_usage``; text deltas go to the sink
+as they arrive, and the chunks are assembled into the same :class:`ModelResponse` a plain call
+returns (tool calls by their ``index``, argument text joined from its fragments, usage from the
+last chunk). A stream is complete only once a choice said its ``finish_reason``: one cut before
+that is a lost connection, never half an answer.
 """
 
 from __future__ import annotations
@@ -45,7 +54,15 @@ from tether.errors import (
     UsageError,
 )
 from tether.models._http import status_error
-from tether.models.base import Message, ModelRequest, ModelResponse, ToolCall, ToolSpec, Usage
+from tether.models.base import (
+    Message,
+    ModelRequest,
+    ModelResponse,
+    TextSink,
+    ToolCall,
+    ToolSpec,
+    Usage,
+)
 
 if TYPE_CHECKING:  # the SDK is optional: imported for real only when a model is built
     from openai import AsyncOpenAI, OpenAIError
@@ -62,6 +79,12 @@ _INSTALL_HINT = "pip install 'tether[openai]'"
 # "maximum context length", llama.cpp "exceeds the available context size".
 _OVERFLOW_PHRASES = ("context_length_exceeded", "context length", "context size",
                      "context window", "exceed_context_size")
+# An error sent inside a stream has no HTTP status of its own (the answer began with 200):
+# the status its type or code stands for.
+_STREAM_ERROR_STATUS = {"server_error": 500, "internal_error": 500, "api_error": 500,
+                        "service_unavailable": 503, "overloaded": 503, "timeout": 504,
+                        "rate_limit_exceeded": 429, "rate_limit_error": 429,
+                        "insufficient_quota": 429, "context_length_exceeded": 400}
 
 
 class OpenAIModel:
@@ -98,28 +121,56 @@ class OpenAIModel:
         self._client = client.with_options(max_retries=0)
 
     async def complete(self, request: ModelRequest) -> ModelResponse:
-        """One Chat Completions call; raises the model errors of :mod:`tether.errors`."""
+        """One Chat Completions call (streamed, deltas dropped, when ``settings.stream``);
+        raises the model errors of :mod:`tether.errors`."""
+        if request.settings.stream:
+            return await self.stream(request, _drop)
         import openai
 
-        settings = request.settings
-        tools = [_tool_param(spec) for spec in request.tools]
         try:
-            completion: Any = await self._client.chat.completions.create(
-                model=self.model,
-                messages=_chat_messages(request.messages),
-                tools=tools or openai.omit,
-                temperature=(settings.temperature if settings.temperature is not None
-                             else openai.omit),
-                max_completion_tokens=(settings.max_output_tokens
-                                       if settings.max_output_tokens is not None else openai.omit),
-                timeout=settings.timeout_s if settings.timeout_s is not None else openai.not_given,
-                extra_body=dict(settings.extra) or None,
-            )
+            completion: Any = await self._client.chat.completions.create(**self._params(request))
         except openai.OpenAIError as exc:
             raise _translate_error(exc, self.name) from exc
         # ``Any``: the SDK builds its response models without validation, so a declared field
         # may be None, and a body that is not JSON comes back as a plain string.
         return _read_completion(completion, self.name)
+
+    async def stream(self, request: ModelRequest, on_delta: TextSink) -> ModelResponse:
+        """One streamed Chat Completions call: text deltas to ``on_delta``, the assembled
+        response returned; raises the model errors of :mod:`tether.errors`."""
+        import openai
+
+        assembly = _Assembly()
+        try:
+            chunks: Any = await self._client.chat.completions.create(
+                **self._params(request), stream=True, stream_options={"include_usage": True})
+            async with chunks:
+                async for chunk in chunks:
+                    assembly.add(chunk, on_delta, self.name)
+        except openai.OpenAIError as exc:
+            raise _translate_error(exc, self.name) from exc
+        return assembly.response(self.name)
+
+    def _params(self, request: ModelRequest) -> dict[str, Any]:
+        import openai
+
+        settings = request.settings
+        tools = [_tool_param(spec) for spec in request.tools]
+        return {
+            "model": self.model,
+            "messages": _chat_messages(request.messages),
+            "tools": tools or openai.omit,
+            "temperature": (settings.temperature if settings.temperature is not None
+                            else openai.omit),
+            "max_completion_tokens": (settings.max_output_tokens
+                                      if settings.max_output_tokens is not None else openai.omit),
+            "timeout": settings.timeout_s if settings.timeout_s is not None else openai.not_given,
+            "extra_body": dict(settings.extra) or None,
+        }
+
+
+def _drop(text: str) -> None:
+    """The delta sink of a streamed call nobody watches."""
 
 
 def _build_client(base_url: str | None, api_key: str | None) -> AsyncOpenAI:
@@ -219,6 +270,83 @@ def _usage(usage: Any) -> Usage:
                  cached_input_tokens=cached or 0)
 
 
+class _Assembly:
+    """The chunks of one streamed completion, put back together as one response."""
+
+    def __init__(self) -> None:
+        self.content: list[str] | None = None  # None: no content chunk came (content null)
+        self.refusal: list[str] = []
+        self.calls: dict[int, dict[str, Any]] = {}
+        self.model = ""
+        self.finish_reason: str | None = None
+        self.usage: Any = None
+
+    def add(self, chunk: Any, on_delta: TextSink, name: str) -> None:
+        try:
+            self._add(chunk, on_delta)
+        except (AttributeError, TypeError, ValueError) as exc:
+            raise MalformedOutput(f"model {name!r} streamed something that cannot be read as a "
+                                  f"completion chunk ({exc}): {chunk!r:.300}",
+                                  model=name) from exc
+
+    def _add(self, chunk: Any, on_delta: TextSink) -> None:
+        if not self.model and chunk.model:
+            self.model = chunk.model
+        if chunk.usage is not None:
+            self.usage = chunk.usage
+        for choice in chunk.choices or ():
+            if choice.index != 0:  # n > 1 is not asked for; the first choice is the answer
+                continue
+            delta = choice.delta
+            if delta is not None:
+                if delta.content is not None:
+                    self.content = [*(self.content or []), delta.content]
+                    if delta.content:  # the opening chunk's "" is no text
+                        on_delta(delta.content)
+                if delta.refusal:
+                    self.refusal.append(delta.refusal)
+                    on_delta(delta.refusal)
+                for fragment in delta.tool_calls or ():
+                    self._add_call(fragment)
+            if choice.finish_reason is not None:
+                self.finish_reason = choice.finish_reason
+
+    def _add_call(self, fragment: Any) -> None:
+        call = self.calls.setdefault(fragment.index, {"id": None, "name": "", "arguments": []})
+        if fragment.id and not call["id"]:
+            call["id"] = fragment.id
+        function = fragment.function
+        if function is None:
+            return
+        # The name comes whole in one fragment; servers that repeat it must not double it.
+        if function.name and not call["name"]:
+            call["name"] = function.name
+        arguments = function.arguments
+        if arguments is not None and not isinstance(arguments, str):
+            arguments = json.dumps(arguments, sort_keys=True)  # an object instead of its text
+        if arguments:
+            call["arguments"].append(arguments)
+
+    def response(self, name: str) -> ModelResponse:
+        if self.finish_reason is None:
+            raise ModelUnavailable(f"model {name!r}: the stream ended before the answer was "
+                                   "finished (no finish_reason); worth retrying later",
+                                   model=name)
+        calls = tuple(
+            ToolCall(id=call["id"] or f"call_{i}", name=call["name"],
+                     arguments="".join(call["arguments"]))
+            for i, (_, call) in enumerate(sorted(self.calls.items()))
+        )
+        text = "".join(self.content) if self.content is not None else "".join(self.refusal)
+        try:
+            usage = _usage(self.usage)
+        except (AttributeError, TypeError, ValueError) as exc:
+            raise MalformedOutput(f"model {name!r} streamed usage that cannot be read ({exc}): "
+                                  f"{self.usage!r:.300}", model=name) from exc
+        return ModelResponse(text=text, tool_calls=calls, usage=usage, model=self.model,
+                             finish_reason=self.finish_reason)
+
+
 # -- errors ----------------------------------------------------------------------------------
 
 
@@ -236,6 +364,13 @@ def _translate_error(exc: OpenAIError, name: str) -> TetherError:
     if isinstance(exc, openai.APIResponseValidationError):
         return MalformedOutput(f"model {name!r} answered something that is not a completion: "
                                f"{exc.message}", model=name, status=exc.status_code)
+    if type(exc) is openai.APIError and isinstance(exc.body, Mapping):
+        # An error sent inside a stream: judged by what it says, as its HTTP answer would be.
+        code = str(exc.body.get("code") or exc.body.get("type") or "")
+        status = _STREAM_ERROR_STATUS.get(code) or _STREAM_ERROR_STATUS.get(
+            str(exc.body.get("type") or ""))
+        if status is not None:
+            return _status_error(status, {}, code, f"in the stream: {exc.message}", name)
     return ModelError(f"model {name!r}: the openai SDK failed: {type(exc).__name__}: {exc}",
                       model=name)
 

@@ -15,7 +15,7 @@ import json
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from tether.models.base import ModelRequest, ModelResponse, ToolCall, Usage
+from tether.models.base import ModelRequest, ModelResponse, TextSink, ToolCall, Usage
 
 __all__ = ["ScriptedModel", "call", "reply", "sequence"]
 
@@ -25,12 +25,27 @@ Script = Callable[[ModelRequest], ModelResponse | Awaitable[ModelResponse]]
 class ScriptedModel:
     """Answers with ``script(request)``. The script may raise the model errors of
     :mod:`tether.errors` to play a failing provider. Usage, when the script does not set it,
-    is estimated as one token per four characters, so budgets have something to count."""
+    is estimated as one token per four characters, so budgets have something to count.
 
-    def __init__(self, script: Script, *, name: str = "scripted") -> None:
+    It can stream (:meth:`stream`, used when ``ModelSettings.stream`` is set): the reply's
+    text goes out in deltas of ``delta_chars`` characters, then the reply is returned whole,
+    so a server's streaming can be tested without a provider."""
+
+    def __init__(self, script: Script, *, name: str = "scripted", delta_chars: int = 8) -> None:
+        if delta_chars < 1:
+            raise ValueError(f"delta_chars must be at least 1, got {delta_chars}")
         self.script = script
         self.name = name
+        self.delta_chars = delta_chars
         self.calls = 0
+
+    async def stream(self, request: ModelRequest, on_delta: TextSink) -> ModelResponse:
+        """The scripted reply, its text sent to ``on_delta`` piece by piece first."""
+        response = await self.complete(request)
+        step = self.delta_chars
+        for start in range(0, len(response.text), step):
+            on_delta(response.text[start:start + step])
+        return response
 
     async def complete(self, request: ModelRequest) -> ModelResponse:
         self.calls += 1

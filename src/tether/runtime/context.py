@@ -41,7 +41,7 @@ from tether.runtime.retry import RetryPolicy
 from tether.runtime.tools import Tool
 
 if TYPE_CHECKING:
-    from tether.models.base import Model, ModelRequest, ModelResponse
+    from tether.models.base import DeltaSink, Model, ModelRequest, ModelResponse
     from tether.models.pricing import PriceTable
 
 __all__ = ["CompletedWrite", "RunContext"]
@@ -78,8 +78,12 @@ class RunContext:
         probe: Probe | None = None,
         retry: RetryPolicy | None = None,
         breakers: Breakers | None = None,
+        deltas: DeltaSink | None = None,
     ) -> None:
         self.journal = journal
+        #: Where a streaming model call sends its text deltas (the runtime's delta listeners);
+        #: ``None``: nobody listens. Never journaled, never replayed.
+        self.deltas = deltas
         self.clock = clock
         self.run_id = journal.run_id
         self.seed = seed

@@ -2,6 +2,12 @@
 
 The response (or the classified failure) is journaled at the call's position; on replay the
 recorded response is returned, or the recorded error raised, without calling the model.
+
+With ``settings.stream`` a :class:`~tether.models.base.StreamingModel` streams: its text deltas
+go to the run's delta sink (``RunContext.deltas``) as ``(run_id, position, text)`` while the
+model writes, and only the complete response is journaled. A stream cut mid-way is a failed
+call like a lost connection (journaled as ``model_failed``; its deltas are void); a replay
+returns the recorded response and sends no delta.
 """
 
 from __future__ import annotations
@@ -11,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from tether.errors import ModelUnavailable, error_record, rebuild_error
 from tether.events import ModelCalled, ModelFailed
-from tether.models.base import Model, ModelRequest, ModelResponse
+from tether.models.base import Model, ModelRequest, ModelResponse, StreamingModel
 from tether.models.pricing import PriceTable
 from tether.runtime.ambiguity import cancel_requested
 from tether.runtime.codec import to_json
@@ -52,7 +58,7 @@ async def call_model(ctx: RunContext, model: Model, request: ModelRequest,
     digest = request.digest()
     started = ctx.clock.now()
     try:
-        response = await within(ctx.clock, model.complete(request),
+        response = await within(ctx.clock, _ask(ctx, pos, model, request),
                                 ctx.call_timeout_s(request.settings.timeout_s))
     except TimeoutError as exc:
         error = ModelUnavailable(f"model {model.name!r}: {exc}", model=model.name)
@@ -79,6 +85,21 @@ async def call_model(ctx: RunContext, model: Model, request: ModelRequest,
                        latency_s=max(0.0, ctx.clock.now() - started))
     ctx.probe(pos, model.name, "after_model")
     return response
+
+
+async def _ask(ctx: RunContext, pos: int, model: Model, request: ModelRequest) -> ModelResponse:
+    """The live call: streamed to the run's delta sink when the settings ask for it and the
+    model can; otherwise one ``complete``."""
+    if not (request.settings.stream and isinstance(model, StreamingModel)):
+        return await model.complete(request)
+    sink = ctx.deltas
+    run_id = ctx.run_id
+
+    def on_delta(text: str) -> None:
+        if sink is not None and text:
+            sink(run_id, pos, text)
+
+    return await model.stream(request, on_delta)
 
 
 def _record_failure(ctx: RunContext, pos: int, model: Model, digest: str, exc: BaseException,

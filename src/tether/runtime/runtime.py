@@ -50,6 +50,7 @@ from tether.runtime.saga import compensate
 from tether.store.base import Lease, Store
 
 if TYPE_CHECKING:
+    from tether.models.base import DeltaSink
     from tether.policy.approvals import PendingApproval
     from tether.runtime.client_tools import ClientCall
 from tether.store.memory import MemoryStore
@@ -184,6 +185,7 @@ class Runtime:
         self._rng = random.Random(system_seed() if seed is None else seed)
         self._probe = probe
         self._listeners = tuple(listeners)
+        self._delta_listeners: tuple[DeltaSink, ...] = ()
         self._workflows: dict[str, Workflow] = {}
         for wf in workflows:
             self.register(wf)
@@ -206,6 +208,21 @@ class Runtime:
     def add_listener(self, listener: Listener) -> None:
         """Tell ``listener`` of every event this runtime appends from now on."""
         self._listeners = (*self._listeners, listener)
+
+    def add_delta_listener(self, listener: DeltaSink) -> None:
+        """Tell ``listener`` of every text delta a streaming model call of this runtime's runs
+        receives from now on, as ``(run_id, position, text)`` (see
+        :data:`tether.models.base.DeltaSink`). Deltas are not events: they are not journaled,
+        a replay or a resumed run never produces them again, and a listener that raises is
+        ignored (the run goes on)."""
+        self._delta_listeners = (*self._delta_listeners, listener)
+
+    def _emit_delta(self, run_id: str, position: int, text: str) -> None:
+        for listener in self._delta_listeners:
+            try:
+                listener(run_id, position, text)
+            except Exception:  # a hint for watchers; a broken watcher must not fail the run
+                continue
 
     # -- starting and resuming ------------------------------------------------------------
 
@@ -444,7 +461,7 @@ class Runtime:
         started = journal.started
         assert started is not None
         ctx = RunContext(journal, self.clock, seed=started.seed, probe=self._probe,
-                         retry=self.retry, breakers=self.breakers)
+                         retry=self.retry, breakers=self.breakers, deltas=self._emit_delta)
         run_id = journal.run_id
         try:
             if named.takes_input():
