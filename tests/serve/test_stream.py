@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -14,8 +15,10 @@ from pydantic import BaseModel
 from tether import Agent, ModelRequest, ModelResponse, Runtime, ToolCall, tool
 from tether.clock import VirtualClock
 from tether.events import (
+    Decision,
     Event,
     ModelCalled,
+    ResourceVersion,
     RunFinished,
     RunStarted,
     RunStatus,
@@ -29,9 +32,10 @@ from tether.models.scripted import ScriptedModel, call, reply
 from tether.policy import Policy, argument_limit
 from tether.runtime.client_tools import client_tool
 from tether.serve.sse import SseFrame, parse_frames
-from tether.serve.stream import UiEvent, event_stream, ui_events
+from tether.serve.stream import UiEvent, event_stream, format_event, ui_events
 from tether.sessions import Sessions
 from tether.sessions.tools import session_tools
+from tether.store.base import Lease, RunInfo
 from tether.store.memory import MemoryStore
 from tether.store.sqlite import SQLiteStore
 
@@ -135,7 +139,6 @@ def test_turn_maps_every_event_kind() -> None:
     ids = [int(f.id) for f in frames if f.id is not None]
     assert ids == sorted(set(ids))
     assert [f.id for f in frames if f.event == "resource.updated"] == [None]
-    import json
     data = [json.loads(f.data) for f in frames]
     by_type: dict[str, list[dict[str, Any]]] = {}
     for frame, item in zip(frames, data, strict=True):
@@ -173,83 +176,225 @@ def test_waiting_turn_ends_with_run_waiting() -> None:
     frames = _collect(sessions.runtime.store, waiting.run.run_id)
     assert [f.event for f in frames][-2:] == ["client_tool.requested", "run.waiting"]
     assert frames[-1].id is None
-    import json
     assert [w["call_id"] for w in json.loads(frames[-1].data)["waiting_for"]] == ["c2"]
 
 
 # -- synthetic journals -----------------------------------------------------------------------
 
+TURN, SESSION = "session:x:turn:1", "session:x"
 
-def _events(kinds: list[str], *, end: str) -> list[Event]:
-    """A journal from a list of kinds: run_started, then each kind, then ``end``."""
-    events: list[Event] = [RunStarted(seq=1, at=0.0, workflow="a", input={"text": "go"},
-                                      seed=1)]
-    pos = 0
-    for kind in kinds:
-        seq, pos = len(events) + 1, pos + 1
-        if kind == "text":
-            events.append(ModelCalled(seq=seq, at=0.0, pos=pos, model="m", request_digest="d",
-                                      response={"text": f"answer {seq}"}))
-        elif kind == "call":
-            events.append(ModelCalled(seq=seq, at=0.0, pos=pos, model="m", request_digest="d",
-                                      response={"tool_calls": [
-                                          {"id": f"k{seq}", "name": "t", "arguments": "{}"},
-                                          {"id": f"j{seq}", "name": "t", "arguments": "{}"}]}))
-        elif kind == "intent":
-            events.append(ToolIntent(seq=seq, at=0.0, pos=pos, tool="t", effect="idempotent",
-                                     key=f"k{pos}", args={}))
-        elif kind == "result":
-            events.append(ToolResult(seq=seq, at=0.0, pos=pos, tool="t", result={"n": seq}))
-        elif kind == "step":
-            events.append(StepRecorded(seq=seq, at=0.0, pos=pos, call="now", name="now",
-                                       result=0.0))
-        elif kind == "approval":
-            events.append(WaitStarted(seq=seq, at=0.0, pos=pos, key=f"approval:{pos}",
-                                      data={"tool": "t", "role": "r", "reason": "why"}))
-            events.append(WaitResolved(seq=seq + 1, at=0.0, key=f"approval:{pos}",
-                                       value={"approved": True}, by="sam"))
-    seq = len(events) + 1
-    if end == "finished":
-        events.append(RunFinished(seq=seq, at=0.0, status=RunStatus.COMPLETED,
+
+class _Journal:
+    """A turn's run journal and the session stream it wrote to, built from a list of kinds, and
+    the order the writes happened in (``(stream, event)``)."""
+
+    def __init__(self, kinds: list[str], *, end: str) -> None:
+        self.run: list[Event] = []
+        self.session: list[Event] = [RunStarted(seq=1, at=0.0, workflow="tether.session",
+                                                seed=0)]
+        self.writes: list[tuple[str, Event]] = []
+        self.pos = 0
+        self._add(RunStarted(seq=1, at=0.0, workflow="a", input={"text": "go"}, seed=1,
+                             session_id="x"))
+        for kind in kinds:
+            getattr(self, f"_{kind}")()
+        if end == "finished":
+            self._add(RunFinished(seq=self._seq(), at=0.0, status=RunStatus.COMPLETED,
                                   result={"answer": "done"}))
-    else:
-        events.append(WaitStarted(seq=seq, at=0.0, pos=pos + 1, key=f"client:{pos + 1}:z",
+        else:
+            pos = self._pos()
+            self._add(WaitStarted(seq=self._seq(), at=0.0, pos=pos, key=f"client:{pos}:z",
                                   data={"call_id": "z", "tool": "ask"}))
-    return events
+
+    def _seq(self) -> int:
+        return len(self.run) + 1
+
+    def _pos(self) -> int:
+        self.pos += 1
+        return self.pos
+
+    def _add(self, event: Event) -> None:
+        self.run.append(event)
+        self.writes.append(("run", event))
+
+    def _model(self, response: dict[str, Any]) -> None:
+        self._add(ModelCalled(seq=self._seq(), at=0.0, pos=self._pos(), model="m",
+                              request_digest="d", response=response))
+
+    def _text(self) -> None:
+        self._model({"text": f"answer {self._seq()}"})
+
+    def _call(self) -> None:
+        seq = self._seq()
+        self._model({"text": "", "tool_calls": [
+            {"id": f"k{seq}", "name": "t", "arguments": "{}"},
+            {"id": f"j{seq}", "name": "t", "arguments": "{}"}]})
+
+    def _intent(self) -> None:
+        pos = self._pos()
+        self._add(ToolIntent(seq=self._seq(), at=0.0, pos=pos, tool="t", effect="idempotent",
+                             key=f"{TURN}:{pos}", args={}))
+
+    def _result(self) -> None:
+        self._add(ToolResult(seq=self._seq(), at=0.0, pos=self._pos(), tool="t",
+                             result={"n": self._seq()}))
+
+    def _step(self) -> None:
+        self._add(StepRecorded(seq=self._seq(), at=0.0, pos=self._pos(), call="now",
+                               name="now", result=0.0))
+
+    def _approval(self) -> None:
+        pos = self._pos()
+        self._add(WaitStarted(seq=self._seq(), at=0.0, pos=pos, key=f"approval:{pos}",
+                              data={"tool": "t", "role": "r", "reason": "why"}))
+        self._add(WaitResolved(seq=self._seq(), at=0.0, key=f"approval:{pos}",
+                               value={"approved": True}, by="sam"))
+
+    def _client(self) -> None:
+        pos = self._pos()
+        self._add(WaitStarted(seq=self._seq(), at=0.0, pos=pos, key=f"client:{pos}:q{pos}",
+                              data={"call_id": f"q{pos}", "tool": "ask"}))
+        self._add(WaitResolved(seq=self._seq(), at=0.0, key=f"client:{pos}:q{pos}",
+                               value="yes", by="client"))
+
+    def _resource(self) -> None:
+        pos = self._pos()
+        self._add(ToolIntent(seq=self._seq(), at=0.0, pos=pos, tool="update_resource",
+                             effect="idempotent", key=f"{TURN}:{pos}", args={"name": "doc"}))
+        version = ResourceVersion(seq=len(self.session) + 1, at=0.0, name="doc",
+                                  version=len(self.session), content={"v": pos},
+                                  provenance={"run_id": TURN, "key": f"{TURN}:{pos}"})
+        self.session.append(version)
+        self.writes.append(("session", version))
+        self._add(ToolResult(seq=self._seq(), at=0.0, pos=pos, tool="update_resource",
+                             result={"name": "doc"}))
+
+    def _invalid(self) -> None:
+        seq = self._seq()
+        self._model({"text": "", "tool_calls": [{"id": f"x{seq}", "name": "nope",
+                                                 "arguments": "{}"}]})
+        self._add(Decision(seq=self._seq(), at=0.0, pos=self._pos(), name="recover",
+                           data={"call_id": f"x{seq}", "tool": "nope", "action": "observe",
+                                 "failure": "invalid_tool_call", "message": "no such tool"}))
+
+    def expected(self) -> list[UiEvent]:
+        return ui_events(self.run, run_id=TURN, session_events=self.session)
 
 
-def _journal_backed(events: list[Event]) -> list[tuple[int, str]]:
-    return [(u.id, u.type) for u in ui_events(events) if u.id is not None]
+def _journal_backed(events: list[UiEvent]) -> list[tuple[int, str]]:
+    return [(u.id, u.type) for u in events if u.id is not None]
 
 
-_KINDS = st.sampled_from(["text", "call", "intent", "result", "step", "approval"])
+_KINDS = st.sampled_from(["text", "call", "intent", "result", "step", "approval", "client",
+                          "resource", "invalid"])
+_ENDS = st.sampled_from(["finished", "waiting"])
+
+
+def _terminal(end: str) -> str:
+    return "turn.finished" if end == "finished" else "run.waiting"
 
 
 @settings(max_examples=60, deadline=None)
-@given(kinds=st.lists(_KINDS, max_size=12), end=st.sampled_from(["finished", "waiting"]),
+@given(kinds=st.lists(_KINDS, max_size=12), end=_ENDS,
        drops=st.lists(st.integers(min_value=0, max_value=6), max_size=8))
 def test_resumed_streams_deliver_every_event_once(kinds: list[str], end: str,
                                                   drops: list[int]) -> None:
     """For any journal and any points where the connection drops, the streams resumed at each
-    client-seen last id give every journal-backed event exactly once, in order, and each
-    resumed stream of a waiting run ends with run.waiting."""
-    events = _events(kinds, end=end)
+    client-seen last id give every journal-backed event exactly once, in order, every resource
+    update at least once, and end with the terminal event."""
+    journal = _Journal(kinds, end=end)
     store = MemoryStore()
-    store.append("r", events, expected_last_seq=0)
+    store.append(TURN, journal.run, expected_last_seq=0)
+    store.append(SESSION, journal.session, expected_last_seq=0)
     seen: list[tuple[int, str]] = []
+    revisions: set[int] = set()
     last, ended = 0, ""
     for reads in [*drops, None]:
-        frames = [f for f in _collect(store, "r", after=last) if f.comment is None]
+        frames = [f for f in _collect(store, TURN, after=last) if f.comment is None]
         frames = frames if reads is None else frames[:reads]
         for frame in frames:
             if frame.id is not None:
                 seen.append((int(frame.id), frame.event))
+            if frame.event == "resource.updated":
+                revisions.add(json.loads(frame.data)["revision"])
             last = int(frame.last_id) if frame.last_id else last
         if frames and frames[-1].event in ("turn.finished", "run.waiting"):
             ended = frames[-1].event
             break
-    assert ended == ("turn.finished" if end == "finished" else "run.waiting")
-    assert seen == _journal_backed(events)
+    expected = journal.expected()
+    assert seen == _journal_backed(expected)
+    assert revisions == {u.data["revision"] for u in expected if u.type == "resource.updated"}
+    assert ended == _terminal(end)
+
+
+class _Interleaving:
+    """A store handle on which, before each read, another writer lands its next writes
+    (``sizes`` cycled: how many each time), then releases the run."""
+
+    def __init__(self, inner: MemoryStore, writes: list[tuple[str, Event]],
+                 sizes: list[int]) -> None:
+        self.inner, self.writes, self.sizes, self.calls = inner, writes, sizes, 0
+        self.lease: Lease | None = inner.acquire(TURN, "worker", now=0.0, ttl_s=1e12)
+
+    def done(self) -> bool:
+        return self.lease is None
+
+    def _land(self) -> None:
+        count = self.sizes[self.calls % len(self.sizes)]
+        self.calls += 1
+        for stream, event in self.writes[:count]:
+            target = TURN if stream == "run" else SESSION
+            self.inner.append(target, [event], expected_last_seq=len(self.inner.read(target)),
+                              lease=self.lease if stream == "run" else None)
+        self.writes = self.writes[count:]
+        if not self.writes and self.lease is not None:
+            self.inner.release(self.lease)
+            self.lease = None
+
+    def read(self, run_id: str, *, after_seq: int = 0) -> list[Event]:
+        self._land()
+        return self.inner.read(run_id, after_seq=after_seq)
+
+    def get_run(self, run_id: str) -> RunInfo | None:
+        self._land()
+        return self.inner.get_run(run_id)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+@settings(max_examples=60, deadline=None)
+@given(kinds=st.lists(_KINDS, max_size=10), end=_ENDS,
+       batches=st.lists(st.integers(min_value=0, max_value=3), max_size=10))
+def test_live_stream_sends_what_a_replay_sends(kinds: list[str], end: str,
+                                               batches: list[int]) -> None:
+    """Followed live while the writes land at any points between the stream's store reads
+    (run events, resource versions in the session stream, the worker letting go of a waiting
+    run), the stream sends exactly the frames a replay of the finished journal sends, in the
+    same order, then the terminal event."""
+    journal = _Journal(kinds, end=end)
+    inner = MemoryStore()
+    inner.append(TURN, journal.run[:1], expected_last_seq=0)
+    inner.append(SESSION, journal.session[:1], expected_last_seq=0)
+    store = _Interleaving(inner, journal.writes[1:], [*batches, 1])
+    idle = 0
+
+    async def wake() -> None:
+        nonlocal idle
+        idle = idle + 1 if store.done() else 0
+        if idle > 3:
+            raise AssertionError("the stream did not end once everything was written")
+
+    async def go() -> list[str]:
+        stream = event_stream(store, TURN, wake=wake, keepalive_s=1e9,
+                              clock=VirtualClock(start=0.0), poll_s=1e6)
+        return [frame async for frame in stream]
+
+    frames = asyncio.run(go())
+    expected = [format_event(u) for u in journal.expected()]
+    assert frames[:len(expected)] == expected
+    assert [f.event for f in parse_frames(frames[len(expected):])] == \
+        ([] if end == "finished" else ["run.waiting"])
 
 
 def test_live_stream_sees_events_another_handle_appends(tmp_path: Path) -> None:
@@ -257,7 +402,7 @@ def test_live_stream_sees_events_another_handle_appends(tmp_path: Path) -> None:
     same file (no wake: the stream polls on its clock) and ends at turn.finished."""
     path = tmp_path / "runs.db"
     reader, writer = SQLiteStore(path), SQLiteStore(path)
-    events = _events(["text", "intent", "result", "text"], end="finished")
+    events = _Journal(["text", "intent", "result", "text"], end="finished").run
     writer.append("r", events[:1], expected_last_seq=0)
     writer.acquire("r", "worker", now=0.0, ttl_s=1e12)
     lease = writer.get_run("r").lease  # type: ignore[union-attr]
@@ -287,7 +432,7 @@ def test_keepalives_while_idle_and_no_end_while_a_worker_holds_the_run() -> None
     every keepalive_s of the virtual clock and does not end, even with a wait open (a second
     client call of the round may still be requested)."""
     store = MemoryStore()
-    events = _events([], end="waiting")
+    events = _Journal([], end="waiting").run
     store.append("r", events, expected_last_seq=0)
     store.acquire("r", "worker", now=0.0, ttl_s=1e12)
     clock = VirtualClock(start=0.0)
@@ -302,7 +447,7 @@ def test_stream_ends_with_run_waiting_once_the_worker_lets_go() -> None:
     the worker holds the run; once it releases the run, the second request and run.waiting
     follow and the stream ends."""
     store = MemoryStore()
-    events = _events([], end="waiting")
+    events = _Journal([], end="waiting").run
     store.append("r", events, expected_last_seq=0)
     lease = store.acquire("r", "worker", now=0.0, ttl_s=1e12)
 
@@ -329,7 +474,7 @@ def test_deltas_pass_through_without_id() -> None:
     """Token deltas from the optional source are sent as they come, with no id, between the
     journal's frames."""
     store = MemoryStore()
-    events = _events([], end="finished")
+    events = _Journal([], end="finished").run
     store.append("r", events[:1], expected_last_seq=0)
     lease = store.acquire("r", "worker", now=0.0, ttl_s=1e12)
 

@@ -137,32 +137,58 @@ def ui_events(events: Sequence[Event], *, run_id: str = "",
     """The UI events a run's journal ``events`` imply, in order; pure, no I/O.
 
     ``session_events`` (the session's stream, for a turn) adds a ``resource.updated`` for each
-    resource version run ``run_id`` wrote, placed after the intent of the call that wrote it.
+    resource version run ``run_id`` wrote, placed right after the ``tool.started`` of the call
+    that wrote it (or, when its intent is not among ``events``, before the last frame).
     """
-    out: list[UiEvent] = []
-    calls = _Calls()
-    intents: dict[str, int] = {}
+    mapper = _Mapper(run_id)
+    keyed: list[tuple[int, int, UiEvent]] = []
     for event in events:
-        ui = _map(event, run_id, calls)
-        if isinstance(event, ToolIntent):
-            intents.setdefault(event.key, event.seq)
+        ui = mapper.journal(event)
         if ui is not None:
-            out.append(UiEvent(ui[0], ui[1], id=event.seq, position=event.seq))
+            keyed.append((ui.position, 0, ui))
     last = events[-1].seq if events else 0
-    resources = [_resource(e, intents, last) for e in session_events
-                 if run_id and isinstance(e, ResourceVersion)
-                 and e.provenance.get("run_id") == run_id]
-    if resources:
-        # Stable: a resource update goes right after the frame at its position.
-        out = sorted(out + resources, key=lambda u: (u.position, u.id is None))
-    return out
+    for event in session_events:
+        if mapper.wrote(event):
+            keyed.append(mapper.resource(event, last))
+    # Stable: frames of one position keep the journal's and the session's own order.
+    return [ui for *_, ui in sorted(keyed, key=lambda k: (k[0], k[1]))]
 
 
-def _resource(event: ResourceVersion, intents: dict[str, int], last: int) -> UiEvent:
-    position = intents.get(str(event.provenance.get("key")), last)
-    return UiEvent("resource.updated", {
-        "name": event.name, "version": event.version, "revision": event.seq,
-        "content": event.content, "provenance": dict(event.provenance)}, position=position)
+class _Mapper:
+    """The state the mapping carries along a journal: the calls, the writes' intents."""
+
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+        self.calls = _Calls()
+        self.intents: dict[str, int] = {}
+
+    def journal(self, event: Event) -> UiEvent | None:
+        """The frame of one journal event (fed in order), if it has one."""
+        if isinstance(event, ToolIntent):
+            self.intents.setdefault(event.key, event.seq)
+        ui = _map(event, self.run_id, self.calls)
+        return None if ui is None else UiEvent(ui[0], ui[1], id=event.seq, position=event.seq)
+
+    def wrote(self, event: Event) -> bool:
+        """Whether ``event`` (of the session's stream) is a resource version this run wrote."""
+        return bool(self.run_id) and isinstance(event, ResourceVersion) and \
+            event.provenance.get("run_id") == self.run_id
+
+    def anchor(self, event: ResourceVersion) -> int | None:
+        """The seq of the intent of the call that wrote ``event``, if read."""
+        return self.intents.get(str(event.provenance.get("key")))
+
+    def resource(self, event: Event, last: int) -> tuple[int, int, UiEvent]:
+        """The ``resource.updated`` of a version this run wrote, with its sort key: after the
+        frame of its call's intent, or before the frame at ``last`` when the intent is not
+        known."""
+        assert isinstance(event, ResourceVersion)
+        anchor = self.anchor(event)
+        position, rank = (last, -1) if anchor is None else (anchor, 1)
+        return position, rank, UiEvent("resource.updated", {
+            "name": event.name, "version": event.version, "revision": event.seq,
+            "content": event.content, "provenance": dict(event.provenance)},
+            position=position)
 
 
 class _Calls:
@@ -255,6 +281,8 @@ def _model(event: ModelCalled, calls: _Calls) -> tuple[str, dict[str, Any]] | No
 
 
 def _decision(event: Decision, calls: _Calls) -> tuple[str, dict[str, Any]] | None:
+    if event.name == "recover" and "call_id" in event.data:
+        return _judged(event, calls)
     if event.name != "policy" or "call_id" not in event.data:
         return None
     call_id = str(event.data["call_id"])
@@ -265,6 +293,23 @@ def _decision(event: Decision, calls: _Calls) -> tuple[str, dict[str, Any]] | No
     return "tool.finished", {"call_id": call_id, "tool": event.data.get("tool"),
                              "status": "denied", "reason": event.data.get("reason", ""),
                              "rule": event.data.get("rule")}
+
+
+def _judged(event: Decision, calls: _Calls) -> tuple[str, dict[str, Any]] | None:
+    """A failed call the loop judged: the error the model reads, unless a tool event already
+    finished the call (a refreshed credential makes the call again: it is open once more)."""
+    call_id = str(event.data["call_id"])
+    if event.data.get("action") == "refresh_auth":
+        calls.done.discard(call_id)
+        calls.current = call_id
+        return None
+    if call_id in calls.done:
+        return None
+    calls.finish(call_id)
+    return "tool.finished", {"call_id": call_id, "tool": event.data.get("tool"),
+                             "status": "error", "failure": event.data.get("failure"),
+                             "error": {"message": event.data.get("message", "")},
+                             "action": event.data.get("action")}
 
 
 def _finished(event: ToolResult | ToolError | ToolAmbiguous, calls: _Calls) -> dict[str, Any]:
@@ -435,38 +480,56 @@ class _Follower:
         self.after = max(0, int(after))
         self.sent = self.after
         self.events: list[Event] = []
-        self.session: list[Event] = []
-        self.revisions: set[int] = set()
+        self.session_seq = 0
+        self.mapper = _Mapper(run_id)
+        #: Resource versions of this run read but not sent yet (their call's intent unread).
+        self.unplaced: list[ResourceVersion] = []
 
     def poll(self) -> tuple[list[str], bool]:
         """New frames since the last poll, and whether the stream is over."""
-        last = self.events[-1].seq if self.events else 0
-        self.events += self.store.read(self.run_id, after_seq=last)
+        new = self.store.read(self.run_id, after_seq=self.events[-1].seq if self.events else 0)
+        self.events += new
+        keyed: list[tuple[int, int, UiEvent]] = []
+        for event in new:
+            ui = self.mapper.journal(event)
+            if ui is not None and ui.id is not None and ui.id > self.sent:
+                keyed.append((ui.position, 0, ui))
         started = self.events[0] if self.events else None
         if isinstance(started, RunStarted) and started.session_id:
             # Read after the run's events: a version written before any event just read is
-            # in this read, so it is sent before the frames that follow it.
-            seen = self.session[-1].seq if self.session else 0
-            self.session += self.store.read(stream_id(started.session_id), after_seq=seen)
+            # in this read, so it is placed before the frames that follow it.
+            for event in self.store.read(stream_id(started.session_id),
+                                         after_seq=self.session_seq):
+                self.session_seq = event.seq
+                if self.mapper.wrote(event):
+                    assert isinstance(event, ResourceVersion)
+                    self.unplaced.append(event)
+        finished = bool(self.events) and isinstance(self.events[-1], RunFinished)
+        ending = finished or self._suspended()
+        last = self.events[-1].seq if self.events else 0
+        waiting = []
+        for version in self.unplaced:
+            # A version whose intent is not read yet waits for it (so the stream shows it
+            # where a replay does), unless the run is over: then it goes before the end.
+            if self.mapper.anchor(version) is None and not ending:
+                waiting.append(version)
+                continue
+            position, rank, ui = self.mapper.resource(version, last)
+            # Without an id: resent on a stream resumed at or before its place (the client
+            # may have missed it); clients key it by name and version.
+            if position >= self.after:
+                keyed.append((position, rank, ui))
+        self.unplaced = waiting
         frames: list[str] = []
-        for event in ui_events(self.events, run_id=self.run_id, session_events=self.session):
-            if event.id is not None:
-                if event.id <= self.sent:
-                    continue
-                self.sent = event.id
-            elif event.type == "resource.updated":
-                # Without an id: resent from the resume point on (the client may have missed
-                # it), never twice on one connection. Clients key it by revision.
-                revision = int(event.data["revision"])
-                if revision in self.revisions or event.position < self.after:
-                    continue
-                self.revisions.add(revision)
-            frames.append(format_event(event))
-            if event.type == "turn.finished":
+        for _, _, ui in sorted(keyed, key=lambda k: (k[0], k[1])):
+            if ui.id is not None:
+                self.sent = ui.id
+            frames.append(format_event(ui))
+            if ui.type == "turn.finished":
                 return frames, True
-        if self.events and isinstance(self.events[-1], RunFinished):
+        if finished:
             return frames, True
-        if self._suspended():
+        if ending:
             frames.append(format_event(_waiting(self.events)))
             return frames, True
         return frames, False
