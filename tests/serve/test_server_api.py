@@ -136,7 +136,7 @@ def test_another_tenant_can_read_continue_restore_or_decide_nothing(tmp_path: Pa
             for method, path in _paths(run_id):
                 if path in ("/v1/sessions", "/v1/approvals", "/v1/runs"):
                     continue
-                body = next((b for k, b in bodies.items() if path.endswith(k)), {})
+                body: Any = next((b for k, b in bodies.items() if path.endswith(k)), {})
                 response = await s.call(method, path, "mallory", body)
                 assert response.status_code == 404, (method, path, response.text)
             assert (await s.call("GET", "/v1/approvals", "mallory")).json()["approvals"] == []
