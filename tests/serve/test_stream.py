@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
+import re
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel
@@ -31,7 +34,7 @@ from tether.events import (
 from tether.models.scripted import ScriptedModel, call, reply
 from tether.policy import Policy, argument_limit
 from tether.runtime.client_tools import client_tool
-from tether.serve.sse import SseFrame, parse_frames
+from tether.serve.sse import SseFrame, comment, format_frame, parse_frames
 from tether.serve.stream import UiEvent, event_stream, format_event, ui_events
 from tether.sessions import Sessions
 from tether.sessions.tools import session_tools
@@ -500,3 +503,65 @@ def _chunks(text: str, cuts: list[int]) -> Iterator[str]:
         yield text[start:cut]
         start = cut
     yield text[start:]
+
+
+# -- the wire format -------------------------------------------------------------------------
+
+_FRAMES = st.lists(st.tuples(
+    st.text(alphabet="abcdefghijklmnopqrstuvwxyz._", min_size=1, max_size=12),
+    st.text(max_size=40),
+    st.none() | st.integers(min_value=0, max_value=10**12),
+    st.booleans()), max_size=6)
+
+
+@settings(max_examples=150, deadline=None)
+@given(frames=_FRAMES, cuts=st.lists(st.integers(min_value=0), max_size=10),
+       as_bytes=st.booleans())
+def test_frames_survive_any_chunking(frames: list[tuple[str, str, int | None, bool]],
+                                     cuts: list[int], as_bytes: bool) -> None:
+    """Frames written by format_frame (data with any line breaks, comments between them) read
+    back by parse_frames give the same event, id and data (breaks as LF), however the text is
+    cut into chunks, as text or as UTF-8 bytes split inside a character."""
+    text = "".join(format_frame(event, data, id=id_) + (comment("keepalive") if note else "")
+                   for event, data, id_, note in frames)
+    source: list[str] | list[bytes] = list(_chunks(text, cuts))
+    if as_bytes:
+        raw = text.encode()
+        source = [raw[a:b] for a, b in _spans(len(raw), cuts)]
+    parsed = [(f.event, f.data, f.id) for f in parse_frames(source)]
+    assert parsed == [(event, re.sub(r"\r\n|\r|\n", "\n", data),
+                       None if id_ is None else str(id_)) for event, data, id_, _ in frames]
+
+
+def test_parser_follows_the_event_stream_rules() -> None:
+    """CRLF, CR and LF all end lines (a CRLF split across chunks is one break), one space
+    after the colon is dropped, a leading BOM is ignored, a frame without data is not
+    dispatched, the last id carries over frames without one, and an unfinished frame at the
+    end is dropped."""
+    chunks = ["\ufeffid: 7\r", "\nevent: a\r\ndata:x\rdata:  y\n\n", "event: b\n\n",
+              "data: z\n\n", "data: cut"]
+    frames = list(parse_frames(chunks, comments=True))
+    assert [(f.event, f.data, f.id, f.last_id) for f in frames] == [
+        ("a", "x\n y", "7", "7"), ("message", "z", None, "7")]
+
+
+def test_format_frame_refuses_forged_fields() -> None:
+    """An event name or id holding a line break is refused: it would inject fields."""
+    for bad in ({"event": "a\ndata: x"}, {"event": "a", "id": "1\r2"}):
+        with pytest.raises(ValueError, match="line break"):
+            format_frame(bad["event"], "{}", id=bad.get("id"))
+
+
+def test_event_data_is_sorted_json_with_finite_numbers() -> None:
+    """A UI event's data is JSON with sorted keys, one data line, non-finite numbers as
+    strings (every JSON reader accepts it)."""
+    frame = format_event(UiEvent("tool.finished", {"b": float("inf"), "a": [float("nan")],
+                                                   "c": "line\nbreak"}, id=4))
+    assert frame == ('id: 4\nevent: tool.finished\n'
+                     'data: {"a":["NaN"],"b":"Infinity","c":"line\\nbreak"}\n\n')
+    assert json.loads(next(parse_frames([frame])).data)["c"] == "line\nbreak"
+
+
+def _spans(size: int, cuts: list[int]) -> list[tuple[int, int]]:
+    points = [0, *sorted({c % (size + 1) for c in cuts}), size]
+    return list(itertools.pairwise(points))
