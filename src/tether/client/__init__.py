@@ -2,13 +2,17 @@
 streams that resume on their own after a dropped connection (``Last-Event-ID``), yielding every
 event of a run once.
 
->>> from tether.client import Client                               # doctest: +SKIP
->>> with Client("http://127.0.0.1:8000", "tk_…") as client:       # doctest: +SKIP
-...     session = client.create_session("support")
-...     for event in client.fire(session.id, "message", "Hi"):
-...         print(event.id, event.type, event.data)
+::
 
-Needs httpx (``pip install 'tether[serve]'``); it imports nothing of the server.
+    from tether.client import Client
+
+    with Client("http://127.0.0.1:8000", "tk_…") as client:
+        session = client.create_session("support-chat")
+        for event in client.fire(session.id, "user-message", {"text": "Hi"}):
+            print(event.id, event.type, event.data)
+
+Needs httpx (``pip install 'tether[serve]'``). Of the server it imports only the framework-free
+SSE reader (:mod:`tether.serve.sse`), so the wire format is read by the code that writes it.
 """
 
 from __future__ import annotations

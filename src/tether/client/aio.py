@@ -20,11 +20,16 @@ from tether.client.models import (
     StreamEvent,
     TranscriptRow,
 )
-from tether.client.sse import aparse_frames
 from tether.client.streams import AsyncEventStream
 from tether.clock import SystemClock
+from tether.serve.sse import aparse_frames
 
 __all__ = ["AsyncClient"]
+
+
+async def _nothing() -> AsyncGenerator[StreamEvent, None]:
+    return
+    yield  # an async generator that yields nothing
 
 
 class AsyncClient:
@@ -151,6 +156,17 @@ class AsyncClient:
                                        f"{exc!r}{wire.maybe_applied(call)}",
                                        run_id=follower.run_id) from exc
             response = await self._resume(follower, exc)
+        if not wire.is_stream(response):
+            # A trigger that only set variables answers with the session: no turn to follow.
+            try:
+                await response.aread()
+                body = wire.decoded(response)
+            finally:
+                await response.aclose()
+            if call.method != "POST" or "/triggers/" not in call.path:
+                raise wire.not_a_stream(call, response)
+            follower.done = True
+            return AsyncEventStream(_nothing(), follower, SessionView.model_validate(body))
         return AsyncEventStream(self._follow(response, follower), follower)
 
     async def _follow(self, response: httpx.Response,
@@ -158,7 +174,7 @@ class AsyncClient:
         while True:
             error: BaseException | None = None
             try:
-                async for frame in aparse_frames(response.aiter_text()):
+                async for frame in aparse_frames(response.aiter_bytes()):
                     event = follower.accept(frame)
                     if event is not None:
                         yield event

@@ -10,10 +10,10 @@ and what to request next. It yields each event once:
   (``resource.updated``: name and version); the latter are yielded once per distinct data;
 * after the terminal event (``turn.finished``, ``run.waiting``) nothing more is read.
 
->>> from tether.client.sse import Frame
+>>> from tether.serve.sse import SseFrame
 >>> f = Follower("session:a.s:turn:1")
->>> [e.id for e in map(f.accept, [Frame("1", "turn.started", "{}"), Frame("1", "turn.started",
-...  "{}")]) if e is not None]
+>>> again = SseFrame(event="turn.started", data="{}", id="1")
+>>> [e.id for e in map(f.accept, [again, again]) if e is not None]
 [1]
 >>> f.resume_call().headers["Last-Event-ID"]
 '1'
@@ -29,7 +29,7 @@ from typing import Any
 from tether.client import wire
 from tether.client.errors import ConnectionFailed, ServerError, ServerFailure
 from tether.client.models import StreamEvent
-from tether.client.sse import Frame
+from tether.serve.sse import SseFrame
 
 __all__ = ["EPHEMERAL_EVENTS", "Follower", "Reconnect"]
 
@@ -79,7 +79,7 @@ class Follower:
         self._rng = rng or random.Random()
         self._seen: set[tuple[str, str]] = set()
 
-    def accept(self, frame: Frame) -> StreamEvent | None:
+    def accept(self, frame: SseFrame) -> StreamEvent | None:
         """The event to yield for ``frame``, or ``None`` when it was already yielded."""
         if self.done:
             return None

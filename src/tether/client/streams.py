@@ -11,13 +11,16 @@ from collections.abc import AsyncGenerator, Generator
 from types import TracebackType
 
 from tether.client.follow import Follower
-from tether.client.models import StreamEvent
+from tether.client.models import SessionView, StreamEvent
 
 __all__ = ["AsyncEventStream", "EventStream"]
 
 
 class _Position:
     _follower: Follower
+    #: The session, when the server answered a trigger with it instead of a stream: the
+    #: trigger started no turn (it only set variables); the stream then has no events.
+    session: SessionView | None = None
 
     @property
     def run_id(self) -> str | None:
@@ -39,8 +42,9 @@ class EventStream(_Position):
     """The events of one run, each once, until the terminal event; closes its connection when
     exhausted, on :meth:`close` or at the end of a ``with`` block."""
 
-    def __init__(self, events: Generator[StreamEvent, None, None], follower: Follower) -> None:
-        self._events, self._follower = events, follower
+    def __init__(self, events: Generator[StreamEvent, None, None], follower: Follower,
+                 session: SessionView | None = None) -> None:
+        self._events, self._follower, self.session = events, follower, session
 
     def __iter__(self) -> EventStream:
         return self
@@ -63,8 +67,9 @@ class EventStream(_Position):
 class AsyncEventStream(_Position):
     """:class:`EventStream` for ``async for``."""
 
-    def __init__(self, events: AsyncGenerator[StreamEvent, None], follower: Follower) -> None:
-        self._events, self._follower = events, follower
+    def __init__(self, events: AsyncGenerator[StreamEvent, None], follower: Follower,
+                 session: SessionView | None = None) -> None:
+        self._events, self._follower, self.session = events, follower, session
 
     def __aiter__(self) -> AsyncEventStream:
         return self

@@ -1,9 +1,9 @@
-"""The synchronous client: :class:`Client`.
+"""The synchronous client: :class:`Client`. ::
 
->>> client = Client("http://127.0.0.1:8000", "tk_…")              # doctest: +SKIP
->>> session = client.create_session("support", variables={"plan": "pro"})  # doctest: +SKIP
->>> for event in client.fire(session.id, "message", "Where is my order?"):  # doctest: +SKIP
-...     print(event.type, event.data)
+    client = Client("http://127.0.0.1:8000", "tk_…")
+    session = client.create_session("support-chat", variables={"customer_name": "Ada"})
+    for event in client.fire(session.id, "user-message", {"text": "Where is my order?"}):
+        print(event.id, event.type, event.data)
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ from tether.client.models import (
     StreamEvent,
     TranscriptRow,
 )
-from tether.client.sse import parse_frames
 from tether.client.streams import EventStream
+from tether.serve.sse import parse_frames
 
 __all__ = ["Client"]
 
@@ -35,6 +35,10 @@ __all__ = ["Client"]
 def _wait(seconds: float) -> None:
     # The client is a face, not the deterministic core; tests inject ``sleep`` instead.
     threading.Event().wait(seconds)
+
+
+def _nothing() -> Generator[StreamEvent, None, None]:
+    yield from ()
 
 
 class Client:
@@ -165,6 +169,17 @@ class Client:
                                        f"{exc!r}{wire.maybe_applied(call)}",
                                        run_id=follower.run_id) from exc
             response = self._resume(follower, exc)
+        if not wire.is_stream(response):
+            # A trigger that only set variables answers with the session: no turn to follow.
+            try:
+                response.read()
+                body = wire.decoded(response)
+            finally:
+                response.close()
+            if call.method != "POST" or "/triggers/" not in call.path:
+                raise wire.not_a_stream(call, response)
+            follower.done = True
+            return EventStream(_nothing(), follower, SessionView.model_validate(body))
         return EventStream(self._follow(response, follower), follower)
 
     def _follow(self, response: httpx.Response,
@@ -172,7 +187,7 @@ class Client:
         while True:
             error: BaseException | None = None
             try:
-                for frame in parse_frames(response.iter_text()):
+                for frame in parse_frames(response.iter_bytes()):
                     event = follower.accept(frame)
                     if event is not None:
                         yield event

@@ -132,3 +132,16 @@ def maybe_applied(call: Call) -> str:
         return ""
     return ("; the request may have reached the server and been applied: read the state back "
             "before sending it again (a trigger fired again under the same key is not fired twice)")
+
+
+def is_stream(response: httpx.Response) -> bool:
+    """Whether a 2xx ``response`` is a server-sent event stream (not a JSON answer)."""
+    return str(response.headers.get("content-type", "")).startswith("text/event-stream")
+
+
+def not_a_stream(call: Call, response: httpx.Response) -> ServerError:
+    """The error of a stream request answered with something else than a stream."""
+    return ServerError(response.status_code, "InvalidResponse",
+                       f"{call.method} {call.path} answered "
+                       f"{response.headers.get('content-type', 'no content type')!r}, "
+                       "not an event stream")
