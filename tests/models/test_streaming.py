@@ -257,6 +257,30 @@ def test_openai_complete_streams_when_settings_ask(fresh: tuple[Provider, str]) 
     assert response.text == "Sunny." and served.bodies[0]["stream"] is True
 
 
+def test_openai_stream_tool_calls_without_index(fresh: tuple[Provider, str]) -> None:
+    """Compatible servers that leave out a tool call fragment's index: a new id opens a call,
+    fragments without one continue it, and a call may come whole in one chunk."""
+    served, url = fresh
+
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> str:
+        body = {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "qwen3:8b",
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+        return f"data: {json.dumps(body)}\n\n"
+
+    served.queue(Plan(frames=[
+        chunk({"role": "assistant", "tool_calls": [
+            {"id": "call_a", "function": {"name": "get_weather", "arguments": '{"city": '}}]}),
+        chunk({"tool_calls": [{"function": {"arguments": '"Paris"}'}}]}),
+        chunk({"tool_calls": [{"id": "call_b", "function": {"name": "get_weather",
+                                                            "arguments": {"city": "Oslo"}}}]}),
+        chunk({}, "tool_calls"), "data: [DONE]\n\n"]))
+    response, deltas = answer("openai", url, ask())
+    assert [(c.id, c.name, c.arguments) for c in response.tool_calls] == [
+        ("call_a", "get_weather", '{"city": "Paris"}'),
+        ("call_b", "get_weather", '{"city": "Oslo"}')]
+    assert deltas == [] and response.usage.total_tokens == 0
+
+
 @pytest.mark.parametrize("ending", ["abort", "stop"])
 def test_openai_stream_cut_before_finish_is_unavailable(fresh: tuple[Provider, str],
                                                         ending: str) -> None:

@@ -7,11 +7,14 @@
 
 from tether.models.anthropic import AnthropicModel
 from tether.models.base import (
+    DeltaSink,
     Message,
     Model,
     ModelRequest,
     ModelResponse,
     ModelSettings,
+    StreamingModel,
+    TextSink,
     ToolCall,
     ToolSpec,
     Usage,
@@ -24,6 +27,7 @@ from tether.models.scripted import ScriptedModel, call, reply, sequence
 __all__ = [
     "DEFAULT_PRICES",
     "AnthropicModel",
+    "DeltaSink",
     "Message",
     "Model",
     "ModelRequest",
@@ -34,6 +38,8 @@ __all__ = [
     "PriceTable",
     "ReplayModel",
     "ScriptedModel",
+    "StreamingModel",
+    "TextSink",
     "ToolCall",
     "ToolSpec",
     "Usage",

@@ -312,7 +312,14 @@ class _Assembly:
                 self.finish_reason = choice.finish_reason
 
     def _add_call(self, fragment: Any) -> None:
-        call = self.calls.setdefault(fragment.index, {"id": None, "name": "", "arguments": []})
+        index = getattr(fragment, "index", None)
+        if not isinstance(index, int):
+            # A server that leaves out the index: a fragment with a new id (or the first one)
+            # opens a call, any other continues the last one.
+            known = {call["id"] for call in self.calls.values()}
+            opens = not self.calls or (fragment.id and fragment.id not in known)
+            index = len(self.calls) if opens else max(self.calls)
+        call = self.calls.setdefault(index, {"id": None, "name": "", "arguments": []})
         if fragment.id and not call["id"]:
             call["id"] = fragment.id
         function = fragment.function
