@@ -88,6 +88,39 @@ def test_a_conversation_with_a_client_tool_and_an_approval(tmp_path: Path) -> No
     run(go())
 
 
+def test_a_denial_needs_the_role_and_the_turn_goes_on_without_the_call(tmp_path: Path) -> None:
+    """Denying a held refund with the customer's key is 403 and changes nothing; the
+    supervisor's denial is journaled with its principal and the turn finishes without the
+    refund."""
+
+    async def go() -> None:
+        async with served(tmp_path) as s:
+            await chat(s)
+            third = await message(s, "chat1", REFUND_LARGE)
+            asked = next(d for _, t, d in third if t == "client_tool.requested")
+            run_id = asked["execution_id"]
+            await s.frames("POST", f"/v1/executions/{run_id}/continue", body={
+                "results": {asked["call_id"]: {"confirmed": True}}})
+            refused = await s.call("POST", f"/v1/approvals/{run_id}/deny", "ada", {})
+            assert refused.status_code == 403
+            assert len((await s.call("GET", "/v1/approvals")).json()["approvals"]) == 1
+            denied = await s.call("POST", f"/v1/approvals/{run_id}/deny", "grace",
+                                  {"note": "too much"})
+            assert denied.status_code == 200 and denied.json()["decision"] == "denied"
+            again = await s.call("POST", f"/v1/approvals/{run_id}/approve", "grace", {})
+            assert again.status_code in (404, 409), again.text
+            rest = await s.frames("GET", f"/v1/executions/{run_id}/events")
+            assert rest[-1][1] == "turn.finished"
+            refunds = [d for _, t, d in rest if t == "tool.finished"
+                       and d["tool"] == "issue_refund" and d["status"] == "ok"]
+            assert refunds == []
+            journal = (await s.call("GET", f"/v1/runs/{run_id}/events")).json()["events"]
+            assert [e["by"] for e in journal if e["kind"] == "wait_resolved"
+                    and e["key"].startswith("approval:")] == ["grace@acme"]
+
+    run(go())
+
+
 def _paths(run_id: str) -> list[tuple[str, str]]:
     fill = {"{sid}": "chat1", "{trigger}": "user-message", "{run_id}": run_id}
     out = []

@@ -38,11 +38,11 @@ def make_key(keys: Path, tenant: str, principal: str, *roles: str) -> str:
 
 @contextmanager
 def tether_serve(tmp: Path, keys: Path, agent: Path = EXAMPLE / "agent.yaml",
-                 world: Path | None = EXAMPLE / "world.yaml",
+                 world: Path | None = EXAMPLE / "world.yaml", host: str = "127.0.0.1",
                  ) -> Iterator[tuple[subprocess.Popen[str], str]]:
     """`tether serve` of ``agent`` on a free loopback port: (process, base URL)."""
     args = [*CLI, "serve", str(agent), "--store", str(tmp / "runs.db"), "--keys", str(keys),
-            "--port", "0"]
+            "--port", "0", "--host", host]
     if world is not None:
         args += ["--world", str(world), "--seed", "1"]
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -190,10 +190,7 @@ def test_server_sigkilled_mid_turn_resumes_it_and_the_client_sees_each_event_onc
     resumes the turn, and the client, reconnecting with Last-Event-ID, gets the rest: every
     journal-backed event of the run exactly once, in order, ending with turn.finished, and
     the write took effect once."""
-    agent = tmp_path / "gated.yaml"
-    agent.write_text(GATED_AGENT)
-    (tmp_path / "gated.py").write_text(GATED)
-    keys = tmp_path / "keys.yaml"
+    agent, keys = _gated(tmp_path), tmp_path / "keys.yaml"
     ada = make_key(keys, "shop", "ada")
     with tether_serve(tmp_path, keys, agent, None) as (proc, base):
         me = Api(base, ada)
@@ -257,3 +254,45 @@ def _journal_ids(tmp: Path, run_id: str) -> list[int]:
         return [e.id for e in ui_events(store.read(run_id), run_id=run_id) if e.id is not None]
     finally:
         store.close()
+
+
+def _gated(tmp: Path) -> Path:
+    agent = tmp / "gated.yaml"
+    agent.write_text(GATED_AGENT)
+    (tmp / "gated.py").write_text(GATED)
+    return agent
+
+
+def test_a_dropped_connection_does_not_cancel_the_turn(tmp_path: Path) -> None:
+    """The client drops its stream while the turn's write is under way; the turn goes on in
+    the server, and a reconnect with Last-Event-ID gets the rest, each event once."""
+    agent, keys = _gated(tmp_path), tmp_path / "keys.yaml"
+    ada = make_key(keys, "shop", "ada")
+    with tether_serve(tmp_path, keys, agent, None) as (_, base):
+        me = Api(base, ada)
+        me.json("POST", "/v1/sessions", {"agent": "gated", "session_id": "ada"})
+        before = me.say("ada", "Refund ch_1 please", stop_at="tool.started")
+        assert (tmp_path / "entered").exists()
+        (tmp_path / "open").write_text("")  # only now may the write finish
+        run_id = before[0][2]["run_id"]
+        last = max(i for i, _, _ in before if i is not None)
+        after = me.stream("GET", f"/v1/executions/{run_id}/events?after={last}")
+        assert after[-1][1] == "turn.finished" and after[-1][2]["status"] == "completed"
+        ids = [i for i, _, _ in before + after if i is not None]
+        assert ids == sorted(set(ids)) == _journal_ids(tmp_path, run_id)
+        me.http.close()
+
+
+def test_binding_beyond_loopback_prints_a_loud_banner(tmp_path: Path) -> None:
+    """`tether serve --host 0.0.0.0` warns on stderr that the API is reachable from other
+    machines; on loopback it does not."""
+    keys = tmp_path / "keys.yaml"
+    make_key(keys, "shop", "ada")
+    warnings = []
+    for host in ("0.0.0.0", "127.0.0.1"):
+        with tether_serve(tmp_path, keys, host=host) as (proc, _):
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=20)
+            assert proc.stderr is not None
+            warnings.append("WARNING" in proc.stderr.read())
+    assert warnings == [True, False]

@@ -44,6 +44,8 @@ __all__ = ["Limits", "Refusal", "Server"]
 log = logging.getLogger("tether.serve")
 T = TypeVar("T")
 
+#: How many runs a listing reads from the store (the store's listing has no pages yet).
+_LISTED = 100_000
 #: The trigger a chat message fires; an agent file that declares none still takes messages.
 MESSAGE_TRIGGER = "user-message"
 
@@ -114,7 +116,8 @@ class Server:
         """Resume, in the background, every turn a previous server left unfinished; returns
         the stored ids of their sessions."""
         sessions: list[str] = []
-        for info in self.store.list_runs(status=[RunStatus.RUNNING, RunStatus.WAITING]):
+        for info in self.store.list_runs(status=[RunStatus.RUNNING, RunStatus.WAITING],
+                                         limit=_LISTED):
             stored = _session_of_any_turn(info.run_id)
             if stored is not None and stored not in sessions:
                 sessions.append(stored)
@@ -341,7 +344,8 @@ class Server:
         """The tenant's turn runs, oldest first."""
         return [{"run_id": i.run_id, "status": i.status.value, "last_seq": i.last_seq,
                  "created_at": i.created_at, "updated_at": i.updated_at}
-                for i in self.store.list_runs() if session_of_run(who.tenant, i.run_id)]
+                for i in self.store.list_runs(limit=_LISTED)
+                if session_of_run(who.tenant, i.run_id)]
 
     def run_events(self, who: Principal, run_id: str) -> list[dict[str, Any]]:
         """The journal of the tenant's run ``run_id``."""
