@@ -35,7 +35,7 @@ from tether.models.scripted import ScriptedModel, call, reply
 from tether.policy import Policy, argument_limit
 from tether.runtime.client_tools import client_tool
 from tether.serve.sse import SseFrame, comment, format_frame, parse_frames
-from tether.serve.stream import UiEvent, event_stream, format_event, ui_events
+from tether.serve.stream import DeltaFeed, UiEvent, event_stream, format_event, ui_events
 from tether.sessions import Sessions
 from tether.sessions.tools import session_tools
 from tether.store.base import Lease, RunInfo
@@ -565,3 +565,50 @@ def test_event_data_is_sorted_json_with_finite_numbers() -> None:
 def _spans(size: int, cuts: list[int]) -> list[tuple[int, int]]:
     points = [0, *sorted({c % (size + 1) for c in cuts}), size]
     return list(itertools.pairwise(points))
+
+
+def test_delta_feed_streams_live_deltas_and_drops_stale_ones() -> None:
+    """Deltas fanned out by a DeltaFeed reach the stream of their run only (model.delta, no
+    id); deltas of a model call whose response is already journaled are not sent, and the
+    subscription is gone once the stream ends."""
+    store = MemoryStore()
+    journal = _Journal(["text"], end="finished")
+    store.append("r", journal.run[:1], expected_last_seq=0)
+    lease = store.acquire("r", "worker", now=0.0, ttl_s=1e12)
+    feed = DeltaFeed()
+
+    def early() -> None:
+        feed("r", 1, "ans")
+        feed("other", 1, "no")
+        feed("r", 1, "wer")
+
+    def answered() -> None:
+        store.append("r", journal.run[1:2], expected_last_seq=1, lease=lease)
+
+    def late() -> None:
+        feed("r", 1, "late")
+
+    def finished() -> None:
+        store.append("r", journal.run[2:], expected_last_seq=2, lease=lease)
+
+    steps = iter([early, answered, late, finished])
+
+    async def wake() -> None:
+        step = next(steps, None)
+        if step is not None:
+            step()
+        await asyncio.sleep(0)
+
+    async def go() -> list[str]:
+        stream = event_stream(store, "r", wake=wake, keepalive_s=60.0,
+                              clock=VirtualClock(start=0.0), poll_s=1.0,
+                              deltas=feed.follow("r"))
+        out = [frame async for frame in stream]
+        assert feed.followers("r") == 0
+        return out
+
+    frames = list(parse_frames(asyncio.run(go())))
+    assert [(f.event, f.id, json.loads(f.data).get("text")) for f in frames] == [
+        ("turn.started", "1", None), ("model.delta", None, "ans"),
+        ("model.delta", None, "wer"), ("model.text", "2", "answer 2"),
+        ("turn.finished", "3", None)]

@@ -62,6 +62,7 @@ from tether.events import (
     Decision,
     Event,
     ModelCalled,
+    ModelFailed,
     ResourceVersion,
     RunFinished,
     RunStarted,
@@ -81,7 +82,8 @@ from tether.sessions.history import usable
 from tether.sessions.state import stream_id
 from tether.store.base import Store
 
-__all__ = ["TERMINAL", "UiEvent", "event_stream", "format_event", "open_waits", "ui_events"]
+__all__ = ["TERMINAL", "DeltaFeed", "UiEvent", "event_stream", "format_event", "open_waits",
+           "ui_events"]
 
 #: Event types after which a stream ends.
 TERMINAL = frozenset({"turn.finished", "run.waiting"})
@@ -429,6 +431,7 @@ async def event_stream(
     server opened the stream before its first event) is waited for.
     """
     follower = _Follower(store, run_id, after)
+    source = deltas
     last_sent = clock.now()
     pending: dict[str, asyncio.Future[Any]] = {}
     try:
@@ -465,11 +468,18 @@ async def event_stream(
                 except StopAsyncIteration:
                     deltas = None
                 else:
-                    yield format_event(UiEvent(event.type, event.data))
-                    last_sent = clock.now()
+                    if not follower.stale(event):
+                        yield format_event(UiEvent(event.type, event.data))
+                        last_sent = clock.now()
     finally:
         for task in pending.values():
             task.cancel()
+        if pending:
+            # Settled before the deltas are closed: a generator still inside anext() cannot be.
+            await asyncio.gather(*pending.values(), return_exceptions=True)
+        close = getattr(source, "aclose", None)
+        if close is not None:
+            await close()
 
 
 class _Follower:
@@ -484,6 +494,8 @@ class _Follower:
         self.mapper = _Mapper(run_id)
         #: Resource versions of this run read but not sent yet (their call's intent unread).
         self.unplaced: list[ResourceVersion] = []
+        #: The last position of a model call journaled (its deltas are stale).
+        self.model_pos = -1
 
     def poll(self) -> tuple[list[str], bool]:
         """New frames since the last poll, and whether the stream is over."""
@@ -491,6 +503,8 @@ class _Follower:
         self.events += new
         keyed: list[tuple[int, int, UiEvent]] = []
         for event in new:
+            if isinstance(event, ModelCalled | ModelFailed):
+                self.model_pos = max(self.model_pos, event.pos)
             ui = self.mapper.journal(event)
             if ui is not None and ui.id is not None and ui.id > self.sent:
                 keyed.append((ui.position, 0, ui))
@@ -534,9 +548,71 @@ class _Follower:
             return frames, True
         return frames, False
 
+    def stale(self, delta: UiEvent) -> bool:
+        """Whether ``delta`` belongs to a model call whose journal entry was already read (and
+        sent, complete): showing its pieces after the whole would garble the text."""
+        position = delta.data.get("position")
+        return isinstance(position, int) and position <= self.model_pos
+
     def _suspended(self) -> bool:
         if not self.events or not open_waits(self.events):
             return False
         info = self.store.get_run(self.run_id)
         # Nobody executes it and nothing was appended since the read: the run waits.
         return info is not None and info.owner is None and info.last_seq == self.events[-1].seq
+
+
+class DeltaFeed:
+    """Fans a runtime's text deltas out to the streams of their runs, as ``model.delta``
+    events (``position``: the model call's journal position; ``text``).
+
+    Register it with ``runtime.add_delta_listener(feed)`` and pass ``feed.follow(run_id)`` as
+    an :func:`event_stream`'s ``deltas``. It lives on the event loop that runs the turns
+    (listeners are called from the run's own task). A stream that does not keep up loses
+    deltas beyond ``limit`` rather than holding memory: they are hints, and the journaled
+    response that follows them is the whole text.
+    """
+
+    def __init__(self, *, limit: int = 1000) -> None:
+        self.limit = limit
+        self._queues: dict[str, set[asyncio.Queue[UiEvent]]] = {}
+
+    def __call__(self, run_id: str, position: int, text: str) -> None:
+        for queue in self._queues.get(run_id, ()):
+            if queue.qsize() < self.limit:
+                queue.put_nowait(UiEvent("model.delta", {"position": position, "text": text}))
+
+    def follow(self, run_id: str) -> _DeltaSubscription:
+        """The deltas of ``run_id`` from now on (subscribed at once, not at the first read);
+        ``aclose()`` it when the stream ends."""
+        queue: asyncio.Queue[UiEvent] = asyncio.Queue()
+        self._queues.setdefault(run_id, set()).add(queue)
+        return _DeltaSubscription(self, run_id, queue)
+
+    def _drop(self, run_id: str, queue: asyncio.Queue[UiEvent]) -> None:
+        queues = self._queues.get(run_id)
+        if queues is not None:
+            queues.discard(queue)
+            if not queues:
+                del self._queues[run_id]
+
+    def followers(self, run_id: str) -> int:
+        """How many streams follow ``run_id``'s deltas."""
+        return len(self._queues.get(run_id, ()))
+
+
+class _DeltaSubscription:
+    """One stream's deltas of one run: an async iterator that never ends by itself."""
+
+    def __init__(self, feed: DeltaFeed, run_id: str, queue: asyncio.Queue[UiEvent]) -> None:
+        self._feed, self._run_id, self._queue = feed, run_id, queue
+
+    def __aiter__(self) -> _DeltaSubscription:
+        return self
+
+    async def __anext__(self) -> UiEvent:
+        return await self._queue.get()
+
+    async def aclose(self) -> None:
+        """Stop receiving deltas."""
+        self._feed._drop(self._run_id, self._queue)
