@@ -498,3 +498,25 @@ def test_a_failing_delta_listener_does_not_fail_the_run() -> None:
     runtime = Runtime(MemoryStore(), clock=VirtualClock(), seed=3)
     runtime.add_delta_listener(broken)
     assert asyncio.run(runtime.start(agent, "ping")).result["answer"] == "pong"
+
+
+def test_agent_file_settings_turn_streaming_on() -> None:
+    """An agent file's ``model.settings.stream: true`` reaches the built agent, whose run then
+    streams its model's text to the runtime's delta listeners; the default stays off."""
+    from tether.sessions.loader import definition_from_dict
+
+    def agent(settings: dict[str, Any]) -> Agent:
+        return definition_from_dict({
+            "name": "w", "instructions": "Be brief.",
+            "model": {"provider": "scripted", "script": "tests.sessions.helpers_agents:script",
+                      "settings": settings}}).build()
+
+    assert agent({}).settings.stream is False
+    streaming = agent({"stream": True})
+    assert streaming.settings.stream is True
+    runtime = Runtime(MemoryStore(), clock=VirtualClock(), seed=3)
+    seen: list[tuple[int, str]] = []
+    runtime.add_delta_listener(lambda run_id, pos, text: seen.append((pos, text)))
+    result = asyncio.run(runtime.start(streaming, "hi"))
+    last = [e for e in runtime.store.read(result.run_id) if isinstance(e, ModelCalled)][-1]
+    assert "".join(text for pos, text in seen if pos == last.pos) == last.response["text"] != ""

@@ -275,12 +275,15 @@ class VariableSpec(_Spec):
 
 
 class SettingsSpec(_Spec):
-    """The model settings (:class:`tether.models.ModelSettings`)."""
+    """The model settings (:class:`tether.models.ModelSettings`); ``stream: true`` streams the
+    model's text as it is written (deltas to the runtime's delta listeners, e.g. ``tether
+    serve``'s ``model.delta`` events)."""
 
     temperature: float | None = Field(default=None, ge=0.0, le=2.0)
     max_output_tokens: int | None = Field(default=None, ge=1, le=MAX_COUNT)
     timeout_s: float | None = Field(default=None, gt=0.0, le=MAX_SECONDS)
     extra: dict[str, Any] = {}
+    stream: bool = False
 
 
 class ModelSpec(_Spec):
