@@ -612,3 +612,59 @@ def test_delta_feed_streams_live_deltas_and_drops_stale_ones() -> None:
         ("turn.started", "1", None), ("model.delta", None, "ans"),
         ("model.delta", None, "wer"), ("model.text", "2", "answer 2"),
         ("turn.finished", "3", None)]
+
+
+@settings(max_examples=60, deadline=None)
+@given(kinds=st.lists(_KINDS, max_size=10), end=_ENDS,
+       batches=st.lists(st.integers(min_value=0, max_value=3), max_size=10),
+       drops=st.lists(st.integers(min_value=0, max_value=4), max_size=6))
+def test_live_streams_dropped_and_resumed_deliver_every_event_once(
+        kinds: list[str], end: str, batches: list[int], drops: list[int]) -> None:
+    """While the run is still being written, a client whose connection drops after any number
+    of frames and who resumes at its last seen id gets every journal-backed event exactly
+    once, in order, and every resource update, then the terminal event."""
+    journal = _Journal(kinds, end=end)
+    inner = MemoryStore()
+    inner.append(TURN, journal.run[:1], expected_last_seq=0)
+    inner.append(SESSION, journal.session[:1], expected_last_seq=0)
+    store = _Interleaving(inner, journal.writes[1:], [*batches, 1])
+    idle = 0
+
+    async def wake() -> None:
+        nonlocal idle
+        idle = idle + 1 if store.done() else 0
+        if idle > 3:
+            raise AssertionError("the stream did not end once everything was written")
+
+    async def connect(after: int, reads: int | None) -> list[SseFrame]:
+        out: list[SseFrame] = []
+        stream = event_stream(store, TURN, after=after, wake=wake, keepalive_s=1e9,
+                              clock=VirtualClock(start=0.0), poll_s=1e6)
+        async for text in stream:
+            out += parse_frames([text])
+            if reads is not None and len(out) >= reads:
+                break
+        await stream.aclose()
+        return out[:reads] if reads is not None else out
+
+    async def client() -> tuple[list[tuple[int, str]], set[int], str]:
+        seen: list[tuple[int, str]] = []
+        revisions: set[int] = set()
+        last = 0
+        for reads in [*drops, None]:
+            frames = await connect(last, reads)
+            for frame in frames:
+                if frame.id is not None:
+                    seen.append((int(frame.id), frame.event))
+                    last = int(frame.id)
+                if frame.event == "resource.updated":
+                    revisions.add(json.loads(frame.data)["revision"])
+            if frames and frames[-1].event in ("turn.finished", "run.waiting"):
+                return seen, revisions, frames[-1].event
+        return seen, revisions, ""
+
+    seen, revisions, ended = asyncio.run(client())
+    expected = journal.expected()
+    assert seen == _journal_backed(expected)
+    assert revisions == {u.data["revision"] for u in expected if u.type == "resource.updated"}
+    assert ended == _terminal(end)
