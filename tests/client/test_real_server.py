@@ -15,7 +15,6 @@ import pytest
 from tests.serve.serve_helpers import KEYS, served
 from tether.client import (
     AsyncClient,
-    ConnectionFailed,
     Forbidden,
     NotFound,
     Options,
@@ -151,21 +150,25 @@ def test_a_turn_cut_mid_stream_is_resumed_from_the_real_server(tmp_path: Path,
     assert seen[-1].type == "turn.finished"
 
 
-def test_a_stream_cut_before_its_run_is_named_is_reported_not_guessed(tmp_path: Path) -> None:
-    """Dropped inside its first frame (before turn.started names the run), the stream cannot
-    be resumed: ConnectionFailed says the trigger may have fired, and the session shows it did."""
+@pytest.mark.parametrize("cut", [0, 40])
+def test_a_stream_cut_before_its_first_event_is_resumed_by_its_header(tmp_path: Path,
+                                                                     cut: int) -> None:
+    """Dropped before its first frame was whole, a fire's stream is still resumed: the
+    response's Tether-Run-Id header named the run, so nothing is guessed or fired twice."""
 
     async def go() -> None:
         async with served(tmp_path) as s:
-            cutting = Cutting(s.http._transport, 40)
+            cutting = Cutting(s.http._transport, cut)
             async with httpx.AsyncClient(transport=cutting, base_url="http://serve") as http:
                 ada = client(http, "ada")
                 await ada.create_session("support-chat", session_id="early",
                                          variables={"customer_name": "Ada"})
                 stream = await ada.fire("early", "user-message", {"text": "Hello?"})
-                with pytest.raises(ConnectionFailed, match="may have fired"):
-                    await collect(stream)
-                await s.server.idle()
+                seen = await collect(stream)
+                assert cutting.cuts == 1 and stream.run_id == "session:acme.early:turn:1"
+                whole = await collect(await ada.events(stream.run_id))
+                assert [e.id for e in seen] == [e.id for e in whole]
+                assert seen[0].type == "turn.started" and seen[-1].type == "turn.finished"
                 assert len((await ada.session("early")).turns) == 1
 
     asyncio.run(go())

@@ -156,6 +156,7 @@ class AsyncClient:
                                        f"{exc!r}{wire.maybe_applied(call)}",
                                        run_id=follower.run_id) from exc
             response = await self._resume(follower, exc)
+        follower.named(response.headers.get(wire.RUN_HEADER))
         if not wire.is_stream(response):
             # A trigger that only set variables answers with the session: no turn to follow.
             try:

@@ -99,6 +99,12 @@ class Follower:
         self.done = event.terminal
         return event
 
+    def named(self, run_id: str | None) -> None:
+        """Take the run id the server's response header gives, when the stream has none yet
+        (a fire's stream can then be resumed even if it drops before its first event)."""
+        if self.run_id is None and run_id:
+            self.run_id = run_id
+
     def dropped(self, error: BaseException | None) -> float:
         """The wait before resuming after the connection ended (``error``: why, or ``None`` for
         a stream the server closed before the terminal event); :class:`ConnectionFailed` (or

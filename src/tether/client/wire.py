@@ -17,7 +17,10 @@ import httpx
 from tether.client.errors import ServerError, error_for
 from tether.errors import UsageError
 
-__all__ = ["Call", "check", "decoded", "items"]
+__all__ = ["RUN_HEADER", "Call", "check", "decoded", "items"]
+
+#: The response header of a stream naming its run before any frame comes.
+RUN_HEADER = "Tether-Run-Id"
 
 
 @dataclass(frozen=True, slots=True)

@@ -139,8 +139,11 @@ def _sse(server: Server, run_id: str, after: int) -> StreamingResponse:
     frames: AsyncIterator[str] = event_stream(
         server.store, run_id, after=after, wake=wake, keepalive_s=server.keepalive_s,
         clock=server.runtime.clock, poll_s=server.poll_s)
+    # Tether-Run-Id names the run before any frame: a client whose connection drops before
+    # the first event can still resume (GET /v1/executions/{run_id}/events) instead of guessing.
     return StreamingResponse(frames, media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no",
+                                      "Tether-Run-Id": run_id})
 
 
 def _after(request: Request) -> int:
@@ -269,6 +272,8 @@ _SESSION = {"type": "object",
                 "history": {"type": "array", "items": _ANY_OBJECT}}}
 _SID = {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,128}$"}
 _SSE: dict[str, Any] = {"description": "Server-sent events of the run (id: the journal's seq)",
+        "headers": {"Tether-Run-Id": {"description": "the run the stream follows",
+                                      "schema": {"type": "string"}}},
         "content": {"text/event-stream": {"schema": {"type": "string"}}}}
 
 
