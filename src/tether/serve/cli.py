@@ -16,6 +16,7 @@ stores its hash in FILE and prints the key, once: it is not kept anywhere else.
 from __future__ import annotations
 
 import secrets
+import socket
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -92,14 +93,16 @@ def serve(
         "--world", help="A scenario file whose simulated world the tool factories get.")]
     = None,
     seed: Annotated[int, typer.Option("--seed", help="The simulated world's seed.")] = 0,
-    owner: Annotated[str, typer.Option(
-        "--owner", help="This server's worker name in run leases: a restarted server with "
-                        "the same name takes its unfinished turns back at once.")]
-    = "tether-serve",
+    owner: Annotated[str | None, typer.Option(
+        "--owner", help="This server's worker name in run leases (default "
+                        "tether-serve@HOSTNAME): a restarted server with the same name takes "
+                        "its unfinished turns back at once. Servers sharing a store must "
+                        "have different names.")] = None,
 ) -> None:
     """Serve the agents' sessions over HTTP until SIGINT or SIGTERM."""
     try:
-        app, sock = _build(agents, store, keys, host, port, world, seed, owner)
+        app, sock = _build(agents, store, keys, host, port, world, seed,
+                           owner or f"tether-serve@{socket.gethostname()}")
     except TetherError as exc:
         raise _fail(exc) from exc
     import uvicorn
