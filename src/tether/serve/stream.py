@@ -21,10 +21,13 @@ The UI event types and their data (deterministic JSON, keys sorted):
                               tool, arguments as the model wrote them)
 ``tool.started``              ``tool_intent`` (a write about to be sent): call id, tool, args,
                               effect, idempotency key, attempt
-``tool.finished``             a call's outcome: ``status`` ``ok`` / ``applied_unreadable`` /
-                              ``error`` / ``unknown`` (outcome not known yet) / ``denied`` (by
-                              policy) / ``timed_out`` (a client call nobody answered); the
-                              result or the error
+``tool.finished``             a call's outcome, by call id: ``status`` ``ok`` /
+                              ``applied_unreadable`` / ``error`` (the tool failed, or the loop
+                              refused the call: invalid arguments, unknown tool) / ``unknown``
+                              (outcome not known yet; a later ``tool.finished`` of the same
+                              call may settle it) / ``denied`` (by policy) / ``timed_out`` (a
+                              client call nobody answered); the result or the error. A call
+                              held for approval and denied ends with ``approval.decided``
 ``client_tool.requested``     a client tool's request (``client:*`` wait): execution id, call
                               id, tool, arguments, result schema, effect, idempotency key,
                               attempt, deadline
@@ -37,13 +40,19 @@ The UI event types and their data (deterministic JSON, keys sorted):
 ``run.waiting``               derived, no id: the run is suspended; ``waiting_for`` lists the
                               open waits (client calls, approvals, other keys)
 ``turn.finished``             ``run_finished``: status, reason, answer, error
-``model.delta``               not journaled, no id: token text passed through from ``deltas``
+``model.delta``               not journaled, no id: ``position`` (the model call's) and
+                              ``text``, from ``deltas`` (a :class:`DeltaFeed`); never sent
+                              once that call's response is journaled, never replayed
 ============================  ===============================================================
 
 A run is *waiting* (and ``run.waiting`` is sent) only once nobody executes it: its journal has
 open waits and ends there, and no worker holds its lease. A run that requests two client calls
 in one round journals them one after the other; the lease is released only after the last, so
 the stream never ends between them.
+
+``resource.updated`` has no id (it is not the run's journal): it is placed right after the
+``tool.started`` of the call that wrote it, live as in a replay, and a stream resumed at or
+before that place sends it again; clients tell versions apart by ``revision``.
 """
 
 from __future__ import annotations
