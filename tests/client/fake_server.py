@@ -292,11 +292,18 @@ def app_for(fake: Fake) -> Starlette:
 @contextlib.contextmanager
 def serving(fake: Fake) -> Iterator[str]:
     """``fake`` served by uvicorn on a loopback port, in a thread: its base URL."""
+    with serving_app(app_for(fake), lifespan="off") as url:
+        yield url
+
+
+@contextlib.contextmanager
+def serving_app(app: Any, *, lifespan: str = "on") -> Iterator[str]:
+    """Any ASGI ``app`` served by uvicorn on a loopback port, in a thread: its base URL."""
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     # Aborted streams are the point of these tests: uvicorn's traceback for each is noise.
-    config = uvicorn.Config(app_for(fake), log_level="critical", lifespan="off")
+    config = uvicorn.Config(app, log_level="critical", lifespan=lifespan)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
