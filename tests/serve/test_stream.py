@@ -146,7 +146,9 @@ def test_turn_maps_every_event_kind() -> None:
     by_type: dict[str, list[dict[str, Any]]] = {}
     for frame, item in zip(frames, data, strict=True):
         by_type.setdefault(frame.event, []).append(item)
-    assert by_type["turn.started"][0]["input"] == "go"
+    # The store's session id ("t.s": tenant-prefixed under tether serve) is not shown.
+    assert by_type["turn.started"][0] == {"run_id": run_id, "turn": 1, "agent": "a",
+                                          "input": "go"}
     assert by_type["tool.requested"][0]["text"] == "let me look"
     assert [c["call_id"] for r in by_type["tool.requested"] for c in r["calls"]] == \
         ["c1", "c2", "c3", "c4"]

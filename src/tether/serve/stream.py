@@ -15,7 +15,7 @@ text, ``tool.requested`` when it asks for tools (with every call and any text be
 The UI event types and their data (deterministic JSON, keys sorted):
 
 ============================  ===============================================================
-``turn.started``              ``run_started``: run id, session id, turn number, the input text
+``turn.started``              ``run_started``: run id, turn number, agent, the input text
 ``model.text``                a usable model response without tool calls: ``text``
 ``tool.requested``            a usable response with calls: ``text``, ``calls`` (call id,
                               tool, arguments as the model wrote them)
@@ -265,8 +265,9 @@ def _started(event: RunStarted, run_id: str) -> dict[str, Any]:
     value = event.input
     text = value if isinstance(value, str) else (
         value.get("text") if isinstance(value, dict) else None)
-    return {"run_id": run_id or None, "session_id": event.session_id,
-            "turn": _turn_number(run_id), "workflow": event.workflow,
+    # No session id: the store's (tenant-prefixed under tether serve) is not the one the
+    # caller knows, and the caller named the session (or the run) to get this stream.
+    return {"run_id": run_id or None, "turn": _turn_number(run_id), "agent": event.workflow,
             "input": text if isinstance(text, str) else None}
 
 
