@@ -17,6 +17,7 @@ from pydantic import BaseModel
 
 from tether import Agent, ModelRequest, ModelResponse, Runtime, ToolCall, tool
 from tether.clock import VirtualClock
+from tether.errors import UsageError
 from tether.events import (
     Decision,
     Event,
@@ -670,3 +671,13 @@ def test_live_streams_dropped_and_resumed_deliver_every_event_once(
     assert seen == _journal_backed(expected)
     assert revisions == {u.data["revision"] for u in expected if u.type == "resource.updated"}
     assert ended == _terminal(end)
+
+
+def test_stream_refuses_a_non_positive_keepalive_or_poll() -> None:
+    """keepalive_s or poll_s of zero (or NaN) is refused before anything is read: it would
+    spin without ever waiting."""
+    for keepalive_s, poll_s in ((0.0, 1.0), (1.0, 0.0), (float("nan"), 1.0)):
+        stream = event_stream(MemoryStore(), "r", wake=_never, keepalive_s=keepalive_s,
+                              clock=VirtualClock(), poll_s=poll_s)
+        with pytest.raises(UsageError, match="positive keepalive_s"):
+            asyncio.run(anext(stream))

@@ -67,6 +67,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from tether.clock import Clock
+from tether.errors import UsageError
 from tether.events import (
     Decision,
     Event,
@@ -440,6 +441,9 @@ async def event_stream(
     ``model.delta`` events, sent as they come, without an id. A run not yet started (the
     server opened the stream before its first event) is waited for.
     """
+    if not (keepalive_s > 0 and poll_s > 0):
+        raise UsageError(f"an event stream needs a positive keepalive_s and poll_s, got "
+                         f"keepalive_s={keepalive_s!r} poll_s={poll_s!r}")
     follower = _Follower(store, run_id, after)
     source = deltas
     last_sent = clock.now()
