@@ -67,10 +67,12 @@ def events_of(text: str) -> list[tuple[int | None, str, Any]]:
 
 
 @asynccontextmanager
-async def served(tmp: Path, clock: Clock | None = None) -> AsyncIterator[Served]:
-    """The support chat (world.yaml's payments in this process) behind the app, on SQLite."""
+async def served(tmp: Path, clock: Clock | None = None,
+                 agent: Path = EXAMPLE / "agent.yaml") -> AsyncIterator[Served]:
+    """The support chat (world.yaml's payments in this process), or another ``agent`` file,
+    behind the app, on SQLite."""
     env = environment_for(load_scenario(EXAMPLE / "world.yaml"), seed=1)
-    server = Server(SQLiteStore(tmp / "runs.db"), [load_definition(EXAMPLE / "agent.yaml")],
+    server = Server(SQLiteStore(tmp / "runs.db"), [load_definition(agent)],
                     ring(), env=env, clock=clock, poll_s=0.05)
     transport = httpx.ASGITransport(app=create_app(server))
     async with httpx.AsyncClient(transport=transport, base_url="http://serve") as http:

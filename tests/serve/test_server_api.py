@@ -121,6 +121,46 @@ def test_a_denial_needs_the_role_and_the_turn_goes_on_without_the_call(tmp_path:
     run(go())
 
 
+STREAMING_AGENT = """
+name: chatty
+model: {provider: scripted, script: "chatty.py:script", settings: {stream: true}}
+"""
+CHATTY = """
+import asyncio
+from tether.models import reply
+
+async def script(request):
+    # A model that takes a moment before it writes: the stream is open by then.
+    await asyncio.sleep(0.2)
+    return reply("Hello there, this answer is written in several pieces.")
+"""
+
+
+def test_a_streaming_model_sends_deltas_without_ids_beside_the_journaled_text(
+        tmp_path: Path) -> None:
+    """With model streaming on, the turn's stream carries model.delta events (no id): pieces
+    of the text the journaled model.text then carries whole; the journal's ids come once."""
+    (tmp_path / "chatty.yaml").write_text(STREAMING_AGENT)
+    (tmp_path / "chatty.py").write_text(CHATTY)
+
+    async def go() -> None:
+        async with served(tmp_path, agent=tmp_path / "chatty.yaml") as s:
+            made = await s.call("POST", "/v1/sessions", body={"agent": "chatty",
+                                                              "session_id": "c"})
+            assert made.status_code == 201, made.text
+            events = await message(s, "c", "hi")
+            text = next(d["text"] for _, t, d in events if t == "model.text")
+            deltas = [(i, d) for i, t, d in events if t == "model.delta"]
+            assert deltas, [t for _, t, _ in events]
+            assert all(i is None and d["text"] in text for i, d in deltas)
+            ids = [i for i, _, _ in events if i is not None]
+            assert ids == sorted(set(ids))
+            assert events[-1][1] == "turn.finished"
+            assert s.server.deltas.followers(events[0][2]["run_id"]) == 0
+
+    run(go())
+
+
 def _paths(run_id: str) -> list[tuple[str, str]]:
     fill = {"{sid}": "chat1", "{trigger}": "user-message", "{run_id}": run_id}
     out = []

@@ -32,7 +32,8 @@ from tether.errors import (
     UsageError,
 )
 from tether.serve import requires_serve
-from tether.serve.server import Refusal, Server
+from tether.serve.server import Refusal, Server, Started
+from tether.serve.stream import UiEvent, event_stream
 from tether.serve.tenants import Principal
 
 requires_serve()
@@ -130,15 +131,18 @@ async def _body(request: Request, server: Server) -> dict[str, Any]:
     return body
 
 
-def _sse(server: Server, run_id: str, after: int) -> StreamingResponse:
-    from tether.serve.stream import event_stream
+def _sse(server: Server, run_id: str, after: int,
+         deltas: AsyncIterator[UiEvent] | None = None) -> StreamingResponse:
+    """The run's SSE stream after ``after``, with its model's text deltas from now on
+    (subscribed here, before the turn's task next runs, so none is missed)."""
 
     async def wake() -> None:
         await server.wake(run_id)
 
     frames: AsyncIterator[str] = event_stream(
         server.store, run_id, after=after, wake=wake, keepalive_s=server.keepalive_s,
-        clock=server.runtime.clock, poll_s=server.poll_s)
+        clock=server.runtime.clock, poll_s=server.poll_s,
+        deltas=deltas if deltas is not None else server.deltas.follow(run_id))
     # Tether-Run-Id names the run before any frame: a client whose connection drops before
     # the first event can still resume (GET /v1/executions/{run_id}/events) instead of guessing.
     return StreamingResponse(frames, media_type="text/event-stream",
@@ -170,8 +174,8 @@ async def fire_trigger(request: Request, server: Server, who: Principal) -> Resp
     body = await _body(request, server)
     sid, trigger = request.path_params["sid"], request.path_params["trigger"]
     done = await server.fire(who, sid, trigger, body)
-    if isinstance(done, str):
-        return _sse(server, done, 0)
+    if isinstance(done, Started):
+        return _sse(server, done.run_id, 0, done.deltas)
     return JSONResponse(server.view(who, done))
 
 

@@ -24,7 +24,7 @@ import contextvars
 import json
 import logging
 import random
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -32,6 +32,7 @@ from tether.clock import Clock, SystemClock, system_seed
 from tether.errors import SessionConflict, UsageError
 from tether.events import Event, RunStarted, RunStatus
 from tether.runtime.runtime import Runtime
+from tether.serve.stream import DeltaFeed, UiEvent
 from tether.serve.tenants import KeyRing, Principal, public_id, session_of_run, stored_id
 from tether.sessions.loader import AgentDefinition
 from tether.sessions.session import Session, Sessions, TurnResult
@@ -39,7 +40,7 @@ from tether.sessions.state import SessionStatus, stream_id, turn_run_id
 from tether.sessions.triggers import fire
 from tether.store.base import Store
 
-__all__ = ["Limits", "Refusal", "Server"]
+__all__ = ["Limits", "Refusal", "Server", "Started"]
 
 log = logging.getLogger("tether.serve")
 T = TypeVar("T")
@@ -70,13 +71,22 @@ class Limits:
     results: int = 64
 
 
+@dataclass(frozen=True, slots=True)
+class Started:
+    """A turn a trigger started: its run, and its model's text deltas from its first event
+    on (subscribed as the run started, so none is missed before the stream is made)."""
+
+    run_id: str
+    deltas: AsyncIterator[UiEvent]
+
+
 @dataclass(slots=True)
 class _Firing:
     """A trigger being fired by a background task: which turn run answers the request."""
 
     stored: str
     turns_before: int
-    started: asyncio.Future[str]
+    started: asyncio.Future[Started]
 
 
 # The firing the current task works for: the runtime's listener runs in the task that appends,
@@ -101,6 +111,9 @@ class Server:
             self.sessions.add_definition(definition, env=env)
             self.definitions[definition.name] = definition
         self.runtime.add_listener(self._heard)
+        #: Text deltas of streaming model calls, fanned out to the streams of their runs.
+        self.deltas = DeltaFeed()
+        self.runtime.add_delta_listener(self.deltas)
         self._waiters: dict[str, list[asyncio.Future[None]]] = {}
         self._tails: dict[str, asyncio.Task[Any]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -142,7 +155,7 @@ class Server:
         firing = _FIRING.get()
         if (firing is not None and isinstance(event, RunStarted) and not firing.started.done()
                 and _turn_number(firing.stored, run_id) > firing.turns_before):
-            firing.started.set_result(run_id)
+            firing.started.set_result(Started(run_id, self.deltas.follow(run_id)))
         for waiter in self._waiters.pop(run_id, []):
             if not waiter.done():
                 waiter.get_loop().call_soon_threadsafe(_settle, waiter)
@@ -249,9 +262,9 @@ class Server:
     # -- turns ----------------------------------------------------------------------------
 
     async def fire(self, who: Principal, sid: str, trigger: str,
-                   body: Mapping[str, Any]) -> str | Session:
-        """Fire ``trigger`` on session ``sid``: the run id of the turn it started (which goes
-        on in the background), or the session when the trigger only set variables."""
+                   body: Mapping[str, Any]) -> Started | Session:
+        """Fire ``trigger`` on session ``sid``: the turn it started (which goes on in the
+        background), or the session when the trigger only set variables."""
         session = self.session(who, sid)
         stored = session.id
         payload = body.get("input")
@@ -264,7 +277,7 @@ class Server:
         if definition is None:
             raise Refusal(409, "agent_not_served", f"session {sid!r} talks to agent "
                           f"{session.agent!r}, which this server does not serve")
-        started: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        started: asyncio.Future[Started] = asyncio.get_running_loop().create_future()
 
         async def go() -> TurnResult | Session:
             _FIRING.set(_Firing(stored, len(self.sessions.session(stored).turns), started))
@@ -290,12 +303,19 @@ class Server:
 
         task = self._after(stored, go)
         either: list[asyncio.Future[Any]] = [task, started]
-        await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+        try:
+            await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            # The request went away (the turn goes on): no stream will read these deltas.
+            if started.done():
+                await _close(started.result().deltas)
+            raise
         if started.done():
             return started.result()
         done = task.result()  # raises what refused the firing
         if isinstance(done, TurnResult):
-            return turn_run_id(stored, done.turn)
+            run_id = turn_run_id(stored, done.turn)
+            return Started(run_id, self.deltas.follow(run_id))
         return done
 
     async def continue_execution(self, who: Principal, run_id: str,
@@ -383,6 +403,12 @@ class Server:
                 raise Refusal(413, "too_large", f"variable {name!r} is over "
                               f"{self.limits.variable_bytes} bytes of JSON", "variables")
         return variables
+
+
+async def _close(deltas: AsyncIterator[UiEvent]) -> None:
+    close = getattr(deltas, "aclose", None)
+    if close is not None:
+        await close()
 
 
 def _settle(waiter: asyncio.Future[None]) -> None:
