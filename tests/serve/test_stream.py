@@ -681,3 +681,36 @@ def test_stream_refuses_a_non_positive_keepalive_or_poll() -> None:
                               clock=VirtualClock(), poll_s=poll_s)
         with pytest.raises(UsageError, match="positive keepalive_s"):
             asyncio.run(anext(stream))
+
+
+def test_a_cancelled_stream_lets_go_of_its_deltas_and_waits() -> None:
+    """A stream cancelled while it waits (its client dropped; Starlette cancels it in an anyio
+    cancel scope, which cancels every later await again) still unsubscribes from the
+    DeltaFeed and cancels its pending waits."""
+    import anyio
+
+    store = MemoryStore()
+    store.append("r", _Journal([], end="finished").run[:1], expected_last_seq=0)
+    store.acquire("r", "worker", now=0.0, ttl_s=1e12)
+    feed = DeltaFeed()
+    woken: list[asyncio.Task[Any]] = []
+
+    async def wake() -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        woken.append(task)
+        await asyncio.Event().wait()
+
+    async def go() -> None:
+        stream = event_stream(store, "r", wake=wake, keepalive_s=60.0, clock=VirtualClock(),
+                              poll_s=30.0, deltas=feed.follow("r"))
+        with anyio.CancelScope() as scope:
+            async for frame in stream:
+                if frame.startswith("id: 1"):
+                    asyncio.get_running_loop().call_soon(scope.cancel)
+        with anyio.CancelScope(shield=True):
+            await asyncio.sleep(0)
+        assert feed.followers("r") == 0
+        assert woken and all(t.cancelled() or t.cancelling() for t in woken)
+
+    anyio.run(go)

@@ -438,8 +438,10 @@ async def event_stream(
     run) and at the latest every ``poll_s`` on ``clock``, the stream reads what follows its
     last seq, so events another process appends are seen too. ``: keepalive`` comments are
     sent when nothing was sent for ``keepalive_s``. ``deltas`` (optional) yields ephemeral
-    ``model.delta`` events, sent as they come, without an id. A run not yet started (the
-    server opened the stream before its first event) is waited for.
+    ``model.delta`` events, sent as they come, without an id; a :meth:`DeltaFeed.follow`
+    subscription is closed when the stream ends, any other source is the caller's to close.
+    A run not yet started (the server opened the stream before its first event) is waited
+    for.
     """
     if not (keepalive_s > 0 and poll_s > 0):
         raise UsageError(f"an event stream needs a positive keepalive_s and poll_s, got "
@@ -486,14 +488,12 @@ async def event_stream(
                         yield format_event(UiEvent(event.type, event.data))
                         last_sent = clock.now()
     finally:
+        # Nothing is awaited here: a stream dropped by its client is cancelled, and under a
+        # cancel scope (Starlette's) every await in this block would be cancelled again.
         for task in pending.values():
             task.cancel()
-        if pending:
-            # Settled before the deltas are closed: a generator still inside anext() cannot be.
-            await asyncio.gather(*pending.values(), return_exceptions=True)
-        close = getattr(source, "aclose", None)
-        if close is not None:
-            await close()
+        if isinstance(source, _DeltaSubscription):
+            source.close()
 
 
 class _Follower:
@@ -598,7 +598,7 @@ class DeltaFeed:
 
     def follow(self, run_id: str) -> _DeltaSubscription:
         """The deltas of ``run_id`` from now on (subscribed at once, not at the first read);
-        ``aclose()`` it when the stream ends."""
+        the :func:`event_stream` given it closes it when it ends."""
         queue: asyncio.Queue[UiEvent] = asyncio.Queue()
         self._queues.setdefault(run_id, set()).add(queue)
         return _DeltaSubscription(self, run_id, queue)
@@ -627,6 +627,10 @@ class _DeltaSubscription:
     async def __anext__(self) -> UiEvent:
         return await self._queue.get()
 
-    async def aclose(self) -> None:
-        """Stop receiving deltas."""
+    def close(self) -> None:
+        """Stop receiving deltas (the stream that was given this does it when it ends)."""
         self._feed._drop(self._run_id, self._queue)
+
+    async def aclose(self) -> None:
+        """:meth:`close`, for code that closes async iterators."""
+        self.close()
