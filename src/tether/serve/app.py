@@ -15,6 +15,7 @@ expired session, 404 for an unknown execution), and a malformed or oversized bod
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -123,12 +124,25 @@ async def _body(request: Request, server: Server) -> dict[str, Any]:
     if not raw.strip():
         return {}
     try:
-        body = json.loads(raw)
+        # NaN, Infinity and numbers beyond a float are refused here: they are not JSON, and
+        # stored they could never be answered back as JSON.
+        body = json.loads(raw, parse_constant=_not_json, parse_float=_finite)
     except (ValueError, UnicodeDecodeError) as exc:
         raise Refusal(400, "invalid_json", f"the body is not JSON: {exc}") from exc
     if not isinstance(body, dict):
         raise Refusal(422, "invalid_request", "the body must be a JSON object")
     return body
+
+
+def _not_json(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number {text[:30]} is beyond a float")
+    return value
 
 
 def _sse(server: Server, run_id: str, after: int,
@@ -143,11 +157,12 @@ def _sse(server: Server, run_id: str, after: int,
         server.store, run_id, after=after, wake=wake, keepalive_s=server.keepalive_s,
         clock=server.runtime.clock, poll_s=server.poll_s,
         deltas=deltas if deltas is not None else server.deltas.follow(run_id))
-    # Tether-Run-Id names the run before any frame: a client whose connection drops before
-    # the first event can still resume (GET /v1/executions/{run_id}/events) instead of guessing.
+    # Tether-Run-Id and Tether-After say which run and from which seq before any frame: a
+    # client whose connection drops before the first event can still resume at the right place
+    # (GET /v1/executions/{run_id}/events after that seq) instead of guessing.
     return StreamingResponse(frames, media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no",
-                                      "Tether-Run-Id": run_id})
+                                      "Tether-Run-Id": run_id, "Tether-After": str(after)})
 
 
 def _after(request: Request) -> int:
@@ -277,7 +292,9 @@ _SESSION = {"type": "object",
 _SID = {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,128}$"}
 _SSE: dict[str, Any] = {"description": "Server-sent events of the run (id: the journal's seq)",
         "headers": {"Tether-Run-Id": {"description": "the run the stream follows",
-                                      "schema": {"type": "string"}}},
+                                      "schema": {"type": "string"}},
+                    "Tether-After": {"description": "the seq the stream starts after",
+                                     "schema": {"type": "string", "pattern": "^[0-9]+$"}}},
         "content": {"text/event-stream": {"schema": {"type": "string"}}}}
 
 

@@ -267,7 +267,10 @@ class Server:
         background), or the session when the trigger only set variables."""
         session = self.session(who, sid)
         stored = session.id
-        payload = body.get("input")
+        payload = body.get("input", {})
+        if not isinstance(payload, dict):
+            raise Refusal(422, "invalid_request", f"'input' must be a JSON object (the "
+                          f"trigger's input), got {type(payload).__name__}", "input")
         if _size(payload) > self.limits.input_bytes:
             raise Refusal(413, "too_large", f"the trigger's input is over "
                           f"{self.limits.input_bytes} bytes of JSON", "input")
@@ -291,15 +294,14 @@ class Server:
                         f"{expected}; nothing was appended", session_id=sid,
                         expected_revision=expected, found_revision=revision)
             if trigger == MESSAGE_TRIGGER and trigger not in definition.spec.triggers:
-                if not isinstance(payload, dict) or not isinstance(payload.get("text"), str):
+                if not isinstance(payload.get("text"), str):
                     raise Refusal(422, "invalid_input", "a message needs input {\"text\": "
                                   "string}", "input")
                 return await self.sessions.turn(stored, payload["text"])
             if trigger not in definition.spec.triggers:
                 raise Refusal(404, "not_found", f"agent {definition.name!r} has no trigger "
                               f"{trigger!r}", "trigger")
-            return await fire(self.sessions, definition, stored, trigger,
-                              payload if isinstance(payload, dict) else {}, key=key)
+            return await fire(self.sessions, definition, stored, trigger, payload, key=key)
 
         task = self._after(stored, go)
         either: list[asyncio.Future[Any]] = [task, started]
