@@ -91,16 +91,19 @@ def test_a_conversation_through_the_client(tmp_path: Path) -> None:
 
 
 class Cutting(httpx.AsyncBaseTransport):
-    """A transport in front of the app that drops the first event stream after ``cut``
+    """A transport in front of the app that drops its ``nth`` event stream after ``cut``
     bytes, as a dropped connection would (the request stays served on the server)."""
 
-    def __init__(self, inner: httpx.AsyncBaseTransport, cut: int) -> None:
-        self.inner, self.cut, self.cuts, self.whole = inner, cut, 0, 0
+    def __init__(self, inner: httpx.AsyncBaseTransport, cut: int, nth: int = 1) -> None:
+        self.inner, self.cut, self.nth = inner, cut, nth
+        self.streams, self.cuts, self.whole = 0, 0, 0
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         response = await self.inner.handle_async_request(request)
-        if self.cuts or not response.headers.get("content-type", "").startswith(
-                "text/event-stream"):
+        if not response.headers.get("content-type", "").startswith("text/event-stream"):
+            return response
+        self.streams += 1
+        if self.streams != self.nth:
             return response
         self.cuts += 1
         body = await response.aread()
@@ -170,5 +173,33 @@ def test_a_stream_cut_before_its_first_event_is_resumed_by_its_header(tmp_path: 
                 assert [e.id for e in seen] == [e.id for e in whole]
                 assert seen[0].type == "turn.started" and seen[-1].type == "turn.finished"
                 assert len((await ada.session("early")).turns) == 1
+
+    asyncio.run(go())
+
+
+def test_a_continue_cut_before_its_first_event_resumes_where_it_started(
+        tmp_path: Path) -> None:
+    """A continue's stream dropped before any frame resumes after the seq the server said it
+    starts after (Tether-After), not from the run's beginning: it yields exactly the events
+    of an uncut stream from that point, none the fire's stream already gave."""
+
+    async def go() -> None:
+        async with served(tmp_path) as s:
+            cutting = Cutting(s.http._transport, 0, nth=2)
+            async with httpx.AsyncClient(transport=cutting, base_url="http://serve") as http:
+                ada = client(http, "ada")
+                await ada.create_session("support-chat", session_id="cont",
+                                         variables={"customer_name": "Ada"})
+                first = await say(ada, "cont", REFUND_SMALL)
+                asked = next(e.data for e in first if e.type == "client_tool.requested")
+                stream = await ada.continue_execution(
+                    asked["execution_id"], {asked["call_id"]: {"confirmed": True}})
+                rest = await collect(stream)
+                assert cutting.cuts == 1
+                before = max(e.id for e in first if e.id is not None)
+                uncut = await collect(await ada.events(asked["execution_id"], after=before))
+                assert [e.id for e in rest] == [e.id for e in uncut]
+                assert all(e.id is None or e.id > before for e in rest)
+                assert rest[-1].type == "turn.finished"
 
     asyncio.run(go())

@@ -156,7 +156,8 @@ class AsyncClient:
                                        f"{exc!r}{wire.maybe_applied(call)}",
                                        run_id=follower.run_id) from exc
             response = await self._resume(follower, exc)
-        follower.named(response.headers.get(wire.RUN_HEADER))
+        follower.opened(response.headers.get(wire.RUN_HEADER),
+                        response.headers.get(wire.AFTER_HEADER))
         if not wire.is_stream(response):
             # A trigger that only set variables answers with the session: no turn to follow.
             try:

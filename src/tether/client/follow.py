@@ -99,11 +99,14 @@ class Follower:
         self.done = event.terminal
         return event
 
-    def named(self, run_id: str | None) -> None:
-        """Take the run id the server's response header gives, when the stream has none yet
-        (a fire's stream can then be resumed even if it drops before its first event)."""
+    def opened(self, run_id: str | None, after: str | None) -> None:
+        """Take what a stream's response headers say before any frame: its run (when the
+        stream has none yet) and the seq it starts after. A fire's or a continue's stream can
+        then be resumed at the right place even if it drops before its first event."""
         if self.run_id is None and run_id:
             self.run_id = run_id
+        if after is not None and after.isascii() and after.isdigit():
+            self.last_id = max(self.last_id, int(after))
 
     def dropped(self, error: BaseException | None) -> float:
         """The wait before resuming after the connection ended (``error``: why, or ``None`` for

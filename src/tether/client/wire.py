@@ -17,10 +17,12 @@ import httpx
 from tether.client.errors import ServerError, error_for
 from tether.errors import UsageError
 
-__all__ = ["RUN_HEADER", "Call", "check", "decoded", "items"]
+__all__ = ["AFTER_HEADER", "RUN_HEADER", "Call", "check", "decoded", "items"]
 
-#: The response header of a stream naming its run before any frame comes.
+#: The response headers of a stream naming its run and the seq it starts after, before any
+#: frame comes (a server that sends neither still works, with a narrower resume).
 RUN_HEADER = "Tether-Run-Id"
+AFTER_HEADER = "Tether-After"
 
 
 @dataclass(frozen=True, slots=True)
