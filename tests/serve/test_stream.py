@@ -22,13 +22,17 @@ from tether.events import (
     Decision,
     Event,
     ModelCalled,
+    ModelFailed,
     ResourceVersion,
     RunFinished,
     RunStarted,
     RunStatus,
     StepRecorded,
+    ToolAmbiguous,
+    ToolError,
     ToolIntent,
     ToolResult,
+    WaitExpired,
     WaitResolved,
     WaitStarted,
 )
@@ -714,3 +718,98 @@ def test_a_cancelled_stream_lets_go_of_its_deltas_and_waits() -> None:
         assert woken and all(t.cancelled() or t.cancelling() for t in woken)
 
     anyio.run(go)
+
+
+def test_mapping_of_failures_refusals_and_expiries() -> None:
+    """Each way a call ends maps to its tool.finished (denied by policy, failed, unknown then
+    settled by a lookup under the same call, a client call unanswered, a call the loop
+    refused), approvals denied and expired map to approval.decided, and responses the loop
+    could not use and failed model calls show nothing."""
+    def model(seq: int, pos: int, calls: list[tuple[str, str]], text: str = "") -> ModelCalled:
+        return ModelCalled(seq=seq, at=0.0, pos=pos, model="m", request_digest="d", response={
+            "text": text, "tool_calls": [{"id": i, "name": n, "arguments": "{}"}
+                                         for i, n in calls]})
+
+    events: list[Event] = [
+        RunStarted(seq=1, at=0.0, workflow="a", input="hello", seed=1),
+        model(2, 1, [], text=""),  # unusable: neither text nor calls
+        ModelFailed(seq=3, at=0.0, pos=2, model="m", request_digest="d",
+                    failure="rate_limited", error={"message": "slow down"}),
+        model(4, 3, [("a", "pay"), ("b", "pay"), ("c", "read")]),
+        Decision(seq=5, at=0.0, pos=4, name="policy",
+                 data={"call_id": "a", "tool": "pay", "verdict": "deny", "reason": "no"}),
+        Decision(seq=6, at=0.0, pos=5, name="policy",
+                 data={"call_id": "b", "tool": "pay", "verdict": "allow"}),
+        ToolIntent(seq=7, at=0.0, pos=6, tool="pay", effect="reconcilable", key="k6",
+                   args={}),
+        ToolAmbiguous(seq=8, at=0.0, pos=6, tool="pay", key="k6", reason="timeout"),
+        ToolResult(seq=9, at=0.0, pos=6, tool="pay", result=1, reconciled=True),
+        ToolError(seq=10, at=0.0, pos=7, tool="read", failure="permanent_tool_error",
+                  error={"type": "E", "message": "gone"}),
+        Decision(seq=11, at=0.0, pos=8, name="recover",
+                 data={"call_id": "c", "tool": "read", "action": "observe",
+                       "failure": "permanent_tool_error", "message": "gone"}),
+        model(12, 9, [("d", "ask"), ("e", "nope")]),
+        WaitStarted(seq=13, at=0.0, pos=10, key="client:10:d",
+                    data={"call_id": "d", "tool": "ask"}),
+        WaitExpired(seq=14, at=0.0, pos=10, key="client:10:d"),
+        Decision(seq=15, at=0.0, pos=11, name="recover",
+                 data={"call_id": "e", "tool": "nope", "action": "observe",
+                       "failure": "invalid_tool_call", "message": "unknown tool"}),
+        WaitStarted(seq=16, at=0.0, pos=12, key="approval:12", data={"tool": "pay"}),
+        WaitResolved(seq=17, at=0.0, key="approval:12", value={"approved": False},
+                     by="ann", note="too much"),
+        WaitStarted(seq=18, at=0.0, pos=13, key="approval:13", data={"tool": "pay"}),
+        WaitExpired(seq=19, at=0.0, pos=13, key="approval:13"),
+        RunFinished(seq=20, at=0.0, status=RunStatus.FAILED, error={"type": "X"},
+                    reason="X: broke"),
+    ]
+    mapped = [(u.id, u.type, {k: u.data.get(k) for k in ("call_id", "status", "decision")
+                              if k in u.data}) for u in ui_events(events, run_id="r")]
+    assert mapped == [
+        (1, "turn.started", {}),
+        (4, "tool.requested", {}),
+        (5, "tool.finished", {"call_id": "a", "status": "denied"}),
+        (7, "tool.started", {"call_id": "b"}),
+        (8, "tool.finished", {"call_id": "b", "status": "unknown"}),
+        (9, "tool.finished", {"call_id": "b", "status": "ok"}),
+        (10, "tool.finished", {"call_id": "c", "status": "error"}),
+        (12, "tool.requested", {}),
+        (13, "client_tool.requested", {"call_id": "d"}),
+        (14, "tool.finished", {"call_id": "d", "status": "timed_out"}),
+        (15, "tool.finished", {"call_id": "e", "status": "error"}),
+        (16, "approval.requested", {}),
+        (17, "approval.decided", {"decision": "denied"}),
+        (18, "approval.requested", {}),
+        (19, "approval.decided", {"decision": "expired"}),
+        (20, "turn.finished", {"status": "failed"}),
+    ]
+    finished = ui_events(events, run_id="r")[-1].data
+    assert finished == {"status": "failed", "reason": "X: broke", "answer": None,
+                        "error": {"type": "X"}}
+    assert ui_events(events)[0].data["input"] == "hello"
+
+
+def test_run_waiting_names_every_open_wait() -> None:
+    """run.waiting lists the open waits of any kind: client calls, approvals and other
+    signals, not the ones already resolved."""
+    events: list[Event] = [
+        RunStarted(seq=1, at=0.0, workflow="a", input="go", seed=1),
+        WaitStarted(seq=2, at=0.0, pos=1, key="client:1:q", data={"call_id": "q",
+                                                                    "tool": "ask"}),
+        WaitStarted(seq=3, at=0.0, pos=2, key="approval:2", data={"tool": "pay",
+                                                                   "role": "boss"}),
+        WaitStarted(seq=4, at=0.0, pos=3, key="payment-cleared", deadline=50.0),
+        WaitStarted(seq=5, at=0.0, pos=4, key="client:4:done", data={"call_id": "done"}),
+        WaitResolved(seq=6, at=0.0, key="client:4:done", value=1),
+    ]
+    store = MemoryStore()
+    store.append("r", events, expected_last_seq=0)
+    frames = _collect(store, "r")
+    assert frames[-1].event == "run.waiting"
+    assert json.loads(frames[-1].data)["waiting_for"] == [
+        {"key": "client:1:q", "kind": "client_tool", "call_id": "q", "tool": "ask",
+         "deadline": None},
+        {"key": "approval:2", "kind": "approval", "step": 2, "tool": "pay", "role": "boss",
+         "deadline": None},
+        {"key": "payment-cleared", "kind": "signal", "deadline": 50.0}]
