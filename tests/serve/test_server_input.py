@@ -87,6 +87,8 @@ CASES: list[tuple[str, str, Any, int, str]] = [
     ("GET", "/v1/executions/{run}/events?after=abc", None, 422, "invalid_request"),
     ("POST", "/v1/approvals/{run}/approve", {}, 404, "not_found"),
     ("POST", "/v1/approvals/{run}/deny", {"step": "one"}, 422, "invalid_request"),
+    ("GET", "/v1/nothing-here", None, 404, "not_found"),
+    ("DELETE", "/v1/sessions/c", None, 405, "method_not_allowed"),
 ]
 
 
@@ -139,8 +141,8 @@ def test_an_expired_session_is_410_with_a_restore_hint_and_comes_back_restored()
     asyncio.run(go())
 
 
-_JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False)
-                     | st.text(max_size=8),
+_JSON = st.recursive(st.none() | st.booleans() | st.integers()
+                     | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=8),
                      lambda inner: st.lists(inner, max_size=3)
                      | st.dictionaries(st.sampled_from(
                          ["agent", "session_id", "variables", "ttl_s", "input", "key",

@@ -40,6 +40,7 @@ from tether.serve.tenants import Principal
 requires_serve()
 
 from starlette.applications import Starlette  # noqa: E402 - after the install hint
+from starlette.exceptions import HTTPException  # noqa: E402
 from starlette.requests import Request  # noqa: E402
 from starlette.responses import JSONResponse, Response, StreamingResponse  # noqa: E402
 from starlette.routing import Route  # noqa: E402
@@ -267,7 +268,17 @@ def create_app(server: Server) -> Starlette:
 
     from contextlib import asynccontextmanager
 
-    return Starlette(routes=routes, lifespan=asynccontextmanager(lifespan))
+    async def http_error(request: Request, exc: Exception) -> Response:
+        # Starlette's own refusals (no such route, a method a route does not take) in the
+        # API's error shape too.
+        assert isinstance(exc, HTTPException)
+        kind = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        answer = _answer(Refusal(exc.status_code, kind, str(exc.detail)))
+        answer.headers.update(exc.headers or {})
+        return answer
+
+    return Starlette(routes=routes, lifespan=asynccontextmanager(lifespan),
+                     exception_handlers={HTTPException: http_error})
 
 
 # -- the OpenAPI document -------------------------------------------------------------------
