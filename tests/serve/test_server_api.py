@@ -121,6 +121,30 @@ def test_a_denial_needs_the_role_and_the_turn_goes_on_without_the_call(tmp_path:
     run(go())
 
 
+def test_a_message_sent_twice_under_one_revision_makes_one_turn(tmp_path: Path) -> None:
+    """Two copies of a message conditional on the same revision, sent at once: one turn
+    starts, the other is 409 and appends nothing; a stale revision later is 409 too."""
+
+    async def go() -> None:
+        async with served(tmp_path) as s:
+            await chat(s)
+            revision = (await s.call("GET", "/v1/sessions/chat1")).json()["revision"]
+            body = {"input": {"text": "How much did I pay for order ch_0001?"},
+                    "expected_revision": revision}
+            path = "/v1/sessions/chat1/triggers/user-message"
+            answers = await asyncio.gather(s.call("POST", path, body=body),
+                                           s.call("POST", path, body=body))
+            assert sorted(a.status_code for a in answers) == [200, 409], [
+                a.text for a in answers]
+            stale = await s.call("POST", path, body=body)
+            assert stale.status_code == 409
+            assert stale.json()["error"]["type"] == "session_conflict"
+            view = (await s.call("GET", "/v1/sessions/chat1")).json()
+            assert [t["status"] for t in view["turns"]] == ["completed"]
+
+    run(go())
+
+
 STREAMING_AGENT = """
 name: chatty
 model: {provider: scripted, script: "chatty.py:script", settings: {stream: true}}
