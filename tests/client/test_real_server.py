@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import random
+import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tests.serve.serve_helpers import KEYS, served
 from tether.client import (
@@ -203,3 +206,36 @@ def test_a_continue_cut_before_its_first_event_resumes_where_it_started(
                 assert rest[-1].type == "turn.finished"
 
     asyncio.run(go())
+
+
+@settings(max_examples=12, deadline=None)
+@given(nth=st.sampled_from([1, 2]), fraction=st.floats(0.0, 1.0))
+def test_any_byte_cut_of_a_fire_or_continue_stream_loses_and_repeats_nothing(
+        nth: int, fraction: float) -> None:
+    """The fire's (nth=1) or the continue's (nth=2) stream of a client-tool turn dropped at any
+    byte yields what an uncut stream from the same start yields: same ids, same events."""
+
+    async def turn(folder: Path, cut: int) -> tuple[list[StreamEvent], Cutting]:
+        # A fresh server and world each time: the same seed gives the same run.
+        async with served(folder) as s:
+            cutting = Cutting(s.http._transport, cut, nth=nth)
+            async with httpx.AsyncClient(transport=cutting, base_url="http://serve") as http:
+                return await turn_with_client_tool(client(http, "ada"), "t"), cutting
+
+    with tempfile.TemporaryDirectory() as folder:
+        (Path(folder) / "a").mkdir()
+        (Path(folder) / "b").mkdir()
+        whole, probe = asyncio.run(turn(Path(folder) / "a", 10**9))
+        seen, cutting = asyncio.run(turn(Path(folder) / "b", int(probe.whole * fraction)))
+    assert cutting.cuts == 1
+    assert [(e.id, e.type) for e in seen] == [(e.id, e.type) for e in whole]
+
+
+async def turn_with_client_tool(c: AsyncClient, sid: str) -> list[StreamEvent]:
+    """A small refund's turn: the fire's stream, then the continue's, as the client saw them."""
+    await c.create_session("support-chat", session_id=sid, variables={"customer_name": "Ada"})
+    first = await say(c, sid, REFUND_SMALL)
+    asked = next(e.data for e in first if e.type == "client_tool.requested")
+    rest = await collect(await c.continue_execution(
+        asked["execution_id"], {asked["call_id"]: {"confirmed": True}}))
+    return first + rest
