@@ -8,6 +8,7 @@ the response cleanly or by aborting the connection mid-body).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import socket
@@ -69,7 +70,8 @@ class Fake:
     """The server's state, shared with the test that drives it (same process, other thread)."""
 
     scripts: dict[str, Script] = field(default_factory=dict)
-    #: run id -> for each successive connection: (frames to send, "close" | "abort").
+    #: run id -> for each successive connection: (frames to send, "close" | "abort" |
+    #: "stall").
     cuts: dict[str, list[tuple[int, str]]] = field(default_factory=dict)
     #: run id -> statuses to answer its next resume requests (``/events``) with.
     refusals: dict[str, list[int]] = field(default_factory=dict)
@@ -135,6 +137,10 @@ class Fake:
                 if cut is not None and count == cut[0]:
                     if cut[1] == "abort":
                         raise Cut(f"cut after {count} frames")
+                    if cut[1] == "stall":
+                        # A half-open connection: nothing more comes, nothing closes it
+                        # (the client's read timeout must; the server ends on disconnect).
+                        await asyncio.Event().wait()
                     return
                 with self.lock:
                     self.sent[run_id] = max(self.sent.get(run_id, -1), position)

@@ -295,3 +295,16 @@ def test_an_unreachable_server_is_connection_failed() -> None:
         c.session("x")
     with client("http://127.0.0.1:9") as c, pytest.raises(ConnectionFailed, match="applied"):
         c.fire("x", "message", "hi")
+
+
+def test_a_silent_stream_is_taken_for_dead_and_resumed(server: Server) -> None:
+    """A stream that stops sending (no frame, no keep-alive) past the read timeout is resumed
+    after its last id, like a dropped one."""
+    url, fake = server
+    options = Options(stream_read_timeout_s=0.3, reconnect=Reconnect(attempts=2),
+                      rng=random.Random(1))
+    with Client(url, "key-a", options=options, sleep=lambda s: None) as c:
+        sid = new_session(c)
+        fake.cuts[f"session:a.{sid}:turn:1"] = [(4, "stall")]
+        events = list(c.fire(sid, "message", "hello"))
+    assert [i for i in ids(events) if i is not None] == [1, 2, 3, 4, 6, 7, 9]
