@@ -76,7 +76,7 @@ class SseParser:
     def __init__(self, *, comments: bool = False) -> None:
         self._comments = comments
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        self._buffer = ""
+        self._pieces: list[str] = []
         self._started = False
         self._pending_cr = False
         self._data: list[str] = []
@@ -94,26 +94,39 @@ class SseParser:
         if self._pending_cr and text:
             text = text.removeprefix("\n")
             self._pending_cr = False
-        self._buffer += text
+        # The unended line so far holds no break: only the new text is searched, it is kept
+        # in pieces until a break comes, and the buffer is cut once per chunk, so a long line
+        # or a large chunk costs linear time.
+        if _BREAK.search(text) is None:
+            if text:
+                self._pieces.append(text)
+            return []
+        head = "".join(self._pieces)
+        self._pieces = []
+        start = len(head)
+        buffer = head + text
         frames: list[SseFrame] = []
+        begin = 0
         while True:
-            match = _BREAK.search(self._buffer)
+            match = _BREAK.search(buffer, max(begin, start))
             if match is None:
                 break
-            if match.group() == "\r" and match.end() == len(self._buffer):
+            if match.group() == "\r" and match.end() == len(buffer):
                 # Maybe the first half of a CRLF split across chunks: the line ends here
                 # either way, and a following LF is dropped.
                 self._pending_cr = True
-            line, self._buffer = self._buffer[:match.start()], self._buffer[match.end():]
-            frame = self._line(line)
+            frame = self._line(buffer[begin:match.start()])
+            begin = match.end()
             if frame is not None:
                 frames.append(frame)
+        if begin < len(buffer):
+            self._pieces.append(buffer[begin:])
         return frames
 
     def close(self) -> list[SseFrame]:
         """End of stream: a frame not ended by a blank line is discarded (per the standard)."""
-        self._buffer += self._decoder.decode(b"", final=True)
-        self._buffer, self._data, self._event, self._id = "", [], "", None
+        self._decoder.decode(b"", final=True)
+        self._pieces, self._data, self._event, self._id = [], [], "", None
         return []
 
     def _line(self, line: str) -> SseFrame | None:
