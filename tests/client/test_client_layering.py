@@ -49,3 +49,13 @@ def test_importing_the_client_loads_no_framework() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout.strip()
     assert out == "[]"
+
+
+def test_without_httpx_the_import_names_the_extra() -> None:
+    """With httpx missing, importing tether.client is a UsageError naming the install line."""
+    code = ("import sys; sys.modules['httpx'] = None\n"
+            "try:\n    import tether.client\n"
+            "except Exception as e:\n    print(type(e).__name__, e)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.startswith("UsageError") and "pip install 'tether[serve]'" in out
