@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import json
 import logging
 import random
@@ -128,14 +129,14 @@ class Server:
     async def start(self) -> list[str]:
         """Resume, in the background, every turn a previous server left unfinished; returns
         the stored ids of their sessions."""
-        sessions: list[str] = []
+        sessions: dict[str, None] = {}
         for info in self.store.list_runs(status=[RunStatus.RUNNING, RunStatus.WAITING],
                                          limit=_LISTED):
             stored = _session_of_any_turn(info.run_id)
             if stored is not None and stored not in sessions:
-                sessions.append(stored)
-                self._after(stored, lambda s=stored: self.sessions.resume(s))  # type: ignore[misc]
-        return sessions
+                sessions[stored] = None
+                self._after(stored, functools.partial(self.sessions.resume, stored))
+        return list(sessions)
 
     async def stop(self) -> None:
         """Cancel the background tasks (their runs resume at the next start)."""
