@@ -65,7 +65,9 @@ class EventStream(_Position):
 
 
 class AsyncEventStream(_Position):
-    """:class:`EventStream` for ``async for``."""
+    """:class:`EventStream` for ``async for``. A caller that stops before the end closes the
+    connection with ``async with`` or :meth:`aclose` (an async generator is not closed by
+    garbage collection in time)."""
 
     def __init__(self, events: AsyncGenerator[StreamEvent, None], follower: Follower,
                  session: SessionView | None = None) -> None:
