@@ -10,8 +10,8 @@ take the caller's :class:`~tether.serve.tenants.Principal` and the public ids of
   (a continue or an approval queues the session's resumption behind a turn still under way);
 - a trigger answers with the run id of the turn it started as soon as that run's
   ``run_started`` is journaled (or with the error that refused it, before anything streams);
-- :meth:`Server.start` resumes the turns a killed server left unfinished (their runs are
-  leased by the same worker name, so they are taken back at once) and records how they ended;
+- :meth:`Server.start` finishes the turns a killed server left open (their runs are leased
+  by the same worker name, so they are taken back at once) and records how they ended;
 - :meth:`Server.wake` is the hint the event streams wait on: the runtime's listener wakes the
   streams of a run when this process appends to it; the stream re-reads the store either way,
   so events another process appends are seen within ``poll_s``.
@@ -31,13 +31,13 @@ from typing import Any, TypeVar
 
 from tether.clock import Clock, SystemClock, system_seed
 from tether.errors import SessionConflict, UsageError
-from tether.events import Event, RunStarted, RunStatus
+from tether.events import Event, RunStarted
 from tether.runtime.runtime import Runtime
 from tether.serve.stream import DeltaFeed, UiEvent
 from tether.serve.tenants import KeyRing, Principal, public_id, session_of_run, stored_id
 from tether.sessions.loader import AgentDefinition
 from tether.sessions.session import Session, Sessions, TurnResult
-from tether.sessions.state import SessionStatus, stream_id, turn_run_id
+from tether.sessions.state import SESSION_WORKFLOW, SessionStatus, stream_id, turn_run_id
 from tether.sessions.triggers import fire
 from tether.store.base import Store
 
@@ -127,16 +127,24 @@ class Server:
     # -- life -----------------------------------------------------------------------------
 
     async def start(self) -> list[str]:
-        """Resume, in the background, every turn a previous server left unfinished; returns
-        the stored ids of their sessions."""
-        sessions: dict[str, None] = {}
-        for info in self.store.list_runs(status=[RunStatus.RUNNING, RunStatus.WAITING],
-                                         limit=_LISTED):
-            stored = _session_of_any_turn(info.run_id)
-            if stored is not None and stored not in sessions:
-                sessions[stored] = None
+        """Finish, in the background, every turn a previous server left open in a session of
+        an agent this server serves; returns the stored ids of those sessions.
+
+        Open turns are found from the sessions' own streams, not from the runs: a server
+        killed after a turn started but before its run was created, or after its run finished
+        but before the turn's ending was recorded, leaves an open turn whose run is not
+        running, and it is finished too (a run that exists is resumed, never started twice).
+        This reads every session's stream once at start."""
+        resumed: list[str] = []
+        for info in self.store.list_runs(limit=_LISTED):
+            stored = _session_of_stream(info.run_id)
+            if info.workflow != SESSION_WORKFLOW or stored is None:
+                continue
+            state = self.sessions.session(stored).state
+            if state.pending is not None and state.agent in self.definitions:
+                resumed.append(stored)
                 self._after(stored, functools.partial(self.sessions.resume, stored))
-        return list(sessions)
+        return resumed
 
     async def stop(self) -> None:
         """Cancel the background tasks (their runs resume at the next start)."""
@@ -425,11 +433,12 @@ def _turn_number(stored: str, run_id: str) -> int:
     return int(tail) if tail.isdigit() else 0
 
 
-def _session_of_any_turn(run_id: str) -> str | None:
-    head, sep, number = run_id.rpartition(":turn:")
-    if not sep or not number.isdigit() or not head.startswith("session:"):
+def _session_of_stream(run_id: str) -> str | None:
+    """The session id of a session's stream id (``session:<id>``, no turn suffix)."""
+    prefix = stream_id("")
+    if not run_id.startswith(prefix) or ":turn:" in run_id:
         return None
-    return head[len("session:"):]
+    return run_id[len(prefix):] or None
 
 
 def _size(value: Any) -> int:
