@@ -31,6 +31,7 @@ from tether.errors import (
     TriggerInputInvalid,
     UnknownExecution,
     UsageError,
+    WebhookRejected,
 )
 from tether.serve import requires_serve
 from tether.serve.server import Refusal, Server, Started
@@ -46,6 +47,11 @@ from starlette.responses import JSONResponse, Response, StreamingResponse  # noq
 from starlette.routing import Route  # noqa: E402
 
 __all__ = ["OPENAPI", "create_app", "problem_of"]
+
+#: How a refused webhook delivery is answered: an unsigned, forged or stale one is not
+#: authenticated (401); one that is not shaped as a delivery at all is a bad request (400).
+_WEBHOOK_STATUS = {"missing-signature": 401, "bad-signature": 401, "stale": 401,
+                   "malformed-signature": 400, "missing-event-id": 400}
 
 Handler = Callable[[Request, Server, Principal], Awaitable[Response]]
 
@@ -65,6 +71,9 @@ def problem_of(exc: Exception) -> Refusal | None:
         (ConcurrencyConflict, 409, "session_conflict"),
         (RunOwned, 409, "run_busy"),
     ]
+    if isinstance(exc, WebhookRejected):
+        return Refusal(_WEBHOOK_STATUS.get(exc.reason, 401), "webhook_rejected",
+                       f"{exc} (reason: {exc.reason or 'unknown'})", exc.reason or None)
     if isinstance(exc, SessionInactive):
         if exc.status == "expired":
             return Refusal(410, "session_expired", f"{exc}. POST /v1/sessions/{{id}}/restore "
@@ -113,15 +122,7 @@ def _principal(server: Server, request: Request) -> Principal:
 
 
 async def _body(request: Request, server: Server) -> dict[str, Any]:
-    limit = server.limits.body_bytes
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise Refusal(413, "too_large", f"the body is over {limit} bytes")
-    raw = b""
-    async for chunk in request.stream():
-        raw += chunk
-        if len(raw) > limit:
-            raise Refusal(413, "too_large", f"the body is over {limit} bytes")
+    raw = await _raw(request, server)
     if not raw.strip():
         return {}
     try:
@@ -133,6 +134,20 @@ async def _body(request: Request, server: Server) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise Refusal(422, "invalid_request", "the body must be a JSON object")
     return body
+
+
+async def _raw(request: Request, server: Server) -> bytes:
+    """The request's body as it came, up to the body limit (413 beyond it)."""
+    limit = server.limits.body_bytes
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise Refusal(413, "too_large", f"the body is over {limit} bytes")
+    raw = b""
+    async for chunk in request.stream():
+        raw += chunk
+        if len(raw) > limit:
+            raise Refusal(413, "too_large", f"the body is over {limit} bytes")
+    return raw
 
 
 def _not_json(name: str) -> Any:
@@ -234,7 +249,40 @@ async def run_events(request: Request, server: Server, who: Principal) -> Respon
     return JSONResponse({"events": server.run_events(who, request.path_params["run_id"])})
 
 
-#: (path, method, handler): the API. OPENAPI describes exactly these.
+async def webhook(request: Request, server: Server) -> Response:
+    """A signed webhook delivery: no API key, the trigger's HMAC secret authenticates it
+    and the tenant is the path's. The raw body and headers go to the trigger as they came."""
+    params = request.path_params
+    done = await server.fire_webhook(params["tenant"], params["sid"], params["trigger"],
+                                     await _raw(request, server), dict(request.headers))
+    if isinstance(done, Started):
+        return _sse(server, done.run_id, 0, done.deltas)
+    return JSONResponse({"id": params["sid"], "status": done.status.value,
+                         "revision": done.revision})
+
+
+def _open_endpoint(server: Server, handler: Callable[[Request, Server], Awaitable[Response]],
+                   ) -> Callable[[Request], Awaitable[Response]]:
+    """``handler`` behind the error mapping only: it authenticates the request itself."""
+
+    async def endpoint(request: Request) -> Response:
+        try:
+            return await handler(request, server)
+        except Exception as exc:
+            refusal = problem_of(exc)
+            if refusal is None:
+                raise
+            return _answer(refusal)
+
+    return endpoint
+
+
+#: Routes without an API key (path, method, handler): each authenticates its caller itself.
+OPEN_ROUTES: list[tuple[str, str, Callable[[Request, Server], Awaitable[Response]]]] = [
+    ("/v1/tenants/{tenant}/sessions/{sid}/webhooks/{trigger}", "POST", webhook),
+]
+
+#: (path, method, handler): the API. OPENAPI describes exactly these and OPEN_ROUTES.
 ROUTES: list[tuple[str, str, Handler]] = [
     ("/v1/sessions", "POST", create_session),
     ("/v1/sessions/{sid}", "GET", read_session),
@@ -255,6 +303,8 @@ def create_app(server: Server) -> Starlette:
     cancels the background tasks at shutdown."""
     routes = [Route(path, _endpoint(server, handler), methods=[method])
               for path, method, handler in ROUTES]
+    routes += [Route(path, _open_endpoint(server, handler), methods=[method])
+               for path, method, handler in OPEN_ROUTES]
 
     async def openapi(request: Request) -> Response:
         return JSONResponse(OPENAPI)
@@ -335,6 +385,24 @@ def _object(required: tuple[str, ...], **properties: Any) -> dict[str, Any]:
 
 
 _DECISION = _object((), note={"type": "string"}, step={"type": "integer"})
+
+
+def _webhook_op() -> dict[str, Any]:
+    """A webhook delivery: no bearer key (the HMAC signature is the authentication)."""
+    operation = _op(
+        "Deliver a signed webhook event to a session's webhook trigger (no API key: the "
+        "trigger's HMAC-SHA256 secret authenticates the sender; the signature header is "
+        "t=<unix seconds>,v1=<hex HMAC of \"<t>.<event id>.\" + body>). The turn's event "
+        "stream; a repeated event id streams the first delivery's turn again",
+        {"200": {**_SSE, "content": {**_SSE["content"], "application/json": {
+            "schema": _object(("id", "status", "revision"), id={"type": "string"},
+                              status={"type": "string"}, revision={"type": "integer"})}}}},
+        (400, 404, 409, 410, 413, 422, 503), ("tenant", "sid", "trigger"),
+        body={"type": "object"})
+    operation["security"] = []
+    operation["parameters"][0]["schema"] = {"type": "string",
+                                            "pattern": "^[A-Za-z0-9_-]{1,64}$"}
+    return operation
 _LIST = {"type": "array", "items": _ANY_OBJECT}
 
 OPENAPI: dict[str, Any] = {
@@ -386,5 +454,6 @@ OPENAPI: dict[str, Any] = {
         "/v1/runs/{run_id}/events": {"get": _op(
             "A run's journal", {"200": _json(_object(("events",), events=_LIST))}, (404,),
             ("run_id",))},
+        "/v1/tenants/{tenant}/sessions/{sid}/webhooks/{trigger}": {"post": _webhook_op()},
     },
 }

@@ -24,13 +24,14 @@ import contextvars
 import functools
 import json
 import logging
+import os
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from tether.clock import Clock, SystemClock, system_seed
-from tether.errors import SessionConflict, UsageError
+from tether.errors import UsageError
 from tether.events import Event, RunStarted
 from tether.runtime.runtime import Runtime
 from tether.serve.stream import DeltaFeed, UiEvent
@@ -38,7 +39,7 @@ from tether.serve.tenants import KeyRing, Principal, public_id, session_of_run, 
 from tether.sessions.loader import AgentDefinition
 from tether.sessions.session import Session, Sessions, TurnResult
 from tether.sessions.state import SESSION_WORKFLOW, SessionStatus, stream_id, turn_run_id
-from tether.sessions.triggers import fire
+from tether.sessions.triggers import Fired, fire, fire_webhook
 from tether.store.base import Store
 
 __all__ = ["Limits", "Refusal", "Server", "Started"]
@@ -50,6 +51,14 @@ T = TypeVar("T")
 _LISTED = 100_000
 #: The trigger a chat message fires; an agent file that declares none still takes messages.
 MESSAGE_TRIGGER = "user-message"
+#: Where a trigger that is not a ``message`` is fired from, for the refusal of a request that
+#: fires it by hand.
+_KIND_ROUTE = {
+    "webhook": "its sender POSTs signed deliveries to "
+               "/v1/tenants/{tenant}/sessions/{sid}/webhooks/{trigger}",
+    "schedule": "the server fires it on its schedule",
+    "approval": "it fires when an approval of the session's turns is decided",
+}
 
 
 class Refusal(Exception):
@@ -102,8 +111,12 @@ class Server:
     def __init__(self, store: Store, definitions: Sequence[AgentDefinition], keys: KeyRing, *,
                  env: Any = None, clock: Clock | None = None, owner: str = "tether-serve",
                  limits: Limits | None = None, keepalive_s: float = 15.0,
-                 poll_s: float = 0.25) -> None:
+                 poll_s: float = 0.25, webhook_environ: Mapping[str, str] | None = None,
+                 ) -> None:
         self.keys, self.limits = keys, limits or Limits()
+        #: Where webhook triggers' HMAC secrets are read (``os.environ`` by default).
+        self.webhook_environ: Mapping[str, str] = (
+            os.environ if webhook_environ is None else webhook_environ)
         self.keepalive_s, self.poll_s = keepalive_s, poll_s
         self.runtime = Runtime(store, clock=clock or SystemClock(), owner=owner)
         self.sessions = Sessions(self.runtime)
@@ -293,26 +306,84 @@ class Server:
 
         async def go() -> TurnResult | Session:
             _FIRING.set(_Firing(stored, len(self.sessions.session(stored).turns), started))
-            # Checked in the task, right before the firing reads the session, with no await
-            # between: in this process no other writer can slip in between check and append.
-            if expected is not None:
-                revision = self.sessions.session(stored).revision
-                if revision != expected:
-                    raise SessionConflict(
-                        f"session {sid!r} is at revision {revision}, not the expected "
-                        f"{expected}; nothing was appended", session_id=sid,
-                        expected_revision=expected, found_revision=revision)
+            # expected_revision is a compare-and-set on the session's stream, checked on the
+            # read the turn is appended at (in Sessions.turn and the triggers' one path), so
+            # it holds across servers sharing one store, not only in this process.
             if trigger == MESSAGE_TRIGGER and trigger not in definition.spec.triggers:
                 if not isinstance(payload.get("text"), str):
                     raise Refusal(422, "invalid_input", "a message needs input {\"text\": "
                                   "string}", "input")
-                return await self.sessions.turn(stored, payload["text"])
-            if trigger not in definition.spec.triggers:
+                return await self.sessions.turn(stored, payload["text"],
+                                                expected_revision=expected)
+            spec = definition.spec.triggers.get(trigger)
+            if spec is None:
                 raise Refusal(404, "not_found", f"agent {definition.name!r} has no trigger "
                               f"{trigger!r}", "trigger")
-            return await fire(self.sessions, definition, stored, trigger, payload, key=key)
+            if spec.kind != "message":
+                raise Refusal(400, "invalid_request", f"trigger {trigger!r} of agent "
+                              f"{definition.name!r} is kind {spec.kind}: "
+                              + _KIND_ROUTE.get(spec.kind, "it is not fired by a request"),
+                              "trigger")
+            return await fire(self.sessions, definition, stored, trigger, payload, key=key,
+                              expected_revision=expected)
 
-        task = self._after(stored, go)
+        done = await self._answer(self._after(stored, go), started)
+        if isinstance(done, Started):
+            return done
+        if isinstance(done, TurnResult):
+            run_id = turn_run_id(stored, done.turn)
+            return Started(run_id, self.deltas.follow(run_id))
+        return done
+
+    async def fire_webhook(self, tenant: str, sid: str, trigger: str, body: bytes,
+                           headers: Mapping[str, str]) -> Started | Session:
+        """A webhook delivery for trigger ``trigger`` of session ``sid`` of ``tenant``: the
+        turn it started or, for a repeated event id, the turn the first delivery started
+        (its stream again, not a second turn); the session when the trigger only set
+        variables.
+
+        There is no API key: the trigger's HMAC secret is the sender's authentication, checked
+        by :func:`tether.sessions.triggers.fire_webhook` before the body is parsed. So that an
+        unsigned request learns nothing, a tenant, session or trigger that is not a webhook
+        trigger of a served session is one answer (404)."""
+        missing = Refusal(404, "not_found", f"no webhook trigger {trigger!r} on session "
+                          f"{sid!r} of tenant {tenant!r}", "trigger")
+        try:
+            stored = stored_id(tenant, sid)
+        except UsageError as exc:
+            raise missing from exc
+        if self.store.get_run(stream_id(stored)) is None:
+            raise missing
+        agent = self.sessions.session(stored).agent
+        definition = self.definitions.get(agent)
+        spec = None if definition is None else definition.spec.triggers.get(trigger)
+        if definition is None or spec is None or spec.kind != "webhook" or spec.webhook is None:
+            raise missing
+        if not self.webhook_environ.get(spec.webhook.secret_env):
+            log.warning("webhook %s of agent %s: %s is not set in the server's environment; "
+                        "deliveries are refused", trigger, agent, spec.webhook.secret_env)
+            raise Refusal(503, "webhook_not_configured", f"this server holds no secret for "
+                          f"webhook trigger {trigger!r}; its operator sets the environment "
+                          "variable the agent file names and restarts it")
+        started: asyncio.Future[Started] = asyncio.get_running_loop().create_future()
+
+        async def go() -> Fired:
+            _FIRING.set(_Firing(stored, len(self.sessions.session(stored).turns), started))
+            return await fire_webhook(self.sessions, definition, stored, trigger, body,
+                                      headers, environ=self.webhook_environ)
+
+        done = await self._answer(self._after(stored, go), started)
+        if isinstance(done, Started):
+            return done
+        if done.turn is not None:
+            run_id = turn_run_id(stored, done.turn)
+            return Started(run_id, self.deltas.follow(run_id))
+        return self.sessions.session(stored)
+
+    async def _answer(self, task: asyncio.Task[T], started: asyncio.Future[Started],
+                      ) -> Started | T:
+        """The turn a firing task started as soon as its run started, else what the task
+        came to (raising what refused it)."""
         either: list[asyncio.Future[Any]] = [task, started]
         try:
             await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
@@ -323,11 +394,7 @@ class Server:
             raise
         if started.done():
             return started.result()
-        done = task.result()  # raises what refused the firing
-        if isinstance(done, TurnResult):
-            run_id = turn_run_id(stored, done.turn)
-            return Started(run_id, self.deltas.follow(run_id))
-        return done
+        return task.result()
 
     async def continue_execution(self, who: Principal, run_id: str,
                                  body: Mapping[str, Any]) -> int:

@@ -146,18 +146,27 @@ class DueSlot:
 
 async def fire(sessions: Sessions, definition: AgentDefinition, session_id: str,
                trigger: str, payload: Mapping[str, Any], *,
-               key: str | None = None) -> TurnResult | Session:
+               key: str | None = None,
+               expected_revision: int | None = None) -> TurnResult | Session:
     """Fire the ``message`` trigger ``trigger`` of ``definition`` on session ``session_id``
     with ``payload``: the turn's result, or the session when the trigger only sets variables.
 
     With ``key`` the firing is idempotent: a second call with the same key records nothing and
-    returns the first call's turn (resumed if a crash interrupted it)."""
+    returns the first call's turn (resumed if a crash interrupted it).
+
+    ``expected_revision`` (the revision the caller last read) makes the firing conditional,
+    as a compare-and-set on the session's stream: it is checked on the very read the firing
+    appends at, so of two processes firing under one revision at most one records anything
+    and the other gets :class:`~tether.errors.SessionConflict`. A half-done earlier turn this
+    call finishes first moves the revision by its ending only; a turn another writer started
+    meanwhile is a conflict."""
     spec = _trigger(definition, trigger, "message")
     if key is not None and not _EVENT_ID.fullmatch(key):
         raise UsageError(f"trigger {trigger!r}: key {key!r} must be 1 to 200 printable ASCII "
                          "characters without spaces")
     done = await _start(sessions, definition, session_id, trigger, spec, dict(payload),
-                        key=None if key is None else f"message:{trigger}:{key}")
+                        key=None if key is None else f"message:{trigger}:{key}",
+                        expected_revision=expected_revision)
     assert done is not None  # only a schedule's firing is ever superseded
     if done.result is not None:
         return done.result
@@ -352,26 +361,47 @@ async def _start(sessions: Sessions, definition: AgentDefinition, session_id: st
                  spec: TriggerSpec, payload: Any, *, key: str | None,
                  detail: Mapping[str, Any] | None = None,
                  superseded: Callable[[Mapping[str, TriggerFired]], bool] | None = None,
-                 ) -> Fired | None:
+                 expected_revision: int | None = None) -> Fired | None:
     """Validate ``payload``, record the firing with its variables and turn in one
     compare-and-set append, and run the turn (see the module docstring). ``None`` when
-    ``superseded`` says the firing is no longer due."""
+    ``superseded`` says the firing is no longer due. With ``expected_revision`` the session
+    must still be at that revision (past the ending of an open turn this call finished) on
+    the read the append is made at: SessionConflict otherwise, nothing appended."""
     found = problems(spec.input, payload)
     if found:
         raise TriggerInputInvalid(f"trigger {name!r}: the input does not fit its schema: "
                                   + "; ".join(found))
+    expected = expected_revision
     for _ in range(_ATTEMPTS):
         state, fired = _read(sessions, session_id, definition)
         if key is not None and key in fired:
             return await _repeat(sessions, session_id, fired[key])
         if superseded is not None and superseded(fired):
             return None
+        if expected is not None and state.revision != expected:
+            raise SessionConflict(
+                f"session {session_id!r} is at revision {state.revision}, not the expected "
+                f"{expected}; nothing was appended for trigger {name!r}. If it was fired "
+                "before, it was taken: read the session rather than fire it again",
+                session_id=session_id, expected_revision=expected,
+                found_revision=state.revision)
         # Computed before anything is appended, even the end of an earlier turn: an input
         # whose variables do not fit their types changes nothing.
         values = _values(definition, name, spec, state, payload)
         text = None if spec.turn is None else _render(name, "turn", spec.turn, values)
         if state.pending is not None:
             await _finish_open_turn(sessions, state, name)
+            if expected is not None:
+                # This call moved the revision by the open turn's ending; a turn another
+                # writer started meanwhile is a change the caller has not seen.
+                after, _ = _read(sessions, session_id)
+                if len(after.turns) != len(state.turns):
+                    raise SessionConflict(
+                        f"session {session_id!r} was changed by another writer: turn "
+                        f"{len(after.turns)} started after revision {expected} was read; "
+                        f"nothing was appended for trigger {name!r}", session_id=session_id,
+                        expected_revision=expected, found_revision=after.revision)
+                expected = after.revision
             continue
         status = state.status(sessions.runtime.clock.now())
         if status is not SessionStatus.ACTIVE:

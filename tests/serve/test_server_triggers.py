@@ -1,0 +1,196 @@
+"""Triggers under tether serve: webhook deliveries, schedules fired by the server, and
+conditional turns across servers sharing one store."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tether.errors import SessionConflict
+from tether.runtime.runtime import Runtime
+from tether.serve.app import OPEN_ROUTES, OPENAPI, ROUTES
+from tether.sessions.loader import load_definition
+from tether.sessions.session import Sessions
+from tether.sessions.triggers import fire, sign_webhook
+from tether.store.sqlite import SQLiteStore
+
+from .serve_helpers import EXAMPLE, Served, events_of, served
+
+SECRET = "whsec-test-0123456789"
+WEBHOOK = "/v1/tenants/acme/sessions/chat1/webhooks/billing"
+TRIGGERS = """
+  billing:
+    kind: webhook
+    webhook: {secret_env: TETHER_TEST_BILLING_SECRET}
+    input: {type: object, properties: {summary: {type: string}}, required: [summary]}
+    turn: "(Billing says: {{ input.summary }})"
+  check-in:
+    kind: schedule
+    schedule: {every_s: 60}
+    turn: "(Daily check-in.)"
+"""
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+def agent_file(tmp: Path) -> Path:
+    """The support chat with a webhook and a schedule trigger besides its own."""
+    folder = tmp / "agent"
+    shutil.copytree(EXAMPLE, folder)
+    path = folder / "agent.yaml"
+    text = path.read_text()
+    marker = "triggers:\n"
+    assert marker in text
+    path.write_text(text.replace(marker, marker + TRIGGERS.lstrip("\n"), 1))
+    return path
+
+
+async def chat(s: Served, sid: str = "chat1") -> None:
+    response = await s.call("POST", "/v1/sessions", body={"agent": "support-chat",
+                                                          "session_id": sid})
+    assert response.status_code == 201, response.text
+
+
+def delivery(s: Served, body: dict[str, Any], event_id: str = "evt_1",
+             secret: str = SECRET) -> tuple[bytes, dict[str, str]]:
+    raw = json.dumps(body).encode()
+    signature = sign_webhook(secret, raw, s.server.runtime.clock.now(), event_id)
+    return raw, {"X-Tether-Signature": signature, "X-Tether-Event-Id": event_id,
+                 "Content-Type": "application/json"}
+
+
+async def revision(s: Served) -> int:
+    return int((await s.call("GET", "/v1/sessions/chat1")).json()["revision"])
+
+
+def test_a_signed_delivery_starts_one_turn_and_a_repeat_streams_it_again(tmp_path: Path) -> None:
+    """A signed webhook delivery needs no API key and streams the turn it started; the same
+    event id delivered again streams that same turn, and no second turn starts."""
+
+    async def go() -> None:
+        async with served(tmp_path, agent=agent_file(tmp_path)) as s:
+            s.server.webhook_environ = {"TETHER_TEST_BILLING_SECRET": SECRET}
+            await chat(s)
+            raw, headers = delivery(s, {"summary": "card declined"})
+            first = await s.http.post(WEBHOOK, content=raw, headers=headers)
+            assert first.status_code == 200, first.text
+            events = events_of(first.text)
+            assert events[0][1] == "turn.started" and events[-1][1] == "turn.finished"
+            again = await s.http.post(WEBHOOK, content=raw, headers=headers)
+            assert again.status_code == 200, again.text
+            assert again.headers["Tether-Run-Id"] == first.headers["Tether-Run-Id"]
+            assert [e for e in events_of(again.text) if e[0] is not None] == \
+                [e for e in events if e[0] is not None]
+            view = (await s.call("GET", "/v1/sessions/chat1")).json()
+            assert [t["trigger"] for t in view["turns"]] == ["billing"]
+
+    run(go())
+
+
+@pytest.mark.parametrize(("tamper", "status", "reason"), [
+    ("unsigned", 401, "missing-signature"), ("forged", 401, "bad-signature"),
+    ("stale", 401, "stale"), ("no-event-id", 400, "missing-event-id"),
+    ("malformed", 400, "malformed-signature")])
+def test_a_refused_delivery_says_why_and_appends_nothing(tmp_path: Path, tamper: str,
+                                                         status: int, reason: str) -> None:
+    """An unsigned, forged, stale or id-less delivery is refused with the WebhookRejected
+    reason (401 unauthenticated, 400 not a delivery) and the session does not change."""
+
+    async def go() -> None:
+        async with served(tmp_path, agent=agent_file(tmp_path)) as s:
+            s.server.webhook_environ = {"TETHER_TEST_BILLING_SECRET": SECRET}
+            await chat(s)
+            before = await revision(s)
+            raw, headers = delivery(s, {"summary": "paid"},
+                                    secret="another" if tamper == "forged" else SECRET)
+            if tamper == "unsigned":
+                del headers["X-Tether-Signature"]
+            elif tamper == "no-event-id":
+                del headers["X-Tether-Event-Id"]
+            elif tamper == "malformed":
+                headers["X-Tether-Signature"] = "v1=abc"
+            elif tamper == "stale":
+                stamp = s.server.runtime.clock.now() - 3600
+                headers["X-Tether-Signature"] = sign_webhook(SECRET, raw, stamp, "evt_1")
+            answer = await s.http.post(WEBHOOK, content=raw, headers=headers)
+            assert answer.status_code == status, answer.text
+            error = answer.json()["error"]
+            assert (error["type"], error["param"]) == ("webhook_rejected", reason)
+            assert SECRET not in answer.text
+            assert await revision(s) == before
+
+    run(go())
+
+
+def test_what_is_not_a_served_webhook_is_one_404_and_a_missing_secret_503(
+        tmp_path: Path) -> None:
+    """Another tenant, an unknown session and a trigger that is not a webhook all answer
+    the same 404 to an unauthenticated sender; a server without the secret answers 503; a
+    webhook trigger fired by hand through /triggers is refused."""
+
+    async def go() -> None:
+        async with served(tmp_path, agent=agent_file(tmp_path)) as s:
+            s.server.webhook_environ = {"TETHER_TEST_BILLING_SECRET": SECRET}
+            await chat(s)
+            raw, headers = delivery(s, {"summary": "paid"})
+            for path in ["/v1/tenants/other/sessions/chat1/webhooks/billing",
+                         "/v1/tenants/acme/sessions/nope/webhooks/billing",
+                         "/v1/tenants/acme/sessions/chat1/webhooks/check-in",
+                         "/v1/tenants/acme/sessions/chat1/webhooks/plan-changed",
+                         "/v1/tenants/a.b/sessions/chat1/webhooks/billing"]:
+                answer = await s.http.post(path, content=raw, headers=headers)
+                assert answer.status_code == 404, (path, answer.text)
+                assert answer.json()["error"]["type"] == "not_found"
+            by_hand = await s.call("POST", "/v1/sessions/chat1/triggers/billing",
+                                   body={"input": {"summary": "paid"}})
+            assert by_hand.status_code == 400, by_hand.text
+            assert "webhooks/" in by_hand.json()["error"]["message"]
+            s.server.webhook_environ = {}
+            unset = await s.http.post(WEBHOOK, content=raw, headers=headers)
+            assert unset.status_code == 503, unset.text
+            assert "TETHER_TEST_BILLING_SECRET" not in unset.text
+            assert (await s.call("GET", "/v1/sessions/chat1")).json()["turns"] == []
+
+    run(go())
+
+
+def test_the_openapi_document_describes_the_webhook_route_without_a_key() -> None:
+    """The webhook route is documented with no security (its signature authenticates it)
+    and the document lists exactly the keyed and the open routes."""
+    documented = {(m.upper(), p) for p, ops in OPENAPI["paths"].items() for m in ops}
+    assert documented == {(m, p) for p, m, _ in [*ROUTES, *OPEN_ROUTES]}
+    operation = OPENAPI["paths"]["/v1/tenants/{tenant}/sessions/{sid}/webhooks/{trigger}"]
+    assert operation["post"]["security"] == []
+    assert {"400", "401", "404", "503"} <= set(operation["post"]["responses"])
+
+
+def test_a_conditional_trigger_is_a_compare_and_set_across_processes(tmp_path: Path) -> None:
+    """Two Sessions objects on one SQLite file fire a trigger conditional on the same
+    revision: one turn starts, the other is a SessionConflict and appends nothing."""
+
+    async def go() -> None:
+        definition = load_definition(agent_file(tmp_path))
+        db = tmp_path / "runs.db"
+        first, second = (Sessions(Runtime(SQLiteStore(db), owner=name))
+                         for name in ("server-a", "server-b"))
+        for sessions in (first, second):
+            sessions.add_definition(definition)
+        first.create("acme.chat1", agent="support-chat")
+        read = second.session("acme.chat1").revision
+        await fire(first, definition, "acme.chat1", "plan-changed", {"plan": "pro"},
+                   expected_revision=read)
+        after = second.session("acme.chat1").revision
+        with pytest.raises(SessionConflict):
+            await fire(second, definition, "acme.chat1", "plan-changed", {"plan": "pro"},
+                       expected_revision=read)
+        assert second.session("acme.chat1").revision == after
+        assert len(first.session("acme.chat1").turns) == 1
+
+    run(go())
