@@ -331,6 +331,10 @@ class TurnStarted(_Event):
     run_id: str
     trigger: str = "user-message"
     input: Any = None
+    #: On whose behalf the turn runs, and their roles: the turn's task carries them to the
+    #: policy. Recorded here so a turn resumed after a crash runs for the same principal.
+    principal: str = "anonymous"
+    roles: list[str] = []
 
 
 class TurnFinished(_Event):

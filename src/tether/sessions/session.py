@@ -342,8 +342,11 @@ class Sessions:
 
     async def turn(self, session_id: str, text: str, *, trigger: str = "user-message",
                    agent: Agent | None = None,
-                   expected_revision: int | None = None) -> TurnResult:
-        """Run one turn of the session (see the module docstring). Raises
+                   expected_revision: int | None = None, principal: str = "anonymous",
+                   roles: Sequence[str] = ()) -> TurnResult:
+        """Run one turn of the session (see the module docstring) on behalf of ``principal``
+        holding ``roles`` (what the agent's policy judges the turn's calls by; recorded with
+        the turn, so a resumed turn runs for the same principal). Raises
         :class:`SessionInactive` for an expired or closed session and
         :class:`SessionConflict` when another turn changed the session first or an earlier
         turn is still waiting.
@@ -397,7 +400,7 @@ class Sessions:
         number = len(state.turns) + 1
         self._append(state, [TurnStarted(
             seq=0, at=self._now(), turn=number, run_id=turn_run_id(session_id, number),
-            trigger=trigger, input=text)])
+            trigger=trigger, input=text, principal=principal, roles=list(roles))])
         return await self._finish(state, state.turns[-1])
 
     async def resume(self, session_id: str) -> TurnResult | None:
@@ -420,7 +423,8 @@ class Sessions:
             history = tuple(m for _, _, m in self._entries(prior))
             # The variables as of the turn's start, in the journaled input: the instructions
             # and memory subjects of this turn (and of its resumption) are rendered from them.
-            task = Task(text=str(turn.input), history=history, variables=dict(prior.variables))
+            task = Task(text=str(turn.input), history=history, variables=dict(prior.variables),
+                        principal=turn.principal, roles=turn.roles)
             try:
                 result = await self.runtime.start(agent, task.model_dump(mode="json"),
                                                   run_id=turn.run_id,

@@ -8,7 +8,7 @@ is the session's **revision**.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
@@ -66,6 +66,8 @@ class Turn:
     input: Any
     started_at: float
     status: str | None = None
+    principal: str = "anonymous"
+    roles: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,12 +131,12 @@ def fold(state: SessionState, event: Event) -> None:
         state.resources[event.name] = Resource(event.name, event.version, event.content,
                                                dict(event.provenance))
     elif isinstance(event, TurnStarted):
-        state.turns.append(Turn(event.turn, event.run_id, event.trigger, event.input, event.at))
+        state.turns.append(Turn(event.turn, event.run_id, event.trigger, event.input, event.at,
+                                principal=event.principal, roles=tuple(event.roles)))
         state.last_activity_at = event.at
     elif isinstance(event, TurnFinished):
         last = state.turns[-1]
-        state.turns[-1] = Turn(last.number, last.run_id, last.trigger, last.input,
-                               last.started_at, event.status.value)
+        state.turns[-1] = replace(last, status=event.status.value)
         state.last_activity_at = event.at
     elif isinstance(event, SessionRestored):
         state.restored = [Message.model_validate(m) for m in event.messages]
