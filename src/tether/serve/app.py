@@ -5,8 +5,9 @@ dependency), and the API is small enough that its OpenAPI document is written by
 :data:`OPENAPI` below, next to the routes it describes. A test holds the two together: every
 route is in the document with its methods, and every documented path is routed.
 
-Every request but ``GET /openapi.json`` needs ``Authorization: Bearer <key>`` (401 without a
-known key); the key's tenant scopes everything, so another tenant's session or run is 404.
+Every request but ``GET /openapi.json`` and the chat page (``GET /``, ``/static/...``, which
+asks for a key itself) needs ``Authorization: Bearer <key>`` (401 without a known key); the
+key's tenant scopes everything, so another tenant's session or run is 404.
 Errors are ``{"error": {"type", "message", "param"?}}`` with a 4xx status: tether's errors map
 to statuses in :func:`problem_of` (409 for a conflict, 422 for refused input, 410 for an
 expired session, 404 for an unknown execution), and a malformed or oversized body is a 400/413.
@@ -310,6 +311,7 @@ def create_app(server: Server) -> Starlette:
         return JSONResponse(OPENAPI)
 
     routes.append(Route("/openapi.json", openapi, methods=["GET"]))
+    routes += page_routes()
 
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await server.start()
@@ -329,6 +331,40 @@ def create_app(server: Server) -> Starlette:
 
     return Starlette(routes=routes, lifespan=asynccontextmanager(lifespan),
                      exception_handlers={HTTPException: http_error})
+
+
+# -- the chat page (no key: it asks for one; outside /v1 and the OpenAPI document) ----------
+
+#: The page's files and their media types; nothing else is served from the page directory.
+_PAGE_FILES = {"index.html": "text/html; charset=utf-8",
+               "chat.js": "text/javascript; charset=utf-8",
+               "chat.css": "text/css; charset=utf-8"}
+# The page loads only its own files and talks only to this server.
+_PAGE_HEADERS = {"Content-Security-Policy": "default-src 'self'; script-src 'self'; "
+                 "style-src 'self'; connect-src 'self'; img-src 'self'; frame-ancestors 'none'",
+                 "X-Content-Type-Options": "nosniff", "Cache-Control": "no-cache"}
+
+
+def page_routes() -> list[Route]:
+    """``GET /`` (the chat page) and ``GET /static/{name}`` (its script and style sheet)."""
+    from importlib.resources import files
+
+    folder = files("tether.serve") / "page"
+
+    def serve(name: str) -> Response:
+        media = _PAGE_FILES.get(name)
+        if media is None:
+            raise HTTPException(404, f"no static file {name!r}")
+        return Response((folder / name).read_bytes(), media_type=media, headers=_PAGE_HEADERS)
+
+    async def index(request: Request) -> Response:
+        return serve("index.html")
+
+    async def static(request: Request) -> Response:
+        return serve(request.path_params["name"])
+
+    return [Route("/", index, methods=["GET"]),
+            Route("/static/{name}", static, methods=["GET"])]
 
 
 # -- the OpenAPI document -------------------------------------------------------------------

@@ -1,0 +1,482 @@
+// The chat page of `tether serve`: plain JavaScript, no build step, nothing off this host.
+//
+// Every API call sends the key (kept in sessionStorage) as a bearer. A run's events arrive
+// as server-sent events read with fetch + ReadableStream (EventSource can send neither a POST
+// body nor an Authorization header). Each run remembers the last event id it showed; a
+// dropped connection is resumed with Last-Event-ID after a backoff, and an event whose id was
+// already shown is skipped, so a turn is shown once however often the stream is resumed.
+// Text from the server is only ever inserted as text (textContent), never as markup.
+"use strict";
+
+(function () {
+  const $ = (id) => document.getElementById(id);
+  const KEY = "tether.key";
+  const TERMINAL = new Set(["turn.finished", "run.waiting"]);
+  const BACKOFF_MS = [250, 500, 1000, 2000, 4000];
+  const MAX_ATTEMPTS = 40;
+
+  let sessionId = null;
+  const runs = new Map(); // run id -> run state (below)
+  let busy = 0; // streams open or reconnecting
+
+  function el(tag, className, text) {
+    const node = document.createElement(tag);
+    if (className) node.className = className;
+    if (text !== undefined && text !== null) node.textContent = String(text);
+    return node;
+  }
+
+  function status(text) {
+    $("status").textContent = text || "";
+  }
+
+  function key() {
+    return sessionStorage.getItem(KEY) || "";
+  }
+
+  function headers(extra) {
+    return Object.assign({ Authorization: "Bearer " + key() }, extra || {});
+  }
+
+  async function api(method, path, body) {
+    const init = { method: method, headers: headers() };
+    if (body !== undefined) {
+      init.headers["Content-Type"] = "application/json";
+      init.body = JSON.stringify(body);
+    }
+    return fetch(path, init);
+  }
+
+  async function problem(response) {
+    try {
+      const body = await response.json();
+      return body.error || { type: "http_" + response.status, message: response.statusText };
+    } catch (e) {
+      return { type: "http_" + response.status, message: response.statusText };
+    }
+  }
+
+  function sleep(ms) {
+    return new Promise((resolve) => setTimeout(resolve, ms));
+  }
+
+  // -- runs and their streams -------------------------------------------------------------
+
+  function runOf(runId) {
+    let run = runs.get(runId);
+    if (!run) {
+      const box = el("section", "turn");
+      box.dataset.run = runId;
+      $("log").appendChild(box);
+      run = { id: runId, lastId: 0, box: box, delta: null, calls: new Map(),
+              revisions: new Set(), state: null, following: false };
+      runs.set(runId, run);
+    }
+    return run;
+  }
+
+  // Reads SSE frames from a fetch response; calls onFrame(id|null, type, data) for each.
+  // Resolves true when a terminal event was read, false when the stream ended without one.
+  async function readFrames(response, onFrame) {
+    const reader = response.body.getReader();
+    const decoder = new TextDecoder();
+    let buffer = "";
+    let frame = { id: null, event: "", data: [] };
+    for (;;) {
+      const chunk = await reader.read();
+      if (chunk.done) return false;
+      buffer += decoder.decode(chunk.value, { stream: true });
+      const lines = buffer.split(/\r\n|\r|\n/);
+      buffer = lines.pop();
+      for (const line of lines) {
+        if (line === "") {
+          if (frame.data.length) {
+            const type = frame.event || "message";
+            onFrame(frame.id, type, JSON.parse(frame.data.join("\n")));
+            if (TERMINAL.has(type)) {
+              reader.cancel().catch(() => {});
+              return true;
+            }
+          }
+          frame = { id: null, event: "", data: [] };
+          continue;
+        }
+        if (line.startsWith(":")) continue;
+        const colon = line.indexOf(":");
+        const field = colon < 0 ? line : line.slice(0, colon);
+        let value = colon < 0 ? "" : line.slice(colon + 1);
+        if (value.startsWith(" ")) value = value.slice(1);
+        if (field === "id") frame.id = value === "" ? null : Number(value);
+        else if (field === "event") frame.event = value;
+        else if (field === "data") frame.data.push(value);
+      }
+    }
+  }
+
+  // Follows a run's stream to its end: `first` is the response that opened it (a fire's or a
+  // continue's), or null to open it with GET .../events after the last id shown.
+  async function follow(runId, first) {
+    const run = runOf(runId);
+    if (run.following && first === null) return;
+    run.following = true;
+    busy += 1;
+    let response = first;
+    let attempt = 0;
+    try {
+      for (;;) {
+        try {
+          if (response === null) {
+            response = await fetch("/v1/executions/" + encodeURIComponent(runId) + "/events",
+                                   { headers: headers({ "Last-Event-ID": String(run.lastId) }) });
+            if (!response.ok) {
+              const error = await problem(response);
+              if (response.status >= 400 && response.status < 500) {
+                showState(run, "error", error.message);
+                return;
+              }
+              throw new Error(error.message);
+            }
+          }
+          const ended = await readFrames(response, (id, type, data) => {
+            attempt = 0;
+            status("");
+            onEvent(run, id, type, data);
+          });
+          if (ended) {
+            status("");
+            return;
+          }
+        } catch (e) {
+          // The connection dropped (or the server is away): resume below.
+        }
+        response = null;
+        attempt += 1;
+        if (attempt > MAX_ATTEMPTS) {
+          status("the connection is lost; reload the page to try again");
+          return;
+        }
+        status("reconnecting…");
+        await sleep(BACKOFF_MS[Math.min(attempt - 1, BACKOFF_MS.length - 1)]);
+      }
+    } finally {
+      run.following = false;
+      busy -= 1;
+    }
+  }
+
+  function onEvent(run, id, type, data) {
+    if (id !== null) {
+      if (id <= run.lastId) return; // already shown: a resumed stream replays nothing twice
+      run.lastId = id;
+    }
+    const render = RENDER[type];
+    if (render) render(run, data, id);
+  }
+
+  function add(run, node, id) {
+    if (id !== null && id !== undefined) node.dataset.seq = String(id);
+    run.box.appendChild(node);
+    scroll();
+    return node;
+  }
+
+  function scroll() {
+    const log = $("log");
+    log.scrollTop = log.scrollHeight;
+  }
+
+  function assistant(run, text, id) {
+    if (run.delta) {
+      run.delta.remove();
+      run.delta = null;
+    }
+    if (text) add(run, el("div", "msg assistant", text), id);
+  }
+
+  function showState(run, kind, text) {
+    if (!run.state) run.state = add(run, el("div", "state"), null);
+    run.state.className = "state " + kind;
+    run.state.textContent = text;
+    run.box.appendChild(run.state); // keep it last
+  }
+
+  function describe(args) {
+    try {
+      const text = JSON.stringify(args);
+      return text.length > 120 ? text.slice(0, 117) + "…" : text;
+    } catch (e) {
+      return "";
+    }
+  }
+
+  const RENDER = {
+    "turn.started": (run, data, id) => {
+      if (data.input) add(run, el("div", "msg user", data.input), id);
+      else add(run, el("div", "tool", "turn " + (data.turn || "") + " started"), id);
+      showState(run, "running", "working…");
+    },
+    "model.delta": (run, data) => {
+      if (!run.delta) run.delta = add(run, el("div", "msg assistant streaming", ""), null);
+      run.delta.textContent += data.text || "";
+      showState(run, "running", "working…");
+    },
+    "model.text": (run, data, id) => assistant(run, data.text, id),
+    "tool.requested": (run, data, id) => {
+      assistant(run, data.text, id);
+      for (const call of data.calls || []) {
+        const line = add(run, el("div", "tool", "→ " + call.tool + " " + describe(call.arguments)),
+                         id);
+        run.calls.set(call.call_id, line);
+      }
+    },
+    "tool.started": () => {},
+    "tool.finished": (run, data, id) => {
+      const text = "← " + (data.tool || "") + ": " + data.status +
+        (data.error && data.error.message ? " (" + data.error.message + ")" : "");
+      add(run, el("div", "tool", text), id);
+    },
+    "resource.updated": (run, data) => {
+      const mark = data.name + "@" + data.revision;
+      if (run.revisions.has(mark)) return; // sent again when a stream resumes before it
+      run.revisions.add(mark);
+      add(run, el("div", "tool", "✎ " + data.name + " is now version " + data.version), null);
+    },
+    "client_tool.requested": (run, data, id) => add(run, clientForm(run, data), id),
+    "approval.requested": (run, data, id) => add(run, approvalCard(run, data), id),
+    "approval.decided": (run, data, id) => {
+      const by = data.by ? " by " + data.by : "";
+      add(run, el("div", "tool", "approval " + data.decision + by), id);
+      for (const card of run.box.querySelectorAll(".approval[data-step='" + data.step + "']")) {
+        for (const button of card.querySelectorAll("button")) button.disabled = true;
+      }
+    },
+    "run.waiting": (run, data) => {
+      const waits = (data.waiting_for || []).map((w) => w.kind || w.key || "").join(", ");
+      showState(run, "waiting", "waiting" + (waits ? " for " + waits : ""));
+    },
+    "turn.finished": (run, data, id) => {
+      if (run.delta) assistant(run, "", null);
+      const reason = data.status === "completed" ? "" : " — " + (data.reason || "");
+      showState(run, data.status, "turn " + data.status + reason);
+      if (run.state) run.state.dataset.seq = String(id);
+    },
+  };
+
+  // -- client tool forms, from the result's JSON Schema -----------------------------------
+
+  function fieldFor(name, schema, required) {
+    const label = el("label", "", (schema.title || name) + (required ? " *" : "") + " ");
+    let input;
+    if (Array.isArray(schema.enum)) {
+      input = el("select");
+      for (const option of schema.enum) {
+        const node = el("option", "", option);
+        node.value = JSON.stringify(option);
+        input.appendChild(node);
+      }
+      input.dataset.kind = "enum";
+    } else if (schema.type === "boolean") {
+      input = el("input");
+      input.type = "checkbox";
+      input.dataset.kind = "boolean";
+    } else if (schema.type === "integer" || schema.type === "number") {
+      input = el("input");
+      input.type = "number";
+      input.step = schema.type === "integer" ? "1" : "any";
+      input.required = required;
+      input.dataset.kind = schema.type;
+    } else {
+      input = el("input");
+      input.type = "text";
+      input.required = required;
+      input.dataset.kind = "string";
+    }
+    input.name = name;
+    if (schema.description) input.title = schema.description;
+    label.appendChild(input);
+    return label;
+  }
+
+  function valueOf(input) {
+    const kind = input.dataset.kind;
+    if (kind === "boolean") return input.checked;
+    if (kind === "enum") return JSON.parse(input.value);
+    if (kind === "integer") return input.value === "" ? undefined : parseInt(input.value, 10);
+    if (kind === "number") return input.value === "" ? undefined : Number(input.value);
+    return input.value;
+  }
+
+  function clientForm(run, data) {
+    const form = el("form", "card client-tool");
+    form.dataset.call = data.call_id;
+    form.appendChild(el("div", "", data.tool + " " + describe(data.arguments)));
+    const schema = data.result_schema || {};
+    const required = new Set(schema.required || []);
+    const single = schema.type !== "object";
+    if (single) form.appendChild(fieldFor("value", schema, true));
+    else {
+      for (const [name, sub] of Object.entries(schema.properties || {})) {
+        form.appendChild(fieldFor(name, sub || {}, required.has(name)));
+      }
+    }
+    const submit = el("button", "", "Send answer");
+    submit.type = "submit";
+    form.appendChild(submit);
+    const error = form.appendChild(el("div", "error"));
+    form.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      let result = {};
+      for (const input of form.querySelectorAll("input, select")) {
+        const value = valueOf(input);
+        if (value !== undefined) result[input.name] = value;
+      }
+      if (single) result = result.value;
+      submit.disabled = true;
+      error.textContent = "";
+      const results = {};
+      results[data.call_id] = result;
+      try {
+        const response = await api("POST", "/v1/executions/" +
+          encodeURIComponent(data.execution_id) + "/continue", { results: results });
+        if (!response.ok) {
+          const refused = await problem(response);
+          error.textContent = refused.message;
+          submit.disabled = response.status === 409;
+          return;
+        }
+        for (const input of form.querySelectorAll("input, select")) input.disabled = true;
+        await follow(run.id, response);
+      } catch (e) {
+        // The answer may or may not have arrived: the run's stream says which.
+        await follow(run.id, null);
+      }
+    });
+    return form;
+  }
+
+  // -- approvals ----------------------------------------------------------------------------
+
+  function approvalCard(run, data) {
+    const card = el("div", "card approval");
+    card.dataset.step = String(data.step);
+    card.appendChild(el("div", "", "approval needed (" + (data.role || "any role") + "): " +
+                        data.tool + " " + describe(data.args)));
+    if (data.why) card.appendChild(el("div", "", data.why));
+    const error = el("div", "error");
+    for (const [label, action] of [["Approve", "approve"], ["Deny", "deny"]]) {
+      const button = el("button", action, label);
+      button.type = "button";
+      button.addEventListener("click", async () => {
+        error.textContent = "";
+        const response = await api("POST", "/v1/approvals/" + encodeURIComponent(run.id) +
+                                   "/" + action, { step: data.step });
+        if (response.status === 403) {
+          error.textContent = "this key cannot decide: needs role " + (data.role || "?");
+          return;
+        }
+        if (!response.ok) {
+          error.textContent = (await problem(response)).message;
+          return;
+        }
+        for (const b of card.querySelectorAll("button")) b.disabled = true;
+        await follow(run.id, null);
+      });
+      card.appendChild(button);
+    }
+    card.appendChild(error);
+    return card;
+  }
+
+  // -- sessions and messages ----------------------------------------------------------------
+
+  async function open(agent, sid) {
+    sessionId = null;
+    $("send").disabled = true;
+    let response = await api("GET", "/v1/sessions/" + encodeURIComponent(sid));
+    if (response.status === 404) {
+      response = await api("POST", "/v1/sessions", { agent: agent, session_id: sid });
+    }
+    if (!response.ok) {
+      status((await problem(response)).message);
+      return;
+    }
+    const view = await response.json();
+    sessionId = view.id;
+    for (const run of runs.values()) run.box.remove();
+    runs.clear();
+    $("send").disabled = false;
+    status("");
+    // Each turn's run is replayed from its start, then followed if it is still going.
+    for (const turn of view.turns) runOf(turn.run_id);
+    await Promise.all(view.turns.map((turn) => follow(turn.run_id, null)));
+  }
+
+  function newKey() {
+    const bytes = new Uint8Array(12);
+    crypto.getRandomValues(bytes);
+    return "page-" + Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+  }
+
+  async function send(text) {
+    const body = { input: { text: text }, key: newKey() };
+    const path = "/v1/sessions/" + encodeURIComponent(sessionId) + "/triggers/user-message";
+    for (let attempt = 1; ; attempt += 1) {
+      let response;
+      try {
+        response = await api("POST", path, body);
+      } catch (e) {
+        // No answer: the same key again cannot start a second turn.
+        if (attempt >= MAX_ATTEMPTS) {
+          status("the connection is lost; reload the page to try again");
+          return;
+        }
+        status("reconnecting…");
+        await sleep(BACKOFF_MS[Math.min(attempt - 1, BACKOFF_MS.length - 1)]);
+        continue;
+      }
+      if (!response.ok) {
+        status((await problem(response)).message);
+        return;
+      }
+      const runId = response.headers.get("Tether-Run-Id");
+      if (runId === null) {
+        // The key was seen before: the turn exists; show the session as stored.
+        await open($("agent").value, sessionId);
+        return;
+      }
+      const run = runOf(runId);
+      const after = Number(response.headers.get("Tether-After") || "0");
+      if (after > run.lastId) run.lastId = after;
+      await follow(runId, response);
+      return;
+    }
+  }
+
+  $("key-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    sessionStorage.setItem(KEY, $("key").value.trim());
+    $("key").value = "";
+    $("who").textContent = "key set";
+  });
+
+  $("session-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    if (!key()) {
+      status("enter an API key first");
+      return;
+    }
+    open($("agent").value.trim(), $("session").value.trim());
+  });
+
+  $("message-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const text = $("message").value;
+    if (!text.trim() || sessionId === null) return;
+    $("message").value = "";
+    send(text);
+  });
+
+  if (key()) $("who").textContent = "key set";
+  // For tests and tools: how many streams are open or being resumed.
+  window.tetherChat = { busy: () => busy, session: () => sessionId };
+})();

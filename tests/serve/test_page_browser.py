@@ -1,0 +1,228 @@
+"""The chat page of a real `tether serve` in headless Chromium, driven over the DevTools
+protocol (tests/serve/cdp.py): a message with a hostile text, a client tool form, an approval
+decided by a supervisor's key, and a server SIGKILLed mid-turn and restarted under the page.
+
+CDP over the installed ``websockets`` package rather than Playwright: Playwright's Python
+package pins its own browser build and driver (a download), while this needs only Debian's
+``chromium`` and a few DevTools commands.
+
+Chromium is required: CI installs it (``.ci/run``). Without it these tests fail with an install
+hint, unless TETHER_SKIP_BROWSER=1 says to skip them on purpose.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+
+from .cdp import Browser
+from .serve_helpers import EXAMPLE
+from .test_server_process import CLI, GATED, GATED_AGENT, make_key
+
+pytestmark = pytest.mark.browser
+
+HOSTILE = '<img src=x onerror="window.pwned=1"><script>window.pwned=2</script>'
+
+
+def _chromium() -> str:
+    """The Chromium binary; fails the calling test (or skips it when TETHER_SKIP_BROWSER=1)
+    if there is none."""
+    if os.environ.get("TETHER_SKIP_BROWSER") == "1":
+        pytest.skip("TETHER_SKIP_BROWSER=1: browser tests are turned off")
+    binary = shutil.which("chromium") or shutil.which("chromium-browser")
+    if binary is None:
+        pytest.fail("Chromium is not installed: run `apt-get install -y chromium` (Debian) "
+                    "or set TETHER_SKIP_BROWSER=1 to skip the browser tests", pytrace=False)
+    return binary
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def _serve(tmp: Path, keys: Path, port: int) -> Iterator[subprocess.Popen[str]]:
+    """`tether serve` of the support chat (with its world) and the gated agent, on ``port``."""
+    agent = tmp / "gated.yaml"
+    agent.write_text(GATED_AGENT)
+    (tmp / "gated.py").write_text(GATED)
+    proc = subprocess.Popen(
+        [*CLI, "serve", str(EXAMPLE / "agent.yaml"), str(agent), "--store",
+         str(tmp / "runs.db"), "--keys", str(keys), "--port", str(port),
+         "--world", str(EXAMPLE / "world.yaml"), "--seed", "1"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "GATE_DIR": str(tmp)})
+    try:
+        assert proc.stdout is not None and proc.stderr is not None
+        line = proc.stdout.readline()
+        assert line.startswith("serving http://"), (
+            line, proc.stderr.read() if proc.poll() is not None else "")
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def test_page_references_nothing_off_host(tmp_path: Path) -> None:
+    """The page and its files are served without a key, load only same-origin paths, and
+    name no URL of another host."""
+    keys = tmp_path / "keys.yaml"
+    make_key(keys, "shop", "ada", "customer")
+    port = _free_port()
+    with _serve(tmp_path, keys, port):
+        base = f"http://127.0.0.1:{port}"
+        page = httpx.get(f"{base}/")
+        assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+        assert "default-src 'self'" in page.headers["content-security-policy"]
+        texts = [page.text]
+        for name in re.findall(r'(?:src|href)="([^"]+)"', page.text):
+            assert not re.match(r"^[a-z]+:|^//", name), name
+            asset = httpx.get(f"{base}/{name}")
+            assert asset.status_code == 200, name
+            texts.append(asset.text)
+        assert len(texts) == 3
+        for text in texts:
+            assert not re.search(r"(?i)\b(?:https?|wss?|ftp):|//[a-z0-9.-]+\.[a-z]{2,}/", text)
+        # Only the page's own files are served: no path beyond them.
+        assert httpx.get(f"{base}/static/..%2Fapp.py").status_code == 404
+        assert httpx.get(f"{base}/static/nope.js").status_code == 404
+
+
+def test_chat_page_in_chromium(tmp_path: Path) -> None:
+    """In headless Chromium: a hostile message stays text and is answered; a refund's client
+    tool form is filled and sent; the approval is refused to the customer's key (naming the
+    role) and approved with a supervisor's; the server is SIGKILLed mid-turn and restarted on
+    the same port and store, and the page reconnects and shows the whole turn once."""
+    chromium = _chromium()
+    keys = tmp_path / "keys.yaml"
+    ada = make_key(keys, "shop", "ada", "customer")
+    grace = make_key(keys, "shop", "grace", "supervisor")
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}/"
+    browser = Browser(chromium, tmp_path / "profile")
+    try:
+        with _serve(tmp_path, keys, port) as proc:
+            browser.goto(base)
+            _use_key(browser, ada)
+            _open(browser, "support-chat", "ada")
+
+            # 1. A hostile message is shown as text, and answered.
+            _say(browser, HOSTILE + " How much did I pay for order ch_0001?")
+            turn1 = "#log .turn:nth-of-type(1)"
+            browser.wait(f"document.querySelector('{turn1} .state.completed')")
+            assert browser.js(f"document.querySelector('{turn1} .msg.user').textContent") == (
+                HOSTILE + " How much did I pay for order ch_0001?")
+            assert browser.js("document.querySelectorAll('#log img, #log script').length") == 0
+            assert browser.js("window.pwned === undefined")
+            assert "49.99" in browser.js(
+                f"[...document.querySelectorAll('{turn1} .msg.assistant')]"
+                ".map(e => e.textContent).join(' ')")
+
+            # 2. A refund that asks the app to confirm: a form from the result's schema.
+            _say(browser, "The espresso machine from order ch_0003 arrived broken. "
+                 "Please refund it.")
+            turn2 = "#log .turn:nth-of-type(2)"
+            browser.wait(f"document.querySelector('{turn2} form.client-tool')")
+            assert browser.js(
+                f"document.querySelector('{turn2} form.client-tool input[name=confirmed]')"
+                ".type") == "checkbox"
+            browser.js(f"(() => {{ const f = document.querySelector('{turn2} form.client-tool');"
+                       " f.querySelector('input[name=confirmed]').checked = true;"
+                       " f.requestSubmit(); })()")
+
+            # 3. The approval: the customer's key cannot decide; the supervisor's can.
+            card = f"{turn2} .approval"
+            browser.wait(f"document.querySelector('{card}')")
+            browser.js(f"document.querySelector('{card} button.approve').click()")
+            browser.wait(f"document.querySelector('{card} .error').textContent === "
+                         "'this key cannot decide: needs role supervisor'")
+            _use_key(browser, grace)
+            browser.js(f"document.querySelector('{card} button.approve').click()")
+            browser.wait(f"document.querySelector('{turn2} .state.completed')")
+            assert browser.js(f"[...document.querySelectorAll('{turn2} .tool')]"
+                              ".some(e => e.textContent === 'approval approved by grace@shop')")
+
+            # 4. A turn under way when the server is SIGKILLed.
+            _open(browser, "gated", "g1")
+            _say(browser, "Refund ch_1 please")
+            browser.wait("document.querySelector('#log .turn .tool') !== null")
+            _wait_file(browser, tmp_path / "entered")
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+        browser.wait("document.getElementById('status').textContent === 'reconnecting…'")
+        (tmp_path / "open").write_text("")
+        with _serve(tmp_path, keys, port):
+            browser.wait("document.querySelector('#log .turn .state.completed')")
+            browser.wait("document.getElementById('status').textContent === ''")
+            live = _turn(browser)
+            assert [m for m in live["messages"] if m.startswith("msg ")] == [
+                "msg user:Refund ch_1 please",
+                "msg assistant:done: {\"refunded\": \"ch_1\"}"], live
+            assert len(live["seqs"]) == len(set(live["seqs"])) > 0
+            # The page opened afresh replays the same turn from the store: the same thing.
+            browser.goto(base)
+            _open(browser, "gated", "g1")
+            browser.wait("document.querySelector('#log .turn .state.completed')")
+            assert _turn(browser) == live
+        assert (tmp_path / "effects").read_text().split() == ["refund:ch_1"]
+    finally:
+        browser.close()
+
+
+def _use_key(browser: Browser, key: str) -> None:
+    browser.js(f"(() => {{ document.getElementById('key').value = {json.dumps(key)};"
+               " document.getElementById('key-form').requestSubmit(); })()")
+    assert browser.js("sessionStorage.getItem('tether.key')") == key
+
+
+def _open(browser: Browser, agent: str, sid: str) -> None:
+    browser.js(f"(() => {{ document.getElementById('agent').value = {json.dumps(agent)};"
+               f" document.getElementById('session').value = {json.dumps(sid)};"
+               " document.getElementById('session-form').requestSubmit(); })()")
+    browser.wait(f"window.tetherChat.session() === {json.dumps(sid)}"
+                 " && window.tetherChat.busy() === 0")
+
+
+def _say(browser: Browser, text: str) -> None:
+    browser.js(f"(() => {{ document.getElementById('message').value = {json.dumps(text)};"
+               " document.getElementById('message-form').requestSubmit(); })()")
+
+
+def _wait_file(browser: Browser, path: Path) -> None:
+    # Polled from the browser's side too: the file is the tool's, the wait is the page's.
+    for _ in range(600):
+        if path.exists():
+            return
+        browser.js("new Promise(r => setTimeout(r, 50))")
+    raise AssertionError(f"{path} never appeared; the page shows:\n"
+                         + str(browser.js("document.body.innerText")))
+
+
+def _turn(browser: Browser) -> dict[str, list[str]]:
+    """The one turn on the page: its elements as 'class:text', and the seqs shown."""
+    value = browser.js(
+        "(() => { const t = document.querySelectorAll('#log .turn');"
+        " if (t.length !== 1) return {count: t.length};"
+        " const nodes = [...t[0].children];"
+        " return {messages: nodes.map(n => n.className + ':' + n.textContent),"
+        " seqs: nodes.filter(n => n.dataset.seq).map(n => n.dataset.seq)}; })()")
+    assert isinstance(value, dict) and "messages" in value, value
+    return value
