@@ -32,6 +32,36 @@ from .test_server_process import CLI, GATED, GATED_AGENT, make_key
 
 pytestmark = pytest.mark.browser
 
+FORM_AGENT = """
+name: form
+instructions: Ask, then say what was answered.
+model: {provider: scripted, script: "form.py:script"}
+tools:
+  - client:
+      name: ask
+      description: Ask the person.
+      args: {type: object, properties: {question: {type: string}}, required: [question]}
+      result:
+        type: object
+        properties:
+          name: {type: string}
+          amount: {type: number}
+          count: {type: integer}
+          ok: {type: boolean}
+          color: {type: string, enum: [red, green]}
+        required: [name, amount, count, ok, color]
+      effect: read
+      timeout_s: 600
+"""
+FORM = """
+from tether.models import call, reply
+
+def script(request):
+    results = [m for m in request.messages if m.role == "tool"]
+    if not results:
+        return call("ask", {"question": "Who are you?"})
+    return reply("answered: " + results[-1].content)
+"""
 HOSTILE = '<img src=x onerror="window.pwned=1"><script>window.pwned=2</script>'
 
 
@@ -55,12 +85,15 @@ def _free_port() -> int:
 
 @contextmanager
 def _serve(tmp: Path, keys: Path, port: int) -> Iterator[subprocess.Popen[str]]:
-    """`tether serve` of the support chat (with its world) and the gated agent, on ``port``."""
-    agent = tmp / "gated.yaml"
+    """`tether serve` of the support chat (with its world), the gated agent and the form
+    agent, on ``port``."""
+    agent, form = tmp / "gated.yaml", tmp / "form.yaml"
     agent.write_text(GATED_AGENT)
     (tmp / "gated.py").write_text(GATED)
+    form.write_text(FORM_AGENT)
+    (tmp / "form.py").write_text(FORM)
     proc = subprocess.Popen(
-        [*CLI, "serve", str(EXAMPLE / "agent.yaml"), str(agent), "--store",
+        [*CLI, "serve", str(EXAMPLE / "agent.yaml"), str(agent), str(form), "--store",
          str(tmp / "runs.db"), "--keys", str(keys), "--port", str(port),
          "--world", str(EXAMPLE / "world.yaml"), "--seed", "1"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -183,6 +216,47 @@ def test_chat_page_in_chromium(tmp_path: Path) -> None:
             browser.wait("document.querySelector('#log .turn .state.completed')")
             assert _turn(browser) == live
         assert (tmp_path / "effects").read_text().split() == ["refund:ch_1"]
+    finally:
+        browser.close()
+
+
+def test_client_tool_form_follows_the_result_schema(tmp_path: Path) -> None:
+    """A client tool's result schema (string, number, integer, boolean, enum) becomes a form
+    whose answer reaches the run with each value of its schema's type."""
+    chromium = _chromium()
+    keys = tmp_path / "keys.yaml"
+    ada = make_key(keys, "shop", "ada", "customer")
+    port = _free_port()
+    browser = Browser(chromium, tmp_path / "profile")
+    try:
+        with _serve(tmp_path, keys, port):
+            browser.goto(f"http://127.0.0.1:{port}/")
+            _use_key(browser, ada)
+            _open(browser, "form", "f1")
+            _say(browser, "ask me")
+            form = "#log form.client-tool"
+            browser.wait(f"document.querySelector('{form}')")
+            kinds = browser.js(f"[...document.querySelectorAll('{form} input, {form} select')]"
+                               ".map(e => [e.name, e.tagName, e.type, e.step || ''])")
+            assert {name: rest for name, *rest in kinds} == {
+                "name": ["INPUT", "text", ""], "amount": ["INPUT", "number", "any"],
+                "count": ["INPUT", "number", "1"], "ok": ["INPUT", "checkbox", ""],
+                "color": ["SELECT", "select-one", ""]}
+            assert browser.js(f"[...document.querySelectorAll('{form} option')]"
+                              ".map(e => e.textContent)") == ["red", "green"]
+            browser.js(f"(() => {{ const f = document.querySelector('{form}');"
+                       " const e = (n) => f.elements.namedItem(n);"
+                       " e('name').value = '<b>Ada</b>';"
+                       " e('amount').value = '12.5'; e('count').value = '3';"
+                       " e('ok').checked = true; e('color').selectedIndex = 1;"
+                       " f.requestSubmit(); })()")
+            browser.wait("document.querySelector('#log .state.completed')")
+            answer = browser.js("[...document.querySelectorAll('#log .msg.assistant')]"
+                                ".map(e => e.textContent).join('')")
+            assert answer.startswith("answered: ")
+            assert json.loads(answer.removeprefix("answered: ")) == {
+                "name": "<b>Ada</b>", "amount": 12.5, "count": 3, "ok": True, "color": "green"}
+            assert browser.js("document.querySelectorAll('#log b').length") == 0
     finally:
         browser.close()
 

@@ -14,6 +14,7 @@
   const TERMINAL = new Set(["turn.finished", "run.waiting"]);
   const BACKOFF_MS = [250, 500, 1000, 2000, 4000];
   const MAX_ATTEMPTS = 40;
+  const POLL_MS = 2000;
 
   let sessionId = null;
   const runs = new Map(); // run id -> run state (below)
@@ -69,7 +70,8 @@
       box.dataset.run = runId;
       $("log").appendChild(box);
       run = { id: runId, lastId: 0, box: box, delta: null, calls: new Map(),
-              revisions: new Set(), state: null, following: false };
+              revisions: new Set(), state: null, following: false, again: false,
+              done: false, poll: null };
       runs.set(runId, run);
     }
     return run;
@@ -117,8 +119,16 @@
   // continue's), or null to open it with GET .../events after the last id shown.
   async function follow(runId, first) {
     const run = runOf(runId);
-    if (run.following && first === null) return;
+    if (run.done) return;
+    if (run.following) {
+      // One stream per run (two would show its text deltas twice): the open one reads on
+      // after its end instead, from the last id shown.
+      run.again = true;
+      if (first !== null) first.body.cancel().catch(() => {});
+      return;
+    }
     run.following = true;
+    clearTimeout(run.poll);
     busy += 1;
     let response = first;
     let attempt = 0;
@@ -144,6 +154,16 @@
           });
           if (ended) {
             status("");
+            if (run.again && !run.done) {
+              run.again = false;
+              response = null;
+              continue;
+            }
+            if (!run.done && runs.get(runId) === run) {
+              // Waiting: someone else (another key, another tab) may answer or decide, and
+              // nothing tells this page; look again in a while.
+              run.poll = setTimeout(() => follow(runId, null), POLL_MS);
+            }
             return;
           }
         } catch (e) {
@@ -255,6 +275,7 @@
       showState(run, "waiting", "waiting" + (waits ? " for " + waits : ""));
     },
     "turn.finished": (run, data, id) => {
+      run.done = true;
       if (run.delta) assistant(run, "", null);
       const reason = data.status === "completed" ? "" : " — " + (data.reason || "");
       showState(run, data.status, "turn " + data.status + reason);
@@ -402,7 +423,10 @@
     }
     const view = await response.json();
     sessionId = view.id;
-    for (const run of runs.values()) run.box.remove();
+    for (const run of runs.values()) {
+      clearTimeout(run.poll);
+      run.box.remove();
+    }
     runs.clear();
     $("send").disabled = false;
     status("");
