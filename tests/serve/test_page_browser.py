@@ -35,7 +35,7 @@ pytestmark = pytest.mark.browser
 FORM_AGENT = """
 name: form
 instructions: Ask, then say what was answered.
-model: {provider: scripted, script: "form.py:script"}
+model: {provider: scripted, script: "form.py:script", settings: {stream: true}}
 tools:
   - client:
       name: ask
@@ -54,12 +54,15 @@ tools:
       timeout_s: 600
 """
 FORM = """
+import asyncio
 from tether.models import call, reply
 
-def script(request):
+async def script(request):
     results = [m for m in request.messages if m.role == "tool"]
     if not results:
         return call("ask", {"question": "Who are you?"})
+    # A moment before it writes (its text streamed in pieces): the page's stream is open.
+    await asyncio.sleep(0.5)
     return reply("answered: " + results[-1].content)
 """
 HOSTILE = '<img src=x onerror="window.pwned=1"><script>window.pwned=2</script>'
@@ -193,6 +196,7 @@ def test_chat_page_in_chromium(tmp_path: Path) -> None:
             assert browser.js(f"[...document.querySelectorAll('{turn2} .tool')]"
                               ".some(e => e.textContent === 'approval approved by grace@shop')")
 
+            assert browser.js("document.querySelectorAll('#log .streaming').length") == 0
             # 4. A turn under way when the server is SIGKILLed.
             _open(browser, "gated", "g1")
             _say(browser, "Refund ch_1 please")
@@ -244,6 +248,13 @@ def test_client_tool_form_follows_the_result_schema(tmp_path: Path) -> None:
                 "color": ["SELECT", "select-one", ""]}
             assert browser.js(f"[...document.querySelectorAll('{form} option')]"
                               ".map(e => e.textContent)") == ["red", "green"]
+            # Streamed text (model.delta) is shown while it comes, then replaced by the
+            # journaled response: the observer counts the streaming bubbles ever added.
+            browser.js("window.deltas = 0; new MutationObserver(ms => { for (const m of ms)"
+                       " for (const n of m.addedNodes) if (n.classList &&"
+                       " n.classList.contains('streaming')) window.deltas += 1; })"
+                       ".observe(document.getElementById('log'),"
+                       " {childList: true, subtree: true})")
             browser.js(f"(() => {{ const f = document.querySelector('{form}');"
                        " const e = (n) => f.elements.namedItem(n);"
                        " e('name').value = '<b>Ada</b>';"
@@ -251,8 +262,12 @@ def test_client_tool_form_follows_the_result_schema(tmp_path: Path) -> None:
                        " e('ok').checked = true; e('color').selectedIndex = 1;"
                        " f.requestSubmit(); })()")
             browser.wait("document.querySelector('#log .state.completed')")
-            answer = browser.js("[...document.querySelectorAll('#log .msg.assistant')]"
-                                ".map(e => e.textContent).join('')")
+            answers = browser.js("[...document.querySelectorAll('#log .msg.assistant')]"
+                                 ".map(e => e.textContent)")
+            assert browser.js("window.deltas") > 0
+            assert browser.js("document.querySelectorAll('#log .streaming').length") == 0
+            assert len(answers) == 1, answers
+            answer = answers[0]
             assert answer.startswith("answered: ")
             assert json.loads(answer.removeprefix("answered: ")) == {
                 "name": "<b>Ada</b>", "amount": 12.5, "count": 3, "ok": True, "color": "green"}
