@@ -276,6 +276,42 @@ def test_client_tool_form_follows_the_result_schema(tmp_path: Path) -> None:
         browser.close()
 
 
+def test_a_decision_made_elsewhere_shows_on_the_page(tmp_path: Path) -> None:
+    """A turn held for approval is approved by a supervisor through the API, not the page;
+    the page, looking at the waiting run again, shows the decision and the turn's end."""
+    chromium = _chromium()
+    keys = tmp_path / "keys.yaml"
+    ada = make_key(keys, "shop", "ada", "customer")
+    grace = make_key(keys, "shop", "grace", "supervisor")
+    port = _free_port()
+    browser = Browser(chromium, tmp_path / "profile")
+    try:
+        with _serve(tmp_path, keys, port):
+            base = f"http://127.0.0.1:{port}"
+            browser.goto(f"{base}/")
+            _use_key(browser, ada)
+            _open(browser, "support-chat", "ada")
+            _say(browser, "The espresso machine from order ch_0003 arrived broken. "
+                 "Please refund it.")
+            browser.wait("document.querySelector('#log form.client-tool')")
+            browser.js("(() => { const f = document.querySelector('#log form.client-tool');"
+                       " f.elements.namedItem('confirmed').checked = true;"
+                       " f.requestSubmit(); })()")
+            browser.wait("document.querySelector('#log .approval')")
+            browser.wait("document.querySelector('#log .state.waiting')")
+            run_id = browser.js("document.querySelector('#log .turn').dataset.run")
+            decided = httpx.post(f"{base}/v1/approvals/{run_id}/approve", json={},
+                                 headers={"Authorization": f"Bearer {grace}"})
+            assert decided.status_code == 200, decided.text
+            browser.wait("document.querySelector('#log .state.completed')")
+            assert browser.js("[...document.querySelectorAll('#log .approval button')]"
+                              ".every(b => b.disabled)")
+            assert browser.js("[...document.querySelectorAll('#log .tool')].filter(e =>"
+                              " e.textContent === 'approval approved by grace@shop').length") == 1
+    finally:
+        browser.close()
+
+
 def _use_key(browser: Browser, key: str) -> None:
     browser.js(f"(() => {{ document.getElementById('key').value = {json.dumps(key)};"
                " document.getElementById('key-form').requestSubmit(); })()")
