@@ -312,6 +312,42 @@ def test_a_decision_made_elsewhere_shows_on_the_page(tmp_path: Path) -> None:
         browser.close()
 
 
+def test_a_message_whose_answer_was_lost_is_sent_again_without_a_second_turn(
+        tmp_path: Path) -> None:
+    """The connection drops after a message reached the server but before its answer came
+    back; the page sends it again, and the session still has one turn, shown once."""
+    chromium = _chromium()
+    keys = tmp_path / "keys.yaml"
+    ada = make_key(keys, "shop", "ada", "customer")
+    (tmp_path / "open").write_text("")  # the gated agent's write goes straight through
+    port = _free_port()
+    browser = Browser(chromium, tmp_path / "profile")
+    try:
+        with _serve(tmp_path, keys, port):
+            base = f"http://127.0.0.1:{port}"
+            browser.goto(f"{base}/")
+            _use_key(browser, ada)
+            _open(browser, "gated", "g1")
+            # The first message's POST reaches the server, and its answer is thrown away.
+            browser.js("(() => { const real = window.fetch; let lost = false;"
+                       " window.fetch = async (url, init) => {"
+                       "  const answer = await real(url, init);"
+                       "  if (!lost && init && init.method === 'POST' &&"
+                       "      String(url).includes('/triggers/')) {"
+                       "   lost = true; answer.body.cancel(); throw new TypeError('lost'); }"
+                       "  return answer; }; })()")
+            _say(browser, "Refund ch_1 please")
+            browser.wait("document.querySelector('#log .state.completed')")
+            browser.wait("window.tetherChat.busy() === 0")
+            me = {"Authorization": f"Bearer {ada}"}
+            view = httpx.get(f"{base}/v1/sessions/g1", headers=me).json()
+            assert [t["status"] for t in view["turns"]] == ["completed"]
+            assert browser.js("[...document.querySelectorAll('#log .msg.user')]"
+                              ".map(e => e.textContent)") == ["Refund ch_1 please"]
+    finally:
+        browser.close()
+
+
 def _use_key(browser: Browser, key: str) -> None:
     browser.js(f"(() => {{ document.getElementById('key').value = {json.dumps(key)};"
                " document.getElementById('key-form').requestSubmit(); })()")

@@ -441,15 +441,32 @@
     return "page-" + Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
   }
 
+  // Sends a message once: under the session's revision as read just before (and a key), so
+  // a retry after an answer that never arrived cannot start a second turn; it is refused as a
+  // conflict (or answered with the session), and the page then shows the session as stored.
   async function send(text) {
-    const body = { input: { text: text }, key: newKey() };
-    const path = "/v1/sessions/" + encodeURIComponent(sessionId) + "/triggers/user-message";
+    const sid = sessionId;
+    const base = "/v1/sessions/" + encodeURIComponent(sid);
+    let view;
+    try {
+      const read = await api("GET", base);
+      if (!read.ok) {
+        status((await problem(read)).message);
+        $("message").value = text;
+        return;
+      }
+      view = await read.json();
+    } catch (e) {
+      status("the server cannot be reached; try again");
+      $("message").value = text;
+      return;
+    }
+    const body = { input: { text: text }, key: newKey(), expected_revision: view.revision };
     for (let attempt = 1; ; attempt += 1) {
       let response;
       try {
-        response = await api("POST", path, body);
+        response = await api("POST", base + "/triggers/user-message", body);
       } catch (e) {
-        // No answer: the same key again cannot start a second turn.
         if (attempt >= MAX_ATTEMPTS) {
           status("the connection is lost; reload the page to try again");
           return;
@@ -458,20 +475,28 @@
         await sleep(BACKOFF_MS[Math.min(attempt - 1, BACKOFF_MS.length - 1)]);
         continue;
       }
-      if (!response.ok) {
-        status((await problem(response)).message);
-        return;
-      }
+      status("");
       const runId = response.headers.get("Tether-Run-Id");
-      if (runId === null) {
-        // The key was seen before: the turn exists; show the session as stored.
-        await open($("agent").value, sessionId);
+      if (response.ok && runId !== null) {
+        const run = runOf(runId);
+        const after = Number(response.headers.get("Tether-After") || "0");
+        if (after > run.lastId) run.lastId = after;
+        await follow(runId, response);
         return;
       }
-      const run = runOf(runId);
-      const after = Number(response.headers.get("Tether-After") || "0");
-      if (after > run.lastId) run.lastId = after;
-      await follow(runId, response);
+      if (response.ok || (attempt > 1 && response.status === 409)) {
+        // An earlier attempt arrived after all: show the session as stored.
+        await open(view.agent, sid);
+        return;
+      }
+      const refused = await problem(response);
+      if (refused.type === "session_conflict") {
+        await open(view.agent, sid);
+        status("the session changed meanwhile; it is shown as stored now: send again");
+      } else {
+        status(refused.message);
+      }
+      $("message").value = text;
       return;
     }
   }
