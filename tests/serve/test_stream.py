@@ -813,3 +813,44 @@ def test_run_waiting_names_every_open_wait() -> None:
         {"key": "approval:2", "kind": "approval", "step": 2, "tool": "pay", "role": "boss",
          "deadline": None},
         {"key": "payment-cleared", "kind": "signal", "deadline": 50.0}]
+
+
+def test_appends_made_while_frames_are_sent_wake_the_stream(tmp_path: Path) -> None:
+    """Events appended while the stream hands out earlier frames (the consumer is awaited
+    between frames) wake it: the stream registers its interest before it reads the store, so
+    on a clock that never moves it still reaches the terminal event instead of waiting for a
+    poll. A hang is caught by a generous real timeout; nothing here measures time."""
+    store = SQLiteStore(tmp_path / "runs.db")
+    run_id = "session:t.s:turn:1"
+    listeners: list[asyncio.Future[None]] = []
+
+    def wake() -> asyncio.Future[None]:
+        heard: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        listeners.append(heard)
+        return heard
+
+    def append(events: list[Event]) -> None:
+        last = store.get_run(run_id)
+        base = 0 if last is None else last.last_seq
+        store.append(run_id, [e.model_copy(update={"seq": base + i + 1})
+                              for i, e in enumerate(events)],
+                     expected_last_seq=base)
+        while listeners:
+            heard = listeners.pop()
+            if not heard.done():
+                heard.set_result(None)
+
+    async def main() -> list[str]:
+        append([RunStarted(seq=0, at=0.0, workflow="w", input={"text": "hi"}, seed=0)])
+        stream = event_stream(store, run_id, wake=wake, keepalive_s=3600.0,
+                              clock=VirtualClock(autojump=False), poll_s=3600.0)
+        kinds = []
+        async for frame in stream:
+            kinds += [line.split(": ", 1)[1] for line in frame.splitlines()
+                      if line.startswith("event: ")]
+            if len(kinds) == 1:  # the run finishes while the consumer holds the first frame
+                append([RunFinished(seq=0, at=1.0, status=RunStatus.COMPLETED, reason="")])
+        return kinds
+
+    kinds = asyncio.run(asyncio.wait_for(main(), timeout=30))
+    assert kinds[-1] == "turn.finished", kinds

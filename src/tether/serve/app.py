@@ -15,6 +15,7 @@ expired session, 404 for an unknown execution), and a malformed or oversized bod
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -167,8 +168,8 @@ def _sse(server: Server, run_id: str, after: int,
     """The run's SSE stream after ``after``, with its model's text deltas from now on
     (subscribed here, before the turn's task next runs, so none is missed)."""
 
-    async def wake() -> None:
-        await server.wake(run_id)
+    def wake() -> asyncio.Future[None]:
+        return server.wake(run_id)
 
     frames: AsyncIterator[str] = event_stream(
         server.store, run_id, after=after, wake=wake, keepalive_s=server.keepalive_s,

@@ -182,19 +182,23 @@ class Server:
             if not waiter.done():
                 waiter.get_loop().call_soon_threadsafe(_settle, waiter)
 
-    async def wake(self, run_id: str) -> None:
-        """Return when this process appends to ``run_id``: a hint only, since the stream
-        re-reads the store (the truth) at least every ``poll_s`` on the runtime's clock."""
+    def wake(self, run_id: str) -> asyncio.Future[None]:
+        """A future settled when this process next appends to ``run_id``, listening from
+        this call on (so an append between a stream's read and its wait is heard): a hint
+        only, since the stream re-reads the store (the truth) at least every ``poll_s`` on
+        the runtime's clock."""
         heard: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.setdefault(run_id, []).append(heard)
-        try:
-            await heard
-        finally:
+
+        def forget(_: asyncio.Future[None]) -> None:
             waiters = self._waiters.get(run_id)
             if waiters is not None and heard in waiters:
                 waiters.remove(heard)
                 if not waiters:
                     del self._waiters[run_id]
+
+        heard.add_done_callback(forget)
+        return heard
 
     # -- background tasks -----------------------------------------------------------------
 

@@ -436,7 +436,10 @@ async def event_stream(
 
     The store is the truth: after every ``wake()`` (a hint that this process appended to the
     run) and at the latest every ``poll_s`` on ``clock``, the stream reads what follows its
-    last seq, so events another process appends are seen too. ``: keepalive`` comments are
+    last seq, so events another process appends are seen too. ``wake()`` is called before
+    each read and must listen from the moment it is called (return a future already
+    registered, not a coroutine that registers when first scheduled), so no append between
+    the read and the wait goes unheard. ``: keepalive`` comments are
     sent when nothing was sent for ``keepalive_s``. ``deltas`` (optional) yields ephemeral
     ``model.delta`` events, sent as they come, without an id; a :meth:`DeltaFeed.follow`
     subscription is closed when the stream ends, any other source is the caller's to close.
@@ -452,6 +455,11 @@ async def event_stream(
     pending: dict[str, asyncio.Future[Any]] = {}
     try:
         while True:
+            # Interest is registered before the store is read: an append made after the read
+            # (while the frames below are handed out, say) wakes the wait that follows, where
+            # registering after the frames would miss it and leave the stream to the poll.
+            if "wake" not in pending:
+                pending["wake"] = asyncio.ensure_future(wake())
             frames, done = follower.poll()
             for frame in frames:
                 yield frame
@@ -464,8 +472,6 @@ async def event_stream(
                 yield comment("keepalive")
                 last_sent = clock.now()
                 continue
-            if "wake" not in pending:
-                pending["wake"] = asyncio.ensure_future(wake())
             if "delta" not in pending and deltas is not None:
                 pending["delta"] = asyncio.ensure_future(anext(deltas))
             pending["timer"] = asyncio.ensure_future(
