@@ -30,8 +30,6 @@ from .cdp import Browser
 from .serve_helpers import EXAMPLE
 from .test_server_process import CLI, GATED, GATED_AGENT, make_key
 
-pytestmark = pytest.mark.browser
-
 FORM_AGENT = """
 name: form
 instructions: Ask, then say what was answered.
@@ -119,7 +117,7 @@ def _serve(tmp: Path, keys: Path, port: int) -> Iterator[subprocess.Popen[str]]:
 
 def test_page_references_nothing_off_host(tmp_path: Path) -> None:
     """The page and its files are served without a key, load only same-origin paths, and
-    name no URL of another host."""
+    name no URL of another host (no browser needed: not marked ``browser``)."""
     keys = tmp_path / "keys.yaml"
     make_key(keys, "shop", "ada", "customer")
     port = _free_port()
@@ -142,6 +140,7 @@ def test_page_references_nothing_off_host(tmp_path: Path) -> None:
         assert httpx.get(f"{base}/static/nope.js").status_code == 404
 
 
+@pytest.mark.browser
 def test_chat_page_in_chromium(tmp_path: Path) -> None:
     """In headless Chromium: a hostile message stays text and is answered; a refund's client
     tool form is filled and sent; the approval is refused to the customer's key (naming the
@@ -224,6 +223,7 @@ def test_chat_page_in_chromium(tmp_path: Path) -> None:
         browser.close()
 
 
+@pytest.mark.browser
 def test_client_tool_form_follows_the_result_schema(tmp_path: Path) -> None:
     """A client tool's result schema (string, number, integer, boolean, enum) becomes a form
     whose answer reaches the run with each value of its schema's type."""
@@ -276,6 +276,7 @@ def test_client_tool_form_follows_the_result_schema(tmp_path: Path) -> None:
         browser.close()
 
 
+@pytest.mark.browser
 def test_a_decision_made_elsewhere_shows_on_the_page(tmp_path: Path) -> None:
     """A turn held for approval is approved by a supervisor through the API, not the page;
     the page, looking at the waiting run again, shows the decision and the turn's end."""
@@ -312,6 +313,7 @@ def test_a_decision_made_elsewhere_shows_on_the_page(tmp_path: Path) -> None:
         browser.close()
 
 
+@pytest.mark.browser
 def test_a_message_whose_answer_was_lost_is_sent_again_without_a_second_turn(
         tmp_path: Path) -> None:
     """The connection drops after a message reached the server but before its answer came
