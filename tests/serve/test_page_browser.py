@@ -309,6 +309,14 @@ def test_a_decision_made_elsewhere_shows_on_the_page(tmp_path: Path) -> None:
                               ".every(b => b.disabled)")
             assert browser.js("[...document.querySelectorAll('#log .tool')].filter(e =>"
                               " e.textContent === 'approval approved by grace@shop').length") == 1
+            # Opened afresh, the page replays the turn: the answered form and the decided
+            # approval take nothing more.
+            browser.goto(f"{base}/")
+            _open(browser, "support-chat", "ada")
+            browser.wait("document.querySelector('#log .state.completed')")
+            assert browser.js("[...document.querySelectorAll('#log form.client-tool input,"
+                              " #log form.client-tool button, #log .approval button')]"
+                              ".map(e => e.disabled)") == [True, True, True, True]
     finally:
         browser.close()
 

@@ -254,6 +254,15 @@
       const text = "← " + (data.tool || "") + ": " + data.status +
         (data.error && data.error.message ? " (" + data.error.message + ")" : "");
       add(run, el("div", "tool", text), id);
+      if (data.client) {
+        // Answered (or timed out): a form shown again by a replay takes no second answer.
+        for (const form of run.box.querySelectorAll("form.client-tool")) {
+          if (form.dataset.call !== String(data.call_id)) continue;
+          for (const control of form.querySelectorAll("input, select, button")) {
+            control.disabled = true;
+          }
+        }
+      }
     },
     "resource.updated": (run, data) => {
       const mark = data.name + "@" + data.revision;
