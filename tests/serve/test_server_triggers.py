@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from tether.clock import VirtualClock
 from tether.errors import SessionConflict
 from tether.runtime.runtime import Runtime
 from tether.serve.app import OPEN_ROUTES, OPENAPI, ROUTES
@@ -22,6 +23,7 @@ from tether.store.sqlite import SQLiteStore
 from .serve_helpers import EXAMPLE, Served, events_of, served
 
 SECRET = "whsec-test-0123456789"
+REFUND_LARGE = "The espresso machine from order ch_0003 arrived broken. Please refund it."
 WEBHOOK = "/v1/tenants/acme/sessions/chat1/webhooks/billing"
 TRIGGERS = """
   billing:
@@ -192,5 +194,102 @@ def test_a_conditional_trigger_is_a_compare_and_set_across_processes(tmp_path: P
                        expected_revision=read)
         assert second.session("acme.chat1").revision == after
         assert len(first.session("acme.chat1").turns) == 1
+
+    run(go())
+
+
+def test_schedule_slots_fire_on_the_servers_clock_once_each(tmp_path: Path) -> None:
+    """The server's tick fires a schedule trigger's slot once it is due on the runtime's
+    clock (not before, not twice), as a turn of the session."""
+
+    async def go() -> None:
+        clock = VirtualClock(start=1_000.0, autojump=False)
+        async with served(tmp_path, clock=clock, agent=agent_file(tmp_path)) as s:
+            await chat(s)
+            assert await s.server.tick() == 0
+            clock.advance(61)
+            assert await s.server.tick() == 1
+            await s.server.idle()
+            assert await s.server.tick() == 0
+            view = (await s.call("GET", "/v1/sessions/chat1")).json()
+            assert [(t["trigger"], t["status"]) for t in view["turns"]] == \
+                [("check-in", "completed")]
+
+    run(go())
+
+
+def test_a_failing_session_does_not_stop_the_others_and_work_per_tick_is_bounded(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With more due sessions than a tick's batch, each tick queues at most the batch, and
+    every session is reached in later ticks; a session whose stream cannot be read is
+    skipped without stopping the rest."""
+
+    async def go() -> None:
+        clock = VirtualClock(start=1_000.0, autojump=False)
+        async with served(tmp_path, clock=clock, agent=agent_file(tmp_path)) as s:
+            s.server.tick_batch = 2
+            for n in range(5):
+                await chat(s, f"c{n}")
+            clock.advance(61)
+            broken = s.server.sessions.session
+            def session(stored: str) -> Any:
+                if stored == "acme.c1":
+                    raise RuntimeError("unreadable")
+                return broken(stored)
+            monkeypatch.setattr(s.server.sessions, "session", session)
+            counts = []
+            for _ in range(4):
+                counts.append(await s.server.tick())
+                await s.server.idle()
+            assert max(counts) <= 2 and sum(counts) == 4, counts
+            monkeypatch.undo()
+            turns = {n: len((await s.call("GET", f"/v1/sessions/c{n}")).json()["turns"])
+                     for n in range(5)}
+            assert turns == {0: 1, 1: 0, 2: 1, 3: 1, 4: 1}
+
+    run(go())
+
+
+def test_a_client_tool_past_its_timeout_is_settled_without_a_request(tmp_path: Path) -> None:
+    """A turn waiting on a client tool whose timeout_s passed is resumed by the server's
+    tick (the wait expires and the turn ends) with no client request."""
+
+    async def go() -> None:
+        clock = VirtualClock(start=1_000.0, autojump=False)
+        async with served(tmp_path, clock=clock) as s:
+            await chat(s)
+            frames = await s.frames("POST", "/v1/sessions/chat1/triggers/user-message",
+                                    body={"input": {"text": REFUND_LARGE}})
+            assert frames[-1][1] == "run.waiting"
+            assert await s.server.tick() == 0
+            clock.advance(601)
+            assert await s.server.tick() == 1
+            await s.server.idle()
+            assert await s.server.tick() == 0
+            view = (await s.call("GET", "/v1/sessions/chat1")).json()
+            assert view["turns"][0]["status"] not in ("waiting", "running", None), view
+
+    run(go())
+
+
+def test_the_timer_loop_runs_from_start_to_stop(tmp_path: Path) -> None:
+    """Server.start runs the timer loop on the runtime's clock (a slot fires when the
+    clock passes it, with no call of tick) and Server.stop ends it."""
+
+    async def go() -> None:
+        clock = VirtualClock(start=1_000.0, autojump=False)
+        async with served(tmp_path, clock=clock, agent=agent_file(tmp_path)) as s:
+            await chat(s)
+            await s.server.start()
+            clock.advance(61)
+            for _ in range(200):
+                await asyncio.sleep(0.01)
+                if s.server.sessions.session("acme.chat1").turns:
+                    break
+            await s.server.idle()
+            assert [t.trigger for t in s.server.sessions.session("acme.chat1").turns] == \
+                ["check-in"]
+            await s.server.stop()
+            assert s.server._timer is None
 
     run(go())

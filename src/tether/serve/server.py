@@ -12,6 +12,14 @@ take the caller's :class:`~tether.serve.tenants.Principal` and the public ids of
   ``run_started`` is journaled (or with the error that refused it, before anything streams);
 - :meth:`Server.start` finishes the turns a killed server left open (their runs are leased
   by the same worker name, so they are taken back at once) and records how they ended;
+- :meth:`Server.tick` (every ``tick_s`` on the runtime's clock, from :meth:`Server.start` to
+  :meth:`Server.stop`) fires the schedule triggers' due slots and resumes turn runs whose
+  wait deadline passed (a client tool's ``timeout_s``, an approval's timeout), bounded per
+  tick, each as a task of its session;
+- a webhook delivery (:meth:`Server.fire_webhook`) carries no API key: the trigger's HMAC
+  secret authenticates the sender and the tenant is the one the path names;
+- ``expected_revision`` is a compare-and-set on the session's stream, so it holds between
+  servers sharing one store;
 - :meth:`Server.wake` is the hint the event streams wait on: the runtime's listener wakes the
   streams of a run when this process appends to it; the stream re-reads the store either way,
   so events another process appends are seen within ``poll_s``.
@@ -24,6 +32,7 @@ import contextvars
 import functools
 import json
 import logging
+import math
 import os
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
@@ -32,14 +41,14 @@ from typing import Any, TypeVar
 
 from tether.clock import Clock, SystemClock, system_seed
 from tether.errors import UsageError
-from tether.events import Event, RunStarted
+from tether.events import Event, RunStarted, RunStatus, WaitExpired, WaitResolved, WaitStarted
 from tether.runtime.runtime import Runtime
 from tether.serve.stream import DeltaFeed, UiEvent
 from tether.serve.tenants import KeyRing, Principal, public_id, session_of_run, stored_id
 from tether.sessions.loader import AgentDefinition
 from tether.sessions.session import Session, Sessions, TurnResult
 from tether.sessions.state import SESSION_WORKFLOW, SessionStatus, stream_id, turn_run_id
-from tether.sessions.triggers import Fired, fire, fire_webhook
+from tether.sessions.triggers import Fired, due, fire, fire_due, fire_webhook
 from tether.store.base import Store
 
 __all__ = ["Limits", "Refusal", "Server", "Started"]
@@ -112,7 +121,24 @@ class Server:
                  env: Any = None, clock: Clock | None = None, owner: str = "tether-serve",
                  limits: Limits | None = None, keepalive_s: float = 15.0,
                  poll_s: float = 0.25, webhook_environ: Mapping[str, str] | None = None,
-                 ) -> None:
+                 tick_s: float | None = 1.0, tick_batch: int = 64) -> None:
+        if tick_s is not None and not (math.isfinite(tick_s) and tick_s > 0):
+            raise UsageError(f"tick_s={tick_s!r}: the timer loop's period must be a positive "
+                             "number of seconds (or None for no loop)")
+        if tick_batch < 1:
+            raise UsageError(f"tick_batch={tick_batch!r}: at least one session per tick")
+        #: The timer loop's period on the runtime's clock (None: :meth:`start` runs no loop)
+        #: and how many sessions and waiting runs one tick looks at, at most.
+        self.tick_s, self.tick_batch = tick_s, tick_batch
+        self._timer: asyncio.Task[None] | None = None
+        self._cursor = {"sessions": 0, "waits": 0}
+        #: Sessions and runs a tick queued work for that has not ended yet (queued once).
+        self._ticking: set[str] = set()
+        #: Waiting run -> (last seq, earliest open wait deadline), read once per journal change.
+        self._deadlines: dict[str, tuple[int, float | None]] = {}
+        #: Waiting run -> the last seq at which a tick resumed it past a deadline (not again
+        #: until the run changes: a resumption that could not settle it is not retried hot).
+        self._expired_at: dict[str, int] = {}
         self.keys, self.limits = keys, limits or Limits()
         #: Where webhook triggers' HMAC secrets are read (``os.environ`` by default).
         self.webhook_environ: Mapping[str, str] = (
@@ -157,10 +183,17 @@ class Server:
             if state.pending is not None and state.agent in self.definitions:
                 resumed.append(stored)
                 self._after(stored, functools.partial(self.sessions.resume, stored))
+        if self.tick_s is not None and self._timer is None:
+            self._timer = asyncio.get_running_loop().create_task(self._timers(self.tick_s))
         return resumed
 
     async def stop(self) -> None:
-        """Cancel the background tasks (their runs resume at the next start)."""
+        """Stop the timer loop and cancel the background tasks (their runs resume at the next
+        start)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            await asyncio.wait({self._timer})
+            self._timer = None
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:
@@ -170,6 +203,111 @@ class Server:
         """Wait until no background task is left (tests, and a graceful shutdown)."""
         while self._tasks:
             await asyncio.wait(list(self._tasks))
+
+    # -- timers ---------------------------------------------------------------------------
+
+    async def _timers(self, every_s: float) -> None:
+        """Tick every ``every_s`` on the runtime's clock until cancelled (:meth:`stop`)."""
+        while True:
+            try:
+                await self.tick()
+            except Exception:  # a store hiccup: the next tick tries again
+                log.exception("timer tick failed")
+            await self.runtime.clock.sleep(every_s)
+
+    async def tick(self) -> int:
+        """One pass of the timer loop: queue (as session tasks, behind whatever the session
+        is doing) the schedule slots that came due, and the resumption of turn runs whose
+        wait deadline passed (a client tool's ``timeout_s``, an approval's timeout: a wait is
+        only settled when its run is resumed). At most ``tick_batch`` sessions and as many
+        waiting runs are looked at per tick, round-robin, so one tick's work is bounded and
+        every session is reached within a few ticks. A failure in one session is logged and
+        the others go on. Returns how many tasks were queued."""
+        queued = 0
+        scheduled = {name: d for name, d in self.definitions.items()
+                     if any(t.kind == "schedule" for t in d.spec.triggers.values())}
+        if scheduled:
+            streams = sorted(
+                stored for info in self.store.list_runs(limit=_LISTED)
+                if info.workflow == SESSION_WORKFLOW
+                and (stored := _session_of_stream(info.run_id)) is not None)
+            for stored in self._batch("sessions", streams):
+                try:
+                    queued += self._queue_due(stored, scheduled)
+                except Exception as exc:  # one broken session does not stop the others
+                    log.warning("session %s: schedule check failed: %r", stored, exc)
+        waiting = sorted((info.run_id, info.last_seq)
+                         for info in self.store.list_runs(status=[RunStatus.WAITING],
+                                                          limit=_LISTED)
+                         if _session_of_turn(info.run_id) is not None)
+        live = {run_id for run_id, _ in waiting}
+        for gone in [r for r in self._deadlines if r not in live]:
+            self._deadlines.pop(gone, None)
+            self._expired_at.pop(gone, None)
+        for run_id, last_seq in self._batch("waits", waiting):
+            try:
+                queued += self._queue_expired(run_id, last_seq)
+            except Exception as exc:
+                log.warning("run %s: deadline check failed: %r", run_id, exc)
+        return queued
+
+    def _batch(self, kind: str, items: Sequence[T]) -> list[T]:
+        """The next ``tick_batch`` of ``items`` after the cursor of ``kind`` (round-robin)."""
+        if len(items) <= self.tick_batch:
+            return list(items)
+        start = self._cursor[kind] % len(items)
+        self._cursor[kind] = start + self.tick_batch
+        return [items[(start + i) % len(items)] for i in range(self.tick_batch)]
+
+    def _queue_due(self, stored: str, scheduled: Mapping[str, AgentDefinition]) -> int:
+        if stored in self._ticking:
+            return 0
+        session = self.sessions.session(stored)
+        definition = scheduled.get(session.agent)
+        # A session with an open turn fires its slots after that turn ends (fire_due would
+        # refuse now): a waiting turn is the deadline check's, a running one is under way.
+        if (definition is None or session.status is not SessionStatus.ACTIVE
+                or session.state.pending is not None):
+            return 0
+        if not due(self.sessions, definition, stored):
+            return 0
+        self._ticking.add(stored)
+
+        async def go() -> list[Fired]:
+            try:
+                return await fire_due(self.sessions, definition, stored)
+            finally:
+                self._ticking.discard(stored)
+
+        self._after(stored, go)
+        return 1
+
+    def _queue_expired(self, run_id: str, last_seq: int) -> int:
+        stored = _session_of_turn(run_id)
+        if stored is None or run_id in self._ticking:
+            return 0
+        known = self._deadlines.get(run_id)
+        if known is None or known[0] != last_seq:
+            known = (last_seq, _earliest_deadline(self.store.read(run_id)))
+            self._deadlines[run_id] = known
+        deadline = known[1]
+        if deadline is None or deadline > self.runtime.clock.now():
+            return 0
+        if self._expired_at.get(run_id) == last_seq:
+            return 0
+        if self.sessions.session(stored).agent not in self.definitions:
+            return 0
+        self._expired_at[run_id] = last_seq
+        self._ticking.add(run_id)
+
+        async def go() -> TurnResult | None:
+            try:
+                return await self.sessions.resume(stored)
+            finally:
+                self._ticking.discard(run_id)
+
+        self._after(stored, go)
+        return 1
 
     # -- waking streams -------------------------------------------------------------------
 
@@ -502,6 +640,27 @@ def _turn_number(stored: str, run_id: str) -> int:
     prefix = f"{stream_id(stored)}:turn:"
     tail = run_id[len(prefix):] if run_id.startswith(prefix) else ""
     return int(tail) if tail.isdigit() else 0
+
+
+def _session_of_turn(run_id: str) -> str | None:
+    """The session id of a turn run id (``session:<id>:turn:<n>``)."""
+    prefix = stream_id("")
+    head, sep, number = run_id.rpartition(":turn:")
+    if not sep or not head.startswith(prefix) or not number.isdigit():
+        return None
+    return head[len(prefix):] or None
+
+
+def _earliest_deadline(events: Sequence[Event]) -> float | None:
+    """The earliest deadline of a journal's waits still open (None: no open wait has one)."""
+    open_waits: dict[str, float | None] = {}
+    for event in events:
+        if isinstance(event, WaitStarted):
+            open_waits[event.key] = event.deadline
+        elif isinstance(event, WaitResolved | WaitExpired):
+            open_waits.pop(event.key, None)
+    deadlines = [d for d in open_waits.values() if d is not None]
+    return min(deadlines) if deadlines else None
 
 
 def _session_of_stream(run_id: str) -> str | None:
