@@ -6,6 +6,18 @@ The face of the sessions layer: :mod:`~tether.serve.tenants` (API keys, tenants)
 events) and :mod:`~tether.serve.cli` (the command). It sits at the top with the CLI: it may
 import sessions, runtime, store and policy; nothing below imports it. Starlette and uvicorn are
 the ``serve`` extra: ``pip install 'tether[serve]'``.
+
+Roles — what the CLI trusts and what the server enforces:
+
+- ``tether approve/deny --by NAME --role ROLE`` is **self-asserted**: whoever can open the
+  store can write any decision to it, so the CLI's ``--role`` is a check against mistakes
+  (deciding in a role the policy does not ask for), not a security boundary. The store's
+  file permissions (or database credentials) are the boundary there.
+- ``tether serve`` takes roles **from the API key only** (:mod:`~tether.serve.tenants`): no
+  endpoint reads a role, a principal or a tenant from a request body, a query or a header
+  other than ``Authorization``, so a client cannot claim a role its key lacks (403). The
+  decider is journaled as the key's ``principal@tenant``. The one route without a key is a
+  webhook delivery, which the trigger's HMAC secret authenticates and which decides nothing.
 """
 
 from __future__ import annotations
