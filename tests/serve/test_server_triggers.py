@@ -15,12 +15,13 @@ from tether.clock import VirtualClock
 from tether.errors import SessionConflict
 from tether.runtime.runtime import Runtime
 from tether.serve.app import OPEN_ROUTES, OPENAPI, ROUTES
+from tether.serve.server import Server
 from tether.sessions.loader import load_definition
 from tether.sessions.session import Sessions
 from tether.sessions.triggers import fire, sign_webhook
 from tether.store.sqlite import SQLiteStore
 
-from .serve_helpers import EXAMPLE, Served, events_of, served
+from .serve_helpers import EXAMPLE, Served, events_of, ring, served
 
 SECRET = "whsec-test-0123456789"
 REFUND_LARGE = "The espresso machine from order ch_0003 arrived broken. Please refund it."
@@ -291,5 +292,41 @@ def test_the_timer_loop_runs_from_start_to_stop(tmp_path: Path) -> None:
                 ["check-in"]
             await s.server.stop()
             assert s.server._timer is None
+
+    run(go())
+
+
+def test_a_write_by_another_server_after_the_check_is_a_409_not_a_second_turn(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two servers on one SQLite file: another server writes the session after this one
+    took the request under revision r but before it appended; the conditional trigger is
+    409 and starts no turn (the revision is compared on the read the append is made at)."""
+    from tether.events import VariableSet
+    from tether.runtime.schema_check import problems as checked
+    from tether.sessions.state import stream_id
+
+    async def go() -> None:
+        async with served(tmp_path) as s:
+            other = Server(SQLiteStore(tmp_path / "runs.db"),
+                           [load_definition(EXAMPLE / "agent.yaml")], ring(), tick_s=None)
+            await chat(s)
+            read = await revision(s)
+
+            def interleaved(schema: Any, value: Any) -> Any:
+                # The other server changes the session in the window between the request
+                # being taken and its turn being appended.
+                other.store.append(stream_id("acme.chat1"), [VariableSet(
+                    seq=read + 1, at=0.0, name="plan", value="gold", by="client")],
+                    expected_last_seq=read, sync=True)
+                monkeypatch.setattr("tether.sessions.triggers.problems", checked)
+                return checked(schema, value)
+
+            monkeypatch.setattr("tether.sessions.triggers.problems", interleaved)
+            answer = await s.call("POST", "/v1/sessions/chat1/triggers/plan-changed",
+                                  body={"input": {"plan": "pro"}, "expected_revision": read})
+            assert answer.status_code == 409, answer.text
+            assert answer.json()["error"]["type"] == "session_conflict"
+            view = (await s.call("GET", "/v1/sessions/chat1")).json()
+            assert view["turns"] == [] and view["variables"]["plan"] == "gold"
 
     run(go())
