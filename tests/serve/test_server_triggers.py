@@ -9,6 +9,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from tether.clock import VirtualClock
@@ -330,3 +331,37 @@ def test_a_write_by_another_server_after_the_check_is_a_409_not_a_second_turn(
             assert view["turns"] == [] and view["variables"]["plan"] == "gold"
 
     run(go())
+
+
+def test_a_real_server_fires_schedules_and_takes_signed_webhooks(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`tether serve` in a subprocess: a schedule slot fires on the server's own clock with
+    no request, and a signed delivery with no API key streams its turn."""
+    import time
+
+    from .test_server_process import Api, make_key, tether_serve
+
+    folder = agent_file(tmp_path)
+    path = folder.read_text().replace("schedule: {every_s: 60}", "schedule: {every_s: 1}")
+    folder.write_text(path)
+    monkeypatch.setenv("TETHER_TEST_BILLING_SECRET", SECRET)
+    keys = tmp_path / "keys.yaml"
+    key = make_key(keys, "acme", "ada", "customer")
+    with tether_serve(tmp_path, keys, agent=folder) as (_, base):
+        api = Api(base, key)
+        created = api.json("POST", "/v1/sessions", {"agent": "support-chat",
+                                                    "session_id": "chat1"})
+        assert created.status_code == 201, created.text
+        turns: list[dict[str, Any]] = []
+        for _ in range(300):
+            turns = api.json("GET", "/v1/sessions/chat1").json()["turns"]
+            if any(t["status"] == "completed" for t in turns):
+                break
+            time.sleep(0.1)
+        assert turns and turns[0]["trigger"] == "check-in", turns
+        raw = json.dumps({"summary": "card declined"}).encode()
+        signed = {"X-Tether-Signature": sign_webhook(SECRET, raw, time.time(), "evt_9"),
+                  "X-Tether-Event-Id": "evt_9"}
+        answer = httpx.post(f"{base}{WEBHOOK}", content=raw, headers=signed, timeout=60.0)
+        assert answer.status_code == 200, answer.text
+        assert events_of(answer.text)[-1][1] == "turn.finished"
