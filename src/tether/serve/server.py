@@ -487,7 +487,13 @@ class Server:
         There is no API key: the trigger's HMAC secret is the sender's authentication, checked
         by :func:`tether.sessions.triggers.fire_webhook` before the body is parsed. So that an
         unsigned request learns nothing, a tenant, session or trigger that is not a webhook
-        trigger of a served session is one answer (404)."""
+        trigger of a served session is one answer (404).
+
+        The secret is the agent file's, per trigger, not per session or tenant, and the
+        signature covers the timestamp, event id and body but not the path: whoever holds the
+        secret may deliver to any session of that agent, and a captured delivery can be sent
+        to another session of it within the tolerance. Give each sender its own agent file
+        (and secret) where that matters."""
         missing = Refusal(404, "not_found", f"no webhook trigger {trigger!r} on session "
                           f"{sid!r} of tenant {tenant!r}", "trigger")
         try:
