@@ -92,3 +92,20 @@ def test_a_role_claimed_in_the_request_is_ignored(tmp_path: Path) -> None:
             assert resolved[0]["value"].get("role") == "supervisor", resolved[0]
 
     run(go())
+
+
+def test_a_turn_runs_for_the_keys_holder_with_the_keys_roles(tmp_path: Path) -> None:
+    """A turn fired with a key runs on behalf of ``principal@tenant`` holding the key's roles
+    (what the agent's policy judges its calls by, and what an approval request names), not as
+    anonymous, and not as anything the request claims."""
+
+    async def go() -> None:
+        async with served(tmp_path) as s:
+            run_id = await _held(s)
+            journal = (await s.call("GET", f"/v1/runs/{run_id}/events")).json()["events"]
+            task = journal[0]["input"]
+            assert (task["principal"], task["roles"]) == ("ada@acme", ["customer"])
+            pending = (await s.call("GET", "/v1/approvals")).json()["approvals"]
+            assert [a["principal"] for a in pending] == ["ada@acme"]
+
+    run(go())

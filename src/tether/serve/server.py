@@ -456,7 +456,8 @@ class Server:
                     raise Refusal(422, "invalid_input", "a message needs input {\"text\": "
                                   "string}", "input")
                 return await self.sessions.turn(stored, payload["text"],
-                                                expected_revision=expected)
+                                                expected_revision=expected,
+                                                principal=who.by, roles=sorted(who.roles))
             spec = definition.spec.triggers.get(trigger)
             if spec is None:
                 raise Refusal(404, "not_found", f"agent {definition.name!r} has no trigger "
@@ -466,8 +467,11 @@ class Server:
                               f"{definition.name!r} is kind {spec.kind}: "
                               + _KIND_ROUTE.get(spec.kind, "it is not fired by a request"),
                               "trigger")
+            # The turn runs for the key's holder with the key's roles: the agent's policy
+            # judges its calls by them (never by anything the request claims).
             return await fire(self.sessions, definition, stored, trigger, payload, key=key,
-                              expected_revision=expected)
+                              expected_revision=expected, principal=who.by,
+                              roles=sorted(who.roles))
 
         done = await self._answer(self._after(stored, go), started)
         if isinstance(done, Started):

@@ -147,7 +147,8 @@ class DueSlot:
 async def fire(sessions: Sessions, definition: AgentDefinition, session_id: str,
                trigger: str, payload: Mapping[str, Any], *,
                key: str | None = None,
-               expected_revision: int | None = None) -> TurnResult | Session:
+               expected_revision: int | None = None, principal: str = "anonymous",
+               roles: Sequence[str] = ()) -> TurnResult | Session:
     """Fire the ``message`` trigger ``trigger`` of ``definition`` on session ``session_id``
     with ``payload``: the turn's result, or the session when the trigger only sets variables.
 
@@ -159,14 +160,19 @@ async def fire(sessions: Sessions, definition: AgentDefinition, session_id: str,
     appends at, so of two processes firing under one revision at most one records anything
     and the other gets :class:`~tether.errors.SessionConflict`. A half-done earlier turn this
     call finishes first moves the revision by its ending only; a turn another writer started
-    meanwhile is a conflict."""
+    meanwhile is a conflict.
+
+    The turn runs on behalf of ``principal`` holding ``roles`` (what the agent's policy judges
+    its calls by), recorded with the turn. Webhook, schedule and approval firings run as
+    ``anonymous``: no person sent them."""
     spec = _trigger(definition, trigger, "message")
     if key is not None and not _EVENT_ID.fullmatch(key):
         raise UsageError(f"trigger {trigger!r}: key {key!r} must be 1 to 200 printable ASCII "
                          "characters without spaces")
     done = await _start(sessions, definition, session_id, trigger, spec, dict(payload),
                         key=None if key is None else f"message:{trigger}:{key}",
-                        expected_revision=expected_revision)
+                        expected_revision=expected_revision,
+                        on_behalf=(principal, tuple(roles)))
     assert done is not None  # only a schedule's firing is ever superseded
     if done.result is not None:
         return done.result
@@ -361,7 +367,9 @@ async def _start(sessions: Sessions, definition: AgentDefinition, session_id: st
                  spec: TriggerSpec, payload: Any, *, key: str | None,
                  detail: Mapping[str, Any] | None = None,
                  superseded: Callable[[Mapping[str, TriggerFired]], bool] | None = None,
-                 expected_revision: int | None = None) -> Fired | None:
+                 expected_revision: int | None = None,
+                 on_behalf: tuple[str, tuple[str, ...]] = ("anonymous", ()),
+                 ) -> Fired | None:
     """Validate ``payload``, record the firing with its variables and turn in one
     compare-and-set append, and run the turn (see the module docstring). ``None`` when
     ``superseded`` says the firing is no longer due. With ``expected_revision`` the session
@@ -410,7 +418,7 @@ async def _start(sessions: Sessions, definition: AgentDefinition, session_id: st
                                   session_id=session_id, status=status.value)
         number = len(state.turns) + 1 if text is not None else None
         batch = _batch(sessions, session_id, name, spec, values, payload, key, number, text,
-                       detail)
+                       detail, on_behalf)
         if not batch:
             return Fired(name, key, None, None, detail=dict(detail or {}))
         try:
@@ -491,7 +499,8 @@ def _render(name: str, at: str, template: str, values: Mapping[str, Any]) -> str
 
 def _batch(sessions: Sessions, session_id: str, name: str, spec: TriggerSpec,
            values: Mapping[str, Any], payload: Any, key: str | None, number: int | None,
-           text: str | None, detail: Mapping[str, Any] | None) -> list[Event]:
+           text: str | None, detail: Mapping[str, Any] | None,
+           on_behalf: tuple[str, tuple[str, ...]] = ("anonymous", ())) -> list[Event]:
     """The events one firing appends: its variables, its record, its turn."""
     now = sessions.runtime.clock.now()
     provenance: dict[str, Any] = {"trigger": name}
@@ -509,7 +518,8 @@ def _batch(sessions: Sessions, session_id: str, name: str, spec: TriggerSpec,
     if number is not None:
         batch.append(TurnStarted(seq=0, at=now, turn=number,
                                  run_id=turn_run_id(session_id, number),
-                                 trigger=name, input=text))
+                                 trigger=name, input=text, principal=on_behalf[0],
+                                 roles=list(on_behalf[1])))
     return batch
 
 
