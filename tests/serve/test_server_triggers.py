@@ -27,6 +27,8 @@ from .serve_helpers import EXAMPLE, Served, events_of, ring, served
 SECRET = "whsec-test-0123456789"
 REFUND_LARGE = "The espresso machine from order ch_0003 arrived broken. Please refund it."
 WEBHOOK = "/v1/tenants/acme/sessions/chat1/webhooks/billing"
+#: What a delivery to WEBHOOK signs as its target.
+TARGET = "acme/chat1/billing"
 TRIGGERS = """
   billing:
     kind: webhook
@@ -63,9 +65,10 @@ async def chat(s: Served, sid: str = "chat1") -> None:
 
 
 def delivery(s: Served, body: dict[str, Any], event_id: str = "evt_1",
-             secret: str = SECRET) -> tuple[bytes, dict[str, str]]:
+             secret: str = SECRET, target: str = TARGET) -> tuple[bytes, dict[str, str]]:
     raw = json.dumps(body).encode()
-    signature = sign_webhook(secret, raw, s.server.runtime.clock.now(), event_id)
+    signature = sign_webhook(secret, raw, s.server.runtime.clock.now(), event_id,
+                             target=target)
     return raw, {"X-Tether-Signature": signature, "X-Tether-Event-Id": event_id,
                  "Content-Type": "application/json"}
 
@@ -101,10 +104,11 @@ def test_a_signed_delivery_starts_one_turn_and_a_repeat_streams_it_again(tmp_pat
 @pytest.mark.parametrize(("tamper", "status", "reason"), [
     ("unsigned", 401, "missing-signature"), ("forged", 401, "bad-signature"),
     ("stale", 401, "stale"), ("no-event-id", 400, "missing-event-id"),
-    ("malformed", 400, "malformed-signature")])
+    ("malformed", 400, "malformed-signature"), ("retargeted", 401, "bad-signature")])
 def test_a_refused_delivery_says_why_and_appends_nothing(tmp_path: Path, tamper: str,
                                                          status: int, reason: str) -> None:
-    """An unsigned, forged, stale or id-less delivery is refused with the WebhookRejected
+    """An unsigned, forged, stale, id-less or retargeted (signed for another session)
+    delivery is refused with the WebhookRejected
     reason (401 unauthenticated, 400 not a delivery) and the session does not change."""
 
     async def go() -> None:
@@ -112,8 +116,11 @@ def test_a_refused_delivery_says_why_and_appends_nothing(tmp_path: Path, tamper:
             s.server.webhook_environ = {"TETHER_TEST_BILLING_SECRET": SECRET}
             await chat(s)
             before = await revision(s)
+            # "retargeted": a delivery signed for another session, replayed to this one.
             raw, headers = delivery(s, {"summary": "paid"},
-                                    secret="another" if tamper == "forged" else SECRET)
+                                    secret="another" if tamper == "forged" else SECRET,
+                                    target="acme/chat2/billing" if tamper == "retargeted"
+                                    else TARGET)
             if tamper == "unsigned":
                 del headers["X-Tether-Signature"]
             elif tamper == "no-event-id":
@@ -122,7 +129,8 @@ def test_a_refused_delivery_says_why_and_appends_nothing(tmp_path: Path, tamper:
                 headers["X-Tether-Signature"] = "v1=abc"
             elif tamper == "stale":
                 stamp = s.server.runtime.clock.now() - 3600
-                headers["X-Tether-Signature"] = sign_webhook(SECRET, raw, stamp, "evt_1")
+                headers["X-Tether-Signature"] = sign_webhook(SECRET, raw, stamp, "evt_1",
+                                                             target=TARGET)
             answer = await s.http.post(WEBHOOK, content=raw, headers=headers)
             assert answer.status_code == status, answer.text
             error = answer.json()["error"]
@@ -360,7 +368,8 @@ def test_a_real_server_fires_schedules_and_takes_signed_webhooks(
             time.sleep(0.1)
         assert turns and turns[0]["trigger"] == "check-in", turns
         raw = json.dumps({"summary": "card declined"}).encode()
-        signed = {"X-Tether-Signature": sign_webhook(SECRET, raw, time.time(), "evt_9"),
+        signed = {"X-Tether-Signature": sign_webhook(SECRET, raw, time.time(), "evt_9",
+                                                       target=TARGET),
                   "X-Tether-Event-Id": "evt_9"}
         answer = httpx.post(f"{base}{WEBHOOK}", content=raw, headers=signed, timeout=60.0)
         assert answer.status_code == 200, answer.text

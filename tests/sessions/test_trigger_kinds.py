@@ -92,9 +92,9 @@ def _sessions(store: Store, definition: AgentDefinition, *, owner: str = "worker
 
 
 def _headers(body: bytes = BODY, *, at: float | None = None, secret: str = SECRET,
-             event: str = "evt_1") -> dict[str, str]:
+             event: str = "evt_1", target: str = "s1/billing") -> dict[str, str]:
     when = VirtualClock().now() if at is None else at
-    return {"X-Tether-Signature": sign_webhook(secret, body, when, event),
+    return {"X-Tether-Signature": sign_webhook(secret, body, when, event, target=target),
             "X-Tether-Event-Id": event}
 
 
@@ -114,7 +114,8 @@ def _model_calls(store: Store, run_id: str) -> int:
 
 
 @pytest.mark.parametrize("case", ["forged", "altered", "stale", "future", "unsigned",
-                                  "malformed", "no-event-id", "dotted-event-id"])
+                                  "malformed", "no-event-id", "dotted-event-id",
+                                  "other-session", "other-trigger"])
 def test_a_forged_or_stale_webhook_appends_nothing(case: str) -> None:
     """Every delivery whose signature does not hold (another secret, an altered body, a
     timestamp outside the tolerance either way, no or a garbled header, no event id) raises
@@ -126,6 +127,9 @@ def test_a_forged_or_stale_webhook_appends_nothing(case: str) -> None:
     body, headers = BODY, _headers()
     if case == "forged":
         headers = _headers(secret="guessed")
+    elif case in ("other-session", "other-trigger"):
+        # Signed with the right secret for another address, replayed to this one.
+        headers = _headers(target="s2/billing" if case == "other-session" else "s1/refunds")
     elif case == "altered":
         body = BODY.replace(b"shipped", b"refunded")
     elif case == "stale":

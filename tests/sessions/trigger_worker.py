@@ -86,7 +86,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif args.command == "schedule":
         asyncio.run(fire_due(sessions, agent_file, "s1"))
     else:
-        headers = {"X-Tether-Signature": sign_webhook(SECRET, BODY, at, "evt_1"),
+        signature = sign_webhook(SECRET, BODY, at, "evt_1", target="s1/billing")
+        headers = {"X-Tether-Signature": signature,
                    "X-Tether-Event-Id": "evt_1"}
         asyncio.run(fire_webhook(sessions, agent_file, "s1", "billing", BODY, headers,
                                  environ={"HOOK_SECRET": SECRET}))

@@ -493,11 +493,11 @@ class Server:
         unsigned request learns nothing, a tenant, session or trigger that is not a webhook
         trigger of a served session is one answer (404).
 
-        The secret is the agent file's, per trigger, not per session or tenant, and the
-        signature covers the timestamp, event id and body but not the path: whoever holds the
-        secret may deliver to any session of that agent, and a captured delivery can be sent
-        to another session of it within the tolerance. Give each sender its own agent file
-        (and secret) where that matters."""
+        The signature covers the timestamp, event id, body and the target
+        ``<tenant>/<sid>/<trigger>`` (see :func:`tether.sessions.triggers.sign_webhook`), so a
+        captured delivery cannot be sent to another session, tenant or trigger. The secret is
+        the agent file's, per trigger: whoever holds it may deliver to any session of that
+        agent (give each sender its own agent file and secret where that matters)."""
         missing = Refusal(404, "not_found", f"no webhook trigger {trigger!r} on session "
                           f"{sid!r} of tenant {tenant!r}", "trigger")
         try:
@@ -522,7 +522,8 @@ class Server:
         async def go() -> Fired:
             _FIRING.set(_Firing(stored, len(self.sessions.session(stored).turns), started))
             return await fire_webhook(self.sessions, definition, stored, trigger, body,
-                                      headers, environ=self.webhook_environ)
+                                      headers, environ=self.webhook_environ,
+                                      target=f"{tenant}/{sid}/{trigger}")
 
         done = await self._answer(self._after(stored, go), started)
         if isinstance(done, Started):

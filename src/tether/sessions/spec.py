@@ -386,7 +386,8 @@ class McpSpec(_Spec):
 class WebhookSpec(_Spec):
     """How a webhook delivery is authenticated: an HMAC-SHA256 signature of the raw body under
     a secret read from the environment variable ``secret_env`` (never from the file), carried
-    in ``header`` as ``t=<unix seconds>,v1=<hex digest of "<t>.<event id>." + body>``; a
+    in ``header`` as ``t=<unix seconds>,v1=<hex digest of "<t>.<event id>.<len>:<target>." +
+    body>`` (target: ``<session>/<trigger>``, see ``tether.sessions.triggers.sign_webhook``); a
     timestamp more than ``tolerance_s`` away from the runtime's clock is refused (a replay).
     ``id_header`` carries the sender's event id (signed with the body): a delivery repeated
     with the same id starts one turn."""

@@ -42,7 +42,8 @@ The kinds:
 
 * ``message`` — :func:`fire` with the caller's input (an optional ``key`` makes it idempotent).
 * ``webhook`` — :func:`fire_webhook` with the raw body and headers: the HMAC-SHA256 signature
-  of the timestamp, the sender's event id and the body (:func:`sign_webhook`) and the
+  of the timestamp, the sender's event id, the target (session and trigger) and the body
+  (:func:`sign_webhook`) and the
   timestamp (against replay, on the runtime's clock) are checked **before** the body is even
   parsed, then the JSON body is the input and the event id the dedupe key
   (:class:`~tether.errors.WebhookRejected` otherwise; the secret is never in a message).
@@ -179,28 +180,38 @@ async def fire(sessions: Sessions, definition: AgentDefinition, session_id: str,
     return sessions.session(session_id)
 
 
-def sign_webhook(secret: str | bytes, body: bytes, timestamp: float, event_id: str) -> str:
+def sign_webhook(secret: str | bytes, body: bytes, timestamp: float, event_id: str, *,
+                 target: str) -> str:
     """The signature header value a sender puts on delivery ``event_id`` of ``body`` sent at
-    ``timestamp`` (unix seconds): ``t=<timestamp>,v1=<hex HMAC-SHA256 of "<timestamp>.<event
-    id>." + body>``. The event id is signed with the body, so a captured delivery replayed
-    under another id (to pass the dedupe) fails the signature."""
+    ``timestamp`` (unix seconds) to ``target``: ``t=<timestamp>,v1=<hex HMAC-SHA256 of
+    "<timestamp>.<event id>.<len(target)>:<target>." + body>``. The event id is signed with
+    the body, so a captured delivery replayed under another id (to pass the dedupe) fails the
+    signature; so is the target — ``<session id>/<trigger>`` (``tether serve``:
+    ``<tenant>/<session id>/<trigger>``) — so one replayed to another session, tenant or
+    trigger sharing the secret fails it too."""
     if not _WEBHOOK_ID.fullmatch(event_id):
         raise UsageError(f"event id {event_id[:40]!r}: expected 1 to 200 printable ASCII "
                          "characters, no space or dot")
     key = secret.encode() if isinstance(secret, str) else secret
     stamp = str(int(timestamp))
-    return f"t={stamp},v1={_digest(key, stamp, event_id, body)}"
+    return f"t={stamp},v1={_digest(key, stamp, event_id, target, body)}"
 
 
-def _digest(key: bytes, stamp: str, event_id: str, body: bytes) -> str:
-    signed = stamp.encode() + b"." + event_id.encode() + b"." + body
+def _digest(key: bytes, stamp: str, event_id: str, target: str, body: bytes) -> str:
+    # The target is length-prefixed: no byte can move between it and the body.
+    named = f"{len(target.encode())}:{target}".encode()
+    signed = stamp.encode() + b"." + event_id.encode() + b"." + named + b"." + body
     return hmac.new(key, signed, hashlib.sha256).hexdigest()
 
 
 async def fire_webhook(sessions: Sessions, definition: AgentDefinition, session_id: str,
                        trigger: str, body: bytes, headers: Mapping[str, str], *,
-                       environ: Mapping[str, str] | None = None) -> Fired:
+                       environ: Mapping[str, str] | None = None,
+                       target: str | None = None) -> Fired:
     """Fire the ``webhook`` trigger ``trigger`` with a delivery's raw ``body`` and ``headers``.
+
+    The signature must name the delivery's ``target`` (default ``<session id>/<trigger>``; a
+    server passes the address the sender used, see :func:`sign_webhook`).
 
     The signature header is checked before anything else (the secret is read from the
     environment variable the trigger names, in ``environ`` or ``os.environ``): a missing,
@@ -234,13 +245,15 @@ async def fire_webhook(sessions: Sessions, definition: AgentDefinition, session_
             f" s from the clock's {now:.0f} (tolerance {settings.tolerance_s:g} s); a stale or "
             "replayed delivery is refused — the sender signs each delivery when it sends it",
             reason="stale")
-    expected = _digest(secret.encode(), stamp, event_id, body)
+    addressed = f"{session_id}/{trigger}" if target is None else target
+    expected = _digest(secret.encode(), stamp, event_id, addressed, body)
     if not any(hmac.compare_digest(expected, digest) for digest in digests):
         raise WebhookRejected(
             f"trigger {trigger!r}: the {settings.header} signature does not match the "
-            f"delivery (HMAC-SHA256 of \"<t>.<{settings.id_header}>.\" + body under the "
-            f"secret in {settings.secret_env}); the body or event id was altered, or it was "
-            "signed with another secret", reason="bad-signature")
+            f"delivery (HMAC-SHA256 of \"<t>.<{settings.id_header}>.<len>:<target>.\" + body "
+            f"under the secret in {settings.secret_env}, target {addressed!r}); the body, "
+            "event id or target was altered, or it was signed with another secret",
+            reason="bad-signature")
     return await _started(sessions, definition, session_id, trigger, spec,
                           _json_body(body, trigger), key=f"webhook:{trigger}:{event_id}")
 
