@@ -194,6 +194,8 @@ class ModelOverride(_Spec):
     temperature: float | None = Field(default=None, ge=0.0, le=2.0)
     max_output_tokens: int | None = Field(default=None, ge=1, le=10**7)
     timeout_s: float | None = Field(default=None, gt=0.0, le=MAX_SECONDS)
+    #: Ask the model to stream its answer (the journaled call is still the whole response).
+    stream: bool | None = None
     extra: dict[str, Any] | None = None
 
 
