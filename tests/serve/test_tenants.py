@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from tether.cli import app
 from tether.errors import UsageError
-from tether.serve.tenants import KeyRing, key_hash, public_id, session_of_run, stored_id
+from tether.serve.tenants import KeyFile, KeyRing, key_hash, public_id, session_of_run, stored_id
 from tether.sessions.state import stream_id, turn_run_id
 
 _NAMES = st.from_regex(r"[A-Za-z0-9_-]{1,20}", fullmatch=True)
@@ -83,3 +83,30 @@ def test_keys_add_prints_a_new_key_once_and_stores_its_hash(tmp_path: Path) -> N
     assert len(ring) == 2 and key1 not in path.read_text()
     who = ring.identify(key1)
     assert who is not None and who.by == "grace@acme" and who.roles == {"supervisor"}
+
+
+def test_a_served_keys_file_is_read_again_when_it_changes(tmp_path: Path) -> None:
+    """A key added to (or removed from) the keys file counts from the next request without a
+    restart; a version of the file that does not load leaves the keys as they were and says
+    why; a deleted file holds no key."""
+    path = tmp_path / "keys.yaml"
+    first, second = "tk_first-key-0000000000000", "tk_second-key-000000000000"
+    ring = KeyRing()
+    ring.add(first, tenant="acme", principal="ada")
+    ring.save(path)
+    served = KeyFile(path)
+    assert served.identify(first) is not None and served.identify(second) is None
+    ring.add(second, tenant="acme", principal="grace", roles=["supervisor"])
+    ring.save(path)
+    found = served.identify(second)
+    assert found is not None and found.roles == frozenset({"supervisor"})
+    path.write_text("keys: [not a mapping]\n")
+    assert served.identify(second) is not None  # the broken version is not taken
+    assert served.problem is not None and "keys[0]" in served.problem
+    only = KeyRing()
+    only.add(second, tenant="acme", principal="grace")
+    only.save(path)
+    assert served.identify(first) is None and served.identify(second) is not None
+    assert served.problem is None
+    path.unlink()
+    assert served.identify(second) is None

@@ -26,7 +26,7 @@ from rich.markup import escape
 from typer.core import TyperGroup
 
 from tether.errors import TetherError, UsageError
-from tether.serve.tenants import KeyRing
+from tether.serve.tenants import KeyFile, KeyRing
 
 __all__ = ["serve_app"]
 
@@ -132,7 +132,7 @@ def _build(agents: list[Path], store_url: str, keys: Path, host: str, port: int,
     from tether.sim.wire import serve as served
     from tether.store.open import open_store
 
-    ring = KeyRing.load(keys)
+    ring = KeyFile(keys)  # read again when the file changes: new keys need no restart
     if not len(ring):
         raise UsageError(f"keys file {keys} holds no key; add one with tether serve keys add "
                          f"--tenant T --principal P --keys {keys}")

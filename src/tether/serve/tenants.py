@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import os
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -35,7 +37,9 @@ import yaml
 
 from tether.errors import UsageError
 
-__all__ = ["KeyRing", "Principal", "key_hash", "owns_run", "public_id", "session_of_run",
+log = logging.getLogger(__name__)
+
+__all__ = ["KeyFile", "KeyRing", "Principal", "key_hash", "owns_run", "public_id", "session_of_run",
            "stored_id"]
 
 #: Between the tenant and the session id in the stored session id.
@@ -164,5 +168,48 @@ class KeyRing:
         rows = {"keys": self.rows()}
         text = (json.dumps(rows, indent=2) if path.suffix == ".json"
                 else yaml.safe_dump(rows, sort_keys=False))
-        path.write_text(text)
-        path.chmod(0o600)
+        # Written beside and renamed over: a server reading the file as it changes sees the
+        # old ring or the new one, never half of one.
+        partial = path.with_name(f".{path.name}.partial")
+        partial.write_text(text)
+        partial.chmod(0o600)
+        os.replace(partial, path)
+
+
+class KeyFile(KeyRing):
+    """The keys of the file at ``path``, read again whenever it changes, so a key added with
+    ``tether serve keys add`` (or removed from the file) counts from the next request without a
+    restart. A file that stops loading keeps the keys it held before, and :attr:`problem` says
+    why; the first read must succeed (a bad file is a UsageError when the server starts)."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        self.path = path
+        #: Why the file's latest version was not taken (``None`` when it was).
+        self.problem: str | None = None
+        self._by_hash = KeyRing.load(path)._by_hash
+        self._stamp = self._stamp_now()
+
+    def identify(self, key: str) -> Principal | None:
+        self._refresh()
+        return super().identify(key)
+
+    def _stamp_now(self) -> tuple[int, int, int] | None:
+        try:
+            found = self.path.stat()
+        except FileNotFoundError:
+            return None
+        return found.st_mtime_ns, found.st_size, found.st_ino
+
+    def _refresh(self) -> None:
+        stamp = self._stamp_now()
+        if stamp == self._stamp:
+            return
+        self._stamp = stamp
+        try:
+            self._by_hash = KeyRing.load(self.path)._by_hash
+        except UsageError as exc:
+            self.problem = str(exc)
+            log.warning("%s; the keys read before stay in force", exc)
+        else:
+            self.problem = None
