@@ -10,11 +10,13 @@ from hypothesis import strategies as st
 
 from tether.errors import CorruptJournal, SchemaTooNew
 from tether.events import (
+    RunDequeued,
     RunFinished,
     RunStarted,
     RunStatus,
     StepRecorded,
     TimerFired,
+    TimerStarted,
     ToolIntent,
     WaitResolved,
     WaitStarted,
@@ -92,3 +94,34 @@ def test_status_follows_the_journal() -> None:
     finished = RunFinished(seq=4, at=0, status=RunStatus.ESCALATED, reason="why")
     assert status_after(status, finished) is RunStatus.ESCALATED
     assert RunStatus.ESCALATED.finished and not RunStatus.WAITING.finished
+
+
+def test_fields_added_later_stay_out_of_old_journals() -> None:
+    """A run started in place and a sleeping timer encode exactly as before queues existed."""
+    started = RunStarted(seq=1, at=2.5, workflow="w", seed=7, input={"a": 1})
+    assert encode(started) == ('{"seq":1,"at":2.5,"v":1,"kind":"run_started","workflow":"w",'
+                               '"input":{"a":1},"seed":7,"session_id":null}')
+    timer = TimerStarted(seq=2, at=3.0, pos=0, wake_at=9.0)
+    assert encode(timer) == '{"seq":2,"at":3.0,"v":1,"kind":"timer_started","pos":0,"wake_at":9.0}'
+
+
+def test_queued_run_and_parked_timer_round_trip() -> None:
+    """queue, parked and run_dequeued are stored and read back equal."""
+    for event in (RunStarted(seq=1, at=0, workflow="w", seed=1, queue="mail"),
+                  RunDequeued(seq=2, at=1.0),
+                  TimerStarted(seq=3, at=1.0, pos=0, wake_at=60.0, parked=True)):
+        body = encode(event)
+        assert decode(body, seq=event.seq, crc=checksum(body)) == event
+
+
+def test_queued_run_status_follows_the_journal() -> None:
+    """enqueued → queued, dequeued → running, parked timer → waiting, fired → running."""
+    status = status_after(None, RunStarted(seq=1, at=0, workflow="w", seed=1, queue="default"))
+    assert status is RunStatus.QUEUED and not status.finished
+    status = status_after(status, RunDequeued(seq=2, at=1))
+    assert status is RunStatus.RUNNING
+    assert status_after(status, RunDequeued(seq=3, at=1)) is RunStatus.RUNNING
+    assert status_after(status, TimerStarted(seq=3, at=1, pos=0, wake_at=5)) is status
+    status = status_after(status, TimerStarted(seq=3, at=1, pos=0, wake_at=5, parked=True))
+    assert status is RunStatus.WAITING
+    assert status_after(status, TimerFired(seq=4, at=5, pos=0)) is RunStatus.RUNNING

@@ -19,7 +19,15 @@ import zlib
 from enum import StrEnum
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    TypeAdapter,
+    ValidationError,
+    model_serializer,
+)
 from pydantic_core import PydanticSerializationError
 
 from tether.errors import CorruptJournal, SchemaTooNew
@@ -30,6 +38,7 @@ __all__ = [
     "MemoryForgotten",
     "MemoryWritten",
     "ResourceVersion",
+    "RunDequeued",
     "RunFinished",
     "RunStarted",
     "RunStatus",
@@ -60,8 +69,10 @@ __all__ = [
 
 
 class RunStatus(StrEnum):
-    """Where a run stands, derived from its journal."""
+    """Where a run stands, derived from its journal. ``queued``: enqueued for a worker, which
+    has not taken it up yet."""
 
+    QUEUED = "queued"
     RUNNING = "running"
     WAITING = "waiting"
     COMPLETED = "completed"
@@ -88,14 +99,41 @@ class _Event(BaseModel):
     v: int = 1
 
 
+def _drop_defaults(data: dict[str, Any], event: BaseModel, names: tuple[str, ...]) -> None:
+    """Leave fields added after a kind's first release out of its JSON while they hold their
+    default, so journals that do not use them stay byte for byte what they were."""
+    for name in names:
+        if getattr(event, name) == type(event).model_fields[name].default:
+            data.pop(name, None)
+
+
 class RunStarted(_Event):
-    """A run began: which workflow, with what input and seed."""
+    """A run began: which workflow, with what input and seed.
+
+    ``queue`` is ``None`` for a run started in place by the process that created it (status
+    ``running``) and the queue's name for a run *enqueued* for a worker (status ``queued``,
+    nobody owns it until a worker claims it and appends :class:`RunDequeued`).
+    """
 
     kind: Literal["run_started"] = "run_started"
     workflow: str
     input: Any = None
     seed: int
     session_id: str | None = None
+    queue: str | None = None
+
+    @model_serializer(mode="wrap")
+    def _serialize(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        _drop_defaults(data, self, ("queue",))
+        return data
+
+
+class RunDequeued(_Event):
+    """A worker took up a queued run (appended under its lease before anything else): the
+    run's status moves from ``queued`` to ``running``."""
+
+    kind: Literal["run_dequeued"] = "run_dequeued"
 
 
 class StepRecorded(_Event):
@@ -119,11 +157,22 @@ class StepFailed(_Event):
 
 
 class TimerStarted(_Event):
-    """A durable sleep began; it ends at ``wake_at`` on the run's clock."""
+    """A durable sleep began; it ends at ``wake_at`` on the run's clock.
+
+    A ``parked`` timer suspends the run (status ``waiting``) instead of sleeping in the
+    process: the run's index row carries ``wake_at`` and a worker takes it up again then.
+    """
 
     kind: Literal["timer_started"] = "timer_started"
     pos: int
     wake_at: float
+    parked: bool = False
+
+    @model_serializer(mode="wrap")
+    def _serialize(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        _drop_defaults(data, self, ("parked",))
+        return data
 
 
 class TimerFired(_Event):
@@ -389,6 +438,7 @@ class RunFinished(_Event):
 
 Event = Annotated[
     RunStarted
+    | RunDequeued
     | StepRecorded
     | StepFailed
     | TimerStarted
@@ -420,11 +470,11 @@ Event = Annotated[
 
 _KINDS: dict[str, type[_Event]] = {
     cls.model_fields["kind"].default: cls
-    for cls in (RunStarted, StepRecorded, StepFailed, TimerStarted, TimerFired, WaitStarted,
-                WaitResolved, WaitExpired, ToolIntent, ToolResult, ToolError, ToolAmbiguous,
-                ToolRetry, ModelCalled, ModelFailed, Decision, MemoryWritten, MemoryForgotten,
-                SessionCreated, VariableSet, ResourceVersion, TurnStarted, TurnFinished,
-                SessionRestored, SessionClosed, TriggerFired, RunFinished)
+    for cls in (RunStarted, RunDequeued, StepRecorded, StepFailed, TimerStarted, TimerFired,
+                WaitStarted, WaitResolved, WaitExpired, ToolIntent, ToolResult, ToolError,
+                ToolAmbiguous, ToolRetry, ModelCalled, ModelFailed, Decision, MemoryWritten,
+                MemoryForgotten, SessionCreated, VariableSet, ResourceVersion, TurnStarted,
+                TurnFinished, SessionRestored, SessionClosed, TriggerFired, RunFinished)
 }
 
 #: Event kinds that record the outcome of a workflow's durable call at a position.
@@ -485,8 +535,9 @@ def decode(body: str, *, run_id: str = "", seq: int | None = None, crc: int | No
 
 
 # How each kind moves a run's status: (new status, only if the status is currently …).
+# Kinds whose change depends on the event's fields are decided in status_change.
 _STATUS_CHANGES: dict[str, tuple[RunStatus, RunStatus | None]] = {
-    "run_started": (RunStatus.RUNNING, None),
+    "run_dequeued": (RunStatus.RUNNING, RunStatus.QUEUED),
     "wait_started": (RunStatus.WAITING, None),
     "wait_resolved": (RunStatus.RUNNING, RunStatus.WAITING),
     "wait_expired": (RunStatus.RUNNING, RunStatus.WAITING),
@@ -501,6 +552,10 @@ def status_change(event: _Event) -> tuple[RunStatus, RunStatus | None] | None:
     """
     if isinstance(event, RunFinished):
         return (event.status, None)
+    if isinstance(event, RunStarted):
+        return (RunStatus.RUNNING if event.queue is None else RunStatus.QUEUED, None)
+    if isinstance(event, TimerStarted):
+        return (RunStatus.WAITING, None) if event.parked else None
     return _STATUS_CHANGES.get(event.kind)  # type: ignore[attr-defined]
 
 
