@@ -18,12 +18,20 @@ with :class:`~tether.errors.LeaseLost`.
 >>> lease = Lease("run-1", "host:42", epoch=3, expires_at=130.0)
 >>> lease.live(at=100.0), lease.live(at=130.0)
 (True, False)
+
+The work queue. Every run's index row also carries its ``queue`` and ``wake_at``: when a worker
+should next look at the run, on the callers' clock, if nobody holds a live lease on it.
+:func:`wake_after` computes it from the events appended, so every store agrees. A store that is
+also a :class:`WorkQueue` hands runs that need a worker to :meth:`WorkQueue.claim` — queued runs,
+waiting runs whose resolution, deadline or parked timer is due, and running runs whose owner
+died or let go — each under a fresh lease, and keeps the registry of workers
+(:class:`WorkerInfo`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Protocol, runtime_checkable
 
@@ -36,22 +44,34 @@ from tether.errors import (
 )
 from tether.events import (
     Event,
+    RunDequeued,
+    RunFinished,
     RunStarted,
     RunStatus,
+    TimerFired,
+    TimerStarted,
+    WaitExpired,
     WaitResolved,
+    WaitStarted,
     decode,
     status_after,
     status_change,
 )
 
 __all__ = [
+    "DEFAULT_QUEUE",
     "Durability",
     "Lease",
     "RunInfo",
     "Store",
+    "WorkQueue",
+    "WorkerInfo",
     "advance",
     "check_batch",
+    "check_claim_args",
     "check_lease_args",
+    "claim_order",
+    "claimable",
     "conflict",
     "decode_rows",
     "lease_lost",
@@ -59,7 +79,14 @@ __all__ = [
     "only_resolutions",
     "run_owned",
     "status_filter",
+    "take",
+    "touches_index",
+    "wake_after",
+    "wake_time",
 ]
+
+#: The queue of runs started in place and of runs enqueued without naming one.
+DEFAULT_QUEUE = "default"
 
 
 class Durability(StrEnum):
@@ -103,7 +130,9 @@ class RunInfo:
     of the event that last changed its status (started, suspended, resumed, finished …), so
     listing by ``updated_at`` answers "what changed lately" without touching every append.
     ``owner`` and ``lease_expires_at`` are the current lease (``None`` when nobody holds the
-    run); ``epoch`` counts its acquisitions (0 for a run never leased).
+    run); ``epoch`` counts its acquisitions (0 for a run never leased). ``queue`` is the queue
+    the run was enqueued on (:data:`DEFAULT_QUEUE` for a run started in place) and ``wake_at``
+    when a worker should next look at it if nobody holds it (see :func:`wake_after`).
     """
 
     run_id: str
@@ -115,6 +144,8 @@ class RunInfo:
     owner: str | None = None
     epoch: int = 0
     lease_expires_at: float | None = None
+    queue: str = DEFAULT_QUEUE
+    wake_at: float | None = None
 
     @property
     def lease(self) -> Lease | None:
@@ -183,6 +214,170 @@ class Store(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerInfo:
+    """A worker's row in the store's registry, written by its heartbeat (:meth:`WorkQueue.beat`).
+
+    Times are the worker's clock; whether a worker is alive is the reader's call (``seen_at``
+    against its own clock and the beat interval)."""
+
+    name: str  # the owner name in its leases
+    host: str
+    pid: int
+    queues: tuple[str, ...]  # the queue names it serves
+    concurrency: int  # runs at once
+    started_at: float
+    seen_at: float  # its last beat
+    stopping: bool = False  # got SIGTERM, draining
+
+
+@runtime_checkable
+class WorkQueue(Protocol):
+    """The work queue a store offers workers: runs that need one, and who the workers are.
+
+    A run *needs a worker* at ``now`` when nobody holds a live lease on it and it is
+    ``queued`` with ``wake_at <= now``; ``waiting`` with ``wake_at`` set and ``<= now`` (a
+    resolution arrived, a deadline or a parked timer is due); or ``running`` (its owner died or
+    let go without the run finishing or waiting). :func:`claimable` is that rule as a function.
+    """
+
+    def claim(self, owner: str, *, now: float, ttl_s: float,
+              queues: Sequence[str] | None = None, limit: int = 1) -> list[Lease]:
+        """Take up to ``limit`` runs that need a worker, oldest due first (see
+        :func:`claim_order`), each as :meth:`Store.acquire` would (epoch bumped, lease until
+        ``now + ttl_s``) and atomically, so two claimers never get the same run. ``queues``
+        None serves every queue. Returns [] when nothing is due."""
+        ...
+
+    def next_wake(self, *, queues: Sequence[str] | None = None) -> float | None:
+        """The earliest time a run of ``queues`` that nobody can claim yet becomes due (see
+        :func:`wake_time`), or None when nothing is pending: a worker may sleep until then."""
+        ...
+
+    def beat(self, worker: WorkerInfo) -> None:
+        """Insert or update the worker's row (by name)."""
+        ...
+
+    def forget(self, name: str) -> None:
+        """Delete the worker's row (a graceful exit)."""
+        ...
+
+    def workers(self) -> list[WorkerInfo]:
+        """Every registered worker, by name."""
+        ...
+
+    def wait_for_work(self, timeout_s: float) -> bool:
+        """Block up to ``timeout_s`` real seconds for a signal that work may be due; True if one
+        came. Stores without notifications return False at once (the worker polls)."""
+        ...
+
+
+def wake_after(status: RunStatus | None, wake_at: float | None,
+               events: Sequence[Event]) -> float | None:
+    """A run's ``wake_at`` once ``events`` are appended to a run in ``status`` whose ``wake_at``
+    is ``wake_at`` (``None, None`` for a new run). The rules:
+
+    * run_started: its time when enqueued (due at once), None when started in place;
+    * wait_started, parked timer_started: the deadline or wake time (None for a wait without a
+      deadline), or the earlier of it and the current one while the run already waits;
+    * wait_resolved of a waiting run: its time (the run can go on now);
+    * timer_fired, wait_expired, run_dequeued, run_finished: None (a worker is on it or it is
+      over).
+
+    >>> from tether.events import RunStarted, WaitStarted
+    >>> wake_after(None, None, [RunStarted(seq=1, at=5.0, workflow="w", seed=0, queue="q")])
+    5.0
+    >>> wake_after(RunStatus.RUNNING, None, [WaitStarted(seq=4, at=6.0, pos=2, key="k",
+    ...                                                  deadline=66.0)])
+    66.0
+    """
+    for event in events:
+        wake_at = _wake(status, wake_at, event)
+        status = status_after(status, event)
+    return wake_at
+
+
+def _wake(status: RunStatus | None, wake_at: float | None, event: Event) -> float | None:
+    if isinstance(event, RunStarted):
+        return None if event.queue is None else event.at
+    due: float | None
+    if isinstance(event, WaitStarted):
+        due = event.deadline
+    elif isinstance(event, TimerStarted):
+        if not event.parked:
+            return wake_at
+        due = event.wake_at
+    elif isinstance(event, WaitResolved):
+        return event.at if status is RunStatus.WAITING else wake_at
+    elif isinstance(event, TimerFired | WaitExpired | RunDequeued | RunFinished):
+        return None
+    else:
+        return wake_at
+    # A run already waiting with a time pending keeps the earlier time: whichever comes first
+    # is when a worker must look at it.
+    pending = wake_at if status is RunStatus.WAITING else None
+    if pending is None or due is None:
+        return due if pending is None else pending
+    return min(pending, due)
+
+
+def touches_index(event: Event) -> bool:
+    """Whether appending ``event`` may change its run's index row (status or ``wake_at``):
+    stores skip the row update for the events that cannot."""
+    return status_change(event) is not None or isinstance(event, WaitResolved)
+
+
+def claimable(info: RunInfo, *, now: float, queues: Sequence[str] | None = None) -> bool:
+    """Whether ``info``'s run needs a worker at ``now`` (the :class:`WorkQueue` rule)."""
+    if info.leased(at=now) or (queues is not None and info.queue not in queues):
+        return False
+    if info.status is RunStatus.RUNNING:
+        return True
+    if info.status in (RunStatus.QUEUED, RunStatus.WAITING):
+        return info.wake_at is not None and info.wake_at <= now
+    return False
+
+
+def claim_order(info: RunInfo) -> tuple[float, float, str]:
+    """The order claims take due runs in, oldest due first: by ``wake_at`` for queued and
+    waiting runs, and for running ones by ``wake_at``, else the lease's expiry, else the last
+    status change; then by creation and run id."""
+    due = info.wake_at
+    if due is None and info.status is RunStatus.RUNNING:
+        due = info.lease_expires_at if info.lease_expires_at is not None else info.updated_at
+    return (due if due is not None else float("inf"), info.created_at, info.run_id)
+
+
+def wake_time(info: RunInfo) -> float | None:
+    """When a run nobody can claim now becomes due (for :meth:`WorkQueue.next_wake`): a queued
+    or waiting run at its ``wake_at`` or, while a lease holds it, at the later of that and the
+    lease's expiry; a running run whose lease holds it when the lease expires (a takeover).
+    None for a run nothing will make due (finished, waiting without a deadline)."""
+    expiry = info.lease_expires_at if info.owner is not None else None
+    if info.status in (RunStatus.QUEUED, RunStatus.WAITING) and info.wake_at is not None:
+        return info.wake_at if expiry is None else max(info.wake_at, expiry)
+    if info.status is RunStatus.RUNNING:
+        return expiry if expiry is not None else info.updated_at
+    return None
+
+
+def check_claim_args(owner: str, now: float, ttl_s: float, limit: int,
+                     queues: Sequence[str] | None) -> None:
+    """Validate the arguments of claim before any store touches its storage."""
+    check_lease_args(owner, now, ttl_s)
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+        raise UsageError(f"claim needs a limit of 0 or more runs, got {limit!r}")
+    if isinstance(queues, str):
+        raise UsageError(f"claim takes a sequence of queue names, got the string {queues!r}; "
+                         f"write queues=[{queues!r}]")
+
+
+def take(info: RunInfo, owner: str, *, now: float, ttl_s: float) -> tuple[RunInfo, Lease]:
+    """``info`` leased to ``owner`` as acquire would: epoch bumped, until ``now + ttl_s``."""
+    lease = Lease(info.run_id, owner, info.epoch + 1, now + ttl_s)
+    return replace(info, owner=owner, epoch=lease.epoch, lease_expires_at=lease.expires_at), lease
 
 
 def check_batch(run_id: str, events: Sequence[Event], expected_last_seq: int) -> None:

@@ -38,6 +38,7 @@ from tether.events import (
     Event,
     MemoryForgotten,
     MemoryWritten,
+    RunDequeued,
     RunFinished,
     RunStarted,
     RunStatus,
@@ -53,7 +54,15 @@ from tether.events import (
     WaitResolved,
     WaitStarted,
 )
-from tether.store.base import Lease, RunInfo, Store, advance, next_status
+from tether.store.base import (
+    DEFAULT_QUEUE,
+    Lease,
+    RunInfo,
+    Store,
+    advance,
+    next_status,
+    wake_after,
+)
 
 __all__ = ["ConformanceKit", "StoreConformance", "journals"]
 
@@ -75,7 +84,8 @@ _POS = st.integers(0, 10_000)
 _ERROR = st.dictionaries(_TEXT, _JSON, max_size=3)  # also tool args
 
 _RUN_STARTED = st.builds(RunStarted, seq=st.just(1), at=_AT, workflow=_NAME, input=_JSON,
-                         seed=st.integers(0, 2**63 - 1), session_id=st.none() | _TEXT)
+                         seed=st.integers(0, 2**63 - 1), session_id=st.none() | _TEXT,
+                         queue=st.none() | _NAME)
 
 
 def _kind(cls: Callable[..., Event], **fields: st.SearchStrategy[Any]) -> st.SearchStrategy[Event]:
@@ -88,7 +98,8 @@ _LATER: list[st.SearchStrategy[Event]] = [
     _kind(StepRecorded, pos=_POS, call=st.sampled_from(["step", "now", "random", "uuid"]),
           name=_TEXT, result=_JSON),
     _kind(StepFailed, pos=_POS, call=st.just("step"), name=_TEXT, error=_ERROR),
-    _kind(TimerStarted, pos=_POS, wake_at=_AT),
+    _kind(RunDequeued),
+    _kind(TimerStarted, pos=_POS, wake_at=_AT, parked=st.booleans()),
     _kind(TimerFired, pos=_POS),
     _kind(WaitStarted, pos=_POS, key=_TEXT, deadline=st.none() | _AT),
     _kind(WaitResolved, key=_TEXT, value=_JSON, by=_TEXT, note=_TEXT),
@@ -247,7 +258,8 @@ class StoreConformance(ConformanceKit):
                 changed_at = advance(None, journal)[1]
                 updated_at = first.at if changed_at is None else changed_at
                 want = RunInfo(run_id, first.workflow, next_status(None, journal), len(journal),
-                               first.at, updated_at)
+                               first.at, updated_at, queue=first.queue or DEFAULT_QUEUE,
+                               wake_at=wake_after(None, None, journal))
                 _check(info == want, f"get_run: {info} != {want}")
 
             round_trip()

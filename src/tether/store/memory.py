@@ -1,4 +1,7 @@
-"""An in-memory store: for simulation and tests. Nothing survives the process."""
+"""An in-memory store: for simulation and tests. Nothing survives the process.
+
+It is also a :class:`~tether.store.base.WorkQueue` (claims under its lock; no notifications:
+:meth:`MemoryStore.wait_for_work` returns at once and workers poll)."""
 
 from __future__ import annotations
 
@@ -9,16 +12,24 @@ from collections.abc import Sequence
 from tether.errors import UsageError
 from tether.events import Event, RunStarted, RunStatus
 from tether.store.base import (
+    DEFAULT_QUEUE,
     Lease,
     RunInfo,
+    WorkerInfo,
     advance,
     check_batch,
+    check_claim_args,
     check_lease_args,
+    claim_order,
+    claimable,
     conflict,
     lease_lost,
     only_resolutions,
     run_owned,
     status_filter,
+    take,
+    wake_after,
+    wake_time,
 )
 
 __all__ = ["MemoryStore"]
@@ -35,6 +46,7 @@ class MemoryStore:
     def __init__(self) -> None:
         self._events: dict[str, list[Event]] = {}
         self._runs: dict[str, RunInfo] = {}
+        self._workers: dict[str, WorkerInfo] = {}
         self._lock = threading.Lock()
 
     def append(
@@ -55,10 +67,13 @@ class MemoryStore:
                 _check_fence(info, events, lease)
             if (actual or 0) != expected_last_seq or (expected_last_seq == 0 and info is not None):
                 raise conflict(run_id, expected_last_seq, actual)
+            status_before = None if info is None else info.status
+            wake_before = None if info is None else info.wake_at
             if info is None:
                 first = events[0]
                 assert isinstance(first, RunStarted)
-                info = RunInfo(run_id, first.workflow, RunStatus.RUNNING, 0, first.at, first.at)
+                info = RunInfo(run_id, first.workflow, RunStatus.RUNNING, 0, first.at, first.at,
+                               queue=first.queue or DEFAULT_QUEUE)
                 if lease is not None:
                     info = dataclasses.replace(info, owner=lease.owner, epoch=lease.epoch,
                                                lease_expires_at=lease.expires_at)
@@ -70,6 +85,7 @@ class MemoryStore:
                 status=status,
                 last_seq=events[-1].seq,
                 updated_at=info.updated_at if changed_at is None else changed_at,
+                wake_at=wake_after(status_before, wake_before, events),
             )
 
     def acquire(self, run_id: str, owner: str, *, now: float, ttl_s: float) -> Lease:
@@ -128,6 +144,42 @@ class MemoryStore:
 
     def close(self) -> None:
         return None
+
+    # -- the work queue -------------------------------------------------------------------
+
+    def claim(self, owner: str, *, now: float, ttl_s: float,
+              queues: Sequence[str] | None = None, limit: int = 1) -> list[Lease]:
+        check_claim_args(owner, now, ttl_s, limit, queues)
+        with self._lock:
+            due = sorted((r for r in self._runs.values()
+                          if claimable(r, now=now, queues=queues)), key=claim_order)
+            leases = []
+            for info in due[:limit]:
+                self._runs[info.run_id], lease = take(info, owner, now=now, ttl_s=ttl_s)
+                leases.append(lease)
+            return leases
+
+    def next_wake(self, *, queues: Sequence[str] | None = None) -> float | None:
+        with self._lock:
+            times = [t for r in self._runs.values()
+                     if (queues is None or r.queue in queues)
+                     and (t := wake_time(r)) is not None]
+        return min(times, default=None)
+
+    def beat(self, worker: WorkerInfo) -> None:
+        with self._lock:
+            self._workers[worker.name] = worker
+
+    def forget(self, name: str) -> None:
+        with self._lock:
+            self._workers.pop(name, None)
+
+    def workers(self) -> list[WorkerInfo]:
+        with self._lock:
+            return [self._workers[name] for name in sorted(self._workers)]
+
+    def wait_for_work(self, timeout_s: float) -> bool:
+        return False
 
 
 def _check_fence(info: RunInfo, events: Sequence[Event], lease: Lease | None) -> None:
