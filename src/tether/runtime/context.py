@@ -17,7 +17,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from tether.clock import Clock
 from tether.errors import (
+    LeaseLost,
     NonDeterminismError,
+    OwnershipLost,
     RunSuspended,
     UsageError,
     WaitTimedOut,
@@ -79,8 +81,15 @@ class RunContext:
         retry: RetryPolicy | None = None,
         breakers: Breakers | None = None,
         deltas: DeltaSink | None = None,
+        park_timers_after_s: float | None = None,
     ) -> None:
         self.journal = journal
+        #: Sleeps longer than this (seconds) are parked: the run suspends until the timer is
+        #: due and any worker continues it then (``None``: every sleep waits in process).
+        self.park_timers_after_s = park_timers_after_s
+        # Set by the runtime when its worker hands the run back (a graceful stop): the run
+        # stops before its next durable call, so the call in progress ends and is journaled.
+        self._handed_back: LeaseLost | None = None
         #: Where a streaming model call sends its text deltas (the runtime's delta listeners);
         #: ``None``: nobody listens. Never journaled, never replayed.
         self.deltas = deltas
@@ -121,6 +130,8 @@ class RunContext:
 
     def _claim(self, call: str, name: str) -> tuple[int, list[Any]]:
         """Take the next position and check it against the journal."""
+        if self._handed_back is not None:
+            raise OwnershipLost(self._handed_back)
         pos = self._next_pos
         self._next_pos += 1
         recorded = self.journal.at(pos)
@@ -234,17 +245,30 @@ class RunContext:
         return str(self._value("uuid", lambda: _uuid_from(self._rng)))
 
     async def sleep(self, seconds: float) -> None:
-        """A durable timer: after a crash, the run sleeps only what remains."""
+        """A durable timer: after a crash, the run sleeps only what remains.
+
+        A sleep longer than the runtime's ``park_timers_after_s`` is *parked*: the timer is
+        journaled durably and the run suspends (status ``waiting``, until ``wake_at``), so its
+        worker is free meanwhile and any worker continues the run once the timer is due. A
+        parked timer resumed early suspends again without journaling anything."""
         pos, recorded = self._claim("sleep", "")
         if any(isinstance(e, TimerFired) for e in recorded):
             return
         if recorded:
-            wake_at = recorded[0].wake_at
+            wake_at, parked = recorded[0].wake_at, recorded[0].parked
         else:
             wake_at = self.clock.now() + max(0.0, seconds)
-            self.journal.record(TimerStarted, pos=pos, wake_at=wake_at)
+            parked = self.park_timers_after_s is not None and seconds > self.park_timers_after_s
+            if parked:
+                # Durable before the run lets go: whoever continues it must find the timer.
+                self.journal.record(TimerStarted, sync=True, pos=pos, wake_at=wake_at,
+                                    parked=True)
+            else:
+                self.journal.record(TimerStarted, pos=pos, wake_at=wake_at)
         remaining = wake_at - self.clock.now()
         if remaining > 0:
+            if parked:
+                raise RunSuspended(f"timer:{pos}")
             await self.clock.sleep(remaining)
         self.journal.record(TimerFired, pos=pos)
 

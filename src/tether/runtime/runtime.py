@@ -39,7 +39,15 @@ from tether.errors import (
     error_record,
     rebuild_error,
 )
-from tether.events import RunFinished, RunStarted, RunStatus, WaitResolved, WaitStarted
+from tether.events import (
+    Event,
+    RunDequeued,
+    RunFinished,
+    RunStarted,
+    RunStatus,
+    WaitResolved,
+    WaitStarted,
+)
 from tether.runtime.breaker import Breakers
 from tether.runtime.codec import from_json, to_json
 from tether.runtime.context import RunContext
@@ -160,15 +168,23 @@ class Runtime:
         owner: str | None = None,
         lease_ttl_s: float = 30.0,
         heartbeat_s: float | None = None,
+        park_timers_after_s: float | None = None,
     ) -> None:
         """``owner`` names this worker in run leases (default ``host:pid:n``, one name per
         runtime; pass the same name to a runtime that replaces a crashed one and must take its
         runs back before their leases expire); ``lease_ttl_s`` is how long a lease holds
         without renewal, on this runtime's clock; ``heartbeat_s`` how often a thread renews it
         while a run executes (default: a third of the TTL with a real-time clock, never with a
-        virtual one — see :mod:`tether.runtime.ownership`)."""
+        virtual one — see :mod:`tether.runtime.ownership`). ``park_timers_after_s``: a
+        ``ctx.sleep`` longer than this suspends the run until the timer is due (a *parked*
+        timer, continued then by whichever worker claims it) instead of sleeping in this
+        process; ``None`` (the default) sleeps every timer in process."""
         if not lease_ttl_s > 0:
             raise UsageError(f"lease_ttl_s must be positive, got {lease_ttl_s!r}")
+        if park_timers_after_s is not None and not park_timers_after_s >= 0:
+            raise UsageError("park_timers_after_s must be None or a number >= 0, got "
+                             f"{park_timers_after_s!r}")
+        self.park_timers_after_s = park_timers_after_s
         self.store: Store = store if store is not None else MemoryStore()
         self.clock: Clock = clock if clock is not None else SystemClock()
         #: The retry policy of durable calls in plain workflows (agents bring their own).
@@ -180,8 +196,11 @@ class Runtime:
         if heartbeat_s is None and isinstance(self.clock, SystemClock):
             heartbeat_s = lease_ttl_s / 3
         self.heartbeat_s = heartbeat_s
-        # Runs this runtime is executing now, so recover() never takes one from itself.
+        # Runs this runtime is executing now, so recover() never takes one from itself, and
+        # their contexts, so a worker can hand one back (see hand_back).
         self._active: set[str] = set()
+        self._contexts: dict[str, RunContext] = {}
+        self._handing_back: set[str] = set()
         self._rng = random.Random(system_seed() if seed is None else seed)
         self._probe = probe
         self._listeners = tuple(listeners)
@@ -204,6 +223,10 @@ class Runtime:
             raise UsageError(f"two different workflows are both named {named.name!r}")
         self._workflows[named.name] = named
         return named
+
+    def knows(self, name: str) -> bool:
+        """Whether a workflow named ``name`` is registered (its runs can be executed here)."""
+        return name in self._workflows
 
     def add_listener(self, listener: Listener) -> None:
         """Tell ``listener`` of every event this runtime appends from now on."""
@@ -266,18 +289,62 @@ class Runtime:
             ) from exc
         return await self._execute(named, journal)
 
-    async def resume(self, run_id: str) -> RunResult:
+    def enqueue(
+        self,
+        wf: Workflow | WorkflowFn | Runnable,
+        input: Any = None,
+        *,
+        run_id: str | None = None,
+        session_id: str | None = None,
+        queue: str = "default",
+    ) -> str:
+        """Put a run on ``queue`` for a worker (:class:`tether.runtime.worker.Worker`) to
+        execute, and return its id. The run is created with status ``queued`` and no owner;
+        this returns once that is durable, so a run the caller was told of is never lost. The
+        workflow is registered here too; the workers that serve ``queue`` must know it by the
+        same name. A run id already in the store is a :class:`~tether.errors.UsageError`."""
+        if not isinstance(queue, str) or not queue or "\x00" in queue:
+            raise UsageError(f"a queue name must be a non-empty string without NUL, got "
+                             f"{queue!r}")
+        named = self.register(wf)
+        run_id = run_id or f"run_{self._rng.getrandbits(64):016x}"
+        journal = self._journal(run_id, ())
+        try:
+            journal.record(
+                RunStarted,
+                sync=True,
+                workflow=named.name,
+                input=to_json(input, what="workflow input"),
+                seed=self._rng.getrandbits(63),
+                session_id=session_id,
+                queue=queue,
+            )
+        except ConcurrencyConflict as exc:
+            raise UsageError(
+                f"run {run_id!r} already exists in the store; choose another run id"
+            ) from exc
+        return run_id
+
+    async def resume(self, run_id: str, *, lease: Lease | None = None) -> RunResult:
         """Continue an unfinished run from its journal; a finished run's result is returned.
 
-        Takes the run's lease first: a run a live other worker holds raises
+        With ``lease`` (taken by a work queue's ``claim``), the run is executed under it;
+        otherwise the run's lease is taken first: a run a live other worker holds raises
         :class:`~tether.errors.RunOwned` (naming it and when its lease expires). If this worker
         loses the run while executing it, :class:`~tether.errors.LeaseLost` is raised. A run
         this runtime is executing right now raises :class:`~tether.errors.RunOwned` too: two
-        executions of one run by one worker would call its handlers twice."""
+        executions of one run by one worker would call its handlers twice (a ``lease`` given
+        then is released). A queued run gets ``run_dequeued`` before anything else."""
+        if lease is not None and lease.run_id != run_id:
+            raise UsageError(f"resume({run_id!r}) was given the lease of run {lease.run_id!r}")
         info = self.store.get_run(run_id)
         if info is None:
             raise UsageError(f"no run {run_id!r} in the store")
         if run_id in self._active:
+            if lease is not None:
+                # The claim fenced off the execution in progress (its epoch is stale now):
+                # free the run so that whoever claims it next continues it once that stops.
+                self.store.release(lease)
             # The store lets a worker re-acquire its own lease (a worker restarting after a
             # crash takes its runs back at once), so only this runtime can tell that the
             # holder is alive and executing the run now.
@@ -288,12 +355,16 @@ class Runtime:
         if info.status.finished:
             finished = self._journal(run_id, self.store.read(run_id)).finished
             if finished is not None:
+                if lease is not None:
+                    self.store.release(lease)
                 return _result_of(finished, run_id)
-        lease = self.store.acquire(run_id, self.owner, now=self.clock.now(),
-                                   ttl_s=self.lease_ttl_s)
+        if lease is None:
+            lease = self.store.acquire(run_id, self.owner, now=self.clock.now(),
+                                       ttl_s=self.lease_ttl_s)
         try:
             # Read under the lease: the previous owner may have gone further than `info`.
-            journal = self._journal(run_id, self.store.read(run_id), lease)
+            events = self.store.read(run_id)
+            journal = self._journal(run_id, events, lease)
             named = self._workflow_of(journal)
         except BaseException:
             self.store.release(lease)
@@ -302,7 +373,7 @@ class Runtime:
             self.store.release(lease)
             assert journal.finished is not None
             return _result_of(journal.finished, run_id)
-        return await self._execute(named, journal)
+        return await self._execute(named, journal, dequeue=_awaits_dequeue(events))
 
     def _workflow_of(self, journal: RunJournal) -> Workflow | None:
         """The workflow to continue ``journal`` with (None: the run is finished)."""
@@ -321,14 +392,15 @@ class Runtime:
         return named
 
     async def recover(self) -> list[RunResult]:
-        """Resume every unfinished run in the store (running ones, and waiting ones whose
-        wait may have been resolved or timed out). Only runs no live worker holds are taken:
-        runs whose lease is live (or that this runtime is executing) are skipped, and so are
-        runs another worker takes first."""
+        """Resume every unfinished run in the store (queued and running ones, and waiting
+        ones whose wait may have been resolved or timed out). Only runs no live worker holds
+        are taken: runs whose lease is live (or that this runtime is executing) are skipped,
+        and so are runs another worker takes first."""
         results = []
         problems: list[tuple[str, TetherError]] = []
         now = self.clock.now()
-        for info in self.store.list_runs(status=[RunStatus.RUNNING, RunStatus.WAITING]):
+        for info in self.store.list_runs(
+                status=[RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.WAITING]):
             if info.run_id in self._active or (
                     info.leased(at=now) and info.owner != self.owner):
                 continue
@@ -424,7 +496,23 @@ class Runtime:
         return RunJournal(self.store, run_id, self.clock, events, self._listeners,
                           lease=lease, lease_ttl_s=self.lease_ttl_s)
 
-    async def _execute(self, named: Workflow, journal: RunJournal) -> RunResult:
+    def hand_back(self, run_id: str) -> bool:
+        """Ask the run this runtime is executing to stop before its next durable call and
+        give its lease back, so another worker continues it (a worker's graceful stop). The
+        call in progress ends and is journaled first, so no handler is cut short; the
+        execution then returns the run as it stands (status ``running``, reason ``handed
+        back``). False if this runtime is not executing ``run_id``."""
+        ctx = self._contexts.get(run_id)
+        if ctx is None:
+            return False
+        self._handing_back.add(run_id)
+        ctx._handed_back = LeaseLost(
+            f"run {run_id!r}: worker {self.owner!r} handed the run back (it is stopping); "
+            "another worker continues it", run_id=run_id, owner=self.owner)
+        return True
+
+    async def _execute(self, named: Workflow, journal: RunJournal, *,
+                       dequeue: bool = False) -> RunResult:
         """Execute under the journal's lease: renewed while working, released when the run
         finishes or waits or raises an error; kept when the run is cancelled (the process is
         going down), so no other worker takes the run before its lease expires.
@@ -440,14 +528,20 @@ class Runtime:
             heartbeat.start()
         self._active.add(run_id)
         try:
+            if dequeue:
+                journal.record(RunDequeued)
             result = await self._drive(named, journal)
         except OwnershipLost as lost:
-            raise lost.error from None
+            if run_id not in self._handing_back:
+                raise lost.error from None
+            result = RunResult(run_id, RunStatus.RUNNING, reason=f"handed back: {lost.error}")
         except (Exception, Crash):
             self._release(journal)
             raise
         finally:
             self._active.discard(run_id)
+            self._contexts.pop(run_id, None)
+            self._handing_back.discard(run_id)
             if heartbeat is not None:
                 heartbeat.stop()
         self._release(journal)
@@ -461,8 +555,10 @@ class Runtime:
         started = journal.started
         assert started is not None
         ctx = RunContext(journal, self.clock, seed=started.seed, probe=self._probe,
-                         retry=self.retry, breakers=self.breakers, deltas=self._emit_delta)
+                         retry=self.retry, breakers=self.breakers, deltas=self._emit_delta,
+                         park_timers_after_s=self.park_timers_after_s)
         run_id = journal.run_id
+        self._contexts[run_id] = ctx
         try:
             if named.takes_input():
                 value = await named.fn(ctx, from_json(started.input, named._input_type()))
@@ -569,6 +665,13 @@ def _wait_started(journal: RunJournal, key: str) -> WaitStarted | None:
             if isinstance(event, WaitStarted) and event.key == key:
                 found = event
     return found
+
+
+def _awaits_dequeue(events: Sequence[Event]) -> bool:
+    """Whether a run was enqueued and no worker has taken it up yet (no ``run_dequeued``)."""
+    started = next((e for e in events if isinstance(e, RunStarted)), None)
+    return started is not None and started.queue is not None and not any(
+        isinstance(e, RunDequeued) for e in events)
 
 
 def _result_of(event: RunFinished, run_id: str) -> RunResult:
