@@ -1,0 +1,366 @@
+"""Worker processes killed at random, and the checks that every run still came out right.
+
+:class:`Pool` runs ``tether worker`` processes (one per slot) on one store; :func:`run_chaos`
+enqueues the runs, SIGKILLs a random worker every few hundred milliseconds with a seeded
+``random.Random`` and restarts it (under its old name or a new one), until every run has
+finished; :func:`verify` then checks the journals and the external system's logs, and returns
+the problems (an empty list: everything held).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tether import Runtime, SystemClock
+from tether.events import (
+    Event,
+    RunDequeued,
+    RunFinished,
+    RunStarted,
+    RunStatus,
+    TimerFired,
+    TimerStarted,
+    ToolIntent,
+    ToolResult,
+)
+from tether.store.base import Store
+
+from .worker_app import WF, External, order_ids, risky
+
+ROOT = Path(__file__).resolve().parents[2]
+TETHER = Path(sys.executable).with_name("tether")
+#: Runs are spread over two queues, so the workers' per-queue limits and fairness take part.
+QUEUES = ("default", "bulk")
+#: The killer's seed: ``TETHER_CHAOS_SEED`` (printed by every test) reproduces its choices.
+DEFAULT_SEED = 14
+
+
+def chaos_seed() -> int:
+    """The killer's seed, from ``TETHER_CHAOS_SEED`` when set."""
+    return int(os.environ.get("TETHER_CHAOS_SEED", DEFAULT_SEED))
+
+
+@dataclass
+class Settings:
+    """How a chaos test is sized and timed (real seconds)."""
+
+    workers: int
+    runs: int
+    concurrency: int
+    lease_ttl_s: float
+    kill_every_s: tuple[float, float]
+    #: How long the killer may go on; then the workers are left alone to finish (the
+    #: faults-off phase), which must converge within ``settle_s``.
+    chaos_s: float
+    settle_s: float
+    timer_s: float = 1.5
+    latency_s: float = 0.01
+    poll_s: float = 0.2
+    grace_s: float = 1.0
+
+
+@dataclass
+class Summary:
+    """What happened, for the printed summary and the non-vacuity checks."""
+
+    seed: int
+    runs: int = 0
+    kills: int = 0
+    same_name_restarts: int = 0
+    new_name_restarts: int = 0
+    orphaned: set[str] = field(default_factory=set)
+    statuses: Counter[str] = field(default_factory=Counter)
+    reinvoked: int = 0
+    max_idempotent_invocations: int = 0
+    lookups: Counter[str] = field(default_factory=Counter)
+    converged_under_chaos: bool = False
+    wall_s: float = 0.0
+
+    def line(self) -> str:
+        return (f"chaos seed={self.seed} (TETHER_CHAOS_SEED) runs={self.runs} kills={self.kills} "
+                f"(restarted same name {self.same_name_restarts}, new name "
+                f"{self.new_name_restarts}) runs orphaned by a kill={len(self.orphaned)} "
+                f"intent keys whose handler ran in 2+ processes={self.reinvoked} "
+                f"statuses={dict(sorted(self.statuses.items()))} "
+                f"max idempotent invocations per key={self.max_idempotent_invocations} "
+                f"label lookups={dict(sorted(self.lookups.items()))} "
+                f"finished while killing={self.converged_under_chaos} "
+                f"wall={self.wall_s:.1f}s")
+
+
+class Pool:
+    """``tether worker`` processes, one per slot, on one store; logs under ``folder``."""
+
+    def __init__(self, folder: Path, store_url: str, external_url: str,
+                 settings: Settings) -> None:
+        self.folder = folder
+        self.store_url = store_url
+        self.settings = settings
+        self.env = {**os.environ, "TETHER_CHAOS_EXTERNAL": external_url,
+                    "TETHER_CHAOS_TIMER_S": str(settings.timer_s),
+                    "TETHER_CHAOS_LATENCY_S": str(settings.latency_s),
+                    "PYTHONPATH": os.pathsep.join(
+                        p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)}
+        self.procs: list[subprocess.Popen[bytes] | None] = [None] * settings.workers
+        self.names = [f"w{slot}" for slot in range(settings.workers)]
+        self._generation = Counter[int]()
+
+    def command(self, name: str) -> list[str]:
+        s = self.settings
+        queues = [arg for queue in QUEUES
+                  for arg in ("--queue", f"{queue}={max(1, s.concurrency // len(QUEUES))}")]
+        return [str(TETHER), "worker", "--store", self.store_url,
+                "--workflow", "tests.chaos.worker_app:WF", *queues,
+                "--concurrency", str(s.concurrency), "--name", name,
+                "--lease-ttl-s", str(s.lease_ttl_s), "--poll-s", str(s.poll_s),
+                "--grace-s", str(s.grace_s), "--park-timers-after-s", "0.5"]
+
+    def spawn(self, slot: int, name: str) -> None:
+        self._generation[slot] += 1
+        log = self.folder / f"{name}.{slot}.{self._generation[slot]}.log"
+        with open(log, "wb") as out:
+            self.procs[slot] = subprocess.Popen(self.command(name), cwd=ROOT, env=self.env,
+                                                stdout=out, stderr=subprocess.STDOUT)
+        self.names[slot] = name
+
+    def start(self) -> None:
+        for slot in range(self.settings.workers):
+            self.spawn(slot, self.names[slot])
+
+    def kill(self, slot: int) -> None:
+        proc = self.procs[slot]
+        if proc is not None:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+
+    def died(self) -> list[str]:
+        """Workers that exited on their own (a crash, not a kill): their log tails."""
+        return [f"{self.names[slot]} exited {proc.returncode}:\n{self.tail(slot)}"
+                for slot, proc in enumerate(self.procs)
+                if proc is not None and proc.poll() is not None]
+
+    def tail(self, slot: int, lines: int = 30) -> str:
+        log = self.folder / f"{self.names[slot]}.{slot}.{self._generation[slot]}.log"
+        try:
+            return "".join(log.read_text(errors="replace").splitlines(True)[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def stop(self, timeout_s: float = 30.0) -> list[int | None]:
+        """SIGTERM every worker (a graceful stop) and wait; returns the exit codes (a worker
+        still alive after ``timeout_s`` is SIGKILLed and reported as None)."""
+        for proc in self.procs:
+            if proc is not None and proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        codes: list[int | None] = []
+        for proc in self.procs:
+            if proc is None:
+                continue
+            try:
+                codes.append(proc.wait(timeout=timeout_s))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+                codes.append(None)
+        return codes
+
+    def cleanup(self) -> None:
+        for proc in self.procs:
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+
+def enqueue_all(store: Store, count: int) -> list[str]:
+    """Enqueue ``count`` runs of the chaos workflow, alternating queues; returns the run ids."""
+    runtime = Runtime(store, clock=SystemClock(), owner="chaos-client", workflows=[WF])
+    run_ids = []
+    for n, order_id in enumerate(order_ids(count)):
+        run_ids.append(runtime.enqueue(WF, order_id, run_id=f"chaos-{order_id}",
+                                       queue=QUEUES[n % len(QUEUES)]))
+    return run_ids
+
+
+def unfinished(store: Store) -> int:
+    return sum(1 for info in store.list_runs() if not info.status.finished)
+
+
+def run_chaos(pool: Pool, store: Store, settings: Settings, summary: Summary,
+              enqueue: Callable[[], Sequence[str]]) -> None:
+    """Start the workers, enqueue, kill and restart workers at random until every run has
+    finished (or ``chaos_s`` passed: then let them finish within ``settle_s``)."""
+    rng = random.Random(summary.seed)
+    began = time.monotonic()
+    pool.start()
+    summary.runs = len(enqueue())
+    chaos_until = time.monotonic() + settings.chaos_s
+    used_names = set(pool.names)
+    while unfinished(store) and time.monotonic() < chaos_until:
+        time.sleep(rng.uniform(*settings.kill_every_s))
+        crashed = pool.died()
+        assert not crashed, "a worker died on its own:\n" + "\n".join(crashed)
+        slot = rng.randrange(settings.workers)
+        name = pool.names[slot]
+        pool.kill(slot)
+        summary.kills += 1
+        summary.orphaned.update(info.run_id for info in store.list_runs()
+                                if info.owner == name and not info.status.finished)
+        if rng.random() < 0.5:
+            summary.same_name_restarts += 1
+        else:
+            summary.new_name_restarts += 1
+            name = f"w{slot}-{len(used_names)}"
+            used_names.add(name)
+        pool.spawn(slot, name)
+    summary.converged_under_chaos = unfinished(store) == 0
+    settle_until = time.monotonic() + settings.settle_s
+    while unfinished(store) and time.monotonic() < settle_until:
+        crashed = pool.died()
+        assert not crashed, "a worker died on its own:\n" + "\n".join(crashed)
+        time.sleep(0.2)
+    summary.wall_s = time.monotonic() - began
+
+
+# -- the checks ------------------------------------------------------------------------------
+
+
+def _unanswered(events: Sequence[Event], tool: str) -> bool:
+    """Whether ``tool`` has an intent in ``events`` with no result after it."""
+    intents = {e.pos for e in events if isinstance(e, ToolIntent) and e.tool == tool}
+    results = {e.pos for e in events if isinstance(e, ToolResult) and e.tool == tool}
+    return bool(intents - results)
+
+
+def check_journal(run_id: str, events: Sequence[Event]) -> list[str]:
+    """Structural checks of one finished journal."""
+    problems = []
+    kinds = [e.kind for e in events]
+    if not events or not isinstance(events[0], RunStarted) or events[0].queue not in QUEUES:
+        problems.append(f"{run_id}: does not start with a queued run_started: {kinds[:2]}")
+    if kinds.count("run_started") != 1:
+        problems.append(f"{run_id}: {kinds.count('run_started')} run_started events")
+    if sum(isinstance(e, RunDequeued) for e in events) != 1:
+        problems.append(f"{run_id}: {kinds.count('run_dequeued')} run_dequeued events")
+    if kinds.count("run_finished") != 1 or not isinstance(events[-1], RunFinished):
+        problems.append(f"{run_id}: not finished exactly once, last: {kinds[-3:]}")
+    timers = [e for e in events if isinstance(e, TimerStarted)]
+    if len(timers) != 1 or not timers[0].parked:
+        problems.append(f"{run_id}: expected one parked timer, found {timers}")
+    if sum(isinstance(e, TimerFired) for e in events) != 1:
+        problems.append(f"{run_id}: {kinds.count('timer_fired')} timer_fired events")
+    results = Counter((e.pos, e.tool) for e in events if isinstance(e, ToolResult))
+    problems.extend(f"{run_id}: {n} results for the call at {pos} ({tool})"
+                    for (pos, tool), n in results.items() if n > 1)
+    return problems
+
+
+def check_run(run_id: str, order_id: str, events: Sequence[Event],
+              effects: dict[str, dict[str, int]]) -> list[str]:
+    """The run's end state against its order: what it must have done in the world."""
+    finished = events[-1] if events and isinstance(events[-1], RunFinished) else None
+    if finished is None:
+        return [f"{run_id}: not finished"]
+    got = {table: effects[table].get(f"{prefix}:{order_id}", 0) for table, prefix in
+           (("holds", "hold"), ("charges", "charge"), ("labels", "label"), ("emails", "email"))}
+    got["releases"] = effects["releases"].get(f"hold:{order_id}:undo", 0)
+    status = finished.status
+    if risky(order_id):
+        want = {"holds": 1, "releases": 1, "charges": 0, "labels": 0, "emails": 0}
+        if status is not RunStatus.FAILED or "Declined" not in finished.reason:
+            return [f"{run_id}: a risky order must fail declined and compensated, got "
+                    f"{status.value}: {finished.reason}"]
+    elif status is RunStatus.COMPLETED:
+        want = {"holds": 1, "releases": 0, "charges": 1, "labels": 1, "emails": 1}
+    elif status is RunStatus.ESCALATED:
+        if not _unanswered(events, "notify_customer"):
+            return [f"{run_id}: escalated although no unsafe write's outcome was unknown: "
+                    f"{finished.reason}"]
+        want = {"holds": 1, "releases": 0, "charges": 1, "labels": 1,
+                "emails": min(got["emails"], 1)}
+    else:
+        return [f"{run_id}: ended {status.value}: {finished.reason}"]
+    if got != want:
+        return [f"{run_id} ({status.value}): effects {got}, expected {want}"]
+    return []
+
+
+def check_invocations(history: dict[str, list[tuple[str, str]]], summary: Summary) -> list[str]:
+    """Per intent key: unsafe handlers ran at most once; a reconcilable write ran again only
+    after a lookup found nothing, never after one found it; idempotent writes may be re-issued
+    but the provider applied each key once."""
+    problems = []
+    for key, log in history.items():
+        kind = key.split(":")[0]
+        invoked = [endpoint for what, endpoint in log if what == "invoked"]
+        applied = [endpoint for what, endpoint in log if what == "applied"]
+        if kind == "email" and len(invoked) > 1:
+            problems.append(f"{key}: the unsafe email handler ran {len(invoked)} times")
+        if kind in ("hold", "charge"):
+            summary.max_idempotent_invocations = max(summary.max_idempotent_invocations,
+                                                     len(invoked))
+        if len(applied) > 1:
+            problems.append(f"{key}: applied {len(applied)} times: {log}")
+        if kind == "label":
+            problems.extend(_check_label_log(key, log, summary))
+    return problems
+
+
+def _check_label_log(key: str, log: list[tuple[str, str]],
+                     summary: Summary) -> list[str]:
+    """The invocations and requests of one reconcilable key are two logs; replay them in
+    order of the requests: every create invocation after the first must follow a lookup that
+    found nothing, and none may follow a lookup that found the label."""
+    creates = sum(1 for what, endpoint in log if what == "invoked"
+                  and endpoint == "labels.create")
+    lookups = [what for what, endpoint in log if endpoint == "labels.find" and what != "invoked"]
+    summary.lookups.update(lookups)
+    problems = []
+    if creates > 1 + lookups.count("not_found"):
+        problems.append(f"{key}: the reconcilable write ran {creates} times after "
+                        f"{lookups.count('not_found')} lookups that found nothing: {log}")
+    if "found" in lookups and creates > 1 + lookups[:lookups.index("found")].count("not_found"):
+        problems.append(f"{key}: the reconcilable write ran again after a lookup found the "
+                        f"label: {log}")
+    return problems
+
+
+def verify(store: Store, ext: External, run_ids: Sequence[str], summary: Summary) -> list[str]:
+    """Every check; returns the problems (empty: the chaos test passed)."""
+    problems = [f"store check: {p}" for p in store.check()]  # type: ignore[attr-defined]
+    effects = {table: ext.effects(table)
+               for table in ("holds", "releases", "charges", "labels", "emails")}
+    for run_id in run_ids:
+        events = store.read(run_id)
+        order_id = run_id.removeprefix("chaos-")
+        problems.extend(check_journal(run_id, events))
+        problems.extend(check_run(run_id, order_id, events, effects))
+        if events and isinstance(events[-1], RunFinished):
+            summary.statuses[events[-1].status.value] += 1
+    problems.extend(check_invocations(ext.history(), summary))
+    pids: dict[str, set[int]] = {}
+    for _endpoint, key, _run_id, pid in ext.invocations():
+        pids.setdefault(key, set()).add(pid)
+    summary.reinvoked = sum(1 for found in pids.values() if len(found) > 1)
+    return problems
+
+
+def store_check_cli(store_url: str) -> subprocess.CompletedProcess[str]:
+    """``tether store check`` on the store, as a user would run it."""
+    return subprocess.run([str(TETHER), "store", "check", "--store", store_url], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120, check=False)
+
+
+def describe(problems: Sequence[str], limit: int = 25) -> str:
+    shown = "\n".join(problems[:limit])
+    more = f"\n… and {len(problems) - limit} more" if len(problems) > limit else ""
+    return f"{len(problems)} problem(s):\n{shown}{more}"
+
