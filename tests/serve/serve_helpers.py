@@ -27,6 +27,7 @@ KEYS: dict[str, tuple[str, str, str, list[str]]] = {
     "ada": ("tk_acme-customer-ada-0000000000", "acme", "ada", ["customer"]),
     "grace": ("tk_acme-supervisor-grace-000000", "acme", "grace", ["supervisor"]),
     "mallory": ("tk_other-customer-mallory-00000", "other", "mallory", ["supervisor"]),
+    "zed": ("tk_zulutenant-zedprincipal-000000", "zulutenant", "zedprincipal", ["supervisor"]),
 }
 
 

@@ -132,7 +132,7 @@ def test_an_expired_session_is_410_with_a_restore_hint_and_comes_back_restored()
                 assert "/restore" in gone.json()["error"]["message"]
                 back = await s.call("POST", "/v1/sessions/old/restore", body={
                     "history": [{"role": "user", "content": "hi"},
-                                {"role": "assistant", "content": "hello"}], "ttl_s": 7200})
+                                {"role": "assistant", "content": "hello"}]})
                 assert back.status_code == 200 and back.json()["status"] == "active"
                 events = await s.frames("POST", "/v1/sessions/old/triggers/user-message",
                                         body={"input": {"text": "hello?"}})

@@ -71,8 +71,11 @@ def problem_of(exc: Exception) -> Refusal | None:
         (RestoreRefused, 422, "restore_refused"),
         (ToolArgsInvalid, 422, "invalid_arguments"),
         (ConcurrencyConflict, 409, "session_conflict"),
-        (RunOwned, 409, "run_busy"),
     ]
+    if isinstance(exc, RunOwned):
+        # Which server holds the run (its host and address) is the operator's business.
+        return Refusal(409, "run_busy", f"execution {exc.run_id!r} is being run by a server "
+                       "right now; retry once its turn has moved on", "run_id")
     if isinstance(exc, WebhookRejected):
         return Refusal(_WEBHOOK_STATUS.get(exc.reason, 401), "webhook_rejected",
                        f"{exc} (reason: {exc.reason or 'unknown'})", exc.reason or None)
@@ -89,8 +92,11 @@ def problem_of(exc: Exception) -> Refusal | None:
     return None
 
 
-def _answer(refusal: Refusal) -> JSONResponse:
-    error: dict[str, Any] = {"type": refusal.type, "message": refusal.message}
+def _answer(refusal: Refusal, server: Server, tenant: str | None) -> JSONResponse:
+    """The error answer, its message rendered for ``tenant`` (the one place: no stored id,
+    server path or other tenant reaches a caller, whichever layer worded the error)."""
+    error: dict[str, Any] = {"type": refusal.type,
+                             "message": server.redactor.render(refusal.message, tenant)}
     if refusal.param is not None:
         error["param"] = refusal.param
     headers = {"WWW-Authenticate": "Bearer"} if refusal.status == 401 else None
@@ -101,6 +107,7 @@ def _endpoint(server: Server, handler: Handler) -> Callable[[Request], Awaitable
     """``handler`` behind authentication and the error mapping."""
 
     async def endpoint(request: Request) -> Response:
+        who: Principal | None = None
         try:
             who = _principal(server, request)
             return await handler(request, server, who)
@@ -108,7 +115,7 @@ def _endpoint(server: Server, handler: Handler) -> Callable[[Request], Awaitable
             refusal = problem_of(exc)
             if refusal is None:
                 raise
-            return _answer(refusal)
+            return _answer(refusal, server, None if who is None else who.tenant)
 
     return endpoint
 
@@ -274,7 +281,8 @@ def _open_endpoint(server: Server, handler: Callable[[Request, Server], Awaitabl
             refusal = problem_of(exc)
             if refusal is None:
                 raise
-            return _answer(refusal)
+            # Not authenticated by a key: the message is rendered for no tenant.
+            return _answer(refusal, server, None)
 
     return endpoint
 
@@ -326,7 +334,7 @@ def create_app(server: Server) -> Starlette:
         # API's error shape too.
         assert isinstance(exc, HTTPException)
         kind = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        answer = _answer(Refusal(exc.status_code, kind, str(exc.detail)))
+        answer = _answer(Refusal(exc.status_code, kind, str(exc.detail)), server, None)
         answer.headers.update(exc.headers or {})
         return answer
 

@@ -35,7 +35,7 @@ import logging
 import math
 import os
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -43,6 +43,7 @@ from tether.clock import Clock, SystemClock, system_seed
 from tether.errors import UsageError
 from tether.events import Event, RunStarted, RunStatus, WaitExpired, WaitResolved, WaitStarted
 from tether.runtime.runtime import Runtime
+from tether.serve.redact import STORE, Redactor
 from tether.serve.stream import DeltaFeed, UiEvent
 from tether.serve.tenants import KeyRing, Principal, public_id, session_of_run, stored_id
 from tether.sessions.loader import AgentDefinition
@@ -150,6 +151,9 @@ class Server:
         for definition in definitions:
             self.sessions.add_definition(definition, env=env)
             self.definitions[definition.name] = definition
+        #: Renders error messages for a tenant (the app's one error answer uses it).
+        self.redactor = Redactor(paths=_server_paths(store, self.definitions.values()),
+                                 tenants=lambda: {row["tenant"] for row in keys.rows()})
         self.runtime.add_listener(self._heard)
         #: Text deltas of streaming model calls, fanned out to the streams of their runs.
         self.deltas = DeltaFeed()
@@ -416,10 +420,20 @@ class Server:
                 raise Refusal(404, "not_found", f"no session {sid!r}; restoring a session the "
                               "store lost needs the agent it talks to ('agent')", "session_id")
         else:
-            status = self.sessions.session(stored).status
+            session = self.sessions.session(stored)
+            status = session.status
             if status is not SessionStatus.EXPIRED:
                 raise Refusal(409, f"session_{status.value}", f"session {sid!r} is "
                               f"{status.value}; only an expired or lost session is restored")
+            # The session's variables and lifetime are its own: taken only when a lost
+            # session is created again, so here they would be dropped while the answer says
+            # the restore succeeded.
+            given = [name for name in ("variables", "ttl_s") if body.get(name) is not None]
+            given += ["agent"] if agent not in (None, session.agent) else []
+            if given:
+                raise Refusal(422, "invalid_request", f"session {sid!r} is in the store "
+                              f"(expired): it keeps its own agent, variables and ttl_s; send "
+                              f"only 'history' (got {', '.join(given)})", given[0])
         return self.sessions.restore(stored, history, agent=agent,
                                      variables=self._variables(body), ttl_s=_ttl(body))
 
@@ -499,7 +513,7 @@ class Server:
         the agent file's, per trigger: whoever holds it may deliver to any session of that
         agent (give each sender its own agent file and secret where that matters)."""
         missing = Refusal(404, "not_found", f"no webhook trigger {trigger!r} on session "
-                          f"{sid!r} of tenant {tenant!r}", "trigger")
+                          f"{sid!r} of the tenant the path names", "trigger")
         try:
             stored = stored_id(tenant, sid)
         except UsageError as exc:
@@ -613,7 +627,9 @@ class Server:
         try:
             return stored_id(who.tenant, sid)
         except UsageError as exc:
-            raise Refusal(422, "invalid_session_id", str(exc), "session_id") from exc
+            # Not echoed: a dotted id reads like another tenant's stored one.
+            raise Refusal(422, "invalid_session_id", "a session id is 1 to 128 characters of "
+                          "letters, digits, '_' and '-'", "session_id") from exc
 
     def _run(self, who: Principal, run_id: str) -> str:
         # The tenant is checked on the id alone, before anything is read.
@@ -634,6 +650,19 @@ class Server:
                 raise Refusal(413, "too_large", f"variable {name!r} is over "
                               f"{self.limits.variable_bytes} bytes of JSON", "variables")
         return variables
+
+
+def _server_paths(store: Store, definitions: Iterable[AgentDefinition]) -> dict[str, str]:
+    """The server's own paths and what a caller is told instead (see :mod:`.redact`)."""
+    paths: dict[str, str] = {}
+    where = getattr(store, "path", None)
+    if isinstance(where, str):
+        paths[where] = STORE
+    for definition in definitions:
+        paths[definition.source] = f"agent {definition.name!r}"
+        if definition.base_dir is not None:
+            paths[str(definition.base_dir)] = f"agent {definition.name!r}'s folder"
+    return paths
 
 
 async def _close(deltas: AsyncIterator[UiEvent]) -> None:
