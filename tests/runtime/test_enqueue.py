@@ -15,13 +15,19 @@ from tether.events import RunDequeued, RunStarted, TimerFired, TimerStarted, enc
 from tether.store.base import Store
 
 
+def mark(calls: list[str], name: str, value: Any) -> Any:
+    """Note a handler invocation; return the handler's value."""
+    calls.append(name)
+    return value
+
+
 def counting_flow(calls: list[str]) -> Any:
     """A workflow of two steps that records every handler invocation in ``calls``."""
 
     @workflow(name="counting")
     async def flow(ctx: RunContext, name: str) -> str:
-        first = await ctx.step("one", lambda: calls.append("one") or f"hi {name}")
-        await ctx.step("two", lambda: calls.append("two") or 2)
+        first = await ctx.step("one", lambda: mark(calls, "one", f"hi {name}"))
+        await ctx.step("two", lambda: mark(calls, "two", 2))
         return str(first)
 
     return flow
@@ -30,9 +36,9 @@ def counting_flow(calls: list[str]) -> Any:
 def sleeper(calls: list[str], seconds: float) -> Any:
     @workflow(name="sleeper")
     async def flow(ctx: RunContext) -> str:
-        await ctx.step("before", lambda: calls.append("before") or 1)
+        await ctx.step("before", lambda: mark(calls, "before", 1))
         await ctx.sleep(seconds)
-        await ctx.step("after", lambda: calls.append("after") or 2)
+        await ctx.step("after", lambda: mark(calls, "after", 2))
         return "woke"
 
     return flow
@@ -46,7 +52,8 @@ def test_an_enqueued_run_is_queued_unowned_and_executed_once(
         store_factory: StoreFactory) -> None:
     """enqueue() stores a queued run nobody owns; a worker's resume appends run_dequeued
     first, then executes it once; resuming it again returns the result without executing."""
-    store, clock, calls = store_factory(), VirtualClock(start=100.0), []
+    calls: list[str] = []
+    store, clock = store_factory(), VirtualClock(start=100.0)
     flow = counting_flow(calls)
     producer = Runtime(store, clock=clock, seed=1, owner="producer")
     run_id = producer.enqueue(flow, "ada", queue="emails")
@@ -80,7 +87,8 @@ def test_enqueueing_an_existing_run_id_is_a_usage_error(store_factory: StoreFact
 def test_resume_with_a_claimed_lease_executes_under_it(store_factory: StoreFactory) -> None:
     """resume(run_id, lease=...) does not acquire again: the run keeps the claim's epoch,
     and the lease is released when the run finishes."""
-    store, clock, calls = store_factory(), VirtualClock(start=10.0), []
+    calls: list[str] = []
+    store, clock = store_factory(), VirtualClock(start=10.0)
     flow = counting_flow(calls)
     rt = Runtime(store, clock=clock, owner="w", workflows=[flow], seed=3)
     run_id = rt.enqueue(flow, "bo")
@@ -95,7 +103,8 @@ def test_resume_with_a_claimed_lease_executes_under_it(store_factory: StoreFacto
 
 def test_recover_takes_queued_runs(store_factory: StoreFactory) -> None:
     """recover() executes queued runs too (each dequeued once)."""
-    store, clock, calls = store_factory(), VirtualClock(), []
+    calls: list[str] = []
+    store, clock = store_factory(), VirtualClock()
     flow = counting_flow(calls)
     rt = Runtime(store, clock=clock, workflows=[flow], seed=4)
     ids = [rt.enqueue(flow, str(n)) for n in range(3)]
@@ -111,7 +120,8 @@ def test_a_parked_sleep_suspends_is_not_resumed_early_and_completes_after(
     """A sleep longer than park_timers_after_s journals a parked timer (durably) and
     suspends the run; a resume before wake_at suspends again without appending anything; a
     resume at wake_at fires the timer and finishes, every handler called once."""
-    store, clock, calls = store_factory(), VirtualClock(start=1000.0, autojump=False), []
+    calls: list[str] = []
+    store, clock = store_factory(), VirtualClock(start=1000.0, autojump=False)
     flow = sleeper(calls, 60)
     rt = Runtime(store, clock=clock, workflows=[flow], seed=5, park_timers_after_s=5)
     first = asyncio.run(rt.start(flow, run_id="nap"))
@@ -137,7 +147,8 @@ def test_a_parked_timer_stays_parked_for_a_runtime_that_does_not_park(
         store_factory: StoreFactory) -> None:
     """The journal decides: a runtime without park_timers_after_s resuming a parked timer
     early suspends again instead of sleeping in process."""
-    store, clock, calls = store_factory(), VirtualClock(start=0.0, autojump=False), []
+    calls: list[str] = []
+    store, clock = store_factory(), VirtualClock(start=0.0, autojump=False)
     flow = sleeper(calls, 30)
     parking = Runtime(store, clock=clock, workflows=[flow], seed=6, park_timers_after_s=1)
     asyncio.run(parking.start(flow, run_id="p"))
@@ -151,7 +162,7 @@ def test_short_sleeps_and_runtimes_without_parking_sleep_in_process() -> None:
     """A sleep at or under the threshold (and any sleep with parking off) sleeps in process:
     one execution, and the journaled timer has no parked field (journals unchanged)."""
     for park in (None, 30.0):
-        store, calls = Runtime(clock=VirtualClock(), seed=7).store, []
+        store, calls = Runtime(clock=VirtualClock(), seed=7).store, list[str]()
         flow = sleeper(calls, 30)
         rt = Runtime(store, clock=VirtualClock(), workflows=[flow], seed=7,
                      park_timers_after_s=park)
@@ -183,7 +194,8 @@ def test_hand_back_stops_the_run_after_its_current_call_and_frees_it(
     """hand_back() lets the durable call in progress finish and be journaled, stops the run
     before its next call, releases the lease; another worker finishes it and no handler ran
     twice."""
-    store, clock, calls = store_factory(), VirtualClock(start=0.0), []
+    calls: list[str] = []
+    store, clock = store_factory(), VirtualClock(start=0.0)
 
     async def main() -> None:
         gate = asyncio.Event()
@@ -196,7 +208,7 @@ def test_hand_back_stops_the_run_after_its_current_call_and_frees_it(
         @workflow(name="handed")
         async def flow(ctx: RunContext) -> str:
             first = await ctx.step("slow", slow)
-            await ctx.step("next", lambda: calls.append("next") or 1)
+            await ctx.step("next", lambda: mark(calls, "next", 1))
             return str(first)
 
         w1 = Runtime(store, clock=clock, owner="w1", workflows=[flow], seed=9)
