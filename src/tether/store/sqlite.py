@@ -13,10 +13,16 @@ Leases (see :mod:`tether.store.base`) live in the ``runs`` row (``owner``, ``epo
 ``lease_expires_at``; schema version 2). Each lease operation is one ``BEGIN IMMEDIATE``
 transaction, so it is serialized with every append of every process on the file; a fenced
 append checks the row's owner and epoch inside its own statement or transaction.
+
+The work queue (schema version 3): the row's ``queue`` and ``wake_at``, indexed by
+``(status, wake_at)``, and a ``workers`` table. A claim is one ``BEGIN IMMEDIATE`` transaction
+(select the due runs, lease them), so claimers in any number of processes never share a run.
+SQLite has no notifications: :meth:`SQLiteStore.wait_for_work` returns False and workers poll.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import threading
@@ -25,12 +31,16 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from tether.errors import CorruptJournal, SchemaTooNew, StoreError, TetherError, UsageError
-from tether.events import Event, RunStarted, RunStatus, checksum, encode, status_change
+from tether.events import Event, RunStarted, RunStatus, checksum, encode
 from tether.store.base import (
+    DEFAULT_QUEUE,
     Durability,
     Lease,
     RunInfo,
+    WorkerInfo,
+    advance,
     check_batch,
+    check_claim_args,
     check_lease_args,
     conflict,
     decode_rows,
@@ -38,6 +48,8 @@ from tether.store.base import (
     only_resolutions,
     run_owned,
     status_filter,
+    touches_index,
+    wake_after,
 )
 
 __all__ = ["MIGRATIONS", "SQLiteStats", "SQLiteStore"]
@@ -69,6 +81,23 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "ALTER TABLE runs ADD COLUMN epoch INTEGER NOT NULL DEFAULT 0",
         "ALTER TABLE runs ADD COLUMN lease_expires_at REAL",
     ),
+    (
+        # The work queue: which queue a run is on and when a worker should next look at it;
+        # existing runs are on the default queue with nothing scheduled.
+        f"ALTER TABLE runs ADD COLUMN queue TEXT NOT NULL DEFAULT '{DEFAULT_QUEUE}'",
+        "ALTER TABLE runs ADD COLUMN wake_at REAL",
+        "CREATE INDEX runs_by_wake ON runs (status, wake_at)",
+        """CREATE TABLE workers (
+            name TEXT PRIMARY KEY,
+            host TEXT NOT NULL,
+            pid INTEGER NOT NULL,
+            queues TEXT NOT NULL,
+            concurrency INTEGER NOT NULL,
+            started_at REAL NOT NULL,
+            seen_at REAL NOT NULL,
+            stopping INTEGER NOT NULL DEFAULT 0
+        )""",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -79,11 +108,11 @@ _INSERT_AFTER = (
 _RUN_COLUMNS = (
     "r.run_id, r.workflow, r.status, "
     "(SELECT max(seq) FROM events e WHERE e.run_id = r.run_id), r.created_at, r.updated_at, "
-    "r.owner, r.epoch, r.lease_expires_at"
+    "r.owner, r.epoch, r.lease_expires_at, r.queue, r.wake_at"
 )
 _CREATE_RUN = (
     "INSERT INTO runs (run_id, workflow, status, last_seq, created_at, updated_at, owner, "
-    "epoch, lease_expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "epoch, lease_expires_at, queue) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 # The hot path's fenced insert: one statement, so the owner check and the insert are atomic.
 _INSERT_FENCED = (
@@ -98,6 +127,29 @@ _ACQUIRE = (
     "UPDATE runs SET owner=?, epoch=epoch+1, lease_expires_at=? WHERE run_id=? AND "
     "(owner IS NULL OR owner=? OR lease_expires_at IS NULL OR lease_expires_at<=?) "
     "RETURNING epoch"
+)
+# The work queue's rules (tether.store.base.claimable, claim_order, wake_time) in SQL.
+_UNHELD = "(owner IS NULL OR lease_expires_at IS NULL OR lease_expires_at <= :now)"
+_DUE = (
+    f"{_UNHELD} AND (status = 'running' OR "
+    "(status IN ('queued', 'waiting') AND wake_at <= :now))"
+)
+_DUE_ORDER = (
+    "CASE WHEN status = 'running' THEN coalesce(wake_at, lease_expires_at, updated_at) "
+    "ELSE wake_at END, created_at, run_id"
+)
+_WAKE_TIME = (
+    "min(CASE WHEN status IN ('queued', 'waiting') THEN "
+    "CASE WHEN owner IS NOT NULL AND lease_expires_at IS NOT NULL "
+    "THEN max(wake_at, lease_expires_at) ELSE wake_at END "
+    "ELSE CASE WHEN owner IS NOT NULL AND lease_expires_at IS NOT NULL "
+    "THEN lease_expires_at ELSE updated_at END END)"
+)
+_BEAT = (
+    "INSERT INTO workers (name, host, pid, queues, concurrency, started_at, seen_at, stopping) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET host=excluded.host, "
+    "pid=excluded.pid, queues=excluded.queues, concurrency=excluded.concurrency, "
+    "started_at=excluded.started_at, seen_at=excluded.seen_at, stopping=excluded.stopping"
 )
 
 
@@ -211,7 +263,7 @@ class SQLiteStore:
         for event in events:
             body = encode(event)
             rows.append((run_id, event.seq, event.kind, body, checksum(body)))
-        changes = [(change, e) for e in events if (change := status_change(e)) is not None]
+        changes = [e for e in events if touches_index(e)]
         with self._lock:
             try:
                 self._append_locked(run_id, events, rows, changes, expected_last_seq, sync,
@@ -224,7 +276,7 @@ class SQLiteStore:
         run_id: str,
         events: Sequence[Event],
         rows: list[tuple[str, int, str, str, int]],
-        changes: list[tuple[tuple[RunStatus, RunStatus | None], Event]],
+        changes: list[Event],
         expected_last_seq: int,
         sync: bool,
         lease: Lease | None,
@@ -277,7 +329,7 @@ class SQLiteStore:
         run_id: str,
         events: Sequence[Event],
         rows: list[tuple[str, int, str, str, int]],
-        changes: list[tuple[tuple[RunStatus, RunStatus | None], Event]],
+        changes: list[Event],
         expected_last_seq: int,
         lease: Lease | None,
     ) -> None:
@@ -291,7 +343,8 @@ class SQLiteStore:
                     db.execute(_CREATE_RUN, (
                         run_id, first.workflow, RunStatus.RUNNING.value, 0, first.at, first.at,
                         *((None, 0, None) if lease is None
-                          else (lease.owner, lease.epoch, lease.expires_at))))
+                          else (lease.owner, lease.epoch, lease.expires_at)),
+                        first.queue or DEFAULT_QUEUE))
                     db.execute("INSERT INTO events VALUES (?, ?, ?, ?, ?)", rows[0])
                 elif (refused := self._fence(run_id, events, lease)) is not None:
                     raise refused
@@ -305,13 +358,8 @@ class SQLiteStore:
                 raise conflict(run_id, expected_last_seq, self._last_seq(run_id)) from None
             if len(rows) > 1:
                 db.executemany("INSERT INTO events VALUES (?, ?, ?, ?, ?)", rows[1:])
-            for (status, required), event in changes:
-                if required is None:
-                    db.execute("UPDATE runs SET status=?, updated_at=? WHERE run_id=?",
-                               (status.value, event.at, run_id))
-                else:
-                    db.execute("UPDATE runs SET status=?, updated_at=? WHERE run_id=? AND "
-                               "status=?", (status.value, event.at, run_id, required.value))
+            if changes:
+                self._update_index(run_id, events, expected_last_seq == 0)
             # The index row remembers how far the journal reached at each status change and
             # flush, so a journal that later ends short of it is reported as lost events.
             db.execute("UPDATE runs SET last_seq=? WHERE run_id=?", (events[-1].seq, run_id))
@@ -319,6 +367,24 @@ class SQLiteStore:
         except BaseException:
             db.execute("ROLLBACK")
             raise
+
+    def _update_index(self, run_id: str, events: Sequence[Event], new: bool) -> None:
+        """Move the run's status, updated_at and wake_at past ``events`` (inside the append's
+        transaction, from the row as it stands, by the rules every store shares)."""
+        status: RunStatus | None = None
+        wake_at: float | None = None
+        if not new:
+            row = self._db.execute("SELECT status, wake_at FROM runs WHERE run_id=?",
+                                   (run_id,)).fetchone()
+            status, wake_at = RunStatus(row[0]), row[1]
+        after, changed_at = advance(status, events)
+        if changed_at is None:
+            self._db.execute("UPDATE runs SET status=?, wake_at=? WHERE run_id=?",
+                             (after.value, wake_after(status, wake_at, events), run_id))
+        else:
+            self._db.execute("UPDATE runs SET status=?, updated_at=?, wake_at=? WHERE run_id=?",
+                             (after.value, changed_at, wake_after(status, wake_at, events),
+                              run_id))
 
     def _fence(self, run_id: str, events: Sequence[Event],
                lease: Lease | None) -> TetherError | None:
@@ -429,6 +495,52 @@ class SQLiteStore:
         with self._lock:
             self._db.close()
 
+    # -- the work queue -------------------------------------------------------------------
+
+    def claim(self, owner: str, *, now: float, ttl_s: float,
+              queues: Sequence[str] | None = None, limit: int = 1) -> list[Lease]:
+        check_claim_args(owner, now, ttl_s, limit, queues)
+        if limit == 0 or (queues is not None and not queues):
+            return []
+        where, params = _in_queues(queues, {"now": now})
+        with self._lock, self._errors(), self._immediate() as db:
+            due = db.execute(f"SELECT run_id, epoch FROM runs WHERE {_DUE}{where} "
+                             f"ORDER BY {_DUE_ORDER} LIMIT :limit",
+                             {**params, "limit": limit}).fetchall()
+            db.executemany("UPDATE runs SET owner=?, epoch=?, lease_expires_at=? WHERE run_id=?",
+                           [(owner, int(epoch) + 1, now + ttl_s, run_id) for run_id, epoch in due])
+        return [Lease(str(run_id), owner, int(epoch) + 1, now + ttl_s) for run_id, epoch in due]
+
+    def next_wake(self, *, queues: Sequence[str] | None = None) -> float | None:
+        if queues is not None and not queues:
+            return None
+        where, params = _in_queues(queues, {})
+        with self._lock, self._errors():
+            row = self._db.execute(
+                f"SELECT {_WAKE_TIME} FROM runs WHERE status IN ('queued', 'waiting', "
+                f"'running'){where}", params).fetchone()
+        return None if row is None or row[0] is None else float(row[0])
+
+    def beat(self, worker: WorkerInfo) -> None:
+        with self._lock, self._errors(), self._immediate() as db:
+            db.execute(_BEAT, (worker.name, worker.host, worker.pid, json.dumps(worker.queues),
+                               worker.concurrency, worker.started_at, worker.seen_at,
+                               int(worker.stopping)))
+
+    def forget(self, name: str) -> None:
+        with self._lock, self._errors(), self._immediate() as db:
+            db.execute("DELETE FROM workers WHERE name=?", (name,))
+
+    def workers(self) -> list[WorkerInfo]:
+        with self._lock, self._errors():
+            rows = self._db.execute(
+                "SELECT name, host, pid, queues, concurrency, started_at, seen_at, stopping "
+                "FROM workers ORDER BY name").fetchall()
+        return [_worker_info(row) for row in rows]
+
+    def wait_for_work(self, timeout_s: float) -> bool:
+        return False
+
     # -- maintenance ----------------------------------------------------------------------
 
     def check(self) -> list[str]:
@@ -485,4 +597,25 @@ def _run_info(row: Sequence[object]) -> RunInfo:
         owner=None if row[6] is None else str(row[6]),
         epoch=int(row[7]),  # type: ignore[call-overload]
         lease_expires_at=None if row[8] is None else float(row[8]),  # type: ignore[arg-type]
+        queue=str(row[9]),
+        wake_at=None if row[10] is None else float(row[10]),  # type: ignore[arg-type]
     )
+
+
+def _worker_info(row: Sequence[object]) -> WorkerInfo:
+    return WorkerInfo(
+        name=str(row[0]), host=str(row[1]), pid=int(row[2]),  # type: ignore[call-overload]
+        queues=tuple(json.loads(str(row[3]))),
+        concurrency=int(row[4]),  # type: ignore[call-overload]
+        started_at=float(row[5]), seen_at=float(row[6]),  # type: ignore[arg-type]
+        stopping=bool(row[7]),
+    )
+
+
+def _in_queues(queues: Sequence[str] | None,
+               params: dict[str, object]) -> tuple[str, dict[str, object]]:
+    """The ``AND queue IN (…)`` clause for ``queues`` (None: every queue) and its params."""
+    if queues is None:
+        return "", params
+    names = {f"q{i}": name for i, name in enumerate(dict.fromkeys(queues))}
+    return f" AND queue IN ({', '.join(':' + n for n in names)})", {**params, **names}
