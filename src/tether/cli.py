@@ -30,6 +30,7 @@ from tether.store.base import Store
 from tether.store.open import open_store
 from tether.tracing.render import render_trace, trace_to_json
 from tether.tracing.timeline import build_trace
+from tether.worker_cli import runs_start, worker, workers_app
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Durable, exactly-once runs for AI agents.")
@@ -43,6 +44,9 @@ app.add_typer(agent_app, name="agent")
 app.add_typer(serve_app, name="serve")
 approvals_app = typer.Typer(no_args_is_help=True, help="Calls held by policy for a human.")
 app.add_typer(approvals_app, name="approvals")
+app.add_typer(workers_app, name="workers")
+app.command("worker")(worker)
+runs_app.command("start")(runs_start)
 console = Console(width=110, emoji=False)
 
 StoreOpt = Annotated[str, typer.Option("--store", envvar="TETHER_STORE",
@@ -149,8 +153,9 @@ def runs_list(
         "--all", help="Also list memory namespaces and session streams (journals of "
         "tether.memory and tether.session).")] = False,
 ) -> None:
-    """List runs, oldest first, with the worker holding each (and how long its lease has left);
-    memory namespaces and session streams only with --all."""
+    """List runs, oldest first, with their queue, the worker holding each and its lease (live:
+    how long it has left; expired: since when; none); memory namespaces and session streams
+    only with --all."""
     try:
         runs = _open_existing(store).list_runs(status=status)
     except TetherError as exc:
@@ -158,30 +163,40 @@ def runs_list(
         return
     if not show_all:
         runs = [r for r in runs if r.workflow not in (MEMORY_WORKFLOW, SESSION_WORKFLOW)]
+    now = time.time()  # allow-wallclock: leases are stamped with the workers' real clocks
     if as_json:
         print(json.dumps([{"run_id": r.run_id, "workflow": r.workflow, "status": r.status.value,
                            "events": r.last_seq, "created_at": r.created_at,
                            "updated_at": r.updated_at, "owner": r.owner, "epoch": r.epoch,
-                           "lease_expires_at": r.lease_expires_at} for r in runs], indent=2))
+                           "lease_expires_at": r.lease_expires_at, "queue": r.queue,
+                           "wake_at": r.wake_at, "lease": _lease_state(r.owner,
+                                                                       r.lease_expires_at, now)}
+                          for r in runs], indent=2))
         return
     table = Table()
-    for column in ("run", "workflow", "status", "events", "duration", "owner (lease)"):
+    for column in ("run", "workflow", "queue", "status", "events", "duration", "owner (lease)"):
         table.add_column(column)
-    now = time.time()  # allow-wallclock: leases are stamped with the workers' real clocks
     for r in runs:
-        table.add_row(escape(r.run_id), escape(r.workflow), r.status.value, str(r.last_seq),
-                      f"{r.updated_at - r.created_at:.3f} s", _owner_cell(r.owner,
-                                                                          r.lease_expires_at,
-                                                                          now))
+        table.add_row(escape(r.run_id), escape(r.workflow), escape(r.queue), r.status.value,
+                      str(r.last_seq), f"{r.updated_at - r.created_at:.3f} s",
+                      _owner_cell(r.owner, r.lease_expires_at, now))
     console.print(table)
 
 
+def _lease_state(owner: str | None, expires_at: float | None, now: float) -> str:
+    """``live``, ``expired`` or ``none``: whether a worker holds the run now."""
+    if owner is None or expires_at is None:
+        return "none"
+    return "live" if now < expires_at else "expired"
+
+
 def _owner_cell(owner: str | None, expires_at: float | None, now: float) -> str:
-    """Who holds a run and for how long: ``host:42 (8s left)``, ``host:42 (expired 3m ago)``."""
+    """Who holds a run and for how long: ``host:42 (live, 8s left)``, ``host:42 (expired 3m
+    ago)``, ``-`` (none)."""
     if owner is None or expires_at is None:
         return "-"
     left = expires_at - now
-    lease = f"{_span(left)} left" if left > 0 else f"expired {_span(-left)} ago"
+    lease = f"live, {_span(left)} left" if left > 0 else f"expired {_span(-left)} ago"
     return f"{escape(owner)} ({lease})"
 
 

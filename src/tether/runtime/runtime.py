@@ -534,7 +534,8 @@ class Runtime:
         except OwnershipLost as lost:
             if run_id not in self._handing_back:
                 raise lost.error from None
-            result = RunResult(run_id, RunStatus.RUNNING, reason=f"handed back: {lost.error}")
+            result = RunResult(run_id, RunStatus.RUNNING,
+                               reason=f"handed back by worker {self.owner!r}")
         except (Exception, Crash):
             self._release(journal)
             raise

@@ -342,7 +342,7 @@ def _outcome_of(result: RunResult) -> tuple[str, str]:
     if result.status is RunStatus.WAITING:
         return "waiting", f"for {result.waiting_for}"
     if result.status is RunStatus.RUNNING:
-        return "handed back", result.reason
+        return "handed back", "stopped after its current call; another worker continues it"
     return result.status.value, result.reason
 
 
