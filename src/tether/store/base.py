@@ -294,33 +294,59 @@ def wake_after(status: RunStatus | None, wake_at: float | None,
     66.0
     """
     for event in events:
-        wake_at = _wake(status, wake_at, event)
+        keep, due = _wake_rule(status, event)
+        wake_at = _earlier(wake_at, due) if keep else due
         status = status_after(status, event)
     return wake_at
 
 
-def _wake(status: RunStatus | None, wake_at: float | None, event: Event) -> float | None:
+def wake_transform(status: RunStatus | None,
+                   events: Sequence[Event]) -> tuple[bool, float | None]:
+    """:func:`wake_after` for a run in ``status`` as a function of its current ``wake_at``
+    ``w``: ``(keep, due)`` means the new ``wake_at`` is the earlier of ``w`` and ``due`` when
+    ``keep`` (``None`` counting as never), else ``due``. Lets a store that cannot read the row
+    first (one-statement appends) compute it in SQL: ``CASE WHEN keep THEN LEAST(w, due) ELSE
+    due END``.
+
+    >>> from tether.events import WaitResolved
+    >>> wake_transform(RunStatus.WAITING, [WaitResolved(seq=5, at=9.0, key="k")])
+    (False, 9.0)
+    >>> wake_transform(RunStatus.RUNNING, [WaitResolved(seq=5, at=9.0, key="k")])
+    (True, None)
+    """
+    keep_all, due_all = True, None
+    for event in events:
+        keep, due = _wake_rule(status, event)
+        keep_all, due_all = (keep_all, _earlier(due_all, due)) if keep else (False, due)
+        status = status_after(status, event)
+    return keep_all, due_all
+
+
+def _earlier(a: float | None, b: float | None) -> float | None:
+    """The earlier of two times, ``None`` meaning never."""
+    if a is None or b is None:
+        return b if a is None else a
+    return min(a, b)
+
+
+def _wake_rule(status: RunStatus | None, event: Event) -> tuple[bool, float | None]:
+    """How ``event`` appended to a run in ``status`` changes its ``wake_at`` ``w``: ``(True,
+    t)`` makes it the earlier of ``w`` and ``t``, ``(False, t)`` makes it ``t``. (True, None)
+    leaves it as it is."""
     if isinstance(event, RunStarted):
-        return None if event.queue is None else event.at
-    due: float | None
-    if isinstance(event, WaitStarted):
-        due = event.deadline
-    elif isinstance(event, TimerStarted):
-        if not event.parked:
-            return wake_at
-        due = event.wake_at
-    elif isinstance(event, WaitResolved):
-        return event.at if status is RunStatus.WAITING else wake_at
-    elif isinstance(event, TimerFired | WaitExpired | RunDequeued | RunFinished):
-        return None
-    else:
-        return wake_at
-    # A run already waiting with a time pending keeps the earlier time: whichever comes first
-    # is when a worker must look at it.
-    pending = wake_at if status is RunStatus.WAITING else None
-    if pending is None or due is None:
-        return due if pending is None else pending
-    return min(pending, due)
+        return (False, None if event.queue is None else event.at)
+    if isinstance(event, WaitStarted | TimerStarted):
+        if isinstance(event, TimerStarted) and not event.parked:
+            return (True, None)
+        due = event.deadline if isinstance(event, WaitStarted) else event.wake_at
+        # A run already waiting keeps an earlier pending time: whichever comes first is when
+        # a worker must look at it.
+        return (status is RunStatus.WAITING, due)
+    if isinstance(event, WaitResolved):
+        return (False, event.at) if status is RunStatus.WAITING else (True, None)
+    if isinstance(event, TimerFired | WaitExpired | RunDequeued | RunFinished):
+        return (False, None)
+    return (True, None)
 
 
 def touches_index(event: Event) -> bool:

@@ -18,6 +18,15 @@ whose ``WHERE`` is the compare-and-set (the row lock serializes racers, and the 
 ``WHERE`` is re-checked against the winner's committed row); a fenced append adds the owner
 and epoch to the ``WHERE`` of its own compare-and-set, so the check and the insert are one.
 
+The work queue (schema version 3): the row's ``queue`` and ``wake_at`` (indexed with
+``status``), computed inside the append's one statement from the stored status and wake_at
+(:func:`~tether.store.base.wake_transform`), and a ``workers`` table. A claim is one statement
+that locks the due rows it takes with ``FOR UPDATE SKIP LOCKED``, so concurrent claimers pass
+each other by instead of queueing or taking the same run. An append that may make a run due (an
+enqueue, a resolution, a new deadline or parked timer) and a release of an unfinished run
+``NOTIFY`` the channel ``tether_work`` (payload: the schema) in their own transaction;
+:meth:`PostgresStore.wait_for_work` listens on a connection of its own.
+
 Durability (see :class:`~tether.store.base.Durability`) maps onto ``synchronous_commit``, set
 for the append's own transaction only (``set_config(…, true)`` is ``SET LOCAL`` as a function,
 which lets it ride in the same statement). Under ``OUTPUT_COMMIT`` ordinary appends commit with
@@ -39,13 +48,25 @@ from itertools import groupby
 from typing import Any
 
 from tether.errors import CorruptJournal, SchemaTooNew, StoreError, TetherError, UsageError
-from tether.events import Event, RunStarted, RunStatus, checksum, encode
+from tether.events import (
+    Event,
+    RunStarted,
+    RunStatus,
+    TimerStarted,
+    WaitResolved,
+    WaitStarted,
+    checksum,
+    encode,
+)
 from tether.store.base import (
+    DEFAULT_QUEUE,
     Durability,
     Lease,
     RunInfo,
+    WorkerInfo,
     advance,
     check_batch,
+    check_claim_args,
     check_lease_args,
     conflict,
     decode_rows,
@@ -53,6 +74,8 @@ from tether.store.base import (
     only_resolutions,
     run_owned,
     status_filter,
+    wake_after,
+    wake_transform,
 )
 
 try:
@@ -93,25 +116,50 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             ADD COLUMN epoch BIGINT NOT NULL DEFAULT 0,
             ADD COLUMN lease_expires_at DOUBLE PRECISION""",
     ),
+    (
+        # The work queue: which queue a run is on and when a worker should next look at it;
+        # existing runs are on the default queue with nothing scheduled.
+        f"""ALTER TABLE {{schema}}.runs
+            ADD COLUMN IF NOT EXISTS queue TEXT NOT NULL DEFAULT '{DEFAULT_QUEUE}',
+            ADD COLUMN IF NOT EXISTS wake_at DOUBLE PRECISION""",
+        "CREATE INDEX IF NOT EXISTS runs_by_wake ON {schema}.runs (status, wake_at)",
+        """CREATE TABLE IF NOT EXISTS {schema}.workers (
+            name TEXT PRIMARY KEY,
+            host TEXT NOT NULL,
+            pid BIGINT NOT NULL,
+            queues TEXT[] NOT NULL,
+            concurrency BIGINT NOT NULL,
+            started_at DOUBLE PRECISION NOT NULL,
+            seen_at DOUBLE PRECISION NOT NULL,
+            stopping BOOLEAN NOT NULL DEFAULT FALSE
+        )""",
+    ),
 )
+
+#: The channel appends and releases that may make a run due notify (payload: the schema).
+CHANNEL = "tether_work"
 SCHEMA_VERSION = len(MIGRATIONS)
 
 # The compare-and-set for a new run: the insert matches no row when the run exists.
 _CREATE_RUN = """
     INSERT INTO {schema}.runs (run_id, workflow, status, last_seq, created_at, updated_at,
-                               owner, epoch, lease_expires_at)
+                               owner, epoch, lease_expires_at, queue, wake_at)
     VALUES (%(run_id)s, %(workflow)s, %(status)s, %(last_seq)s, %(created)s, %(at)s,
-            %(owner)s, %(epoch)s, %(expires_at)s)
+            %(owner)s, %(epoch)s, %(expires_at)s, %(queue)s, %(wake_at)s)
     ON CONFLICT (run_id) DO NOTHING
     RETURNING run_id"""
 
 # The compare-and-set for an existing run. The new status depends on the stored one (a
 # wait_resolved only means "running" after a wait), so the caller passes the status each
-# possible stored status turns into, as a JSON object.
+# possible stored status turns into, as a JSON object; likewise wake_at, as [keep, due] per
+# stored status (see wake_transform; LEAST ignores NULLs, which is "None means never").
 _ADVANCE_RUN = """
     UPDATE {schema}.runs
     SET status = %(transitions)s::jsonb ->> status, last_seq = %(last_seq)s,
-        updated_at = COALESCE((%(changed_at)s::jsonb ->> status)::float8, updated_at)
+        updated_at = COALESCE((%(changed_at)s::jsonb ->> status)::float8, updated_at),
+        wake_at = CASE WHEN (%(wakes)s::jsonb -> status ->> 0)::boolean
+                       THEN LEAST(wake_at, (%(wakes)s::jsonb -> status ->> 1)::float8)
+                       ELSE (%(wakes)s::jsonb -> status ->> 1)::float8 END
     WHERE run_id = %(run_id)s AND last_seq = %(expected)s AND {fence}
     RETURNING run_id"""
 
@@ -135,10 +183,51 @@ _RENEW = """
     UPDATE {schema}.runs SET lease_expires_at = %(expires_at)s
     WHERE run_id = %(run_id)s AND owner = %(owner)s AND epoch = %(epoch)s
     RETURNING epoch"""
+# A released run that is unfinished may be due (or due sooner than workers think): notify.
 _RELEASE = """
-    UPDATE {schema}.runs SET owner = NULL, lease_expires_at = NULL
-    WHERE run_id = %(run_id)s AND owner = %(owner)s AND epoch = %(epoch)s
-    RETURNING epoch"""
+    WITH released AS (
+        UPDATE {schema}.runs SET owner = NULL, lease_expires_at = NULL
+        WHERE run_id = %(run_id)s AND owner = %(owner)s AND epoch = %(epoch)s
+        RETURNING status, wake_at
+    )
+    SELECT CASE WHEN status IN ('queued', 'running') OR wake_at IS NOT NULL
+                THEN pg_notify(%(channel)s, %(payload)s) END
+    FROM released"""
+
+# The work queue's rules (tether.store.base.claimable, claim_order, wake_time) in SQL.
+_DUE = """
+    (owner IS NULL OR lease_expires_at IS NULL OR lease_expires_at <= %(now)s)
+    AND (status = 'running' OR (status IN ('queued', 'waiting') AND wake_at <= %(now)s))"""
+_DUE_AT = ("CASE WHEN status = 'running' THEN COALESCE(wake_at, lease_expires_at, updated_at) "
+           "ELSE wake_at END")
+_CLAIM = f"""
+    WITH due AS (
+        SELECT run_id, {_DUE_AT} AS due_at, created_at FROM {{schema}}.runs
+        WHERE {_DUE} {{queues}}
+        ORDER BY 2, created_at, run_id COLLATE "C"
+        LIMIT %(limit)s
+        FOR UPDATE SKIP LOCKED
+    )
+    UPDATE {{schema}}.runs AS r
+    SET owner = %(owner)s, epoch = r.epoch + 1, lease_expires_at = %(expires_at)s
+    FROM due WHERE r.run_id = due.run_id
+    RETURNING r.run_id, r.epoch, due.due_at, due.created_at"""
+_NEXT_WAKE = """
+    SELECT min(CASE WHEN status IN ('queued', 'waiting') THEN
+                   CASE WHEN owner IS NOT NULL AND lease_expires_at IS NOT NULL
+                        THEN GREATEST(wake_at, lease_expires_at) ELSE wake_at END
+               ELSE CASE WHEN owner IS NOT NULL AND lease_expires_at IS NOT NULL
+                         THEN lease_expires_at ELSE updated_at END END)
+    FROM {schema}.runs WHERE status IN ('queued', 'waiting', 'running') {queues}"""
+_BEAT = """
+    INSERT INTO {schema}.workers (name, host, pid, queues, concurrency, started_at, seen_at,
+                                  stopping)
+    VALUES (%(name)s, %(host)s, %(pid)s, %(queues)s, %(concurrency)s, %(started_at)s,
+            %(seen_at)s, %(stopping)s)
+    ON CONFLICT (name) DO UPDATE SET host = EXCLUDED.host, pid = EXCLUDED.pid,
+        queues = EXCLUDED.queues, concurrency = EXCLUDED.concurrency,
+        started_at = EXCLUDED.started_at, seen_at = EXCLUDED.seen_at,
+        stopping = EXCLUDED.stopping"""
 
 # One statement: compare-and-set, insert the events only if it matched, commit at the asked
 # durability. Data-modifying CTEs always run to completion, read or not.
@@ -150,7 +239,8 @@ _APPEND = """
         FROM cas, unnest(%(seqs)s::bigint[], %(kinds)s::text[], %(bodies)s::text[],
                          %(crcs)s::bigint[]) AS e(seq, kind, body, crc)
     )
-    SELECT (SELECT count(*) FROM cas), set_config('synchronous_commit', %(commit)s, true)"""
+    SELECT (SELECT count(*) FROM cas), set_config('synchronous_commit', %(commit)s, true),
+           (SELECT pg_notify(%(channel)s, %(payload)s) FROM cas WHERE %(notify)s)"""
 
 # The index row and the events after a seq in one snapshot; the outer row exists even for an
 # unknown run or when no events follow, so a lost tail is still noticed.
@@ -162,7 +252,7 @@ _READ = """
     ORDER BY e.seq"""
 
 _RUN_COLUMNS = ("run_id, workflow, status, last_seq, created_at, updated_at, owner, epoch, "
-                "lease_expires_at")
+                "lease_expires_at, queue, wake_at")
 _SCHEMA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 
 
@@ -208,6 +298,10 @@ class PostgresStore:
         self._where = _describe(dsn, schema)
         self._lock = threading.Lock()
         self._closed = False
+        # wait_for_work's own connection (LISTEN), opened on first use, under its own lock so
+        # a worker blocked on it never holds up the journal's connection.
+        self._listen_lock = threading.Lock()
+        self._listener: psycopg.Connection[tuple[Any, ...]] | None = None
         # The name is checked above; quoting it keeps its case as written.
         q = self._q = sql.Identifier(schema).as_string()
         self._create_sql = _APPEND.replace("{cas}", _CREATE_RUN).replace("{schema}", q)
@@ -218,6 +312,15 @@ class PostgresStore:
         self._renew_sql = _RENEW.replace("{schema}", q)
         self._release_sql = _RELEASE.replace("{schema}", q)
         self._read_sql = _READ.replace("{schema}", q)
+        self._claim_sql = {
+            every: _CLAIM.replace("{schema}", q).replace(
+                "{queues}", "" if every else "AND queue = ANY(%(queues)s::text[])")
+            for every in (True, False)}
+        self._next_wake_sql = {
+            every: _NEXT_WAKE.replace("{schema}", q).replace(
+                "{queues}", "" if every else "AND queue = ANY(%(queues)s::text[])")
+            for every in (True, False)}
+        self._beat_sql = _BEAT.replace("{schema}", q)
         with self._lock, self._errors():
             self._db = self._connect()
             try:
@@ -304,13 +407,18 @@ class PostgresStore:
             "owner": None if lease is None else lease.owner,
             "epoch": 0 if lease is None else lease.epoch,
             "expires_at": None if lease is None else lease.expires_at,
+            "channel": CHANNEL,
+            "payload": self.schema,
+            "notify": _may_make_due(events),
         }
         if expected_last_seq == 0:
             first = events[0]
             assert isinstance(first, RunStarted)
             status, changed_at = advance(None, events)
             params.update(workflow=first.workflow, status=status.value, created=first.at,
-                          at=first.at if changed_at is None else changed_at)
+                          at=first.at if changed_at is None else changed_at,
+                          queue=first.queue or DEFAULT_QUEUE,
+                          wake_at=wake_after(None, None, events))
             statement = self._create_sql
         else:
             outcomes = {s.value: advance(s, events) for s in RunStatus}
@@ -319,6 +427,7 @@ class PostgresStore:
             params.update(
                 transitions=json.dumps(transitions),
                 changed_at=json.dumps(changed_by_status),
+                wakes=json.dumps({s.value: wake_transform(s, events) for s in RunStatus}),
                 expected=expected_last_seq,
             )
             fence = ("lease" if lease is not None
@@ -384,7 +493,8 @@ class PostgresStore:
                          0 if held is None else int(held[1]))
 
     def release(self, lease: Lease) -> bool:
-        params = {"run_id": lease.run_id, "owner": lease.owner, "epoch": lease.epoch}
+        params = {"run_id": lease.run_id, "owner": lease.owner, "epoch": lease.epoch,
+                  "channel": CHANNEL, "payload": self.schema}
         with self._lock, self._errors():
             return self._connection().execute(self._release_sql, params).fetchone() is not None
 
@@ -422,6 +532,71 @@ class PostgresStore:
         with self._lock:
             self._closed = True
             self._db.close()
+        with self._listen_lock:
+            if self._listener is not None:
+                self._listener.close()
+
+    # -- the work queue -------------------------------------------------------------------
+
+    def claim(self, owner: str, *, now: float, ttl_s: float,
+              queues: Sequence[str] | None = None, limit: int = 1) -> list[Lease]:
+        check_claim_args(owner, now, ttl_s, limit, queues)
+        if limit == 0 or (queues is not None and not queues):
+            return []
+        params = {"owner": owner, "now": now, "expires_at": now + ttl_s, "limit": limit,
+                  "queues": None if queues is None else list(queues)}
+        with self._lock, self._errors():
+            rows = self._connection().execute(self._claim_sql[queues is None],
+                                              params).fetchall()
+        # RETURNING comes in no particular order: oldest due first again.
+        rows.sort(key=lambda row: (row[2], row[3], row[0].encode()))
+        return [Lease(row[0], owner, int(row[1]), now + ttl_s) for row in rows]
+
+    def next_wake(self, *, queues: Sequence[str] | None = None) -> float | None:
+        if queues is not None and not queues:
+            return None
+        params = {"queues": None if queues is None else list(queues)}
+        with self._lock, self._errors():
+            row = self._connection().execute(self._next_wake_sql[queues is None],
+                                             params).fetchone()
+        return None if row is None or row[0] is None else float(row[0])
+
+    def beat(self, worker: WorkerInfo) -> None:
+        params = {"name": worker.name, "host": worker.host, "pid": worker.pid,
+                  "queues": list(worker.queues), "concurrency": worker.concurrency,
+                  "started_at": worker.started_at, "seen_at": worker.seen_at,
+                  "stopping": worker.stopping}
+        with self._lock, self._errors():
+            self._connection().execute(self._beat_sql, params)
+
+    def forget(self, name: str) -> None:
+        with self._lock, self._errors():
+            self._connection().execute(f"DELETE FROM {self._q}.workers WHERE name = %s",
+                                       (name,))
+
+    def workers(self) -> list[WorkerInfo]:
+        with self._lock, self._errors():
+            rows = self._connection().execute(
+                "SELECT name, host, pid, queues, concurrency, started_at, seen_at, stopping "
+                f"FROM {self._q}.workers ORDER BY name COLLATE \"C\"").fetchall()
+        return [WorkerInfo(row[0], row[1], int(row[2]), tuple(row[3]), int(row[4]),
+                           float(row[5]), float(row[6]), bool(row[7])) for row in rows]
+
+    def wait_for_work(self, timeout_s: float) -> bool:
+        """Block up to ``timeout_s`` for a NOTIFY on :data:`CHANNEL` about this store's schema
+        (LISTEN on a connection of its own); True if one came. Notifications for other schemas
+        sharing the database are skipped."""
+        if not timeout_s > 0:
+            return False
+        with self._listen_lock, self._errors():
+            listener = self._listener
+            if listener is None or listener.closed:
+                if self._closed:
+                    raise UsageError(f"{self._where}: the store is closed")
+                listener = self._listener = self._connect()
+                listener.execute(f"LISTEN {CHANNEL}")
+            return any(note.payload == self.schema
+                       for note in listener.notifies(timeout=timeout_s))
 
     # -- maintenance ----------------------------------------------------------------------
 
@@ -487,6 +662,15 @@ class PostgresStore:
             raise StoreError(f"{self._where}: PostgreSQL reports {exc!r}") from exc
 
 
+def _may_make_due(events: Sequence[Event]) -> bool:
+    """Whether appending ``events`` may make their run due, or due sooner (then the append
+    notifies waiting workers): an enqueue, a resolution, a new deadline or parked timer."""
+    return any((isinstance(e, RunStarted) and e.queue is not None)
+               or isinstance(e, WaitResolved)
+               or (isinstance(e, WaitStarted) and e.deadline is not None)
+               or (isinstance(e, TimerStarted) and e.parked) for e in events)
+
+
 def _describe(dsn: str, schema: str) -> str:
     """Where the store is, for messages: host, port, database and schema, never a password."""
     try:
@@ -509,4 +693,6 @@ def _run_info(row: Sequence[Any]) -> RunInfo:
         owner=row[6],
         epoch=row[7],
         lease_expires_at=row[8],
+        queue=row[9],
+        wake_at=row[10],
     )
