@@ -21,14 +21,15 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from tether.errors import TetherError
+from tether.errors import TetherError, UsageError
 from tether.evals.grading import grade
+from tether.evals.ray_backend import ray_unordered
 from tether.evals.suites import SUITES, variant
 from tether.sim.agent_ref import agent_spec_of, short_names
 from tether.sim.episode import run_episode
 from tether.sim.scenario import Scenario, load_scenario
 
-__all__ = ["Job", "plan", "read_records", "run_campaign", "run_job"]
+__all__ = ["BACKENDS", "Job", "plan", "plan_records", "read_records", "run_campaign", "run_job"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -310,6 +311,43 @@ def read_records(path: Path) -> Iterator[dict[str, Any]]:
                 continue
 
 
+def plan_records(jobs: Iterable[Job], path: Path) -> Iterator[dict[str, Any]]:
+    """The record of each job that has one in the campaign file, in the jobs' order, once
+    per job (the first written), however the file is ordered: what the campaign's results
+    are built from, so they do not depend on which backend ran it, in what order episodes
+    finished, or where it was interrupted and resumed.
+
+    The file is read twice, the first time for where each record starts, so memory holds
+    an offset per job, not the records.
+    """
+    index: dict[str, int] = {}
+    for job in jobs:
+        index.setdefault(job.key, len(index))
+    if not index or not path.exists():
+        return
+    starts: dict[int, int] = {}
+    with path.open("rb") as lines:
+        offset = 0
+        for line in lines:
+            found = _key_of(line)
+            if found is not None and found in index:
+                starts.setdefault(index[found], offset)
+            offset += len(line)
+        for _, start in sorted(starts.items()):
+            lines.seek(start)
+            yield json.loads(lines.readline())
+
+
+def _key_of(line: bytes) -> str | None:
+    """The key of a record line; ``None`` for a blank, torn or foreign line."""
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return None
+    key = record.get("key") if isinstance(record, dict) else None
+    return key if isinstance(key, str) else None
+
+
 def _torn(path: Path) -> bool:
     """Does the file end in the middle of a line (an interrupted write)?"""
     if not path.stat().st_size:
@@ -319,36 +357,74 @@ def _torn(path: Path) -> bool:
         return raw.read(1) != b"\n"
 
 
+#: Where a campaign's episodes run: a pool of processes on this machine, or Ray tasks.
+BACKENDS = ("process", "ray")
+
+
 def run_campaign(jobs: list[Job], out: Path, *, workers: int | None = None,
-                 progress: Callable[[int, int], None] | None = None) -> int:
-    """Run the jobs not yet in ``out`` (appending their records); returns how many ran."""
+                 progress: Callable[[int, int], None] | None = None,
+                 backend: str = "process", address: str | None = None) -> int:
+    """Run the jobs not yet in ``out`` (appending their records); returns how many ran.
+
+    ``backend`` is ``"process"`` (``workers`` processes, all cores by default) or ``"ray"``
+    (Ray tasks on the cluster at ``address``, or on a local Ray of ``workers`` CPUs; see
+    :mod:`tether.evals.ray_backend`). Either way this process alone writes ``out``, one
+    record per job (by key) however often a job ran, and stamps each with the key the job
+    was planned under: a record that ran with other inputs than planned (a file edited
+    meanwhile, a node holding other copies) stops the campaign instead of being counted.
+    """
+    if backend not in BACKENDS:
+        raise UsageError(f"unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}")
+    if address is not None and backend != "ray":
+        raise UsageError("an address is for --backend ray (a Ray cluster to connect to)")
     done = {r["key"] for r in read_records(out)}
-    todo = [j for j in jobs if j.key not in done]
-    total, finished = len(jobs), len(jobs) - len(todo)
+    planned = {job.key: job for job in jobs}  # one job per key, in plan order
+    todo = [(key, job) for key, job in planned.items() if key not in done]
+    total, finished = len(planned), len(planned) - len(todo)
     if progress is not None:
         progress(finished, total)
     if not todo:
         return 0
     out.parent.mkdir(parents=True, exist_ok=True)
-    workers = workers or os.cpu_count() or 1
     with out.open("a", encoding="utf-8") as sink:
         if _torn(out):
             sink.write("\n")  # isolate a torn last line (kept, skipped when read)
-        if workers == 1:
-            records: Iterable[dict[str, Any]] = map(run_job, todo)
-            for record in records:
-                sink.write(json.dumps(record, sort_keys=True) + "\n")
-                sink.flush()
-                finished += 1
-                if progress is not None:
-                    progress(finished, total)
-        else:
-            chunk = max(1, min(64, len(todo) // (workers * 8) or 1))
-            with ProcessPoolExecutor(max_workers=workers) as pool:
-                for record in pool.map(run_job, todo, chunksize=chunk):
-                    sink.write(json.dumps(record, sort_keys=True) + "\n")
-                    sink.flush()
-                    finished += 1
-                    if progress is not None:
-                        progress(finished, total)
+        for key, job, record in _results(todo, workers, backend, address):
+            if record.get("key") != key:
+                raise UsageError(
+                    f"episode {job.scenario} seed {job.seed} ({job.suite}, {job.harness}) "
+                    "ran with other inputs than the campaign planned: the scenario, the "
+                    "agent's sources, a harness file or tether changed while it ran, or a "
+                    "node (or a worker process kept from an earlier campaign on the same "
+                    "Ray connection) holds other copies of them than this process. Make the "
+                    "same files available at the same paths everywhere and run it again "
+                    "(the episodes finished so far are kept).")
+            if key in done:
+                continue  # ran twice (a task retried after its node was lost): counted once
+            done.add(key)
+            sink.write(json.dumps(record, sort_keys=True) + "\n")
+            sink.flush()
+            finished += 1
+            if progress is not None:
+                progress(finished, total)
     return len(todo)
+
+
+def _results(todo: list[tuple[str, Job]], workers: int | None, backend: str,
+             address: str | None) -> Iterator[tuple[str, Job, dict[str, Any]]]:
+    """Each job's record with the job, as the backend finishes them."""
+    if backend == "ray":
+        jobs = [job for _, job in todo]
+        for index, record in ray_unordered(run_job, jobs, workers=workers, address=address):
+            yield todo[index][0], todo[index][1], record
+        return
+    workers = workers or os.cpu_count() or 1
+    if workers == 1:
+        for key, job in todo:
+            yield key, job, run_job(job)
+        return
+    chunk = max(1, min(64, len(todo) // (workers * 8) or 1))
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        records = pool.map(run_job, [job for _, job in todo], chunksize=chunk)
+        for (key, job), record in zip(todo, records, strict=True):
+            yield key, job, record

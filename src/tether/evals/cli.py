@@ -5,8 +5,9 @@ regressed significantly against the baseline's ``results.json``), 1 on a violati
 regression, a cell conclusive in the baseline and inconclusive now, or a requested suite that
 could not be applied to the agent (its cells are ``inconclusive``; a suite that tested nothing
 is not a pass), 2 on bad input (including
-``--seeds`` or ``--workers`` out of range). Every scenario file, the agent, the harness files
-and the baseline are read before the campaign starts, so bad input creates nothing in ``--out``.
+``--seeds`` or ``--workers`` out of range, and ``--backend ray`` without Ray installed). Every
+scenario file, the agent, the harness files and the baseline are read before the campaign
+starts, so bad input creates nothing in ``--out``.
 """
 
 from __future__ import annotations
@@ -52,7 +53,15 @@ def eval_run(
     baseline: Annotated[Path | None, typer.Option(
         help="A previous results.json: fail on a significant regression.")] = None,
     workers: Annotated[int | None, typer.Option(min=1, max=MAX_WORKERS,
-                                                help="Processes (default: all cores).")] = None,
+                                                help="Processes (default: all cores); with "
+                                                     "--backend ray and no --address, the "
+                                                     "local Ray's CPUs.")] = None,
+    backend: Annotated[str, typer.Option(
+        help="Where episodes run: process (a pool on this machine) or ray (Ray tasks; "
+             "pip install 'tether[ray]'). The same records and results either way.")] = "process",
+    address: Annotated[str | None, typer.Option(
+        help="With --backend ray: the Ray cluster to connect to (host:port, ray://..., or "
+             "auto); without it a local Ray is started.")] = None,
 ) -> None:
     """Run a campaign; exit 1 if tether broke an invariant or regressed against a baseline.
 
@@ -84,6 +93,11 @@ def eval_run(
     except TetherError as exc:
         console.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
         raise typer.Exit(2) from exc
+    try:
+        _check_backend(backend, address)  # before anything is written: bad input
+    except TetherError as exc:
+        console.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
+        raise typer.Exit(2) from exc
     unknown = sorted(set(suites) - set(SUITES))
     if unknown:
         console.print(f"[red]error:[/red] unknown suite(s) {escape(', '.join(unknown))}; "
@@ -100,7 +114,8 @@ def eval_run(
         before = load_results(baseline) if baseline is not None else None
         results = run_full_campaign(out, scenarios=bases, suites=suites, harnesses=chosen,
                                     seeds=seeds, workers=workers, name="tether eval",
-                                    agent=agent_spec, harness_files=files)
+                                    agent=agent_spec, harness_files=files, backend=backend,
+                                    address=address)
     except TetherError as exc:
         console.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
         raise typer.Exit(2) from exc
@@ -134,3 +149,18 @@ def eval_run(
                               "inconclusive: the suite's faults never reached the agent)")
             failed = True
     raise typer.Exit(1 if failed else 0)
+
+
+def _check_backend(backend: str, address: str | None) -> None:
+    """A :class:`UsageError` for a backend that is unknown or not installed, or an address
+    without Ray."""
+    from tether.errors import UsageError
+    from tether.evals.campaign import BACKENDS
+    from tether.evals.ray_backend import import_ray
+
+    if backend not in BACKENDS:
+        raise UsageError(f"unknown backend {backend}; expected {' or '.join(BACKENDS)}")
+    if address is not None and backend != "ray":
+        raise UsageError("--address is the Ray cluster to connect to: it needs --backend ray")
+    if backend == "ray":
+        import_ray()

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from tether.evals.aggregate import aggregate
-from tether.evals.campaign import plan, read_records, run_campaign, scenario_of
+from tether.evals.campaign import plan, plan_records, run_campaign, scenario_of
 from tether.evals.html import write_html
 from tether.evals.results import CampaignInfo, CampaignResults, FailureCase
 from tether.evals.shrink import shrink, trace_of, write_reproduction
@@ -42,22 +42,25 @@ def run_full_campaign(out: Path, *, scenarios: Sequence[Path] = BUILTIN_SCENARIO
                       seeds: int = 40, workers: int | None = None, name: str = "campaign",
                       shrink_failures: int = 6, agent: str = "",
                       harness_files: Sequence[str | Path] = (),
-                      progress: Callable[[int, int], None] | None = None) -> CampaignResults:
+                      progress: Callable[[int, int], None] | None = None,
+                      backend: str = "process", address: str | None = None) -> CampaignResults:
     """Run (or resume) a campaign into ``out`` and return its results. ``agent`` (a spec)
     replaces every scenario's own; ``harnesses`` may name variants defined in
-    ``harness_files``."""
+    ``harness_files``; ``backend`` and ``address`` say where episodes run (see
+    :func:`~tether.evals.campaign.run_campaign`)."""
     out.mkdir(parents=True, exist_ok=True)
     jobs = plan(scenarios, suites, harnesses, seeds, agent=agent, harness_files=harness_files)
     episodes = out / "episodes.jsonl"
-    run_campaign(jobs, episodes, workers=workers, progress=progress)
-    keys = {j.key for j in jobs}
+    run_campaign(jobs, episodes, workers=workers, progress=progress, backend=backend,
+                 address=address)
     info = CampaignInfo(name=name, scenarios=[p.stem for p in scenarios], suites=list(suites),
                         harnesses=list(harnesses), seeds=seeds, episodes=len(jobs))
-    results = aggregate((r for r in read_records(episodes) if r["key"] in keys), info)
+    # In plan order, once per job: the results do not depend on the order episodes finished.
+    results = aggregate(plan_records(jobs, episodes), info)
     failing = _worst([{k: r[k] for k in ("key", "verdict", "suite", "harness", "seed",
                                          "scenario_file", "problems", "domain", "faults")}
-                      for r in read_records(episodes) if r["key"] in keys
-                      and r["verdict"] != "pass"], shrink_failures)
+                      for r in plan_records(jobs, episodes) if r["verdict"] != "pass"],
+                     shrink_failures)
     cases = []
     for record in failing:
         job = next(j for j in jobs if j.key == record["key"])

@@ -1,0 +1,147 @@
+"""Running a campaign's episodes as Ray tasks (``tether eval run --backend ray``).
+
+The process pool runs a campaign on one machine; Ray runs it on a cluster users already
+operate. Each episode is one Ray task; results come back to the driver, which alone writes the
+campaign's file (see :func:`tether.evals.campaign.run_campaign`), so the file and
+``results.json`` are the same as the process pool's. Ray is an optional extra: it is imported
+here, when a campaign asks for it, and its absence is a :class:`~tether.errors.UsageError`
+naming ``pip install 'tether[ray]'``.
+
+A task lost with its node (or its worker process) is run again by Ray (``max_retries``); the
+driver receives one result per task however often it ran. Episodes are deterministic, so a
+task that *raised* is not retried: it would raise again.
+
+Every node must see the same files at the same paths as the driver — tether, the scenario
+files, the agent's code, harness files — as they do on one machine. A node that holds other
+copies runs another episode than the one planned; the campaign notices (the record's key
+differs) and stops instead of counting it.
+
+Example::
+
+    for index, record in ray_unordered(run_job, jobs, address="ray://head:10001"):
+        ...
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from types import ModuleType
+from typing import Any, TypeVar
+
+from tether.errors import TetherError, UsageError
+
+__all__ = ["IN_FLIGHT_PER_CPU", "TASK_RETRIES", "import_ray", "ray_unordered"]
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+#: Tasks kept in flight per CPU of the cluster: enough that no CPU waits for the driver to
+#: submit its next task, few enough that a campaign of 100,000 episodes does not put 100,000
+#: tasks (and their arguments) in the cluster at once.
+IN_FLIGHT_PER_CPU = 4
+#: How often Ray runs a task again when its worker or node dies under it.
+TASK_RETRIES = 5
+
+
+def import_ray() -> ModuleType:
+    """The ``ray`` module, or a :class:`UsageError` saying how to install it."""
+    try:
+        import ray
+    except ImportError as exc:
+        raise UsageError("--backend ray needs Ray, which is not installed: "
+                         "pip install 'tether[ray]'") from exc
+    return ray
+
+
+def ray_unordered(fn: Callable[[T], R], items: Sequence[T], *, workers: int | None = None,
+                  address: str | None = None) -> Iterator[tuple[int, R]]:
+    """Run ``fn(item)`` for every item as a Ray task; yield ``(index, result)`` as each
+    completes (in completion order, each index once).
+
+    ``address`` connects to a running cluster (``host:port``, ``ray://…`` or ``auto``);
+    without it a local Ray is started with ``workers`` CPUs (all cores by default) and shut
+    down at the end. A process already connected to Ray uses that connection (and leaves it
+    open). Tasks still running when the iteration stops (an error, a consumer that stops
+    early) are cancelled. An exception raised by ``fn`` is raised here as it was raised
+    there; a task Ray could not complete (its nodes lost beyond :data:`TASK_RETRIES`) raises
+    a :class:`TetherError`.
+    """
+    ray = import_ray()
+    with _connected(ray, workers, address):
+        task = ray.remote(num_cpus=1, max_retries=TASK_RETRIES, retry_exceptions=False)(fn)
+        cpus = int(ray.cluster_resources().get("CPU", 1))
+        limit = max(1, IN_FLIGHT_PER_CPU * cpus)
+        pending: dict[Any, int] = {}
+        following = iter(enumerate(items))
+        try:
+            while True:
+                for index, item in following:
+                    pending[task.remote(item)] = index
+                    if len(pending) >= limit:
+                        break
+                if not pending:
+                    return
+                ready, _ = ray.wait(list(pending), num_returns=1)
+                for ref in ready:
+                    index = pending.pop(ref)
+                    yield index, _result(ray, ref, index)
+        finally:
+            for ref in pending:
+                ray.cancel(ref)
+
+
+def _result(ray: ModuleType, ref: Any, index: int) -> Any:
+    """The task's value; its own exception as it was raised; Ray's failures translated."""
+    try:
+        return ray.get(ref)
+    except ray.exceptions.RayTaskError as exc:
+        # The task's own error (a scenario that does not load, an agent that raises): the
+        # same exception the process pool would raise, not Ray's wrapper of it.
+        raise exc.cause from exc
+    except ray.exceptions.RayError as exc:
+        raise TetherError(
+            f"Ray could not complete episode #{index} of the campaign ({type(exc).__name__}: "
+            f"{exc}); it was retried {TASK_RETRIES} times after losing its worker or node. "
+            "The episodes that finished are kept: run the campaign again to resume it."
+        ) from exc
+
+
+@contextmanager
+def _connected(ray: ModuleType, workers: int | None, address: str | None) -> Iterator[None]:
+    """Ray, connected for the duration: an existing connection as it is, a cluster at
+    ``address``, or a local Ray started here (and everything it started shut down after)."""
+    if ray.is_initialized():
+        current = ray.get_runtime_context().gcs_address
+        if address not in (None, "auto", current):
+            raise UsageError(f"this process is already connected to Ray at {current}, not "
+                             f"{address}: call ray.shutdown() first, or leave out the address")
+        yield
+        return
+    if address is not None:
+        try:
+            ray.init(address=address, logging_level=logging.WARNING)
+        except (ConnectionError, ValueError) as exc:
+            raise UsageError(f"cannot connect to Ray at {address}: {exc}; start the cluster "
+                             "(ray start --head) or check the address") from exc
+        try:
+            yield
+        finally:
+            ray.shutdown()  # the driver's connection only: the cluster stays up
+        return
+    # "local": start a new instance even when RAY_ADDRESS or a `ray start` cluster on this
+    # machine would otherwise be picked up. Logs go to a folder of this campaign's own.
+    logs = tempfile.mkdtemp(prefix="tether-ray-")
+    try:
+        ray.init(address="local", num_cpus=workers or os.cpu_count() or 1,
+                 include_dashboard=False, _temp_dir=logs, logging_level=logging.WARNING)
+        try:
+            yield
+        finally:
+            ray.shutdown()
+    finally:
+        shutil.rmtree(logs, ignore_errors=True)
