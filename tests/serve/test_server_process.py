@@ -39,10 +39,12 @@ def make_key(keys: Path, tenant: str, principal: str, *roles: str) -> str:
 @contextmanager
 def tether_serve(tmp: Path, keys: Path, agent: Path = EXAMPLE / "agent.yaml",
                  world: Path | None = EXAMPLE / "world.yaml", host: str = "127.0.0.1",
-                 ) -> Iterator[tuple[subprocess.Popen[str], str]]:
-    """`tether serve` of ``agent`` on a free loopback port: (process, base URL)."""
+                 port: int = 0) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    """`tether serve` of ``agent`` on ``port`` (0: a free loopback port): (process, base
+    URL). A server restarted on the address it had takes its unfinished turns back at once
+    (its default worker name is that address)."""
     args = [*CLI, "serve", str(agent), "--store", str(tmp / "runs.db"), "--keys", str(keys),
-            "--port", "0", "--host", host]
+            "--port", str(port), "--host", host]
     if world is not None:
         args += ["--world", str(world), "--seed", "1"]
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -193,6 +195,7 @@ def test_server_sigkilled_mid_turn_resumes_it_and_the_client_sees_each_event_onc
     agent, keys = _gated(tmp_path), tmp_path / "keys.yaml"
     ada = make_key(keys, "shop", "ada")
     with tether_serve(tmp_path, keys, agent, None) as (proc, base):
+        port = int(base.rsplit(":", 1)[1])
         me = Api(base, ada)
         me.json("POST", "/v1/sessions", {"agent": "gated", "session_id": "ada"})
         before = me.say("ada", "Refund ch_1 please", stop_at="tool.started")
@@ -205,7 +208,7 @@ def test_server_sigkilled_mid_turn_resumes_it_and_the_client_sees_each_event_onc
     assert store.get_run(run_id).status.value == "running"  # type: ignore[union-attr]
     store.close()
     (tmp_path / "open").write_text("")
-    with tether_serve(tmp_path, keys, agent, None) as (_, base):
+    with tether_serve(tmp_path, keys, agent, None, port=port) as (_, base):
         me = Api(base, ada)
         last = max(i for i, _, _ in before if i is not None)
         after = me.stream("GET", f"/v1/executions/{run_id}/events",

@@ -28,7 +28,7 @@ from typer.core import TyperGroup
 from tether.errors import TetherError, UsageError
 from tether.serve.tenants import KeyFile, KeyRing
 
-__all__ = ["serve_app"]
+__all__ = ["default_owner", "serve_app"]
 
 err_console = Console(width=110, highlight=False, emoji=False, stderr=True)
 
@@ -95,14 +95,14 @@ def serve(
     seed: Annotated[int, typer.Option("--seed", help="The simulated world's seed.")] = 0,
     owner: Annotated[str | None, typer.Option(
         "--owner", help="This server's worker name in run leases (default "
-                        "tether-serve@HOSTNAME): a restarted server with the same name takes "
-                        "its unfinished turns back at once. Servers sharing a store must "
-                        "have different names.")] = None,
+                        "tether-serve@HOSTNAME/HOST:PORT, the address it listens on): a "
+                        "server restarted under the same name takes its unfinished turns back "
+                        "at once. Servers sharing a store must have different names.")]
+    = None,
 ) -> None:
     """Serve the agents' sessions over HTTP until SIGINT or SIGTERM."""
     try:
-        app, sock = _build(agents, store, keys, host, port, world, seed,
-                           owner or f"tether-serve@{socket.gethostname()}")
+        app, sock = _build(agents, store, keys, host, port, world, seed, owner)
     except TetherError as exc:
         raise _fail(exc) from exc
     import uvicorn
@@ -121,8 +121,17 @@ def serve(
     uvicorn.Server(config).run(sockets=[sock])
 
 
+def default_owner(host: str, port: int) -> str:
+    """The worker name of a server listening on ``host:port`` of this machine.
+
+    One name per listening address: two servers on one machine sharing a store listen on
+    two addresses, so neither takes the other's live turns for its own, while a server
+    restarted on its address takes back at once the turns it left (their leases are its)."""
+    return f"tether-serve@{socket.gethostname()}/{host.strip('[]')}:{port}"
+
+
 def _build(agents: list[Path], store_url: str, keys: Path, host: str, port: int,
-           world: Path | None, seed: int, owner: str) -> tuple[Any, Any]:
+           world: Path | None, seed: int, owner: str | None) -> tuple[Any, Any]:
     from tether.serve import requires_serve
 
     requires_serve("uvicorn")
@@ -143,5 +152,13 @@ def _build(agents: list[Path], store_url: str, keys: Path, host: str, port: int,
         from tether.sim.scenario import load_scenario
 
         env = environment_for(load_scenario(world), seed)
-    server = Server(open_store(store_url), definitions, ring, env=env, owner=owner)
-    return create_app(server), served.listen(host, port)
+    # Listening first: the default worker name is the address bound (--port 0: the port
+    # the system chose).
+    sock = served.listen(host, port)
+    try:
+        server = Server(open_store(store_url), definitions, ring, env=env,
+                        owner=owner or default_owner(host, sock.getsockname()[1]))
+    except BaseException:
+        sock.close()
+        raise
+    return create_app(server), sock

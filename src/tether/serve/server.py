@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from tether.clock import Clock, SystemClock, system_seed
-from tether.errors import UsageError
+from tether.errors import RunOwned, UsageError
 from tether.events import Event, RunStarted, RunStatus, WaitExpired, WaitResolved, WaitStarted
 from tether.runtime.runtime import Runtime
 from tether.serve.redact import STORE, Redactor
@@ -186,10 +186,21 @@ class Server:
             state = self.sessions.session(stored).state
             if state.pending is not None and state.agent in self.definitions:
                 resumed.append(stored)
-                self._after(stored, functools.partial(self.sessions.resume, stored))
+                self._after(stored, functools.partial(self._take_back, stored))
         if self.tick_s is not None and self._timer is None:
             self._timer = asyncio.get_running_loop().create_task(self._timers(self.tick_s))
         return resumed
+
+    async def _take_back(self, stored: str) -> TurnResult | None:
+        """Resume the open turn of ``stored`` left by a previous server, unless another live
+        server runs it (its lease is not this server's): that turn is left to it."""
+        try:
+            return await self.sessions.resume(stored)
+        except RunOwned as exc:
+            log.warning("session %s: turn run %s is run by worker %s (lease until %s), not by "
+                        "this server (%s); left to it", stored, exc.run_id, exc.owner,
+                        exc.expires_at, self.runtime.owner)
+            return None
 
     async def stop(self) -> None:
         """Stop the timer loop and cancel the background tasks (their runs resume at the next
