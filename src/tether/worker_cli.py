@@ -144,7 +144,7 @@ def worker(
                           lease_ttl_s=lease_ttl_s)
         served = Worker(runtime, queues=queues, concurrency=concurrency, poll_s=poll_s,
                         grace_s=grace_s, park_timers_after_s=park_after_s,
-                        on_outcome=_printer(as_json))
+                        on_outcome=_printer(as_json), on_error=_warn)
     except TetherError as exc:
         raise _exit(exc) from None
     where = ", ".join(served.queues) or "every queue"
@@ -165,6 +165,11 @@ async def _serve(served: Worker) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await served.run(stop)
+
+
+def _warn(exc: Exception) -> None:
+    err_console.print(f"[yellow]store error:[/yellow] {escape(f'{type(exc).__name__}: {exc}')}"
+                      " (trying again)", soft_wrap=True)
 
 
 def _printer(as_json: bool) -> Any:

@@ -14,8 +14,10 @@ import pytest
 from tests.conftest import StoreFactory
 from tether import RunContext, RunStatus, Runtime, UsageError, workflow
 from tether.clock import SystemClock
+from tether.errors import StoreError
 from tether.runtime.worker import Worker, WorkerOutcome
-from tether.store.base import Store, WorkQueue
+from tether.store.base import Lease, Store, WorkQueue
+from tether.store.memory import MemoryStore
 
 #: The longest any test here waits for its condition (a hang guard, not a timing assert).
 PATIENCE_S = 20.0
@@ -305,3 +307,63 @@ def test_a_store_that_is_not_a_work_queue_is_refused() -> None:
 
     with pytest.raises(UsageError, match="Plain is not a work queue"):
         Worker(Runtime(store=Plain()))  # type: ignore[arg-type]
+
+
+@pytest.mark.postgres
+def test_a_postgres_worker_is_woken_by_notify_not_by_its_poll(postgres_dsn: str,
+                                                              tmp_path: Any) -> None:
+    """With poll_s far beyond the test's patience and nothing pending, a run enqueued from
+    another connection is still executed: the store's NOTIFY woke the idle worker."""
+    factory = StoreFactory("postgres", tmp_path, postgres_dsn)
+    try:
+        store = factory()
+        producer_store = factory.peer(store)
+
+        @workflow(name="woken")
+        async def woken(ctx: RunContext) -> str:
+            return "awake"
+
+        worker = Worker(runtime(store, woken), poll_s=3600)
+        ids: list[str] = []
+
+        async def enqueue_while_idle() -> None:
+            await asyncio.sleep(0.3)  # the worker found nothing and waits now
+            ids.append(runtime(producer_store, woken, owner="producer").enqueue(woken))
+            while status(store, ids[0]) is not RunStatus.COMPLETED:
+                await asyncio.sleep(0.01)
+
+        asyncio.run(serve(worker, lambda: True, then=enqueue_while_idle))
+        assert worker.counts["completed"] == 1
+    finally:
+        factory.close_all()
+
+
+class FlakyStore(MemoryStore):
+    """A memory store whose first ``failures`` claims fail, as a store that is down does."""
+
+    def __init__(self, failures: int) -> None:
+        super().__init__()
+        self.failures = failures
+
+    def claim(self, owner: str, **kwargs: Any) -> list[Lease]:
+        if self.failures > 0:
+            self.failures -= 1
+            raise StoreError("the store is down")
+        return super().claim(owner, **kwargs)
+
+
+def test_a_worker_outlives_a_store_that_fails_for_a_while() -> None:
+    """Claims that fail are reported to on_error and tried again; queued runs still run."""
+    store = FlakyStore(failures=3)
+
+    @workflow(name="eventually")
+    async def eventually(ctx: RunContext) -> int:
+        return 1
+
+    rt = runtime(store, eventually)
+    run_id = rt.enqueue(eventually)
+    errors: list[Exception] = []
+    worker = Worker(rt, poll_s=0.01, on_error=errors.append, name="renamed")
+    asyncio.run(serve(worker, lambda: status(store, run_id) is RunStatus.COMPLETED))
+    assert len(errors) == 3 and worker.counts["store errors"] == 3
+    assert rt.owner == "renamed" and worker.name == "renamed"

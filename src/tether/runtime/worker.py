@@ -56,7 +56,10 @@ from tether.events import RunStatus
 from tether.runtime.runtime import RunResult, Runtime
 from tether.store.base import Lease, WorkerInfo, WorkQueue
 
-__all__ = ["Worker", "WorkerOutcome"]
+__all__ = ["LISTEN_SLICE_S", "Worker", "WorkerOutcome"]
+
+#: The longest one wait for the store's work signal blocks its thread (seconds).
+LISTEN_SLICE_S = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,9 +87,11 @@ class Worker:
     every queue, up to ``concurrency``); ``concurrency`` caps runs at once overall. ``poll_s``
     is the longest the worker stays idle without looking again; ``grace_s`` how long a stop
     waits for runs to reach their next durable call before cancelling them. The worker's name
-    is its runtime's ``owner`` (the name in its leases). ``park_timers_after_s`` is applied to
-    the runtime: sleeps longer than it suspend the run instead of holding a slot (``None``:
-    sleep in process). ``on_outcome`` hears of every run the worker is done with.
+    is its runtime's ``owner`` (the name in its leases; ``name`` renames both).
+    ``park_timers_after_s`` is applied to the runtime: sleeps longer than it suspend the run
+    instead of holding a slot (``None``: sleep in process). ``on_outcome`` hears of every run
+    the worker is done with; ``on_error`` of every failure to reach the store (the worker
+    carries on, and tries again after ``poll_s`` at most).
     """
 
     def __init__(
@@ -99,6 +104,8 @@ class Worker:
         grace_s: float = 10.0,
         park_timers_after_s: float | None = 5.0,
         on_outcome: Callable[[WorkerOutcome], None] | None = None,
+        on_error: Callable[[Exception], None] | None = None,
+        name: str | None = None,
     ) -> None:
         store = runtime.store
         if not isinstance(store, WorkQueue):
@@ -123,11 +130,14 @@ class Worker:
                 _check_positive_int(limit, f"the limit of queue {queue!r}")
         self.runtime = runtime
         self.store: WorkQueue = store
+        if name is not None:
+            runtime.owner = name  # the name in the leases this worker's runtime takes
         self.name = runtime.owner
         self.concurrency = concurrency
         self.poll_s = poll_s
         self.grace_s = grace_s
         self.on_outcome = on_outcome
+        self.on_error = on_error
         runtime.park_timers_after_s = park_timers_after_s
         # None stands for "every queue" (a single slot pool of `concurrency`).
         self._limits: dict[str | None, int] = {None: concurrency} if queues is None else {
@@ -139,6 +149,7 @@ class Worker:
         self._stopping = False
         self._changed = asyncio.Event()
         self._signal: asyncio.Future[bool] | None = None
+        self._signal_began = 0.0
         self._started_at = runtime.clock.now()
 
     @property
@@ -157,10 +168,19 @@ class Worker:
         self._changed = asyncio.Event()
         self._beat()
         beats = asyncio.create_task(self._beat_loop())
+        # Listen before the first claim, so work enqueued between that claim and the first
+        # idle spell still signals (PostgreSQL keeps what arrives for a listener between waits).
+        with contextlib.suppress(Exception):
+            await asyncio.to_thread(self.store.wait_for_work, 0.001)
         try:
             while not stop.is_set():
                 self._changed.clear()
-                if self._claim_round() == 0:
+                try:
+                    claimed = self._claim_round()
+                except Exception as exc:  # the store is down: say so, and try again later
+                    self._trouble(exc)
+                    claimed = 0
+                if claimed == 0:
                     await self._idle(stop)
         finally:
             self._stopping = True
@@ -215,7 +235,10 @@ class Worker:
 
     async def _execute(self, lease: Lease, queue: str | None) -> None:
         run_id = lease.run_id
-        info = self.runtime.store.get_run(run_id)
+        try:
+            info = self.runtime.store.get_run(run_id)
+        except Exception:  # only for the report; resume reads the run again anyway
+            info = None
         workflow = info.workflow if info is not None else "?"
         queue_name = info.queue if info is not None else (queue or "?")
 
@@ -226,7 +249,8 @@ class Worker:
 
         try:
             if self._stopping:
-                self.runtime.store.release(lease)
+                with contextlib.suppress(Exception):
+                    self.runtime.store.release(lease)
                 done("handed back", "the worker stopped before the run began")
                 return
             if info is not None and not self.runtime.knows(workflow):
@@ -240,8 +264,10 @@ class Worker:
             done("lost", str(exc))
         except asyncio.CancelledError:
             # Cancelled by a stop past its grace: the run kept its lease (a dying process
-            # keeps it); this worker is alive and hands it back instead.
-            self.runtime.store.release(lease)
+            # keeps it); this worker is alive and hands it back instead (if the store is
+            # down, the lease lapses as a dead worker's would).
+            with contextlib.suppress(Exception):
+                self.runtime.store.release(lease)
             done("handed back", f"cancelled after the {self.grace_s:g} s grace")
         except Exception as exc:
             self._hold(run_id)
@@ -262,6 +288,11 @@ class Worker:
 
     # -- idling ----------------------------------------------------------------------------
 
+    def _trouble(self, exc: Exception) -> None:
+        self.counts["store errors"] += 1
+        if self.on_error is not None:
+            self.on_error(exc)
+
     async def _idle(self, stop: asyncio.Event) -> None:
         """Wait until something may be due (see the module docstring)."""
         open_queues = [q for q in self._limits if self._free(q) > 0]
@@ -269,8 +300,12 @@ class Worker:
         waiters: list[asyncio.Future[object]] = [
             asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self._changed.wait())]
         if open_queues:
-            wake = self.store.next_wake(
-                queues=None if None in open_queues else [q for q in open_queues if q])
+            try:
+                wake = self.store.next_wake(
+                    queues=None if None in open_queues else [q for q in open_queues if q])
+            except Exception as exc:
+                self._trouble(exc)
+                wake = None
             now = self.runtime.clock.now()
             # A due time already past was just claimed for and found nothing: not a reason
             # to hurry (it is someone else's live lease, or another clock's notion of now).
@@ -286,19 +321,28 @@ class Worker:
             await asyncio.gather(*waiters, return_exceptions=True)
 
     async def _signalled(self) -> None:
-        """Return when the store signals work; never for a store that does not signal."""
-        if self._signal is None or self._signal.done():
-            self._signal = asyncio.ensure_future(
-                asyncio.to_thread(self.store.wait_for_work, self.poll_s))
-        # Shielded: one thread waits at a time, and is reused by the next idle spell.
-        try:
-            signalled = await asyncio.shield(self._signal)
-        except Exception:  # the listening connection failed: fall back to polling
-            signalled = False
-        if signalled:
-            self._signal = None
-            return
-        await asyncio.Event().wait()
+        """Return when the store signals work; never for a store that does not signal.
+
+        The wait runs in a thread, in slices of at most :data:`LISTEN_SLICE_S` (a thread
+        cannot be cancelled: a stopping worker waits for the current slice at most). A store
+        whose wait returns at once without a signal (SQLite, memory) does not signal at all:
+        the worker polls then."""
+        slice_s = min(self.poll_s, LISTEN_SLICE_S)
+        while True:
+            if self._signal is None or self._signal.done():
+                self._signal_began = self.runtime.clock.now()
+                self._signal = asyncio.ensure_future(
+                    asyncio.to_thread(self.store.wait_for_work, slice_s))
+            # Shielded: one thread waits at a time, and is reused by the next idle spell.
+            try:
+                signalled = await asyncio.shield(self._signal)
+            except Exception:  # the listening connection failed: poll this idle spell
+                signalled, slice_s = False, float("inf")
+            if signalled:
+                self._signal = None
+                return
+            if self.runtime.clock.now() - self._signal_began < slice_s / 2:
+                await asyncio.Event().wait()  # no signals from this store: poll only
 
     # -- the registry ----------------------------------------------------------------------
 
