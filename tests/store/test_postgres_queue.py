@@ -161,27 +161,32 @@ _CLAIMER = """
 import json, sys
 from tether.store.postgres import PostgresStore
 store = PostgresStore(sys.argv[1], schema=sys.argv[2])
+ttl_s, rounds = float(sys.argv[-2]), int(sys.argv[-1])
 name, got = sys.argv[3], []
 sys.stdout.write("ready\\n"); sys.stdout.flush(); sys.stdin.readline()
-while True:
-    leases = store.claim(name, now=100.0, ttl_s=1000.0, limit=2)
-    if not leases:
+# Each process has its own clock (now = 100 + round / 2), as workers on different machines.
+for n in range(rounds):
+    leases = store.claim(name, now=100.0 + n / 2, ttl_s=ttl_s, limit=2)
+    if not leases and ttl_s > 100:
         break
     got += [[lease.run_id, lease.epoch] for lease in leases]
 print(json.dumps(got))
 """
 
 
-def test_processes_claiming_one_schema_never_share_a_run(postgres_dsn, open_store,
-                                                         schema) -> None:
-    """Three processes claiming in a loop from one schema: each queued run is claimed
-    exactly once, under epoch 1."""
+@pytest.mark.parametrize(("ttl_s", "rounds"), [(1000.0, 10_000), (2.0, 40)])
+def test_processes_claiming_one_schema_never_share_a_run(postgres_dsn, open_store, schema,
+                                                         ttl_s: float, rounds: int) -> None:
+    """Three processes claiming in a loop from one schema: no run is handed out twice under
+    one epoch, and every epoch of every run went to exactly one claimer (with long leases:
+    each run once, under epoch 1; with short ones: taken over again and again)."""
     store = open_store()
     ids = [f"run-{n:03}" for n in range(150)]
     for n, run_id in enumerate(ids):
         store.append(run_id, [RunStarted(seq=1, at=float(n % 10), workflow="wf", seed=1,
                                          queue="default")], expected_last_seq=0)
-    procs = [subprocess.Popen([sys.executable, "-c", _CLAIMER, postgres_dsn, schema, f"p{n}"],
+    procs = [subprocess.Popen([sys.executable, "-c", _CLAIMER, postgres_dsn, schema, f"p{n}",
+                               str(ttl_s), str(rounds)],
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
              for n in range(3)]
     for proc in procs:
@@ -195,4 +200,12 @@ def test_processes_claiming_one_schema_never_share_a_run(postgres_dsn, open_stor
         out, _ = proc.communicate(timeout=60)
         assert proc.returncode == 0
         claims += [tuple(c) for c in json.loads(out.splitlines()[-1])]
-    assert sorted(claims) == [(run_id, 1) for run_id in ids]
+    assert len(set(claims)) == len(claims), "a run was handed out twice under one epoch"
+    epochs: dict[str, list[int]] = {run_id: [] for run_id in ids}
+    for run_id, epoch in claims:
+        epochs[run_id].append(epoch)
+    assert all(sorted(e) == list(range(1, len(e) + 1)) for e in epochs.values())
+    if ttl_s > 100:
+        assert sorted(claims) == [(run_id, 1) for run_id in ids]
+    else:
+        assert any(len(e) > 1 for e in epochs.values()), "no lease expired and was taken over"
