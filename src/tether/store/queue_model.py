@@ -12,7 +12,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from hypothesis import strategies as st
+try:
+    from hypothesis import strategies as st
+except ImportError as exc:  # pragma: no cover - only without the test extra
+    raise ImportError("tether.store.queue_model needs hypothesis: "
+                      "pip install 'tether[test]'") from exc
 
 from tether.events import (
     Event,
