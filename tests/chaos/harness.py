@@ -155,6 +155,16 @@ class Pool:
         except OSError:
             return "(no log)"
 
+    def wait_registered(self, store: Store, timeout_s: float = 30.0) -> None:
+        """Wait until every worker process has beaten the registry: a worker signalled before
+        it installs its handlers (still importing) dies of the signal, with nothing to hand
+        back, which is not the graceful stop the test checks."""
+        deadline = time.monotonic() + timeout_s
+        pids = {proc.pid for proc in self.procs if proc is not None}
+        while not pids <= {w.pid for w in store.workers()}:  # type: ignore[attr-defined]
+            assert time.monotonic() < deadline, f"workers {pids} never registered"
+            time.sleep(0.05)
+
     def stop(self, timeout_s: float = 30.0) -> list[int | None]:
         """SIGTERM every worker (a graceful stop) and wait; returns the exit codes (a worker
         still alive after ``timeout_s`` is SIGKILLed and reported as None)."""
@@ -180,13 +190,25 @@ class Pool:
                 proc.wait()
 
 
-def enqueue_all(store: Store, count: int) -> list[str]:
-    """Enqueue ``count`` runs of the chaos workflow, alternating queues; returns the run ids."""
+def enqueue_all(pool: Pool, store: Store, count: int, *, from_cli: int = 2) -> list[str]:
+    """Enqueue ``count`` runs of the chaos workflow, alternating queues; the first
+    ``from_cli`` with ``tether runs start``, the others with ``Runtime.enqueue``. Returns the
+    run ids."""
     runtime = Runtime(store, clock=SystemClock(), owner="chaos-client", workflows=[WF])
     run_ids = []
     for n, order_id in enumerate(order_ids(count)):
-        run_ids.append(runtime.enqueue(WF, order_id, run_id=f"chaos-{order_id}",
-                                       queue=QUEUES[n % len(QUEUES)]))
+        run_id, queue = f"chaos-{order_id}", QUEUES[n % len(QUEUES)]
+        if n < from_cli:
+            started = subprocess.run(
+                [str(TETHER), "runs", "start", "tests.chaos.worker_app:WF", "--store",
+                 pool.store_url, "--input", f'"{order_id}"', "--queue", queue, "--run-id",
+                 run_id], cwd=ROOT, env=pool.env, capture_output=True, text=True,
+                timeout=60, check=False)
+            assert started.returncode == 0, started.stdout + started.stderr
+            assert started.stdout.split() == [run_id], started.stdout
+            run_ids.append(run_id)
+        else:
+            run_ids.append(runtime.enqueue(WF, order_id, run_id=run_id, queue=queue))
     return run_ids
 
 
