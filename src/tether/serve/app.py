@@ -42,11 +42,13 @@ from tether.serve.tenants import Principal
 
 requires_serve()
 
+import anyio  # noqa: E402 - Starlette's own dependency
 from starlette.applications import Starlette  # noqa: E402 - after the install hint
 from starlette.exceptions import HTTPException  # noqa: E402
-from starlette.requests import Request  # noqa: E402
+from starlette.requests import ClientDisconnect, Request  # noqa: E402
 from starlette.responses import JSONResponse, Response, StreamingResponse  # noqa: E402
 from starlette.routing import Route  # noqa: E402
+from starlette.types import Receive, Scope, Send  # noqa: E402
 
 __all__ = ["OPENAPI", "create_app", "problem_of"]
 
@@ -185,9 +187,41 @@ def _sse(server: Server, run_id: str, after: int,
     # Tether-Run-Id and Tether-After say which run and from which seq before any frame: a
     # client whose connection drops before the first event can still resume at the right place
     # (GET /v1/executions/{run_id}/events after that seq) instead of guessing.
-    return StreamingResponse(frames, media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no",
-                                      "Tether-Run-Id": run_id, "Tether-After": str(after)})
+    return EventStreamResponse(frames, media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache",
+                                        "X-Accel-Buffering": "no", "Tether-Run-Id": run_id,
+                                        "Tether-After": str(after)})
+
+
+class EventStreamResponse(StreamingResponse):
+    """A streaming response whose frames are sent from the request's own task.
+
+    Starlette's (under ASGI < 2.4, which uvicorn speaks) sends the body from a task it starts
+    and listens for the client's disconnect in the request's: the first frame then waits a
+    round of the event loop, behind every turn that is ready to run. Here the request's task
+    sends the head and the first frames in the step that made the response, and the
+    disconnect listener is the started task (it cancels the stream when the client leaves)."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            async with anyio.create_task_group() as group:
+
+                async def disconnected() -> None:
+                    await self.listen_for_disconnect(receive)
+                    group.cancel_scope.cancel()
+
+                group.start_soon(disconnected)
+                try:
+                    await self.stream_response(send)
+                except OSError as exc:
+                    raise ClientDisconnect() from exc
+                finally:
+                    group.cancel_scope.cancel()
+        except BaseExceptionGroup as group_error:
+            # One error (the usual case) is raised as itself, as Starlette's response does.
+            if len(group_error.exceptions) != 1:
+                raise
+            raise group_error.exceptions[0] from None
 
 
 def _after(request: Request) -> int:

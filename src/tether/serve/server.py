@@ -561,18 +561,28 @@ class Server:
     async def _answer(self, task: asyncio.Task[T], started: asyncio.Future[Started],
                       ) -> Started | T:
         """The turn a firing task started as soon as its run started, else what the task
-        came to (raising what refused it)."""
-        either: list[asyncio.Future[Any]] = [task, started]
+        came to (raising what refused it).
+
+        The request waits on ``started`` alone, which the task's end settles too when no run
+        started: a run's start wakes the request in the loop's next round. (Waiting on both
+        with ``asyncio.wait`` costs a round more, and under load every round waits behind
+        every other turn's step, which is where a served turn's first event lost its time.)"""
+
+        def ended(done: asyncio.Task[T]) -> None:
+            if not started.done():
+                # Settled with the task itself: its result (or error) is read below.
+                started.set_exception(_TaskEnded())
+
+        task.add_done_callback(ended)
         try:
-            await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+            return await started
+        except _TaskEnded:
+            return task.result()
         except asyncio.CancelledError:
             # The request went away (the turn goes on): no stream will read these deltas.
-            if started.done():
+            if started.done() and not started.cancelled() and started.exception() is None:
                 await _close(started.result().deltas)
             raise
-        if started.done():
-            return started.result()
-        return task.result()
 
     async def continue_execution(self, who: Principal, run_id: str,
                                  body: Mapping[str, Any]) -> int:
@@ -674,6 +684,10 @@ def _server_paths(store: Store, definitions: Iterable[AgentDefinition]) -> dict[
         if definition.base_dir is not None:
             paths[str(definition.base_dir)] = f"agent {definition.name!r}'s folder"
     return paths
+
+
+class _TaskEnded(Exception):
+    """A firing task ended without starting a run (see :meth:`Server._answer`)."""
 
 
 async def _close(deltas: AsyncIterator[UiEvent]) -> None:
