@@ -426,8 +426,9 @@ class PostgresStore:
             changed_by_status = {s: at for s, (_, at) in outcomes.items() if at is not None}
             params.update(
                 transitions=json.dumps(transitions),
-                changed_at=json.dumps(changed_by_status),
-                wakes=json.dumps({s.value: wake_transform(s, events) for s in RunStatus}),
+                changed_at=json.dumps({s: _float_text(at) for s, at in changed_by_status.items()}),
+                wakes=json.dumps({s.value: [keep, _float_text(due)] for s in RunStatus
+                                  for keep, due in [wake_transform(s, events)]}),
                 expected=expected_last_seq,
             )
             fence = ("lease" if lease is not None
@@ -660,6 +661,13 @@ class PostgresStore:
             ) from exc
         except psycopg.Error as exc:
             raise StoreError(f"{self._where}: PostgreSQL reports {exc!r}") from exc
+
+
+def _float_text(value: float | None) -> str | None:
+    """A time as text for a JSON parameter that SQL casts to float8: JSON numbers cannot be
+    infinite (a wait with an infinite timeout has an infinite deadline), float8 text can, and
+    Python's repr reads back as the same double."""
+    return None if value is None else repr(value)
 
 
 def _may_make_due(events: Sequence[Event]) -> bool:

@@ -58,8 +58,8 @@ class QueueConformance(ConformanceKit):
     CHECKS: ClassVar[tuple[str, ...]] = (
         "enqueued_run_is_due", "live_lease_is_never_claimed", "released_running_run_is_due",
         "resolution_makes_a_waiting_run_due", "deadlines_and_parked_timers",
-        "queues_order_and_limit", "next_wake", "worker_registry", "claim_arguments",
-        "concurrent_claimers", "claims_follow_the_model",
+        "infinite_times", "queues_order_and_limit", "next_wake", "worker_registry",
+        "claim_arguments", "concurrent_claimers", "claims_follow_the_model",
     )
     SUBJECT = "work queue conformance"
 
@@ -208,6 +208,34 @@ class QueueConformance(ConformanceKit):
             info = store.get_run(run_id)
             _check(info is not None and info.status is RunStatus.RUNNING
                    and info.wake_at is None, f"after an in-process timer the row is {info}")
+
+    def check_infinite_times(self) -> None:
+        """A wait with an infinite deadline is stored and never due (next_wake says infinity);
+        one with a deadline of minus infinity is due at once."""
+        with self._store() as (raw,):
+            store = self._queue(raw)
+            for deadline, due_at in ((float("inf"), None), (float("-inf"), -1e300)):
+                run_id = self._fresh_id()
+                lease = Lease(run_id, "w1", 1, 20.0)
+                self._append(store, run_id, [RunStarted(seq=1, at=10.0, workflow="wf", seed=1)],
+                             lease=lease)
+                self._append(store, run_id, [WaitStarted(seq=2, at=10.0, pos=0, key="k",
+                                                         deadline=deadline)], lease=lease)
+                store.release(lease)
+                info = store.get_run(run_id)
+                _check(info is not None and info.wake_at == deadline,
+                       f"a wait with deadline {deadline} has the row {info}")
+                got = store.claim("w2", now=1e300 if due_at is None else due_at, ttl_s=_TTL_S)
+                want = [] if due_at is None else [run_id]
+                _check([g.run_id for g in got] == want,
+                       f"deadline {deadline}: claim gave {got}, want {want}")
+                if due_at is None:
+                    _check(store.next_wake() == deadline,
+                           f"next_wake with only an infinite deadline is {store.next_wake()}")
+                else:
+                    self._append(store, run_id, [RunFinished(seq=3, at=11.0,
+                                                             status=RunStatus.CANCELLED)],
+                                 lease=got[0])
 
     def check_queues_order_and_limit(self) -> None:
         """claim serves only the named queues (None: all, []: none), oldest due first across
