@@ -358,19 +358,20 @@ class SQLiteStore:
                 raise conflict(run_id, expected_last_seq, self._last_seq(run_id)) from None
             if len(rows) > 1:
                 db.executemany("INSERT INTO events VALUES (?, ?, ?, ?, ?)", rows[1:])
-            if changes:
-                self._update_index(run_id, events, expected_last_seq == 0)
             # The index row remembers how far the journal reached at each status change and
             # flush, so a journal that later ends short of it is reported as lost events.
-            db.execute("UPDATE runs SET last_seq=? WHERE run_id=?", (events[-1].seq, run_id))
+            if changes:
+                self._update_index(run_id, events, expected_last_seq == 0)
+            else:
+                db.execute("UPDATE runs SET last_seq=? WHERE run_id=?", (events[-1].seq, run_id))
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
             raise
 
     def _update_index(self, run_id: str, events: Sequence[Event], new: bool) -> None:
-        """Move the run's status, updated_at and wake_at past ``events`` (inside the append's
-        transaction, from the row as it stands, by the rules every store shares)."""
+        """Move the run's status, updated_at, wake_at and last_seq past ``events`` (inside the
+        append's transaction, from the row as it stands, by the rules every store shares)."""
         status: RunStatus | None = None
         wake_at: float | None = None
         if not new:
@@ -378,13 +379,11 @@ class SQLiteStore:
                                    (run_id,)).fetchone()
             status, wake_at = RunStatus(row[0]), row[1]
         after, changed_at = advance(status, events)
-        if changed_at is None:
-            self._db.execute("UPDATE runs SET status=?, wake_at=? WHERE run_id=?",
-                             (after.value, wake_after(status, wake_at, events), run_id))
-        else:
-            self._db.execute("UPDATE runs SET status=?, updated_at=?, wake_at=? WHERE run_id=?",
-                             (after.value, changed_at, wake_after(status, wake_at, events),
-                              run_id))
+        self._db.execute(
+            "UPDATE runs SET status=?, updated_at=coalesce(?, updated_at), wake_at=?, "
+            "last_seq=? WHERE run_id=?",
+            (after.value, changed_at, wake_after(status, wake_at, events), events[-1].seq,
+             run_id))
 
     def _fence(self, run_id: str, events: Sequence[Event],
                lease: Lease | None) -> TetherError | None:
