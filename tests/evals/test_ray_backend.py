@@ -4,6 +4,7 @@ cluster, through the loss of a node, from the CLI; a missing Ray is bad input.""
 from __future__ import annotations
 
 import shutil
+import socket
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -198,3 +199,21 @@ def test_ray_missing_is_a_usage_error_naming_the_extra(
                                        str(tmp_path / "out")])
     assert address.exit_code == 2 and "needs --backend ray" in address.output
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.ray
+def test_an_address_where_nothing_answers_is_bad_input(tmp_path: Path) -> None:
+    """--address where no cluster listens: exit 2 at once, naming the address; nothing is
+    written (Ray alone would keep trying for minutes)."""
+    pytest.importorskip("ray")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        address = f"127.0.0.1:{probe.getsockname()[1]}"  # free once the socket is closed
+    result = CliRunner().invoke(app, ["eval", "run", "--backend", "ray", "--address", address,
+                                      "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2 and f"nothing answers at the Ray address {address}" in \
+        result.output
+    assert not (tmp_path / "out").exists()
+    jobs = plan([REFUND], ["retry_safety"], ["default"], seeds=1)
+    with pytest.raises(UsageError, match="nothing answers"):
+        run_campaign(jobs, tmp_path / "episodes.jsonl", backend="ray", address=address)

@@ -1,10 +1,11 @@
 """Campaigns: scenarios × seeds × suites × harnesses, in parallel, streamed, resumable.
 
 Each episode is an independent job ``(scenario file, suite, harness, seed)``. Jobs run in a
-pool of worker processes (all cores by default); each finished episode's graded record is
-appended to a JSONL file at once, so an interrupted campaign resumes where it stopped (jobs
-already in the file are skipped) and memory stays flat however many episodes run: the
-aggregate is built by reading the file back, one line at a time.
+pool of worker processes (all cores by default) or as tasks on a Ray cluster; each finished
+episode's graded record is appended to a JSONL file at once, so an interrupted campaign
+resumes where it stopped (jobs already in the file are skipped) and memory stays flat however
+many episodes run: the aggregate is built by reading the file back, one line at a time, in
+the jobs' order whatever order they finished in.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from tether.errors import TetherError, UsageError
 from tether.evals.grading import grade
@@ -369,9 +370,10 @@ def run_campaign(jobs: list[Job], out: Path, *, workers: int | None = None,
     ``backend`` is ``"process"`` (``workers`` processes, all cores by default) or ``"ray"``
     (Ray tasks on the cluster at ``address``, or on a local Ray of ``workers`` CPUs; see
     :mod:`tether.evals.ray_backend`). Either way this process alone writes ``out``, one
-    record per job (by key) however often a job ran, and stamps each with the key the job
-    was planned under: a record that ran with other inputs than planned (a file edited
-    meanwhile, a node holding other copies) stops the campaign instead of being counted.
+    record per job key however often a job ran, and only under the key the job was planned
+    under: a record that ran with other inputs than planned (a file edited meanwhile, a node
+    holding other copies) stops the campaign instead of being counted. ``out`` is created
+    with the first record, so a backend that cannot start leaves nothing behind.
     """
     if backend not in BACKENDS:
         raise UsageError(f"unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}")
@@ -385,10 +387,10 @@ def run_campaign(jobs: list[Job], out: Path, *, workers: int | None = None,
         progress(finished, total)
     if not todo:
         return 0
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with out.open("a", encoding="utf-8") as sink:
-        if _torn(out):
-            sink.write("\n")  # isolate a torn last line (kept, skipped when read)
+    sink: TextIO | None = None
+    try:
+        # One task per job key, one result per task however often it ran (a task retried
+        # after its node was lost): each job's record is written once.
         for key, job, record in _results(todo, workers, backend, address):
             if record.get("key") != key:
                 raise UsageError(
@@ -399,15 +401,25 @@ def run_campaign(jobs: list[Job], out: Path, *, workers: int | None = None,
                     "Ray connection) holds other copies of them than this process. Make the "
                     "same files available at the same paths everywhere and run it again "
                     "(the episodes finished so far are kept).")
-            if key in done:
-                continue  # ran twice (a task retried after its node was lost): counted once
-            done.add(key)
+            sink = sink or _append_to(out)
             sink.write(json.dumps(record, sort_keys=True) + "\n")
             sink.flush()
             finished += 1
             if progress is not None:
                 progress(finished, total)
+    finally:
+        if sink is not None:
+            sink.close()
     return len(todo)
+
+
+def _append_to(out: Path) -> TextIO:
+    """``out`` opened to append records, a torn last line (an interrupted write) isolated."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    sink = out.open("a", encoding="utf-8")
+    if _torn(out):
+        sink.write("\n")  # the torn line is kept, and skipped when read
+    return sink
 
 
 def _results(todo: list[tuple[str, Job]], workers: int | None, backend: str,

@@ -153,10 +153,10 @@ def eval_run(
 
 def _check_backend(backend: str, address: str | None) -> None:
     """A :class:`UsageError` for a backend that is unknown or not installed, or an address
-    without Ray."""
+    without Ray or where nothing answers."""
     from tether.errors import UsageError
     from tether.evals.campaign import BACKENDS
-    from tether.evals.ray_backend import import_ray
+    from tether.evals.ray_backend import check_address, import_ray
 
     if backend not in BACKENDS:
         raise UsageError(f"unknown backend {backend}; expected {' or '.join(BACKENDS)}")
@@ -164,3 +164,5 @@ def _check_backend(backend: str, address: str | None) -> None:
         raise UsageError("--address is the Ray cluster to connect to: it needs --backend ray")
     if backend == "ray":
         import_ray()
+    if address is not None:
+        check_address(address)

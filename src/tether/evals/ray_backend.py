@@ -27,6 +27,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import socket
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -35,7 +36,8 @@ from typing import Any, TypeVar
 
 from tether.errors import TetherError, UsageError
 
-__all__ = ["IN_FLIGHT_PER_CPU", "TASK_RETRIES", "import_ray", "ray_unordered"]
+__all__ = ["CONNECT_TIMEOUT_S", "IN_FLIGHT_PER_CPU", "TASK_RETRIES", "check_address",
+           "import_ray", "ray_unordered"]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -46,6 +48,8 @@ R = TypeVar("R")
 IN_FLIGHT_PER_CPU = 4
 #: How often Ray runs a task again when its worker or node dies under it.
 TASK_RETRIES = 5
+#: How long a cluster's address has to accept a connection before it counts as wrong.
+CONNECT_TIMEOUT_S = 10.0
 
 
 def import_ray() -> ModuleType:
@@ -56,6 +60,26 @@ def import_ray() -> ModuleType:
         raise UsageError("--backend ray needs Ray, which is not installed: "
                          "pip install 'tether[ray]'") from exc
     return ray
+
+
+def check_address(address: str) -> None:
+    """A :class:`UsageError` unless something accepts connections at ``address``
+    (``host:port`` or ``ray://host:port``; ``auto`` is left to Ray). Checked before Ray is
+    asked, because Ray keeps trying an address where nothing answers for many minutes."""
+    where = address.removeprefix("ray://")
+    if address == "auto" or "://" in where:
+        return
+    host, _, port = where.rpartition(":")
+    if not host or not port.isdigit():
+        raise UsageError(f"Ray address {address!r}: expected host:port, ray://host:port or "
+                         "auto")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)),
+                                      timeout=CONNECT_TIMEOUT_S):
+            pass
+    except OSError as exc:
+        raise UsageError(f"nothing answers at the Ray address {address} ({exc}): start the "
+                         "cluster (ray start --head) or check the address") from exc
 
 
 def ray_unordered(fn: Callable[[T], R], items: Sequence[T], *, workers: int | None = None,
@@ -89,13 +113,13 @@ def ray_unordered(fn: Callable[[T], R], items: Sequence[T], *, workers: int | No
                 ready, _ = ray.wait(list(pending), num_returns=1)
                 for ref in ready:
                     index = pending.pop(ref)
-                    yield index, _result(ray, ref, index)
+                    yield index, _result(ray, ref, items[index])
         finally:
             for ref in pending:
                 ray.cancel(ref)
 
 
-def _result(ray: ModuleType, ref: Any, index: int) -> Any:
+def _result(ray: ModuleType, ref: Any, item: object) -> Any:
     """The task's value; its own exception as it was raised; Ray's failures translated."""
     try:
         return ray.get(ref)
@@ -105,9 +129,9 @@ def _result(ray: ModuleType, ref: Any, index: int) -> Any:
         raise exc.cause from exc
     except ray.exceptions.RayError as exc:
         raise TetherError(
-            f"Ray could not complete episode #{index} of the campaign ({type(exc).__name__}: "
-            f"{exc}); it was retried {TASK_RETRIES} times after losing its worker or node. "
-            "The episodes that finished are kept: run the campaign again to resume it."
+            f"Ray could not complete the task of {item!r} ({type(exc).__name__}: {exc}); a "
+            f"task whose worker or node is lost is run again up to {TASK_RETRIES} times. "
+            "What finished is kept: run the campaign again to resume it."
         ) from exc
 
 
@@ -123,6 +147,7 @@ def _connected(ray: ModuleType, workers: int | None, address: str | None) -> Ite
         yield
         return
     if address is not None:
+        check_address(address)
         try:
             ray.init(address=address, logging_level=logging.WARNING)
         except (ConnectionError, ValueError) as exc:
