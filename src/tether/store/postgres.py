@@ -214,7 +214,9 @@ _CLAIM = f"""
     RETURNING r.run_id, r.epoch, due.due_at, due.created_at"""
 _NEXT_WAKE = """
     SELECT min(CASE WHEN status IN ('queued', 'waiting') THEN
-                   CASE WHEN owner IS NOT NULL AND lease_expires_at IS NOT NULL
+                   -- GREATEST ignores NULLs: a run with no wake_at must stay out.
+                   CASE WHEN wake_at IS NOT NULL AND owner IS NOT NULL
+                             AND lease_expires_at IS NOT NULL
                         THEN GREATEST(wake_at, lease_expires_at) ELSE wake_at END
                ELSE CASE WHEN owner IS NOT NULL AND lease_expires_at IS NOT NULL
                          THEN lease_expires_at ELSE updated_at END END)

@@ -276,8 +276,13 @@ class QueueConformance(ConformanceKit):
             [lease] = store.claim("w", now=20.0, ttl_s=_TTL_S, queues=["b"])
             _check(store.next_wake(queues=["b"]) == 20.0 + _TTL_S,
                    f"next_wake(b) while claimed is {store.next_wake(queues=['b'])}")
+            # Waiting for a resolution only, still held by its worker: nothing will make it
+            # due by itself, however its lease ends.
             self._append(store, b, [RunDequeued(seq=2, at=21.0),
-                                    RunFinished(seq=3, at=22.0, status=RunStatus.COMPLETED)],
+                                    WaitStarted(seq=3, at=21.0, pos=0, key="k")], lease=lease)
+            _check(store.next_wake(queues=["b"]) is None,
+                   f"next_wake(b) waiting without a deadline is {store.next_wake(queues=['b'])}")
+            self._append(store, b, [RunFinished(seq=4, at=22.0, status=RunStatus.COMPLETED)],
                          lease=lease)
             _check(store.next_wake(queues=["b"]) is None, "next_wake(b) after b finished")
 

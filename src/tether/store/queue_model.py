@@ -236,7 +236,9 @@ class QueueModel:
         self.now += _TICKS_S[arg[0] % len(_TICKS_S)]
 
     def _next_wake(self, arg: tuple[int, int, int]) -> None:
-        queues = _SELECTIONS[arg[0] % len(_SELECTIONS)]
+        self._check_next_wake(_SELECTIONS[arg[0] % len(_SELECTIONS)])
+
+    def _check_next_wake(self, queues: list[str] | None) -> None:
         times = [t for r in self.runs.values()
                  if (queues is None or r.queue in queues) and (t := r.pending()) is not None]
         want = min(times, default=None)
@@ -253,6 +255,7 @@ class QueueModel:
     # -- checking -------------------------------------------------------------------------
 
     def _compare(self, when: str) -> None:
+        self._check_next_wake(None)
         for run in self.runs.values():
             info = self.store.get_run(run.run_id)
             want = (run.status, run.wake_at, run.owner, run.epoch, run.expires_at, run.queue,
