@@ -42,6 +42,7 @@ __all__ = [
     "RunFinished",
     "RunStarted",
     "RunStatus",
+    "RunWaiting",
     "SessionClosed",
     "SessionCreated",
     "SessionRestored",
@@ -134,6 +135,17 @@ class RunDequeued(_Event):
     run's status moves from ``queued`` to ``running``."""
 
     kind: Literal["run_dequeued"] = "run_dequeued"
+
+
+class RunWaiting(_Event):
+    """A run that was woken without anything to do (a resolution for a wait it has not
+    reached yet, one of several waits answered) suspended again on ``key``: its status moves
+    back to ``waiting``, and ``wake_at`` is when a worker must look at it again (its earliest
+    pending deadline or parked timer; ``None``: only a resolution wakes it)."""
+
+    kind: Literal["run_waiting"] = "run_waiting"
+    key: str
+    wake_at: float | None = None
 
 
 class StepRecorded(_Event):
@@ -439,6 +451,7 @@ class RunFinished(_Event):
 Event = Annotated[
     RunStarted
     | RunDequeued
+    | RunWaiting
     | StepRecorded
     | StepFailed
     | TimerStarted
@@ -470,11 +483,12 @@ Event = Annotated[
 
 _KINDS: dict[str, type[_Event]] = {
     cls.model_fields["kind"].default: cls
-    for cls in (RunStarted, RunDequeued, StepRecorded, StepFailed, TimerStarted, TimerFired,
-                WaitStarted, WaitResolved, WaitExpired, ToolIntent, ToolResult, ToolError,
-                ToolAmbiguous, ToolRetry, ModelCalled, ModelFailed, Decision, MemoryWritten,
-                MemoryForgotten, SessionCreated, VariableSet, ResourceVersion, TurnStarted,
-                TurnFinished, SessionRestored, SessionClosed, TriggerFired, RunFinished)
+    for cls in (RunStarted, RunDequeued, RunWaiting, StepRecorded, StepFailed, TimerStarted,
+                TimerFired, WaitStarted, WaitResolved, WaitExpired, ToolIntent, ToolResult,
+                ToolError, ToolAmbiguous, ToolRetry, ModelCalled, ModelFailed, Decision,
+                MemoryWritten, MemoryForgotten, SessionCreated, VariableSet, ResourceVersion,
+                TurnStarted, TurnFinished, SessionRestored, SessionClosed, TriggerFired,
+                RunFinished)
 }
 
 #: Event kinds that record the outcome of a workflow's durable call at a position.
@@ -538,6 +552,7 @@ def decode(body: str, *, run_id: str = "", seq: int | None = None, crc: int | No
 # Kinds whose change depends on the event's fields are decided in status_change.
 _STATUS_CHANGES: dict[str, tuple[RunStatus, RunStatus | None]] = {
     "run_dequeued": (RunStatus.RUNNING, RunStatus.QUEUED),
+    "run_waiting": (RunStatus.WAITING, None),
     "wait_started": (RunStatus.WAITING, None),
     "wait_resolved": (RunStatus.RUNNING, RunStatus.WAITING),
     "wait_expired": (RunStatus.RUNNING, RunStatus.WAITING),

@@ -228,3 +228,38 @@ def test_hand_back_stops_the_run_after_its_current_call_and_frees_it(
 
     asyncio.run(main())
     assert calls == ["slow", "next"]
+
+
+def test_a_run_woken_with_nothing_to_do_records_that_it_waits_again(
+        store_factory: StoreFactory) -> None:
+    """Resumed after a resolution for a later wait (and again under a parked timer), a run
+    still waiting appends run_waiting: status waiting, due at its open wait's deadline or its
+    timer; a run whose own wait made it waiting appends nothing more."""
+    store, clock = store_factory(), VirtualClock(start=0.0, autojump=False)
+
+    @workflow(name="later")
+    async def later(ctx: RunContext) -> str:
+        first = await ctx.wait_for("a", timeout_s=100)
+        await ctx.sleep(50)
+        second = await ctx.wait_for("b")
+        return f"{first}{second}"
+
+    rt = Runtime(store, clock=clock, workflows=[later], seed=10, park_timers_after_s=1)
+    asyncio.run(rt.start(later, run_id="l"))
+    rt.resolve("l", "b", "B", early=True)
+    info = store.get_run("l")
+    assert info is not None and info.status is RunStatus.RUNNING
+    assert asyncio.run(rt.resume("l")).status is RunStatus.WAITING
+    info = store.get_run("l")
+    assert info is not None and (info.status, info.wake_at) == (RunStatus.WAITING, 100.0)
+    assert kinds(store, "l")[-1] == "run_waiting"
+    seq = info.last_seq
+    assert asyncio.run(rt.resume("l")).status is RunStatus.WAITING
+    info = store.get_run("l")
+    assert info is not None and info.last_seq == seq
+    rt.resolve("l", "a", "A")
+    assert asyncio.run(rt.resume("l")).waiting_for == "timer:1"
+    info = store.get_run("l")
+    assert info is not None and (info.status, info.wake_at) == (RunStatus.WAITING, 50.0)
+    clock.advance(50)
+    assert asyncio.run(rt.resume("l")).result == "AB"

@@ -367,3 +367,35 @@ def test_a_worker_outlives_a_store_that_fails_for_a_while() -> None:
     asyncio.run(serve(worker, lambda: status(store, run_id) is RunStatus.COMPLETED))
     assert len(errors) == 3 and worker.counts["store errors"] == 3
     assert rt.owner == "renamed" and worker.name == "renamed"
+
+
+def test_a_run_woken_with_nothing_to_do_waits_again_instead_of_being_claimed_over_and_over(
+        queue_store: Any) -> None:
+    """A resolution delivered early for a later wait makes the run due; the worker resumes
+    it, finds it still waiting on the first key, and the run is waiting again (not running
+    and claimable, which had workers re-claim it in a loop); the real resolution then
+    finishes it."""
+    @workflow(name="two_waits")
+    async def two_waits(ctx: RunContext) -> str:
+        first = await ctx.wait_for("a")
+        second = await ctx.wait_for("b")
+        return f"{first}{second}"
+
+    rt = runtime(queue_store, two_waits)
+    run_id = rt.enqueue(two_waits)
+    worker = Worker(rt, poll_s=0.01)
+
+    async def resolve_early_then_idle() -> None:
+        rt.resolve(run_id, "b", "B", early=True)
+        while worker.counts["waiting"] < 2:
+            await asyncio.sleep(0.005)
+        await asyncio.sleep(0.2)  # long enough for a loop to show (it made hundreds)
+
+    asyncio.run(serve(worker, lambda: worker.counts["waiting"] == 1,
+                      then=resolve_early_then_idle))
+    assert worker.counts["claimed"] == 2
+    assert status(queue_store, run_id) is RunStatus.WAITING
+    rt.resolve(run_id, "a", "A")
+    again = Worker(rt, poll_s=0.01)
+    asyncio.run(serve(again, lambda: status(queue_store, run_id) is RunStatus.COMPLETED))
+    assert asyncio.run(rt.resume(run_id)).result == "AB"

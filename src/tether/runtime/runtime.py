@@ -45,6 +45,9 @@ from tether.events import (
     RunFinished,
     RunStarted,
     RunStatus,
+    RunWaiting,
+    TimerFired,
+    TimerStarted,
     WaitResolved,
     WaitStarted,
 )
@@ -566,6 +569,7 @@ class Runtime:
             else:
                 value = await named.fn(ctx)
         except RunSuspended as signal:
+            self._wait_again(journal, signal.key)
             return RunResult(run_id, RunStatus.WAITING, waiting_for=signal.key)
         except RunEscalated as signal:
             return self._finish(journal, RunStatus.ESCALATED, reason=signal.reason)
@@ -575,6 +579,32 @@ class Runtime:
             return await self._fail(ctx, exc)
         data = to_json(value, what=f"workflow {named.name!r}")
         return self._finish(journal, RunStatus.COMPLETED, result=data)
+
+    def _wait_again(self, journal: RunJournal, key: str) -> None:
+        """Make a suspended run's index say it waits, when nothing this execution appended
+        did: a run woken by a resolution it does not wait on yet (or by one of several waits
+        answered) suspends again without a new wait, and would otherwise stay ``running`` —
+        due for every worker, which would resume it over and over. ``run_waiting`` moves it
+        back to ``waiting``, due again at its earliest pending deadline or parked timer.
+
+        A resolution of an open wait that races in first is a real wake-up: then nothing is
+        appended, and the run stays due."""
+        waiting_on = {k for k, expired in journal.waits().items() if expired is None}
+        for _attempt in range(_RESOLVE_ATTEMPTS):
+            info = self.store.get_run(journal.run_id)
+            if info is None or info.status is not RunStatus.RUNNING:
+                return
+            try:
+                journal.record_once(RunWaiting, key=key, wake_at=_next_due(journal))
+                return
+            except ConcurrencyConflict:
+                journal.refresh()  # takes in resolutions delivered meanwhile
+                if any(journal.resolution(k) is not None for k in waiting_on):
+                    return
+        raise ConcurrencyConflict(
+            f"run {journal.run_id!r}: recording that it waits again lost "
+            f"{_RESOLVE_ATTEMPTS} append races in a row; another writer owns the run",
+            run_id=journal.run_id)
 
     async def _fail(self, ctx: RunContext, exc: Exception) -> RunResult:
         error = error_record(exc)
@@ -666,6 +696,23 @@ def _wait_started(journal: RunJournal, key: str) -> WaitStarted | None:
             if isinstance(event, WaitStarted) and event.key == key:
                 found = event
     return found
+
+
+def _next_due(journal: RunJournal) -> float | None:
+    """When a suspended run is next due without a resolution: the earliest deadline of its
+    open waits and wake time of its unfired parked timers (None: none pending)."""
+    open_waits = {k for k, expired in journal.waits().items() if expired is None}
+    times: list[float] = []
+    for pos in journal.positions():
+        events = journal.at(pos)
+        for event in events:
+            if isinstance(event, WaitStarted) and event.key in open_waits and \
+                    event.deadline is not None:
+                times.append(event.deadline)
+            elif isinstance(event, TimerStarted) and event.parked and not any(
+                    isinstance(e, TimerFired) for e in events):
+                times.append(event.wake_at)
+    return min(times, default=None)
 
 
 def _awaits_dequeue(events: Sequence[Event]) -> bool:

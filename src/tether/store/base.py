@@ -48,6 +48,7 @@ from tether.events import (
     RunFinished,
     RunStarted,
     RunStatus,
+    RunWaiting,
     TimerFired,
     TimerStarted,
     WaitExpired,
@@ -283,6 +284,7 @@ def wake_after(status: RunStatus | None, wake_at: float | None,
     * wait_started, parked timer_started: the deadline or wake time (None for a wait without a
       deadline), or the earlier of it and the current one while the run already waits;
     * wait_resolved of a waiting run: its time (the run can go on now);
+    * run_waiting (a woken run that had nothing to do waits again): the time it names;
     * timer_fired, wait_expired, run_dequeued, run_finished: None (a worker is on it or it is
       over).
 
@@ -344,6 +346,8 @@ def _wake_rule(status: RunStatus | None, event: Event) -> tuple[bool, float | No
         return (status is RunStatus.WAITING, due)
     if isinstance(event, WaitResolved):
         return (False, event.at) if status is RunStatus.WAITING else (True, None)
+    if isinstance(event, RunWaiting):  # the run says when it is next due
+        return (False, event.wake_at)
     if isinstance(event, TimerFired | WaitExpired | RunDequeued | RunFinished):
         return (False, None)
     return (True, None)
