@@ -19,6 +19,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -279,7 +280,8 @@ def test_client_tool_form_follows_the_result_schema(tmp_path: Path) -> None:
 @pytest.mark.browser
 def test_a_decision_made_elsewhere_shows_on_the_page(tmp_path: Path) -> None:
     """A turn held for approval is approved by a supervisor through the API, not the page;
-    the page, looking at the waiting run again, shows the decision and the turn's end."""
+    the page, which follows the waiting run on one open stream (no asking again on a timer),
+    shows the decision and the turn's end, on that same stream."""
     chromium = _chromium()
     keys = tmp_path / "keys.yaml"
     ada = make_key(keys, "shop", "ada", "customer")
@@ -300,11 +302,19 @@ def test_a_decision_made_elsewhere_shows_on_the_page(tmp_path: Path) -> None:
                        " f.requestSubmit(); })()")
             browser.wait("document.querySelector('#log .approval')")
             browser.wait("document.querySelector('#log .state.waiting')")
+            # The waiting run stays followed: one stream open, not counted as catching up.
+            browser.wait("window.tetherChat.following() === 1 && window.tetherChat.busy() === 0")
+            browser.js("(() => { window.streams = 0; const real = window.fetch;"
+                       " window.fetch = (url, init) => {"
+                       "  if (String(url).includes('/events')) window.streams += 1;"
+                       "  return real(url, init); }; })()")
             run_id = browser.js("document.querySelector('#log .turn').dataset.run")
             decided = httpx.post(f"{base}/v1/approvals/{run_id}/approve", json={},
                                  headers={"Authorization": f"Bearer {grace}"})
             assert decided.status_code == 200, decided.text
             browser.wait("document.querySelector('#log .state.completed')")
+            # The decision and the turn's end came on the stream already open.
+            assert browser.js("window.streams") == 0
             assert browser.js("[...document.querySelectorAll('#log .approval button')]"
                               ".every(b => b.disabled)")
             assert browser.js("[...document.querySelectorAll('#log .tool')].filter(e =>"
@@ -319,6 +329,76 @@ def test_a_decision_made_elsewhere_shows_on_the_page(tmp_path: Path) -> None:
                               ".map(e => e.disabled)") == [True, True, True, True]
     finally:
         browser.close()
+
+
+@pytest.mark.browser
+def test_an_expired_or_lost_session_is_restored_from_the_pages_copy(tmp_path: Path) -> None:
+    """The page keeps its copy of a session's history. A message to the session once it has
+    expired is refused; the page shows the Restore control, restores the session from its
+    copy, and the next message is a turn again. A server whose store lost the session (a new
+    store) offers the same control on opening it, and the restored session holds the
+    conversation the page kept."""
+    chromium = _chromium()
+    keys = tmp_path / "keys.yaml"
+    ada = make_key(keys, "shop", "ada", "customer")
+    me = {"Authorization": f"Bearer {ada}"}
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}"
+    browser = Browser(chromium, tmp_path / "profile")
+    try:
+        with _serve(tmp_path, keys, port):
+            created = httpx.post(f"{base}/v1/sessions", headers=me, json={
+                "agent": "support-chat", "session_id": "short", "ttl_s": 3})
+            assert created.status_code == 201, created.text
+            browser.goto(f"{base}/")
+            _use_key(browser, ada)
+            _open(browser, "support-chat", "short")
+            _say(browser, "How much did I pay for order ch_0001?")
+            browser.wait("document.querySelector('#log .state.completed')")
+            browser.wait("JSON.parse(localStorage.getItem('tether.history.short') || "
+                         "'{\"history\": []}').history.length >= 2")
+            _until_expired(f"{base}/v1/sessions/short", me)
+            _say(browser, "Hello again?")
+            browser.wait("!document.getElementById('restore-panel').hidden")
+            assert browser.js("document.getElementById('send').disabled")
+            assert "expired" in browser.js("document.getElementById('restore-text').textContent")
+            browser.js("document.getElementById('restore').click()")
+            browser.wait("document.getElementById('restore-panel').hidden"
+                         " && !document.getElementById('send').disabled")
+            view = httpx.get(f"{base}/v1/sessions/short", headers=me).json()
+            assert view["status"] == "active"
+            assert "49.99" in " ".join(str(m["content"]) for m in view["history"])
+            _say(browser, "Which plan am I on?")
+            browser.wait("document.querySelectorAll('#log .state.completed').length === 2")
+        # A server on a new store: it has never heard of the session.
+        for name in ("runs.db", "runs.db-wal", "runs.db-shm"):
+            (tmp_path / name).unlink(missing_ok=True)
+        with _serve(tmp_path, keys, port):
+            browser.goto(f"{base}/")
+            browser.js("(() => { document.getElementById('agent').value = 'support-chat';"
+                       " document.getElementById('session').value = 'short';"
+                       " document.getElementById('session-form').requestSubmit(); })()")
+            browser.wait("!document.getElementById('restore-panel').hidden")
+            assert "no longer has" in browser.js(
+                "document.getElementById('restore-text').textContent")
+            browser.js("document.getElementById('restore').click()")
+            browser.wait("window.tetherChat.session() === 'short'"
+                         " && !document.getElementById('send').disabled")
+            view = httpx.get(f"{base}/v1/sessions/short", headers=me).json()
+            texts = [str(m["content"]) for m in view["history"]]
+            assert view["status"] == "active" and view["turns"] == []
+            assert "How much did I pay for order ch_0001?" in texts
+            assert "Which plan am I on?" in texts
+    finally:
+        browser.close()
+
+
+def _until_expired(url: str, headers: dict[str, str]) -> None:
+    """Wait (a deadline, not an assert on time) until the session at ``url`` has expired."""
+    deadline = time.monotonic() + 60
+    while httpx.get(url, headers=headers).json()["status"] != "expired":
+        assert time.monotonic() < deadline, "the session never expired"
+        time.sleep(0.2)
 
 
 @pytest.mark.browser

@@ -173,7 +173,8 @@ def _finite(text: str) -> float:
 
 
 def _sse(server: Server, run_id: str, after: int,
-         deltas: AsyncIterator[UiEvent] | None = None) -> StreamingResponse:
+         deltas: AsyncIterator[UiEvent] | None = None, *,
+         through_waits: bool = False) -> StreamingResponse:
     """The run's SSE stream after ``after``, with its model's text deltas from now on
     (subscribed here, before the turn's task next runs, so none is missed)."""
 
@@ -183,7 +184,8 @@ def _sse(server: Server, run_id: str, after: int,
     frames: AsyncIterator[str] = event_stream(
         server.store, run_id, after=after, wake=wake, keepalive_s=server.keepalive_s,
         clock=server.runtime.clock, poll_s=server.poll_s,
-        deltas=deltas if deltas is not None else server.deltas.follow(run_id))
+        deltas=deltas if deltas is not None else server.deltas.follow(run_id),
+        through_waits=through_waits)
     # Tether-Run-Id and Tether-After say which run and from which seq before any frame: a
     # client whose connection drops before the first event can still resume at the right place
     # (GET /v1/executions/{run_id}/events after that seq) instead of guessing.
@@ -232,6 +234,15 @@ def _after(request: Request) -> int:
     return int(text)
 
 
+def _until(request: Request) -> str:
+    until = request.query_params.get("until", "waiting")
+    if until not in ("waiting", "finished"):
+        raise Refusal(422, "invalid_request", f"until must be 'waiting' (the stream ends when "
+                      f"the run waits) or 'finished' (it follows the run through its waits), "
+                      f"got {until[:30]!r}", "until")
+    return until
+
+
 # -- handlers -------------------------------------------------------------------------------
 
 
@@ -262,7 +273,7 @@ async def continue_execution(request: Request, server: Server, who: Principal) -
 async def execution_events(request: Request, server: Server, who: Principal) -> Response:
     run_id = request.path_params["run_id"]
     server.own_run(who, run_id)
-    return _sse(server, run_id, _after(request))
+    return _sse(server, run_id, _after(request), through_waits=_until(request) == "finished")
 
 
 async def restore_session(request: Request, server: Server, who: Principal) -> Response:
@@ -518,7 +529,12 @@ OPENAPI: dict[str, Any] = {
             query=({"name": "after", "in": "query", "required": False,
                     "schema": {"type": "integer", "minimum": 0}},
                    {"name": "Last-Event-ID", "in": "header", "required": False,
-                    "schema": {"type": "string"}}))},
+                    "schema": {"type": "string"}},
+                   {"name": "until", "in": "query", "required": False,
+                    "description": "waiting (default): the stream ends when the run waits; "
+                                   "finished: it sends run.waiting and follows the run "
+                                   "through its waits to turn.finished",
+                    "schema": {"type": "string", "enum": ["waiting", "finished"]}}))},
         "/v1/approvals": {"get": _op(
             "Pending approvals of the tenant",
             {"200": _json(_object(("approvals",), approvals=_LIST))}, ())},

@@ -430,9 +430,12 @@ async def event_stream(
     clock: Clock,
     poll_s: float = 0.5,
     deltas: AsyncIterator[UiEvent] | None = None,
+    through_waits: bool = False,
 ) -> AsyncGenerator[str, None]:
     """SSE frames of run ``run_id``: the events with an id above ``after``, then live ones,
-    until a terminal event.
+    until a terminal event (``through_waits``: until ``turn.finished`` only — each time the
+    run waits, ``run.waiting`` is sent once and the stream goes on following it, so a client
+    sees a decision or an answer made elsewhere when it is made, without asking again).
 
     The store is the truth: after every ``wake()`` (a hint that this process appended to the
     run) and at the latest every ``poll_s`` on ``clock``, the stream reads what follows its
@@ -449,7 +452,7 @@ async def event_stream(
     if not (keepalive_s > 0 and poll_s > 0):
         raise UsageError(f"an event stream needs a positive keepalive_s and poll_s, got "
                          f"keepalive_s={keepalive_s!r} poll_s={poll_s!r}")
-    follower = _Follower(store, run_id, after)
+    follower = _Follower(store, run_id, after, through_waits=through_waits)
     source = deltas
     last_sent = clock.now()
     pending: dict[str, asyncio.Future[Any]] = {}
@@ -505,8 +508,12 @@ async def event_stream(
 class _Follower:
     """What a stream has read and sent of one run."""
 
-    def __init__(self, store: Store, run_id: str, after: int) -> None:
+    def __init__(self, store: Store, run_id: str, after: int, *,
+                 through_waits: bool = False) -> None:
         self.store, self.run_id = store, run_id
+        self.through_waits = through_waits
+        #: The last seq at which ``run.waiting`` was sent (once per suspension).
+        self.waiting_at = -1
         self.after = max(0, int(after))
         self.sent = self.after
         self.events: list[Event] = []
@@ -563,9 +570,12 @@ class _Follower:
                 return frames, True
         if finished:
             return frames, True
-        if ending:
+        if ending and not self.through_waits:
             frames.append(format_event(_waiting(self.events)))
             return frames, True
+        if ending and self.waiting_at != last:
+            self.waiting_at = last
+            frames.append(format_event(_waiting(self.events)))
         return frames, False
 
     def stale(self, delta: UiEvent) -> bool:

@@ -5,6 +5,11 @@
 // body nor an Authorization header). Each run remembers the last event id it showed; a
 // dropped connection is resumed with Last-Event-ID after a backoff, and an event whose id was
 // already shown is skipped, so a turn is shown once however often the stream is resumed.
+// A run that waits (a client tool, an approval) stays followed on one stream that goes on
+// through its waits (?until=finished): an answer or a decision made elsewhere shows when it is
+// made, and the page asks the server nothing more until an event comes or the stream drops.
+// The page keeps its own copy of each session's history (localStorage); a session that
+// expired, or that the server lost, is restored from that copy with the Restore control.
 // Text from the server is only ever inserted as text (textContent), never as markup.
 "use strict";
 
@@ -12,9 +17,11 @@
   const $ = (id) => document.getElementById(id);
   const KEY = "tether.key";
   const TERMINAL = new Set(["turn.finished", "run.waiting"]);
+  const FINISHED = new Set(["turn.finished"]);
   const BACKOFF_MS = [250, 500, 1000, 2000, 4000];
   const MAX_ATTEMPTS = 40;
-  const POLL_MS = 2000;
+  const HISTORY = "tether.history.";
+  const MESSAGE_FIELDS = ["role", "content", "tool_calls", "tool_call_id"];
 
   let sessionId = null;
   const runs = new Map(); // run id -> run state (below)
@@ -71,15 +78,16 @@
       $("log").appendChild(box);
       run = { id: runId, lastId: 0, box: box, delta: null, calls: new Map(),
               revisions: new Set(), state: null, following: false, again: false,
-              done: false, poll: null };
+              done: false, waiting: false };
       runs.set(runId, run);
     }
     return run;
   }
 
   // Reads SSE frames from a fetch response; calls onFrame(id|null, type, data) for each.
-  // Resolves true when a terminal event was read, false when the stream ended without one.
-  async function readFrames(response, onFrame) {
+  // Resolves true when a terminal event (of `terminal`) was read, false when the stream
+  // ended without one.
+  async function readFrames(response, onFrame, terminal) {
     const reader = response.body.getReader();
     const decoder = new TextDecoder();
     let buffer = "";
@@ -95,7 +103,7 @@
           if (frame.data.length) {
             const type = frame.event || "message";
             onFrame(frame.id, type, JSON.parse(frame.data.join("\n")));
-            if (TERMINAL.has(type)) {
+            if (terminal.has(type)) {
               reader.cancel().catch(() => {});
               return true;
             }
@@ -115,8 +123,9 @@
     }
   }
 
-  // Follows a run's stream to its end: `first` is the response that opened it (a fire's or a
-  // continue's), or null to open it with GET .../events after the last id shown.
+  // Follows a run's stream to the turn's end: `first` is the response that opened it (a fire's
+  // or a continue's, which ends when the run waits), or null to open it with GET .../events
+  // after the last id shown, through the run's waits.
   async function follow(runId, first) {
     const run = runOf(runId);
     if (run.done) return;
@@ -128,7 +137,6 @@
       return;
     }
     run.following = true;
-    clearTimeout(run.poll);
     busy += 1;
     let response = first;
     let attempt = 0;
@@ -136,7 +144,8 @@
       for (;;) {
         try {
           if (response === null) {
-            response = await fetch("/v1/executions/" + encodeURIComponent(runId) + "/events",
+            response = await fetch("/v1/executions/" + encodeURIComponent(runId) +
+                                   "/events?until=finished",
                                    { headers: headers({ "Last-Event-ID": String(run.lastId) }) });
             if (!response.ok) {
               const error = await problem(response);
@@ -151,24 +160,23 @@
             attempt = 0;
             status("");
             onEvent(run, id, type, data);
-          });
+          }, response === first ? TERMINAL : FINISHED);
           if (ended) {
             status("");
-            if (run.again && !run.done) {
+            if (!run.done && runs.get(runId) === run) {
+              // The run waits: follow it on through its waits (someone else may answer or
+              // decide), on one stream that speaks only when something happens.
               run.again = false;
               response = null;
               continue;
             }
-            if (!run.done && runs.get(runId) === run) {
-              // Waiting: someone else (another key, another tab) may answer or decide, and
-              // nothing tells this page; look again in a while.
-              run.poll = setTimeout(() => follow(runId, null), POLL_MS);
-            }
+            saveHistory();
             return;
           }
         } catch (e) {
           // The connection dropped (or the server is away): resume below.
         }
+        if (runs.get(runId) !== run) return; // another session was opened meanwhile
         response = null;
         attempt += 1;
         if (attempt > MAX_ATTEMPTS) {
@@ -188,6 +196,7 @@
     if (id !== null) {
       if (id <= run.lastId) return; // already shown: a resumed stream replays nothing twice
       run.lastId = id;
+      run.waiting = false;
     }
     const render = RENDER[type];
     if (render) render(run, data, id);
@@ -280,6 +289,8 @@
       }
     },
     "run.waiting": (run, data) => {
+      run.waiting = true;
+      saveHistory();
       const waits = (data.waiting_for || []).map((w) => w.kind || w.key || "").join(", ");
       showState(run, "waiting", "waiting" + (waits ? " for " + waits : ""));
     },
@@ -419,10 +430,116 @@
 
   // -- sessions and messages ----------------------------------------------------------------
 
-  async function open(agent, sid) {
+  // -- the page's copy of a session's history, and restoring from it -------------------------
+
+  function historyKey(sid) {
+    return HISTORY + sid;
+  }
+
+  function savedHistory(sid) {
+    try {
+      const saved = JSON.parse(localStorage.getItem(historyKey(sid)) || "null");
+      return saved && Array.isArray(saved.history) ? saved : null;
+    } catch (e) {
+      return null;
+    }
+  }
+
+  // Keeps the session's history as the server shows it now (messages only: what restore
+  // takes), after each turn ends or waits. A copy is never replaced by a shorter one: a
+  // restored session starts from the copy, and its later turns add to it.
+  // Turns ending together (a session's turns replayed when it is opened) read it once more,
+  // not once each.
+  let saving = null;
+  let saveAgain = false;
+
+  function saveHistory() {
+    if (saving !== null) {
+      saveAgain = true;
+      return saving;
+    }
+    saving = (async () => {
+      do {
+        saveAgain = false;
+        const sid = sessionId;
+        if (sid === null) break;
+        try {
+          const response = await api("GET", "/v1/sessions/" + encodeURIComponent(sid));
+          if (response.ok && sid === sessionId) keepHistory(await response.json());
+        } catch (e) {
+          // Kept as it was: the next turn's end tries again.
+        }
+      } while (saveAgain);
+      saving = null;
+    })();
+    return saving;
+  }
+
+  function keepHistory(view) {
+    const history = (view.history || []).map((row) => {
+      const message = {};
+      for (const field of MESSAGE_FIELDS) {
+        if (row[field] !== undefined && row[field] !== null) message[field] = row[field];
+      }
+      return message;
+    });
+    const saved = savedHistory(view.id);
+    if (saved && saved.history.length > history.length) return;
+    localStorage.setItem(historyKey(view.id),
+                         JSON.stringify({ agent: view.agent, history: history }));
+  }
+
+  function clearSession() {
+    for (const run of runs.values()) run.box.remove();
+    runs.clear();
+    $("restore-panel").hidden = true;
+  }
+
+  // Offers to restore session `sid` (expired, or lost by the server when `lost`) from the
+  // page's copy of its history.
+  function offerRestore(agent, sid, lost) {
+    const saved = savedHistory(sid);
+    const panel = $("restore-panel");
+    $("restore").disabled = saved === null;
+    $("restore-text").textContent = (lost ? "The server no longer has session " + sid :
+      "Session " + sid + " has expired") + (saved === null ?
+      "; this page holds no copy of its history to restore it from." :
+      ". This page holds a copy of its history (" + saved.history.length + " messages).");
+    panel.dataset.agent = agent;
+    panel.dataset.session = sid;
+    panel.dataset.lost = lost ? "1" : "";
+    panel.hidden = false;
+    $("send").disabled = true;
+  }
+
+  async function restore() {
+    const panel = $("restore-panel");
+    const sid = panel.dataset.session;
+    const saved = savedHistory(sid);
+    if (!saved) return;
+    const body = { history: saved.history };
+    if (panel.dataset.lost) body.agent = saved.agent || panel.dataset.agent;
+    $("restore").disabled = true;
+    const response = await api("POST", "/v1/sessions/" + encodeURIComponent(sid) + "/restore",
+                               body);
+    if (!response.ok) {
+      status((await problem(response)).message);
+      $("restore").disabled = false;
+      return;
+    }
+    status("restored from this page's copy");
+    await open(panel.dataset.agent, sid, { restored: true });
+  }
+
+  async function open(agent, sid, options) {
     sessionId = null;
     $("send").disabled = true;
     let response = await api("GET", "/v1/sessions/" + encodeURIComponent(sid));
+    if (response.status === 404 && savedHistory(sid) !== null && !(options || {}).fresh) {
+      clearSession();
+      offerRestore(agent, sid, true);
+      return;
+    }
     if (response.status === 404) {
       response = await api("POST", "/v1/sessions", { agent: agent, session_id: sid });
     }
@@ -431,14 +548,15 @@
       return;
     }
     const view = await response.json();
+    clearSession();
     sessionId = view.id;
-    for (const run of runs.values()) {
-      clearTimeout(run.poll);
-      run.box.remove();
+    if (!(options || {}).restored) status("");
+    if (view.status === "expired") {
+      offerRestore(view.agent, view.id, false);
+    } else {
+      keepHistory(view);
+      $("send").disabled = view.status !== "active";
     }
-    runs.clear();
-    $("send").disabled = false;
-    status("");
     // Each turn's run is replayed from its start, then followed if it is still going.
     for (const turn of view.turns) runOf(turn.run_id);
     await Promise.all(view.turns.map((turn) => follow(turn.run_id, null)));
@@ -499,7 +617,10 @@
         return;
       }
       const refused = await problem(response);
-      if (refused.type === "session_conflict") {
+      if (refused.type === "session_expired") {
+        offerRestore(view.agent, sid, false);
+        status(refused.message);
+      } else if (refused.type === "session_conflict") {
         await open(view.agent, sid);
         status("the session changed meanwhile; it is shown as stored now: send again");
       } else {
@@ -534,7 +655,19 @@
     send(text);
   });
 
+  $("restore").addEventListener("click", () => restore());
+  $("start-over").addEventListener("click", () => {
+    const panel = $("restore-panel");
+    localStorage.removeItem(historyKey(panel.dataset.session));
+    open(panel.dataset.agent, panel.dataset.session, { fresh: true });
+  });
+
   if (key()) $("who").textContent = "key set";
-  // For tests and tools: how many streams are open or being resumed.
-  window.tetherChat = { busy: () => busy, session: () => sessionId };
+  // For tests and tools: how many streams are catching up (open or being resumed, not
+  // counting those following a run that waits), and how many streams follow runs at all.
+  window.tetherChat = {
+    busy: () => busy - [...runs.values()].filter((r) => r.following && r.waiting).length,
+    following: () => [...runs.values()].filter((r) => r.following).length,
+    session: () => sessionId,
+  };
 })();
