@@ -3,6 +3,7 @@ cluster, through the loss of a node, from the CLI; a missing Ray is bad input.""
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import sys
@@ -154,6 +155,29 @@ def test_without_an_address_a_local_ray_is_started_and_shut_down(
     assert sorted(read_records(tmp_path / "local.jsonl"), key=str) == \
         sorted(read_records(tmp_path / "connected.jsonl"), key=str)
 
+
+@pytest.mark.ray
+def test_tasks_in_flight_are_bounded_by_the_cluster_cpus(
+        cluster: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Many items, a two-CPU cluster: IN_FLIGHT_PER_CPU × 2 tasks submitted and unfinished at
+    once, never more; every item's result comes back once. (Before a node is lost: Ray counts
+    a lost node's CPUs for a while.)"""
+    import ray
+
+    from tether.evals.ray_backend import IN_FLIGHT_PER_CPU, ray_unordered
+
+    waited: list[int] = []
+    real_wait = ray.wait
+
+    def counting_wait(refs: list[Any], **options: Any) -> Any:
+        waited.append(len(refs))
+        return real_wait(refs, **options)
+
+    monkeypatch.setattr(ray, "wait", counting_wait)
+    items = [f"folder/{n}.txt" for n in range(40)]
+    results = dict(ray_unordered(os.path.basename, items, address=cluster.address))
+    assert results == {n: f"{n}.txt" for n in range(40)}
+    assert max(waited) == IN_FLIGHT_PER_CPU * 2
 
 @pytest.mark.ray
 def test_a_node_lost_in_the_middle_of_a_campaign_changes_nothing(
