@@ -135,7 +135,8 @@ def worker(
     as_json: JsonOpt = False,
 ) -> None:
     """Claim and execute due runs (queued, resolved, timers due, owner dead) until SIGTERM or
-    SIGINT; then hand back what is in flight and exit 0."""
+    SIGINT; then hand back what is in flight (a second signal: without waiting out the grace)
+    and exit 0."""
     try:
         found = [load_workflow(spec) for spec in workflows]
         queues = parse_queues(queue or [], concurrency)
@@ -162,8 +163,15 @@ def worker(
 async def _serve(served: Worker) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+
+    def on_signal() -> None:
+        # The first signal stops gracefully; a second cuts the grace short.
+        if stop.is_set():
+            served.hurry()
+        stop.set()
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, on_signal)
     await served.run(stop)
 
 

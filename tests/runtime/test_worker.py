@@ -399,3 +399,35 @@ def test_a_run_woken_with_nothing_to_do_waits_again_instead_of_being_claimed_ove
     again = Worker(rt, poll_s=0.01)
     asyncio.run(serve(again, lambda: status(queue_store, run_id) is RunStatus.COMPLETED))
     assert asyncio.run(rt.resume(run_id)).result == "AB"
+
+
+def test_hurry_cuts_the_grace_short(queue_store: Any) -> None:
+    """With an hour of grace, a run stuck in a call is still cancelled and handed back as
+    soon as hurry() is called (tether worker's second signal)."""
+    started = asyncio.Event()
+
+    @workflow(name="stuck_long")
+    async def stuck_long(ctx: RunContext) -> None:
+        async def forever() -> None:
+            started.set()
+            await asyncio.Event().wait()
+
+        await ctx.step("forever", forever)
+
+    rt = runtime(queue_store, stuck_long)
+    run_id = rt.enqueue(stuck_long)
+    worker = Worker(rt, poll_s=0.05, grace_s=3600)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        task = asyncio.create_task(worker.run(stop))
+        await asyncio.wait_for(started.wait(), PATIENCE_S)
+        stop.set()
+        await asyncio.sleep(0.05)
+        worker.hurry()
+        await asyncio.wait_for(task, PATIENCE_S)
+
+    asyncio.run(main())
+    assert worker.counts["handed back"] == 1
+    info = queue_store.get_run(run_id)
+    assert info is not None and info.owner is None

@@ -147,6 +147,8 @@ class Worker:
         self.counts: Counter[str] = Counter()
         self._running: dict[str, tuple[asyncio.Task[None], Lease, str | None]] = {}
         self._stopping = False
+        self._hurried = False
+        self._grace: asyncio.Future[None] | None = None
         self._changed = asyncio.Event()
         self._signal: asyncio.Future[bool] | None = None
         self._signal_began = 0.0
@@ -192,6 +194,13 @@ class Worker:
                 # A store that is down leaves the row behind, stale: readers see it as dead.
                 with contextlib.suppress(Exception):
                     self.store.forget(self.name)
+
+    def hurry(self) -> None:
+        """Cut a stop's grace short: runs still inside a call are cancelled (and handed back)
+        now. ``tether worker`` does this on a second SIGTERM or SIGINT."""
+        self._hurried = True
+        if self._grace is not None:
+            self._grace.cancel()
 
     # -- claiming --------------------------------------------------------------------------
 
@@ -370,7 +379,9 @@ class Worker:
             return
         for run_id in list(self._running):
             self.runtime.hand_back(run_id)
-        grace = asyncio.ensure_future(self.runtime.clock.sleep(self.grace_s))
+        grace = self._grace = asyncio.ensure_future(self.runtime.clock.sleep(self.grace_s))
+        if self._hurried:
+            grace.cancel()
         pending = set(tasks)
         while pending and not grace.done():
             _, pending = await asyncio.wait({*pending, grace},
