@@ -13,6 +13,7 @@ from tether.events import (
     RunFinished,
     RunStarted,
     RunStatus,
+    RunWaiting,
     StepRecorded,
     TimerFired,
     TimerStarted,
@@ -35,6 +36,7 @@ _EVENT: st.SearchStrategy[Any] = st.one_of(
     st.builds(RunStarted, seq=st.just(1), at=_T, workflow=st.just("w"), seed=st.just(0),
               queue=st.none() | st.sampled_from(["default", "q"])),
     st.builds(RunDequeued, seq=st.just(2), at=_T),
+    st.builds(RunWaiting, seq=st.just(2), at=_T, key=st.just("k"), wake_at=st.none() | _T),
     st.builds(WaitStarted, seq=st.just(2), at=_T, pos=st.just(0), key=st.just("k"),
               deadline=st.none() | _T),
     st.builds(WaitResolved, seq=st.just(2), at=_T, key=st.just("k")),
@@ -91,6 +93,8 @@ def test_the_rule_table() -> None:
     assert wake_after(running, None, [TimerStarted(seq=2, at=6.0, pos=0, wake_at=9.0)]) is None
     assert wake_after(waiting, None, [WaitResolved(seq=3, at=7.0, key="k")]) == 7.0
     assert wake_after(running, None, [WaitResolved(seq=3, at=7.0, key="k")]) is None
+    assert wake_after(running, 7.0, [RunWaiting(seq=4, at=8.0, key="k", wake_at=40.0)]) == 40.0
+    assert wake_after(running, 7.0, [RunWaiting(seq=4, at=8.0, key="k")]) is None
     for clear in (TimerFired(seq=3, at=8.0, pos=0), WaitExpired(seq=3, at=8.0, pos=0, key="k"),
                   RunDequeued(seq=3, at=8.0),
                   RunFinished(seq=3, at=8.0, status=RunStatus.COMPLETED)):

@@ -24,6 +24,7 @@ from tether.events import (
     RunFinished,
     RunStarted,
     RunStatus,
+    RunWaiting,
     StepRecorded,
     TimerFired,
     TimerStarted,
@@ -42,7 +43,7 @@ _RUNS = 3
 _TTL_S = 10.0
 _QUEUES = ["default", "a", "b"]
 _SELECTIONS: list[list[str] | None] = [None, ["a"], ["default", "b"], []]
-_WORK = ["dequeue", "wait", "wait_deadline", "park", "wake", "step", "finish"]
+_WORK = ["dequeue", "wait", "wait_deadline", "park", "wait_again", "wake", "step", "finish"]
 _DELAYS_S = [0.0, 5.0, 20.0]
 _TICKS_S = [0.0, 1.0, 5.0, 10.0, 25.0]
 
@@ -189,6 +190,12 @@ class QueueModel:
                 assert wake is not None
                 return TimerStarted(seq=seq, at=at, pos=seq, wake_at=wake, parked=True)
             return WaitStarted(seq=seq, at=at, pos=seq, key="k", deadline=wake)
+        if what == "wait_again" and running:
+            # A run woken with nothing to do suspends again, naming when it is next due.
+            wake = None if delay_s == 0.0 else at + delay_s
+            run.status, run.updated_at, run.wake_at = RunStatus.WAITING, at, wake
+            run.suspended_by = "wait"
+            return RunWaiting(seq=seq, at=at, key="k", wake_at=wake)
         if what == "wake" and run.status is RunStatus.WAITING:
             timer = run.suspended_by == "timer"
             run.status, run.updated_at, run.wake_at = RunStatus.RUNNING, at, None
