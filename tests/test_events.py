@@ -125,3 +125,15 @@ def test_queued_run_status_follows_the_journal() -> None:
     status = status_after(status, TimerStarted(seq=3, at=1, pos=0, wake_at=5, parked=True))
     assert status is RunStatus.WAITING
     assert status_after(status, TimerFired(seq=4, at=5, pos=0)) is RunStatus.RUNNING
+
+
+def test_a_field_from_a_newer_tether_is_schema_too_new() -> None:
+    """An event with fields this tether does not know was written by a newer one: upgrade,
+    not corruption (as a queued run_started would have been to the tether before queues)."""
+    newer = json.loads(encode(RunStarted(seq=1, at=0.0, workflow="w", seed=1)))
+    newer["priority"] = 3
+    with pytest.raises(SchemaTooNew, match=r"run_started has fields .* \(priority\).*upgrade"):
+        decode(json.dumps(newer), run_id="r1", seq=1)
+    newer["seed"] = "not a seed"
+    with pytest.raises(CorruptJournal, match="does not match its schema"):
+        decode(json.dumps(newer), run_id="r1", seq=1)

@@ -542,6 +542,14 @@ def decode(body: str, *, run_id: str = "", seq: int | None = None, crc: int | No
     try:
         event = _ADAPTER.validate_python(raw)
     except ValidationError as exc:
+        unknown = [".".join(map(str, e["loc"][1:])) for e in exc.errors()
+                   if e["type"] == "extra_forbidden"]
+        if unknown and len(unknown) == exc.error_count():
+            # Fields are added to kinds over time (optional, left out at their default): one
+            # this tether does not know means a newer writer; damage is the checksum's to catch.
+            raise SchemaTooNew(f"{where}: {kind} has fields this tether does not know "
+                               f"({', '.join(unknown)}); it was written by a newer tether; "
+                               "upgrade tether to read it") from exc
         raise CorruptJournal(f"{where}: {kind} does not match its schema: {exc}") from exc
     if seq is not None and event.seq != seq:
         raise CorruptJournal(f"{where}: body says seq {event.seq}")
