@@ -148,6 +148,7 @@ class Worker:
         self._running: dict[str, tuple[asyncio.Task[None], Lease, str | None]] = {}
         self._stopping = False
         self._hurried = False
+        self._claimed_at = float("-inf")
         self._grace: asyncio.Future[None] | None = None
         self._changed = asyncio.Event()
         self._signal: asyncio.Future[bool] | None = None
@@ -215,6 +216,7 @@ class Worker:
     def _claim_round(self) -> int:
         """Claim what fits, one run per queue in turn (rotating the first), until the slots
         are full or no queue has anything due; returns how many runs were claimed."""
+        self._claimed_at = self.runtime.clock.now()
         keys = list(self._limits)
         start = self._turn % len(keys)
         self._turn += 1
@@ -316,10 +318,10 @@ class Worker:
                 self._trouble(exc)
                 wake = None
             now = self.runtime.clock.now()
-            # A due time already past was just claimed for and found nothing: not a reason
-            # to hurry (it is someone else's live lease, or another clock's notion of now).
-            if wake is not None and wake > now:
-                timeout = min(timeout, wake - now)
+            # A time due before the last claim was claimed for and found nothing: no reason
+            # to hurry (another clock's notion of now). One due since then is claimed at once.
+            if wake is not None and wake > self._claimed_at:
+                timeout = max(0.0, min(timeout, wake - now))
             waiters.append(asyncio.ensure_future(self._signalled()))
         waiters.append(asyncio.ensure_future(self.runtime.clock.sleep(timeout)))
         try:
