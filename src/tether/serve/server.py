@@ -13,9 +13,9 @@ take the caller's :class:`~tether.serve.tenants.Principal` and the public ids of
 - :meth:`Server.start` finishes the turns a killed server left open (their runs are leased
   by the same worker name, so they are taken back at once) and records how they ended;
 - :meth:`Server.tick` (every ``tick_s`` on the runtime's clock, from :meth:`Server.start` to
-  :meth:`Server.stop`) fires the schedule triggers' due slots and resumes turn runs whose
-  wait deadline passed (a client tool's ``timeout_s``, an approval's timeout), bounded per
-  tick, each as a task of its session;
+  :meth:`Server.stop`) fires the schedule triggers' due slots and resumes the turn runs the
+  store's work queue says are due (a wait deadline passed, a wait resolved from elsewhere, a
+  dead server's lease expired), bounded per tick, each as a task of its session;
 - a webhook delivery (:meth:`Server.fire_webhook`) carries no API key: the trigger's HMAC
   secret authenticates the sender and the tenant is the one the path names;
 - ``expected_revision`` is a compare-and-set on the session's stream, so it holds between
@@ -50,7 +50,7 @@ from tether.sessions.loader import AgentDefinition
 from tether.sessions.session import Session, Sessions, TurnResult
 from tether.sessions.state import SESSION_WORKFLOW, SessionStatus, stream_id, turn_run_id
 from tether.sessions.triggers import Fired, due, fire, fire_due, fire_webhook
-from tether.store.base import Store
+from tether.store.base import Store, WorkQueue, claimable
 
 __all__ = ["Limits", "Refusal", "Server", "Started"]
 
@@ -135,10 +135,11 @@ class Server:
         self._cursor = {"sessions": 0, "waits": 0}
         #: Sessions and runs a tick queued work for that has not ended yet (queued once).
         self._ticking: set[str] = set()
-        #: Waiting run -> (last seq, earliest open wait deadline), read once per journal change.
+        #: Waiting run -> (last seq, earliest open wait deadline), read once per journal change
+        #: (for a store that is not a work queue: see :meth:`_due_turns`).
         self._deadlines: dict[str, tuple[int, float | None]] = {}
-        #: Waiting run -> the last seq at which a tick resumed it past a deadline (not again
-        #: until the run changes: a resumption that could not settle it is not retried hot).
+        #: Due turn run -> the last seq at which a tick resumed it (not again until the run
+        #: changes: a resumption that could not settle it is not retried hot).
         self._expired_at: dict[str, int] = {}
         self.keys, self.limits = keys, limits or Limits()
         #: Where webhook triggers' HMAC secrets are read (``os.environ`` by default).
@@ -232,9 +233,11 @@ class Server:
 
     async def tick(self) -> int:
         """One pass of the timer loop: queue (as session tasks, behind whatever the session
-        is doing) the schedule slots that came due, and the resumption of turn runs whose
-        wait deadline passed (a client tool's ``timeout_s``, an approval's timeout: a wait is
-        only settled when its run is resumed). At most ``tick_batch`` sessions and as many
+        is doing) the schedule slots that came due, and the resumption of turn runs that are
+        due (:meth:`_due_turns`): a wait whose deadline passed (a client tool's ``timeout_s``,
+        an approval's timeout: a wait is only settled when its run is resumed), a wait
+        resolved from outside this server (``tether approve``, another server), a turn whose
+        server died (its lease expired). At most ``tick_batch`` sessions and as many
         waiting runs are looked at per tick, round-robin, so one tick's work is bounded and
         every session is reached within a few ticks. A failure in one session is logged and
         the others go on. Returns how many tasks were queued."""
@@ -251,19 +254,15 @@ class Server:
                     queued += self._queue_due(stored, scheduled)
                 except Exception as exc:  # one broken session does not stop the others
                     log.warning("session %s: schedule check failed: %r", stored, exc)
-        waiting = sorted((info.run_id, info.last_seq)
-                         for info in self.store.list_runs(status=[RunStatus.WAITING],
-                                                          limit=_LISTED)
-                         if _session_of_turn(info.run_id) is not None)
-        live = {run_id for run_id, _ in waiting}
-        for gone in [r for r in self._deadlines if r not in live]:
-            self._deadlines.pop(gone, None)
+        due = self._due_turns()
+        live = {run_id for run_id, _ in due}
+        for gone in [r for r in self._expired_at if r not in live]:
             self._expired_at.pop(gone, None)
-        for run_id, last_seq in self._batch("waits", waiting):
+        for run_id, last_seq in self._batch("waits", due):
             try:
-                queued += self._queue_expired(run_id, last_seq)
+                queued += self._queue_turn(run_id, last_seq)
             except Exception as exc:
-                log.warning("run %s: deadline check failed: %r", run_id, exc)
+                log.warning("run %s: resuming it failed: %r", run_id, exc)
         return queued
 
     def _batch(self, kind: str, items: Sequence[T]) -> list[T]:
@@ -297,16 +296,46 @@ class Server:
         self._after(stored, go)
         return 1
 
-    def _queue_expired(self, run_id: str, last_seq: int) -> int:
+    def _due_turns(self) -> list[tuple[str, int]]:
+        """Turn runs that need a worker now, as (run id, last seq): waiting ones whose wake
+        time came (a deadline passed, or a resolution arrived, maybe from another process),
+        and running ones nobody holds a live lease on (their server died).
+
+        The store's work queue says first whether anything is due at all
+        (:meth:`~tether.store.base.WorkQueue.next_wake`), so a tick with nothing due reads
+        no listing of runs; only then are the waiting and running runs listed and sorted out
+        by the queue's own rule (:func:`~tether.store.base.claimable`). A store that is not
+        a work queue has its waiting runs' journals read for their deadlines instead."""
+        now = self.runtime.clock.now()
+        if isinstance(self.store, WorkQueue):
+            wake = self.store.next_wake()
+            if wake is None or wake > now:
+                return []
+            infos = self.store.list_runs(status=[RunStatus.WAITING, RunStatus.RUNNING],
+                                         limit=_LISTED)
+            return sorted((i.run_id, i.last_seq) for i in infos
+                          if _session_of_turn(i.run_id) is not None and claimable(i, now=now))
+        waiting = [i for i in self.store.list_runs(status=[RunStatus.WAITING], limit=_LISTED)
+                   if _session_of_turn(i.run_id) is not None]
+        for gone in [r for r in self._deadlines if r not in {i.run_id for i in waiting}]:
+            del self._deadlines[gone]
+        due: list[tuple[str, int]] = []
+        for info in waiting:
+            known = self._deadlines.get(info.run_id)
+            if known is None or known[0] != info.last_seq:
+                known = (info.last_seq, _earliest_deadline(self.store.read(info.run_id)))
+                self._deadlines[info.run_id] = known
+            if known[1] is not None and known[1] <= now:
+                due.append((info.run_id, info.last_seq))
+        return sorted(due)
+
+    def _queue_turn(self, run_id: str, last_seq: int) -> int:
+        """Queue the resumption of due turn run ``run_id`` as a task of its session, unless
+        the session has work under way (that work, or the next tick, sees to it) or this
+        run was already resumed at ``last_seq`` (a resumption that could not settle it is
+        not retried hot)."""
         stored = _session_of_turn(run_id)
-        if stored is None or run_id in self._ticking:
-            return 0
-        known = self._deadlines.get(run_id)
-        if known is None or known[0] != last_seq:
-            known = (last_seq, _earliest_deadline(self.store.read(run_id)))
-            self._deadlines[run_id] = known
-        deadline = known[1]
-        if deadline is None or deadline > self.runtime.clock.now():
+        if stored is None or run_id in self._ticking or stored in self._tails:
             return 0
         if self._expired_at.get(run_id) == last_seq:
             return 0
@@ -317,7 +346,7 @@ class Server:
 
         async def go() -> TurnResult | None:
             try:
-                return await self.sessions.resume(stored)
+                return await self._take_back(stored)
             finally:
                 self._ticking.discard(run_id)
 
