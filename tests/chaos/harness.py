@@ -9,6 +9,7 @@ the problems (an empty list: everything held).
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -63,6 +64,8 @@ class Settings:
     chaos_s: float
     settle_s: float
     timer_s: float = 1.5
+    #: The share of restarts that are graceful (SIGTERM) rather than SIGKILL.
+    term_share: float = 0.2
     latency_s: float = 0.01
     poll_s: float = 0.2
     grace_s: float = 1.0
@@ -75,26 +78,42 @@ class Summary:
     seed: int
     runs: int = 0
     kills: int = 0
+    terms: int = 0
+    bad_exits: list[str] = field(default_factory=list)
     same_name_restarts: int = 0
     new_name_restarts: int = 0
     orphaned: set[str] = field(default_factory=set)
     statuses: Counter[str] = field(default_factory=Counter)
     reinvoked: int = 0
+    #: Runs that escalated or re-invoked a handler without ever being owned by a killed
+    #: worker (their lease was lost some other way: a stalled worker, a slow heartbeat).
+    unexplained: set[str] = field(default_factory=set)
     max_idempotent_invocations: int = 0
     lookups: Counter[str] = field(default_factory=Counter)
+    outcomes: Counter[str] = field(default_factory=Counter)
     converged_under_chaos: bool = False
     wall_s: float = 0.0
 
     def line(self) -> str:
-        return (f"chaos seed={self.seed} (TETHER_CHAOS_SEED) runs={self.runs} kills={self.kills} "
-                f"(restarted same name {self.same_name_restarts}, new name "
-                f"{self.new_name_restarts}) runs orphaned by a kill={len(self.orphaned)} "
-                f"intent keys whose handler ran in 2+ processes={self.reinvoked} "
-                f"statuses={dict(sorted(self.statuses.items()))} "
-                f"max idempotent invocations per key={self.max_idempotent_invocations} "
-                f"label lookups={dict(sorted(self.lookups.items()))} "
-                f"finished while killing={self.converged_under_chaos} "
-                f"wall={self.wall_s:.1f}s")
+        facts = {
+            "seed (TETHER_CHAOS_SEED)": self.seed,
+            "runs": self.runs,
+            "SIGKILLs": self.kills,
+            "SIGTERM restarts": self.terms,
+            "restarts under the same name / a new name":
+                f"{self.same_name_restarts} / {self.new_name_restarts}",
+            "runs a stopped worker held (taken over)": len(self.orphaned),
+            "intent keys whose handler ran in 2+ processes": self.reinvoked,
+            "runs escalated or re-invoked but never held by a stopped worker":
+                sorted(self.unexplained),
+            "statuses": dict(sorted(self.statuses.items())),
+            "most invocations of one idempotent key": self.max_idempotent_invocations,
+            "label lookups": dict(sorted(self.lookups.items())),
+            "workers' outcomes": dict(sorted(self.outcomes.items())),
+            "every run finished while workers were being killed": self.converged_under_chaos,
+            "wall time": f"{self.wall_s:.1f} s",
+        }
+        return "chaos summary: " + "; ".join(f"{k}: {v}" for k, v in facts.items())
 
 
 class Pool:
@@ -122,7 +141,7 @@ class Pool:
                 "--workflow", "tests.chaos.worker_app:WF", *queues,
                 "--concurrency", str(s.concurrency), "--name", name,
                 "--lease-ttl-s", str(s.lease_ttl_s), "--poll-s", str(s.poll_s),
-                "--grace-s", str(s.grace_s), "--park-timers-after-s", "0.5"]
+                "--grace-s", str(s.grace_s), "--park-timers-after-s", "0.5", "--json"]
 
     def spawn(self, slot: int, name: str) -> None:
         self._generation[slot] += 1
@@ -155,6 +174,23 @@ class Pool:
         except OSError:
             return "(no log)"
 
+    def reports(self) -> tuple[Counter[str], list[str]]:
+        """What every worker process printed: its runs' outcomes (``--json`` lines) counted,
+        and the lines that are neither an outcome nor the worker's start and stop notes (store
+        errors, tracebacks)."""
+        outcomes: Counter[str] = Counter()
+        other: list[str] = []
+        for log in sorted(self.folder.glob("*.log")):
+            for line in log.read_text(errors="replace").splitlines():
+                if line.startswith("{"):
+                    report = json.loads(line)
+                    outcomes[report["outcome"]] += 1
+                    if report["outcome"] in ("error", "unknown workflow"):
+                        other.append(f"{log.name}: {line}")
+                elif line.strip() and not line.startswith("worker "):
+                    other.append(f"{log.name}: {line}")
+        return outcomes, other
+
     def wait_registered(self, store: Store, timeout_s: float = 30.0) -> None:
         """Wait until every worker process has beaten the registry: a worker signalled before
         it installs its handlers (still importing) dies of the signal, with nothing to hand
@@ -164,6 +200,25 @@ class Pool:
         while not pids <= {w.pid for w in store.workers()}:  # type: ignore[attr-defined]
             assert time.monotonic() < deadline, f"workers {pids} never registered"
             time.sleep(0.05)
+
+    def registered(self, store: Store) -> list[int]:
+        """The slots whose worker has beaten the registry (it is up, and handles SIGTERM)."""
+        pids = {w.pid for w in store.workers()}  # type: ignore[attr-defined]
+        return [slot for slot, proc in enumerate(self.procs)
+                if proc is not None and proc.poll() is None and proc.pid in pids]
+
+    def terminate(self, slot: int, timeout_s: float = 30.0) -> int | None:
+        """SIGTERM the worker in ``slot`` and wait for it; its exit code (None: it was still
+        alive after ``timeout_s`` and was SIGKILLed)."""
+        proc = self.procs[slot]
+        assert proc is not None
+        proc.send_signal(signal.SIGTERM)
+        try:
+            return proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            return None
 
     def stop(self, timeout_s: float = 30.0) -> list[int | None]:
         """SIGTERM every worker (a graceful stop) and wait; returns the exit codes (a worker
@@ -216,6 +271,12 @@ def unfinished(store: Store) -> int:
     return sum(1 for info in store.list_runs() if not info.status.finished)
 
 
+def owned_by(store: Store, name: str) -> set[str]:
+    """The unfinished runs ``name`` holds a lease on now."""
+    return {info.run_id for info in store.list_runs()
+            if info.owner == name and not info.status.finished}
+
+
 def run_chaos(pool: Pool, store: Store, settings: Settings, summary: Summary,
               enqueue: Callable[[], Sequence[str]]) -> None:
     """Start the workers, enqueue, kill and restart workers at random until every run has
@@ -230,12 +291,27 @@ def run_chaos(pool: Pool, store: Store, settings: Settings, summary: Summary,
         time.sleep(rng.uniform(*settings.kill_every_s))
         crashed = pool.died()
         assert not crashed, "a worker died on its own:\n" + "\n".join(crashed)
-        slot = rng.randrange(settings.workers)
+        # Only workers that are up (registered) are stopped: one killed while it still
+        # imports has done nothing, and restarts that come faster than start-ups leave no
+        # worker working at all.
+        up = pool.registered(store)
+        if not up:
+            continue
+        slot = rng.choice(up)
         name = pool.names[slot]
-        pool.kill(slot)
-        summary.kills += 1
-        summary.orphaned.update(info.run_id for info in store.list_runs()
-                                if info.owner == name and not info.status.finished)
+        held = owned_by(store, name)
+        if rng.random() < settings.term_share:
+            # A deploy's restart: SIGTERM, in-flight runs get grace_s and are handed back.
+            code = pool.terminate(slot)
+            summary.terms += 1
+            if code != 0:
+                summary.bad_exits.append(f"{name} exited {code} after SIGTERM:\n"
+                                         f"{pool.tail(slot)}")
+        else:
+            pool.kill(slot)
+            summary.kills += 1
+            held |= owned_by(store, name)
+        summary.orphaned |= held
         if rng.random() < 0.5:
             summary.same_name_restarts += 1
         else:
@@ -270,15 +346,20 @@ def check_journal(run_id: str, events: Sequence[Event]) -> list[str]:
         problems.append(f"{run_id}: does not start with a queued run_started: {kinds[:2]}")
     if kinds.count("run_started") != 1:
         problems.append(f"{run_id}: {kinds.count('run_started')} run_started events")
-    if sum(isinstance(e, RunDequeued) for e in events) != 1:
-        problems.append(f"{run_id}: {kinds.count('run_dequeued')} run_dequeued events")
+    if sum(isinstance(e, RunDequeued) for e in events) != 1 or kinds[1:2] != ["run_dequeued"]:
+        problems.append(f"{run_id}: run_dequeued must come once, right after run_started: "
+                        f"{kinds[:3]}")
     if kinds.count("run_finished") != 1 or not isinstance(events[-1], RunFinished):
         problems.append(f"{run_id}: not finished exactly once, last: {kinds[-3:]}")
     timers = [e for e in events if isinstance(e, TimerStarted)]
     if len(timers) != 1 or not timers[0].parked:
         problems.append(f"{run_id}: expected one parked timer, found {timers}")
-    if sum(isinstance(e, TimerFired) for e in events) != 1:
-        problems.append(f"{run_id}: {kinds.count('timer_fired')} timer_fired events")
+    fired = [e for e in events if isinstance(e, TimerFired)]
+    if len(fired) != 1:
+        problems.append(f"{run_id}: {len(fired)} timer_fired events")
+    elif timers and fired[0].at < timers[0].wake_at:
+        problems.append(f"{run_id}: the timer fired at {fired[0].at:.3f}, before it was due "
+                        f"({timers[0].wake_at:.3f})")
     results = Counter((e.pos, e.tool) for e in events if isinstance(e, ToolResult))
     problems.extend(f"{run_id}: {n} results for the call at {pos} ({tool})"
                     for (pos, tool), n in results.items() if n > 1)
@@ -368,11 +449,19 @@ def verify(store: Store, ext: External, run_ids: Sequence[str], summary: Summary
         if events and isinstance(events[-1], RunFinished):
             summary.statuses[events[-1].status.value] += 1
     problems.extend(check_invocations(ext.history(), summary))
-    pids: dict[str, set[int]] = {}
-    for _endpoint, key, _run_id, pid in ext.invocations():
-        pids.setdefault(key, set()).add(pid)
+    pids: dict[tuple[str, str], set[int]] = {}
+    for _endpoint, key, run_id, pid in ext.invocations():
+        pids.setdefault((run_id, key), set()).add(pid)
+    reinvoked = {run_id for (run_id, _key), found in pids.items() if len(found) > 1}
     summary.reinvoked = sum(1 for found in pids.values() if len(found) > 1)
+    escalated = {run_id for run_id in run_ids if summary_status(store, run_id) == "escalated"}
+    summary.unexplained = (reinvoked | escalated) - summary.orphaned
     return problems
+
+
+def summary_status(store: Store, run_id: str) -> str | None:
+    info = store.get_run(run_id)
+    return None if info is None else info.status.value
 
 
 def store_check_cli(store_url: str) -> subprocess.CompletedProcess[str]:
