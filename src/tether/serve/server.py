@@ -153,7 +153,11 @@ class Server:
             self.sessions.add_definition(definition, env=env)
             self.definitions[definition.name] = definition
         #: Renders error messages for a tenant (the app's one error answer uses it).
-        self.redactor = Redactor(paths=_server_paths(store, self.definitions.values()),
+        paths = _server_paths(store, self.definitions.values())
+        keys_path = getattr(keys, "path", None)  # a KeyFile's; a KeyRing has none
+        if isinstance(keys_path, os.PathLike | str):
+            paths[os.fspath(keys_path)] = "the server's keys file"
+        self.redactor = Redactor(paths=paths,
                                  tenants=lambda: {row["tenant"] for row in keys.rows()})
         self.runtime.add_listener(self._heard)
         #: Text deltas of streaming model calls, fanned out to the streams of their runs.
