@@ -149,7 +149,7 @@ def test_a_listener_ignores_other_schemas(postgres_dsn, open_store) -> None:
 def test_a_blocked_listener_does_not_hold_up_the_journal(open_store) -> None:
     """While a thread waits for work, the same store appends and claims."""
     store = open_store()
-    waiter = threading.Thread(target=store.wait_for_work, args=(2.0,))
+    waiter = threading.Thread(target=store.wait_for_work, args=(1.0,))
     waiter.start()
     store.append("a", [RunStarted(seq=1, at=1.0, workflow="wf", seed=1, queue="default")],
                  expected_last_seq=0)
@@ -181,7 +181,7 @@ def test_processes_claiming_one_schema_never_share_a_run(postgres_dsn, open_stor
     one epoch, and every epoch of every run went to exactly one claimer (with long leases:
     each run once, under epoch 1; with short ones: taken over again and again)."""
     store = open_store()
-    ids = [f"run-{n:03}" for n in range(150)]
+    ids = [f"run-{n:03}" for n in range(60)]
     for n, run_id in enumerate(ids):
         store.append(run_id, [RunStarted(seq=1, at=float(n % 10), workflow="wf", seed=1,
                                          queue="default")], expected_last_seq=0)

@@ -114,7 +114,7 @@ def test_processes_claiming_one_file_never_share_a_run(tmp_path: Path, ttl_s: fl
     leases: each run once, under epoch 1; with short ones: taken over again and again)."""
     path = tmp_path / "runs.db"
     store = SQLiteStore(path)
-    ids = [f"run-{n:03}" for n in range(150)]
+    ids = [f"run-{n:03}" for n in range(60)]
     for n, run_id in enumerate(ids):
         store.append(run_id, [RunStarted(seq=1, at=float(n % 10), workflow="wf", seed=1,
                                          queue="default")], expected_last_seq=0)
