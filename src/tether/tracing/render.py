@@ -21,7 +21,8 @@ __all__ = ["render_trace", "totals_line", "trace_to_json", "trace_tree"]
 _KIND_LABELS = {"model": "chat", "tool": "tool", "step": "step", "sleep": "sleep",
                 "wait": "wait", "decision": "decision"}
 _STATUS_STYLES = {"completed": "green", "failed": "red", "escalated": "red",
-                  "cancelled": "yellow", "waiting": "yellow", "running": "cyan"}
+                  "cancelled": "yellow", "waiting": "yellow", "running": "cyan",
+                  "queued": "blue"}
 
 
 def render_trace(trace: Trace, console: Console) -> None:
@@ -109,7 +110,8 @@ def trace_to_json(trace: Trace) -> dict[str, Any]:
     Shape (times in seconds; ``offset_s`` is from the first event; ``cost_usd`` in US dollars)::
 
         {"run_id": str, "workflow": str | null, "conversation_id": str,
-         "status": "running" | "waiting" | "completed" | "failed" | "escalated" | "cancelled",
+         "status": "queued" | "running" | "waiting" | "completed" | "failed" | "escalated"
+                   | "cancelled",
          "reason": str, "error": {"type", "message", "data"} | null,
          "started_at": float, "ended_at": float,
          "totals": {"duration_s", "input_tokens", "output_tokens", "cached_input_tokens",
