@@ -253,8 +253,10 @@ class WorkQueue(Protocol):
         ...
 
     def next_wake(self, *, queues: Sequence[str] | None = None) -> float | None:
-        """The earliest time a run of ``queues`` that nobody can claim yet becomes due (see
-        :func:`wake_time`), or None when nothing is pending: a worker may sleep until then."""
+        """The earliest time a run of ``queues`` is or becomes due (see :func:`wake_time`:
+        a pending wake_at, the expiry of the lease that holds it), or None when nothing is
+        pending: a worker with nothing to claim may sleep until then. A time already past
+        means a run due now that someone else just claimed or holds."""
         ...
 
     def beat(self, worker: WorkerInfo) -> None:
