@@ -65,10 +65,10 @@ class Settings:
     settle_s: float
     timer_s: float = 1.5
     #: The share of restarts that are graceful (SIGTERM) rather than SIGKILL.
-    term_share: float = 0.2
+    term_share: float = 0.25
     latency_s: float = 0.01
     poll_s: float = 0.2
-    grace_s: float = 1.0
+    grace_s: float = 5.0
 
 
 @dataclass
@@ -83,6 +83,12 @@ class Summary:
     same_name_restarts: int = 0
     new_name_restarts: int = 0
     orphaned: set[str] = field(default_factory=set)
+    #: Runs a SIGTERMed worker held (it handed them back).
+    handed: set[str] = field(default_factory=set)
+    #: Runs a SIGKILLed worker held, and when it was killed (time.time()).
+    killed_at: dict[str, float] = field(default_factory=dict)
+    #: Seconds from a kill to the next event of each run the killed worker held.
+    takeover_s: list[float] = field(default_factory=list)
     statuses: Counter[str] = field(default_factory=Counter)
     reinvoked: int = 0
     #: Runs that escalated or re-invoked a handler without ever being owned by a killed
@@ -91,6 +97,8 @@ class Summary:
     max_idempotent_invocations: int = 0
     lookups: Counter[str] = field(default_factory=Counter)
     outcomes: Counter[str] = field(default_factory=Counter)
+    #: For each worker that was up when `tether workers list` ran: whether it showed alive.
+    listed_alive: list[bool] = field(default_factory=list)
     converged_under_chaos: bool = False
     wall_s: float = 0.0
 
@@ -109,11 +117,21 @@ class Summary:
             "statuses": dict(sorted(self.statuses.items())),
             "most invocations of one idempotent key": self.max_idempotent_invocations,
             "label lookups": dict(sorted(self.lookups.items())),
+            "kill to the run's next event, p50 / max": _p50_max(self.takeover_s),
             "workers' outcomes": dict(sorted(self.outcomes.items())),
+            "up workers listed alive by `tether workers list`":
+                f"{sum(self.listed_alive)} of {len(self.listed_alive)}",
             "every run finished while workers were being killed": self.converged_under_chaos,
             "wall time": f"{self.wall_s:.1f} s",
         }
         return "chaos summary: " + "; ".join(f"{k}: {v}" for k, v in facts.items())
+
+
+def _p50_max(values: Sequence[float]) -> str:
+    if not values:
+        return "n/a"
+    ordered = sorted(values)
+    return f"{ordered[len(ordered) // 2]:.2f} s / {ordered[-1]:.2f} s"
 
 
 class Pool:
@@ -277,6 +295,25 @@ def owned_by(store: Store, name: str) -> set[str]:
             if info.owner == name and not info.status.finished}
 
 
+def listing_of_workers(pool: Pool, store: Store, up: Sequence[int], summary: Summary) -> None:
+    """``tether workers list --json`` while the workers run: every worker that is up is
+    listed under its name and pid (whether it is counted alive depends on its last beat, which
+    a busy machine may delay: that is noted, not asserted)."""
+    listed = subprocess.run(
+        [str(TETHER), "workers", "list", "--store", pool.store_url, "--json",
+         "--lease-ttl-s", str(pool.settings.lease_ttl_s)],
+        cwd=ROOT, env=pool.env, capture_output=True, text=True, timeout=60, check=False)
+    assert listed.returncode == 0, listed.stdout + listed.stderr
+    rows = {row["name"]: row for row in json.loads(listed.stdout)}
+    for slot in up:
+        proc = pool.procs[slot]
+        row = rows.get(pool.names[slot])
+        assert proc is not None and row is not None and row["pid"] == proc.pid, (
+            f"worker {pool.names[slot]} (pid {proc and proc.pid}) is up but `tether workers "
+            f"list` shows {row}")
+        summary.listed_alive.append(bool(row["alive"]))
+
+
 def run_chaos(pool: Pool, store: Store, settings: Settings, summary: Summary,
               enqueue: Callable[[], Sequence[str]]) -> None:
     """Start the workers, enqueue, kill and restart workers at random until every run has
@@ -297,6 +334,8 @@ def run_chaos(pool: Pool, store: Store, settings: Settings, summary: Summary,
         up = pool.registered(store)
         if not up:
             continue
+        if summary.kills + summary.terms == 3:
+            listing_of_workers(pool, store, up, summary)
         slot = rng.choice(up)
         name = pool.names[slot]
         held = owned_by(store, name)
@@ -307,10 +346,13 @@ def run_chaos(pool: Pool, store: Store, settings: Settings, summary: Summary,
             if code != 0:
                 summary.bad_exits.append(f"{name} exited {code} after SIGTERM:\n"
                                          f"{pool.tail(slot)}")
+            summary.handed |= held
         else:
             pool.kill(slot)
+            killed_at = time.time()  # the workers' SystemClock: events carry this time
             summary.kills += 1
             held |= owned_by(store, name)
+            summary.killed_at.update(dict.fromkeys(held, killed_at))
         summary.orphaned |= held
         if rng.random() < 0.5:
             summary.same_name_restarts += 1
@@ -448,6 +490,10 @@ def verify(store: Store, ext: External, run_ids: Sequence[str], summary: Summary
         problems.extend(check_run(run_id, order_id, events, effects))
         if events and isinstance(events[-1], RunFinished):
             summary.statuses[events[-1].status.value] += 1
+        if run_id in summary.killed_at:
+            after = [e.at for e in events if e.at > summary.killed_at[run_id]]
+            if after:
+                summary.takeover_s.append(min(after) - summary.killed_at[run_id])
     problems.extend(check_invocations(ext.history(), summary))
     pids: dict[tuple[str, str], set[int]] = {}
     for _endpoint, key, run_id, pid in ext.invocations():
@@ -456,6 +502,12 @@ def verify(store: Store, ext: External, run_ids: Sequence[str], summary: Summary
     summary.reinvoked = sum(1 for found in pids.values() if len(found) > 1)
     escalated = {run_id for run_id in run_ids if summary_status(store, run_id) == "escalated"}
     summary.unexplained = (reinvoked | escalated) - summary.orphaned
+    # A graceful stop lets the call in progress end (grace_s is far longer than a call), so a
+    # run only ever handed back, never held by a killed worker, has no outcome left unknown.
+    problems.extend(
+        f"{run_id}: only ever handed back by a SIGTERMed worker, yet "
+        + ("escalated" if run_id in escalated else "a handler ran in two processes")
+        for run_id in sorted((reinvoked | escalated) & summary.handed - set(summary.killed_at)))
     return problems
 
 
