@@ -78,6 +78,7 @@ __all__ = [
     "lease_lost",
     "next_status",
     "only_resolutions",
+    "queue_of",
     "run_owned",
     "status_filter",
     "take",
@@ -426,6 +427,15 @@ def check_batch(run_id: str, events: Sequence[Event], expected_last_seq: int) ->
         raise UsageError(f"run id {run_id!r} must be a non-empty string without NUL characters")
     if expected_last_seq == 0 and not isinstance(events[0], RunStarted):
         raise UsageError(f"run {run_id!r}: a journal must begin with run_started")
+    queue = events[0].queue if isinstance(events[0], RunStarted) else None
+    if queue is not None and (not queue or "\x00" in queue):
+        raise UsageError(f"run {run_id!r}: queue name {queue!r} must be a non-empty string "
+                         "without NUL characters")
+
+
+def queue_of(started: RunStarted) -> str:
+    """The queue a run is on: the one it was enqueued on, else :data:`DEFAULT_QUEUE`."""
+    return DEFAULT_QUEUE if started.queue is None else started.queue
 
 
 def check_lease_args(owner: str, now: float, ttl_s: float) -> None:

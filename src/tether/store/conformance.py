@@ -56,12 +56,12 @@ from tether.events import (
     WaitStarted,
 )
 from tether.store.base import (
-    DEFAULT_QUEUE,
     Lease,
     RunInfo,
     Store,
     advance,
     next_status,
+    queue_of,
     wake_after,
 )
 
@@ -260,7 +260,7 @@ class StoreConformance(ConformanceKit):
                 changed_at = advance(None, journal)[1]
                 updated_at = first.at if changed_at is None else changed_at
                 want = RunInfo(run_id, first.workflow, next_status(None, journal), len(journal),
-                               first.at, updated_at, queue=first.queue or DEFAULT_QUEUE,
+                               first.at, updated_at, queue=queue_of(first),
                                wake_at=wake_after(None, None, journal))
                 _check(info == want, f"get_run: {info} != {want}")
 

@@ -12,7 +12,6 @@ from collections.abc import Sequence
 from tether.errors import UsageError
 from tether.events import Event, RunStarted, RunStatus
 from tether.store.base import (
-    DEFAULT_QUEUE,
     Lease,
     RunInfo,
     WorkerInfo,
@@ -25,6 +24,7 @@ from tether.store.base import (
     conflict,
     lease_lost,
     only_resolutions,
+    queue_of,
     run_owned,
     status_filter,
     take,
@@ -73,7 +73,7 @@ class MemoryStore:
                 first = events[0]
                 assert isinstance(first, RunStarted)
                 info = RunInfo(run_id, first.workflow, RunStatus.RUNNING, 0, first.at, first.at,
-                               queue=first.queue or DEFAULT_QUEUE)
+                               queue=queue_of(first))
                 if lease is not None:
                     info = dataclasses.replace(info, owner=lease.owner, epoch=lease.epoch,
                                                lease_expires_at=lease.expires_at)

@@ -72,6 +72,7 @@ from tether.store.base import (
     decode_rows,
     lease_lost,
     only_resolutions,
+    queue_of,
     run_owned,
     status_filter,
     wake_after,
@@ -419,7 +420,7 @@ class PostgresStore:
             status, changed_at = advance(None, events)
             params.update(workflow=first.workflow, status=status.value, created=first.at,
                           at=first.at if changed_at is None else changed_at,
-                          queue=first.queue or DEFAULT_QUEUE,
+                          queue=queue_of(first),
                           wake_at=wake_after(None, None, events))
             statement = self._create_sql
         else:

@@ -306,7 +306,8 @@ class QueueConformance(ConformanceKit):
 
     def check_claim_arguments(self) -> None:
         """claim refuses an empty owner, a non-positive ttl, a negative limit and a bare
-        string for queues with UsageError, taking nothing."""
+        string for queues with UsageError, taking nothing; an append enqueueing a run on an
+        empty queue name (or one holding NUL) is refused too, storing nothing."""
         with self._store() as (raw,):
             store, run_id = self._queue(raw), self._fresh_id()
             self._append(store, run_id, [_enqueued(at=1.0)])
@@ -319,6 +320,11 @@ class QueueConformance(ConformanceKit):
                 _raises(UsageError, f"claim({override})", store.claim, **kwargs)
             info = store.get_run(run_id)
             _check(info is not None and info.owner is None, f"a refused claim took {info}")
+            for queue in ("", "a\x00b"):
+                bad_id = self._fresh_id()
+                _raises(UsageError, f"enqueueing on queue {queue!r}", store.append, bad_id,
+                        [_enqueued(at=1.0, queue=queue)], expected_last_seq=0)
+                _check(store.get_run(bad_id) is None, f"a run on queue {queue!r} was stored")
 
     def check_concurrent_claimers(self) -> None:
         """Claimers racing on separate handles over the same due runs never both get one:

@@ -46,6 +46,7 @@ from tether.store.base import (
     decode_rows,
     lease_lost,
     only_resolutions,
+    queue_of,
     run_owned,
     status_filter,
     touches_index,
@@ -344,7 +345,7 @@ class SQLiteStore:
                         run_id, first.workflow, RunStatus.RUNNING.value, 0, first.at, first.at,
                         *((None, 0, None) if lease is None
                           else (lease.owner, lease.epoch, lease.expires_at)),
-                        first.queue or DEFAULT_QUEUE))
+                        queue_of(first)))
                     db.execute("INSERT INTO events VALUES (?, ?, ?, ?, ?)", rows[0])
                 elif (refused := self._fence(run_id, events, lease)) is not None:
                     raise refused
