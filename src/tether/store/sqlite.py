@@ -221,32 +221,40 @@ class SQLiteStore:
     # -- schema ---------------------------------------------------------------------------
 
     def _migrate(self) -> None:
-        version = self._db.execute("PRAGMA user_version").fetchone()[0]
+        if self._version() == SCHEMA_VERSION:
+            return
+        # Under the write lock, and the version read again there: another process opening
+        # the same new (or old) file at this moment may have created or migrated it since.
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            version = self._version()
+            if version == 0:
+                foreign = self._db.execute(
+                    "SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE "
+                    "'sqlite_%'").fetchall()
+                if foreign:
+                    names = ", ".join(sorted(r[0] for r in foreign))
+                    raise UsageError(
+                        f"{self.path} already holds tables ({names}) that tether did not "
+                        "create; give the store a file of its own"
+                    )
+            for target in range(version, SCHEMA_VERSION):
+                for statement in MIGRATIONS[target]:
+                    self._db.execute(statement)
+                self._db.execute(f"PRAGMA user_version={target + 1}")
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+
+    def _version(self) -> int:
+        version = int(self._db.execute("PRAGMA user_version").fetchone()[0])
         if version > SCHEMA_VERSION:
             raise SchemaTooNew(
                 f"{self.path}: store schema version {version} is newer than the version "
                 f"{SCHEMA_VERSION} this tether knows; upgrade tether to open it"
             )
-        if version == 0:
-            foreign = self._db.execute(
-                "SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite_%'"
-            ).fetchall()
-            if foreign:
-                names = ", ".join(sorted(r[0] for r in foreign))
-                raise UsageError(
-                    f"{self.path} already holds tables ({names}) that tether did not create; "
-                    "give the store a file of its own"
-                )
-        for target in range(version, SCHEMA_VERSION):
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                for statement in MIGRATIONS[target]:
-                    self._db.execute(statement)
-                self._db.execute(f"PRAGMA user_version={target + 1}")
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+        return version
 
     # -- the contract ---------------------------------------------------------------------
 
