@@ -119,8 +119,8 @@ def worker(
         "every queue.")] = None,
     concurrency: Annotated[int, typer.Option(help="Runs at once, over all queues.")] = 4,
     name: Annotated[str | None, typer.Option(
-        "--name", help="The worker's name in leases (default host:pid:n); a restarted worker "
-        "under the same name takes its runs back at once.")] = None,
+        "--name", help="The worker's name in leases (default host:pid:n), unique among live "
+        "workers; restarted under the same name, it takes its runs back at once.")] = None,
     lease_ttl_s: Annotated[float, typer.Option(
         "--lease-ttl-s", help="How long a run's lease holds without renewal: how soon "
         "another worker takes over the runs of a worker that died.")] = 30.0,
@@ -134,9 +134,12 @@ def worker(
         "instead of holding a slot.")] = 5.0,
     as_json: JsonOpt = False,
 ) -> None:
-    """Claim and execute due runs (queued, resolved, timers due, owner dead) until SIGTERM or
-    SIGINT; then hand back what is in flight (a second signal: without waiting out the grace)
-    and exit 0."""
+    """Execute the runs a store's queues hand out, until SIGTERM or SIGINT.
+
+    Due runs are queued ones, waiting ones whose resolution arrived or whose deadline or
+    parked timer is due, and running ones whose worker died. On the first signal the worker
+    stops claiming, hands back what is in flight after its current call (a second signal:
+    without waiting out the grace) and exits 0."""
     try:
         found = [load_workflow(spec) for spec in workflows]
         queues = parse_queues(queue or [], concurrency)

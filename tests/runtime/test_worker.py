@@ -431,3 +431,26 @@ def test_hurry_cuts_the_grace_short(queue_store: Any) -> None:
     assert worker.counts["handed back"] == 1
     info = queue_store.get_run(run_id)
     assert info is not None and info.owner is None
+
+
+def test_a_restarted_worker_takes_back_its_own_runs_at_once(queue_store: Any) -> None:
+    """Runs still leased to a worker's name (its previous process crashed) are taken back by
+    the worker restarted under that name without waiting for the lease; a worker under
+    another name leaves them alone."""
+    @workflow(name="mine")
+    async def mine(ctx: RunContext) -> int:
+        return int(await ctx.step("one", lambda: 1))
+
+    rt = runtime(queue_store, mine, owner="steady")
+    run_id = rt.enqueue(mine)
+    queue_store.acquire(run_id, "steady", now=SystemClock().now(), ttl_s=3600)
+    stranger = Worker(runtime(queue_store, mine, owner="stranger"), poll_s=0.01)
+
+    async def idle_a_while() -> None:
+        await asyncio.sleep(0.2)
+
+    asyncio.run(serve(stranger, lambda: True, then=idle_a_while))
+    assert stranger.counts["claimed"] == 0 and status(queue_store, run_id) is RunStatus.QUEUED
+    restarted = Worker(rt, poll_s=0.01)
+    asyncio.run(serve(restarted, lambda: status(queue_store, run_id) is RunStatus.COMPLETED))
+    assert restarted.counts["completed"] == 1

@@ -176,6 +176,7 @@ class Worker:
         with contextlib.suppress(Exception):
             await asyncio.to_thread(self.store.wait_for_work, 0.001)
         try:
+            self._take_back()
             while not stop.is_set():
                 self._changed.clear()
                 try:
@@ -238,6 +239,34 @@ class Worker:
                     claimed += 1
                     progress = True
         return claimed
+
+    def _take_back(self) -> None:
+        """Take back at once the runs a previous process under this worker's name still
+        holds (a restart after a crash): their leases name this worker, so no other can claim
+        them before they expire, and this one need not wait. Worker names must therefore be
+        unique among live workers."""
+        now = self.runtime.clock.now()
+        unfinished = [RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.WAITING]
+        try:
+            held = [info for info in self.runtime.store.list_runs(status=unfinished,
+                                                                  limit=1_000_000)
+                    if info.owner == self.name and info.leased(at=now)]
+        except Exception as exc:
+            self._trouble(exc)
+            return
+        for info in held:
+            queue = None if None in self._limits else info.queue
+            if queue not in self._limits or self._free(queue) <= 0:
+                continue  # not served here, or no room: it waits for its lease to expire
+            try:
+                lease = self.runtime.store.acquire(info.run_id, self.name, now=now,
+                                                   ttl_s=self.runtime.lease_ttl_s)
+            except RunOwned:
+                continue  # taken over meanwhile
+            except Exception as exc:
+                self._trouble(exc)
+                continue
+            self._launch(lease, queue)
 
     def _launch(self, lease: Lease, queue: str | None) -> None:
         self.counts["claimed"] += 1
