@@ -364,9 +364,20 @@ class Server:
         if (firing is not None and isinstance(event, RunStarted) and not firing.started.done()
                 and _turn_number(firing.stored, run_id) > firing.turns_before):
             firing.started.set_result(Started(run_id, self.deltas.follow(run_id)))
+        self._wake_streams(run_id)
+
+    def _wake_streams(self, run_id: str) -> None:
+        """Settle the wakes of ``run_id``'s streams: it was appended to."""
         for waiter in self._waiters.pop(run_id, []):
-            if not waiter.done():
-                waiter.get_loop().call_soon_threadsafe(_settle, waiter)
+            if waiter.done():
+                continue
+            loop = waiter.get_loop()
+            if _running_loop() is loop:
+                # The append's own task (the usual case): settled now, so the stream runs in
+                # the loop's next round, not a round after a scheduled callback.
+                _settle(waiter)
+            else:
+                loop.call_soon_threadsafe(_settle, waiter)
 
     def wake(self, run_id: str) -> asyncio.Future[None]:
         """A future settled when this process next appends to ``run_id``, listening from
@@ -629,6 +640,9 @@ class Server:
         info = self.store.get_run(run_id)
         assert info is not None
         await self.runtime.continue_execution(run_id, results, by=who.by, resume=False)
+        # The answers were appended by the runtime's resolve, which tells no listener: the
+        # run's open streams (another tab following the wait) are woken here.
+        self._wake_streams(run_id)
         self._after(stored, lambda: self.sessions.resume(stored))
         return info.last_seq
 
@@ -655,6 +669,7 @@ class Server:
                           f"this key holds {sorted(who.roles) or 'none'}")
         decide = self.runtime.approve if approve else self.runtime.deny
         decided = decide(run_id, by=who.by, role=needed, note=note, step=held[0].step)
+        self._wake_streams(run_id)  # as for a continue: the decision told no listener
         self._after(stored, lambda: self.sessions.resume(stored))
         return {**decided.as_data(), "decision": "approved" if approve else "denied",
                 "by": who.by}
@@ -727,6 +742,13 @@ async def _close(deltas: AsyncIterator[UiEvent]) -> None:
     close = getattr(deltas, "aclose", None)
     if close is not None:
         await close()
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
 
 
 def _settle(waiter: asyncio.Future[None]) -> None:

@@ -479,7 +479,7 @@ async def event_stream(
                 pending["delta"] = asyncio.ensure_future(anext(deltas))
             pending["timer"] = asyncio.ensure_future(
                 clock.sleep(min(poll_s, keepalive_s - idle)))
-            await asyncio.wait(list(pending.values()), return_when=asyncio.FIRST_COMPLETED)
+            await _first(pending)
             timer = pending.pop("timer")
             if not timer.done():
                 timer.cancel()
@@ -503,6 +503,33 @@ async def event_stream(
             task.cancel()
         if isinstance(source, _DeltaSubscription):
             source.close()
+
+
+async def _first(pending: dict[str, asyncio.Future[Any]]) -> None:
+    """Until one of ``pending`` is done (the wake, the timer, the next delta).
+
+    When the wake is a plain future (the server's: settled by the append itself), the stream
+    awaits it alone and the timer and the delta settle it too: an append then wakes the
+    stream in the event loop's next round. ``asyncio.wait`` over all three costs a round more
+    (its callback, then the task), and under load every round waits behind every ready turn.
+    """
+    wake = pending.get("wake")
+    others = [f for name, f in pending.items() if name != "wake"]
+    if wake is None or isinstance(wake, asyncio.Task) or any(f.done() for f in others):
+        await asyncio.wait(list(pending.values()), return_when=asyncio.FIRST_COMPLETED)
+        return
+
+    def nudge(_: asyncio.Future[Any]) -> None:
+        if not wake.done():
+            wake.set_result(None)
+
+    for other in others:
+        other.add_done_callback(nudge)
+    try:
+        await wake
+    finally:
+        for other in others:
+            other.remove_done_callback(nudge)
 
 
 class _Follower:
