@@ -1,10 +1,11 @@
-"""`tether worker` as real processes on one SQLite file: runs enqueued with `tether runs
-start` are completed; SIGTERM mid-step hands the run back (exit 0) and a second worker
-finishes it with no handler called twice; SIGKILL leaves the run to another worker once the
-lease expires. Handlers count their invocations in a file."""
+"""`tether worker` as real processes on one SQLite file (and, for takeovers, one PostgreSQL
+database): runs enqueued with `tether runs start` are completed; SIGTERM mid-step hands the run
+back (exit 0) and a second worker finishes it with no handler called twice; SIGKILL leaves the
+run to another worker once the lease expires. Handlers count their invocations in a file."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -18,8 +19,8 @@ from pathlib import Path
 import pytest
 
 from tether.events import RunStatus
-from tether.store.base import RunInfo
-from tether.store.sqlite import SQLiteStore
+from tether.store.base import RunInfo, Store, WorkQueue
+from tether.store.open import open_store
 
 FLOWS = '''
 import asyncio
@@ -66,10 +67,10 @@ PATIENCE_S = 60.0
 class Site:
     """A folder with the workflows, a store file and the handlers' invocation log."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, store_url: str | None = None) -> None:
         self.root = root
         (root / "worker_flows.py").write_text(FLOWS)
-        self.db = str(root / "runs.db")
+        self.db = store_url or str(root / "runs.db")
         self.log = root / "calls.log"
         self.log.write_text("")
         self.procs: list[subprocess.Popen[str]] = []
@@ -101,8 +102,11 @@ class Site:
     def calls(self) -> Counter[str]:
         return Counter(self.log.read_text().split())
 
+    def store(self) -> Store:
+        return open_store(self.db)
+
     def info(self, run_id: str) -> RunInfo:
-        store = SQLiteStore(self.db)
+        store = self.store()
         try:
             info = store.get_run(run_id)
         finally:
@@ -114,8 +118,9 @@ class Site:
         return self.info(run_id).status
 
     def registered(self, name: str) -> bool:
-        store = SQLiteStore(self.db)
+        store = self.store()
         try:
+            assert isinstance(store, WorkQueue)
             return any(w.name == name for w in store.workers())
         finally:
             store.close()
@@ -137,9 +142,35 @@ def outcomes(proc: subprocess.Popen[str]) -> list[dict[str, str]]:
     return [json.loads(line) for line in out.splitlines() if line.strip()]
 
 
+_databases = itertools.count(1)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def any_site(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Site]:
+    """A site on a SQLite file, and one on a database of its own on a real PostgreSQL."""
+    if request.param == "sqlite":
+        yield from _site(tmp_path, None)
+        return
+    import psycopg
+
+    dsn = request.getfixturevalue("postgres_dsn")
+    name = f"worker_processes_{os.getpid()}_{next(_databases)}"
+    with psycopg.connect(dsn, autocommit=True) as admin:
+        admin.execute(f"CREATE DATABASE {name}")
+    try:
+        yield from _site(tmp_path, dsn.rsplit("/", 1)[0] + f"/{name}")
+    finally:
+        with psycopg.connect(dsn, autocommit=True) as admin:
+            admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
+
+
 @pytest.fixture
 def site(tmp_path: Path) -> Iterator[Site]:
-    made = Site(tmp_path)
+    yield from _site(tmp_path, None)
+
+
+def _site(tmp_path: Path, store_url: str | None) -> Iterator[Site]:
+    made = Site(tmp_path, store_url)
     yield made
     for proc in made.procs:
         if proc.poll() is None:
@@ -183,12 +214,12 @@ def test_sigterm_mid_step_hands_the_run_back_to_another_worker(site: Site) -> No
 
 
 @pytest.mark.parametrize("poll_s", [0.1, 1.0])
-def test_sigkill_leaves_the_run_to_another_worker_after_the_lease(site: Site,
+def test_sigkill_leaves_the_run_to_another_worker_after_the_lease(any_site: Site,
                                                                   poll_s: float) -> None:
     """A worker SIGKILLed mid-step keeps its lease until it expires; a waiting worker then
     takes the run over and finishes it (the unjournaled step runs again: steps are
     at-least-once). Prints the takeover latency: lease expiry to the run's next event."""
-    ttl_s = 1.5
+    site, ttl_s = any_site, 1.5
     doomed = site.worker("doomed", slow_s=120.0, ttl_s=ttl_s)
     run_id = site.tether("runs", "start", "worker_flows:slowstep", "--input", "3")
     wait_until(lambda: site.calls()["slow-begin:3"] == 1, doomed)
@@ -203,9 +234,10 @@ def test_sigkill_leaves_the_run_to_another_worker_after_the_lease(site: Site,
     assert [line["outcome"] for line in outcomes(survivor)] == ["completed"]
     assert survivor.returncode == 0
     assert site.calls() == Counter({"slow-begin:3": 2, "slow-end:3": 1, "after:3": 1})
-    store = SQLiteStore(site.db)
+    store = site.store()
     taken = next(e for e in store.read(run_id) if e.kind == "step")
     store.close()
-    print(f"\ntakeover with --poll-s {poll_s}: {(taken.at - expires_at) * 1000:.0f} ms after "
-          f"the lease expired (--lease-ttl-s {ttl_s})")
+    kind = "postgres" if site.db.startswith("postgresql") else "sqlite"
+    print(f"\ntakeover on {kind} with --poll-s {poll_s}: {(taken.at - expires_at) * 1000:.0f} "
+          f"ms after the lease expired (--lease-ttl-s {ttl_s})")
     assert taken.at >= expires_at  # never before the dead worker's lease ran out
