@@ -89,6 +89,8 @@ class Summary:
     killed_at: dict[str, float] = field(default_factory=dict)
     #: Seconds from a kill to the next event of each run the killed worker held.
     takeover_s: list[float] = field(default_factory=list)
+    #: Seconds from each parked timer's due time to its timer_fired.
+    timer_late_s: list[float] = field(default_factory=list)
     statuses: Counter[str] = field(default_factory=Counter)
     reinvoked: int = 0
     #: Runs that escalated or re-invoked a handler without ever being owned by a killed
@@ -118,6 +120,7 @@ class Summary:
             "most invocations of one idempotent key": self.max_idempotent_invocations,
             "label lookups": dict(sorted(self.lookups.items())),
             "kill to the run's next event, p50 / max": _p50_max(self.takeover_s),
+            "parked timer due to fired, p50 / max": _p50_max(self.timer_late_s),
             "workers' outcomes": dict(sorted(self.outcomes.items())),
             "up workers listed alive by `tether workers list`":
                 f"{sum(self.listed_alive)} of {len(self.listed_alive)}",
@@ -490,6 +493,10 @@ def verify(store: Store, ext: External, run_ids: Sequence[str], summary: Summary
         problems.extend(check_run(run_id, order_id, events, effects))
         if events and isinstance(events[-1], RunFinished):
             summary.statuses[events[-1].status.value] += 1
+        timers = [e for e in events if isinstance(e, TimerStarted)]
+        fired = [e for e in events if isinstance(e, TimerFired)]
+        if timers and fired:
+            summary.timer_late_s.append(fired[0].at - timers[0].wake_at)
         if run_id in summary.killed_at:
             after = [e.at for e in events if e.at > summary.killed_at[run_id]]
             if after:
