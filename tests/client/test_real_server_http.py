@@ -71,3 +71,26 @@ def test_a_refund_through_client_tool_and_approval_over_http(url: str) -> None:
             resumed = [e.id for e in ada.events(run_id, after=after) if e.id is not None]
             assert resumed == expected
         assert [t.number for t in ada.session("http1").turns] == [1]
+
+
+def test_a_stream_until_finished_carries_a_decision_made_by_another_key(url: str) -> None:
+    """events(until_finished=True) on a turn held for approval yields run.waiting and goes
+    on: the supervisor's approval, made from another client while the stream is open, and
+    the turn's end arrive on it, and it stops at turn.finished."""
+    import threading
+
+    with client(url, "ada") as ada, client(url, "grace") as grace:
+        ada.create_session("support-chat", session_id="http2")
+        first = list(ada.fire("http2", "user-message", {"text": REFUND_LARGE}))
+        asked = next(e.data for e in first if e.type == "client_tool.requested")
+        run_id = asked["execution_id"]
+        held = list(ada.continue_execution(run_id, {asked["call_id"]: {"confirmed": True}}))
+        assert held[-1].type == "run.waiting"
+        seen: list[str] = []
+        for event in ada.events(run_id, after=max(e.id for e in held if e.id is not None),
+                                until_finished=True):
+            seen.append(event.type)
+            if event.type == "run.waiting":
+                threading.Thread(target=grace.approve, args=(run_id,)).start()
+        assert seen[0] == "run.waiting" and seen[-1] == "turn.finished"
+        assert "approval.decided" in seen

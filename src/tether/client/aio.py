@@ -84,9 +84,12 @@ class AsyncClient:
         call = wire.continue_execution(run_id, results)
         return await self._stream(call, self._follower(run_id, 0), resumable_open=False)
 
-    async def events(self, run_id: str, after: int = 0) -> AsyncEventStream:
-        """The stream of ``run_id`` after event ``after``: replayed, then live."""
-        follower = self._follower(run_id, after)
+    async def events(self, run_id: str, after: int = 0, *,
+                     until_finished: bool = False) -> AsyncEventStream:
+        """The stream of ``run_id`` after event ``after``: replayed, then live; it ends when
+        the run waits (``run.waiting``), or with ``until_finished`` only at ``turn.finished``
+        (a wait's answer or decision made elsewhere arrives on it)."""
+        follower = self._follower(run_id, after, until_finished=until_finished)
         return await self._stream(follower.resume_call(), follower, resumable_open=True)
 
     async def restore(self, sid: str, history: list[TranscriptRow | dict[str, Any]], *,
@@ -122,8 +125,10 @@ class AsyncClient:
 
     # -- plumbing (the same steps as the sync client's; the decisions live in Follower) ------
 
-    def _follower(self, run_id: str | None, after: int) -> Follower:
-        return Follower(run_id, after=after, policy=self.options.reconnect, rng=self.options.rng)
+    def _follower(self, run_id: str | None, after: int, *,
+                  until_finished: bool = False) -> Follower:
+        return Follower(run_id, after=after, policy=self.options.reconnect, rng=self.options.rng,
+                        until_finished=until_finished)
 
     async def _request(self, call: wire.Call, *, stream: bool) -> httpx.Response:
         request = self._http.build_request(

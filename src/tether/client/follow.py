@@ -68,8 +68,11 @@ class Follower:
     """The state of one run's stream as the client consumed it."""
 
     def __init__(self, run_id: str | None, *, after: int = 0,
-                 policy: Reconnect | None = None, rng: random.Random | None = None) -> None:
+                 policy: Reconnect | None = None, rng: random.Random | None = None,
+                 until_finished: bool = False) -> None:
         self.run_id = run_id
+        #: Follow the run through its waits: only ``turn.finished`` ends the stream.
+        self.until_finished = until_finished
         #: The id of the last journal-backed event yielded (``after`` before any).
         self.last_id = after
         self.done = False
@@ -96,7 +99,7 @@ class Follower:
         if self.run_id is None:
             self.run_id = _run_id_of(event.data)
         self.failures = 0  # progress: the next drop starts a fresh round of attempts
-        self.done = event.terminal
+        self.done = event.type == "turn.finished" if self.until_finished else event.terminal
         return event
 
     def opened(self, run_id: str | None, after: str | None) -> None:
@@ -132,7 +135,7 @@ class Follower:
     def resume_call(self) -> wire.Call:
         """The request that resumes the stream after the last event yielded."""
         assert self.run_id is not None, "dropped() refuses to resume a stream with no run"
-        return wire.events(self.run_id, self.last_id)
+        return wire.events(self.run_id, self.last_id, until_finished=self.until_finished)
 
 
 def _int_id(raw: str | None) -> int | None:

@@ -97,9 +97,12 @@ class Client:
         call = wire.continue_execution(run_id, results)
         return self._stream(call, self._follower(run_id, 0), resumable_open=False)
 
-    def events(self, run_id: str, after: int = 0) -> EventStream:
-        """The stream of ``run_id`` after event ``after``: replayed, then live."""
-        follower = self._follower(run_id, after)
+    def events(self, run_id: str, after: int = 0, *,
+               until_finished: bool = False) -> EventStream:
+        """The stream of ``run_id`` after event ``after``: replayed, then live; it ends when
+        the run waits (``run.waiting``), or with ``until_finished`` only at ``turn.finished``
+        (a wait's answer or decision made elsewhere arrives on it)."""
+        follower = self._follower(run_id, after, until_finished=until_finished)
         return self._stream(follower.resume_call(), follower, resumable_open=True)
 
     def restore(self, sid: str, history: list[TranscriptRow | dict[str, Any]], *,
@@ -135,8 +138,10 @@ class Client:
 
     # -- plumbing ---------------------------------------------------------------------------
 
-    def _follower(self, run_id: str | None, after: int) -> Follower:
-        return Follower(run_id, after=after, policy=self.options.reconnect, rng=self.options.rng)
+    def _follower(self, run_id: str | None, after: int, *,
+                  until_finished: bool = False) -> Follower:
+        return Follower(run_id, after=after, policy=self.options.reconnect, rng=self.options.rng,
+                        until_finished=until_finished)
 
     def _request(self, call: wire.Call, *, stream: bool) -> httpx.Response:
         request = self._http.build_request(

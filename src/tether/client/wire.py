@@ -69,10 +69,12 @@ def continue_execution(run_id: str, results: dict[str, Any]) -> Call:
                 headers={"Accept": "text/event-stream"})
 
 
-def events(run_id: str, after: int) -> Call:
+def events(run_id: str, after: int, *, until_finished: bool = False) -> Call:
     """The stream of ``run_id`` after seq ``after``: both the header and the query say it, so a
-    proxy that drops one still resumes at the right place."""
-    return Call("GET", f"/v1/executions/{_seg(run_id)}/events", params={"after": str(after)},
+    proxy that drops one still resumes at the right place. ``until_finished``: through the
+    run's waits to ``turn.finished`` (``?until=finished``)."""
+    params = {"after": str(after)} | ({"until": "finished"} if until_finished else {})
+    return Call("GET", f"/v1/executions/{_seg(run_id)}/events", params=params,
                 headers={"Accept": "text/event-stream", "Last-Event-ID": str(after)})
 
 
