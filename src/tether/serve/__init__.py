@@ -3,7 +3,8 @@
 The face of the sessions layer: :mod:`~tether.serve.tenants` (API keys, tenants),
 :mod:`~tether.serve.server` (the Runtime, Sessions and background turns), :mod:`~tether.serve.app`
 (the Starlette app and its OpenAPI document), :mod:`~tether.serve.stream` (a run as server-sent
-events) and :mod:`~tether.serve.cli` (the command). It sits at the top with the CLI: it may
+events), :mod:`~tether.serve.redact` (error messages as a tenant may read them) and
+:mod:`~tether.serve.cli` (the command). It sits at the top with the CLI: it may
 import sessions, runtime, store and policy; nothing below imports it. Starlette and uvicorn are
 the ``serve`` extra: ``pip install 'tether[serve]'``.
 

@@ -11,6 +11,9 @@ key's tenant scopes everything, so another tenant's session or run is 404.
 Errors are ``{"error": {"type", "message", "param"?}}`` with a 4xx status: tether's errors map
 to statuses in :func:`problem_of` (409 for a conflict, 422 for refused input, 410 for an
 expired session, 404 for an unknown execution), and a malformed or oversized body is a 400/413.
+Every error message is rendered for the caller's tenant in :func:`_answer`, the one place
+errors are answered (:mod:`tether.serve.redact`): the caller's session ids, never the stored
+ones, the server's paths or another tenant.
 """
 
 from __future__ import annotations
