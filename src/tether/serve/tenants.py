@@ -14,8 +14,8 @@ the caller's tenant (:func:`owns_run`) before anything is read. Neither a tenant
 id may contain the separator (or ``:``, which run ids use), so the mapping is one-to-one.
 
 >>> ring = KeyRing()
->>> ring.add("tk_example-key", tenant="acme", principal="grace", roles=["supervisor"])
->>> ring.identify("tk_example-key").principal
+>>> ring.add("tk_example-key-0123456789", tenant="acme", principal="grace", roles=["supervisor"])
+>>> ring.identify("tk_example-key-0123456789").principal
 'grace'
 >>> stored_id("acme", "chat-1"), public_id("acme", "acme.chat-1")
 ('acme.chat-1', 'chat-1')
