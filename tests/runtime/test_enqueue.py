@@ -13,6 +13,7 @@ from tests.conftest import StoreFactory
 from tether import RunContext, RunStatus, Runtime, UsageError, VirtualClock, workflow
 from tether.events import RunDequeued, RunStarted, TimerFired, TimerStarted, encode
 from tether.store.base import Store
+from tether.store.memory import MemoryStore
 
 
 def mark(calls: list[str], name: str, value: Any) -> Any:
@@ -263,3 +264,44 @@ def test_a_run_woken_with_nothing_to_do_records_that_it_waits_again(
     assert info is not None and (info.status, info.wake_at) == (RunStatus.WAITING, 50.0)
     clock.advance(50)
     assert asyncio.run(rt.resume("l")).result == "AB"
+
+
+class ResolvingStore(MemoryStore):
+    """A memory store that, once armed, lets ``resolve`` deliver a value at the moment the
+    runtime reads the run's row for the ``nth`` time: a resolution racing in."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.armed: Any = None
+        self.reads = 0
+
+    def get_run(self, run_id: str) -> Any:
+        if self.armed is not None:
+            self.reads += 1
+            if self.reads == self.armed[0]:
+                fire, self.armed = self.armed[1], None
+                fire()
+        return super().get_run(run_id)
+
+
+def test_a_resolution_racing_a_run_back_to_waiting_stays_a_wake_up() -> None:
+    """If the value the run waits for arrives just as the run records that it waits again,
+    nothing is recorded: the run stays due (running) and its next execution takes the value,
+    instead of waiting forever with its answer in the journal."""
+    store = ResolvingStore()
+
+    @workflow(name="raced")
+    async def raced(ctx: RunContext) -> str:
+        first = await ctx.wait_for("a")
+        second = await ctx.wait_for("b")
+        return f"{first}{second}"
+
+    rt = Runtime(store, clock=VirtualClock(), workflows=[raced], seed=11)
+    asyncio.run(rt.start(raced, run_id="race"))
+    rt.resolve("race", "b", "B", early=True)
+    store.armed = (2, lambda: rt.resolve("race", "a", "A"))
+    assert asyncio.run(rt.resume("race")).status is RunStatus.WAITING
+    info = store.get_run("race")
+    assert info is not None and info.status is RunStatus.RUNNING
+    assert "run_waiting" not in kinds(store, "race")
+    assert asyncio.run(rt.resume("race")).result == "AB"

@@ -598,7 +598,10 @@ class Runtime:
                 journal.record_once(RunWaiting, key=key, wake_at=_next_due(journal))
                 return
             except ConcurrencyConflict:
-                journal.refresh()  # takes in resolutions delivered meanwhile
+                seen = journal.last_seq
+                journal.refresh()  # takes in resolutions delivered meanwhile, nothing else
+                if journal.last_seq == seen:
+                    raise  # another writer appended more than resolutions: it owns the run
                 if any(journal.resolution(k) is not None for k in waiting_on):
                     return
         raise ConcurrencyConflict(
