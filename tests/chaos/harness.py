@@ -38,10 +38,14 @@ from tether.store.base import Store
 from .worker_app import WF, External, order_ids, risky
 
 ROOT = Path(__file__).resolve().parents[2]
-TETHER = Path(sys.executable).with_name("tether")
+#: The ``tether`` command users run (its console script; the same module without one).
+_SCRIPT = Path(sys.executable).with_name("tether")
+TETHER = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "tether.cli"]
 #: Runs are spread over two queues, so the workers' per-queue limits and fairness take part.
 QUEUES = ("default", "bulk")
-#: The killer's seed: ``TETHER_CHAOS_SEED`` (printed by every test) reproduces its choices.
+#: The killer's seed: ``TETHER_CHAOS_SEED`` (printed by every test). Its choices — the pause
+#: before each stop, which of the workers that are up, SIGKILL or SIGTERM, the same name or a
+#: new one — come from it; when workers come up still varies with the machine's load.
 DEFAULT_SEED = 14
 
 
@@ -158,7 +162,7 @@ class Pool:
         s = self.settings
         queues = [arg for queue in QUEUES
                   for arg in ("--queue", f"{queue}={max(1, s.concurrency // len(QUEUES))}")]
-        return [str(TETHER), "worker", "--store", self.store_url,
+        return [*TETHER, "worker", "--store", self.store_url,
                 "--workflow", "tests.chaos.worker_app:WF", *queues,
                 "--concurrency", str(s.concurrency), "--name", name,
                 "--lease-ttl-s", str(s.lease_ttl_s), "--poll-s", str(s.poll_s),
@@ -276,7 +280,7 @@ def enqueue_all(pool: Pool, store: Store, count: int, *, from_cli: int = 2) -> l
         run_id, queue = f"chaos-{order_id}", QUEUES[n % len(QUEUES)]
         if n < from_cli:
             started = subprocess.run(
-                [str(TETHER), "runs", "start", "tests.chaos.worker_app:WF", "--store",
+                [*TETHER, "runs", "start", "tests.chaos.worker_app:WF", "--store",
                  pool.store_url, "--input", f'"{order_id}"', "--queue", queue, "--run-id",
                  run_id], cwd=ROOT, env=pool.env, capture_output=True, text=True,
                 timeout=60, check=False)
@@ -303,7 +307,7 @@ def listing_of_workers(pool: Pool, store: Store, up: Sequence[int], summary: Sum
     listed under its name and pid (whether it is counted alive depends on its last beat, which
     a busy machine may delay: that is noted, not asserted)."""
     listed = subprocess.run(
-        [str(TETHER), "workers", "list", "--store", pool.store_url, "--json",
+        [*TETHER, "workers", "list", "--store", pool.store_url, "--json",
          "--lease-ttl-s", str(pool.settings.lease_ttl_s)],
         cwd=ROOT, env=pool.env, capture_output=True, text=True, timeout=60, check=False)
     assert listed.returncode == 0, listed.stdout + listed.stderr
@@ -525,7 +529,7 @@ def summary_status(store: Store, run_id: str) -> str | None:
 
 def store_check_cli(store_url: str) -> subprocess.CompletedProcess[str]:
     """``tether store check`` on the store, as a user would run it."""
-    return subprocess.run([str(TETHER), "store", "check", "--store", store_url], cwd=ROOT,
+    return subprocess.run([*TETHER, "store", "check", "--store", store_url], cwd=ROOT,
                           capture_output=True, text=True, timeout=120, check=False)
 
 

@@ -1,11 +1,12 @@
-"""Workers SIGKILLed at random and restarted while they work through hundreds of queued runs, on
-one real PostgreSQL database and on one SQLite file: every run still ends completed (or failed
-and compensated, for the orders the provider declines), escalated only where an unsafe write's
-outcome was unknown, with every write handler invoked at most once per intent key except the
-keyed re-issues and reconciled retries its class allows.
+"""Workers SIGKILLed at random (and now and then stopped with SIGTERM) and restarted while they
+work through hundreds of queued runs, on one real PostgreSQL database and on one SQLite file:
+every run still ends completed (or failed and compensated, for the orders the provider
+declines), escalated only where an unsafe write's outcome was unknown, with every write handler
+invoked at most once per intent key except the keyed re-issues and reconciled retries its class
+allows.
 
-The killer's choices come from ``TETHER_CHAOS_SEED`` (default 14; printed), so a failing seed
-can be run again: ``TETHER_CHAOS_SEED=7 python -m pytest -q -m chaos tests/chaos``.
+The killer's choices come from ``TETHER_CHAOS_SEED`` (default 14), printed with a summary of
+what happened: ``TETHER_CHAOS_SEED=7 python -m pytest -q -s -m chaos tests/chaos``.
 """
 
 from __future__ import annotations

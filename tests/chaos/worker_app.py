@@ -2,8 +2,10 @@
 
 Workers load the workflow by import path, the way users name theirs::
 
+    python -m tests.chaos.worker_app create ext.db        # the external system's tables
     TETHER_CHAOS_EXTERNAL=ext.db tether worker --store runs.db \\
-        --workflow tests.chaos.worker_app:WF
+        --workflow tests.chaos.worker_app:WF --park-timers-after-s 0.5
+    tether runs start tests.chaos.worker_app:WF --store runs.db --input '"o-0001"'
 
 ``WF`` (workflow ``chaos_order``, input an order id such as ``"o-0042"``) makes one call of each
 kind a durable workflow makes:
