@@ -25,8 +25,10 @@ SUITES = ["retry_safety", "crash_recovery"]
 SEEDS = 4
 #: The agent under test, from a file of its own: its jobs' keys hash that folder only (the
 #: built-in agent's keys hash all of tether's sources, which may be edited between two runs).
-#: It is the refund agent, except that the first episode to start on the node named in
-#: ``doomed.txt`` (once there is one) says so and waits there to be lost with its node.
+#: It is the refund agent, except that once ``doomed.txt`` names a node, the first episode to
+#: start there says so and waits to be lost with its node, and episodes elsewhere wait until
+#: that one has started (episodes are fast: the head alone would run them all while the other
+#: node is still starting a worker process).
 AGENT = '''"""The refund agent; one episode waits on the doomed node to be lost with it."""
 import pathlib
 import time
@@ -48,6 +50,10 @@ def _wait_if_doomed():
     if not doomed.exists() or not ray.is_initialized():
         return
     if ray.get_runtime_context().get_node_id() != doomed.read_text():
+        for _ in range(600):
+            if (HERE / "waiting").exists():
+                return
+            time.sleep(0.1)
         return
     try:
         (HERE / "waiting").touch(exist_ok=False)  # the first episode here only
@@ -155,6 +161,21 @@ def test_without_an_address_a_local_ray_is_started_and_shut_down(
     assert sorted(read_records(tmp_path / "local.jsonl"), key=str) == \
         sorted(read_records(tmp_path / "connected.jsonl"), key=str)
 
+
+@pytest.mark.ray
+def test_relative_paths_mean_what_they_mean_to_the_driver(
+        campaign: Campaign, cluster: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A scenario named relative to the driver's folder runs on a cluster started from
+    another folder: the episodes run from the driver's folder, as in a process pool."""
+    shutil.copy(REFUND, tmp_path / "desk.yaml")
+    monkeypatch.chdir(tmp_path)
+    jobs = plan([Path("desk.yaml")], ["retry_safety"], ["default"], seeds=2,
+                agent=campaign.agent)
+    assert run_campaign(jobs, tmp_path / "pool.jsonl", workers=1) == 2
+    assert run_campaign(jobs, tmp_path / "ray.jsonl", backend="ray",
+                        address=cluster.address) == 2
+    assert sorted((tmp_path / "ray.jsonl").read_text().splitlines()) == \
+        sorted((tmp_path / "pool.jsonl").read_text().splitlines())
 
 @pytest.mark.ray
 def test_tasks_in_flight_are_bounded_by_the_cluster_cpus(

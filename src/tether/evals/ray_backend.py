@@ -12,9 +12,10 @@ driver receives one result per task however often it ran. Episodes are determini
 task that *raised* is not retried: it would raise again.
 
 Every node must see the same files at the same paths as the driver — tether, the scenario
-files, the agent's code, harness files — as they do on one machine. A node that holds other
-copies runs another episode than the one planned; the campaign notices (the record's key
-differs) and stops instead of counting it.
+files, the agent's code, harness files — as they do on one machine; tasks run from the
+driver's current folder, so relative paths mean what they mean to the driver. A node that
+holds other copies runs another episode than the one planned; the campaign notices (the
+record's key differs) and stops instead of counting it.
 
 Example::
 
@@ -30,7 +31,7 @@ import shutil
 import socket
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from types import ModuleType
 from typing import Any, TypeVar
 
@@ -97,7 +98,9 @@ def ray_unordered(fn: Callable[[T], R], items: Sequence[T], *, workers: int | No
     """
     ray = import_ray()
     with _connected(ray, workers, address):
-        task = ray.remote(num_cpus=1, max_retries=TASK_RETRIES, retry_exceptions=False)(fn)
+        task = ray.remote(num_cpus=1, max_retries=TASK_RETRIES,
+                          retry_exceptions=False)(_in_folder)
+        folder = os.getcwd()
         cpus = int(ray.cluster_resources().get("CPU", 1))
         limit = max(1, IN_FLIGHT_PER_CPU * cpus)
         pending: dict[Any, int] = {}
@@ -105,7 +108,7 @@ def ray_unordered(fn: Callable[[T], R], items: Sequence[T], *, workers: int | No
         try:
             while True:
                 for index, item in following:
-                    pending[task.remote(item)] = index
+                    pending[task.remote(fn, folder, item)] = index
                     if len(pending) >= limit:
                         break
                 if not pending:
@@ -117,6 +120,18 @@ def ray_unordered(fn: Callable[[T], R], items: Sequence[T], *, workers: int | No
         finally:
             for ref in pending:
                 ray.cancel(ref)
+
+
+def _in_folder(fn: Callable[[T], R], folder: str, item: T) -> R:
+    """``fn(item)`` run from the driver's folder, as a process pool's workers run it: Ray's
+    workers start in the folder their node was started from, where the campaign's relative
+    paths (a scenario given as ``refund.yaml``, a module of the project) mean other files or
+    none. A node without that folder runs from its own (a relative path then fails there,
+    saying which)."""
+    if os.getcwd() != folder:
+        with suppress(OSError):
+            os.chdir(folder)
+    return fn(item)
 
 
 def _result(ray: ModuleType, ref: Any, item: object) -> Any:
