@@ -4,6 +4,7 @@ stored ``tenant.sid``, a server path (agent file, store) or another tenant."""
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import shutil
 import tempfile
@@ -199,3 +200,40 @@ def test_server_paths_and_database_urls_are_not_told() -> None:
 def test_the_keys_of_the_sweep_are_distinct_tenants() -> None:
     """The sweep's other tenant is one the leak check can find in any message."""
     assert KEYS["zed"][1] == "zulutenant" != KEYS["ada"][1]
+
+
+FAILING_AGENT = """
+name: failing
+instructions: Fail.
+model: {provider: scripted, script: "failing.py:script"}
+"""
+FAILING = """
+from pathlib import Path
+
+def script(request):
+    raise RuntimeError(f"cannot read {Path(__file__).resolve()} for session acme.boom")
+"""
+
+
+def test_a_failed_turns_reason_and_error_speak_only_of_what_the_caller_knows(
+        tmp_path: Path) -> None:
+    """A turn whose model fails with a message naming a server file and the stored session
+    id ends with turn.finished whose reason and error hold neither."""
+
+    async def go() -> None:
+        folder = tmp_path / "secret-agents-folder"
+        folder.mkdir()
+        (folder / "failing.yaml").write_text(FAILING_AGENT)
+        (folder / "failing.py").write_text(FAILING)
+        async with served(tmp_path, agent=folder / "failing.yaml") as s:
+            await s.call("POST", "/v1/sessions", body={"agent": "failing",
+                                                        "session_id": "boom"})
+            events = await s.frames("POST", "/v1/sessions/boom/triggers/user-message",
+                                    body={"input": {"text": "hi"}})
+            kind, data = events[-1][1], events[-1][2]
+            assert kind == "turn.finished" and data["status"] != "completed", data
+            told = json.dumps([data["reason"], data["error"]])
+            assert "cannot read" in told
+            assert not leaks(told, tmp_path), told
+
+    asyncio.run(go())

@@ -19,6 +19,7 @@ ones, the server's paths or another tenant.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -41,7 +42,7 @@ from tether.errors import (
 from tether.serve import requires_serve
 from tether.serve.server import Refusal, Server, Started
 from tether.serve.stream import UiEvent, event_stream
-from tether.serve.tenants import Principal
+from tether.serve.tenants import Principal, tenant_of_run
 
 requires_serve()
 
@@ -188,7 +189,7 @@ def _sse(server: Server, run_id: str, after: int,
         server.store, run_id, after=after, wake=wake, keepalive_s=server.keepalive_s,
         clock=server.runtime.clock, poll_s=server.poll_s,
         deltas=deltas if deltas is not None else server.deltas.follow(run_id),
-        through_waits=through_waits)
+        through_waits=through_waits, render=functools.partial(_render, server, run_id))
     # Tether-Run-Id and Tether-After say which run and from which seq before any frame: a
     # client whose connection drops before the first event can still resume at the right place
     # (GET /v1/executions/{run_id}/events after that seq) instead of guessing.
@@ -227,6 +228,28 @@ class EventStreamResponse(StreamingResponse):
             if len(group_error.exceptions) != 1:
                 raise
             raise group_error.exceptions[0] from None
+
+
+def _render(server: Server, run_id: str, event: UiEvent) -> UiEvent:
+    """A finished turn's reason and error as the run's tenant may read them (the runtime
+    words them for the operator: stored session ids, paths); other events are the turn's
+    own conversation and go as they are."""
+    if event.type != "turn.finished":
+        return event
+    tenant = tenant_of_run(run_id)
+
+    def worded(value: Any) -> Any:
+        if isinstance(value, str):
+            return server.redactor.render(value, tenant)
+        if isinstance(value, dict):
+            return {k: worded(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [worded(v) for v in value]
+        return value
+
+    data = {**event.data, "reason": worded(event.data.get("reason")),
+            "error": worded(event.data.get("error"))}
+    return UiEvent(event.type, data, event.id, event.position)
 
 
 def _after(request: Request) -> int:

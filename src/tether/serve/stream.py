@@ -431,11 +431,14 @@ async def event_stream(
     poll_s: float = 0.5,
     deltas: AsyncIterator[UiEvent] | None = None,
     through_waits: bool = False,
+    render: Callable[[UiEvent], UiEvent] | None = None,
 ) -> AsyncGenerator[str, None]:
     """SSE frames of run ``run_id``: the events with an id above ``after``, then live ones,
     until a terminal event (``through_waits``: until ``turn.finished`` only — each time the
     run waits, ``run.waiting`` is sent once and the stream goes on following it, so a client
     sees a decision or an answer made elsewhere when it is made, without asking again).
+    ``render`` (optional) rewrites each event read from the store before it is sent
+    (``tether serve`` words a finished turn's reason and error for the caller's tenant).
 
     The store is the truth: after every ``wake()`` (a hint that this process appended to the
     run) and at the latest every ``poll_s`` on ``clock``, the stream reads what follows its
@@ -452,7 +455,7 @@ async def event_stream(
     if not (keepalive_s > 0 and poll_s > 0):
         raise UsageError(f"an event stream needs a positive keepalive_s and poll_s, got "
                          f"keepalive_s={keepalive_s!r} poll_s={poll_s!r}")
-    follower = _Follower(store, run_id, after, through_waits=through_waits)
+    follower = _Follower(store, run_id, after, through_waits=through_waits, render=render)
     source = deltas
     last_sent = clock.now()
     pending: dict[str, asyncio.Future[Any]] = {}
@@ -536,8 +539,11 @@ class _Follower:
     """What a stream has read and sent of one run."""
 
     def __init__(self, store: Store, run_id: str, after: int, *,
-                 through_waits: bool = False) -> None:
+                 through_waits: bool = False,
+                 render: Callable[[UiEvent], UiEvent] | None = None) -> None:
         self.store, self.run_id = store, run_id
+        #: How an event is shown to this stream's reader (the server's redaction), if not as is.
+        self.render = render
         self.through_waits = through_waits
         #: The last seq at which ``run.waiting`` was sent (once per suspension).
         self.waiting_at = -1
@@ -592,7 +598,7 @@ class _Follower:
         for _, _, ui in sorted(keyed, key=lambda k: (k[0], k[1])):
             if ui.id is not None:
                 self.sent = ui.id
-            frames.append(format_event(ui))
+            frames.append(format_event(ui if self.render is None else self.render(ui)))
             if ui.type == "turn.finished":
                 return frames, True
         if finished:

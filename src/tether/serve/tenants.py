@@ -40,7 +40,7 @@ from tether.errors import UsageError
 log = logging.getLogger(__name__)
 
 __all__ = ["KeyFile", "KeyRing", "Principal", "key_hash", "owns_run", "public_id", "session_of_run",
-           "stored_id"]
+           "stored_id", "tenant_of_run"]
 
 #: Between the tenant and the session id in the stored session id.
 SEPARATOR = "."
@@ -96,6 +96,12 @@ def session_of_run(tenant: str, run_id: str) -> str | None:
     if match is None or match.group(1) != tenant:
         return None
     return f"{tenant}{SEPARATOR}{match.group(2)}"
+
+
+def tenant_of_run(run_id: str) -> str | None:
+    """The tenant of turn run ``run_id`` (``None`` when it is not a turn run's id)."""
+    match = _TURN_RUN.fullmatch(run_id)
+    return None if match is None else match.group(1)
 
 
 def owns_run(tenant: str, run_id: str) -> bool:
