@@ -52,12 +52,17 @@ def _exercise(tmp_path: Path, store: Store, store_url: str, ext: External,
 
     try:
         run_chaos(pool, store, settings, summary, enqueue)
+        stuck = [(i.run_id, i.status.value, i.owner, i.lease_expires_at)
+                 for i in store.list_runs() if not i.status.finished]
         pool.wait_registered(store)
         codes = pool.stop()
         left = {w.name for w in store.workers()}  # type: ignore[attr-defined]
     finally:
         pool.cleanup()
     summary.outcomes, noise = pool.reports()
+    assert not stuck, (f"{len(stuck)} run(s) unfinished {settings.settle_s:g} s after the "
+                       f"killing stopped (run, status, owner, lease until): {stuck[:10]}; "
+                       f"{summary.line()}; workers said: {describe(noise)}")
     problems = verify(store, ext, run_ids, summary)
     print(summary.line())
     assert not problems, describe(problems)
@@ -95,7 +100,7 @@ def test_four_workers_killed_at_random_on_postgres_finish_every_run_exactly_once
     restarted every few hundred ms: every run ends as its order requires, with no unsafe
     re-execution and no duplicate effect."""
     settings = Settings(workers=4, runs=500, concurrency=8, lease_ttl_s=2.0,
-                        kill_every_s=(0.2, 0.8), chaos_s=45.0, settle_s=60.0)
+                        kill_every_s=(0.2, 0.8), chaos_s=45.0, settle_s=120.0)
     ext = External(postgres_db)
     ext.create()
     store = PostgresStore(postgres_db)
@@ -110,7 +115,7 @@ def test_three_workers_killed_at_random_on_one_sqlite_file_finish_every_run_exac
         tmp_path: Path) -> None:
     """3 worker processes on one SQLite file, 120 queued runs, the same killer and checks."""
     settings = Settings(workers=3, runs=120, concurrency=4, lease_ttl_s=2.0,
-                        kill_every_s=(0.2, 0.8), chaos_s=25.0, settle_s=40.0)
+                        kill_every_s=(0.2, 0.8), chaos_s=25.0, settle_s=60.0)
     ext = External(str(tmp_path / "external.db"))
     ext.create()
     store_path = tmp_path / "runs.db"
