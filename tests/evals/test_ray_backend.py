@@ -185,7 +185,7 @@ def test_tasks_in_flight_are_bounded_by_the_cluster_cpus(
     a lost node's CPUs for a while.)"""
     import ray
 
-    from tether.evals.ray_backend import IN_FLIGHT_PER_CPU, ray_unordered
+    from tether.evals.ray_backend import IN_FLIGHT_PER_CPU, RECOUNT_EVERY, ray_unordered
 
     waited: list[int] = []
     real_wait = ray.wait
@@ -195,9 +195,9 @@ def test_tasks_in_flight_are_bounded_by_the_cluster_cpus(
         return real_wait(refs, **options)
 
     monkeypatch.setattr(ray, "wait", counting_wait)
-    items = [f"folder/{n}.txt" for n in range(40)]
+    items = [f"folder/{n}.txt" for n in range(RECOUNT_EVERY + 16)]  # counted again once
     results = dict(ray_unordered(os.path.basename, items, address=cluster.address))
-    assert results == {n: f"{n}.txt" for n in range(40)}
+    assert results == {n: f"{n}.txt" for n in range(len(items))}
     assert max(waited) == IN_FLIGHT_PER_CPU * 2
 
 @pytest.mark.ray

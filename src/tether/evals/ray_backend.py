@@ -37,8 +37,8 @@ from typing import Any, TypeVar
 
 from tether.errors import TetherError, UsageError
 
-__all__ = ["CONNECT_TIMEOUT_S", "IN_FLIGHT_PER_CPU", "TASK_RETRIES", "check_address",
-           "import_ray", "ray_unordered"]
+__all__ = ["CONNECT_TIMEOUT_S", "IN_FLIGHT_PER_CPU", "RECOUNT_EVERY", "TASK_RETRIES",
+           "check_address", "import_ray", "ray_unordered"]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -47,6 +47,8 @@ R = TypeVar("R")
 #: submit its next task, few enough that a campaign of 100,000 episodes does not put 100,000
 #: tasks (and their arguments) in the cluster at once.
 IN_FLIGHT_PER_CPU = 4
+#: After how many finished tasks the cluster's CPUs are counted again.
+RECOUNT_EVERY = 64
 #: How often Ray runs a task again when its worker or node dies under it.
 TASK_RETRIES = 5
 #: How long a cluster's address has to accept a connection before it counts as wrong.
@@ -101,25 +103,32 @@ def ray_unordered(fn: Callable[[T], R], items: Sequence[T], *, workers: int | No
         task = ray.remote(num_cpus=1, max_retries=TASK_RETRIES,
                           retry_exceptions=False)(_in_folder)
         folder = os.getcwd()
-        cpus = int(ray.cluster_resources().get("CPU", 1))
-        limit = max(1, IN_FLIGHT_PER_CPU * cpus)
+        limit, counted = _in_flight(ray), 0
         pending: dict[Any, int] = {}
-        following = iter(enumerate(items))
+        left = iter(enumerate(items))
         try:
             while True:
-                for index, item in following:
-                    pending[task.remote(fn, folder, item)] = index
-                    if len(pending) >= limit:
-                        break
+                while len(pending) < limit and (following := next(left, None)) is not None:
+                    pending[task.remote(fn, folder, following[1])] = following[0]
                 if not pending:
                     return
                 ready, _ = ray.wait(list(pending), num_returns=1)
                 for ref in ready:
                     index = pending.pop(ref)
                     yield index, _result(ray, ref, items[index])
+                    counted += 1
+                    if counted % RECOUNT_EVERY == 0:
+                        limit = _in_flight(ray)  # an autoscaled cluster grows as it works
         finally:
             for ref in pending:
                 ray.cancel(ref)
+
+
+def _in_flight(ray: ModuleType) -> int:
+    """How many tasks to keep in flight: :data:`IN_FLIGHT_PER_CPU` per CPU of the cluster,
+    as for one CPU when it has none yet (an autoscaled cluster's head often has none: the
+    waiting tasks are what makes it add nodes)."""
+    return IN_FLIGHT_PER_CPU * max(1, int(ray.cluster_resources().get("CPU", 0)))
 
 
 def _in_folder(fn: Callable[[T], R], folder: str, item: T) -> R:
