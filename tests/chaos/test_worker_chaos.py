@@ -12,6 +12,7 @@ what happened: ``TETHER_CHAOS_SEED=7 python -m pytest -q -s -m chaos tests/chaos
 from __future__ import annotations
 
 import itertools
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -37,6 +38,8 @@ from .worker_app import External
 pytestmark = pytest.mark.chaos
 
 _databases = itertools.count(1)
+#: Four workers need about 4 × 7 connections, and killed ones linger until reaped.
+_MAX_CONNECTIONS = 100
 
 
 def _exercise(tmp_path: Path, store: Store, store_url: str, ext: External,
@@ -79,17 +82,37 @@ def _exercise(tmp_path: Path, store: Store, store_url: str, ext: External,
     return summary
 
 
+@pytest.fixture(scope="module")
+def chaos_postgres_dsn() -> Iterator[str]:
+    """A PostgreSQL server of the chaos tests' own, with room for their connections: each
+    worker process holds one for the journal, one per I/O thread, one listening for work and
+    one for the external system, and a killed worker's are only reaped after it dies, more
+    than the shared test server's 30 allow. Skipped when TETHER_SKIP_POSTGRES=1."""
+    if os.environ.get("TETHER_SKIP_POSTGRES") == "1":
+        pytest.skip("TETHER_SKIP_POSTGRES=1: PostgreSQL tests are turned off")
+    from tether.testing import postgres
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setitem(postgres._SERVER_CONFIG, "max_connections", str(_MAX_CONNECTIONS))
+        server = postgres.TemporaryPostgres()
+        server.start()
+    try:
+        yield server.dsn
+    finally:
+        server.stop()
+
+
 @pytest.fixture
-def postgres_db(postgres_dsn: str) -> Iterator[str]:
-    """A fresh database on the test session's PostgreSQL server, dropped afterwards."""
+def postgres_db(chaos_postgres_dsn: str) -> Iterator[str]:
+    """A fresh database on the chaos tests' PostgreSQL server, dropped afterwards."""
     import psycopg
 
     name = f"chaos_{next(_databases)}"
-    with psycopg.connect(postgres_dsn, autocommit=True) as admin:
+    with psycopg.connect(chaos_postgres_dsn, autocommit=True) as admin:
         admin.execute(f"DROP DATABASE IF EXISTS {name}")
         admin.execute(f"CREATE DATABASE {name}")
-    yield postgres_dsn.rsplit("/", 1)[0] + f"/{name}"
-    with psycopg.connect(postgres_dsn, autocommit=True) as admin:
+    yield chaos_postgres_dsn.rsplit("/", 1)[0] + f"/{name}"
+    with psycopg.connect(chaos_postgres_dsn, autocommit=True) as admin:
         admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
