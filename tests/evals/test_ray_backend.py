@@ -15,7 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from tether.cli import app
-from tether.errors import UsageError
+from tether.errors import TetherError, UsageError
 from tether.evals.campaign import plan, read_records, run_campaign
 from tether.evals.run import run_full_campaign
 from tether.evals.suites import BUILTIN_SCENARIOS
@@ -199,6 +199,18 @@ def test_tasks_in_flight_are_bounded_by_the_cluster_cpus(
     results = dict(ray_unordered(os.path.basename, items, address=cluster.address))
     assert results == {n: f"{n}.txt" for n in range(len(items))}
     assert max(waited) == IN_FLIGHT_PER_CPU * 2
+
+@pytest.mark.ray
+def test_a_task_ray_cannot_complete_is_a_tether_error(
+        cluster: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A task whose worker process dies every time it runs: once Ray's retries are spent, a
+    TetherError naming the item and saying to resume, not Ray's own exception."""
+    from tether.evals import ray_backend
+
+    monkeypatch.setattr(ray_backend, "TASK_RETRIES", 1)
+    with pytest.raises(TetherError, match="run the campaign again to resume") as raised:
+        list(ray_backend.ray_unordered(os._exit, [3], address=cluster.address))
+    assert type(raised.value) is TetherError and "the task of 3 " in str(raised.value)
 
 @pytest.mark.ray
 def test_a_node_lost_in_the_middle_of_a_campaign_changes_nothing(
