@@ -11,9 +11,10 @@ comparison, on one SQLite file per cell.
 
 1. **Throughput.** N runs of a small workflow (three durable steps and one idempotent write) are
    enqueued before any worker starts; then 1, 2 or 4 workers (concurrency 4 each) start and
-   drain the queue. Reported: wall time from the first worker's spawn to the last
-   ``run_finished`` (from the store), the steady rate from the first ``run_dequeued`` to the last
-   ``run_finished`` (without interpreter start-up), and the CPU time per run: the workers'
+   drain the queue. Reported: the rate over the wall time from the first worker's spawn to the
+   last ``run_finished`` (from the store); the steady rate, over the runs finished once every
+   worker was serving (so neither interpreter start-up nor its contention with workers already
+   at work counts); and the CPU time per run: the workers'
    user+sys CPU from ``os.wait4`` (so exactly theirs) less what each had spent when it said it
    was serving (read from ``/proc/PID/stat``: imports and opening the store, reported apart),
    and the PostgreSQL server's CPU (the postmaster's own and reaped children's time plus its
@@ -205,6 +206,7 @@ class WorkerProc:
     log: Path
     cpu_s: float = 0.0
     startup_cpu_s: float = 0.0
+    ready_at: float = 0.0
 
 
 def spawn(url: str, name: str, log_dir: Path, *, ttl_s: float = 30.0,
@@ -233,16 +235,22 @@ def sample_startup(workers: Sequence[WorkerProc], timeout_s: float = 60.0) -> No
                 if fields is None:
                     raise SystemExit(f"worker {w.name} is gone")
                 w.startup_cpu_s = (int(fields[11]) + int(fields[12])) / _TICK
+                w.ready_at = time.time()
                 pending.remove(w)
             elif w.proc.poll() is not None:
-                raise SystemExit(f"worker {w.name} exited {w.proc.returncode} at start")
+                raise SystemExit(f"worker {w.name} exited {w.proc.returncode} at start:\n"
+                                 + w.log.read_text(errors="replace")[-3000:])
         if time.monotonic() > deadline:
             raise SystemExit(f"workers {[w.name for w in pending]} never started")
         time.sleep(0.005)
 
 
-def reap(worker: WorkerProc, sig: signal.Signals, timeout_s: float = 30.0) -> None:
-    """Send ``sig``, wait for the exit and record the process's user+sys CPU time."""
+def reap(worker: WorkerProc, sig: signal.Signals, timeout_s: float = 30.0, *,
+         check: bool = True) -> None:
+    """Send ``sig``, wait for the exit and record the process's user+sys CPU time; with
+    ``check``, a worker that does not exit 0 on SIGTERM ends the benchmark."""
+    if worker.proc.returncode is not None:
+        return
     with contextlib.suppress(ProcessLookupError):
         worker.proc.send_signal(sig)
     deadline = time.monotonic() + timeout_s
@@ -257,8 +265,15 @@ def reap(worker: WorkerProc, sig: signal.Signals, timeout_s: float = 30.0) -> No
         time.sleep(0.02)
     worker.proc.returncode = os.waitstatus_to_exitcode(status)
     worker.cpu_s = usage.ru_utime + usage.ru_stime
-    if sig == signal.SIGTERM and worker.proc.returncode != 0:
-        raise SystemExit(f"worker {worker.name} exited {worker.proc.returncode} on SIGTERM")
+    if check and sig == signal.SIGTERM and worker.proc.returncode != 0:
+        raise SystemExit(f"worker {worker.name} exited {worker.proc.returncode} on SIGTERM:\n"
+                         + worker.log.read_text(errors="replace")[-3000:])
+
+
+def stop_all(workers: Sequence[WorkerProc], *, check: bool = True) -> None:
+    """SIGTERM every worker and wait for it (``check``: each must exit 0)."""
+    for w in workers:
+        reap(w, signal.SIGTERM, check=check)
 
 
 def wait_registered(store: Any, workers: Sequence[WorkerProc], timeout_s: float = 60.0) -> None:
@@ -267,7 +282,8 @@ def wait_registered(store: Any, workers: Sequence[WorkerProc], timeout_s: float 
     while not pids <= {info.pid for info in store.workers()}:
         for w in workers:
             if w.proc.poll() is not None:
-                raise SystemExit(f"worker {w.name} exited {w.proc.returncode} at start")
+                raise SystemExit(f"worker {w.name} exited {w.proc.returncode} at start:\n"
+                                 + w.log.read_text(errors="replace")[-3000:])
         if time.monotonic() > deadline:
             raise SystemExit(f"workers {sorted(pids)} never registered")
         time.sleep(0.05)
@@ -298,11 +314,11 @@ def wait_finished(store: Any, count: int, timeout_s: float) -> None:
         time.sleep(0.2)
 
 
-def check_and_span(store: Any, run_ids: Sequence[str]) -> tuple[float, float]:
-    """Every run completed, dequeued at most once; the first dequeue and last finish times."""
+def check_and_span(store: Any, run_ids: Sequence[str]) -> tuple[float, list[float]]:
+    """Every run completed, dequeued at most once; the first dequeue, and the finish times."""
     from tether.events import RunDequeued, RunFinished, RunStatus
 
-    first, last = float("inf"), 0.0
+    first, finishes = float("inf"), []
     for run_id in run_ids:
         events = store.read(run_id)
         dequeues = [e.at for e in events if isinstance(e, RunDequeued)]
@@ -312,8 +328,18 @@ def check_and_span(store: Any, run_ids: Sequence[str]) -> tuple[float, float]:
         if len(dequeues) > 1:
             raise SystemExit(f"run {run_id} was dequeued {len(dequeues)} times")
         first = min([first, *dequeues])
-        last = max(last, finished[0].at)
-    return first, last
+        finishes.append(finished[0].at)
+    return first, finishes
+
+
+def steady_rate(ready_at: float, finishes: Sequence[float]) -> float:
+    """Runs per second once every executor was ready: the runs finished after ``ready_at``
+    over the time from it to the last finish (start-up, and its contention, left out)."""
+    later = [f for f in finishes if f >= ready_at]
+    if len(later) < max(2, len(finishes) // 10):
+        raise SystemExit(f"only {len(later)} of {len(finishes)} runs finished once every "
+                         "worker was ready: too few runs to measure a steady rate (--runs)")
+    return len(later) / (max(later) - ready_at)
 
 
 # -- 1. throughput ----------------------------------------------------------------------------
@@ -324,7 +350,7 @@ class Throughput:
     backend: str
     system: str  # "1 worker", …, or "baseline"
     wall_s: list[float] = field(default_factory=list)
-    steady_s: list[float] = field(default_factory=list)
+    steady_rate: list[float] = field(default_factory=list)
     cpu_s: list[float] = field(default_factory=list)
     startup_cpu_s: list[float] = field(default_factory=list)
     server_cpu_s: list[float] = field(default_factory=list)
@@ -342,15 +368,16 @@ def measure_workers(backend: Backend, workers: int, runs: int, label: str, log_d
         try:
             sample_startup(pool)
             wait_finished(store, runs, timeout_s=300)
-        finally:
-            for w in pool:
-                reap(w, signal.SIGTERM)
+        except BaseException:
+            stop_all(pool, check=False)
+            raise
+        stop_all(pool)
         server_after = backend.server_cpu_s()
-        first, last = check_and_span(store, run_ids)
+        first, finishes = check_and_span(store, run_ids)
     finally:
         store.close()
-    cell.wall_s.append(last - spawned_at)
-    cell.steady_s.append(last - first)
+    cell.wall_s.append(max(finishes) - spawned_at)
+    cell.steady_rate.append(steady_rate(max(first, *(w.ready_at for w in pool)), finishes))
     cell.cpu_s.append(sum(w.cpu_s - w.startup_cpu_s for w in pool))
     cell.startup_cpu_s.extend(w.startup_cpu_s for w in pool)
     if server_before is not None and server_after is not None:
@@ -378,11 +405,11 @@ def measure_baseline(backend: Backend, runs: int, label: str, cell: Throughput) 
         server_after = backend.server_cpu_s()
         if len(results) != runs or any(r.status is not RunStatus.COMPLETED for r in results):
             raise SystemExit(f"recover() completed {len(results)} of {runs} runs")
-        first, last = check_and_span(store, run_ids)
+        first, finishes = check_and_span(store, run_ids)
     finally:
         store.close()
     cell.wall_s.append(wall)
-    cell.steady_s.append(last - first)
+    cell.steady_rate.append(steady_rate(first, finishes))
     cell.cpu_s.append(cpu)
     if server_before is not None and server_after is not None:
         cell.server_cpu_s.append(server_after - server_before)
@@ -396,7 +423,7 @@ def print_throughput(cells: list[Throughput], runs: int) -> None:
     by_key = {(c.backend, c.system): c for c in cells}
 
     def rate(cell: Throughput) -> float:
-        return runs / statistics.median(cell.steady_s)
+        return statistics.median(cell.steady_rate)
 
     for c in cells:
         one = by_key.get((c.backend, "1 worker"))
@@ -479,9 +506,12 @@ def measure_takeover(backend: Backend, ttl_s: float, poll_s: float, reps: int, l
             wait_registered(store, pool)
             print(f"  takeover ttl={ttl_s} poll={poll_s} #{rep}: "
                   f"{cell.expiry_to_event[-1] * 1e3:.0f} ms after expiry", file=sys.stderr)
+    except BaseException:
+        stop_all(pool, check=False)
+        raise
+    else:
+        stop_all(pool)
     finally:
-        for w in pool:
-            reap(w, signal.SIGTERM)
         store.close()
     return cell
 
@@ -531,8 +561,12 @@ def measure_enqueue_to_start(backend: Backend, reps: int, log_dir: Path,
             latencies.append(dequeued - enqueued)
             # Enqueue at a random phase of the worker's poll cycle.
             time.sleep(rng.uniform(0.05, 1.0))
+    except BaseException:
+        stop_all([w], check=False)
+        raise
+    else:
+        stop_all([w])
     finally:
-        reap(w, signal.SIGTERM)
         store.close()
     print(f"  enqueue → start on {backend.name}: "
           f"{statistics.median(latencies) * 1e3:.1f} ms", file=sys.stderr)
@@ -612,7 +646,7 @@ def main(argv: list[str] | None = None) -> None:
                     else:
                         measure_workers(backend, count, runs, label, folder, cell)
                     print(f"  {backend.name} {system} rep {rep}: "
-                          f"{runs / cell.steady_s[-1]:.0f} runs/s steady, "
+                          f"{cell.steady_rate[-1]:.0f} runs/s steady, "
                           f"{cell.cpu_s[-1] / runs * 1e3:.1f} ms CPU/run", file=sys.stderr)
 
         takeover_cells = []
