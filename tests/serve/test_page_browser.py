@@ -393,6 +393,42 @@ def test_an_expired_or_lost_session_is_restored_from_the_pages_copy(tmp_path: Pa
         browser.close()
 
 
+@pytest.mark.browser
+def test_opening_sessions_with_waiting_turns_one_after_another_leaks_no_connection(
+        tmp_path: Path) -> None:
+    """Eight sessions, each with a turn waiting for the app, are opened in the page one after
+    another (each one's waiting turn followed on an open stream); the streams of a session
+    left are closed, so the browser's few connections to the server are never used up and the
+    last session still takes a message."""
+    chromium = _chromium()
+    keys = tmp_path / "keys.yaml"
+    ada = make_key(keys, "shop", "ada", "customer")
+    me = {"Authorization": f"Bearer {ada}"}
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}"
+    browser = Browser(chromium, tmp_path / "profile")
+    try:
+        with _serve(tmp_path, keys, port):
+            for n in range(8):
+                httpx.post(f"{base}/v1/sessions", headers=me,
+                           json={"agent": "support-chat", "session_id": f"w{n}"})
+                with httpx.stream("POST", f"{base}/v1/sessions/w{n}/triggers/user-message",
+                                  headers=me, json={"input": {"text": "The headphones from "
+                                  "order ch_0002 stopped working. Please refund them."}},
+                                  timeout=60) as answer:
+                    assert "run.waiting" in answer.read().decode()
+            browser.goto(f"{base}/")
+            _use_key(browser, ada)
+            for n in range(8):
+                _open(browser, "support-chat", f"w{n}")
+                browser.wait("window.tetherChat.following() === 1")
+            _open(browser, "support-chat", "fresh")
+            _say(browser, "How much did I pay for order ch_0001?")
+            browser.wait("document.querySelector('#log .state.completed')")
+    finally:
+        browser.close()
+
+
 def _until_expired(url: str, headers: dict[str, str]) -> None:
     """Wait (a deadline, not an assert on time) until the session at ``url`` has expired."""
     deadline = time.monotonic() + 60

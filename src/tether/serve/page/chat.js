@@ -78,7 +78,7 @@
       $("log").appendChild(box);
       run = { id: runId, lastId: 0, box: box, delta: null, calls: new Map(),
               revisions: new Set(), state: null, following: false, again: false,
-              done: false, waiting: false };
+              done: false, waiting: false, reader: null };
       runs.set(runId, run);
     }
     return run;
@@ -87,8 +87,9 @@
   // Reads SSE frames from a fetch response; calls onFrame(id|null, type, data) for each.
   // Resolves true when a terminal event (of `terminal`) was read, false when the stream
   // ended without one.
-  async function readFrames(response, onFrame, terminal) {
+  async function readFrames(response, onFrame, terminal, run) {
     const reader = response.body.getReader();
+    run.reader = reader; // cancelled when another session is opened
     const decoder = new TextDecoder();
     let buffer = "";
     let frame = { id: null, event: "", data: [] };
@@ -156,11 +157,15 @@
               throw new Error(error.message);
             }
           }
+          if (runs.get(runId) !== run) {
+            response.body.cancel().catch(() => {});
+            return; // another session was opened meanwhile
+          }
           const ended = await readFrames(response, (id, type, data) => {
             attempt = 0;
             status("");
             onEvent(run, id, type, data);
-          }, response === first ? TERMINAL : FINISHED);
+          }, response === first ? TERMINAL : FINISHED, run);
           if (ended) {
             status("");
             if (!run.done && runs.get(runId) === run) {
@@ -490,7 +495,12 @@
   }
 
   function clearSession() {
-    for (const run of runs.values()) run.box.remove();
+    for (const run of runs.values()) {
+      run.box.remove();
+      // A stream following a waiting run would stay open for nothing (and hold one of the
+      // browser's few connections to this server).
+      if (run.reader) run.reader.cancel().catch(() => {});
+    }
     runs.clear();
     $("restore-panel").hidden = true;
   }
