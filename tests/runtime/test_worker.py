@@ -454,3 +454,39 @@ def test_a_restarted_worker_takes_back_its_own_runs_at_once(queue_store: Any) ->
     restarted = Worker(rt, poll_s=0.01)
     asyncio.run(serve(restarted, lambda: status(queue_store, run_id) is RunStatus.COMPLETED))
     assert restarted.counts["completed"] == 1
+
+
+def test_queues_with_backlogs_share_the_slots_evenly(queue_store: Any) -> None:
+    """Two queues with backlogs and room for two runs at once: each always has one running.
+    As runs end one at a time, oldest first, the freed slot goes to the queue with fewer runs
+    executing, so starts alternate a, b, a, b … (a plain rotation gave one queue two slots)."""
+    gates: dict[str, asyncio.Event] = {}
+    started: list[tuple[str, str]] = []
+
+    @workflow(name="turn")
+    async def turn(ctx: RunContext, queue: str) -> str:
+        gates[ctx.run_id] = asyncio.Event()
+        started.append((queue, ctx.run_id))
+        await gates[ctx.run_id].wait()
+        return queue
+
+    rt = runtime(queue_store, turn)
+    for _ in range(4):
+        rt.enqueue(turn, "a", queue="a")
+        rt.enqueue(turn, "b", queue="b")
+    worker = Worker(rt, queues={"a": 2, "b": 2}, concurrency=2, poll_s=0.01)
+
+    async def release_oldest_one_by_one() -> None:
+        for released in range(6):
+            while len(started) < released + 2:
+                await asyncio.sleep(0.005)
+            gates[started[released][1]].set()
+        while len(started) < 8:
+            await asyncio.sleep(0.005)
+        for gate in gates.values():
+            gate.set()
+
+    asyncio.run(serve(worker, lambda: len(started) >= 2, then=release_oldest_one_by_one))
+    order = [queue for queue, _ in started]
+    assert order[:2] in (["a", "b"], ["b", "a"])
+    assert all(order[i] != order[i + 1] for i in range(len(order) - 1)), order

@@ -24,8 +24,9 @@ the run's lease, so two workers never execute one run; the worker then executes 
 'completed'
 
 Fairness: with ``queues`` (name → how many of its runs at once), each round claims one run
-per queue in turn, starting from a different queue every round, so a busy queue cannot starve
-another; ``concurrency`` caps all of them together.
+per queue in turn — the queues with the fewest runs executing here first, ties broken by a
+start that rotates every round — so a busy queue cannot starve another, and slots freed while
+several queues have backlogs are shared evenly; ``concurrency`` caps all of them together.
 
 Idle: when nothing is due the worker waits for the store's signal that work may be due
 (:meth:`WorkQueue.wait_for_work`, in a thread: PostgreSQL's LISTEN/NOTIFY), for the earliest
@@ -221,7 +222,10 @@ class Worker:
         keys = list(self._limits)
         start = self._turn % len(keys)
         self._turn += 1
-        order = keys[start:] + keys[:start]
+        # The queues with the fewest runs executing here go first (a freed slot goes where it
+        # evens the share); a rotating start breaks ties, so no queue is always first.
+        running = Counter(q for _, _, q in self._running.values())
+        order = sorted(keys[start:] + keys[:start], key=lambda q: running[q])
         claimed, progress = 0, True
         while progress and self._free() > 0:
             progress = False
