@@ -13,7 +13,8 @@ import pytest
 from tether import MemoryStore, Runtime, VirtualClock
 from tether.events import Event, RunFinished, RunStatus
 
-from .harness import Summary, check_invocations, check_journal, check_run
+from .checks import check_invocations, check_journal, check_run
+from .harness import Summary
 from .worker_app import EFFECT_TABLES, WF, External
 
 

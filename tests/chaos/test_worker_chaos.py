@@ -22,17 +22,8 @@ from tether.store.base import Store
 from tether.store.postgres import PostgresStore
 from tether.store.sqlite import SQLiteStore
 
-from .harness import (
-    Pool,
-    Settings,
-    Summary,
-    chaos_seed,
-    describe,
-    enqueue_all,
-    run_chaos,
-    store_check_cli,
-    verify,
-)
+from .checks import describe, store_check_cli, verify
+from .harness import Pool, Settings, Summary, chaos_seed, enqueue_all, run_chaos
 from .worker_app import External
 
 pytestmark = pytest.mark.chaos
