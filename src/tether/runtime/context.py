@@ -190,7 +190,7 @@ class RunContext:
                 raise  # the run itself is being cancelled: not an outcome of this step
             # Otherwise the step's code raised it of its own accord (a library's cancel scope):
             # an error of the step like any other, journaled, so it cannot escape the run.
-            rebuilt = self._step_failed(pos, name, exc)
+            rebuilt = await self._step_failed(pos, name, exc)
             if rebuilt is not exc:
                 # What a replay will raise, raised now: live and replay must see the same
                 # exception (type, args, attributes), so take the same ``except`` branches.
@@ -201,19 +201,19 @@ class RunContext:
         except UsageError as exc:
             # Rejected at the call and journaled as its outcome: a replay raises this same
             # error instead of running the step again (and perhaps getting another value).
-            self.journal.record(StepFailed, pos=pos, call="step", name=name,
-                                error=error_record(exc))
+            await self.journal.arecord(StepFailed, pos=pos, call="step", name=name,
+                                       error=error_record(exc))
             raise
-        self.journal.record(StepRecorded, pos=pos, call="step", name=name, result=data)
+        await self.journal.arecord(StepRecorded, pos=pos, call="step", name=name, result=data)
         self.probe(pos, name, "after_step")
         return from_json(data, result_type)
 
-    def _step_failed(self, pos: int, name: str, exc: BaseException) -> BaseException:
+    async def _step_failed(self, pos: int, name: str, exc: BaseException) -> BaseException:
         """Journal a step's error; return ``exc`` if a replay will raise its equal, else the
         exception a replay will raise (rebuilt from the journal)."""
         record = error_record(
             exc, encode=lambda value: to_json(value, what=f"the error of step {name!r}"))
-        self.journal.record(StepFailed, pos=pos, call="step", name=name, error=record)
+        await self.journal.arecord(StepFailed, pos=pos, call="step", name=name, error=record)
         rebuilt = rebuild_error(record)
         return exc if _same_error(exc, rebuilt) else rebuilt
 
@@ -261,16 +261,16 @@ class RunContext:
             parked = self.park_timers_after_s is not None and seconds > self.park_timers_after_s
             if parked:
                 # Durable before the run lets go: whoever continues it must find the timer.
-                self.journal.record(TimerStarted, sync=True, pos=pos, wake_at=wake_at,
-                                    parked=True)
+                await self.journal.arecord(TimerStarted, sync=True, pos=pos, wake_at=wake_at,
+                                           parked=True)
             else:
-                self.journal.record(TimerStarted, pos=pos, wake_at=wake_at)
+                await self.journal.arecord(TimerStarted, pos=pos, wake_at=wake_at)
         remaining = wake_at - self.clock.now()
         if remaining > 0:
             if parked:
                 raise RunSuspended(f"timer:{pos}")
             await self.clock.sleep(remaining)
-        self.journal.record(TimerFired, pos=pos)
+        await self.journal.arecord(TimerFired, pos=pos)
 
     async def wait_for(self, key: str, *, timeout_s: float | None = None,
                        data: dict[str, Any] | None = None) -> Any:
@@ -293,8 +293,8 @@ class RunContext:
             expired and _seq_of_expiry(recorded) < resolution.seq
         ):
             if not recorded:
-                self.journal.record(StepRecorded, pos=pos, call="wait_for", name=key,
-                                    result=resolution.value)
+                await self.journal.arecord(StepRecorded, pos=pos, call="wait_for", name=key,
+                                           result=resolution.value)
             return resolution.value
         if recorded and isinstance(recorded[0], StepRecorded):
             return recorded[0].result
@@ -303,12 +303,12 @@ class RunContext:
         if not recorded:
             deadline = None if timeout_s is None else self.clock.now() + timeout_s
             # Durable before anyone outside can see the request: the output-commit rule.
-            self.journal.record(WaitStarted, sync=True, pos=pos, key=key, deadline=deadline,
-                                data=dict(data or {}))
+            await self.journal.arecord(WaitStarted, sync=True, pos=pos, key=key,
+                                       deadline=deadline, data=dict(data or {}))
         else:
             deadline = recorded[0].deadline
         if deadline is not None and self.clock.now() >= deadline:
-            expiry = self.journal.record(WaitExpired, pos=pos, key=key)
+            expiry = await self.journal.arecord(WaitExpired, pos=pos, key=key)
             # A resolution that raced in just before the expiry was appended (and was taken
             # in by the append's retry) came first: a replay reads it that way, so live must.
             late = self.journal.resolution(key)

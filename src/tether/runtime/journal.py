@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -28,9 +29,10 @@ from tether.events import (
     WaitExpired,
     WaitResolved,
     WaitStarted,
+    encode,
 )
 from tether.retries import retries_at
-from tether.store.base import Lease, Store
+from tether.store.base import AsyncStore, Lease, Store, awaited_form
 
 __all__ = [
     "Listener",
@@ -119,6 +121,13 @@ class RunJournal:
     is renewed before an append once past half of ``lease_ttl_s``. Once the lease is lost — a
     fenced append or a renewal refused, here or by a heartbeat (:meth:`renew_lease`) — the
     next append or durable call raises :class:`~tether.errors.OwnershipLost`.
+
+    :meth:`arecord` is :meth:`record` for async code: on a store that is an
+    :class:`~tether.store.base.AsyncStore` (PostgreSQL) the event loop goes on while the
+    append travels, and the appends of one journal still take their seqs one at a time (an
+    ``asyncio.Lock``), so parallel tool calls of one run never collide on a seq. A blocking
+    :meth:`record` made while such an append is in flight (``now()``, ``decide()`` beside a
+    tool call) recognises that append in the store as this journal's own and goes after it.
     """
 
     def __init__(
@@ -148,6 +157,11 @@ class RunJournal:
         self.finished: RunFinished | None = None
         self._by_pos: dict[int, list[Event]] = {}
         self._resolutions: dict[str, WaitResolved] = {}
+        # The awaited appends: the store's async form (None: ``arecord`` is ``record``), the
+        # lock that orders them (bound to the loop it was made on), and the event in flight.
+        self._astore = awaited_form(store)
+        self._alock: tuple[asyncio.AbstractEventLoop, asyncio.Lock] | None = None
+        self._inflight: Event | None = None
         for event in events:
             self._index(event)
             self.last_seq = event.seq
@@ -167,12 +181,26 @@ class RunJournal:
         """After a lost append race, take in what was appended meanwhile if it is only
         resolutions delivered from outside (``Runtime.resolve``); then the append may retry.
         Anything else means another worker owns the run."""
-        newer = self.store.read(self.run_id, after_seq=self.last_seq)
-        if not newer or not all(isinstance(e, WaitResolved) for e in newer):
+        return self._take_in(self.store.read(self.run_id, after_seq=self.last_seq))
+
+    async def _aabsorb_resolutions(self, store: AsyncStore) -> bool:
+        """:meth:`_absorb_resolutions`, reading without blocking the event loop."""
+        return self._take_in(await store.read_async(self.run_id, after_seq=self.last_seq))
+
+    def _take_in(self, newer: Sequence[Event]) -> bool:
+        """Index ``newer`` (read after ``last_seq``) if it is only resolutions, or this
+        journal's own awaited append still in flight (then it is taken as appended, listeners
+        told); False, taking nothing, if anything else is there."""
+        inflight = self._inflight
+        if not newer or not all(isinstance(e, WaitResolved) or _same(e, inflight)
+                                for e in newer):
             return False
         for event in newer:
-            self._index(event)
-            self.last_seq = event.seq
+            if _same(event, inflight):
+                self._took(event)
+            else:
+                self._index(event)
+                self.last_seq = event.seq
         return True
 
     def refresh(self) -> None:
@@ -244,13 +272,17 @@ class RunJournal:
             except LeaseLost as exc:
                 self.lost = exc
 
-    def _fenced_append(self, event: Event, sync: bool) -> None:
+    def _check_owned(self, event: Event) -> None:
+        """Before an append: stop if the lease is lost, renew it if past half its TTL."""
         if self.lost is not None:
             raise OwnershipLost(self.lost)
         if event.at >= self._renew_at:  # piggy-backed: at most one renewal per half TTL
             self.renew_lease(early=False)
             if self.lost is not None:
                 raise OwnershipLost(self.lost)
+
+    def _fenced_append(self, event: Event, sync: bool) -> None:
+        self._check_owned(event)
         try:
             if self.lease is None:  # the contract before leases: third-party stores keep working
                 self.store.append(self.run_id, [event], expected_last_seq=self.last_seq,
@@ -284,9 +316,71 @@ class RunJournal:
         self._fenced_append(event, sync)
         return self._took(event)
 
+    async def _afenced_append(self, store: AsyncStore, event: Event, sync: bool) -> None:
+        self._check_owned(event)
+        self._inflight = event
+        try:
+            await store.append_async(self.run_id, [event], expected_last_seq=event.seq - 1,
+                                     sync=sync, lease=self.lease)
+        except LeaseLost as exc:
+            self.lost = exc
+            raise OwnershipLost(exc) from exc
+        finally:
+            if self._inflight is event:
+                self._inflight = None
+
+    def _append_lock(self) -> asyncio.Lock:
+        """The lock ordering this journal's awaited appends, made anew on another loop (a
+        runtime driven by ``run_sync`` twice sees two loops)."""
+        loop = asyncio.get_running_loop()
+        if self._alock is None or self._alock[0] is not loop:
+            self._alock = (loop, asyncio.Lock())
+        return self._alock[1]
+
+    async def arecord(self, cls: type[Any], *, sync: bool = False, **fields: Any) -> Any:
+        """:meth:`record`, awaited: the event loop is not blocked while the store appends.
+
+        The same event, seq, fencing, lease renewal and resolution-absorbing retry; on a store
+        without the async form it is exactly :meth:`record`."""
+        store = self._astore
+        if store is None:
+            return self.record(cls, sync=sync, **fields)
+        async with self._append_lock():
+            while True:
+                event = cls(seq=self.last_seq + 1, at=self.clock.now(), **fields)
+                try:
+                    await self._afenced_append(store, event, sync)
+                except ConcurrencyConflict:
+                    if self.last_seq >= event.seq:
+                        continue  # a blocking append of this journal took the seq meanwhile
+                    if not await self._aabsorb_resolutions(store):
+                        raise
+                    continue
+                if self.last_seq >= event.seq:
+                    return event  # a blocking append met it in the store and took it in
+                return self._took(event)
+
+    async def arecord_once(self, cls: type[Any], *, sync: bool = False, **fields: Any) -> Any:
+        """:meth:`record_once`, awaited (see :meth:`arecord`)."""
+        store = self._astore
+        if store is None:
+            return self.record_once(cls, sync=sync, **fields)
+        async with self._append_lock():
+            event = cls(seq=self.last_seq + 1, at=self.clock.now(), **fields)
+            await self._afenced_append(store, event, sync)
+            if self.last_seq >= event.seq:
+                return event
+            return self._took(event)
+
     def _took(self, event: Event) -> Event:
         self.last_seq = event.seq
         self._index(event)
         for listener in self.listeners:
             listener(self.run_id, event)
         return event
+
+
+def _same(stored: Event, inflight: Event | None) -> bool:
+    """Whether ``stored`` (read back) is the append ``inflight``: the same seq and bytes."""
+    return inflight is not None and stored.seq == inflight.seq and \
+        encode(stored) == encode(inflight)

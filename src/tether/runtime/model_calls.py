@@ -62,7 +62,7 @@ async def call_model(ctx: RunContext, model: Model, request: ModelRequest,
                                 ctx.call_timeout_s(request.settings.timeout_s))
     except TimeoutError as exc:
         error = ModelUnavailable(f"model {model.name!r}: {exc}", model=model.name)
-        _record_failure(ctx, pos, model, digest, error, started)
+        await _record_failure(ctx, pos, model, digest, error, started)
         raise error from exc
     except asyncio.CancelledError as exc:
         if cancel_requested():
@@ -71,18 +71,18 @@ async def call_model(ctx: RunContext, model: Model, request: ModelRequest,
         # and left to the retry policy — it must not stop the run as if the run were cancelled.
         error = ModelUnavailable(f"model {model.name!r} raised CancelledError while the run was "
                                  f"not being cancelled: {exc}", model=model.name)
-        _record_failure(ctx, pos, model, digest, error, started)
+        await _record_failure(ctx, pos, model, digest, error, started)
         raise error from exc
     except Exception as exc:
-        _record_failure(ctx, pos, model, digest, exc, started)
+        await _record_failure(ctx, pos, model, digest, exc, started)
         raise
     # Returned as journaled (lone surrogates replaced …), so the live run sees what a replay sees.
     response = ModelResponse.model_validate(to_json(response, what=f"model {model.name!r}"))
     table = prices if prices is not None else _DEFAULT_PRICES
     cost = table.cost_usd(response.model or model.name, response.usage)
-    ctx.journal.record(ModelCalled, pos=pos, model=model.name, request_digest=digest,
-                       response=response.model_dump(mode="json"), cost_usd=cost,
-                       latency_s=max(0.0, ctx.clock.now() - started))
+    await ctx.journal.arecord(ModelCalled, pos=pos, model=model.name, request_digest=digest,
+                              response=response.model_dump(mode="json"), cost_usd=cost,
+                              latency_s=max(0.0, ctx.clock.now() - started))
     ctx.probe(pos, model.name, "after_model")
     return response
 
@@ -102,9 +102,9 @@ async def _ask(ctx: RunContext, pos: int, model: Model, request: ModelRequest) -
     return await model.stream(request, on_delta)
 
 
-def _record_failure(ctx: RunContext, pos: int, model: Model, digest: str, exc: BaseException,
-                    started: float) -> None:
+async def _record_failure(ctx: RunContext, pos: int, model: Model, digest: str,
+                          exc: BaseException, started: float) -> None:
     failure = classify_model_error(exc)
-    ctx.journal.record(ModelFailed, pos=pos, model=model.name, request_digest=digest,
-                       failure=failure.type.value, error=error_record(exc),
-                       latency_s=max(0.0, ctx.clock.now() - started))
+    await ctx.journal.arecord(ModelFailed, pos=pos, model=model.name, request_digest=digest,
+                              failure=failure.type.value, error=error_record(exc),
+                              latency_s=max(0.0, ctx.clock.now() - started))

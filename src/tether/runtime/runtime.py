@@ -278,7 +278,7 @@ class Runtime:
         lease = Lease(run_id, self.owner, 1, self.clock.now() + self.lease_ttl_s)
         journal = self._journal(run_id, (), lease)
         try:
-            journal.record(
+            await journal.arecord(
                 RunStarted,
                 workflow=named.name,
                 input=to_json(input, what="workflow input"),
@@ -532,7 +532,7 @@ class Runtime:
         self._active.add(run_id)
         try:
             if dequeue:
-                journal.record(RunDequeued)
+                await journal.arecord(RunDequeued)
             result = await self._drive(named, journal)
         except OwnershipLost as lost:
             if run_id not in self._handing_back:
@@ -572,13 +572,13 @@ class Runtime:
             self._wait_again(journal, signal.key)
             return RunResult(run_id, RunStatus.WAITING, waiting_for=signal.key)
         except RunEscalated as signal:
-            return self._finish(journal, RunStatus.ESCALATED, reason=signal.reason)
+            return await self._finish(journal, RunStatus.ESCALATED, reason=signal.reason)
         except (NonDeterminismError, ConcurrencyConflict):
             raise
         except Exception as exc:
             return await self._fail(ctx, exc)
         data = to_json(value, what=f"workflow {named.name!r}")
-        return self._finish(journal, RunStatus.COMPLETED, result=data)
+        return await self._finish(journal, RunStatus.COMPLETED, result=data)
 
     def _wait_again(self, journal: RunJournal, key: str) -> None:
         """Make a suspended run's index say it waits, when nothing this execution appended
@@ -616,16 +616,16 @@ class Runtime:
         except RunSuspended as signal:  # pragma: no cover - compensations do not wait
             return RunResult(ctx.run_id, RunStatus.WAITING, waiting_for=signal.key)
         if problems:
-            return self._finish(ctx.journal, RunStatus.ESCALATED, error=error,
-                                reason="; ".join(problems))
-        return self._finish(ctx.journal, RunStatus.FAILED, error=error,
-                            reason=f"{error['type']}: {error['message']}")
+            return await self._finish(ctx.journal, RunStatus.ESCALATED, error=error,
+                                      reason="; ".join(problems))
+        return await self._finish(ctx.journal, RunStatus.FAILED, error=error,
+                                  reason=f"{error['type']}: {error['message']}")
 
-    def _finish(self, journal: RunJournal, status: RunStatus, *, result: Any = None,
-                error: dict[str, Any] | None = None, reason: str = "") -> RunResult:
+    async def _finish(self, journal: RunJournal, status: RunStatus, *, result: Any = None,
+                      error: dict[str, Any] | None = None, reason: str = "") -> RunResult:
         # Durable before the caller hears of it: the output-commit rule.
-        event = journal.record(RunFinished, sync=True, status=status, result=result,
-                               error=error, reason=reason)
+        event = await journal.arecord(RunFinished, sync=True, status=status, result=result,
+                                      error=error, reason=reason)
         return _result_of(event, journal.run_id)
 
 

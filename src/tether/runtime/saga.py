@@ -54,9 +54,10 @@ async def _undo(ctx: RunContext, write: CompletedWrite) -> str:
     assert tool.compensate is not None
     while True:
         attempt += 1
-        ctx.journal.record(ToolIntent, sync=True, pos=pos, tool=tool.name, effect="idempotent",
-                           key=key, args=write.args.model_dump(mode="json"), attempt=attempt,
-                           compensates=write.position)
+        await ctx.journal.arecord(ToolIntent, sync=True, pos=pos, tool=tool.name,
+                                  effect="idempotent", key=key,
+                                  args=write.args.model_dump(mode="json"), attempt=attempt,
+                                  compensates=write.position)
         ctx.probe(pos, tool.name, "after_intent")
         tool_ctx = ToolContext(run_id=ctx.run_id, tool=tool.name, position=pos,
                                idempotency_key=key, attempt=attempt, now=ctx.clock.now())
@@ -74,8 +75,8 @@ async def _undo(ctx: RunContext, write: CompletedWrite) -> str:
                 continue
             return _record_failure(ctx, pos, tool.name, write.position, exc)
         ctx.probe(pos, tool.name, "after_call")
-        ctx.journal.record(ToolResult, pos=pos, tool=tool.name,
-                           result=to_json(value, what=f"compensation of {tool.name!r}"))
+        await ctx.journal.arecord(ToolResult, pos=pos, tool=tool.name,
+                                  result=to_json(value, what=f"compensation of {tool.name!r}"))
         ctx.probe(pos, tool.name, "after_result")
         return ""
 

@@ -135,7 +135,7 @@ async def execute_tool(
     if isinstance(last, ToolIntent | ToolAmbiguous):
         attempt = last.attempt
         if isinstance(last, ToolIntent):
-            ctx.journal.record(
+            await ctx.journal.arecord(
                 ToolAmbiguous, pos=pos, tool=tool.name, key=key, attempt=attempt,
                 reason="the worker stopped after journaling the intent and before the result",
             )
@@ -182,7 +182,7 @@ class _Call:
                 attempt += 1
                 continue
             self.ctx.probe(self.pos, self.tool.name, "after_call")
-            result = self._record_result(data)
+            result = await self._record_result(data)
             self.ctx.probe(self.pos, self.tool.name, "after_result")
             return result
 
@@ -196,9 +196,9 @@ class _Call:
                 return settled
         ctx.probe(self.pos, tool.name, "before_intent")
         # Durable before the request leaves the process: the output-commit rule.
-        ctx.journal.record(ToolIntent, sync=True, pos=self.pos, tool=tool.name,
-                           effect=tool.effect.value, key=self.key, args=self.args_json,
-                           attempt=attempt)
+        await ctx.journal.arecord(ToolIntent, sync=True, pos=self.pos, tool=tool.name,
+                                  effect=tool.effect.value, key=self.key, args=self.args_json,
+                                  attempt=attempt)
         ctx.probe(self.pos, tool.name, "after_intent")
         try:
             data = await self._invoke(attempt)
@@ -208,8 +208,9 @@ class _Call:
                 return settled
             return await self.write(attempt + 1)
         except AMBIGUOUS_ERRORS as exc:
-            ctx.journal.record(ToolAmbiguous, pos=self.pos, tool=tool.name, key=self.key,
-                               attempt=attempt, reason=f"{type(exc).__name__}: {exc}")
+            await ctx.journal.arecord(ToolAmbiguous, pos=self.pos, tool=tool.name,
+                                      key=self.key, attempt=attempt,
+                                      reason=f"{type(exc).__name__}: {exc}")
             return await self.resolve(attempt, live=True)
         except ToolFailed as exc:
             # A re-issue refused outright (expired credentials, a rejection) says nothing of
@@ -223,7 +224,7 @@ class _Call:
             self._journal_failure(exc)
             raise
         ctx.probe(self.pos, tool.name, "after_call")
-        result = self._record_result(data)
+        result = await self._record_result(data)
         ctx.probe(self.pos, tool.name, "after_result")
         return result
 
@@ -399,16 +400,16 @@ class _Call:
                         "cannot be deduplicated"
                     ) from exc
                 delay = self._delay_s(lookup, FailureType.AMBIGUOUS_WRITE)
-                self.ctx.journal.record(ToolRetry, pos=self.pos, tool=tool.name,
-                                        failure=FailureType.AMBIGUOUS_WRITE.value,
-                                        attempt=lookup, delay_s=delay, error=error_record(exc),
-                                        lookup=True)
+                await self.ctx.journal.arecord(ToolRetry, pos=self.pos, tool=tool.name,
+                                               failure=FailureType.AMBIGUOUS_WRITE.value,
+                                               attempt=lookup, delay_s=delay,
+                                               error=error_record(exc), lookup=True)
                 if delay > 0:
                     await self.ctx.clock.sleep(delay)
                 continue
             if found is None:
                 return None
-            return self._record_result(found, reconciled=True)
+            return await self._record_result(found, reconciled=True)
         return None  # pragma: no cover - the loop returns or raises
 
     async def _invoke(self, attempt: int) -> Any:
@@ -440,7 +441,7 @@ class _Call:
             raise TransientError(what, retry_after_s=retry_after_s(exc)) from exc
         return value
 
-    def _record_result(self, value: Any, *, reconciled: bool = False) -> Any:
+    async def _record_result(self, value: Any, *, reconciled: bool = False) -> Any:
         tool = self.tool
         source, trust = None, tool.trust
         if isinstance(value, Sourced):
@@ -468,9 +469,9 @@ class _Call:
                                     failure="tool_result_invalid", error=error.to_record(),
                                     latency_s=self._elapsed_s())
             raise error from exc
-        self.ctx.journal.record(ToolResult, pos=self.pos, tool=tool.name, result=data,
-                                reconciled=reconciled, latency_s=self._elapsed_s(),
-                                source=source, trust=trust.value)
+        await self.ctx.journal.arecord(ToolResult, pos=self.pos, tool=tool.name, result=data,
+                                       reconciled=reconciled, latency_s=self._elapsed_s(),
+                                       source=source, trust=trust.value)
         self.ctx.remember_write(self.pos, tool, self.args, typed, self.key)
         return typed
 
@@ -538,9 +539,9 @@ class _Call:
                                   f"position {self.pos} failed ({type(exc).__name__}: {exc}) "
                                   "and was not retried")
             self._fail("transient_tool_error", exc)
-        self.ctx.journal.record(ToolRetry, pos=self.pos, tool=self.tool.name,
-                                failure=FailureType.TRANSIENT_TOOL_ERROR.value, attempt=attempt,
-                                delay_s=delay, error=error_record(exc))
+        await self.ctx.journal.arecord(ToolRetry, pos=self.pos, tool=self.tool.name,
+                                       failure=FailureType.TRANSIENT_TOOL_ERROR.value,
+                                       attempt=attempt, delay_s=delay, error=error_record(exc))
         if delay > 0:
             await self.ctx.clock.sleep(delay)
         return _SEND

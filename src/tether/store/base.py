@@ -61,6 +61,7 @@ from tether.events import (
 
 __all__ = [
     "DEFAULT_QUEUE",
+    "AsyncStore",
     "Durability",
     "Lease",
     "RunInfo",
@@ -68,6 +69,7 @@ __all__ = [
     "WorkQueue",
     "WorkerInfo",
     "advance",
+    "awaited_form",
     "check_batch",
     "check_claim_args",
     "check_lease_args",
@@ -216,6 +218,51 @@ class Store(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class AsyncStore(Protocol):
+    """What a store whose I/O is a network round trip (PostgreSQL) offers async code: the
+    journal's appends and reads without blocking the event loop. The same arguments and
+    semantics as :meth:`Store.append` and :meth:`Store.read` (atomic, ordered, fenced,
+    ``ConcurrencyConflict`` / ``LeaseLost`` / ``UsageError`` alike). Optional: embedded stores
+    (memory, SQLite) leave it out, as their blocking path is cheaper than any hop off the loop.
+    Usable from any event loop, one after another (``asyncio.run`` twice). The runtime uses it
+    only when the store's class defines it (see :func:`awaited_form`)."""
+
+    async def append_async(
+        self,
+        run_id: str,
+        events: Sequence[Event],
+        *,
+        expected_last_seq: int,
+        sync: bool = False,
+        lease: Lease | None = None,
+    ) -> None:
+        """:meth:`Store.append`, awaited."""
+        ...
+
+    async def read_async(self, run_id: str, *, after_seq: int = 0) -> list[Event]:
+        """:meth:`Store.read`, awaited."""
+        ...
+
+
+def awaited_form(store: object) -> AsyncStore | None:
+    """``store`` as an :class:`AsyncStore` if its class defines the awaited form, else None.
+
+    The class, not the instance: a wrapper that forwards unknown attributes to an inner store
+    (``__getattr__``) would otherwise offer the inner store's ``append_async``, and the
+    journal would append around the wrapper's own ``append`` (its counting, filtering or
+    crash points) without a word.
+
+    >>> from tether.store.memory import MemoryStore
+    >>> awaited_form(MemoryStore()) is None
+    True
+    """
+    cls = type(store)
+    if all(callable(getattr(cls, name, None)) for name in ("append_async", "read_async")):
+        return store  # type: ignore[return-value]
+    return None
 
 
 @dataclass(frozen=True, slots=True)

@@ -78,6 +78,7 @@ from tether.store.base import (
     wake_after,
     wake_transform,
 )
+from tether.store.postgres_io import IOThreads
 
 try:
     import psycopg
@@ -279,6 +280,11 @@ class PostgresStore:
     After a lost connection the call fails with :class:`~tether.errors.StoreError` and the
     next call reconnects; an append that failed that way may or may not have committed, so
     re-read the run before going on.
+
+    Async code appends and reads without blocking its event loop through
+    :meth:`append_async` / :meth:`read_async` (:class:`~tether.store.base.AsyncStore`, which
+    the runtime uses on its own): up to ``io_threads`` threads, each with a connection of its
+    own, opened on first use and closed by :meth:`close`.
     """
 
     def __init__(
@@ -287,6 +293,7 @@ class PostgresStore:
         *,
         durability: Durability | str = Durability.OUTPUT_COMMIT,
         schema: str = "tether",
+        io_threads: int = 4,
     ) -> None:
         if not _HAVE_PSYCOPG:
             raise UsageError("PostgresStore needs psycopg 3; install it with "
@@ -324,6 +331,9 @@ class PostgresStore:
                 "{queues}", "" if every else "AND queue = ANY(%(queues)s::text[])")
             for every in (True, False)}
         self._beat_sql = _BEAT.replace("{schema}", q)
+        # The awaited form's threads and their connections, opened on first use.
+        self.io_threads = io_threads
+        self._io: IOThreads[PostgresStore] | None = None
         with self._lock, self._errors():
             self._db = self._connect()
             try:
@@ -536,9 +546,49 @@ class PostgresStore:
         with self._lock:
             self._closed = True
             self._db.close()
+            io, self._io = self._io, None
+        if io is not None:
+            io.close()
         with self._listen_lock:
             if self._listener is not None:
                 self._listener.close()
+
+    # -- the awaited form (tether.store.base.AsyncStore) ---------------------------------
+
+    async def append_async(
+        self,
+        run_id: str,
+        events: Sequence[Event],
+        *,
+        expected_last_seq: int,
+        sync: bool = False,
+        lease: Lease | None = None,
+    ) -> None:
+        """:meth:`append` without blocking the event loop: run on one of ``io_threads``
+        threads, each with a connection of its own (see :mod:`tether.store.postgres_io`)."""
+        await self._io_threads().run(lambda store: store.append(
+            run_id, events, expected_last_seq=expected_last_seq, sync=sync, lease=lease))
+
+    async def read_async(self, run_id: str, *, after_seq: int = 0) -> list[Event]:
+        """:meth:`read` without blocking the event loop (see :meth:`append_async`)."""
+        return await self._io_threads().run(lambda store: store.read(run_id,
+                                                                     after_seq=after_seq))
+
+    def _io_threads(self) -> IOThreads[PostgresStore]:
+        with self._lock:
+            if self._closed:
+                raise UsageError(f"{self._where}: the store is closed")
+            if self._io is None:
+                self._io = IOThreads(self._io_handle, threads=self.io_threads,
+                                     where=self._where)
+            return self._io
+
+    def _io_handle(self) -> PostgresStore:
+        """An I/O thread's own handle on this store's schema, counting into its stats."""
+        handle = PostgresStore(self._dsn, durability=self.durability, schema=self.schema,
+                               io_threads=1)
+        handle.stats = self.stats
+        return handle
 
     # -- the work queue -------------------------------------------------------------------
 
