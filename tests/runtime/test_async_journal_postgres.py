@@ -50,6 +50,11 @@ class RowLock:
                           (run_id,))
         self._timer.start()
 
+    def take_events(self) -> None:
+        """Lock the whole events table: even reads of it wait."""
+        self.conn.execute(f'LOCK TABLE "{self.schema}".events IN ACCESS EXCLUSIVE MODE')
+        self._timer.start()
+
     def waiter(self) -> bool:
         """Whether another backend waits for a lock right now (the held append)."""
         row = self.watch.execute("SELECT count(*) FROM pg_locks WHERE NOT granted").fetchone()
@@ -162,6 +167,31 @@ def test_loop_runs_on_while_an_append_waits_in_the_database(
     finally:
         lock.close()
     assert store.read("r")[-1].kind in ("run_finished", "wait_started")
+
+
+def test_loop_runs_on_while_a_resume_reads_the_journal(postgres_dsn: str,
+                                                       store: PostgresStore) -> None:
+    """Resuming a waiting run reads its journal off the loop: with the events table locked by
+    another connection, a ticker on the same loop keeps running until it is released."""
+
+    async def wf(ctx: RunContext) -> Any:
+        return await ctx.wait_for("go")
+
+    runtime = Runtime(store, clock=VirtualClock(), seed=1)
+    assert runtime.run_sync(wf, run_id="w").status.value == "waiting"
+    runtime.resolve("w", "go", 7)
+    lock = RowLock(postgres_dsn, store.schema)
+    try:
+        lock.take_events()
+
+        async def main() -> bool:
+            running = asyncio.create_task(runtime.resume("w"))
+            return await _held_append_leaves_loop_free(lock, running)
+
+        assert asyncio.run(main()), "the loop stopped while the resume read the journal"
+    finally:
+        lock.close()
+    assert store.read("w")[-1].kind == "run_finished"
 
 
 def test_parallel_tool_calls_of_one_run_take_consecutive_seqs_and_replay(

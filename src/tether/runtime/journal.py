@@ -42,6 +42,7 @@ __all__ = [
     "already_resolved",
     "call_identity",
     "instant",
+    "read_events",
 ]
 
 
@@ -88,6 +89,16 @@ def call_identity(event: Event) -> tuple[str, str] | None:
     if isinstance(event, Decision):
         return ("decide", event.name)
     return None
+
+
+async def read_events(store: Store, run_id: str, *, after_seq: int = 0) -> list[Event]:
+    """``store.read``, awaited when the store has the awaited form (see
+    :func:`~tether.store.base.awaited_form`): a long journal read at resume then leaves the
+    event loop free."""
+    awaited = awaited_form(store)
+    if awaited is None:
+        return store.read(run_id, after_seq=after_seq)
+    return await awaited.read_async(run_id, after_seq=after_seq)
 
 
 def instant(at: float) -> str:

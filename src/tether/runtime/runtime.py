@@ -54,7 +54,14 @@ from tether.events import (
 from tether.runtime.breaker import Breakers
 from tether.runtime.codec import from_json, to_json
 from tether.runtime.context import RunContext
-from tether.runtime.journal import Listener, Probe, RunJournal, already_resolved, instant
+from tether.runtime.journal import (
+    Listener,
+    Probe,
+    RunJournal,
+    already_resolved,
+    instant,
+    read_events,
+)
 from tether.runtime.ownership import Heartbeat, default_owner
 from tether.runtime.retry import RetryPolicy
 from tether.runtime.saga import compensate
@@ -366,7 +373,7 @@ class Runtime:
                                        ttl_s=self.lease_ttl_s)
         try:
             # Read under the lease: the previous owner may have gone further than `info`.
-            events = self.store.read(run_id)
+            events = await read_events(self.store, run_id)
             journal = self._journal(run_id, events, lease)
             named = self._workflow_of(journal)
         except BaseException:
