@@ -37,13 +37,13 @@ class RowLock:
     """Holds the run's index row locked from another connection, so the run's next append
     waits inside the database until :meth:`release` (or the safety timer) lets it go."""
 
-    def __init__(self, dsn: str, schema: str) -> None:
+    def __init__(self, dsn: str, schema: str, *, hold_s: float = _SAFETY_S) -> None:
         self.conn = psycopg.connect(dsn)  # a transaction stays open while the lock is held
         self.watch = psycopg.connect(dsn, autocommit=True)
         self.schema = schema
         self._released = threading.Lock()
         self._done = False
-        self._timer = threading.Timer(_SAFETY_S, self.release)
+        self._timer = threading.Timer(hold_s, self.release)
 
     def take(self, run_id: str) -> None:
         self.conn.execute(f'SELECT 1 FROM "{self.schema}".runs WHERE run_id = %s FOR UPDATE',
@@ -192,6 +192,42 @@ def test_loop_runs_on_while_a_resume_reads_the_journal(postgres_dsn: str,
     finally:
         lock.close()
     assert store.read("w")[-1].kind == "run_finished"
+
+
+def test_blocking_decide_beside_an_awaited_append_held_in_the_database(
+        postgres_dsn: str, store: PostgresStore) -> None:
+    """A blocking append (decide) made while the run's awaited append waits on a row lock
+    finds that append in PostgreSQL once the lock goes, takes it as the journal's own, and
+    goes after it: every seq once, both calls journaled, listeners told in seq order."""
+    lock = RowLock(postgres_dsn, store.schema, hold_s=0.3)
+    told: list[int] = []
+
+    async def wf(ctx: RunContext) -> Any:
+        async def held() -> Any:
+            return await ctx.step("held", lambda: lock.take(ctx.run_id))
+
+        async def beside() -> Any:
+            while not await asyncio.to_thread(lock.waiter):
+                await asyncio.sleep(0.005)
+            return ctx.decide("beside", {"x": 1})  # blocks until the timer lets the lock go
+
+        return await asyncio.gather(held(), beside())
+
+    runtime = Runtime(store, clock=VirtualClock(), seed=1,
+                      listeners=[lambda _run, event: told.append(event.seq)])
+    try:
+        result = runtime.run_sync(wf, run_id="mix")
+    finally:
+        lock.close()
+    assert result.status.value == "completed", result
+    events = store.read("mix")
+    assert [e.seq for e in events] == list(range(1, len(events) + 1))
+    assert told == [e.seq for e in events]
+    # The held append queued first on the row lock, so it lands first; the decide then met it
+    # in the store (read back from PostgreSQL) and took it in as the journal's own.
+    assert [e.kind for e in events] == ["run_started", "step", "decision", "run_finished"]
+    again = asyncio.run(Runtime(store, clock=VirtualClock(), seed=2).resume("mix"))
+    assert again.result == result.result
 
 
 def test_parallel_tool_calls_of_one_run_take_consecutive_seqs_and_replay(
