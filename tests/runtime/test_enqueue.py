@@ -305,3 +305,38 @@ def test_a_resolution_racing_a_run_back_to_waiting_stays_a_wake_up() -> None:
     assert info is not None and info.status is RunStatus.RUNNING
     assert "run_waiting" not in kinds(store, "race")
     assert asyncio.run(rt.resume("race")).result == "AB"
+
+
+class RacingStore(MemoryStore):
+    """A memory store that runs ``fire`` just before storing the first ``wait_started`` for
+    ``key``: a resolution landing between a run's last look and its wait."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.armed: Any = None
+
+    def append(self, run_id: str, events: Any, **kwargs: Any) -> None:
+        if self.armed is not None and getattr(events[0], "key", None) == self.armed[0] and \
+                events[0].kind == "wait_started":
+            fire, self.armed = self.armed[1], None
+            fire()
+        super().append(run_id, events, **kwargs)
+
+
+def test_a_value_delivered_just_as_the_wait_begins_is_taken_not_slept_on() -> None:
+    """An early resolution that lands between the run's look for it and its wait_started is
+    the value the wait returns (recorded as arrived before the wait), instead of a run that
+    suspends with its answer already in the journal and nobody to wake it."""
+    store = RacingStore()
+
+    @workflow(name="just_in_time")
+    async def just_in_time(ctx: RunContext) -> str:
+        return str(await ctx.wait_for("a"))
+
+    rt = Runtime(store, clock=VirtualClock(), workflows=[just_in_time], seed=12)
+    store.armed = ("a", lambda: rt.resolve("jit", "a", "A", early=True))
+    result = asyncio.run(rt.start(just_in_time, run_id="jit"))
+    assert (result.status, result.result) == (RunStatus.COMPLETED, "A")
+    assert "wait_started" not in kinds(store, "jit")
+    replayed = Runtime(store, clock=VirtualClock(), workflows=[just_in_time])
+    assert asyncio.run(replayed.resume("jit")).result == "A"

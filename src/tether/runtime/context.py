@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from tether.clock import Clock
 from tether.errors import (
+    ConcurrencyConflict,
     LeaseLost,
     NonDeterminismError,
     OwnershipLost,
@@ -33,6 +34,7 @@ from tether.events import (
     TimerFired,
     TimerStarted,
     WaitExpired,
+    WaitResolved,
     WaitStarted,
 )
 from tether.runtime.ambiguity import cancel_requested
@@ -302,9 +304,9 @@ class RunContext:
             raise WaitTimedOut(f"wait for {key!r} timed out", key=key)
         if not recorded:
             deadline = None if timeout_s is None else self.clock.now() + timeout_s
-            # Durable before anyone outside can see the request: the output-commit rule.
-            await self.journal.arecord(WaitStarted, sync=True, pos=pos, key=key,
-                                       deadline=deadline, data=dict(data or {}))
+            early = await self._start_wait(pos, key, deadline, data)
+            if early is not None:
+                return early.value
         else:
             deadline = recorded[0].deadline
         if deadline is not None and self.clock.now() >= deadline:
@@ -316,6 +318,30 @@ class RunContext:
                 return late.value
             raise WaitTimedOut(f"wait for {key!r} timed out", key=key)
         raise RunSuspended(key)
+
+    async def _start_wait(self, pos: int, key: str, deadline: float | None,
+                          data: dict[str, Any] | None) -> WaitResolved | None:
+        """Journal the start of the wait for ``key`` (durable before anyone outside can see
+        the request: the output-commit rule). If its value is delivered meanwhile (an early
+        resolution racing the append), that value is recorded as having arrived before the
+        wait, and returned: a wait started after it would suspend the run with its answer
+        already in the journal and nothing left to wake it."""
+        while True:
+            before = self.journal.last_seq
+            try:
+                await self.journal.arecord_once(WaitStarted, sync=True, pos=pos, key=key,
+                                                deadline=deadline, data=dict(data or {}))
+                return None
+            except ConcurrencyConflict:
+                if self.journal.last_seq == before:  # else a sibling call of this run's took it
+                    self.journal.refresh()  # resolutions delivered meanwhile, nothing else
+                    if self.journal.last_seq == before:
+                        raise  # another writer appended more than resolutions
+                early = self.journal.resolution(key)
+                if early is not None:
+                    await self.journal.arecord(StepRecorded, pos=pos, call="wait_for",
+                                               name=key, result=early.value)
+                    return early
 
     async def call_model(self, model: Model, request: ModelRequest,
                          prices: PriceTable | None = None) -> ModelResponse:
