@@ -106,11 +106,12 @@ def test_who_is_due_and_when() -> None:
     runs without one always, queued and waiting ones from wake_at."""
     row = RunInfo("r", "w", RunStatus.QUEUED, 1, 1.0, 1.0, wake_at=10.0)
     assert not claimable(row, now=9.0) and claimable(row, now=10.0)
+    assert claim_order(row) == (1, 10.0, 1.0, "r")  # not started: after runs under way
     assert not claimable(row, now=10.0, queues=["other"])
     held = RunInfo("r", "w", RunStatus.RUNNING, 1, 1.0, 1.0, owner="x", epoch=1,
                    lease_expires_at=50.0)
     assert not claimable(held, now=49.0) and claimable(held, now=50.0)
-    assert claim_order(held) == (50.0, 1.0, "r") and wake_time(held) == 50.0
+    assert claim_order(held) == (0, 50.0, 1.0, "r") and wake_time(held) == 50.0
     idle = RunInfo("r", "w", RunStatus.WAITING, 2, 1.0, 3.0)
     assert not claimable(idle, now=1e9) and wake_time(idle) is None
     done = RunInfo("r", "w", RunStatus.COMPLETED, 2, 1.0, 3.0, wake_at=1.0)

@@ -294,8 +294,8 @@ class WorkQueue(Protocol):
 
     def claim(self, owner: str, *, now: float, ttl_s: float,
               queues: Sequence[str] | None = None, limit: int = 1) -> list[Lease]:
-        """Take up to ``limit`` runs that need a worker, oldest due first (see
-        :func:`claim_order`), each as :meth:`Store.acquire` would (epoch bumped, lease until
+        """Take up to ``limit`` runs that need a worker — runs under way before queued ones,
+        then oldest due first (see :func:`claim_order`) — each as :meth:`Store.acquire` would (epoch bumped, lease until
         ``now + ttl_s``) and atomically, so two claimers never get the same run. ``queues``
         None serves every queue. Returns [] when nothing is due."""
         ...
@@ -420,14 +420,17 @@ def claimable(info: RunInfo, *, now: float, queues: Sequence[str] | None = None)
     return False
 
 
-def claim_order(info: RunInfo) -> tuple[float, float, str]:
-    """The order claims take due runs in, oldest due first: by ``wake_at`` for queued and
+def claim_order(info: RunInfo) -> tuple[int, float, float, str]:
+    """The order claims take due runs in: runs already under way (running, or waiting and
+    due) before queued runs that have not started, so a backlog of new work never holds up a
+    takeover or a fired timer; within each, oldest due first — by ``wake_at`` for queued and
     waiting runs, and for running ones by ``wake_at``, else the lease's expiry, else the last
     status change; then by creation and run id."""
     due = info.wake_at
     if due is None and info.status is RunStatus.RUNNING:
         due = info.lease_expires_at if info.lease_expires_at is not None else info.updated_at
-    return (due if due is not None else float("inf"), info.created_at, info.run_id)
+    queued = 1 if info.status is RunStatus.QUEUED else 0
+    return (queued, due if due is not None else float("inf"), info.created_at, info.run_id)
 
 
 def wake_time(info: RunInfo) -> float | None:

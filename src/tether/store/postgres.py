@@ -204,16 +204,17 @@ _DUE_AT = ("CASE WHEN status = 'running' THEN COALESCE(wake_at, lease_expires_at
            "ELSE wake_at END")
 _CLAIM = f"""
     WITH due AS (
-        SELECT run_id, {_DUE_AT} AS due_at, created_at FROM {{schema}}.runs
+        SELECT run_id, status = 'queued' AS queued, {_DUE_AT} AS due_at, created_at
+        FROM {{schema}}.runs
         WHERE {_DUE} {{queues}}
-        ORDER BY 2, created_at, run_id COLLATE "C"
+        ORDER BY 2, 3, created_at, run_id COLLATE "C"
         LIMIT %(limit)s
         FOR UPDATE SKIP LOCKED
     )
     UPDATE {{schema}}.runs AS r
     SET owner = %(owner)s, epoch = r.epoch + 1, lease_expires_at = %(expires_at)s
     FROM due WHERE r.run_id = due.run_id
-    RETURNING r.run_id, r.epoch, due.due_at, due.created_at"""
+    RETURNING r.run_id, r.epoch, due.queued, due.due_at, due.created_at"""
 _NEXT_WAKE = """
     SELECT min(CASE WHEN status IN ('queued', 'waiting') THEN
                    -- GREATEST ignores NULLs: a run with no wake_at must stay out.
@@ -603,7 +604,8 @@ class PostgresStore:
             rows = self._connection().execute(self._claim_sql[queues is None],
                                               params).fetchall()
         # RETURNING comes in no particular order: oldest due first again.
-        rows.sort(key=lambda row: (row[2], row[3], row[0].encode()))
+        # RETURNING has no order: sort as the claim chose (base.claim_order).
+        rows.sort(key=lambda row: (row[2], row[3], row[4], row[0].encode()))
         return [Lease(row[0], owner, int(row[1]), now + ttl_s) for row in rows]
 
     def next_wake(self, *, queues: Sequence[str] | None = None) -> float | None:

@@ -58,7 +58,8 @@ class QueueConformance(ConformanceKit):
     CHECKS: ClassVar[tuple[str, ...]] = (
         "enqueued_run_is_due", "live_lease_is_never_claimed", "released_running_run_is_due",
         "resolution_makes_a_waiting_run_due", "deadlines_and_parked_timers",
-        "infinite_times", "queues_order_and_limit", "next_wake", "worker_registry",
+        "infinite_times", "queues_order_and_limit", "started_runs_come_first", "next_wake",
+        "worker_registry",
         "claim_arguments", "concurrent_claimers", "claims_follow_the_model",
     )
     SUBJECT = "work queue conformance"
@@ -258,6 +259,31 @@ class QueueConformance(ConformanceKit):
             got = [g.run_id for g in store.claim("w", now=10.0, ttl_s=_TTL_S, limit=10)]
             want = [r for r in by_time if r not in (ids[3], ids[2])]
             _check(got == want, f"claim(limit=10) gave {got}, want {want} (oldest due first)")
+
+    def check_started_runs_come_first(self) -> None:
+        """Runs already under way (a dead owner's running run, a waiting run that became due)
+        are claimed before queued runs that have not started, whatever their due times: a
+        backlog of new work must not hold up a takeover or a timer that fired."""
+        with self._store() as (raw,):
+            store = self._queue(raw)
+            started, waiting = self._fresh_id("-started"), self._fresh_id("-waiting")
+            self._append(store, started, [_enqueued(at=0.0)])
+            (dead,) = store.claim("dead", now=0.0, ttl_s=2.0)
+            self._append(store, started, [RunDequeued(seq=2, at=0.1)], lease=dead)
+            self._append(store, waiting, [_enqueued(at=0.0)])
+            (held,) = store.claim("w1", now=0.0, ttl_s=_TTL_S)
+            self._append(store, waiting, [RunDequeued(seq=2, at=0.2),
+                                          TimerStarted(seq=3, at=0.2, pos=0, wake_at=5.0,
+                                                       parked=True)], lease=held)
+            _check(store.release(held), "the waiting run's lease was not released")
+            fresh = []
+            for at in (0.5, 1.0, 1.5):
+                fresh.append(run_id := self._fresh_id("-queued"))
+                self._append(store, run_id, [_enqueued(at=at)])
+            got = [g.run_id for g in store.claim("w2", now=10.0, ttl_s=_TTL_S, limit=5)]
+            want = [started, waiting, *fresh]
+            _check(got == want, f"claim gave {got}, want {want} (started runs first, then "
+                                "queued ones, each oldest due first)")
 
     def check_next_wake(self) -> None:
         """next_wake is the earliest time a pending run of the queues becomes due: wake_at, or

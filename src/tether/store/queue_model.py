@@ -85,14 +85,15 @@ class _Run:
         waits = self.status in (RunStatus.QUEUED, RunStatus.WAITING)
         return waits and self.wake_at is not None and self.wake_at <= now
 
-    def order(self) -> tuple[float, float, str]:
+    def order(self) -> tuple[bool, float, float, str]:
         if self.status is RunStatus.RUNNING:
             first = next(t for t in (self.wake_at, self.expires_at, self.updated_at)
                          if t is not None)
         else:
             assert self.wake_at is not None
             first = self.wake_at
-        return (first, self.created_at, self.run_id)
+        # Runs under way before queued ones that have not started.
+        return (self.status is RunStatus.QUEUED, first, self.created_at, self.run_id)
 
     def pending(self) -> float | None:
         """When this run becomes due if nobody can claim it now (next_wake's rule)."""

@@ -136,6 +136,7 @@ _DUE = (
     "(status IN ('queued', 'waiting') AND wake_at <= :now))"
 )
 _DUE_ORDER = (
+    "status = 'queued', "
     "CASE WHEN status = 'running' THEN coalesce(wake_at, lease_expires_at, updated_at) "
     "ELSE wake_at END, created_at, run_id"
 )
