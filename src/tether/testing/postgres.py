@@ -24,11 +24,12 @@ from types import TracebackType
 
 __all__ = ["TemporaryPostgres", "find_postgres_bin", "postgres_available"]
 
-#: Small and quick to start, but ``fsync`` stays on: tests pin durability semantics.
+#: Small and quick to start, but ``fsync`` stays on: tests pin durability semantics. Room for
+#: several workers at once: each holds a few connections (journal, I/O threads, LISTEN).
 _SERVER_CONFIG = {
     "listen_addresses": "'127.0.0.1'",
     "shared_buffers": "16MB",
-    "max_connections": "30",
+    "max_connections": "100",
     "fsync": "on",
     "synchronous_commit": "on",
     "max_wal_size": "256MB",
