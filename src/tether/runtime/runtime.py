@@ -18,8 +18,10 @@ from __future__ import annotations
 import asyncio
 import inspect
 import random
+import sys
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, get_type_hints, overload, runtime_checkable
 
 from tether.clock import Clock, SystemClock, system_seed
@@ -51,6 +53,7 @@ from tether.events import (
     WaitResolved,
     WaitStarted,
 )
+from tether.imports import FILE_MODULE_PREFIX
 from tether.runtime.breaker import Breakers
 from tether.runtime.codec import from_json, to_json
 from tether.runtime.context import RunContext
@@ -127,7 +130,7 @@ def workflow(
     def wrap(f: WorkflowFn) -> Workflow:
         if not inspect.iscoroutinefunction(f):
             raise UsageError(f"workflow {f.__qualname__} must be an async function")
-        return Workflow(name or f"{f.__module__}.{f.__qualname__}", f)
+        return Workflow(name or _default_name(f), f)
 
     return wrap(fn) if fn is not None else wrap
 
@@ -634,6 +637,18 @@ class Runtime:
         event = await journal.arecord(RunFinished, sync=True, status=status, result=result,
                                       error=error, reason=reason)
         return _result_of(event, journal.run_id)
+
+
+def _default_name(f: WorkflowFn) -> str:
+    """``module.function``. A file loaded by path (:mod:`tether.imports`) has a module name
+    made of a digest of where it lies on this machine; the journal and every worker must agree
+    on the name wherever the file is checked out, so such a module is named after its file."""
+    module = f.__module__
+    if module.startswith(FILE_MODULE_PREFIX):
+        file = getattr(sys.modules.get(module), "__file__", None)
+        if file:
+            module = Path(file).stem
+    return f"{module}.{f.__qualname__}"
 
 
 def _check_resolvable(journal: RunJournal, key: str, value: Any, *, by: str, now: float,
