@@ -295,9 +295,10 @@ class WorkQueue(Protocol):
     def claim(self, owner: str, *, now: float, ttl_s: float,
               queues: Sequence[str] | None = None, limit: int = 1) -> list[Lease]:
         """Take up to ``limit`` runs that need a worker — runs under way before queued ones,
-        then oldest due first (see :func:`claim_order`) — each as :meth:`Store.acquire` would (epoch bumped, lease until
-        ``now + ttl_s``) and atomically, so two claimers never get the same run. ``queues``
-        None serves every queue. Returns [] when nothing is due."""
+        then oldest due first (see :func:`claim_order`) — each as :meth:`Store.acquire`
+        would (epoch bumped, lease until ``now + ttl_s``) and atomically, so two claimers
+        never get the same run. ``queues`` None serves every queue. Returns [] when nothing
+        is due."""
         ...
 
     def next_wake(self, *, queues: Sequence[str] | None = None) -> float | None:
