@@ -140,6 +140,11 @@ def worker(
     parked timer is due, and running ones whose worker died. On the first signal the worker
     stops claiming, hands back what is in flight after its current call (a second signal:
     without waiting out the grace) and exits 0."""
+    # A stop asked for while the workflows load (their imports can take seconds) is honoured
+    # once the worker is up, instead of killing the process mid-import.
+    early: list[int] = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda number, _frame: early.append(number))
     try:
         found = [load_workflow(spec) for spec in workflows]
         queues = parse_queues(queue or [], concurrency)
@@ -155,7 +160,7 @@ def worker(
     err_console.print(f"worker {escape(served.name)} serving {escape(where)} "
                       f"({concurrency} at once) on {escape(store)}", soft_wrap=True)
     try:
-        asyncio.run(_serve(served))
+        asyncio.run(_serve(served, stopped=bool(early)))
     finally:
         opened.close()
     err_console.print(f"worker {escape(served.name)} stopped: "
@@ -163,8 +168,10 @@ def worker(
                          or "no runs"), soft_wrap=True)
 
 
-async def _serve(served: Worker) -> None:
+async def _serve(served: Worker, *, stopped: bool = False) -> None:
     stop = asyncio.Event()
+    if stopped:
+        stop.set()
     loop = asyncio.get_running_loop()
 
     def on_signal() -> None:

@@ -241,3 +241,39 @@ def test_sigkill_leaves_the_run_to_another_worker_after_the_lease(any_site: Site
     print(f"\ntakeover on {kind} with --poll-s {poll_s}: {(taken.at - expires_at) * 1000:.0f} "
           f"ms after the lease expired (--lease-ttl-s {ttl_s})")
     assert taken.at >= expires_at  # never before the dead worker's lease ran out
+
+
+SLOW_IMPORT = '''
+import pathlib
+import time
+
+pathlib.Path(__file__).with_name("loading").write_text("started")
+time.sleep(3)  # a workflow module that takes a while to import (its SDKs, its models)
+
+from tether import RunContext, workflow
+
+
+@workflow(name="slow_import")
+async def slow_import(ctx: RunContext) -> str:
+    return "done"
+'''
+
+
+def test_sigterm_while_the_workflows_load_is_a_clean_stop(tmp_path: Path) -> None:
+    """A worker told to stop while it is still importing its workflows stops as it would
+    later: exit 0, nothing claimed, not the default SIGTERM death (143)."""
+    module = tmp_path / "slow_flows.py"
+    module.write_text(SLOW_IMPORT)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tether.cli", "worker", "--store", str(tmp_path / "runs.db"),
+         "--workflow", f"{module}:slow_import", "--poll-s", "0.2"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_until(lambda: (tmp_path / "loading").exists(), proc)
+        proc.send_signal(signal.SIGTERM)
+        _out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert "stopped: no runs" in err
