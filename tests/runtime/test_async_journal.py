@@ -83,6 +83,25 @@ def test_a_forwarding_wrapper_keeps_its_own_append() -> None:
     assert inner.awaited == 0
 
 
+def test_an_append_replaced_on_the_instance_is_not_bypassed() -> None:
+    """A store instrumented in place (its ``append`` replaced on the instance, as a crash or
+    tracing harness does) is appended to through that replacement by arecord too."""
+    store = GatedStore()
+    seen: list[int] = []
+    original = store.append
+
+    def counting(run_id: str, events: Any, **kw: Any) -> None:
+        seen.append(events[0].seq)
+        original(run_id, events, **kw)
+
+    store.append = counting  # type: ignore[method-assign]
+    journal = RunJournal(store, "r", VirtualClock())
+    journal.record(RunStarted, workflow="wf", seed=1)
+    asyncio.run(journal.arecord(StepRecorded, pos=0, call="step", name="s", result=1))
+    assert seen == [1, 2]
+    assert store.awaited == 0
+
+
 def test_parallel_awaited_appends_of_one_journal_take_consecutive_seqs() -> None:
     """Ten appends awaited at once on one journal go one after another: seqs 2..11, each
     told to listeners once, in order, and none lost to a seq collision."""

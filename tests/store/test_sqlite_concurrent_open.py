@@ -8,8 +8,8 @@ from pathlib import Path
 
 from tether.store.sqlite import SQLiteStore
 
-OPENERS = 4
-FILES = 12
+OPENERS = 8
+FILES = 24
 
 
 def _open(path: str, ready: object, errors: object) -> None:
@@ -21,8 +21,9 @@ def _open(path: str, ready: object, errors: object) -> None:
 
 
 def test_processes_opening_one_new_file_at_once_all_succeed(tmp_path: Path) -> None:
-    """Four processes released together at a fresh file, twelve times: no open fails with
-    'table runs already exists' or 'tables tether did not create', and the file works."""
+    """Eight processes released together at a fresh file, 24 times: no open fails with
+    'table runs already exists', 'database is locked' or 'tables tether did not create', and
+    the file works."""
     context = multiprocessing.get_context("fork")
     errors = context.Queue()
     for n in range(FILES):

@@ -253,14 +253,17 @@ def awaited_form(store: object) -> AsyncStore | None:
     The class, not the instance: a wrapper that forwards unknown attributes to an inner store
     (``__getattr__``) would otherwise offer the inner store's ``append_async``, and the
     journal would append around the wrapper's own ``append`` (its counting, filtering or
-    crash points) without a word.
+    crash points) without a word. For the same reason a store whose ``append`` or ``read`` was
+    replaced on the instance (instrumented in place) is used through that replacement only.
 
     >>> from tether.store.memory import MemoryStore
     >>> awaited_form(MemoryStore()) is None
     True
     """
     cls = type(store)
-    if all(callable(getattr(cls, name, None)) for name in ("append_async", "read_async")):
+    replaced = any(name in getattr(store, "__dict__", {}) for name in ("append", "read"))
+    if not replaced and all(callable(getattr(cls, name, None))
+                            for name in ("append_async", "read_async")):
         return store  # type: ignore[return-value]
     return None
 
