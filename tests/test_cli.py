@@ -144,3 +144,12 @@ def test_runs_show_describes_agent_events(tmp_path: Path) -> None:
     assert "scripted rate_limited: 429 Too Many Requests" in text
     assert "recover rate_limited → backoff" in text
     assert 'scripted → "all done"' in text
+
+
+def test_version_prints_the_package_version() -> None:
+    """`tether --version` prints the installed version and exits 0, before any command."""
+    import tether
+
+    result = CliRunner().invoke(app, ["--version"])
+    assert result.exit_code == 0, result.output
+    assert result.output.strip() == f"tether {tether.__version__}"

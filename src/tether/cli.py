@@ -34,6 +34,21 @@ from tether.worker_cli import runs_start, worker, workers_app
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Durable, exactly-once runs for AI agents.")
+def _print_version(asked: bool) -> None:
+    if asked:
+        from tether import __version__
+
+        print(f"tether {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: Annotated[bool, typer.Option(
+        "--version", is_eager=True, callback=_print_version,
+        help="Print tether's version and exit.")] = False) -> None:
+    """Durable, exactly-once runs for AI agents."""
+
+
 runs_app = typer.Typer(no_args_is_help=True, help="Inspect runs in a store.")
 store_app = typer.Typer(no_args_is_help=True, help="Check a store.")
 app.add_typer(runs_app, name="runs")
