@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import itertools
 import json
-import subprocess
-import sys
 import threading
 from collections.abc import Callable, Iterator
 
 import psycopg
 import pytest
 
+from tests.store.claim_race import claim_race
 from tether.events import (
     RunStarted,
     RunStatus,
@@ -157,21 +156,6 @@ def test_a_blocked_listener_does_not_hold_up_the_journal(open_store) -> None:
     waiter.join()
 
 
-_CLAIMER = """
-import json, sys
-from tether.store.postgres import PostgresStore
-store = PostgresStore(sys.argv[1], schema=sys.argv[2])
-ttl_s, rounds = float(sys.argv[-2]), int(sys.argv[-1])
-name, got = sys.argv[3], []
-sys.stdout.write("ready\\n"); sys.stdout.flush(); sys.stdin.readline()
-# Each process has its own clock (now = 100 + round / 2), as workers on different machines.
-for n in range(rounds):
-    leases = store.claim(name, now=100.0 + n / 2, ttl_s=ttl_s, limit=2)
-    if not leases and ttl_s > 100:
-        break
-    got += [[lease.run_id, lease.epoch] for lease in leases]
-print(json.dumps(got))
-"""
 
 
 @pytest.mark.parametrize(("ttl_s", "rounds"), [(1000.0, 10_000), (2.0, 40)])
@@ -185,27 +169,6 @@ def test_processes_claiming_one_schema_never_share_a_run(postgres_dsn, open_stor
     for n, run_id in enumerate(ids):
         store.append(run_id, [RunStarted(seq=1, at=float(n % 10), workflow="wf", seed=1,
                                          queue="default")], expected_last_seq=0)
-    procs = [subprocess.Popen([sys.executable, "-c", _CLAIMER, postgres_dsn, schema, f"p{n}",
-                               str(ttl_s), str(rounds)],
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-             for n in range(3)]
-    for proc in procs:
-        assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
-    for proc in procs:  # released together, so the claims overlap
-        assert proc.stdin is not None
-        proc.stdin.write("go\n")
-        proc.stdin.flush()
-    claims = []
-    for proc in procs:
-        out, _ = proc.communicate(timeout=60)
-        assert proc.returncode == 0
-        claims += [tuple(c) for c in json.loads(out.splitlines()[-1])]
-    assert len(set(claims)) == len(claims), "a run was handed out twice under one epoch"
-    epochs: dict[str, list[int]] = {run_id: [] for run_id in ids}
-    for run_id, epoch in claims:
-        epochs[run_id].append(epoch)
-    assert all(sorted(e) == list(range(1, len(e) + 1)) for e in epochs.values())
-    if ttl_s > 100:
-        assert sorted(claims) == [(run_id, 1) for run_id in ids]
-    else:
-        assert any(len(e) > 1 for e in epochs.values()), "no lease expired and was taken over"
+    claim_race("from tether.store.postgres import PostgresStore\n"
+               "store = PostgresStore(sys.argv[1], schema=sys.argv[2])",
+               [postgres_dsn, schema], ids, ttl_s, rounds)

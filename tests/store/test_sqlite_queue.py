@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.store.claim_race import claim_race
 from tether.events import RunStarted, RunStatus, WaitResolved, WaitStarted, checksum, encode
 from tether.store.base import Lease
 from tether.store.sqlite import SCHEMA_VERSION, SQLiteStore
@@ -89,21 +88,6 @@ def test_the_due_query_uses_the_status_wake_index(tmp_path: Path) -> None:
     assert any("runs_by_wake" in str(row[-1]) for row in plan), plan
 
 
-_CLAIMER = """
-import json, sys
-from tether.store.sqlite import SQLiteStore
-store = SQLiteStore(sys.argv[1])
-ttl_s, rounds = float(sys.argv[-2]), int(sys.argv[-1])
-name, got = sys.argv[2], []
-sys.stdout.write("ready\\n"); sys.stdout.flush(); sys.stdin.readline()
-# Each process has its own clock (now = 100 + round / 2), as workers on different machines.
-for n in range(rounds):
-    leases = store.claim(name, now=100.0 + n / 2, ttl_s=ttl_s, limit=2)
-    if not leases and ttl_s > 100:
-        break
-    got += [[lease.run_id, lease.epoch] for lease in leases]
-print(json.dumps(got))
-"""
 
 
 @pytest.mark.parametrize(("ttl_s", "rounds"), [(1000.0, 10_000), (2.0, 40)])
@@ -119,27 +103,5 @@ def test_processes_claiming_one_file_never_share_a_run(tmp_path: Path, ttl_s: fl
         store.append(run_id, [RunStarted(seq=1, at=float(n % 10), workflow="wf", seed=1,
                                          queue="default")], expected_last_seq=0)
     store.close()
-    procs = [subprocess.Popen([sys.executable, "-c", _CLAIMER, str(path), f"p{n}", str(ttl_s),
-                               str(rounds)],
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-             for n in range(3)]
-    for proc in procs:
-        assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
-    for proc in procs:  # released together, so the claims overlap
-        assert proc.stdin is not None
-        proc.stdin.write("go\n")
-        proc.stdin.flush()
-    claims = []
-    for proc in procs:
-        out, _ = proc.communicate(timeout=60)
-        assert proc.returncode == 0
-        claims += [tuple(c) for c in json.loads(out.splitlines()[-1])]
-    assert len(set(claims)) == len(claims), "a run was handed out twice under one epoch"
-    epochs: dict[str, list[int]] = {run_id: [] for run_id in ids}
-    for run_id, epoch in claims:
-        epochs[run_id].append(epoch)
-    assert all(sorted(e) == list(range(1, len(e) + 1)) for e in epochs.values())
-    if ttl_s > 100:
-        assert sorted(claims) == [(run_id, 1) for run_id in ids]
-    else:
-        assert any(len(e) > 1 for e in epochs.values()), "no lease expired and was taken over"
+    claim_race("from tether.store.sqlite import SQLiteStore\nstore = SQLiteStore(sys.argv[1])",
+               [str(path)], ids, ttl_s, rounds)
