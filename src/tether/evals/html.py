@@ -3,12 +3,23 @@
 The page makes no network request — no external stylesheet, script, font or image — so it can
 be attached to a CI run, mailed, or opened offline years later and look the same. The charts are
 SVG written here rather than a charting library's JavaScript: the page is then a pure function
-of the results (same input, same bytes), so reports diff cleanly and tests can read them. Every
-string taken from the results is escaped, since scenario names and trace details are data.
+of the results and the report's metadata (:class:`ReportMeta`: date, version, duration — the
+only lines that differ between two runs of one campaign), so reports diff cleanly and tests can
+read them. Every string taken from the results is escaped, since scenario names and trace
+details are data.
+
+The page reads top to bottom as a reader asks: the headline (invariant violations and duplicate
+effects, the naive loop → each tether harness, named as ``--harness`` names them), what the
+rates mean, the table, the charts, then each failure with what it broke and how to replay it.
+It fits a 390 px phone: tables scroll sideways in their own boxes, charts shrink to the width.
 
 Rates are over each cell's conclusive episodes, the inconclusive ones (their suite's faults
 never reached the agent) counted beside them; a cell with none conclusive shows
 *inconclusive* in place of a rate and draws no bar.
+
+The sections are public so that another page (``tether view``) can show the same ones:
+:func:`headline`, :func:`definitions`, :func:`~tether.evals.html_charts.pass_rate_charts`,
+:func:`~tether.evals.html_charts.domain_charts`, with ``REPORT_CSS`` or ``CHART_CSS``.
 
 >>> from tether.evals.results import CampaignInfo, CampaignResults
 >>> info = CampaignInfo(scenarios=["s"], suites=["base"], harnesses=["default"], seeds=1,
@@ -20,74 +31,146 @@ True
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Iterable
-from html import escape
+from dataclasses import dataclass
 from pathlib import Path
 
-from tether.evals.results import CampaignInfo, CampaignResults, Cell, FailureCase, TraceItem
+from tether.evals.html_charts import domain_charts, harness_order, pass_rate_charts
+from tether.evals.html_failures import failure_cases
+from tether.evals.html_svg import CHART_CSS, REPORT_CSS, esc, pct
+from tether.evals.results import CampaignInfo, CampaignResults, Cell
 
-__all__ = ["render_html", "write_html"]
+__all__ = ["CHART_CSS", "REPORT_CSS", "ReportMeta", "definitions", "domain_charts", "headline",
+           "pass_rate_charts", "render_html", "write_html"]
 
-_PALETTE = 6  # harness colours .h0 … .h5 in _CSS, reused in order when there are more harnesses
-_CSS = """
-body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;color:#1d2329;margin:24px auto;
-max-width:1100px;padding:0 16px}
-h1{font-size:22px;margin:0 0 8px}h2{font-size:18px;margin:32px 0 8px;border-bottom:1px solid #ddd}
-h3{font-size:15px;margin:0 0 6px}
-dl.facts{display:grid;grid-template-columns:max-content 1fr;gap:2px 14px;margin:0}
-dl.facts dt{color:#5b6570}dl.facts dd{margin:0}
-table{border-collapse:collapse;margin:8px 0}th,td{padding:4px 9px;border-bottom:1px solid #e4e7ea;
-text-align:left;vertical-align:top}th{background:#f4f6f8;font-weight:600}td.num{text-align:right;
-white-space:nowrap;font-variant-numeric:tabular-nums}
-.charts{display:flex;flex-wrap:wrap;gap:18px}svg.chart{max-width:100%;height:auto}figure{margin:0}figcaption{font-weight:600}
-svg text{font:12px system-ui,sans-serif;fill:#1d2329}svg .muted{fill:#6b7580}
-svg .axis{stroke:#9aa3ab;stroke-width:1}svg .grid{stroke:#e4e7ea;stroke-width:1}
-svg .whisker{stroke:#1d2329;stroke-width:1.5}svg .row{fill:#f7f8f9}
-svg .ok{fill:#2f7d4a}svg .failed{fill:#c62828}svg text.failed{font-weight:600}
-.inconclusive{color:#8a5a00;fill:#8a5a00}tr.inconclusive td{background:#fff8e6}
-.h0{fill:#4c78a8}.h1{fill:#f58518}.h2{fill:#54a24b}.h3{fill:#b279a2}.h4{fill:#9d755d}
-.h5{fill:#72b7b2}
-section.failure{border:1px solid #e4e7ea;border-left:4px solid #c62828;border-radius:4px;
-padding:10px 14px;margin:14px 0}
-.meta{color:#5b6570;margin:0 0 6px}ul{margin:4px 0;padding-left:20px}
-pre{background:#f4f6f8;padding:8px 10px;border-radius:4px;overflow-x:auto;margin:6px 0}
-code{font:13px ui-monospace,SFMono-Regular,Menlo,monospace}
-""".strip()
+#: The harness without tether: a plain loop that retries at once (``--harness naive``).
+BASELINE = "naive"
 
 
-def render_html(results: CampaignResults) -> str:
-    """The whole report as one HTML document: facts, the cell table, charts and failures."""
-    harnesses = _ordered(results.campaign.harnesses, (c.harness for c in results.cells))
-    colour = {h: f"h{i % _PALETTE}" for i, h in enumerate(harnesses)}
-    name = _e(results.campaign.name)
+@dataclass(frozen=True)
+class ReportMeta:
+    """What the report says about its own making; not part of the results (``results.json``
+    stays the same bytes whenever and wherever the campaign runs).
+
+    ``date`` is when the report was written (ISO 8601, UTC), ``duration_s`` how long this
+    invocation took (a resumed campaign: the resumed part only).
+    """
+
+    date: str
+    version: str
+    duration_s: float | None = None
+
+
+def render_html(results: CampaignResults, meta: ReportMeta | None = None) -> str:
+    """The whole report as one HTML document. Without ``meta`` the page says nothing of when
+    or by which version it was made, and is then a pure function of ``results``."""
+    name = esc(results.campaign.name)
     parts = [
         "<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
-        f"<title>{name} — tether campaign</title>", f"<style>\n{_CSS}\n</style>", "</head>",
-        "<body>", _header(results), _not_applied(results), _cell_table(results.cells),
-        _fault_table(results),
-        _suite_charts(results, colour), _domain_charts(results, harnesses, colour),
-        _failures(results.failures), "</body>", "</html>", ""]
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>{name} — tether campaign</title>", f"<style>\n{REPORT_CSS}\n</style>",
+        "</head>", "<body>", _header(results, meta), _not_applied(results),
+        _cell_table(results.cells), definitions(), _fault_table(results),
+        pass_rate_charts(results), domain_charts(results), failure_cases(results.failures),
+        "</body>", "</html>", ""]
     return "\n".join(parts)
 
 
-def write_html(results: CampaignResults, path: Path | str) -> None:
+def write_html(results: CampaignResults, path: Path | str, meta: ReportMeta | None = None) -> None:
     """Write :func:`render_html`'s page to ``path`` as UTF-8."""
-    Path(path).write_text(render_html(results), encoding="utf-8")
+    Path(path).write_text(render_html(results, meta), encoding="utf-8")
 
 
-# -- sections -----------------------------------------------------------------------------------
+# -- the top of the page ------------------------------------------------------------------------
 
 
-def _header(results: CampaignResults) -> str:
+def headline(results: CampaignResults) -> str:
+    """Invariant violations and duplicate effects per harness, naive first: ``naive 12 →
+    default 0``. Counts are over conclusive episodes, summed over every suite."""
+    order = harness_order(results)
+    order.sort(key=lambda h: h != BASELINE)  # stable: the rest keep their declared order
+    if not order:
+        return '<section class="headline"><p class="big">No episodes were run.</p></section>'
+    totals = {h: [0, 0, 0] for h in order}
+    for cell in results.cells:
+        total = totals[cell.harness]
+        total[0] += cell.violations
+        total[1] += cell.duplicate_effects
+        total[2] += cell.conclusive
+
+    def line(title: str, index: int) -> str:
+        shown = [f'<span class="{"from" if h == BASELINE else "to"}">{totals[h][index]:,}</span>'
+                 f" with <b>{esc(h)}</b>" for h in order]
+        rest = f" → {', '.join(shown[1:])}" if len(shown) > 1 else ""
+        return f'<p class="big">{title}: {shown[0]}{rest}</p>'
+
+    episodes = sorted({totals[h][2] for h in order})
+    over = (f"{episodes[0]:,} conclusive episodes per harness" if len(episodes) == 1
+            else "conclusive episodes (" + ", ".join(f"{esc(h)} {totals[h][2]:,}"
+                                                     for h in order) + ")")
+    who = (f"<b>{BASELINE}</b> is the plain retry loop without tether; "
+           if BASELINE in order else "")
+    return ('<section class="headline">'
+            + line("Invariant violations", 0) + line("Duplicate effects", 1)
+            + f'<p class="note">Over {over}, every suite together. A violation is an episode '
+            "that broke at least one invariant; a duplicate effect is one effect too many for "
+            f"its business key. {who}harnesses are named as <code>tether eval run --harness"
+            "</code> names them.</p></section>")
+
+
+def definitions() -> str:
+    """What the report's rates mean, as :mod:`tether.evals.aggregate` computes them."""
+    terms = [
+        ("conclusive", "An episode whose suite's faults reached the agent. The others are "
+         "<i>inconclusive</i> and left out of every rate: they say nothing about how the "
+         "harness copes with those faults."),
+        ("pass rate", "Conclusive episodes that passed ÷ conclusive episodes; an episode "
+         "passes when every invariant held and the task was done as asked, by a process the "
+         "grader accepts. The interval is Wilson's 95% score interval."),
+        ("pass^k", "The chance that k fresh tries of one scenario all pass (τ-bench): per "
+         "scenario with n conclusive episodes of which c passed, C(c, k) ÷ C(n, k), averaged "
+         "over the scenarios with at least k episodes; — when none has."),
+        ("duplicate-effect rate", "Conclusive episodes with at least one duplicate effect ÷ "
+         "conclusive episodes. A duplicate effect is an effect on the ledger beyond what its "
+         "business key may repeat: past the first, or past the count the scenario's "
+         "<code>at_most_each</code> allows that key."),
+        ("recovery rate", "Of the conclusive episodes in which at least one fault fired, the "
+         "share that ended with every invariant holding and the task done; — when no fault "
+         "fired."),
+    ]
+    rows = "".join(f"<dt>{esc(term)}</dt><dd>{meaning}</dd>" for term, meaning in terms)
+    return f'<section class="definitions"><h2>What the numbers mean</h2><dl class="defs">{rows}' \
+        "</dl></section>"
+
+
+def _header(results: CampaignResults, meta: ReportMeta | None) -> str:
     info: CampaignInfo = results.campaign
-    facts = [("scenarios", ", ".join(info.scenarios)), ("suites", ", ".join(info.suites)),
-             ("harnesses", ", ".join(info.harnesses)),
-             ("seeds per cell", str(info.seeds)), ("episodes", str(info.episodes)),
-             ("failures shown", str(len(results.failures)))]
-    rows = "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in facts)
-    return (f'<header><h1>Campaign {_e(info.name)}</h1><dl class="facts">{rows}</dl>'
-            "</header>")
+    facts = []
+    if meta is not None:
+        facts += [("date", meta.date), ("tether version", meta.version)]
+        if meta.duration_s is not None:
+            facts.append(("campaign duration", _duration(meta.duration_s)))
+    facts += [("scenarios", ", ".join(info.scenarios)), ("suites", ", ".join(info.suites)),
+              ("harnesses", ", ".join(info.harnesses)),
+              ("seeds per cell", str(info.seeds)), ("episodes", f"{info.episodes:,}"),
+              ("failures shown", str(len(results.failures)))]
+    rows = "".join(f"<dt>{esc(k)}</dt><dd>{esc(v)}</dd>" for k, v in facts)
+    # The headline straight under the title: on a phone it is the first screen.
+    return (f"<header><h1>Campaign {esc(info.name)}</h1>{headline(results)}"
+            f'<dl class="facts">{rows}</dl></header>')
+
+
+def _duration(seconds: float) -> str:
+    """``3.4 s``, ``2 min 5 s``, ``1 h 2 min``."""
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, secs = divmod(round(seconds), 60)
+    if minutes < 60:
+        return f"{minutes} min {secs} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min"
+
+
+# -- tables -------------------------------------------------------------------------------------
 
 
 def _cell_table(cells: list[Cell]) -> str:
@@ -99,23 +182,23 @@ def _cell_table(cells: list[Cell]) -> str:
         if c.pass_rate is None or c.interval is None:
             rate, interval = '<b class="inconclusive">inconclusive</b>', "—"
         else:
-            rate = _e(_pct(c.pass_rate))
-            interval = _e(f"{_pct(c.interval[0])} – {_pct(c.interval[1])}")
+            rate = esc(pct(c.pass_rate))
+            interval = esc(f"{pct(c.interval[0])} – {pct(c.interval[1])}")
         values = [*(f"{c.pass_k[k]:.3f}" if k in c.pass_k else "—" for k in ks),
-                  _pct(c.duplicate_rate),
-                  "—" if c.recovery_rate is None else _pct(c.recovery_rate)]
-        rows.append(f'<tr class="{_cell_state(c)}"><td>{_e(c.harness)}</td>'
-                    f'<td>{_e(c.suite)}</td><td class="num">{c.episodes}</td>'
+                  pct(c.duplicate_rate),
+                  "—" if c.recovery_rate is None else pct(c.recovery_rate)]
+        rows.append(f'<tr class="{_cell_state(c)}"><td>{esc(c.harness)}</td>'
+                    f'<td>{esc(c.suite)}</td><td class="num">{c.episodes}</td>'
                     f'<td class="num">{c.inconclusive}</td><td class="num">{rate}</td>'
                     f'<td class="num">{interval}</td>'
-                    + "".join(f'<td class="num">{_e(v)}</td>' for v in values) + "</tr>")
-    header = "".join(f"<th>{_e(h)}</th>" for h in head)
+                    + "".join(f'<td class="num">{esc(v)}</td>' for v in values) + "</tr>")
+    header = "".join(f"<th>{esc(h)}</th>" for h in head)
     body = "\n".join(rows) or f'<tr><td colspan="{len(head)}">no cells</td></tr>'
     return (f'<section><h2>Results by harness and suite</h2><p class="meta">Rates are over '
             "conclusive episodes; an inconclusive episode's suite faults never reached the "
             "agent (or its suite could not be applied).</p>"
-            f'<table class="cells"><thead><tr>{header}</tr></thead><tbody>\n{body}\n</tbody>'
-            "</table></section>")
+            f'<div class="scroll"><table class="cells"><thead><tr>{header}</tr></thead>'
+            f"<tbody>\n{body}\n</tbody></table></div></section>")
 
 
 def _cell_state(cell: Cell) -> str:
@@ -128,7 +211,7 @@ def _cell_state(cell: Cell) -> str:
 def _not_applied(results: CampaignResults) -> str:
     if not results.not_applied:
         return ""
-    items = "".join(f"<li><b>{_e(suite)}</b>: {_e(reason)}</li>"
+    items = "".join(f"<li><b>{esc(suite)}</b>: {esc(reason)}</li>"
                     for suite, reason in results.not_applied.items())
     return ('<section class="not-applied"><h2>Suites not applied</h2><p>These suites could '
             f"not be applied, so they tested nothing:</p><ul>{items}</ul></section>")
@@ -139,211 +222,15 @@ def _fault_table(results: CampaignResults) -> str:
         return ""
     head = ["fault", "harness", "episodes", "duplicate-effect rate", "violation rate",
             "recovery rate"]
-    rows = [f"<tr><td>{_e(f.fault)}</td><td>{_e(f.harness)}</td>"
-            f'<td class="num">{f.episodes}</td><td class="num">{_pct(f.duplicate_rate)}</td>'
-            f'<td class="num">{_pct(f.violation_rate)}</td>'
-            f'<td class="num">{_pct(f.recovery_rate)}</td></tr>' for f in results.by_fault]
-    header = "".join(f"<th>{_e(h)}</th>" for h in head)
-    return (f'<section><h2>By fault type</h2><table class="cells"><thead><tr>{header}</tr>'
-            f"</thead><tbody>\n{chr(10).join(rows)}\n</tbody></table></section>")
-
-
-def _suite_charts(results: CampaignResults, colour: dict[str, str]) -> str:
-    suites = _ordered(results.campaign.suites, (c.suite for c in results.cells))
-    figures = []
-    for suite in suites:
-        cells = sorted((c for c in results.cells if c.suite == suite),
-                       key=lambda c: list(colour).index(c.harness))
-        figures.append(f"<figure><figcaption>{_e(suite)}</figcaption>"
-                       f"{_pass_rate_chart(suite, cells, colour)}</figure>")
-    return ('<section><h2>Pass rate by suite</h2><p class="meta">Bars are pass rates over '
-            "conclusive episodes; whiskers are Wilson 95% intervals.</p>"
-            f'<div class="charts">{"".join(figures)}</div></section>')
-
-
-def _domain_charts(results: CampaignResults, harnesses: list[str],
-                   colour: dict[str, str]) -> str:
-    per_harness: dict[str, Counter[str]] = {h: Counter() for h in harnesses}
-    for cell in results.cells:
-        per_harness[cell.harness].update(cell.domains)
-    # One scale for every harness, so equal bar lengths mean equal counts across charts.
-    largest = max((n for counts in per_harness.values() for n in counts.values()), default=0)
-    figures = [f"<figure><figcaption>{_e(h)}</figcaption>"
-               f"{_domain_chart(h, per_harness[h], largest, colour[h])}</figure>"
-               for h in harnesses]
-    return ("<section><h2>Failures by domain</h2>"
-            f'<div class="charts">{"".join(figures)}</div></section>')
-
-
-def _failures(failures: list[FailureCase]) -> str:
-    if not failures:
-        return "<section><h2>Failure cases</h2><p>No failing episodes.</p></section>"
-    return ("<section><h2>Failure cases</h2>"
-            + "\n".join(_failure(i, f) for i, f in enumerate(failures, 1)) + "</section>")
-
-
-def _failure(number: int, f: FailureCase) -> str:
-    problems = "".join(f"<li>{_e(p)}</li>" for p in f.problems) or "<li>none recorded</li>"
-    return (
-        f'<section class="failure" id="failure-{number}">'
-        f"<h3>{number}. {_e(f.scenario)} · {_e(f.suite)} · {_e(f.harness)} · seed {f.seed}</h3>"
-        f'<p class="meta">verdict <b>{_e(f.verdict)}</b> · domain <b>{_e(f.domain)}</b></p>'
-        f'<ul class="problems">{problems}</ul>'
-        '<table class="plans"><thead><tr><th>fault plan as run</th><th>shrunk plan</th></tr>'
-        f"</thead><tbody><tr><td>{_plan(f.faults)}</td><td>{_plan(f.shrunk_faults)}</td></tr>"
-        "</tbody></table>"
-        f'<p>Replay:</p><pre><code class="replay">{_e(f.replay)}</code></pre>'
-        f"<p>Trace:</p>{_timeline(f)}</section>")
-
-
-def _plan(faults: list[str]) -> str:
-    if not faults:
-        return "<i>no faults</i>"
-    return "<ul>" + "".join(f"<li><code>{_e(fault)}</code></li>" for fault in faults) + "</ul>"
-
-
-# -- charts -------------------------------------------------------------------------------------
-
-
-def _pass_rate_chart(suite: str, cells: list[Cell], colour: dict[str, str]) -> str:
-    left, top, plot_h, slot, bar_w = 44, 12, 160, 84, 40
-    width, height = left + slot * max(1, len(cells)) + 8, top + plot_h + 40
-    bottom = top + plot_h
-
-    def y(rate: float) -> float:
-        return top + (1 - rate) * plot_h
-
-    body = []
-    for tick in (0.0, 0.25, 0.5, 0.75, 1.0):
-        body.append(_line(left, y(tick), width - 4, y(tick), "grid"))
-        body.append(_text(left - 6, y(tick) + 4, _pct(tick, 0), "muted", "end"))
-    body.append(_line(left, top, left, bottom, "axis"))
-    for i, c in enumerate(cells):
-        x = left + slot * i + (slot - bar_w) / 2
-        centre = x + bar_w / 2
-        body.append(_text(centre, bottom + 16, c.harness, "", "middle"))
-        if c.pass_rate is None or c.interval is None:
-            # No bar: a height of zero would read as a 0 % pass rate.
-            body.append(_text(centre, bottom + 31, "inconclusive", "inconclusive", "middle"))
-            continue
-        low, high = c.interval
-        tip = (f"{c.harness} on {suite}: {_pct(c.pass_rate)} "
-               f"({_pct(low)} – {_pct(high)}), {c.passed}/{c.conclusive}"
-               + (f" ({c.inconclusive} inconclusive)" if c.inconclusive else ""))
-        body.append(_rect(x, y(c.pass_rate), bar_w, c.pass_rate * plot_h, colour[c.harness], tip))
-        body.append(_line(centre, y(high), centre, y(low), "whisker"))
-        body.extend(_line(centre - 7, y(v), centre + 7, y(v), "whisker") for v in (low, high))
-        body.append(_text(centre, bottom + 31, _pct(c.pass_rate), "muted", "middle"))
-    return _svg(width, height, f"pass rate by harness on suite {suite}", body)
-
-
-def _domain_chart(harness: str, counts: Counter[str], largest: int, fill: str) -> str:
-    label_w, bar_max, row_h = 170, 260, 22
-    if not counts:
-        return _svg(label_w + bar_max, row_h + 6, f"failures by domain for {harness}",
-                    [_text(0, 16, "no failures", "muted")])
-    rows = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
-    body = []
-    for i, (domain, n) in enumerate(rows):
-        y = 4 + i * row_h
-        length = bar_max * n / largest
-        body.append(_text(label_w - 8, y + 14, _clip(domain, 24), "", "end"))
-        body.append(_rect(label_w, y + 2, length, row_h - 6, fill, f"{domain}: {n}"))
-        body.append(_text(label_w + length + 6, y + 14, str(n), "muted"))
-    return _svg(label_w + bar_max + 50, 8 + row_h * len(rows),
-                f"failures by domain for {harness}", body)
-
-
-def _timeline(f: FailureCase) -> str:
-    label = f"trace of {f.scenario} seed {f.seed} under {f.harness}"
-    if not f.trace:
-        return _svg(600, 24, label, [_text(0, 16, "no trace recorded", "muted")])
-    label_w, plot_w, detail_w, row_h, top = 230, 480, 260, 20, 22
-    end_s = max(item.at_s for item in f.trace)
-    end_s = end_s if end_s > 0 else 1.0  # an all-at-zero trace still gets a one-second axis
-    width, height = label_w + plot_w + detail_w, top + row_h * len(f.trace) + 6
-
-    def x(at_s: float) -> float:
-        return label_w + 8 + (plot_w - 16) * at_s / end_s
-
-    # Row shading first, then the time grid over it, then the markers over both.
-    body = [_rect(0, top + i * row_h + 1, label_w + plot_w, row_h - 2, "row", None)
-            for i in range(len(f.trace))]
-    for tick in range(5):
-        at_s = end_s * tick / 4
-        body.append(_line(x(at_s), top - 4, x(at_s), height - 4, "grid"))
-        body.append(_text(x(at_s), 12, f"{at_s:g} s", "muted", "middle"))
-    for i, item in enumerate(f.trace):
-        body.append(_trace_row(item, top + i * row_h, row_h, x(item.at_s), label_w + plot_w))
-    return _svg(width, height, label, body)
-
-
-def _trace_row(item: TraceItem, y: float, row_h: int, cx: float, detail_x: int) -> str:
-    state = "failed" if item.failed else "ok"
-    tip = f"{item.at_s:g} s {item.kind} {item.name}" + (f": {item.detail}" if item.detail else "")
-    mid = y + row_h / 2
-    parts = [f'<g class="item {state}">',
-             _text(6, mid + 4, _clip(f"{item.kind} {item.name}", 32),
-                   "failed" if item.failed else ""),
-             f'<circle class="{state}" cx="{_n(cx)}" cy="{_n(mid)}" r="5">'
-             f"<title>{_e(tip)}</title></circle>"]
-    if item.detail:
-        parts.append(_text(detail_x + 6, mid + 4, _clip(item.detail, 36),
-                           "failed" if item.failed else "muted"))
-    parts.append("</g>")
-    return "".join(parts)
-
-
-# -- SVG and text helpers -----------------------------------------------------------------------
-
-
-def _svg(width: float, height: float, label: str, body: list[str]) -> str:
-    # No xmlns: inline SVG in HTML does not need it, and the page then holds no URL at all.
-    return (f'<svg class="chart" width="{_n(width)}" height="{_n(height)}" '
-            f'viewBox="0 0 {_n(width)} {_n(height)}" role="img" aria-label="{_e(label)}">'
-            + "".join(body) + "</svg>")
-
-
-def _rect(x: float, y: float, w: float, h: float, cls: str, title: str | None) -> str:
-    tip = f"<title>{_e(title)}</title>" if title else ""
-    return (f'<rect class="{cls}" x="{_n(x)}" y="{_n(y)}" width="{_n(w)}" height="{_n(h)}">'
-            f"{tip}</rect>")
-
-
-def _line(x1: float, y1: float, x2: float, y2: float, cls: str) -> str:
-    return f'<line class="{cls}" x1="{_n(x1)}" y1="{_n(y1)}" x2="{_n(x2)}" y2="{_n(y2)}"/>'
-
-
-def _text(x: float, y: float, text: str, cls: str = "", anchor: str = "start") -> str:
-    klass = f' class="{cls}"' if cls else ""
-    return (f'<text{klass} x="{_n(x)}" y="{_n(y)}" text-anchor="{anchor}">{_e(text)}</text>')
-
-
-def _n(value: float) -> str:
-    """A coordinate with at most two decimals and no trailing zeros, for stable bytes."""
-    text = f"{value:.2f}".rstrip("0").rstrip(".")
-    return "0" if text == "-0" else text
-
-
-def _pct(rate: float, digits: int = 1) -> str:
-    return f"{rate * 100:.{digits}f}%"
-
-
-def _clip(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[:limit - 1] + "…"
-
-
-def _e(text: str) -> str:
-    return escape(text, quote=True)
+    rows = [f"<tr><td>{esc(f.fault)}</td><td>{esc(f.harness)}</td>"
+            f'<td class="num">{f.episodes}</td><td class="num">{pct(f.duplicate_rate)}</td>'
+            f'<td class="num">{pct(f.violation_rate)}</td>'
+            f'<td class="num">{pct(f.recovery_rate)}</td></tr>' for f in results.by_fault]
+    header = "".join(f"<th>{esc(h)}</th>" for h in head)
+    return (f'<section><h2>By fault type</h2><div class="scroll"><table class="cells"><thead>'
+            f"<tr>{header}</tr></thead><tbody>\n{chr(10).join(rows)}\n</tbody></table></div>"
+            "</section>")
 
 
 def _k_order(k: str) -> tuple[int, str]:
     return (int(k), k) if k.isdigit() else (1 << 30, k)
-
-
-def _ordered(declared: list[str], seen: Iterable[str]) -> list[str]:
-    """The campaign's declared order, then anything found only in the cells, in first-seen
-    order — so a hand-edited results file still shows every cell."""
-    order = list(dict.fromkeys(declared))
-    order.extend(s for s in dict.fromkeys(seen) if s not in order)
-    return order

@@ -13,8 +13,9 @@ A campaign's JSON has these parts:
 * ``by_fault`` — per harness and fault kind: duplicate-effect, violation and recovery rates
   over the conclusive episodes where that kind of fault fired (an episode where several kinds
   fired counts for each);
-* ``failures`` — the worst failing episodes (:class:`FailureCase`), each with its shrunk fault
-  plan, a one-line replay command and its trace as a timeline;
+* ``failures`` — the worst failing episodes (:class:`FailureCase`), each with the invariants it
+  broke and the effect each was about (:class:`BrokenInvariant`), its shrunk fault plan, a
+  one-line replay command and its trace as a timeline;
 * ``not_applied`` — the suites that could not be applied to some scenario (suite → reason):
   a requested suite that tested nothing, which a CI gate must not read as a pass.
 
@@ -28,7 +29,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["CampaignInfo", "CampaignResults", "Cell", "FailureCase", "FaultStats", "TraceItem"]
+__all__ = ["BrokenInvariant", "CampaignInfo", "CampaignResults", "Cell", "FailureCase",
+           "FaultStats", "TraceItem"]
 
 
 class _Model(BaseModel):
@@ -98,6 +100,16 @@ class TraceItem(_Model):
     failed: bool = False
 
 
+class BrokenInvariant(_Model):
+    """One invariant a failing episode broke, as the grader checked it."""
+
+    invariant: str = Field(description="the invariant as checked, e.g. at_most(effect=x.y, n=1)")
+    kind: str = Field(description="its kind: exactly_once, at_most, never, ends_within, …")
+    effect: str = Field(default="", description="the effect (service.operation) it is about; "
+                        "empty for one about the whole episode (ends_within, final_state, …)")
+    detail: str = Field(default="", description="what the ledger or final state showed")
+
+
 class FailureCase(_Model):
     scenario: str
     suite: str
@@ -110,6 +122,9 @@ class FailureCase(_Model):
     shrunk_faults: list[str] = Field(description="the smallest plan that still fails")
     replay: str = Field(description="a command that reproduces the failure")
     trace: list[TraceItem] = []
+    broken: list[BrokenInvariant] = Field(
+        default=[], description="the invariants broken (none when the verdict is not a "
+        "violation: the task failed, or was done by a rejected process)")
 
 
 class FaultStats(_Model):
