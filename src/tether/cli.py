@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import tempfile
@@ -11,7 +12,6 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 from rich import box
-from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -28,24 +28,37 @@ from tether.sessions.state import SESSION_WORKFLOW
 from tether.sim.cli import sim_app
 from tether.store.base import Store
 from tether.store.open import open_store
+from tether.terminal import NO_COLOR_KEY, RootGroup, fail, stderr, stdout
 from tether.tracing.render import render_trace, trace_to_json
 from tether.tracing.timeline import build_trace
 from tether.worker_cli import runs_start, worker, workers_app
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
+app = typer.Typer(cls=RootGroup, add_completion=False, no_args_is_help=True,
                   help="Durable, exactly-once runs for AI agents.")
+
+
 def _print_version(asked: bool) -> None:
     if asked:
-        from tether import __version__
-
         print(f"tether {__version__}")
         raise typer.Exit()
 
 
+def _turn_colour_off(ctx: typer.Context, off: bool) -> None:
+    # Eager, so it holds from the start of parsing: click's own errors print without colour.
+    if off:
+        ctx.meta[NO_COLOR_KEY] = True
+
+
 @app.callback()
-def _root(version: Annotated[bool, typer.Option(
+def _root(
+    version: Annotated[bool, typer.Option(
         "--version", is_eager=True, callback=_print_version,
-        help="Print tether's version and exit.")] = False) -> None:
+        help="Print tether's version and exit.")] = False,
+    colour_off: Annotated[bool, typer.Option(
+        "--no-color", is_eager=True, callback=_turn_colour_off,
+        help="No colour or other ANSI styling (also: NO_COLOR set in the environment).")]
+    = False,
+) -> None:
     """Durable, exactly-once runs for AI agents."""
 
 
@@ -62,7 +75,8 @@ app.add_typer(approvals_app, name="approvals")
 app.add_typer(workers_app, name="workers")
 app.command("worker")(worker)
 runs_app.command("start")(runs_start)
-console = Console(width=110, emoji=False)
+# `tether view` (src/tether/view/) is registered here, next to the other faces:
+#     app.add_typer(view_app, name="view")  or  app.command("view")(view)
 
 StoreOpt = Annotated[str, typer.Option("--store", envvar="TETHER_STORE",
                                        help="memory:, a SQLite file, or postgresql://…")]
@@ -70,8 +84,7 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output."
 
 
 def _fail(exc: TetherError) -> NoReturn:
-    console.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
-    raise typer.Exit(2)
+    raise fail(exc)
 
 
 def _open_existing(store: str) -> Store:
@@ -85,9 +98,12 @@ def _open_existing(store: str) -> Store:
 
 
 @app.command()
-def version() -> None:
+def version(as_json: JsonOpt = False) -> None:
     """Print tether's version."""
-    console.print(f"tether {__version__}")
+    if as_json:
+        print(json.dumps({"version": __version__}))
+        return
+    print(f"tether {__version__}")
 
 
 @app.command()
@@ -98,35 +114,62 @@ def demo(
                                        help="Seeds per scenario, suite and harness.")] = 40,
     workers: Annotated[int | None, typer.Option(min=1, max=MAX_WORKERS,
                                                 help="Processes (default: all cores).")] = None,
+    as_json: JsonOpt = False,
 ) -> None:
-    """The five reliability suites on the refund and calendar agents, naive vs tether."""
+    """The five reliability suites on the refund and calendar agents, naive vs tether.
+
+    --json prints {"results", "report", "episodes", "campaign"} (the files written and the
+    campaign's results, as in results.json) on stdout; the progress bar is on stderr."""
     from tether.evals.report import print_report
     from tether.evals.run import run_full_campaign
 
-    console.print("[bold]tether demo[/bold] — the refund and calendar agents through the five "
-                  "reliability suites, under a naive harness and under tether.")
+    console = stdout()
+    if not as_json:
+        console.print("[bold]tether demo[/bold] — the refund and calendar agents through the "
+                      "five reliability suites, under a naive harness and under tether.")
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), console=console, transient=True) as bar:
+                  TimeElapsedColumn(), console=stderr(), transient=True) as bar:
         task = bar.add_task("episodes", total=None)
 
         def progress(done: int, total: int) -> None:
             bar.update(task, completed=done, total=total)
 
-        results = run_full_campaign(out, seeds=seeds, workers=workers, name="tether demo",
-                                    progress=progress)
+        try:
+            results = run_full_campaign(out, seeds=seeds, workers=workers, name="tether demo",
+                                        progress=progress)
+        except TetherError as exc:
+            raise fail(exc) from exc
+    files = {"results": str(out / "results.json"), "report": str(out / "report.html"),
+             "episodes": str(out / "episodes.jsonl")}
+    if as_json:
+        print(json.dumps({**files, "campaign": results.model_dump(mode="json")}, indent=2))
+        return
     print_report(results, console)
-    console.print(f"\nresults: {out / 'results.json'}   report: {out / 'report.html'}   "
-                  f"episodes: {out / 'episodes.jsonl'}", soft_wrap=True)
+    console.print(escape(f"\nresults: {files['results']}   report: {files['report']}   "
+                         f"episodes: {files['episodes']}"))
 
 
 @app.command("crash-demo")
 def crash_demo(
     folder: Annotated[Path | None, typer.Option(help="Where to keep the demo's files.")] = None,
+    as_json: JsonOpt = False,
 ) -> None:
-    """Kill a refund run with SIGKILL mid-write, recover it in a new process, count the money."""
+    """Kill a refund run with SIGKILL mid-write, recover it in a new process, count the money.
+
+    --json prints {"folder", "outcomes": [one per harness], "store"} instead of the tables."""
     from tether.demo.crash import ORDER, run_demo
 
     where = folder or Path(tempfile.mkdtemp(prefix="tether-demo-"))
+    console = stdout()
+    if as_json:
+        found = run_demo(where)
+        durable_id = found[-1].run_id
+        print(json.dumps({
+            "folder": str(where),
+            "outcomes": [dataclasses.asdict(o) for o in found],
+            "store": str(where / "tether" / "tether.db") if durable_id else None,
+        }, indent=2))
+        return
     console.print(f"[bold]tether crash-demo[/bold] — refund {ORDER.order_id} "
                   f"(${ORDER.amount_cents / 100:.2f}); the worker is SIGKILLed right after "
                   "the bank commits the refund, before it hears back; a fresh process finishes.")
@@ -156,7 +199,7 @@ def crash_demo(
     if durable.run_id:
         store = where / "tether" / "tether.db"
         _print_journal(open_store(str(store)).read(durable.run_id), durable.run_id)
-        console.print(f"tether runs show {durable.run_id} --store {store}")
+        console.print(escape(f"tether runs show {durable.run_id} --store {store}"))
 
 
 @runs_app.command("list")
@@ -195,7 +238,7 @@ def runs_list(
         table.add_row(escape(r.run_id), escape(r.workflow), escape(r.queue), r.status.value,
                       str(r.last_seq), f"{r.updated_at - r.created_at:.3f} s",
                       _owner_cell(r.owner, r.lease_expires_at, now))
-    console.print(table)
+    stdout().print(table)
 
 
 def _lease_state(owner: str | None, expires_at: float | None, now: float) -> str:
@@ -239,29 +282,30 @@ def _read_run(store: str, run_id: str) -> list[Event]:
     except TetherError as exc:
         _fail(exc)
     if not events:
-        console.print(f"[red]error:[/red] no run {run_id!r} in {store}")
-        raise typer.Exit(2)
+        raise fail(f"no run {run_id!r} in {store}", kind="NoSuchRun")
     return events
 
 
 def _print_journal(events: list[Event], run_id: str) -> None:
-    table = Table(title=f"journal of {run_id}", box=box.SIMPLE_HEAD, title_justify="left")
+    table = Table(title=f"journal of {escape(run_id)}", box=box.SIMPLE_HEAD,
+                  title_justify="left")
     for column in ("seq", "t+ s", "pos", "event", "detail"):
         table.add_column(column, overflow="fold")
     origin = events[0].at
     for e in events:
         table.add_row(str(e.seq), f"{e.at - origin:.3f}", str(getattr(e, "pos", "")), e.kind,
                       escape(describe(e)))
-    console.print(table)
+    stdout().print(table)
 
 
 @store_app.command("check")
-def store_check(store: StoreOpt = "tether.db") -> None:
+def store_check(store: StoreOpt = "tether.db", as_json: JsonOpt = False) -> None:
     """Verify every event's checksum and sequence (and SQLite's own integrity).
 
     Exits 0 when the store is sound; 1 when it is damaged, or the file named is not a tether
     store (empty — a store truncated to zero bytes —, not SQLite, or foreign tables); 2 when
-    there is no store at that path (nothing is created).
+    there is no store at that path (nothing is created). --json prints {"store", "ok",
+    "problems"}.
     """
     try:
         opened = _open_existing(store)
@@ -272,11 +316,15 @@ def store_check(store: StoreOpt = "tether.db") -> None:
     except TetherError as exc:
         _fail(exc)
         return
+    if as_json:
+        print(json.dumps({"store": store, "ok": not problems, "problems": problems}, indent=2))
+        raise typer.Exit(1 if problems else 0)
+    console = stdout()
     for problem in problems:
-        console.print(f"[red]corrupt:[/red] {escape(problem)}", soft_wrap=True)
+        console.print(f"[red]corrupt:[/red] {escape(problem)}")
     if problems:
         raise typer.Exit(1)
-    console.print(f"{escape(store)}: ok", soft_wrap=True)
+    console.print(f"{escape(store)}: ok")
 
 
 @app.command()
@@ -291,7 +339,7 @@ def trace(run_id: str, store: StoreOpt = "tether.db", as_json: JsonOpt = False) 
     if as_json:
         print(json.dumps(trace_to_json(view), indent=2))
         return
-    render_trace(view, console)
+    render_trace(view, stdout())
 
 
 def describe(event: Event) -> str:
@@ -350,18 +398,19 @@ def approvals_list(store: StoreOpt = "tether.db", as_json: JsonOpt = False) -> N
     if as_json:
         print(json.dumps([p.as_data() for p in pending], indent=2))
         return
+    console = stdout()
     if not pending:
         console.print("no approvals waiting")
         return
     for p in pending:
-        console.print(f"[bold]{p.run_id}[/bold] step {p.step}: {escape(p.tool)} needs "
+        console.print(f"[bold]{escape(p.run_id)}[/bold] step {p.step}: {escape(p.tool)} needs "
                       f"[bold]{escape(p.role or 'any role')}[/bold] (for {escape(p.principal)})")
-        console.print(f"  args: {escape(json.dumps(p.args))}", soft_wrap=True)
-        console.print(f"  why:  {escape(p.reason)}", soft_wrap=True)
+        console.print(f"  args: {escape(json.dumps(p.args))}")
+        console.print(f"  why:  {escape(p.reason)}")
 
 
 def _decide(approve: bool, run_id: str, store: str, by: str, role: str | None,
-            step: int | None, note: str) -> None:
+            step: int | None, note: str, as_json: bool) -> None:
     who = by or os.environ.get("USER") or "cli"
     try:
         approvals = Approvals(_open_existing(store))
@@ -370,22 +419,27 @@ def _decide(approve: bool, run_id: str, store: str, by: str, role: str | None,
     except TetherError as exc:
         _fail(exc)
     verb = "approved" if approve else "denied"
-    console.print(f"{verb}: {decided.tool} at step {decided.step} of {run_id} by {who}"
-                  f"{f' as {role}' if role else ''}; the run continues when a worker resumes it")
+    if as_json:
+        print(json.dumps({"decision": verb, "by": who, "as_role": role, "note": note,
+                          **decided.as_data()}, indent=2))
+        return
+    stdout().print(escape(f"{verb}: {decided.tool} at step {decided.step} of {run_id} by {who}"
+                          f"{f' as {role}' if role else ''}; the run continues when a worker "
+                          "resumes it"))
 
 
 @app.command()
 def approve(run_id: str, store: StoreOpt = "tether.db", by: ByOpt = "", role: RoleOpt = None,
-            step: StepOpt = None, note: NoteOpt = "") -> None:
+            step: StepOpt = None, note: NoteOpt = "", as_json: JsonOpt = False) -> None:
     """Approve a call held by policy; a worker's resume/recover then runs it."""
-    _decide(True, run_id, store, by, role, step, note)
+    _decide(True, run_id, store, by, role, step, note, as_json)
 
 
 @app.command()
 def deny(run_id: str, store: StoreOpt = "tether.db", by: ByOpt = "", role: RoleOpt = None,
-         step: StepOpt = None, note: NoteOpt = "") -> None:
+         step: StepOpt = None, note: NoteOpt = "", as_json: JsonOpt = False) -> None:
     """Refuse a call held by policy; the agent is told who refused and why."""
-    _decide(False, run_id, store, by, role, step, note)
+    _decide(False, run_id, store, by, role, step, note, as_json)
 
 
 def main() -> None:

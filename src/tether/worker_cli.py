@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
@@ -40,11 +39,9 @@ from tether.runtime.runtime import Runnable, Runtime, Workflow
 from tether.runtime.worker import Worker, WorkerOutcome
 from tether.store.base import DEFAULT_QUEUE, Store, WorkerInfo, WorkQueue
 from tether.store.open import open_store
+from tether.terminal import fail, plain, stderr, stdout, warn
 
 __all__ = ["load_workflow", "parse_queues", "runs_start", "worker", "workers_app"]
-
-console = Console(width=110, emoji=False, highlight=False)
-err_console = Console(width=110, emoji=False, highlight=False, stderr=True)
 
 workers_app = typer.Typer(no_args_is_help=True, help="The workers serving a store's queue.")
 
@@ -55,9 +52,15 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output."
 _AGENT_SUFFIXES = (".yaml", ".yml", ".json")
 
 
+def _positive(value: float) -> float:
+    """A duration that must be more than zero (a lease, a poll interval)."""
+    if not value > 0:
+        raise typer.BadParameter(f"expected a number of seconds more than 0, found {value:g}")
+    return value
+
+
 def _exit(exc: BaseException) -> typer.Exit:
-    err_console.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
-    return typer.Exit(2)
+    return fail(exc)
 
 
 def load_workflow(spec: str) -> Workflow | Runnable:
@@ -117,20 +120,22 @@ def worker(
     queue: Annotated[list[str] | None, typer.Option(
         "--queue", help="A queue to serve as NAME=LIMIT (runs at once); repeat. Default: "
         "every queue.")] = None,
-    concurrency: Annotated[int, typer.Option(help="Runs at once, over all queues.")] = 4,
+    concurrency: Annotated[int, typer.Option(min=1, help="Runs at once, over all queues.")]
+    = 4,
     name: Annotated[str | None, typer.Option(
         "--name", help="The worker's name in leases (default host:pid:n), unique among live "
         "workers; restarted under the same name, it takes its runs back at once.")] = None,
     lease_ttl_s: Annotated[float, typer.Option(
-        "--lease-ttl-s", help="How long a run's lease holds without renewal: how soon "
-        "another worker takes over the runs of a worker that died.")] = 30.0,
+        "--lease-ttl-s", callback=_positive, help="How long a run's lease holds without "
+        "renewal: how soon another worker takes over the runs of a worker that died.")] = 30.0,
     poll_s: Annotated[float, typer.Option(
-        "--poll-s", help="The longest the worker stays idle without looking for work.")] = 1.0,
+        "--poll-s", callback=_positive,
+        help="The longest the worker stays idle without looking for work.")] = 1.0,
     grace_s: Annotated[float, typer.Option(
-        "--grace-s", help="On SIGTERM, how long runs get to end their current call before "
-        "they are cancelled; each is handed back.")] = 10.0,
+        "--grace-s", min=0, help="On SIGTERM, how long runs get to end their current call "
+        "before they are cancelled; each is handed back.")] = 10.0,
     park_after_s: Annotated[float, typer.Option(
-        "--park-timers-after-s", help="Sleeps longer than this suspend the run until due "
+        "--park-timers-after-s", min=0, help="Sleeps longer than this suspend the run until due "
         "instead of holding a slot.")] = 5.0,
     as_json: JsonOpt = False,
 ) -> None:
@@ -157,15 +162,13 @@ def worker(
     except TetherError as exc:
         raise _exit(exc) from None
     where = ", ".join(served.queues) or "every queue"
-    err_console.print(f"worker {escape(served.name)} serving {escape(where)} "
-                      f"({concurrency} at once) on {escape(store)}", soft_wrap=True)
+    plain(stderr(), f"worker {served.name} serving {where} ({concurrency} at once) on {store}")
     try:
         asyncio.run(_serve(served, stopped=bool(early)))
     finally:
         opened.close()
-    err_console.print(f"worker {escape(served.name)} stopped: "
-                      + (", ".join(f"{k} {v}" for k, v in sorted(served.counts.items()))
-                         or "no runs"), soft_wrap=True)
+    plain(stderr(), f"worker {served.name} stopped: "
+          + (", ".join(f"{k} {v}" for k, v in sorted(served.counts.items())) or "no runs"))
 
 
 async def _serve(served: Worker, *, stopped: bool = False) -> None:
@@ -186,8 +189,7 @@ async def _serve(served: Worker, *, stopped: bool = False) -> None:
 
 
 def _warn(exc: Exception) -> None:
-    err_console.print(f"[yellow]store error:[/yellow] {escape(f'{type(exc).__name__}: {exc}')}"
-                      " (trying again)", soft_wrap=True)
+    warn(f"{type(exc).__name__}: {exc} (trying again)", label="store error")
 
 
 def _printer(as_json: bool) -> Any:
@@ -198,8 +200,9 @@ def _printer(as_json: bool) -> Any:
                               "detail": outcome.detail}), flush=True)
             return
         detail = f"  {outcome.detail}" if outcome.detail else ""
-        console.print(escape(f"{outcome.outcome:<16} {outcome.run_id}  {outcome.workflow} "
-                             f"[{outcome.queue}]{detail}"), soft_wrap=True)
+        console = stdout()
+        plain(console, f"{outcome.outcome:<16} {outcome.run_id}  {outcome.workflow} "
+                       f"[{outcome.queue}]{detail}")
         console.file.flush()
 
     return show
@@ -216,8 +219,11 @@ def runs_start(
         DEFAULT_QUEUE,
     run_id: Annotated[str | None, typer.Option("--run-id", help="The run's id (default: a "
                                                                 "new one).")] = None,
+    as_json: JsonOpt = False,
 ) -> None:
-    """Put a run on a queue for a worker; prints the run id once the run is durable."""
+    """Put a run on a queue for a worker; prints the run id once the run is durable.
+
+    --json prints {"run_id", "queue"}."""
     try:
         found = load_workflow(workflow_spec)
         try:
@@ -233,7 +239,7 @@ def runs_start(
             opened.close()
     except TetherError as exc:
         raise _exit(exc) from None
-    print(started)
+    print(json.dumps({"run_id": started, "queue": queue}) if as_json else started)
 
 
 @workers_app.command("list")
@@ -241,8 +247,8 @@ def workers_list(
     store: StoreOpt,
     as_json: JsonOpt = False,
     lease_ttl_s: Annotated[float, typer.Option(
-        "--lease-ttl-s", help="The workers' lease time: a worker beats three times in it, "
-        "and counts as alive when seen within it.")] = 30.0,
+        "--lease-ttl-s", callback=_positive, help="The workers' lease time: a worker beats "
+        "three times in it, and counts as alive when seen within it.")] = 30.0,
 ) -> None:
     """The workers registered on a store: who, where, what they serve, when last seen,
     whether alive, and the runs each holds a live lease on now."""
@@ -260,6 +266,7 @@ def workers_list(
     if as_json:
         print(json.dumps(rows, indent=2))
         return
+    console = stdout()
     if not rows:
         console.print("no workers registered")
         return

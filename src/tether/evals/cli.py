@@ -12,17 +12,18 @@ starts, so bad input creates nothing in ``--out``.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, Literal, get_args
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 
 from tether.errors import TetherError
 from tether.evals.suites import BUILTIN_SCENARIOS, SUITES
+from tether.terminal import fail, stdout
 
-__all__ = ["MAX_SEEDS", "MAX_WORKERS", "eval_app"]
+__all__ = ["BACKEND_CHOICES", "MAX_SEEDS", "MAX_WORKERS", "Backend", "eval_app"]
 
 #: The most seeds per cell a campaign takes (a larger number is a typo, not a campaign: the
 #: jobs would not fit in memory).
@@ -30,15 +31,19 @@ MAX_SEEDS = 100_000
 #: The most worker processes.
 MAX_WORKERS = 1024
 
+#: Where episodes run (tether.evals.campaign.BACKENDS, as a type so --help lists them).
+Backend = Literal["process", "ray"]
+BACKEND_CHOICES: tuple[str, ...] = get_args(Backend)
+
 eval_app = typer.Typer(no_args_is_help=True, help="Reliability campaigns.")
-console = Console(width=110, highlight=False, emoji=False)
 
 
 @eval_app.command("run")
 def eval_run(
     scenarios: Annotated[list[Path] | None, typer.Argument(
         help="Base scenario files (default: the built-in refund and calendar).")] = None,
-    suite: Annotated[list[str] | None, typer.Option(help="Suites to run (default: all).")] = None,
+    suite: Annotated[list[str] | None, typer.Option(
+        help=f"Suites to run (repeatable; default: all): {', '.join(SUITES)}.")] = None,
     harness: Annotated[list[str] | None, typer.Option(
         help="Harnesses: naive, default, or variants from --harnesses (default: naive and "
              "default). Two or more are compared cell by cell.")] = None,
@@ -56,18 +61,25 @@ def eval_run(
                                                 help="Processes (default: all cores); with "
                                                      "--backend ray and no --address, the "
                                                      "local Ray's CPUs.")] = None,
-    backend: Annotated[str, typer.Option(
+    backend: Annotated[Backend, typer.Option(
         help="Where episodes run: process (a pool on this machine) or ray (Ray tasks; "
-             "pip install 'tether[ray]'). The same records and results either way.")] = "process",
+             "pip install 'tether\\[ray]'). The same records and results either way.")]
+    = "process",
     address: Annotated[str | None, typer.Option(
         help="With --backend ray: the Ray cluster to connect to (host:port, ray://..., or "
              "auto); without it a local Ray is started.")] = None,
+    as_json: Annotated[bool, typer.Option(
+        "--json", help="Print the campaign's results and the gate's verdict as JSON; the "
+                       "exit status is the same.")] = False,
 ) -> None:
     """Run a campaign; exit 1 if tether broke an invariant or regressed against a baseline.
 
     Exits 0 when tether's harnesses broke no invariant and nothing regressed, 1 when one did or a
     requested suite could not be applied to the agent, 2 on bad input (a scenario, agent,
     harness file or baseline that does not load; nothing is written to --out then).
+
+    --json prints {"passed", "failures", "results", "report", "campaign", "comparisons",
+    "baseline"} on stdout and nothing else there.
     """
     from tether.evals.compare import (
         compare,
@@ -91,18 +103,14 @@ def eval_run(
         if agent:
             load_agent_factory(agent_spec)
     except TetherError as exc:
-        console.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
-        raise typer.Exit(2) from exc
+        raise fail(exc) from exc
     try:
         _check_backend(backend, address)  # before anything is written: bad input
     except TetherError as exc:
-        console.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
-        raise typer.Exit(2) from exc
+        raise fail(exc) from exc
     unknown = sorted(set(suites) - set(SUITES))
     if unknown:
-        console.print(f"[red]error:[/red] unknown suite(s) {escape(', '.join(unknown))}; "
-                      f"expected {', '.join(SUITES)}", soft_wrap=True)
-        raise typer.Exit(2)
+        raise fail(f"unknown suite(s) {', '.join(unknown)}; expected {', '.join(SUITES)}")
     bases = scenarios or list(BUILTIN_SCENARIOS)
     try:
         # Every input is read before anything is written: bad input leaves --out untouched.
@@ -117,38 +125,53 @@ def eval_run(
                                     agent=agent_spec, harness_files=files, backend=backend,
                                     address=address)
     except TetherError as exc:
-        console.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
-        raise typer.Exit(2) from exc
-    print_report(results, console)
+        raise fail(exc) from exc
     # The gate is on tether's harnesses; naive is the baseline that is expected to break.
     gated = {s.name for s in specs if s.base != "naive"}
-    broken = [c for c in results.cells if c.harness in gated and c.violations]
-    failed = bool(broken)
-    for cell in broken:
-        console.print(f"[red]FAIL[/red] the {cell.harness} harness broke invariants in "
-                      f"{cell.violations} {cell.suite} episode(s)")
+    failures = [f"the {c.harness} harness broke invariants in {c.violations} {c.suite} "
+                "episode(s)" for c in results.cells if c.harness in gated and c.violations]
     # A suite that could not be applied to this agent tested nothing: the gate must not pass.
-    for suite_name, reason in sorted(results.not_applied.items()):
-        console.print(f"[red]FAIL[/red] suite {escape(suite_name)} could not be applied: "
-                      f"{escape(reason)}", soft_wrap=True)
-        failed = True
-    for other in chosen[1:] if len(chosen) > 1 else ():
-        console.print(f"\n{escape(other)} against {escape(chosen[0])} (same seeds and faults):")
-        render_comparison(compare_harnesses(results, chosen[0], other), console)
+    failures += [f"suite {name} could not be applied: {reason}"
+                 for name, reason in sorted(results.not_applied.items())]
+    pairs = [(chosen[0], other, compare_harnesses(results, chosen[0], other))
+             for other in chosen[1:]]
+    rows = compare(before, results) if before is not None else []
+    regressions = []
+    for row in gate_failures(rows):
+        where = f"{row.harness}/{row.suite}"
+        regressions.append(f"{where} regressed significantly against the baseline"
+                        if row.verdict == "worse" else
+                        f"{where}: the baseline judged {row.episodes_a} episode(s), this "
+                        f"campaign none ({row.inconclusive_b} inconclusive: the suite's faults "
+                        "never reached the agent)")
+    if as_json:
+        print(json.dumps(_as_data(results, out, failures + regressions, pairs, rows, baseline),
+                         indent=2))
+        raise typer.Exit(1 if failures or regressions else 0)
+    console = stdout()
+    print_report(results, console)
+    for failure in failures:
+        console.print(f"[red]FAIL[/red] {escape(failure)}")
+    for first, other, compared in pairs:
+        console.print(f"\n{escape(other)} against {escape(first)} (same seeds and faults):")
+        render_comparison(compared, console)
     if before is not None:
-        rows = compare(before, results)
         render_comparison(rows, console)
-        for row in gate_failures(rows):
-            where = f"{escape(row.harness)}/{escape(row.suite)}"
-            if row.verdict == "worse":
-                console.print(f"[red]FAIL[/red] {where} regressed significantly against the "
-                              "baseline")
-            else:
-                console.print(f"[red]FAIL[/red] {where}: the baseline judged {row.episodes_a} "
-                              f"episode(s), this campaign none ({row.inconclusive_b} "
-                              "inconclusive: the suite's faults never reached the agent)")
-            failed = True
-    raise typer.Exit(1 if failed else 0)
+    for regression in regressions:
+        console.print(f"[red]FAIL[/red] {escape(regression)}")
+    raise typer.Exit(1 if failures or regressions else 0)
+
+
+def _as_data(results: Any, out: Path, failures: list[str], pairs: list[Any], rows: list[Any],
+             baseline: Path | None) -> dict[str, Any]:
+    """What ``eval run --json`` prints: the gate's verdict and the campaign's results."""
+    return {"passed": not failures, "failures": failures,
+            "results": str(out / "results.json"), "report": str(out / "report.html"),
+            "campaign": results.model_dump(mode="json"),
+            "comparisons": [{"a": a, "b": b, "rows": [row.as_data() for row in compared]}
+                            for a, b, compared in pairs],
+            "baseline": None if baseline is None else {
+                "file": str(baseline), "rows": [row.as_data() for row in rows]}}
 
 
 def _check_backend(backend: str, address: str | None) -> None:

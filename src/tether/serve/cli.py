@@ -15,22 +15,21 @@ stores its hash in FILE and prints the key, once: it is not kept anywhere else.
 
 from __future__ import annotations
 
+import json
 import secrets
 import socket
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from typer.core import TyperGroup
 
 from tether.errors import TetherError, UsageError
 from tether.serve.tenants import KeyFile, KeyRing
+from tether.terminal import fail, plain, stderr
 
 __all__ = ["default_owner", "serve_app"]
-
-err_console = Console(width=110, highlight=False, emoji=False, stderr=True)
 
 
 class _RunByDefault(TyperGroup):
@@ -50,8 +49,7 @@ serve_app.add_typer(keys_app, name="keys")
 
 
 def _fail(exc: TetherError) -> typer.Exit:
-    err_console.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
-    return typer.Exit(2)
+    return fail(exc)
 
 
 @keys_app.command("add")
@@ -63,6 +61,8 @@ def keys_add(
                                        "created if missing).")],
     role: Annotated[list[str] | None, typer.Option(
         "--role", help="A role the key holds (repeatable), e.g. supervisor.")] = None,
+    as_json: Annotated[bool, typer.Option(
+        "--json", help='Print {"key", "tenant", "principal", "roles", "keys"}.')] = False,
 ) -> None:
     """Make a new API key, store its hash, print the key (once)."""
     # Keys come from the operating system's CSPRNG: they are secrets, not simulation inputs.
@@ -73,9 +73,12 @@ def keys_add(
         ring.save(keys)
     except TetherError as exc:
         raise _fail(exc) from exc
-    err_console.print(f"added a key for {escape(principal)}@{escape(tenant)} (roles: "
-                      f"{escape(', '.join(role or []) or 'none')}) to {escape(str(keys))}; "
-                      "it is shown once:")
+    if as_json:
+        print(json.dumps({"key": key, "tenant": tenant, "principal": principal,
+                          "roles": role or [], "keys": str(keys)}), flush=True)
+        return
+    plain(stderr(), f"added a key for {principal}@{tenant} (roles: "
+                    f"{', '.join(role or []) or 'none'}) to {keys}; it is shown once:")
     print(key, flush=True)
 
 
@@ -110,11 +113,10 @@ def serve(
     from tether.sim.wire import serve as served
 
     if not served.is_loopback(host):
-        err_console.print(
+        stderr().print(
             f"[bold red]WARNING: tether serve is bound to {escape(host)}, beyond this machine: "
             "anyone who can reach it and holds a key can run these agents and their tools. "
-            "Put TLS in front of it, or use --host 127.0.0.1 unless you mean it.[/bold red]",
-            soft_wrap=True)
+            "Put TLS in front of it, or use --host 127.0.0.1 unless you mean it.[/bold red]")
     bound = sock.getsockname()
     print(f"serving http://{host}:{bound[1]}", flush=True)
     config = uvicorn.Config(app, log_level="warning", lifespan="on", timeout_graceful_shutdown=2)

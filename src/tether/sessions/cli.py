@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 
 from tether.errors import UsageError
@@ -28,12 +27,11 @@ from tether.sessions.loader import (
     load_definition,
     parse_variable,
 )
+from tether.terminal import fail, stdout
 
 __all__ = ["agent_app", "describe_agent"]
 
 agent_app = typer.Typer(no_args_is_help=True, help="Check and show declarative (YAML) agents.")
-console = Console(width=110, highlight=False, emoji=False)
-err_console = Console(width=110, highlight=False, emoji=False, stderr=True)
 
 FileArg = Annotated[Path, typer.Argument(help="The agent's YAML file.")]
 VarOpt = Annotated[list[str] | None, typer.Option(
@@ -42,22 +40,29 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output."
 
 
 def _fail(exc: UsageError) -> typer.Exit:
-    err_console.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
-    return typer.Exit(2)
+    return fail(exc)
 
 
 @agent_app.command()
-def check(file: FileArg) -> None:
-    """Validate an agent file without running it (exit 0 sound, 2 not)."""
+def check(file: FileArg, as_json: JsonOpt = False) -> None:
+    """Validate an agent file without running it (exit 0 sound, 2 not).
+
+    --json prints {"file", "ok", "agent", "tool_entries", "variables", "triggers"}."""
     try:
         definition = load_definition(file)
         definition.check()
     except UsageError as exc:
         raise _fail(exc) from exc
     spec = definition.spec
-    console.print(f"ok: {escape(str(file))}: agent {escape(spec.name)}, "
-                  f"{len(definition.tool_entries)} tool entries, {len(spec.variables)} "
-                  f"variables, {len(spec.triggers)} triggers", soft_wrap=True)
+    if as_json:
+        print(json.dumps({"file": str(file), "ok": True, "agent": spec.name,
+                          "tool_entries": len(definition.tool_entries),
+                          "variables": sorted(spec.variables),
+                          "triggers": sorted(spec.triggers)}, indent=2))
+        return
+    stdout().print(f"ok: {escape(str(file))}: agent {escape(spec.name)}, "
+                   f"{len(definition.tool_entries)} tool entries, {len(spec.variables)} "
+                   f"variables, {len(spec.triggers)} triggers")
 
 
 @agent_app.command()
@@ -109,26 +114,24 @@ def _variables(definition: AgentDefinition, given: list[str]) -> dict[str, Any]:
 
 
 def _render(shown: dict[str, Any]) -> None:
+    console = stdout()
     model = shown["model"]
     console.print(f"[bold]agent[/bold] {escape(shown['name'])}  model: "
-                  f"{escape(model['provider'])} {escape(model['name'])}", soft_wrap=True)
+                  f"{escape(model['provider'])} {escape(model['name'])}")
     console.print("\n[bold]instructions[/bold]")
-    console.print(escape(shown["instructions"]) or "(none)", soft_wrap=True)
+    console.print(escape(shown["instructions"]) or "(none)")
     console.print(f"\n[bold]tools[/bold] ({len(shown['tools'])})")
     for item in shown["tools"]:
         where = "client" if item["client"] else "server"
-        console.print(f"- {escape(item['name'])}  ({item['effect']}, {where})", soft_wrap=True)
+        console.print(f"- {escape(item['name'])}  ({item['effect']}, {where})")
         if item["description"]:
-            console.print(f"  {escape(item['description'])}", soft_wrap=True)
-        console.print(f"  arguments: {escape(json.dumps(item['arguments'], sort_keys=True))}",
-                      soft_wrap=True)
-        console.print(f"  result: {escape(json.dumps(item['result'], sort_keys=True))}",
-                      soft_wrap=True)
+            console.print(f"  {escape(item['description'])}")
+        console.print(f"  arguments: {escape(json.dumps(item['arguments'], sort_keys=True))}")
+        console.print(f"  result: {escape(json.dumps(item['result'], sort_keys=True))}")
     console.print("\n[bold]variables[/bold]")
     for name, value in shown["variables"].items():
-        console.print(f"- {escape(name)} = {escape(json.dumps(value))}", soft_wrap=True)
+        console.print(f"- {escape(name)} = {escape(json.dumps(value))}")
     if shown["triggers"]:
         console.print("\n[bold]triggers[/bold]")
         for name, trigger in shown["triggers"].items():
-            console.print(f"- {escape(name)}: {escape(json.dumps(trigger, sort_keys=True))}",
-                          soft_wrap=True)
+            console.print(f"- {escape(name)}: {escape(json.dumps(trigger, sort_keys=True))}")

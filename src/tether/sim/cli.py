@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 
 from tether.errors import TetherError
@@ -38,13 +37,13 @@ from tether.sim.agent_ref import agent_spec_of, load_agent_factory
 from tether.sim.episode import EpisodeResult, run_episode
 from tether.sim.harness_spec import resolve_harness
 from tether.sim.scenario import load_scenario
+from tether.terminal import fail, plain, stderr, stdout
 from tether.tracing import build_trace
 from tether.tracing.render import render_trace
 
 __all__ = ["sim_app"]
 
 sim_app = typer.Typer(no_args_is_help=True, help="Run simulated episodes.")
-console = Console(width=110, highlight=False, emoji=False)
 
 #: Seeds are 0 <= seed < 2**63 (what every seeded draw and record takes); others exit 2.
 MAX_SEED = 2**63 - 1
@@ -69,8 +68,7 @@ def _run(scenario_path: Path, seed: int, harness: str, agent: str | None = None,
         if agent is not None:
             load_agent_factory(agent, Path.cwd())
     except TetherError as exc:
-        console.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
-        raise typer.Exit(2) from exc
+        raise fail(exc) from exc
     started = time.perf_counter()  # allow-wallclock: --timing only, never in the output
     try:
         result = run_episode(scenario, seed, harness,
@@ -80,8 +78,7 @@ def _run(scenario_path: Path, seed: int, harness: str, agent: str | None = None,
         # Found while running (a python invariant that failed, say): still name the file.
         where = str(scenario_path)
         message = str(exc) if str(exc).startswith(where) else f"{where}: {exc}"
-        console.print(f"[red]error:[/red] {escape(message)}", soft_wrap=True)
-        raise typer.Exit(2) from exc
+        raise fail(message, kind=type(exc).__name__) from exc
     return result, time.perf_counter() - started  # allow-wallclock: --timing only
 
 
@@ -101,14 +98,15 @@ _COLOURS = {"FAIL": "red", "PASS": "green"}
 def _print(result: EpisodeResult, scenario: Path | None, agent: str | None = None,
            harness_files: tuple[str, ...] = ()) -> None:
     """Print the judged episode; ``scenario=None`` (a served world) prints no replay line."""
+    console = stdout()
     word = result.headline
     colour = _COLOURS.get(word, "yellow")
     mark = f"[{colour}]{word}[/{colour}]"
     console.print(f"{mark}  {escape(result.scenario)}  seed={result.seed}  "
-                  f"harness={result.harness}  status={result.status}")
-    console.print(f"  agent: {escape(_shown(result.agent))}", soft_wrap=True)
+                  f"harness={escape(result.harness)}  status={result.status}")
+    console.print(f"  agent: {escape(_shown(result.agent))}")
     for why in result.inconclusive:
-        console.print(f"  inconclusive: {escape(why)}", soft_wrap=True)
+        console.print(f"  inconclusive: {escape(why)}")
     if result.answer:
         console.print(f"  answer: {escape(result.answer)}")
     if result.reason:
@@ -127,13 +125,13 @@ def _print(result: EpisodeResult, scenario: Path | None, agent: str | None = Non
         detail = f"   {escape(check.detail)}" if check.detail else ""
         console.print(f"  task {sign} {escape(check.invariant)}{detail}")
     for firing in result.firings:
-        console.print(f"  fault: {firing.kind} on {firing.target} (call {firing.call})")
+        console.print(escape(f"  fault: {firing.kind} on {firing.target} (call {firing.call})"))
     console.print(f"  {result.model_calls} model calls, {result.tool_calls} tool calls, "
                   f"{result.crashes} crash(es), {result.virtual_duration_s:.1f} s virtual, "
                   f"{len(result.ledger)} effects")
     for effect in result.ledger:
-        console.print(f"  effect {effect['seq']}: {effect['service']}.{effect['operation']} "
-                      f"{escape(effect['key'])}")
+        plain(console, f"  effect {effect['seq']}: {effect['service']}.{effect['operation']} "
+                       f"{effect['key']}")
     if result.outcome is not None and result.outcome.events:
         render_trace(build_trace(f"{result.scenario}-{result.seed}", result.outcome.events),
                      console)
@@ -144,7 +142,7 @@ def _print(result: EpisodeResult, scenario: Path | None, agent: str | None = Non
     if scenario is not None and (not result.ok or not result.done or result.inconclusive):
         command = replay_command(scenario, result.seed, result.harness,
                                  result.agent if agent else None, harness_files)
-        console.print(f"replay: {escape(command)}", soft_wrap=True)
+        console.print(f"replay: {escape(command)}")
 
 
 def _shown(spec: str) -> str:
@@ -187,21 +185,28 @@ def sim_run(scenario: Path, seed: SeedOpt = 0, harness: HarnessOpt = "default",
     else:
         _print(result, scenario, agent, files)
         if timing:
-            console.print(f"  wall time {wall_s * 1000:.1f} ms")
+            stdout().print(f"  wall time {wall_s * 1000:.1f} ms")
     raise typer.Exit(_status(result))
 
 
 @sim_app.command("replay")
 def sim_replay(scenario: Path, seed: SeedOpt = 0, harness: HarnessOpt = "default",
-               agent: AgentOpt = None, harnesses: HarnessFilesOpt = None) -> None:
-    """Run a seed twice and check both runs wrote the same journal and ledger."""
+               agent: AgentOpt = None, harnesses: HarnessFilesOpt = None,
+               as_json: JsonOpt = False) -> None:
+    """Run a seed twice and check both runs wrote the same journal and ledger.
+
+    --json prints {"identical", "episode"} (the episode as sim run --json prints it)."""
     files = _files(harnesses)
     first, _ = _run(scenario, seed, harness, agent, files)
     second, _ = _run(scenario, seed, harness, agent, files)
-    _print(second, scenario, agent, files)
     same = (first.journal_digest, first.ledger_digest) == \
         (second.journal_digest, second.ledger_digest)
-    console.print("replay: identical journal and ledger" if same else
+    if as_json:
+        print(json.dumps({"identical": same, "episode": second.as_data()}, indent=2,
+                         sort_keys=True))
+        raise typer.Exit(2 if not same else _status(second))
+    _print(second, scenario, agent, files)
+    stdout().print("replay: identical journal and ledger" if same else
                   "[red]replay: the runs differ[/red] (the simulation is not deterministic)")
     raise typer.Exit(2 if not same else _status(second))
 
@@ -218,26 +223,23 @@ def sim_compare(
     try:
         baseline, candidate = load_results(a), load_results(b)
     except TetherError as exc:
-        console.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
-        raise typer.Exit(2) from exc
+        raise fail(exc) from exc
     rows = compare(baseline, candidate)
     only_a, only_b = unmatched(baseline, candidate)
     if not rows:
-        console.print(f"[red]error:[/red] {escape(str(a))} and {escape(str(b))} have no "
-                      "(harness, suite) cell in common; compare results of the same campaign",
-                      soft_wrap=True)
-        raise typer.Exit(2)
+        raise fail(f"{a} and {b} have no (harness, suite) cell in common; compare results of "
+                   "the same campaign")
     regression = bool(gate_failures(rows))  # worse, or no longer conclusive
     if as_json:
         print(json.dumps({"a": str(a), "b": str(b), "regression": regression,
                           "comparisons": [row.as_data() for row in rows],
                           "only_in_a": only_a, "only_in_b": only_b}, indent=2, sort_keys=True))
     else:
+        console = stdout()
         render_comparison(rows, console)
         for side, cells in (("A", only_a), ("B", only_b)):
             if cells:
-                console.print(f"only in {side} (not compared): {escape(', '.join(cells))}",
-                              soft_wrap=True)
+                console.print(f"only in {side} (not compared): {escape(', '.join(cells))}")
     raise typer.Exit(1 if regression else 0)
 
 
@@ -253,6 +255,9 @@ def sim_capture(
         ] = None,
         out: Annotated[Path | None, typer.Option(
             "--out", help="Write the scenario to this file (default: print it).")] = None,
+        as_json: Annotated[bool, typer.Option(
+            "--json", help='Print {"run_id", "out", "scenario"} (the scenario as YAML text).')]
+        = False,
 ) -> None:
     """Turn a recorded run (a production incident) into a scenario that re-runs it.
 
@@ -267,21 +272,20 @@ def sim_capture(
         text = scenario_yaml(capture_run(store, run, agent=agent,
                                            out_dir=out.parent if out else None))
     except TetherError as exc:
-        console.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
-        raise typer.Exit(2) from exc
+        raise fail(exc) from exc
     if out is not None:
         try:
             out.write_text(text, encoding="utf-8")
         except OSError as exc:
-            console.print(f"[red]error:[/red] cannot write {escape(str(out))}: "
-                          f"{escape(exc.strerror or str(exc))}", soft_wrap=True)
-            raise typer.Exit(2) from exc
-    if out is None:
+            raise fail(f"cannot write {out}: {exc.strerror or exc}", kind="OSError") from exc
+    if as_json:
+        print(json.dumps({"run_id": run, "out": None if out is None else str(out),
+                          "scenario": text}, indent=2))
+    elif out is None:
         print(text, end="")
     else:
-        console.print(f"wrote {escape(str(out))}: run it with tether sim run "
-                      f"{escape(shlex.quote(str(out)))} --harness naive (or default)",
-                      soft_wrap=True)
+        plain(stdout(), f"wrote {out}: run it with tether sim run {shlex.quote(str(out))} "
+                        "--harness naive (or default)")
 
 
 PortOpt = Annotated[int, typer.Option("--port", min=0, max=65535,
@@ -292,7 +296,6 @@ HostOpt = Annotated[str, typer.Option(
 StdioOpt = Annotated[bool, typer.Option(
     "--stdio", help="Serve the world's MCP tools on stdin/stdout instead of HTTP (the "
                     "verdict goes to stderr).")]
-err_console = Console(width=110, highlight=False, emoji=False, stderr=True)
 
 
 @sim_app.command("serve")
@@ -319,8 +322,7 @@ def sim_serve(scenario: Path, seed: SeedOpt = 0, port: PortOpt = 0,
         env = environment_for(load_scenario(scenario), seed)
         sock = None if stdio else served.listen(host, port)
     except TetherError as exc:
-        console.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
-        raise typer.Exit(2) from exc
+        raise fail(exc) from exc
     try:
         if sock is None:
             from tether.sim.wire.mcp_face import run_stdio
@@ -328,25 +330,22 @@ def sim_serve(scenario: Path, seed: SeedOpt = 0, port: PortOpt = 0,
             run_stdio(env)
         else:
             if not served.is_loopback(host):
-                err_console.print(
+                stderr().print(
                     f"[red]WARNING: the simulated world is served on {escape(host)}, beyond "
                     "this machine: anyone who can reach it can read and change it, with no "
-                    "authentication. Use --host 127.0.0.1 unless you mean it.[/red]",
-                    soft_wrap=True)
+                    "authentication. Use --host 127.0.0.1 unless you mean it.[/red]")
             with served.StopSignals() as stops:
                 for name, url in served.addresses(env, served.root_of(sock)):
                     print(f"{name:<9} {url}", flush=True)
-                err_console.print("serving; SIGINT (Ctrl+C) or SIGTERM stops and prints the "
+                stderr().print("serving; SIGINT (Ctrl+C) or SIGTERM stops and prints the "
                                   "verdict")
                 served.run(env, sock, stops)
     except TetherError as exc:
-        err_console.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
-        raise typer.Exit(2) from exc
+        raise fail(exc) from exc
     try:
         result = served.judge(env)
     except TetherError as exc:  # a check that cannot judge: bad input, as for sim run
-        err_console.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
-        raise typer.Exit(2) from exc
+        raise fail(exc) from exc
     # Under --stdio, stdout was the MCP channel: the verdict goes to stderr.
     with contextlib.redirect_stdout(sys.stderr if stdio else sys.stdout):
         if as_json:
@@ -374,8 +373,7 @@ def sim_verdict(
         data = fetch_verdict(url)
         result = result_of(data)
     except TetherError as exc:
-        console.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
-        raise typer.Exit(2) from exc
+        raise fail(exc) from exc
     if as_json:
         print(json.dumps(data, indent=2, sort_keys=True))
     else:
