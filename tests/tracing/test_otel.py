@@ -19,6 +19,7 @@ from tests.tracing import T0, agent_journal, approval_flow, failing_run, refund_
 from tether import MemoryStore, Runtime, SQLiteStore, VirtualClock
 from tether.events import RunStatus
 from tether.tracing import semconv as sc
+from tether.tracing.ids import root_span_id, trace_id_of
 from tether.tracing.otel import OTelSink, export_run, provider_of
 
 CONTENT = (sc.GEN_AI_INPUT_MESSAGES, sc.GEN_AI_OUTPUT_MESSAGES, sc.GEN_AI_TOOL_CALL_ARGUMENTS,
@@ -52,13 +53,13 @@ def attrs(span: ReadableSpan) -> dict[str, Any]:
 def test_a_run_is_one_agent_span_with_a_child_per_tool_call(
     provider: TracerProvider, exporter: InMemorySpanExporter
 ) -> None:
-    """invoke_agent {workflow} is the root; execute_tool spans are its children, one trace."""
+    """invoke_workflow {workflow} is the root; tool and backoff spans its children, one trace."""
     run_id = refund_run(MemoryStore(), [OTelSink(provider)])
     spans = exporter.get_finished_spans()
     named = by_name(spans)
-    assert sorted(named) == ["execute_tool issue_refund", "execute_tool lookup_order",
-                             "invoke_agent refund"]
-    root = named["invoke_agent refund"]
+    assert sorted(named) == ["backoff issue_refund", "execute_tool issue_refund",
+                             "execute_tool lookup_order", "invoke_workflow refund"]
+    root = named["invoke_workflow refund"]
     assert root.parent is None and root.kind is SpanKind.INTERNAL
     for span in spans:
         assert span.context is not None and root.context is not None
@@ -67,7 +68,7 @@ def test_a_run_is_one_agent_span_with_a_child_per_tool_call(
             assert span.parent is not None and span.parent.span_id == root.context.span_id
             assert span.kind is SpanKind.INTERNAL
     assert {
-        sc.GEN_AI_OPERATION_NAME: "invoke_agent", sc.GEN_AI_AGENT_NAME: "refund",
+        sc.GEN_AI_OPERATION_NAME: "invoke_workflow", sc.GEN_AI_WORKFLOW_NAME: "refund",
         sc.GEN_AI_CONVERSATION_ID: run_id, sc.TETHER_RUN_ID: run_id,
         sc.TETHER_RUN_STATUS: "completed", sc.TETHER_RETRIES: 1,
     }.items() <= attrs(root).items()
@@ -82,9 +83,10 @@ def test_span_times_are_the_run_clock_times(
     named = by_name(exporter.get_finished_spans())
     times = {name: (span.start_time, span.end_time) for name, span in named.items()}
     assert times == {
-        "invoke_agent refund": (ns(T0), ns(T0 + 32.2)),
+        "invoke_workflow refund": (ns(T0), ns(T0 + 32.2)),
         "execute_tool lookup_order": (ns(T0), ns(T0 + 0.2)),
         "execute_tool issue_refund": (ns(T0 + 30.2), ns(T0 + 32.2)),
+        "backoff issue_refund": (ns(T0 + 30.7), ns(T0 + 31.7)),
     }
 
 
@@ -113,7 +115,7 @@ def test_steps_and_sleeps_are_events_on_the_run_span(
 ) -> None:
     """ctx.step and ctx.sleep show as timed events of the root span."""
     refund_run(MemoryStore(), [OTelSink(provider)])
-    root = by_name(exporter.get_finished_spans())["invoke_agent refund"]
+    root = by_name(exporter.get_finished_spans())["invoke_workflow refund"]
     events = [(e.name, e.timestamp, dict(e.attributes or {})) for e in root.events]
     assert events == [
         ("tether.step", ns(T0), {sc.TETHER_POSITION: 0, sc.TETHER_NAME: "validate"}),
@@ -138,7 +140,7 @@ def test_model_spans_follow_the_genai_conventions(
         sc.GEN_AI_OPERATION_NAME: "chat", sc.GEN_AI_PROVIDER_NAME: "openai",
         sc.GEN_AI_REQUEST_MODEL: "openai:gpt-4o", sc.GEN_AI_RESPONSE_MODEL: "gpt-4o-2024-08-06",
         sc.GEN_AI_RESPONSE_FINISH_REASONS: ("tool_calls",), sc.GEN_AI_USAGE_INPUT_TOKENS: 1000,
-        sc.GEN_AI_USAGE_OUTPUT_TOKENS: 200, sc.TETHER_USAGE_CACHED_INPUT_TOKENS: 100,
+        sc.GEN_AI_USAGE_OUTPUT_TOKENS: 200, sc.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS: 100,
         sc.TETHER_COST_USD: 0.03, sc.TETHER_POSITION: 3, sc.GEN_AI_CONVERSATION_ID: "sess-1",
         sc.TETHER_REQUEST_DIGEST: "d3",
     }.items() <= attrs(asks).items()
@@ -178,11 +180,12 @@ def test_a_failed_run_marks_its_span_and_the_failed_tool(
     """A permanent tool failure: tool span ERROR (`permanent`), run span ERROR (ToolFailed)."""
     failing_run(MemoryStore(), [OTelSink(provider)])
     named = by_name(exporter.get_finished_spans())
-    tool_span, root = named["execute_tool close_order"], named["invoke_agent close"]
+    tool_span, root = named["execute_tool close_order"], named["invoke_workflow close"]
     assert tool_span.status.status_code is StatusCode.ERROR
     assert attrs(tool_span)[sc.ERROR_TYPE] == "permanent_tool_error"
     assert root.status.status_code is StatusCode.ERROR
-    assert attrs(root)[sc.ERROR_TYPE] == "tether.errors.ToolFailed"
+    # One error.type for one failure: the failure class, on the tool's span and the run's.
+    assert attrs(root)[sc.ERROR_TYPE] == "permanent_tool_error"
     assert attrs(root)[sc.TETHER_RUN_STATUS] == "failed"
 
 
@@ -215,20 +218,16 @@ def test_content_is_recorded_only_when_opted_in(
                    "arguments": '{"order_id":"o-1"}'}]}]
 
 
-def test_a_suspended_run_is_emitted_and_its_resumption_traced_by_another_process(
+def test_a_run_suspended_in_one_process_and_resumed_in_another_is_one_trace(
     tmp_path: Path, provider: TracerProvider, exporter: InMemorySpanExporter
 ) -> None:
-    """Spans go out on suspension; a new worker's sink names the run from the store."""
+    """The run's span leaves when the run ends, from the whole journal: one trace, one root."""
     path = tmp_path / "runs.db"
     clock = VirtualClock(start=T0)
     first = Runtime(SQLiteStore(path), clock=clock, seed=1, workflows=[approval_flow],
                     listeners=[OTelSink(provider)])
     run_id = asyncio.run(first.start(approval_flow)).run_id
-    (suspended,) = exporter.get_finished_spans()
-    assert suspended.name == "invoke_agent approval_flow"
-    assert attrs(suspended)[sc.TETHER_RUN_STATUS] == "waiting"
-    assert [e.name for e in suspended.events] == ["tether.wait_started"]
-    exporter.clear()
+    assert exporter.get_finished_spans() == ()  # nothing over yet but the wait
 
     clock.advance(60)
     store = SQLiteStore(path)
@@ -236,32 +235,37 @@ def test_a_suspended_run_is_emitted_and_its_resumption_traced_by_another_process
                      listeners=[OTelSink(provider, store=store)])
     second.resolve(run_id, "approval", "yes", by="ada")
     assert asyncio.run(second.resume(run_id)).status is RunStatus.COMPLETED
-    (resumed,) = exporter.get_finished_spans()
-    assert resumed.name == "invoke_agent approval_flow"
+    (root,) = exporter.get_finished_spans()
+    assert root.name == "invoke_workflow approval_flow"
     assert {sc.TETHER_RUN_STATUS: "completed", sc.GEN_AI_CONVERSATION_ID: run_id,
-            sc.GEN_AI_AGENT_NAME: "approval_flow"}.items() <= attrs(resumed).items()
-    assert resumed.start_time == ns(T0 + 60)
-    (resolved,) = resumed.events
-    assert resolved.name == "tether.wait_resolved"
-    assert dict(resolved.attributes or {}) == {sc.TETHER_NAME: "approval",
-                                               sc.TETHER_RESOLVED_BY: "ada"}
+            sc.GEN_AI_WORKFLOW_NAME: "approval_flow"}.items() <= attrs(root).items()
+    assert (root.start_time, root.end_time) == (ns(T0), ns(T0 + 60))
+    assert root.context is not None and root.context.trace_id == trace_id_of(run_id)
+    assert root.context.span_id == root_span_id(run_id)
+    assert [e.name for e in root.events] == ["tether.wait_started", "tether.wait_resolved"]
+    assert dict(root.events[1].attributes or {}) == {sc.TETHER_NAME: "approval",
+                                                     sc.TETHER_RESOLVED_BY: "ada"}
     first.store.close()
     store.close()
 
 
-def test_nothing_is_emitted_before_the_run_ends_unless_flushed(
+def test_call_spans_leave_as_the_run_moves_past_them(
     provider: TracerProvider, exporter: InMemorySpanExporter
 ) -> None:
-    """Events are buffered; flush() emits the run so far, with status running."""
+    """A call's span (with its decisions) leaves once a later event closes it; the last open
+    call and the run's span wait; flush() sends nothing twice."""
     sink = OTelSink(provider)
-    agent_journal(MemoryStore(), [sink], finish=False)
-    assert exporter.get_finished_spans() == ()
+    run_id = agent_journal(MemoryStore(), [sink], finish=False)
+    names = [s.name for s in exporter.get_finished_spans()]
+    assert names == ["chat openai:gpt-4o", "backoff openai:gpt-4o", "chat openai:gpt-4o",
+                     "execute_tool lookup_order"]
+    failed = exporter.get_finished_spans()[0]
+    assert [e.name for e in failed.events] == ["tether.decision"]
     sink.flush()
-    named = by_name(exporter.get_finished_spans())
-    assert attrs(named["invoke_agent support_agent"])[sc.TETHER_RUN_STATUS] == "running"
-    assert len(exporter.get_finished_spans()) == 5
-    sink.flush()
-    assert len(exporter.get_finished_spans()) == 5
+    assert len(exporter.get_finished_spans()) == 4
+    assert all(s.context is not None and s.context.trace_id == trace_id_of(run_id)
+               and s.parent is not None and s.parent.span_id == root_span_id(run_id)
+               for s in exporter.get_finished_spans())
 
 
 def test_export_after_the_fact_matches_the_live_sink(

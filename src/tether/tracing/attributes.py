@@ -11,11 +11,11 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from tether.events import Decision, Event, StepFailed, TimerStarted, ToolError
+from tether.events import Decision, Event, RunFinished, StepFailed, TimerStarted, ToolError
 from tether.tracing import semconv as sc
 
-__all__ = ["decision_attributes", "event_attributes", "json_text", "messages",
-           "output_messages", "text_part"]
+__all__ = ["decision_attributes", "error_type", "event_attributes", "json_text", "messages",
+           "output_messages", "run_error_type", "text_part"]
 
 _DECISION_KEYS = {"failure": sc.TETHER_FAILURE_CLASS, "domain": sc.TETHER_FAILURE_DOMAIN,
                   "action": sc.TETHER_DECISION_ACTION, "attempt": sc.TETHER_ATTEMPT,
@@ -51,9 +51,27 @@ def event_attributes(event: Event) -> dict[str, Any]:
             attrs[name] = value
     if isinstance(event, TimerStarted):
         attrs[sc.TETHER_WAKE_AT] = event.wake_at
-    if isinstance(event, StepFailed | ToolError):
-        attrs[sc.ERROR_TYPE] = str(event.error.get("type", sc.OTHER))
+    if isinstance(event, ToolError):
+        attrs[sc.ERROR_TYPE] = event.failure
+    elif isinstance(event, StepFailed):
+        attrs[sc.ERROR_TYPE] = error_type(event.error, default="step_error")
     return attrs
+
+
+def error_type(error: Mapping[str, Any] | None, *, default: str = sc.OTHER) -> str:
+    """The ``error.type`` of a journaled error record, the same on every span: tether's
+    failure class when the error carries one (``permanent_tool_error``, ``rate_limited`` …,
+    as on the call's own span), else the exception's qualified type name, else ``default``."""
+    error = error or {}
+    data = error.get("data")
+    failure = data.get("failure") if isinstance(data, dict) else None
+    return str(failure or error.get("type") or default)
+
+
+def run_error_type(finished: RunFinished) -> str:
+    """The ``error.type`` of a failed or escalated run (see :func:`error_type`); a run that
+    stopped without an error record is classed by its status (``escalated``)."""
+    return error_type(finished.error, default=finished.status.value)
 
 
 def _scalar(value: Any) -> Any:

@@ -1,10 +1,14 @@
 """Attribute names for tether's spans: the OpenTelemetry GenAI conventions, plus ``tether.*``.
 
-The ``gen_ai.*`` names follow the GenAI semantic conventions (status: Development) as of
-semantic-conventions 1.37+, where ``gen_ai.system`` became ``gen_ai.provider.name``. We define
-the strings here rather than import them because the ``opentelemetry-semantic-conventions``
-package marks its ``gen_ai`` constants deprecated while the conventions move to their own
-repository; a dozen string constants are cheaper than tracking that churn.
+The ``gen_ai.*`` names follow the GenAI semantic conventions (status: Development), checked
+against the ``opentelemetry-semantic-conventions`` package (0.66b2) by
+``tests/tracing/test_semconv_package.py``: every name here is one of the package's constants
+and none is one it says was replaced or removed. The package marks every ``gen_ai`` constant
+"Deprecated: Moved to the OpenTelemetry GenAI semantic conventions repository" — the names
+stay, only their home moves — so we define the strings here rather than import constants that
+warn; ``session.id``, ``user.id``, ``error.type`` and ``server.*`` come from the general
+conventions. Runs that call models are ``invoke_agent`` spans, other workflows
+``invoke_workflow`` spans (both values of the package's ``gen_ai.operation.name`` enum).
 
 Message content (``gen_ai.input.messages``, ``gen_ai.output.messages``, tool arguments and
 results) is *opt-in* in the conventions because it may hold personal data: tether records it
@@ -33,12 +37,17 @@ __all__ = [
     "GEN_AI_TOOL_CALL_RESULT",
     "GEN_AI_TOOL_NAME",
     "GEN_AI_TOOL_TYPE",
+    "GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS",
     "GEN_AI_USAGE_INPUT_TOKENS",
     "GEN_AI_USAGE_OUTPUT_TOKENS",
+    "GEN_AI_WORKFLOW_NAME",
     "OP_CHAT",
     "OP_EXECUTE_TOOL",
     "OP_INVOKE_AGENT",
+    "OP_INVOKE_WORKFLOW",
     "OTHER",
+    "SESSION_ID",
+    "SPAN_BACKOFF",
     "TETHER_ATTEMPT",
     "TETHER_COST_USD",
     "TETHER_DEADLINE",
@@ -57,11 +66,13 @@ __all__ = [
     "TETHER_REQUEST_DIGEST",
     "TETHER_RESOLVED_BY",
     "TETHER_RETRIES",
+    "TETHER_RUN_CLOCK_END_S",
+    "TETHER_RUN_CLOCK_START_S",
     "TETHER_RUN_ID",
     "TETHER_RUN_STATUS",
-    "TETHER_USAGE_CACHED_INPUT_TOKENS",
     "TETHER_WAKE_AT",
     "TOOL_TYPE_FUNCTION",
+    "USER_ID",
 ]
 
 # -- OpenTelemetry GenAI conventions ------------------------------------------------------------
@@ -71,6 +82,7 @@ GEN_AI_OPERATION_NAME = "gen_ai.operation.name"
 OP_INVOKE_AGENT = "invoke_agent"
 OP_CHAT = "chat"
 OP_EXECUTE_TOOL = "execute_tool"
+OP_INVOKE_WORKFLOW = "invoke_workflow"
 
 GEN_AI_PROVIDER_NAME = "gen_ai.provider.name"
 GEN_AI_REQUEST_MODEL = "gen_ai.request.model"
@@ -79,6 +91,8 @@ GEN_AI_RESPONSE_MODEL = "gen_ai.response.model"
 GEN_AI_RESPONSE_FINISH_REASONS = "gen_ai.response.finish_reasons"
 GEN_AI_USAGE_INPUT_TOKENS = "gen_ai.usage.input_tokens"
 GEN_AI_USAGE_OUTPUT_TOKENS = "gen_ai.usage.output_tokens"
+#: Input tokens served from the provider's prompt cache (part of the input tokens).
+GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS = "gen_ai.usage.cache_read.input_tokens"
 
 GEN_AI_TOOL_NAME = "gen_ai.tool.name"
 GEN_AI_TOOL_CALL_ID = "gen_ai.tool.call.id"
@@ -88,6 +102,7 @@ TOOL_TYPE_FUNCTION = "function"
 
 GEN_AI_CONVERSATION_ID = "gen_ai.conversation.id"
 GEN_AI_AGENT_NAME = "gen_ai.agent.name"
+GEN_AI_WORKFLOW_NAME = "gen_ai.workflow.name"
 
 # Opt-in content attributes, recorded as JSON strings.
 GEN_AI_INPUT_MESSAGES = "gen_ai.input.messages"
@@ -99,6 +114,11 @@ GEN_AI_TOOL_CALL_RESULT = "gen_ai.tool.call.result"
 ERROR_TYPE = "error.type"
 #: The conventions' fallback value of an enumerated attribute (``error.type``, the provider).
 OTHER = "_OTHER"
+
+#: The session a run belongs to (``RunStarted.session_id``).
+SESSION_ID = "session.id"
+#: On whose behalf a session's turn runs (its principal).
+USER_ID = "user.id"
 
 # -- tether's own -------------------------------------------------------------------------------
 
@@ -120,7 +140,6 @@ TETHER_FAILURE_DOMAIN = "tether.failure.domain"
 TETHER_COST_USD = "tether.cost_usd"
 TETHER_RETRIES = "tether.retries"
 TETHER_ATTEMPT = "tether.attempt"
-TETHER_USAGE_CACHED_INPUT_TOKENS = "tether.usage.cached_input_tokens"
 TETHER_REQUEST_DIGEST = "tether.model.request_digest"
 
 # Attributes of span events made from decisions, retries and other journal events.
@@ -135,3 +154,11 @@ TETHER_NAME = "tether.name"
 TETHER_WAKE_AT = "tether.wake_at"
 TETHER_DEADLINE = "tether.deadline"
 TETHER_RESOLVED_BY = "tether.resolved_by"
+
+#: A span's start and end on the run's own clock (epoch seconds), set when the export rebases
+#: a run's times (``rebase_time=``): the virtual times the span was moved from.
+TETHER_RUN_CLOCK_START_S = "tether.run_clock.start_s"
+TETHER_RUN_CLOCK_END_S = "tether.run_clock.end_s"
+
+#: The name of a span covering a retry's backoff wait: ``backoff {tool or model}``.
+SPAN_BACKOFF = "backoff"
