@@ -183,7 +183,7 @@ def test_request_body_maps_conversation_tools_and_settings() -> None:
             {"role": "assistant", "content": "Checking.", "tool_calls": [call_1, call_2]},
             {"role": "tool", "tool_call_id": "call_1", "content": "4°C"},
             {"role": "tool", "tool_call_id": "call_2", "content": "bad arguments"},
-            {"role": "assistant", "content": None, "tool_calls": [call_1]},
+            {"role": "assistant", "content": "", "tool_calls": [call_1]},
             {"role": "user", "content": "Thanks"},
         ],
         "tools": [{"type": "function",

@@ -31,9 +31,14 @@ as it does for OpenAI and the price table can charge both rates.
 
 Errors are translated at the boundary: 429 → ``RateLimited`` (``retry_after_s``), but a 429
 for a reached spend limit → ``ModelError`` (waiting does not help); 413 or a
-prompt that is too long → ``ContextOverflow``; 401/403 → ``AuthExpired``; 408, 409, 5xx (529
-overloaded included), timeouts and lost connections → ``ModelUnavailable``; other 4xx →
-``ModelError``; an unreadable message → ``MalformedOutput``.
+prompt that is too long → ``ContextOverflow``; 401/403 → ``AuthExpired``; 408, 409, 502, 503,
+504, 529 (overloaded), timeouts and lost connections → ``ModelUnavailable``; a 500
+(``api_error``) → ``ModelUnavailable`` the first time, but ``ModelError`` when the same request
+fails so again (the rule is in :mod:`tether.models._http`); other 4xx → ``ModelError``; an
+unreadable message → ``MalformedOutput``.
+
+``ModelSettings.tool_choice`` on a turn with tools: ``"auto"``, ``"required"`` (sent as
+``{"type": "any"}``), ``"none"``, or a tool's name (``{"type": "tool", "name": ...}``).
 
 Streaming (``ModelSettings.stream``, or :meth:`AnthropicModel.stream` with a delta sink): the
 call is made with ``stream=True`` and its events are assembled into the same
@@ -49,7 +54,7 @@ stream is judged by its type as the same error over HTTP would be (``overloaded_
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from tether.errors import (
@@ -63,7 +68,8 @@ from tether.errors import (
 
 # One parser of Retry-After for both adapters; importing the module does not import the
 # openai SDK (it is loaded only when an OpenAIModel is built).
-from tether.models._http import status_error
+from tether.models._clients import LoopClients
+from tether.models._http import ServerFailures, status_error
 from tether.models.base import (
     Message,
     ModelRequest,
@@ -78,6 +84,7 @@ if TYPE_CHECKING:  # the SDK is optional: imported for real only when a model is
     from anthropic import AnthropicError, AsyncAnthropic
     from anthropic.types import (
         MessageParam,
+        ToolChoiceParam,
         ToolParam,
         ToolResultBlockParam,
         ToolUseBlockParam,
@@ -110,6 +117,11 @@ class AnthropicModel:
     Settings: ``max_output_tokens`` as ``max_tokens`` (default :data:`DEFAULT_MAX_TOKENS`),
     ``timeout_s`` as the per-request timeout, ``extra`` merged into the JSON body;
     ``temperature`` is not sent (see the module docstring).
+
+    Event loops: a client built from ``base_url``/``api_key``, or by ``client`` given as a
+    function (called with no arguments), is made once per event loop and closed when its loop
+    shuts down, so one model serves ``run_sync`` twice or several ``asyncio.run`` calls. A
+    client *instance* you pass is used as it is, bound to the loop it first ran in.
     """
 
     def __init__(
@@ -118,7 +130,7 @@ class AnthropicModel:
         *,
         base_url: str | None = None,
         api_key: str | None = None,
-        client: AsyncAnthropic | None = None,
+        client: AsyncAnthropic | Callable[[], AsyncAnthropic] | None = None,
         name: str | None = None,
     ) -> None:
         if client is not None and (base_url is not None or api_key is not None):
@@ -126,10 +138,20 @@ class AnthropicModel:
                              "both; configure the client you pass instead")
         self.model = model
         self.name = name or model
-        if client is None:
-            client = _build_client(base_url, api_key)
-        # tether's retry policy owns retries; the SDK must make exactly one attempt.
-        self._client = client.with_options(max_retries=0)
+        self._failures = ServerFailures()
+        if client is not None and not callable(client):
+            # tether's retry policy owns retries; the SDK must make exactly one attempt.
+            self._fixed: AsyncAnthropic | None = client.with_options(max_retries=0)
+            return
+        self._fixed = None
+        make: Callable[[], AsyncAnthropic] = (client if client is not None
+                                               else lambda: _build_client(base_url, api_key))
+        # Built now as well, so a missing SDK is reported at construction.
+        self._clients = LoopClients(lambda: make().with_options(max_retries=0), _close,
+                                    first=make().with_options(max_retries=0))
+
+    async def _client(self) -> AsyncAnthropic:
+        return self._fixed if self._fixed is not None else await self._clients.get()
 
     async def complete(self, request: ModelRequest) -> ModelResponse:
         """One Messages API call (streamed, deltas dropped, when ``settings.stream``); raises
@@ -138,14 +160,17 @@ class AnthropicModel:
             return await self.stream(request, _drop)
         import anthropic
 
+        params = self._params(request)
         try:
-            message: Any = await self._client.messages.create(**self._params(request))
+            client = await self._client()
+            message: Any = await client.messages.create(**params)
         except anthropic.AnthropicError as exc:
-            raise _translate_error(exc, self.name) from exc
+            raise self._failed(exc, request) from exc
         except ValueError as exc:
             # The SDK refuses, before sending, a non-streaming call that may outlast 10 minutes.
             raise UsageError(f"model {self.name!r}: {exc}; set ModelSettings.timeout_s to allow "
                              "a long call, or lower max_output_tokens") from exc
+        self._failures.note(request.digest(), None)
         # ``Any``: the SDK builds its response models without validation, so a declared field
         # may be None, and a body that is not JSON comes back as a plain string.
         return _read_message(message, self.name)
@@ -157,19 +182,28 @@ class AnthropicModel:
         import httpx2  # the SDK's HTTP client: a lost connection mid-stream surfaces as its error
 
         assembly = _Assembly()
+        params = self._params(request)
         try:
-            events: Any = await self._client.messages.create(**self._params(request),
-                                                             stream=True)
+            client = await self._client()
+            events: Any = await client.messages.create(**params, stream=True)
             async with events:
                 async for event in events:
                     assembly.add(event, on_delta, self.name)
         except anthropic.AnthropicError as exc:
-            raise _translate_error(exc, self.name) from exc
+            raise self._failed(exc, request) from exc
         except httpx2.TransportError as exc:  # includes timeouts while reading
             raise ModelUnavailable(f"model {self.name!r}: the stream broke off "
                                    f"({type(exc).__name__}: {exc}); worth retrying later",
                                    model=self.name) from exc
+        self._failures.note(request.digest(), None)
         return assembly.response(self.name)
+
+    def _failed(self, exc: AnthropicError, request: ModelRequest) -> TetherError:
+        """The tether error for a failed call, judged with this request's earlier failures."""
+        key = request.digest()
+        error = _translate_error(exc, self.name, repeated=self._failures.repeated(key))
+        self._failures.note(key, error.status if isinstance(error, ModelError) else None)
+        return error
 
     def _params(self, request: ModelRequest) -> dict[str, Any]:
         import anthropic
@@ -185,6 +219,8 @@ class AnthropicModel:
             "messages": _messages(request.messages),
             "system": system or anthropic.omit,
             "tools": tools or anthropic.omit,
+            "tool_choice": (_tool_choice(settings.tool_choice, request.tools)
+                            if tools and settings.tool_choice is not None else anthropic.omit),
             "timeout": timeout_s if timeout_s is not None else anthropic.not_given,
             "extra_body": dict(settings.extra) or None,
         }
@@ -192,6 +228,25 @@ class AnthropicModel:
 
 def _drop(text: str) -> None:
     """The delta sink of a streamed call nobody watches."""
+
+
+async def _close(client: AsyncAnthropic) -> None:
+    await client.close()
+
+
+def _tool_choice(choice: str, tools: tuple[ToolSpec, ...]) -> ToolChoiceParam:
+    if choice == "auto":
+        return {"type": "auto"}
+    if choice == "none":
+        return {"type": "none"}
+    if choice == "required":
+        return {"type": "any"}
+    offered = [spec.name for spec in tools]
+    if choice not in offered:
+        raise UsageError(f"ModelSettings.tool_choice {choice!r} names no tool this turn offers "
+                         f"({', '.join(offered)}); use 'auto', 'required', 'none' or one of "
+                         "these names")
+    return {"type": "tool", "name": choice}
 
 
 def _build_client(base_url: str | None, api_key: str | None) -> AsyncAnthropic:
@@ -400,7 +455,8 @@ def _streamed_input(block: dict[str, Any]) -> str:
 # -- errors ----------------------------------------------------------------------------------
 
 
-def _translate_error(exc: AnthropicError, name: str) -> TetherError:
+def _translate_error(exc: AnthropicError, name: str, *, repeated: bool = False) -> TetherError:
+    """``repeated``: the same request already got a 5xx that was not an outage."""
     import anthropic
 
     if isinstance(exc, anthropic.APIStatusError):
@@ -414,7 +470,7 @@ def _translate_error(exc: AnthropicError, name: str) -> TetherError:
                 return ModelError(f"model {name!r} sent an error inside its stream "
                                   f"({code or 'no type'}): {detail}", model=name)
             detail = f"in the stream: {detail}"
-        return _status_error(status, exc.response.headers, code, detail, name)
+        return _status_error(status, exc.response.headers, code, detail, name, repeated)
     if isinstance(exc, anthropic.APIConnectionError):  # includes APITimeoutError
         return ModelUnavailable(f"model {name!r} could not be reached: {exc.message}; worth "
                                 "retrying later", model=name)
@@ -429,7 +485,7 @@ def _translate_error(exc: AnthropicError, name: str) -> TetherError:
 
 
 def _status_error(status: int, headers: Mapping[str, str], code: str, detail: str,
-                  name: str) -> TetherError:
+                  name: str, repeated: bool = False) -> TetherError:
     """The tether error for an HTTP error answer from the Messages API."""
     return status_error(
         status, headers, code, detail, name,
@@ -437,4 +493,5 @@ def _status_error(status: int, headers: Mapping[str, str], code: str, detail: st
         billing=status == 429 and code.endswith("spend_limit_reached"),
         overflow=status == 413 or (status == 400
                                    and any(p in detail.lower() for p in _OVERFLOW_PHRASES)),
+        repeated=repeated,
     )

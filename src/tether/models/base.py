@@ -15,7 +15,7 @@ import json
 from collections.abc import Callable
 from typing import Any, Literal, Protocol, runtime_checkable
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 __all__ = [
     "DeltaSink",
@@ -117,6 +117,17 @@ class ModelSettings(BaseModel):
     text arrives in deltas while the model writes, and the answer is still one complete
     :class:`ModelResponse`. It changes how the answer travels, not what is asked, so it is
     left out of :meth:`ModelRequest.digest`.
+
+    ``tool_choice`` says whether the model must call a tool on a turn that offers tools:
+    ``"auto"`` (it decides), ``"required"`` (some tool), ``"none"`` (no tool), or a tool's
+    name (that tool). ``None``, the default, sends nothing, so the provider's own default
+    applies: ``"auto"`` for OpenAI, vLLM, Ollama and Anthropic, but llama-cpp-python's
+    server ignores the tools entirely unless it gets ``"auto"`` or a tool's name. Forcing
+    (``"required"`` or a name) holds on every turn, so an agent forced to call tools only
+    stops at a budget: force for one-shot calls, use ``"auto"`` for agents.
+
+    >>> ModelSettings(tool_choice="auto").tool_choice
+    'auto'
     """
 
     model_config = ConfigDict(frozen=True)
@@ -126,6 +137,15 @@ class ModelSettings(BaseModel):
     timeout_s: float | None = None
     extra: dict[str, Any] = Field(default_factory=dict)
     stream: bool = False
+    tool_choice: str | None = None
+
+    @field_validator("tool_choice")
+    @classmethod
+    def _choice_is_a_word(cls, value: str | None) -> str | None:
+        if value is not None and (not value or value != value.strip()):
+            raise ValueError(f"tool_choice must be 'auto', 'required', 'none' or a tool's "
+                             f"name, not {value!r}")
+        return value
 
 
 class ModelRequest(BaseModel):
@@ -140,8 +160,12 @@ class ModelRequest(BaseModel):
     def digest(self) -> str:
         """A short stable hash of the request, journaled beside the response.
 
-        ``settings.stream`` is not part of it: a streamed and a plain call ask the same."""
-        body = self.model_dump_json(exclude_defaults=False, exclude={"settings": {"stream"}})
+        ``settings.stream`` is not part of it: a streamed and a plain call ask the same. An
+        unset ``settings.tool_choice`` is left out too, so requests keep the digests they had
+        before the setting existed (recorded journals replay strictly against them)."""
+        left_out = {"stream"} if self.settings.tool_choice is not None else {"stream",
+                                                                             "tool_choice"}
+        body = self.model_dump_json(exclude_defaults=False, exclude={"settings": left_out})
         return hashlib.sha256(body.encode()).hexdigest()[:16]
 
 

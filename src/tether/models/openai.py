@@ -24,7 +24,10 @@ provider answer                                        raised
 429 ``insufficient_quota``                             ``ModelError``: retrying cannot help
 400 context length exceeded                            ``ContextOverflow``
 401, 403                                               ``AuthExpired``
-408, 409, 5xx, timeout, lost connection                ``ModelUnavailable``
+408, 409, 502, 503, 504, 529, timeout, lost connection ``ModelUnavailable``
+500 and other 5xx, the first time                      ``ModelUnavailable``
+the same request's second 500, a 501, a 5xx that says  ``ModelError``: the request is at
+the request is invalid                                 fault (see :mod:`._http`)
 other 4xx                                              ``ModelError`` (``status`` set)
 a body without choices, or not a completion at all     ``MalformedOutput``
 a stream that ends before its ``finish_reason``        ``ModelUnavailable``
@@ -43,7 +46,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from tether.errors import (
@@ -53,7 +56,8 @@ from tether.errors import (
     TetherError,
     UsageError,
 )
-from tether.models._http import status_error
+from tether.models._clients import LoopClients
+from tether.models._http import ServerFailures, status_error
 from tether.models.base import (
     Message,
     ModelRequest,
@@ -70,6 +74,7 @@ if TYPE_CHECKING:  # the SDK is optional: imported for real only when a model is
         ChatCompletionFunctionToolParam,
         ChatCompletionMessageFunctionToolCallParam,
         ChatCompletionMessageParam,
+        ChatCompletionToolChoiceOptionParam,
     )
 
 __all__ = ["OpenAIModel"]
@@ -98,7 +103,16 @@ class OpenAIModel:
 
     Settings: ``temperature`` as is; ``max_output_tokens`` as ``max_completion_tokens`` (the
     current field; put ``{"max_tokens": n}`` in ``extra`` for an old server that only knows
-    that one); ``timeout_s`` as the per-request timeout; ``extra`` merged into the JSON body.
+    that one); ``timeout_s`` as the per-request timeout; ``extra`` merged into the JSON body;
+    ``tool_choice``, on a turn with tools, as ``tool_choice`` (``"auto"``, ``"required"``,
+    ``"none"``, or ``{"type": "function", "function": {"name": ...}}`` for a tool's name; a
+    name the turn does not offer is a ``UsageError`` before anything is sent).
+
+    Event loops: a client built from ``base_url``/``api_key``, or by ``client`` given as a
+    function (called with no arguments), is made once per event loop and closed when its loop
+    shuts down, so one model serves ``run_sync`` twice or several ``asyncio.run`` calls. A
+    client *instance* you pass is used as it is; its connection pool belongs to the loop it
+    first ran in, so give a function instead when the model outlives a loop.
     """
 
     def __init__(
@@ -107,7 +121,7 @@ class OpenAIModel:
         *,
         base_url: str | None = None,
         api_key: str | None = None,
-        client: AsyncOpenAI | None = None,
+        client: AsyncOpenAI | Callable[[], AsyncOpenAI] | None = None,
         name: str | None = None,
     ) -> None:
         if client is not None and (base_url is not None or api_key is not None):
@@ -115,10 +129,20 @@ class OpenAIModel:
                              "configure the client you pass instead")
         self.model = model
         self.name = name or model
-        if client is None:
-            client = _build_client(base_url, api_key)
-        # tether's retry policy owns retries; the SDK must make exactly one attempt.
-        self._client = client.with_options(max_retries=0)
+        self._failures = ServerFailures()
+        if client is not None and not callable(client):
+            # tether's retry policy owns retries; the SDK must make exactly one attempt.
+            self._fixed: AsyncOpenAI | None = client.with_options(max_retries=0)
+            return
+        self._fixed = None
+        make: Callable[[], AsyncOpenAI] = (client if client is not None
+                                            else lambda: _build_client(base_url, api_key))
+        # Built now as well, so a missing key or SDK is reported at construction.
+        self._clients = LoopClients(lambda: make().with_options(max_retries=0), _close,
+                                    first=make().with_options(max_retries=0))
+
+    async def _client(self) -> AsyncOpenAI:
+        return self._fixed if self._fixed is not None else await self._clients.get()
 
     async def complete(self, request: ModelRequest) -> ModelResponse:
         """One Chat Completions call (streamed, deltas dropped, when ``settings.stream``);
@@ -127,10 +151,13 @@ class OpenAIModel:
             return await self.stream(request, _drop)
         import openai
 
+        params = self._params(request)
         try:
-            completion: Any = await self._client.chat.completions.create(**self._params(request))
+            client = await self._client()
+            completion: Any = await client.chat.completions.create(**params)
         except openai.OpenAIError as exc:
-            raise _translate_error(exc, self.name) from exc
+            raise self._failed(exc, request) from exc
+        self._failures.note(request.digest(), None)
         # ``Any``: the SDK builds its response models without validation, so a declared field
         # may be None, and a body that is not JSON comes back as a plain string.
         return _read_completion(completion, self.name)
@@ -141,15 +168,25 @@ class OpenAIModel:
         import openai
 
         assembly = _Assembly()
+        params = self._params(request)
         try:
-            chunks: Any = await self._client.chat.completions.create(
-                **self._params(request), stream=True, stream_options={"include_usage": True})
+            client = await self._client()
+            chunks: Any = await client.chat.completions.create(
+                **params, stream=True, stream_options={"include_usage": True})
             async with chunks:
                 async for chunk in chunks:
                     assembly.add(chunk, on_delta, self.name)
         except openai.OpenAIError as exc:
-            raise _translate_error(exc, self.name) from exc
+            raise self._failed(exc, request) from exc
+        self._failures.note(request.digest(), None)
         return assembly.response(self.name)
+
+    def _failed(self, exc: OpenAIError, request: ModelRequest) -> TetherError:
+        """The tether error for a failed call, judged with this request's earlier failures."""
+        key = request.digest()
+        error = _translate_error(exc, self.name, repeated=self._failures.repeated(key))
+        self._failures.note(key, error.status if isinstance(error, ModelError) else None)
+        return error
 
     def _params(self, request: ModelRequest) -> dict[str, Any]:
         import openai
@@ -160,6 +197,8 @@ class OpenAIModel:
             "model": self.model,
             "messages": _chat_messages(request.messages),
             "tools": tools or openai.omit,
+            "tool_choice": (_tool_choice(settings.tool_choice, request.tools)
+                            if tools and settings.tool_choice is not None else openai.omit),
             "temperature": (settings.temperature if settings.temperature is not None
                             else openai.omit),
             "max_completion_tokens": (settings.max_output_tokens
@@ -171,6 +210,10 @@ class OpenAIModel:
 
 def _drop(text: str) -> None:
     """The delta sink of a streamed call nobody watches."""
+
+
+async def _close(client: AsyncOpenAI) -> None:
+    await client.close()
 
 
 def _build_client(base_url: str | None, api_key: str | None) -> AsyncOpenAI:
@@ -200,8 +243,12 @@ def _chat_messages(messages: tuple[Message, ...]) -> list[ChatCompletionMessageP
         elif message.role == "assistant":
             calls = [_tool_call_param(call) for call in message.tool_calls]
             if calls:
-                # OpenAI's own form for a turn that only calls tools is content null.
-                out.append({"role": "assistant", "content": message.content or None,
+                # A turn that only calls tools goes out with content "": OpenAI answers such a
+                # turn with content null and takes null, "" or no content back, but
+                # llama-cpp-python's server refuses null (its validation) and a missing
+                # content (its chat template), and Ollama and older llama.cpp servers refused
+                # null too. "" is a string every server accepts.
+                out.append({"role": "assistant", "content": message.content,
                             "tool_calls": calls})
             else:
                 out.append({"role": "assistant", "content": message.content})
@@ -218,6 +265,17 @@ def _tool_call_param(call: ToolCall) -> ChatCompletionMessageFunctionToolCallPar
     # The stored argument text goes back verbatim, valid JSON or not: it is what the model said.
     return {"id": call.id, "type": "function",
             "function": {"name": call.name, "arguments": call.arguments}}
+
+
+def _tool_choice(choice: str, tools: tuple[ToolSpec, ...]) -> ChatCompletionToolChoiceOptionParam:
+    if choice == "auto" or choice == "required" or choice == "none":
+        return choice  # type: ignore[return-value]  # mypy does not narrow a str by ==
+    offered = [spec.name for spec in tools]
+    if choice not in offered:
+        raise UsageError(f"ModelSettings.tool_choice {choice!r} names no tool this turn offers "
+                         f"({', '.join(offered)}); use 'auto', 'required', 'none' or one of "
+                         "these names")
+    return {"type": "function", "function": {"name": choice}}
 
 
 def _tool_param(spec: ToolSpec) -> ChatCompletionFunctionToolParam:
@@ -357,14 +415,16 @@ class _Assembly:
 # -- errors ----------------------------------------------------------------------------------
 
 
-def _translate_error(exc: OpenAIError, name: str) -> TetherError:
+def _translate_error(exc: OpenAIError, name: str, *, repeated: bool = False) -> TetherError:
+    """``repeated``: the same request already got a 5xx that was not an outage."""
     import openai
 
     if isinstance(exc, openai.APIStatusError):
         body = exc.body if isinstance(exc.body, Mapping) else {}
         detail = str(body.get("message") or exc.message)
         code = str(body.get("code") or body.get("type") or "")
-        return _status_error(exc.status_code, exc.response.headers, code, detail, name)
+        return _status_error(exc.status_code, exc.response.headers, code, detail, name,
+                             repeated)
     if isinstance(exc, openai.APIConnectionError):  # includes APITimeoutError
         return ModelUnavailable(f"model {name!r} could not be reached: {exc.message}; worth "
                                 "retrying later", model=name)
@@ -377,17 +437,19 @@ def _translate_error(exc: OpenAIError, name: str) -> TetherError:
         status = _STREAM_ERROR_STATUS.get(code) or _STREAM_ERROR_STATUS.get(
             str(exc.body.get("type") or ""))
         if status is not None:
-            return _status_error(status, {}, code, f"in the stream: {exc.message}", name)
+            return _status_error(status, {}, code, f"in the stream: {exc.message}", name,
+                                 repeated)
     return ModelError(f"model {name!r}: the openai SDK failed: {type(exc).__name__}: {exc}",
                       model=name)
 
 
 def _status_error(status: int, headers: Mapping[str, str], code: str, detail: str,
-                  name: str) -> TetherError:
+                  name: str, repeated: bool = False) -> TetherError:
     """The tether error for an HTTP error answer from an OpenAI-compatible server."""
     return status_error(
         status, headers, code, detail, name,
         # Billing, not throttling: waiting does not refill the account.
         billing=status == 429 and code == "insufficient_quota",
         overflow=status == 400 and any(p in f"{code} {detail}".lower() for p in _OVERFLOW_PHRASES),
+        repeated=repeated,
     )

@@ -284,6 +284,9 @@ class SettingsSpec(_Spec):
     timeout_s: float | None = Field(default=None, gt=0.0, le=MAX_SECONDS)
     extra: dict[str, Any] = {}
     stream: bool = False
+    #: ``auto``, ``required``, ``none`` or a tool's name (see ``ModelSettings.tool_choice``).
+    tool_choice: str | None = Field(default=None, min_length=1, max_length=200,
+                                    pattern=r"^\S+$")
 
 
 class ModelSpec(_Spec):
