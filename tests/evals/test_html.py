@@ -5,9 +5,11 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from tests.evals.sample_results import REPLAY, sample_results
-from tether.evals.html import render_html, write_html
-from tether.evals.results import CampaignInfo, CampaignResults
+from tests.evals.sample_results import REPLAY, cell, sample_results
+from tether.evals.html import ReportMeta, definitions, headline, render_html, write_html
+from tether.evals.html_failures import _ticks
+from tether.evals.results import BrokenInvariant, CampaignInfo, CampaignResults, TraceItem
+from tether.evals.run import run_full_campaign
 
 HOSTILE = "<script>alert(1)</script>"
 
@@ -96,3 +98,137 @@ def test_write_html_writes_utf8(tmp_path: Path) -> None:
     path = tmp_path / "report.html"
     write_html(sample_results(), path)
     assert path.read_text(encoding="utf-8") == render_html(sample_results())
+
+
+def test_headline_counts_violations_and_duplicates_naive_first() -> None:
+    """The headline sums each harness's violating episodes and duplicate effects over every
+    suite, the naive loop first and each tether harness after the arrow, by CLI name."""
+    results = sample_results()
+    results.campaign.harnesses = ["default", "naive"]  # declared order does not move naive
+    top = headline(results)
+    # naive: 2 + 12 violating episodes, 6 duplicates; default: 0 + 1 and none.
+    assert ('Invariant violations: <span class="from">14</span> with <b>naive</b> → '
+            '<span class="to">1</span> with <b>default</b>') in top
+    assert ('Duplicate effects: <span class="from">6</span> with <b>naive</b> → '
+            '<span class="to">0</span> with <b>default</b>') in top
+    assert "Over 40 conclusive episodes per harness" in top
+    page = render_html(results)
+    assert page.index('class="headline"') < page.index("<dl class=\"facts\">")
+
+
+def test_headline_lists_every_tether_harness_after_the_arrow() -> None:
+    """With a third harness, both tether harnesses follow naive, in declared order."""
+    results = sample_results()
+    results.campaign.harnesses.append("strict")
+    results.cells.append(cell("strict", "faults", 20, 20))
+    top = headline(results)
+    assert ('<span class="from">14</span> with <b>naive</b> → <span class="to">1</span> with '
+            '<b>default</b>, <span class="to">0</span> with <b>strict</b>') in top
+    assert "conclusive episodes (naive 40, default 40, strict 20)" in top
+
+
+def test_definitions_name_each_rate_as_aggregate_computes_it() -> None:
+    """pass^k, duplicate-effect rate and recovery rate are defined on the page."""
+    page = render_html(sample_results())
+    assert definitions() in page
+    for term, meaning in [("pass^k", "C(c, k) ÷ C(n, k)"),
+                          ("duplicate-effect rate", "at least one duplicate effect ÷"),
+                          ("recovery rate", "at least one fault fired")]:
+        assert f"<dt>{term}</dt><dd>" in page and meaning in page
+
+
+def test_meta_shows_date_version_and_duration_only_when_given() -> None:
+    """Date, version and duration appear from ReportMeta; without it the page names none."""
+    meta = ReportMeta(date="2026-12-01T09:00:00Z", version="9.9.9", duration_s=125.0)
+    page = render_html(sample_results(), meta)
+    assert "<dt>date</dt><dd>2026-12-01T09:00:00Z</dd>" in page
+    assert "<dt>tether version</dt><dd>9.9.9</dd>" in page
+    assert "<dt>campaign duration</dt><dd>2 min 5 s</dd>" in page
+    assert "tether version" not in render_html(sample_results())
+    assert render_html(sample_results(), meta) == page
+
+
+def test_phone_layout_markup() -> None:
+    """A viewport tag; every table inside a sideways-scrolling box; charts sized by viewBox."""
+    page = render_html(sample_results())
+    assert '<meta name="viewport" content="width=device-width, initial-scale=1">' in page
+    assert page.count("<table") == page.count('<div class="scroll"><table') > 0
+    assert page.count("viewBox=") == page.count("<svg") > 0
+    assert not re.search(r"<svg[^>]* (width|height)=", page)  # sized by CSS, not fixed
+
+
+def test_a_trace_at_one_instant_is_a_list_not_a_time_axis() -> None:
+    """Events all at 0 s are listed in journal order, then ledger effects; no time axis."""
+    results = sample_results()
+    failure = results.failures[0]
+    failure.trace = [TraceItem(at_s=0.0, kind="tool", name="create_refund", detail="timed out",
+                               failed=True),
+                     TraceItem(at_s=0.0, kind="effect", name="payments.refund",
+                               detail="refund:ch_1"),
+                     TraceItem(at_s=0.0, kind="model", name="chat")]
+    page = render_html(results)
+    assert 'aria-label="trace of' not in page and ">0 s</text>" not in page
+    assert "Every event is at 0 s of virtual time" in page
+    steps, effects = re.findall(r'<ol class="sequence">(.*?)</ol>', page)
+    assert re.findall(r"<code>(.*?)</code>", steps) == ["create_refund", "chat"]
+    assert '<li class="failed">' in steps and "(failed)" in steps
+    assert re.findall(r"<code>(.*?)</code>", effects) == ["payments.refund"]
+
+
+def test_time_ticks_are_round() -> None:
+    """A time axis ends at a round tick past the last event, with at most six ticks."""
+    assert _ticks(4.0) == [0.0, 1.0, 2.0, 3.0, 4.0]
+    assert _ticks(3.7) == [0.0, 1.0, 2.0, 3.0, 4.0]
+    assert _ticks(600.0) == [0.0, 200.0, 400.0, 600.0]
+    assert _ticks(0.3) == [0.0, 0.1, 0.2, 0.3]
+    assert all(len(_ticks(x)) <= 6 and _ticks(x)[-1] >= x for x in (0.01, 7.5, 13, 999, 1e4))
+
+
+def test_failure_names_the_broken_invariant_and_its_effect() -> None:
+    """A broken invariant is shown by kind and effect, its detail once (not again as a
+    problem); an episode-wide one says so."""
+    results = sample_results()
+    failure = results.failures[0]
+    failure.broken = [
+        BrokenInvariant(invariant="exactly_once(effect=payments.refund)", kind="exactly_once",
+                        effect="payments.refund", detail="2 × refund:ch_0001"),
+        BrokenInvariant(invariant="ends_within(seconds=65.0)", kind="ends_within",
+                        detail="took 600 s")]
+    failure.problems = ["exactly_once(effect=payments.refund): 2 × refund:ch_0001",
+                        "ends_within(seconds=65.0): took 600 s", "1 blind retry"]
+    page = render_html(results)
+    assert ("invariant <b>exactly_once</b> on effect <code>payments.refund</code> broken: "
+            "2 × refund:ch_0001") in page
+    assert "invariant <b>ends_within</b> on the episode as a whole broken: took 600 s" in page
+    assert page.count("2 × refund:ch_0001") == 1 and "<li>1 blind retry</li>" in page
+
+
+class _Stopped:
+    """A wall clock that never moves: the report's date is fixed, its duration zero."""
+
+    def now(self) -> float:
+        return 1_796_115_600.0  # 2026-12-01T09:00:00Z
+
+
+def test_a_real_campaign_dates_its_report_not_its_results(tmp_path: Path) -> None:
+    """run_full_campaign dates and times the report from its clock; results.json holds no
+    date, and each violation's broken invariants name their effect. With a fixed clock two
+    runs write the same report, byte for byte."""
+    pages, saved = [], []
+    out = tmp_path / "out"
+    for name in ("a", "b"):  # one folder, as the replay commands name it, moved aside after
+        run_full_campaign(out, suites=["retry_safety"], harnesses=["naive"], seeds=2,
+                          workers=1, clock=_Stopped())
+        pages.append((out / "report.html").read_bytes())
+        saved.append((out / "results.json").read_text())
+        out.rename(tmp_path / name)
+    assert pages[0] == pages[1]
+    page = pages[0].decode()
+    assert "<dt>date</dt><dd>2026-12-01T09:00:00Z</dd>" in page
+    assert "<dt>campaign duration</dt><dd>0.0 s</dd>" in page
+    assert "2026-12-01" not in saved[0]
+    results = CampaignResults.model_validate_json(saved[0])
+    broken = [b for f in results.failures if f.verdict == "violation" for b in f.broken]
+    assert broken and all(b.effect.count(".") == 1 and b.kind in b.invariant for b in broken
+                          if b.kind != "ends_within")
+    assert f"on effect <code>{broken[0].effect}</code>" in page

@@ -24,13 +24,17 @@ from tether.evals.run import run_full_campaign
 
 pytestmark = pytest.mark.browser
 
+LONG = "default-with-strict-approvals"
 HEIGHT = 900  # a laptop's fold at 1280; a phone's (390 × 844) is close to it
 
 # Every text element of one class in one chart, with its box on screen.
 BOXES = """Array.from(document.querySelectorAll('svg.chart')).map(svg =>
   Array.from(svg.querySelectorAll('text.CLS')).map(t => {
     const r = t.getBoundingClientRect();
-    return {text: t.textContent, left: r.left, right: r.right, top: r.top, bottom: r.bottom};
+    const own = Array.from(t.childNodes).filter(n => n.nodeType === 3).map(n => n.data);
+    const title = t.querySelector('title');
+    return {text: own.join(''), title: title ? title.textContent : '',
+            left: r.left, right: r.right, top: r.top, bottom: r.bottom};
   })).filter(list => list.length > 0)"""
 
 
@@ -52,9 +56,14 @@ def campaign(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def sampled(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The hand-made results, whose one failure has a trace spread over 4 s (a time axis)."""
+    """The hand-made results, whose one failure has a trace spread over 4 s (a time axis), with
+    a harness name too long for its slot under a bar (it must be clipped, not overlap)."""
     path = tmp_path_factory.mktemp("sample") / "report.html"
-    write_html(sample_results(), path, ReportMeta("2026-12-01T09:00:00Z", "0.1.0", 3.4))
+    results = sample_results()
+    results.campaign.harnesses[1] = LONG
+    for cell in results.cells:
+        cell.harness = LONG if cell.harness == "default" else cell.harness
+    write_html(results, path, ReportMeta("2026-12-01T09:00:00Z", "0.1.0", 3.4))
     return path
 
 
@@ -96,6 +105,10 @@ def test_time_axis_report_fits_and_reads(sampled: Path, tmp_path: Path, width: i
         ticks = browser.js(BOXES.replace("CLS", "tick"))
         timeline = [t["text"] for t in ticks[-1]]
         assert timeline == ["0 s", "1 s", "2 s", "3 s", "4 s"]
+        # The long name is clipped under its bar; the whole name is in its hover title.
+        labels = browser.js(BOXES.replace("CLS", "label"))
+        assert [(b["text"], b["title"]) for b in labels[0]] == [
+            ("naive", ""), (f"{LONG[:9]}…", LONG)]
         shot = _screenshot(browser, tmp_path / f"sample-{width}.png", width)
         _check_headline_painted(browser, shot, width)
     finally:
@@ -162,7 +175,7 @@ def _check_headline_painted(browser: Browser, shot: tuple[int, int, list[bytes]]
     box = browser.js("""(() => {const r = document.querySelector('section.headline')
         .getBoundingClientRect(); return [r.left, r.top, r.right, r.bottom]})()""")
     left, top, right, bottom = box
-    assert 0 <= top and bottom <= HEIGHT and right <= width, box
+    assert top >= 0 and bottom <= HEIGHT and right <= width, box
     text = browser.js("document.querySelector('section.headline').innerText")
     assert "Invariant violations" in text and "Duplicate effects" in text
     _, _, rows = shot

@@ -59,10 +59,8 @@ def _what_broke(f: FailureCase) -> str:
     listed = {f"{b.invariant}: {b.detail}" for b in f.broken}
     others = [p for p in f.problems if p not in listed]
     items += [f"<li>{esc(p)}</li>" for p in others]
-    if not f.broken:
-        lead = ("No invariant broke" if f.verdict != "violation"
-                else "An invariant broke (the grader recorded no detail)")
-        items.insert(0, f"<li>{lead}; verdict {esc(f.verdict)}.</li>")
+    if f.verdict != "violation":
+        items.insert(0, f"<li>No invariant broke; verdict {esc(f.verdict)}.</li>")
     return f'<ul class="broken">{"".join(items)}</ul>'
 
 
