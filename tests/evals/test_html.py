@@ -175,6 +175,18 @@ def test_a_trace_at_one_instant_is_a_list_not_a_time_axis() -> None:
     assert re.findall(r"<code>(.*?)</code>", effects) == ["payments.refund"]
 
 
+def test_a_naive_transcript_is_a_list_though_numbered() -> None:
+    """The naive loop's steps carry step numbers, not times: listed, never on a seconds axis."""
+    results = sample_results()
+    results.failures[0].trace = [
+        TraceItem(at_s=float(i), kind="naive", name="create_refund", detail="timed out",
+                  failed=True) for i in range(3)]
+    page = render_html(results)
+    assert 'aria-label="trace of' not in page and " s</text>" not in page
+    assert "records the order of its steps, not their times" in page
+    assert page.count('<li class="failed"><span class="kind">naive</span>') == 3
+
+
 def test_time_ticks_are_round() -> None:
     """A time axis ends at a round tick past the last event, with at most six ticks."""
     assert _ticks(4.0) == [0.0, 1.0, 2.0, 3.0, 4.0]

@@ -4,7 +4,8 @@ before and after shrinking, the one-line reproduction, and what happened.
 What happened is drawn on a time axis only when its events span some time. On the virtual
 clock an episode often runs in no time at all — every event at 0 s — and a time axis would
 stack every marker on one line; such a trace is shown as what it is, an ordered sequence: the
-journal's events in journal order, then the ledger's effects in ledger order.
+harness's steps in order, then the ledger's effects in ledger order. So is the naive loop's,
+whose transcript numbers its steps rather than timing them.
 
 >>> _ticks(4.0)
 [0.0, 1.0, 2.0, 3.0, 4.0]
@@ -20,6 +21,9 @@ from tether.evals.html_svg import clip, esc, line, num, rect, svg, text
 from tether.evals.results import FailureCase, TraceItem
 
 __all__ = ["failure_cases"]
+
+#: The kind of trace item the naive loop's transcript gives (its at_s is a step number).
+NAIVE = "naive"
 
 
 def failure_cases(failures: list[FailureCase]) -> str:
@@ -77,20 +81,25 @@ def _trace(f: FailureCase) -> str:
     if not f.trace:
         return "<p>What happened: <i>no trace recorded</i>.</p>"
     times = [item.at_s for item in f.trace]
+    if any(item.kind == NAIVE for item in f.trace):
+        # The naive loop keeps a transcript, not a journal: its items are numbered in order
+        # (see tether.evals.shrink.trace_of), and a number of steps is no time.
+        return _sequence(f.trace, "The naive loop records the order of its steps, not their "
+                         "times, so they are listed in order rather than drawn on a time axis.")
     if max(times) == min(times):
-        return _sequence(f.trace, times[0])
+        return _sequence(f.trace, f"Every event is at {times[0]:g} s of virtual time, so they "
+                         "are listed in order rather than drawn on a time axis.")
     return ('<p>What happened, on the episode\'s virtual clock:</p><div class="scroll">'
             f"{_timeline(f)}</div>")
 
 
-def _sequence(trace: list[TraceItem], at_s: float) -> str:
-    """The trace as ordered lists: no time passed, so order is all there is to show."""
+def _sequence(trace: list[TraceItem], why: str) -> str:
+    """The trace as ordered lists: order is all there is to show."""
     steps = [item for item in trace if item.kind != "effect"]
     effects = [item for item in trace if item.kind == "effect"]
-    parts = [f'<p class="meta trace-note">Every event is at {at_s:g} s of virtual time, so '
-             "they are listed in order rather than drawn on a time axis.</p>"]
+    parts = [f'<p class="meta trace-note">{why}</p>']
     if steps:
-        parts.append(f"<p>What the harness did, in journal order:</p>{_ordered(steps)}")
+        parts.append(f"<p>What the harness did, in order:</p>{_ordered(steps)}")
     if effects:
         parts.append(f"<p>Effects on the ledger, in order:</p>{_ordered(effects)}")
     return "".join(parts)
