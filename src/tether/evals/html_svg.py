@@ -19,8 +19,9 @@ __all__ = ["CHART_CSS", "PAGE_CSS", "REPORT_CSS", "clip", "esc", "line", "num", 
 #: Colour classes for harnesses (.h0 … .h5), reused in order when there are more harnesses.
 PALETTE = 6
 
-#: What the charts need: import it beside :func:`~tether.evals.html_charts.pass_rate_charts`
-#: to draw the report's charts on another page.
+#: What the shared sections need — the charts and the headline: import it beside
+#: ``pass_rate_charts``, ``domain_charts`` and ``headline`` (all in :mod:`tether.evals.html`)
+#: to show them on another page.
 CHART_CSS = """
 .charts{display:flex;flex-wrap:wrap;gap:18px}figure{margin:0;min-width:0}
 figcaption{font-weight:600}svg.chart{display:block;width:100%;height:auto}
@@ -31,9 +32,13 @@ svg .ok{fill:#2f7d4a}svg .failed{fill:#c62828}svg text.failed{font-weight:600}
 .inconclusive{color:#8a5a00;fill:#8a5a00}
 .h0{fill:#4c78a8}.h1{fill:#f58518}.h2{fill:#54a24b}.h3{fill:#b279a2}.h4{fill:#9d755d}
 .h5{fill:#72b7b2}
+.headline{background:#f4f6f8;border-radius:6px;padding:12px 16px;margin:10px 0 4px}
+.headline p{margin:0}.headline .big{font-size:20px;line-height:1.35;margin:2px 0}
+.headline .from{color:#c62828;font-weight:700}.headline .to{color:#2f7d4a;font-weight:700}
+.headline .note{color:#5b6570;font-size:13px;margin-top:6px}
 """.strip()
 
-#: The page around the charts: type, tables in scrolling boxes, the headline, failures.
+#: The page around them: type, tables in scrolling boxes, definitions, failures.
 PAGE_CSS = """
 *{box-sizing:border-box}
 body{font:15px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;color:#1d2329;margin:20px auto;
@@ -48,10 +53,6 @@ table{border-collapse:collapse;margin:8px 0}th,td{padding:4px 9px;border-bottom:
 text-align:left;vertical-align:top;overflow-wrap:normal}th{background:#f4f6f8;font-weight:600;white-space:nowrap}
 td.num{text-align:right;white-space:nowrap;font-variant-numeric:tabular-nums}
 tr.inconclusive td{background:#fff8e6}
-.headline{background:#f4f6f8;border-radius:6px;padding:12px 16px;margin:10px 0 4px}
-.headline p{margin:0}.headline .big{font-size:20px;line-height:1.35;margin:2px 0}
-.headline .from{color:#c62828;font-weight:700}.headline .to{color:#2f7d4a;font-weight:700}
-.headline .note{color:#5b6570;font-size:13px;margin-top:6px}
 section.failure{border:1px solid #e4e7ea;border-left:4px solid #c62828;border-radius:4px;
 padding:10px 14px;margin:14px 0}
 .meta{color:#5b6570;margin:0 0 6px}ul,ol{margin:4px 0;padding-left:22px}
