@@ -52,7 +52,7 @@ dl.defs dt{font-weight:600;margin-top:8px}dl.defs dd{margin:2px 0 0 0}
 table{border-collapse:collapse;margin:8px 0}th,td{padding:4px 9px;border-bottom:1px solid #e4e7ea;
 text-align:left;vertical-align:top;overflow-wrap:normal}th{background:#f4f6f8;font-weight:600;white-space:nowrap}
 td.num{text-align:right;white-space:nowrap;font-variant-numeric:tabular-nums}
-tr.inconclusive td{background:#fff8e6}
+tr.inconclusive td{background:#fff8e6}table.cells td{white-space:nowrap}
 section.failure{border:1px solid #e4e7ea;border-left:4px solid #c62828;border-radius:4px;
 padding:10px 14px;margin:14px 0}
 .meta{color:#5b6570;margin:0 0 6px}ul,ol{margin:4px 0;padding-left:22px}
