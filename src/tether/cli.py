@@ -118,8 +118,9 @@ def demo(
 ) -> None:
     """The five reliability suites on the refund and calendar agents, naive vs tether.
 
-    --json prints {"results", "report", "episodes", "campaign"} (the files written and the
-    campaign's results, as in results.json) on stdout; the progress bar is on stderr."""
+    --json prints {"files": {"results", "report", "episodes"}, "results": ...} (the files
+    written, and the campaign's results as results.json holds them) on stdout, and nothing
+    else there; the progress bar is on stderr."""
     from tether.evals.report import print_report
     from tether.evals.run import run_full_campaign
 
@@ -142,7 +143,8 @@ def demo(
     files = {"results": str(out / "results.json"), "report": str(out / "report.html"),
              "episodes": str(out / "episodes.jsonl")}
     if as_json:
-        print(json.dumps({**files, "campaign": results.model_dump(mode="json")}, indent=2))
+        print(json.dumps({"files": files, "results": results.model_dump(mode="json")},
+                         indent=2))
         return
     print_report(results, console)
     console.print(escape(f"\nresults: {files['results']}   report: {files['report']}   "
@@ -156,7 +158,7 @@ def crash_demo(
 ) -> None:
     """Kill a refund run with SIGKILL mid-write, recover it in a new process, count the money.
 
-    --json prints {"folder", "outcomes": [one per harness], "store"} instead of the tables."""
+    --json prints {"folder", "outcomes" (one per harness), "store"} instead of the tables."""
     from tether.demo.crash import ORDER, run_demo
 
     where = folder or Path(tempfile.mkdtemp(prefix="tether-demo-"))

@@ -151,8 +151,8 @@ def worker(
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda number, _frame: early.append(number))
     try:
+        queues = parse_queues(queue or [], concurrency)  # before the (slow) imports
         found = [load_workflow(spec) for spec in workflows]
-        queues = parse_queues(queue or [], concurrency)
         opened = _open(store)
         runtime = Runtime(opened, clock=SystemClock(), workflows=found, owner=name,
                           lease_ttl_s=lease_ttl_s)

@@ -78,8 +78,9 @@ def eval_run(
     requested suite could not be applied to the agent, 2 on bad input (a scenario, agent,
     harness file or baseline that does not load; nothing is written to --out then).
 
-    --json prints {"passed", "failures", "results", "report", "campaign", "comparisons",
-    "baseline"} on stdout and nothing else there.
+    --json prints {"passed", "failures", "files", "results", "comparisons", "baseline"} on
+    stdout and nothing else there ("results": the campaign's results as results.json holds
+    them; "failures": why the gate failed, one line each).
     """
     from tether.evals.compare import (
         compare,
@@ -165,9 +166,10 @@ def eval_run(
 def _as_data(results: Any, out: Path, failures: list[str], pairs: list[Any], rows: list[Any],
              baseline: Path | None) -> dict[str, Any]:
     """What ``eval run --json`` prints: the gate's verdict and the campaign's results."""
-    return {"passed": not failures, "failures": failures,
-            "results": str(out / "results.json"), "report": str(out / "report.html"),
-            "campaign": results.model_dump(mode="json"),
+    files = {"results": str(out / "results.json"), "report": str(out / "report.html"),
+             "episodes": str(out / "episodes.jsonl")}
+    return {"passed": not failures, "failures": failures, "files": files,
+            "results": results.model_dump(mode="json"),
             "comparisons": [{"a": a, "b": b, "rows": [row.as_data() for row in compared]}
                             for a, b, compared in pairs],
             "baseline": None if baseline is None else {
