@@ -55,13 +55,14 @@ SKIPPED_COMMANDS = {
     "pip install": "installs packages (and `python -m pytest` is the whole suite)",
     "tether serve examples/": "a long-running HTTP server; tests/serve/test_server_process.py "
                               "serves the same agent file from a real process",
-    "curl ": "talks to the server started in its block (not run here)",
-    "tether sim serve": "a long-running HTTP server; tests/sim/wire/test_serve.py and "
-                        "test_served_verdict.py run it and the same curl session",
+    "curl ": "talks to a running server (the `tether serve` or `tether sim serve` above, not "
+             "run here)",
+    "tether sim serve": "a long-running HTTP server; tests/sim/wire/test_serve.py serves a "
+                        "world and judges a curl agent with `tether sim verdict --url`",
     "tether sim verdict --url": "asks the `tether sim serve` of its block (not run here)",
     "tether worker": "a long-running worker killed with kill -9 mid-run; tests/test_examples.py "
                      "runs examples/order_worker.py under a real `tether worker`, "
-                     "tests/test_worker_cli.py the takeover",
+                     "tests/chaos SIGKILLs workers and checks the takeover",
 }
 #: How many Python blocks are excerpts, and how many are skipped: change these deliberately.
 EXCERPTS = 3
@@ -356,7 +357,8 @@ RUNNABLE = [b for b in CONSOLES if any(_skipped(c) is None for c in _commands(b)
 def test_a_console_block_runs_and_prints_what_the_readme_shows(block: Block,
                                                                tmp_path: Path) -> None:
     """The block's commands run in order, each exiting as shown and printing what is shown
-    (a command on the skip list ends the block: what follows depends on it)."""
+    (commands on the skip list are passed over; the skip list names the commands that depend
+    on a skipped one too)."""
     cwd = _folder(block, tmp_path)
     (tmp_path / "tmp").mkdir()
     env = _env(".")
@@ -383,6 +385,21 @@ def test_a_console_block_runs_and_prints_what_the_readme_shows(block: Block,
             volatile = next((v for start, v in VOLATILE.items() if text.startswith(start)), ())
             assert _matches(command.shown, done.stdout, paths=paths, volatile=volatile), \
                 f"README.md:{block.line}: `{text}` printed:\n{done.stdout}"
+
+
+NOT_RUN = [(b.line, b.code.splitlines()[0], "an excerpt") for b in BLOCKS
+           if b.lang == "python" and _is_excerpt(b)] + \
+    [(b.line, b.code.splitlines()[0], _skip_reason(b) or "") for b in BLOCKS
+     if b.lang == "python" and _skip_reason(b)] + \
+    [(c.line, c.text, _skipped(c) or "") for b in CONSOLES for c in _commands(b) if _skipped(c)]
+
+
+@pytest.mark.parametrize(("line", "what", "why"), NOT_RUN,
+                         ids=[f"README.md:{line}:{what[:40]}" for line, what, _ in NOT_RUN])
+def test_what_is_not_run_is_reported_with_its_reason(line: int, what: str, why: str) -> None:
+    """Each block or command left out shows up in the test report as a skip, with why."""
+    assert why
+    pytest.skip(f"README.md:{line}: not run ({why}): {what}")
 
 
 def test_the_output_comparison_can_fail() -> None:
