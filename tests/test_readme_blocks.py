@@ -18,9 +18,11 @@ Every fenced block of README.md is one of these, and the test fails on a block i
   SKIPPED, each with the reason and the test that runs the real thing.
 - any other block (yaml, a layout, output) is text.
 
-Output is compared after normalising what differs between two honest runs: the layout of
-whitespace (terminal width decides where rich wraps lines and pads tables), timings, fresh
-API keys, and the temporary folders and checkout path the commands ran in.
+Output is compared line by line after normalising what differs between two honest runs: the
+runs of spaces within a line (padding and alignment), timings, fresh API keys, and the
+temporary folders and checkout path the commands ran in (and, for the few commands in
+VOLATILE, what each real run draws afresh). Piped, ``tether`` wraps no line, so the README shows
+each line whole, as a pipe or a wide terminal prints it.
 """
 
 from __future__ import annotations
@@ -197,32 +199,42 @@ CONSOLES = [b for b in BLOCKS if _is_console(b)]
 Volatile = tuple[tuple[re.Pattern[str], str], ...]
 
 
-def _normalise(text: str, *, paths: dict[str, str], volatile: Volatile = ()) -> str:
+def _normalise(text: str, *, paths: dict[str, str], volatile: Volatile = ()) -> list[str]:
+    """``text`` as lines, each with its runs of whitespace made one space (padding and
+    alignment depend on the width and on the values around), without the blank lines at
+    either end."""
     for real, shown in paths.items():
         text = text.replace(real, shown)
     text = _API_KEY.sub("tk_<key>", _TIMING.sub("<ms>", text))
     for pattern, replacement in volatile:
         text = pattern.sub(replacement, text)
-    return " ".join(text.split())
+    lines = [" ".join(line.split()) for line in text.splitlines()]
+    while lines and not lines[-1]:
+        lines.pop()
+    while lines and not lines[0]:
+        lines.pop(0)
+    return lines
 
 
 def _matches(shown: str, real: str, *, paths: dict[str, str], volatile: Volatile = ()) -> bool:
-    """Whether ``real`` is ``shown`` (normalised), where a ``...`` line of ``shown`` stands for
-    any lines."""
+    """Whether ``real`` prints the lines of ``shown`` (normalised), where a ``...`` line of
+    ``shown`` stands for any number of lines."""
     parts = [_normalise(p, paths=paths, volatile=volatile)
              for p in re.split(r"^\s*(?:\.\.\.|…)\s*$", shown, flags=re.M)]
-    real = _normalise(real, paths=paths, volatile=volatile)
+    lines = _normalise(real, paths=paths, volatile=volatile)
     if len(parts) == 1:
-        return real == parts[0]
-    if not (real.startswith(parts[0]) and real.endswith(parts[-1])):
+        return lines == parts[0]
+    head, *middle, tail = parts
+    if lines[:len(head)] != head or (tail and lines[len(lines) - len(tail):] != tail):
         return False
-    at = len(parts[0])
-    for part in parts[1:-1]:
-        at = real.find(part, at)
-        if at < 0:
+    at, end = len(head), len(lines) - len(tail)
+    for part in middle:
+        found = next((i for i in range(at, end - len(part) + 1)
+                      if lines[i:i + len(part)] == part), None)
+        if found is None:
             return False
-        at += len(part)
-    return at <= len(real) - len(parts[-1])
+        at = found + len(part)
+    return at <= end
 
 
 # -- the blocks are all accounted for --------------------------------------------------------
@@ -406,8 +418,10 @@ def test_the_output_comparison_can_fail() -> None:
     """Normalising layout, timings and keys leaves every word in place: a changed word, a
     missing line or lines in the wrong order do not match."""
     paths = {"/tmp/x": "/tmp"}
-    assert _matches("a  b\n  c 1.5 ms", "a b c 2 ms\n", paths=paths)
+    assert _matches("a  b   \n  c 1.5 ms\n", "a b\nc 2 ms\n\n", paths=paths)
+    assert not _matches("a b\nc", "a b c", paths=paths)  # a line's end is kept
     assert not _matches("a b c", "a b d", paths=paths)
+    assert _matches("saved in /tmp/out", "saved in /tmp/x/out", paths=paths)
     assert _matches("first\n...\nlast", "first\nmiddle\nmore\nlast", paths=paths)
     assert not _matches("first\n...\nlast", "last\nfirst", paths=paths)
     assert not _matches("key tk_" + "a" * 43, "key tk_short", paths=paths)
