@@ -27,6 +27,7 @@ import json
 import os
 import signal
 import sqlite3
+from contextlib import closing
 
 from pydantic import BaseModel, StrictInt
 
@@ -77,12 +78,16 @@ class Payments:
     def __init__(self, path: str, *, crash_after_refund: bool = False) -> None:
         self.path = path
         self.crash_after_refund = crash_after_refund
-        with sqlite3.connect(path) as db:
+        with self._db() as db:
             db.execute("CREATE TABLE IF NOT EXISTS refunds (key TEXT PRIMARY KEY, "
                        "refund_id TEXT, amount_cents INTEGER)")
 
+    def _db(self) -> closing[sqlite3.Connection]:
+        # Autocommit: a refund is durable the moment it is made, as the provider's would be.
+        return closing(sqlite3.connect(self.path, isolation_level=None))
+
     def refund(self, key: str, amount_cents: int) -> Refund:
-        with sqlite3.connect(self.path) as db:
+        with self._db() as db:
             db.execute("INSERT OR IGNORE INTO refunds VALUES (?, 're_' || printf('%04d', "
                        "(SELECT count(*) + 1 FROM refunds)), ?)", (key, amount_cents))
             row = db.execute("SELECT refund_id, amount_cents FROM refunds WHERE key = ?",
@@ -92,7 +97,7 @@ class Payments:
         return Refund(refund_id=row[0], amount_cents=row[1])
 
     def count(self) -> int:
-        with sqlite3.connect(self.path) as db:
+        with self._db() as db:
             return int(db.execute("SELECT count(*) FROM refunds").fetchone()[0])
 
 
