@@ -153,3 +153,18 @@ def test_error_type_is_the_failure_class_everywhere(
     finished = RunFinished(seq=4, at=T0, status=RunStatus.FAILED, error=error)
     assert event_attributes(step)[sc.ERROR_TYPE] == run_error_type(finished) == (
         "builtins.ValueError")
+
+
+def test_a_namespace_separates_runs_whose_ids_repeat(
+    provider: TracerProvider, exporter: InMemorySpanExporter
+) -> None:
+    """The same run id in two namespaces makes two traces; one namespace, the same ids."""
+    store = MemoryStore()
+    run_id = agent_journal(store)
+    for namespace in ("campaign-1", "campaign-2", "campaign-1"):
+        export_run(store.read(run_id), provider, run_id=run_id, namespace=namespace)
+    roots = [s for s in exporter.get_finished_spans() if s.parent is None]
+    traces = [s.context.trace_id for s in roots if s.context]
+    assert len(traces) == 3 and traces[0] == traces[2] != traces[1]
+    assert trace_id_of(run_id) not in traces
+    assert traces[0] == trace_id_of(f"campaign-1/{run_id}")

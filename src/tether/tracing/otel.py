@@ -27,7 +27,9 @@ then holds every call span once, provided that:
   that call's export (one listener call long): the journal then says "exported" for a span
   that was not — that span is lost (at most once, never twice);
 * an export that fails (the collector down) is logged and not retried: tracing never changes a
-  run's outcome.
+  run's outcome;
+* the process that journals ``run_finished`` runs a sink (a run cancelled from a process
+  without one has no root span; :func:`export_run` can send the whole run afterwards).
 
 Every timestamp comes from the journal (the run's clock), never from the exporting process, so
 a simulated run's spans show simulated time exactly; ``rebase_time`` moves a run's times onto
@@ -127,6 +129,11 @@ class OTelSink:
     ``tether.run_clock.start_s`` / ``tether.run_clock.end_s``. Pass the same value to every
     process's sink (e.g. the time a campaign began) so a run that goes on in another process
     is moved by the same offset.
+
+    ``namespace`` goes into the trace and span ids with the run id. Backends keep one span per
+    id (Phoenix 20 keeps the first copy and drops later ones), so runs whose ids repeat — a
+    seeded simulation run again, two stores that both have ``run_1`` — need a namespace each
+    (a campaign's name, say), the same in every process of one run.
     """
 
     def __init__(
@@ -137,8 +144,10 @@ class OTelSink:
         store: Store | None = None,
         provider: ProviderOf = provider_of,
         rebase_time: float | None = None,
+        namespace: str = "",
     ) -> None:
         self.tracer_provider = tracer_provider
+        self.namespace = namespace
         self.capture_content = capture_content
         self.store = store
         self.provider = provider
@@ -160,8 +169,10 @@ class OTelSink:
                 if not isinstance(event, Decision):
                     run.last_pos = pos
                 finished = isinstance(event, RunFinished)
-                if finished or (_suspends(event) and self.store is not None):
-                    # Finished, or re-derivable from the store when the run goes on.
+                queued = isinstance(event, RunStarted) and event.queue is not None
+                if finished or ((_suspends(event) or queued) and self.store is not None):
+                    # Finished, or re-derivable from the store when the run goes on (here or
+                    # in a worker that claims it).
                     self._runs.pop(run_id, None)
                 items, trace = self._due(run_id, run, moved, finished)
             if items or trace is not None:
@@ -217,7 +228,7 @@ class OTelSink:
         events = list(run.events)
         trace = root if root is not None else build_trace(run_id, events, started=run.started)
         writer = _writer(trace, planned_tracer(provider), self.capture_content, self.provider,
-                         self.rebase_time)
+                         self.rebase_time, self.namespace)
         for item in items:
             writer.call(item, not_before=trace.started_at)
         if root is not None:
@@ -225,12 +236,12 @@ class OTelSink:
 
 
 def _writer(trace: Trace, tracer: otel_trace.Tracer, capture: bool, provider: ProviderOf,
-            rebase_time: float | None) -> SpanWriter:
+            rebase_time: float | None, namespace: str) -> SpanWriter:
     start = trace.started.at if trace.started is not None else trace.started_at
     return SpanWriter(tracer, trace.run_id, capture_content=capture, provider=provider,
                       started=trace.started,
                       offset_s=None if rebase_time is None else rebase_time - start,
-                      call_ids=tool_call_ids(trace.items))
+                      call_ids=tool_call_ids(trace.items), namespace=namespace)
 
 
 def export_run(
@@ -241,13 +252,15 @@ def export_run(
     capture_content: bool = False,
     provider: ProviderOf = provider_of,
     rebase_time: float | None = None,
+    namespace: str = "",
 ) -> None:
     """Turn a stored journal into one trace, after the fact: every call span, then the run's
     span (ending at the last event when the run has not finished).
 
     ``run_id`` is needed because events do not carry it. The ids are the live sink's, so a
     run exported both ways shows up as the same spans twice (same trace and span ids).
-    ``rebase_time`` moves the run's start to that epoch time (see :class:`OTelSink`).
+    ``rebase_time`` moves the run's start to that epoch time and ``namespace`` goes into the
+    ids (see :class:`OTelSink`).
 
     >>> import time
     >>> from opentelemetry.sdk.trace import TracerProvider
@@ -257,7 +270,7 @@ def export_run(
     """
     trace = build_trace(run_id, events)
     tracer = planned_tracer(tracer_provider or otel_trace.get_tracer_provider())
-    writer = _writer(trace, tracer, capture_content, provider, rebase_time)
+    writer = _writer(trace, tracer, capture_content, provider, rebase_time, namespace)
     for item in _calls(trace):
         writer.call(item, not_before=trace.started_at)
     writer.root(trace)

@@ -116,7 +116,8 @@ class SpanWriter:
     """Writes one run's spans through ``tracer``.
 
     ``started`` is the run's ``run_started`` (for its session, principal and start);
-    ``offset_s`` is added to every journal time (rebasing; 0 keeps the run's clock).
+    ``offset_s`` is added to every journal time (rebasing; ``None`` keeps the run's clock);
+    ``namespace`` goes into every id with the run id (see :class:`~tether.tracing.OTelSink`).
     """
 
     tracer: Tracer
@@ -126,6 +127,12 @@ class SpanWriter:
     started: RunStarted | None = None
     offset_s: float | None = None
     call_ids: dict[int, str] = field(default_factory=dict)
+    namespace: str = ""
+
+    @property
+    def id_key(self) -> str:
+        """What the trace and span ids are derived from: the run id, in its namespace."""
+        return f"{self.namespace}/{self.run_id}" if self.namespace else self.run_id
 
     # -- shared ------------------------------------------------------------------------------
 
@@ -151,7 +158,7 @@ class SpanWriter:
         return {sc.TETHER_RUN_CLOCK_START_S: start, sc.TETHER_RUN_CLOCK_END_S: end}
 
     def _root_context(self) -> Context:
-        parent = SpanContext(trace_id_of(self.run_id), root_span_id(self.run_id),
+        parent = SpanContext(trace_id_of(self.id_key), root_span_id(self.id_key),
                              is_remote=False, trace_flags=TraceFlags(TraceFlags.SAMPLED))
         return otel_trace.set_span_in_context(NonRecordingSpan(parent))
 
@@ -169,11 +176,11 @@ class SpanWriter:
         start = item.start_at if not_before is None else max(item.start_at, not_before)
         end = max(item.end_at, start)
         if item.kind == "model":
-            span = self._start(span_id_of(self.run_id, "model", item.pos, item.seq),
+            span = self._start(span_id_of(self.id_key, "model", item.pos, item.seq),
                                f"{sc.OP_CHAT} {item.name}", SpanKind.CLIENT,
                                self._model_attributes(item), start, end)
         else:
-            span = self._start(span_id_of(self.run_id, "tool", item.pos, item.seq),
+            span = self._start(span_id_of(self.id_key, "tool", item.pos, item.seq),
                                f"{sc.OP_EXECUTE_TOOL} {item.name}", SpanKind.INTERNAL,
                                self._tool_attributes(item), start, end)
             for event in item.events:
@@ -183,7 +190,7 @@ class SpanWriter:
                                    self._time(event.at))
         self._finish_call(span, item, self._time(end))
         for seq, pos, at, delay_s, attrs in _backoffs(item):
-            self._start(span_id_of(self.run_id, "backoff", pos, seq),
+            self._start(span_id_of(self.id_key, "backoff", pos, seq),
                         f"{sc.SPAN_BACKOFF} {item.name}", SpanKind.INTERNAL, attrs,
                         at, at + delay_s).end(end_time=self._time(at + delay_s))
 
@@ -271,7 +278,7 @@ class SpanWriter:
         attrs = {**self.common(), **self._run_attributes(trace), **self._clock(start, end)}
         operation = attrs[sc.GEN_AI_OPERATION_NAME]
         name = f"{operation} {trace.workflow}" if trace.workflow else operation
-        with planned(self.tracer, root_span_id(self.run_id), trace_id_of(self.run_id)):
+        with planned(self.tracer, root_span_id(self.id_key), trace_id_of(self.id_key)):
             root = self.tracer.start_span(name, context=Context(), kind=SpanKind.INTERNAL,
                                           attributes=attrs, start_time=self._time(start))
         for item in trace.items:
