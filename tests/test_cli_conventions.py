@@ -15,6 +15,7 @@ import pty
 import re
 import select
 import shutil
+import signal
 import struct
 import subprocess
 import sys
@@ -470,3 +471,26 @@ def test_brackets_in_help_are_printed_not_read_as_markup() -> None:
             assert text in shown, (name, text)
             checked += 1
     assert checked >= 1
+
+
+def test_sim_serve_json_is_json_lines() -> None:
+    """`sim serve --json` (a long-running server): its addresses as one JSON line once it
+    listens, its verdict as one JSON line when stopped; its banner stays on stderr."""
+    proc = subprocess.Popen([sys.executable, "-m", "tether.cli", "sim", "serve",
+                             str(CRASH_SCENARIO), "--port", "0", "--json"], cwd=ROOT,
+                            env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        assert proc.stdout is not None
+        first = json.loads(proc.stdout.readline())
+        assert first["addresses"]["verdict"].startswith("http://127.0.0.1:")
+        proc.send_signal(signal.SIGINT)
+        rest, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate(timeout=30)
+    assert proc.returncode == 3, err  # no request reached the world: inconclusive
+    (verdict,) = [json.loads(line) for line in rest.splitlines()]
+    assert verdict["inconclusive"], verdict
+    assert "serving" in err

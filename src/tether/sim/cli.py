@@ -313,7 +313,8 @@ def sim_serve(scenario: Path, seed: SeedOpt = 0, port: PortOpt = 0,
     verdict is printed as tether sim run prints it, and the exit status is its: 0 when
     every invariant holds, 1 when one is violated, 3 when inconclusive (no request reached
     the world, none of its faults fired, or it asks what the wire cannot test), 2 on bad
-    input.
+    input. --json prints JSON Lines: {"addresses": {NAME: URL}} once listening, then the
+    verdict on one line.
     """
     from tether.sim.episode import environment_for
     from tether.sim.wire import serve as served
@@ -335,7 +336,10 @@ def sim_serve(scenario: Path, seed: SeedOpt = 0, port: PortOpt = 0,
                     "this machine: anyone who can reach it can read and change it, with no "
                     "authentication. Use --host 127.0.0.1 unless you mean it.[/red]")
             with served.StopSignals() as stops:
-                for name, url in served.addresses(env, served.root_of(sock)):
+                addresses = served.addresses(env, served.root_of(sock))
+                if as_json:
+                    print(json.dumps({"addresses": dict(addresses)}), flush=True)
+                for name, url in () if as_json else addresses:
                     print(f"{name:<9} {url}", flush=True)
                 stderr().print("serving; SIGINT (Ctrl+C) or SIGTERM stops and prints the "
                                   "verdict")
@@ -348,8 +352,8 @@ def sim_serve(scenario: Path, seed: SeedOpt = 0, port: PortOpt = 0,
         raise fail(exc) from exc
     # Under --stdio, stdout was the MCP channel: the verdict goes to stderr.
     with contextlib.redirect_stdout(sys.stderr if stdio else sys.stdout):
-        if as_json:
-            print(json.dumps(served.verdict_data(result), indent=2, sort_keys=True))
+        if as_json:  # one line, after the addresses' line: JSON Lines
+            print(json.dumps(served.verdict_data(result), sort_keys=True))
         else:
             _print(result, None)
     raise typer.Exit(_status(result))
