@@ -322,6 +322,7 @@ def test_markup_in_an_error_survives(monkeypatch: pytest.MonkeyPatch, tmp_path: 
     ["worker", "--store", "x.db", "--workflow", "m:f", "--queue", "emails=0"],
     ["workers", "list", "--store", "x.db", "--lease-ttl-s", "0"],
     ["serve", "AGENT.yaml", "--store", "x.db", "--keys", "k.yaml", "--port", "-1"],
+    ["serve", "AGENT.yaml", "--store", "x.db", "--keys", "k.yaml", "--seed", "-1"],
 ], ids=" ".join)
 def test_zero_and_negative_counts_are_refused(args: list[str], tmp_path: Path,
                                               monkeypatch: pytest.MonkeyPatch) -> None:

@@ -95,7 +95,9 @@ def serve(
     world: Annotated[Path | None, typer.Option(
         "--world", help="A scenario file whose simulated world the tool factories get.")]
     = None,
-    seed: Annotated[int, typer.Option("--seed", help="The simulated world's seed.")] = 0,
+    seed: Annotated[int, typer.Option("--seed", min=0, max=2**63 - 1,
+                                      help="The simulated world's seed, 0 <= seed < 2**63.")]
+    = 0,
     owner: Annotated[str | None, typer.Option(
         "--owner", help="This server's worker name in run leases (default "
                         "tether-serve@HOSTNAME/HOST:PORT, the address it listens on): a "
