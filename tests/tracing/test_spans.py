@@ -3,6 +3,7 @@ and principals, backoff spans, one error.type."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from typing import Any
 
@@ -10,15 +11,30 @@ import pytest
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from pydantic import BaseModel
 
 from tests.tracing import T0, agent_journal, failing_run, refund_run
-from tether import MemoryStore
+from tether import (
+    MemoryStore,
+    RunContext,
+    Runtime,
+    SQLiteStore,
+    ToolContext,
+    VirtualClock,
+    tool,
+    workflow,
+)
 from tether.events import Event, RunFinished, RunStarted, RunStatus, StepFailed
 from tether.tracing import export_run
 from tether.tracing import semconv as sc
 from tether.tracing.attributes import event_attributes, run_error_type
 from tether.tracing.ids import root_span_id, span_id_of, trace_id_of
 from tether.tracing.otel import OTelSink
+
+
+class NoArgs(BaseModel):
+    pass
+
 
 REAL_NOW = 1_900_000_000.0  # any real date; the core never reads the wall clock itself
 
@@ -168,3 +184,37 @@ def test_a_namespace_separates_runs_whose_ids_repeat(
     assert len(traces) == 3 and traces[0] == traces[2] != traces[1]
     assert trace_id_of(run_id) not in traces
     assert traces[0] == trace_id_of(f"campaign-1/{run_id}")
+
+
+def test_one_sink_sees_a_run_suspend_and_resume_and_sends_each_span_once(
+    provider: TracerProvider, exporter: InMemorySpanExporter
+) -> None:
+    """A sink with a store forgets a suspended run and reads it back on resumption: the
+    calls before and after the wait leave once each, under one root."""
+
+    @tool(name="ping", args=NoArgs, result=dict[str, Any])
+    async def ping(ctx: ToolContext, args: NoArgs) -> dict[str, Any]:
+        return {"pong": True}
+
+    @workflow(name="ask_then_ping")
+    async def flow(ctx: RunContext) -> str:
+        await ctx.call_tool(ping, {})
+        answer = await ctx.wait_for("approval", timeout_s=3600)
+        await ctx.call_tool(ping, {})
+        return str(answer)
+
+    store = SQLiteStore(":memory:")
+    clock = VirtualClock(start=T0)
+    runtime = Runtime(store, clock=clock, seed=5, workflows=[flow],
+                      listeners=[OTelSink(provider, store=store)])
+    run_id = asyncio.run(runtime.start(flow)).run_id
+    assert [s.name for s in exporter.get_finished_spans()] == ["execute_tool ping"]
+    clock.advance(5)
+    runtime.resolve(run_id, "approval", "yes", by="ada")
+    assert asyncio.run(runtime.resume(run_id)).status is RunStatus.COMPLETED
+    spans = exporter.get_finished_spans()
+    assert [s.name for s in spans] == ["execute_tool ping", "execute_tool ping",
+                                       "invoke_workflow ask_then_ping"]
+    assert len({s.context.span_id for s in spans if s.context}) == 3
+    assert spans[2].start_time == round(T0 * 1e6) * 1000
+    store.close()

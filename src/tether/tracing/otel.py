@@ -28,6 +28,8 @@ then holds every call span once, provided that:
   that was not — that span is lost (at most once, never twice);
 * an export that fails (the collector down) is logged and not retried: tracing never changes a
   run's outcome;
+* every process that runs part of the run has a sink (calls a process without one closed are
+  counted as exported by the next one);
 * the process that journals ``run_finished`` runs a sink (a run cancelled from a process
   without one has no root span; :func:`export_run` can send the whole run afterwards).
 
