@@ -495,3 +495,39 @@ def test_sim_serve_json_is_json_lines() -> None:
     (verdict,) = [json.loads(line) for line in rest.splitlines()]
     assert verdict["inconclusive"], verdict
     assert "serving" in err
+
+
+# -- tether.terminal itself --------------------------------------------------------------------
+
+def test_the_factory_follows_where_output_goes(monkeypatch: pytest.MonkeyPatch,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """Not a terminal: PIPE_WIDTH and soft wrap (a 300-character line stays one line);
+    NO_COLOR: no colour system at all."""
+    from tether.terminal import PIPE_WIDTH, stderr, stdout
+
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    monkeypatch.delenv("FORCE_COLOR", raising=False)
+    monkeypatch.setenv("COLUMNS", "80")
+    out = stdout()
+    assert (out.is_terminal, out.width, out.soft_wrap) == (False, PIPE_WIDTH, True)
+    out.print("word " * 60)
+    assert capsys.readouterr().out == "word " * 60 + "\n"
+    monkeypatch.setenv("NO_COLOR", "1")
+    assert stdout().color_system is None and stderr().color_system is None
+
+
+def test_fail_prints_text_not_markup(capsys: pytest.CaptureFixture[str]) -> None:
+    """fail(): the message as written on stderr, exit code carried; JSON when asked."""
+    from tether.errors import UsageError
+    from tether.terminal import fail
+
+    stop = fail("pip install 'tether[postgres]' [bold]now[/bold]", code=2)
+    assert stop.exit_code == 2
+    seen = capsys.readouterr()
+    assert (seen.out, seen.err) == ("", "error: pip install 'tether[postgres]' "
+                                        "[bold]now[/bold]\n")
+    fail(UsageError("no [x]"), as_json=True, file="a.yaml")
+    seen = capsys.readouterr()
+    assert seen.out == ""
+    assert json.loads(seen.err) == {"error": {"type": "UsageError", "message": "no [x]",
+                                              "exit_code": 2, "file": "a.yaml"}}

@@ -17,9 +17,13 @@ through :func:`fail`, so the conventions hold everywhere:
 - **click's own errors** (an option out of range, an unknown command) follow the same rule
   through :class:`RootGroup`, the root command's class.
 
-    >>> from tether.terminal import fail, stdout
-    >>> stdout().print("[bold]ok[/bold]")  # markup is ours; user text goes through escape()
-    ok
+A command, then::
+
+    try:
+        found = load(path)
+    except TetherError as exc:
+        raise fail(exc) from exc  # `error: …` on stderr (JSON under --json), exit 2
+    stdout().print(f"[bold]{escape(found.name)}[/bold] ok")  # our markup; user text escaped
 """
 
 from __future__ import annotations
