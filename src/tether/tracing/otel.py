@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from bisect import bisect_left
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -54,6 +55,7 @@ from opentelemetry.trace import TracerProvider
 from tether.events import (
     Decision,
     Event,
+    ModelCalled,
     RunFinished,
     RunStarted,
     RunWaiting,
@@ -111,6 +113,30 @@ class _Run:
     exported: set[_Key] = field(default_factory=set)
     started: RunStarted | None = None
     last_pos: int | None = None
+    #: Where the events of calls not yet exported begin (an index into ``events``): only they
+    #: are looked at as the run goes, so a long run costs the same per call throughout.
+    window: int = 0
+
+    @property
+    def origin(self) -> float:
+        """The run's start: its ``run_started``, else the first event known here."""
+        return self.started.at if self.started is not None else self.events[0].at
+
+    def advance(self, trace: Trace) -> None:
+        """Move the window past the calls exported, keeping the open ones and the latest
+        model response (whose tool calls name the calls after it)."""
+        starts = [min(e.seq for e in i.events) for i in _calls(trace)
+                  if _key(i) not in self.exported]
+        starts.append(self.events[-1].seq)
+        asked = next((e for e in reversed(self.events[self.window:])
+                      if isinstance(e, ModelCalled)), None)
+        if asked is not None:
+            calls = len(asked.response.get("tool_calls") or ())
+            if sum(i.kind == "tool" and i.seq > asked.seq and _key(i) in self.exported
+                   for i in trace.items) < calls:
+                starts.append(asked.seq)  # some calls it asked for are not exported yet
+        self.window = bisect_left(self.events, min(starts), lo=self.window,
+                                  key=lambda e: e.seq)
 
 
 class OTelSink:
@@ -176,9 +202,10 @@ class OTelSink:
                     # Finished, or re-derivable from the store when the run goes on (here or
                     # in a worker that claims it).
                     self._runs.pop(run_id, None)
-                items, trace = self._due(run_id, run, moved, finished)
-            if items or trace is not None:
-                self._emit(run_id, run, items, trace)
+                items, window, whole = self._due(run_id, run, moved, finished)
+                origin = run.origin
+            if window is not None and (items or whole is not None):
+                self._emit(items, window, whole, origin)
         except Exception:  # tracing must never change a run's outcome
             logger.warning("could not export the spans of run %s", run_id, exc_info=True)
 
@@ -208,41 +235,44 @@ class OTelSink:
             run.started = head if isinstance(head, RunStarted) else None
             trace = build_trace(run_id, prior, started=run.started)
             run.exported = {_key(i) for i in closed_calls(trace, prior)}
+            run.advance(trace)
             run.last_pos = next((getattr(e, "pos", None) for e in reversed(prior)
                                  if not isinstance(e, Decision)), None)
         return run
 
     def _due(self, run_id: str, run: _Run, moved: bool,
-             finished: bool) -> tuple[list[Item], Trace | None]:
-        """The call spans to emit now (marked exported), and the run's trace when it ended."""
+             finished: bool) -> tuple[list[Item], Trace | None, Trace | None]:
+        """The call spans to emit now (marked exported) with the trace of the events they
+        were found in, and the whole run's trace when it ended."""
         if not (moved or finished):
-            return [], None
-        trace = build_trace(run_id, run.events, started=run.started)
-        due = _calls(trace) if finished else closed_calls(trace, run.events)
+            return [], None, None
+        window = run.events[run.window:]
+        trace = build_trace(run_id, window, started=run.started)
+        due = _calls(trace) if finished else closed_calls(trace, window)
         items = [i for i in due if _key(i) not in run.exported]
         run.exported |= {_key(i) for i in items}
-        return items, (trace if finished else None)
+        run.advance(trace)
+        whole = build_trace(run_id, run.events, started=run.started) if finished else None
+        return items, trace, whole
 
     # -- emitting (outside the lock) ------------------------------------------------------------
 
-    def _emit(self, run_id: str, run: _Run, items: Sequence[Item], root: Trace | None) -> None:
+    def _emit(self, items: Sequence[Item], window: Trace, root: Trace | None,
+              origin: float) -> None:
         provider = self.tracer_provider or otel_trace.get_tracer_provider()
-        events = list(run.events)
-        trace = root if root is not None else build_trace(run_id, events, started=run.started)
-        writer = _writer(trace, planned_tracer(provider), self.capture_content, self.provider,
-                         self.rebase_time, self.namespace)
+        writer = _writer(window, planned_tracer(provider), self.capture_content, self.provider,
+                         self.rebase_time, self.namespace, origin)
         for item in items:
-            writer.call(item, not_before=trace.started_at)
+            writer.call(item, not_before=origin)
         if root is not None:
             writer.root(root)
 
 
 def _writer(trace: Trace, tracer: otel_trace.Tracer, capture: bool, provider: ProviderOf,
-            rebase_time: float | None, namespace: str) -> SpanWriter:
-    start = trace.started.at if trace.started is not None else trace.started_at
+            rebase_time: float | None, namespace: str, origin: float) -> SpanWriter:
     return SpanWriter(tracer, trace.run_id, capture_content=capture, provider=provider,
                       started=trace.started,
-                      offset_s=None if rebase_time is None else rebase_time - start,
+                      offset_s=None if rebase_time is None else rebase_time - origin,
                       call_ids=tool_call_ids(trace.items), namespace=namespace)
 
 
@@ -272,7 +302,8 @@ def export_run(
     """
     trace = build_trace(run_id, events)
     tracer = planned_tracer(tracer_provider or otel_trace.get_tracer_provider())
-    writer = _writer(trace, tracer, capture_content, provider, rebase_time, namespace)
+    origin = trace.started.at if trace.started is not None else trace.started_at
+    writer = _writer(trace, tracer, capture_content, provider, rebase_time, namespace, origin)
     for item in _calls(trace):
-        writer.call(item, not_before=trace.started_at)
+        writer.call(item, not_before=origin)
     writer.root(trace)
