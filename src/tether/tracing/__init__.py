@@ -3,7 +3,9 @@
 Sinks are journal listeners (``Runtime(listeners=[...])`` or ``runtime.add_listener``):
 
 * :class:`OTelSink` — spans following the OpenTelemetry GenAI conventions
-  (:mod:`tether.tracing.semconv`); :func:`export_run` does the same for a stored journal.
+  (:mod:`tether.tracing.semconv`), one trace per run across processes, complete after a crash
+  once the run is resumed (:mod:`tether.tracing.otel`); :func:`export_run` does the same for a
+  stored journal.
 * :class:`JsonlSink` — one JSON object per event, per line.
 
 :func:`build_trace` turns events into a :class:`Trace` (items and totals), which
