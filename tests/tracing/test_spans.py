@@ -218,3 +218,37 @@ def test_one_sink_sees_a_run_suspend_and_resume_and_sends_each_span_once(
     assert len({s.context.span_id for s in spans if s.context}) == 3
     assert spans[2].start_time == round(T0 * 1e6) * 1000
     store.close()
+
+
+def test_a_queued_run_is_traced_by_the_worker_that_takes_it_up(
+    provider: TracerProvider, exporter: InMemorySpanExporter
+) -> None:
+    """The enqueuer's sink keeps nothing; the worker's sink names the run from the store and
+    sends its spans once, the run's span from the enqueue on."""
+
+    @tool(name="ping", args=NoArgs, result=dict[str, Any])
+    async def ping(ctx: ToolContext, args: NoArgs) -> dict[str, Any]:
+        return {"pong": True}
+
+    @workflow(name="queued_ping")
+    async def flow(ctx: RunContext) -> str:
+        await ctx.call_tool(ping, {})
+        await ctx.call_tool(ping, {})
+        return "done"
+
+    store = SQLiteStore(":memory:")
+    clock = VirtualClock(start=T0)
+    enqueuer_sink = OTelSink(provider, store=store)
+    enqueuer = Runtime(store, clock=clock, seed=6, workflows=[flow], listeners=[enqueuer_sink])
+    run_id = enqueuer.enqueue(flow)
+    assert enqueuer_sink._runs == {}  # re-read from the store by whoever takes it up
+    clock.advance(2)
+    worker = Runtime(store, clock=clock, seed=7, workflows=[flow],
+                     listeners=[OTelSink(provider, store=store)])
+    assert asyncio.run(worker.resume(run_id)).status is RunStatus.COMPLETED
+    spans = exporter.get_finished_spans()
+    assert [s.name for s in spans] == ["execute_tool ping", "execute_tool ping",
+                                       "invoke_workflow queued_ping"]
+    assert spans[2].start_time == round(T0 * 1e6) * 1000
+    assert {s.context.trace_id for s in spans if s.context} == {trace_id_of(run_id)}
+    store.close()
