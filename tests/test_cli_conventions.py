@@ -327,13 +327,15 @@ def test_markup_in_an_error_survives(monkeypatch: pytest.MonkeyPatch, tmp_path: 
 def test_zero_and_negative_counts_are_refused(args: list[str], tmp_path: Path,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
     """A count of zero or less (seeds, workers, concurrency, a lease, a poll), a seed below 0
-    or an unknown backend: exit 2 with the option named, before anything runs."""
+    or an unknown backend: exit 2 naming the option and the value found, before anything
+    runs."""
     monkeypatch.chdir(tmp_path)
     result = invoke(*args)
     assert result.exit_code == 2, result.output
     assert result.stdout == ""
     option = next(a for a in reversed(args) if a.startswith("--"))
-    assert option in result.stderr, result.stderr
+    given = args[args.index(option) + 1]
+    assert option in result.stderr and given in result.stderr, result.stderr
     assert list(tmp_path.iterdir()) == []
 
 

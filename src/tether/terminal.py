@@ -156,16 +156,31 @@ def _reported(exc: click.ClickException, args: Sequence[str]) -> click.ClickExce
     if isinstance(exc, NoArgsIsHelpError):
         return exc
     facts: dict[str, Any] = {}
+    message = exc.format_message()
     if isinstance(exc, BadParameter) and exc.param is not None:
         facts["param"] = exc.param.opts[0] if exc.param.opts else exc.param.name
+        found = _given(args, exc.param.opts)
+        if found is not None and found not in message:  # typer's range errors omit it
+            message += f" (found {found})"
     if _JSON_FLAG in args:
-        return fail(exc.format_message(), code=exc.exit_code, kind=type(exc).__name__,
-                    as_json=True, **facts)
+        return fail(message, code=exc.exit_code, kind=type(exc).__name__, as_json=True,
+                    **facts)
     err = _console(to_stderr=True, plain_colours=no_color() or "--no-color" in args)
     ctx = getattr(exc, "ctx", None)
     if isinstance(ctx, click.Context):
         plain(err, ctx.get_usage())
         if ctx.command.get_help_option(ctx) is not None:
             plain(err, f"Try '{ctx.command_path} {ctx.help_option_names[0]}' for help.")
-    err.print(f"[red]error:[/red] {escape(exc.format_message())}")
+    err.print(f"[red]error:[/red] {escape(message)}")
     return typer.Exit(exc.exit_code)
+
+
+def _given(args: Sequence[str], opts: Sequence[str]) -> str | None:
+    """The value given to an option (``--seeds 0`` or ``--seeds=0``), if it was given."""
+    for at, arg in enumerate(args):
+        for opt in opts:
+            if opt.startswith("-") and arg == opt and at + 1 < len(args):
+                return args[at + 1]
+            if opt.startswith("-") and arg.startswith(f"{opt}="):
+                return arg.removeprefix(f"{opt}=")
+    return None
