@@ -370,6 +370,13 @@ def _leaves(command: Any, path: tuple[str, ...] = ()) -> Iterator[tuple[str, Any
         yield " ".join(path), command
 
 
+def _everyone(command: Any, path: tuple[str, ...] = ()) -> Iterator[tuple[str, Any]]:
+    """Every command of the tree, groups included (the root is "")."""
+    yield " ".join(path), command
+    for name, child in (getattr(command, "commands", None) or {}).items():
+        yield from _everyone(child, (*path, name))
+
+
 def _takes_json(root: Any, args: list[str]) -> bool:
     command = root
     for word in args:
@@ -463,7 +470,7 @@ def test_brackets_in_help_are_printed_not_read_as_markup() -> None:
     """Every [bracketed] word of a command's help (e.g. pip install 'tether[ray]') is shown
     in its --help: none is eaten as rich markup."""
     checked = 0
-    for name, command in _leaves(typer.main.get_command(app)):
+    for name, command in _everyone(typer.main.get_command(app)):
         texts = [command.help or "", *(getattr(p, "help", None) or "" for p in command.params)]
         wanted = [m.replace("\\[", "[") for text in texts
                   for m in re.findall(r"\\?\[[^\]\n]*\]", text)]
