@@ -4,6 +4,7 @@ its guards and its live event stream."""
 from __future__ import annotations
 
 import re
+import signal
 from pathlib import Path
 
 import httpx
@@ -97,3 +98,19 @@ def test_the_event_stream_names_a_run_that_moved(store_path: Path) -> None:
             while not changed:
                 changed = [f for f in parser.feed(next(chunks)) if f.event == "runs"]
         assert '"changed": ["run-wait"]' in changed[0].data
+
+
+def test_ctrl_c_with_a_page_open_stops_cleanly(store_path: Path) -> None:
+    """SIGINT while a page listens: the server ends the page's stream and exits (130) at once,
+    without uvicorn's cancellation tracebacks."""
+    with viewing("--store", str(store_path)) as (url, proc):
+        with httpx.stream("GET", f"{url}/api/events", timeout=30) as response:
+            chunks = response.iter_text()
+            assert "event: hello" in next(chunks)
+            proc.send_signal(signal.SIGINT)
+            for _ in chunks:  # the server closes the stream: iteration ends, no error
+                pass
+        assert proc.wait(timeout=20) == 130  # 128 + SIGINT, as an interrupted program exits
+        assert proc.stderr is not None
+        errors = proc.stderr.read()
+        assert "Traceback" not in errors and "ERROR" not in errors, errors

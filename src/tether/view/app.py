@@ -9,8 +9,9 @@ Routes (all ``GET``):
 - ``/api/approvals``: the calls waiting for a decision, each with the command that decides it.
 - ``/api/campaign``: the campaign's summary, headline and charts (404 without a folder).
 - ``/campaign/report.html``: the campaign's own report, as written, sandboxed.
-- ``/api/events``: server-sent events: ``runs`` with ``{"changed": [run ids]}`` whenever the
-  store's index moves (a run is new, appends events or changes status), read every ``poll_s``.
+- ``/api/events``: server-sent events: ``runs`` with ``{"changed": [run ids], "more": bool}``
+  whenever the store's index moves (a run is new, appends events or changes status); one
+  :class:`~tether.view.watch.IndexWatch` polls the store for every open page.
 
 Same stack as ``tether serve`` (Starlette, served by uvicorn; the ``serve`` extra). Errors are
 ``{"error": {"type", "message"}}`` with a 4xx status. Only the ``Host`` names of this machine
@@ -40,6 +41,7 @@ from tether.serve.sse import comment, format_frame
 from tether.store.base import Store
 from tether.view import data
 from tether.view.data import Campaign
+from tether.view.watch import IndexWatch
 
 __all__ = ["LOOPBACK_NAMES", "create_app"]
 
@@ -47,8 +49,6 @@ __all__ = ["LOOPBACK_NAMES", "create_app"]
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1", "[::1]")
 #: At most this many run ids in one ``runs`` event; past it the page reloads what it shows.
 _MAX_CHANGED = 200
-#: A comment at least this often keeps an idle event stream open through proxies.
-_KEEPALIVE_S = 15.0
 
 _PAGE_FILES = {"index.html": "text/html; charset=utf-8",
                "view.js": "text/javascript; charset=utf-8",
@@ -80,7 +80,9 @@ def create_app(store: Store | None, *, store_url: str = "", campaign: Campaign |
     ``store_url`` is how the approvals' commands name the store; ``poll_s`` how often the
     event stream reads the store's index; ``allowed_hosts`` the ``Host`` names answered
     (``("*",)``: any, for a viewer bound beyond this machine on purpose)."""
-    ticks = clock if clock is not None else SystemClock()
+    # Live updates follow real time: the viewer is a face, watching other processes work.
+    watch = IndexWatch(store, clock if clock is not None else SystemClock(), poll_s) \
+        if store is not None else None
 
     def need_store() -> Store:
         if store is None:
@@ -120,7 +122,9 @@ def create_app(store: Store | None, *, store_url: str = "", campaign: Campaign |
         return Response(body, media_type="text/html; charset=utf-8", headers=_REPORT_HEADERS)
 
     async def events(request: Request) -> Response:
-        return StreamingResponse(_changes(need_store(), ticks, poll_s),
+        need_store()
+        assert watch is not None
+        return StreamingResponse(_changes(watch),
                                  media_type="text/event-stream",
                                  headers={"Cache-Control": "no-store",
                                           "X-Accel-Buffering": "no"})
@@ -130,30 +134,27 @@ def create_app(store: Store | None, *, store_url: str = "", campaign: Campaign |
               Route("/api/campaign", _guarded(campaign_summary)),
               Route("/api/events", _guarded(events)),
               Route("/campaign/report.html", _guarded(report)), *_page_routes()]
-    return Starlette(routes=routes, exception_handlers={HTTPException: _http_error},
-                     middleware=[Middleware(TrustedHostMiddleware,
-                                            allowed_hosts=list(allowed_hosts))])
+    app = Starlette(routes=routes, exception_handlers={HTTPException: _http_error},
+                    middleware=[Middleware(TrustedHostMiddleware,
+                                           allowed_hosts=list(allowed_hosts))])
+    app.state.watch = watch  # the command closes it at shutdown, ending the open streams
+    return app
 
 
-async def _changes(store: Store, clock: Clock, poll_s: float) -> AsyncIterator[str]:
-    """The event stream: ``hello`` once, then ``runs`` each time the index moves."""
-    marks = await _off_loop(data.index_marks, store)
-    yield format_frame("hello", json.dumps({"runs": len(marks), "poll_s": poll_s}))
-    quiet_s = 0.0
-    while True:
-        await clock.sleep(poll_s)
-        now = await _off_loop(data.index_marks, store)
-        changed = data.changed_runs(marks, now)
-        marks = now
-        if changed:
-            quiet_s = 0.0
-            yield format_frame("runs", json.dumps({"changed": changed[:_MAX_CHANGED],
-                                                   "more": len(changed) > _MAX_CHANGED}))
+async def _changes(watch: IndexWatch) -> AsyncIterator[str]:
+    """The event stream: ``hello`` once listening (the page then reloads what it shows, so a
+    change made while it connected is not lost), then ``runs`` each time the index moves."""
+    hello = True
+    async for changed in watch.changes():
+        if hello:
+            hello = False
+            yield format_frame("hello", json.dumps({"poll_s": watch.poll_s}))
             continue
-        quiet_s += poll_s
-        if quiet_s >= _KEEPALIVE_S:
-            quiet_s = 0.0
+        if not changed:
             yield comment("keepalive")
+            continue
+        yield format_frame("runs", json.dumps({"changed": changed[:_MAX_CHANGED],
+                                               "more": len(changed) > _MAX_CHANGED}))
 
 
 async def _off_loop(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:

@@ -26,7 +26,11 @@ from tether.terminal import fail, plain, stdout, warn
 from tether.view.data import Campaign, load_campaign
 
 if TYPE_CHECKING:
+    from types import FrameType
+
     from starlette.applications import Starlette
+
+    from tether.view.watch import IndexWatch
 
 __all__ = ["view"]
 
@@ -66,9 +70,20 @@ def view(
     plain(stdout(), f"viewing {url}")
     if open_browser:
         webbrowser.open(url)
-    config = uvicorn.Config(app, log_level="warning", lifespan="off", timeout_graceful_shutdown=1)
+    config = uvicorn.Config(app, log_level="warning", lifespan="off", timeout_graceful_shutdown=2)
+    watch: IndexWatch | None = app.state.watch
+
+    class Server(uvicorn.Server):
+        """Ends the pages' event streams on Ctrl-C or SIGTERM, so shutting down waits for no
+        open page (uvicorn would otherwise cancel them after its grace period, noisily)."""
+
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            if watch is not None:
+                watch.close()
+            super().handle_exit(sig, frame)
+
     try:
-        uvicorn.Server(config).run(sockets=[sock])
+        Server(config).run(sockets=[sock])
     finally:
         if opened is not None:
             opened.close()

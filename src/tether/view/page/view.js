@@ -399,6 +399,9 @@ function listen() {
   source.addEventListener("hello", () => {
     live.className = "live on";
     live.textContent = "live";
+    // The server listens from now on; what moved before (while the page loaded, or while a
+    // restarted viewer was away) was announced to nobody, so redraw once.
+    refresh();
   });
   source.addEventListener("runs", (event) => {
     const changes = JSON.parse(event.data);
