@@ -12,7 +12,8 @@ Every fenced block of README.md is one of these, and the test fails on a block i
   new excerpt cannot hide a broken block without this file changing too.
 - a console block (untagged, its first line ``$ command``; or ```bash / ```sh / ```console)
   runs its commands one after the other in a fresh folder (holding a link to ``examples/``;
-  or the folder its ``runs in`` names), each expected to print the output that follows it,
+  or the folder its ``runs in`` names), each expected to print the output that follows it
+  (on stdout; or stdout then stderr, as a terminal shows an error, which goes to stderr),
   and to exit 0, or with the code of an ``(exit N)`` line. A line ``...`` in shown output
   stands for lines left out. Commands that need a server, a network or a long run are in
   SKIPPED, each with the reason and the test that runs the real thing.
@@ -40,7 +41,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-_BLOCK = re.compile(r"^```(\w*)\n(.*?)^```\n", re.S | re.M)
+#: A fenced block, also one indented inside a list item (its lines are dedented).
+_BLOCK = re.compile(r"^(?P<indent> *)```(?P<lang>\w*)\n(?P<body>.*?)^(?P=indent)``` *\n",
+                    re.S | re.M)
 #: ``<!-- runs in: examples/x -->`` right before a block: the folder it runs from.
 _RUNS_IN = re.compile(r"<!-- runs in: (\S+) -->\s*$")
 _CONTINUES = re.compile(r"<!-- continues the block above -->\s*$")
@@ -119,7 +122,10 @@ def _blocks() -> list[Block]:
     end = 0
     for match in _BLOCK.finditer(text):
         lead = text[end:match.start()]
-        block = Block(text[:match.start()].count("\n") + 1, match.group(1), match.group(2), lead)
+        width = len(match["indent"])
+        code = "".join(line[width:] if line[:width].isspace() else line
+                       for line in match["body"].splitlines(keepends=True))
+        block = Block(text[:match.start()].count("\n") + 1, match["lang"], code, lead)
         if found and found[-1].lang == "python" and block.lang == "" and not lead.strip() \
                 and not block.code.startswith("$ "):
             found[-1].output = block.code
@@ -338,7 +344,10 @@ def test_a_python_block_runs_and_prints_what_the_readme_shows(program: Program,
 def _argv(command: str) -> list[str]:
     words = shlex.split(command, comments=True)
     if words[0] == "tether":
-        return [sys.executable, "-m", "tether.cli", *words[1:]]
+        # The installed command, as a reader runs it (its usage lines name it `tether`).
+        script = Path(sys.executable).with_name("tether")
+        program = [str(script)] if script.exists() else [sys.executable, "-m", "tether.cli"]
+        return [*program, *words[1:]]
     if words[0] == "python":
         return [sys.executable, *words[1:]]
     raise AssertionError(f"not a command this test runs: {command!r}; add it to "
@@ -395,7 +404,10 @@ def test_a_console_block_runs_and_prints_what_the_readme_shows(block: Block,
             f"README.md:{block.line}: {text}\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}"
         if command.shown is not None:
             volatile = next((v for start, v in VOLATILE.items() if text.startswith(start)), ())
-            assert _matches(command.shown, done.stdout, paths=paths, volatile=volatile), \
+            # What a terminal shows: stdout, then stderr where the command ends on an error
+            # (errors go to stderr; progress there too, which the README does not show).
+            assert any(_matches(command.shown, printed, paths=paths, volatile=volatile)
+                       for printed in (done.stdout, done.stdout + done.stderr)), \
                 f"README.md:{block.line}: `{text}` printed:\n{done.stdout}"
 
 
