@@ -292,7 +292,12 @@ def test_a_subprocess_keeps_stdout_clean_on_error(tmp_path: Path) -> None:
 def test_markup_in_an_error_survives(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """The install hint `pip install 'tether[postgres]'` prints as written ([postgres] is not
     read as rich markup), plain and JSON; so does a path that looks like markup."""
-    monkeypatch.setitem(sys.modules, "psycopg", None)  # what `import psycopg` sees when absent
+    # As if psycopg were not installed: `import psycopg` fails, and the PostgreSQL store module
+    # (imported for real first, so no half-imported copy outlives this test) says it has none.
+    import tether.store.postgres
+
+    monkeypatch.setitem(sys.modules, "psycopg", None)
+    monkeypatch.setattr(tether.store.postgres, "_HAVE_PSYCOPG", False)
     url = "postgresql://tether@127.0.0.1:1/tether"
     for args in (["runs", "list", "--store", url], ["store", "check", "--store", url],
                  ["worker", "--store", url, "--workflow", "tests.test_cli_conventions:two_steps"],
