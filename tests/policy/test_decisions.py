@@ -118,11 +118,11 @@ def test_the_cli_refuses_a_second_decision_and_a_wrong_role_with_exit_2(tmp_path
     path = str(tmp_path / "runs.db")
     wrong = cli("approve", RUN_ID, "--store", path, "--by", "intern")
     assert wrong.returncode == 2
-    assert "needs an approval in role 'supervisor'" in " ".join(wrong.stdout.split())
+    assert "needs an approval in role 'supervisor'" in " ".join(wrong.stderr.split())
     approved = cli("approve", RUN_ID, "--store", path, "--by", "grace", "--role", "supervisor")
     assert approved.returncode == 0, approved.stdout + approved.stderr
     late = cli("deny", RUN_ID, "--store", path, "--by", "bob")
-    said = " ".join(late.stdout.split())
+    said = " ".join(late.stderr.split())
     assert late.returncode == 2
     assert "was already approved by grace as 'supervisor'" in said, said
     value = resolutions(store, RUN_ID)[0][1]

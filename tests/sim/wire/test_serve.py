@@ -223,7 +223,7 @@ def test_verdict_of_an_address_nothing_serves_exits_2() -> None:
     with ThreadingHTTPServer(("127.0.0.1", 0), BaseHTTPRequestHandler) as free:
         port = free.server_address[1]
     answer = _tether("sim", "verdict", "--url", f"http://127.0.0.1:{port}")
-    assert answer.returncode == 2 and "cannot reach" in answer.stdout
+    assert answer.returncode == 2 and "cannot reach" in answer.stderr
 
 
 # -- webhooks to a real receiver --------------------------------------------------------------
@@ -467,13 +467,13 @@ def test_serve_refuses_bad_input_with_exit_2(tmp_path: Path) -> None:
     """A scenario that does not load, or a port already taken, is bad input (exit 2) naming
     the problem; nothing is served."""
     missing = _tether("sim", "serve", str(tmp_path / "nope.yaml"))
-    assert missing.returncode == 2 and "nope.yaml" in missing.stdout
+    assert missing.returncode == 2 and "nope.yaml" in missing.stderr
     path = tmp_path / "ok.yaml"
     path.write_text(yaml.safe_dump(_scenario([])), encoding="utf-8")
     with ThreadingHTTPServer(("127.0.0.1", 0), BaseHTTPRequestHandler) as taken:
         port = taken.server_address[1]
         busy = _tether("sim", "serve", str(path), "--port", str(port))
-    assert busy.returncode == 2 and f"cannot listen on 127.0.0.1:{port}" in busy.stdout
+    assert busy.returncode == 2 and f"cannot listen on 127.0.0.1:{port}" in busy.stderr
 
 
 def broken_check(facts: Any) -> str | None:
