@@ -38,6 +38,26 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Browser]:
         made.close()
 
 
+def _frame_text(browser: Browser, path: str) -> str:
+    """The text of the page's frame showing ``path``: the report is sandboxed (an opaque
+    origin), so the page cannot read it and the frame is read through its own DevTools
+    target."""
+    targets = browser.call("Target.getTargets")["targetInfos"]
+    target = next(t for t in targets if t["type"] == "iframe" and t["url"].endswith(path))
+    session = browser.call("Target.attachToTarget", targetId=target["targetId"],
+                           flatten=True)["sessionId"]
+    ident = 1_000_000
+    browser.ws.send(json.dumps({
+        "id": ident, "sessionId": session, "method": "Runtime.evaluate",
+        "params": {"expression": "document.body ? document.body.innerText : ''",
+                   "returnByValue": True}}))
+    while True:
+        message = json.loads(browser.ws.recv(timeout=30))
+        if message.get("id") == ident:  # an error: the frame went away while being read
+            text: str = message.get("result", {}).get("result", {}).get("value", "")
+            return text
+
+
 def _rows(browser: Browser) -> list[str]:
     found: list[str] = browser.js(
         "[...document.querySelectorAll('#runs tbody tr')].map(r => r.dataset.runId)")
@@ -106,6 +126,14 @@ def test_campaign_results_show_the_reports_charts(browser: Browser, store_path: 
         assert fill == "rgb(76, 120, 168)"
         assert browser.js("document.querySelector('iframe.report').getAttribute('src')") == (
             "/campaign/report.html")
+        browser.wait("document.querySelector('iframe.report')")
+        text = ""
+        for _ in range(100):  # the frame loads after the page: until its text is in
+            text = _frame_text(browser, "/campaign/report.html")
+            if "Invariant violations" in text:
+                break
+            browser.js("new Promise(r => setTimeout(r, 100))")
+        assert "Invariant violations" in text and "Results by harness and suite" in text
 
 
 def test_a_run_moving_on_appears_without_a_reload(browser: Browser, store_path: Path) -> None:

@@ -63,10 +63,12 @@ _PAGE_CSP = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-in
 _PAGE_HEADERS = {"Content-Security-Policy": _PAGE_CSP, "X-Content-Type-Options": "nosniff",
                  "Referrer-Policy": "no-referrer", "Cache-Control": "no-cache"}
 # The campaign's report is a file from disk: its own inline style, no script, no request
-# anywhere, framed only by the viewer's page.
-_REPORT_HEADERS = {"Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
-                   "img-src data:; frame-ancestors 'self'; sandbox",
-                   "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer",
+# anywhere, framed only by the viewer's page. Its frame-ancestors names the viewer's origin
+# (from the Host the request was answered for): under `sandbox` the report's own origin is
+# opaque, so 'self' would match no page at all and the frame would stay blank.
+_REPORT_CSP = ("default-src 'none'; style-src 'unsafe-inline'; img-src data:; "
+               "frame-ancestors {origin}; sandbox")
+_REPORT_HEADERS = {"X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer",
                    "Cache-Control": "no-cache"}
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -119,7 +121,10 @@ def create_app(store: Store | None, *, store_url: str = "", campaign: Campaign |
         if campaign is None or campaign.report is None:
             raise HTTPException(404, "this campaign has no report.html")
         body = await anyio.Path(campaign.report).read_bytes()
-        return Response(body, media_type="text/html; charset=utf-8", headers=_REPORT_HEADERS)
+        origin = f"{request.url.scheme}://{request.url.netloc}"
+        return Response(body, media_type="text/html; charset=utf-8",
+                        headers={**_REPORT_HEADERS,
+                                 "Content-Security-Policy": _REPORT_CSP.format(origin=origin)})
 
     async def events(request: Request) -> Response:
         need_store()

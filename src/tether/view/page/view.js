@@ -400,8 +400,9 @@ function listen() {
     live.className = "live on";
     live.textContent = "live";
     // The server listens from now on; what moved before (while the page loaded, or while a
-    // restarted viewer was away) was announced to nobody, so redraw once.
-    refresh();
+    // restarted viewer was away) was announced to nobody, so redraw once. A campaign does
+    // not move: its page (and its framed report) is left as it is.
+    if (parseRoute().view !== "campaign") refresh();
   });
   source.addEventListener("runs", (event) => {
     const changes = JSON.parse(event.data);
