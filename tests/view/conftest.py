@@ -41,11 +41,12 @@ def campaign_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @contextmanager
-def viewing(*args: str) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+def viewing(*args: str, env: dict[str, str] | None = None) -> Iterator[
+        tuple[str, subprocess.Popen[str]]]:
     """``tether view ARGS --port 0`` running; yields its URL (read from its first line)."""
     proc = subprocess.Popen([*VIEW, *args, "--port", "0", "--poll", "0.2"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "NO_COLOR": "1"})
+                            env={**os.environ, "NO_COLOR": "1", **(env or {})})
     try:
         assert proc.stdout is not None and proc.stderr is not None
         line = proc.stdout.readline()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import typer
@@ -69,3 +70,22 @@ def test_the_banner_is_the_url_on_stdout(store_path: Path) -> None:
     with viewing("--store", str(store_path)) as (url, proc):
         assert url.startswith("http://127.0.0.1:")
     assert proc.stderr is not None and "Traceback" not in proc.stderr.read()
+
+
+def test_open_hands_the_url_to_the_browser(store_path: Path, tmp_path: Path) -> None:
+    """--open starts the user's browser ($BROWSER here: a script noting what it was given)
+    on the viewer's URL; without --open no browser is started."""
+    noted = tmp_path / "opened.txt"
+    browser = tmp_path / "browser.sh"
+    browser.write_text(f'#!/bin/sh\necho "$1" >> {noted}\n')
+    browser.chmod(0o755)
+    with viewing("--store", str(store_path), env={"BROWSER": str(browser)}):
+        pass
+    assert not noted.exists()
+    with viewing("--store", str(store_path), "--open", env={"BROWSER": str(browser)}) as (
+            url, _):
+        for _ in range(200):  # the browser is started after the banner is printed
+            if noted.exists() and noted.read_text():
+                break
+            time.sleep(0.05)
+        assert noted.read_text().split() == [f"{url}/"]
