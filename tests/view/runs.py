@@ -37,6 +37,7 @@ from tether.models.pricing import Price, PriceTable
 from tether.models.scripted import call, reply
 from tether.policy import Policy, argument_limit
 from tether.policy.approvals import Approvals
+from tether.store.base import Store
 
 HOSTILE = '<img src=x onerror="window.pwned=1"><script>window.pwned=2</script>'
 T0 = 1_767_225_600.0
@@ -90,31 +91,36 @@ def make_runs(path: Path) -> dict[str, str]:
     """The three runs in a new SQLite store at ``path``; their ids by role."""
     store = SQLiteStore(path)
     try:
-        clock = VirtualClock(start=T0)
-        agent = support_agent(clock)
-        runtime = Runtime(store, clock=clock, seed=1, workflows=[agent])
-        done = asyncio.run(runtime.start(agent, Task(text="refund A-1 1250", principal="ana"),
-                                         run_id="run-done"))
-        assert done.status is RunStatus.COMPLETED, done
-        clock.advance(60)
-        waiting = asyncio.run(runtime.start(
-            agent, Task(text=f"refund {HOSTILE.replace(' ', '_')} 72000", principal="bo"),
-            run_id="run-wait"))
-        assert waiting.status is RunStatus.WAITING, waiting
-
-        @tool(name="close_order", effect="idempotent", args=OrderArgs, result=dict[str, Any])
-        def close(ctx: ToolContext, args: OrderArgs) -> dict[str, Any]:
-            raise ValueError(HOSTILE)
-
-        @workflow(name="close")
-        async def flow(ctx: RunContext) -> None:
-            await ctx.call_tool(close, {"order_id": "o-2"})
-
-        clock.advance(60)
-        failed = asyncio.run(runtime.start(flow, run_id="run-fail"))
-        assert failed.status is RunStatus.FAILED, failed
+        return fill(store)
     finally:
         store.close()
+
+
+def fill(store: Store) -> dict[str, str]:
+    """The three runs, made in ``store`` (of any kind); their ids by role."""
+    clock = VirtualClock(start=T0)
+    agent = support_agent(clock)
+    runtime = Runtime(store, clock=clock, seed=1, workflows=[agent])
+    done = asyncio.run(runtime.start(agent, Task(text="refund A-1 1250", principal="ana"),
+                                     run_id="run-done"))
+    assert done.status is RunStatus.COMPLETED, done
+    clock.advance(60)
+    waiting = asyncio.run(runtime.start(
+        agent, Task(text=f"refund {HOSTILE.replace(' ', '_')} 72000", principal="bo"),
+        run_id="run-wait"))
+    assert waiting.status is RunStatus.WAITING, waiting
+
+    @tool(name="close_order", effect="idempotent", args=OrderArgs, result=dict[str, Any])
+    def close(ctx: ToolContext, args: OrderArgs) -> dict[str, Any]:
+        raise ValueError(HOSTILE)
+
+    @workflow(name="close")
+    async def flow(ctx: RunContext) -> None:
+        await ctx.call_tool(close, {"order_id": "o-2"})
+
+    clock.advance(60)
+    failed = asyncio.run(runtime.start(flow, run_id="run-fail"))
+    assert failed.status is RunStatus.FAILED, failed
     return {"done": "run-done", "wait": "run-wait", "fail": "run-fail"}
 
 
