@@ -46,8 +46,8 @@ What each override maps to:
   a path relative to the harness file, an inline mapping in :mod:`tether.policy.spec`'s
   format, or ``none``.
 * ``model`` — :class:`~tether.models.base.ModelSettings`: ``temperature``,
-  ``max_output_tokens``, ``timeout_s`` (``null``: the provider's default) and ``extra`` (merged
-  over the agent's, key by key).
+  ``max_output_tokens``, ``timeout_s``, ``tool_choice`` (``null``: the provider's default) and
+  ``extra`` (merged over the agent's, key by key).
 
 A file that does not fit raises :class:`~tether.errors.UsageError` naming the file, the key
 path (``harnesses.patient.retry.rate_limited.max_attempts``), what was expected and what was
@@ -189,7 +189,7 @@ class ModelOverride(_Spec):
     """Fields of :class:`~tether.models.base.ModelSettings`; ``null``: the provider's default.
     ``extra`` is merged over the agent's own, key by key."""
 
-    _NULLABLE = frozenset({"temperature", "max_output_tokens", "timeout_s"})
+    _NULLABLE = frozenset({"temperature", "max_output_tokens", "timeout_s", "tool_choice"})
 
     temperature: float | None = Field(default=None, ge=0.0, le=2.0)
     max_output_tokens: int | None = Field(default=None, ge=1, le=10**7)
@@ -197,6 +197,9 @@ class ModelOverride(_Spec):
     #: Ask the model to stream its answer (the journaled call is still the whole response).
     stream: bool | None = None
     extra: dict[str, Any] | None = None
+    #: ``auto``, ``required``, ``none`` or a tool's name (``ModelSettings.tool_choice``).
+    tool_choice: str | None = Field(default=None, min_length=1, max_length=200,
+                                    pattern=r"^\S+$")
 
 
 class HarnessSpec(_Spec):
