@@ -24,10 +24,12 @@ provider answer                                        raised
 429 ``insufficient_quota``                             ``ModelError``: retrying cannot help
 400 context length exceeded                            ``ContextOverflow``
 401, 403                                               ``AuthExpired``
-408, 409, 502, 503, 504, 529, timeout, lost connection ``ModelUnavailable``
+408, 409, 502, 503, 504, 529                           ``ModelUnavailable``
+timeout, lost connection                               ``ModelUnavailable``
 500 and other 5xx, the first time                      ``ModelUnavailable``
-the same request's second 500, a 501, a 5xx that says  ``ModelError``: the request is at
-the request is invalid                                 fault (see :mod:`._http`)
+a 500 again for the same request, 501                  ``ModelError``: the request is at
+                                                       fault (see ``tether.models._http``)
+a 5xx that says the request is invalid                 ``ModelError``
 other 4xx                                              ``ModelError`` (``status`` set)
 a body without choices, or not a completion at all     ``MalformedOutput``
 a stream that ends before its ``finish_reason``        ``ModelUnavailable``
