@@ -6,13 +6,14 @@ from __future__ import annotations
 import re
 import signal
 from pathlib import Path
+from urllib.parse import quote
 
 import httpx
 
 from tether.serve.sse import SseFrame, SseParser
 
 from .conftest import viewing
-from .runs import approve
+from .runs import approve, start_another
 
 
 def test_the_api_serves_runs_a_run_and_approvals(store_path: Path) -> None:
@@ -114,3 +115,14 @@ def test_ctrl_c_with_a_page_open_stops_cleanly(store_path: Path) -> None:
         assert proc.stderr is not None
         errors = proc.stderr.read()
         assert "Traceback" not in errors and "ERROR" not in errors, errors
+
+
+def test_a_run_id_with_slashes_and_markup_is_served(store_path: Path) -> None:
+    """A run id holding '/', '?', '#' and '<' is found by its percent-encoded path (as the
+    page builds it with encodeURIComponent)."""
+    odd = "tenant/a?b#c <i>x</i>"
+    start_another(store_path, run_id=odd)
+    with viewing("--store", str(store_path)) as (url, _):
+        answer = httpx.get(f"{url}/api/runs/{quote(odd, safe='')}")
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["run"]["run_id"] == odd

@@ -120,3 +120,24 @@ def test_closing_ends_every_stream(store_path: Path) -> None:
         return [item async for item in stream]
 
     assert asyncio.run(main()) == []
+
+
+def test_a_store_that_fails_does_not_end_the_watch(store_path: Path) -> None:
+    """Reads failing (here: the watcher's handle on the store is closed) cost the rounds
+    they fail in, not the watch: listeners still get their keepalives."""
+
+    async def main() -> None:
+        clock = VirtualClock(autojump=False)
+        store = SQLiteStore(store_path)
+        watch = IndexWatch(store, clock, poll_s=0.5)
+        stream = watch.changes()
+        assert await asyncio.wait_for(anext(stream), 30) == []
+        pending = _next(stream)
+        await _sleeping(clock)
+        store.close()
+        for _ in range(int(QUIET_S / 0.5)):
+            await _round(clock)
+        assert await asyncio.wait_for(pending, 30) == [] and watch.reads == 1
+        await stream.aclose()
+
+    asyncio.run(main())

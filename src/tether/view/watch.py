@@ -117,7 +117,10 @@ class IndexWatch:
 
     async def _run(self, ready: asyncio.Event) -> None:
         stamp = files_stamp(self.store)
-        marks, took = await self._read()
+        try:
+            marks, took = await self._read()
+        except Exception:  # the first read that works then reports every run as moved
+            marks, took = {}, 0.0
         ready.set()
         since_read = quiet = 0.0
         while self._queues:
@@ -129,11 +132,17 @@ class IndexWatch:
             if now_stamp is not None and now_stamp == stamp and since_read < FULL_READ_S:
                 changed: list[str] = []
             else:
-                stamp = now_stamp
-                fresh, took = await self._read()
-                since_read = 0.0
-                changed = data.changed_runs(marks, fresh)
-                marks = fresh
+                try:
+                    fresh, took = await self._read()
+                except Exception:
+                    # The page keeps what it shows; live updates resume once the store
+                    # answers again (a locked SQLite file, a PostgreSQL restart).
+                    changed = []
+                else:
+                    stamp = now_stamp
+                    since_read = 0.0
+                    changed = data.changed_runs(marks, fresh)
+                    marks = fresh
             if changed or quiet >= QUIET_S:
                 quiet = 0.0
                 for queue in list(self._queues):
