@@ -37,7 +37,7 @@ __all__ = ["view"]
 
 def view(
     campaign: Annotated[Path | None, typer.Argument(
-        metavar="[DIR]", help="A campaign folder (written by tether eval run --out or tether "
+        metavar="DIR", help="A campaign folder (written by tether eval run --out or tether "
         "demo --out) whose results and charts to show.")] = None,
     store: Annotated[str | None, typer.Option(
         "--store", envvar="TETHER_STORE", help="The store whose runs and approvals to show: "
