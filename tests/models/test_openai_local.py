@@ -213,7 +213,8 @@ def test_two_asyncio_runs_with_one_model() -> None:
 
 
 def test_a_client_factory_gives_each_loop_its_client() -> None:
-    """``client=`` may be a function: called once per event loop, never twice for one."""
+    """``client=`` may be a function: called once per event loop, never twice for one; each
+    client is closed when its loop shuts down."""
     made: list[openai.AsyncOpenAI] = []
     with LocalServer([(200, completion())]) as server:
 
@@ -231,3 +232,4 @@ def test_a_client_factory_gives_each_loop_its_client() -> None:
         asyncio.run(two_calls())
         asyncio.run(two_calls())
     assert (len(made), server.requests) == (2, 4)
+    assert all(client.is_closed() for client in made)
