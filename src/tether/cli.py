@@ -31,6 +31,7 @@ from tether.store.open import open_store
 from tether.terminal import NO_COLOR_KEY, RootGroup, fail, stderr, stdout
 from tether.tracing.render import render_trace, trace_to_json
 from tether.tracing.timeline import build_trace
+from tether.view.cli import view as view_command
 from tether.worker_cli import runs_start, worker, workers_app
 
 app = typer.Typer(cls=RootGroup, add_completion=False, no_args_is_help=True,
@@ -75,8 +76,7 @@ app.add_typer(approvals_app, name="approvals")
 app.add_typer(workers_app, name="workers")
 app.command("worker")(worker)
 runs_app.command("start")(runs_start)
-# `tether view` (src/tether/view/) is registered here, next to the other faces:
-#     app.add_typer(view_app, name="view")  or  app.command("view")(view)
+app.command("view")(view_command)
 
 StoreOpt = Annotated[str, typer.Option("--store", envvar="TETHER_STORE",
                                        help="memory:, a SQLite file, or postgresql://…")]

@@ -17,7 +17,7 @@ SRC = Path(__file__).resolve().parents[2] / "src" / "tether"
 BELOW = ("store", "clock", "errors", "events", "runtime", "policy", "models", "agent", "memory",
          "retries", "specs", "yamlsafe", "sessions", "sim", "evals", "tracing")
 #: Where a web framework may be imported: the faces that serve HTTP.
-WEB_FACES = ("serve", "client", "sim/wire")
+WEB_FACES = ("serve", "client", "sim/wire", "view")
 FRAMEWORKS = ("starlette", "fastapi", "uvicorn", "sse_starlette")
 
 
