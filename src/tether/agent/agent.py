@@ -149,6 +149,13 @@ class Agent:
     rendered at the start of every run (see :meth:`instructions_for`). ``memory`` recalls
     remembered facts into the context at the start of every run, each with the source and
     trust it was written with (see :class:`~tether.agent.memory_recall.MemoryRecall`).
+
+    ``settings.tool_choice`` set to ``"required"`` or a tool's name forces a tool call only
+    until the model has made one in the run (retries of a forced call stay forced); after
+    that the calls are sent ``"auto"``, so the model can still finish with a text answer.
+    ``"auto"``, ``"none"`` and unset are sent unchanged on every call. A budget of N model
+    or tool calls makes at most N; token and cost budgets, known only after a call, stop
+    the next call once reached (see :mod:`tether.runtime.budgets`).
     """
 
     name: str

@@ -5,6 +5,15 @@ tool calls → execute them (concurrently when allowed; each at a position fixed
 the response) → feed the results back. Failures are classified where they happen and handled
 by the agent's retry policy; every classification and the action taken is journaled as a
 ``decision``, so a replay takes the same path and a trace can show why.
+
+Budgets are asked before what they bound (see :mod:`tether.runtime.budgets`): before every
+model call, retries included, and before each of a response's tool calls is let through; a
+breach of the tool-call count stops the run before any call of that response runs.
+
+A forcing ``tool_choice`` (``"required"`` or a tool's name) holds for a run's model calls until
+the model has answered with a tool call; the calls after that are sent ``"auto"``, so the model
+can finish with a text answer. Which calls were forced follows from the responses alone, which
+come from the journal on a replay: the requests, and their digests, are the same.
 """
 
 from __future__ import annotations
@@ -27,9 +36,16 @@ from tether.errors import (
     ToolFailed,
 )
 from tether.events import ToolResult
-from tether.models.base import Message, ModelRequest, ModelResponse, ToolCall, ToolSpec
+from tether.models.base import (
+    Message,
+    ModelRequest,
+    ModelResponse,
+    ModelSettings,
+    ToolCall,
+    ToolSpec,
+)
 from tether.retries import RETRY_ACTIONS
-from tether.runtime.budgets import Meter
+from tether.runtime.budgets import Breach, Meter
 from tether.runtime.client_tools import ClientTool, settle_client_calls
 from tether.runtime.failures import Failure, FailureType, classify
 from tether.runtime.model_calls import classify_model_error
@@ -80,6 +96,18 @@ class _Loop:
         self.model_streak: dict[FailureType, int] = {}
         self.meter = Meter(agent.budgets)
         self._specs: dict[frozenset[str], tuple[ToolSpec, ...]] = {}
+        #: The model has answered this run with a tool call: a forcing tool_choice is spent.
+        self.tool_called = False
+        self._unforced = agent.settings.model_copy(update={"tool_choice": "auto"})
+
+    def _settings(self) -> ModelSettings:
+        """The settings of the next model call: the agent's, except that a forcing
+        ``tool_choice`` reverts to ``"auto"`` once the model has called a tool this run (a
+        model forced on every call could never answer in text, and would stop at a budget)."""
+        settings = self.agent.settings
+        if self.tool_called and settings.tool_choice not in (None, "auto", "none"):
+            return self._unforced
+        return settings
 
     def _tool_specs(self) -> tuple[ToolSpec, ...]:
         hidden = frozenset(self.disabled)
@@ -114,6 +142,7 @@ class _Loop:
             self._check_budgets()
             response = await self._ask()
             if response.tool_calls:
+                self.tool_called = True
                 self.messages.append(Message.assistant(response.text, response.tool_calls))
                 await self._run_tools(response.tool_calls)
                 continue
@@ -130,19 +159,24 @@ class _Loop:
             )
 
     def _check_budgets(self) -> None:
+        """Stop (or escalate) if a limit is reached, before the model call about to start."""
         self.meter.retries = self.ctx.journal.retries_before(self.ctx.position)
+        self._stop_if(self.ctx.maybe_decide("budget", lambda: self._breach_data(
+            self.meter.breach(self.ctx.clock.now(), model_calls=1))))
 
-        def live() -> dict[str, Any] | None:
-            breach = self.meter.breach(self.ctx.clock.now())
-            if breach is None:
-                return None
-            failure = FailureType.NO_PROGRESS if breach.no_progress else \
-                FailureType.BUDGET_EXCEEDED
-            return {"failure": failure.value, "domain": failure.domain.value,
-                    "limit": breach.limit, "reason": breach.reason,
-                    "action": self.agent.budgets.on_breach}
+    def _check_tool_budget(self, more: int) -> None:
+        """Stop (or escalate) if ``more`` tool calls would pass the tool-call budget."""
+        self._stop_if(self.ctx.maybe_decide("budget", lambda: self._breach_data(
+            self.meter.before_tool_calls(more))))
 
-        self._stop_if(self.ctx.maybe_decide("budget", live))
+    def _breach_data(self, breach: Breach | None) -> dict[str, Any] | None:
+        """The budget decision a breach is journaled as, or ``None``."""
+        if breach is None:
+            return None
+        failure = FailureType.NO_PROGRESS if breach.no_progress else FailureType.BUDGET_EXCEEDED
+        return {"failure": failure.value, "domain": failure.domain.value,
+                "limit": breach.limit, "reason": breach.reason,
+                "action": self.agent.budgets.on_breach}
 
     def _check_deadline(self, wait_s: float = 0.0) -> None:
         """Stop the run (journaled as a budget decision) if its deadline has come, or would
@@ -192,12 +226,18 @@ class _Loop:
 
     async def _ask(self) -> ModelResponse:
         agent, ctx = self.agent, self.ctx
+        retrying = False
         while True:
             if not agent.window.fits(self.messages):
                 await self._compress(agent.window.max_tokens or 1, "over the window")
             request = ModelRequest(messages=tuple(self.messages),
                                    tools=self._tool_specs(),
-                                   settings=agent.settings)
+                                   settings=self._settings())
+            if retrying:
+                # A retry is a model call too: the budgets are asked again before it (the
+                # first call of a turn was asked at the top of the turn).
+                self._check_budgets()
+            retrying = True
             self._check_deadline()
             try:
                 response = await ctx.call_model(agent.model, request, agent.prices)
@@ -327,6 +367,9 @@ class _Loop:
                 observations[call.id] = self._judge(
                     call, Failure(FailureType.INVALID_TOOL_CALL, str(exc)))
                 continue
+            # Before anything is decided about the call: a call that would pass the tool-call
+            # budget is neither asked about nor made, and none of the response's calls run.
+            self._check_tool_budget(len(ready) + 1)
             if self.governor is not None:
                 ruling = await self.governor.rule(call.id, tool, args.model_dump(mode="json"),
                                                   self.messages)

@@ -5,6 +5,19 @@ says which limit, if any, a run has crossed. The no-progress detector watches fo
 call with the same arguments ``repeat_limit`` times, or ``failure_streak_limit`` failed steps in
 a row. What a breach does is ``on_breach``: ``stop`` (the run fails with ``BudgetExceeded``) or
 ``escalate`` (the run is escalated to a human); either way the reason is journaled.
+
+When a limit is checked: a budget of N allows N, never N + 1.
+
+- **Call counts** (``max_model_calls``, ``max_tool_calls``) are known before a call, so they
+  are checked before it: a call that would make the count pass its limit is not made. The loop
+  asks before every model call (retries of one too) and before a response's tool calls run.
+- **Spent amounts** (``max_tokens``, ``max_cost_usd``) are known only after a call answers, so
+  no call can be refused for what it *would* spend: once the amount spent reaches the limit, no
+  further call starts. A run may pass such a limit by at most its last call's spending (a
+  ``max_cost_usd`` of 0 allows free calls only: it is reached once anything is spent).
+- **Time** (``max_duration_s``) is a deadline: at it, nothing more starts.
+- **Steps** are counted as they start, and **retries** as the journal counts them (the retry
+  cap itself is enforced before each retry by the loop): both stop once their count passes.
 """
 
 from __future__ import annotations
@@ -89,24 +102,38 @@ class Meter:
             self._worst_repeat = (signature, count)
         self.failure_streak = 0 if ok else self.failure_streak + 1
 
-    def breach(self, now: float) -> Breach | None:
-        """The first limit crossed, checked in a fixed order; ``None`` when all hold."""
+    def breach(self, now: float, *, model_calls: int = 0) -> Breach | None:
+        """The first limit the run has reached, checked in a fixed order, before it makes
+        ``model_calls`` more model calls (see the module docstring for the rule of each kind);
+        ``None`` when all hold. A response's tool calls are asked about with
+        :meth:`before_tool_calls`."""
         b = self.budgets
-        checks: list[tuple[str, float | None, float, str]] = [
-            ("max_steps", b.max_steps, self.steps, "steps"),
-            ("max_model_calls", b.max_model_calls, self.model_calls, "model calls"),
-            ("max_tool_calls", b.max_tool_calls, self.tool_calls, "tool calls"),
-            ("max_tokens", b.max_tokens, self.usage.total_tokens, "tokens"),
-            ("max_cost_usd", b.max_cost_usd, self.cost_usd, "USD"),
-            ("max_duration_s", b.max_duration_s, now - self.started_at, "seconds"),
-            ("max_retries", b.max_retries, self.retries, "retries"),
+        # (limit, bound, used, calls about to start, unit, how the bound is read)
+        checks: list[tuple[str, float | None, float, int, str, str]] = [
+            ("max_steps", b.max_steps, self.steps, 0, "steps", "passed"),
+            ("max_model_calls", b.max_model_calls, self.model_calls, model_calls,
+             "model calls", "count"),
+            ("max_tool_calls", b.max_tool_calls, self.tool_calls, 0, "tool calls", "count"),
+            ("max_tokens", b.max_tokens, self.usage.total_tokens, 0, "tokens", "spent"),
+            ("max_cost_usd", b.max_cost_usd, self.cost_usd, 0, "USD", "spent"),
+            ("max_duration_s", b.max_duration_s, now - self.started_at, 0, "seconds", "reached"),
+            ("max_retries", b.max_retries, self.retries, 0, "retries", "passed"),
         ]
-        for limit, bound, used, unit in checks:
+        for limit, bound, used, more, unit, rule in checks:
             if bound is None:
                 continue
-            # Time is a deadline: at it, nothing more may start. Counts may reach their limit.
-            if used >= bound if limit == "max_duration_s" else used > bound:
-                return Breach(limit, f"{limit}: used {_fmt(used)} {unit}, limit {_fmt(bound)}")
+            # Counts: the calls about to start may not take them past the bound. Spent amounts
+            # and time: reached, nothing more starts (a $0 budget allows free calls only: it
+            # is reached once anything was spent). Steps and retries are counted as they
+            # happen, so the one that passes is refused.
+            if rule == "count":
+                crossed = used + more > bound
+            elif rule == "spent":
+                crossed = used >= bound and used > 0
+            else:
+                crossed = used >= bound if rule == "reached" else used > bound
+            if crossed:
+                return _breach(limit, used, bound, unit, more)
         signature, repeats = self._worst_repeat
         if b.repeat_limit is not None and repeats >= b.repeat_limit:
             return Breach("repeat_limit", f"no progress: the call {signature[:200]} was made "
@@ -116,12 +143,28 @@ class Meter:
                           "tool calls in a row", no_progress=True)
         return None
 
+    def before_tool_calls(self, more: int) -> Breach | None:
+        """The tool-call budget's breach if ``more`` tool calls started now, or ``None``.
+
+        Only the count is asked: what the model spent (tokens, cost) bounds model calls, and a
+        response's tool calls are checked against the count alone."""
+        bound = self.budgets.max_tool_calls
+        if bound is None or self.tool_calls + more <= bound:
+            return None
+        return _breach("max_tool_calls", self.tool_calls, bound, "tool calls", more)
+
 
 def _canonical(arguments: str) -> str:
     try:
         return json.dumps(json.loads(arguments or "{}"), sort_keys=True, separators=(",", ":"))
     except ValueError:
         return arguments
+
+
+def _breach(limit: str, used: float, bound: float, unit: str, more: int) -> Breach:
+    after = f"; {more:,} more would pass it" if more > 1 else "; another is not made" \
+        if more else ""
+    return Breach(limit, f"{limit}: used {_fmt(used)} {unit}, limit {_fmt(bound)}{after}")
 
 
 def _fmt(value: float) -> str:
