@@ -327,7 +327,7 @@ def test_a_harness_that_stops_short_is_not_done_not_a_violation(
 
     variants = tmp_path / "h.yaml"
     variants.write_text(yaml.safe_dump({"harnesses": {"short": {
-        "budgets": {"max_model_calls": 1}}}}))
+        "budgets": {"max_model_calls": 2}}}}))
     scenario = scenario_from_dict(captured)
     result = run_episode(scenario, 0, "short", harness_files=(str(variants),))
     assert result.ok, [v.detail for v in result.verdicts if not v.holds]
