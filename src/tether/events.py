@@ -34,6 +34,7 @@ from tether.errors import CorruptJournal, SchemaTooNew
 
 __all__ = [
     "DURABLE_CALLS",
+    "TOOL_DESCRIPTION_CHARS",
     "Event",
     "MemoryForgotten",
     "MemoryWritten",
@@ -291,8 +292,22 @@ class ToolRetry(_Event):
     lookup: bool = False
 
 
+#: How much of a tool's description :class:`ModelCalled` keeps (longer ones are cut, ending
+#: in ``…``): enough for a trace, bounded whatever a tool's docstring holds.
+TOOL_DESCRIPTION_CHARS = 256
+
+
 class ModelCalled(_Event):
-    """A model call returned: the response, its usage and cost, the request's digest."""
+    """A model call returned: the response, its usage and cost, the request's digest.
+
+    Optional facts for traces, left out of the JSON while unset (journals without them are
+    byte for byte what they were): ``server_address``/``server_port``, where the model was
+    asked (``None`` for scripted and in-process models); ``tool_descriptions``, the
+    description of each tool the response asked for, by name, cut to
+    :data:`TOOL_DESCRIPTION_CHARS` characters; ``input``, the request itself (``messages`` and
+    ``tools``, as :class:`~tether.models.base.ModelRequest` dumps them), only when the call's
+    settings asked for it (``ModelSettings.journal_input``). Replay reads none of them.
+    """
 
     kind: Literal["model_called"] = "model_called"
     pos: int
@@ -301,10 +316,23 @@ class ModelCalled(_Event):
     response: dict[str, Any]
     cost_usd: float = 0.0
     latency_s: float = 0.0
+    server_address: str | None = None
+    server_port: int | None = None
+    tool_descriptions: dict[str, str] = Field(default_factory=dict)
+    input: dict[str, Any] | None = None
+
+    @model_serializer(mode="wrap")
+    def _serialize(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        _drop_defaults(data, self, ("server_address", "server_port", "input"))
+        if not self.tool_descriptions:
+            data.pop("tool_descriptions", None)
+        return data
 
 
 class ModelFailed(_Event):
-    """A model call failed, classified by ``failure``; on replay the same error is raised."""
+    """A model call failed, classified by ``failure``; on replay the same error is raised.
+    ``server_address``, ``server_port`` and ``input`` as on :class:`ModelCalled`."""
 
     kind: Literal["model_failed"] = "model_failed"
     pos: int
@@ -313,6 +341,15 @@ class ModelFailed(_Event):
     failure: str
     error: dict[str, Any]
     latency_s: float = 0.0
+    server_address: str | None = None
+    server_port: int | None = None
+    input: dict[str, Any] | None = None
+
+    @model_serializer(mode="wrap")
+    def _serialize(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        _drop_defaults(data, self, ("server_address", "server_port", "input"))
+        return data
 
 
 class Decision(_Event):

@@ -206,7 +206,8 @@ def test_max_tokens_defaults_and_nothing_optional_is_sent() -> None:
     assert DEFAULT_MAX_TOKENS == 4096
     assert response == ModelResponse(text="Hi! My name is Claude.",
                                      usage=Usage(input_tokens=2095, output_tokens=503),
-                                     model="claude-sonnet-4-6", finish_reason="end_turn")
+                                     model="claude-sonnet-4-6", finish_reason="end_turn",
+                                     id="msg_013Zva2CMHLNnXjNJJKqJ2EF")
 
 
 def test_text_and_tool_use_blocks_are_read() -> None:

@@ -206,7 +206,8 @@ def test_defaults_send_only_model_and_messages() -> None:
                                "messages": [{"role": "user", "content": "hi"}]}
     assert response == ModelResponse(text="Hello! How can I help?",
                                      usage=Usage(input_tokens=19, output_tokens=10),
-                                     model="gpt-4.1-mini-2025-04-14", finish_reason="stop")
+                                     model="gpt-4.1-mini-2025-04-14", finish_reason="stop",
+                                     id="chatcmpl-B9MBs8CjcvOU2jLn4n570S5qMJKcT")
 
 
 def test_tool_calls_keep_raw_arguments_and_usage() -> None:

@@ -23,7 +23,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from tests.tracing import T0, agent_journal, approval_flow, failing_run, refund_run
 from tether import MemoryStore, Runtime, VirtualClock
-from tether.events import RunStarted
+from tether.events import ModelCalled, RunFinished, RunStarted, RunStatus, ToolResult
 from tether.tracing import export_run
 from tether.tracing import semconv as sc
 from tether.tracing.otel import OTelSink
@@ -75,7 +75,25 @@ def emitted_spans() -> list[ReadableSpan]:
     turn = [RunStarted(seq=1, at=T0, workflow="desk", seed=1, session_id="sess-9",
                        input={"text": "hi", "principal": "ada@example.com"})]
     export_run(turn, provider, run_id="run_turn", capture_content=True)
+    export_run(call_facts_journal(), provider, run_id="run_facts", capture_content=True)
     return list(exporter.get_finished_spans())
+
+
+def call_facts_journal() -> list[Any]:
+    """A model call with every optional fact journaled (response id, server, tool
+    descriptions, the request itself), the tool it asked for, the end."""
+    request = {"messages": [{"role": "system", "content": "Be brief."},
+                            {"role": "user", "content": "where is o-1?"}],
+               "tools": [{"name": "lookup_order", "description": "Look up an order.",
+                          "parameters": {"type": "object"}}]}
+    response = {"id": "chatcmpl-9", "text": "", "model": "gpt-4o", "finish_reason": "tool_calls",
+                "tool_calls": [{"id": "call_9", "name": "lookup_order", "arguments": "{}"}]}
+    return [RunStarted(seq=1, at=T0, workflow="support", seed=1),
+            ModelCalled(seq=2, at=T0 + 1, pos=0, model="gpt-4o", request_digest="d",
+                        response=response, server_address="api.openai.com", server_port=443,
+                        tool_descriptions={"lookup_order": "Look up an order."}, input=request),
+            ToolResult(seq=3, at=T0 + 2, pos=1, tool="lookup_order", result={}),
+            RunFinished(seq=4, at=T0 + 3, status=RunStatus.COMPLETED, result="ok")]
 
 
 def emitted_names(spans: list[ReadableSpan]) -> Iterator[str]:
@@ -96,7 +114,9 @@ def test_every_emitted_name_is_a_current_package_name(spans: list[ReadableSpan])
     names = set(emitted_names(spans))
     assert {sc.SESSION_ID, sc.USER_ID, sc.GEN_AI_TOOL_CALL_ID, sc.ERROR_TYPE,
             sc.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS, sc.GEN_AI_WORKFLOW_NAME,
-            sc.GEN_AI_INPUT_MESSAGES, sc.GEN_AI_OUTPUT_MESSAGES} <= names
+            sc.GEN_AI_INPUT_MESSAGES, sc.GEN_AI_OUTPUT_MESSAGES, sc.GEN_AI_RESPONSE_ID,
+            sc.SERVER_ADDRESS, sc.SERVER_PORT, sc.GEN_AI_TOOL_DESCRIPTION,
+            sc.GEN_AI_SYSTEM_INSTRUCTIONS, sc.GEN_AI_TOOL_DEFINITIONS} <= names
     foreign = sorted(n for n in names if not n.startswith("tether."))
     assert [n for n in foreign if n not in known] == []
     assert [(n, known[n]) for n in foreign if retired(known[n])] == []

@@ -78,6 +78,7 @@ from tether.models.base import (
     ToolCall,
     ToolSpec,
     Usage,
+    server_of,
 )
 
 if TYPE_CHECKING:  # the SDK is optional: imported for real only when a model is built
@@ -142,13 +143,17 @@ class AnthropicModel:
         if client is not None and not callable(client):
             # tether's retry policy owns retries; the SDK must make exactly one attempt.
             self._fixed: AsyncAnthropic | None = client.with_options(max_retries=0)
+            self.server_address, self.server_port = server_of(self._fixed.base_url)
             return
         self._fixed = None
         make: Callable[[], AsyncAnthropic] = (client if client is not None
                                                else lambda: _build_client(base_url, api_key))
         # Built now as well, so a missing SDK is reported at construction.
+        first = make().with_options(max_retries=0)
         self._clients = LoopClients(lambda: make().with_options(max_retries=0), _close,
-                                    first=make().with_options(max_retries=0))
+                                    first=first)
+        #: Where the model is asked (``server.address``/``server.port`` of its spans).
+        self.server_address, self.server_port = server_of(first.base_url)
 
     async def _client(self) -> AsyncAnthropic:
         return self._fixed if self._fixed is not None else await self._clients.get()
@@ -347,7 +352,13 @@ def _response_of(message: Any) -> ModelResponse:
         # thinking, server tool blocks …: not part of tether's contract, left out.
     return ModelResponse(text="".join(texts), tool_calls=tuple(calls),
                          usage=_usage(message.usage), model=message.model or "",
-                         finish_reason=message.stop_reason)
+                         finish_reason=message.stop_reason, id=_message_id(message))
+
+
+def _message_id(message: Any) -> str | None:
+    """The message's id (``msg_…``); ``None`` when the answer has none."""
+    value = getattr(message, "id", None)
+    return value if isinstance(value, str) and value else None
 
 
 def _usage(usage: Any) -> Usage:
@@ -365,6 +376,7 @@ class _Assembly:
     def __init__(self) -> None:
         self.blocks: dict[int, dict[str, Any]] = {}
         self.model = ""
+        self.id: str | None = None
         self.usage: dict[str, int | None] = {}
         self.stop_reason: str | None = None
         self.stopped = False
@@ -380,6 +392,7 @@ class _Assembly:
         kind = event.type
         if kind == "message_start":
             self.model = event.message.model or ""
+            self.id = _message_id(event.message)
             self._take_usage(event.message.usage)
         elif kind == "content_block_start":
             block = event.content_block
@@ -436,7 +449,7 @@ class _Assembly:
         usage = Usage(input_tokens=(u.get("input_tokens") or 0) + cache_read + cache_write,
                       output_tokens=u.get("output_tokens") or 0, cached_input_tokens=cache_read)
         return ModelResponse(text="".join(texts), tool_calls=tuple(calls), usage=usage,
-                             model=self.model, finish_reason=self.stop_reason)
+                             model=self.model, finish_reason=self.stop_reason, id=self.id)
 
 
 def _streamed_input(block: dict[str, Any]) -> str:

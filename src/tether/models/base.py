@@ -14,8 +14,16 @@ import hashlib
 import json
 from collections.abc import Callable
 from typing import Any, Literal, Protocol, runtime_checkable
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    field_validator,
+    model_serializer,
+)
 
 __all__ = [
     "DeltaSink",
@@ -29,6 +37,7 @@ __all__ = [
     "ToolCall",
     "ToolSpec",
     "Usage",
+    "server_of",
 ]
 
 Role = Literal["system", "user", "assistant", "tool"]
@@ -126,6 +135,18 @@ class ModelSettings(BaseModel):
     (``"required"`` or a name) holds on every turn, so an agent forced to call tools only
     stops at a budget: force for one-shot calls, use ``"auto"`` for agents.
 
+    ``journal_input`` records the request itself (messages, system instructions, tool
+    definitions) in the call's ``model_called``/``model_failed`` entry, so a trace sink with
+    ``capture_content=True`` can show it as ``gen_ai.input.messages``,
+    ``gen_ai.system_instructions`` and ``gen_ai.tool.definitions`` — in this process or in one
+    that exports the run after a crash, which only has the journal. Off by default, and think
+    before turning it on: the journal then keeps every prompt, tool result and user message
+    for as long as the run is stored (personal data, secrets a tool returned), and it grows
+    with the square of a conversation's length, since each call records the whole conversation
+    so far (without it a call journals a 16-character digest of the request). It changes what
+    is written, not what is asked, so it is left out of :meth:`ModelRequest.digest`, and the
+    model never sees it.
+
     >>> ModelSettings(tool_choice="auto").tool_choice
     'auto'
     """
@@ -138,6 +159,8 @@ class ModelSettings(BaseModel):
     extra: dict[str, Any] = Field(default_factory=dict)
     stream: bool = False
     tool_choice: str | None = None
+
+    journal_input: bool = False
 
     @field_validator("tool_choice")
     @classmethod
@@ -160,11 +183,13 @@ class ModelRequest(BaseModel):
     def digest(self) -> str:
         """A short stable hash of the request, journaled beside the response.
 
-        ``settings.stream`` is not part of it: a streamed and a plain call ask the same. An
+        ``settings.stream`` and ``settings.journal_input`` are not part of it: a streamed
+        and a plain call ask the same, journaled or not. An
         unset ``settings.tool_choice`` is left out too, so requests keep the digests they had
         before the setting existed (recorded journals replay strictly against them)."""
-        left_out = {"stream"} if self.settings.tool_choice is not None else {"stream",
-                                                                             "tool_choice"}
+        left_out = {"stream", "journal_input"}
+        if self.settings.tool_choice is None:
+            left_out.add("tool_choice")
         body = self.model_dump_json(exclude_defaults=False, exclude={"settings": left_out})
         return hashlib.sha256(body.encode()).hexdigest()[:16]
 
@@ -191,7 +216,17 @@ class Usage(BaseModel):
 
 
 class ModelResponse(BaseModel):
-    """What the model answered: text and/or tool calls, usage, the model's own name."""
+    """What the model answered: text and/or tool calls, usage, the model's own name, and the
+    provider's id of the response (``id``: OpenAI's ``chatcmpl-…``, Anthropic's ``msg_…``;
+    ``None`` for scripted models), exported as ``gen_ai.response.id``.
+
+    ``id`` is left out of the response's JSON while it is ``None``, so a model without ids
+    journals exactly what it did before the field existed.
+
+    >>> ModelResponse(text="hi").model_dump()
+    {'text': 'hi', 'tool_calls': (), 'usage': {'input_tokens': 0, 'output_tokens': 0, \
+'cached_input_tokens': 0}, 'model': '', 'finish_reason': None}
+    """
 
     model_config = ConfigDict(frozen=True)
 
@@ -200,15 +235,47 @@ class ModelResponse(BaseModel):
     usage: Usage = Usage()
     model: str = ""
     finish_reason: str | None = None
+    id: str | None = None
+
+    @model_serializer(mode="wrap")
+    def _serialize(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        if self.id is None:
+            data.pop("id", None)
+        return data
 
     @property
     def wants_tools(self) -> bool:
         return bool(self.tool_calls)
 
 
+def server_of(url: object) -> tuple[str | None, int | None]:
+    """The host and port a base URL points at (``server.address``/``server.port`` of a
+    model's spans): the URL's own port, else its scheme's (443 for ``https``, 80 for
+    ``http``). ``(None, None)`` when ``url`` is not a URL with a host.
+
+    >>> server_of("http://127.0.0.1:8080/v1"), server_of("https://api.openai.com/v1")
+    (('127.0.0.1', 8080), ('api.openai.com', 443))
+    """
+    try:
+        parts = urlsplit(str(url))
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        return None, None
+    if not host:
+        return None, None
+    if port is None:
+        port = {"https": 443, "http": 80}.get(parts.scheme.lower())
+    return host, port
+
+
 @runtime_checkable
 class Model(Protocol):
     """A language model. ``name`` labels journal entries, traces and the price lookup.
+
+    A model that talks to a server may also have ``server_address`` and ``server_port``
+    (see :func:`server_of`), journaled with each call and exported as ``server.address`` /
+    ``server.port``; models without them (scripted, in-process) are journaled without.
 
     Implementations raise the model failures of :mod:`tether.errors` (``RateLimited``,
     ``ContextOverflow``, ``ModelUnavailable``, ``AuthExpired``, ``MalformedOutput``) so the

@@ -68,6 +68,7 @@ from tether.models.base import (
     ToolCall,
     ToolSpec,
     Usage,
+    server_of,
 )
 
 if TYPE_CHECKING:  # the SDK is optional: imported for real only when a model is built
@@ -135,13 +136,17 @@ class OpenAIModel:
         if client is not None and not callable(client):
             # tether's retry policy owns retries; the SDK must make exactly one attempt.
             self._fixed: AsyncOpenAI | None = client.with_options(max_retries=0)
+            self.server_address, self.server_port = server_of(self._fixed.base_url)
             return
         self._fixed = None
         make: Callable[[], AsyncOpenAI] = (client if client is not None
                                             else lambda: _build_client(base_url, api_key))
         # Built now as well, so a missing key or SDK is reported at construction.
+        first = make().with_options(max_retries=0)
         self._clients = LoopClients(lambda: make().with_options(max_retries=0), _close,
-                                    first=make().with_options(max_retries=0))
+                                    first=first)
+        #: Where the model is asked (``server.address``/``server.port`` of its spans).
+        self.server_address, self.server_port = server_of(first.base_url)
 
     async def _client(self) -> AsyncOpenAI:
         return self._fixed if self._fixed is not None else await self._clients.get()
@@ -305,7 +310,15 @@ def _response_of(completion: Any) -> ModelResponse:
     # A refusal arrives in its own field with content null; it is still the model's answer.
     text = message.content if message.content is not None else (message.refusal or "")
     return ModelResponse(text=text, tool_calls=calls, usage=_usage(completion.usage),
-                         model=completion.model or "", finish_reason=choices[0].finish_reason)
+                         model=completion.model or "", finish_reason=choices[0].finish_reason,
+                         id=_response_id(completion))
+
+
+def _response_id(completion: Any) -> str | None:
+    """The completion's id (``chatcmpl-…``); ``None`` when a server sends none or an empty
+    one."""
+    value = getattr(completion, "id", None)
+    return value if isinstance(value, str) and value else None
 
 
 def _tool_call_of(call: Any, index: int) -> ToolCall:
@@ -338,6 +351,7 @@ class _Assembly:
         self.refusal: list[str] = []
         self.calls: dict[int, dict[str, Any]] = {}
         self.model = ""
+        self.id: str | None = None
         self.finish_reason: str | None = None
         self.usage: Any = None
 
@@ -352,6 +366,8 @@ class _Assembly:
     def _add(self, chunk: Any, on_delta: TextSink) -> None:
         if not self.model and chunk.model:
             self.model = chunk.model
+        if self.id is None:
+            self.id = _response_id(chunk)  # every chunk carries the completion's id
         if chunk.usage is not None:
             self.usage = chunk.usage
         for choice in chunk.choices or ():
@@ -411,7 +427,7 @@ class _Assembly:
             raise MalformedOutput(f"model {name!r} streamed usage that cannot be read ({exc}): "
                                   f"{self.usage!r:.300}", model=name) from exc
         return ModelResponse(text=text, tool_calls=calls, usage=usage, model=self.model,
-                             finish_reason=self.finish_reason)
+                             finish_reason=self.finish_reason, id=self.id)
 
 
 # -- errors ----------------------------------------------------------------------------------

@@ -8,15 +8,20 @@ go to the run's delta sink (``RunContext.deltas``) as ``(run_id, position, text)
 model writes, and only the complete response is journaled. A stream cut mid-way is a failed
 call like a lost connection (journaled as ``model_failed``; its deltas are void); a replay
 returns the recorded response and sends no delta.
+
+Beside the response, each entry records facts for traces (see
+:class:`~tether.events.ModelCalled`): where the model was asked (its ``server_address`` and
+``server_port``, when it has them), the descriptions of the tools the response asked for, and,
+only when ``settings.journal_input`` asks for it, the request itself.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from tether.errors import ModelUnavailable, error_record, rebuild_error
-from tether.events import ModelCalled, ModelFailed
+from tether.events import TOOL_DESCRIPTION_CHARS, ModelCalled, ModelFailed
 from tether.models.base import Model, ModelRequest, ModelResponse, StreamingModel
 from tether.models.pricing import PriceTable
 from tether.runtime.ambiguity import cancel_requested
@@ -27,7 +32,7 @@ from tether.runtime.timeouts import within
 if TYPE_CHECKING:
     from tether.runtime.context import RunContext
 
-__all__ = ["call_model", "classify_model_error"]
+__all__ = ["call_facts", "call_model", "classify_model_error"]
 
 _DEFAULT_PRICES = PriceTable()
 
@@ -62,7 +67,7 @@ async def call_model(ctx: RunContext, model: Model, request: ModelRequest,
                                 ctx.call_timeout_s(request.settings.timeout_s))
     except TimeoutError as exc:
         error = ModelUnavailable(f"model {model.name!r}: {exc}", model=model.name)
-        await _record_failure(ctx, pos, model, digest, error, started)
+        await _record_failure(ctx, pos, model, request, error, started)
         raise error from exc
     except asyncio.CancelledError as exc:
         if cancel_requested():
@@ -71,10 +76,10 @@ async def call_model(ctx: RunContext, model: Model, request: ModelRequest,
         # and left to the retry policy — it must not stop the run as if the run were cancelled.
         error = ModelUnavailable(f"model {model.name!r} raised CancelledError while the run was "
                                  f"not being cancelled: {exc}", model=model.name)
-        await _record_failure(ctx, pos, model, digest, error, started)
+        await _record_failure(ctx, pos, model, request, error, started)
         raise error from exc
     except Exception as exc:
-        await _record_failure(ctx, pos, model, digest, exc, started)
+        await _record_failure(ctx, pos, model, request, exc, started)
         raise
     # Returned as journaled (lone surrogates replaced …), so the live run sees what a replay sees.
     response = ModelResponse.model_validate(to_json(response, what=f"model {model.name!r}"))
@@ -82,7 +87,9 @@ async def call_model(ctx: RunContext, model: Model, request: ModelRequest,
     cost = table.cost_usd(response.model or model.name, response.usage)
     await ctx.journal.arecord(ModelCalled, pos=pos, model=model.name, request_digest=digest,
                               response=response.model_dump(mode="json"), cost_usd=cost,
-                              latency_s=max(0.0, ctx.clock.now() - started))
+                              latency_s=max(0.0, ctx.clock.now() - started),
+                              **call_facts(model, request),
+                              **_descriptions(request, response))
     ctx.probe(pos, model.name, "after_model")
     return response
 
@@ -102,9 +109,43 @@ async def _ask(ctx: RunContext, pos: int, model: Model, request: ModelRequest) -
     return await model.stream(request, on_delta)
 
 
-async def _record_failure(ctx: RunContext, pos: int, model: Model, digest: str,
+async def _record_failure(ctx: RunContext, pos: int, model: Model, request: ModelRequest,
                           exc: BaseException, started: float) -> None:
     failure = classify_model_error(exc)
-    await ctx.journal.arecord(ModelFailed, pos=pos, model=model.name, request_digest=digest,
+    await ctx.journal.arecord(ModelFailed, pos=pos, model=model.name,
+                              request_digest=request.digest(),
                               failure=failure.type.value, error=error_record(exc),
-                              latency_s=max(0.0, ctx.clock.now() - started))
+                              latency_s=max(0.0, ctx.clock.now() - started),
+                              **call_facts(model, request))
+
+
+def call_facts(model: Model, request: ModelRequest) -> dict[str, Any]:
+    """The optional trace facts of a call's journal entry: the model's ``server_address`` and
+    ``server_port`` when it has them (a wrong type counts as none), and the request's
+    messages and tools when ``settings.journal_input`` is on; nothing otherwise, so the entry
+    is what it was before these facts existed."""
+    facts: dict[str, Any] = {}
+    address = getattr(model, "server_address", None)
+    port = getattr(model, "server_port", None)
+    if isinstance(address, str) and address:
+        facts["server_address"] = address
+        if isinstance(port, int) and not isinstance(port, bool):
+            facts["server_port"] = port
+    if request.settings.journal_input:
+        facts["input"] = to_json(request.model_dump(mode="json", include={"messages", "tools"},
+                                                     exclude_defaults=True),
+                                 what=f"model {model.name!r} request")
+    return facts
+
+
+def _descriptions(request: ModelRequest, response: ModelResponse) -> dict[str, Any]:
+    """``tool_descriptions`` of the tools ``response`` asks for (the request's descriptions,
+    cut to ``TOOL_DESCRIPTION_CHARS``), or nothing."""
+    asked = {call.name for call in response.tool_calls}
+    found = {spec.name: _cut(spec.description) for spec in request.tools
+             if spec.name in asked and spec.description}
+    return {"tool_descriptions": found} if found else {}
+
+
+def _cut(text: str) -> str:
+    return text if len(text) <= TOOL_DESCRIPTION_CHARS else text[:TOOL_DESCRIPTION_CHARS - 1] + "…"

@@ -14,8 +14,8 @@ from typing import Any
 from tether.events import Decision, Event, RunFinished, StepFailed, TimerStarted, ToolError
 from tether.tracing import semconv as sc
 
-__all__ = ["decision_attributes", "error_type", "event_attributes", "json_text", "messages",
-           "output_messages", "run_error_type", "text_part"]
+__all__ = ["decision_attributes", "error_type", "event_attributes", "input_attributes",
+           "json_text", "messages", "output_messages", "run_error_type", "text_part"]
 
 _DECISION_KEYS = {"failure": sc.TETHER_FAILURE_CLASS, "domain": sc.TETHER_FAILURE_DOMAIN,
                   "action": sc.TETHER_DECISION_ACTION, "attempt": sc.TETHER_ATTEMPT,
@@ -102,3 +102,47 @@ def output_messages(response: Mapping[str, Any]) -> str:
     parts += [{"type": "tool_call", "id": c.get("id"), "name": c.get("name"),
                "arguments": c.get("arguments")} for c in response.get("tool_calls") or ()]
     return messages("assistant", parts, finish_reason=response.get("finish_reason") or "stop")
+
+
+def input_attributes(request: Mapping[str, Any]) -> dict[str, str]:
+    """A journaled request (``ModelCalled.input``: ``messages`` and ``tools`` as
+    :class:`~tether.models.base.ModelRequest` dumps them) as the conventions' content
+    attributes: ``gen_ai.system_instructions`` (the system messages' text parts),
+    ``gen_ai.input.messages`` (the other messages: text, ``tool_call`` and
+    ``tool_call_response`` parts) and ``gen_ai.tool.definitions``, each left out when empty.
+
+    >>> input_attributes({"messages": [{"role": "system", "content": "Be brief."},
+    ...                                {"role": "user", "content": "hi"}]})["gen_ai.input.messages"]
+    '[{"role":"user","parts":[{"type":"text","content":"hi"}]}]'
+    """
+    system: list[dict[str, Any]] = []
+    chat: list[dict[str, Any]] = []
+    for message in request.get("messages") or ():
+        if not isinstance(message, Mapping):
+            continue
+        role = str(message.get("role") or "user")
+        content = message.get("content") or ""
+        if role == "system":
+            if content:
+                system.append(text_part(content))
+            continue
+        if role == "tool":
+            parts = [{"type": "tool_call_response", "id": message.get("tool_call_id"),
+                      "response": content}]
+        else:
+            parts = [text_part(content)] if content else []
+            parts += [{"type": "tool_call", "id": c.get("id"), "name": c.get("name"),
+                       "arguments": c.get("arguments")}
+                      for c in message.get("tool_calls") or () if isinstance(c, Mapping)]
+        chat.append({"role": role, "parts": parts})
+    tools = [{"type": "function", "name": t.get("name"), "description": t.get("description", ""),
+              "parameters": t.get("parameters", {"type": "object"})}
+             for t in request.get("tools") or () if isinstance(t, Mapping)]
+    attrs: dict[str, str] = {}
+    if system:
+        attrs[sc.GEN_AI_SYSTEM_INSTRUCTIONS] = json_text(system)
+    if chat:
+        attrs[sc.GEN_AI_INPUT_MESSAGES] = json_text(chat)
+    if tools:
+        attrs[sc.GEN_AI_TOOL_DEFINITIONS] = json_text(tools)
+    return attrs

@@ -64,7 +64,7 @@ from tether.events import (
 )
 from tether.store.base import Store
 from tether.tracing.ids import planned_tracer
-from tether.tracing.spans import ProviderOf, SpanWriter, provider_of, tool_call_ids
+from tether.tracing.spans import ProviderOf, SpanWriter, asked_calls, provider_of
 from tether.tracing.timeline import Item, Trace, build_trace
 
 __all__ = ["OTelSink", "export_run", "provider_of"]
@@ -144,11 +144,13 @@ class OTelSink:
     the global one, looked up when spans are emitted).
 
     ``capture_content`` adds the opt-in content attributes (workflow input and result, model
-    output, tool arguments and results). ``store`` lets a process that takes up a run it did
-    not start name the run, parent its spans, and export the spans a crashed process left
-    unexported (see the module docstring); without it such a process knows only the events it
-    sees. Exporting never raises into the run: a failure is logged on the
-    ``tether.tracing.otel`` logger.
+    output, tool arguments and results, and a chat span's input messages, system instructions
+    and tool definitions when the call journaled its request: ``ModelSettings.journal_input``).
+
+    ``store`` lets a process that takes up a run it did not start name the run, parent its
+    spans, and export the spans a crashed process left unexported (see the module docstring);
+    without it such a process knows only the events it sees. Exporting never raises into the
+    run: a failure is logged on the ``tether.tracing.otel`` logger.
 
     ``rebase_time`` (epoch seconds) moves every time of a run by one offset, so that the run's
     start lands on that instant: runs on a :class:`~tether.clock.VirtualClock` (which starts
@@ -270,10 +272,13 @@ class OTelSink:
 
 def _writer(trace: Trace, tracer: otel_trace.Tracer, capture: bool, provider: ProviderOf,
             rebase_time: float | None, namespace: str, origin: float) -> SpanWriter:
+    asked = asked_calls(trace.items)
     return SpanWriter(tracer, trace.run_id, capture_content=capture, provider=provider,
                       started=trace.started,
                       offset_s=None if rebase_time is None else rebase_time - origin,
-                      call_ids=tool_call_ids(trace.items), namespace=namespace)
+                      call_ids={seq: call_id for seq, (call_id, _) in asked.items() if call_id},
+                      descriptions={seq: text for seq, (_, text) in asked.items() if text},
+                      namespace=namespace)
 
 
 def export_run(

@@ -10,9 +10,13 @@ warn; ``session.id``, ``user.id``, ``error.type`` and ``server.*`` come from the
 conventions. Runs that call models are ``invoke_agent`` spans, other workflows
 ``invoke_workflow`` spans (both values of the package's ``gen_ai.operation.name`` enum).
 
-Message content (``gen_ai.input.messages``, ``gen_ai.output.messages``, tool arguments and
-results) is *opt-in* in the conventions because it may hold personal data: tether records it
-only when a sink is built with ``capture_content=True``.
+Message content (``gen_ai.input.messages``, ``gen_ai.system_instructions``,
+``gen_ai.tool.definitions``, ``gen_ai.output.messages``, tool arguments and results) is
+*opt-in* in the conventions because it may hold personal data: tether records it only when a
+sink is built with ``capture_content=True``. A chat span's input (messages, system
+instructions, tool definitions) is exported only from calls whose request was journaled
+(``ModelSettings.journal_input``): the journal keeps a digest of other requests, not the
+request.
 
 >>> GEN_AI_OPERATION_NAME, OP_EXECUTE_TOOL
 ('gen_ai.operation.name', 'execute_tool')
@@ -31,10 +35,14 @@ __all__ = [
     "GEN_AI_PROVIDER_NAME",
     "GEN_AI_REQUEST_MODEL",
     "GEN_AI_RESPONSE_FINISH_REASONS",
+    "GEN_AI_RESPONSE_ID",
     "GEN_AI_RESPONSE_MODEL",
+    "GEN_AI_SYSTEM_INSTRUCTIONS",
     "GEN_AI_TOOL_CALL_ARGUMENTS",
     "GEN_AI_TOOL_CALL_ID",
     "GEN_AI_TOOL_CALL_RESULT",
+    "GEN_AI_TOOL_DEFINITIONS",
+    "GEN_AI_TOOL_DESCRIPTION",
     "GEN_AI_TOOL_NAME",
     "GEN_AI_TOOL_TYPE",
     "GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS",
@@ -46,6 +54,8 @@ __all__ = [
     "OP_INVOKE_AGENT",
     "OP_INVOKE_WORKFLOW",
     "OTHER",
+    "SERVER_ADDRESS",
+    "SERVER_PORT",
     "SESSION_ID",
     "SPAN_BACKOFF",
     "TETHER_ATTEMPT",
@@ -87,6 +97,8 @@ OP_INVOKE_WORKFLOW = "invoke_workflow"
 GEN_AI_PROVIDER_NAME = "gen_ai.provider.name"
 GEN_AI_REQUEST_MODEL = "gen_ai.request.model"
 GEN_AI_RESPONSE_MODEL = "gen_ai.response.model"
+#: The provider's id of the response (``ModelResponse.id``).
+GEN_AI_RESPONSE_ID = "gen_ai.response.id"
 #: A string array: one reason per generation (tether's responses have one).
 GEN_AI_RESPONSE_FINISH_REASONS = "gen_ai.response.finish_reasons"
 GEN_AI_USAGE_INPUT_TOKENS = "gen_ai.usage.input_tokens"
@@ -96,6 +108,8 @@ GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS = "gen_ai.usage.cache_read.input_tokens"
 
 GEN_AI_TOOL_NAME = "gen_ai.tool.name"
 GEN_AI_TOOL_CALL_ID = "gen_ai.tool.call.id"
+#: The tool's description as the model was told it (bounded: see ``ModelCalled``).
+GEN_AI_TOOL_DESCRIPTION = "gen_ai.tool.description"
 #: ``function`` for tools the application itself executes, which is every tether tool.
 GEN_AI_TOOL_TYPE = "gen_ai.tool.type"
 TOOL_TYPE_FUNCTION = "function"
@@ -109,11 +123,20 @@ GEN_AI_INPUT_MESSAGES = "gen_ai.input.messages"
 GEN_AI_OUTPUT_MESSAGES = "gen_ai.output.messages"
 GEN_AI_TOOL_CALL_ARGUMENTS = "gen_ai.tool.call.arguments"
 GEN_AI_TOOL_CALL_RESULT = "gen_ai.tool.call.result"
+#: The system messages of a chat request, as a JSON list of message parts.
+GEN_AI_SYSTEM_INSTRUCTIONS = "gen_ai.system_instructions"
+#: The tools a chat request offered, as a JSON list of ``{"type": "function", "name",
+#: "description", "parameters"}`` objects.
+GEN_AI_TOOL_DEFINITIONS = "gen_ai.tool.definitions"
 
 #: Stable general convention: a low-cardinality class of the error an operation ended with.
 ERROR_TYPE = "error.type"
 #: The conventions' fallback value of an enumerated attribute (``error.type``, the provider).
 OTHER = "_OTHER"
+
+#: Where a model call was sent: the host of the model's base URL, and its port.
+SERVER_ADDRESS = "server.address"
+SERVER_PORT = "server.port"
 
 #: The session a run belongs to (``RunStarted.session_id``).
 SESSION_ID = "session.id"

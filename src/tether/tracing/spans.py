@@ -39,6 +39,7 @@ from opentelemetry.trace import (
 from tether.events import (
     Decision,
     ModelCalled,
+    ModelFailed,
     RunStarted,
     RunStatus,
     ToolAmbiguous,
@@ -52,6 +53,7 @@ from tether.tracing import semconv as sc
 from tether.tracing.attributes import (
     decision_attributes,
     event_attributes,
+    input_attributes,
     json_text,
     messages,
     output_messages,
@@ -61,7 +63,7 @@ from tether.tracing.attributes import (
 from tether.tracing.ids import planned, root_span_id, span_id_of, trace_id_of
 from tether.tracing.timeline import Item, Trace
 
-__all__ = ["ProviderOf", "SpanWriter", "provider_of", "tool_call_ids"]
+__all__ = ["ProviderOf", "SpanWriter", "asked_calls", "provider_of", "tool_call_ids"]
 
 #: Names the provider of a model (``gen_ai.provider.name``) from the model's name.
 ProviderOf = Callable[[str], str]
@@ -92,23 +94,32 @@ def _ns(at: float) -> int:
     return round(at * 1_000_000) * 1_000
 
 
-def tool_call_ids(items: Iterable[Item]) -> dict[int, str]:
-    """The model's own id of each tool call, by the tool item's sequence number: a tool item
-    takes the first unused call of its name the latest model response asked for."""
+def asked_calls(items: Iterable[Item]) -> dict[int, tuple[str, str]]:
+    """What the model said of each tool call it asked for, by the tool item's sequence number:
+    ``(call id, tool description)``, either ``""`` when unknown. A tool item takes the first
+    unused call of its name the latest model response asked for; the description is the one
+    that response's entry journaled (``ModelCalled.tool_descriptions``)."""
     asked: list[tuple[str, str]] = []
-    found: dict[int, str] = {}
+    described: dict[str, str] = {}
+    found: dict[int, tuple[str, str]] = {}
     for item in sorted(items, key=lambda i: i.seq):
         event = item.events[0] if item.events else None
         if item.kind == "model" and isinstance(event, ModelCalled):
             asked = [(str(c.get("name", "")), str(c.get("id") or ""))
                      for c in event.response.get("tool_calls") or ()]
+            described = event.tool_descriptions
         elif item.kind == "tool":
             match = next((n for n, (name, _) in enumerate(asked) if name == item.name), None)
             if match is not None:
                 _, call_id = asked.pop(match)
-                if call_id:
-                    found[item.seq] = call_id
+                found[item.seq] = (call_id, described.get(item.name, ""))
     return found
+
+
+def tool_call_ids(items: Iterable[Item]) -> dict[int, str]:
+    """The model's own id of each tool call, by the tool item's sequence number (see
+    :func:`asked_calls`)."""
+    return {seq: call_id for seq, (call_id, _) in asked_calls(items).items() if call_id}
 
 
 @dataclass
@@ -117,7 +128,9 @@ class SpanWriter:
 
     ``started`` is the run's ``run_started`` (for its session, principal and start);
     ``offset_s`` is added to every journal time (rebasing; ``None`` keeps the run's clock);
-    ``namespace`` goes into every id with the run id (see :class:`~tether.tracing.OTelSink`).
+    ``namespace`` goes into every id with the run id (see :class:`~tether.tracing.OTelSink`);
+    ``call_ids`` and ``descriptions`` are the model's id and the tool's description of each
+    tool item, by its sequence number (see :func:`asked_calls`).
     """
 
     tracer: Tracer
@@ -128,6 +141,7 @@ class SpanWriter:
     offset_s: float | None = None
     call_ids: dict[int, str] = field(default_factory=dict)
     namespace: str = ""
+    descriptions: dict[int, str] = field(default_factory=dict)
 
     @property
     def id_key(self) -> str:
@@ -204,8 +218,17 @@ class SpanWriter:
             sc.TETHER_REQUEST_DIGEST: getattr(event, "request_digest", ""),
             sc.TETHER_RETRIES: item.retries,
         }
+        if isinstance(event, ModelCalled | ModelFailed):
+            if event.server_address:
+                attrs[sc.SERVER_ADDRESS] = event.server_address
+                if event.server_port is not None:
+                    attrs[sc.SERVER_PORT] = event.server_port
+            if self.capture_content and event.input is not None:
+                attrs.update(input_attributes(event.input))
         if isinstance(event, ModelCalled):
             response = event.response
+            if response.get("id"):
+                attrs[sc.GEN_AI_RESPONSE_ID] = str(response["id"])
             if response.get("model"):
                 attrs[sc.GEN_AI_RESPONSE_MODEL] = str(response["model"])
             if response.get("finish_reason"):
@@ -233,6 +256,9 @@ class SpanWriter:
             sc.TETHER_ATTEMPT: item.retries + 1,
             sc.TETHER_RETRIES: item.retries,
         }
+        description = self.descriptions.get(item.seq)
+        if description:
+            attrs[sc.GEN_AI_TOOL_DESCRIPTION] = description
         if intent is not None:
             attrs[sc.TETHER_EFFECT] = intent.effect
         elif ambiguous is None:
