@@ -143,7 +143,8 @@ class ModelSettings(BaseModel):
     before turning it on: the journal then keeps every prompt, tool result and user message
     for as long as the run is stored (personal data, secrets a tool returned), and it grows
     with the square of a conversation's length, since each call records the whole conversation
-    so far (without it a call journals a 16-character digest of the request). It changes what
+    so far (without it a call journals a 16-character digest of the request; measured on a
+    scripted agent: 1.6 kB → 3.1 kB for one tool turn, 16 kB → 105 kB for twenty). It changes what
     is written, not what is asked, so it is left out of :meth:`ModelRequest.digest`, and the
     model never sees it.
 
