@@ -15,8 +15,10 @@ Every fenced block of README.md is one of these, and the test fails on a block i
   or the folder its ``runs in`` names), each expected to print the output that follows it
   (on stdout; or stdout then stderr, as a terminal shows an error, which goes to stderr),
   and to exit 0, or with the code of an ``(exit N)`` line. A line ``...`` in shown output
-  stands for lines left out. Commands that need a server, a network or a long run are in
-  SKIPPED, each with the reason and the test that runs the real thing.
+  stands for lines left out. A block preceded by ``<!-- continues the block above -->``
+  runs on in the folder of the console block before it. Commands that need a server, a
+  network or a long run are in SKIPPED_COMMANDS, each with the reason and the test that runs
+  the real thing.
 - any other block (yaml, a layout, output) is text.
 
 Output is compared line by line after normalising what differs between two honest runs: the
@@ -371,21 +373,35 @@ def _with_private_tmp(command: str, tmp_path: Path) -> str:
                   command)
 
 
-RUNNABLE = [b for b in CONSOLES if any(_skipped(c) is None for c in _commands(b))]
+def _sessions() -> list[list[Block]]:
+    """Console blocks run together: a block after ``<!-- continues the block above -->``
+    continues the console block before it, in the same folder."""
+    sessions: list[list[Block]] = []
+    for block in CONSOLES:
+        if _CONTINUES.search(block.lead):
+            assert sessions, f"README.md:{block.line} continues nothing"
+            sessions[-1].append(block)
+        else:
+            sessions.append([block])
+    return [s for s in sessions if any(_skipped(c) is None for b in s for c in _commands(b))]
 
 
-@pytest.mark.parametrize("block", RUNNABLE, ids=[f"README.md:{b.line}" for b in RUNNABLE])
-def test_a_console_block_runs_and_prints_what_the_readme_shows(block: Block,
+RUNNABLE = _sessions()
+
+
+@pytest.mark.parametrize("session", RUNNABLE, ids=[f"README.md:{s[0].line}" for s in RUNNABLE])
+def test_a_console_block_runs_and_prints_what_the_readme_shows(session: list[Block],
                                                                tmp_path: Path) -> None:
     """The block's commands run in order, each exiting as shown and printing what is shown
     (commands on the skip list are passed over; the skip list names the commands that depend
     on a skipped one too)."""
+    block = session[0]
     cwd = _folder(block, tmp_path)
     (tmp_path / "tmp").mkdir()
     env = _env(".")
     paths = {str(tmp_path / "tmp"): "/tmp", str(cwd): ".", str(ROOT): "<repo>",
              "/work/main": "<repo>"}
-    for command in _commands(block):
+    for command in [c for b in session for c in _commands(b)]:
         if _skipped(command) is not None:
             continue
         text = command.text
@@ -394,21 +410,21 @@ def test_a_console_block_runs_and_prints_what_the_readme_shows(block: Block,
             env[name] = value
             continue
         if text.endswith("&"):
-            raise AssertionError(f"README.md:{block.line}: a background command must be "
+            raise AssertionError(f"README.md:{command.line}: a background command must be "
                                  f"on the skip list: {text}")
         done = subprocess.run(_argv(_with_private_tmp(text, tmp_path)), capture_output=True,
                               text=True, cwd=cwd, env=env, timeout=180, check=False)
         # A process killed by signal N exits as a shell reports it: 128 + N.
         exit_code = done.returncode if done.returncode >= 0 else 128 - done.returncode
         assert exit_code == command.exit_code, \
-            f"README.md:{block.line}: {text}\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}"
+            f"README.md:{command.line}: {text}\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}"
         if command.shown is not None:
             volatile = next((v for start, v in VOLATILE.items() if text.startswith(start)), ())
             # What a terminal shows: stdout, then stderr where the command ends on an error
             # (errors go to stderr; progress there too, which the README does not show).
             assert any(_matches(command.shown, printed, paths=paths, volatile=volatile)
                        for printed in (done.stdout, done.stdout + done.stderr)), \
-                f"README.md:{block.line}: `{text}` printed:\n{done.stdout}"
+                f"README.md:{command.line}: `{text}` printed:\n{done.stdout}"
 
 
 NOT_RUN = [(b.line, b.code.splitlines()[0], "an excerpt") for b in BLOCKS
