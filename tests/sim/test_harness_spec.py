@@ -175,7 +175,8 @@ BAD: list[tuple[str, str]] = [
      "(found a number 3)"),
     ("harnesses: {a: {model: {name: gpt}}}\n",
      "harnesses.a.model.name: extra inputs are not permitted; expected one of temperature, "
-     "max_output_tokens, timeout_s, stream, extra, tool_choice (found a string 'gpt')"),
+     "max_output_tokens, timeout_s, stream, extra, tool_choice, journal_input (found a string "
+     "'gpt')"),
     ("harnesses: {a: {policy: null}}\n",
      "harnesses.a.policy: expected a value, found nothing (null); leave the key out to keep "
      "the agent's value; write none to run without a policy"),

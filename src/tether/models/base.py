@@ -132,8 +132,11 @@ class ModelSettings(BaseModel):
     name (that tool). ``None``, the default, sends nothing, so the provider's own default
     applies: ``"auto"`` for OpenAI, vLLM, Ollama and Anthropic, but llama-cpp-python's
     server ignores the tools entirely unless it gets ``"auto"`` or a tool's name. Forcing
-    (``"required"`` or a name) holds on every turn, so an agent forced to call tools only
-    stops at a budget: force for one-shot calls, use ``"auto"`` for agents.
+    (``"required"`` or a name) applies to one ``Model.complete`` call as given; in an
+    :class:`~tether.agent.agent.Agent` it holds until the model has called a tool in the run (a
+    retried call stays forced) and later calls are sent ``"auto"``, so the agent can still end
+    with a text answer; replays send the same requests. llama-cpp-python's server accepts
+    only ``"auto"`` or a tool's name (``"required"`` answers HTTP 500).
 
     ``journal_input`` records the request itself (messages, system instructions, tool
     definitions) in the call's ``model_called``/``model_failed`` entry, so a trace sink with

@@ -287,6 +287,9 @@ class SettingsSpec(_Spec):
     #: ``auto``, ``required``, ``none`` or a tool's name (see ``ModelSettings.tool_choice``).
     tool_choice: str | None = Field(default=None, min_length=1, max_length=200,
                                     pattern=r"^\S+$")
+    #: Journal each request's messages and tools, so traces exported from the journal carry
+    #: them (see ``ModelSettings.journal_input``: prompts land in the store).
+    journal_input: bool = False
 
 
 class ModelSpec(_Spec):

@@ -46,8 +46,8 @@ What each override maps to:
   a path relative to the harness file, an inline mapping in :mod:`tether.policy.spec`'s
   format, or ``none``.
 * ``model`` — :class:`~tether.models.base.ModelSettings`: ``temperature``,
-  ``max_output_tokens``, ``timeout_s``, ``tool_choice`` (``null``: the provider's default) and
-  ``extra`` (merged over the agent's, key by key).
+  ``max_output_tokens``, ``timeout_s``, ``tool_choice`` (``null``: the provider's default),
+  ``journal_input`` and ``extra`` (merged over the agent's, key by key).
 
 A file that does not fit raises :class:`~tether.errors.UsageError` naming the file, the key
 path (``harnesses.patient.retry.rate_limited.max_attempts``), what was expected and what was
@@ -200,6 +200,8 @@ class ModelOverride(_Spec):
     #: ``auto``, ``required``, ``none`` or a tool's name (``ModelSettings.tool_choice``).
     tool_choice: str | None = Field(default=None, min_length=1, max_length=200,
                                     pattern=r"^\S+$")
+    #: Journal each request's messages and tools (``ModelSettings.journal_input``).
+    journal_input: bool | None = None
 
 
 class HarnessSpec(_Spec):
