@@ -56,6 +56,13 @@ SKIPPED_PYTHON = {
     'Client("http://127.0.0.1:8765", "tk_…")':
         "needs a running `tether serve` and its key; tests/serve/test_server_process.py drives "
         "the same client against a real server process",
+    'OTLPSpanExporter(endpoint="http://localhost:6006/v1/traces")':
+        "wiring for an OTLP receiver (Phoenix on :6006); tests/tracing/test_otlp_crash.py "
+        "exports to a real receiver",
+    "rebase_time=time.time())": "continues the OTLP wiring above (not run)",
+    'base_url="http://127.0.0.1:8080/v1"':
+        "needs a llama.cpp server; tests/models/test_realmodel.py (realmodel) runs an agent "
+        "against one",
 }
 #: Commands not run, by their beginning: why, and what runs the real thing.
 SKIPPED_COMMANDS = {
@@ -70,10 +77,15 @@ SKIPPED_COMMANDS = {
     "tether worker": "a long-running worker killed with kill -9 mid-run; tests/test_examples.py "
                      "runs examples/order_worker.py under a real `tether worker`, "
                      "tests/chaos SIGKILLs workers and checks the takeover",
+    "tether view --store runs.db campaign": "a long-running HTTP server; tests/view runs it "
+                                            "in a real process and in Chromium",
+    "python support.py": "needs a llama.cpp server (the realmodel tests run one)",
+    "tether trace --store support.db": "reads the store support.py wrote (not run here)",
+    "tether trace --store required.db": "reads a store written against a llama.cpp server",
 }
 #: How many Python blocks are excerpts, and how many are skipped: change these deliberately.
 EXCERPTS = 3
-SKIPPED_PYTHON_BLOCKS = 1
+SKIPPED_PYTHON_BLOCKS = 4
 
 #: Normalised in shown and real output alike (see the module docstring).
 _TIMING = re.compile(r"\b\d+(?:\.\d+)? ?ms\b")
