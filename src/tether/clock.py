@@ -83,6 +83,14 @@ class VirtualClock:
             raise ValueError("a clock cannot go backwards")
         self._set(self._now + seconds)
 
+    def catch_up(self, instant: float) -> None:
+        """Move time forward to ``instant`` if it is later than now (never back).
+
+        A journal taken up by a process whose virtual clock starts at its origin again calls
+        this with the journal's last time, so the run's clock goes on from where it was
+        instead of reading earlier than what it already journaled."""
+        self._set(instant)
+
     def _set(self, instant: float) -> None:
         self._now = max(self._now, instant)
         while self._timers and self._timers[0][0] <= self._now:

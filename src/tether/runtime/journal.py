@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from tether.clock import Clock
+from tether.clock import Clock, VirtualClock
 from tether.errors import AlreadyDecided, ConcurrencyConflict, LeaseLost, OwnershipLost
 from tether.events import (
     Decision,
@@ -176,6 +176,10 @@ class RunJournal:
         for event in events:
             self._index(event)
             self.last_seq = event.seq
+        if events and isinstance(clock, VirtualClock):
+            # A run's clock never reads earlier than what its journal holds (a new process's
+            # virtual clock starts at its origin again).
+            clock.catch_up(max(event.at for event in events))
 
     def _index(self, event: Event) -> None:
         pos = getattr(event, "pos", None)

@@ -431,6 +431,29 @@ class Runtime:
                 results=results, failures=problems) from first
         return results
 
+    def result(self, run_id: str) -> RunResult | None:
+        """Where a run stands, read from its journal: nothing is executed, no lease is taken.
+
+        A finished run gives its stored result or error (what :meth:`resume` would return);
+        a waiting run its status and the key it waits for (``None`` for a parked timer); a
+        queued or running one its status. ``None`` when the store has no run ``run_id``, so
+        "start it unless it exists" reads ``runtime.result(id) or await runtime.start(...)``
+        (two processes doing that at once: one start wins, the other raises
+        :class:`~tether.errors.UsageError`)."""
+        info = self.store.get_run(run_id)
+        if info is None:
+            return None
+        events = self.store.read(run_id)
+        finished = next((e for e in reversed(events) if isinstance(e, RunFinished)), None)
+        if finished is not None:
+            return _result_of(finished, run_id)
+        waiting_for = None
+        if info.status is RunStatus.WAITING:
+            resolved = {e.key for e in events if isinstance(e, WaitResolved)}
+            waiting_for = next((e.key for e in reversed(events)
+                                if isinstance(e, WaitStarted) and e.key not in resolved), None)
+        return RunResult(run_id, info.status, waiting_for=waiting_for)
+
     def resolve(self, run_id: str, key: str, value: Any = None, *, by: str = "",
                 note: str = "", early: bool = False) -> WaitResolved:
         """Deliver a value for ``wait_for(key)``; a later resume continues the run with it.
