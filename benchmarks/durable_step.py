@@ -19,6 +19,10 @@ LangGraph files are fresh per repetition, the DBOS system database and the Postg
 are one per benchmark. One untimed warm-up run precedes each cell, and the systems take
 turns repetition by repetition, so load from elsewhere on the machine hits them alike.
 
+For tether's runs the timed part's CPU time (``time.process_time``) and the bytes the process
+handed to ``write()`` (``wchar`` in ``/proc/self/io``, Linux only: deterministic, unlike wall
+time) are reported per step too, in their own table.
+
 DBOS and LangGraph have no write protocol: their "write" is the same kind of step calling the
 same do-nothing provider function. They are measured only when the ``bench`` extra is
 installed (``pip install -e '.[bench]'``); PostgreSQL only when tether's PostgresStore and the
@@ -51,6 +55,9 @@ from tether import MemoryStore, RunContext, RunStatus, Runtime, SQLiteStore, Sto
 from tether import tool as tether_tool
 
 TARGET_US = {"noop": 50.0, "write": 400.0}
+#: Issue 16's aim for a durable no-op step on SQLite: CPU µs and bytes written per step.
+TARGET_NOOP_CPU_US = 20.0
+TARGET_NOOP_WCHAR = 400
 REFERENCE = "tether SQLite"
 
 
@@ -97,13 +104,33 @@ def baseline_runner(workload: str, steps: int) -> float:
     return time.perf_counter() - start
 
 
-def tether_runner(open_store: Callable[[str], Store], profiler: Any = None) -> Runner:
-    """Time ``Runtime.start`` of a fresh run on a store opened (untimed) in a fresh temp dir.
+def wchar() -> int | None:
+    """Bytes this process has handed to ``write()`` so far (None where /proc has no io file)."""
+    try:
+        with open("/proc/self/io") as f:
+            for line in f:
+                if line.startswith("wchar:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+class TetherRunner:
+    """Times ``Runtime.start`` of a fresh run on a store opened (untimed) in a fresh temp dir;
+    after each call ``last_cost`` holds the timed part's (CPU seconds, bytes written or None).
 
     With a ``cProfile.Profile``, only the timed part is profiled.
     """
 
-    def run(workload: str, steps: int) -> float:
+    def __init__(self, open_store: Callable[[str], Store], profiler: Any = None) -> None:
+        self.open_store = open_store
+        self.profiler = profiler
+        self.last_cost: tuple[float, int | None] | None = None
+
+    def __call__(self, workload: str, steps: int) -> float:
+        open_store, profiler = self.open_store, self.profiler
+        cost: list[tuple[float, int | None]] = []
         with tempfile.TemporaryDirectory(prefix="tether-bench-") as tmp:
             store = open_store(tmp)
             try:
@@ -115,11 +142,18 @@ def tether_runner(open_store: Callable[[str], Store], profiler: Any = None) -> R
                     # Timed inside the loop: asyncio.run's loop setup is not tether's cost.
                     if profiler is not None:
                         profiler.enable()
+                    written = wchar()
+                    cpu = time.process_time()
                     start = time.perf_counter()
                     result = await runtime.start(wf, steps, run_id=run_id)
                     elapsed = time.perf_counter() - start
+                    cpu = time.process_time() - cpu
+                    after = wchar()
                     if profiler is not None:
                         profiler.disable()
+                    cost.append(
+                        (cpu, None if written is None or after is None else after - written)
+                    )
                     return elapsed, result
 
                 elapsed, result = asyncio.run(timed())
@@ -127,9 +161,13 @@ def tether_runner(open_store: Callable[[str], Store], profiler: Any = None) -> R
                 store.close()
         if result.status is not RunStatus.COMPLETED:
             raise SystemExit(f"benchmark run {run_id} ended {result.status.value}: {result}")
+        self.last_cost = cost[0]
         return elapsed
 
-    return run
+
+def tether_runner(open_store: Callable[[str], Store], profiler: Any = None) -> TetherRunner:
+    """A :class:`TetherRunner` on the stores ``open_store`` opens."""
+    return TetherRunner(open_store, profiler)
 
 
 @contextlib.contextmanager
@@ -180,6 +218,17 @@ class Cell:
     workload: str
     steps: int
     runs_s: tuple[float, ...]
+    #: CPU seconds and bytes written of each timed run (tether only; empty for the others).
+    cpu_s: tuple[float, ...] = ()
+    wchar: tuple[int, ...] = ()
+
+    @property
+    def cpu_us_per_step(self) -> float | None:
+        return statistics.median(self.cpu_s) / self.steps * 1e6 if self.cpu_s else None
+
+    @property
+    def wchar_per_step(self) -> float | None:
+        return statistics.median(self.wchar) / self.steps if self.wchar else None
 
     @property
     def us_per_step(self) -> float:
@@ -198,13 +247,29 @@ def measure(runners: dict[str, Runner], reps: int) -> list[Cell]:
     for workload in WORKLOADS:
         for steps in STEPS:
             runs: dict[str, list[float]] = {system: [] for system in runners}
+            cpu: dict[str, list[float]] = {system: [] for system in runners}
+            written: dict[str, list[int]] = {system: [] for system in runners}
             for runner in runners.values():
                 runner(workload, steps)  # warm-up: imports, caches, first-call paths
             for _ in range(reps):
                 for system, runner in runners.items():
                     runs[system].append(runner(workload, steps))
+                    cost = getattr(runner, "last_cost", None)
+                    if cost is not None:
+                        cpu[system].append(cost[0])
+                        if cost[1] is not None:
+                            written[system].append(cost[1])
             for system, times in runs.items():
-                cells.append(Cell(system, workload, steps, tuple(times)))
+                cells.append(
+                    Cell(
+                        system,
+                        workload,
+                        steps,
+                        tuple(times),
+                        tuple(cpu[system]),
+                        tuple(written[system]),
+                    )
+                )
                 print(
                     f"  {system:<17} {workload:<5} {steps:>3} steps: "
                     f"{cells[-1].us_per_step:10.1f} µs/step",
@@ -264,6 +329,36 @@ def print_marginal(cells: list[Cell]) -> None:
         print(f"| {system} | {' | '.join(marginal)} | {' | '.join(fixed)} |")
 
 
+def print_costs(cells: list[Cell]) -> None:
+    """CPU time and bytes written per step, per run and marginal (100-step minus 10-step)."""
+    by_key = {(c.system, c.workload, c.steps): c for c in cells}
+    low, high = STEPS
+    print(
+        f"| system | workload | CPU µs/step, {low} steps | CPU µs/step, {high} steps "
+        f"| marginal CPU µs/step | bytes written/step, {low} steps "
+        f"| bytes written/step, {high} steps | marginal bytes/step |"
+    )
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
+    for workload in WORKLOADS:
+        for system in dict.fromkeys(c.system for c in cells):
+            a, b = by_key.get((system, workload, low)), by_key.get((system, workload, high))
+            if a is None or b is None or not a.cpu_s or not b.cpu_s:
+                continue
+            cpu_a, cpu_b = a.cpu_us_per_step or 0.0, b.cpu_us_per_step or 0.0
+            cpu_m = (cpu_b * high - cpu_a * low) / (high - low)
+            cols = [_fmt(cpu_a), _fmt(cpu_b), _fmt(cpu_m)]
+            if a.wchar and b.wchar:
+                w_a, w_b = a.wchar_per_step or 0.0, b.wchar_per_step or 0.0
+                cols += [
+                    f"{w_a:,.0f}",
+                    f"{w_b:,.0f}",
+                    f"{(w_b * high - w_a * low) / (high - low):,.0f}",
+                ]
+            else:
+                cols += ["–", "–", "–"]
+            print(f"| {system} | {workload} | {' | '.join(cols)} |")
+
+
 def _fmt(us: float) -> str:
     return f"{us:,.2f}" if us < 10 else f"{us:,.1f}"
 
@@ -277,6 +372,19 @@ def print_targets(cells: list[Cell]) -> None:
                 f"- target ≤ {target:.0f} µs per {cell.workload} step on SQLite (default "
                 f"durability, {cell.steps}-step run): {cell.us_per_step:.1f} µs → {verdict}"
             )
+            cpu, written = cell.cpu_us_per_step, cell.wchar_per_step
+            if cell.workload == "noop" and cpu is not None:
+                verdict = "met" if cpu <= TARGET_NOOP_CPU_US else "MISSED"
+                print(
+                    f"- aim ≤ {TARGET_NOOP_CPU_US:.0f} µs of CPU per noop step on SQLite "
+                    f"({cell.steps}-step run): {cpu:.1f} µs → {verdict}"
+                )
+            if cell.workload == "noop" and written is not None:
+                verdict = "met" if written <= TARGET_NOOP_WCHAR else "MISSED"
+                print(
+                    f"- aim ≤ {TARGET_NOOP_WCHAR} bytes written per noop step on SQLite "
+                    f"({cell.steps}-step run): {written:,.0f} B → {verdict}"
+                )
 
 
 def fsync_latency_us(directory: str, count: int = 50) -> float:
@@ -415,6 +523,8 @@ def main(argv: list[str] | None = None) -> None:
         "\n## Marginal cost per step and fixed cost per run (from the 10- and 100-step medians)\n"
     )
     print_marginal(cells)
+    print("\n## CPU time and bytes written per step (tether; timed part only)\n")
+    print_costs(cells)
     print("\n## Targets\n")
     print_targets(cells)
     print("\n## Notes\n")

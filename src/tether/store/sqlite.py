@@ -31,7 +31,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from tether.errors import CorruptJournal, SchemaTooNew, StoreError, TetherError, UsageError
-from tether.events import Event, RunStarted, RunStatus, checksum, encode
+from tether.events import Event, RunStarted, RunStatus, encode_with_checksum
 from tether.store.base import (
     DEFAULT_QUEUE,
     Durability,
@@ -302,8 +302,8 @@ class SQLiteStore:
         check_batch(run_id, events, expected_last_seq)
         rows: list[tuple[str, int, str, str, int]] = []
         for event in events:
-            body = encode(event)
-            rows.append((run_id, event.seq, event.kind, body, checksum(body)))
+            body, crc = encode_with_checksum(event)
+            rows.append((run_id, event.seq, event.kind, body, crc))
         changes = [e for e in events if touches_index(e)]
         with self._lock:
             try:
