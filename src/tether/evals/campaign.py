@@ -22,6 +22,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, TextIO
 
+from tether._version import __version__
 from tether.errors import TetherError, UsageError
 from tether.evals.grading import grade
 from tether.evals.ray_backend import ray_unordered
@@ -66,8 +67,6 @@ def _fingerprint(path: str) -> str:
 
 @lru_cache(maxsize=256)
 def _digest(path: str, mtime_ns: int, size: int) -> str:
-    from tether import __version__
-
     try:
         body = Path(path).read_bytes()
     except OSError:

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from tether import __version__
+from tether._version import __version__
 from tether.clock import SystemClock
 from tether.evals.aggregate import aggregate
 from tether.evals.campaign import plan, plan_records, run_campaign, scenario_of

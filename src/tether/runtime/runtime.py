@@ -54,6 +54,7 @@ from tether.events import (
     WaitStarted,
 )
 from tether.imports import FILE_MODULE_PREFIX
+from tether.runtime.approvals import APPROVAL_PREFIX, PendingApproval, decide, pending_approvals
 from tether.runtime.breaker import Breakers
 from tether.runtime.codec import from_json, to_json
 from tether.runtime.context import RunContext
@@ -72,7 +73,6 @@ from tether.store.base import Lease, Store
 
 if TYPE_CHECKING:
     from tether.models.base import DeltaSink
-    from tether.policy.approvals import PendingApproval
     from tether.runtime.client_tools import ClientCall
 from tether.store.memory import MemoryStore
 
@@ -487,26 +487,20 @@ class Runtime:
 
     def pending_approvals(self, run_id: str | None = None) -> list[PendingApproval]:
         """Calls held by policy and waiting for a human decision (see
-        :mod:`tether.policy.approvals`)."""
-        from tether.policy.approvals import Approvals
-
-        return Approvals(self.store, clock=self.clock).pending(run_id)
+        :mod:`tether.runtime.approvals`)."""
+        return pending_approvals(self.store, run_id)
 
     def approve(self, run_id: str, *, by: str, role: str | None = None, note: str = "",
                 step: int | None = None) -> PendingApproval:
         """Approve a held call; the run continues when it is next resumed."""
-        from tether.policy.approvals import Approvals
-
-        return Approvals(self.store, clock=self.clock).approve(run_id, by=by, role=role,
-                                                               note=note, step=step)
+        return decide(self.store, self.resolve, run_id, True, by=by, role=role, note=note,
+                      step=step, now=self.clock.now())
 
     def deny(self, run_id: str, *, by: str, role: str | None = None, note: str = "",
              step: int | None = None) -> PendingApproval:
         """Refuse a held call; the model is told, and the run goes on without it."""
-        from tether.policy.approvals import Approvals
-
-        return Approvals(self.store, clock=self.clock).deny(run_id, by=by, role=role,
-                                                            note=note, step=step)
+        return decide(self.store, self.resolve, run_id, False, by=by, role=role, note=note,
+                      step=step, now=self.clock.now())
 
     # -- client tools ---------------------------------------------------------------------
 
@@ -680,8 +674,6 @@ def _check_resolvable(journal: RunJournal, key: str, value: Any, *, by: str, now
     resolved (naming the first decision), a wait that expired (journaled, or past its deadline
     on the resolver's clock), a key nobody waits on, an approval resolved before it was asked
     for, or an approval lacking the role its request requires."""
-    from tether.policy.approvals import APPROVAL_PREFIX
-
     run_id = journal.run_id
     if journal.started is None:
         raise UsageError(f"no run {run_id!r} in the store")

@@ -26,7 +26,7 @@ from opentelemetry.sdk.trace import Tracer as SdkTracer
 from opentelemetry.sdk.trace.id_generator import IdGenerator
 from opentelemetry.trace import Tracer, TracerProvider
 
-from tether import __version__
+from tether._version import __version__
 
 __all__ = ["planned", "planned_tracer", "root_span_id", "span_id_of", "trace_id_of"]
 
