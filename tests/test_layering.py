@@ -7,7 +7,9 @@ package or module of :data:`LAYERS` its name falls under, the most specific one)
 
 - no unit imports a unit of a higher row (an arrow pointing up);
 - the other arrows between units make no cycle (a circle between units of one row);
-- every module of src/tether belongs to some unit, so a new package has to be placed.
+- every module of src/tether belongs to some unit, so a new package has to be placed;
+- inside a unit, modules that import each other round a circle are only the known ones of
+  :data:`KNOWN_CIRCLES_WITHIN_UNITS` (a ratchet: none new, and a fixed one leaves the list).
 """
 
 from __future__ import annotations
@@ -65,6 +67,33 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
 
 # Arrows that stay, each with its reason: (importing module, imported module) -> why.
 ALLOWED: dict[tuple[str, str], str] = {}
+
+# Circles between modules of one unit that remain (found when this test was written; each
+# half joins through a function-level import). Not layer violations, but the same knot the
+# runtime <-> policy.approvals circle was; listed so that no new one appears, to be removed
+# with the fix named.
+KNOWN_CIRCLES_WITHIN_UNITS: dict[frozenset[str], str] = {
+    frozenset({"tether.runtime.runtime", "tether.runtime.client_tools"}):
+        "Runtime.pending_client_calls / continue_execution delegate to client_tools, which "
+        "drives a Runtime; fix as for approvals: the wait-reading part below runtime.py",
+    frozenset({"tether.policy.policy", "tether.policy.spec"}):
+        "Policy.load reads a file through spec, which builds a Policy; fix: the loader "
+        "lives in spec only",
+    frozenset({"tether.agent.agent", "tether.agent.loop"}):
+        "Agent.run calls run_agent, and the loop takes an Agent; fix: the loop takes the "
+        "agent's settings, or Agent.run moves out of agent.py",
+    frozenset({"tether.sim.scenario", "tether.sim.users"}):
+        "a scenario's users are built by users.py, which takes Persona from scenario.py; "
+        "fix: Persona in a module of its own",
+    frozenset({"tether.sim.environment", "tether.sim.wire.gateway", "tether.sim.wire.transport",
+               "tether.sim.wire.stripe_face", "tether.sim.wire.webhook_api",
+               "tether.sim.wire.webhooks"}):
+        "the environment builds the HTTP gateway and webhooks, which take current_caller / "
+        "plain from environment.py; fix: those helpers in a module below both",
+    frozenset({"tether.sim.wire.asgi", "tether.sim.wire.serve"}):
+        "the ASGI app asks serve.py for the verdict, and serve.py starts the ASGI app; fix: "
+        "judge / verdict_data in a module of their own",
+}
 
 
 @dataclass(frozen=True)
@@ -176,15 +205,14 @@ def problems(src: Path, layers: list[tuple[str, tuple[str, ...]]],
     return found
 
 
-def _circles(graph: dict[str, dict[str, Arrow]]) -> list[list[str]]:
-    """One cycle through each strongly connected group of units, each named by the arrows
-    (module:line) that make it."""
+def _groups(graph: dict[str, dict[str, Arrow]]) -> list[list[str]]:
+    """The strongly connected groups of more than one node: each lies on a circle."""
     index: dict[str, int] = {}
     low: dict[str, int] = {}
     stack: list[str] = []
     groups: list[list[str]] = []
 
-    def visit(node: str) -> None:  # Tarjan's algorithm; graphs here are a few dozen units
+    def visit(node: str) -> None:  # Tarjan's algorithm; graphs here have a few hundred nodes
         index[node] = low[node] = len(index)
         stack.append(node)
         for nxt in sorted(graph.get(node, {})):
@@ -206,8 +234,14 @@ def _circles(graph: dict[str, dict[str, Arrow]]) -> list[list[str]]:
     for node in sorted(graph):
         if node not in index:
             visit(node)
+    return groups
+
+
+def _circles(graph: dict[str, dict[str, Arrow]]) -> list[list[str]]:
+    """One cycle through each strongly connected group of units, each named by the arrows
+    (module:line) that make it."""
     cycles = []
-    for group in groups:
+    for group in _groups(graph):
         members = set(group)
         path, node = [group[0]], group[0]
         while True:  # walk inside the group until a unit repeats
@@ -221,10 +255,31 @@ def _circles(graph: dict[str, dict[str, Arrow]]) -> list[list[str]]:
     return cycles
 
 
+def circles_within_units(src: Path, layers: list[tuple[str, tuple[str, ...]]]
+                         ) -> set[frozenset[str]]:
+    """The groups of modules of one unit that import each other round a circle (the halves
+    usually joined by a function-level import made to dodge the circle)."""
+    modules = modules_of(src)
+    graph: dict[str, dict[str, Arrow]] = {}
+    for module, path in modules.items():
+        for arrow in arrows(module, path.read_text(), is_package=path.name == "__init__.py",
+                            known=modules):
+            if unit_of(module, layers) == unit_of(arrow.target, layers):
+                graph.setdefault(module, {}).setdefault(arrow.target, arrow)
+    return {frozenset(group) for group in _groups(graph)}
+
+
 def test_imports_point_down_the_layers() -> None:
     """No module of src/tether imports from a higher layer, and no two units import each
     other; the allowed exceptions are listed with their reasons."""
     assert problems(SRC, LAYERS, ALLOWED) == []
+
+
+def test_no_new_circle_inside_a_unit() -> None:
+    """Modules of one package that import each other: the known ones are listed (to be
+    removed, each with the fix it needs) and no new one may appear; one removed from the code
+    is removed from the list."""
+    assert circles_within_units(SRC, LAYERS) == set(KNOWN_CIRCLES_WITHIN_UNITS)
 
 
 def test_every_allowed_arrow_still_exists() -> None:
@@ -309,6 +364,14 @@ def test_a_circle_within_one_row_fails(tmp_path: Path) -> None:
                            "core/engine.py": "def f():\n    from pkg.extra import tools\n"})
     assert problems(src, TOY_LAYERS, {}) == [
         "circle: pkg.core (pkg.core.engine:2) -> pkg.extra (pkg.extra.tools:1) -> pkg.core"]
+
+
+def test_a_circle_inside_a_unit_is_found(tmp_path: Path) -> None:
+    """Two modules of one package importing each other (one of them late) make a circle."""
+    assert circles_within_units(_tree(tmp_path, TOY), TOY_LAYERS) == set()
+    src = _tree(tmp_path, {**TOY, "core/helpers.py": "def f():\n    from pkg.core import engine\n"})
+    assert circles_within_units(src, TOY_LAYERS) == {
+        frozenset({"pkg.core.engine", "pkg.core.helpers"})}
 
 
 def test_a_module_in_no_layer_fails(tmp_path: Path) -> None:
