@@ -3,6 +3,11 @@
     python benchmarks/crash_recovery.py            # 7 repetitions
     python benchmarks/crash_recovery.py --reps 15
     python benchmarks/crash_recovery.py --quick    # 5 repetitions
+    python benchmarks/crash_recovery.py --imports-only --baseline-src /tmp/old/src
+                                                   # the import-time table, against an older tree
+    python benchmarks/crash_recovery.py --snapshot /tmp/crashed   # a killed worker's files
+    python benchmarks/crash_recovery.py --recover-copy /tmp/crashed
+                                                   # one restart → recovered run, whole process
 
 A 10-step workflow; every step is an idempotent tool call whose effect is appending one line to
 a file. The provider deduplicates by idempotency key, as Stripe-like APIs do: the handler
@@ -20,6 +25,12 @@ Each repetition, in real processes:
    the same key and runs steps 6-10);
 3. the parent counts effect lines and handler calls per step: every step must have exactly one
    effect.
+
+Before the experiment, an import-time table: ``python -X importtime`` of what the recovery
+process imports, in fresh interpreters, self time summed by package (tether by module), median
+of the repetitions. ``--baseline-src DIR`` runs the same imports with ``DIR`` (an older tether's
+``src``, e.g. from ``git archive``) first on ``PYTHONPATH``, interleaved with the current tree,
+so "before" and "after" come from one run on one machine.
 
 If DBOS is installed (the ``bench`` extra) the same experiment runs on DBOS: a
 ``@DBOS.workflow`` of ten ``@DBOS.step``s, killed inside step 5 right after its effect,
@@ -43,6 +54,10 @@ STEPS = 10
 KILL_POSITION = 4  # 0-based: step 5
 KILL_POINT = "after_call"
 DBOS_WORKFLOW_ID = "crash-bench-dbos"
+# The worker's name, the same before and after its restart: a worker takes a run whose lease is
+# still live back at once only under the name that holds it (a differently named one waits for
+# the lease to expire, 30 s by default), so a deployment gives its workers stable names.
+WORKER = "crash-bench-worker"
 
 
 # -- the provider: an append-only effects file that deduplicates by key ----------------------
@@ -113,7 +128,7 @@ def tether_crash_child(directory: str) -> None:
             os.kill(os.getpid(), signal.SIGKILL)  # no cleanup, no flush: a real crash
 
     store = SQLiteStore(os.path.join(directory, "runs.db"))
-    runtime = Runtime(store, probe=kill_after_effect)
+    runtime = Runtime(store, probe=kill_after_effect, owner=WORKER)
     asyncio.run(runtime.start(build_tether(directory), run_id=RUN_ID))
     raise SystemExit("the worker was supposed to be killed at step 5")
 
@@ -127,7 +142,7 @@ def tether_recover_child(directory: str, spawned_at: float, entered_at: float) -
     imported = time.perf_counter()
     wf = build_tether(directory)
     store = SQLiteStore(os.path.join(directory, "runs.db"))
-    runtime = Runtime(store, workflows=[wf])
+    runtime = Runtime(store, workflows=[wf], owner=WORKER)
     opened = time.perf_counter()
 
     async def timed_recover() -> tuple[float, Any]:
@@ -161,6 +176,95 @@ def store_event_count(directory: str) -> int:
 
     with sqlite3.connect(os.path.join(directory, "runs.db")) as db:
         return int(db.execute("SELECT count(*) FROM events").fetchone()[0])
+
+
+# -- import time -----------------------------------------------------------------------------
+
+# What the recovery child imports before it builds the workflow (see build_tether).
+RECOVERY_IMPORTS = ("import asyncio; from pydantic import BaseModel; "
+                    "from tether import ProbePoint, RunContext, Runtime, SQLiteStore, ToolContext, "
+                    "tool, workflow")
+
+
+def importtime(code: str, env: dict[str, str]) -> dict[str, float]:
+    """Self time in ms of every module ``code`` imports in a fresh interpreter
+    (``-X importtime``), keyed by module name."""
+    import subprocess
+
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-c", code], capture_output=True,
+                          text=True, check=True, timeout=120, env=env)
+    costs: dict[str, float] = {}
+    for line in proc.stderr.splitlines():
+        if not line.startswith("import time:") or "|" not in line:
+            continue
+        own, _cumulative, name = line[len("import time:"):].split("|")
+        if own.strip().isdigit():  # not the header line
+            costs[name.strip()] = costs.get(name.strip(), 0.0) + int(own) / 1e3
+    return costs
+
+
+def group_of(module: str) -> str:
+    """The row a module's self time is billed to: tether by module, the rest by package."""
+    parts = module.split(".")
+    if parts[0] == "tether":
+        return ".".join(parts[:3]) if parts[1:2] in (["runtime"], ["store"], ["models"],
+                                                     ["policy"], ["agent"]) else ".".join(parts[:2])
+    return parts[0].lstrip("_") if parts[0] in ("_asyncio", "_ssl", "_sqlite3") else parts[0]
+
+
+def import_table(reps: int, env: dict[str, str], baseline_src: str | None) -> None:
+    """Print the median self time per group of the recovery imports (and of ``import tether``
+    alone), for this tree and, with ``baseline_src``, for that one in the same run."""
+    import statistics
+
+    trees = {"now": env}
+    if baseline_src is not None:
+        trees = {"baseline": {**env, "PYTHONPATH": os.path.abspath(baseline_src)}, "now": env}
+    codes = {"import tether": "import tether", "recovery imports": RECOVERY_IMPORTS}
+    runs: dict[tuple[str, str], list[dict[str, float]]] = {(t, c): [] for t in trees for c in codes}
+    for rep in range(reps + 1):  # the first round warms the bytecode cache and is dropped
+        for tree, tree_env in trees.items():
+            for label, code in codes.items():
+                costs = importtime(code, tree_env)
+                if rep:
+                    runs[tree, label].append(costs)
+
+    def grouped(costs: dict[str, float]) -> dict[str, float]:
+        groups: dict[str, float] = {}
+        for module, ms in costs.items():
+            groups[group_of(module)] = groups.get(group_of(module), 0.0) + ms
+        return groups
+
+    def median_of(tree: str, label: str, group: str | None) -> float:
+        return statistics.median(
+            sum(grouped(c).values()) if group is None else grouped(c).get(group, 0.0)
+            for c in runs[tree, label])
+
+    names = list(trees)
+    print(f"### Import time: `python -X importtime`, median of {reps} fresh interpreters "
+          "(after 1 warm-up)\n")
+    print("| what | " + " | ".join(f"{t} ms" for t in names) + " | modules (now) |")
+    print("|---|" + "---:|" * len(names) + "---:|")
+    for label in codes:
+        modules = statistics.median(len(c) for c in runs["now", label])
+        print(f"| {label}: total self time | "
+              + " | ".join(f"{median_of(t, label, None):.1f}" for t in names)
+              + f" | {modules:.0f} |")
+    print()
+    label = "recovery imports"
+    totals = {g for t in names for c in runs[t, label] for g in grouped(c)}
+    ranked = sorted(totals, key=lambda g: -max(median_of(t, label, g) for t in names))
+    print(f"Top costs of the {label} (`{RECOVERY_IMPORTS}`), self time by package:\n")
+    print("| package or tether module | " + " | ".join(f"{t} ms" for t in names) + " |")
+    print("|---|" + "---:|" * len(names))
+    for group in ranked[:15]:
+        print(f"| {group} | " + " | ".join(f"{median_of(t, label, group):.1f}" for t in names)
+              + " |")
+    rest = ranked[15:]
+    print("| (everything else) | " + " | ".join(
+        f"{sum(median_of(t, label, g) for g in rest):.1f}" for t in names) + " |")
+    print("\n(-X importtime adds its own overhead: the totals are larger than the phase timed "
+          "inside the recovery process below; compare rows, not these with those.)\n")
 
 
 # -- DBOS ------------------------------------------------------------------------------------
@@ -238,6 +342,43 @@ def dbos_recover_child(directory: str, spawned_at: float, entered_at: float) -> 
             }
         )
     )
+
+
+# -- a restart, as a whole process ----------------------------------------------------------
+
+
+def make_snapshot(directory: str) -> None:
+    """A crashed worker's files in ``directory``: the SQLite journal (with its WAL) and the
+    effects so far, for ``--recover-copy``."""
+    import signal
+
+    os.makedirs(directory, exist_ok=False)
+    code, _, err = run_child("tether-crash", directory, dict(os.environ))
+    if code != -signal.SIGKILL:
+        raise SystemExit(f"tether worker exited {code}, not by SIGKILL:\n{err}")
+    print(f"crashed worker's files in {directory}: {sorted(os.listdir(directory))}")
+
+
+def recover_copy(snapshot: str, entered_at: float) -> None:
+    """One restart as a whole process: copy ``snapshot`` (made by ``--snapshot``) to a fresh
+    directory, recover the run there, remove the copy. Timed from outside (``/usr/bin/time``,
+    or any tool that runs the command several times): what an operator waits for between a
+    worker's restart and its crashed run completing. Only os is used for the copy, so the
+    process imports what a recovering worker imports."""
+    copy = f"{snapshot.rstrip('/')}.{os.getpid()}"
+    os.mkdir(copy)
+    try:
+        for name in os.listdir(snapshot):
+            with open(os.path.join(snapshot, name), "rb") as src, \
+                    open(os.path.join(copy, name), "wb") as dst:
+                dst.write(src.read())
+        tether_recover_child(copy, entered_at, entered_at)
+        if count_lines(copy, "effects.log") != [1] * STEPS:
+            raise SystemExit(f"not exactly one effect per step: {count_lines(copy, 'effects.log')}")
+    finally:
+        for name in os.listdir(copy):
+            os.unlink(os.path.join(copy, name))
+        os.rmdir(copy)
 
 
 # -- the parent ------------------------------------------------------------------------------
@@ -371,6 +512,9 @@ def main() -> None:
         else:
             CHILDREN[role](directory)
         return
+    if len(sys.argv) == 3 and sys.argv[1] == "--recover-copy":
+        recover_copy(sys.argv[2], entered_at)
+        return
 
     import argparse
     import platform
@@ -380,11 +524,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--reps", type=int, default=None, help="repetitions (default 7)")
     parser.add_argument("--quick", action="store_true", help="5 repetitions")
+    parser.add_argument("--baseline-src", metavar="DIR", default=None,
+                        help="an older tether's src directory for the import-time table")
+    parser.add_argument("--imports-only", action="store_true",
+                        help="print the import-time table and stop")
+    parser.add_argument("--snapshot", metavar="DIR", default=None,
+                        help="crash a worker into the empty DIR and stop (for --recover-copy)")
     args = parser.parse_args()
     reps = args.reps if args.reps is not None else (5 if args.quick else 7)
     if reps < 1:
         parser.error("--reps must be at least 1")
 
+    if args.snapshot is not None:
+        make_snapshot(args.snapshot)
+        return
     started = time.perf_counter()
     print(
         f"- Python {platform.python_version()}, SQLite {sqlite3.sqlite_version}, "
@@ -393,6 +546,10 @@ def main() -> None:
     )
     with tempfile.TemporaryDirectory(prefix="crash-bench-pycache-") as pycache:
         env = child_env(pycache)
+        import_table(reps, env, args.baseline_src)
+        if args.imports_only:
+            print(f"(benchmark took {time.perf_counter() - started:.1f} s)")
+            return
         warmup, *rows = experiment("tether", reps, env)
         summarize("tether", warmup, rows)
         if dbos_available():

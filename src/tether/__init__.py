@@ -2,83 +2,89 @@
 
 >>> import tether
 >>> rt = tether.Runtime(store=tether.MemoryStore(), clock=tether.VirtualClock(), seed=7)
+
+Every public name is imported on first use (:pep:`562`), so ``import tether`` costs a few
+milliseconds and a worker pays only for the layers it touches: ``tether.Runtime`` loads the
+runtime and the store contract, not the agent loop, the model adapters or the policy language.
+``from tether import X`` and ``tether.X`` work as with eager imports; type checkers read the
+imports below.
 """
 
-from tether.agent import (
-    Agent,
-    AgentOutput,
-    ContextWindow,
-    MemoryRecall,
-    Task,
-    drop_oldest,
-    summarize_with,
-    summarize_with_model,
-)
-from tether.clock import Clock, SystemClock, VirtualClock
-from tether.errors import (
-    AlreadyDecided,
-    AmbiguousOutcome,
-    AuthExpired,
-    BudgetExceeded,
-    ClientResultConflict,
-    ClientResultRefused,
-    ConcurrencyConflict,
-    ContextOverflow,
-    CorruptJournal,
-    Crash,
-    LeaseLost,
-    MalformedOutput,
-    ModelError,
-    ModelUnavailable,
-    NonDeterminismError,
-    OwnershipLost,
-    RateLimited,
-    RecordedError,
-    RunError,
-    RunOwned,
-    SchemaTooNew,
-    StoreError,
-    TetherError,
-    ToolArgsInvalid,
-    ToolFailed,
-    ToolResultInvalid,
-    TransientError,
-    UnknownExecution,
-    UnknownWorkflow,
-    UsageError,
-    WaitTimedOut,
-)
-from tether.events import RunStatus
-from tether.memory import Fact, Memory
-from tether.models.base import (
-    Message,
-    Model,
-    ModelRequest,
-    ModelResponse,
-    ModelSettings,
-    ToolCall,
-    ToolSpec,
-    Usage,
-)
-from tether.models.pricing import Price, PriceTable
-from tether.models.scripted import ScriptedModel
-from tether.policy import Policy, Principal, Verdict
-from tether.runtime.breaker import Breakers, BreakerState, CircuitBreaker
-from tether.runtime.budgets import Budgets
-from tether.runtime.client_tools import ClientCall, ClientTool, client_tool
-from tether.runtime.context import RunContext
-from tether.runtime.failures import Domain, Failure, FailureType, classify
-from tether.runtime.journal import ProbePoint
-from tether.runtime.provenance import Sourced, Trust
-from tether.runtime.retry import Action, RetryPolicy, Rule
-from tether.runtime.runtime import RunResult, Runtime, Workflow, workflow
-from tether.runtime.tools import Effect, Tool, ToolContext, tool
-from tether.store.base import Durability, Lease, RunInfo, Store
-from tether.store.memory import MemoryStore
-from tether.store.open import open_store
-from tether.store.sqlite import SQLiteStore
+from __future__ import annotations
 
-__version__ = "0.1.0"
+import sys
+
+from tether._version import __version__
+
+TYPE_CHECKING = False  # typing's own flag, without importing typing (start-up time)
+if TYPE_CHECKING:  # the real names for checkers and editors; imported on first use at run time
+    from tether.agent.agent import Agent, AgentOutput, Task
+    from tether.agent.memory_recall import MemoryRecall
+    from tether.agent.window import ContextWindow, drop_oldest, summarize_with, summarize_with_model
+    from tether.clock import Clock, SystemClock, VirtualClock
+    from tether.errors import (
+        AlreadyDecided,
+        AmbiguousOutcome,
+        AuthExpired,
+        BudgetExceeded,
+        ClientResultConflict,
+        ClientResultRefused,
+        ConcurrencyConflict,
+        ContextOverflow,
+        CorruptJournal,
+        Crash,
+        LeaseLost,
+        MalformedOutput,
+        ModelError,
+        ModelUnavailable,
+        NonDeterminismError,
+        OwnershipLost,
+        RateLimited,
+        RecordedError,
+        RunError,
+        RunOwned,
+        SchemaTooNew,
+        StoreError,
+        TetherError,
+        ToolArgsInvalid,
+        ToolFailed,
+        ToolResultInvalid,
+        TransientError,
+        UnknownExecution,
+        UnknownWorkflow,
+        UsageError,
+        WaitTimedOut,
+    )
+    from tether.events import RunStatus
+    from tether.memory import Fact, Memory
+    from tether.models.base import (
+        Message,
+        Model,
+        ModelRequest,
+        ModelResponse,
+        ModelSettings,
+        ToolCall,
+        ToolSpec,
+        Usage,
+    )
+    from tether.models.pricing import Price, PriceTable
+    from tether.models.scripted import ScriptedModel
+    from tether.policy.policy import Policy
+    from tether.policy.request import Principal, Verdict
+    from tether.runtime.breaker import Breakers, BreakerState, CircuitBreaker
+    from tether.runtime.budgets import Budgets
+    from tether.runtime.client_tools import ClientCall, ClientTool, client_tool
+    from tether.runtime.context import RunContext
+    from tether.runtime.failures import Domain, Failure, FailureType, classify
+    from tether.runtime.journal import ProbePoint
+    from tether.runtime.provenance import Sourced, Trust
+    from tether.runtime.retry import Action, RetryPolicy, Rule
+    from tether.runtime.runtime import RunResult, Runtime, Workflow, workflow
+    from tether.runtime.tools import Effect, Tool, ToolContext, tool
+    from tether.store.base import Durability, Lease, RunInfo, Store
+    from tether.store.memory import MemoryStore
+    from tether.store.open import open_store
+    from tether.store.sqlite import SQLiteStore
 
 __all__ = [
     "Action",
@@ -175,3 +181,104 @@ __all__ = [
     "tool",
     "workflow",
 ]
+
+# Which module defines each public name (checked against __all__ by tests/test_exports.py).
+_MODULES: dict[str, tuple[str, ...]] = {
+    "tether.agent.agent": ("Agent", "AgentOutput", "Task"),
+    "tether.agent.memory_recall": ("MemoryRecall",),
+    "tether.agent.window": (
+        "ContextWindow",
+        "drop_oldest",
+        "summarize_with",
+        "summarize_with_model",
+    ),
+    "tether.clock": ("Clock", "SystemClock", "VirtualClock"),
+    "tether.errors": (
+        "AlreadyDecided",
+        "AmbiguousOutcome",
+        "AuthExpired",
+        "BudgetExceeded",
+        "ClientResultConflict",
+        "ClientResultRefused",
+        "ConcurrencyConflict",
+        "ContextOverflow",
+        "CorruptJournal",
+        "Crash",
+        "LeaseLost",
+        "MalformedOutput",
+        "ModelError",
+        "ModelUnavailable",
+        "NonDeterminismError",
+        "OwnershipLost",
+        "RateLimited",
+        "RecordedError",
+        "RunError",
+        "RunOwned",
+        "SchemaTooNew",
+        "StoreError",
+        "TetherError",
+        "ToolArgsInvalid",
+        "ToolFailed",
+        "ToolResultInvalid",
+        "TransientError",
+        "UnknownExecution",
+        "UnknownWorkflow",
+        "UsageError",
+        "WaitTimedOut",
+    ),
+    "tether.events": ("RunStatus",),
+    "tether.memory": ("Fact", "Memory"),
+    "tether.models.base": (
+        "Message",
+        "Model",
+        "ModelRequest",
+        "ModelResponse",
+        "ModelSettings",
+        "ToolCall",
+        "ToolSpec",
+        "Usage",
+    ),
+    "tether.models.pricing": ("Price", "PriceTable"),
+    "tether.models.scripted": ("ScriptedModel",),
+    "tether.policy.policy": ("Policy",),
+    "tether.policy.request": ("Principal", "Verdict"),
+    "tether.runtime.breaker": ("BreakerState", "Breakers", "CircuitBreaker"),
+    "tether.runtime.budgets": ("Budgets",),
+    "tether.runtime.client_tools": ("ClientCall", "ClientTool", "client_tool"),
+    "tether.runtime.context": ("RunContext",),
+    "tether.runtime.failures": ("Domain", "Failure", "FailureType", "classify"),
+    "tether.runtime.journal": ("ProbePoint",),
+    "tether.runtime.provenance": ("Sourced", "Trust"),
+    "tether.runtime.retry": ("Action", "RetryPolicy", "Rule"),
+    "tether.runtime.runtime": ("RunResult", "Runtime", "Workflow", "workflow"),
+    "tether.runtime.tools": ("Effect", "Tool", "ToolContext", "tool"),
+    "tether.store.base": ("Durability", "Lease", "RunInfo", "Store"),
+    "tether.store.memory": ("MemoryStore",),
+    "tether.store.open": ("open_store",),
+    "tether.store.sqlite": ("SQLiteStore",),
+}
+_WHERE = {name: module for module, names in _MODULES.items() for name in names}
+
+if not TYPE_CHECKING:  # hidden from checkers, so a misspelt ``tether.X`` stays an error there
+
+    def __getattr__(name: str) -> object:
+        module = _WHERE.get(name)
+        if module is not None:
+            # __import__, as the import statement does (importlib.import_module would hide
+            # the module from ``python -X importtime``)
+            __import__(module)
+            value = getattr(sys.modules[module], name)
+            globals()[name] = value  # later lookups skip this function
+            return value
+        if not name.startswith("_"):  # ``package.submodule``, as eager imports used to allow
+            try:
+                __import__(f"{__name__}.{name}")
+                return sys.modules[f"{__name__}.{name}"]
+            except ModuleNotFoundError as e:
+                if e.name != f"{__name__}.{name}":
+                    raise
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

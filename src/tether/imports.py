@@ -36,7 +36,6 @@ from types import ModuleType
 from typing import Any
 
 from tether.errors import UsageError
-from tether.specs import short_repr
 
 __all__ = ["FILE_MODULE_PREFIX", "import_module", "import_object", "is_file", "resolve_file",
            "split_spec"]
@@ -53,6 +52,8 @@ def split_spec(spec: Any, *, what: str, noun: str = "attr", hint: str = "") -> t
     text = spec.strip() if isinstance(spec, str) else ""
     where, sep, attribute = text.rpartition(":")
     if not sep or not where or not attribute.isidentifier():
+        from tether.specs import short_repr  # specs loads YAML: ~20 ms a worker need not pay
+
         shown = f" ({hint})" if hint else ""
         raise UsageError(f"{what}: expected package.module:{noun} or path/to/file.py:{noun}"
                          f"{shown}, found {short_repr(spec)}")

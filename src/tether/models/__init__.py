@@ -5,24 +5,30 @@
 (their SDKs are imported only when a model is built).
 """
 
-from tether.models.anthropic import AnthropicModel
-from tether.models.base import (
-    DeltaSink,
-    Message,
-    Model,
-    ModelRequest,
-    ModelResponse,
-    ModelSettings,
-    StreamingModel,
-    TextSink,
-    ToolCall,
-    ToolSpec,
-    Usage,
-)
-from tether.models.openai import OpenAIModel
-from tether.models.pricing import DEFAULT_PRICES, Price, PriceTable
-from tether.models.replay import ReplayModel
-from tether.models.scripted import ScriptedModel, call, reply, sequence
+from __future__ import annotations
+
+import sys
+
+TYPE_CHECKING = False  # typing's own flag, without importing typing (start-up time)
+if TYPE_CHECKING:  # the real names for checkers and editors; imported on first use at run time
+    from tether.models.anthropic import AnthropicModel
+    from tether.models.base import (
+        DeltaSink,
+        Message,
+        Model,
+        ModelRequest,
+        ModelResponse,
+        ModelSettings,
+        StreamingModel,
+        TextSink,
+        ToolCall,
+        ToolSpec,
+        Usage,
+    )
+    from tether.models.openai import OpenAIModel
+    from tether.models.pricing import DEFAULT_PRICES, Price, PriceTable
+    from tether.models.replay import ReplayModel
+    from tether.models.scripted import ScriptedModel, call, reply, sequence
 
 __all__ = [
     "DEFAULT_PRICES",
@@ -47,3 +53,53 @@ __all__ = [
     "reply",
     "sequence",
 ]
+
+# Which module defines each public name; imported on first use (PEP 562), so importing one
+# submodule of this package does not import its siblings.
+_WHERE = {
+    "AnthropicModel": "tether.models.anthropic",
+    "DEFAULT_PRICES": "tether.models.pricing",
+    "DeltaSink": "tether.models.base",
+    "Message": "tether.models.base",
+    "Model": "tether.models.base",
+    "ModelRequest": "tether.models.base",
+    "ModelResponse": "tether.models.base",
+    "ModelSettings": "tether.models.base",
+    "OpenAIModel": "tether.models.openai",
+    "Price": "tether.models.pricing",
+    "PriceTable": "tether.models.pricing",
+    "ReplayModel": "tether.models.replay",
+    "ScriptedModel": "tether.models.scripted",
+    "StreamingModel": "tether.models.base",
+    "TextSink": "tether.models.base",
+    "ToolCall": "tether.models.base",
+    "ToolSpec": "tether.models.base",
+    "Usage": "tether.models.base",
+    "call": "tether.models.scripted",
+    "reply": "tether.models.scripted",
+    "sequence": "tether.models.scripted",
+}
+
+if not TYPE_CHECKING:  # hidden from checkers, so a misspelt name stays an error there
+
+    def __getattr__(name: str) -> object:
+        module = _WHERE.get(name)
+        if module is not None:
+            # __import__, as the import statement does (importlib.import_module would hide
+            # the module from ``python -X importtime``)
+            __import__(module)
+            value = getattr(sys.modules[module], name)
+            globals()[name] = value  # later lookups skip this function
+            return value
+        if not name.startswith("_"):  # ``package.submodule``, as eager imports used to allow
+            try:
+                __import__(f"{__name__}.{name}")
+                return sys.modules[f"{__name__}.{name}"]
+            except ModuleNotFoundError as e:
+                if e.name != f"{__name__}.{name}":
+                    raise
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -14,10 +14,16 @@ Sinks are journal listeners (``Runtime(listeners=[...])`` or ``runtime.add_liste
 >>> from tether.tracing import JsonlSink, OTelSink, build_trace
 """
 
-from tether.tracing.jsonl import JsonlSink, read_jsonl
-from tether.tracing.otel import OTelSink, export_run, provider_of
-from tether.tracing.render import render_trace, totals_line, trace_to_json, trace_tree
-from tether.tracing.timeline import Item, Totals, Trace, build_trace
+from __future__ import annotations
+
+import sys
+
+TYPE_CHECKING = False  # typing's own flag, without importing typing (start-up time)
+if TYPE_CHECKING:  # the real names for checkers and editors; imported on first use at run time
+    from tether.tracing.jsonl import JsonlSink, read_jsonl
+    from tether.tracing.otel import OTelSink, export_run, provider_of
+    from tether.tracing.render import render_trace, totals_line, trace_to_json, trace_tree
+    from tether.tracing.timeline import Item, Totals, Trace, build_trace
 
 __all__ = [
     "Item",
@@ -34,3 +40,45 @@ __all__ = [
     "trace_to_json",
     "trace_tree",
 ]
+
+# Which module defines each public name; imported on first use (PEP 562), so importing one
+# submodule of this package does not import its siblings.
+_WHERE = {
+    "Item": "tether.tracing.timeline",
+    "JsonlSink": "tether.tracing.jsonl",
+    "OTelSink": "tether.tracing.otel",
+    "Totals": "tether.tracing.timeline",
+    "Trace": "tether.tracing.timeline",
+    "build_trace": "tether.tracing.timeline",
+    "export_run": "tether.tracing.otel",
+    "provider_of": "tether.tracing.otel",
+    "read_jsonl": "tether.tracing.jsonl",
+    "render_trace": "tether.tracing.render",
+    "totals_line": "tether.tracing.render",
+    "trace_to_json": "tether.tracing.render",
+    "trace_tree": "tether.tracing.render",
+}
+
+if not TYPE_CHECKING:  # hidden from checkers, so a misspelt name stays an error there
+
+    def __getattr__(name: str) -> object:
+        module = _WHERE.get(name)
+        if module is not None:
+            # __import__, as the import statement does (importlib.import_module would hide
+            # the module from ``python -X importtime``)
+            __import__(module)
+            value = getattr(sys.modules[module], name)
+            globals()[name] = value  # later lookups skip this function
+            return value
+        if not name.startswith("_"):  # ``package.submodule``, as eager imports used to allow
+            try:
+                __import__(f"{__name__}.{name}")
+                return sys.modules[f"{__name__}.{name}"]
+            except ModuleNotFoundError as e:
+                if e.name != f"{__name__}.{name}":
+                    raise
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
