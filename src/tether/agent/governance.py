@@ -52,17 +52,20 @@ def observations_of(messages: Sequence[Message]) -> tuple[Observation, ...]:
     messages and the harness's own words (denials, errors, format reminders) are not sources —
     they may repeat untrusted values, and must not launder them into trusted ones. Content
     whose trust is unknown is treated as untrusted (``external``)."""
-    found = []
-    for m in messages:
-        if m.role == "assistant" or not m.content:
-            continue
-        if m.trust is None and (m.role == "tool" or m.source == "harness"):
-            continue
-        trust = Trust(m.trust) if m.trust else Trust.EXTERNAL
-        # A remembered fact rides a user-role message but is data, like a tool's answer.
-        role = "memory" if is_recalled_fact(m) else m.role
-        found.append(Observation(m.source or m.role, trust, m.content, role=role))
-    return tuple(found)
+    return tuple(o for o in map(_observation, messages) if o is not None)
+
+
+def _observation(m: Message) -> Observation | None:
+    """The observation one message adds to the context, or ``None`` (see
+    :func:`observations_of`)."""
+    if m.role == "assistant" or not m.content:
+        return None
+    if m.trust is None and (m.role == "tool" or m.source == "harness"):
+        return None
+    trust = Trust(m.trust) if m.trust else Trust.EXTERNAL
+    # A remembered fact rides a user-role message but is data, like a tool's answer.
+    role = "memory" if is_recalled_fact(m) else m.role
+    return Observation(m.source or m.role, trust, m.content, role=role)
 
 
 class Governor:
@@ -81,6 +84,12 @@ class Governor:
         # Calls this run let through, in order: (call id, tool, arguments). Rebuilt on replay,
         # since every call is ruled again (from its journaled verdict) in the same order.
         self._allowed: list[tuple[str, str, dict[str, Any]]] = []
+        # What the context held when last asked, kept up to date as messages are added, so a
+        # request costs what the turn added, not the whole conversation: the messages read so
+        # far, their observations, and whether each answered call took effect.
+        self._read: list[Message] = []
+        self._observations: tuple[Observation, ...] = ()
+        self._took_effect: dict[str, bool] = {}
 
     def _request(self, stage: str, tool: Tool[Any, Any], args: dict[str, Any] | None,
                  observations: tuple[Observation, ...],
@@ -91,14 +100,30 @@ class Governor:
             principal=self.principal, task_type=self.task_type, environment=self.environment,
             args=args, observations=observations, prior_calls=prior)
 
-    def _prior(self, messages: Sequence[Message]) -> tuple[PriorCall, ...]:
+    def _read_context(self, messages: Sequence[Message]) -> tuple[Observation, ...]:
+        """The context's observations (:func:`observations_of`), reading only the messages
+        added since the last call; a context that changed otherwise (compressed) is read
+        again from its start."""
+        known = len(self._read)
+        if len(messages) < known or list(messages[:known]) != self._read:
+            self._read, self._observations, self._took_effect = [], (), {}
+            known = 0
+        added = messages[known:]
+        if added:
+            found = tuple(o for o in map(_observation, added) if o is not None)
+            self._read.extend(added)
+            self._observations += found
+            for m in added:
+                if m.role == "tool" and m.tool_call_id is not None:
+                    self._took_effect[m.tool_call_id] = m.trust is not None
+        return self._observations
+
+    def _prior(self) -> tuple[PriorCall, ...]:
         """The calls let through so far that did not fail: a call whose answer the harness
         wrote (an error, a refusal: no trust) had no effect to count; one not answered yet is
-        earlier in this turn and counts."""
-        took_effect: dict[str, bool] = {}
-        for m in messages:
-            if m.role == "tool" and m.tool_call_id is not None:
-                took_effect[m.tool_call_id] = m.trust is not None
+        earlier in this turn and counts. Read from the context as :meth:`_read_context` last
+        saw it."""
+        took_effect = self._took_effect
         return tuple(PriorCall(tool, args) for call_id, tool, args in self._allowed
                      if took_effect.get(call_id, True))
 
@@ -107,7 +132,7 @@ class Governor:
         """Tools the model must not see this turn; a change is journaled."""
         if not self.policy.acts_when_listing:
             return self._hidden
-        observations = observations_of(messages)
+        observations = self._read_context(messages)
 
         def live() -> dict[str, Any] | None:
             denied = {}
@@ -127,9 +152,9 @@ class Governor:
     async def rule(self, call_id: str, tool: Tool[Any, Any], args: dict[str, Any],
                    messages: Sequence[Message]) -> Ruling:
         """Evaluate a call; journal the verdict; wait for an approval if one is needed."""
-        observations = observations_of(messages)
+        observations = self._read_context(messages)
         live_verdict = self.policy.evaluate(self._request("call", tool, args, observations,
-                                                          self._prior(messages)))
+                                                          self._prior()))
         data = self.ctx.decide("policy", {"tool": tool.name, "call_id": call_id,
                                           "args": args, **live_verdict.as_data()})
         verdict = data["verdict"]

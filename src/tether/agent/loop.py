@@ -160,7 +160,9 @@ class _Loop:
 
     def _check_budgets(self) -> None:
         """Stop (or escalate) if a limit is reached, before the model call about to start."""
-        self.meter.retries = self.ctx.journal.retries_before(self.ctx.position)
+        if self.agent.budgets.max_retries is not None:
+            # Counting reads every position journaled so far: only when a limit needs it.
+            self.meter.retries = self.ctx.journal.retries_before(self.ctx.position)
         self._stop_if(self.ctx.maybe_decide("budget", lambda: self._breach_data(
             self.meter.breach(self.ctx.clock.now(), model_calls=1))))
 

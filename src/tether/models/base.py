@@ -21,6 +21,7 @@ from pydantic import (
     ConfigDict,
     Field,
     SerializerFunctionWrapHandler,
+    TypeAdapter,
     field_validator,
     model_serializer,
 )
@@ -194,8 +195,81 @@ class ModelRequest(BaseModel):
         left_out = {"stream", "journal_input"}
         if self.settings.tool_choice is None:
             left_out.add("tool_choice")
-        body = self.model_dump_json(exclude_defaults=False, exclude={"settings": left_out})
-        return hashlib.sha256(body.encode()).hexdigest()[:16]
+        if type(self) is not ModelRequest:  # a subclass may serialize differently: whole
+            body = self.model_dump_json(exclude_defaults=False, exclude={"settings": left_out})
+            return hashlib.sha256(body.encode()).hexdigest()[:16]
+        # The same bytes as the whole request's JSON, ``{"messages":[m1,…,mn],"tools":…}``, but
+        # the messages' part continues the hash of an earlier request whose messages this one's
+        # begin with (the agent loop's next turn), so a turn serializes and hashes only the
+        # messages it added: the cost of a digest does not grow with the conversation.
+        hasher = _messages_hashed(self.messages)
+        rest = _tail(self.tools, self.settings, frozenset(left_out))
+        hasher.update(rest.encode())
+        digest: str = hasher.hexdigest()[:16]
+        return digest
+
+
+_MESSAGES_OPEN = '{"messages":['
+_MESSAGE_JSON: TypeAdapter[Message] = TypeAdapter(Message)
+
+#: Hash states after a request's messages, by the ``id`` of its first message (the entry holds
+#: the messages, so the id stays theirs): the longest conversations seen lately, least recent
+#: first. A request whose messages begin with an entry's continues from its state.
+_HASHED: dict[int, tuple[tuple[Message, ...], Any]] = {}
+_HASHED_KEEP = 256
+
+
+#: The JSON after a request's messages, by the identity of its tools and settings (the agent
+#: loop sends the same objects turn after turn); the entries hold them, so the ids stay theirs.
+_TAILS: dict[tuple[int, int, frozenset[str]], tuple[Any, Any, str]] = {}
+
+
+def _tail(tools: tuple[ToolSpec, ...], settings: ModelSettings, left_out: frozenset[str]) -> str:
+    """``],"tools":[…],"settings":{…}}``: what follows the messages in a request's JSON."""
+    key = (id(tools), id(settings), left_out)
+    found = _TAILS.get(key)
+    if found is not None and found[0] is tools and found[1] is settings:
+        known: str = found[2]
+        return known
+    whole = ModelRequest.model_construct(messages=(), tools=tools, settings=settings)
+    rest = whole.model_dump_json(exclude_defaults=False, exclude={"settings": set(left_out)})
+    if len(_TAILS) >= _HASHED_KEEP:
+        del _TAILS[next(iter(_TAILS))]
+    tail = rest[len(_MESSAGES_OPEN):]
+    _TAILS[key] = (tools, settings, tail)
+    return tail
+
+
+def _message_json(message: Message) -> bytes:
+    """One message as it appears inside a request's JSON."""
+    return _MESSAGE_JSON.dump_json(message)
+
+
+def _messages_hashed(messages: tuple[Message, ...]) -> Any:
+    """A sha256 of ``{"messages":[`` and ``messages`` as JSON (comma-separated, unclosed): a
+    fresh object the caller may go on updating."""
+    if not messages:
+        return hashlib.sha256(_MESSAGES_OPEN.encode())
+    key = id(messages[0])
+    entry = _HASHED.pop(key, None)
+    hasher, start = None, 0
+    if entry is not None:
+        known, state = entry
+        if len(known) <= len(messages) and messages[:len(known)] == known:
+            hasher, start = state.copy(), len(known)
+        elif len(known) > len(messages) and known[:len(messages)] == messages:
+            _HASHED[key] = entry  # a shorter request of the same run: keep the longer one
+    if hasher is None:
+        hasher = hashlib.sha256(_MESSAGES_OPEN.encode())
+    for index in range(start, len(messages)):
+        if index:
+            hasher.update(b",")
+        hasher.update(_message_json(messages[index]))
+    if key not in _HASHED:
+        _HASHED[key] = (messages, hasher.copy())
+        if len(_HASHED) > _HASHED_KEEP:
+            del _HASHED[next(iter(_HASHED))]
+    return hasher
 
 
 class Usage(BaseModel):

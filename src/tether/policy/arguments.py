@@ -84,14 +84,14 @@ def trace_arguments(args: dict[str, Any], observations: Sequence[Observation], *
                     min_length: int = 4) -> list[ArgumentFinding]:
     """Where each checkable argument value occurs among ``observations``."""
     floor = Trust(trusted_at_least)
-    lowered = [o.text.lower() for o in observations]
+    lowered = [_lowered(o.text) for o in observations]
     squashed: list[str] | None = None
     findings = []
     for path, value in argument_values(args, min_length=min_length):
         spellings = _spellings(value)
         compact = _compact(value) if isinstance(value, str) and _digit_heavy(value) else None
         if compact is not None and squashed is None:
-            squashed = [_compact(text) for text in lowered]
+            squashed = [_squashed(text) for text in lowered]
         trusted: list[str] = []
         untrusted: list[str] = []
         for index, obs in enumerate(observations):
@@ -106,6 +106,19 @@ def trace_arguments(args: dict[str, Any], observations: Sequence[Observation], *
         findings.append(ArgumentFinding(path, value, tuple(dict.fromkeys(trusted)),
                                         tuple(dict.fromkeys(untrusted))))
     return findings
+
+
+# A context's texts are read again for every checkable value of every call, and they are the
+# same str objects turn after turn (an observation's text is its message's content): lowered
+# and squashed once each, not once per call.
+@functools.lru_cache(maxsize=512)
+def _lowered(text: str) -> str:
+    return text.lower()
+
+
+@functools.lru_cache(maxsize=512)
+def _squashed(lowered: str) -> str:
+    return _compact(lowered)
 
 
 def _spellings(value: Any) -> list[str]:

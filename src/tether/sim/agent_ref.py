@@ -50,8 +50,20 @@ GROUP = "tether.agents"
 
 
 def short_names() -> dict[str, str]:
-    """Registered short names → ``module:function`` (the ``tether.agents`` entry points)."""
-    return {ep.name: ep.value for ep in entry_points(group=GROUP)}
+    """Registered short names → ``module:function`` (the ``tether.agents`` entry points).
+
+    Read once per import path: scanning every installed distribution's metadata costs
+    milliseconds, more than a whole simulated episode. A change to ``sys.path`` reads again."""
+    key = tuple(sys.path)
+    found = _SHORT_NAMES.get(key)
+    if found is None:
+        found = {ep.name: ep.value for ep in entry_points(group=GROUP)}
+        _SHORT_NAMES.clear()
+        _SHORT_NAMES[key] = found
+    return dict(found)
+
+
+_SHORT_NAMES: dict[tuple[str, ...], dict[str, str]] = {}
 
 
 def load_agent_factory(spec: str | AgentFactory, base_dir: Path | None = None, *,

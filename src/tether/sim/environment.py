@@ -99,6 +99,8 @@ class ServiceClient:
 
     def __init__(self, env: Environment, name: str, service: Any) -> None:
         self._env, self._name, self._service = env, name, service
+        # Each operation's bound call, made once (its signature is read when it is made).
+        self._bound: dict[str, Callable[..., Awaitable[Any]]] = {}
 
     def __repr__(self) -> str:
         return f"<tether sim client {self._name}>"
@@ -115,12 +117,18 @@ class ServiceClient:
                 and callable(getattr(self._service, n, None)) and n != "snapshot"]
 
     def __getattr__(self, operation: str) -> Callable[..., Awaitable[Any]]:
+        made: dict[str, Callable[..., Awaitable[Any]]] = self.__dict__.get("_bound", {})
+        bound = made.get(operation)
+        if bound is not None:
+            return bound
         if operation.startswith("_") or operation not in self.operations():
             raise AttributeError(
                 f"the simulated {self._name} service has no operation {operation!r}; it offers "
                 f"{', '.join(self.operations())}")
         method = getattr(self._service, operation)
-        return self._env._operation(self._name, operation, method, self._service)
+        bound = self._bound[operation] = self._env._operation(self._name, operation, method,
+                                                              self._service)
+        return bound
 
 
 class Environment:
