@@ -366,18 +366,23 @@ def recover_copy(snapshot: str, entered_at: float) -> None:
     worker's restart and its crashed run completing. Only os is used for the copy, so the
     process imports what a recovering worker imports."""
     copy = f"{snapshot.rstrip('/')}.{os.getpid()}"
-    os.mkdir(copy)
     try:
-        for name in os.listdir(snapshot):
-            with open(os.path.join(snapshot, name), "rb") as src, \
-                    open(os.path.join(copy, name), "wb") as dst:
-                dst.write(src.read())
+        for where, _dirs, files in os.walk(snapshot):  # the store may keep a folder of its own
+            target = os.path.normpath(os.path.join(copy, os.path.relpath(where, snapshot)))
+            os.mkdir(target)
+            for name in files:
+                with open(os.path.join(where, name), "rb") as src, \
+                        open(os.path.join(target, name), "wb") as dst:
+                    dst.write(src.read())
         tether_recover_child(copy, entered_at, entered_at)
         if count_lines(copy, "effects.log") != [1] * STEPS:
             raise SystemExit(f"not exactly one effect per step: {count_lines(copy, 'effects.log')}")
     finally:
-        for name in os.listdir(copy):
-            os.unlink(os.path.join(copy, name))
+        for where, dirs, files in os.walk(copy, topdown=False):
+            for name in files:
+                os.unlink(os.path.join(where, name))
+            for name in dirs:
+                os.rmdir(os.path.join(where, name))
         os.rmdir(copy)
 
 
