@@ -69,3 +69,19 @@ def test_hash_states_kept_are_bounded() -> None:
     for n in range(base._HASHED_KEEP + 40):
         ModelRequest(messages=(Message.user(f"conversation {n}"),)).digest()
     assert len(base._HASHED) == base._HASHED_KEEP
+
+
+def test_the_tools_json_is_made_once_for_the_same_specs() -> None:
+    """Each request gets a new tuple of the same specs (pydantic copies it): one entry."""
+    base._TAILS.clear()
+    settings = ModelSettings()
+    for n in range(5):
+        request = ModelRequest(messages=(Message.user(f"turn {n}"),), tools=TOOLS,
+                               settings=settings)
+        assert request.tools is not TOOLS
+        assert request.digest() == whole(request)
+    assert len(base._TAILS) == 1
+    changed = ModelRequest(messages=(Message.user("turn 0"),),
+                           tools=(TOOLS[0].model_copy(update={"description": "other"}),))
+    assert changed.digest() == whole(changed)
+    assert len(base._TAILS) == 2

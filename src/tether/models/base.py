@@ -219,16 +219,18 @@ _HASHED: dict[int, tuple[tuple[Message, ...], Any]] = {}
 _HASHED_KEEP = 256
 
 
-#: The JSON after a request's messages, by the identity of its tools and settings (the agent
-#: loop sends the same objects turn after turn); the entries hold them, so the ids stay theirs.
-_TAILS: dict[tuple[int, int, frozenset[str]], tuple[Any, Any, str]] = {}
+#: The JSON after a request's messages, by the identity of its tool specs and settings (the
+#: agent loop sends the same objects turn after turn, in a new tuple each time); the entries
+#: hold them, so the ids stay theirs.
+_TAILS: dict[tuple[tuple[int, ...], int, frozenset[str]], tuple[Any, Any, str]] = {}
 
 
 def _tail(tools: tuple[ToolSpec, ...], settings: ModelSettings, left_out: frozenset[str]) -> str:
     """``],"tools":[…],"settings":{…}}``: what follows the messages in a request's JSON."""
-    key = (id(tools), id(settings), left_out)
+    key = (tuple(map(id, tools)), id(settings), left_out)
     found = _TAILS.get(key)
-    if found is not None and found[0] is tools and found[1] is settings:
+    if found is not None and found[1] is settings and len(found[0]) == len(tools) and \
+            all(a is b for a, b in zip(found[0], tools, strict=True)):
         known: str = found[2]
         return known
     whole = ModelRequest.model_construct(messages=(), tools=tools, settings=settings)
