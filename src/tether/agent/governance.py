@@ -21,9 +21,9 @@ from tether.agent.memory_recall import is_recalled_fact
 from tether.errors import BudgetExceeded, RunEscalated, WaitTimedOut
 from tether.events import WaitStarted
 from tether.models.base import Message
-from tether.policy.approvals import APPROVAL_PREFIX
 from tether.policy.policy import Policy
 from tether.policy.request import Decision, Observation, PolicyRequest, Principal, PriorCall
+from tether.runtime.approvals import APPROVAL_PREFIX
 from tether.runtime.failures import FailureType
 from tether.runtime.journal import instant
 from tether.runtime.provenance import Trust

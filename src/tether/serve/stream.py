@@ -85,7 +85,7 @@ from tether.events import (
     WaitStarted,
 )
 from tether.models.base import ModelResponse
-from tether.policy.approvals import APPROVAL_PREFIX
+from tether.runtime.approvals import APPROVAL_PREFIX
 from tether.runtime.client_tools import CLIENT_PREFIX
 from tether.serve.sse import comment, format_frame
 from tether.sessions.history import usable

@@ -24,8 +24,8 @@ from tether.agent.agent import Agent, Task
 from tether.errors import UsageError
 from tether.events import encode
 from tether.models.base import Model
-from tether.policy.approvals import PendingApproval
 from tether.policy.policy import Policy
+from tether.runtime.approvals import PendingApproval
 from tether.sim.agent_ref import (
     AgentFactory,
     agent_spec_of,

@@ -20,7 +20,7 @@ from tether.agent.agent import Agent, Task
 from tether.errors import Crash
 from tether.events import Event
 from tether.models.base import Message, Model, ModelRequest, ToolSpec
-from tether.policy.approvals import PendingApproval
+from tether.runtime.approvals import PendingApproval
 from tether.runtime.runtime import RunResult, Runtime
 from tether.runtime.tools import Tool, ToolContext
 from tether.sim.world import World
