@@ -170,6 +170,14 @@ def tether_runner(open_store: Callable[[str], Store], profiler: Any = None) -> T
     return TetherRunner(open_store, profiler)
 
 
+def commit_per_event(store: SQLiteStore) -> SQLiteStore:
+    """``store`` without its segment files: every lazy append its own SQLite transaction, as
+    before issue 16 (the in-run "before" of the segment path; a private switch, for this
+    comparison only)."""
+    store._segments = None
+    return store
+
+
 @contextlib.contextmanager
 def postgres_runner() -> Iterator[tuple[Runner | None, str]]:
     """tether on a throwaway PostgreSQL server, or ``(None, why)`` when that is not possible."""
@@ -494,12 +502,18 @@ def main(argv: list[str] | None = None) -> None:
     load_at_start = _load_average()
     notes: list[str] = [
         "tether SQLite: WAL, synchronous=NORMAL; intents and run completion commit with "
-        "synchronous=FULL (fsync)",
+        "synchronous=FULL (fsync); a leased run's lazy appends are lines in its segment file, "
+        "taken into SQLite by the next transaction",
+        "tether SQLite, 1 commit/event: the same store with its segments switched off (every "
+        "append a SQLite transaction, as before issue 16)",
     ]
     runners: dict[str, Runner] = {
         "baseline": baseline_runner,
         "tether memory": tether_runner(lambda _tmp: MemoryStore()),
         REFERENCE: tether_runner(lambda tmp: SQLiteStore(os.path.join(tmp, "runs.db"))),
+        "tether SQLite, 1 commit/event": tether_runner(
+            lambda tmp: commit_per_event(SQLiteStore(os.path.join(tmp, "runs.db")))
+        ),
     }
     with contextlib.ExitStack() as stack:
         for system, factory in (

@@ -1,10 +1,15 @@
 """The embedded default store: one SQLite file in WAL mode.
 
-Durability (see :class:`~tether.store.base.Durability`): every append is its own transaction,
-so a committed event survives ``kill -9`` of the process at any instant — SQLite's WAL never
-exposes a torn transaction. Under ``OUTPUT_COMMIT`` ordinary appends commit with
-``synchronous=NORMAL`` (no fsync) and ``sync=True`` appends with ``synchronous=FULL``, which
-fsyncs the WAL and with it every frame written before: the durable journal is always a prefix.
+Durability (see :class:`~tether.store.base.Durability`): an acknowledged append survives
+``kill -9`` of the process at any instant. A leased run's lazy appends (one event, not
+``sync``, not changing the run's status) are lines written to the run's segment file beside
+the database (``<file>-seg/``, see :mod:`tether.store._segments`): one ``write()`` of ~120
+bytes, which the kernel keeps once it returned, instead of a transaction writing whole pages to
+the WAL. Every other append is its own transaction, which takes the segment's lines in first;
+SQLite's WAL never exposes a torn transaction. Under ``OUTPUT_COMMIT`` ordinary transactions
+commit with ``synchronous=NORMAL`` (no fsync) and ``sync=True`` appends with
+``synchronous=FULL``, which fsyncs the WAL and with it every frame written before (the segment's
+lines included): the durable journal is always a prefix. ``EVERY_EVENT`` uses no segments.
 
 The schema version lives in ``PRAGMA user_version``; :data:`MIGRATIONS` upgrades older files and
 a file from a newer tether is refused with :class:`~tether.errors.SchemaTooNew`.
@@ -27,11 +32,12 @@ import os
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 
 from tether.errors import CorruptJournal, SchemaTooNew, StoreError, TetherError, UsageError
-from tether.events import Event, RunStarted, RunStatus, encode_with_checksum
+from tether.events import Event, RunFinished, RunStarted, RunStatus, encode_with_checksum
+from tether.store._segments import SEGMENTS_SUPPORTED, Segments, parse, read_all
 from tether.store.base import (
     DEFAULT_QUEUE,
     Durability,
@@ -218,6 +224,12 @@ class SQLiteStore:
         # Last seq this object itself appended, per run: lets the hot path skip the check that
         # the previous event exists (see append).
         self._written: dict[str, int] = {}
+        # A segment's rows taken in by the lease change in progress (see _taking_segment).
+        self._pending: list[tuple[str, int, str, str, int]] = []
+        self._own_pending = False  # whether they are this object's own (see _merge)
+        # Where leased lazy appends go (see tether.store._segments); None: all in SQLite.
+        self._segments = (Segments(self.path) if SEGMENTS_SUPPORTED
+                          and self.durability is not Durability.EVERY_EVENT else None)
         if os.path.isdir(self.path):
             raise UsageError(f"{self.path} is a directory; SQLiteStore needs a file path")
         try:
@@ -323,8 +335,21 @@ class SQLiteStore:
         lease: Lease | None,
     ) -> None:
         db = self._db
-        if (not changes and not sync and len(rows) == 1
-                and self._written.get(run_id) == expected_last_seq):
+        segments = self._segments
+        lazy = (not changes and not sync and len(rows) == 1
+                and self._written.get(run_id) == expected_last_seq)
+        if segments is not None and (lease is not None or not lazy):
+            if (lazy and lease is not None
+                    and segments.append(run_id, lease.owner, lease.epoch, rows[0])):
+                # The leased hot path: one line in the run's segment, no SQLite transaction.
+                self._written[run_id] = expected_last_seq + 1
+                self.stats.commits += 1
+                return
+            # Otherwise through SQLite, taking the segment's lines in first.
+            self._append_merging(segments, run_id, events, rows, changes, expected_last_seq,
+                                 sync, lease)
+            return
+        if lazy:
             # The hot path of every lazy step: one INSERT, its own transaction. This store
             # wrote seq `expected_last_seq` itself, so the run cannot be shorter than that; if
             # another writer went further, the primary key refuses the taken seq. The insert
@@ -347,11 +372,55 @@ class SQLiteStore:
             if self.durability is Durability.EVERY_EVENT:
                 self.stats.synced_commits += 1
             return
+        self._append_synced(run_id, events, rows, changes, expected_last_seq, sync, lease, [])
+
+    def _append_merging(
+        self,
+        segments: Segments,
+        run_id: str,
+        events: Sequence[Event],
+        rows: list[tuple[str, int, str, str, int]],
+        changes: list[Event],
+        expected_last_seq: int,
+        sync: bool,
+        lease: Lease | None,
+    ) -> None:
+        """An append through SQLite: the run's segment's lines are inserted in the same
+        transaction, then a fresh segment this object writes next under ``lease`` takes its
+        place (none unleased, or once the run finished)."""
+        with segments.exclusive(run_id) as fd:
+            assert fd is not None
+            lines, own = segments.pending(run_id, fd)
+            pending = [(run_id, seq, kind, body, crc) for seq, kind, body, crc in lines]
+            self._own_pending = own
+            try:
+                self._append_synced(run_id, events, rows, changes, expected_last_seq, sync,
+                                    lease, pending)
+            finally:
+                self._own_pending = False
+            if lease is None or isinstance(events[-1], RunFinished):
+                segments.replace(run_id, fd, None, 0)
+            else:
+                segments.replace(run_id, fd, lease.owner, lease.epoch)
+
+    def _append_synced(
+        self,
+        run_id: str,
+        events: Sequence[Event],
+        rows: list[tuple[str, int, str, str, int]],
+        changes: list[Event],
+        expected_last_seq: int,
+        sync: bool,
+        lease: Lease | None,
+        pending: list[tuple[str, int, str, str, int]],
+    ) -> None:
+        db = self._db
         flush = sync and self.durability is Durability.OUTPUT_COMMIT
         if flush:
             db.execute("PRAGMA synchronous=FULL")
         try:
-            self._append_transaction(run_id, events, rows, changes, expected_last_seq, lease)
+            self._append_transaction(run_id, events, rows, changes, expected_last_seq, lease,
+                                     pending)
         finally:
             if flush:
                 db.execute(f"PRAGMA synchronous={self._base_sync}")
@@ -373,10 +442,12 @@ class SQLiteStore:
         changes: list[Event],
         expected_last_seq: int,
         lease: Lease | None,
+        pending: list[tuple[str, int, str, str, int]],
     ) -> None:
         db = self._db
         db.execute("BEGIN IMMEDIATE")
         try:
+            self._merge(run_id, pending)
             try:
                 if expected_last_seq == 0:
                     first = events[0]
@@ -409,6 +480,43 @@ class SQLiteStore:
         except BaseException:
             db.execute("ROLLBACK")
             raise
+
+    def _merge(self, run_id: str, pending: Sequence[tuple[str, int, str, str, int]]) -> None:
+        """Insert a segment's rows that SQLite does not hold yet (inside a transaction).
+
+        A segment of a run the file has no row for is a stale one (the database file was
+        replaced, its ``-seg`` folder left): ignored, and replaced once the run is created.
+        This object's own lines since its last merge need neither check."""
+        if pending and self._own_pending:
+            self._db.executemany("INSERT INTO events VALUES (?, ?, ?, ?, ?)", pending)
+        elif pending and self._db.execute("SELECT 1 FROM runs WHERE run_id=?",
+                                        (run_id,)).fetchone() is not None:
+            top = self._last_sql_seq(run_id)
+            self._db.executemany("INSERT INTO events VALUES (?, ?, ?, ?, ?)",
+                                 [row for row in pending if row[1] > top])
+
+    def _last_sql_seq(self, run_id: str) -> int:
+        row = self._db.execute("SELECT max(seq) FROM events WHERE run_id=?", (run_id,)).fetchone()
+        return 0 if row is None or row[0] is None else int(row[0])
+
+    @contextmanager
+    def _taking_segment(self, run_id: str) -> Iterator[None]:
+        """Around a lease change (the caller holds the lock, then opens the transaction
+        inside): the run's segment is merged by the transaction and removed once it
+        committed, so its writer, superseded, goes through SQLite and meets the new fence."""
+        segments = self._segments
+        if segments is None:
+            yield
+            return
+        with segments.exclusive(run_id) as fd:
+            assert fd is not None
+            self._pending = [(run_id, seq, kind, body, crc)
+                             for seq, kind, body, crc in parse(read_all(fd))]
+            try:
+                yield
+            finally:
+                self._pending = []
+            segments.replace(run_id, fd, None, 0)
 
     def _update_index(self, run_id: str, events: Sequence[Event], new: bool) -> None:
         """Move the run's status, updated_at, wake_at and last_seq past ``events`` (inside the
@@ -453,7 +561,8 @@ class SQLiteStore:
 
     def acquire(self, run_id: str, owner: str, *, now: float, ttl_s: float) -> Lease:
         check_lease_args(owner, now, ttl_s)
-        with self._lock, self._errors(), self._immediate() as db:
+        with self._lock, self._errors(), self._taking_segment(run_id), self._immediate() as db:
+            self._merge(run_id, self._pending)
             row = db.execute(_ACQUIRE, (owner, now + ttl_s, run_id, owner, now)).fetchone()
             if row is not None:
                 return Lease(run_id, owner, int(row[0]), now + ttl_s)
@@ -476,7 +585,9 @@ class SQLiteStore:
                          0 if held is None else int(held[1]))
 
     def release(self, lease: Lease) -> bool:
-        with self._lock, self._errors(), self._immediate() as db:
+        with self._lock, self._errors(), self._taking_segment(lease.run_id), \
+                self._immediate() as db:
+            self._merge(lease.run_id, self._pending)
             return bool(db.execute(
                 "UPDATE runs SET owner=NULL, lease_expires_at=NULL WHERE run_id=? AND owner=? "
                 "AND epoch=?", (lease.run_id, lease.owner, lease.epoch)).rowcount == 1)
@@ -497,8 +608,25 @@ class SQLiteStore:
         row = self._db.execute("SELECT max(seq) FROM events WHERE run_id=?", (run_id,)).fetchone()
         return None if row is None or row[0] is None else int(row[0])
 
+    @contextmanager
+    def _segment_rows(self, run_id: str) -> Iterator[list[tuple[int, str, str, int]]]:
+        """The rows of the run's segment, held still (a shared lock) while in use."""
+        if self._segments is None:
+            yield []
+            return
+        with self._segments.shared(run_id) as rows:
+            yield rows
+
+    def _with_segment(self, run_id: str, rows: list[tuple[int, str, int]], after_seq: int,
+                      pending: list[tuple[int, str, str, int]]) -> list[tuple[int, str, int]]:
+        """SQLite's rows of a run after ``after_seq``, then its segment's newer ones."""
+        if not pending:
+            return rows
+        top = max(after_seq, rows[-1][0] if rows else self._last_sql_seq(run_id))
+        return rows + [(seq, body, crc) for seq, _, body, crc in pending if seq > top]
+
     def read(self, run_id: str, *, after_seq: int = 0) -> list[Event]:
-        with self._lock, self._errors():
+        with self._lock, self._errors(), self._segment_rows(run_id) as pending:
             info = self._db.execute(
                 "SELECT last_seq FROM runs WHERE run_id=?", (run_id,)
             ).fetchone()
@@ -506,15 +634,17 @@ class SQLiteStore:
                 "SELECT seq, body, crc FROM events WHERE run_id=? AND seq>? ORDER BY seq",
                 (run_id, after_seq),
             ).fetchall()
+            if info is not None:  # a segment without its run's row is stale (see _merge)
+                rows = self._with_segment(run_id, rows, after_seq, pending)
         last_seq = 0 if info is None else int(info[0])
         return decode_rows(f"{self.path}", run_id, rows, after_seq, last_seq)
 
     def get_run(self, run_id: str) -> RunInfo | None:
-        with self._lock, self._errors():
+        with self._lock, self._errors(), self._segment_rows(run_id) as pending:
             row = self._db.execute(
                 f"SELECT {_RUN_COLUMNS} FROM runs r WHERE r.run_id=?", (run_id,)
             ).fetchone()
-        return None if row is None else _run_info(row)
+        return None if row is None else _run_info(_reaching(row, pending))
 
     def list_runs(
         self, *, status: RunStatus | Sequence[RunStatus] | None = None, limit: int = 1000
@@ -529,10 +659,17 @@ class SQLiteStore:
         params.append(limit)
         with self._lock, self._errors():
             rows = self._db.execute(sql, params).fetchall()
+            if self._segments is not None and (names := self._segments.existing()):
+                for i, row in enumerate(rows):
+                    if os.path.basename(self._segments.path(row[0])) in names:
+                        with self._segment_rows(row[0]) as pending:
+                            rows[i] = _reaching(row, pending)
         return [_run_info(row) for row in rows]
 
     def close(self) -> None:
         with self._lock:
+            if self._segments is not None:
+                self._segments.close()
             self._db.close()
 
     # -- the work queue -------------------------------------------------------------------
@@ -543,12 +680,32 @@ class SQLiteStore:
         if limit == 0 or (queues is not None and not queues):
             return []
         where, params = _in_queues(queues, {"now": now})
-        with self._lock, self._errors(), self._immediate() as db:
-            due = db.execute(f"SELECT run_id, epoch FROM runs WHERE {_DUE}{where} "
-                             f"ORDER BY {_DUE_ORDER} LIMIT :limit",
-                             {**params, "limit": limit}).fetchall()
-            db.executemany("UPDATE runs SET owner=?, epoch=?, lease_expires_at=? WHERE run_id=?",
-                           [(owner, int(epoch) + 1, now + ttl_s, run_id) for run_id, epoch in due])
+        segments = self._segments
+        with self._lock, self._errors(), ExitStack() as held:
+            taken: dict[str, int] = {}
+            with self._immediate() as db:
+                due = db.execute(f"SELECT run_id, epoch FROM runs WHERE {_DUE}{where} "
+                                 f"ORDER BY {_DUE_ORDER} LIMIT :limit",
+                                 {**params, "limit": limit}).fetchall()
+                if segments is not None:
+                    # Not waiting for a segment's lock under SQLite's (appenders take them the
+                    # other way round): a run whose segment is busy is left to the next claim.
+                    granted = []
+                    for run_id, epoch in due:
+                        fd = held.enter_context(segments.exclusive(run_id, wait=False))
+                        if fd is None:
+                            continue
+                        self._merge(run_id, [(run_id, seq, kind, body, crc) for
+                                             seq, kind, body, crc in parse(read_all(fd))])
+                        taken[run_id] = fd
+                        granted.append((run_id, epoch))
+                    due = granted
+                db.executemany("UPDATE runs SET owner=?, epoch=?, lease_expires_at=? "
+                               "WHERE run_id=?", [(owner, int(epoch) + 1, now + ttl_s, run_id)
+                                                  for run_id, epoch in due])
+            for run_id, fd in taken.items():
+                assert segments is not None
+                segments.replace(run_id, fd, None, 0)
         return [Lease(str(run_id), owner, int(epoch) + 1, now + ttl_s) for run_id, epoch in due]
 
     def next_wake(self, *, queues: Sequence[str] | None = None) -> float | None:
@@ -595,11 +752,12 @@ class SQLiteStore:
             runs = self._db.execute("SELECT run_id, last_seq FROM runs").fetchall()
         for run_id, last_seq in runs:
             try:
-                with self._lock, self._errors():
+                with self._lock, self._errors(), self._segment_rows(run_id) as pending:
                     rows = self._db.execute(
                         "SELECT seq, body, crc FROM events WHERE run_id=? ORDER BY seq",
                         (run_id,),
                     ).fetchall()
+                    rows = self._with_segment(run_id, rows, 0, pending)
                 decode_rows(self.path, run_id, rows, 0, int(last_seq))
             except (CorruptJournal, SchemaTooNew) as exc:
                 problems.append(str(exc))
@@ -624,6 +782,16 @@ class SQLiteStore:
             f"{self.path}: SQLite reports {text!r}; the file is damaged or not a tether store. "
             "Nothing was changed; restore it from a backup or inspect it with `tether store check`"
         )
+
+
+def _reaching(row: Sequence[object],
+              pending: list[tuple[int, str, str, int]]) -> tuple[object, ...]:
+    """A runs row whose last seq (column 3) counts the run's segment's events too."""
+    if not pending:
+        return tuple(row)
+    stored = row[3]
+    last = max(int(stored) if isinstance(stored, int) else 0, pending[-1][0])
+    return (*row[:3], last, *row[4:])
 
 
 def _run_info(row: Sequence[object]) -> RunInfo:
