@@ -141,3 +141,22 @@ def test_a_store_that_fails_does_not_end_the_watch(store_path: Path) -> None:
         await stream.aclose()
 
     asyncio.run(main())
+
+
+def test_the_stamp_follows_a_leased_runs_lazy_appends(tmp_path: Path) -> None:
+    """A leased run's lazy steps go to its segment beside the database, touching neither the
+    database nor its WAL: the stamp still moves, so the viewer reads the index again."""
+    from tether.events import RunStarted, StepRecorded
+
+    path = tmp_path / "runs.db"
+    store = SQLiteStore(path)
+    store.append("r", [RunStarted(seq=1, at=0.0, workflow="w", seed=1)],
+                 expected_last_seq=0)
+    lease = store.acquire("r", "w1", now=1.0, ttl_s=60.0)
+    store.append("r", [StepRecorded(seq=2, at=2.0, pos=0, call="step", name="s")],
+                 expected_last_seq=1, lease=lease)
+    before = files_stamp(store)
+    store.append("r", [StepRecorded(seq=3, at=3.0, pos=1, call="step", name="s")],
+                 expected_last_seq=2, lease=lease)
+    assert Path(f"{path}-seg").is_dir(), "the lazy step did not go to a segment"
+    assert files_stamp(store) != before

@@ -52,6 +52,15 @@ def files_stamp(store: Store) -> tuple[tuple[int, int], ...] | None:
             stamps.append((-1, -1))
         else:
             stamps.append((info.st_size, info.st_mtime_ns))
+    # A leased run's lazy appends go to its segment file beside the database (see
+    # tether.store._segments), which changes neither file above.
+    try:
+        with os.scandir(f"{path}-seg") as entries:
+            segments = sorted((entry.name, entry.stat()) for entry in entries
+                              if entry.name.endswith(".seg"))
+    except OSError:
+        segments = []
+    stamps.extend((info.st_size, info.st_mtime_ns) for _name, info in segments)
     return tuple(stamps)
 
 
