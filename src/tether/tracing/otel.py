@@ -303,7 +303,7 @@ def export_run(
     >>> from opentelemetry.sdk.trace import TracerProvider
     >>> from tether.events import RunStarted
     >>> export_run([RunStarted(seq=1, at=0.0, workflow="w", seed=1)], TracerProvider(),
-    ...            run_id="run_1", rebase_time=time.time())
+    ...            run_id="run_1", rebase_time=time.time())  # allow-wallclock: user code
     """
     trace = build_trace(run_id, events)
     tracer = planned_tracer(tracer_provider or otel_trace.get_tracer_provider())
