@@ -43,6 +43,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+#: The checkout the README's outputs were pasted from: its paths in a shown output read as
+#: this checkout's, so they normalise alike wherever the tests run.
+PASTED_CHECKOUT = "/work/main"
 #: A fenced block, also one indented inside a list item (its lines are dedented).
 _BLOCK = re.compile(r"^(?P<indent> *)```(?P<lang>\w*)\n(?P<body>.*?)^(?P=indent)``` *\n",
                     re.S | re.M)
@@ -238,8 +241,11 @@ def _normalise(text: str, *, paths: dict[str, str], volatile: Volatile = ()) -> 
 
 def _matches(shown: str, real: str, *, paths: dict[str, str], volatile: Volatile = ()) -> bool:
     """Whether ``real`` prints the lines of ``shown`` (normalised), where a ``...`` line of
-    ``shown`` stands for any number of lines."""
-    parts = [_normalise(p, paths=paths, volatile=volatile)
+    ``shown`` stands for any number of lines. The checkout the README's outputs were pasted
+    from reads as this checkout in ``shown`` only (a clone at ``/x/work/main`` must not turn
+    into ``/x/x/work/main``)."""
+    pasted = {PASTED_CHECKOUT: str(ROOT), **paths}
+    parts = [_normalise(p, paths=pasted, volatile=volatile)
              for p in re.split(r"^\s*(?:\.\.\.|…)\s*$", shown, flags=re.M)]
     lines = _normalise(real, paths=paths, volatile=volatile)
     if len(parts) == 1:
@@ -411,10 +417,7 @@ def test_a_console_block_runs_and_prints_what_the_readme_shows(session: list[Blo
     cwd = _folder(block, tmp_path)
     (tmp_path / "tmp").mkdir()
     env = _env(".")
-    # The checkout the README's outputs were pasted from reads as this checkout first, so
-    # its paths normalise alike wherever the tests run.
-    paths = {"/work/main": str(ROOT), str(tmp_path / "tmp"): "/tmp", str(cwd): ".",
-             str(ROOT): "<repo>"}
+    paths = {str(tmp_path / "tmp"): "/tmp", str(cwd): ".", str(ROOT): "<repo>"}
     for command in [c for b in session for c in _commands(b)]:
         if _skipped(command) is not None:
             continue
@@ -467,3 +470,9 @@ def test_the_output_comparison_can_fail() -> None:
     assert _matches("first\n...\nlast", "first\nmiddle\nmore\nlast", paths=paths)
     assert not _matches("first\n...\nlast", "last\nfirst", paths=paths)
     assert not _matches("key tk_" + "a" * 43, "key tk_short", paths=paths)
+    # A pasted checkout path matches this checkout's, and a real path that merely contains
+    # the pasted one is left alone.
+    here = {str(ROOT): "<repo>"}
+    assert _matches(f"{PASTED_CHECKOUT}/examples/a.yaml", f"{ROOT}/examples/a.yaml", paths=here)
+    assert not _matches(f"{PASTED_CHECKOUT}/a.yaml", f"/elsewhere{PASTED_CHECKOUT}/a.yaml",
+                        paths=here) or str(ROOT) == f"/elsewhere{PASTED_CHECKOUT}"

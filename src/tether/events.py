@@ -268,7 +268,12 @@ class ToolError(_Event):
 
 
 class ToolAmbiguous(_Event):
-    """A write's outcome is unknown (a timeout, a lost connection, a crash after its intent)."""
+    """A write's outcome is unknown (a timeout, a lost connection, a crash after its intent).
+
+    ``interrupted``: the process sending the attempt stopped (a crash, a lost lease) before
+    its result was journaled — the provider did not leave it unknown, the worker did. Such
+    attempts are bounded by the retry policy's ``crash`` rule, not by the tool's
+    ``attempts``. Left out of the JSON while false (older journals read as before)."""
 
     kind: Literal["tool_ambiguous"] = "tool_ambiguous"
     pos: int
@@ -276,6 +281,13 @@ class ToolAmbiguous(_Event):
     key: str
     reason: str
     attempt: int = 1
+    interrupted: bool = False
+
+    @model_serializer(mode="wrap")
+    def _serialize(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        _drop_defaults(data, self, ("interrupted",))
+        return data
 
 
 class ToolRetry(_Event):

@@ -15,9 +15,12 @@ from typing import Any
 import pytest
 
 from tether import (
+    Action,
     Crash,
     NonDeterminismError,
     ProbePoint,
+    RetryPolicy,
+    Rule,
     RunContext,
     RunResult,
     RunStatus,
@@ -31,7 +34,16 @@ from tether import (
     tool,
     workflow,
 )
-from tether.events import RunFinished, ToolAmbiguous, ToolError, ToolIntent, ToolResult
+from tether.events import (
+    RunFinished,
+    ToolAmbiguous,
+    ToolError,
+    ToolIntent,
+    ToolResult,
+    decode,
+    encode,
+)
+from tether.runtime.failures import FailureType
 
 from .app import (
     ORDER_ID,
@@ -60,10 +72,12 @@ class Rig:
         self.ext = External(directory / "ext.db")
         self._stores: list[SQLiteStore] = []
 
-    def runtime(self, wf: Workflow, probe: Callable[[ProbePoint], None] | None = None) -> Runtime:
+    def runtime(self, wf: Workflow, probe: Callable[[ProbePoint], None] | None = None,
+                retry: RetryPolicy | None = None) -> Runtime:
         store = SQLiteStore(self.store_path)
         self._stores.append(store)
-        return Runtime(store, clock=VirtualClock(), workflows=[wf], seed=7, probe=probe)
+        return Runtime(store, clock=VirtualClock(), workflows=[wf], seed=7, probe=probe,
+                       retry=retry)
 
     def run(self, wf: Workflow, crash: Callable[[ProbePoint], None] | None = None) -> RunResult:
         """Start the run; if it crashes, recover it with a fresh runtime."""
@@ -148,6 +162,97 @@ def test_unknown_idempotent_outcome_is_reissued_with_the_same_key(rig: Rig, how:
     events = rig.events()
     assert [(e.key, e.attempt) for e in of(events, ToolIntent)] == [(key, 1), (key, 2)]
     assert len(of(events, ToolAmbiguous)) == 1
+
+
+def _stopping_refund(rig: Rig, seen: list[int]) -> Workflow:
+    """A one-call workflow whose idempotent refund the provider applies (once per key)."""
+
+    @tool(effect="idempotent", key=lambda a: f"refund:{a.order_id}")
+    def refund(tc: ToolContext, args: RefundArgs) -> Refund:
+        seen.append(tc.attempt)
+        return Refund.model_validate(
+            rig.ext.create_refund(tc.idempotency_key, args.order_id, args.amount_cents))
+
+    return one_call(refund, REFUND)
+
+
+def _stop_times(rig: Rig, wf: Workflow, times: int, retry: RetryPolicy | None = None) -> None:
+    """Start the run and take it up again ``times - 1`` times, each worker stopping right
+    after the provider answered and before the result was journaled."""
+    probe = crash_at("refund", "after_call")
+    with pytest.raises(Crash):
+        asyncio.run(rig.runtime(wf, probe, retry).start(wf, ORDER_ID, run_id=RUN))
+    for _ in range(times - 1):
+        with pytest.raises(Crash):
+            asyncio.run(rig.runtime(wf, probe, retry).recover())
+
+
+def test_a_write_its_workers_keep_stopping_in_is_reissued_past_the_tools_attempts(
+        rig: Rig) -> None:
+    """Attempts cut off by the worker stopping are not the provider's unknowns: an idempotent
+    write (``attempts=3``) whose workers stopped five times in a row is re-issued a sixth
+    time and completes, applied once, rather than escalating."""
+    seen: list[int] = []
+    wf = _stopping_refund(rig, seen)
+    _stop_times(rig, wf, 5)
+    result = rig.recover(wf)
+
+    key = f"refund:{ORDER_ID}"
+    assert result.status is RunStatus.COMPLETED, result.reason
+    assert seen == [1, 2, 3, 4, 5, 6]
+    assert rig.ext.effects("refunds") == {key: 1}
+    events = rig.events()
+    assert [a.interrupted for a in of(events, ToolAmbiguous)] == [True] * 5
+
+
+def test_a_write_that_keeps_stopping_its_worker_escalates_at_the_crash_rule(rig: Rig) -> None:
+    """The retry policy's ``crash`` rule bounds the stops at one call: past it the run
+    escalates (the call may be what kills the worker), and the default is 10."""
+    seen: list[int] = []
+    wf = _stopping_refund(rig, seen)
+    retry = RetryPolicy().with_rule(FailureType.CRASH, Rule(Action.RESOLVE, max_attempts=2))
+    assert RetryPolicy().rule(FailureType.CRASH).max_attempts == 10
+    assert RetryPolicy.never().rule(FailureType.CRASH).max_attempts == 10
+    _stop_times(rig, wf, 2, retry)
+    [result] = asyncio.run(rig.runtime(wf, retry=retry).recover())
+
+    assert result.status is RunStatus.ESCALATED
+    assert "stopped 2 time(s)" in result.reason and "crash rule allows 2" in result.reason
+    assert seen == [1, 2]  # not sent a third time
+    assert rig.ext.effects("refunds") == {f"refund:{ORDER_ID}": 1}
+
+
+def test_a_live_unknown_and_a_stop_count_apart(rig: Rig) -> None:
+    """A timeout is the provider's unknown and counts against ``attempts``; a stop does not:
+    with ``attempts=2``, one timeout then one stop still leaves a re-issue."""
+    seen: list[int] = []
+
+    @tool(effect="idempotent", key=lambda a: f"refund:{a.order_id}", attempts=2)
+    def refund(tc: ToolContext, args: RefundArgs) -> Refund:
+        seen.append(tc.attempt)
+        receipt = rig.ext.create_refund(tc.idempotency_key, args.order_id, args.amount_cents)
+        if tc.attempt == 1:
+            raise TimeoutError("the response was lost after the provider committed")
+        return Refund.model_validate(receipt)
+
+    wf = one_call(refund, REFUND)
+    stop_once = crash_at("refund", "after_call")
+    with pytest.raises(Crash):
+        asyncio.run(rig.runtime(wf, stop_once).start(wf, ORDER_ID, run_id=RUN))
+    result = rig.recover(wf)
+
+    assert result.status is RunStatus.COMPLETED, result.reason
+    assert seen == [1, 2, 3]
+    assert [a.interrupted for a in of(rig.events(), ToolAmbiguous)] == [False, True]
+
+
+def test_an_ambiguous_event_without_interrupted_encodes_as_before() -> None:
+    """``interrupted`` is left out of the JSON while false: older journals stay byte for byte."""
+    old = ToolAmbiguous(seq=3, at=1.0, pos=1, tool="t", key="k", reason="x")
+    assert "interrupted" not in encode(old)
+    stopped = old.model_copy(update={"interrupted": True})
+    assert '"interrupted":true' in encode(stopped)
+    assert decode(encode(stopped)) == stopped
 
 
 @pytest.mark.parametrize("how", ["timeout", "crash"])

@@ -109,7 +109,9 @@ def _defaults() -> dict[FailureType, Rule]:
         f.POLICY_DENIED: Rule(a.OBSERVE, max_attempts=1_000_000, base_delay_s=0.0),
         f.BUDGET_EXCEEDED: Rule(a.FAIL, max_attempts=1),
         f.NO_PROGRESS: Rule(a.FAIL, max_attempts=1),
-        f.CRASH: Rule(a.RESOLVE, max_attempts=1),
+        # A write whose worker stopped mid-call is resolved by its effect class; after this
+        # many stops at one call the run escalates (the call may be what kills the worker).
+        f.CRASH: Rule(a.RESOLVE, max_attempts=10, then=a.ESCALATE),
     }
 
 
@@ -138,7 +140,10 @@ class RetryPolicy:
     @classmethod
     def never(cls) -> RetryPolicy:
         """No retries at all: every failure fails the run (or is shown to the model)."""
-        rules = {kind: replace(rule, max_attempts=1) for kind, rule in _defaults().items()}
+        # Taking up a run after its worker stopped is recovery, not a retry: the crash rule
+        # keeps its bound.
+        rules = {kind: rule if kind is FailureType.CRASH else replace(rule, max_attempts=1)
+                 for kind, rule in _defaults().items()}
         return cls(rules=MappingProxyType(rules), retry_budget=0)
 
 

@@ -14,7 +14,10 @@ resolved by the tool's effect class:
 ========================  ====================================================================
 
 Re-issues are bounded by the tool's ``attempts``; a write still ambiguous after them is looked
-up when the tool can (``reconcile``: a lookup is not a re-issue), and otherwise escalates.
+up when the tool can (``reconcile``: a lookup is not a re-issue), and otherwise escalates. An
+attempt cut off by its worker stopping (``tool_ambiguous`` with ``interrupted``) is not the
+provider's doing and does not count there: those are bounded by the retry policy's ``crash``
+rule (10 by default), past which the run escalates, as the call may be what stops the worker.
 Every retry — a transient failure's next attempt, a re-issue after an unknown outcome, a lookup
 made again (journaled as ``tool_retry`` with ``lookup``) — draws from the run's retry budget
 (``RetryPolicy.retry_budget``), counted from the journal by :mod:`tether.retries` at every
@@ -138,6 +141,7 @@ async def execute_tool(
             await ctx.journal.arecord(
                 ToolAmbiguous, pos=pos, tool=tool.name, key=key, attempt=attempt,
                 reason="the worker stopped after journaling the intent and before the result",
+                interrupted=True,
             )
         return await call.resolve(attempt)
     return await call.write(attempt=1)
@@ -273,15 +277,25 @@ class _Call:
             if found is not None:
                 return found
             looked_up = True  # certainly not applied: a re-issue is a first request
-        if attempt >= tool.attempts:
+        # Attempts the worker's own stop cut off say nothing against the provider: they are
+        # bounded by the ``crash`` rule (a call that keeps stopping its worker), the others
+        # by the tool's ``attempts``.
+        stops = sum(1 for e in self.ctx.journal.at(self.pos)
+                    if isinstance(e, ToolAmbiguous) and e.interrupted)
+        stop_limit = self.ctx.retry.rule(FailureType.CRASH).max_attempts
+        why = None
+        if stops >= stop_limit:
+            why = (f"its worker stopped {stops} time(s) while it was being sent (the crash "
+                   f"rule allows {stop_limit}); the call itself may be what stops the worker")
+        elif attempt - stops >= tool.attempts:
+            why = f"it still has an unknown outcome after {attempt - stops} attempt(s)"
+        if why is not None:
             if not looked_up and tool.reconcile is not None:
                 # No more re-issues, but a lookup is not one: it may still tell the outcome.
                 found = await self._reconcile(attempt)
                 if found is not None:
                     return found
-            raise RunEscalated(self._unknown_reason(
-                f"it still has an unknown outcome after {attempt} attempt(s); escalating "
-                "rather than guessing"))
+            raise RunEscalated(self._unknown_reason(f"{why}; escalating rather than guessing"))
         stop = "the run's duration budget ended" if self.ctx.past_deadline() else None
         capped = self._capped() if stop is None else None
         stop = stop or capped
