@@ -41,8 +41,17 @@ class Choice:
 
 def choices(value: Any, text: str) -> list[Choice]:
     """The alternatives in ``text`` (JSON; anything else has none) whose value is ``value``."""
+    return [choice for values, choice in _offered(text)
+            if any(_same(v, value) for v in values)]
+
+
+@functools.lru_cache(maxsize=256)
+def _offered(text: str) -> tuple[tuple[tuple[Any, ...], Choice], ...]:
+    """Every alternative ``text`` offers, found once per text (a policy asks for every value
+    of every call against every trusted answer in the context): the values that make it the
+    one chosen, and the choice; outer alternatives before those nested in them."""
     data = _parsed(text)
-    return [] if data is None else list(_walk(value, data))
+    return () if data is None else tuple(_alternatives(data))
 
 
 @functools.lru_cache(maxsize=256)
@@ -81,18 +90,18 @@ def _same(a: Any, b: Any) -> bool:
     return a == b or str(a) == str(b)
 
 
-def _walk(value: Any, data: Any) -> Iterator[Choice]:
+def _alternatives(data: Any) -> Iterator[tuple[tuple[Any, ...], Choice]]:
     if isinstance(data, dict):
-        yield from _keyed(value, data)
+        yield from _keyed(data)
         for item in data.values():
-            yield from _walk(value, item)
+            yield from _alternatives(item)
     elif isinstance(data, list):
-        yield from _records(value, data)
+        yield from _records(data)
         for item in data:
-            yield from _walk(value, item)
+            yield from _alternatives(item)
 
 
-def _keyed(value: Any, data: dict[str, Any]) -> Iterator[Choice]:
+def _keyed(data: dict[str, Any]) -> Iterator[tuple[tuple[Any, ...], Choice]]:
     """``{"item:kettle": ..., "item:mugs": ...}``: keys sharing a word, each adding its own."""
     if len(data) < 2:
         return
@@ -102,11 +111,10 @@ def _keyed(value: Any, data: dict[str, Any]) -> Iterator[Choice]:
     if not common or not all(own.values()):
         return
     for key, item in data.items():
-        if _same(item, value):
-            yield Choice(own[key], tuple(w for k, w in own.items() if k != key))
+        yield (item,), Choice(own[key], tuple(w for k, w in own.items() if k != key))
 
 
-def _records(value: Any, data: list[Any]) -> Iterator[Choice]:
+def _records(data: list[Any]) -> Iterator[tuple[tuple[Any, ...], Choice]]:
     """``[{"name": "kettle", "price": 4999}, …]``: records named by their own text values."""
     if len(data) < 2 or not all(isinstance(r, dict) for r in data):
         return
@@ -115,5 +123,6 @@ def _records(value: Any, data: list[Any]) -> Iterator[Choice]:
     common = frozenset.intersection(*words)
     own = [w - common for w in words]
     for index, record in enumerate(data):
-        if own[index] and any(_same(v, value) for v in record.values()):
-            yield Choice(own[index], tuple(w for i, w in enumerate(own) if i != index and w))
+        if own[index]:
+            yield tuple(record.values()), Choice(
+                own[index], tuple(w for i, w in enumerate(own) if i != index and w))
