@@ -167,6 +167,9 @@ class RunJournal:
         self.started: RunStarted | None = None
         self.finished: RunFinished | None = None
         self._by_pos: dict[int, list[Event]] = {}
+        # Retries per position (tether.retries.retries_at), kept as events arrive and only
+        # where there are some: the retry budget is checked before every call.
+        self._retries: dict[int, int] = {}
         self._resolutions: dict[str, WaitResolved] = {}
         # The awaited appends: the store's async form (None: ``arecord`` is ``record``), the
         # lock that orders them (bound to the loop it was made on), and the event in flight.
@@ -184,7 +187,14 @@ class RunJournal:
     def _index(self, event: Event) -> None:
         pos = getattr(event, "pos", None)
         if pos is not None:
-            self._by_pos.setdefault(pos, []).append(event)
+            events = self._by_pos.setdefault(pos, [])
+            events.append(event)
+            if isinstance(event, ToolAmbiguous | ToolRetry | Decision) or (
+                    isinstance(event, ToolIntent) and event.attempt > 1):
+                # Only these change a position's retries (tether.retries.retries_at).
+                spent = retries_at(events)
+                if spent:
+                    self._retries[pos] = spent
         elif isinstance(event, WaitResolved):
             self._resolutions.setdefault(event.key, event)
         elif isinstance(event, RunStarted):
@@ -239,14 +249,12 @@ class RunJournal:
         :mod:`tether.retries` defines them (one per extra attempt of a tool call, one per
         retry decision). Counted from the journal, so a replay counts exactly what the first
         execution did."""
-        return sum(retries_at(events) for pos, events in self._by_pos.items()
-                   if pos < position)
+        return sum(n for pos, n in self._retries.items() if pos < position)
 
     def retries_elsewhere(self, position: int) -> int:
         """Retries the run has spent at every position but ``position`` (those before it, and
         any running beside it, as parallel tool calls do): the run's retry budget is a total."""
-        return sum(retries_at(events) for pos, events in self._by_pos.items()
-                   if pos != position)
+        return sum(n for pos, n in self._retries.items() if pos != position)
 
     def positions(self) -> list[int]:
         return sorted(self._by_pos)
