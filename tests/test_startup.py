@@ -17,8 +17,8 @@ import pytest
 
 import tether
 
-LAZY_PACKAGES = ["tether", "tether.agent", "tether.models", "tether.policy", "tether.sessions",
-                 "tether.tracing"]
+LAZY_PACKAGES = ["tether", "tether.agent", "tether.evals", "tether.models", "tether.policy",
+                 "tether.sessions", "tether.sim", "tether.tracing"]
 
 # What a restarted worker needs to recover a run (benchmarks/crash_recovery.py imports these).
 RECOVERY_IMPORT = ("from tether import ProbePoint, RunContext, Runtime, SQLiteStore, ToolContext, "
@@ -54,10 +54,11 @@ def loaded_after(code: str) -> set[str]:
 
 
 def test_import_tether_loads_no_submodule_and_no_pydantic() -> None:
-    """``import tether`` is the package's ``__init__`` alone: every public name waits for use."""
+    """``import tether`` is the package's ``__init__`` and its loader alone: every public name
+    waits for use."""
     added = loaded_after("import tether") - loaded_after("pass")  # less what site loads anyway
     # not even typing: the flag is spelt locally, so checkers still read the imports
-    assert sorted(added - {"__future__"}) == ["tether", "tether._version"]
+    assert sorted(added - {"__future__"}) == ["tether", "tether._lazy", "tether._version"]
 
 
 def test_recovery_path_skips_the_upper_layers() -> None:
@@ -76,8 +77,10 @@ def test_lazy_table_matches_all(name: str) -> None:
     package = importlib.import_module(name)
     where: dict[str, str] = package._WHERE
     assert set(where) == set(package.__all__) - {"__version__"}
-    for public, module in where.items():
-        assert getattr(package, public) is getattr(importlib.import_module(module), public), public
+    for public, target in where.items():
+        module, _, attribute = target.partition(":")  # "module:attribute" where it is renamed
+        value = getattr(importlib.import_module(module), attribute or public)
+        assert getattr(package, public) is value, public
 
 
 @pytest.mark.parametrize("name", LAZY_PACKAGES)
@@ -117,3 +120,12 @@ def test_version_needs_no_import() -> None:
     from tether._version import __version__
 
     assert tether.__dict__["__version__"] == __version__
+
+
+def test_evals_compare_stays_the_function() -> None:
+    """``tether.evals.compare`` is a submodule and an exported function: after the submodule
+    loads, the package still hands out the function (the loader keeps exported names)."""
+    code = ("import tether.evals.compare\n"
+            "from tether.evals import compare\n"
+            "assert callable(compare) and not isinstance(compare, type(tether)), compare\n")
+    assert "tether.evals.compare" in loaded_after(code)

@@ -12,8 +12,7 @@ imports below.
 
 from __future__ import annotations
 
-import sys
-
+from tether._lazy import attach as _attach
 from tether._version import __version__
 
 TYPE_CHECKING = False  # typing's own flag, without importing typing (start-up time)
@@ -260,25 +259,4 @@ _MODULES: dict[str, tuple[str, ...]] = {
 _WHERE = {name: module for module, names in _MODULES.items() for name in names}
 
 if not TYPE_CHECKING:  # hidden from checkers, so a misspelt ``tether.X`` stays an error there
-
-    def __getattr__(name: str) -> object:
-        module = _WHERE.get(name)
-        if module is not None:
-            # __import__, as the import statement does (importlib.import_module would hide
-            # the module from ``python -X importtime``)
-            __import__(module)
-            value = getattr(sys.modules[module], name)
-            globals()[name] = value  # later lookups skip this function
-            return value
-        if not name.startswith("_"):  # ``package.submodule``, as eager imports used to allow
-            try:
-                __import__(f"{__name__}.{name}")
-                return sys.modules[f"{__name__}.{name}"]
-            except ModuleNotFoundError as e:
-                if e.name != f"{__name__}.{name}":
-                    raise
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+    __getattr__, __dir__ = _attach(__name__, _WHERE, __all__)

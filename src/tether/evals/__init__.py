@@ -18,9 +18,9 @@ base scenario under one of the five suites for an agent, ``grade`` grades one ep
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from tether._lazy import attach as _attach
 
+TYPE_CHECKING = False  # typing's own flag, without importing typing (start-up time)
 if TYPE_CHECKING:  # the real types for checkers and editors; imported lazily at run time
     from tether.evals.compare import compare, compare_harnesses, load_results
     from tether.evals.grading import grade
@@ -31,24 +31,17 @@ if TYPE_CHECKING:  # the real types for checkers and editors; imported lazily at
 __all__ = ["SUITES", "TetherSim", "compare", "compare_harnesses", "grade", "load_results",
            "run_campaign", "variant"]
 
+# Which module defines each public name ("module:attribute" where the module spells it otherwise).
 _WHERE = {
-    "run_campaign": ("tether.evals.run", "run_full_campaign"),
-    "compare": ("tether.evals.compare", "compare"),
-    "compare_harnesses": ("tether.evals.compare", "compare_harnesses"),
-    "load_results": ("tether.evals.compare", "load_results"),
-    "grade": ("tether.evals.grading", "grade"),
-    "variant": ("tether.evals.suites", "variant"),
-    "SUITES": ("tether.evals.suites", "SUITES"),
-    "TetherSim": ("tether.evals.pytest_plugin", "TetherSim"),
+    "SUITES": "tether.evals.suites",
+    "TetherSim": "tether.evals.pytest_plugin",
+    "compare": "tether.evals.compare",
+    "compare_harnesses": "tether.evals.compare",
+    "grade": "tether.evals.grading",
+    "load_results": "tether.evals.compare",
+    "run_campaign": "tether.evals.run:run_full_campaign",
+    "variant": "tether.evals.suites",
 }
 
-
-def __getattr__(name: str) -> Any:
-    if name in _WHERE:
-        module, attribute = _WHERE[name]
-        return getattr(importlib.import_module(module), attribute)
-    raise AttributeError(f"module 'tether.evals' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+if not TYPE_CHECKING:  # hidden from checkers, so a misspelt name stays an error there
+    __getattr__, __dir__ = _attach(__name__, _WHERE, __all__)

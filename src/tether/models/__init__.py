@@ -7,7 +7,7 @@
 
 from __future__ import annotations
 
-import sys
+from tether._lazy import attach as _attach
 
 TYPE_CHECKING = False  # typing's own flag, without importing typing (start-up time)
 if TYPE_CHECKING:  # the real names for checkers and editors; imported on first use at run time
@@ -81,25 +81,4 @@ _WHERE = {
 }
 
 if not TYPE_CHECKING:  # hidden from checkers, so a misspelt name stays an error there
-
-    def __getattr__(name: str) -> object:
-        module = _WHERE.get(name)
-        if module is not None:
-            # __import__, as the import statement does (importlib.import_module would hide
-            # the module from ``python -X importtime``)
-            __import__(module)
-            value = getattr(sys.modules[module], name)
-            globals()[name] = value  # later lookups skip this function
-            return value
-        if not name.startswith("_"):  # ``package.submodule``, as eager imports used to allow
-            try:
-                __import__(f"{__name__}.{name}")
-                return sys.modules[f"{__name__}.{name}"]
-            except ModuleNotFoundError as e:
-                if e.name != f"{__name__}.{name}":
-                    raise
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+    __getattr__, __dir__ = _attach(__name__, _WHERE, __all__)

@@ -10,23 +10,22 @@ asked, and :mod:`tether.policy.spec` for the YAML form.
 
 from __future__ import annotations
 
-import sys
-import types
+from tether._lazy import attach as _attach
 
 TYPE_CHECKING = False  # typing's own flag, without importing typing (start-up time)
 if TYPE_CHECKING:  # the real names for checkers and editors; imported on first use at run time
     from tether.policy.arguments import ArgumentFinding, trace_arguments
     from tether.policy.policy import Policy
     from tether.policy.request import (
-        Decision,
         Observation,
+        PolicyDecision,
         PolicyRequest,
         Principal,
         PriorCall,
         Verdict,
     )
     from tether.policy.rules import (
-        Rule,
+        PolicyRule,
         allow_tools,
         argument_limit,
         argument_provenance,
@@ -41,13 +40,13 @@ if TYPE_CHECKING:  # the real names for checkers and editors; imported on first 
 
 __all__ = [
     "ArgumentFinding",
-    "Decision",
     "Observation",
     "Policy",
+    "PolicyDecision",
     "PolicyRequest",
+    "PolicyRule",
     "Principal",
     "PriorCall",
-    "Rule",
     "Verdict",
     "allow_tools",
     "argument_limit",
@@ -67,13 +66,13 @@ __all__ = [
 # submodule of this package does not import its siblings.
 _WHERE = {
     "ArgumentFinding": "tether.policy.arguments",
-    "Decision": "tether.policy.request",
     "Observation": "tether.policy.request",
     "Policy": "tether.policy.policy",
+    "PolicyDecision": "tether.policy.request",
     "PolicyRequest": "tether.policy.request",
+    "PolicyRule": "tether.policy.rules",
     "Principal": "tether.policy.request",
     "PriorCall": "tether.policy.request",
-    "Rule": "tether.policy.rules",
     "Verdict": "tether.policy.request",
     "allow_tools": "tether.policy.rules",
     "argument_limit": "tether.policy.rules",
@@ -89,40 +88,7 @@ _WHERE = {
     "trace_arguments": "tether.policy.arguments",
 }
 
-
-class _Package(types.ModuleType):
-    """This package, keeping the rule :func:`control_flow` under its name: the import system
-    sets a submodule as an attribute of its package when it loads it, and
-    :mod:`tether.policy.control_flow` would otherwise replace the function it exports."""
-
-    def __setattr__(self, name: str, value: object) -> None:
-        if name in _WHERE and isinstance(value, types.ModuleType):
-            return
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package
-
+# The loader also keeps the rule ``control_flow`` under its name when the submodule
+# :mod:`tether.policy.control_flow` of the same name is loaded (see tether._lazy).
 if not TYPE_CHECKING:  # hidden from checkers, so a misspelt name stays an error there
-
-    def __getattr__(name: str) -> object:
-        module = _WHERE.get(name)
-        if module is not None:
-            # __import__, as the import statement does (importlib.import_module would hide
-            # the module from ``python -X importtime``)
-            __import__(module)
-            value = getattr(sys.modules[module], name)
-            globals()[name] = value  # later lookups skip this function
-            return value
-        if not name.startswith("_"):  # ``package.submodule``, as eager imports used to allow
-            try:
-                __import__(f"{__name__}.{name}")
-                return sys.modules[f"{__name__}.{name}"]
-            except ModuleNotFoundError as e:
-                if e.name != f"{__name__}.{name}":
-                    raise
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+    __getattr__, __dir__ = _attach(__name__, _WHERE, __all__)

@@ -15,9 +15,9 @@ simulated user, the clock) and returns a :class:`tether.Agent`; see
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from tether._lazy import attach as _attach
 
+TYPE_CHECKING = False  # typing's own flag, without importing typing (start-up time)
 if TYPE_CHECKING:  # the real types for checkers and editors; imported lazily at run time
     from tether.sim.agent_ref import load_agent_factory
     from tether.sim.calls import ServiceCall
@@ -51,11 +51,5 @@ _WHERE = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name in _WHERE:
-        return getattr(importlib.import_module(_WHERE[name]), name)
-    raise AttributeError(f"module 'tether.sim' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+if not TYPE_CHECKING:  # hidden from checkers, so a misspelt name stays an error there
+    __getattr__, __dir__ = _attach(__name__, _WHERE, __all__)
