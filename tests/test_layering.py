@@ -31,7 +31,7 @@ SRC = ROOT / "src" / "tether"
 # its own row or of lower rows. Rows refine DESIGN.md where it lists parts together or leaves
 # them out:
 # - ground: DESIGN's "store / clock / errors / events", with the small leaf modules they and
-#   everyone else share (the version, YAML loading, spec helpers, module import by reference,
+#   everyone else share (the version, the packages' lazy name loader, YAML loading, spec helpers, module import by reference,
 #   the definition of a retry counted from events);
 # - models and tracing sit below the runtime: the runtime is *given* a Model (DESIGN: "the
 #   simulator plugs into the runtime only through ... a Model"), and a trace is read from a
@@ -48,9 +48,9 @@ SRC = ROOT / "src" / "tether"
 #   demo, test helpers, and the package root ``tether`` (its __init__ re-exports the public
 #   surface, so nothing below may take a name from it).
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("ground", ("tether._version", "tether.errors", "tether.clock", "tether.events",
-                "tether.store", "tether.yamlsafe", "tether.specs", "tether.imports",
-                "tether.retries")),
+    ("ground", ("tether._version", "tether._lazy", "tether.errors", "tether.clock",
+                "tether.events", "tether.store", "tether.yamlsafe", "tether.specs",
+                "tether.imports", "tether.retries")),
     ("runtime: what it is given", ("tether.models", "tether.tracing")),
     ("runtime", ("tether.runtime",)),
     ("runtime: over its core", ("tether.policy", "tether.memory")),
@@ -73,26 +73,6 @@ ALLOWED: dict[tuple[str, str], str] = {}
 # runtime <-> policy.approvals circle was; listed so that no new one appears, to be removed
 # with the fix named.
 KNOWN_CIRCLES_WITHIN_UNITS: dict[frozenset[str], str] = {
-    frozenset({"tether.runtime.runtime", "tether.runtime.client_tools"}):
-        "Runtime.pending_client_calls / continue_execution delegate to client_tools, which "
-        "drives a Runtime; fix as for approvals: the wait-reading part below runtime.py",
-    frozenset({"tether.policy.policy", "tether.policy.spec"}):
-        "Policy.load reads a file through spec, which builds a Policy; fix: the loader "
-        "lives in spec only",
-    frozenset({"tether.agent.agent", "tether.agent.loop"}):
-        "Agent.run calls run_agent, and the loop takes an Agent; fix: the loop takes the "
-        "agent's settings, or Agent.run moves out of agent.py",
-    frozenset({"tether.sim.scenario", "tether.sim.users"}):
-        "a scenario's users are built by users.py, which takes Persona from scenario.py; "
-        "fix: Persona in a module of its own",
-    frozenset({"tether.sim.environment", "tether.sim.wire.gateway", "tether.sim.wire.transport",
-               "tether.sim.wire.stripe_face", "tether.sim.wire.webhook_api",
-               "tether.sim.wire.webhooks"}):
-        "the environment builds the HTTP gateway and webhooks, which take current_caller / "
-        "plain from environment.py; fix: those helpers in a module below both",
-    frozenset({"tether.sim.wire.asgi", "tether.sim.wire.serve"}):
-        "the ASGI app asks serve.py for the verdict, and serve.py starts the ASGI app; fix: "
-        "judge / verdict_data in a module of their own",
 }
 
 
