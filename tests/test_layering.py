@@ -31,8 +31,8 @@ SRC = ROOT / "src" / "tether"
 # its own row or of lower rows. Rows refine DESIGN.md where it lists parts together or leaves
 # them out:
 # - ground: DESIGN's "store / clock / errors / events", with the small leaf modules they and
-#   everyone else share (the version, the packages' lazy name loader, YAML loading, spec helpers, module import by reference,
-#   the definition of a retry counted from events);
+#   everyone else share (the version, the packages' lazy name loader, YAML loading, spec
+#   helpers, module import by reference, the definition of a retry counted from events);
 # - models and tracing sit below the runtime: the runtime is *given* a Model (DESIGN: "the
 #   simulator plugs into the runtime only through ... a Model"), and a trace is read from a
 #   journal, so neither may reach into the runtime;
