@@ -17,14 +17,14 @@ from __future__ import annotations
 import json
 import zlib
 from enum import StrEnum
-from typing import Annotated, Any, ClassVar, Literal
+from types import UnionType
+from typing import Annotated, Any, ClassVar, Literal, Union, get_args, get_origin
 
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
     SerializerFunctionWrapHandler,
-    TypeAdapter,
     ValidationError,
     model_serializer,
 )
@@ -94,7 +94,10 @@ _FINISHED = {RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.ESCALATED, RunStat
 class _Event(BaseModel):
     # Non-finite floats as the constants Python's json reads back, never as null: what a
     # live run saw is what its replay sees (see tether.runtime.codec).
-    model_config = ConfigDict(frozen=True, extra="forbid", ser_json_inf_nan="constants")
+    # defer_build: a kind's validator and serializer are built when it is first used, not when
+    # this module is imported (building all of them was most of a restarted worker's start-up).
+    model_config = ConfigDict(frozen=True, extra="forbid", ser_json_inf_nan="constants",
+                              defer_build=True)
     VERSION: ClassVar[int] = 1
 
     seq: int
@@ -546,7 +549,63 @@ DURABLE_CALLS = frozenset({"step", "step_failed", "timer_started", "wait_started
                            "tool_result", "tool_error", "tool_ambiguous", "tool_retry",
                            "model_called", "model_failed", "decision"})
 
-_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
+
+def _plain(annotation: object) -> bool:
+    """Whether a field holds what :func:`json.loads` gives back unchanged (so a trusted row
+    need not be validated): JSON's own types, Any, and lists, dicts, literals and unions of
+    them. A float field is fixed up separately (JSON may spell a whole float as an int)."""
+    if annotation in (int, str, bool, float, Any, None, type(None)):
+        return True
+    origin = get_origin(annotation)
+    if origin is Literal:
+        return True
+    if origin in (list, dict, Union, UnionType):
+        return all(_plain(arg) for arg in get_args(annotation))
+    return False
+
+
+def _trusted_shape(cls: type[_Event]) -> tuple[frozenset[str], frozenset[str], tuple[str, ...],
+                                              tuple[str, ...]] | None:
+    """What a stored ``cls`` row needs to be built without validation: its field names, the
+    required ones, the float fields and the :class:`RunStatus` fields; ``None`` if a field holds
+    anything else (then every row of the kind is validated)."""
+    floats, statuses = [], []
+    for name, field in cls.model_fields.items():
+        if field.annotation is RunStatus:
+            statuses.append(name)
+        elif not _plain(field.annotation):
+            return None
+        elif field.annotation in (float, float | None):
+            floats.append(name)
+    required = frozenset(n for n, f in cls.model_fields.items() if f.is_required())
+    return frozenset(cls.model_fields), required, tuple(floats), tuple(statuses)
+
+
+_TRUSTED_SHAPES = {cls: _trusted_shape(cls) for cls in _KINDS.values()}
+
+
+def _construct_trusted(cls: type[_Event], raw: dict[str, Any]) -> _Event | None:
+    """``raw`` as a ``cls`` without validation, or ``None`` when it is not exactly a current
+    row of the kind (an unknown or missing field: the validating path says why)."""
+    shape = _TRUSTED_SHAPES[cls]
+    if shape is None:
+        return None
+    known, required, floats, statuses = shape
+    keys = raw.keys()
+    if not (keys <= known and required <= keys):
+        return None
+    for name in floats:
+        value = raw.get(name)
+        if type(value) is int:
+            raw[name] = float(value)
+        elif value is not None and type(value) is not float:
+            return None
+    for name in statuses:
+        try:
+            raw[name] = RunStatus(raw[name])
+        except ValueError:
+            return None
+    return cls.model_construct(**raw)
 
 
 def encode(event: _Event) -> str:
@@ -603,10 +662,24 @@ def decode(body: str, *, run_id: str = "", seq: int | None = None, crc: int | No
     if int(raw.get("v", 1)) > cls.VERSION:
         raise SchemaTooNew(f"{where}: {kind} version {raw.get('v')} is newer than the "
                            f"version {cls.VERSION} this tether reads; upgrade tether")
+    event: _Event | None = None
+    if crc is not None and raw.get("v", 1) == cls.VERSION:
+        # The checksum matched, so these are the bytes encode() wrote from a validated event
+        # of this kind at this version: validating them again only repeats that work.
+        event = _construct_trusted(cls, raw)
+    if event is None:
+        event = _validated(cls, raw, where, str(kind))
+    if seq is not None and event.seq != seq:
+        raise CorruptJournal(f"{where}: body says seq {event.seq}")
+    return event  # type: ignore[return-value]  # one of the kinds of the Event union
+
+
+def _validated(cls: type[_Event], raw: dict[str, Any], where: str, kind: str) -> _Event:
+    """``raw`` validated as its kind (the kind's validator alone is built, not the union's)."""
     try:
-        event = _ADAPTER.validate_python(raw)
+        return cls.model_validate(raw)
     except ValidationError as exc:
-        unknown = [".".join(map(str, e["loc"][1:])) for e in exc.errors()
+        unknown = [".".join(map(str, e["loc"])) for e in exc.errors()
                    if e["type"] == "extra_forbidden"]
         if unknown and len(unknown) == exc.error_count():
             # Fields are added to kinds over time (optional, left out at their default): one
@@ -615,9 +688,6 @@ def decode(body: str, *, run_id: str = "", seq: int | None = None, crc: int | No
                                f"({', '.join(unknown)}); it was written by a newer tether; "
                                "upgrade tether to read it") from exc
         raise CorruptJournal(f"{where}: {kind} does not match its schema: {exc}") from exc
-    if seq is not None and event.seq != seq:
-        raise CorruptJournal(f"{where}: body says seq {event.seq}")
-    return event
 
 
 # How each kind moves a run's status: (new status, only if the status is currently …).
