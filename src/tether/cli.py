@@ -1,40 +1,149 @@
-"""The ``tether`` command: parse arguments, call the library, render with rich."""
+"""The ``tether`` command: parse arguments, call the library, render with rich.
+
+The command groups and commands that live beside what they drive (``sim``, ``eval``,
+``agent``, ``serve``, ``workers``, ``worker``, ``view``, ``runs start``) are registered here by
+name and help line and imported only when one of them runs, so ``tether worker`` loads the
+worker and the runtime, not the simulator, the evaluation layer or the HTTP server, and
+``tether --help`` lists every group without importing any.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import json
 import os
 import tempfile
 import time
+from collections.abc import Iterator, Mapping, MutableMapping
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from rich import box
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from typer import _click as click  # typer's own click, which its classes are built on
+from typer.core import TyperGroup
 
 from tether import __version__
 from tether.errors import CorruptJournal, TetherError, UsageError
-from tether.evals.cli import MAX_SEEDS, MAX_WORKERS, eval_app
-from tether.events import Event, RunStatus
-from tether.memory import MEMORY_WORKFLOW
-from tether.policy.approvals import Approvals
-from tether.serve.cli import serve_app
-from tether.sessions.cli import agent_app
-from tether.sessions.state import SESSION_WORKFLOW
-from tether.sim.cli import sim_app
-from tether.store.base import Store
-from tether.store.open import open_store
+from tether.evals.cli import MAX_SEEDS, MAX_WORKERS
+from tether.events import RunStatus
 from tether.terminal import NO_COLOR_KEY, RootGroup, fail, stderr, stdout
-from tether.tracing.render import render_trace, trace_to_json
-from tether.tracing.timeline import build_trace
-from tether.view.cli import view as view_command
-from tether.worker_cli import runs_start, worker, workers_app
 
-app = typer.Typer(cls=RootGroup, add_completion=False, no_args_is_help=True,
+if TYPE_CHECKING:
+    from tether.events import Event
+    from tether.store.base import Store
+
+# What lives elsewhere, per group: name -> "module:attribute" (a typer.Typer is a command group,
+# a function a command). Each is registered below with its help line, under its name and in its
+# place, and imported when it runs; tests/test_cli_lazy.py checks each help line against the
+# one its module declares.
+_ROOT_ELSEWHERE = {
+    "worker": "tether.worker_cli:worker",
+    "view": "tether.view.cli:view",
+    "sim": "tether.sim.cli:sim_app",
+    "eval": "tether.evals.cli:eval_app",
+    "agent": "tether.sessions.cli:agent_app",
+    "serve": "tether.serve.cli:serve_app",
+    "workers": "tether.worker_cli:workers_app",
+}
+_RUNS_ELSEWHERE = {"start": "tether.worker_cli:runs_start"}
+
+
+class _Commands(MutableMapping[str, click.Command]):
+    """A group's commands, where each one named in ``elsewhere`` is a stand-in (its name and
+    help line, for the listing) until it is looked up: then its module is imported and the
+    real command takes the stand-in's place."""
+
+    def __init__(self, commands: MutableMapping[str, click.Command],
+                 elsewhere: Mapping[str, str]) -> None:
+        self._commands = commands
+        self._elsewhere = {name: where for name, where in elsewhere.items() if name in commands}
+
+    def stand_in(self, name: str) -> click.Command | None:
+        """The command as the listing shows it, imported or not."""
+        return self._commands.get(name)
+
+    def __getitem__(self, name: str) -> click.Command:
+        where = self._elsewhere.pop(name, None)
+        if where is not None:
+            self._commands[name] = _imported(name, where)
+        return self._commands[name]
+
+    def __setitem__(self, name: str, command: click.Command) -> None:
+        self._elsewhere.pop(name, None)
+        self._commands[name] = command
+
+    def __delitem__(self, name: str) -> None:
+        self._elsewhere.pop(name, None)
+        del self._commands[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._commands)
+
+    def __len__(self) -> int:
+        return len(self._commands)
+
+
+def _imported(name: str, where: str) -> click.Command:
+    """The click command typer builds for ``where`` registered as ``name``, as add_typer or
+    command() on the parent would have built it."""
+    module, _, attribute = where.partition(":")
+    found = getattr(importlib.import_module(module), attribute)
+    holder = typer.Typer()
+    if isinstance(found, typer.Typer):
+        holder.add_typer(found, name=name)
+    else:
+        holder.command(name)(found)
+    return typer.main.get_group(holder).commands[name]
+
+
+class _Deferring(TyperGroup):
+    """A group whose commands of :attr:`elsewhere` are imported when looked up; its help
+    listing shows their stand-ins, so ``--help`` imports none of them."""
+
+    elsewhere: Mapping[str, str] = {}
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.commands = _Commands(self.commands, self.elsewhere)
+        self._listing = False
+
+    def format_help(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        self._listing = True
+        try:
+            super().format_help(ctx, formatter)
+        finally:
+            self._listing = False
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        # the names in the order they were registered, as typer lists them, without reading
+        # the commands themselves (typer's own list_commands walks items())
+        return list(self.commands)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        commands = self.commands
+        if self._listing and isinstance(commands, _Commands):
+            return commands.stand_in(cmd_name)
+        return super().get_command(ctx, cmd_name)
+
+
+class _Root(_Deferring, RootGroup):
+    elsewhere = _ROOT_ELSEWHERE
+
+
+class _Runs(_Deferring):
+    elsewhere = _RUNS_ELSEWHERE
+
+
+def _stand_in() -> None:
+    """Replaced by the command it stands for before it can run (see _Commands)."""
+    raise AssertionError("a stand-in command ran")  # pragma: no cover
+
+
+app = typer.Typer(cls=_Root, add_completion=False, no_args_is_help=True,
                   help="Durable, exactly-once runs for AI agents.")
 
 
@@ -63,20 +172,26 @@ def _root(
     """Durable, exactly-once runs for AI agents."""
 
 
-runs_app = typer.Typer(no_args_is_help=True, help="Inspect runs in a store.")
+runs_app = typer.Typer(cls=_Runs, no_args_is_help=True, help="Inspect runs in a store.")
 store_app = typer.Typer(no_args_is_help=True, help="Check a store.")
 app.add_typer(runs_app, name="runs")
 app.add_typer(store_app, name="store")
-app.add_typer(sim_app, name="sim")
-app.add_typer(eval_app, name="eval")
-app.add_typer(agent_app, name="agent")
-app.add_typer(serve_app, name="serve")
+# Stand-ins, in the places the real groups and commands were registered (the listing's order);
+# each help line is its module's own (checked by tests/test_cli_lazy.py).
+app.add_typer(typer.Typer(), name="sim", help="Run simulated episodes.")
+app.add_typer(typer.Typer(), name="eval", help="Reliability campaigns.")
+app.add_typer(typer.Typer(), name="agent", help="Check and show declarative (YAML) agents.")
+app.add_typer(typer.Typer(), name="serve",
+              help="Serve agent files' sessions over HTTP (tether serve AGENT.yaml …).")
 approvals_app = typer.Typer(no_args_is_help=True, help="Calls held by policy for a human.")
 app.add_typer(approvals_app, name="approvals")
-app.add_typer(workers_app, name="workers")
-app.command("worker")(worker)
-runs_app.command("start")(runs_start)
-app.command("view")(view_command)
+app.add_typer(typer.Typer(), name="workers", help="The workers serving a store's queue.")
+app.command("worker", help="Execute the runs a store's queues hand out, until SIGTERM or "
+            "SIGINT.")(_stand_in)
+runs_app.command("start", help="Put a run on a queue for a worker; prints the run id once the "
+                 "run is durable.")(_stand_in)
+app.command("view", help="Browse runs, their timelines, waiting approvals and a campaign's "
+            "results in a browser.")(_stand_in)
 
 StoreOpt = Annotated[str, typer.Option("--store", envvar="TETHER_STORE",
                                        help="memory:, a SQLite file, or postgresql://…")]
@@ -90,6 +205,8 @@ def _fail(exc: TetherError) -> NoReturn:
 def _open_existing(store: str) -> Store:
     """The store a command that reads (or decides on a run) names: never a new one, so a
     mistyped path is an error rather than an empty store created in its place."""
+    from tether.store.open import open_store
+
     try:
         return open_store(store, create=False)
     except UsageError as exc:
@@ -121,6 +238,8 @@ def demo(
     --json prints {"files": {"results", "report", "episodes"}, "results": ...} (the files
     written, and the campaign's results as results.json holds them) on stdout, and nothing
     else there; the progress bar is on stderr."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
     from tether.evals.report import print_report
     from tether.evals.run import run_full_campaign
 
@@ -160,6 +279,7 @@ def crash_demo(
 
     --json prints {"folder", "outcomes" (one per harness), "store"} instead of the tables."""
     from tether.demo.crash import ORDER, run_demo
+    from tether.store.open import open_store
 
     where = folder or Path(tempfile.mkdtemp(prefix="tether-demo-"))
     console = stdout()
@@ -216,6 +336,9 @@ def runs_list(
     """List runs, oldest first, with their queue, the worker holding each and its lease (live:
     how long it has left; expired: since when; none); memory namespaces and session streams
     only with --all."""
+    from tether.memory import MEMORY_WORKFLOW
+    from tether.sessions.state import SESSION_WORKFLOW
+
     try:
         runs = _open_existing(store).list_runs(status=status)
     except TetherError as exc:
@@ -336,6 +459,9 @@ def trace(run_id: str, store: StoreOpt = "tether.db", as_json: JsonOpt = False) 
 
     --json prints the shape documented in tether.tracing.render.trace_to_json.
     """
+    from tether.tracing.render import render_trace, trace_to_json
+    from tether.tracing.timeline import build_trace
+
     events = _read_run(store, run_id)
     view = build_trace(run_id, events)
     if as_json:
@@ -393,6 +519,8 @@ NoteOpt = Annotated[str, typer.Option("--note", help="Why; shown to the agent an
 @approvals_app.command("list")
 def approvals_list(store: StoreOpt = "tether.db", as_json: JsonOpt = False) -> None:
     """Calls waiting for a decision: run, step, tool, arguments, why, which role."""
+    from tether.policy.approvals import Approvals
+
     try:
         pending = Approvals(_open_existing(store)).pending()
     except TetherError as exc:
@@ -413,6 +541,8 @@ def approvals_list(store: StoreOpt = "tether.db", as_json: JsonOpt = False) -> N
 
 def _decide(approve: bool, run_id: str, store: str, by: str, role: str | None,
             step: int | None, note: str, as_json: bool) -> None:
+    from tether.policy.approvals import Approvals
+
     who = by or os.environ.get("USER") or "cli"
     try:
         approvals = Approvals(_open_existing(store))
