@@ -5,6 +5,8 @@
     python benchmarks/crash_recovery.py --quick    # 5 repetitions
     python benchmarks/crash_recovery.py --imports-only --baseline-src /tmp/old/src
                                                    # the import-time table, against an older tree
+    python benchmarks/crash_recovery.py --restarts --baseline-src /tmp/old/src
+                                                   # whole processes, against an older tree
     python benchmarks/crash_recovery.py --snapshot /tmp/crashed   # a killed worker's files
     python benchmarks/crash_recovery.py --recover-copy /tmp/crashed
                                                    # one restart → recovered run, whole process
@@ -265,6 +267,65 @@ def import_table(reps: int, env: dict[str, str], baseline_src: str | None) -> No
         f"{sum(median_of(t, label, g) for g in rest):.1f}" for t in names) + " |")
     print("\n(-X importtime adds its own overhead: the totals are larger than the phase timed "
           "inside the recovery process below; compare rows, not these with those.)\n")
+
+
+def process_cost(argv: list[str], env: dict[str, str]) -> tuple[float, float]:
+    """(CPU s, wall s) of one whole process: user + sys from the kernel's accounting of the
+    finished child (os.wait4), wall from spawn to exit."""
+    import subprocess
+
+    started = time.perf_counter()
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - started
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        err = proc.stderr.read().decode() if proc.stderr else ""
+        raise SystemExit(f"{' '.join(argv)} exited {proc.returncode}:\n{err[-2000:]}")
+    if proc.stderr:
+        proc.stderr.close()
+    return usage.ru_utime + usage.ru_stime, wall
+
+
+def restart_table(reps: int, env: dict[str, str], baseline_src: str) -> None:
+    """Whole processes, this tree against ``baseline_src`` in turn (pair by pair, after one
+    warm-up pair): ``import tether`` and a restart that recovers a crashed run
+    (``--recover-copy`` of one snapshot made here). Medians, and the now/baseline CPU ratio's
+    median and range over the pairs."""
+    import statistics
+    import tempfile
+
+    trees = {"now": env, "baseline": {**env, "PYTHONPATH": os.path.abspath(baseline_src)}}
+    me = os.path.abspath(__file__)
+    with tempfile.TemporaryDirectory(prefix="crash-bench-restart-") as root:
+        snapshot = os.path.join(root, "crashed")
+        make_snapshot(snapshot)
+        commands = {"`python -c \"import tether\"`": [sys.executable, "-c", "import tether"],
+                    "restart → recovered run (`--recover-copy`)":
+                        [sys.executable, me, "--recover-copy", snapshot]}
+        costs: dict[tuple[str, str], list[tuple[float, float]]] = {
+            (t, c): [] for t in trees for c in commands}
+        for rep in range(reps + 1):
+            order = list(trees) if rep % 2 else list(reversed(trees))
+            for label, argv in commands.items():
+                for tree in order:
+                    cost = process_cost(argv, trees[tree])
+                    if rep:
+                        costs[tree, label].append(cost)
+    print(f"### Whole processes, now against {baseline_src} in turn ({reps} pairs after a "
+          "warm-up; CPU = user + sys of the finished process)\n")
+    print("| command | now: CPU s | now: wall s | baseline: CPU s | baseline: wall s "
+          "| now/baseline CPU (min–max) |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for label in commands:
+        now, base = costs["now", label], costs["baseline", label]
+        ratios = [n[0] / b[0] for n, b in zip(now, base, strict=True)]
+        print(f"| {label} | {statistics.median(c for c, _ in now):.3f} | "
+              f"{statistics.median(w for _, w in now):.3f} | "
+              f"{statistics.median(c for c, _ in base):.3f} | "
+              f"{statistics.median(w for _, w in base):.3f} | "
+              f"{statistics.median(ratios):.2f} ({min(ratios):.2f}–{max(ratios):.2f}) |")
+    print()
 
 
 # -- DBOS ------------------------------------------------------------------------------------
@@ -535,6 +596,9 @@ def main() -> None:
                         help="print the import-time table and stop")
     parser.add_argument("--snapshot", metavar="DIR", default=None,
                         help="crash a worker into the empty DIR and stop (for --recover-copy)")
+    parser.add_argument("--restarts", action="store_true",
+                        help="with --baseline-src: whole processes (import tether, restart → "
+                             "recovered run) of this tree against that one, then stop")
     args = parser.parse_args()
     reps = args.reps if args.reps is not None else (5 if args.quick else 7)
     if reps < 1:
@@ -551,6 +615,12 @@ def main() -> None:
     )
     with tempfile.TemporaryDirectory(prefix="crash-bench-pycache-") as pycache:
         env = child_env(pycache)
+        if args.restarts:
+            if args.baseline_src is None:
+                parser.error("--restarts compares against --baseline-src DIR")
+            restart_table(reps, env, args.baseline_src)
+            print(f"(benchmark took {time.perf_counter() - started:.1f} s)")
+            return
         import_table(reps, env, args.baseline_src)
         if args.imports_only:
             print(f"(benchmark took {time.perf_counter() - started:.1f} s)")

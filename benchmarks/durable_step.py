@@ -4,6 +4,8 @@
     python benchmarks/durable_step.py --quick    # 5 repetitions, for a quick look
     python benchmarks/durable_step.py --reps 15
     python benchmarks/durable_step.py --profile  # cProfile of the SQLite 100-step no-op case
+    python benchmarks/durable_step.py --baseline-src /tmp/old/src --reps 7
+                                                 # CPU per step, this tree against an older one
 
 Two workloads, each as a 10-step and a 100-step workflow:
 
@@ -465,6 +467,57 @@ def profile_sqlite_noop(runs: int = 30, top: int = 15) -> None:
     pstats.Stats(profiler, stream=sys.stdout).sort_stats("tottime").print_stats(top)
 
 
+def cpu_child(runs: int) -> None:
+    """In a child process (``--cpu-child``): CPU µs per step of ``runs`` 100-step runs of each
+    workload on SQLite, after a warm-up, printed as one JSON line."""
+    import json
+
+    runner = tether_runner(lambda tmp: SQLiteStore(os.path.join(tmp, "runs.db")))
+    costs: dict[str, list[float]] = {}
+    for workload in ("noop", "write"):
+        runner(workload, 100)  # warm-up: first-use costs (model building) are not per step
+        costs[workload] = []
+        for _ in range(runs):
+            runner(workload, 100)
+            assert runner.last_cost is not None
+            costs[workload].append(runner.last_cost[0] / 100 * 1e6)
+    print(json.dumps(costs))
+
+
+def compare_trees(baseline_src: str, pairs: int, runs: int = 5) -> None:
+    """CPU per step of this tree against ``baseline_src`` (an older tether's ``src``), child
+    processes of each in turn, ``pairs`` times: medians and the per-pair ratio's range."""
+    import json
+    import subprocess
+
+    trees = {"now": dict(os.environ),
+             "baseline": {**os.environ, "PYTHONPATH": os.path.abspath(baseline_src)}}
+    found: dict[str, dict[str, list[float]]] = {t: {"noop": [], "write": []} for t in trees}
+    ratios: dict[str, list[float]] = {"noop": [], "write": []}
+    for pair in range(pairs):
+        order = list(trees) if pair % 2 else list(reversed(trees))
+        medians: dict[str, dict[str, float]] = {}
+        for tree in order:
+            out = subprocess.run([sys.executable, os.path.abspath(__file__), "--cpu-child",
+                                  str(runs)], env=trees[tree], capture_output=True, text=True,
+                                 check=True, timeout=600).stdout
+            costs = json.loads(out.splitlines()[-1])
+            medians[tree] = {w: statistics.median(c) for w, c in costs.items()}
+            for workload, values in costs.items():
+                found[tree][workload].extend(values)
+        for workload in ratios:
+            ratios[workload].append(medians["now"][workload] / medians["baseline"][workload])
+    print(f"## CPU µs per step on SQLite (100-step runs), now against {baseline_src}\n")
+    print(f"{pairs} pairs of child processes in turn, {runs} runs each after a warm-up; "
+          "medians of all runs, the ratio per pair of medians\n")
+    print("| workload | now: CPU µs/step | baseline: CPU µs/step | now/baseline (min–max) |")
+    print("|---|---:|---:|---:|")
+    for workload, values in ratios.items():
+        print(f"| {workload} | {statistics.median(found['now'][workload]):.1f} | "
+              f"{statistics.median(found['baseline'][workload]):.1f} | "
+              f"{statistics.median(values):.2f} ({min(values):.2f}–{max(values):.2f}) |")
+
+
 def _load_average() -> str:
     try:
         return f"{os.getloadavg()[0]:.2f}"
@@ -486,7 +539,17 @@ def main(argv: list[str] | None = None) -> None:
         action="store_true",
         help="instead of the table, cProfile the SQLite 100-step no-op case",
     )
+    parser.add_argument("--baseline-src", metavar="DIR", default=None,
+                        help="instead of the table, CPU per step on SQLite of this tree "
+                             "against DIR (an older tether's src), in child processes")
+    parser.add_argument("--cpu-child", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.cpu_child is not None:
+        cpu_child(args.cpu_child)
+        return
+    if args.baseline_src is not None:
+        compare_trees(args.baseline_src, args.reps if args.reps is not None else 7)
+        return
     if args.profile:
         profile_sqlite_noop()
         return

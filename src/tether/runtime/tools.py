@@ -28,14 +28,16 @@ import inspect
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Generic, TypeVar, get_type_hints, overload
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, get_type_hints, overload
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from tether.errors import ToolArgsInvalid, UsageError
-from tether.models.base import ToolSpec
 from tether.runtime.ambiguity import ErrorClassifier, ErrorOutcome, check_declared, outcome_of
 from tether.runtime.provenance import Trust
+
+if TYPE_CHECKING:
+    from tether.models.base import ToolSpec
 
 __all__ = ["DEFAULT_KEY_RETENTION_S", "Effect", "Tool", "ToolContext", "tool"]
 
@@ -202,6 +204,10 @@ class Tool(Generic[A, R]):
 
 @functools.lru_cache(maxsize=4096)
 def _spec(name: str, description: str, args_type: type[BaseModel]) -> ToolSpec:
+    # imported here: a worker that only recovers runs never shows a tool to a model, and the
+    # model types' import (their pydantic models built at once) was a tenth of its start-up
+    from tether.models.base import ToolSpec
+
     return ToolSpec(name=name, description=description, parameters=_schema(args_type))
 
 
