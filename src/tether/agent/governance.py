@@ -22,7 +22,13 @@ from tether.errors import BudgetExceeded, RunEscalated, WaitTimedOut
 from tether.events import WaitStarted
 from tether.models.base import Message
 from tether.policy.policy import Policy
-from tether.policy.request import Decision, Observation, PolicyRequest, Principal, PriorCall
+from tether.policy.request import (
+    Observation,
+    PolicyDecision,
+    PolicyRequest,
+    Principal,
+    PriorCall,
+)
 from tether.runtime.approvals import APPROVAL_PREFIX
 from tether.runtime.failures import FailureType
 from tether.runtime.journal import instant
@@ -138,7 +144,7 @@ class Governor:
             denied = {}
             for tool in tools:
                 verdict = self.policy.evaluate(self._request("list", tool, None, observations))
-                if verdict.decision is Decision.DENY:
+                if verdict.decision is PolicyDecision.DENY:
                     denied[tool.name] = verdict.reason
             if frozenset(denied) == self._hidden:
                 return None
@@ -158,9 +164,9 @@ class Governor:
         data = self.ctx.decide("policy", {"tool": tool.name, "call_id": call_id,
                                           "args": args, **live_verdict.as_data()})
         verdict = data["verdict"]
-        if verdict == Decision.ALLOW.value:
+        if verdict == PolicyDecision.ALLOW.value:
             ruling = Ruling(run=True)
-        elif verdict == Decision.DENY.value:
+        elif verdict == PolicyDecision.DENY.value:
             ruling = Ruling(run=False, observation=f"denied by policy: {data['reason']}")
         else:
             ruling = await self._approval(tool, args, data)

@@ -29,13 +29,14 @@ from tether.errors import UsageError
 from tether.evals.results import CampaignResults, Cell
 from tether.evals.stats import two_proportion_test
 
-__all__ = ["MIN_EFFECT", "SIGNIFICANCE", "Comparison", "Verdict", "compare", "compare_harnesses",
-           "gate_failures", "load_results", "render_comparison", "unmatched", "verdict"]
+__all__ = ["MIN_EFFECT", "SIGNIFICANCE", "Comparison", "ComparisonVerdict", "compare",
+           "compare_harnesses", "gate_failures", "load_results", "render_comparison", "unmatched",
+           "verdict"]
 
 SIGNIFICANCE = 0.05  # two-sided p-value below which a difference counts as real
 MIN_EFFECT = 0.02  # smallest pass-rate change (absolute) worth calling better or worse
 
-Verdict = Literal["better", "worse", "same", "inconclusive"]
+ComparisonVerdict = Literal["better", "worse", "same", "inconclusive"]
 _STYLES = {"better": "green", "worse": "bold red", "same": "dim", "inconclusive": "yellow"}
 
 
@@ -64,7 +65,7 @@ class Comparison:
     duplicate_rate_a: float
     duplicate_rate_b: float
     duplicate_change: float
-    verdict: Verdict
+    verdict: ComparisonVerdict
     inconclusive_a: int = 0
     inconclusive_b: int = 0
 
@@ -111,7 +112,7 @@ def compare_harnesses(results: CampaignResults, a: str, b: str) -> list[Comparis
             for cell in results.cells if cell.harness == a and cell.suite in later]
 
 
-def verdict(difference: float, p_value: float) -> Verdict:
+def verdict(difference: float, p_value: float) -> ComparisonVerdict:
     """``better``/``worse`` when the change is significant and at least :data:`MIN_EFFECT`."""
     # The tolerance keeps a change of exactly two points (0.52 - 0.50 in floats is
     # 0.020000000000000018, 0.30 - 0.28 is 0.019999999999999962) on the same side.

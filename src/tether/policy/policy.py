@@ -8,15 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal
 
-from tether.policy.request import Decision, PolicyRequest, Verdict
-from tether.policy.rules import Rule
+from tether.policy.request import PolicyDecision, PolicyRequest, Verdict
+from tether.policy.rules import PolicyRule
 
 __all__ = ["Policy"]
 
-_STRICTNESS = {Decision.ALLOW: 0, Decision.APPROVE: 1, Decision.DENY: 2}
+_STRICTNESS = {PolicyDecision.ALLOW: 0, PolicyDecision.APPROVE: 1, PolicyDecision.DENY: 2}
 
 
 @dataclass(frozen=True)
@@ -28,14 +27,14 @@ class Policy:
     ``escalate``: the run is escalated to a human).
     """
 
-    rules: tuple[Rule, ...] = ()
+    rules: tuple[PolicyRule, ...] = ()
     default: Literal["allow", "deny"] = "allow"
     approval_timeout_s: float | None = None
     on_timeout: Literal["deny", "escalate"] = "deny"
     name: str = "policy"
 
     @classmethod
-    def of(cls, *rules: Rule, **settings: Any) -> Policy:
+    def of(cls, *rules: PolicyRule, **settings: Any) -> Policy:
         return cls(rules=tuple(rules), **settings)
 
     def evaluate(self, request: PolicyRequest) -> Verdict:
@@ -61,14 +60,7 @@ class Policy:
         """Can a verdict at the listing stage be anything but the default allow?"""
         return self.default == "deny" or any(not r.calls_only for r in self.rules)
 
-    def with_rules(self, rules: Iterable[Rule]) -> Policy:
+    def with_rules(self, rules: Iterable[PolicyRule]) -> Policy:
         return Policy(rules=(*self.rules, *rules), default=self.default,
                       approval_timeout_s=self.approval_timeout_s, on_timeout=self.on_timeout,
                       name=self.name)
-
-    @classmethod
-    def from_yaml(cls, path: str | Path) -> Policy:
-        """Read a policy file; see :mod:`tether.policy.spec` for the format."""
-        from tether.policy.spec import load_policy
-
-        return load_policy(path)

@@ -15,7 +15,15 @@ from typing import Any, Literal
 
 from tether.runtime.provenance import Trust
 
-__all__ = ["Decision", "Observation", "PolicyRequest", "Principal", "PriorCall", "Verdict"]
+__all__ = [
+    "Observation",
+    "PolicyAction",
+    "PolicyDecision",
+    "PolicyRequest",
+    "Principal",
+    "PriorCall",
+    "Verdict",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,10 +58,19 @@ class PriorCall:
     args: dict[str, Any]
 
 
-class Decision(StrEnum):
+class PolicyDecision(StrEnum):
+    """What a policy decides about a call: allow it, deny it, or hold it for an approver. (Not
+    the journal's ``decision`` event, :class:`tether.events.Decision`, which records any choice
+    the harness made.)"""
+
     ALLOW = "allow"
     DENY = "deny"
     APPROVE = "require_approval"
+
+
+#: What a rule does to a call it catches (a rule that allows just has no opinion): the
+#: ``action`` of the built-in rules, in Python and in YAML.
+PolicyAction = Literal["deny", "require_approval"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +78,7 @@ class Verdict:
     """A rule's answer. ``role`` is who may approve (``require_approval`` only); ``rule``
     names the rule that decided, for the journal."""
 
-    decision: Decision
+    decision: PolicyDecision
     reason: str = ""
     role: str | None = None
     rule: str = ""
@@ -69,16 +86,16 @@ class Verdict:
 
     @classmethod
     def allow(cls, reason: str = "", *, rule: str = "") -> Verdict:
-        return cls(Decision.ALLOW, reason, rule=rule)
+        return cls(PolicyDecision.ALLOW, reason, rule=rule)
 
     @classmethod
     def deny(cls, reason: str, *, rule: str = "", sources: Sequence[str] = ()) -> Verdict:
-        return cls(Decision.DENY, reason, rule=rule, sources=tuple(sources))
+        return cls(PolicyDecision.DENY, reason, rule=rule, sources=tuple(sources))
 
     @classmethod
     def require_approval(cls, reason: str, *, role: str = "approver", rule: str = "",
                          sources: Sequence[str] = ()) -> Verdict:
-        return cls(Decision.APPROVE, reason, role=role, rule=rule, sources=tuple(sources))
+        return cls(PolicyDecision.APPROVE, reason, role=role, rule=rule, sources=tuple(sources))
 
     def as_data(self) -> dict[str, Any]:
         """The journaled form."""

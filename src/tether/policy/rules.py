@@ -13,15 +13,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Literal
 
 from tether.policy.arguments import trace_arguments
 from tether.policy.control_flow import check_control_flow
-from tether.policy.request import PolicyRequest, Verdict
+from tether.policy.request import PolicyAction, PolicyRequest, Verdict
 from tether.runtime.provenance import Trust
 
 __all__ = [
-    "Rule",
+    "PolicyRule",
     "allow_tools",
     "argument_limit",
     "argument_provenance",
@@ -33,11 +32,9 @@ __all__ = [
     "taint_gate",
 ]
 
-Action = Literal["deny", "require_approval"]
-
 
 @dataclass(frozen=True)
-class Rule:
+class PolicyRule:
     """A named check. ``check`` returns a verdict or ``None``. ``calls_only`` marks a rule that
     has no opinion when tools are listed (it needs the call's arguments), so the listing stage
     can skip it."""
@@ -54,28 +51,28 @@ class Rule:
         return verdict
 
 
-def _act(action: Action, reason: str, role: str, sources: Iterable[str] = ()) -> Verdict:
+def _act(action: PolicyAction, reason: str, role: str, sources: Iterable[str] = ()) -> Verdict:
     if action == "deny":
         return Verdict.deny(reason, sources=tuple(sources))
     return Verdict.require_approval(reason, role=role, sources=tuple(sources))
 
 
-def deny_tools(tools: Iterable[str], reason: str = "") -> Rule:
+def deny_tools(tools: Iterable[str], reason: str = "") -> PolicyRule:
     """These tools are never called."""
     names = frozenset(tools)
-    return Rule(f"deny_tools({', '.join(sorted(names))})", lambda r: Verdict.deny(
+    return PolicyRule(f"deny_tools({', '.join(sorted(names))})", lambda r: Verdict.deny(
         reason or f"tool {r.tool!r} is not allowed") if r.tool in names else None)
 
 
-def allow_tools(tools: Iterable[str]) -> Rule:
+def allow_tools(tools: Iterable[str]) -> PolicyRule:
     """Only these tools may be called (an allow list): any other tool is denied."""
     names = frozenset(tools)
-    return Rule(f"allow_tools({', '.join(sorted(names))})", lambda r: None if r.tool in names
+    return PolicyRule(f"allow_tools({', '.join(sorted(names))})", lambda r: None if r.tool in names
                 else Verdict.deny(f"tool {r.tool!r} is not on the allow list"))
 
 
 def argument_limit(tool: str, argument: str, maximum: float, *,
-                   action: Action = "require_approval", role: str = "approver") -> Rule:
+                   action: PolicyAction = "require_approval", role: str = "approver") -> PolicyRule:
     """A call of ``tool`` whose ``argument`` exceeds ``maximum`` is held (or denied)."""
     def check(r: PolicyRequest) -> Verdict | None:
         if r.stage != "call" or r.tool != tool or r.args is None:
@@ -86,10 +83,11 @@ def argument_limit(tool: str, argument: str, maximum: float, *,
                         f"{maximum:,}", role)
         return None
 
-    return Rule(f"argument_limit({tool}.{argument} > {maximum:g})", check, calls_only=True)
+    return PolicyRule(f"argument_limit({tool}.{argument} > {maximum:g})", check, calls_only=True)
 
 
-def require_role(role: str, *, tools: Iterable[str] = (), min_tier: int | None = None) -> Rule:
+def require_role(role: str, *, tools: Iterable[str] = (),
+                 min_tier: int | None = None) -> PolicyRule:
     """Only principals holding ``role`` may call these tools (by name, or all tools at or above
     ``min_tier``); others are denied."""
     names = frozenset(tools)
@@ -102,11 +100,11 @@ def require_role(role: str, *, tools: Iterable[str] = (), min_tier: int | None =
         return None
 
     scope = ", ".join(sorted(names)) or f"tier >= {min_tier}"
-    return Rule(f"require_role({role}: {scope})", check)
+    return PolicyRule(f"require_role({role}: {scope})", check)
 
 
 def environment_gate(environments: Iterable[str], *, tools: Iterable[str] = (),
-                     min_tier: int | None = None) -> Rule:
+                     min_tier: int | None = None) -> PolicyRule:
     """These tools (by name or tier) may be called only in the given environments."""
     allowed, names = frozenset(environments), frozenset(tools)
 
@@ -117,11 +115,11 @@ def environment_gate(environments: Iterable[str], *, tools: Iterable[str] = (),
                                 f"(only {', '.join(sorted(allowed))})")
         return None
 
-    return Rule(f"environment_gate({', '.join(sorted(allowed))})", check)
+    return PolicyRule(f"environment_gate({', '.join(sorted(allowed))})", check)
 
 
 def taint_gate(*, min_tier: int = 1, below: Trust | str = Trust.USER,
-               action: Action = "require_approval", role: str = "approver") -> Rule:
+               action: PolicyAction = "require_approval", role: str = "approver") -> PolicyRule:
     """Once content trusted less than ``below`` is in the context, tools of tier ``min_tier``
     and above are held for approval (or denied). The verdict names the tainting sources."""
     floor = Trust(below)
@@ -138,12 +136,12 @@ def taint_gate(*, min_tier: int = 1, below: Trust | str = Trust.USER,
         return _act(action, f"untrusted content is in the context: {', '.join(sources)}; "
                     f"{r.tool!r} is consequential (tier {r.tier})", role, sources)
 
-    return Rule(f"taint_gate(tier >= {min_tier}, below {floor.value})", check)
+    return PolicyRule(f"taint_gate(tier >= {min_tier}, below {floor.value})", check)
 
 
 def argument_provenance(*, min_tier: int = 1, trusted_at_least: Trust | str = Trust.USER,
-                        action: Action = "require_approval", role: str = "approver",
-                        require_support: bool = False, min_length: int = 4) -> Rule:
+                        action: PolicyAction = "require_approval", role: str = "approver",
+                        require_support: bool = False, min_length: int = 4) -> PolicyRule:
     """A consequential call whose argument values appear only in untrusted content (or, with
     ``require_support``, nowhere in the context) is held or denied. See
     :mod:`tether.policy.arguments` for how values are matched and what this cannot catch."""
@@ -166,12 +164,12 @@ def argument_provenance(*, min_tier: int = 1, trusted_at_least: Trust | str = Tr
                 parts.append(f"{f.path}={f.value!r} appears in no trusted source")
         return _act(action, "; ".join(parts), role, dict.fromkeys(sources))
 
-    return Rule(f"argument_provenance(tier >= {min_tier})", check, calls_only=True)
+    return PolicyRule(f"argument_provenance(tier >= {min_tier})", check, calls_only=True)
 
 
 def control_flow(*, min_tier: int = 1, below: Trust | str = Trust.USER,
-                 action: Action = "deny", repeat_action: Action = "require_approval",
-                 role: str = "approver", repeats: bool = True, min_length: int = 4) -> Rule:
+                 action: PolicyAction = "deny", repeat_action: PolicyAction = "require_approval",
+                 role: str = "approver", repeats: bool = True, min_length: int = 4) -> PolicyRule:
     """Once content trusted less than ``below`` is in the context, a consequential call whose
     control flow did not come from the trusted request is refused or held: a value untrusted
     content named and the request did not, or chose among named alternatives where the request
@@ -203,10 +201,10 @@ def control_flow(*, min_tier: int = 1, below: Trust | str = Trust.USER,
                     "come from the user's request, not from retrieved or external content",
                     role, sources)
 
-    return Rule(f"control_flow(tier >= {min_tier}, below {floor.value})", check,
+    return PolicyRule(f"control_flow(tier >= {min_tier}, below {floor.value})", check,
                 calls_only=True)
 
 
-def predicate(name: str, fn: Callable[[PolicyRequest], Verdict | None]) -> Rule:
+def predicate(name: str, fn: Callable[[PolicyRequest], Verdict | None]) -> PolicyRule:
     """Any function of the request, for what the built-ins do not express."""
-    return Rule(name, fn)
+    return PolicyRule(name, fn)

@@ -34,12 +34,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from tether.errors import UsageError
 from tether.policy import rules as r
 from tether.policy.policy import Policy
+from tether.policy.request import PolicyAction
 from tether.runtime.provenance import Trust
 from tether.specs import StrictNumbers, describe, explain, load_yaml, one_of
 
 __all__ = ["MAX_TIMEOUT_S", "load_policy", "policy_from_dict"]
 
-Action = Literal["deny", "require_approval"]
 
 
 #: The longest approval wait a policy may set, in seconds (ten years; omit it to wait for ever).
@@ -64,7 +64,7 @@ class _Limit(_Spec):
     tool: str
     argument: str
     max: float
-    action: Action = "require_approval"
+    action: PolicyAction = "require_approval"
     role: str = "approver"
 
 
@@ -83,14 +83,14 @@ class _Env(_Spec):
 class _Taint(_Spec):
     min_tier: int = Field(default=1, ge=0, le=1_000)
     below: Trust = Trust.USER
-    action: Action = "require_approval"
+    action: PolicyAction = "require_approval"
     role: str = "approver"
 
 
 class _Provenance(_Spec):
     min_tier: int = Field(default=1, ge=0, le=1_000)
     trusted_at_least: Trust = Trust.USER
-    action: Action = "require_approval"
+    action: PolicyAction = "require_approval"
     role: str = "approver"
     require_support: bool = False
     min_length: int = Field(default=4, ge=1, le=10_000)
@@ -99,14 +99,14 @@ class _Provenance(_Spec):
 class _ControlFlow(_Spec):
     min_tier: int = Field(default=1, ge=0, le=1_000)
     below: Trust = Trust.USER
-    action: Action = "deny"
-    repeat_action: Action = "require_approval"
+    action: PolicyAction = "deny"
+    repeat_action: PolicyAction = "require_approval"
     role: str = "approver"
     repeats: bool = True
     min_length: int = Field(default=4, ge=1, le=10_000)
 
 
-_KINDS: dict[str, tuple[type[_Spec], Callable[[Any], r.Rule]]] = {
+_KINDS: dict[str, tuple[type[_Spec], Callable[[Any], r.PolicyRule]]] = {
     "deny_tools": (_Tools, lambda s: r.deny_tools(s.tools, s.reason)),
     "allow_tools": (_Allow, lambda s: r.allow_tools(s.tools)),
     "argument_limit": (_Limit, lambda s: r.argument_limit(s.tool, s.argument, s.max,

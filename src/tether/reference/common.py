@@ -18,7 +18,7 @@ from tether.errors import UsageError
 from tether.models.base import ModelRequest
 from tether.runtime.provenance import Sourced, Trust
 from tether.runtime.tools import Tool, ToolContext, tool
-from tether.sim.environment import plain
+from tether.sim.jsonable import plain
 
 __all__ = ["bind", "plain", "tool_results"]
 

@@ -40,19 +40,18 @@ from __future__ import annotations
 import inspect
 import random
 from collections.abc import Awaitable, Callable, Sequence
-from contextvars import ContextVar
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
-
-from pydantic import BaseModel
-from pydantic_core import to_jsonable_python
 
 from tether.clock import VirtualClock
 from tether.errors import AuthExpired, TransientError, UsageError
 from tether.runtime.tools import Tool, ToolContext
+from tether.sim.caller import ToolCaller, attribution, calling, current_caller
 from tether.sim.calls import ServiceCall
 from tether.sim.faults import FaultLayer
-from tether.sim.scenario import Invariant, Knobs, Persona, Scenario, check_from_dict
+from tether.sim.jsonable import plain
+from tether.sim.persona_spec import Persona
+from tether.sim.scenario import Invariant, Knobs, Scenario, check_from_dict
 from tether.sim.services.errors import ServiceError, TokenExpired
 from tether.sim.world import World
 
@@ -61,37 +60,6 @@ if TYPE_CHECKING:
     from tether.sim.wire.webhooks import Webhooks
 
 __all__ = ["Environment", "ServiceClient", "current_caller", "instrument", "plain"]
-
-
-@dataclass(frozen=True, slots=True)
-class _Caller:
-    tool: str
-    effect: str
-    trust: str
-    lookup: bool
-
-
-#: The tool whose handler (or reconciler) is running: what a service call is attributed to.
-_CALLER: ContextVar[_Caller | None] = ContextVar("tether_sim_caller", default=None)
-
-
-def current_caller() -> _Caller | None:
-    """The agent's tool whose handler (or reconciler) is running, if any."""
-    return _CALLER.get()
-
-
-def plain(value: Any) -> Any:
-    """A service's answer as JSON-ready data (what its API would put on the wire)."""
-    if isinstance(value, BaseModel):
-        return value.model_dump(mode="json")
-    if isinstance(value, list | tuple):
-        return [plain(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): plain(v) for k, v in value.items()}
-    if value is None or isinstance(value, str | int | float | bool):
-        return value
-    # Decimals, dates, bytes, sets …: what a JSON client would have put on the wire.
-    return to_jsonable_python(value, fallback=str)
 
 
 class ServiceClient:
@@ -265,7 +233,7 @@ class Environment:
             except TypeError as exc:
                 raise TypeError(f"{target}: {exc}") from None
             arguments = plain(dict(bound.arguments))
-            caller = _CALLER.get()
+            caller = current_caller()
             caused: list[int] = []
 
             def run() -> Any:
@@ -289,12 +257,8 @@ class Environment:
                 if stale is not None:
                     stale(age_s, age_s=age_s)
 
-            record = dict(tool=caller.tool if caller else "",
-                          effect=caller.effect if caller else "",
-                          trust=caller.trust if caller else "", target=target,
-                          args=arguments,
-                          keyed=bool(kwargs.get("idempotency_key")),
-                          lookup=caller.lookup if caller else False)
+            record = dict(attribution(caller), target=target, args=arguments,
+                          keyed=bool(kwargs.get("idempotency_key")))
             try:
                 answer = await self.layer.call(
                     target, run, on_stale=on_stale if stale is not None else None)
@@ -333,17 +297,14 @@ def _instrumented(original: Tool[Any, Any], ran: list[str],
     effect, trust = str(original.effect.value), str(original.trust.value)
 
     def attributed(fn: Callable[..., Any], lookup: bool) -> Callable[..., Any]:
-        caller = _Caller(original.name, effect, trust, lookup)
+        caller = ToolCaller(original.name, effect, trust, lookup)
 
         async def wrapped(*args: Any) -> Any:
-            token = _CALLER.set(caller)
-            try:
+            with calling(caller):
                 value = fn(*args)
                 if inspect.isawaitable(value):
                     value = await value
                 return value
-            finally:
-                _CALLER.reset(token)
 
         wrapped.__name__ = getattr(fn, "__name__", original.name)
         wrapped.__doc__ = getattr(fn, "__doc__", None)

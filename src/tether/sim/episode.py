@@ -38,13 +38,13 @@ from tether.sim.faults import FaultLayer, Firing
 from tether.sim.foreign import Replier, build_participant, run_replier
 from tether.sim.harness import HarnessOutcome, run_default, run_naive
 from tether.sim.harness_spec import HarnessSpec, apply_harness, resolve_harness
-from tether.sim.invariants import EpisodeFacts, Verdict, check_invariants
+from tether.sim.invariants import EpisodeFacts, InvariantVerdict, check_invariants
 from tether.sim.models import FaultyModel
 from tether.sim.recorded import unrecorded, wrap_recorded
 from tether.sim.replayed import replay_divergence
 from tether.sim.scenario import (
     SERVICES,
-    Approver,
+    ApproverSpec,
     Scenario,
     scenario_policy,
     scenario_policy_tools,
@@ -66,7 +66,7 @@ class EpisodeResult:
     status: str
     answer: str
     reason: str
-    verdicts: list[Verdict]
+    verdicts: list[InvariantVerdict]
     firings: list[Firing]
     crashes: int
     journal_digest: str
@@ -76,7 +76,7 @@ class EpisodeResult:
     tool_calls: int
     ledger: list[dict[str, Any]] = field(default_factory=list)
     #: The task's checks (the scenario's ``success``, else the agent's): what was asked.
-    task_checks: list[Verdict] = field(default_factory=list)
+    task_checks: list[InvariantVerdict] = field(default_factory=list)
     outcome: HarnessOutcome | None = field(default=None, repr=False)
     #: The agent that ran, as a spec that names it from anywhere (repro files carry it).
     agent: str = ""
@@ -322,8 +322,8 @@ def _policy(own: Policy | None, scenario: Scenario, base_dir: Path | None) -> Po
     return own.with_rules(story.rules)
 
 
-def approver(spec: Approver) -> Callable[[PendingApproval], bool]:
-    """The approver persona the scenario describes (see :class:`Approver`)."""
+def approver(spec: ApproverSpec) -> Callable[[PendingApproval], bool]:
+    """The approver persona the scenario describes (see :class:`ApproverSpec`)."""
 
     def decide(held: PendingApproval) -> bool:
         if held.tool in spec.deny_tools:

@@ -38,9 +38,9 @@ from typing import Any
 
 from tether.errors import UsageError
 from tether.sim.scenario import Invariant, check_effect_settings
-from tether.sim.world import Effect, Ledger
+from tether.sim.world import Ledger, WorldEffect
 
-__all__ = ["EpisodeFacts", "Verdict", "check_invariants"]
+__all__ = ["EpisodeFacts", "InvariantVerdict", "check_invariants"]
 
 
 @dataclass(frozen=True)
@@ -56,7 +56,7 @@ class EpisodeFacts:
 
 
 @dataclass(frozen=True, slots=True)
-class Verdict:
+class InvariantVerdict:
     """One invariant's outcome."""
 
     invariant: str
@@ -67,12 +67,12 @@ class Verdict:
         return {"invariant": self.invariant, "holds": self.holds, "detail": self.detail}
 
 
-def _effects(facts: EpisodeFacts, name: str) -> list[Effect]:
+def _effects(facts: EpisodeFacts, name: str) -> list[WorldEffect]:
     service, _, operation = name.partition(".")
     return facts.ledger.of(service, operation or None)
 
 
-def _matches(effect: Effect, match: dict[str, Any]) -> bool:
+def _matches(effect: WorldEffect, match: dict[str, Any]) -> bool:
     return all(effect.data.get(k) == v for k, v in match.items())
 
 
@@ -193,7 +193,8 @@ _CHECKS: dict[str, Callable[[EpisodeFacts, dict[str, Any]], str | None]] = {
 }
 
 
-def check_invariants(invariants: Sequence[Invariant], facts: EpisodeFacts) -> list[Verdict]:
+def check_invariants(invariants: Sequence[Invariant],
+                     facts: EpisodeFacts) -> list[InvariantVerdict]:
     """Each invariant's verdict, in the scenario's order."""
     verdicts = []
     for inv in invariants:
@@ -202,5 +203,5 @@ def check_invariants(invariants: Sequence[Invariant], facts: EpisodeFacts) -> li
         check_effect_settings(inv.settings, "invariant", inv.kind)
         label = f"{inv.kind}({', '.join(f'{k}={v}' for k, v in inv.settings.items() if v)})"
         problem = _CHECKS[inv.kind](facts, inv.settings)
-        verdicts.append(Verdict(label, problem is None, problem or ""))
+        verdicts.append(InvariantVerdict(label, problem is None, problem or ""))
     return verdicts

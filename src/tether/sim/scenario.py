@@ -59,11 +59,20 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from tether.errors import UsageError
 from tether.policy.policy import Policy
+from tether.sim.bounds import (
+    MAX_COUNT,
+    MAX_NUMBER,
+    MAX_PATIENCE,
+    MAX_SECONDS,
+    MAX_STEPS,
+    StrictSpec,
+)
 from tether.sim.faults import FAULT_KINDS, WEBHOOK_KINDS, WEBHOOK_TARGET, Fault, FaultPlan
+from tether.sim.persona_spec import Persona
 from tether.sim.recorded import (
     RECORDED_FIELDS,
     RECORDED_SERVICE,
@@ -73,7 +82,7 @@ from tether.sim.recorded import (
 from tether.sim.services import CRM, Calendar, Email, Identity, KnowledgeBase, Payments
 from tether.sim.services.memory import AgentMemory
 from tether.sim.world import World
-from tether.specs import StrictNumbers, describe, explain, load_yaml, one_of, short_repr
+from tether.specs import describe, explain, load_yaml, one_of, short_repr
 
 __all__ = [
     "EFFECTS",
@@ -95,17 +104,6 @@ __all__ = [
     "scenario_policy_tools",
 ]
 
-#: The largest count a scenario may set (a call number, ``times``, ``n`` …).
-MAX_COUNT = 1_000_000
-#: The most steps an episode may take: the bound that keeps every episode finite.
-MAX_STEPS = 1_000
-#: The most questions a simulated user answers patiently.
-MAX_PATIENCE = 1_000
-#: The longest virtual time a scenario may name (windows, latencies, staleness): a year.
-MAX_SECONDS = 366 * 86_400.0
-#: The largest magnitude of any number in a scenario (seeded amounts, epoch times …).
-MAX_NUMBER = 10**15
-
 #: The services a scenario's ``world`` may seed, by name.
 SERVICES: dict[str, Callable[[World, Any], object]] = {
     "payments": Payments, "crm": CRM, "email": Email, "kb": KnowledgeBase,
@@ -123,9 +121,9 @@ EFFECTS: dict[str, dict[str, tuple[type, ...]]] = {
 }
 
 
-class _Spec(StrictNumbers, BaseModel):
-    # inf and nan are never a meaningful rate, time or limit: refused for every float field.
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+class _Spec(StrictSpec, BaseModel):
+    """The sections of a scenario (BaseModel named again so that linters see a pydantic model
+    here and do not take its field defaults for shared class attributes)."""
 
 
 _CallNumber = Annotated[int, Field(ge=1, le=MAX_COUNT)]
@@ -170,19 +168,7 @@ class FaultSpec(_Spec):
         return Fault(**data)
 
 
-class Persona(_Spec):
-    """The simulated user: who they are, what they want and know, how they behave."""
-
-    name: str = "Customer"
-    goal: str = ""
-    known_facts: dict[str, Any] = {}
-    patience: int = Field(default=3, ge=1, le=MAX_PATIENCE)
-    style: Literal["plain", "terse", "chatty", "angry"] = "plain"
-    changes_mind_at: int | None = Field(default=None, ge=1, le=MAX_COUNT)
-    new_request: str = ""
-
-
-class Approver(_Spec):
+class ApproverSpec(_Spec):
     """The approver persona that decides calls the policy holds for approval.
 
     ``default``: ``trusted`` approves a held call unless its values trace to content below the
@@ -195,7 +181,7 @@ class Approver(_Spec):
     approve_tools: list[str] = []
 
 
-class Principal(_Spec):
+class PrincipalSpec(_Spec):
     id: str = "customer"
     roles: list[str] = []
 
@@ -278,7 +264,7 @@ class _InvPython(_Spec):
     function: str = Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$", max_length=300)
 
 
-_INVARIANTS: dict[str, type[_Spec]] = {
+_INVARIANTS: dict[str, type[StrictSpec]] = {
     "exactly_once": _InvExactlyOnce, "at_most": _InvAtMost, "at_most_each": _InvAtMostEach,
     "never_without_approval": _InvApproval, "never": _InvNever, "final_state": _InvFinal,
     "python": _InvPython, "every": _InvEvery, "ends_within": _InvEndsWithin,
@@ -302,14 +288,14 @@ class Scenario(_Spec):
     model: str | dict[str, Any] = "own"
     #: How the user is played (see :mod:`tether.sim.users`); empty: the scripted persona.
     user: dict[str, Any] = {}
-    #: Who decides held calls (see :class:`Approver`).
-    approver: Approver = Approver()
+    #: Who decides held calls (see :class:`ApproverSpec`).
+    approver: ApproverSpec = ApproverSpec()
     #: A policy the story needs, added to the agent's own under the default harness: a path
     #: (relative to the scenario's folder) or an inline policy (``tether.policy.spec``).
     policy: str | dict[str, Any] | None = None
     #: Tool answers recorded from a real run (see :mod:`tether.sim.recorded`).
     recorded: dict[str, Any] = {}
-    principal: Principal = Principal()
+    principal: PrincipalSpec = PrincipalSpec()
     persona: Persona = Persona()
     knobs: Knobs = Knobs()
     world: dict[str, dict[str, Any]] = {}
@@ -517,7 +503,7 @@ def scenario_policy(scenario: Scenario, base_dir: Path | None = None) -> Policy 
     return load_policy(path)
 
 
-def _check_effect(checked: _Spec, where: str, at: str) -> None:
+def _check_effect(checked: StrictSpec, where: str, at: str) -> None:
     check_effect_settings(checked.model_dump(), where, at)
 
 

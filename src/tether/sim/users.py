@@ -11,7 +11,7 @@ persona)::
   changes its mind at turn ``changes_mind_at``; seeded, no model.
 * ``model`` — :class:`ModelUser`: ``model`` names a function (``package.module:function`` or
   ``path/to/file.py:function``, relative to the scenario's folder) of no arguments, or of the
-  :class:`~tether.sim.scenario.Persona`, returning a :class:`tether.models.base.Model` — e.g. an
+  :class:`~tether.sim.persona_spec.Persona`, returning a :class:`tether.models.base.Model` — e.g. an
   ``OpenAIModel`` pointed at a local server. The persona becomes the model's instructions and
   the agent's questions its prompts; the model sees nothing but the episode's own data (the
   persona, the questions asked, its own earlier answers), so a deterministic model gives a
@@ -19,7 +19,8 @@ persona)::
 * ``replay`` — :class:`ReplayUser`: the n-th question gets the n-th recorded answer. With the
   recorded ``questions`` too (optional, as many as the answers), the n-th question must also be
   the n-th recorded one. A question beyond the recording, or another question than recorded,
-  raises :class:`ReplayDiverged`: the episode left the recorded one.
+  raises :class:`~tether.models.replay.ReplayDiverged` (what a strict model replay raises when
+  the agent leaves its recording): the episode left the recorded one.
 
 When the user cannot answer as the persona would — a replay that diverged, a user model that
 failed — the reason is kept on the user (``unsettled``) and :func:`inconclusive` returns it: the
@@ -49,8 +50,9 @@ from typing import Any, ClassVar, Literal, NoReturn
 
 from tether.errors import UsageError
 from tether.models.base import Message, Model, ModelRequest
+from tether.models.replay import ReplayDiverged
 from tether.sim.agent_ref import load_callable
-from tether.sim.scenario import Persona
+from tether.sim.persona_spec import Persona
 from tether.sim.world import World
 from tether.specs import describe, short_repr
 
@@ -86,11 +88,6 @@ _CALLABLE = re.compile(r"^\S.*:[A-Za-z_][A-Za-z0-9_]*$")
 
 _OPENERS = {"plain": "", "terse": "", "chatty": "Oh, thanks for asking! ",
             "angry": "Honestly, this is taking too long. "}
-
-
-class ReplayDiverged(UsageError):
-    """A replayed user was asked more questions than the recording answered: the episode
-    diverged from the recorded one, so what the user would have said is unknown."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,11 +22,11 @@ from typing import Any
 
 from tether.clock import VirtualClock
 
-__all__ = ["Effect", "Ledger", "World"]
+__all__ = ["Ledger", "World", "WorldEffect"]
 
 
 @dataclass(frozen=True, slots=True)
-class Effect:
+class WorldEffect:
     """One change a service applied to its state."""
 
     seq: int
@@ -45,20 +45,20 @@ class Ledger:
     """Every effect, in the order applied."""
 
     def __init__(self) -> None:
-        self.effects: list[Effect] = []
+        self.effects: list[WorldEffect] = []
 
     def record(self, at: float, service: str, operation: str, key: str,
-               data: Mapping[str, Any]) -> Effect:
-        effect = Effect(len(self.effects) + 1, at, service, operation, key,
+               data: Mapping[str, Any]) -> WorldEffect:
+        effect = WorldEffect(len(self.effects) + 1, at, service, operation, key,
                         json.loads(json.dumps(dict(data), sort_keys=True, default=str)))
         self.effects.append(effect)
         return effect
 
-    def of(self, service: str, operation: str | None = None) -> list[Effect]:
+    def of(self, service: str, operation: str | None = None) -> list[WorldEffect]:
         return [e for e in self.effects
                 if e.service == service and (operation is None or e.operation == operation)]
 
-    def __iter__(self) -> Iterator[Effect]:
+    def __iter__(self) -> Iterator[WorldEffect]:
         return iter(self.effects)
 
     def __len__(self) -> int:
@@ -97,7 +97,7 @@ class World:
     def now(self) -> float:
         return self.clock.now()
 
-    def effect(self, service: str, operation: str, key: str, **data: Any) -> Effect:
+    def effect(self, service: str, operation: str, key: str, **data: Any) -> WorldEffect:
         """Record an effect at the current virtual time."""
         return self.ledger.record(self.clock.now(), service, operation, key, data)
 

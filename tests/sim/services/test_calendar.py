@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from tether.sim.services.calendar import Calendar, Event
+from tether.sim.services.calendar import Calendar, CalendarEvent
 from tether.sim.services.errors import Conflict, InvalidRequest, NotFound
 from tether.sim.world import World
 
@@ -210,7 +210,7 @@ def test_cancel_event(world: World, cal: Calendar) -> None:
 def test_events_validate_back_from_their_json(cal: Calendar) -> None:
     """A journaled (JSON) event validates back into an equal event."""
     event = cal.create_event("Sync", ["ada"], "2026-01-05T11:00Z", "2026-01-05T11:30Z")
-    assert Event.model_validate(event.model_dump(mode="json")) == event
+    assert CalendarEvent.model_validate(event.model_dump(mode="json")) == event
 
 
 def test_list_events_by_start(cal: Calendar) -> None:

@@ -377,7 +377,7 @@ def test_serving_without_the_extra_names_the_install(monkeypatch: pytest.MonkeyP
 
 def test_a_crash_fault_cannot_reach_a_served_agent() -> None:
     """A crash fault is named among the reasons a served verdict is inconclusive."""
-    from tether.sim.wire.serve import judge
+    from tether.sim.wire.verdict import judge
 
     env = _asgi_env([{"kind": "crash", "target": "payments.create_refund"}])
     result = judge(env)

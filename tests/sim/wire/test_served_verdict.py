@@ -20,7 +20,7 @@ from tether.cli import app
 from tether.sim import scenario_from_dict
 from tether.sim.environment import Environment
 from tether.sim.episode import environment_for
-from tether.sim.wire.serve import judge
+from tether.sim.wire.verdict import judge
 
 KEY = "sk_test_verdict"
 WORLD = {"payments": {

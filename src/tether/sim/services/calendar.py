@@ -31,7 +31,7 @@ from tether.sim.services.errors import Conflict, InvalidRequest, NotFound
 from tether.sim.world import World
 from tether.specs import StrictNumbers
 
-__all__ = ["Calendar", "Event", "Slot", "WorkingHours"]
+__all__ = ["Calendar", "CalendarEvent", "Slot", "WorkingHours"]
 
 _DAY_S = 86_400
 _WINDOW_S_MAX = 31 * _DAY_S
@@ -65,7 +65,7 @@ class WorkingHours(StrictNumbers, BaseModel):
         return opens <= start and end <= closes
 
 
-class Event(BaseModel):
+class CalendarEvent(BaseModel):
     """An event on the calendars of its ``attendees``."""
 
     model_config = ConfigDict(frozen=True)
@@ -164,8 +164,9 @@ class Calendar:
         self._people = {p.id: p.working_hours for p in seed.people}
         if len(self._people) != len(seed.people):
             raise ValueError("calendar seed: person ids must be unique")
-        self._events: dict[str, Event] = {}
-        self._keys: IdempotencyKeys[Event] = IdempotencyKeys(world.now, seed.idempotency_ttl_s)
+        self._events: dict[str, CalendarEvent] = {}
+        self._keys: IdempotencyKeys[CalendarEvent] = IdempotencyKeys(world.now,
+                                                                     seed.idempotency_ttl_s)
         self._event_ids = IdCounter("evt_", [e.id for e in seed.events if e.id is not None])
         for e in seed.events:
             unknown = sorted(set(e.attendees) - set(self._people))
@@ -174,7 +175,7 @@ class Calendar:
                                  "who are not among the people")
             if e.end <= e.start:
                 raise ValueError(f"calendar seed: event {e.title!r} ends before it starts")
-            event = Event(id=e.id or self._event_ids.new(), title=e.title,
+            event = CalendarEvent(id=e.id or self._event_ids.new(), title=e.title,
                           attendees=tuple(sorted(set(e.attendees))), start=e.start, end=e.end)
             if event.id in self._events:
                 raise ValueError(f"calendar seed: event id {event.id!r} is repeated")
@@ -217,7 +218,7 @@ class Calendar:
             cursor += step
         return slots
 
-    def list_events(self, person: str, include_cancelled: bool = False) -> list[Event]:
+    def list_events(self, person: str, include_cancelled: bool = False) -> list[CalendarEvent]:
         """The events of ``person`` by start time."""
         self._known([person])
         events = [e for e in self._events.values() if person in e.attendees
@@ -228,7 +229,7 @@ class Calendar:
 
     def create_event(self, title: str, attendees: Sequence[str], start: datetime | str | float,
                      end: datetime | str | float,
-                     idempotency_key: str | None = None) -> Event:
+                     idempotency_key: str | None = None) -> CalendarEvent:
         """Book an event (double bookings are accepted); a repeated idempotency key replays."""
         people = self._known(attendees)
         begins, ends = _instant(start, "start"), _instant(end, "end")
@@ -254,8 +255,8 @@ class Calendar:
         return event
 
     def _create(self, title: str, people: tuple[str, ...], start: float, end: float,
-                idempotency_key: str | None) -> Event:
-        event = Event(id=self._event_ids.new(), title=title, attendees=people,
+                idempotency_key: str | None) -> CalendarEvent:
+        event = CalendarEvent(id=self._event_ids.new(), title=title, attendees=people,
                       start=as_datetime(start), end=as_datetime(end),
                       idempotency_key=idempotency_key)
         self._events[event.id] = event
@@ -265,7 +266,7 @@ class Calendar:
                           start=iso(start), end=iso(end), idempotency_key=idempotency_key)
         return event
 
-    def cancel_event(self, id: str) -> Event:
+    def cancel_event(self, id: str) -> CalendarEvent:
         """Cancel event ``id``; cancelling a cancelled event changes nothing."""
         event = self._events.get(id)
         if event is None:

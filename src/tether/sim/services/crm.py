@@ -26,7 +26,7 @@ from tether.sim.services.errors import InvalidRequest, NotFound
 from tether.sim.world import World
 from tether.specs import StrictNumbers
 
-__all__ = ["CRM", "Customer", "Note", "Ticket", "TicketStatus"]
+__all__ = ["CRM", "CRMCustomer", "Note", "Ticket", "TicketStatus"]
 
 TicketStatus = Literal["open", "pending", "closed"]
 M = TypeVar("M")
@@ -47,7 +47,7 @@ class Note(BaseModel):
     created_at: datetime
 
 
-class Customer(BaseModel):
+class CRMCustomer(BaseModel):
     """A CRM customer; ``stripe_customer_id`` links it to the payments service."""
 
     model_config = ConfigDict(frozen=True)
@@ -182,7 +182,7 @@ class CRM:
         self.lag_s = seed.lag_s
         self.stale_from: float | None = None
         self.stale_until: float | None = None
-        self._customers: _Versions[Customer] = _Versions()
+        self._customers: _Versions[CRMCustomer] = _Versions()
         self._tickets: _Versions[Ticket] = _Versions()
         self._notes: list[tuple[float, Note]] = []
         self._note_ids = IdCounter("note_")
@@ -193,7 +193,7 @@ class CRM:
                              f"repeated: {twice}")
         start = as_datetime(world.now())
         for c in seed.customers:
-            self._customers.put(c.id, _SEEDED, Customer(
+            self._customers.put(c.id, _SEEDED, CRMCustomer(
                 id=c.id, name=c.name, email=c.email, tier=c.tier,
                 stripe_customer_id=c.stripe_customer_id))
             self._seed_notes(c.id, c.notes, start)
@@ -242,7 +242,7 @@ class CRM:
     def _notes_on(self, target: str, at: float) -> tuple[Note, ...]:
         return tuple(n for t, n in self._notes if n.target == target and t <= at)
 
-    def _customer_at(self, id: str, at: float) -> Customer | None:
+    def _customer_at(self, id: str, at: float) -> CRMCustomer | None:
         customer = self._customers.as_of(id, at)
         return None if customer is None else customer.model_copy(
             update={"notes": self._notes_on(id, at)})
@@ -254,14 +254,14 @@ class CRM:
 
     # -- reads (from the replica) ----------------------------------------------------------
 
-    def get_customer(self, id: str) -> Customer:
+    def get_customer(self, id: str) -> CRMCustomer:
         """The customer ``id``, with its notes, as the replica sees it."""
         customer = self._customer_at(id, self.replica_time())
         if customer is None:
             raise NotFound(f"no customer {id!r}", "crm", "customer", id)
         return customer
 
-    def find_customer(self, email: str) -> Customer:
+    def find_customer(self, email: str) -> CRMCustomer:
         """The customer whose email is ``email`` (case-insensitive), as the replica sees it."""
         at = self.replica_time()
         for id in self._customers.ids():

@@ -18,10 +18,13 @@ from tether.memory import Memory
 from tether.sim.world import World
 from tether.store.memory import MemoryStore
 
-__all__ = ["AgentMemory", "Fact"]
+__all__ = ["AgentMemory", "SeedFact"]
 
 
-class Fact(BaseModel):
+class SeedFact(BaseModel):
+    """One fact the scenario seeds the agent's memory with (``world: {memory: {facts: [...]}}``);
+    remembered as a :class:`tether.Fact` from the source ``seed``."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     subject: StrictStr
@@ -32,7 +35,7 @@ class Fact(BaseModel):
 class _Seed(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    facts: list[Fact] = []
+    facts: list[SeedFact] = []
 
 
 class AgentMemory:

@@ -10,7 +10,7 @@
                                           HTTP), when the ``mcp`` extra is installed
 ``/openapi.json``                         the OpenAPI document of the HTTP faces
 ``GET /_tether/verdict``                  the scenario's invariants and task checks against
-                                          the ledger *now* (:func:`~.serve.judge`)
+                                          the ledger *now* (:func:`~.verdict.judge`)
 ``GET /_tether/ledger``                   every effect so far, and the ledger's digest
 ``GET /_tether/webhooks``                 the webhook events and every delivery attempt
 ``POST /_tether/clock/advance``           ``{"seconds": N}``: move the virtual clock (and
@@ -51,7 +51,7 @@ from typing import TYPE_CHECKING, Any
 
 from tether.errors import Crash, TetherError, UsageError
 from tether.sim.wire.messages import ConnectionDropped, WireRequest, WireResponse
-from tether.sim.wire.serve import judge, verdict_data
+from tether.sim.wire.verdict import judge, verdict_data
 
 try:
     from starlette.applications import Starlette
@@ -68,9 +68,9 @@ if TYPE_CHECKING:
 __all__ = ["ABORT_EXTENSION", "asgi_app", "dropping_protocol"]
 
 Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
+ASGIMessage = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[ASGIMessage]]
+Send = Callable[[ASGIMessage], Awaitable[None]]
 
 #: The key, in ``scope["extensions"]``, of a function that aborts the request's connection.
 ABORT_EXTENSION = "tether.abort"

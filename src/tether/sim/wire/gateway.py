@@ -34,8 +34,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from tether.errors import AuthExpired, TransientError
+from tether.sim.caller import attribution, current_caller
 from tether.sim.calls import ServiceCall
 from tether.sim.faults import CallPlan
+from tether.sim.jsonable import plain
 from tether.sim.services.errors import ServiceError
 from tether.sim.wire.messages import (
     BadRequestBody,
@@ -250,17 +252,11 @@ class Gateway:
     def _gave_up(self, plan: CallPlan, kwargs: Mapping[str, Any], timeout_s: float) -> None:
         """The client's read timeout passed before the delayed call reached the service: the
         client gives up (it cannot know the call was never applied), nothing is applied."""
-        from tether.sim.environment import current_caller, plain
-
-        caller = current_caller()
         message = (f"{plan.target}: no response within the client's {timeout_s:g} s read "
                    "timeout")
         self.env.calls.append(ServiceCall(
-            tool=caller.tool if caller else "", effect=caller.effect if caller else "",
-            trust=caller.trust if caller else "", target=plan.target,
-            args=plain(dict(kwargs)), keyed=bool(kwargs.get("idempotency_key")),
-            lookup=caller.lookup if caller else False,
-            error=f"ConnectionDropped: {message}"))
+            **attribution(current_caller()), target=plan.target, args=plain(dict(kwargs)),
+            keyed=bool(kwargs.get("idempotency_key")), error=f"ConnectionDropped: {message}"))
         raise ConnectionDropped(message, delivered=False, read_timeout=True)
 
     def _plan(self, service: str, operation: str,
@@ -281,18 +277,13 @@ class Gateway:
 
     def _run(self, service: str, operation: str, method: Callable[..., Any], plan: CallPlan,
              kwargs: Mapping[str, Any]) -> Any:
-        from tether.sim.environment import current_caller, plain
-
         ledger = self.env.world.ledger
         before = len(ledger)
         holder = self.env.world.services[service]
         stale = getattr(holder, "go_stale", None)
-        caller = current_caller()
         record: dict[str, Any] = dict(
-            tool=caller.tool if caller else "", effect=caller.effect if caller else "",
-            trust=caller.trust if caller else "", target=plan.target,
-            args=plain(dict(kwargs)), keyed=bool(kwargs.get("idempotency_key")),
-            lookup=caller.lookup if caller else False)
+            attribution(current_caller()), target=plan.target, args=plain(dict(kwargs)),
+            keyed=bool(kwargs.get("idempotency_key")))
 
         def on_stale(age_s: float) -> None:
             if stale is not None:

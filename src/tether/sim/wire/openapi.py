@@ -3,11 +3,11 @@
 :func:`openapi_document` describes what the faces really do, from the same sources they use:
 each JSON operation's request body is the argument model :func:`~tether.sim.wire.json_face.
 operation_specs` validates with, its ``200`` the JSON Schema of the method's return annotation
-(as :func:`~tether.sim.environment.plain` serializes it), its errors the face's error shape;
+(as :func:`~tether.sim.jsonable.plain` serializes it), its errors the face's error shape;
 the token endpoint is described as RFC 6749 has it; the payments paths come from the Stripe
 face's own route table, with the webhook endpoints and events API served beside it. Schemas
-are generated in one pass, so two models of one name (the CRM's and the payments'
-``Customer``) get distinct component names.
+are generated in one pass, so two models of one name would still get distinct component
+names (tests/test_names.py keeps the package's public classes apart by name anyway).
 
 >>> document = openapi_document()
 >>> document["openapi"], "/crm/v1/get_customer" in document["paths"]

@@ -71,6 +71,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from tether.clock import Clock, SystemClock
 from tether.sim.faults import WEBHOOK_KINDS, WEBHOOK_TARGET
+from tether.sim.jsonable import plain
 from tether.sim.services._ids import IdCounter
 from tether.sim.services.errors import ServiceError
 from tether.sim.wire.gateway import Gateway
@@ -78,7 +79,7 @@ from tether.sim.wire.stripe_face import stripe_object
 from tether.sim.wire.webhook_api import WebhookRoutes
 
 if TYPE_CHECKING:
-    from tether.sim.world import Effect
+    from tether.sim.world import WorldEffect
 
 __all__ = ["API_VERSION", "DeliveryAttempt", "WebhookEndpoint", "Webhooks", "sign"]
 
@@ -97,7 +98,7 @@ DEFAULT_MAX_ATTEMPTS = 3
 _REAL_TIME = SystemClock()
 
 #: A receiver in-process: ``handler(body, headers) -> status`` (``None`` is 200).
-Handler = Callable[[bytes, dict[str, str]], "int | None"]
+WebhookHandler = Callable[[bytes, dict[str, str]], "int | None"]
 
 
 class _SyncTransport(Protocol):
@@ -191,7 +192,7 @@ class Webhooks:
         #: (:meth:`deliver_over_http`, called by the loopback server after each response).
         self.over_http = False
         self._endpoints: dict[str, WebhookEndpoint] = {}
-        self._receivers: dict[str, Handler | _SyncTransport] = {}
+        self._receivers: dict[str, WebhookHandler | _SyncTransport] = {}
         self._queue: list[_Delivery] = []
         self._seen = 0  # ledger effects already turned into events
         self._round = 0
@@ -217,7 +218,7 @@ class Webhooks:
 
     # -- the agent's side ----------------------------------------------------------------
 
-    def receive(self, url: str, handler: Handler | _SyncTransport) -> None:
+    def receive(self, url: str, handler: WebhookHandler | _SyncTransport) -> None:
         """Deliver, in-process, what is sent to ``url`` to ``handler``: a function
         ``(body, headers) -> status`` or an ``httpx`` transport (``httpx.WSGITransport``)."""
         self._receivers[url] = handler
@@ -290,7 +291,7 @@ class Webhooks:
                     self.events.append(event)
                     self._enqueue(event)
 
-    def _events_of(self, effect: Effect) -> list[dict[str, Any]]:
+    def _events_of(self, effect: WorldEffect) -> list[dict[str, Any]]:
         made = []
         for pattern in EVENT_TYPES.get(effect.operation, ()):
             kind = "charge" if pattern.startswith("charge.") else effect.operation
@@ -308,10 +309,8 @@ class Webhooks:
                          "type": event_type})
         return made
 
-    def _object(self, kind: str, effect: Effect) -> dict[str, Any] | None:
+    def _object(self, kind: str, effect: WorldEffect) -> dict[str, Any] | None:
         """The object an event carries, as the API shows it now."""
-        from tether.sim.environment import plain
-
         ident = effect.data.get(f"{kind}_id") or (
             effect.data.get("charge") if kind == "charge" else None) or \
             effect.key.partition(":")[2]
