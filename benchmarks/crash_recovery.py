@@ -289,9 +289,9 @@ def process_cost(argv: list[str], env: dict[str, str]) -> tuple[float, float]:
 
 def restart_table(reps: int, env: dict[str, str], baseline_src: str) -> None:
     """Whole processes, this tree against ``baseline_src`` in turn (pair by pair, after one
-    warm-up pair): ``import tether`` and a restart that recovers a crashed run
-    (``--recover-copy`` of one snapshot made here). Medians, and the now/baseline CPU ratio's
-    median and range over the pairs."""
+    warm-up pair): ``import tether``, a restart that recovers a crashed run (``--recover-copy``
+    of one snapshot made here), and the ``tether`` command's start-up (``--help``). Medians,
+    and the now/baseline CPU ratio's median and range over the pairs."""
     import statistics
     import tempfile
 
@@ -302,7 +302,10 @@ def restart_table(reps: int, env: dict[str, str], baseline_src: str) -> None:
         make_snapshot(snapshot)
         commands = {"`python -c \"import tether\"`": [sys.executable, "-c", "import tether"],
                     "restart → recovered run (`--recover-copy`)":
-                        [sys.executable, me, "--recover-copy", snapshot]}
+                        [sys.executable, me, "--recover-copy", snapshot],
+                    "`tether --help`": [sys.executable, "-m", "tether.cli", "--help"],
+                    "`tether worker --help`":
+                        [sys.executable, "-m", "tether.cli", "worker", "--help"]}
         costs: dict[tuple[str, str], list[tuple[float, float]]] = {
             (t, c): [] for t in trees for c in commands}
         for rep in range(reps + 1):
@@ -598,7 +601,8 @@ def main() -> None:
                         help="crash a worker into the empty DIR and stop (for --recover-copy)")
     parser.add_argument("--restarts", action="store_true",
                         help="with --baseline-src: whole processes (import tether, restart → "
-                             "recovered run) of this tree against that one, then stop")
+                             "recovered run, tether --help) of this tree against that one, "
+                             "then stop")
     args = parser.parse_args()
     reps = args.reps if args.reps is not None else (5 if args.quick else 7)
     if reps < 1:
