@@ -118,3 +118,43 @@ def test_public_objects_are_documented() -> None:
         if callable(getattr(tether, name)) and not (getattr(tether, name).__doc__ or "").strip()
     ]
     assert undocumented == []
+
+
+# tether.policy's names. Its rule and its decision are PolicyRule and PolicyDecision (issue 16):
+# tether.Rule is the retry rule and tether.events.Decision the journal's decision event.
+EXPECTED_POLICY = [
+    "ArgumentFinding",
+    "Observation",
+    "Policy",
+    "PolicyDecision",
+    "PolicyRequest",
+    "PolicyRule",
+    "Principal",
+    "PriorCall",
+    "Verdict",
+    "allow_tools",
+    "argument_limit",
+    "argument_provenance",
+    "control_flow",
+    "deny_tools",
+    "environment_gate",
+    "load_policy",
+    "policy_from_dict",
+    "predicate",
+    "require_role",
+    "taint_gate",
+    "trace_arguments",
+]
+
+
+def test_policy_names_are_pinned() -> None:
+    """`tether.policy.__all__` lists exactly the pinned names, each importable and documented,
+    and the names it shares with `tether` are the same objects."""
+    import tether.policy
+
+    assert tether.policy.__all__ == EXPECTED_POLICY
+    for name in EXPECTED_POLICY:
+        value = getattr(tether.policy, name)
+        assert (value.__doc__ or "").strip(), name
+        if name in tether.__all__:
+            assert getattr(tether, name) is value, name
