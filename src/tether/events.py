@@ -35,6 +35,7 @@ from tether.errors import CorruptJournal, SchemaTooNew
 
 __all__ = [
     "DURABLE_CALLS",
+    "STATUS_KINDS",
     "TOOL_DESCRIPTION_CHARS",
     "Event",
     "MemoryForgotten",
@@ -729,11 +730,18 @@ _STATUS_CHANGES: dict[str, tuple[RunStatus, RunStatus | None]] = {
 }
 
 
+#: The kinds whose events may change a run's status: :func:`status_change` is ``None`` for
+#: every other kind without looking further (a store asks it of every event it appends).
+STATUS_KINDS = frozenset({"run_finished", "run_started", "timer_started", *_STATUS_CHANGES})
+
+
 def status_change(event: _Event) -> tuple[RunStatus, RunStatus | None] | None:
     """How ``event`` changes its run's status: ``(new, required_current)`` or ``None``.
 
     ``required_current`` is ``None`` when the change applies whatever the status is.
     """
+    if event.kind not in STATUS_KINDS:  # type: ignore[attr-defined]
+        return None
     if isinstance(event, RunFinished):
         return (event.status, None)
     if isinstance(event, RunStarted):

@@ -43,6 +43,7 @@ from tether.errors import (
     UsageError,
 )
 from tether.events import (
+    STATUS_KINDS,
     Event,
     RunDequeued,
     RunFinished,
@@ -410,6 +411,8 @@ def _wake_rule(status: RunStatus | None, event: Event) -> tuple[bool, float | No
 def touches_index(event: Event) -> bool:
     """Whether appending ``event`` may change its run's index row (status or ``wake_at``):
     stores skip the row update for the events that cannot."""
+    if event.kind not in STATUS_KINDS:  # most appends (steps, results): a set lookup, no more
+        return False
     return status_change(event) is not None or isinstance(event, WaitResolved)
 
 
