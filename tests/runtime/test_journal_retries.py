@@ -46,7 +46,7 @@ def test_kept_retry_counts_equal_a_fresh_count(spec: list[tuple[str, int, int]],
     journal = RunJournal(MemoryStore(), "r", VirtualClock(), events)
     by_pos: dict[int, list[Event]] = {}
     for event in events:
-        by_pos.setdefault(getattr(event, "pos"), []).append(event)
+        by_pos.setdefault(event.pos, []).append(event)  # type: ignore[union-attr]
     assert journal.retries_before(position) == sum(
         retries_at(group) for pos, group in by_pos.items() if pos < position)
     assert journal.retries_elsewhere(position) == sum(
