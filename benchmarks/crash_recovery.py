@@ -301,6 +301,7 @@ def restart_table(reps: int, env: dict[str, str], baseline_src: str) -> None:
         snapshot = os.path.join(root, "crashed")
         make_snapshot(snapshot)
         commands = {"`python -c \"import tether\"`": [sys.executable, "-c", "import tether"],
+                    "the recovery imports alone": [sys.executable, "-c", RECOVERY_IMPORTS],
                     "restart → recovered run (`--recover-copy`)":
                         [sys.executable, me, "--recover-copy", snapshot],
                     "`tether --help`": [sys.executable, "-m", "tether.cli", "--help"],
