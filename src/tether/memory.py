@@ -344,7 +344,11 @@ async def remember_in_run(ctx: RunContext, memory: Memory, subject: str, key: st
     ...     await remember_in_run(ctx, memory, "order:7", "refunded", True,
     ...                           source="tool:refund", trust="system")
     """
-    position = ctx.position
+    # The position the step is about to take: the runtime's to know, asked of its side of the
+    # run (imported here: a memory used outside runs never loads the runtime).
+    from tether.runtime.context import internals
+
+    position = internals(ctx).position
 
     def write() -> dict[str, Any]:
         return memory.remember(subject, key, value, source=source, trust=trust,

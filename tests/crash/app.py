@@ -49,6 +49,7 @@ from tether import (
     tool,
     workflow,
 )
+from tether.runtime.context import internals
 
 __all__ = [
     "EFFECT_TABLES",
@@ -363,7 +364,7 @@ def build_workflow(ext: External, killer: Killer | None = None) -> Workflow:
 
         def plan() -> Plan:
             ext.record_step("plan_refund")
-            killer.maybe_kill(ctx.position - 1, "plan_refund", "in_step")
+            killer.maybe_kill(internals(ctx).position - 1, "plan_refund", "in_step")
             return Plan(amount_cents=order.amount_cents, restock_sku=order.sku)
 
         planned = await ctx.step("plan_refund", plan, result_type=Plan)

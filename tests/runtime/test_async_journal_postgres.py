@@ -16,6 +16,7 @@ from tether import RunContext, Runtime, ToolContext, VirtualClock, tool
 from tether.events import RunStarted, ToolIntent, ToolResult
 from tether.models.base import Message, ModelRequest
 from tether.models.scripted import ScriptedModel, reply
+from tether.runtime.context import internals
 from tether.store.postgres import PostgresStore
 
 pytestmark = pytest.mark.postgres
@@ -209,7 +210,8 @@ def test_blocking_decide_beside_an_awaited_append_held_in_the_database(
         async def beside() -> Any:
             while not await asyncio.to_thread(lock.waiter):
                 await asyncio.sleep(0.005)
-            return ctx.decide("beside", {"x": 1})  # blocks until the timer lets the lock go
+            # Blocks until the timer lets the lock go.
+            return internals(ctx).decide("beside", {"x": 1})
 
         return await asyncio.gather(held(), beside())
 

@@ -28,6 +28,7 @@ from tether.events import Decision, ModelFailed, RunFinished, encode
 from tether.models.base import Message, ModelRequest, ModelResponse
 from tether.models.scripted import ScriptedModel, call, reply
 from tether.runtime.codec import MAX_DEPTH, MAX_INT_BITS, to_json
+from tether.runtime.context import internals
 from tether.store.base import Store
 
 from ..conftest import StoreFactory
@@ -235,7 +236,7 @@ def test_a_decision_returns_live_what_it_journaled() -> None:
     seen: list[Any] = []
 
     async def decides(ctx: Any) -> str:
-        seen.append(ctx.decide("limits", {"pair": (1, 2), "cap": math.inf}))
+        seen.append(internals(ctx).decide("limits", {"pair": (1, 2), "cap": math.inf}))
         return "done"
 
     result = asyncio.run(Runtime(store, clock=VirtualClock(), seed=1).start(decides))

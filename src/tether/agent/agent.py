@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, SerializerFunctionWrapHandler, model_serializer
 
+from tether.agent.loop import AgentOutput, run_agent
 from tether.errors import UsageError
 from tether.models.base import Message, Model, ModelSettings, ToolSpec
 from tether.models.pricing import PriceTable
@@ -104,20 +105,6 @@ class Task(BaseModel):
             if not self.variables:
                 data.pop("variables", None)
         return data
-
-
-class AgentOutput(BaseModel):
-    """What an agent run returns (the run's result, as JSON)."""
-
-    answer: str
-    steps: int
-    model_calls: int
-    tool_calls: int
-    retries: int
-    input_tokens: int
-    output_tokens: int
-    cost_usd: float
-    disabled_tools: dict[str, str] = {}
 
 
 def as_task(value: Any) -> Task:
@@ -211,8 +198,6 @@ class Agent:
         agent = self
 
         async def run(ctx: RunContext, task: Any) -> dict[str, Any]:
-            from tether.agent.loop import run_agent
-
             output = await run_agent(agent, ctx, as_task(task))
             return output.model_dump(mode="json")
 

@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING, Any
 
 from tether.agent.memory_recall import is_recalled_fact
 from tether.errors import BudgetExceeded, RunEscalated, WaitTimedOut
-from tether.events import WaitStarted
 from tether.models.base import Message
 from tether.policy.policy import Policy
 from tether.policy.request import (
@@ -30,6 +29,7 @@ from tether.policy.request import (
     PriorCall,
 )
 from tether.runtime.approvals import APPROVAL_PREFIX
+from tether.runtime.context import internals
 from tether.runtime.failures import FailureType
 from tether.runtime.journal import instant
 from tether.runtime.provenance import Trust
@@ -82,6 +82,7 @@ class Governor:
         """``on_breach`` is the budgets' course when the run's deadline ends an approval wait:
         ``stop`` (:class:`BudgetExceeded`) or ``escalate``."""
         self.policy, self.ctx = policy, ctx
+        self.run = internals(ctx)  # decisions, the position, the deadline: the runtime's side
         self.on_breach = on_breach
         self.principal = Principal(task.principal, tuple(task.roles))
         self.task_type = task.task_type
@@ -150,7 +151,7 @@ class Governor:
                 return None
             return {"hidden": dict(sorted(denied.items()))}
 
-        decision = self.ctx.maybe_decide("tools_visible", live)
+        decision = self.run.maybe_decide("tools_visible", live)
         if decision is not None:
             self._hidden = frozenset(decision["hidden"])
         return self._hidden
@@ -161,7 +162,7 @@ class Governor:
         observations = self._read_context(messages)
         live_verdict = self.policy.evaluate(self._request("call", tool, args, observations,
                                                           self._prior()))
-        data = self.ctx.decide("policy", {"tool": tool.name, "call_id": call_id,
+        data = self.run.decide("policy", {"tool": tool.name, "call_id": call_id,
                                           "args": args, **live_verdict.as_data()})
         verdict = data["verdict"]
         if verdict == PolicyDecision.ALLOW.value:
@@ -176,15 +177,15 @@ class Governor:
 
     async def _approval(self, tool: Tool[Any, Any], args: dict[str, Any],
                         verdict: dict[str, Any]) -> Ruling:
-        key = f"{APPROVAL_PREFIX}{self.ctx.position}"
+        key = f"{APPROVAL_PREFIX}{self.run.position}"
         request = {"tool": tool.name, "args": args, "reason": verdict["reason"],
                    "role": verdict["role"], "rule": verdict["rule"],
                    "sources": verdict["sources"], "principal": self.principal.id}
-        pos = self.ctx.position
+        pos = self.run.position
         try:
             # Capped at the time the run has left, so a held run cannot outlive its budget.
             answer = await self.ctx.wait_for(
-                key, timeout_s=self.ctx.call_timeout_s(self.policy.approval_timeout_s),
+                key, timeout_s=self.run.call_timeout_s(self.policy.approval_timeout_s),
                 data=request)
         except WaitTimedOut as exc:
             self._out_of_time(pos, tool, exc)
@@ -194,7 +195,7 @@ class Governor:
             return Ruling(run=False, observation=f"not executed: approval of {tool.name!r} "
                           "was not given in time")
         answer = answer if isinstance(answer, dict) else {"approved": bool(answer)}
-        resolution = self.ctx.journal.resolution(key)
+        resolution = self.run.resolution(key)
         who = resolution.by if resolution is not None and resolution.by else "someone"
         note = f" ({answer.get('note') or resolution.note})" if resolution is not None and (
             answer.get("note") or resolution.note) else ""
@@ -211,9 +212,8 @@ class Governor:
         """End the run per the budgets if the run's deadline, not the policy's timeout, ended
         the approval wait at ``pos``. Told from the journaled wait deadline, so a replay (at
         any later time) decides the same."""
-        run_deadline = self.ctx.deadline
-        started = next((e for e in self.ctx.journal.at(pos) if isinstance(e, WaitStarted)),
-                       None)
+        run_deadline = self.run.deadline
+        started = self.run.wait_started(pos)
         if run_deadline is None or started is None or started.deadline is None:
             return
         if started.deadline < run_deadline:
@@ -221,7 +221,7 @@ class Governor:
         failure = FailureType.BUDGET_EXCEEDED
         reason = (f"max_duration_s: the run's time ended at {instant(run_deadline)} while it "
                   f"waited for approval of {tool.name!r}; no decision came before it")
-        decision = self.ctx.decide("budget", {
+        decision = self.run.decide("budget", {
             "failure": failure.value, "domain": failure.domain.value,
             "limit": "max_duration_s", "reason": reason, "action": self.on_breach})
         if decision.get("action") == "escalate":

@@ -23,6 +23,8 @@ import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from pydantic import BaseModel
+
 from tether.agent.governance import Governor
 from tether.errors import (
     BudgetExceeded,
@@ -35,7 +37,6 @@ from tether.errors import (
     ToolArgsInvalid,
     ToolFailed,
 )
-from tether.events import ToolResult
 from tether.models.base import (
     Message,
     ModelRequest,
@@ -47,25 +48,43 @@ from tether.models.base import (
 from tether.retries import RETRY_ACTIONS
 from tether.runtime.budgets import Breach, Meter
 from tether.runtime.client_tools import ClientTool, settle_client_calls
+from tether.runtime.context import internals
 from tether.runtime.failures import Failure, FailureType, classify
 from tether.runtime.model_calls import classify_model_error
 from tether.runtime.retry import Action, jitter_rng
 from tether.runtime.tools import Tool
 
 if TYPE_CHECKING:
-    from tether.agent.agent import Agent, AgentOutput, Task
+    # Only for the checker: agent.py imports this module (Agent.run runs the loop), and the
+    # loop needs nothing of agent.py at run time, so the two do not import each other.
+    from tether.agent.agent import Agent, Task
     from tether.runtime.context import RunContext
 
-__all__ = ["run_agent"]
+__all__ = ["AgentOutput", "run_agent"]
 
 _REFRESHED = "[credentials refreshed]"
 
 
+class AgentOutput(BaseModel):
+    """What an agent run returns (the run's result, as JSON)."""
+
+    answer: str
+    steps: int
+    model_calls: int
+    tool_calls: int
+    retries: int
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float
+    disabled_tools: dict[str, str] = {}
+
+
 async def run_agent(agent: Agent, ctx: RunContext, task: Task) -> AgentOutput:
     """Run ``agent`` on ``task`` inside the durable run ``ctx``."""
-    ctx.retry = agent.retry
-    ctx.max_retries = agent.budgets.max_retries
-    return await _Loop(agent, ctx, task).run()
+    run = internals(ctx)
+    run.retry = agent.retry
+    run.max_retries = agent.budgets.max_retries
+    return await _Loop(agent, ctx, task).run_to_end()
 
 
 @dataclass
@@ -84,6 +103,9 @@ class _Outcome:
 class _Loop:
     def __init__(self, agent: Agent, ctx: RunContext, task: Task) -> None:
         self.agent, self.ctx, self.task = agent, ctx, task
+        #: The runtime's side of the run: decisions, the deadline, breakers, the journal's
+        #: answers (the loop is part of the harness, not a workflow of the author's).
+        self.run = internals(ctx)
         self.governor = None if agent.policy is None else Governor(
             agent.policy, ctx, task, agent.environment, on_breach=agent.budgets.on_breach)
         self.tools: dict[str, Tool[Any, Any]] = {t.name: t for t in agent.tools}
@@ -120,12 +142,11 @@ class _Loop:
 
     # -- the loop -------------------------------------------------------------------------
 
-    async def run(self) -> AgentOutput:
-        from tether.agent.agent import AgentOutput
-
+    async def run_to_end(self) -> AgentOutput:
+        """Turn after turn until the model answers in text or a limit stops the run."""
         self.meter.started_at = self.ctx.now()
         # Every model and tool call of the run is bounded by this, not only the steps.
-        self.ctx.deadline = self.meter.deadline
+        self.run.deadline = self.meter.deadline
         # Rendered from the journaled input's variables: a resumed run sees the same text.
         instructions = self.agent.instructions_for(self.task.variables)
         if instructions:
@@ -150,7 +171,7 @@ class _Loop:
             m = self.meter
             # Counted from the journal by the one definition, so a replay, the trace and the
             # grader read the same number.
-            retries = self.ctx.journal.retries_before(self.ctx.position)
+            retries = self.run.retries_so_far()
             return AgentOutput(
                 answer=response.text, steps=m.steps, model_calls=m.model_calls,
                 tool_calls=m.tool_calls, retries=retries, input_tokens=m.usage.input_tokens,
@@ -162,13 +183,13 @@ class _Loop:
         """Stop (or escalate) if a limit is reached, before the model call about to start."""
         if self.agent.budgets.max_retries is not None:
             # Counting reads every position journaled so far: only when a limit needs it.
-            self.meter.retries = self.ctx.journal.retries_before(self.ctx.position)
-        self._stop_if(self.ctx.maybe_decide("budget", lambda: self._breach_data(
-            self.meter.breach(self.ctx.clock.now(), model_calls=1))))
+            self.meter.retries = self.run.retries_so_far()
+        self._stop_if(self.run.maybe_decide("budget", lambda: self._breach_data(
+            self.meter.breach(self.run.clock.now(), model_calls=1))))
 
     def _check_tool_budget(self, more: int) -> None:
         """Stop (or escalate) if ``more`` tool calls would pass the tool-call budget."""
-        self._stop_if(self.ctx.maybe_decide("budget", lambda: self._breach_data(
+        self._stop_if(self.run.maybe_decide("budget", lambda: self._breach_data(
             self.meter.before_tool_calls(more))))
 
     def _breach_data(self, breach: Breach | None) -> dict[str, Any] | None:
@@ -184,26 +205,26 @@ class _Loop:
         """Stop the run (journaled as a budget decision) if its deadline has come, or would
         have before a wait of ``wait_s`` ends: no call starts, and no wait ends, after it."""
         def live() -> dict[str, Any] | None:
-            deadline = self.ctx.deadline
-            if deadline is None or not self.ctx.past_deadline(wait_s):
+            deadline = self.run.deadline
+            if deadline is None or not self.run.past_deadline(wait_s):
                 return None
             failure = FailureType.BUDGET_EXCEEDED
             waiting = f", and a {wait_s:g} s wait would end after it" if wait_s else ""
             budget_s = float(self.agent.budgets.max_duration_s or 0.0)
-            used_s = self.ctx.clock.now() - (deadline - budget_s)
+            used_s = self.run.clock.now() - (deadline - budget_s)
             return {"failure": failure.value, "domain": failure.domain.value,
                     "limit": "max_duration_s",
                     "reason": f"max_duration_s: {used_s:.3f} s of the run's {budget_s:g} s "
                               f"used on the run's clock{waiting}",
                     "action": self.agent.budgets.on_breach}
 
-        self._stop_if(self.ctx.maybe_decide("budget", live))
+        self._stop_if(self.run.maybe_decide("budget", live))
 
     def _stop_at_retry_cap(self, what: str) -> None:
         """Stop (or escalate, per ``on_breach``) before a retry past ``Budgets.max_retries``:
         a retry past the hard cap is not made. ``what`` names what would be retried."""
         cap = self.agent.budgets.max_retries
-        spent = self.ctx.journal.retries_before(self.ctx.position)
+        spent = self.run.retries_so_far()
         if cap is None or spent < cap:
             return
 
@@ -215,7 +236,7 @@ class _Loop:
                               "not retried",
                     "action": self.agent.budgets.on_breach}
 
-        self._stop_if(self.ctx.maybe_decide("budget", capped))
+        self._stop_if(self.run.maybe_decide("budget", capped))
 
     def _stop_if(self, decision: dict[str, Any] | None) -> None:
         if decision is None:
@@ -262,25 +283,25 @@ class _Loop:
     async def _recover_model(self, failure: Failure, error: BaseException) -> None:
         """Apply the policy to a failed model call: wait, compress, remind, refresh — or stop
         the run by raising."""
-        agent, ctx = self.agent, self.ctx
+        agent, ctx, run = self.agent, self.ctx, self.run
         rule = agent.retry.rule(failure.type)
         attempt = self.model_streak.get(failure.type, 0) + 1
         self.model_streak[failure.type] = attempt
         action = rule.action if attempt < rule.max_attempts else rule.then
         reason = ""
-        spent = ctx.journal.retries_before(ctx.position)
+        spent = run.retries_so_far()
         if action.value in RETRY_ACTIONS:
             self._stop_at_retry_cap(f"the failed model call ({failure.type.value})")
         if action.value in RETRY_ACTIONS and spent >= agent.retry.retry_budget:
             action, reason = Action.FAIL, "the run's retry budget is spent"
         delay = 0.0
         if action is Action.BACKOFF:
-            delay = rule.delay_s(attempt, jitter_rng(ctx.seed, ctx.position, attempt),
+            delay = rule.delay_s(attempt, jitter_rng(run.seed, run.position, attempt),
                                  failure.retry_after_s)
             self._check_deadline(delay)
         elif action.value in RETRY_ACTIONS:
             self._check_deadline()
-        decision = ctx.decide("recover", {**failure.as_data(), "action": action.value,
+        decision = run.decide("recover", {**failure.as_data(), "action": action.value,
                                           "attempt": attempt, "delay_s": delay,
                                           "reason": reason})
         action = Action(decision["action"])
@@ -307,10 +328,10 @@ class _Loop:
         before = len(self.messages)
         self._check_deadline()
         # Compressing may call a model (summarize_with_model): bounded by the run's time left.
-        timeout_s = self.ctx.call_timeout_s(None)
+        timeout_s = self.run.call_timeout_s(None)
 
         async def shrink() -> list[dict[str, Any]]:
-            smaller = await within(self.ctx.clock,
+            smaller = await within(self.run.clock,
                                    window.compress(list(self.messages), target_tokens), timeout_s)
             return [m.model_dump(mode="json") for m in smaller]
 
@@ -335,12 +356,12 @@ class _Loop:
         self._check_deadline()
         # An async hook is bounded by the run's time left; a blocking one cannot be
         # interrupted from asyncio (see tether.runtime.timeouts).
-        timeout_s = self.ctx.call_timeout_s(None)
+        timeout_s = self.run.call_timeout_s(None)
 
         async def refresh() -> Any:
             value = hook(dependency)
             if inspect.isawaitable(value):
-                value = await within(self.ctx.clock, value, timeout_s)
+                value = await within(self.run.clock, value, timeout_s)
             return value
 
         try:
@@ -424,14 +445,13 @@ class _Loop:
         return outcomes
 
     async def _execute(self, call: ToolCall, tool: Tool[Any, Any], args: Any) -> _Outcome:
-        pos = self.ctx.position
-        live = not self.ctx.journal.at(pos)
+        pos = self.run.position
+        live = self.run.fresh_at(pos)
         try:
             result = await self.ctx.call_tool(tool, args)
         except ToolFailed as exc:
-            at_pos = self.ctx.journal.at(pos)
-            if at_pos and isinstance(at_pos[-1], ToolResult) and \
-                    at_pos[-1].unreadable is not None:
+            settled = self.run.tool_result(pos)
+            if settled is not None and settled.unreadable is not None:
                 # The write took effect; only its response is unusable. Not a failure.
                 if live:
                     self._breaker_record(tool, None)
@@ -447,8 +467,7 @@ class _Loop:
             raise
         if live:
             self._breaker_record(tool, None)
-        recorded = next((e for e in reversed(self.ctx.journal.at(pos))
-                         if isinstance(e, ToolResult)), None)
+        recorded = self.run.tool_result(pos)
         source = recorded.source if recorded is not None and recorded.source else tool.name
         trust = recorded.trust if recorded is not None and recorded.trust else tool.trust.value
         return _Outcome(call, result=result, source=source, trust=trust)
@@ -494,7 +513,7 @@ class _Loop:
             action = Action.OBSERVE
         if action.value in RETRY_ACTIONS:
             self._stop_at_retry_cap(f"tool {call.name!r} ({failure.type.value})")
-        decision = self.ctx.decide("recover", {**failure.as_data(), "tool": call.name,
+        decision = self.run.decide("recover", {**failure.as_data(), "tool": call.name,
                                                "call_id": call.id, "action": action.value,
                                                "attempt": count})
         action = Action(decision["action"])
@@ -515,7 +534,7 @@ class _Loop:
     # -- circuit breakers -----------------------------------------------------------------
 
     def _breaker_refuses(self, tool: Tool[Any, Any]) -> str | None:
-        breaker = self.ctx.breakers[tool.name]
+        breaker = self.run.breakers[tool.name]
 
         def live() -> dict[str, Any] | None:
             if breaker.allow():
@@ -525,14 +544,14 @@ class _Loop:
                     "tool": tool.name, "action": "refuse",
                     "retry_in_s": round(breaker.retry_in_s(), 3)}
 
-        decision = self.ctx.maybe_decide("breaker_open", live)
+        decision = self.run.maybe_decide("breaker_open", live)
         if decision is None:
             return None
         return (f"error (circuit open): {tool.name!r} is failing repeatedly and is not being "
                 f"called for now; it may be tried again in {decision['retry_in_s']} s")
 
     def _breaker_record(self, tool: Tool[Any, Any], failure: Failure | None) -> None:
-        breaker = self.ctx.breakers[tool.name]
+        breaker = self.run.breakers[tool.name]
         # Opening is not journaled here: a refusal is, when the next call is refused. Any
         # answer other than "unavailable" (a result, a rejection, bad data) shows the
         # dependency is reachable, and closes a half-open breaker.

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from tether.errors import UsageError
 from tether.memory import Fact, Memory
 from tether.models.base import Message
+from tether.runtime.context import internals
 from tether.runtime.provenance import Trust
 
 if TYPE_CHECKING:
@@ -96,7 +97,8 @@ class MemoryRecall:
     async def recall(self, ctx: RunContext, variables: Mapping[str, Any]) -> Recalled:
         """The facts for this run, as one durable step of ``ctx`` on the run's store."""
         subjects = self.subjects_for(variables)
-        memory = Memory(ctx.journal.store, clock=ctx.clock, namespace=self.namespace)
+        run = internals(ctx)
+        memory = Memory(run.store, clock=run.clock, namespace=self.namespace)
 
         def read() -> dict[str, Any]:
             facts: list[Fact] = []

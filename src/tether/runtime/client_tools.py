@@ -45,12 +45,12 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ValidationError
 
+from tether.clock import Clock
 from tether.errors import (
     ClientResultConflict,
     ClientResultRefused,
     ConcurrencyConflict,
     RunEscalated,
-    RunOwned,
     RunSuspended,
     ToolFailed,
     ToolResultInvalid,
@@ -67,16 +67,18 @@ from tether.events import (
     WaitStarted,
 )
 from tether.runtime.codec import to_json
+from tether.runtime.context import RunContext, internals
 from tether.runtime.provenance import Trust
 from tether.runtime.schema_check import problems
 from tether.runtime.tools import Effect, Tool, ToolContext
+from tether.store.base import Store
 
 if TYPE_CHECKING:
-    from tether.runtime.context import RunContext
     from tether.runtime.runtime import RunResult, Runtime
 
 __all__ = ["CLIENT_PREFIX", "ClientCall", "ClientTool", "client_tool", "continue_execution",
-           "pending_client_calls", "settle_client_calls"]
+           "open_client_calls", "pending_client_calls", "record_client_results",
+           "settle_client_calls"]
 
 #: Wait keys of client calls start with this.
 CLIENT_PREFIX = "client:"
@@ -197,7 +199,8 @@ async def settle_client_calls(
 
 async def _request(ctx: RunContext, call_id: str, tool: ClientTool, args: BaseModel,
                    key: str | None, attempt: int) -> Any:
-    position = ctx.position
+    run = internals(ctx)
+    position = run.position
     data = {"execution_id": ctx.run_id, "call_id": call_id, "tool": tool.name,
             "arguments": args.model_dump(mode="json"), "effect": tool.effect.value,
             "idempotency_key": key, "attempt": attempt, "result_schema": tool.result_schema(),
@@ -205,7 +208,7 @@ async def _request(ctx: RunContext, call_id: str, tool: ClientTool, args: BaseMo
             # shows it as the model saw it.
             "trust": tool.trust.value}
     return await ctx.wait_for(f"{CLIENT_PREFIX}{position}:{call_id}",
-                              timeout_s=ctx.call_timeout_s(tool.timeout_s), data=data)
+                              timeout_s=run.call_timeout_s(tool.timeout_s), data=data)
 
 
 def _checked(tool: ClientTool, value: Any) -> Any:
@@ -224,7 +227,7 @@ def _idempotency_key(ctx: RunContext, tool: ClientTool, args: BaseModel) -> str 
     if not tool.effect.writes:
         return None
     # The first request's position names the call: stable across re-requests and resumes.
-    return tool.idempotency_key(args, f"{ctx.run_id}:{ctx.position}")
+    return tool.idempotency_key(args, f"{ctx.run_id}:{internals(ctx).position}")
 
 
 def _after_timeout(ctx: RunContext, call_id: str, tool: ClientTool, attempt: int,
@@ -237,7 +240,7 @@ def _after_timeout(ctx: RunContext, call_id: str, tool: ClientTool, attempt: int
             f"answered in time; the caller may have carried it out")
     if tool.effect is Effect.UNSAFE:
         raise RunEscalated(f"{what}, and an unsafe write is never requested again blindly")
-    if attempt >= tool.attempts or ctx.past_deadline():
+    if attempt >= tool.attempts or internals(ctx).past_deadline():
         raise RunEscalated(f"{what}; still unknown after {attempt} request(s)")
     return True
 
@@ -266,57 +269,49 @@ def pending_client_calls(runtime: Runtime, execution_id: str | None = None) -> l
 async def continue_execution(runtime: Runtime, execution_id: str, results: Mapping[str, Any],
                              *, by: str = "client", resume: bool = True) -> RunResult:
     """Record the caller's ``results`` (``{call_id: value}``) and, with ``resume`` and once no
-    client call of the execution is left unanswered, resume it on ``runtime``.
+    client call of the execution is left unanswered, resume it on ``runtime``: the same as
+    :meth:`Runtime.continue_execution <tether.runtime.runtime.Runtime.continue_execution>`.
 
     All or nothing: every result is checked (requested, still open, fits its schema) before
     any is recorded, and all are appended in one batch. Returns where the run stands.
     """
+    return await runtime.continue_execution(execution_id, results, by=by, resume=resume)
+
+
+def record_client_results(store: Store, clock: Clock, execution_id: str,
+                          results: Mapping[str, Any], *, by: str = "client") -> None:
+    """Record the caller's ``results`` (``{call_id: value}``) for ``execution_id`` in
+    ``store``, all or nothing (see :func:`continue_execution`); resuming the run is the
+    runtime's part. Results recorded before are an idempotent repeat: nothing is appended."""
     if not isinstance(results, Mapping) or not results:
         raise UsageError("continue_execution needs results: a non-empty {call_id: value} map")
     encoded = {str(k): to_json(v, what=f"the result of client call {k!r}")
                for k, v in results.items()}
     for _attempt in range(_APPEND_ATTEMPTS):
-        events = runtime.store.read(execution_id)
+        events = store.read(execution_id)
         if not events:
             raise _unknown(execution_id)
-        batch = _check_results(execution_id, events, encoded, now=runtime.clock.now())
+        batch = _check_results(execution_id, events, encoded, now=clock.now())
         if not batch:
-            break  # every result was recorded before: an idempotent repeat
+            return  # every result was recorded before: an idempotent repeat
         last = events[-1].seq
-        now = runtime.clock.now()
+        now = clock.now()
         fresh = [WaitResolved(seq=last + 1 + i, at=now, key=key, value=value, by=by)
                  for i, (key, value) in enumerate(batch)]
         try:
-            runtime.store.append(execution_id, fresh, expected_last_seq=last, sync=True)
-            break
+            store.append(execution_id, fresh, expected_last_seq=last, sync=True)
+            return
         except ConcurrencyConflict:
             continue  # the run (or another continue) moved on: read it again and re-check
-    else:
-        raise ConcurrencyConflict(
-            f"execution {execution_id!r}: recording the client results lost "
-            f"{_APPEND_ATTEMPTS} append races in a row; try again", run_id=execution_id)
-    return await _where(runtime, execution_id, resume)
+    raise ConcurrencyConflict(
+        f"execution {execution_id!r}: recording the client results lost "
+        f"{_APPEND_ATTEMPTS} append races in a row; try again", run_id=execution_id)
 
 
-async def _where(runtime: Runtime, execution_id: str, resume: bool) -> RunResult:
-    from tether.runtime.runtime import RunResult
-
-    events = runtime.store.read(execution_id)
-    info = runtime.store.get_run(execution_id)
-    assert info is not None
-    still_open = _open_calls(execution_id, events)
-    if resume and not still_open and not info.status.finished:
-        try:
-            return await runtime.resume(execution_id)
-        except RunOwned:
-            pass  # a live worker has it and reads the results when it reaches the wait
-    if info.status.finished:
-        return await runtime.resume(execution_id)  # the recorded result, run nothing
-    if still_open:
-        # The store may say "running" once one of several calls is answered; the run waits
-        # for the rest all the same.
-        return RunResult(execution_id, RunStatus.WAITING, waiting_for=still_open[0].key)
-    return RunResult(execution_id, info.status)
+def open_client_calls(store: Store, execution_id: str) -> list[ClientCall]:
+    """The client calls of ``execution_id`` not yet answered (nor expired), in the order they
+    were requested."""
+    return _open_calls(execution_id, store.read(execution_id))
 
 
 def _check_results(execution_id: str, events: list[Event], results: Mapping[str, Any], *,

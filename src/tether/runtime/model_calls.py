@@ -4,7 +4,7 @@ The response (or the classified failure) is journaled at the call's position; on
 recorded response is returned, or the recorded error raised, without calling the model.
 
 With ``settings.stream`` a :class:`~tether.models.base.StreamingModel` streams: its text deltas
-go to the run's delta sink (``RunContext.deltas``) as ``(run_id, position, text)`` while the
+go to the run's delta sink (``RunInternals.deltas``) as ``(run_id, position, text)`` while the
 model writes, and only the complete response is journaled. A stream cut mid-way is a failed
 call like a lost connection (journaled as ``model_failed``; its deltas are void); a replay
 returns the recorded response and sends no delta.
@@ -30,7 +30,7 @@ from tether.runtime.failures import Failure, FailureType, classify
 from tether.runtime.timeouts import within
 
 if TYPE_CHECKING:
-    from tether.runtime.context import RunContext
+    from tether.runtime.run_internals import RunInternals
 
 __all__ = ["call_facts", "call_model", "classify_model_error"]
 
@@ -50,10 +50,10 @@ def classify_model_error(exc: BaseException) -> Failure:
 
 
 
-async def call_model(ctx: RunContext, model: Model, request: ModelRequest,
+async def call_model(run: RunInternals, model: Model, request: ModelRequest,
                      prices: PriceTable | None = None) -> ModelResponse:
     """Call ``model`` once at the next position, or replay what that position recorded."""
-    pos, recorded = ctx.claim("call_model", model.name)
+    pos, recorded = run.claim("call_model", model.name)
     if recorded:
         last = recorded[-1]
         if isinstance(last, ModelCalled):
@@ -61,13 +61,13 @@ async def call_model(ctx: RunContext, model: Model, request: ModelRequest,
         if isinstance(last, ModelFailed):
             raise rebuild_error(last.error)
     digest = request.digest()
-    started = ctx.clock.now()
+    started = run.clock.now()
     try:
-        response = await within(ctx.clock, _ask(ctx, pos, model, request),
-                                ctx.call_timeout_s(request.settings.timeout_s))
+        response = await within(run.clock, _ask(run, pos, model, request),
+                                run.call_timeout_s(request.settings.timeout_s))
     except TimeoutError as exc:
         error = ModelUnavailable(f"model {model.name!r}: {exc}", model=model.name)
-        await _record_failure(ctx, pos, model, request, error, started)
+        await _record_failure(run, pos, model, request, error, started)
         raise error from exc
     except asyncio.CancelledError as exc:
         if cancel_requested():
@@ -76,31 +76,31 @@ async def call_model(ctx: RunContext, model: Model, request: ModelRequest,
         # and left to the retry policy — it must not stop the run as if the run were cancelled.
         error = ModelUnavailable(f"model {model.name!r} raised CancelledError while the run was "
                                  f"not being cancelled: {exc}", model=model.name)
-        await _record_failure(ctx, pos, model, request, error, started)
+        await _record_failure(run, pos, model, request, error, started)
         raise error from exc
     except Exception as exc:
-        await _record_failure(ctx, pos, model, request, exc, started)
+        await _record_failure(run, pos, model, request, exc, started)
         raise
     # Returned as journaled (lone surrogates replaced …), so the live run sees what a replay sees.
     response = ModelResponse.model_validate(to_json(response, what=f"model {model.name!r}"))
     table = prices if prices is not None else _DEFAULT_PRICES
     cost = table.cost_usd(response.model or model.name, response.usage)
-    await ctx.journal.arecord(ModelCalled, pos=pos, model=model.name, request_digest=digest,
+    await run.journal.arecord(ModelCalled, pos=pos, model=model.name, request_digest=digest,
                               response=response.model_dump(mode="json"), cost_usd=cost,
-                              latency_s=max(0.0, ctx.clock.now() - started),
+                              latency_s=max(0.0, run.clock.now() - started),
                               **call_facts(model, request),
                               **_descriptions(request, response))
-    ctx.probe(pos, model.name, "after_model")
+    run.probe(pos, model.name, "after_model")
     return response
 
 
-async def _ask(ctx: RunContext, pos: int, model: Model, request: ModelRequest) -> ModelResponse:
+async def _ask(run: RunInternals, pos: int, model: Model, request: ModelRequest) -> ModelResponse:
     """The live call: streamed to the run's delta sink when the settings ask for it and the
     model can; otherwise one ``complete``."""
     if not (request.settings.stream and isinstance(model, StreamingModel)):
         return await model.complete(request)
-    sink = ctx.deltas
-    run_id = ctx.run_id
+    sink = run.deltas
+    run_id = run.run_id
 
     def on_delta(text: str) -> None:
         if sink is not None and text:
@@ -109,13 +109,13 @@ async def _ask(ctx: RunContext, pos: int, model: Model, request: ModelRequest) -
     return await model.stream(request, on_delta)
 
 
-async def _record_failure(ctx: RunContext, pos: int, model: Model, request: ModelRequest,
+async def _record_failure(run: RunInternals, pos: int, model: Model, request: ModelRequest,
                           exc: BaseException, started: float) -> None:
     failure = classify_model_error(exc)
-    await ctx.journal.arecord(ModelFailed, pos=pos, model=model.name,
+    await run.journal.arecord(ModelFailed, pos=pos, model=model.name,
                               request_digest=request.digest(),
                               failure=failure.type.value, error=error_record(exc),
-                              latency_s=max(0.0, ctx.clock.now() - started),
+                              latency_s=max(0.0, run.clock.now() - started),
                               **call_facts(model, request))
 
 

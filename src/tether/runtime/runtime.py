@@ -56,6 +56,12 @@ from tether.events import (
 from tether.imports import FILE_MODULE_PREFIX
 from tether.runtime.approvals import APPROVAL_PREFIX, PendingApproval, decide, pending_approvals
 from tether.runtime.breaker import Breakers
+from tether.runtime.client_tools import (
+    ClientCall,
+    open_client_calls,
+    pending_client_calls,
+    record_client_results,
+)
 from tether.runtime.codec import from_json, to_json
 from tether.runtime.context import RunContext
 from tether.runtime.journal import (
@@ -68,12 +74,12 @@ from tether.runtime.journal import (
 )
 from tether.runtime.ownership import Heartbeat, default_owner
 from tether.runtime.retry import RetryPolicy
+from tether.runtime.run_internals import RunInternals
 from tether.runtime.saga import compensate
 from tether.store.base import Lease, Store
 
 if TYPE_CHECKING:
     from tether.models.base import DeltaSink
-    from tether.runtime.client_tools import ClientCall
 from tether.store.memory import MemoryStore
 
 __all__ = ["RunResult", "Runtime", "Workflow", "workflow"]
@@ -210,9 +216,9 @@ class Runtime:
             heartbeat_s = lease_ttl_s / 3
         self.heartbeat_s = heartbeat_s
         # Runs this runtime is executing now, so recover() never takes one from itself, and
-        # their contexts, so a worker can hand one back (see hand_back).
+        # their internals, so a worker can hand one back (see hand_back).
         self._active: set[str] = set()
-        self._contexts: dict[str, RunContext] = {}
+        self._executing: dict[str, RunInternals] = {}
         self._handing_back: set[str] = set()
         self._rng = random.Random(system_seed() if seed is None else seed)
         self._probe = probe
@@ -507,17 +513,32 @@ class Runtime:
     def pending_client_calls(self, execution_id: str | None = None) -> list[ClientCall]:
         """What waiting executions ask their caller to do (see
         :mod:`tether.runtime.client_tools`)."""
-        from tether.runtime.client_tools import pending_client_calls
-
         return pending_client_calls(self, execution_id)
 
     async def continue_execution(self, execution_id: str, results: Mapping[str, Any], *,
                                  by: str = "client", resume: bool = True) -> RunResult:
         """Answer client calls of ``execution_id`` with ``results`` (``{call_id: value}``) and
-        resume it once all are answered (see :mod:`tether.runtime.client_tools`)."""
-        from tether.runtime.client_tools import continue_execution
+        resume it once all are answered (see :mod:`tether.runtime.client_tools`).
 
-        return await continue_execution(self, execution_id, results, by=by, resume=resume)
+        All or nothing: every result is checked (requested, still open, fits its schema)
+        before any is recorded, and all are appended in one batch. Returns where the run
+        stands."""
+        record_client_results(self.store, self.clock, execution_id, results, by=by)
+        still_open = open_client_calls(self.store, execution_id)
+        info = self.store.get_run(execution_id)
+        assert info is not None
+        if resume and not still_open and not info.status.finished:
+            try:
+                return await self.resume(execution_id)
+            except RunOwned:
+                pass  # a live worker has it and reads the results when it reaches the wait
+        if info.status.finished:
+            return await self.resume(execution_id)  # the recorded result, run nothing
+        if still_open:
+            # The store may say "running" once one of several calls is answered; the run
+            # waits for the rest all the same.
+            return RunResult(execution_id, RunStatus.WAITING, waiting_for=still_open[0].key)
+        return RunResult(execution_id, info.status)
 
     # -- execution ------------------------------------------------------------------------
 
@@ -532,11 +553,11 @@ class Runtime:
         call in progress ends and is journaled first, so no handler is cut short; the
         execution then returns the run as it stands (status ``running``, reason ``handed
         back``). False if this runtime is not executing ``run_id``."""
-        ctx = self._contexts.get(run_id)
-        if ctx is None:
+        run = self._executing.get(run_id)
+        if run is None:
             return False
         self._handing_back.add(run_id)
-        ctx._handed_back = LeaseLost(
+        run.handed_back = LeaseLost(
             f"run {run_id!r}: worker {self.owner!r} handed the run back (it is stopping); "
             "another worker continues it", run_id=run_id, owner=self.owner)
         return True
@@ -571,7 +592,7 @@ class Runtime:
             raise
         finally:
             self._active.discard(run_id)
-            self._contexts.pop(run_id, None)
+            self._executing.pop(run_id, None)
             self._handing_back.discard(run_id)
             if heartbeat is not None:
                 heartbeat.stop()
@@ -585,11 +606,12 @@ class Runtime:
     async def _drive(self, named: Workflow, journal: RunJournal) -> RunResult:
         started = journal.started
         assert started is not None
-        ctx = RunContext(journal, self.clock, seed=started.seed, probe=self._probe,
-                         retry=self.retry, breakers=self.breakers, deltas=self._emit_delta,
-                         park_timers_after_s=self.park_timers_after_s)
+        run = RunInternals(journal, self.clock, seed=started.seed, probe=self._probe,
+                           retry=self.retry, breakers=self.breakers, deltas=self._emit_delta,
+                           park_timers_after_s=self.park_timers_after_s)
+        ctx = RunContext(run)
         run_id = journal.run_id
-        self._contexts[run_id] = ctx
+        self._executing[run_id] = run
         try:
             if named.takes_input():
                 value = await named.fn(ctx, from_json(started.input, named._input_type()))
@@ -603,7 +625,7 @@ class Runtime:
         except (NonDeterminismError, ConcurrencyConflict):
             raise
         except Exception as exc:
-            return await self._fail(ctx, exc)
+            return await self._fail(run, exc)
         data = to_json(value, what=f"workflow {named.name!r}")
         return await self._finish(journal, RunStatus.COMPLETED, result=data)
 
@@ -636,16 +658,16 @@ class Runtime:
             f"{_RESOLVE_ATTEMPTS} append races in a row; another writer owns the run",
             run_id=journal.run_id)
 
-    async def _fail(self, ctx: RunContext, exc: Exception) -> RunResult:
+    async def _fail(self, run: RunInternals, exc: Exception) -> RunResult:
         error = error_record(exc)
         try:
-            problems = await compensate(ctx)
+            problems = await compensate(run)
         except RunSuspended as signal:  # pragma: no cover - compensations do not wait
-            return RunResult(ctx.run_id, RunStatus.WAITING, waiting_for=signal.key)
+            return RunResult(run.run_id, RunStatus.WAITING, waiting_for=signal.key)
         if problems:
-            return await self._finish(ctx.journal, RunStatus.ESCALATED, error=error,
+            return await self._finish(run.journal, RunStatus.ESCALATED, error=error,
                                       reason="; ".join(problems))
-        return await self._finish(ctx.journal, RunStatus.FAILED, error=error,
+        return await self._finish(run.journal, RunStatus.FAILED, error=error,
                                   reason=f"{error['type']}: {error['message']}")
 
     async def _finish(self, journal: RunJournal, status: RunStatus, *, result: Any = None,

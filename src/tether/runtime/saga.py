@@ -16,33 +16,33 @@ from tether.errors import NonDeterminismError, error_record
 from tether.events import ToolError, ToolIntent, ToolResult
 from tether.runtime.ambiguity import ErrorOutcome, cancel_requested
 from tether.runtime.codec import to_json
-from tether.runtime.context import CompletedWrite, RunContext
+from tether.runtime.run_internals import CompletedWrite, RunInternals
 from tether.runtime.tools import ToolContext
 
 __all__ = ["compensate"]
 
 
-async def compensate(ctx: RunContext) -> list[str]:
-    """Undo ``ctx``'s completed writes; returns the problems met (empty when all undone)."""
+async def compensate(run: RunInternals) -> list[str]:
+    """Undo the completed writes of ``run``; returns the problems met (empty when all undone)."""
     problems: list[str] = []
     # By position, not by completion: parallel writes complete in any order live, but replay
     # rebuilds them in position order, and both must undo in the same order.
-    for write in sorted(ctx.completed_writes, key=lambda w: w.position, reverse=True):
+    for write in sorted(run.completed_writes, key=lambda w: w.position, reverse=True):
         if write.tool.compensate is None:
             continue
-        problem = await _undo(ctx, write)
+        problem = await _undo(run, write)
         if problem:
             problems.append(problem)
     return problems
 
 
-async def _undo(ctx: RunContext, write: CompletedWrite) -> str:
+async def _undo(run: RunInternals, write: CompletedWrite) -> str:
     tool = write.tool
-    pos, recorded = ctx.claim("compensate", tool.name)
+    pos, recorded = run.claim("compensate", tool.name)
     intents = [e for e in recorded if isinstance(e, ToolIntent)]
     if intents and intents[0].compensates != write.position:
         raise NonDeterminismError(
-            f"run {ctx.run_id}: position {pos} undid the write at position "
+            f"run {run.run_id}: position {pos} undid the write at position "
             f"{intents[0].compensates} but compensation now undoes position {write.position}")
     if any(isinstance(e, ToolResult) for e in recorded):
         return ""
@@ -54,13 +54,13 @@ async def _undo(ctx: RunContext, write: CompletedWrite) -> str:
     assert tool.compensate is not None
     while True:
         attempt += 1
-        await ctx.journal.arecord(ToolIntent, sync=True, pos=pos, tool=tool.name,
+        await run.journal.arecord(ToolIntent, sync=True, pos=pos, tool=tool.name,
                                   effect="idempotent", key=key,
                                   args=write.args.model_dump(mode="json"), attempt=attempt,
                                   compensates=write.position)
-        ctx.probe(pos, tool.name, "after_intent")
-        tool_ctx = ToolContext(run_id=ctx.run_id, tool=tool.name, position=pos,
-                               idempotency_key=key, attempt=attempt, now=ctx.clock.now())
+        run.probe(pos, tool.name, "after_intent")
+        tool_ctx = ToolContext(run_id=run.run_id, tool=tool.name, position=pos,
+                               idempotency_key=key, attempt=attempt, now=run.clock.now())
         try:
             value = tool.compensate(tool_ctx, write.args, write.result)
             if inspect.isawaitable(value):
@@ -73,16 +73,16 @@ async def _undo(ctx: RunContext, write: CompletedWrite) -> str:
             # the undo raised of its own accord (a library's cancel scope, after the send).
             if tool.outcome_of(exc) is not ErrorOutcome.PERMANENT and attempt < tool.attempts:
                 continue
-            return _record_failure(ctx, pos, tool.name, write.position, exc)
-        ctx.probe(pos, tool.name, "after_call")
-        await ctx.journal.arecord(ToolResult, pos=pos, tool=tool.name,
+            return _record_failure(run, pos, tool.name, write.position, exc)
+        run.probe(pos, tool.name, "after_call")
+        await run.journal.arecord(ToolResult, pos=pos, tool=tool.name,
                                   result=to_json(value, what=f"compensation of {tool.name!r}"))
-        ctx.probe(pos, tool.name, "after_result")
+        run.probe(pos, tool.name, "after_result")
         return ""
 
 
-def _record_failure(ctx: RunContext, pos: int, tool: str, original: int,
+def _record_failure(run: RunInternals, pos: int, tool: str, original: int,
                     exc: BaseException) -> str:
-    ctx.journal.record(ToolError, pos=pos, tool=tool, failure="compensation_failed",
+    run.journal.record(ToolError, pos=pos, tool=tool, failure="compensation_failed",
                        error=error_record(exc))
     return f"undo of {tool!r} at position {original} failed: {type(exc).__name__}: {exc}"

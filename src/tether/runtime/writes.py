@@ -55,7 +55,7 @@ age and the retention. A backoff that would end past that point is shortened to 
 a provider's ``retry-after`` that ends past it cannot be honoured in time, so the write is
 settled at once instead.
 
-**Budgets are deadlines.** With a run deadline (:attr:`RunContext.deadline`), each attempt's
+**Budgets are deadlines.** With a run deadline (:attr:`RunInternals.deadline`), each attempt's
 timeout is the smaller of the tool's ``timeout_s`` and the time left; no attempt starts at or
 after the deadline, and no retry waits past it. A read cut off fails the run's duration budget
 (``budget_exceeded`` journaled, :class:`BudgetExceeded` raised). A write cut off is ambiguous:
@@ -96,7 +96,7 @@ from tether.runtime.timeouts import within
 from tether.runtime.tools import Effect, Tool, ToolContext
 
 if TYPE_CHECKING:
-    from tether.runtime.context import RunContext
+    from tether.runtime.run_internals import RunInternals
 
 __all__ = ["AMBIGUOUS_ERRORS", "execute_tool"]
 
@@ -111,21 +111,21 @@ _EPSILON_S = 1e-6
 
 
 async def execute_tool(
-    ctx: RunContext, tool: Tool[Any, Any], args: Any, pos: int, recorded: list[Any]
+    run: RunInternals, tool: Tool[Any, Any], args: Any, pos: int, recorded: list[Any]
 ) -> Any:
     """Run (or replay) the tool call at ``pos``."""
     args_json = args.model_dump(mode="json")
-    key = tool.idempotency_key(args, f"{ctx.run_id}:{pos}")
+    key = tool.idempotency_key(args, f"{run.run_id}:{pos}")
     last = recorded[-1] if recorded else None
     if isinstance(last, ToolResult):
         if last.unreadable is not None:
-            ctx.remember_write(pos, tool, args, last.result, key)
+            run.remember_write(pos, tool, args, last.result, key)
             raise _unreadable(tool, last.unreadable)
-        return _finish(ctx, tool, args, pos, key, last.result)
+        return _finish(run, tool, args, pos, key, last.result)
     if isinstance(last, ToolError) and not (
             last.failure == "ambiguous_write" and tool.effect.writes):
         raise rebuild_error(last.error)
-    call = _Call(ctx, tool, args, args_json, pos, key)
+    call = _Call(run, tool, args, args_json, pos, key)
     if isinstance(last, ToolRetry) and last.lookup:  # the worker stopped between lookups
         return await call.resolve(_last_attempt(recorded))
     retried = last.attempt + 1 if isinstance(last, ToolRetry) else 1
@@ -138,7 +138,7 @@ async def execute_tool(
     if isinstance(last, ToolIntent | ToolAmbiguous):
         attempt = last.attempt
         if isinstance(last, ToolIntent):
-            await ctx.journal.arecord(
+            await run.journal.arecord(
                 ToolAmbiguous, pos=pos, tool=tool.name, key=key, attempt=attempt,
                 reason="the worker stopped after journaling the intent and before the result",
                 interrupted=True,
@@ -147,10 +147,10 @@ async def execute_tool(
     return await call.write(attempt=1)
 
 
-def _finish(ctx: RunContext, tool: Tool[Any, Any], args: Any, pos: int, key: str,
+def _finish(run: RunInternals, tool: Tool[Any, Any], args: Any, pos: int, key: str,
             data: Any) -> Any:
     value = tool.validate_result(data)
-    ctx.remember_write(pos, tool, args, value, key)
+    run.remember_write(pos, tool, args, value, key)
     return value
 
 
@@ -169,15 +169,15 @@ def _unreadable(tool: Tool[Any, Any], why: str) -> ToolResultInvalid:
 class _Call:
     """One tool call's live execution, attempt by attempt."""
 
-    def __init__(self, ctx: RunContext, tool: Tool[Any, Any], args: Any,
+    def __init__(self, run: RunInternals, tool: Tool[Any, Any], args: Any,
                  args_json: dict[str, Any], pos: int, key: str) -> None:
-        self.ctx, self.tool, self.args, self.args_json = ctx, tool, args, args_json
+        self.run, self.tool, self.args, self.args_json = run, tool, args, args_json
         self.pos, self.key = pos, key
-        self.started_at = ctx.clock.now()
+        self.started_at = run.clock.now()
 
     async def read(self, attempt: int) -> Any:
         while True:
-            if self.ctx.past_deadline():
+            if self.run.past_deadline():
                 self._out_of_time("was not called")
             try:
                 data = await self._invoke(attempt)
@@ -185,25 +185,25 @@ class _Call:
                 await self._retry_or_fail(attempt, exc)
                 attempt += 1
                 continue
-            self.ctx.probe(self.pos, self.tool.name, "after_call")
+            self.run.probe(self.pos, self.tool.name, "after_call")
             result = await self._record_result(data)
-            self.ctx.probe(self.pos, self.tool.name, "after_result")
+            self.run.probe(self.pos, self.tool.name, "after_result")
             return result
 
     async def write(self, attempt: int, *, looked_up: bool = False) -> Any:
         """Send attempt ``attempt`` of the write (``looked_up``: a reconcile just found that no
         earlier request under the key took effect)."""
-        ctx, tool = self.ctx, self.tool
+        run, tool = self.run, self.tool
         if not looked_up:
             settled = await self._check_before_send(attempt)
             if settled is not _SEND:
                 return settled
-        ctx.probe(self.pos, tool.name, "before_intent")
+        run.probe(self.pos, tool.name, "before_intent")
         # Durable before the request leaves the process: the output-commit rule.
-        await ctx.journal.arecord(ToolIntent, sync=True, pos=self.pos, tool=tool.name,
+        await run.journal.arecord(ToolIntent, sync=True, pos=self.pos, tool=tool.name,
                                   effect=tool.effect.value, key=self.key, args=self.args_json,
                                   attempt=attempt)
-        ctx.probe(self.pos, tool.name, "after_intent")
+        run.probe(self.pos, tool.name, "after_intent")
         try:
             data = await self._invoke(attempt)
         except TransientError as exc:
@@ -212,7 +212,7 @@ class _Call:
                 return settled
             return await self.write(attempt + 1)
         except AMBIGUOUS_ERRORS as exc:
-            await ctx.journal.arecord(ToolAmbiguous, pos=self.pos, tool=tool.name,
+            await run.journal.arecord(ToolAmbiguous, pos=self.pos, tool=tool.name,
                                       key=self.key, attempt=attempt,
                                       reason=f"{type(exc).__name__}: {exc}")
             return await self.resolve(attempt, live=True)
@@ -221,15 +221,15 @@ class _Call:
             # the earlier request under the key: its outcome is still unknown. The refusal is
             # journaled only once that is settled, so a journal cut short anywhere replays to
             # the same decision (a tool_error is always the last word).
-            if unsettled(ctx.journal, self.key, skip=(self.pos, attempt)):
+            if unsettled(run.journal, self.key, skip=(self.pos, attempt)):
                 found = await self._settle_unknown(attempt, f"a re-issue was refused ({exc})")
                 if found is not _NOT_FOUND:
                     return found
             self._journal_failure(exc)
             raise
-        ctx.probe(self.pos, tool.name, "after_call")
+        run.probe(self.pos, tool.name, "after_call")
         result = await self._record_result(data)
-        ctx.probe(self.pos, tool.name, "after_result")
+        run.probe(self.pos, tool.name, "after_result")
         return result
 
     async def _check_before_send(self, attempt: int) -> Any:
@@ -237,9 +237,9 @@ class _Call:
         write), or a raised failure / escalation. An attempt that would rely on a key the
         provider may have forgotten, or that would start at or after the run's deadline, is
         not sent."""
-        first = first_send(self.ctx.journal, self.key, skip=(self.pos, attempt))
+        first = first_send(self.run.journal, self.key, skip=(self.pos, attempt))
         if first is not None:
-            age_s = self.ctx.clock.now() - first[0]
+            age_s = self.run.clock.now() - first[0]
             lifetime = self.tool.key_lifetime_s
             if age_s > lifetime - key_margin_s(lifetime) + _EPSILON_S:
                 why = (f"the first request under the key was sent at position {first[1]} "
@@ -250,8 +250,8 @@ class _Call:
                 if found is not _NOT_FOUND:
                     return found
                 first = None  # the lookup says no earlier request took effect
-        if self.ctx.past_deadline():
-            if first is not None and unsettled(self.ctx.journal, self.key,
+        if self.run.past_deadline():
+            if first is not None and unsettled(self.run.journal, self.key,
                                                skip=(self.pos, attempt)):
                 found = await self._settle_unknown(
                     attempt, "the run's duration budget ended before it could be re-issued")
@@ -280,9 +280,9 @@ class _Call:
         # Attempts the worker's own stop cut off say nothing against the provider: they are
         # bounded by the ``crash`` rule (a call that keeps stopping its worker), the others
         # by the tool's ``attempts``.
-        stops = sum(1 for e in self.ctx.journal.at(self.pos)
+        stops = sum(1 for e in self.run.journal.at(self.pos)
                     if isinstance(e, ToolAmbiguous) and e.interrupted)
-        stop_limit = self.ctx.retry.rule(FailureType.CRASH).max_attempts
+        stop_limit = self.run.retry.rule(FailureType.CRASH).max_attempts
         why = None
         if stops >= stop_limit:
             why = (f"its worker stopped {stops} time(s) while it was being sent (the crash "
@@ -296,13 +296,13 @@ class _Call:
                 if found is not None:
                     return found
             raise RunEscalated(self._unknown_reason(f"{why}; escalating rather than guessing"))
-        stop = "the run's duration budget ended" if self.ctx.past_deadline() else None
+        stop = "the run's duration budget ended" if self.run.past_deadline() else None
         capped = self._capped() if stop is None else None
         stop = stop or capped
         spent = stop is None and self._budget_spent()
         if spent:
             # A re-issue is a retry: it draws from the run's budget like any other.
-            stop = f"the run's retry budget ({self.ctx.retry.retry_budget}) is spent"
+            stop = f"the run's retry budget ({self.run.retry.retry_budget}) is spent"
         if stop is None and live:
             stop = await self._wait(attempt, FailureType.AMBIGUOUS_WRITE)
         if stop is not None:
@@ -336,9 +336,9 @@ class _Call:
 
     def _journal_unknown(self, attempt: int, why: str) -> None:
         """Make ``tool_ambiguous`` the last word at the position (unless it already is)."""
-        events = self.ctx.journal.at(self.pos)
+        events = self.run.journal.at(self.pos)
         if events and not isinstance(events[-1], ToolAmbiguous):
-            self.ctx.journal.record(ToolAmbiguous, pos=self.pos, tool=self.tool.name,
+            self.run.journal.record(ToolAmbiguous, pos=self.pos, tool=self.tool.name,
                                     key=self.key, attempt=attempt,
                                     reason=f"outcome still unknown: {why}")
 
@@ -351,13 +351,13 @@ class _Call:
         """Fail the call for the run's duration budget (journaled, then raised)."""
         self._over_budget(
             "max_duration_s",
-            f"max_duration_s: the run's duration budget ended at {self.ctx.deadline} on the "
+            f"max_duration_s: the run's duration budget ended at {self.run.deadline} on the "
             f"run's clock; tool {self.tool.name!r} at position {self.pos} {what}")
 
     def _over_budget(self, limit: str, message: str) -> None:
         """Fail the call for one of the run's budgets (journaled, then raised)."""
         error = BudgetExceeded(message, limit=limit)
-        self.ctx.journal.record(ToolError, pos=self.pos, tool=self.tool.name,
+        self.run.journal.record(ToolError, pos=self.pos, tool=self.tool.name,
                                 failure=FailureType.BUDGET_EXCEEDED.value,
                                 error=error.to_record(), latency_s=self._elapsed_s())
         raise error
@@ -372,7 +372,7 @@ class _Call:
         tool = self.tool
         if tool.reconcile is None:
             raise UsageError(f"tool {tool.name!r} is reconcilable but has no reconcile function")
-        recorded = self.ctx.journal.at(self.pos)
+        recorded = self.run.journal.at(self.pos)
         intent = max((e.seq for e in recorded if isinstance(e, ToolIntent)), default=0)
         done = sum(1 for e in recorded if isinstance(e, ToolRetry) and e.lookup and e.seq > intent)
         for lookup in range(min(done + 1, tool.attempts), tool.attempts + 1):
@@ -381,7 +381,7 @@ class _Call:
                 if inspect.isawaitable(found):
                     # Bounded by the tool's own timeout, not the run's deadline: a lookup is
                     # what settles a write the deadline cut off, so it may run past it.
-                    found = await within(self.ctx.clock, found, tool.timeout_s)
+                    found = await within(self.run.clock, found, tool.timeout_s)
             except (Exception, asyncio.CancelledError) as exc:
                 if isinstance(exc, asyncio.CancelledError) and cancel_requested():
                     raise  # the run itself is being cancelled
@@ -406,7 +406,7 @@ class _Call:
                     why = f"{lookup} lookup(s) failed"
                     if spent and lookup < tool.attempts:
                         why = capped or (f"the run's retry budget "
-                                         f"({self.ctx.retry.retry_budget}) is spent")
+                                         f"({self.run.retry.retry_budget}) is spent")
                     self._journal_unknown(attempt, f"{why} ({type(exc).__name__}: {exc})")
                     raise RunEscalated(
                         f"tool {tool.name!r} (key {self.key}): the write's outcome is unknown and "
@@ -414,12 +414,12 @@ class _Call:
                         "cannot be deduplicated"
                     ) from exc
                 delay = self._delay_s(lookup, FailureType.AMBIGUOUS_WRITE)
-                await self.ctx.journal.arecord(ToolRetry, pos=self.pos, tool=tool.name,
+                await self.run.journal.arecord(ToolRetry, pos=self.pos, tool=tool.name,
                                                failure=FailureType.AMBIGUOUS_WRITE.value,
                                                attempt=lookup, delay_s=delay,
                                                error=error_record(exc), lookup=True)
                 if delay > 0:
-                    await self.ctx.clock.sleep(delay)
+                    await self.run.clock.sleep(delay)
                 continue
             if found is None:
                 return None
@@ -427,12 +427,12 @@ class _Call:
         return None  # pragma: no cover - the loop returns or raises
 
     async def _invoke(self, attempt: int) -> Any:
-        self.started_at = self.ctx.clock.now()
+        self.started_at = self.run.clock.now()
         try:
             value = self.tool.handler(self._tool_context(attempt), self.args)
             if inspect.isawaitable(value):
-                value = await within(self.ctx.clock, value,
-                                     self.ctx.call_timeout_s(self.tool.timeout_s))
+                value = await within(self.run.clock, value,
+                                     self.run.call_timeout_s(self.tool.timeout_s))
         except AuthExpired as exc:
             self._fail("auth_expired", exc, journal=not self.tool.effect.writes)
         except (Exception, asyncio.CancelledError) as exc:
@@ -479,14 +479,14 @@ class _Call:
                 f"result type: {exc}",
                 tool=tool.name, failure="tool_result_invalid", error_type="ValidationError",
             )
-            self.ctx.journal.record(ToolError, pos=self.pos, tool=tool.name,
+            self.run.journal.record(ToolError, pos=self.pos, tool=tool.name,
                                     failure="tool_result_invalid", error=error.to_record(),
                                     latency_s=self._elapsed_s())
             raise error from exc
-        await self.ctx.journal.arecord(ToolResult, pos=self.pos, tool=tool.name, result=data,
+        await self.run.journal.arecord(ToolResult, pos=self.pos, tool=tool.name, result=data,
                                        reconciled=reconciled, latency_s=self._elapsed_s(),
                                        source=source, trust=trust.value)
-        self.ctx.remember_write(self.pos, tool, self.args, typed, self.key)
+        self.run.remember_write(self.pos, tool, self.args, typed, self.key)
         return typed
 
     def _applied_unreadable(self, data: Any, why: str, reconciled: bool, source: str | None,
@@ -494,10 +494,10 @@ class _Call:
         """A write returned (it took effect) but its response is unusable: journal the result
         as far as it can be kept, flagged ``unreadable`` — so the write is settled and never
         reported as failed or re-issued — and raise :class:`ToolResultInvalid` saying so."""
-        self.ctx.journal.record(ToolResult, pos=self.pos, tool=self.tool.name, result=data,
+        self.run.journal.record(ToolResult, pos=self.pos, tool=self.tool.name, result=data,
                                 reconciled=reconciled, latency_s=self._elapsed_s(),
                                 source=source, trust=trust.value, unreadable=why)
-        self.ctx.remember_write(self.pos, self.tool, self.args, data, self.key)
+        self.run.remember_write(self.pos, self.tool, self.args, data, self.key)
         raise _unreadable(self.tool, why)
 
     def _fail(self, failure: str, exc: BaseException, *, during: str = "",
@@ -515,19 +515,19 @@ class _Call:
         raise error from exc
 
     def _journal_failure(self, error: ToolFailed) -> None:
-        self.ctx.journal.record(ToolError, pos=self.pos, tool=self.tool.name,
+        self.run.journal.record(ToolError, pos=self.pos, tool=self.tool.name,
                                 failure=error.failure, error=error.to_record(),
                                 latency_s=self._elapsed_s())
 
     def _elapsed_s(self) -> float:
-        return max(0.0, self.ctx.clock.now() - self.started_at)
+        return max(0.0, self.run.clock.now() - self.started_at)
 
     async def _retry_or_fail(self, attempt: int, exc: BaseException) -> Any:
         """Journal a retry and wait its delay (``_SEND``: go on), or stop once attempts — or
         the run's retry budget, or its time — are spent: a call that certainly did not take
         effect fails; a write that may have taken effect earlier is settled as unknown."""
         unknown = self.tool.effect.writes and unsettled(
-            self.ctx.journal, self.key, skip=(self.pos, attempt))
+            self.run.journal, self.key, skip=(self.pos, attempt))
         delay, stop, out_of_time = 0.0, None, False
         capped = self._capped()
         if attempt >= self.tool.attempts:
@@ -535,7 +535,7 @@ class _Call:
         elif capped is not None:
             stop = capped
         elif self._budget_spent():
-            stop = (f"the run's retry budget ({self.ctx.retry.retry_budget}) is spent; the "
+            stop = (f"the run's retry budget ({self.run.retry.retry_budget}) is spent; the "
                     f"last attempt failed with {type(exc).__name__}: {exc}")
         else:
             hint = exc.retry_after_s if isinstance(exc, TransientError) else None
@@ -553,26 +553,26 @@ class _Call:
                                   f"position {self.pos} failed ({type(exc).__name__}: {exc}) "
                                   "and was not retried")
             self._fail("transient_tool_error", exc)
-        await self.ctx.journal.arecord(ToolRetry, pos=self.pos, tool=self.tool.name,
+        await self.run.journal.arecord(ToolRetry, pos=self.pos, tool=self.tool.name,
                                        failure=FailureType.TRANSIENT_TOOL_ERROR.value,
                                        attempt=attempt, delay_s=delay, error=error_record(exc))
         if delay > 0:
-            await self.ctx.clock.sleep(delay)
+            await self.run.clock.sleep(delay)
         return _SEND
 
     def _retries_spent(self) -> int:
         """The run's retries so far, counted from the journal by :mod:`tether.retries` at
         every position (parallel calls draw from one total)."""
-        journal = self.ctx.journal
+        journal = self.run.journal
         return journal.retries_elsewhere(self.pos) + retries_at(journal.at(self.pos))
 
     def _budget_spent(self) -> bool:
         """Whether the run's retry budget allows no further retry."""
-        return self._retries_spent() >= self.ctx.retry.retry_budget
+        return self._retries_spent() >= self.run.retry.retry_budget
 
     def _capped(self) -> str | None:
         """Why no retry may be made under the run's hard cap (``max_retries``), or ``None``."""
-        cap = self.ctx.max_retries
+        cap = self.run.max_retries
         if cap is None:
             return None
         used = self._retries_spent()
@@ -585,9 +585,9 @@ class _Call:
         """The wait before the next attempt, kept within the key's lifetime and the run's
         deadline; or why no wait can be taken (then no next attempt is made), and whether
         that is the deadline."""
-        now = self.ctx.clock.now()
+        now = self.run.clock.now()
         if unsettled:
-            first = first_send(self.ctx.journal, self.key, skip=(-1, -1))
+            first = first_send(self.run.journal, self.key, skip=(-1, -1))
             if first is not None:
                 lifetime = self.tool.key_lifetime_s
                 limit = first[0] + lifetime - key_margin_s(lifetime)
@@ -598,9 +598,9 @@ class _Call:
                                  f"{lifetime:,.0f} s memory of the key (first sent at "
                                  f"position {first[1]})"), False
                 delay = max(0.0, min(delay, limit - now))
-        if self.ctx.deadline is not None and now + delay >= self.ctx.deadline:
+        if self.run.deadline is not None and now + delay >= self.run.deadline:
             return delay, (f"a {delay:g} s wait would end at or after the run's deadline "
-                           f"({self.ctx.deadline:g} on the run's clock)"), True
+                           f"({self.run.deadline:g} on the run's clock)"), True
         return delay, None, False
 
     def _delay_s(self, attempt: int, failure: FailureType,
@@ -608,19 +608,19 @@ class _Call:
         if self.tool.retry_delay_s is not None:
             delay = self.tool.retry_delay_s * 2.0 ** (attempt - 1)
             return float(max(delay, retry_after_s or 0.0))
-        rule = self.ctx.retry.rule(failure)
-        return rule.delay_s(attempt, jitter_rng(self.ctx.seed, self.pos, attempt), retry_after_s)
+        rule = self.run.retry.rule(failure)
+        return rule.delay_s(attempt, jitter_rng(self.run.seed, self.pos, attempt), retry_after_s)
 
     async def _wait(self, attempt: int, failure: FailureType) -> str | None:
         """Back off before re-issuing an ambiguous write, within the key's lifetime and the
         run's deadline; or say why the re-issue cannot wait (and so must not be made)."""
         delay, stop, _ = self._bounded(self._delay_s(attempt, failure), None, unsettled=True)
         if stop is None and delay > 0:
-            await self.ctx.clock.sleep(delay)
+            await self.run.clock.sleep(delay)
         return stop
 
     def _tool_context(self, attempt: int) -> ToolContext:
         return ToolContext(
-            run_id=self.ctx.run_id, tool=self.tool.name, position=self.pos,
-            idempotency_key=self.key, attempt=attempt, now=self.ctx.clock.now(),
+            run_id=self.run.run_id, tool=self.tool.name, position=self.pos,
+            idempotency_key=self.key, attempt=attempt, now=self.run.clock.now(),
         )

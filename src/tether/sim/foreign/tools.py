@@ -18,6 +18,7 @@ from pydantic import Field
 from tether.errors import ToolArgsInvalid, ToolFailed
 from tether.events import Event, RunFinished, RunStarted, RunStatus
 from tether.runtime.codec import to_json
+from tether.runtime.context import RunContext, internals
 from tether.runtime.runtime import Runtime, Workflow
 from tether.runtime.tools import Tool, ToolContext
 from tether.sim.environment import Environment, instrument
@@ -63,8 +64,8 @@ class _ToolRunner:
         if found is None:
             name = tool.name
 
-            async def run(ctx: Any, args: Any) -> Any:
-                ctx.deadline = self.deadline
+            async def run(ctx: RunContext, args: Any) -> Any:
+                internals(ctx).deadline = self.deadline  # the foreign harness's time budget
                 return await ctx.call_tool(self.tools[name], args)
 
             found = self.workflows[name] = Workflow(f"tether_tools.{name}", run)
