@@ -23,26 +23,6 @@ SRC = ROOT / "src" / "tether"
 # name -> (the modules that define it, why it is left and the fix). Each is in files the
 # change that added this test did not own; see the report of issue 16's names brief.
 KNOWN_COLLISIONS: dict[str, tuple[frozenset[str], str]] = {
-    "Conflict": (frozenset({"tether.client.errors", "tether.sim.services.errors"}),
-                 "the sim's error class names travel on its wire (error bodies, the recorded "
-                 "call the model reads); fix: the client's HTTP errors by another name"),
-    "NotFound": (frozenset({"tether.client.errors", "tether.sim.services.errors"}),
-                 "as Conflict"),
-    "Resource": (frozenset({"tether.client.models", "tether.sessions.state"}),
-                 "the client's answer for a session's resource; fix: ResourceView, beside "
-                 "SessionView and TurnView"),
-    "Principal": (frozenset({"tether.policy.request", "tether.serve.tenants"}),
-                  "tether.Principal is the policy's (who a run acts for); fix: the server's "
-                  "API-key holder by another name (KeyHolder)"),
-    "Refund": (frozenset({"tether.demo.crash", "tether.sim.services.payments_objects"}),
-               "fix: the crash demo's own models private (its __all__ leaves them out)"),
-    "Note": (frozenset({"tether.demo.crash", "tether.sim.services.crm"}), "as Refund"),
-    "RefundArgs": (frozenset({"tether.demo.crash", "tether.reference.refund"}), "as Refund"),
-    "NoteArgs": (frozenset({"tether.demo.crash", "tether.reference.refund"}), "as Refund"),
-    "EmailArgs": (frozenset({"tether.demo.crash", "tether.reference.refund"}), "as Refund"),
-    "Handler": (frozenset({"tether.runtime.tools", "tether.serve.app", "tether.view.app"}),
-                "the runtime's tool handler; fix: the two apps' route handlers private "
-                "(_Route) or RouteHandler"),
     "JsonOpt": (frozenset({"tether.cli", "tether.sessions.cli", "tether.sim.cli",
                            "tether.worker_cli"}),
                 "one Typer option defined four times; fix: defined once (a small module of "

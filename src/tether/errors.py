@@ -37,8 +37,9 @@ Errors (``Exception``) describe something that went wrong::
         ├── RecoveryIncomplete      recover() resumed the runs it could; some could not be
         └── RecordedError           a journaled error whose original type cannot be rebuilt
 
-The HTTP client's errors (``ServerError`` and its subclasses by status, ``ConnectionFailed``)
-also derive from :class:`TetherError`; their tree is drawn in :mod:`tether.client.errors`.
+The HTTP client's errors (``ServerError`` and its subclasses by status,
+``ConnectionFailedError``) also derive from :class:`TetherError`; their tree is drawn in
+:mod:`tether.client.errors`.
 
 Signals steer a run; they are not failures of tether itself:
 

@@ -11,12 +11,12 @@ import pytest
 from tests.client.fake_server import Fake
 from tether.client import (
     AsyncClient,
-    ConnectionFailed,
-    Gone,
+    AuthenticationError,
+    ConnectionFailedError,
+    GoneError,
     Options,
     Reconnect,
     StreamEvent,
-    Unauthorized,
 )
 
 Server = tuple[str, Fake]
@@ -60,25 +60,25 @@ def test_an_async_stream_resumes_without_gap_or_duplicate(server: Server, mode: 
 
 
 def test_async_errors_are_typed(server: Server) -> None:
-    """An unknown key is Unauthorized; an expired session's trigger is Gone."""
+    """An unknown key raises AuthenticationError; an expired session's trigger GoneError."""
     url, fake = server
     waits: list[float] = []
 
     async def go() -> None:
         async with client(url, waits, key="wrong") as bad:
-            with pytest.raises(Unauthorized):
+            with pytest.raises(AuthenticationError):
                 await bad.session("x")
         async with client(url, waits) as c:
             sid = (await c.create_session("support", session_id="async-gone")).id
             fake.sessions[f"a.{sid}"]["status"] = "expired"
-            with pytest.raises(Gone):
+            with pytest.raises(GoneError):
                 await c.fire(sid, "message", {"text": "hi"})
 
     run(go())
 
 
 def test_async_resume_gives_up_after_its_attempts(server: Server) -> None:
-    """A stream every resume of which is cut before any event raises ConnectionFailed after
+    """A stream every resume of which is cut before any event raises ConnectionFailedError after
     the configured attempts, naming where it stopped."""
     url, fake = server
     waits: list[float] = []
@@ -89,7 +89,7 @@ def test_async_resume_gives_up_after_its_attempts(server: Server) -> None:
             fake.cuts[f"session:a.{sid}:turn:1"] = [(2, "abort"), (0, "abort"), (0, "close"),
                                                    (0, "abort")]
             stream = await c.fire(sid, "message", {"text": "hi"})
-            with pytest.raises(ConnectionFailed) as caught:
+            with pytest.raises(ConnectionFailedError) as caught:
                 await collect(stream)
             assert caught.value.last_id == 1 and stream.last_id == 1
 

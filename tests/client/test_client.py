@@ -12,18 +12,18 @@ from hypothesis import strategies as st
 
 from tests.client.fake_server import Fake, turn_script
 from tether.client import (
+    AuthenticationError,
     Client,
-    Conflict,
-    ConnectionFailed,
-    Forbidden,
-    Gone,
-    NotFound,
+    ConflictError,
+    ConnectionFailedError,
+    GoneError,
+    InternalServerError,
+    NotFoundError,
     Options,
+    PermissionDeniedError,
     Reconnect,
-    ServerFailure,
     StreamEvent,
-    Unauthorized,
-    Unprocessable,
+    UnprocessableEntityError,
     wire,
 )
 from tether.errors import UsageError
@@ -137,7 +137,7 @@ def test_events_replays_after_the_given_id(server: Server) -> None:
 
 def test_resume_retries_a_restarting_server_then_gives_up(server: Server) -> None:
     """503s on resume are retried with growing waits; past the attempts the client raises
-    ConnectionFailed naming the run and the last id."""
+    ConnectionFailedError naming the run and the last id."""
     url, fake = server
     waits: list[float] = []
     with client(url, waits=waits, attempts=3) as c:
@@ -145,7 +145,7 @@ def test_resume_retries_a_restarting_server_then_gives_up(server: Server) -> Non
         run_id = f"session:a.{sid}:turn:1"
         fake.cuts[run_id] = [(2, "abort")]
         fake.refusals[run_id] = [503, 503, 503, 503]
-        with pytest.raises(ConnectionFailed) as caught:
+        with pytest.raises(ConnectionFailedError) as caught:
             list(c.fire(sid, "message", "hello"))
     assert (caught.value.run_id, caught.value.last_id) == (run_id, 1)
     assert len(waits) == 3 and waits == sorted(waits)
@@ -164,7 +164,7 @@ def test_resume_after_a_503_goes_on(server: Server) -> None:
 
 
 def test_resume_refused_with_404_is_not_retried(server: Server) -> None:
-    """A 404 on resume (the run is not there) raises NotFound at once, without waiting."""
+    """A 404 on resume (the run is not there) raises NotFoundError at once, without waiting."""
     url, fake = server
     waits: list[float] = []
     with client(url, waits=waits) as c:
@@ -172,19 +172,19 @@ def test_resume_refused_with_404_is_not_retried(server: Server) -> None:
         run_id = f"session:a.{sid}:turn:1"
         fake.cuts[run_id] = [(2, "close")]
         fake.refusals[run_id] = [404]
-        with pytest.raises(NotFound):
+        with pytest.raises(NotFoundError):
             list(c.fire(sid, "message", "hello"))
     assert len(waits) == 1
 
 
 def test_a_stream_cut_before_it_names_its_run_is_not_guessed(server: Server) -> None:
-    """A fire stream cut before any event raises ConnectionFailed saying the trigger may have
+    """A fire stream cut before any event raises ConnectionFailedError saying the trigger may have
     fired, instead of firing again or following some other run."""
     url, fake = server
     with client(url) as c:
         sid = new_session(c)
         fake.cuts[f"session:a.{sid}:turn:1"] = [(0, "abort")]
-        with pytest.raises(ConnectionFailed, match="may have fired"):
+        with pytest.raises(ConnectionFailedError, match="may have fired"):
             list(c.fire(sid, "message", "hello"))
 
 
@@ -204,9 +204,9 @@ def test_a_waiting_run_ends_at_run_waiting_and_continues(server: Server) -> None
 
 
 def test_an_unknown_key_is_unauthorized(server: Server) -> None:
-    """An unknown key raises Unauthorized with the server's status and type."""
+    """An unknown key raises AuthenticationError with the server's status and type."""
     url, _ = server
-    with client(url, key="nope") as c, pytest.raises(Unauthorized) as caught:
+    with client(url, key="nope") as c, pytest.raises(AuthenticationError) as caught:
         c.session("whatever")
     assert caught.value.status == 401 and caught.value.type == "Unauthorized"
 
@@ -223,21 +223,21 @@ def test_refusals_raise_typed_errors(server: Server) -> None:
     url, fake = server
     with client(url) as c:
         sid = new_session(c)
-        with pytest.raises(NotFound):
+        with pytest.raises(NotFoundError):
             c.session("missing")
-        with pytest.raises(Unprocessable) as bad:
+        with pytest.raises(UnprocessableEntityError) as bad:
             c.fire(sid, "message", "bad")
         assert (bad.value.type, bad.value.param) == ("TriggerInputInvalid", "input")
-        with pytest.raises(Conflict) as conflict:
+        with pytest.raises(ConflictError) as conflict:
             c.fire(sid, "message", "hi", expected_revision=99)
         assert conflict.value.type == "SessionConflict"
         fake.sessions[f"a.{sid}"]["status"] = "expired"
-        with pytest.raises(Gone, match="restore"):
+        with pytest.raises(GoneError, match="restore"):
             c.fire(sid, "message", "hi")
         fake.scripts[f"session:a.{sid}:turn:1"] = turn_script("r")
-        with pytest.raises(Forbidden):
+        with pytest.raises(PermissionDeniedError):
             c.approve(f"session:a.{sid}:turn:1")
-        with pytest.raises(Unprocessable):
+        with pytest.raises(UnprocessableEntityError):
             c.continue_execution(f"session:a.{sid}:turn:1", {"other": 1})
 
 
@@ -250,7 +250,7 @@ def test_another_tenants_run_is_not_found(server: Server) -> None:
         list(a.fire(sid, "message", "hi"))
         for attempt in (lambda: b.events(run_id), lambda: b.approve(run_id),
                         lambda: b.continue_execution(run_id, {"c9": 1})):
-            with pytest.raises(NotFound):
+            with pytest.raises(NotFoundError):
                 attempt()
 
 
@@ -282,18 +282,19 @@ def test_restore_sends_messages_only(server: Server) -> None:
 
 
 def test_a_non_json_error_keeps_its_status(server: Server) -> None:
-    """A 502 HTML page from a proxy raises ServerFailure with the status and the text."""
+    """A 502 HTML page from a proxy raises InternalServerError with the status and the text."""
     url, _ = server
-    with client(url) as c, pytest.raises(ServerFailure, match="bad gateway") as caught:
+    with client(url) as c, pytest.raises(InternalServerError, match="bad gateway") as caught:
         c._json(wire.Call("GET", "/v1/broken"))
     assert caught.value.status == 502
 
 
 def test_an_unreachable_server_is_connection_failed() -> None:
-    """No server on the port: ConnectionFailed, and for a POST a warning it may have applied."""
-    with client("http://127.0.0.1:9") as c, pytest.raises(ConnectionFailed):
+    """No server on the port: ConnectionFailedError, and for a POST a warning it may have
+    applied."""
+    with client("http://127.0.0.1:9") as c, pytest.raises(ConnectionFailedError):
         c.session("x")
-    with client("http://127.0.0.1:9") as c, pytest.raises(ConnectionFailed, match="applied"):
+    with client("http://127.0.0.1:9") as c, pytest.raises(ConnectionFailedError, match="applied"):
         c.fire("x", "message", "hi")
 
 

@@ -10,10 +10,11 @@ from tether.client import AsyncClient, Client
 
 EXPORTS = [
     "TERMINAL_EVENTS", "Approval", "ApprovalDecision", "AsyncClient", "AsyncEventStream",
-    "BadRequest", "Client", "Conflict", "ConnectionFailed", "EventStream", "Forbidden", "Gone",
-    "NotFound", "Options", "Reconnect", "RequestTooLarge", "Resource", "RunSummary",
-    "ServerError", "ServerFailure", "SessionView", "StreamEvent", "TranscriptRow", "TurnView",
-    "Unauthorized", "Unprocessable",
+    "AuthenticationError", "BadRequestError", "Client", "ConflictError", "ConnectionFailedError",
+    "EventStream", "GoneError", "InternalServerError", "NotFoundError", "Options",
+    "PermissionDeniedError", "Reconnect", "RequestTooLargeError", "ResourceView", "RunSummary",
+    "ServerError", "SessionView", "StreamEvent", "TranscriptRow", "TurnView",
+    "UnprocessableEntityError",
 ]
 VERBS = ["approvals", "approve", "continue_execution", "create_session", "deny", "events",
          "fire", "restore", "run_events", "runs", "session"]

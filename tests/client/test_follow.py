@@ -8,7 +8,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tether.client.errors import ConnectionFailed, NotFound, ServerError, ServerFailure
+from tether.client.errors import (
+    ConnectionFailedError,
+    InternalServerError,
+    NotFoundError,
+    ServerError,
+)
 from tether.client.follow import Follower, Reconnect
 from tether.serve.sse import SseFrame
 
@@ -62,8 +67,8 @@ def test_the_run_is_learned_from_the_first_event_naming_it() -> None:
 
 
 def test_a_stream_without_a_run_is_never_resumed() -> None:
-    """With no run named yet, a drop is ConnectionFailed (resuming would have to guess)."""
-    with pytest.raises(ConnectionFailed, match="may have fired"):
+    """With no run named yet, a drop is ConnectionFailedError (resuming would have to guess)."""
+    with pytest.raises(ConnectionFailedError, match="may have fired"):
         Follower(None).dropped(None)
 
 
@@ -72,19 +77,19 @@ def test_attempts_are_bounded_and_reset_by_progress() -> None:
     the count again."""
     follower = Follower(RUN, policy=Reconnect(attempts=2), rng=random.Random(0))
     follower.dropped(None)
-    follower.dropped(ServerFailure(503, "x", "restarting"))
+    follower.dropped(InternalServerError(503, "x", "restarting"))
     follower.accept(frame(5))
     follower.dropped(None)
     follower.dropped(None)
-    with pytest.raises(ConnectionFailed) as caught:
+    with pytest.raises(ConnectionFailedError) as caught:
         follower.dropped(None)
     assert (caught.value.run_id, caught.value.last_id) == (RUN, 5)
 
 
 def test_a_refusal_is_raised_not_retried() -> None:
     """A 4xx while resuming (the run is not there) is raised as it is."""
-    refusal = NotFound(404, "not_found", "no run")
-    with pytest.raises(NotFound):
+    refusal = NotFoundError(404, "not_found", "no run")
+    with pytest.raises(NotFoundError):
         Follower(RUN).dropped(refusal)
 
 

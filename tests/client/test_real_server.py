@@ -18,9 +18,9 @@ from hypothesis import strategies as st
 from tests.serve.serve_helpers import KEYS, served
 from tether.client import (
     AsyncClient,
-    Forbidden,
-    NotFound,
+    NotFoundError,
     Options,
+    PermissionDeniedError,
     Reconnect,
     StreamEvent,
 )
@@ -47,8 +47,8 @@ async def say(c: AsyncClient, sid: str, text: str) -> list[StreamEvent]:
 
 def test_a_conversation_through_the_client(tmp_path: Path) -> None:
     """Three turns: a read, a client tool answered with continue_execution, and an approval a
-    customer key may not give (Forbidden) and a supervisor key gives; then the session, the
-    runs and a run's journal read back typed."""
+    customer key may not give (PermissionDeniedError) and a supervisor key gives; then the
+    session, the runs and a run's journal read back typed."""
 
     async def go() -> None:
         async with served(tmp_path) as s:
@@ -73,7 +73,7 @@ def test_a_conversation_through_the_client(tmp_path: Path) -> None:
                 run_id, {asked["call_id"]: {"confirmed": True}}))
             assert held[-1].type == "run.waiting"
             assert [a.run_id for a in await grace.approvals()] == [run_id]
-            with pytest.raises(Forbidden):
+            with pytest.raises(PermissionDeniedError):
                 await ada.approve(run_id)
             decision = await grace.approve(run_id, note="ok")
             assert decision.run_id == run_id
@@ -87,7 +87,7 @@ def test_a_conversation_through_the_client(tmp_path: Path) -> None:
             assert view.history[0].role == "user"
             assert run_id in {r.run_id for r in await ada.runs()}
             assert (await ada.run_events(run_id))[0]["seq"] == 1
-            with pytest.raises(NotFound):
+            with pytest.raises(NotFoundError):
                 await client(s.http, "mallory").session("chat1")
 
     asyncio.run(go())

@@ -12,7 +12,7 @@ import pytest
 
 from tests.client.fake_server import serving_app
 from tests.serve.serve_helpers import EXAMPLE, KEYS, ring
-from tether.client import Client, Forbidden, Options, Reconnect
+from tether.client import Client, Options, PermissionDeniedError, Reconnect
 from tether.serve.app import create_app
 from tether.serve.server import Server
 from tether.sessions.loader import load_definition
@@ -50,7 +50,7 @@ def test_a_refund_through_client_tool_and_approval_over_http(url: str) -> None:
         run_id = asked["execution_id"]
         held = list(ada.continue_execution(run_id, {asked["call_id"]: {"confirmed": True}}))
         assert held[-1].type == "run.waiting"
-        with pytest.raises(Forbidden):
+        with pytest.raises(PermissionDeniedError):
             ada.approve(run_id)
         assert grace.approve(run_id, note="fine").run_id == run_id
         last = max(e.id for e in held if e.id is not None)

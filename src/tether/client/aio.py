@@ -10,7 +10,7 @@ import httpx
 
 from tether.client import wire
 from tether.client.common import Options, checked_key, history_rows, listing
-from tether.client.errors import ConnectionFailed, ServerError
+from tether.client.errors import ConnectionFailedError, ServerError
 from tether.client.follow import Follower
 from tether.client.models import (
     Approval,
@@ -148,7 +148,7 @@ class AsyncClient:
         try:
             return wire.decoded(await self._request(call, stream=False))
         except httpx.TransportError as exc:
-            raise ConnectionFailed(f"{call.method} {call.path} did not get an answer: {exc!r}"
+            raise ConnectionFailedError(f"{call.method} {call.path} did not get an answer: {exc!r}"
                                    f"{wire.maybe_applied(call)}") from exc
 
     async def _stream(self, call: wire.Call, follower: Follower, *,
@@ -157,7 +157,7 @@ class AsyncClient:
             response = await self._request(call, stream=True)
         except httpx.TransportError as exc:
             if not resumable_open:
-                raise ConnectionFailed(f"{call.method} {call.path} did not get an answer: "
+                raise ConnectionFailedError(f"{call.method} {call.path} did not get an answer: "
                                        f"{exc!r}{wire.maybe_applied(call)}",
                                        run_id=follower.run_id) from exc
             response = await self._resume(follower, exc)

@@ -3,20 +3,25 @@
 ::
 
     TetherError
-    ├── ServerError               the server answered 4xx/5xx: ``status``, ``type``, ``message``
-    │   ├── BadRequest            400  the request is malformed
-    │   ├── Unauthorized          401  no key, or a key the server does not know
-    │   ├── Forbidden             403  the key lacks a role the action needs
-    │   ├── NotFound              404  no such session, execution or approval for this tenant
-    │   ├── Conflict              409  a session conflict, a closed session, a result already given
-    │   ├── Gone                  410  the session expired: restore it from the history you hold
-    │   ├── RequestTooLarge       413  a body, history or variable over the server's limits
-    │   ├── Unprocessable         422  input refused (a trigger's schema, a client result, restore)
-    │   └── ServerFailure         5xx  the server failed; the request may or may not have applied
-    └── ConnectionFailed          the server could not be reached, or a stream could not be resumed
+    ├── ServerError                 the server answered 4xx/5xx: ``status``, ``type``, ``message``
+    │   ├── BadRequestError           400  the request is malformed
+    │   ├── AuthenticationError       401  no key, or a key the server does not know
+    │   ├── PermissionDeniedError     403  the key lacks a role the action needs
+    │   ├── NotFoundError             404  no such session, execution or approval for this tenant
+    │   ├── ConflictError             409  a session conflict, a closed session, a result given
+    │   ├── GoneError                 410  the session expired: restore it from the history you hold
+    │   ├── RequestTooLargeError      413  a body, history or variable over the server's limits
+    │   ├── UnprocessableEntityError  422  input refused (a trigger's schema, a client result …)
+    │   └── InternalServerError       5xx  the server failed; a write may or may not have applied
+    └── ConnectionFailedError       the server was not reached, or a stream could not be resumed
 
 ``type`` is the server's name for the refusal (``SessionConflict``, ``TriggerInputInvalid`` …)
 and ``param`` the field it concerns, when it says.
+
+The names follow the status classes SDK users know from the openai and anthropic SDKs
+(``NotFoundError``, ``PermissionDeniedError`` …), and keep apart from the simulator's service
+errors (:mod:`tether.sim.services.errors`: ``NotFound``, ``Conflict``), whose names travel on its
+wire.
 """
 
 from __future__ import annotations
@@ -25,9 +30,9 @@ from typing import Any
 
 from tether.errors import TetherError
 
-__all__ = ["BadRequest", "Conflict", "ConnectionFailed", "Forbidden", "Gone", "NotFound",
-           "RequestTooLarge", "ServerError", "ServerFailure", "Unauthorized", "Unprocessable",
-           "error_for"]
+__all__ = ["AuthenticationError", "BadRequestError", "ConflictError", "ConnectionFailedError",
+           "GoneError", "InternalServerError", "NotFoundError", "PermissionDeniedError",
+           "RequestTooLargeError", "ServerError", "UnprocessableEntityError", "error_for"]
 
 
 class ServerError(TetherError):
@@ -43,45 +48,46 @@ class ServerError(TetherError):
         return (type(self), (self.status, self.type, self.message, self.param))
 
 
-class BadRequest(ServerError):
+class BadRequestError(ServerError):
     """400: the request is malformed."""
 
 
-class Unauthorized(ServerError):
+class AuthenticationError(ServerError):
     """401: the request has no ``Authorization: Bearer`` key, or one the server does not know."""
 
 
-class Forbidden(ServerError):
+class PermissionDeniedError(ServerError):
     """403: the key does not hold a role the action needs (e.g. deciding an approval)."""
 
 
-class NotFound(ServerError):
+class NotFoundError(ServerError):
     """404: no such resource *for this key's tenant* (another tenant's look the same)."""
 
 
-class Conflict(ServerError):
+class ConflictError(ServerError):
     """409: another turn moved the session, the session is closed, or a result was given."""
 
 
-class Gone(ServerError):
+class GoneError(ServerError):
     """410: the session expired; restore it (``Client.restore``) from the history you hold."""
 
 
-class RequestTooLarge(ServerError):
+class RequestTooLargeError(ServerError):
     """413: the body, a restored history or a variable is over the server's limits."""
 
 
-class Unprocessable(ServerError):
+class UnprocessableEntityError(ServerError):
     """422: the input was refused (a trigger's schema, a client result, a restore)."""
 
 
-class ServerFailure(ServerError):
+class InternalServerError(ServerError):
     """5xx: the server failed; a write may or may not have applied."""
 
 
 _BY_STATUS: dict[int, type[ServerError]] = {
-    400: BadRequest, 401: Unauthorized, 403: Forbidden, 404: NotFound, 409: Conflict,
-    410: Gone, 413: RequestTooLarge, 422: Unprocessable,
+    400: BadRequestError, 401: AuthenticationError, 403: PermissionDeniedError,
+    404: NotFoundError, 409: ConflictError, 410: GoneError, 413: RequestTooLargeError,
+    422: UnprocessableEntityError,
 }
 
 
@@ -92,7 +98,7 @@ def error_for(status: int, body: Any, text: str = "") -> ServerError:
     fields; anything else (a proxy's HTML page, a bare 502) is kept as the message, so the
     status is never lost.
     """
-    cls = _BY_STATUS.get(status, ServerFailure if status >= 500 else ServerError)
+    cls = _BY_STATUS.get(status, InternalServerError if status >= 500 else ServerError)
     error = body.get("error") if isinstance(body, dict) else None
     if isinstance(error, dict) and isinstance(error.get("message"), str):
         param = error.get("param")
@@ -103,7 +109,7 @@ def error_for(status: int, body: Any, text: str = "") -> ServerError:
                f"body in tether's shape: {snippet}")
 
 
-class ConnectionFailed(TetherError):
+class ConnectionFailedError(TetherError):
     """The server could not be reached, or a dropped stream could not be resumed.
 
     ``run_id`` and ``last_id`` say where the stream was (``None`` when unknown): follow it
@@ -120,5 +126,5 @@ class ConnectionFailed(TetherError):
 
 
 def _rebuild_connection_failed(message: str, run_id: str | None,
-                               last_id: int | None) -> ConnectionFailed:
-    return ConnectionFailed(message, run_id=run_id, last_id=last_id)
+                               last_id: int | None) -> ConnectionFailedError:
+    return ConnectionFailedError(message, run_id=run_id, last_id=last_id)

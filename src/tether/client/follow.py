@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tether.client import wire
-from tether.client.errors import ConnectionFailed, ServerError, ServerFailure
+from tether.client.errors import ConnectionFailedError, InternalServerError, ServerError
 from tether.client.models import StreamEvent
 from tether.serve.sse import SseFrame
 
@@ -61,7 +61,7 @@ class Reconnect:
 def _retriable(error: BaseException | None) -> bool:
     # A failed resume request is worth another try only when the server may come back (it is
     # restarting: 5xx, or no connection); a 4xx says the run is not there to follow.
-    return not isinstance(error, ServerError) or isinstance(error, ServerFailure)
+    return not isinstance(error, ServerError) or isinstance(error, InternalServerError)
 
 
 class Follower:
@@ -113,19 +113,19 @@ class Follower:
 
     def dropped(self, error: BaseException | None) -> float:
         """The wait before resuming after the connection ended (``error``: why, or ``None`` for
-        a stream the server closed before the terminal event); :class:`ConnectionFailed` (or
+        a stream the server closed before the terminal event); :class:`ConnectionFailedError` (or
         the server's typed refusal) when it cannot be resumed."""
         if isinstance(error, ServerError) and not _retriable(error):
             raise error
         if self.run_id is None:
-            raise ConnectionFailed(
+            raise ConnectionFailedError(
                 "the stream ended before it named its run, so it cannot be resumed; the trigger "
                 "may have fired: read the session (Client.session) for its latest turn's run_id "
                 "and follow it with Client.events(run_id), or fire again under the same key",
             ) from error
         self.failures += 1
         if self.failures > self.policy.attempts:
-            raise ConnectionFailed(
+            raise ConnectionFailedError(
                 f"the stream of run {self.run_id!r} dropped and {self.policy.attempts} tries in "
                 f"a row to resume it after event {self.last_id} brought nothing new ({error!r}); "
                 f"follow it later with Client.events({self.run_id!r}, after={self.last_id})",

@@ -10,7 +10,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["TERMINAL_EVENTS", "Approval", "ApprovalDecision", "Resource", "RunSummary",
+__all__ = ["TERMINAL_EVENTS", "Approval", "ApprovalDecision", "ResourceView", "RunSummary",
            "SessionView", "StreamEvent", "TranscriptRow", "TurnView"]
 
 #: Event types after which the server ends a run's stream: the turn finished, or its run
@@ -37,7 +37,7 @@ class StreamEvent(_Answer):
         return self.type in TERMINAL_EVENTS
 
 
-class Resource(_Answer):
+class ResourceView(_Answer):
     """A session resource's current version, content and where it came from."""
 
     version: int
@@ -75,7 +75,7 @@ class SessionView(_Answer):
     status: str
     revision: int
     variables: dict[str, Any] = Field(default_factory=dict)
-    resources: dict[str, Resource] = Field(default_factory=dict)
+    resources: dict[str, ResourceView] = Field(default_factory=dict)
     turns: list[TurnView] = Field(default_factory=list)
     history: list[TranscriptRow] = Field(default_factory=list)
 

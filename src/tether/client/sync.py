@@ -16,7 +16,7 @@ import httpx
 
 from tether.client import wire
 from tether.client.common import Options, checked_key, history_rows, listing
-from tether.client.errors import ConnectionFailed, ServerError
+from tether.client.errors import ConnectionFailedError, ServerError
 from tether.client.follow import Follower
 from tether.client.models import (
     Approval,
@@ -87,7 +87,8 @@ class Client:
     def fire(self, sid: str, trigger: str, input: Any, key: str | None = None, *,
              expected_revision: int | None = None) -> EventStream:
         """Fire ``trigger`` of session ``sid`` and stream its turn. Refusals raise at once
-        (:class:`~tether.client.errors.Conflict`, ``Unprocessable``, ``Gone`` …)."""
+        (:class:`~tether.client.errors.ConflictError`, ``UnprocessableEntityError``,
+        ``GoneError`` …)."""
         call = wire.fire(sid, trigger, input, key, expected_revision)
         return self._stream(call, self._follower(None, 0), resumable_open=False)
 
@@ -161,7 +162,7 @@ class Client:
         try:
             return wire.decoded(self._request(call, stream=False))
         except httpx.TransportError as exc:
-            raise ConnectionFailed(f"{call.method} {call.path} did not get an answer: {exc!r}"
+            raise ConnectionFailedError(f"{call.method} {call.path} did not get an answer: {exc!r}"
                                    f"{wire.maybe_applied(call)}") from exc
 
     def _stream(self, call: wire.Call, follower: Follower, *,
@@ -170,7 +171,7 @@ class Client:
             response = self._request(call, stream=True)
         except httpx.TransportError as exc:
             if not resumable_open:
-                raise ConnectionFailed(f"{call.method} {call.path} did not get an answer: "
+                raise ConnectionFailedError(f"{call.method} {call.path} did not get an answer: "
                                        f"{exc!r}{wire.maybe_applied(call)}",
                                        run_id=follower.run_id) from exc
             response = self._resume(follower, exc)

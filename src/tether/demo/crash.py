@@ -37,46 +37,50 @@ from tether.store.sqlite import SQLiteStore
 
 __all__ = ["DemoOutcome", "run_demo"]
 
-class OrderRef(BaseModel):
+# The demo's models are private: the simulator's services and tether.reference define the
+# public Refund, Note, RefundArgs … (one name, one meaning: tests/test_names.py).
+
+
+class _OrderRef(BaseModel):
     order_id: str
 
 
-class Order(BaseModel):
+class _Order(BaseModel):
     order_id: str
     email: str
     amount_cents: int
 
 
-ORDER = Order(order_id="A-1001", email="ada@example.com", amount_cents=4200)
+ORDER = _Order(order_id="A-1001", email="ada@example.com", amount_cents=4200)
 
 
-class RefundArgs(BaseModel):
+class _RefundArgs(BaseModel):
     order_id: str
     amount_cents: int
 
 
-class Refund(BaseModel):
+class _Refund(BaseModel):
     refund_id: str
     order_id: str
     amount_cents: int
     replayed: bool
 
 
-class NoteArgs(BaseModel):
+class _NoteArgs(BaseModel):
     order_id: str
     text: str
 
 
-class EmailArgs(BaseModel):
+class _EmailArgs(BaseModel):
     to: str
     subject: str
 
 
-class Note(BaseModel):
+class _Note(BaseModel):
     note_key: str
 
 
-class EmailSent(BaseModel):
+class _EmailSent(BaseModel):
     email_id: int
 
 
@@ -84,28 +88,28 @@ def build(bank: Bank) -> tuple[Workflow, dict[str, Tool[Any, Any]]]:
     """The refund workflow and its tools, bound to one bank."""
 
     @tool(effect="read")
-    def lookup_order(ctx: ToolContext, args: OrderRef) -> Order:
+    def lookup_order(ctx: ToolContext, args: _OrderRef) -> _Order:
         """Fetch the order from the system of record."""
         return ORDER
 
     @tool(effect="idempotent", key=lambda a: f"refund:{a.order_id}")
-    def issue_refund(ctx: ToolContext, args: RefundArgs) -> Refund:
+    def issue_refund(ctx: ToolContext, args: _RefundArgs) -> _Refund:
         """Refund an order; the bank deduplicates by idempotency key."""
-        return Refund(**bank.refund(args.order_id, args.amount_cents, ctx.idempotency_key))
+        return _Refund(**bank.refund(args.order_id, args.amount_cents, ctx.idempotency_key))
 
-    def find_note(ctx: ToolContext, key: str) -> Note | None:
+    def find_note(ctx: ToolContext, key: str) -> _Note | None:
         found = bank.find_note(key)
-        return None if found is None else Note(**found)
+        return None if found is None else _Note(**found)
 
     @tool(effect="reconcilable", key=lambda a: f"note:{a.order_id}", reconcile=find_note)
-    def add_crm_note(ctx: ToolContext, args: NoteArgs) -> Note:
+    def add_crm_note(ctx: ToolContext, args: _NoteArgs) -> _Note:
         """Record the refund on the customer's CRM timeline."""
-        return Note(**bank.add_note(ctx.idempotency_key, args.order_id, args.text))
+        return _Note(**bank.add_note(ctx.idempotency_key, args.order_id, args.text))
 
     @tool(effect="idempotent", key=lambda a: f"email:{a.to}:{a.subject}")
-    def send_confirmation(ctx: ToolContext, args: EmailArgs) -> EmailSent:
+    def send_confirmation(ctx: ToolContext, args: _EmailArgs) -> _EmailSent:
         """Email the customer; the email provider deduplicates by key."""
-        return EmailSent(**bank.send_email(args.to, args.subject, ctx.idempotency_key))
+        return _EmailSent(**bank.send_email(args.to, args.subject, ctx.idempotency_key))
 
     @workflow(name="refund_order")
     async def refund_order(ctx: RunContext, order_id: str) -> dict[str, Any]:

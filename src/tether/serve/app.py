@@ -42,7 +42,7 @@ from tether.errors import (
 from tether.serve import requires_serve
 from tether.serve.server import Refusal, Server, Started
 from tether.serve.stream import UiEvent, event_stream
-from tether.serve.tenants import Principal, tenant_of_run
+from tether.serve.tenants import KeyHolder, tenant_of_run
 
 requires_serve()
 
@@ -61,7 +61,8 @@ __all__ = ["OPENAPI", "create_app", "problem_of"]
 _WEBHOOK_STATUS = {"missing-signature": 401, "bad-signature": 401, "stale": 401,
                    "malformed-signature": 400, "missing-event-id": 400}
 
-Handler = Callable[[Request, Server, Principal], Awaitable[Response]]
+#: An API route's handler: the request, the server, and who holds the key it came with.
+_ApiHandler = Callable[[Request, Server, KeyHolder], Awaitable[Response]]
 
 
 def problem_of(exc: Exception) -> Refusal | None:
@@ -109,13 +110,13 @@ def _answer(refusal: Refusal, server: Server, tenant: str | None) -> JSONRespons
     return JSONResponse({"error": error}, status_code=refusal.status, headers=headers)
 
 
-def _endpoint(server: Server, handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+def _endpoint(server: Server, handler: _ApiHandler) -> Callable[[Request], Awaitable[Response]]:
     """``handler`` behind authentication and the error mapping."""
 
     async def endpoint(request: Request) -> Response:
-        who: Principal | None = None
+        who: KeyHolder | None = None
         try:
-            who = _principal(server, request)
+            who = _key_holder(server, request)
             return await handler(request, server, who)
         except Exception as exc:  # every tether error is an answer; anything else a 500
             refusal = problem_of(exc)
@@ -126,7 +127,7 @@ def _endpoint(server: Server, handler: Handler) -> Callable[[Request], Awaitable
     return endpoint
 
 
-def _principal(server: Server, request: Request) -> Principal:
+def _key_holder(server: Server, request: Request) -> KeyHolder:
     scheme, _, key = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not key.strip():
         raise Refusal(401, "unauthorized", "send the API key as 'Authorization: Bearer <key>'")
@@ -272,16 +273,16 @@ def _until(request: Request) -> str:
 # -- handlers -------------------------------------------------------------------------------
 
 
-async def create_session(request: Request, server: Server, who: Principal) -> Response:
+async def create_session(request: Request, server: Server, who: KeyHolder) -> Response:
     session = server.create_session(who, await _body(request, server))
     return JSONResponse(server.view(who, session), status_code=201)
 
 
-async def read_session(request: Request, server: Server, who: Principal) -> Response:
+async def read_session(request: Request, server: Server, who: KeyHolder) -> Response:
     return JSONResponse(server.view(who, server.session(who, request.path_params["sid"])))
 
 
-async def fire_trigger(request: Request, server: Server, who: Principal) -> Response:
+async def fire_trigger(request: Request, server: Server, who: KeyHolder) -> Response:
     body = await _body(request, server)
     sid, trigger = request.path_params["sid"], request.path_params["trigger"]
     done = await server.fire(who, sid, trigger, body)
@@ -290,42 +291,42 @@ async def fire_trigger(request: Request, server: Server, who: Principal) -> Resp
     return JSONResponse(server.view(who, done))
 
 
-async def continue_execution(request: Request, server: Server, who: Principal) -> Response:
+async def continue_execution(request: Request, server: Server, who: KeyHolder) -> Response:
     run_id = request.path_params["run_id"]
     after = await server.continue_execution(who, run_id, await _body(request, server))
     return _sse(server, run_id, after)
 
 
-async def execution_events(request: Request, server: Server, who: Principal) -> Response:
+async def execution_events(request: Request, server: Server, who: KeyHolder) -> Response:
     run_id = request.path_params["run_id"]
     server.own_run(who, run_id)
     return _sse(server, run_id, _after(request), through_waits=_until(request) == "finished")
 
 
-async def restore_session(request: Request, server: Server, who: Principal) -> Response:
+async def restore_session(request: Request, server: Server, who: KeyHolder) -> Response:
     session = server.restore(who, request.path_params["sid"], await _body(request, server))
     return JSONResponse(server.view(who, session))
 
 
-async def list_approvals(request: Request, server: Server, who: Principal) -> Response:
+async def list_approvals(request: Request, server: Server, who: KeyHolder) -> Response:
     return JSONResponse({"approvals": server.approvals(who)})
 
 
-async def approve(request: Request, server: Server, who: Principal) -> Response:
+async def approve(request: Request, server: Server, who: KeyHolder) -> Response:
     return JSONResponse(server.decide(who, request.path_params["run_id"],
                                       await _body(request, server), approve=True))
 
 
-async def deny(request: Request, server: Server, who: Principal) -> Response:
+async def deny(request: Request, server: Server, who: KeyHolder) -> Response:
     return JSONResponse(server.decide(who, request.path_params["run_id"],
                                       await _body(request, server), approve=False))
 
 
-async def list_runs(request: Request, server: Server, who: Principal) -> Response:
+async def list_runs(request: Request, server: Server, who: KeyHolder) -> Response:
     return JSONResponse({"runs": server.runs(who)})
 
 
-async def run_events(request: Request, server: Server, who: Principal) -> Response:
+async def run_events(request: Request, server: Server, who: KeyHolder) -> Response:
     return JSONResponse({"events": server.run_events(who, request.path_params["run_id"])})
 
 
@@ -364,7 +365,7 @@ OPEN_ROUTES: list[tuple[str, str, Callable[[Request, Server], Awaitable[Response
 ]
 
 #: (path, method, handler): the API. OPENAPI describes exactly these and OPEN_ROUTES.
-ROUTES: list[tuple[str, str, Handler]] = [
+ROUTES: list[tuple[str, str, _ApiHandler]] = [
     ("/v1/sessions", "POST", create_session),
     ("/v1/sessions/{sid}", "GET", read_session),
     ("/v1/sessions/{sid}/triggers/{trigger}", "POST", fire_trigger),

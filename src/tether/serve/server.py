@@ -1,7 +1,7 @@
 """The server behind ``tether serve``: one Runtime, one Sessions, the agent files, the turns.
 
 A :class:`Server` is everything the HTTP face (:mod:`tether.serve.app`) calls, as methods that
-take the caller's :class:`~tether.serve.tenants.Principal` and the public ids of its tenant:
+take the caller's :class:`~tether.serve.tenants.KeyHolder` and the public ids of its tenant:
 
 - sessions are stored as ``{tenant}.{sid}`` and runs are checked to be the caller's turn runs
   before anything is read, so another tenant's resource is "not found", never "forbidden";
@@ -45,7 +45,7 @@ from tether.events import Event, RunStarted, RunStatus, WaitExpired, WaitResolve
 from tether.runtime.runtime import Runtime
 from tether.serve.redact import STORE, Redactor
 from tether.serve.stream import DeltaFeed, UiEvent
-from tether.serve.tenants import KeyRing, Principal, public_id, session_of_run, stored_id
+from tether.serve.tenants import KeyHolder, KeyRing, public_id, session_of_run, stored_id
 from tether.sessions.loader import AgentDefinition
 from tether.sessions.session import Session, Sessions, TurnResult
 from tether.sessions.state import SESSION_WORKFLOW, SessionStatus, stream_id, turn_run_id
@@ -424,7 +424,7 @@ class Server:
 
     # -- sessions -------------------------------------------------------------------------
 
-    def create_session(self, who: Principal, body: Mapping[str, Any]) -> Session:
+    def create_session(self, who: KeyHolder, body: Mapping[str, Any]) -> Session:
         """Create a session of ``who``'s tenant (``body``: agent, session_id?, variables?,
         ttl_s?)."""
         agent = _field(body, "agent", str, required=True)
@@ -438,14 +438,14 @@ class Server:
         stored = self._stored(who, sid)
         return self.sessions.create(stored, agent=agent, variables=variables, ttl_s=ttl_s)
 
-    def session(self, who: Principal, sid: str) -> Session:
+    def session(self, who: KeyHolder, sid: str) -> Session:
         """The session ``sid`` of ``who``'s tenant; 404 when there is none."""
         stored = self._stored(who, sid)
         if self.store.get_run(stream_id(stored)) is None:
             raise Refusal(404, "not_found", f"no session {sid!r}", "session_id")
         return self.sessions.session(stored)
 
-    def view(self, who: Principal, session: Session) -> dict[str, Any]:
+    def view(self, who: KeyHolder, session: Session) -> dict[str, Any]:
         """The session as the API shows it."""
         return {
             "id": public_id(who.tenant, session.id), "agent": session.agent,
@@ -459,7 +459,7 @@ class Server:
             "history": session.transcript(),
         }
 
-    def restore(self, who: Principal, sid: str, body: Mapping[str, Any]) -> Session:
+    def restore(self, who: KeyHolder, sid: str, body: Mapping[str, Any]) -> Session:
         """Restore session ``sid`` from the client's copy of its history."""
         history: list[Any] = _field(body, "history", list, required=True) or []
         if len(history) > self.limits.history_messages:
@@ -494,7 +494,7 @@ class Server:
 
     # -- turns ----------------------------------------------------------------------------
 
-    async def fire(self, who: Principal, sid: str, trigger: str,
+    async def fire(self, who: KeyHolder, sid: str, trigger: str,
                    body: Mapping[str, Any]) -> Started | Session:
         """Fire ``trigger`` on session ``sid``: the turn it started (which goes on in the
         background), or the session when the trigger only set variables."""
@@ -628,7 +628,7 @@ class Server:
                 await _close(started.result().deltas)
             raise
 
-    async def continue_execution(self, who: Principal, run_id: str,
+    async def continue_execution(self, who: KeyHolder, run_id: str,
                                  body: Mapping[str, Any]) -> int:
         """Record client results for turn run ``run_id`` and resume its turn in the
         background; the run's last seq before the results (where its stream picks up)."""
@@ -646,12 +646,12 @@ class Server:
         self._after(stored, lambda: self.sessions.resume(stored))
         return info.last_seq
 
-    def approvals(self, who: Principal) -> list[dict[str, Any]]:
+    def approvals(self, who: KeyHolder) -> list[dict[str, Any]]:
         """Pending approvals of ``who``'s tenant."""
         return [a.as_data() for a in self.runtime.pending_approvals()
                 if session_of_run(who.tenant, a.run_id) is not None]
 
-    def decide(self, who: Principal, run_id: str, body: Mapping[str, Any], *,
+    def decide(self, who: KeyHolder, run_id: str, body: Mapping[str, Any], *,
                approve: bool) -> dict[str, Any]:
         """Approve or deny the held call of ``run_id`` (``body``: note?, step?); the role is
         the key's, the decider its principal. The turn resumes in the background."""
@@ -674,25 +674,25 @@ class Server:
         return {**decided.as_data(), "decision": "approved" if approve else "denied",
                 "by": who.by}
 
-    def runs(self, who: Principal) -> list[dict[str, Any]]:
+    def runs(self, who: KeyHolder) -> list[dict[str, Any]]:
         """The tenant's turn runs, oldest first."""
         return [{"run_id": i.run_id, "status": i.status.value, "last_seq": i.last_seq,
                  "created_at": i.created_at, "updated_at": i.updated_at}
                 for i in self.store.list_runs(limit=_LISTED)
                 if session_of_run(who.tenant, i.run_id)]
 
-    def run_events(self, who: Principal, run_id: str) -> list[dict[str, Any]]:
+    def run_events(self, who: KeyHolder, run_id: str) -> list[dict[str, Any]]:
         """The journal of the tenant's run ``run_id``."""
         self._run(who, run_id)
         return [e.model_dump(mode="json") for e in self.store.read(run_id)]
 
-    def own_run(self, who: Principal, run_id: str) -> None:
+    def own_run(self, who: KeyHolder, run_id: str) -> None:
         """404 unless ``run_id`` is an existing turn run of ``who``'s tenant."""
         self._run(who, run_id)
 
     # -- plumbing -------------------------------------------------------------------------
 
-    def _stored(self, who: Principal, sid: str) -> str:
+    def _stored(self, who: KeyHolder, sid: str) -> str:
         try:
             return stored_id(who.tenant, sid)
         except UsageError as exc:
@@ -700,7 +700,7 @@ class Server:
             raise Refusal(422, "invalid_session_id", "a session id is 1 to 128 characters of "
                           "letters, digits, '_' and '-'", "session_id") from exc
 
-    def _run(self, who: Principal, run_id: str) -> str:
+    def _run(self, who: KeyHolder, run_id: str) -> str:
         # The tenant is checked on the id alone, before anything is read.
         stored = session_of_run(who.tenant, run_id)
         if stored is None or self.store.get_run(run_id) is None:

@@ -39,7 +39,7 @@ from tether.errors import UsageError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["KeyFile", "KeyRing", "Principal", "key_hash", "owns_run", "public_id", "session_of_run",
+__all__ = ["KeyFile", "KeyHolder", "KeyRing", "key_hash", "owns_run", "public_id", "session_of_run",
            "stored_id", "tenant_of_run"]
 
 #: Between the tenant and the session id in the stored session id.
@@ -50,7 +50,7 @@ _TURN_RUN = re.compile(r"session:([A-Za-z0-9_-]{1,64})\.([A-Za-z0-9_-]{1,128}):t
 
 
 @dataclass(frozen=True, slots=True)
-class Principal:
+class KeyHolder:
     """Who a key speaks for: its tenant, its principal (journaled as the decider) and roles."""
 
     tenant: str
@@ -113,7 +113,7 @@ class KeyRing:
     """The API keys a server accepts, by hash."""
 
     def __init__(self) -> None:
-        self._by_hash: dict[str, Principal] = {}
+        self._by_hash: dict[str, KeyHolder] = {}
 
     def __len__(self) -> int:
         return len(self._by_hash)
@@ -131,12 +131,12 @@ class KeyRing:
             raise UsageError(f"key hash {hashed[:20]!r}…: expected 'sha256:' and 64 hex digits")
         if hashed in self._by_hash:
             raise UsageError("the same key is listed twice in the keys file")
-        self._by_hash[hashed] = Principal(
+        self._by_hash[hashed] = KeyHolder(
             check_name("tenant", tenant), check_name("principal", principal),
             frozenset(check_name("role", r) for r in roles))
 
-    def identify(self, key: str) -> Principal | None:
-        """The principal of ``key``; ``None`` for a key this ring does not hold."""
+    def identify(self, key: str) -> KeyHolder | None:
+        """Who holds ``key``; ``None`` for a key this ring does not hold."""
         return self._by_hash.get(key_hash(key))
 
     def rows(self) -> list[dict[str, Any]]:
@@ -196,7 +196,7 @@ class KeyFile(KeyRing):
         self._by_hash = KeyRing.load(path)._by_hash
         self._stamp = self._stamp_now()
 
-    def identify(self, key: str) -> Principal | None:
+    def identify(self, key: str) -> KeyHolder | None:
         self._refresh()
         return super().identify(key)
 

@@ -71,7 +71,8 @@ _REPORT_CSP = ("default-src 'none'; style-src 'unsafe-inline'; img-src data:; "
 _REPORT_HEADERS = {"X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer",
                    "Cache-Control": "no-cache"}
 
-Handler = Callable[[Request], Awaitable[Response]]
+#: A viewer route's handler (private: ``tether.runtime.tools.Handler`` is the public one).
+_ViewHandler = Callable[[Request], Awaitable[Response]]
 
 
 def create_app(store: Store | None, *, store_url: str = "", campaign: Campaign | None = None,
@@ -167,7 +168,7 @@ async def _off_loop(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     return await anyio.to_thread.run_sync(lambda: fn(*args, **kwargs))
 
 
-def _guarded(handler: Handler) -> Handler:
+def _guarded(handler: _ViewHandler) -> _ViewHandler:
     """``handler`` with tether's errors answered as 4xx JSON."""
 
     async def endpoint(request: Request) -> Response:
