@@ -27,6 +27,7 @@ from tether.events import (
     TimerStarted,
     ToolAmbiguous,
     TurnFinished,
+    TurnStarted,
     VariableSet,
     _construct_trusted,
     _Event,
@@ -142,3 +143,13 @@ def test_importing_and_reading_builds_no_validator() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=60)
     assert done.returncode == 0, done.stderr
+
+
+def test_a_mutable_default_is_not_shared() -> None:
+    """Two constructed events left at a list default hold two lists, as validated ones do."""
+    body = '{"seq":1,"at":0.0,"v":1,"kind":"turn_started","turn":1,"run_id":"r"}'
+    first = _construct_trusted(TurnStarted, json.loads(body))
+    second = _construct_trusted(TurnStarted, json.loads(body))
+    assert isinstance(first, TurnStarted) and isinstance(second, TurnStarted)
+    assert first.roles == second.roles == TurnStarted.model_validate(json.loads(body)).roles
+    assert first.roles is not second.roles

@@ -14,6 +14,7 @@ and reads them), and a string with a lone surrogate as ``\\uXXXX`` escapes.
 
 from __future__ import annotations
 
+import copy
 import json
 import zlib
 from collections.abc import Callable
@@ -578,11 +579,20 @@ class _Shape:
         self.known = frozenset(fields)
         self.required = frozenset(n for n, f in fields.items() if f.is_required())
         # (name, default, default_factory) in the order pydantic keeps them: the serializer
-        # writes a model's fields in the order of its __dict__
+        # writes a model's fields in the order of its __dict__. A mutable default (a list)
+        # is copied per event, as validation copies it, so no two events share one.
         self.defaults: tuple[tuple[str, Any, Callable[[], Any] | None], ...] = tuple(
-            (n, f.default, f.default_factory) for n, f in fields.items())  # type: ignore[misc]
+            (n, f.default, f.default_factory or _copier(f.default))  # type: ignore[misc]
+            for n, f in fields.items())
         self.floats = tuple(n for n, f in fields.items() if f.annotation in (float, float | None))
         self.statuses = tuple(n for n, f in fields.items() if f.annotation is RunStatus)
+
+
+def _copier(default: object) -> Callable[[], Any] | None:
+    """A factory of fresh copies of a mutable default; None for an immutable one."""
+    if isinstance(default, list | dict | set):
+        return lambda: copy.deepcopy(default)
+    return None
 
 
 def _trusted_shape(cls: type[_Event]) -> _Shape | None:
