@@ -1,5 +1,7 @@
-"""A keyed write whose worker keeps dying after the effect is settled by the tool's lookup once
-its attempts are spent, instead of escalating an outcome the lookup can tell."""
+"""A keyed write whose worker keeps dying after the effect: stops of its own worker are not the
+provider's unknowns, so the write is re-issued under its key past the tool's attempts; once the
+retry policy's crash rule is spent (10 stops), the tool's lookup settles it, and a write nothing
+can look up escalates as unknown."""
 
 from __future__ import annotations
 
@@ -63,17 +65,27 @@ def _run(crashes: int, *, lookup: bool) -> tuple[Any, list[str]]:
         return result, effects
 
 
-@pytest.mark.parametrize("crashes", [3, 4, 6])
+@pytest.mark.parametrize("crashes", [3, 4, 6, 10, 12])
 def test_a_write_the_tool_can_look_up_is_settled_after_repeated_crashes(crashes: int) -> None:
-    """Crashes after the effect, beyond the tool's attempts: the lookup finds the write, the
-    run completes with its result, and the provider applied it once."""
+    """Crashes after the effect, beyond the tool's attempts and beyond the crash rule: the run
+    completes with the write's one result, applied once."""
     result, effects = _run(crashes, lookup=True)
     assert (result.status, result.result) == (RunStatus.COMPLETED, "re_1")
     assert effects == ["re_1"]
 
 
-def test_without_a_lookup_repeated_crashes_still_escalate() -> None:
-    """The same crashes on a write nothing can look up: escalated as unknown, never failed."""
-    result, effects = _run(3, lookup=False)
+@pytest.mark.parametrize("crashes", [3, 9])
+def test_without_a_lookup_stops_within_the_crash_rule_are_reissued(crashes: int) -> None:
+    """Stops of its own worker, fewer than the crash rule's 10, beyond the tool's 3 attempts:
+    re-issued under the key, completed, applied once."""
+    result, effects = _run(crashes, lookup=False)
+    assert (result.status, result.result) == (RunStatus.COMPLETED, "re_1")
+    assert effects == ["re_1"]
+
+
+def test_without_a_lookup_stops_past_the_crash_rule_escalate() -> None:
+    """Ten stops at one call nothing can look up: escalated as unknown, never failed."""
+    result, effects = _run(10, lookup=False)
     assert result.status is RunStatus.ESCALATED and "unknown" in result.reason
+    assert "stopped 10 time(s)" in result.reason
     assert effects == ["re_1"]

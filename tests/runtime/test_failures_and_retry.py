@@ -89,7 +89,11 @@ def test_policies_are_data_and_overridable() -> None:
     strict = RetryPolicy().with_rule("rate_limited", Rule(Action.FAIL, max_attempts=1))
     assert strict.rule(FailureType.RATE_LIMITED).action is Action.FAIL
     assert RetryPolicy().rule(FailureType.RATE_LIMITED).action is Action.BACKOFF
-    assert all(r.max_attempts == 1 for r in RetryPolicy.never().rules.values())
+    # never() retries nothing; taking up a run after its worker stopped is recovery, not a
+    # retry, so the crash rule keeps its bound.
+    assert all(r.max_attempts == 1 for kind, r in RetryPolicy.never().rules.items()
+               if kind is not FailureType.CRASH)
+    assert RetryPolicy.never().rule(FailureType.CRASH) == RetryPolicy().rule(FailureType.CRASH)
 
 
 def test_breaker_closed_open_half_open_closed() -> None:
