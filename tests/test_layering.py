@@ -62,7 +62,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("faces", ("tether", "tether.cli", "tether.worker_cli", "tether.serve", "tether.view",
                "tether.client", "tether.terminal", "tether.demo", "tether.testing",
                "tether.sim.cli", "tether.evals.cli", "tether.sessions.cli",
-               "tether.evals.pytest_plugin")),
+               "tether.evals.pytest_plugin", "tether.cli_options")),
 ]
 
 # Arrows that stay, each with its reason: (importing module, imported module) -> why.

@@ -27,6 +27,7 @@ from typer import _click as click  # typer's own click, which its classes are bu
 from typer.core import TyperGroup
 
 from tether import __version__
+from tether.cli_options import JsonOpt, StoreOpt
 from tether.errors import CorruptJournal, TetherError, UsageError
 from tether.evals.cli import MAX_SEEDS, MAX_WORKERS
 from tether.events import RunStatus
@@ -192,10 +193,6 @@ runs_app.command("start", help="Put a run on a queue for a worker; prints the ru
                  "run is durable.")(_stand_in)
 app.command("view", help="Browse runs, their timelines, waiting approvals and a campaign's "
             "results in a browser.")(_stand_in)
-
-StoreOpt = Annotated[str, typer.Option("--store", envvar="TETHER_STORE",
-                                       help="memory:, a SQLite file, or postgresql://…")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 
 
 def _fail(exc: TetherError) -> NoReturn:

@@ -31,6 +31,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from tether.cli_options import JsonOpt, SharedStoreOpt
 from tether.clock import SystemClock
 from tether.errors import TetherError, UsageError
 from tether.events import RunStatus
@@ -45,9 +46,6 @@ __all__ = ["load_workflow", "parse_queues", "runs_start", "worker", "workers_app
 
 workers_app = typer.Typer(no_args_is_help=True, help="The workers serving a store's queue.")
 
-StoreOpt = Annotated[str, typer.Option("--store", envvar="TETHER_STORE",
-                                       help="A SQLite file, or postgresql://…")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 
 _AGENT_SUFFIXES = (".yaml", ".yml", ".json")
 
@@ -113,7 +111,7 @@ def _open(url: str) -> Store:
 
 
 def worker(
-    store: StoreOpt,
+    store: SharedStoreOpt,
     workflows: Annotated[list[str], typer.Option(
         "--workflow", help="A workflow to execute: package.module:attr, path/to/file.py:attr "
         "or an agent file; repeat for several.")],
@@ -212,7 +210,7 @@ def runs_start(
     workflow_spec: Annotated[str, typer.Argument(
         metavar="WORKFLOW", help="package.module:attr, path/to/file.py:attr or an agent "
         "file.")],
-    store: StoreOpt,
+    store: SharedStoreOpt,
     input_json: Annotated[str | None, typer.Option(
         "--input", help="The run's input, as JSON (an agent's: its task text).")] = None,
     queue: Annotated[str, typer.Option("--queue", help="The queue to put it on.")] =
@@ -244,7 +242,7 @@ def runs_start(
 
 @workers_app.command("list")
 def workers_list(
-    store: StoreOpt,
+    store: SharedStoreOpt,
     as_json: JsonOpt = False,
     lease_ttl_s: Annotated[float, typer.Option(
         "--lease-ttl-s", callback=_positive, help="The workers' lease time: a worker beats "

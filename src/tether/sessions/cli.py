@@ -20,6 +20,7 @@ from typing import Annotated, Any
 import typer
 from rich.markup import escape
 
+from tether.cli_options import JsonOpt
 from tether.errors import UsageError
 from tether.sessions.loader import (
     AgentDefinition,
@@ -36,7 +37,6 @@ agent_app = typer.Typer(no_args_is_help=True, help="Check and show declarative (
 FileArg = Annotated[Path, typer.Argument(help="The agent's YAML file.")]
 VarOpt = Annotated[list[str] | None, typer.Option(
     "--var", help="A variable's value, name=value (repeatable; JSON for non-string types).")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 
 
 def _fail(exc: UsageError) -> typer.Exit:

@@ -31,6 +31,7 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
+from tether.cli_options import JsonOpt
 from tether.errors import TetherError
 from tether.evals.compare import compare, gate_failures, load_results, render_comparison, unmatched
 from tether.sim.agent_ref import agent_spec_of, load_agent_factory
@@ -56,7 +57,6 @@ AgentOpt = Annotated[str | None, typer.Option(
                     "package.module:function, or path/to/file.py:function.")]
 HarnessFilesOpt = Annotated[list[Path] | None, typer.Option(
     "--harnesses", help="A YAML file of harness variants (repeatable).")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 TimingOpt = Annotated[bool, typer.Option("--timing", help="Also print wall-clock time.")]
 
 
