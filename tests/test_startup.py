@@ -29,6 +29,7 @@ RECOVERY_IMPORT = ("from tether import ProbePoint, RunContext, Runtime, SQLiteSt
 NOT_ON_THE_RECOVERY_PATH = [
     "tether.agent.agent",
     "tether.models.anthropic",
+    "tether.models.base",  # a workflow without a model builds no model types
     "tether.models.openai",
     "tether.policy.policy",
     "tether.policy.spec",

@@ -41,7 +41,6 @@ from tether.events import (
 )
 from tether.runtime.ambiguity import cancel_requested
 from tether.runtime.codec import from_json, to_json
-from tether.runtime.model_calls import call_model
 from tether.runtime.run_internals import RunInternals
 from tether.runtime.tools import Tool
 from tether.runtime.writes import execute_tool
@@ -294,6 +293,10 @@ class RunContext:
                          prices: PriceTable | None = None) -> ModelResponse:
         """Ask ``model`` once; afterwards return the journaled response (or raise the
         journaled failure). Cost is priced from ``prices`` (the default table if omitted)."""
+        # Imported here: a workflow without a model (a restarted worker recovering one) never
+        # builds the model types.
+        from tether.runtime.model_calls import call_model
+
         return await call_model(self._run, model, request, prices)
 
     async def call_tool(self, tool: Tool[Any, Any], args: Any) -> Any:
