@@ -244,8 +244,7 @@ def _matches(shown: str, real: str, *, paths: dict[str, str], volatile: Volatile
     ``shown`` stands for any number of lines. The checkout the README's outputs were pasted
     from reads as this checkout in ``shown`` only (a clone at ``/x/work/main`` must not turn
     into ``/x/x/work/main``)."""
-    pasted = {PASTED_CHECKOUT: str(ROOT), **paths}
-    parts = [_normalise(p, paths=pasted, volatile=volatile)
+    parts = [_normalise(p.replace(PASTED_CHECKOUT, str(ROOT)), paths=paths, volatile=volatile)
              for p in re.split(r"^\s*(?:\.\.\.|…)\s*$", shown, flags=re.M)]
     lines = _normalise(real, paths=paths, volatile=volatile)
     if len(parts) == 1:
