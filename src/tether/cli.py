@@ -27,9 +27,8 @@ from typer import _click as click  # typer's own click, which its classes are bu
 from typer.core import TyperGroup
 
 from tether import __version__
-from tether.cli_options import JsonOpt, StoreOpt
+from tether.cli_options import MAX_SEEDS, MAX_WORKERS, JsonOpt, StoreOpt
 from tether.errors import CorruptJournal, TetherError, UsageError
-from tether.evals.cli import MAX_SEEDS, MAX_WORKERS
 from tether.events import RunStatus
 from tether.terminal import NO_COLOR_KEY, RootGroup, fail, stderr, stdout
 

@@ -18,7 +18,13 @@ from typing import Annotated
 
 import typer
 
-__all__ = ["JsonOpt", "SharedStoreOpt", "StoreOpt"]
+__all__ = ["MAX_SEEDS", "MAX_WORKERS", "JsonOpt", "SharedStoreOpt", "StoreOpt"]
+
+#: The most seeds per cell a campaign takes (``tether eval run``, ``tether demo``): a larger
+#: number is a typo, not a campaign (the jobs would not fit in memory).
+MAX_SEEDS = 100_000
+#: The most worker processes a campaign starts.
+MAX_WORKERS = 1024
 
 #: ``--json``: print one machine-readable document instead of the human table.
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]

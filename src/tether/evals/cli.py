@@ -19,17 +19,13 @@ from typing import Annotated, Any, Literal, get_args
 import typer
 from rich.markup import escape
 
+from tether.cli_options import MAX_SEEDS, MAX_WORKERS
 from tether.errors import TetherError
 from tether.evals.suites import BUILTIN_SCENARIOS, SUITES
 from tether.terminal import fail, stdout
 
 __all__ = ["BACKEND_CHOICES", "MAX_SEEDS", "MAX_WORKERS", "Backend", "eval_app"]
 
-#: The most seeds per cell a campaign takes (a larger number is a typo, not a campaign: the
-#: jobs would not fit in memory).
-MAX_SEEDS = 100_000
-#: The most worker processes.
-MAX_WORKERS = 1024
 
 #: Where episodes run (tether.evals.campaign.BACKENDS, as a type so --help lists them).
 Backend = Literal["process", "ray"]
