@@ -47,3 +47,24 @@ def test_errors_survive_pickling() -> None:
     assert type(error) is ConflictError and error.param == "revision" and error.message == "moved"
     lost = pickle.loads(pickle.dumps(ConnectionFailedError("gone", run_id="r", last_id=4)))
     assert (lost.run_id, lost.last_id, str(lost)) == ("r", 4, "gone")
+
+
+@pytest.mark.parametrize(("old", "new"), [
+    ("NotFound", NotFoundError), ("Conflict", ConflictError), ("Unauthorized", AuthenticationError),
+    ("Forbidden", PermissionDeniedError), ("ServerFailure", InternalServerError),
+    ("ConnectionFailed", ConnectionFailedError), ("Unprocessable", UnprocessableEntityError)])
+def test_an_old_error_name_still_imports_with_a_deprecation_warning(old: str,
+                                                                    new: type[Exception]) -> None:
+    """Code written against the names before the SDK-style ones keeps working, warned, from
+    the package and from its errors module; the old name is the new class, not a second one."""
+    import tether.client
+    import tether.client.errors
+
+    for module in (tether.client, tether.client.errors):
+        with pytest.warns(DeprecationWarning, match=f"{old} is now .*{new.__name__}"):
+            assert getattr(module, old) is new
+        assert old not in module.__all__ and old not in dir(module)
+    with pytest.warns(DeprecationWarning, match="ResourceView"):
+        assert tether.client.Resource is tether.client.ResourceView
+    with pytest.raises(AttributeError, match="Nope"):
+        tether.client.Nope  # noqa: B018

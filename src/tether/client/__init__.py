@@ -17,6 +17,8 @@ SSE reader (:mod:`tether.serve.sse`), so the wire format is read by the code tha
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 try:
     import httpx  # noqa: F401  (checked here so the hint comes before any other import error)
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
@@ -27,6 +29,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 from tether.client.aio import AsyncClient
 from tether.client.common import Options
 from tether.client.errors import (
+    RENAMED,
     AuthenticationError,
     BadRequestError,
     ConflictError,
@@ -38,6 +41,7 @@ from tether.client.errors import (
     RequestTooLargeError,
     ServerError,
     UnprocessableEntityError,
+    renamed,
 )
 from tether.client.follow import Reconnect
 from tether.client.models import (
@@ -82,3 +86,7 @@ __all__ = [
     "TurnView",
     "UnprocessableEntityError",
 ]
+
+if not TYPE_CHECKING:  # the names before the client's errors took their SDK names (deprecated)
+    def __getattr__(name: str) -> Any:
+        return renamed(__name__, name, {**RENAMED, "Resource": "ResourceView"}, globals())

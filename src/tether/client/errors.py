@@ -26,13 +26,38 @@ wire.
 
 from __future__ import annotations
 
-from typing import Any
+import warnings
+from typing import TYPE_CHECKING, Any
 
 from tether.errors import TetherError
 
 __all__ = ["AuthenticationError", "BadRequestError", "ConflictError", "ConnectionFailedError",
            "GoneError", "InternalServerError", "NotFoundError", "PermissionDeniedError",
            "RequestTooLargeError", "ServerError", "UnprocessableEntityError", "error_for"]
+
+#: The names the client's errors had before they were named as SDK users know them: still
+#: importable, each with a DeprecationWarning naming the new one (not in ``__all__``, not
+#: classes of their own: the old name is the new class).
+RENAMED = {"BadRequest": "BadRequestError", "Unauthorized": "AuthenticationError",
+           "Forbidden": "PermissionDeniedError", "NotFound": "NotFoundError",
+           "Conflict": "ConflictError", "Gone": "GoneError",
+           "RequestTooLarge": "RequestTooLargeError", "Unprocessable": "UnprocessableEntityError",
+           "ServerFailure": "InternalServerError", "ConnectionFailed": "ConnectionFailedError"}
+
+
+def renamed(module: str, name: str, table: dict[str, str], namespace: dict[str, Any]) -> Any:
+    """The object an old ``name`` of ``module`` now goes by, with a DeprecationWarning; an
+    AttributeError for any other name."""
+    new = table.get(name)
+    if new is None:
+        raise AttributeError(f"module {module!r} has no attribute {name!r}")
+    warnings.warn(f"{module}.{name} is now {module}.{new}", DeprecationWarning, stacklevel=3)
+    return namespace[new]
+
+
+if not TYPE_CHECKING:  # to a checker the old names do not exist: it points at the new ones
+    def __getattr__(name: str) -> Any:
+        return renamed(__name__, name, RENAMED, globals())
 
 
 class ServerError(TetherError):
