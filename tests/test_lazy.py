@@ -15,7 +15,7 @@ INIT = '''
 from tether._lazy import attach as _attach
 __all__ = ["fast", "helper", "renamed"]
 _WHERE = {"fast": "pkg.impl", "helper": "pkg.helper", "renamed": "pkg.impl:spelt_otherwise"}
-__getattr__, __dir__ = _attach(__name__, _WHERE, __all__)
+__getattr__, __dir__ = _attach(__name__, _WHERE, __all__, renamed={"quick": "fast"})
 '''
 FILES = {
     "pkg/__init__.py": INIT,
@@ -77,3 +77,40 @@ def test_submodules_errors_and_dir(tmp_path: Path) -> None:
     """)
     assert out.splitlines() == ["4", "module 'pkg' has no attribute 'nothing'",
                                 "no_such_dependency_here", "True"]
+
+
+def test_a_former_name_resolves_to_the_current_one_with_a_warning(tmp_path: Path) -> None:
+    """A name listed as renamed gives the current name's value and a DeprecationWarning naming
+    it, every time, and is neither exported nor listed by dir()."""
+    out = run(tmp_path, """
+        import warnings, pkg
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            from pkg import quick
+            again = pkg.quick
+        # (a from-import asks twice: hasattr, then getattr)
+        print(quick is pkg.fast, again is quick, sorted({str(w.message) for w in caught}))
+        print("quick" in dir(pkg), "quick" in pkg.__all__, "quick" in vars(pkg))
+    """)
+    assert out.splitlines() == [
+        "True True ['pkg.quick is now pkg.fast']",
+        "False False False"]
+
+
+def test_the_policy_names_before_the_rename_still_import() -> None:
+    """``from tether.policy import Rule, Decision`` (the names before PolicyRule and
+    PolicyDecision) still work, deprecated; ``tether.Rule`` stays the retry rule."""
+    import warnings
+
+    import tether
+    import tether.policy
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        from tether.policy import Decision, Rule
+    assert Rule is tether.policy.PolicyRule and Decision is tether.policy.PolicyDecision
+    assert sorted({str(w.message) for w in caught}) == [
+        "tether.policy.Decision is now tether.policy.PolicyDecision",
+        "tether.policy.Rule is now tether.policy.PolicyRule"]
+    assert all(w.category is DeprecationWarning for w in caught)
+    assert tether.Rule is not tether.policy.PolicyRule

@@ -41,10 +41,13 @@ class _Package(types.ModuleType):
 
 
 def attach(
-    package: str, where: Mapping[str, str], public: Iterable[str]
+    package: str, where: Mapping[str, str], public: Iterable[str],
+    renamed: Mapping[str, str] | None = None,
 ) -> tuple[Callable[[str], object], Callable[[], list[str]]]:
     """The ``__getattr__`` and ``__dir__`` of ``package``, which loads ``where``'s names on
-    first use; ``dir(package)`` lists what is loaded and every name of ``public``.
+    first use; ``dir(package)`` lists what is loaded and every name of ``public``. ``renamed``
+    maps former public names to current ones: a former name still resolves, to the current
+    name's value, with a ``DeprecationWarning`` each time (it is not listed anywhere).
 
     >>> getattr_, dir_ = attach("tether", {"Runtime": "tether.runtime.runtime"}, ["Runtime"])
     """
@@ -65,6 +68,12 @@ def attach(
             value = getattr(sys.modules[source], attribute or name)
             namespace[name] = value  # later lookups skip this function
             return value
+        if renamed is not None and name in renamed:
+            import warnings
+
+            warnings.warn(f"{package}.{name} is now {package}.{renamed[name]}",
+                          DeprecationWarning, stacklevel=2)
+            return __getattr__(renamed[name])
         if not name.startswith("_"):  # ``package.submodule``, as eager imports used to allow
             try:
                 __import__(f"{package}.{name}")

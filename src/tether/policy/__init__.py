@@ -91,4 +91,7 @@ _WHERE = {
 # The loader also keeps the rule ``control_flow`` under its name when the submodule
 # :mod:`tether.policy.control_flow` of the same name is loaded (see tether._lazy).
 if not TYPE_CHECKING:  # hidden from checkers, so a misspelt name stays an error there
-    __getattr__, __dir__ = _attach(__name__, _WHERE, __all__)
+    # The names before tether.Rule (the retry rule) and tether.events.Decision (the journal's
+    # decision event) kept theirs: still importable, deprecated.
+    __getattr__, __dir__ = _attach(__name__, _WHERE, __all__,
+                                   renamed={"Rule": "PolicyRule", "Decision": "PolicyDecision"})
