@@ -134,6 +134,15 @@ rules:
     assert decision(policy, request("wire_transfer")) is PolicyDecision.DENY
     assert policy.evaluate(request(args={"amount_cents": 60_000})).role == "supervisor"
     assert decision(policy, request("lookup", tier=0)) is PolicyDecision.ALLOW
+    # Policy.from_yaml, as the README long named it, reads the same policy.
+    again = Policy.from_yaml(path)
+    assert [type(r) for r in again.rules] == [type(r) for r in policy.rules]
+    assert (again.default, again.approval_timeout_s, again.on_timeout, again.name) == \
+        (policy.default, policy.approval_timeout_s, policy.on_timeout, policy.name)
+    assert decision(again, request("wire_transfer")) is PolicyDecision.DENY
+    (tmp_path / "bad.yaml").write_text("rules:\n  - deny_tools: {tools: 3}\n")
+    with pytest.raises(UsageError, match=r"bad\.yaml: rules\[0\]\.deny_tools\.tools"):
+        Policy.from_yaml(tmp_path / "bad.yaml")
 
 
 @pytest.mark.parametrize(("text", "message"), [

@@ -18,8 +18,7 @@ from tether.errors import UsageError
 from tether.evals.compare import compare_harnesses
 from tether.models.base import ModelSettings
 from tether.models.scripted import ScriptedModel, reply
-from tether.policy.policy import Policy
-from tether.policy.spec import policy_from_dict
+from tether.policy.policy import Policy, policy_from_dict
 from tether.runtime.budgets import Budgets
 from tether.runtime.failures import FailureType
 from tether.runtime.retry import Action, RetryPolicy, Rule

@@ -15,7 +15,7 @@ from tether._lazy import attach as _attach
 TYPE_CHECKING = False  # typing's own flag, without importing typing (start-up time)
 if TYPE_CHECKING:  # the real names for checkers and editors; imported on first use at run time
     from tether.policy.arguments import ArgumentFinding, trace_arguments
-    from tether.policy.policy import Policy
+    from tether.policy.policy import Policy, load_policy, policy_from_dict
     from tether.policy.request import (
         Observation,
         PolicyDecision,
@@ -36,7 +36,6 @@ if TYPE_CHECKING:  # the real names for checkers and editors; imported on first 
         require_role,
         taint_gate,
     )
-    from tether.policy.spec import load_policy, policy_from_dict
 
 __all__ = [
     "ArgumentFinding",
@@ -80,8 +79,8 @@ _WHERE = {
     "control_flow": "tether.policy.rules",
     "deny_tools": "tether.policy.rules",
     "environment_gate": "tether.policy.rules",
-    "load_policy": "tether.policy.spec",
-    "policy_from_dict": "tether.policy.spec",
+    "load_policy": "tether.policy.policy",
+    "policy_from_dict": "tether.policy.policy",
     "predicate": "tether.policy.rules",
     "require_role": "tether.policy.rules",
     "taint_gate": "tether.policy.rules",

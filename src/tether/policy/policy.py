@@ -8,12 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 from tether.policy.request import PolicyDecision, PolicyRequest, Verdict
 from tether.policy.rules import PolicyRule
+from tether.policy.spec import policy_settings, read_policy_settings
 
-__all__ = ["Policy"]
+__all__ = ["Policy", "load_policy", "policy_from_dict"]
 
 _STRICTNESS = {PolicyDecision.ALLOW: 0, PolicyDecision.APPROVE: 1, PolicyDecision.DENY: 2}
 
@@ -64,3 +66,19 @@ class Policy:
         return Policy(rules=(*self.rules, *rules), default=self.default,
                       approval_timeout_s=self.approval_timeout_s, on_timeout=self.on_timeout,
                       name=self.name)
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> Policy:
+        """Read a policy file; see :mod:`tether.policy.spec` for the format."""
+        return cls(**read_policy_settings(path))
+
+
+def load_policy(path: str | Path) -> Policy:
+    """Read and validate a policy file (errors name the file, the key path, what was expected
+    and what was found); the same as :meth:`Policy.from_yaml`."""
+    return Policy.from_yaml(path)
+
+
+def policy_from_dict(data: Any, *, where: str = "<policy>") -> Policy:
+    """Build a policy from parsed YAML/JSON data (see :mod:`tether.policy.spec`)."""
+    return Policy(**policy_settings(data, where=where))

@@ -33,12 +33,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from tether.errors import UsageError
 from tether.policy import rules as r
-from tether.policy.policy import Policy
 from tether.policy.request import PolicyAction
 from tether.runtime.provenance import Trust
 from tether.specs import StrictNumbers, describe, explain, load_yaml, one_of
 
-__all__ = ["MAX_TIMEOUT_S", "load_policy", "policy_from_dict"]
+__all__ = ["MAX_TIMEOUT_S", "policy_settings", "read_policy_settings"]
 
 
 
@@ -134,14 +133,17 @@ class _Top(_Spec):
     rules: list[Any] = []
 
 
-def load_policy(path: str | Path) -> Policy:
-    """Read and validate a policy file."""
+def read_policy_settings(path: str | Path) -> dict[str, Any]:
+    """Read and validate a policy file: the keyword arguments of
+    :class:`~tether.policy.policy.Policy` it describes (``Policy.from_yaml`` and
+    :func:`~tether.policy.policy.load_policy` build the policy)."""
     data = load_yaml(path, "policy")
-    return policy_from_dict(data if data is not None else {}, where=str(path))
+    return policy_settings(data if data is not None else {}, where=str(path))
 
 
-def policy_from_dict(data: Any, *, where: str = "<policy>") -> Policy:
-    """Build a policy from parsed YAML/JSON data (see the module docstring)."""
+def policy_settings(data: Any, *, where: str = "<policy>") -> dict[str, Any]:
+    """Validate parsed YAML/JSON policy data (see the module docstring): the keyword
+    arguments of the :class:`~tether.policy.policy.Policy` it describes, rules built."""
     if not isinstance(data, dict):
         raise UsageError(f"{where}: expected a mapping at the top, found {describe(data)}")
     try:
@@ -158,6 +160,6 @@ def policy_from_dict(data: Any, *, where: str = "<policy>") -> Policy:
         except (ValueError, TypeError) as exc:
             # A rule's own check of settings that passed the schema (say, an unknown trust).
             raise UsageError(f"{where}: rules[{index}].{kind}: {exc}") from exc
-    return Policy(rules=tuple(built), default=top.default,
-                  approval_timeout_s=top.approval_timeout_s, on_timeout=top.on_timeout,
-                  name=top.name)
+    return {"rules": tuple(built), "default": top.default,
+            "approval_timeout_s": top.approval_timeout_s, "on_timeout": top.on_timeout,
+            "name": top.name}

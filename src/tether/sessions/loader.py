@@ -41,8 +41,7 @@ from tether.models.anthropic import AnthropicModel
 from tether.models.base import Model, ModelSettings
 from tether.models.openai import OpenAIModel
 from tether.models.scripted import ScriptedModel
-from tether.policy.policy import Policy
-from tether.policy.spec import load_policy, policy_from_dict
+from tether.policy.policy import Policy, load_policy, policy_from_dict
 from tether.runtime.budgets import Budgets
 from tether.runtime.client_tools import ClientTool, client_tool
 from tether.runtime.retry import RetryPolicy, Rule

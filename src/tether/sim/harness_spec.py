@@ -407,7 +407,7 @@ def _retry(policy: RetryPolicy, override: RetryOverride) -> RetryPolicy:
 
 def _load_policy(spec: HarnessSpec, where: str) -> Policy | None:
     """The policy ``spec`` sets (``None`` for ``none`` or when it sets none)."""
-    from tether.policy.spec import load_policy, policy_from_dict
+    from tether.policy.policy import load_policy, policy_from_dict
 
     given = spec.policy
     if given is None or given == "none":

@@ -487,7 +487,7 @@ def scenario_policy_tools(scenario: Scenario, base_dir: Path | None = None) -> l
 
 def scenario_policy(scenario: Scenario, base_dir: Path | None = None) -> Policy | None:
     """The policy the scenario's story adds (its ``policy:``), loaded and checked."""
-    from tether.policy.spec import load_policy, policy_from_dict
+    from tether.policy.policy import load_policy, policy_from_dict
 
     given = scenario.policy
     where = scenario.source or "<scenario>"
